@@ -1,0 +1,246 @@
+"""Frequency schedules: ``theta in [0, inf)^P`` for a head of width ``d = 2P``.
+
+Every schedule is a pure function returning a float64 numpy array of ``P``
+angular frequencies (radians per position). ``theta_j = 0`` marks a
+rotation-free (NoPE) plane, so partial RoPE is a schedule with zeros.
+Definitions follow ``shared/THEORY.md`` ("Frequency schedules"):
+
+- ``rope(d, base)``: ``theta_j = base^(-2j/d)``.
+- ``partial(d, base, fraction)``: the first ``r = fraction * P`` planes rotate
+  with ``theta_j = base^(-2j/(2r))`` (Hugging Face ``partial_rotary_factor``);
+  the rest are NoPE. ``r`` must be a whole number of planes.
+- ``high_frequency(d, train_len, cycles=1)``: ``rope`` with
+  ``base = (L / (2 pi cycles))^(d/(d-2))``, so the slowest plane turns
+  ``cycles`` times within ``L``.
+- ``rope_id(d, train_len, fraction=1/2, min_wavelength=32, cycles=2)``: ``r``
+  rotating planes, ``theta_j = theta_hi (theta_lo/theta_hi)^(j/(r-1))`` with
+  ``theta_hi = 2 pi / min_wavelength`` and ``theta_lo = 2 pi cycles / L``
+  (both endpoints included, a documented choice), the rest NoPE.
+
+All are reachable through one registry, :data:`SCHEDULES`, by name:
+``schedule("rope_id", head_dim=128, train_len=4096)``, or from a dict / JSON
+spec with :func:`schedule_from_spec`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from fractions import Fraction
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "rope", "partial", "high_frequency", "rope_id", "from_theta",
+    "SCHEDULES", "schedule", "schedule_from_spec", "check_head_dim",
+    "planes_from_fraction", "length_temperature",
+]
+
+
+# --------------------------------------------------------------------------
+# validation helpers (one place, used at every entry point)
+# --------------------------------------------------------------------------
+def check_head_dim(d: Any) -> int:
+    """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+        if isinstance(d, float) and d.is_integer():
+            d = int(d)
+        else:
+            raise TypeError(f"head_dim must be an integer, got {d!r}")
+    d = int(d)
+    if d <= 0 or d % 2:
+        raise ValueError(f"head_dim must be a positive even integer, got {d}")
+    return d
+
+
+def _check_positive(name: str, x: Any) -> float:
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {x!r}") from None
+    if not math.isfinite(xf) or xf <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {x!r}")
+    return xf
+
+
+def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
+    """Number of rotating planes ``r = fraction * P``; must be a whole number in [1, P].
+
+    The fraction is taken as an exact rational (``Fraction(str(fraction))`` for
+    floats, so ``0.5`` and ``1/2`` agree), and ``r`` must be an integer.
+    """
+    P = check_head_dim(d) // 2
+    try:
+        fr = Fraction(fraction) if isinstance(fraction, (int, Fraction)) else Fraction(str(float(fraction)))
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number, got {fraction!r}") from None
+    if not (0 < fr <= 1):
+        raise ValueError(f"{what} must lie in (0, 1], got {fraction!r}")
+    r = fr * P
+    if r.denominator != 1:
+        raise ValueError(
+            f"{what}={fraction!r} gives {float(r)} rotating planes for head_dim={d} "
+            f"(P={P}); it must be a whole number of planes (a multiple of 1/{P})")
+    return int(r)
+
+
+# --------------------------------------------------------------------------
+# the schedules
+# --------------------------------------------------------------------------
+def rope(head_dim: int, base: float = 10000.0) -> np.ndarray:
+    """Standard RoPE: ``theta_j = base^(-2j/d)``, ``j = 0..P-1`` (float64)."""
+    d = check_head_dim(head_dim)
+    base = _check_positive("base", base)
+    j = np.arange(d // 2, dtype=np.float64)
+    return base ** (-2.0 * j / d)
+
+
+def partial(head_dim: int, base: float = 10000.0, fraction: float = 0.5) -> np.ndarray:
+    """Partial RoPE: first ``r = fraction P`` planes get ``theta_j = base^(-2j/(2r))``, rest NoPE."""
+    d = check_head_dim(head_dim)
+    base = _check_positive("base", base)
+    r = planes_from_fraction(d, fraction)
+    theta = np.zeros(d // 2, dtype=np.float64)
+    j = np.arange(r, dtype=np.float64)
+    theta[:r] = base ** (-2.0 * j / (2 * r))
+    return theta
+
+
+def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) -> np.ndarray:
+    """RoPE whose slowest plane turns ``cycles`` times within ``L``.
+
+    ``base = (L / (2 pi cycles))^(d/(d-2))`` so ``theta_{P-1} = 2 pi cycles / L``.
+    Needs ``d >= 4`` (with one plane the base is undefined).
+    """
+    d = check_head_dim(head_dim)
+    if d < 4:
+        raise ValueError(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
+    L = _check_positive("train_len", train_len)
+    cycles = _check_positive("cycles", cycles)
+    base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
+    return rope(d, base)
+
+
+def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
+            min_wavelength: float = 32.0, cycles: float = 2.0) -> np.ndarray:
+    """RoPE-ID: ``r = fraction P`` planes geometric from ``2pi/min_wavelength`` to ``2pi cycles/L``.
+
+    ``theta_j = theta_hi (theta_lo/theta_hi)^(j/(r-1))``, ``j = 0..r-1`` (both
+    endpoints included; with ``r = 1`` the single plane gets ``theta_hi``), the
+    remaining ``P - r`` planes are NoPE.
+    """
+    d = check_head_dim(head_dim)
+    L = _check_positive("train_len", train_len)
+    lam = _check_positive("min_wavelength", min_wavelength)
+    cycles = _check_positive("cycles", cycles)
+    r = planes_from_fraction(d, fraction)
+    theta_hi = 2 * math.pi / lam
+    theta_lo = 2 * math.pi * cycles / L
+    theta = np.zeros(d // 2, dtype=np.float64)
+    if r == 1:
+        theta[0] = theta_hi
+    else:
+        j = np.arange(r, dtype=np.float64)
+        theta[:r] = theta_hi * (theta_lo / theta_hi) ** (j / (r - 1))
+    return theta
+
+
+def from_theta(theta: Any) -> np.ndarray:
+    """A user-given schedule: validated float64 vector of ``P`` non-negative finite frequencies."""
+    try:
+        t = np.asarray(theta, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"theta must be a vector of numbers, got {theta!r}") from None
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"theta must be a non-empty 1-D vector, got shape {t.shape}")
+    bad = ~np.isfinite(t) | (t < 0)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"theta must be finite and >= 0; theta[{k}] = {t[k]!r}")
+    return t
+
+
+def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarray:
+    """RoPE-ID's logit temperature ``(1 + 0.1 ln(max(1, n/L)))^p`` (YaRN's ``sqrt(1/t)``)."""
+    L = _check_positive("train_len", train_len)
+    n = np.asarray(n, dtype=np.float64)
+    return (1.0 + 0.1 * np.log(np.maximum(1.0, n / L))) ** power
+
+
+# --------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------
+SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
+    "rope": rope,
+    "partial": partial,
+    "high_frequency": high_frequency,
+    "rope_id": rope_id,
+}
+_ALIASES = {"default": "rope", "half": "partial", "half_rope": "partial", "unrope": "rope_id",
+            "hf": "high_frequency"}
+
+
+def _lookup(name: Any) -> Callable[..., np.ndarray]:
+    if not isinstance(name, str):
+        raise TypeError(f"schedule name must be a string, got {name!r}")
+    key = _ALIASES.get(name, name)
+    if key not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; known schedules: {sorted(SCHEDULES)}"
+                         f" (aliases: {sorted(_ALIASES)})")
+    return SCHEDULES[key]
+
+
+def schedule(name: str, head_dim: int | None = None, **params: Any) -> np.ndarray:
+    """Frequencies of a named schedule, e.g. ``schedule("rope_id", head_dim=128, train_len=4096)``.
+
+    ``name == "theta"`` takes an explicit vector: ``schedule("theta", theta=[...])``.
+    Unknown keyword arguments are rejected with their names.
+    """
+    if name == "theta":
+        if set(params) - {"theta"} or "theta" not in params:
+            raise ValueError(f"schedule 'theta' takes exactly one key 'theta', got {sorted(params)}")
+        t = from_theta(params["theta"])
+        if head_dim is not None and 2 * t.size != check_head_dim(head_dim):
+            raise ValueError(f"theta has {t.size} planes but head_dim={head_dim}")
+        return t
+    fn = _lookup(name)
+    import inspect
+    sig = inspect.signature(fn)
+    allowed = set(sig.parameters) - {"head_dim"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"schedule {name!r} got unknown parameter(s) {sorted(unknown)}; "
+                         f"it takes {sorted(allowed)}")
+    if head_dim is None:
+        raise ValueError(f"schedule {name!r} needs head_dim")
+    return fn(head_dim, **params)
+
+
+def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarray:
+    """Frequencies from a spec dict, a JSON string, or a path to a JSON file.
+
+    The spec is ``{"name": "rope_id", "head_dim": 128, "train_len": 4096, ...}``
+    (``"type"`` is accepted for ``"name"``).
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        text = str(spec)
+        if os.path.exists(text):
+            try:
+                with open(text) as fh:
+                    spec = json.load(fh)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"malformed schedule spec file {text!r}: {e}") from None
+        else:
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"schedule spec {text!r} is neither a file nor valid JSON: {e}") from None
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"schedule spec must be a mapping, got {type(spec).__name__}: {spec!r}")
+    spec = dict(spec)
+    name = spec.pop("name", spec.pop("type", None))
+    if name is None:
+        raise ValueError(f"schedule spec needs a 'name' key; got keys {sorted(spec)}")
+    head_dim = spec.pop("head_dim", spec.pop("d", None))
+    return schedule(name, head_dim=head_dim, **spec)
