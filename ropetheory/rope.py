@@ -187,7 +187,7 @@ def check_positions(positions: Any, n: int | None = None) -> np.ndarray:
             raise ValueError("positions must be finite integers; got NaN or inf")
         if not np.all(arr == np.round(arr)):
             bad = arr[arr != np.round(arr)][0]
-            raise ValueError(f"positions must be integers, got {bad!r}")
+            raise ValueError(f"positions must be integers, got {float(bad)!r}")
         if np.any(np.abs(arr) >= 2.0 ** 53):
             raise ValueError("float positions at or beyond 2^53 are not exact; pass int64 positions")
         arr = arr.astype(np.int64)
@@ -223,7 +223,8 @@ def check_finite_array(name: str, X: Any, min_ndim: int = 1) -> np.ndarray:
     bad = ~np.isfinite(A)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite; {name}[{idx}] = {A[idx]!r}")
+        where = ", ".join(map(str, idx))
+        raise ValueError(f"{name} must be finite; {name}[{where}] = {float(A[idx])!r}")
     return A
 
 

@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 
+#: a float fraction may miss a whole number of planes by float rounding only (1/3 * 3)
+FRACTION_ATOL = 1e-12
+
 # --------------------------------------------------------------------------
 # validation helpers (one place, used at every entry point)
 # --------------------------------------------------------------------------
@@ -67,22 +70,25 @@ def _check_positive(name: str, x: Any) -> float:
 def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
     """Number of rotating planes ``r = fraction * P``; must be a whole number in [1, P].
 
-    The fraction is taken as an exact rational (``Fraction(str(fraction))`` for
-    floats, so ``0.5`` and ``1/2`` agree), and ``r`` must be an integer.
+    Exact inputs (``int``, ``Fraction``) must give an integer ``r`` exactly; a
+    float fraction may miss by float rounding (``1/3`` of 3 planes is
+    ``0.9999999999999999``), so ``|r - round(r)| <= FRACTION_ATOL * P`` is accepted.
     """
     P = check_head_dim(d) // 2
-    try:
-        fr = Fraction(fraction) if isinstance(fraction, (int, Fraction)) else Fraction(str(float(fraction)))
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a number, got {fraction!r}") from None
-    if not (0 < fr <= 1):
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, Fraction, np.integer, np.floating)):
+        raise TypeError(f"{what} must be a number, got {fraction!r}")
+    if not (0 < fraction <= 1) or (isinstance(fraction, float) and not math.isfinite(fraction)):
         raise ValueError(f"{what} must lie in (0, 1], got {fraction!r}")
-    r = fr * P
-    if r.denominator != 1:
+    r = fraction * P
+    if isinstance(fraction, (int, Fraction, np.integer)):
+        ok = Fraction(r).denominator == 1
+    else:
+        ok = abs(r - round(r)) <= FRACTION_ATOL * P
+    if not ok or round(r) < 1:
         raise ValueError(
             f"{what}={fraction!r} gives {float(r)} rotating planes for head_dim={d} "
             f"(P={P}); it must be a whole number of planes (a multiple of 1/{P})")
-    return int(r)
+    return int(round(r))
 
 
 # --------------------------------------------------------------------------
@@ -157,7 +163,7 @@ def from_theta(theta: Any) -> np.ndarray:
     bad = ~np.isfinite(t) | (t < 0)
     if bad.any():
         k = int(np.argmax(bad))
-        raise ValueError(f"theta must be finite and >= 0; theta[{k}] = {t[k]!r}")
+        raise ValueError(f"theta must be finite and >= 0; theta[{k}] = {float(t[k])!r}")
     return t
 
 

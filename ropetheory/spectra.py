@@ -333,10 +333,12 @@ def _prepare_rank1(theta, v, layout, offset):
     return th, v_il, pair_frequencies(th)
 
 
-def _check_weights(weights):
+def _check_weights(weights, lengths=None):
     if weights is None:
         return CONSTANT
     if isinstance(weights, AffineWeights):
+        if lengths is not None and weights.a == 0 and np.any(np.asarray(lengths) == 1):
+            raise ValueError("AffineWeights(a=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
         return weights
     raise TypeError("closed forms take weights=None (constant) or AffineWeights(a, b); "
                     "for arbitrary weights use rank1_stream_curve")
@@ -346,7 +348,7 @@ def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None = No
                layout: str = "interleaved", offset: int = 0) -> np.ndarray:
     """``G_n / W_n`` for ``X = u v^T`` (affine weights), in the interleaved channel order, ``(d, d)``."""
     n = check_length(n)
-    w = _check_weights(weights)
+    w = _check_weights(weights, [n])
     th, v_il, pf = _prepare_rank1(theta, v, layout, offset)
     return np.asarray(_rank1_closed_gram(v_il, pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum,
                                          jnp.int64(n), float(w.a), float(w.b)))
@@ -361,7 +363,7 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | No
     Returns numpy arrays keyed ``n, rho, rho2, srank, frob_ratio``.
     """
     L = check_lengths(lengths)
-    w = _check_weights(weights)
+    w = _check_weights(weights, L)
     th, v_il, pf = _prepare_rank1(theta, v, layout, offset)
     out = _rank1_closed_curve(v_il, pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum,
                               jnp.asarray(L), float(w.a), float(w.b))
@@ -469,7 +471,7 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
     bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         k = int(np.argmax(bad))
-        raise ValueError(f"weights must be finite and >= 0; w[{k}] = {w[k]!r}")
+        raise ValueError(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
     Wc = np.cumsum(w[:nmax])
     W = Wc[L - 1]
     if np.any(W <= 0):

@@ -1,0 +1,5 @@
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # tests are CPU-only (CI has no GPU)
+
+import ropetheory  # noqa: E402,F401  (enables jax_enable_x64 before any test builds arrays)

@@ -1,0 +1,116 @@
+"""The RoPE operator: rotation properties, layouts, exact angles at 10^12..10^15, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ropetheory as rt
+from ropetheory.rope import apply_rope, reduced_turns, turn_chunks, to_interleaved
+
+from reference import rope_row_mp
+from strategies import big_positions, clouds, head_dims, layouts, schedules, unit_vectors
+
+# float64 rotation of O(1) entries through cos/sin and one multiply-add: a few ulps, times d
+OPERATOR_ATOL = 1e-13
+# the spec's bound for every entry against a 50-digit reference, at positions up to 10^15
+EXACT_ATOL = 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_each_row_rotation_is_orthogonal(data):
+    name, d, theta = data.draw(schedules())
+    X = data.draw(clouds(d, 9))
+    Y = np.asarray(apply_rope(X, theta, offset=data.draw(st.integers(0, 10 ** 12))))
+    np.testing.assert_allclose(np.linalg.norm(Y, axis=1), np.linalg.norm(X, axis=1), rtol=1e-14)
+    # orthogonality of R_i itself: rotate the identity basis
+    E = np.eye(d)
+    for i in (0, 5, 123456789):
+        R = np.asarray(apply_rope(E, theta, positions=np.full(d, i))).T
+        np.testing.assert_allclose(R.T @ R, np.eye(d), atol=OPERATOR_ATOL)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data(), big_positions, big_positions)
+def test_rotations_compose_additively(data, i, j):
+    """R_i R_j = R_{i+j}."""
+    name, d, theta = data.draw(schedules())
+    x = data.draw(unit_vectors(d))[None, :]
+    layout = data.draw(layouts)
+    once = apply_rope(x, theta, positions=[i + j], layout=layout)
+    twice = apply_rope(apply_rope(x, theta, positions=[j], layout=layout), theta, positions=[i], layout=layout)
+    np.testing.assert_allclose(np.asarray(twice), np.asarray(once), atol=OPERATOR_ATOL)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_layouts_agree_up_to_the_channel_permutation(data):
+    name, d, theta = data.draw(schedules())
+    X = data.draw(clouds(d, 7))
+    Xh = np.concatenate([X[:, 0::2], X[:, 1::2]], axis=1)           # interleaved -> half
+    Yi = np.asarray(apply_rope(X, theta, layout="interleaved", offset=10 ** 9))
+    Yh = np.asarray(apply_rope(Xh, theta, layout="half", offset=10 ** 9))
+    np.testing.assert_allclose(np.concatenate([Yi[:, 0::2], Yi[:, 1::2]], axis=1), Yh, atol=OPERATOR_ATOL)
+    np.testing.assert_array_equal(np.asarray(to_interleaved(Xh, "half")), X)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data(), big_positions, st.integers(-1000, 1000), st.integers(0, 10 ** 12))
+def test_scores_depend_only_on_relative_position(data, i, m, shift):
+    """<R_i q, R_j k> = <R_{i+s} q, R_{j+s} k>."""
+    name, d, theta = data.draw(schedules())
+    q, k = data.draw(unit_vectors(d)), data.draw(unit_vectors(d))
+    layout = data.draw(layouts)
+
+    def score(a, b):
+        return float(np.asarray(apply_rope(q[None], theta, positions=[a], layout=layout))[0]
+                     @ np.asarray(apply_rope(k[None], theta, positions=[b], layout=layout))[0])
+    assert abs(score(i, i + m) - score(i + shift, i + m + shift)) < OPERATOR_ATOL
+    assert abs(score(i, i + m) - score(0, m)) < OPERATOR_ATOL
+
+
+@pytest.mark.parametrize("name,params", [("rope", dict(base=10000.0)), ("rope", dict(base=5e5)),
+                                         ("rope_id", dict(train_len=4096)), ("high_frequency", dict(train_len=4096))])
+def test_angles_are_exact_at_1e12_and_1e15_against_mpmath(name, params):
+    theta = rt.schedule(name, head_dim=16, **params)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((6, 16))
+    pos = np.array([10 ** 12, 10 ** 12 + 1, 123456789012345, 10 ** 15, -(10 ** 15) + 7, 2 ** 52 + 3])
+    Y = np.asarray(apply_rope(X, theta, positions=pos))
+    ref = np.stack([rope_row_mp(X[r], theta, int(p)) for r, p in enumerate(pos)])
+    assert np.abs(Y - ref).max() < EXACT_ATOL
+    # and the plain float64 product i*theta really is wrong there (why the reduction exists)
+    naive = np.float64(pos[3]) * theta                  # rounding error up to ulp(1e15 theta)/2
+    exact = 2 * np.pi * np.asarray(reduced_turns(np.int64(pos[3]), turn_chunks(theta)))
+    gap = np.abs((naive - exact + np.pi) % (2 * np.pi) - np.pi)
+    assert gap.max() > 1e-3
+
+
+def test_batched_heads_match_one_by_one():
+    theta = rt.schedule("rope", head_dim=8)
+    X = np.random.default_rng(0).standard_normal((2, 3, 5, 8))
+    Y = np.asarray(apply_rope(X, theta))
+    for a in range(2):
+        for b in range(3):
+            np.testing.assert_array_equal(Y[a, b], np.asarray(apply_rope(X[a, b], theta)))
+    # one schedule per head
+    th2 = np.stack([rt.schedule("rope", head_dim=8, base=b) for b in (100.0, 1e4, 1e6)])
+    Y2 = np.asarray(apply_rope(X[0], th2))
+    for b in range(3):
+        np.testing.assert_allclose(Y2[b], np.asarray(apply_rope(X[0, b], th2[b])), atol=0)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda th: apply_rope(np.ones((3, 7)), th), "head dim .* must be a positive even integer, got 7"),
+    (lambda th: apply_rope(np.ones((3, 6)), th), "theta has 4 planes but X has head dim 6"),
+    (lambda th: apply_rope(np.array([[1.0, np.nan] * 4]), th), r"X must be finite; X\[0, 1\] = nan"),
+    (lambda th: apply_rope(np.ones((2, 8)), th, positions=[0.5, 1]), "positions must be integers, got 0.5"),
+    (lambda th: apply_rope(np.ones((2, 8)), th, positions=[0]), "got 1 positions for 2 tokens"),
+    (lambda th: apply_rope(np.ones((2, 8)), th, layout="gptj"), "unknown layout 'gptj'"),
+    (lambda th: apply_rope(np.ones((2, 8)), [1.0, -2.0, 0, 0]), r"theta\[1\] = -2.0"),
+    (lambda th: apply_rope(np.ones(8), th), "X must have at least 2 dimension"),
+    (lambda th: apply_rope(np.ones((2, 8)), th, offset=0.5), "offset must be an integer"),
+])
+def test_operator_bad_input_names_the_value(call, match):
+    theta = rt.schedule("rope", head_dim=8)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(theta)

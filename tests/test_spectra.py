@@ -1,0 +1,134 @@
+"""Spectral engine: closed form == streaming == brute force; 50-digit agreement to n = 10^12; bad input."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ropetheory as rt
+from ropetheory import spectra as sp
+from ropetheory.rope import apply_rope
+
+from reference import rank1_metrics_mp
+from strategies import clouds, layouts, schedules, unit_vectors
+
+# closed form vs explicit sums at small n: both are O(n d) float64 sums of O(1) terms
+SMALL_N_ATOL = 1e-12
+# the spec's bound: rho_n and srank vs an independent 50-digit evaluation
+MP_RTOL = 1e-10
+
+
+def brute_force_metrics(theta, v, n, w=None, layout="interleaved"):
+    """Build Rope(X) (n x d) and take numpy's SVD: the naive way, for small n only."""
+    w = np.ones(n) if w is None else np.asarray(w[:n], dtype=float)
+    X = np.sqrt(w)[:, None] * v[None, :]
+    Y = np.asarray(apply_rope(X, theta, layout=layout))
+    s = np.linalg.svd(Y, compute_uv=False)
+    s0 = np.linalg.svd(X, compute_uv=False)[0]
+    return {"rho": s[0] / s0, "srank": (s ** 2).sum() / s[0] ** 2, "frob_ratio": np.linalg.norm(Y) / np.linalg.norm(X)}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_closed_form_equals_streaming_equals_brute_force_svd(data):
+    name, d, theta = data.draw(schedules())
+    v = data.draw(unit_vectors(d))
+    layout = data.draw(layouts)
+    lengths = sorted(set(data.draw(st.lists(st.integers(1, 300), min_size=1, max_size=4))))
+    closed = sp.rank1_curve(theta, v, lengths, layout=layout)
+    stream = sp.rank1_stream_curve(theta, v, lengths, layout=layout, chunk=data.draw(st.sampled_from([1, 7, 64])))
+    for idx, n in enumerate(lengths):
+        bf = brute_force_metrics(theta, v, n, layout=layout)
+        for key in ("rho", "srank", "frob_ratio"):
+            assert abs(closed[key][idx] - bf[key]) < SMALL_N_ATOL * max(1.0, bf[key]), (key, n)
+            assert abs(stream[key][idx] - bf[key]) < SMALL_N_ATOL * max(1.0, bf[key]), (key, n)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_affine_weights_closed_form_equals_streaming(data):
+    name, d, theta = data.draw(schedules())
+    v = data.draw(unit_vectors(d))
+    a = data.draw(st.sampled_from([0.0, 0.5, 1.0]))
+    b = data.draw(st.sampled_from([0.01, 1.0, 3.0]))
+    lengths = [1, 2, 17, 250] if a > 0 else [2, 17, 250]    # a = 0: W_1 = 0, rho_1 undefined
+    closed = sp.rank1_curve(theta, v, lengths, weights=sp.AffineWeights(a, b))
+    w = a + b * np.arange(250.0)
+    stream = sp.rank1_stream_curve(theta, v, lengths, weights=w, chunk=16)
+    for key in ("rho", "srank"):
+        np.testing.assert_allclose(closed[key], stream[key], rtol=SMALL_N_ATOL)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_lemma2_frobenius_norm_is_invariant_for_general_clouds(data):
+    name, d, theta = data.draw(schedules())
+    n = data.draw(st.integers(1, 40))
+    X = data.draw(clouds(d, n))
+    Y = np.asarray(apply_rope(X, theta, offset=data.draw(st.integers(0, 10 ** 13))))
+    assert abs(np.linalg.norm(Y) / np.linalg.norm(X) - 1) < 1e-14
+    curve = sp.rope_matrix_curve(X, theta, [n])
+    assert abs(curve["frob_ratio"][0] - 1) < 1e-13
+    ref = sp.matrix_metrics(Y)
+    assert abs(curve["srank"][0] - ref["srank"]) < 1e-10 * ref["srank"]
+
+
+MP_CASES = [
+    ("rope", dict(base=10000.0)), ("partial", dict(fraction=1.0)), ("rope_id", dict(train_len=4096, fraction=1.0)),
+]
+MP_LENGTHS = [1, 7, 4096, 10 ** 6, 10 ** 12]
+
+
+def _mp_schedules():
+    for d in (2, 80, 128):
+        P = d // 2
+        for name, params in [("rope", dict(base=10000.0)), ("rope", dict(base=5e5)),
+                             ("partial", dict(fraction=0.5 if P > 1 else 1.0)),
+                             ("high_frequency", dict(train_len=4096)),
+                             ("rope_id", dict(train_len=4096, fraction=0.5 if P > 1 else 1.0))]:
+            if name == "high_frequency" and d == 2:
+                continue          # undefined with one plane (ValueError, tested in test_schedules)
+            yield pytest.param(d, name, params, id=f"{name}-{params}-d{d}")
+
+
+@pytest.mark.parametrize("d,name,params", list(_mp_schedules()))
+def test_rank1_metrics_match_50_digit_reference_up_to_1e12(d, name, params):
+    theta = rt.schedule(name, head_dim=d, **params)
+    v = np.random.default_rng(d).standard_normal(d)
+    v /= np.linalg.norm(v)
+    got = sp.rank1_curve(theta, v, MP_LENGTHS)
+    for idx, n in enumerate(MP_LENGTHS):
+        ref = rank1_metrics_mp(theta, v, n)
+        assert abs(got["rho"][idx] / ref["rho"] - 1) < MP_RTOL, (n, got["rho"][idx], ref["rho"])
+        assert abs(got["srank"][idx] / ref["srank"] - 1) < MP_RTOL, (n, got["srank"][idx], ref["srank"])
+
+
+def test_log_grid_has_200_distinct_lengths_from_1_to_1e12():
+    g = sp.log_grid(1e12, 200)
+    assert len(g) == 200 and g[0] == 1 and g[-1] == 10 ** 12 and np.all(np.diff(g) > 0)
+
+
+def test_curve_memory_does_not_depend_on_n():
+    """The closed form never materialises anything of size n: 10^18 positions work."""
+    theta = rt.schedule("rope", head_dim=8)
+    out = sp.rank1_curve(theta, np.ones(8), [10 ** 18])
+    assert np.isfinite(out["rho"][0]) and abs(out["frob_ratio"][0] - 1) < 1e-12
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda th: sp.rank1_curve(th, np.zeros(8), [10]), "v must be non-zero"),
+    (lambda th: sp.rank1_curve(th, np.ones(7), [10]), "v must have a positive even length .* got 7"),
+    (lambda th: sp.rank1_curve(th, np.ones(6), [10]), "v has length 6 but the schedule has 4 planes"),
+    (lambda th: sp.rank1_curve(th, [1, np.inf, 0, 0, 0, 0, 0, 0], [10]), r"v\[1\] = inf"),
+    (lambda th: sp.rank1_curve(th, np.ones(8), [0]), "length must be >= 1, got 0"),
+    (lambda th: sp.rank1_curve(th, np.ones(8), [2.5]), "length must be a whole number, got 2.5"),
+    (lambda th: sp.rank1_gram(th, np.ones(8), -3), "n must be >= 1, got -3"),
+    (lambda th: sp.rank1_curve(th, np.ones(8), [10], weights=[1, 2]), "closed forms take weights"),
+    (lambda th: sp.rank1_stream_curve(th, np.ones(8), [3], weights=[1.0, -1.0, 1.0]), r"w\[1\] = -1.0"),
+    (lambda th: sp.rank1_stream_curve(th, np.ones(8), [3], weights=[1.0, np.nan, 1.0]), r"w\[1\] = nan"),
+    (lambda th: sp.rank1_stream_curve(th, np.ones(8), [5], weights=[1.0, 1.0]), "at least 5 entries"),
+    (lambda th: sp.AffineWeights(-1.0, 0.0), "AffineWeights.a must be a finite number >= 0, got -1.0"),
+    (lambda th: sp.matrix_metrics(np.zeros((3, 4))), "zero matrix"),
+])
+def test_engine_bad_input_names_the_value(call, match):
+    theta = rt.schedule("rope", head_dim=8)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(theta)
