@@ -53,7 +53,7 @@ from .rope import (TURN_BITS, check_finite_array, check_layout, chunks_from_fixe
 from .schedules import from_theta
 
 __all__ = [
-    "RESONANCE_TOL_TURNS", "AffineWeights", "PairFrequencies", "pair_frequencies",
+    "RESONANCE_TOL_TURNS", "AffineWeights", "TrigWeights", "weighted_mean_phases", "PairFrequencies", "pair_frequencies", "nope_planes",
     "check_cloud_vector", "check_length", "log_grid", "rank1_gram", "rank1_curve",
     "metrics_from_gram", "stream_gram_curve", "rank1_stream_curve", "matrix_metrics",
     "rope_matrix_curve", "sinc", "dsinc",
@@ -158,6 +158,34 @@ class AffineWeights:
 CONSTANT = AffineWeights(1.0, 0.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrigWeights:
+    """Oscillating weights ``w_i = a0 + sum_m a_m cos(i phi_m)`` (must stay >= 0: ``a0 >= sum |a_m|``).
+
+    Their total variation grows like ``n``, so ``TV_n = o(W_n)`` fails (Remark 1):
+    the counter-example family. The mean phase is exact in closed form:
+    ``sum_i w_i e^{i omega i} = a0 S(omega) + sum_m a_m (S(omega + phi_m) + S(omega - phi_m)) / 2``.
+    """
+    a0: float = 1.0
+    terms: tuple = ((1.0, 1.0),)          # ((a_m, phi_m), ...)
+
+    def __post_init__(self):
+        if not math.isfinite(self.a0) or self.a0 <= 0:
+            raise ValueError(f"TrigWeights.a0 must be finite and > 0, got {self.a0!r}")
+        for a, phi in self.terms:
+            if not (math.isfinite(a) and math.isfinite(phi)) or phi < 0:
+                raise ValueError(f"TrigWeights term (a={a!r}, phi={phi!r}) must be finite with phi >= 0")
+        if sum(abs(a) for a, _ in self.terms) > self.a0:
+            raise ValueError(f"TrigWeights can go negative: a0={self.a0} < sum |a_m|")
+
+    def components(self):
+        """``[(coef, shift_rad)]`` with ``w_i = sum coef e^{i shift i}``."""
+        out = [(self.a0, 0.0)]
+        for a, phi in self.terms:
+            out += [(a / 2, phi), (a / 2, -phi)]
+        return out
+
+
 # ---------------------------------------------------------------------------
 # pair frequencies (host, exact integers)
 # ---------------------------------------------------------------------------
@@ -178,8 +206,8 @@ class PairFrequencies:
     res_sum: np.ndarray
 
 
-def _pairs(F: list[int], sign: int):
-    """Reduced pair turns ``t = f_j + sign f_k`` in [-1/2, 1/2), resonance flags, chunks of ``t/2``."""
+def _pairs(F: list[int], sign: int, shift: int = 0):
+    """Reduced pair turns ``t = f_j + sign f_k + shift`` in [-1/2, 1/2), resonance flags, chunks of ``t/2``."""
     mod = 1 << TURN_BITS
     half = mod >> 1
     tol = int(RESONANCE_TOL_TURNS * mod)
@@ -189,7 +217,7 @@ def _pairs(F: list[int], sign: int):
     signed = []
     for j in range(P):
         for k in range(P):
-            x = (F[j] + sign * F[k]) % mod
+            x = (F[j] + sign * F[k] + shift) % mod
             s = x - mod if x >= half else x
             if abs(s) <= tol:
                 res[j, k] = True
@@ -203,18 +231,26 @@ def _pairs(F: list[int], sign: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _pair_frequencies_cached(theta_bytes: bytes) -> PairFrequencies:
+def _pair_frequencies_cached(theta_bytes: bytes, shift: float) -> PairFrequencies:
     theta = np.frombuffer(theta_bytes, dtype=np.float64).copy()
     F = fixed_turns(theta)
-    t_diff, res_diff, ch_diff = _pairs(F, -1)
-    t_sum, res_sum, ch_sum = _pairs(F, +1)
+    Fs = (fixed_turns(np.array([abs(shift)]))[0] * (1 if shift >= 0 else -1)) if shift else 0
+    t_diff, res_diff, ch_diff = _pairs(F, -1, Fs)
+    t_sum, res_sum, ch_sum = _pairs(F, +1, Fs)
     return PairFrequencies(theta, t_diff, t_sum, ch_diff, ch_sum, res_diff, res_sum)
 
 
-def pair_frequencies(theta: Any) -> PairFrequencies:
-    """Exact pair frequencies of a schedule (cached)."""
+def nope_planes(theta: Any) -> np.ndarray:
+    """Planes that do not rotate: ``theta_j`` within :data:`RESONANCE_TOL_TURNS` of ``2 pi Z``."""
+    mod = 1 << TURN_BITS
+    tol = int(RESONANCE_TOL_TURNS * mod)
+    return np.array([min(F, mod - F) <= tol for F in fixed_turns(from_theta(theta))], dtype=bool)
+
+
+def pair_frequencies(theta: Any, shift: float = 0.0) -> PairFrequencies:
+    """Exact pair frequencies ``theta_j -+ theta_k + shift`` of a schedule (cached; shift in radians)."""
     th = np.ascontiguousarray(from_theta(theta))
-    return _pair_frequencies_cached(th.tobytes())
+    return _pair_frequencies_cached(th.tobytes(), float(shift))
 
 
 # ---------------------------------------------------------------------------
@@ -306,22 +342,6 @@ def _metrics_batch(Gs):
     return jax.lax.map(metrics_from_gram, Gs)          # one eigvalsh per length
 
 
-def _rank1_closed_grams(v_il, t_diff, half_diff, t_sum, half_sum, lengths, a, b):
-    # three jitted stages: fused into one program, XLA:CPU ran ~10x slower (measured)
-    Dm, Sm = _mean_phases(t_diff, half_diff, t_sum, half_sum, lengths, a, b)
-    return _assemble_batch(v_il, Dm, Sm)
-
-
-def _rank1_closed_curve(*args):
-    return _metrics_batch(_rank1_closed_grams(*args))
-
-
-@jax.jit
-def _rank1_closed_gram(v_il, t_diff, half_diff, t_sum, half_sum, n, a, b):
-    return assemble_gram(v_il, mean_phase(t_diff, half_diff, n, a, b),
-                         mean_phase(t_sum, half_sum, n, a, b))
-
-
 def _prepare_rank1(theta, v, layout, offset):
     th = from_theta(theta)
     P = th.size
@@ -330,7 +350,7 @@ def _prepare_rank1(theta, v, layout, offset):
     v_il = np.asarray(to_interleaved(jnp.asarray(vv), layout))
     if offset:
         v_il = np.asarray(apply_rope(v_il[None, :], th, np.array([int(offset)])))[0]
-    return th, v_il, pair_frequencies(th)
+    return th, v_il
 
 
 def _check_weights(weights, lengths=None):
@@ -340,33 +360,59 @@ def _check_weights(weights, lengths=None):
         if lengths is not None and weights.a == 0 and np.any(np.asarray(lengths) == 1):
             raise ValueError("AffineWeights(a=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
         return weights
-    raise TypeError("closed forms take weights=None (constant) or AffineWeights(a, b); "
+    if isinstance(weights, TrigWeights):
+        return weights
+    raise TypeError("closed forms take weights=None (constant), AffineWeights(a, b) or TrigWeights; "
                     "for arbitrary weights use rank1_stream_curve")
 
 
-def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None = None,
+def weighted_mean_phases(theta: np.ndarray, weights, lengths: np.ndarray):
+    """``(D, S)``: ``sum_{i<n} w_i e^{i i (theta_j -+ theta_k)} / W_n``, each ``(len, P, P)`` complex."""
+    L = jnp.asarray(lengths)
+    if isinstance(weights, AffineWeights):
+        pf = pair_frequencies(theta)
+        return _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L,
+                            float(weights.a), float(weights.b))
+    # trigonometric weights: superpose shifted constant-weight sums (each S/n), then divide by W_n/n
+    D = S = 0.0
+    for coef, shift in weights.components():
+        pf = pair_frequencies(theta, shift)
+        Dc, Sc = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0)
+        D, S = D + coef * Dc, S + coef * Sc
+    Wn = 0.0
+    for coef, shift in weights.components():    # W_n / n = sum coef * mean(e^{i shift i})
+        pf = pair_frequencies(np.zeros(1), shift)
+        Wc, _ = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0)
+        Wn = Wn + coef * Wc[:, 0, 0].real
+    Wn = Wn[:, None, None]
+    return D / Wn, S / Wn
+
+
+def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | TrigWeights | None = None,
                layout: str = "interleaved", offset: int = 0) -> np.ndarray:
-    """``G_n / W_n`` for ``X = u v^T`` (affine weights), in the interleaved channel order, ``(d, d)``."""
+    """``G_n / W_n`` for ``X = u v^T`` (closed-form weights), in the interleaved channel order, ``(d, d)``."""
     n = check_length(n)
     w = _check_weights(weights, [n])
-    th, v_il, pf = _prepare_rank1(theta, v, layout, offset)
-    return np.asarray(_rank1_closed_gram(v_il, pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum,
-                                         jnp.int64(n), float(w.a), float(w.b)))
+    th, v_il = _prepare_rank1(theta, v, layout, offset)
+    D, S = weighted_mean_phases(th, w, np.array([n], dtype=np.int64))
+    return np.asarray(_assemble_batch(v_il, D, S))[0]
 
 
-def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | None = None,
+def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | TrigWeights | None = None,
                 layout: str = "interleaved", offset: int = 0) -> dict[str, np.ndarray]:
     """FSV ratio ``rho_n``, stable rank and Frobenius ratio of ``Rope(u v^T)`` at each length.
 
-    Closed form (constant or affine weights): the cost per length is independent
-    of ``n``; 200 lengths up to ``10^12`` take well under a second after compilation.
-    Returns numpy arrays keyed ``n, rho, rho2, srank, frob_ratio``.
+    Closed form (constant, affine or trigonometric weights): the cost per length
+    is independent of ``n``; 200 lengths up to ``10^12`` take well under a second
+    after compilation (d = 128). Returns numpy arrays keyed
+    ``n, rho, rho2, srank, frob_ratio``.
     """
     L = check_lengths(lengths)
     w = _check_weights(weights, L)
-    th, v_il, pf = _prepare_rank1(theta, v, layout, offset)
-    out = _rank1_closed_curve(v_il, pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum,
-                              jnp.asarray(L), float(w.a), float(w.b))
+    th, v_il = _prepare_rank1(theta, v, layout, offset)
+    # three jitted stages: fused into one program, XLA:CPU ran ~10x slower (measured)
+    D, S = weighted_mean_phases(th, w, L)
+    out = _metrics_batch(_assemble_batch(v_il, D, S))
     res = {k: np.asarray(x) for k, x in out.items()}
     res["n"] = L
     return res

@@ -1,0 +1,254 @@
+"""Predicted limits, certified non-asymptotic bounds and the claim checks.
+
+Limits (THEORY.md, Claims and Extensions). The time average of
+``R_i G R_i^T`` keeps exactly the Gram-block terms whose frequency is 0 mod 2 pi:
+with the block formula of ``proofs/gram_blocks.py`` (``ropetheory._derived``),
+
+    Gbar = assemble(v; D_jk = [f_j - f_k == 0 mod 1], S_jk = [f_j + f_k == 0 mod 1]),
+
+and ``lambda = lambda_max(Gbar)``, so ``rho_n^2 -> lambda`` and ``srank -> 1/lambda``
+(``tr Gbar = 1`` by Lemma 2). For non-degenerate schedules ``Gbar`` is block
+diagonal and ``lambda = max(e_0, max_{theta_j > 0} e_j / 2)`` (Lemma 1 when there
+are no NoPE planes: ``max_j e_j / 2``); ``proofs/limits.py`` derives both.
+
+Certified bound. With ``dD, dS`` the deviations of the mean phases from their
+limits, Weyl's inequality and the Frobenius orthogonality of the two block parts
+(``proofs/gram_blocks.py``, step 2) give
+
+    |rho_n^2 - lambda| <= ||G_n/W_n - Gbar||_F = sqrt( sum_{j,k} e_j e_k (|dD_jk|^2 + |dS_jk|^2) / 2 ),
+
+and for a non-resonant frequency ``omega`` Abel summation (``proofs/abel.py``) gives
+``|dD| <= min(1, (w_{n-1} + TV_n) / (W_n |sin(omega/2)|))``; resonant ones have
+``dD = 0``. :func:`certified_eps` evaluates this in Arb ball arithmetic
+(python-flint) from the exact float64 ``theta``, ``v`` and weights, and returns a
+float that is rounded *up* from the ball's upper end: a rigorous bound.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from . import spectra
+from .rope import to_interleaved
+from .spectra import AffineWeights, assemble_gram, check_cloud_vector, pair_frequencies
+from .schedules import from_theta
+
+__all__ = [
+    "plane_energies", "limit_gram", "limit_mean_phases", "predicted_limit", "Limit", "CertifiedBound",
+    "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses",
+]
+
+#: Arb working precision (bits) for the certified bound: far above float64 so that
+#: the ball radii are negligible next to the bound itself.
+ARB_PREC = 128
+
+
+def plane_energies(v: Any, layout: str = "interleaved") -> np.ndarray:
+    """``e_j = ||v_j||^2`` for unit ``v`` (sum to 1), shape ``(P,)``."""
+    vv = check_cloud_vector(v)
+    vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
+    return vi[0::2] ** 2 + vi[1::2] ** 2
+
+
+def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Limits ``(Dbar, Sbar)`` of the weighted mean phases, ``(P, P)`` each.
+
+    Monotone-type weights (``None``, :class:`AffineWeights`): the indicator of
+    resonance, ``[omega == 0 mod 2 pi]``. :class:`TrigWeights`
+    ``w_i = sum_c coef_c e^{i phi_c i}``: ``sum_c coef_c [omega + phi_c == 0] / sum_c coef_c [phi_c == 0]``,
+    the exact limit when ``TV_n = o(W_n)`` fails in this way.
+    """
+    th = from_theta(theta)
+    comps = weights.components() if isinstance(weights, spectra.TrigWeights) else [(1.0, 0.0)]
+    D = S = 0.0
+    W = 0.0
+    for coef, shift in comps:
+        pf = pair_frequencies(th, shift)
+        D = D + coef * pf.res_diff
+        S = S + coef * pf.res_sum
+        W += coef * float(spectra.nope_planes([abs(shift)])[0])
+    return np.asarray(D, dtype=float) / W, np.asarray(S, dtype=float) / W
+
+
+def limit_gram(theta: Any, v: Any, layout: str = "interleaved", weights: Any = None) -> np.ndarray:
+    """``Gbar = lim G_n / W_n`` for any schedule (degenerate included), interleaved order, ``(d, d)``.
+
+    Keeps the terms whose frequency ``theta_j -+ theta_k`` is 0 mod 2 pi (resonant
+    within :data:`ropetheory.spectra.RESONANCE_TOL_TURNS`); see :func:`limit_mean_phases`
+    for oscillating weights.
+    """
+    th = from_theta(theta)
+    vv = check_cloud_vector(v, th.size)
+    vi = to_interleaved(jnp.asarray(vv), layout)
+    D, S = limit_mean_phases(th, weights)
+    return np.asarray(assemble_gram(vi, jnp.asarray(D, dtype=jnp.complex128), jnp.asarray(S, dtype=jnp.complex128)))
+
+
+def lemma1_hypotheses(theta: Any) -> dict[str, Any]:
+    """Which of Lemma 1's frequency hypotheses hold: every ``theta_j != 0 mod 2 pi``, and no
+    ``2 theta_j`` or ``theta_j -+ theta_k`` (``j != k``) is a multiple of 2 pi."""
+    th = from_theta(theta)
+    pf = pair_frequencies(th)
+    off = ~np.eye(th.size, dtype=bool)
+    nope = spectra.nope_planes(th)
+    doubled = np.flatnonzero(np.diag(pf.res_sum) & ~nope)      # 2 theta_j in 2 pi Z, e.g. theta_j = pi
+    res_pairs = int(np.sum(pf.res_diff & off) + np.sum(pf.res_sum & off))
+    return {
+        "nope_planes": np.flatnonzero(nope).tolist(),
+        "doubled_resonant": doubled.tolist(),
+        "resonant_pairs": res_pairs,                            # ordered pairs j != k
+        "holds": bool(not nope.any() and doubled.size == 0 and res_pairs == 0),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """Predicted limits for a rank-1 cloud under a schedule."""
+    lam: float                 # lim rho_n^2 = lambda_max(Gbar)
+    rho: float                 # sqrt(lam)
+    srank: float               # 1 / lam  (Theorem 1 and its extension)
+    paper: float | None        # Lemma 1's max_j e_j / 2, when every plane rotates
+    partial_formula: float     # max(e_0, max_{theta_j>0} e_j / 2)  (extension)
+    e: np.ndarray              # plane energies
+    e0: float                  # NoPE energy
+    degenerate: bool           # the schedule has resonances beyond the generic ones
+
+
+def predicted_limit(theta: Any, v: Any, layout: str = "interleaved", weights: Any = None) -> Limit:
+    """The limit of ``rho_n^2`` (and of the stable rank) for ``X = u v^T``; see module doc."""
+    th = from_theta(theta)
+    e = plane_energies(check_cloud_vector(v, th.size), layout)
+    Gbar = limit_gram(th, v, layout, weights)
+    lam = float(np.linalg.eigvalsh(0.5 * (Gbar + Gbar.T))[-1])
+    hyp = lemma1_hypotheses(th)
+    nope = spectra.nope_planes(th)
+    e0 = float(e[nope].sum())
+    rot = e[~nope]
+    partial_formula = max(e0, float(rot.max()) / 2 if rot.size else 0.0)
+    paper = float(e.max()) / 2 if not nope.any() else None
+    degenerate = bool(hyp["doubled_resonant"] or hyp["resonant_pairs"])
+    return Limit(lam, math.sqrt(lam), 1.0 / lam, paper, partial_formula, e, e0, degenerate)
+
+
+# ---------------------------------------------------------------------------
+# certified bound (Arb balls)
+# ---------------------------------------------------------------------------
+def _round_up(x) -> float:
+    """A float >= every point of the arb ball ``x``."""
+    return math.nextafter(float(x.upper()), math.inf)
+
+
+@dataclasses.dataclass
+class CertifiedBound:
+    """Precomputed, per (schedule, v), pieces of eps_n; :meth:`eps` is O(1) per n.
+
+    Pairs are sorted by ``1/|sin(omega/2)|``. For a split index ``k`` the bound
+    ``min(1, c/s) <= c/s`` is used below ``k`` and ``min(1, c/s) <= 1`` above: both
+    are valid upper bounds whatever the split, which is chosen near ``c/s = 1``.
+    """
+    inv_s_mid: np.ndarray      # float midpoints of 1/|sin(omega/2)|, sorted
+    prefix: list               # arb: sum_{m<k} A_m / s_m^2
+    suffix: list               # arb: sum_{m>=k} A_m
+
+    def eps(self, c_arb) -> float:
+        from flint import arb, ctx
+        ctx.prec = ARB_PREC
+        c_mid = float(c_arb.mid())
+        k = int(np.searchsorted(self.inv_s_mid, 1.0 / c_mid if c_mid > 0 else np.inf, side="left"))
+        e2 = c_arb * c_arb * self.prefix[k] + self.suffix[k]
+        return _round_up(e2.sqrt()) if e2 > 0 else 0.0
+
+
+def certified_bound(theta: Any, v: Any, layout: str = "interleaved") -> CertifiedBound:
+    """Set up the certified bound for ``(theta, v)``: one Arb sine per non-resonant pair frequency."""
+    from flint import arb, ctx
+    ctx.prec = ARB_PREC
+    th = from_theta(theta)
+    vv = check_cloud_vector(v, th.size)
+    vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
+    pf = pair_frequencies(th)
+    P = th.size
+    # e_j e_k / 2 in exact arb from the float64 components of the *normalised* v
+    e_arb = [arb(float(vi[2 * j])) ** 2 + arb(float(vi[2 * j + 1])) ** 2 for j in range(P)]
+    th_arb = [arb(float(t)) for t in th]
+    entries = []
+    for res, sign in ((pf.res_diff, -1), (pf.res_sum, +1)):
+        for j in range(P):
+            for k in range(P):
+                if res[j, k]:
+                    continue                       # resonant: dD = 0 exactly
+                A = e_arb[j] * e_arb[k] / 2
+                if A == 0:
+                    continue
+                s = abs(((th_arb[j] + sign * th_arb[k]) / 2).sin())
+                inv = 1 / s if s > 0 else arb("inf")
+                entries.append((float(inv.mid()) if inv.is_finite() else math.inf, A, inv))
+    entries.sort(key=lambda t: t[0])
+    prefix = [arb(0)]
+    for _, A, inv in entries:
+        prefix.append(prefix[-1] + A * inv * inv)
+    suffix = [arb(0)]
+    for _, A, _inv in reversed(entries):
+        suffix.append(suffix[-1] + A)
+    suffix = suffix[::-1]
+    return CertifiedBound(np.array([m for m, _, _ in entries]), prefix, suffix)
+
+
+def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
+                   w_last: float | None = None, tv: float | None = None, total: float | None = None):
+    """``c_n = (w_{n-1} + TV_n) / W_n`` as an Arb ball.
+
+    Affine weights: exact from ``a, b, n``. Otherwise from float64 sums: the
+    recursive-summation bound ``|err| <= (n-1) u sum|x|`` (Higham, Thm 4.1,
+    ``u = 2^-53``) widens each into a ball, so the ratio stays rigorous.
+    """
+    from flint import arb, ctx
+    ctx.prec = ARB_PREC
+    if w_last is None:
+        w = weights or AffineWeights()
+        a, b = arb(float(w.a)), arb(float(w.b))
+        N = arb(int(n))
+        W = N * a + b * N * (N - 1) / 2
+        return (a + b * (N - 1) + b * (N - 1)) / W
+    u = 2.0 ** -53
+    widen = (n - 1) * u
+    Wb = arb(float(total), widen * abs(total))
+    Tb = arb(float(tv), widen * abs(tv))
+    return (arb(float(w_last)) + Tb) / Wb
+
+
+def certified_eps(theta: Any, v: Any, n: Any, weights: AffineWeights | None = None,
+                  layout: str = "interleaved") -> np.ndarray:
+    """Rigorous upper bounds ``eps_n >= |rho_n^2 - lambda|`` at each ``n`` (affine weights)."""
+    cb = certified_bound(theta, v, layout)
+    ns = np.atleast_1d(spectra.check_lengths(n))
+    return np.array([cb.eps(abel_ratio_arb(int(k), weights)) for k in ns])
+
+
+# ---------------------------------------------------------------------------
+# convergence rate
+# ---------------------------------------------------------------------------
+#: errors below this are float64 noise in rho_n^2 (eigvalsh backward error
+#: ~ d u ||G/W||, d <= 256): excluded from the rate fit
+RATE_NOISE_FLOOR = 1e-13
+
+
+def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
+    """Slope of ``log(env) ~ log n``, ``env_n = max_{m >= n} err_m`` (the error's upper envelope).
+
+    The error oscillates (it is a sum of Dirichlet kernels); the envelope is the
+    monotone quantity a rate statement is about. Points whose envelope is below
+    :data:`RATE_NOISE_FLOOR` are dropped; NaN if fewer than 4 remain.
+    """
+    n = np.asarray(n, dtype=float)
+    err = np.abs(np.asarray(err, dtype=float))
+    env = np.maximum.accumulate(err[::-1])[::-1]
+    keep = env > RATE_NOISE_FLOOR
+    if keep.sum() < 4:
+        return float("nan")
+    slope, _ = np.polyfit(np.log(n[keep]), np.log(env[keep]), 1)
+    return float(slope)
