@@ -43,6 +43,10 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
         if resume and self.path.exists():
+            with open(self.path, "rb+") as fh:             # end a line cut by an interruption
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
+                    fh.write(b"\n")
             with open(self.path) as fh:
                 for line in fh:
                     line = line.strip()

@@ -1,0 +1,182 @@
+"""Claims of the paper and their extensions, as property tests named after each claim."""
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import ropetheory as rt
+from ropetheory import spectra as sp, theorems as tm
+from ropetheory.rope import apply_rope
+
+from strategies import clouds, head_dims, layouts, schedules, unit_vectors
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_lemma2_frobenius_norm_is_invariant(data):
+    """||Rope(X)||_F = ||X||_F for any X, schedule, layout and n (positions up to 10^15)."""
+    name, d, theta = data.draw(schedules())
+    n = data.draw(st.integers(1, 50))
+    X = data.draw(clouds(d, n))
+    layout = data.draw(layouts)
+    Y = np.asarray(apply_rope(X, theta, layout=layout, offset=data.draw(st.integers(0, 10 ** 15))))
+    assert abs(np.linalg.norm(Y) - np.linalg.norm(X)) <= 1e-14 * np.linalg.norm(X) * math.sqrt(n * d)
+
+
+@settings(max_examples=20, deadline=None)
+@given(head_dims.filter(lambda d: d >= 4), st.floats(50.0, 1e6), st.integers(0, 2 ** 31 - 1))
+def test_lemma1_fsv_ratio_tends_to_half_max_plane_energy(d, base, seed):
+    theta = rt.schedule("rope", head_dim=d, base=base)
+    v = np.random.default_rng(seed).standard_normal(d)
+    lim = tm.predicted_limit(theta, v)
+    assert tm.lemma1_hypotheses(theta)["holds"]
+    assert abs(lim.lam - lim.paper) < 1e-15                       # Gbar's top eigenvalue is max e_j / 2
+    ns = [10 ** 6, 10 ** 9, 10 ** 12]
+    cur = sp.rank1_curve(theta, v, ns)
+    eps = tm.certified_eps(theta, v, ns)
+    err = np.abs(cur["rho2"] - lim.paper)
+    assert np.all(err <= eps + tm.FLOAT_SLACK)
+    assert err[-1] <= max(eps[-1], 1e-12)
+    assert eps[-1] < eps[0]                                         # the bound itself shrinks with n
+
+
+@settings(max_examples=15, deadline=None)
+@given(head_dims.filter(lambda d: d >= 4), st.integers(0, 2 ** 31 - 1))
+def test_theorem1_stable_rank_limit(d, seed):
+    """srank(Rope(X)) -> 2 / max_j e_j, a growth factor in [2, d]."""
+    theta = rt.schedule("rope", head_dim=d, base=10000.0)
+    v = np.random.default_rng(seed).standard_normal(d)
+    e = tm.plane_energies(v)
+    target = 2 / e.max()
+    assert 2 - 1e-12 <= target <= d + 1e-9
+    cur = sp.rank1_curve(theta, v, [10 ** 12])
+    eps = tm.certified_eps(theta, v, [10 ** 12])[0]
+    lam = e.max() / 2
+    # |srank - 1/lam| = |lam - rho^2| / (rho^2 lam) <= eps / ((lam - eps) lam)
+    assert abs(cur["srank"][0] - target) <= (eps + tm.FLOAT_SLACK) / ((lam - eps) * lam)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_certified_bound_contains_observed_error(data):
+    """|rho_n^2 - lambda| <= eps_n at every n, small n included, for every schedule kind and weights."""
+    name, d, theta = data.draw(schedules())
+    v = data.draw(unit_vectors(d))
+    ns = sorted(set(data.draw(st.lists(st.integers(1, 10 ** 12), min_size=1, max_size=5))))
+    w = data.draw(st.sampled_from([None, sp.AffineWeights(1.0, 0.5), sp.AffineWeights(0.1, 2.0)]))
+    lim = tm.predicted_limit(theta, v)
+    cur = sp.rank1_curve(theta, v, ns, weights=w)
+    eps = tm.certified_eps(theta, v, ns, weights=w)
+    err = np.abs(cur["rho2"] - lim.lam)
+    assert np.all(err <= eps + tm.FLOAT_SLACK), (err, eps)
+
+
+def test_certified_bound_holds_for_streamed_arbitrary_weights():
+    """The float-sum route (w_last, TV, W from float64 sums, widened to balls) also contains the error."""
+    theta = rt.schedule("rope", head_dim=16, base=500.0)
+    v = np.random.default_rng(3).standard_normal(16)
+    n = np.arange(1, 20001)
+    w = 1.0 / np.sqrt(n)                                            # decreasing: W ~ 2 sqrt(n), TV = o(W)
+    ns = [10, 1000, 20000]
+    cur = sp.rank1_stream_curve(theta, v, ns, weights=w)
+    lim = tm.predicted_limit(theta, v)
+    cb = tm.certified_bound(theta, v)
+    for k, m in enumerate(ns):
+        c = tm.abel_ratio_arb(m, w_last=w[m - 1], tv=float(np.abs(np.diff(w[:m])).sum()), total=float(w[:m].sum()))
+        assert abs(cur["rho2"][k] - lim.lam) <= cb.eps(c) + tm.FLOAT_SLACK
+
+
+def test_partial_schedule_limit():
+    """With NoPE planes rho_n^2 -> max(e_0, max_{theta_j>0} e_j/2) and srank -> 1/lambda."""
+    rng = np.random.default_rng(5)
+    for frac in (0.25, 0.5, 0.75):
+        theta = rt.schedule("partial", head_dim=64, fraction=frac)
+        for scale in (0.05, 1.0, 5.0):     # NoPE energy small, comparable, dominant
+            v = rng.standard_normal(64)
+            r = int(frac * 32)
+            v[2 * r:] *= scale
+            lim = tm.predicted_limit(theta, v)
+            e = tm.plane_energies(v)
+            expect = max(e[r:].sum(), e[:r].max() / 2)
+            assert abs(lim.lam - expect) < 1e-14 and abs(lim.partial_formula - expect) < 1e-15
+            cur = sp.rank1_curve(theta, v, [10 ** 12])
+            assert abs(cur["rho2"][0] - expect) <= tm.certified_eps(theta, v, [10 ** 12])[0] + tm.FLOAT_SLACK
+            assert abs(cur["srank"][0] * expect - 1) < 1e-7
+
+
+@pytest.mark.parametrize("case", ["equal_freq", "sum_2pi", "theta_pi"])
+def test_degenerate_schedule_exact_limit(case):
+    """Commensurate frequencies: the paper's formula fails, the exact (resonance-keeping) limit holds."""
+    from ropetheory.verify import counterexample_cases
+    _, _, theta, v, w = next(c for c in counterexample_cases() if c[0] == case)
+    assert not tm.lemma1_hypotheses(theta)["holds"]
+    lim = tm.predicted_limit(theta, v)
+    expect = {"equal_freq": 0.5, "sum_2pi": 0.5, "theta_pi": 1.0}[case]
+    assert abs(lim.lam - expect) < 1e-14 and abs(lim.partial_formula - expect) > 0.2
+    cur = sp.rank1_curve(theta, v, [10 ** 6, 10 ** 12])
+    assert abs(cur["rho2"][-1] - expect) < 1e-9
+    # and the same from the literal float64 operator (no resonance snapping) at moderate n
+    s = sp.rank1_stream_curve(theta, v, [20000])
+    assert abs(s["rho2"][0] - expect) < 1e-3
+
+
+def test_oscillating_weights_break_the_limit():
+    """w_i = 1 + cos(2 i theta_0): TV_n ~ n is not o(W_n), and the limit moves from 1/2 to 3/4."""
+    theta = rt.schedule("rope", head_dim=16)
+    v = np.zeros(16)
+    v[0] = 1.0
+    w = sp.TrigWeights(1.0, ((1.0, 2 * theta[0]),))
+    cur = sp.rank1_curve(theta, v, [10 ** 5, 10 ** 12], weights=w)
+    assert abs(cur["rho2"][-1] - 0.75) < 1e-9
+    assert abs(tm.predicted_limit(theta, v, weights=w).lam - 0.75) < 1e-14
+    assert abs(tm.predicted_limit(theta, v).lam - 0.5) < 1e-14      # what Lemma 1 would predict
+    # cross-check the closed form against explicit weights
+    ww = 1 + np.cos(2 * theta[0] * np.arange(3000))
+    s = sp.rank1_stream_curve(theta, v, [3000], weights=ww)
+    c = sp.rank1_curve(theta, v, [3000], weights=w)
+    assert abs(s["rho2"][0] - c["rho2"][0]) < 1e-12
+
+
+def test_convergence_rate_is_first_order_for_constant_weights():
+    theta = rt.schedule("rope", head_dim=32)
+    v = np.tile([1.0, 0.0], 16)
+    g = sp.log_grid(1e12, 80, 10 ** 3)
+    cur = sp.rank1_curve(theta, v, g)
+    rate = tm.convergence_rate(g, cur["rho2"] - 1 / 32)
+    assert -1.2 < rate < -0.8
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "proofs").glob("*.py")))
+def test_proof_script_runs_and_checks_every_step(script):
+    r = subprocess.run([sys.executable, str(ROOT / "proofs" / script), "--check"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ALL STEPS CHECKED" in r.stdout
+
+
+def test_derived_block_formula_is_the_one_the_proof_generates():
+    r = subprocess.run([sys.executable, str(ROOT / "proofs" / "gram_blocks.py"), "--check"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and "matches the derivation" in r.stdout, r.stdout + r.stderr
+
+
+def test_verify_writes_report_and_exits_zero_then_resumes(tmp_path):
+    from ropetheory.verify import run_verify
+    import json
+    assert run_verify(tmp_path, quiet=True) == 0
+    rep = json.loads((tmp_path / "verify.json").read_text())
+    assert not rep["failures"] and len(rep["claims"]) == 48 and len(rep["counterexamples"]) == 6
+    assert (tmp_path / "verify.csv").read_text().count("\n") == 49
+    # a corrupted journal line (an interruption mid-write) is recomputed; saved rows are reused
+    j = tmp_path / "verify.jsonl"
+    lines = j.read_text().splitlines()
+    j.write_text("\n".join(lines[:10]) + "\n" + lines[10][:25])
+    assert run_verify(tmp_path, quiet=True) == 0
+    rep2 = json.loads((tmp_path / "verify.json").read_text())
+    assert rep2["claims"] == rep["claims"]
