@@ -1,4 +1,4 @@
-"""``ropetheory`` command line: verify, schedule, curve, bench."""
+"""``ropetheory`` command line: verify, schedule, curve, fig7, sinks."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,12 @@ def _cmd_verify(args) -> int:
 
 def _cmd_schedule(args) -> int:
     from .schedules import schedule, schedule_from_spec
+    if args.config:
+        from .rope_types import frequencies_from_config
+        f = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
+        out = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.items()}
+        print(json.dumps(out, indent=None if args.compact else 1))
+        return 0
     if args.spec:
         theta = schedule_from_spec(args.spec)
     else:
@@ -47,7 +53,19 @@ def _cmd_curve(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ropetheory", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # studies with their own argument parsers
+    studies = {"fig7": "figure7", "sinks": "sinks"}
+    if argv and argv[0] in studies:
+        import importlib
+        mod = importlib.import_module(f"ropetheory.{studies[argv[0]]}")
+        try:
+            return mod.main(argv[1:])
+        except (ValueError, TypeError) as e:
+            print(f"ropetheory {argv[0]}: error: {e}", file=sys.stderr)
+            return 2
+    p = argparse.ArgumentParser(prog="ropetheory", description=__doc__,
+                                epilog="studies: ropetheory fig7 [-h], ropetheory sinks [-h]")
     sub = p.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("verify", help="check Lemma 1, Lemma 2, Theorem 1 (writes results/verify.*)")
     v.add_argument("--out", default="results")
@@ -59,6 +77,9 @@ def main(argv=None) -> int:
     s.add_argument("--head-dim", type=int, default=128)
     s.add_argument("--param", action="append", help="KEY=VALUE (JSON value), repeatable")
     s.add_argument("--spec", help="JSON spec string or file")
+    s.add_argument("--config", help="a model's config.json (Hugging Face rope_type)")
+    s.add_argument("--seq-len", type=int, default=None, help="sequence length (dynamic, longrope)")
+    s.add_argument("--layer-type", default=None, help="for per-layer-type rope parameters")
     s.add_argument("--compact", action="store_true")
     s.set_defaults(fn=_cmd_schedule)
     c = sub.add_parser("curve", help="FSV-ratio curve of a random rank-1 cloud")

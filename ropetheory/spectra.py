@@ -55,7 +55,7 @@ from .schedules import from_theta
 __all__ = [
     "RESONANCE_TOL_TURNS", "AffineWeights", "TrigWeights", "weighted_mean_phases", "PairFrequencies", "pair_frequencies", "nope_planes",
     "check_cloud_vector", "check_length", "log_grid", "rank1_gram", "rank1_curve",
-    "metrics_from_gram", "stream_gram_curve", "rank1_stream_curve", "matrix_metrics",
+    "metrics_from_gram", "rank1_curves_batch", "stream_gram_curve", "rank1_stream_curve", "matrix_metrics",
     "rope_matrix_curve", "sinc", "dsinc",
 ]
 
@@ -416,6 +416,44 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     res = {k: np.asarray(x) for k, x in out.items()}
     res["n"] = L
     return res
+
+
+@functools.partial(jax.jit, static_argnames=("batched_eig",))
+def _rho2_for_clouds(V_il, Dm, Sm, batched_eig=False):
+    """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v."""
+    def one(v):
+        Gs = jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
+        if batched_eig:
+            return jnp.linalg.eigvalsh(Gs)[:, -1]
+        return jax.lax.map(lambda G: jnp.linalg.eigvalsh(G)[-1], Gs)
+    return jax.lax.map(one, V_il)
+
+
+def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved",
+                       chunk: int = 16, progress=None) -> np.ndarray:
+    """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: ``(nv, len)``.
+
+    The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
+    block assembly and one eigvalsh per length. ``progress(k)`` is called after each chunk of clouds.
+    """
+    th = from_theta(theta)
+    A = check_finite_array("V", V, min_ndim=2)
+    if A.ndim != 2 or A.shape[1] != 2 * th.size:
+        raise ValueError(f"V must be (n_clouds, {2 * th.size}), got shape {A.shape}")
+    norms = np.linalg.norm(A, axis=1)
+    if np.any(norms == 0):
+        raise ValueError(f"V row {int(np.argmax(norms == 0))} is the zero vector")
+    check_layout(layout)
+    Vi = np.asarray(to_interleaved(jnp.asarray(A / norms[:, None]), layout))
+    L = check_lengths(lengths)
+    Dm, Sm = weighted_mean_phases(th, CONSTANT, L)
+    batched = jax.default_backend() != "cpu"
+    out = []
+    for k in range(0, Vi.shape[0], chunk):
+        out.append(np.asarray(_rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))
+        if progress is not None:
+            progress(min(chunk, Vi.shape[0] - k))
+    return np.sqrt(np.clip(np.concatenate(out), 0, None))
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,313 @@
+"""Figure 7: FSV decay of synthetic rank-1 clouds under each schedule, the Section 4 criteria,
+and the RoPE-ID ablations of the paper's Table 5 (appendix A.6).
+
+Section 4 criteria (THEORY.md), with training length ``L``:
+- **C1** a non-trivial floor: the limit ``rho_inf = sqrt(lambda)`` lies above the floor that
+  the same cloud would have with every plane rotating, ``sqrt(max_j e_j / 2)``, by more than
+  :data:`C1_MARGIN` (relative);
+- **C2** the floor is reached within ``L``: ``|rho_L - rho_inf| / rho_inf < C2_RTOL``.
+Both are evaluated per cloud; the verdict is the median cloud's, and the share of clouds
+that meet each criterion is reported beside it.
+
+Outputs (``results/`` by default): ``fig7.csv`` (quantile bands and the single-v curve per
+schedule, d and n), ``fig7.json`` (metadata + criteria table), ``fig7_ablations.csv`` /
+``.json`` (with the transcribed RULER scores and rank correlations), then ``fig7.png`` and
+``fig7.pdf`` drawn from the saved CSV alone. Per-(schedule, d) raw curves are kept in
+``fig7_parts/`` so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from . import spectra, theorems
+from .schedules import schedule
+from .store import write_csv, write_json
+
+TRAIN_LEN = 4096
+#: C1: the floor must exceed the all-planes-rotating floor by 10% (relative)
+C1_MARGIN = 0.10
+#: C2: rho_L within 1% of the floor (the issue's definition)
+C2_RTOL = 0.01
+QUANTILES = (0.05, 0.5, 0.95)
+
+SCHEDULES = {
+    "rope_1e4": ("RoPE (base 1e4)", dict(name="rope", base=1e4)),
+    "rope_5e5": ("RoPE (base 5e5)", dict(name="rope", base=5e5)),
+    "half_rope": ("half-RoPE (base 1e4)", dict(name="partial", base=1e4, fraction=0.5)),
+    "high_freq": ("high-frequency (1 cycle in L)", dict(name="high_frequency", train_len=TRAIN_LEN, cycles=1)),
+    "rope_id": ("RoPE-ID", dict(name="rope_id", train_len=TRAIN_LEN)),
+}
+#: the paper's expectation (Section 4, Fig. 7): (C1, C2)
+EXPECTED = {"rope_1e4": (False, False), "rope_5e5": (False, False), "half_rope": (True, False),
+            "high_freq": (False, True), "rope_id": (True, True)}
+
+# Table 5 of the paper (appendix A.6, "Llama-1B Models", RULER averages at 4K/8K/16K),
+# transcribed from shared/paper/frayed-rope-fulltext.txt. The default configuration
+# (fraction 1/2, shortest wavelength 32, lowest frequency 2 cycles = wavelength 2048)
+# appears in all three blocks; it is counted once in the correlations.
+TABLE5 = [
+    # (label, rope_id kwargs, (4K, 8K, 16K))
+    ("fraction 1/8", dict(fraction=1 / 8), (46.30, 35.12, 2.18)),
+    ("fraction 1/4", dict(fraction=1 / 4), (41.59, 38.75, 36.41)),
+    ("fraction 3/8", dict(fraction=3 / 8), (39.11, 32.83, 27.12)),
+    ("fraction 1/2 (default)", dict(), (39.15, 35.64, 30.83)),
+    ("fraction 5/8", dict(fraction=5 / 8), (36.52, 31.52, 17.72)),
+    ("fraction 3/4", dict(fraction=3 / 4), (33.17, 27.40, 21.63)),
+    ("fraction 7/8", dict(fraction=7 / 8), (34.23, 16.11, 9.05)),
+    ("min wavelength 2", dict(min_wavelength=2), (37.37, 35.66, 27.77)),
+    ("min wavelength 16", dict(min_wavelength=16), (38.46, 36.52, 26.76)),
+    ("min wavelength 64", dict(min_wavelength=64), (41.62, 27.16, 9.46)),
+    ("lowest freq 1 cycle (wavelength 4096)", dict(cycles=1), (36.11, 20.66, 16.07)),
+]
+
+
+def theta_of(key: str, d: int) -> np.ndarray:
+    spec = dict(SCHEDULES[key][1])
+    return schedule(spec.pop("name"), head_dim=d, **spec)
+
+
+def clouds(d: int, n_clouds: int, seed: int = 0) -> np.ndarray:
+    """Gaussian ``v`` (rows), fixed seed per head width: the same clouds under every schedule."""
+    return np.random.default_rng(seed + d).standard_normal((n_clouds, d))
+
+
+def first_cycle(theta: np.ndarray) -> float:
+    """Length at which the slowest rotating plane completes its first cycle, ``2 pi / min theta_j``."""
+    rot = theta[theta > 0]
+    return float(2 * math.pi / rot.min())
+
+
+def floors(theta: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cloud: the predicted floor ``sqrt(lambda)`` and the all-planes-rotating floor ``sqrt(max e_j/2)``."""
+    fl, allrot = [], []
+    for v in V:
+        lim = theorems.predicted_limit(theta, v)
+        fl.append(lim.rho)
+        allrot.append(math.sqrt(float(lim.e.max()) / 2))
+    return np.array(fl), np.array(allrot)
+
+
+def criteria(rho_L: np.ndarray, floor: np.ndarray, allrot: np.ndarray) -> dict[str, Any]:
+    """C1/C2 per cloud and their median-cloud verdicts."""
+    rel = np.abs(rho_L - floor) / floor
+    c1 = floor > allrot * (1 + C1_MARGIN)
+    c2 = rel < C2_RTOL
+    return {"floor_median": float(np.median(floor)), "allrot_floor_median": float(np.median(allrot)),
+            "rel_dist_L_median": float(np.median(rel)), "rel_dist_L_q95": float(np.quantile(rel, 0.95)),
+            "C1": bool(np.median(floor / allrot) > 1 + C1_MARGIN), "C2": bool(np.median(rel) < C2_RTOL),
+            "C1_share": float(c1.mean()), "C2_share": float(c2.mean())}
+
+
+def _curves(theta, V, grid, part: pathlib.Path, bar) -> np.ndarray:
+    if part.exists():
+        bar.update(V.shape[0])
+        return np.load(part)["rho"]
+    rho = spectra.rank1_curves_batch(theta, V, grid, progress=bar.update)
+    tmp = part.with_suffix(".tmp.npz")
+    np.savez(tmp, rho=rho, grid=grid)
+    tmp.replace(part)
+    return rho
+
+
+def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num: int = 60,
+            head_dims=(128, 80), quiet: bool = False) -> dict[str, Any]:
+    """Compute and save everything (resumable); returns the metadata dict."""
+    from tqdm import tqdm
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = out_dir / "fig7_parts"
+    parts.mkdir(exist_ok=True)
+    L = TRAIN_LEN
+    grid = np.unique(np.concatenate([spectra.log_grid(n_max, num), [L, 4 * L, 16 * L]]))
+    grid = grid[grid <= max(n_max, 16 * L)]
+    t0 = time.time()
+    rows, table = [], []
+    total = len(head_dims) * (len(SCHEDULES) * n_clouds + len(TABLE5) * n_clouds)
+    bar = tqdm(total=total, desc="fig7 clouds", disable=quiet, file=sys.stderr, unit="cloud")
+    for d in head_dims:
+        V = clouds(d, n_clouds)
+        for key, (label, _) in SCHEDULES.items():
+            th = theta_of(key, d)
+            tag = f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}"
+            rho = _curves(th, V, grid, parts / f"{tag}.npz", bar)
+            fl, allrot = floors(th, V)
+            q = np.quantile(rho, QUANTILES, axis=0)
+            for i, n in enumerate(grid):
+                rows.append({"schedule": key, "label": label, "d": d, "n": int(n), "q05": q[0, i], "median": q[1, i],
+                             "q95": q[2, i], "single_v": rho[0, i],
+                             "floor_median": float(np.median(fl)), "single_v_floor": fl[0]})
+            at = {int(n): i for i, n in enumerate(grid)}
+            crit = criteria(rho[:, at[L]], fl, allrot)
+            exp = EXPECTED[key]
+            table.append({"schedule": key, "label": label, "d": d,
+                          "rho_L": float(np.median(rho[:, at[L]])), "rho_4L": float(np.median(rho[:, at[4 * L]])),
+                          "rho_16L": float(np.median(rho[:, at[16 * L]])), **crit,
+                          "first_cycle": first_cycle(th),
+                          "expected_C1": exp[0], "expected_C2": exp[1],
+                          "agrees_with_paper": (crit["C1"], crit["C2"]) == exp})
+        if d == head_dims[0]:
+            ablations = _ablations(d, V, grid, parts, n_clouds, n_max, num, bar)
+    bar.close()
+    write_csv(out_dir / "fig7.csv", rows)
+    meta = {"train_len": L, "n_clouds": n_clouds, "n_max": n_max, "grid_points": int(len(grid)),
+            "head_dims": list(head_dims), "quantiles": list(QUANTILES), "C1_MARGIN": C1_MARGIN, "C2_RTOL": C2_RTOL,
+            "schedules": {k: {"label": v[0], "spec": v[1]} for k, v in SCHEDULES.items()},
+            "criteria": table, "seconds": time.time() - t0,
+            "vertical_lines": {f"{k}_d{d}": first_cycle(theta_of(k, d)) for k in SCHEDULES for d in head_dims}}
+    write_json(out_dir / "fig7.json", meta)
+    write_csv(out_dir / "fig7_criteria.csv", table)
+    write_csv(out_dir / "fig7_ablations.csv", ablations["rows"])
+    write_json(out_dir / "fig7_ablations.json", ablations)
+    return meta
+
+
+def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
+    """Table 5 configurations: floor, rho_L, attainment, drift L -> 4L, and rank correlations with RULER."""
+    from scipy.stats import spearmanr
+    L = TRAIN_LEN
+    grid = np.array([L, 4 * L, 16 * L], dtype=np.int64)      # the ablation metrics need only these
+    at = {int(n): i for i, n in enumerate(grid)}
+    rows = []
+    for label, kw, scores in TABLE5:
+        th = schedule("rope_id", head_dim=d, train_len=L, **kw)
+        tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{L}"
+        rho = _curves(th, V, grid, parts / f"{tag}.npz", bar)
+        fl, allrot = floors(th, V)
+        rel = np.abs(rho[:, at[L]] - fl) / fl
+        drift = (rho[:, at[L]] - rho[:, at[4 * L]]) / rho[:, at[L]]
+        rows.append({"config": label, **{k: v for k, v in kw.items()}, "floor": float(np.median(fl)),
+                     "rho_L": float(np.median(rho[:, at[L]])), "attain_rel_dist_L": float(np.median(rel)),
+                     "attained_within_L": bool(np.median(rel) < C2_RTOL),
+                     "drift_L_to_4L": float(np.median(drift)),
+                     "ruler_4k": scores[0], "ruler_8k": scores[1], "ruler_16k": scores[2]})
+    corr = {}
+    for metric in ("floor", "rho_L", "attain_rel_dist_L", "drift_L_to_4L"):
+        x = [r[metric] for r in rows]
+        for col in ("ruler_8k", "ruler_16k"):
+            y = [r[col] for r in rows]
+            res = spearmanr(x, y)
+            corr[f"{metric}~{col}"] = {"spearman": float(res.statistic), "p_value": float(res.pvalue)}
+    return {"head_dim": d, "rows": rows, "spearman": corr,
+            "source": "RULER averages: the paper's Table 5 (appendix A.6), Llama-1B models, as transcribed in "
+                      "shared/paper/frayed-rope-fulltext.txt; temperature-exponent rows omitted (no effect on geometry)",
+            "n_configs": len(rows)}
+
+
+# ---------------------------------------------------------------------------
+# reporting and plotting (from the saved files alone)
+# ---------------------------------------------------------------------------
+def print_tables(out_dir: pathlib.Path) -> None:
+    meta = json.loads((out_dir / "fig7.json").read_text())
+    abl = json.loads((out_dir / "fig7_ablations.json").read_text())
+    L = meta["train_len"]
+    print(f"\nSection 4 criteria (L = {L}; medians over {meta['n_clouds']} Gaussian v; "
+          f"C1: floor > all-rotating floor x {1 + C1_MARGIN:.2f}; C2: |rho_L - floor|/floor < {C2_RTOL:.0%})")
+    print(f"{'schedule':30s} {'d':>3s} {'floor':>7s} {'rho_L':>7s} {'rho_4L':>7s} {'rho_16L':>7s} {'dist_L':>8s} "
+          f"{'C1':>4s} {'C2':>4s} {'paper':>9s} {'agree':>5s}")
+    for r in meta["criteria"]:
+        exp = f"{'Y' if r['expected_C1'] else 'N'}/{'Y' if r['expected_C2'] else 'N'}"
+        print(f"{r['label']:30s} {r['d']:3d} {r['floor_median']:7.4f} {r['rho_L']:7.4f} {r['rho_4L']:7.4f} "
+              f"{r['rho_16L']:7.4f} {r['rel_dist_L_median']:8.2%} {'Y' if r['C1'] else 'N':>4s} "
+              f"{'Y' if r['C2'] else 'N':>4s} {exp:>9s} {'yes' if r['agrees_with_paper'] else 'NO':>5s}")
+    bad = [r for r in meta["criteria"] if not r["agrees_with_paper"]]
+    if bad:
+        print("Disagreements with the paper's expectation: " +
+              "; ".join(f"{r['label']} d={r['d']}: C1={r['C1']}, C2={r['C2']} "
+                        f"(dist_L {r['rel_dist_L_median']:.2%})" for r in bad))
+    else:
+        print("Every schedule meets exactly the criteria the paper expects.")
+    print(f"\nRoPE-ID ablations (paper's Table 5, d = {abl['head_dim']}): geometry vs RULER")
+    print(f"{'config':40s} {'floor':>7s} {'rho_L':>7s} {'dist_L':>8s} {'drift L->4L':>11s} {'8K':>6s} {'16K':>6s}")
+    for r in abl["rows"]:
+        print(f"{r['config']:40s} {r['floor']:7.4f} {r['rho_L']:7.4f} {r['attain_rel_dist_L']:8.3%} "
+              f"{r['drift_L_to_4L']:11.3%} {r['ruler_8k']:6.2f} {r['ruler_16k']:6.2f}")
+    print("Spearman rank correlations (n = %d configs):" % abl["n_configs"])
+    for k, v in abl["spearman"].items():
+        print(f"  {k:32s} rho_s = {v['spearman']:+.3f}  (p = {v['p_value']:.3f})")
+
+
+def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Draw fig7.png / fig7.pdf from fig7.csv and fig7.json alone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    meta = json.loads((out_dir / "fig7.json").read_text())
+    with open(out_dir / "fig7.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    dims = meta["head_dims"]
+    colors = {"rope_1e4": "tab:blue", "rope_5e5": "tab:purple", "half_rope": "tab:green",
+              "high_freq": "tab:orange", "rope_id": "tab:red"}
+    fig, axes = plt.subplots(2, len(dims), figsize=(6 * len(dims), 8), sharex=True, squeeze=False)
+    L = meta["train_len"]
+    for c, d in enumerate(dims):
+        for key in meta["schedules"]:
+            sel = [r for r in rows if r["schedule"] == key and int(r["d"]) == d]
+            n = np.array([float(r["n"]) for r in sel])
+            med = np.array([float(r["median"]) for r in sel])
+            lo = np.array([float(r["q05"]) for r in sel])
+            hi = np.array([float(r["q95"]) for r in sel])
+            one = np.array([float(r["single_v"]) for r in sel])
+            col = colors.get(key, None)
+            lab = meta["schedules"][key]["label"]
+            ax = axes[0, c]
+            ax.fill_between(n, lo, hi, color=col, alpha=0.18, lw=0)
+            ax.plot(n, med, color=col, lw=1.8, label=lab)
+            ax.plot(n, one, color=col, lw=0.8, ls=":")
+            ax2 = axes[1, c]
+            ax2.fill_between(n, 1 / hi ** 2, 1 / lo ** 2, color=col, alpha=0.18, lw=0)
+            ax2.plot(n, 1 / med ** 2, color=col, lw=1.8, label=lab)
+            fc = meta["vertical_lines"][f"{key}_d{d}"]
+            if fc <= n.max():
+                for ax_ in (ax, ax2):
+                    ax_.axvline(fc, color=col, lw=0.7, ls="--", alpha=0.7)
+        for ax_ in (axes[0, c], axes[1, c]):
+            ax_.axvline(L, color="k", lw=1.0)
+            ax_.set_xscale("log")
+            ax_.grid(alpha=0.3, which="both", lw=0.3)
+        axes[0, c].set_ylim(0, 1.02)
+        axes[0, c].set_title(f"d = {d}: FSV ratio ||Rope(X)||_2/||X||_2 (band 5-95%, dotted: one v)")
+        axes[1, c].set_yscale("log")
+        axes[1, c].set_title(f"d = {d}: stable rank of Rope(u v^T)")
+        axes[1, c].set_xlabel("length n  (black: L = 4096; dashed: slowest plane's first cycle)")
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Figure 7, simulated: rank-1 clouds, {meta['n_clouds']} Gaussian v per schedule")
+    fig.tight_layout()
+    paths = [out_dir / "fig7.png", out_dir / "fig7.pdf"]
+    fig.savefig(paths[0], dpi=80)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="ropetheory fig7", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--clouds", type=int, default=256, help="random Gaussian v per schedule (>= 256)")
+    ap.add_argument("--n-max", type=float, default=1e6)
+    ap.add_argument("--num", type=int, default=60, help="log-grid points")
+    ap.add_argument("--head-dims", default="128,80")
+    ap.add_argument("--plot-only", action="store_true", help="redraw from the saved numbers")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = pathlib.Path(args.out)
+    if not args.plot_only:
+        dims = tuple(int(x) for x in args.head_dims.split(","))
+        if args.clouds < 1 or args.n_max < 16 * TRAIN_LEN:
+            raise ValueError(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
+        compute(out, args.clouds, args.n_max, args.num, dims, args.quiet)
+    print_tables(out)
+    for p in plot(out):
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

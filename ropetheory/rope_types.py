@@ -1,0 +1,326 @@
+"""Hugging Face ``rope_type``s: the same frequencies as transformers' ``modeling_rope_utils``.
+
+A registry ``rope_type -> function(cfg, seq_len) -> (inv_freq, attention_factor)`` mirrors
+``transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS`` (v5: ``linear``, ``dynamic``,
+``yarn``, ``longrope``, ``llama3``, ``proportional``) plus ``default`` (which transformers
+keeps in each model's rotary class). Each function states its formula and config keys and
+follows transformers' arithmetic step by step, in float64 (transformers rounds the exponent
+``2k/d``, the power and the reciprocal to float32: compare with a float32 tolerance).
+
+The frequencies come back as a ropetheory schedule: ``theta`` of length ``P = head_dim/2``
+whose first ``ceil(dim/2)`` entries are the rotary frequencies (``dim = int(head_dim *
+partial_rotary_factor)``, transformers truncates with ``int()``) and the rest zeros (NoPE).
+Channel layout note: transformers rotates the first ``dim`` channels with ``rotate_half``
+(plane ``j`` = channels ``(j, j + dim/2)``) and passes the others through.
+
+Sequence-length rules (``seq_len`` argument):
+- ``dynamic``: frequencies are recomputed for ``max(seq_len, max_position_embeddings)``
+  (transformers grows them when a longer sequence arrives and resets below the original
+  length), so ``seq_len <= max_position_embeddings`` gives the unscaled schedule.
+- ``longrope``: ``long_factor`` when ``seq_len > original_max_position_embeddings``
+  (strictly), else ``short_factor``; ``seq_len=None`` means short.
+- every other type ignores ``seq_len``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """A standardised RoPE config (the subset of a model's config.json that RoPE reads)."""
+    rope_type: str
+    head_dim: int
+    rope_theta: float
+    partial_rotary_factor: float
+    max_position_embeddings: int | None
+    params: Mapping[str, Any]
+
+    @property
+    def dim(self) -> int:
+        """Rotary channels: ``int(head_dim * partial_rotary_factor)`` (transformers truncates)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+    def require(self, key: str) -> Any:
+        if self.params.get(key) is None:
+            raise ValueError(f"rope_type {self.rope_type!r} needs key {key!r} in rope_parameters/rope_scaling "
+                             f"(got keys {sorted(self.params)})")
+        return self.params[key]
+
+    def number(self, key: str, value: Any, positive: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"rope config key {key!r} must be a finite number, got {value!r}")
+        if positive and value <= 0:
+            raise ValueError(f"rope config key {key!r} must be > 0, got {value!r}")
+        return float(value)
+
+
+def _exponents(dim: int) -> np.ndarray:
+    """``arange(0, dim, 2) / dim`` (float64)."""
+    return np.arange(0, dim, 2, dtype=np.float64) / dim
+
+
+def _base_inv_freq(base: float, dim: int) -> np.ndarray:
+    """``1 / base^(2k/dim)``, ``k = 0..ceil(dim/2)-1``."""
+    return 1.0 / (base ** _exponents(dim))
+
+
+def _default(cfg: RopeConfig, seq_len: int | None):
+    """``theta_k = base^(-2k/dim)``; attention factor 1. Keys: ``rope_theta``, ``partial_rotary_factor``."""
+    return _base_inv_freq(cfg.rope_theta, cfg.dim), 1.0
+
+
+def _linear(cfg: RopeConfig, seq_len: int | None):
+    """Position interpolation: ``base^(-2k/dim) / factor``. Keys: ``factor``."""
+    factor = cfg.number("factor", cfg.require("factor"))
+    return _base_inv_freq(cfg.rope_theta, cfg.dim) / factor, 1.0
+
+
+def _proportional(cfg: RopeConfig, seq_len: int | None):
+    """``r = int(prf * head_dim // 2)`` planes at ``base^(-2k/head_dim) / factor``, the rest 0.
+
+    Unlike the others the exponent is over the full ``head_dim``. Keys: ``factor`` (default 1).
+    """
+    factor = cfg.number("factor", cfg.get("factor", 1.0))
+    r = int(cfg.partial_rotary_factor * cfg.head_dim // 2)
+    rot = 1.0 / (cfg.rope_theta ** (np.arange(0, 2 * r, 2, dtype=np.float64) / cfg.head_dim))
+    inv = np.concatenate([rot, np.zeros(max(cfg.head_dim // 2 - r, 0))])
+    return inv / factor, 1.0
+
+
+def _dynamic(cfg: RopeConfig, seq_len: int | None):
+    """Dynamic NTK: ``base' = base ((factor s / M) - (factor - 1))^(dim/(dim-2))``, ``s = max(seq_len, M)``.
+
+    ``M = max_position_embeddings``. Keys: ``factor``; top-level ``max_position_embeddings``.
+    """
+    factor = cfg.number("factor", cfg.require("factor"))
+    M = cfg.max_position_embeddings
+    if M is None:
+        raise ValueError("rope_type 'dynamic' needs max_position_embeddings in the config")
+    s = M if seq_len is None else max(int(seq_len), M)
+    dim = cfg.dim
+    base = cfg.rope_theta * ((factor * s / M) - (factor - 1)) ** (dim / (dim - 2))
+    return _base_inv_freq(base, dim), 1.0
+
+
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def _yarn(cfg: RopeConfig, seq_len: int | None):
+    """YaRN: blend of ``inv/factor`` (interpolation) and ``inv`` (extrapolation) by a linear ramp
+    over the dimensions between the correction range of ``beta_fast`` / ``beta_slow`` rotations.
+
+    Keys: ``factor`` (default ``max_position_embeddings / original_max_position_embeddings``),
+    ``original_max_position_embeddings``, ``beta_fast`` (32), ``beta_slow`` (1), ``truncate`` (True),
+    ``attention_factor`` (default ``mscale(factor, mscale)/mscale(factor, mscale_all_dim)`` when both are
+    given, else ``0.1 ln(factor) + 1``).
+    """
+    dim = cfg.dim
+    if dim % 2:
+        raise ValueError(f"rope_type 'yarn' needs an even rotary dim, got int(head_dim * prf) = {dim}")
+    base = cfg.rope_theta
+    orig = int(cfg.number("original_max_position_embeddings", cfg.require("original_max_position_embeddings")))
+    factor = cfg.get("factor")
+    if factor is None:
+        if cfg.max_position_embeddings is None:
+            raise ValueError("rope_type 'yarn' needs 'factor' (or max_position_embeddings to infer it)")
+        factor = cfg.max_position_embeddings / orig
+    factor = cfg.number("factor", factor)
+    attention_factor = cfg.get("attention_factor")
+    mscale, mscale_all_dim = cfg.get("mscale"), cfg.get("mscale_all_dim")
+    if attention_factor is None:
+        if mscale and mscale_all_dim:
+            attention_factor = float(_yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim))
+        else:
+            attention_factor = _yarn_mscale(factor)
+    attention_factor = cfg.number("attention_factor", attention_factor)
+    beta_fast = cfg.get("beta_fast") or 32
+    beta_slow = cfg.get("beta_slow") or 1
+    truncate = cfg.get("truncate", True)
+
+    def correction_dim(num_rot):
+        return (dim * math.log(orig / (num_rot * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001                      # transformers' guard against a zero-width ramp
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    extra = 1 - ramp
+    pos_freqs = base ** _exponents(dim)
+    inv_extra = 1.0 / pos_freqs
+    inv_inter = 1.0 / (factor * pos_freqs)
+    return inv_inter * (1 - extra) + inv_extra * extra, attention_factor
+
+
+def _longrope(cfg: RopeConfig, seq_len: int | None):
+    """LongRoPE: ``1 / (ext_k base^(2k/dim))`` with ``ext = long_factor`` if ``seq_len > original``
+    else ``short_factor``; attention factor ``sqrt(1 + ln(factor)/ln(original))`` (1 if factor <= 1).
+
+    Keys: ``short_factor``, ``long_factor`` (each ``ceil(dim/2)`` numbers), ``original_max_position_embeddings``,
+    ``factor`` (default ``max_position_embeddings / original``), ``attention_factor``.
+    """
+    dim = cfg.dim
+    n = len(_exponents(dim))
+    orig = int(cfg.number("original_max_position_embeddings", cfg.require("original_max_position_embeddings")))
+    lists = {}
+    for key in ("short_factor", "long_factor"):
+        val = cfg.require(key)
+        if not isinstance(val, (list, tuple)) or len(val) != n:
+            got = len(val) if isinstance(val, (list, tuple)) else type(val).__name__
+            raise ValueError(f"rope config key {key!r} must be a list of {n} numbers (rotary dim {dim}), got {got}")
+        lists[key] = np.array([cfg.number(f"{key}[{i}]", x) for i, x in enumerate(val)], dtype=np.float64)
+    factor = cfg.get("factor")
+    if factor is None:
+        if cfg.max_position_embeddings is None:
+            raise ValueError("rope_type 'longrope' needs 'factor' (or max_position_embeddings to infer it)")
+        factor = cfg.max_position_embeddings / orig
+    factor = cfg.number("factor", factor)
+    attention_factor = cfg.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    attention_factor = cfg.number("attention_factor", attention_factor)
+    ext = lists["long_factor"] if (seq_len and seq_len > orig) else lists["short_factor"]
+    return 1.0 / (ext * cfg.rope_theta ** _exponents(dim)), attention_factor
+
+
+def _llama3(cfg: RopeConfig, seq_len: int | None):
+    """Llama 3.1: wavelengths above ``orig/low_freq_factor`` divided by ``factor``, below
+    ``orig/high_freq_factor`` unchanged, smooth interpolation between.
+
+    Keys: ``factor``, ``low_freq_factor``, ``high_freq_factor``, ``original_max_position_embeddings``.
+    """
+    inv = _base_inv_freq(cfg.rope_theta, cfg.dim)
+    factor = cfg.number("factor", cfg.require("factor"))
+    low = cfg.number("low_freq_factor", cfg.require("low_freq_factor"))
+    high = cfg.number("high_freq_factor", cfg.require("high_freq_factor"))
+    if high == low:
+        raise ValueError(f"rope_type 'llama3' needs high_freq_factor != low_freq_factor, both are {low!r}")
+    old = cfg.number("original_max_position_embeddings", cfg.require("original_max_position_embeddings"))
+    low_wl, high_wl = old / low, old / high
+    wavelen = 2 * math.pi / inv
+    out = np.where(wavelen > low_wl, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * out / factor + smooth * out
+    medium = ~(wavelen < high_wl) & ~(wavelen > low_wl)
+    return np.where(medium, smoothed, out), 1.0
+
+
+ROPE_TYPES: dict[str, Callable[[RopeConfig, int | None], tuple[np.ndarray, float]]] = {
+    "default": _default,
+    "linear": _linear,
+    "dynamic": _dynamic,
+    "yarn": _yarn,
+    "longrope": _longrope,
+    "llama3": _llama3,
+    "proportional": _proportional,
+}
+_NEEDS_ORIGINAL = ("llama3", "yarn", "longrope")
+
+
+def _read(config: Mapping[str, Any] | str | os.PathLike) -> dict:
+    if isinstance(config, (str, os.PathLike)):
+        path = pathlib.Path(config)
+        if not path.exists():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"malformed config file {str(path)!r}: {e}") from None
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping or a path to config.json, got {type(config).__name__}")
+    return dict(config)
+
+
+def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: str | None = None) -> RopeConfig:
+    """Standardise a model config (dict or config.json path) as transformers does.
+
+    Reads ``rope_parameters`` (newer) or ``rope_scaling`` (older; ``type`` or ``rope_type``),
+    ``rope_theta`` (in the dict, else top level, else 10000), ``partial_rotary_factor`` (likewise,
+    else 1), ``head_dim`` (else ``hidden_size // num_attention_heads``), ``max_position_embeddings``
+    and, for llama3/yarn/longrope, ``original_max_position_embeddings`` (a top-level value wins, as
+    for Phi-3; else the dict's; else ``max_position_embeddings``). Per-layer-type dicts
+    (``{"full_attention": {...}, ...}``) need ``layer_type``.
+    """
+    raw = _read(config)
+    rp = raw.get("rope_parameters")
+    if rp is None:
+        rp = raw.get("rope_scaling")
+    rp = {} if rp is None else rp
+    if not isinstance(rp, Mapping):
+        raise ValueError(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
+    nested = [k for k, v in rp.items() if isinstance(v, Mapping)]
+    if nested:
+        if layer_type is None:
+            raise ValueError(f"rope parameters are given per layer type {sorted(nested)}: pass layer_type")
+        if layer_type not in rp:
+            raise ValueError(f"unknown layer_type {layer_type!r}; the config has {sorted(nested)}")
+        rp = rp[layer_type]
+    params = dict(rp)
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"unknown rope_type {rope_type!r}; known: {sorted(ROPE_TYPES)}")
+    theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
+    prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
+    prf = 1.0 if prf is None else prf
+    head_dim = raw.get("head_dim")
+    if head_dim is None:
+        hs, nh = raw.get("hidden_size"), raw.get("num_attention_heads")
+        if hs is None or nh is None:
+            raise ValueError("config needs 'head_dim' or both 'hidden_size' and 'num_attention_heads'")
+        if not all(isinstance(x, int) and x > 0 for x in (hs, nh)):
+            raise ValueError(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
+        head_dim = hs // nh
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
+    M = raw.get("max_position_embeddings")
+    if M is not None and (isinstance(M, bool) or not isinstance(M, int) or M <= 0):
+        raise ValueError(f"config key 'max_position_embeddings' must be a positive integer, got {M!r}")
+    if rope_type in _NEEDS_ORIGINAL:
+        if raw.get("original_max_position_embeddings") is not None:
+            params["original_max_position_embeddings"] = raw["original_max_position_embeddings"]
+        elif params.get("original_max_position_embeddings") is None and M is not None:
+            params["original_max_position_embeddings"] = M
+    cfg = RopeConfig(rope_type, head_dim, 0.0, 1.0, M, params)
+    cfg = dataclasses.replace(cfg, rope_theta=cfg.number("rope_theta", theta),
+                              partial_rotary_factor=cfg.number("partial_rotary_factor", prf))
+    if cfg.partial_rotary_factor > 1:
+        raise ValueError(f"rope config key 'partial_rotary_factor' must be <= 1, got {prf!r}")
+    if cfg.dim < 2 and rope_type != "proportional":
+        raise ValueError(f"int(head_dim * partial_rotary_factor) = {cfg.dim}: no rotary plane left")
+    return cfg
+
+
+def rope_type_frequencies(cfg: RopeConfig, seq_len: int | None = None) -> tuple[np.ndarray, float]:
+    """transformers' ``(inv_freq, attention_factor)`` for a standardised config (float64)."""
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1):
+        raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+    inv, att = ROPE_TYPES[cfg.rope_type](cfg, None if seq_len is None else int(seq_len))
+    return np.asarray(inv, dtype=np.float64), float(att)
+
+
+def frequencies_from_config(config: Mapping[str, Any] | str | os.PathLike, seq_len: int | None = None,
+                            layer_type: str | None = None) -> dict[str, Any]:
+    """A model config -> ropetheory schedule ``theta`` (``P = head_dim/2``, zeros = NoPE) and more."""
+    cfg = load_rope_config(config, layer_type)
+    inv, att = rope_type_frequencies(cfg, seq_len)
+    P = cfg.head_dim // 2
+    theta = np.zeros(P)
+    theta[:min(P, inv.size)] = inv[:P]
+    return {"theta": theta, "inv_freq": inv, "attention_factor": att, "rope_type": cfg.rope_type,
+            "head_dim": cfg.head_dim, "rotary_dim": cfg.dim, "rope_theta": cfg.rope_theta, "seq_len": seq_len}
