@@ -1,0 +1,226 @@
+"""Context-extension methods (Hugging Face rope types) against the paper's criteria.
+
+Base model: Llama-3 style, ``d = 128``, ``rope_theta = 5e5``, training length ``L = 8192``.
+For each method (``linear`` = PI, ``dynamic`` = NTK evaluated at the extended length,
+``yarn``, ``llama3``, ``longrope`` with an illustrative factor ramp) at extension factors
+``s in {2, 4, 8, 16}``, and for RoPE-ID (trained at ``L``; no extension needed):
+
+- the FSV-ratio curve (median over Gaussian v) to ``16 s L``, its floor, ``rho`` at ``L`` and ``sL``;
+- C1 (floor above the all-planes-rotating floor by 10%) and C2 at the extended length
+  (``|rho_{sL} - floor| / floor < 1%``), plus *in distribution at sL*: ``rho_{sL} >= rho_L`` of
+  the unextended base model (the FSV never falls below what training saw);
+- the paper's statement that PI and YaRN "limit the degree of drift in low-frequency
+  channels to that seen during training": for every plane that does not complete a cycle
+  within ``L`` under the base schedule, the ratio of its angle at ``sL`` under the method
+  to its angle at ``L`` under the base, ``theta'_j s L / (theta_j L)``; the statement holds
+  for a method iff the maximum ratio is ``<= 1``;
+- what float32 positions (transformers' forward pass: ``position.float() * inv_freq``) do
+  to the angles at 1e5 and 1e6 tokens, against ropetheory's exact angles.
+
+Numbers go to ``results/extension.csv`` / ``.json`` first; ``extension.png`` is drawn from them.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from . import figure7, spectra
+from .rope import reduced_turns, turn_chunks
+from .rope_types import frequencies_from_config
+from .schedules import schedule
+from .store import write_csv, write_json
+
+D = 128
+ROPE_THETA = 5e5
+TRAIN_LEN = 8192
+FACTORS = (2, 4, 8, 16)
+METHODS = ("linear", "dynamic", "yarn", "llama3", "longrope")
+#: the drift statement allows float64 rounding in theta' s L / (theta L)
+DRIFT_RTOL = 1e-9
+#: "in distribution at sL": rho_sL >= (1 - IN_DIST_RTOL) rho_L(base). PI maps sL positions onto
+#: [0, L) with step 1/s, which changes the discrete sums behind rho by O(1/L) ~ 1e-4: allow 1e-3
+IN_DIST_RTOL = 1e-3
+
+
+def method_config(method: str, s: int) -> dict:
+    """A Llama-3-style config.json dict for ``method`` at extension factor ``s``."""
+    rp: dict[str, Any] = {"rope_type": method, "rope_theta": ROPE_THETA, "factor": float(s)}
+    if method in ("yarn", "llama3", "longrope"):
+        rp["original_max_position_embeddings"] = TRAIN_LEN
+    if method == "llama3":
+        rp.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    if method == "longrope":
+        # illustrative: LongRoPE searches these; here short = 1, long = a ramp 1 -> s over the planes
+        P = D // 2
+        rp.update(short_factor=[1.0] * P, long_factor=list(np.linspace(1.0, float(s), P)))
+    return {"head_dim": D, "max_position_embeddings": TRAIN_LEN * (s if method != "dynamic" else 1),
+            "rope_parameters": rp}
+
+
+def extended_theta(method: str, s: int) -> tuple[np.ndarray, float]:
+    f = frequencies_from_config(method_config(method, s), seq_len=s * TRAIN_LEN)
+    return f["theta"], f["attention_factor"]
+
+
+def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int) -> dict[str, Any]:
+    """Max over planes with ``theta_j L < 2 pi`` of ``theta'_j s L / (theta_j L)``."""
+    low = (theta_base > 0) & (theta_base * TRAIN_LEN < 2 * math.pi)
+    ratio = theta_ext[low] * s / theta_base[low]
+    return {"low_freq_planes": int(low.sum()), "max_drift_ratio": float(ratio.max()),
+            "worst_plane": int(np.flatnonzero(low)[np.argmax(ratio)]),
+            "holds": bool(ratio.max() <= 1 + DRIFT_RTOL)}
+
+
+def float32_angle_error(theta: np.ndarray, positions=(10 ** 5, 10 ** 6)) -> list[dict[str, float]]:
+    """transformers' float32 ``position * inv_freq`` vs the exact angle (both reduced mod 2 pi)."""
+    inv32 = theta.astype(np.float32)
+    exact_turns = np.asarray(reduced_turns(np.asarray(positions, dtype=np.int64)[:, None], turn_chunks(theta)[None]))
+    out = []
+    for k, p in enumerate(positions):
+        ang32 = (np.float32(p) * inv32).astype(np.float64)
+        err = np.abs((ang32 - 2 * math.pi * exact_turns[k] + math.pi) % (2 * math.pi) - math.pi)
+        cos_err = np.abs(np.cos(np.float32(np.float32(p) * inv32)).astype(np.float64)
+                         - np.cos(2 * math.pi * exact_turns[k]))
+        out.append({"position": int(p), "max_angle_err_rad": float(err.max()), "median_angle_err_rad": float(np.median(err)),
+                    "max_cos_err": float(cos_err.max())})
+    return out
+
+
+def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = False) -> dict[str, Any]:
+    from tqdm import tqdm
+    out_dir.mkdir(parents=True, exist_ok=True)
+    V = figure7.clouds(D, n_clouds)
+    base = schedule("rope", head_dim=D, base=ROPE_THETA)
+    configs = [("default", 1, base, 1.0)]
+    for m in METHODS:
+        for s in FACTORS:
+            th, att = extended_theta(m, s)
+            configs.append((m, s, th, att))
+    configs.append(("rope_id", 1, schedule("rope_id", head_dim=D, train_len=TRAIN_LEN), 1.0))
+    rows, curves = [], []
+    t0 = time.time()
+    base_fl = None
+    for m, s, th, att in tqdm(configs, desc="extension", disable=quiet, file=sys.stderr):
+        s_eval = s if m not in ("default", "rope_id") else max(FACTORS)
+        sL = s_eval * TRAIN_LEN
+        grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
+        rho = spectra.rank1_curves_batch(th, V, grid)
+        fl, allrot = figure7.floors(th, V)
+        at = {int(n): i for i, n in enumerate(grid)}
+        med = np.median(rho, axis=0)
+        if m == "default":
+            base_rho_L = float(med[at[TRAIN_LEN]])
+            base_fl = fl
+        rel = np.abs(rho[:, at[sL]] - fl) / fl
+        drift = low_frequency_drift(base, th, s) if m not in ("default", "rope_id") else \
+            low_frequency_drift(base, th, 1) if m == "default" else {"low_freq_planes": None,
+                                                                      "max_drift_ratio": None, "worst_plane": None,
+                                                                      "holds": None}
+        rows.append({"method": m, "s": s, "eval_len": sL, "attention_factor": att,
+                     "floor": float(np.median(fl)), "rho_L": float(med[at[TRAIN_LEN]]), "rho_sL": float(med[at[sL]]),
+                     "rel_dist_sL": float(np.median(rel)),
+                     "C1": bool(np.median(fl / allrot) > 1 + figure7.C1_MARGIN),
+                     "C2_at_sL": bool(np.median(rel) < figure7.C2_RTOL),
+                     "in_distribution_at_sL": bool(med[at[sL]] >= base_rho_L * (1 - IN_DIST_RTOL)),
+                     "low_freq_planes": drift["low_freq_planes"], "max_low_freq_drift_ratio": drift["max_drift_ratio"],
+                     "worst_plane": drift["worst_plane"], "drift_statement_holds": drift["holds"]})
+        for i, n in enumerate(grid):
+            curves.append({"method": m, "s": s, "n": int(n), "median": float(med[i]),
+                           "q05": float(np.quantile(rho[:, i], 0.05)), "q95": float(np.quantile(rho[:, i], 0.95))})
+    f32 = float32_angle_error(base)
+    write_csv(out_dir / "extension.csv", rows)
+    write_csv(out_dir / "extension_curves.csv", curves)
+    meta = {"d": D, "rope_theta": ROPE_THETA, "train_len": TRAIN_LEN, "factors": list(FACTORS), "n_clouds": n_clouds,
+            "rows": rows, "float32_positions": f32, "base_rho_L": base_rho_L, "seconds": time.time() - t0,
+            "notes": {"dynamic": "frequencies at seq_len = s L (transformers recomputes them for the running length)",
+                      "longrope": "illustrative factors (short = 1, long = linear ramp 1 -> s); real models ship searched ones",
+                      "rope_id": "trained at L; evaluated at 16 L with no extension"}}
+    write_json(out_dir / "extension.json", meta)
+    return meta
+
+
+def print_table(out_dir: pathlib.Path) -> None:
+    meta = json.loads((out_dir / "extension.json").read_text())
+    print(f"\nContext extension on a Llama-3-style base (d = {meta['d']}, rope_theta = {meta['rope_theta']:g}, "
+          f"L = {meta['train_len']}); medians over {meta['n_clouds']} Gaussian v; base rho_L = {meta['base_rho_L']:.4f}")
+    print(f"{'method':9s} {'s':>3s} {'floor':>7s} {'rho_L':>7s} {'rho_sL':>7s} {'dist_sL':>8s} {'C1':>3s} {'C2':>3s} "
+          f"{'in-dist':>7s} {'drift max':>9s} {'statement':>9s}")
+    for r in meta["rows"]:
+        dr = "-" if r["max_low_freq_drift_ratio"] is None else f"{r['max_low_freq_drift_ratio']:.3f}"
+        st = "-" if r["drift_statement_holds"] is None else ("holds" if r["drift_statement_holds"] else "FAILS")
+        print(f"{r['method']:9s} {r['s']:3d} {r['floor']:7.4f} {r['rho_L']:7.4f} {r['rho_sL']:7.4f} "
+              f"{r['rel_dist_sL']:8.2%} {'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2_at_sL'] else 'N':>3s} "
+              f"{'Y' if r['in_distribution_at_sL'] else 'N':>7s} {dr:>9s} {st:>9s}")
+    print("drift max = max over planes that do not finish a cycle in L of theta'_j sL / (theta_j L)")
+    print("float32 positions (transformers' forward pass) vs exact angles, base schedule:")
+    for e in meta["float32_positions"]:
+        print(f"  position {e['position']:>8d}: max angle error {e['max_angle_err_rad']:.3e} rad, "
+              f"median {e['median_angle_err_rad']:.3e} rad, max |cos error| {e['max_cos_err']:.3e}")
+
+
+def plot(out_dir: pathlib.Path) -> pathlib.Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    meta = json.loads((out_dir / "extension.json").read_text())
+    with open(out_dir / "extension_curves.csv") as fh:
+        curves = list(csv.DictReader(fh))
+    L = meta["train_len"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    ax = axes[0]
+    for m in ("default",) + METHODS + ("rope_id",):
+        s = 1 if m in ("default", "rope_id") else 8
+        sel = [c for c in curves if c["method"] == m and int(c["s"]) == s]
+        ax.plot([int(c["n"]) for c in sel], [float(c["median"]) for c in sel],
+                label=f"{m} (s={s})" if s > 1 else m)
+    ax.axvline(L, color="k", lw=0.8)
+    ax.axvline(8 * L, color="gray", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_title("FSV ratio (median), s = 8; black: L, dashed: 8L")
+    ax.set_xlabel("length n")
+    ax.legend(fontsize=7)
+    ax2 = axes[1]
+    for m in METHODS:
+        rs = [r for r in meta["rows"] if r["method"] == m]
+        ax2.plot([r["s"] for r in rs], [r["max_low_freq_drift_ratio"] for r in rs], marker="o", label=m)
+    ax2.axhline(1, color="k", lw=0.8)
+    ax2.set_xscale("log", base=2)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("extension factor s")
+    ax2.set_title("max low-frequency drift at sL / drift at L (base); <= 1: 'in distribution'")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "extension.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="ropetheory extension", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--clouds", type=int, default=32)
+    ap.add_argument("--num", type=int, default=50)
+    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = pathlib.Path(args.out)
+    if not args.plot_only:
+        if args.clouds < 1 or args.num < 4:
+            raise ValueError(f"need --clouds >= 1 and --num >= 4, got {args.clouds}, {args.num}")
+        run(out, args.clouds, args.num, args.quiet)
+    print_table(out)
+    print(f"wrote {plot(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
