@@ -430,7 +430,7 @@ def _rho2_for_clouds(V_il, Dm, Sm, batched_eig=False):
 
 
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved",
-                       chunk: int = 16, progress=None) -> np.ndarray:
+                       chunk: int | None = None, progress=None) -> np.ndarray:
     """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: ``(nv, len)``.
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
@@ -448,6 +448,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
     L = check_lengths(lengths)
     Dm, Sm = weighted_mean_phases(th, CONSTANT, L)
     batched = jax.default_backend() != "cpu"
+    if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
+        chunk = max(1, min(256, (1 << 30) // (8 * len(L) * A.shape[1] ** 2))) if batched else 16
     out = []
     for k in range(0, Vi.shape[0], chunk):
         out.append(np.asarray(_rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))
