@@ -87,12 +87,8 @@ def first_cycle(theta: np.ndarray) -> float:
 
 def floors(theta: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per cloud: the predicted floor ``sqrt(lambda)`` and the all-planes-rotating floor ``sqrt(max e_j/2)``."""
-    fl, allrot = [], []
-    for v in V:
-        lim = theorems.predicted_limit(theta, v)
-        fl.append(lim.rho)
-        allrot.append(math.sqrt(float(lim.e.max()) / 2))
-    return np.array(fl), np.array(allrot)
+    lam, emax = theorems.limit_lambdas(theta, V)
+    return np.sqrt(lam), np.sqrt(emax / 2)
 
 
 def criteria(rho_L: np.ndarray, floor: np.ndarray, allrot: np.ndarray) -> dict[str, Any]:

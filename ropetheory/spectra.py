@@ -421,12 +421,11 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
 @functools.partial(jax.jit, static_argnames=("batched_eig",))
 def _rho2_for_clouds(V_il, Dm, Sm, batched_eig=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v."""
-    def one(v):
-        Gs = jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
-        if batched_eig:
-            return jnp.linalg.eigvalsh(Gs)[:, -1]
-        return jax.lax.map(lambda G: jnp.linalg.eigvalsh(G)[-1], Gs)
-    return jax.lax.map(one, V_il)
+    def grams(v):
+        return jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
+    if batched_eig:            # accelerators: one batched eigh over clouds x lengths
+        return jnp.linalg.eigvalsh(jax.vmap(grams)(V_il))[..., -1]
+    return jax.lax.map(lambda v: jax.lax.map(lambda G: jnp.linalg.eigvalsh(G)[-1], grams(v)), V_il)
 
 
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved",

@@ -29,6 +29,7 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,7 +39,7 @@ from .spectra import AffineWeights, assemble_gram, check_cloud_vector, pair_freq
 from .schedules import from_theta
 
 __all__ = [
-    "plane_energies", "limit_gram", "limit_mean_phases", "predicted_limit", "Limit", "CertifiedBound",
+    "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
     "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses",
 ]
 
@@ -86,6 +87,26 @@ def limit_gram(theta: Any, v: Any, layout: str = "interleaved", weights: Any = N
     vi = to_interleaved(jnp.asarray(vv), layout)
     D, S = limit_mean_phases(th, weights)
     return np.asarray(assemble_gram(vi, jnp.asarray(D, dtype=jnp.complex128), jnp.asarray(S, dtype=jnp.complex128)))
+
+
+@jax.jit
+def _limit_lambdas(V_il, D, S):
+    return jax.vmap(lambda v: jnp.linalg.eigvalsh(assemble_gram(v, D, S))[-1])(V_il)
+
+
+def limit_lambdas(theta: Any, V: Any, layout: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
+    """Batched :func:`predicted_limit`: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
+    th = from_theta(theta)
+    A = np.asarray(V, dtype=np.float64)
+    if A.ndim != 2 or A.shape[1] != 2 * th.size:
+        raise ValueError(f"V must be (n_clouds, {2 * th.size}), got shape {A.shape}")
+    A = np.stack([check_cloud_vector(v, th.size) for v in A])
+    Vi = np.asarray(to_interleaved(jnp.asarray(A), layout))
+    D, S = limit_mean_phases(th)
+    lam = np.asarray(_limit_lambdas(jnp.asarray(Vi), jnp.asarray(D, dtype=jnp.complex128),
+                                    jnp.asarray(S, dtype=jnp.complex128)))
+    e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
+    return lam, e.max(axis=1)
 
 
 def lemma1_hypotheses(theta: Any) -> dict[str, Any]:
