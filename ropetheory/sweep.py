@@ -92,19 +92,23 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     Vn = V / np.linalg.norm(V, axis=1, keepdims=True)
     Dm, Sm = spectra.weighted_mean_phases(th, weights or spectra.CONSTANT, L)
     batched = jax.default_backend() != "cpu"
-    if chunk is None:
-        per = max(1, (1 << 30) // (8 * len(L) * V.shape[1] ** 2)) if batched else 8
+    if chunk is None:          # ~4 GiB of Gram matrices per device per step on an accelerator
+        per = max(1, (4 << 30) // (8 * len(L) * V.shape[1] ** 2)) if batched else 8
         chunk = per * ndev
     chunk = max(ndev, (chunk // ndev) * ndev)
     f = _sharded_fn(mesh, batched)
-    out = []
-    for k in range(0, Vn.shape[0], chunk):
+    from jax.sharding import NamedSharding, PartitionSpec as Ps
+    rep = NamedSharding(mesh, Ps())
+    Dm, Sm = jax.device_put(Dm, rep), jax.device_put(Sm, rep)       # replicated once, not per step
+    shard = NamedSharding(mesh, Ps("clouds"))
+    pending = []
+    for k in range(0, Vn.shape[0], chunk):                           # dispatch every step, then collect
         block = Vn[k:k + chunk]
         pad = (-block.shape[0]) % ndev
         if pad:
             block = np.concatenate([block, np.tile(block[:1], (pad, 1))])
-        r = np.asarray(f(jnp.asarray(block), Dm, Sm))
-        out.append(r[:r.shape[0] - pad] if pad else r)
+        pending.append((f(jax.device_put(block, shard), Dm, Sm), pad))
+    out = [np.asarray(r)[:np.asarray(r).shape[0] - pad] if pad else np.asarray(r) for r, pad in pending]
     return np.sqrt(np.clip(np.concatenate(out), 0, None))
 
 
