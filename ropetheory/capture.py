@@ -1,0 +1,124 @@
+"""Capture pre- and post-RoPE keys and queries from a Hugging Face causal LM, and check the rotation.
+
+Works for any transformers model whose attention calls its modeling module's
+``apply_rotary_pos_emb(q, k, cos, sin)`` (Llama, Qwen2/3, Mistral, Gemma, GPT-NeoX families):
+for the forward pass that function is wrapped, so each call (one per layer, in order) records
+``q, k`` as they enter (after any q/k norm: the vectors RoPE actually rotates) and as they leave.
+The model's own config gives the rope type; the captured rotation is compared with
+ropetheory's exact rotation of the captured pre-RoPE vectors under
+:func:`ropetheory.rope_types.frequencies_from_config` (half layout on the first
+``rotary_dim`` channels, times transformers' attention scaling) and the maximum difference
+is stored. Saved as ``.npz`` (float32 arrays ``keys_pre``, ``keys_post``, ``queries_pre``,
+``queries_post`` of shape ``(layers, heads, n, head_dim)``, ``positions``) plus a JSON string
+``meta``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "KEY_DUMP_FIELDS"]
+
+KEY_DUMP_FIELDS = ("keys_pre", "keys_post", "queries_pre", "queries_post", "positions", "meta")
+
+
+@contextlib.contextmanager
+def _record_rope(model):
+    mod = sys.modules[type(model).__module__]
+    if not hasattr(mod, "apply_rotary_pos_emb"):
+        raise ValueError(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
+                         f"apply_rotary_pos_emb)")
+    real = mod.apply_rotary_pos_emb
+    calls = []
+
+    def wrapped(q, k, cos, sin, *args, **kwargs):
+        qo, ko = real(q, k, cos, sin, *args, **kwargs)
+        calls.append(tuple(t.detach().float().cpu().numpy() for t in (q, k, qo, ko)))
+        return qo, ko
+
+    mod.apply_rotary_pos_emb = wrapped
+    try:
+        yield calls
+    finally:
+        mod.apply_rotary_pos_emb = real
+
+
+def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions: np.ndarray,
+                   scale: float = 1.0) -> np.ndarray:
+    """Exact RoPE as transformers lays it out: ``rotate_half`` on the first ``rotary_dim`` channels."""
+    from .rope import apply_rope
+    r = rotary_dim
+    out = np.array(X, dtype=np.float64)
+    rot = np.asarray(apply_rope(out[..., :r], theta[: r // 2], positions=positions, layout="half"))
+    out[..., :r] = rot * scale
+    return out
+
+
+def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
+    """Run one forward pass and return the captured arrays (layers, heads, n, head_dim) and metadata."""
+    import torch
+    from .rope_types import frequencies_from_config
+    cfg = model.config.to_dict()
+    try:
+        freqs = frequencies_from_config(cfg, seq_len=int(input_ids.shape[-1]))
+    except ValueError as e:
+        raise ValueError(f"model config has no usable RoPE parameters: {e}") from None
+    with _record_rope(model) as calls, torch.no_grad():
+        model(input_ids=input_ids)
+    if not calls:
+        raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was never called (no RoPE layers?)")
+    qs, ks, qos, kos = (np.stack([c[i][0] for c in calls]) for i in range(4))   # batch element 0
+    n = qs.shape[2]
+    positions = np.arange(n)
+    meta = {"model_type": cfg.get("model_type"), "architecture": type(model).__name__,
+            "rope_type": freqs["rope_type"], "rope_theta": freqs["rope_theta"], "head_dim": freqs["head_dim"],
+            "rotary_dim": freqs["rotary_dim"], "attention_factor": freqs["attention_factor"],
+            "theta": freqs["theta"].tolist(), "n_layers": len(calls), "n_tokens": n,
+            "max_position_embeddings": cfg.get("max_position_embeddings"), "config": cfg}
+    if qs.shape[-1] != freqs["head_dim"]:
+        raise ValueError(f"captured head dim {qs.shape[-1]} does not match the config's head_dim {freqs['head_dim']}")
+    if check:
+        dk = np.abs(rotate_like_hf(ks, freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"]) - kos)
+        dq = np.abs(rotate_like_hf(qs, freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"]) - qos)
+        scale = max(np.abs(kos).max(), np.abs(qos).max(), 1e-30)
+        meta["rotation_check"] = {"max_abs_diff": float(max(dk.max(), dq.max())),
+                                  "max_rel_diff": float(max(dk.max(), dq.max()) / scale)}
+    return {"keys_pre": ks, "keys_post": kos, "queries_pre": qs, "queries_post": qos, "positions": positions,
+            "meta": meta}
+
+
+def save_dump(dump: dict, path: str | pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{k: dump[k] for k in KEY_DUMP_FIELDS if k != "meta"},
+                        meta=np.array(json.dumps(dump["meta"], default=str)))
+    return path
+
+
+def load_dump(path: str | pathlib.Path) -> dict:
+    """Load and validate a key dump; a file that is not one gets an error naming what is missing."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ValueError(f"key dump {str(path)!r} does not exist")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:                                   # not an npz at all
+        raise ValueError(f"{str(path)!r} is not a key dump (.npz): {e}") from None
+    missing = [k for k in KEY_DUMP_FIELDS if k not in z.files]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a key dump: missing {missing} (has {z.files})")
+    d = {k: z[k] for k in KEY_DUMP_FIELDS if k != "meta"}
+    d["meta"] = json.loads(str(z["meta"]))
+    hd = d["meta"]["head_dim"]
+    for k in ("keys_pre", "keys_post", "queries_pre", "queries_post"):
+        if d[k].ndim != 4 or d[k].shape[-1] != hd:
+            raise ValueError(f"{k} has shape {d[k].shape}; expected (layers, heads, n, {hd}) from the config")
+    if d["keys_pre"].shape != d["keys_post"].shape or d["keys_pre"].shape[2] != d["positions"].shape[0]:
+        raise ValueError(f"inconsistent shapes: keys_pre {d['keys_pre'].shape}, keys_post {d['keys_post'].shape}, "
+                         f"positions {d['positions'].shape}")
+    return d

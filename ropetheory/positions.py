@@ -1,0 +1,194 @@
+"""The second paper's position/token claims, and Men et al.'s base bound (THEORY.md, "The second
+paper's model").
+
+Model, stated exactly: fix a query ``q`` and a key ``k`` (``d = 2P``, Gaussian). Their RoPE score
+at relative distance ``m`` is ``S(m) = <q, R_m k> = sum_j a_j cos(m theta_j + phi_j)``
+(``a_j = |q_j||k_j|``, ``phi_j`` the angle from ``q_j`` to ``k_j``), ``m`` an integer uniform on
+``[0, M)``. Angles are reduced exactly (:mod:`ropetheory.rope`).
+
+- **position inversion**: ``p_inv = P(S(m1) < S(m2))``, ``m1 ~ U[0, M/2)``, ``m2 ~ U[M/2, M)``;
+  the claim is ``p_inv -> 1/2``.
+- **position aliasing**: some ``m1 != m2`` in ``[0, M)`` with ``|S(m1) - S(m2)| < eps``,
+  ``eps = 2^-7 sqrt(P)`` (bf16 resolution at the score's scale); claim: probability -> 1.
+- **token inversion**: keys ``k1, k2`` with ``S_1(0) > S_2(0)``; ``P_m(S_1(m) < S_2(m))``.
+  Since ``S_1 - S_2`` is the score of ``k1 - k2``, it is the share of ``m`` with ``D(m) < 0``.
+- **token aliasing**: the number of ``m`` with ``|S_1(m) - S_2(m)| < eps``.
+
+Every quantity is computed **exactly** for each sampled ``(q, k)`` by enumerating all ``m``
+(sorting and counting, ``O(M log M)``), and by Monte Carlo over ``m`` with 95% Wilson
+intervals; the two must agree.
+
+Men et al. (2024): ``B(m) = sum_j cos(m theta_j)``; :func:`base_feasibility` checks
+``B(m) >= 0`` for *every* integer ``m <= L`` (exhaustive, exact angles) on a grid of bases.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .rope import reduced_turns, turn_chunks
+from .schedules import from_theta
+
+__all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
+           "wilson", "bf16_eps", "base_feasibility", "min_B_prefix", "smallest_bases", "MEN_TABLE2"]
+
+#: Men et al. (2024) Table 2 as restated in THEORY.md: smallest base for d = 128
+MEN_TABLE2 = {4096: 2.7e4, 8192: 8.4e4, 65536: 2.1e6, 131072: 7.8e6}
+
+
+def bf16_eps(d: int) -> float:
+    """``2^-7 sqrt(P)``: the bf16 resolution (8 significant bits) at the score's typical scale."""
+    return 2.0 ** -7 * math.sqrt(d // 2)
+
+
+@jax.jit
+def _scores(m, chunks, zq, zk):
+    """``S(m) = Re sum_j conj(zq_j) zk_j e^{2 pi i m f_j}`` for int64 ``m (N,)``."""
+    t = reduced_turns(m[:, None], chunks[None, :, :])                   # (N, P), exact
+    c = jnp.conj(zq) * zk
+    return jnp.sum(c.real * jnp.cos(2 * jnp.pi * t) - c.imag * jnp.sin(2 * jnp.pi * t), axis=1)
+
+
+def _complex(x: np.ndarray) -> np.ndarray:
+    return x[0::2] + 1j * x[1::2]
+
+
+def scores(theta: Any, q: np.ndarray, k: np.ndarray, m: Any) -> np.ndarray:
+    """``S(m) = <q, R_m k>`` (interleaved) at integer distances ``m``."""
+    th = from_theta(theta)
+    m = jnp.asarray(np.asarray(m, dtype=np.int64))
+    return np.asarray(_scores(m, jnp.asarray(turn_chunks(th)), jnp.asarray(_complex(q)), jnp.asarray(_complex(k))))
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float, float]:
+    """Estimate and 95% Wilson interval of a binomial proportion."""
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return p, centre - half, centre + half
+
+
+def _count_less(a: np.ndarray, b: np.ndarray) -> int:
+    """#{(x, y) in a x b : x < y}, exactly, by sorting."""
+    bs = np.sort(b)
+    return int(np.sum(len(bs) - np.searchsorted(bs, a, side="right")))
+
+
+def position_inversion(theta, q, k, M: int, mc_samples: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Exact ``P(S(m1) < S(m2))`` over ``m1 in [0, M/2)``, ``m2 in [M/2, M)``, and optionally Monte Carlo."""
+    h = M // 2
+    S = scores(theta, q, k, np.arange(M))
+    exact = _count_less(S[:h], S[h:2 * h]) / (h * h)
+    out = {"M": M, "exact": exact}
+    if mc_samples:
+        rng = np.random.default_rng(seed)
+        m1, m2 = rng.integers(0, h, mc_samples), rng.integers(h, 2 * h, mc_samples)
+        p, lo, hi = wilson(float(np.sum(S[m1] < S[m2])), mc_samples)
+        out.update(mc=p, mc_lo=lo, mc_hi=hi)
+    return out
+
+
+def position_aliasing(theta, q, k, M: int, eps: float) -> dict[str, Any]:
+    """Whether two distinct positions in ``[0, M)`` alias (smallest score gap ``< eps``), and the gap."""
+    S = np.sort(scores(theta, q, k, np.arange(M)))
+    gap = float(np.min(np.diff(S))) if M > 1 else math.inf
+    return {"M": M, "min_gap": gap, "aliased": bool(gap < eps)}
+
+
+def token_inversion(theta, q, k1, k2, M: int, mc_samples: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Share of ``m in [0, M)`` with ``S_1(m) < S_2(m)``, for keys ordered ``S_1(0) > S_2(0)``."""
+    D = scores(theta, q, k1 - k2, np.arange(M))
+    if D[0] < 0:                                   # order the keys so that S_1(0) > S_2(0)
+        D = -D
+    out = {"M": M, "exact": float(np.mean(D < 0)), "D0": float(D[0])}
+    if mc_samples:
+        m = np.random.default_rng(seed).integers(0, M, mc_samples)
+        p, lo, hi = wilson(float(np.sum(D[m] < 0)), mc_samples)
+        out.update(mc=p, mc_lo=lo, mc_hi=hi)
+    return out
+
+
+def token_aliasing(theta, q, k1, k2, M: int, eps: float) -> dict[str, Any]:
+    """Number of ``m in [0, M)`` with ``|S_1(m) - S_2(m)| < eps``."""
+    D = scores(theta, q, k1 - k2, np.arange(M))
+    return {"M": M, "count": int(np.sum(np.abs(D) < eps)), "share": float(np.mean(np.abs(D) < eps))}
+
+
+# ---------------------------------------------------------------------------
+# Men et al.: smallest base with B(m) >= 0 for all m <= L
+# ---------------------------------------------------------------------------
+@jax.jit
+def _B(m, chunks):
+    t = reduced_turns(m[:, None], chunks[None, :, :])
+    return jnp.sum(jnp.cos(2 * jnp.pi * t), axis=1)
+
+
+def min_B_prefix(base: float, d: int, L_max: int, block: int = 1 << 18) -> np.ndarray:
+    """``min_{m <= L} B(m)`` for every ``L <= L_max`` (exhaustive over integers), as a prefix-min array."""
+    th = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    ch = jnp.asarray(turn_chunks(th))
+    out = np.empty(L_max + 1)
+    for s in range(0, L_max + 1, block):
+        m = np.arange(s, min(L_max + 1, s + block), dtype=np.int64)
+        out[s:s + m.size] = np.asarray(_B(jnp.asarray(m), ch))
+    return np.minimum.accumulate(out)
+
+
+def base_feasibility(bases: np.ndarray, lengths: list[int], d: int = 128) -> np.ndarray:
+    """Boolean ``(len(bases), len(lengths))``: ``B(m) >= 0`` for all integers ``0 <= m <= L``."""
+    Lmax = int(max(lengths))
+    feas = np.zeros((len(bases), len(lengths)), dtype=bool)
+    for i, b in enumerate(bases):
+        pm = min_B_prefix(float(b), d, Lmax)
+        feas[i] = [pm[L] >= 0 for L in lengths]
+    return feas
+
+
+def smallest_bases(lengths: list[int], d: int = 128, lo: float = 1e2, hi: float = 1e10, per_decade: int = 40,
+                   refine: int = 30, progress=None) -> list[dict[str, Any]]:
+    """Per ``L``: the smallest feasible base on a log grid, bisected against the infeasible grid point
+    below it; the feasible set is not an interval, so the feasible grid intervals (``structure``) and
+    the infeasible grid points above the smallest feasible one are reported too.
+
+    One exhaustive pass over ``m <= max(L)`` per grid base serves every ``L`` (prefix minima).
+    """
+    n = int(round(per_decade * math.log10(hi / lo))) + 1
+    grid = np.geomspace(lo, hi, n)
+    Lmax = int(max(lengths))
+    feas = np.zeros((n, len(lengths)), dtype=bool)
+    for i, b in enumerate(grid):
+        pm = min_B_prefix(float(b), d, Lmax)
+        feas[i] = [pm[L] >= 0 for L in lengths]
+        if progress:
+            progress(1)
+    out = []
+    for c, L in enumerate(lengths):
+        f = feas[:, c]
+        if not f.any():
+            out.append({"L": L, "smallest": None, "structure": []})
+            continue
+        i = int(np.argmax(f))
+        a, b = (grid[i - 1], grid[i]) if i > 0 else (grid[0], grid[0])
+        for _ in range(refine if i > 0 else 0):
+            mid = math.sqrt(a * b)
+            if min_B_prefix(mid, d, L)[L] >= 0:
+                b = mid
+            else:
+                a = mid
+        intervals, start = [], None
+        for j, fj in enumerate(f):
+            if fj and start is None:
+                start = grid[j]
+            if not fj and start is not None:
+                intervals.append([float(start), float(grid[j - 1])])
+                start = None
+        if start is not None:
+            intervals.append([float(start), float(grid[-1])])
+        out.append({"L": L, "smallest": float(b), "grid_smallest": float(grid[i]), "structure": intervals,
+                    "infeasible_grid_points_above": int(np.sum(~f[i:])), "men_table2": MEN_TABLE2.get(L)})
+    return out
