@@ -7,7 +7,9 @@ What ``proofs/beyond.py`` derives, and this module tests by streaming:
 - i.i.d. rows with second moment ``Sigma`` (any distribution with finite fourth moment):
   ``G_n / n -> Gbar = sum_j [rotating] (tr Sigma_jj / 2) I_2  (+)  Sigma_00`` (block diagonal) --
   the conjecture, with ``||X_j||_F^2 / n -> tr Sigma_jj``. The deterministic part converges
-  like ``1/n``, the random part like ``n^-1/2`` (law of large numbers), so the rate is ``n^-1/2``.
+  like ``1/n``; the random part's norm like ``n^-1/2`` (law of large numbers), which bounds the
+  rate of ``rho_n^2`` (the measured envelope slopes are steeper, -0.5 to -2.3, since the top
+  eigenvalue feels the fluctuation only through its projection).
 - rank-1 plus isotropic noise, ``x_i = v + sigma xi_i``, ``||v|| = 1``, ``xi ~ N(0, I/d)``,
   signal-to-noise ratio ``snr = ||v||^2 / E||sigma xi||^2 = 1/sigma^2``:
   ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``lambda`` the rank-1 limit
