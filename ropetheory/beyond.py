@@ -36,7 +36,7 @@ import numpy as np
 from . import theorems
 from .rope import _rotate_interleaved, rope_angles, turn_chunks
 from .schedules import from_theta
-from .spectra import check_cloud_vector, check_lengths
+from .spectra import check_cloud_vector, check_lengths, chunked_prefix_scan
 
 __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve", "CLOUDS"]
 
@@ -85,31 +85,25 @@ def _rows_noisy(key, pos, v, sigma, k_basis, alpha):
 
 @functools.partial(jax.jit, static_argnames=("chunk", "counter_rotate"))
 def _stream_kernel(key, chunks, ends, v, sigma, k_basis, alpha, chunk, counter_rotate=False):
+    """Grams of ``Rope(X)`` and ``X`` at each end: top eigenvalues and traces of both."""
     d = v.shape[0]
-    ar = jnp.arange(chunk, dtype=jnp.int64)
 
-    def seg(carry, end):
-        G, G0, start = carry
+    def step(state, pos, mask):
+        G, G0 = state
+        X = _rows_noisy(key, pos, v, sigma, k_basis, alpha) * mask[:, None].astype(jnp.float64)
+        ang = rope_angles(pos, chunks)
+        if counter_rotate:                       # x_i = R_{-i} (...): the cloud un-rotates
+            X = _rotate_interleaved(X, -ang)
+        Y = _rotate_interleaved(X, ang)
+        return G + Y.T @ Y, G0 + X.T @ X
 
-        def body(st):
-            G, G0, p0 = st
-            pos = p0 + ar
-            mask = (pos < end).astype(jnp.float64)[:, None]
-            X = _rows_noisy(key, pos, v, sigma, k_basis, alpha) * mask
-            ang = rope_angles(pos, chunks)
-            if counter_rotate:                       # x_i = R_{-i} (...): the cloud un-rotates
-                X = _rotate_interleaved(X, -ang)
-            Y = _rotate_interleaved(X, ang)
-            return G + Y.T @ Y, G0 + X.T @ X, p0 + chunk
-
-        G, G0, _ = jax.lax.while_loop(lambda st: st[2] < end, body, (G, G0, start))
-        e1 = jnp.linalg.eigvalsh(0.5 * (G + G.T))
-        e0 = jnp.linalg.eigvalsh(0.5 * (G0 + G0.T))
-        return (G, G0, end), (e1[-1], e0[-1], jnp.trace(G), jnp.trace(G0))
+    def snapshot(state):
+        G, G0 = state
+        return (jnp.linalg.eigvalsh(0.5 * (G + G.T))[-1], jnp.linalg.eigvalsh(0.5 * (G0 + G0.T))[-1],
+                jnp.trace(G), jnp.trace(G0))
 
     z = jnp.zeros((d, d))
-    _, out = jax.lax.scan(seg, (z, z, jnp.int64(0)), ends)
-    return out
+    return chunked_prefix_scan(ends, chunk, (z, z), step, snapshot)
 
 
 CLOUDS = ("noisy", "rank_k", "pareto", "counter_rotating")

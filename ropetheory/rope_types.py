@@ -59,6 +59,15 @@ class RopeConfig:
                              f"(got keys {sorted(self.params)})")
         return self.params[key]
 
+    def factor_or_ratio(self, orig: int) -> float:
+        """``factor``, or ``max_position_embeddings / original`` when absent (yarn, longrope)."""
+        factor = self.get("factor")
+        if factor is None:
+            if self.max_position_embeddings is None:
+                raise ValueError(f"rope_type {self.rope_type!r} needs 'factor' (or max_position_embeddings to infer it)")
+            factor = self.max_position_embeddings / orig
+        return self.number("factor", factor)
+
     def number(self, key: str, value: Any, positive: bool = True) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"rope config key {key!r} must be a finite number, got {value!r}")
@@ -133,12 +142,7 @@ def _yarn(cfg: RopeConfig, seq_len: int | None):
         raise ValueError(f"rope_type 'yarn' needs an even rotary dim, got int(head_dim * prf) = {dim}")
     base = cfg.rope_theta
     orig = int(cfg.number("original_max_position_embeddings", cfg.require("original_max_position_embeddings")))
-    factor = cfg.get("factor")
-    if factor is None:
-        if cfg.max_position_embeddings is None:
-            raise ValueError("rope_type 'yarn' needs 'factor' (or max_position_embeddings to infer it)")
-        factor = cfg.max_position_embeddings / orig
-    factor = cfg.number("factor", factor)
+    factor = cfg.factor_or_ratio(orig)
     attention_factor = cfg.get("attention_factor")
     mscale, mscale_all_dim = cfg.get("mscale"), cfg.get("mscale_all_dim")
     if attention_factor is None:
@@ -185,12 +189,7 @@ def _longrope(cfg: RopeConfig, seq_len: int | None):
             got = len(val) if isinstance(val, (list, tuple)) else type(val).__name__
             raise ValueError(f"rope config key {key!r} must be a list of {n} numbers (rotary dim {dim}), got {got}")
         lists[key] = np.array([cfg.number(f"{key}[{i}]", x) for i, x in enumerate(val)], dtype=np.float64)
-    factor = cfg.get("factor")
-    if factor is None:
-        if cfg.max_position_embeddings is None:
-            raise ValueError("rope_type 'longrope' needs 'factor' (or max_position_embeddings to infer it)")
-        factor = cfg.max_position_embeddings / orig
-    factor = cfg.number("factor", factor)
+    factor = cfg.factor_or_ratio(orig)
     attention_factor = cfg.get("attention_factor")
     if attention_factor is None:
         attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))

@@ -55,7 +55,7 @@ from .schedules import from_theta
 __all__ = [
     "RESONANCE_TOL_TURNS", "AffineWeights", "TrigWeights", "weighted_mean_phases", "PairFrequencies", "pair_frequencies", "nope_planes",
     "check_cloud_vector", "check_length", "log_grid", "rank1_gram", "rank1_curve",
-    "metrics_from_gram", "rank1_curves_batch", "stream_gram_curve", "rank1_stream_curve", "matrix_metrics",
+    "metrics_from_gram", "rank1_curves_batch", "chunked_prefix_scan", "stream_gram_curve", "rank1_stream_curve", "matrix_metrics",
     "rope_matrix_curve", "sinc", "dsinc",
 ]
 
@@ -466,40 +466,48 @@ def _neumaier_add(s, c, x):
     return t, c
 
 
-@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk"))
-def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk):
-    """Scan over segments ``[ends[g-1], ends[g])``; inside, a while loop over chunks of positions."""
-    d = 2 * chunks.shape[0]
+def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
+    """The one streaming loop: for each ``end`` in ``ends`` (non-decreasing), advance ``state`` over
+    positions ``[previous end, end)`` in chunks, then emit ``snapshot(state)``.
+
+    ``step(state, pos, mask) -> state`` sees int64 positions ``(chunk,)`` and a boolean mask of those
+    below ``end``. A ``lax.scan`` over the ends holds a ``lax.while_loop`` over chunks: no host round
+    trip, memory ``O(state + chunk)``. Returns the stacked snapshots.
+    """
     ar = jnp.arange(chunk, dtype=jnp.int64)
 
     def seg(carry, end):
-        G, comp, start = carry
+        state, start = carry
 
-        def cond(state):
-            return state[2] < end
+        def body(st):
+            state, p0 = st
+            pos = p0 + ar
+            return step(state, pos, pos < end), p0 + chunk
 
-        def body(state):
-            G, comp, pos0 = state
-            pos = pos0 + ar
-            mask = (pos < end).astype(jnp.float64)
-            rows = rows_fn(pos, *rows_args) * mask[:, None]         # (chunk, d), interleaved
-            Y = _rotate_interleaved(rows, rope_angles(pos, chunks))
-            G, comp = _neumaier_add(G, comp, Y.T @ Y)
-            return G, comp, pos0 + chunk
+        state, _ = jax.lax.while_loop(lambda st: st[1] < end, body, (state, start))
+        return (state, end), snapshot(state)
 
-        G, comp, _ = jax.lax.while_loop(cond, body, (G, comp, start))
-        Gs = G + comp
-        return (G, comp, end), Gs
+    _, out = jax.lax.scan(seg, (init, jnp.int64(0)), ends)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk"))
+def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk):
+    """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace."""
+    d = 2 * chunks.shape[0]
+
+    def step(state, pos, mask):
+        G, comp = state
+        rows = rows_fn(pos, *rows_args) * mask[:, None].astype(jnp.float64)    # (chunk, d), interleaved
+        Y = _rotate_interleaved(rows, rope_angles(pos, chunks))
+        return _neumaier_add(G, comp, Y.T @ Y)
+
+    def snapshot(state):
+        Gs = state[0] + state[1]
+        return jnp.linalg.eigvalsh(0.5 * (Gs + Gs.T))[-1], jnp.trace(Gs), Gs
 
     zero = jnp.zeros((d, d))
-    _, Gs = jax.lax.scan(lambda c, e: _snap(seg, c, e), (zero, zero, jnp.int64(0)), ends)
-    return Gs
-
-
-def _snap(seg, carry, end):
-    (G, comp, _), Gs = seg(carry, end)
-    ev = jnp.linalg.eigvalsh(0.5 * (Gs + Gs.T))
-    return (G, comp, end), (ev[-1], jnp.trace(Gs), Gs)
+    return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)
 
 
 def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: Any, *,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import spectra
-from .rope import _rotate_interleaved, rope_angles, turn_chunks
+from .rope import rope_angles, turn_chunks
 from .schedules import schedule_from_spec
 from .store import write_csv, write_json
 
@@ -119,37 +119,28 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
 def _stream_batch_kernel(V_il, chunks, ends, alpha, chunk, alpha_is_zero=False):
     """For each cloud v: ``G = sum_{i<n} w_i (R_i v)(R_i v)^T`` at each end in ``ends``; ``w_i = (i+1)^alpha``.
 
-    Returns ``(len(ends), n_clouds)`` top eigenvalues and the prefix sums ``W``. The loop is a
-    ``lax.while_loop`` inside a ``lax.scan`` over segments: no host round trip.
+    Returns ``(len(ends), n_clouds)`` top eigenvalues and the prefix sums ``W``
+    (:func:`ropetheory.spectra.chunked_prefix_scan`: no host round trip).
     """
     nc, d = V_il.shape
-    ar = jnp.arange(chunk, dtype=jnp.int64)
 
-    def seg(carry, end):
-        G, W, start = carry
+    def step(state, pos, mask):
+        G, W = state
+        w = jnp.where(mask, 1.0 if alpha_is_zero else (pos + 1).astype(jnp.float64) ** alpha, 0.0)
+        ang = rope_angles(pos, chunks)                                  # (chunk, P)
+        c, s = jnp.cos(ang), jnp.sin(ang)
+        x0, x1 = V_il[:, 0::2], V_il[:, 1::2]                            # (nc, P)
+        sw = jnp.sqrt(w)[None, :, None]
+        y0 = (c[None] * x0[:, None] - s[None] * x1[:, None]) * sw        # (nc, chunk, P)
+        y1 = (s[None] * x0[:, None] + c[None] * x1[:, None]) * sw
+        Y = jnp.stack([y0, y1], -1).reshape(nc, pos.shape[0], d)
+        return G + jnp.einsum("cid,cie->cde", Y, Y, preferred_element_type=jnp.float64), W + jnp.sum(w)
 
-        def body(state):
-            G, W, pos0 = state
-            pos = pos0 + ar
-            mask = pos < end
-            w = jnp.where(mask, 1.0 if alpha_is_zero else (pos + 1).astype(jnp.float64) ** alpha, 0.0)
-            ang = rope_angles(pos, chunks)                              # (chunk, P)
-            c, s = jnp.cos(ang), jnp.sin(ang)
-            x0, x1 = V_il[:, 0::2], V_il[:, 1::2]                        # (nc, P)
-            sw = jnp.sqrt(w)[None, :, None]
-            y0 = (c[None] * x0[:, None] - s[None] * x1[:, None]) * sw    # (nc, chunk, P)
-            y1 = (s[None] * x0[:, None] + c[None] * x1[:, None]) * sw
-            Y = jnp.stack([y0, y1], -1).reshape(nc, chunk, d)
-            G = G + jnp.einsum("cid,cie->cde", Y, Y, preferred_element_type=jnp.float64)
-            return G, W + jnp.sum(w), pos0 + chunk
+    def snapshot(state):
+        G, W = state
+        return jnp.linalg.eigvalsh(0.5 * (G + jnp.swapaxes(G, 1, 2)))[:, -1], W
 
-        G, W, _ = jax.lax.while_loop(lambda st: st[2] < end, body, (G, W, start))
-        lam = jnp.linalg.eigvalsh(0.5 * (G + jnp.swapaxes(G, 1, 2)))[:, -1]
-        return (G, W, end), (lam, W)
-
-    init = (jnp.zeros((nc, d, d)), jnp.float64(0.0), jnp.int64(0))
-    _, (lam, W) = jax.lax.scan(seg, init, ends)
-    return lam, W
+    return spectra.chunked_prefix_scan(ends, chunk, (jnp.zeros((nc, d, d)), jnp.float64(0.0)), step, snapshot)
 
 
 def default_chunk(n_clouds: int, d: int) -> int:
