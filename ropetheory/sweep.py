@@ -102,9 +102,10 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     Dm, Sm = jax.device_put(Dm, rep), jax.device_put(Sm, rep)       # replicated once, not per step
     shard = NamedSharding(mesh, Ps("clouds"))
     pending = []
+    chunk = min(chunk, -(-Vn.shape[0] // ndev) * ndev)                # no bigger than the padded cloud count
     for k in range(0, Vn.shape[0], chunk):                           # dispatch every step, then collect
         block = Vn[k:k + chunk]
-        pad = (-block.shape[0]) % ndev
+        pad = chunk - block.shape[0]                                  # every step has one shape: one compile
         if pad:
             block = np.concatenate([block, np.tile(block[:1], (pad, 1))])
         pending.append((f(jax.device_put(block, shard), Dm, Sm), pad))
