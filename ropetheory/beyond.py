@@ -38,7 +38,7 @@ from .rope import _rotate_interleaved, rope_angles, turn_chunks
 from .schedules import from_theta
 from .spectra import check_cloud_vector, check_lengths, chunked_prefix_scan
 
-__all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve", "CLOUDS"]
+__all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve"]
 
 
 def noisy_rank1_limit(theta: Any, v: Any, snr: float) -> float:
@@ -104,9 +104,6 @@ def _stream_kernel(key, chunks, ends, v, sigma, k_basis, alpha, chunk, counter_r
 
     z = jnp.zeros((d, d))
     return chunked_prefix_scan(ends, chunk, (z, z), step, snapshot)
-
-
-CLOUDS = ("noisy", "rank_k", "pareto", "counter_rotating")
 
 
 def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.inf, rank_k: int = 0,

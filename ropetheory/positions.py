@@ -148,13 +148,18 @@ def min_B_prefix(base: float, d: int, L_max: int, block: int = 1 << 18) -> np.nd
     return np.minimum.accumulate(out)
 
 
-def base_feasibility(bases: np.ndarray, lengths: list[int], d: int = 128) -> np.ndarray:
-    """Boolean ``(len(bases), len(lengths))``: ``B(m) >= 0`` for all integers ``0 <= m <= L``."""
+def base_feasibility(bases: np.ndarray, lengths: list[int], d: int = 128, progress=None) -> np.ndarray:
+    """Boolean ``(len(bases), len(lengths))``: ``B(m) >= 0`` for all integers ``0 <= m <= L``.
+
+    One exhaustive pass over ``m <= max(L)`` per base serves every ``L`` (prefix minima).
+    """
     Lmax = int(max(lengths))
     feas = np.zeros((len(bases), len(lengths)), dtype=bool)
     for i, b in enumerate(bases):
         pm = min_B_prefix(float(b), d, Lmax)
         feas[i] = [pm[L] >= 0 for L in lengths]
+        if progress:
+            progress(1)
     return feas
 
 
@@ -164,17 +169,11 @@ def smallest_bases(lengths: list[int], d: int = 128, lo: float = 1e2, hi: float 
     below it; the feasible set is not an interval, so the feasible grid intervals (``structure``) and
     the infeasible grid points above the smallest feasible one are reported too.
 
-    One exhaustive pass over ``m <= max(L)`` per grid base serves every ``L`` (prefix minima).
+    The grid's feasibility comes from :func:`base_feasibility`.
     """
     n = int(round(per_decade * math.log10(hi / lo))) + 1
     grid = np.geomspace(lo, hi, n)
-    Lmax = int(max(lengths))
-    feas = np.zeros((n, len(lengths)), dtype=bool)
-    for i, b in enumerate(grid):
-        pm = min_B_prefix(float(b), d, Lmax)
-        feas[i] = [pm[L] >= 0 for L in lengths]
-        if progress:
-            progress(1)
+    feas = base_feasibility(grid, lengths, d, progress)
     out = []
     for c, L in enumerate(lengths):
         f = feas[:, c]

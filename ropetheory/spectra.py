@@ -612,8 +612,14 @@ def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interl
         raise ValueError(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
     Xi = to_interleaved(jnp.asarray(A), layout)
     out = stream_gram_curve(th, _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())), keep_gram=False)
-    # the un-rotated prefix Grams, for the denominators
-    pre = stream_gram_curve(np.zeros_like(th), _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())))
-    lam, tr, lam0, tr0 = out["lam_max"], out["trace"], pre["lam_max"], pre["trace"]
+    # the un-rotated prefix Grams (denominators) need no angles: segment sums of X^T X
+    G0 = np.zeros((A.shape[1], A.shape[1]))
+    lam0, tr0, prev = [], [], 0
+    for n in L:
+        G0 += A[prev:n].T @ A[prev:n]
+        prev = n
+        lam0.append(np.linalg.eigvalsh(G0)[-1])
+        tr0.append(np.trace(G0))
+    lam, tr, lam0, tr0 = out["lam_max"], out["trace"], np.array(lam0), np.array(tr0)
     return {"n": L, "rho": np.sqrt(lam / lam0), "srank": tr / lam, "srank_before": tr0 / lam0,
             "frob_ratio": np.sqrt(tr / tr0)}
