@@ -86,7 +86,7 @@ def float32_angle_error(theta: np.ndarray, positions=(10 ** 5, 10 ** 6)) -> list
     for k, p in enumerate(positions):
         ang32 = (np.float32(p) * inv32).astype(np.float64)
         err = np.abs((ang32 - 2 * math.pi * exact_turns[k] + math.pi) % (2 * math.pi) - math.pi)
-        cos_err = np.abs(np.cos(np.float32(np.float32(p) * inv32)).astype(np.float64)
+        cos_err = np.abs(np.cos(np.float32(p) * inv32).astype(np.float64)
                          - np.cos(2 * math.pi * exact_turns[k]))
         out.append({"position": int(p), "max_angle_err_rad": float(err.max()), "median_angle_err_rad": float(np.median(err)),
                     "max_cos_err": float(cos_err.max())})
