@@ -27,8 +27,7 @@ import numpy as np
 from . import spectra, theorems
 from .capture import load_dump, save_dump
 
-C2_RTOL = 0.01
-C1_MARGIN = 0.10
+C1_MARGIN, C2_RTOL = theorems.C1_MARGIN, theorems.C2_RTOL   # Section 4 criteria (ropetheory.theorems)
 
 
 def hf_to_interleaved(v: np.ndarray, rotary_dim: int) -> np.ndarray:

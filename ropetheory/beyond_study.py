@@ -76,7 +76,7 @@ def cloud_rows(n_max: float, journal: Journal, bar) -> list[str]:
                 Sigma = np.outer(v, v) + B.T @ B + np.eye(D) / (D * kw["snr"])
                 pred = float(beyond.stationary_limit_spectrum(th, Sigma)[-1] / np.linalg.eigvalsh(Sigma)[-1])
             else:
-                pred = lam / 1.0 if kind == "pareto" else 1.0 / lam     # counter-rotating: Rope un-rotates
+                pred = lam if kind == "pareto" else 1.0 / lam           # counter-rotating: Rope un-rotates
             tail = c["rho2"][grid >= n_max / 10]
             err = abs(obs - pred)
             rate = theorems.convergence_rate(grid, c["rho2"] - pred)

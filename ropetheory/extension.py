@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import figure7, spectra
+from . import figure7, spectra, theorems
 from .rope import reduced_turns, turn_chunks
 from .rope_types import frequencies_from_config
 from .schedules import schedule
@@ -126,8 +126,8 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         rows.append({"method": m, "s": s, "eval_len": sL, "attention_factor": att,
                      "floor": float(np.median(fl)), "rho_L": float(med[at[TRAIN_LEN]]), "rho_sL": float(med[at[sL]]),
                      "rel_dist_sL": float(np.median(rel)),
-                     "C1": bool(np.median(fl / allrot) > 1 + figure7.C1_MARGIN),
-                     "C2_at_sL": bool(np.median(rel) < figure7.C2_RTOL),
+                     "C1": bool(np.median(fl / allrot) > 1 + theorems.C1_MARGIN),
+                     "C2_at_sL": bool(np.median(rel) < theorems.C2_RTOL),
                      "in_distribution_at_sL": bool(med[at[sL]] >= base_rho_L * (1 - IN_DIST_RTOL)),
                      "low_freq_planes": drift["low_freq_planes"], "max_low_freq_drift_ratio": drift["max_drift_ratio"],
                      "worst_plane": drift["worst_plane"], "drift_statement_holds": drift["holds"]})

@@ -246,7 +246,7 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
     n, d = A.shape[-2:]
     if d % 2 or d == 0:
         raise ValueError(f"head dim (last axis of X) must be a positive even integer, got {d}")
-    th = np.asarray(theta, dtype=np.float64) if not isinstance(theta, np.ndarray) else theta
+    th = np.asarray(theta, dtype=np.float64)
     if th.ndim == 1:
         th = from_theta(th)
         chunks = turn_chunks(th)

@@ -54,7 +54,7 @@ from .schedules import from_theta
 
 __all__ = [
     "RESONANCE_TOL_TURNS", "AffineWeights", "TrigWeights", "weighted_mean_phases", "PairFrequencies", "pair_frequencies", "nope_planes",
-    "check_cloud_vector", "check_length", "log_grid", "rank1_gram", "rank1_curve",
+    "check_cloud_vector", "check_clouds", "check_length", "log_grid", "rank1_gram", "rank1_curve",
     "metrics_from_gram", "rank1_curves_batch", "chunked_prefix_scan", "stream_gram_curve", "rank1_stream_curve", "matrix_metrics",
     "rope_matrix_curve", "sinc", "dsinc",
 ]
@@ -88,6 +88,19 @@ def check_cloud_vector(v: Any, P: int | None = None) -> np.ndarray:
     if nrm == 0.0:
         raise ValueError("v must be non-zero (a rank-1 cloud X = u v^T needs v != 0); got the zero vector")
     return arr / nrm
+
+
+def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
+    """Validate a batch of cloud vectors (rows of ``V``, each ``2P`` long, finite, non-zero) and
+    return them normalised to unit norm, in the interleaved channel order, ``(n_clouds, 2P)``."""
+    A = check_finite_array("V", V, min_ndim=2)
+    if A.ndim != 2 or A.shape[1] != 2 * P:
+        raise ValueError(f"V must be (n_clouds, {2 * P}), got shape {A.shape}")
+    norms = np.linalg.norm(A, axis=1)
+    if np.any(norms == 0):
+        raise ValueError(f"V row {int(np.argmax(norms == 0))} is the zero vector")
+    check_layout(layout)
+    return np.asarray(to_interleaved(jnp.asarray(A / norms[:, None]), layout))
 
 
 def check_length(n: Any, name: str = "n") -> int:
@@ -436,19 +449,12 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
     block assembly and one eigvalsh per length. ``progress(k)`` is called after each chunk of clouds.
     """
     th = from_theta(theta)
-    A = check_finite_array("V", V, min_ndim=2)
-    if A.ndim != 2 or A.shape[1] != 2 * th.size:
-        raise ValueError(f"V must be (n_clouds, {2 * th.size}), got shape {A.shape}")
-    norms = np.linalg.norm(A, axis=1)
-    if np.any(norms == 0):
-        raise ValueError(f"V row {int(np.argmax(norms == 0))} is the zero vector")
-    check_layout(layout)
-    Vi = np.asarray(to_interleaved(jnp.asarray(A / norms[:, None]), layout))
+    Vi = check_clouds(V, th.size, layout)
     L = check_lengths(lengths)
     Dm, Sm = weighted_mean_phases(th, CONSTANT, L)
     batched = jax.default_backend() != "cpu"
     if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
-        chunk = max(1, min(256, (1 << 30) // (8 * len(L) * A.shape[1] ** 2))) if batched else 16
+        chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     out = []
     for k in range(0, Vi.shape[0], chunk):
         out.append(np.asarray(_rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))

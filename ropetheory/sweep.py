@@ -31,7 +31,7 @@ import numpy as np
 
 from . import spectra
 from .rope import rope_angles, turn_chunks
-from .schedules import schedule_from_spec
+from .schedules import from_theta, schedule_from_spec
 from .store import write_csv, write_json
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
@@ -88,8 +88,8 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     mesh = device_mesh() if mesh is None else mesh
     ndev = mesh.devices.size
     L = spectra.check_lengths(lengths)
-    th = np.asarray(theta, dtype=np.float64)
-    Vn = V / np.linalg.norm(V, axis=1, keepdims=True)
+    th = from_theta(theta)
+    Vn = spectra.check_clouds(V, th.size)
     Dm, Sm = spectra.weighted_mean_phases(th, weights or spectra.CONSTANT, L)
     batched = jax.default_backend() != "cpu"
     if chunk is None:          # ~4 GiB of Gram matrices per device per step on an accelerator
@@ -153,9 +153,9 @@ def default_chunk(n_clouds: int, d: int) -> int:
 
 def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: int | None = None):
     """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``."""
-    th = np.asarray(theta, dtype=np.float64)
+    th = from_theta(theta)
     L = spectra.check_lengths(lengths)
-    Vn = V / np.linalg.norm(V, axis=1, keepdims=True)
+    Vn = spectra.check_clouds(V, th.size)
     chunk = default_chunk(V.shape[0], V.shape[1]) if chunk is None else int(chunk)
     lam, W = _stream_batch_kernel(jnp.asarray(Vn), jnp.asarray(turn_chunks(th)), jnp.asarray(L), float(alpha),
                                   chunk, alpha_is_zero=(alpha == 0.0))

@@ -97,11 +97,7 @@ def _limit_lambdas(V_il, D, S):
 def limit_lambdas(theta: Any, V: Any, layout: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
     """Batched :func:`predicted_limit`: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
     th = from_theta(theta)
-    A = np.asarray(V, dtype=np.float64)
-    if A.ndim != 2 or A.shape[1] != 2 * th.size:
-        raise ValueError(f"V must be (n_clouds, {2 * th.size}), got shape {A.shape}")
-    A = np.stack([check_cloud_vector(v, th.size) for v in A])
-    Vi = np.asarray(to_interleaved(jnp.asarray(A), layout))
+    Vi = spectra.check_clouds(V, th.size, layout)
     D, S = limit_mean_phases(th)
     lam = np.asarray(_limit_lambdas(jnp.asarray(Vi), jnp.asarray(D, dtype=jnp.complex128),
                                     jnp.asarray(S, dtype=jnp.complex128)))
@@ -290,6 +286,12 @@ RATE_MAX = -0.5
 FROB_ATOL = 1e-12
 
 CHECK_LENGTHS = (10 ** 4, 10 ** 6, 10 ** 12)
+
+#: Section 4, C1: a floor is non-trivial if it exceeds the all-planes-rotating floor of the same
+#: cloud, sqrt(max_j e_j / 2), by 10% (relative)
+C1_MARGIN = 0.10
+#: Section 4, C2: the floor counts as reached when rho is within 1% of it (the issue's definition)
+C2_RTOL = 0.01
 
 
 def check_rank1_claims(theta: Any, v: Any, weights: AffineWeights | None = None,
