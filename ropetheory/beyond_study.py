@@ -1,9 +1,10 @@
-"""``ropetheory beyond``: clouds beyond rank 1, the second paper's four claims, Men et al.'s base bound.
+"""``ropetheory beyond``: clouds beyond rank 1 and the second paper's four claims.
 
-Writes ``results/beyond_clouds.csv``, ``beyond_positions.csv``, ``beyond_base.csv``,
-``beyond_men.csv`` and ``beyond.json`` (rows journaled as they finish: a rerun resumes), then
-``beyond.png`` from the saved numbers. ``--scale gpu`` uses the sizes of the published curves
-(n to 1e7, M to 1e6, 64 (q, k) pairs, L to 1M); the default CPU scale is smaller.
+Writes ``results/beyond_clouds.csv``, ``beyond_positions.csv``, ``beyond_base.csv`` and
+``beyond.json`` (rows journaled as they finish: a rerun resumes), then ``beyond.png`` from the
+saved numbers. ``--scale gpu`` uses the sizes of the published curves (n to 1e7, M to 1e6, 64
+(q, k) pairs); the default CPU scale is smaller. Men et al.'s base bound has its own certified
+search: ``ropetheory basebound``.
 """
 from __future__ import annotations
 
@@ -21,10 +22,8 @@ from .schedules import schedule
 from .store import Journal, write_csv, write_json
 
 SCALES = {
-    "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6, men_L=[1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072],
-                per_decade=30),
-    "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6,
-                men_L=[1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576], per_decade=40),
+    "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
+    "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6),
 }
 D = 128
 SNRS = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
@@ -138,23 +137,17 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume)
     t0 = time.time()
-    bar = tqdm(total=3 * 10 + 4 * 5 + 2 * len(BASES) + 1, desc="beyond", disable=quiet, file=sys.stderr)
+    bar = tqdm(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", disable=quiet, file=sys.stderr)
     ck = cloud_rows(sc["n_max"], journal, bar)
     pk = position_rows(sc, journal, bar)
-    mkey = f"men|{sc['men_L']}|{sc['per_decade']}"
-    if mkey not in journal:
-        journal.add(mkey, {"rows": ps.smallest_bases(sc["men_L"], per_decade=sc["per_decade"], refine=20)})
-    bar.update(1)
     bar.close()
     clouds = journal.ordered(ck)
     pos = journal.ordered(pk)
-    men = journal.rows[mkey]["rows"]
     write_csv(out_dir / "beyond_clouds.csv", clouds)
     write_csv(out_dir / "beyond_positions.csv", [r for r in pos if r["base"] is None])
     write_csv(out_dir / "beyond_base.csv", [r for r in pos if r["base"] is not None])
-    write_csv(out_dir / "beyond_men.csv", [{**r, "structure": json.dumps(r["structure"])} for r in men])
     meta = {"scale": scale, "sizes": sc, "d": D, "eps": ps.bf16_eps(D), "seconds": time.time() - t0,
-            "clouds": clouds, "positions": pos, "men": men}
+            "clouds": clouds, "positions": pos}
     write_json(out_dir / "beyond.json", meta)
     return meta
 
@@ -176,11 +169,7 @@ def print_report(out_dir: pathlib.Path) -> None:
         print(f"{r['schedule']:10s} {str(r['base']):>8s} {r['M']:8d} {r['p_pos_inversion']:10.4f} "
               f"{r['p_pos_aliasing']:8.3f} {r['p_token_inversion']:10.4f} {r['token_alias_count']:11.1f} "
               f"{'yes' if r['mc_agrees'] and r['mc_tok_agrees'] else 'NO':>5s}")
-    print("\nMen et al.: smallest base with B(m) >= 0 for all integers m <= L (d = 128, exhaustive)")
-    for r in meta["men"]:
-        st = "; ".join(f"[{a:.3g}, {b:.3g}]" for a, b in r["structure"][:4])
-        print(f"  L = {r['L']:>8d}: smallest {r['smallest']:.3g} (their Table 2: {r['men_table2'] or '-'}); "
-              f"feasible grid intervals: {st}{' ...' if len(r['structure']) > 4 else ''}")
+    print("\nMen et al.'s base bound: see `ropetheory basebound` (certified search)")
 
 
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
@@ -188,7 +177,7 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     meta = json.loads((out_dir / "beyond.json").read_text())
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.4))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.4))
     for sk in ("rope", "half_rope", "rope_id"):
         rs = [r for r in meta["clouds"] if r["schedule"] == sk and r["cloud"] == "noisy"]
         snr = [r["snr"] for r in rs]
@@ -207,13 +196,6 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     ax[1].set_xlabel("M")
     ax[1].set_title("position inversion P(S(m1) < S(m2))")
     ax[1].legend(fontsize=8)
-    men = meta["men"]
-    ax[2].loglog([r["L"] for r in men], [r["smallest"] for r in men], "o-", label="ropetheory (exhaustive)")
-    ref = [(L, b) for L, b in ps.MEN_TABLE2.items()]
-    ax[2].loglog([a for a, _ in ref], [b for _, b in ref], "s", label="Men et al. Table 2")
-    ax[2].set_xlabel("L")
-    ax[2].set_title("smallest base with B(m) >= 0 for m <= L")
-    ax[2].legend(fontsize=8)
     fig.tight_layout()
     p = out_dir / "beyond.png"
     fig.savefig(p, dpi=80)

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # studies with their own argument parsers
     studies = {"fig7": "figure7", "sinks": "sinks", "extension": "extension", "sweep": "sweep",
-               "beyond": "beyond_study", "analyze": "analyze"}
+               "beyond": "beyond_study", "analyze": "analyze",
+               "basebound": "studies.base_bound"}
     if argv and argv[0] in studies:
         import importlib
         mod = importlib.import_module(f"ropetheory.{studies[argv[0]]}")

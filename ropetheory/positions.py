@@ -19,8 +19,8 @@ Every quantity is computed **exactly** for each sampled ``(q, k)`` by enumeratin
 intervals (reported); agreement is checked against 99.9% intervals (:data:`AGREE_Z`), since a
 report makes dozens of such checks and 95% intervals would miss ~5% of them by chance.
 
-Men et al. (2024): ``B(m) = sum_j cos(m theta_j)``; :func:`base_feasibility` checks
-``B(m) >= 0`` for *every* integer ``m <= L`` (exhaustive, exact angles) on a grid of bases.
+Men et al.'s base bound (``B(m) = sum_j cos(m theta_j) >= 0`` for every ``m <= L``) is searched,
+certified, in :mod:`ropetheory.theory.base_bound` (``ropetheory basebound``).
 """
 from __future__ import annotations
 
@@ -35,11 +35,7 @@ from .rope import reduced_turns, turn_chunks
 from .schedules import from_theta
 
 __all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
-           "wilson", "bf16_eps", "base_feasibility", "min_B_prefix", "smallest_bases", "MEN_TABLE2"]
-
-#: Men et al. (2024) Table 2 as restated in THEORY.md: smallest base for d = 128
-MEN_TABLE2 = {4096: 2.7e4, 8192: 8.4e4, 65536: 2.1e6, 131072: 7.8e6}
-
+           "wilson", "bf16_eps"]
 
 #: z for the agreement check of Monte Carlo vs exact enumeration (99.9% two-sided)
 AGREE_Z = 3.29
@@ -126,77 +122,3 @@ def token_aliasing(theta, q, k1, k2, M: int, eps: float) -> dict[str, Any]:
     """Number of ``m in [0, M)`` with ``|S_1(m) - S_2(m)| < eps``."""
     D = scores(theta, q, k1 - k2, np.arange(M))
     return {"M": M, "count": int(np.sum(np.abs(D) < eps)), "share": float(np.mean(np.abs(D) < eps))}
-
-
-# ---------------------------------------------------------------------------
-# Men et al.: smallest base with B(m) >= 0 for all m <= L
-# ---------------------------------------------------------------------------
-@jax.jit
-def _B(m, chunks):
-    t = reduced_turns(m[:, None], chunks[None, :, :])
-    return jnp.sum(jnp.cos(2 * jnp.pi * t), axis=1)
-
-
-def min_B_prefix(base: float, d: int, L_max: int, block: int = 1 << 18) -> np.ndarray:
-    """``min_{m <= L} B(m)`` for every ``L <= L_max`` (exhaustive over integers), as a prefix-min array."""
-    th = 1.0 / base ** (np.arange(0, d, 2, dtype=np.float64) / d)
-    ch = jnp.asarray(turn_chunks(th))
-    out = np.empty(L_max + 1)
-    for s in range(0, L_max + 1, block):
-        m = np.arange(s, min(L_max + 1, s + block), dtype=np.int64)
-        out[s:s + m.size] = np.asarray(_B(jnp.asarray(m), ch))
-    return np.minimum.accumulate(out)
-
-
-def base_feasibility(bases: np.ndarray, lengths: list[int], d: int = 128, progress=None) -> np.ndarray:
-    """Boolean ``(len(bases), len(lengths))``: ``B(m) >= 0`` for all integers ``0 <= m <= L``.
-
-    One exhaustive pass over ``m <= max(L)`` per base serves every ``L`` (prefix minima).
-    """
-    Lmax = int(max(lengths))
-    feas = np.zeros((len(bases), len(lengths)), dtype=bool)
-    for i, b in enumerate(bases):
-        pm = min_B_prefix(float(b), d, Lmax)
-        feas[i] = [pm[L] >= 0 for L in lengths]
-        if progress:
-            progress(1)
-    return feas
-
-
-def smallest_bases(lengths: list[int], d: int = 128, lo: float = 1e2, hi: float = 1e10, per_decade: int = 40,
-                   refine: int = 30, progress=None) -> list[dict[str, Any]]:
-    """Per ``L``: the smallest feasible base on a log grid, bisected against the infeasible grid point
-    below it; the feasible set is not an interval, so the feasible grid intervals (``structure``) and
-    the infeasible grid points above the smallest feasible one are reported too.
-
-    The grid's feasibility comes from :func:`base_feasibility`.
-    """
-    n = int(round(per_decade * math.log10(hi / lo))) + 1
-    grid = np.geomspace(lo, hi, n)
-    feas = base_feasibility(grid, lengths, d, progress)
-    out = []
-    for c, L in enumerate(lengths):
-        f = feas[:, c]
-        if not f.any():
-            out.append({"L": L, "smallest": None, "structure": []})
-            continue
-        i = int(np.argmax(f))
-        a, b = (grid[i - 1], grid[i]) if i > 0 else (grid[0], grid[0])
-        for _ in range(refine if i > 0 else 0):
-            mid = math.sqrt(a * b)
-            if min_B_prefix(mid, d, L)[L] >= 0:
-                b = mid
-            else:
-                a = mid
-        intervals, start = [], None
-        for j, fj in enumerate(f):
-            if fj and start is None:
-                start = grid[j]
-            if not fj and start is not None:
-                intervals.append([float(start), float(grid[j - 1])])
-                start = None
-        if start is not None:
-            intervals.append([float(start), float(grid[-1])])
-        out.append({"L": L, "smallest": float(b), "grid_smallest": float(grid[i]), "structure": intervals,
-                    "infeasible_grid_points_above": int(np.sum(~f[i:])), "men_table2": MEN_TABLE2.get(L)})
-    return out

@@ -68,18 +68,3 @@ def test_token_measures_match_enumeration():
     assert ps.token_aliasing(th, q, k1, k2, M, eps)["count"] == int(np.sum(np.abs(S1 - S2) < eps))
     S = np.sort(ps.scores(th, q, k1, np.arange(M)))
     assert ps.position_aliasing(th, q, k1, M, eps)["min_gap"] == float(np.min(np.diff(S)))
-
-
-def test_base_search_matches_brute_force_on_small_L():
-    d, L = 16, 200
-    for base in (30.0, 300.0, 3000.0):
-        th = [base ** (-2 * j / d) for j in range(d // 2)]
-        B = [sum(math.cos(m * t) for t in th) for m in range(L + 1)]
-        pm = ps.min_B_prefix(base, d, L)
-        np.testing.assert_allclose(pm, np.minimum.accumulate(B), atol=1e-12)
-    res = ps.smallest_bases([64, 200], d=d, lo=10.0, hi=1e5, per_decade=20, refine=0)
-    grid = np.geomspace(10.0, 1e5, 81)
-    for r, L in zip(res, [64, 200]):
-        brute = next(b for b in grid if min(sum(math.cos(m * b ** (-2 * j / d)) for j in range(d // 2))
-                                            for m in range(L + 1)) >= 0)
-        assert abs(r["smallest"] / brute - 1) < 1e-12

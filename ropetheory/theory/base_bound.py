@@ -1,0 +1,422 @@
+"""Men et al.'s base bound, searched so that no feasible window can be missed.
+
+Definition (Men et al. 2024, "Base of RoPE Bounds Context Length", as restated in THEORY.md):
+for a head width ``d = 2P`` and a base ``b``, ``theta_j = b^(-2j/d)`` (``j = 0 .. P-1``) and
+
+    B(m; b) = sum_j cos(m theta_j),
+
+the expected score advantage of a similar key at relative distance ``m``. The *feasible set*
+for a context length ``L`` is ``F_L = {b : B(m; b) >= 0 for every integer 0 <= m <= L}``.
+``B(0; b) = P``, so only ``1 <= m <= L`` are checked, every one of them (no sampling of m).
+
+Search (branch and bound over ``t = ln b``). For an interval ``T = [t_lo, t_hi]`` (centre
+``t_c``, half-width ``h``) and each integer ``m`` we compute a rigorous enclosure
+``B(m; t) in [lo, hi]`` for *all* ``t`` in ``T`` as the intersection of two enclosures:
+
+* per plane: with ``theta_j(t) in [theta_cj - delta_j, theta_cj + delta_j]`` (``theta_cj`` the
+  float64 value at ``t_c``), ``cos(m theta) = c cos(m e) - s sin(m e)`` gives
+  ``|cos(m theta_j(t)) - c_j| <= |s_j| x_j + |c_j| x_j^2 / 2``, ``x_j = m delta_j``, clipped to [-1, 1];
+* Taylor in ``t`` (keeps the cancellation between planes, so roots are resolved quadratically):
+  ``B(m; t) = B_0 + B_1 (t - t_c) + R`` with ``B_0 = sum c_j``, ``B_1 = sum_j s_j m theta_cj a_j``
+  (``a_j = 2j/d``), and ``|R|`` bounded by the second-order terms of ``cos`` and of
+  ``e^{-a u} - 1 = -a u + rho``, ``|rho| <= (a h)^2 e^{a h} / 2``, plus ``theta_cj``'s own error.
+
+An interval is *proven infeasible* if some ``m`` has ``hi < 0`` (that ``m`` is its witness),
+*proven feasible* if every ``m`` has ``lo >= 0``, and is split in two otherwise; a child only
+re-checks the ``m`` whose enclosure in the parent was not already ``>= 0`` (a proof over the
+parent holds over the child). Intervals narrower than ``min_width`` (in ``ln b``) are reported
+as *undecided* with their width: they are where ``min_m B(m; b)`` crosses 0 (window ends) or
+touches it.
+
+Rigour. The float64 inputs are exact; every rounding is bounded by a named constant below:
+``theta_cj = fl(exp(-a_j t_c))`` is within :data:`REL_THETA_ERR` of the true value; the angle
+``m theta_cj`` is formed exactly (``theta`` split into 26 + 27 significant bits, ``m < 2^22``)
+and reduced by ``2 pi = C1 + C2 + C3`` (``C1`` 33 bits, so ``k C1`` and ``m theta_h - k C1`` are
+exact; Sterbenz), leaving an error below ``5e-15`` rad; XLA's float64 ``cos``/``sin`` are within
+2 ulp on ``[-4, 4]``. :data:`TERM_ABS_ERR` covers both per term, and the sums carry a
+rounding slack of ``4 P u`` times the sum of absolute values. The enclosures are tested
+against 50-digit mpmath values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import time
+import warnings
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["B_values", "enclose_B", "search_feasible_bases", "BaseSearchResult", "MEN_TABLE2", "MAX_L",
+           "REL_THETA_ERR", "TERM_ABS_ERR", "DEFAULT_MIN_WIDTH"]
+
+#: Men et al. (2024) Table 2 as restated in THEORY.md: their smallest base for d = 128
+MEN_TABLE2 = {4096: 2.7e4, 8192: 8.4e4, 65536: 2.1e6, 131072: 7.8e6}
+
+#: largest context length: ``m theta_h`` must be exact (26-bit ``theta_h``, ``m < 2^22`` -> 48 bits)
+#: and ``k = rint(m theta / 2 pi) < 2^20`` so that ``k C1`` (33-bit ``C1``) is exact
+MAX_L = 2 ** 22
+#: relative error of ``fl(exp(-a t))`` for ``|a t| < 64``: the argument's rounding ``|a t| u`` plus
+#: exp's last-bit error, below ``66 u = 1.5e-14``; taken 7x larger
+REL_THETA_ERR = 1e-13
+#: error of one computed ``cos``/``sin`` of the reduced angle: reduction ``< 5e-15`` rad plus 2 ulp
+TERM_ABS_ERR = 1e-14
+#: default width (in ln b) below which an interval is reported as undecided: 1e-9 relative in b
+DEFAULT_MIN_WIDTH = 1e-9
+#: pairs (interval, m) evaluated per kernel call on a CPU / an accelerator (an accelerator needs
+#: large calls to amortise launches and transfers); a short tail is padded to the next power of
+#: two from ``MIN_CHUNK``, so the kernel compiles for a few sizes only
+PAIR_CHUNK_CPU = 1 << 16
+PAIR_CHUNK_ACCEL = 1 << 21
+MIN_CHUNK = 1 << 9
+#: m with the lowest upper enclosure in a parent, tried first on its children (a cheap witness)
+WITNESS_CANDIDATES = 32
+_U = 2.0 ** -53
+_MAX_T = 64.0                      # |a_j t| < 64 keeps REL_THETA_ERR valid: b < e^64
+
+
+def _two_pi_parts() -> tuple[float, float, float]:
+    """``2 pi = C1 + C2 + C3`` with ``C1`` of 33 significant bits (Cody-Waite), from 200-bit mpmath."""
+    import mpmath
+    with mpmath.workprec(200):
+        tp = 2 * mpmath.pi
+        c1 = mpmath.floor(tp * 2 ** 30) / 2 ** 30
+        c2 = float(tp - c1)
+        c3 = float(tp - c1 - mpmath.mpf(c2))
+        return float(c1), c2, c3
+
+
+C1, C2, C3 = _two_pi_parts()
+
+
+def _split26(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x = hi + lo`` exactly, ``hi`` with 26 significant bits, ``lo`` with at most 27."""
+    mant, ex = np.frexp(x)
+    hi = np.ldexp(np.rint(mant * 2.0 ** 26), ex - 26)
+    return hi, x - hi
+
+
+@jax.jit
+def _pair_kernel(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
+    """Enclosures ``[lo, hi]`` of ``B(m; t)`` over intervals ``idx`` for pairs ``(m, idx)``, shape ``(N,)``.
+
+    Per interval ``(K, P)``: ``th_h + th_l = th_c`` (split), ``delta``, ``ga = th_c a``,
+    ``lin = theta_err (1 + a h) + th_c (1 + REL) (a h)^2 e^{a h} / 2``; ``h`` is ``(K,)``.
+    """
+    m = m[:, None]
+    hh = h[idx][:, None]
+    x_h = m * th_h[idx]                                      # exact (48 bits)
+    k = jnp.rint(x_h * (1.0 / (2.0 * jnp.pi)))
+    r = (((x_h - k * C1) - k * C2) - k * C3) + m * th_l[idx]   # |error| < 5e-15 rad
+    c, s = jnp.cos(r), jnp.sin(r)
+    ac, as_ = jnp.abs(c), jnp.abs(s)
+    # per plane: theta in [th_c - delta, th_c + delta]
+    x = m * delta[idx] * (1 + 4 * _U)
+    x2 = ac * x * x / 2
+    e = as_ * x + x2 + TERM_ABS_ERR * (1 + x)
+    lo_p = jnp.sum(jnp.maximum(-1.0, c - e), axis=1)
+    hi_p = jnp.sum(jnp.minimum(1.0, c + e), axis=1)
+    # Taylor in t around t_c
+    g = m * ga[idx]                                           # m theta_c a_j
+    B0 = jnp.sum(c, axis=1)
+    B1 = jnp.sum(s * g, axis=1)
+    E2 = jnp.sum(as_ * (m * lin[idx] + x * x * x / 6) + x2 + TERM_ABS_ERR * (1 + g * hh), axis=1)
+    lin1 = jnp.abs(B1) * hh[:, 0]
+    slack = 4 * c.shape[1] * _U * (jnp.sum(ac + as_ * g * hh + 1, axis=1) + E2)
+    lo = jnp.maximum(lo_p, B0 - lin1 - E2) - slack
+    hi = jnp.minimum(hi_p, B0 + lin1 + E2) + slack
+    return lo, hi
+
+
+def _check_head_dim(d: Any) -> int:
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2 or d % 2:
+        raise ValueError(f"head_dim must be an even integer >= 2, got {d!r}")
+    return int(d)
+
+
+def _check_L(L: Any) -> int:
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or not (1 <= L <= MAX_L):
+        raise ValueError(f"L must be an integer in [1, {MAX_L}] (exact angle reduction), got {L!r}")
+    return int(L)
+
+
+def _interval_arrays(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.ndarray]:
+    """Per interval and plane: centre frequencies (split), radius ``delta`` and the Taylor inputs."""
+    a = np.arange(d // 2, dtype=np.float64) * (2.0 / d)                 # 2j/d (exact for power-of-2 d)
+    t_c = 0.5 * (t_lo + t_hi)
+    h = np.maximum(t_hi - t_c, t_c - t_lo) * (1 + 4 * _U)
+    th_c = np.exp(-a[None, :] * t_c[:, None])
+    th_max = np.exp(-a[None, :] * t_lo[:, None]) * (1 + REL_THETA_ERR)
+    th_min = np.exp(-a[None, :] * t_hi[:, None]) * (1 - REL_THETA_ERR)
+    delta = np.maximum(th_max - th_c, th_c - th_min) * (1 + 4 * _U)
+    th_h, th_l = _split26(th_c)
+    ah = a[None, :] * h[:, None]
+    lin = th_c * REL_THETA_ERR * (1 + ah) + th_c * (1 + REL_THETA_ERR) * ah * ah * np.exp(ah) / 2
+    out = dict(th_h=th_h, th_l=th_l, th_c=th_c, delta=delta, ga=th_c * a[None, :], lin=lin * (1 + 8 * _U), h=h)
+    K = h.size                                   # pad the interval axis to a power of two: few compilations
+    size = 1 << max(0, (K - 1).bit_length())
+    return {k: np.concatenate([v, np.repeat(v[:1], size - K, axis=0)]) for k, v in out.items()}
+
+
+def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rigorous ``[lo, hi]`` with ``lo <= B(m_i; e^t) <= hi`` for every ``t`` in ``[t_lo_i, t_hi_i]``.
+
+    ``m``, ``t_lo``, ``t_hi`` broadcast to one shape ``(N,)``; ``t = ln b``.
+    """
+    d = _check_head_dim(d)
+    m, t_lo, t_hi = np.broadcast_arrays(np.asarray(m), np.asarray(t_lo, np.float64), np.asarray(t_hi, np.float64))
+    if not np.issubdtype(m.dtype, np.integer) or m.min(initial=0) < 0 or m.max(initial=0) >= MAX_L:
+        raise ValueError(f"m must be integers in [0, {MAX_L}), got {m.dtype} in [{m.min()}, {m.max()}]")
+    if not (np.all(np.isfinite(t_lo)) and np.all(np.isfinite(t_hi)) and np.all(t_lo <= t_hi)
+            and np.all(t_lo >= 0) and np.all(t_hi <= _MAX_T)):
+        raise ValueError(f"t_lo <= t_hi must lie in [0, {_MAX_T}] (ln b), got [{t_lo.min()}, {t_hi.max()}]")
+    ar = _interval_arrays(t_lo.ravel(), t_hi.ravel(), d)
+    idx = np.arange(m.size)
+    lo, hi = _evaluate(m.ravel().astype(np.float64), idx, ar)
+    return lo.reshape(m.shape), hi.reshape(m.shape)
+
+
+def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Run the kernel over pairs in fixed-size chunks (the last one padded)."""
+    n = m.size
+    lo, hi = np.empty(n), np.empty(n)
+    dev = {k: jnp.asarray(v) for k, v in ar.items()}
+    chunk = PAIR_CHUNK_CPU if jax.default_backend() == "cpu" else PAIR_CHUNK_ACCEL
+    idx = idx.astype(np.int32)
+    for s in range(0, n, chunk):
+        mm, ii = m[s:s + chunk], idx[s:s + chunk]
+        k = mm.size
+        size = max(MIN_CHUNK, 1 << (k - 1).bit_length())
+        if k < size:
+            mm = np.concatenate([mm, np.ones(size - k)])
+            ii = np.concatenate([ii, np.full(size - k, ii[0], dtype=np.int32)])
+        l_, h_ = _pair_kernel(jnp.asarray(mm), jnp.asarray(ii), dev["th_h"], dev["th_l"], dev["th_c"],
+                              dev["delta"], dev["ga"], dev["lin"], dev["h"])
+        lo[s:s + k] = np.asarray(l_)[:k]
+        hi[s:s + k] = np.asarray(h_)[:k]
+    return lo, hi
+
+
+def B_values(b: float, d: int, m: Any) -> np.ndarray:
+    """``B(m; b)`` in plain float64 (for plots and checks; not certified)."""
+    d = _check_head_dim(d)
+    th = float(b) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    lo, hi = _split26(th)
+    m = np.asarray(m, dtype=np.float64)[..., None]
+    x = m * lo
+    k = np.rint(x / (2 * np.pi))
+    r = (((x - k * C1) - k * C2) - k * C3) + m * hi
+    return np.cos(r).sum(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseSearchResult:
+    """Outcome of :func:`search_feasible_bases` for one ``(L, d)``; intervals are ``[b_lo, b_hi]``.
+
+    ``feasible``: merged proven-feasible windows; ``undecided``: merged intervals narrower than
+    ``min_width`` that were neither proven; everything else in ``[b_min, b_max]`` is proven
+    infeasible. ``smallest`` is the left end of the first feasible window and ``smallest_lower``
+    the left end of the first interval not proven infeasible, so ``inf F_L`` (within the domain)
+    lies in ``[smallest_lower, smallest]``.
+    """
+    L: int
+    d: int
+    b_min: float
+    b_max: float
+    min_width: float
+    feasible: list
+    undecided: list
+    smallest: float | None
+    smallest_lower: float | None
+    evaluations: int
+    leaves: int
+    seconds: float
+
+    def feasible_measure_per_decade(self) -> dict[int, float]:
+        """Share of each decade ``[10^k, 10^(k+1)]`` (in log10 b, within the domain) proven feasible."""
+        out = {}
+        for k in range(math.floor(math.log10(self.b_min)), math.ceil(math.log10(self.b_max))):
+            a, b = max(10.0 ** k, self.b_min), min(10.0 ** (k + 1), self.b_max)
+            if b <= a:
+                continue
+            tot = sum(max(0.0, math.log10(min(hi, b)) - math.log10(max(lo, a))) for lo, hi in self.feasible)
+            out[k] = tot / (math.log10(b) - math.log10(a))
+        return out
+
+    def as_row(self) -> dict[str, Any]:
+        return {"L": self.L, "d": self.d, "b_min": self.b_min, "b_max": self.b_max, "min_width_ln_b": self.min_width,
+                "smallest": self.smallest, "smallest_lower": self.smallest_lower,
+                "windows": len(self.feasible), "feasible": self.feasible,
+                "undecided_count": len(self.undecided),
+                "undecided_ln_measure": sum(math.log(b / a) for a, b in self.undecided),
+                "undecided": self.undecided, "measure_per_decade": self.feasible_measure_per_decade(),
+                "evaluations": self.evaluations, "leaves": self.leaves, "seconds": self.seconds,
+                "men_table2": MEN_TABLE2.get(self.L) if self.d == 128 else None}
+
+
+def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(iv):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _save_state(path, key, stack, feas, infeas, und, evaluations, seconds) -> None:
+    """Write the search state (decided intervals and the pending stack with its active sets) atomically."""
+    path = pathlib.Path(path)
+    act = [np.zeros(0) if it[2] is None else it[2] for it in stack]
+    wit = [np.zeros(0) if it[3] is None else it[3] for it in stack]
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, key=np.array(key), ends=np.array([(it[0], it[1]) for it in stack]).reshape(-1, 2),
+             has_act=np.array([it[2] is not None for it in stack], dtype=bool),
+             act_len=np.array([a.size for a in act], dtype=np.int64),
+             act=np.concatenate(act + [np.zeros(0)]).astype(np.int32),
+             wit_len=np.array([w.size for w in wit], dtype=np.int64),
+             wit=np.concatenate(wit + [np.zeros(0)]).astype(np.int32),
+             feas=np.array(feas).reshape(-1, 2), infeas=np.array(infeas).reshape(-1, 2), und=np.array(und).reshape(-1, 2),
+             counters=np.array([evaluations, seconds]))
+    os.replace(tmp, path)
+
+
+def _load_state(path, key):
+    """The saved state if ``path`` holds one for ``key`` (else None); a damaged file is reported and ignored."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return None
+    try:
+        z = np.load(path)
+        if str(z["key"]) != key:
+            return None
+        ends, has_act = z["ends"], z["has_act"]
+        acts = np.split(z["act"].astype(np.float64), np.cumsum(z["act_len"])[:-1]) if len(ends) else []
+        wits = np.split(z["wit"].astype(np.float64), np.cumsum(z["wit_len"])[:-1]) if len(ends) else []
+        stack = [(float(a), float(b), acts[i] if has_act[i] else None, wits[i] if wits[i].size else None)
+                 for i, (a, b) in enumerate(ends)]
+        lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
+        ev, sec = z["counters"]
+        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends)):
+            raise ValueError("non-finite interval ends")
+        return stack, lists, int(ev), float(sec)
+    except Exception as e:                       # truncated or damaged: start this L again
+        warnings.warn(f"search checkpoint {str(path)!r} is damaged ({e}); recomputing", stacklevel=2)
+        return None
+
+
+def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
+                          min_width: float = DEFAULT_MIN_WIDTH, initial: int = 256, budget: int | None = None,
+                          progress: Callable[[float], None] | None = None, checkpoint: Any = None,
+                          checkpoint_seconds: float = 30.0) -> BaseSearchResult:
+    """Certified feasible set ``F_L`` of bases within ``[b_min, b_max]`` (see the module docstring).
+
+    ``initial`` equal pieces of ``[ln b_min, ln b_max]`` start the search; each round evaluates up
+    to ``budget`` pairs ``(interval, m)`` (default 2^22 on a CPU, 2^25 on an accelerator).
+    With ``checkpoint`` (a file path) the state is saved every ``checkpoint_seconds`` and a
+    search with the same arguments resumes from it (the file is removed when the search ends). ``progress(fraction)`` gets the share of ``ln b`` decided.
+    """
+    L, d = _check_L(L), _check_head_dim(d)
+    for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if not (1.0 < b_min < b_max <= math.exp(_MAX_T)):
+        raise ValueError(f"need 1 < b_min < b_max <= e^{_MAX_T:g}, got b_min={b_min!r}, b_max={b_max!r}")
+    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 1:
+        raise ValueError(f"initial must be an integer >= 1, got {initial!r}")
+    if budget is None:
+        budget = 1 << (22 if jax.default_backend() == "cpu" else 25)
+    t0 = time.perf_counter()
+    lo_t, hi_t = math.log(b_min), math.log(b_max)
+    edges = np.linspace(lo_t, hi_t, initial + 1)
+    edges[0], edges[-1] = lo_t, hi_t
+    all_m = np.arange(1, L + 1, dtype=np.float64)
+    # an entry: (t_lo, t_hi, active m or None for all, witness candidates: the parent's m of lowest hi)
+    stack: list[tuple] = [(edges[i], edges[i + 1], None, None) for i in range(initial)][::-1]
+    feas, infeas, und = [], [], []
+    evaluations, decided, total = 0, 0.0, hi_t - lo_t
+    key = repr((L, d, b_min, b_max, min_width, initial))
+    elapsed_before = 0.0
+    if checkpoint is not None:
+        state = _load_state(checkpoint, key)
+        if state is not None:
+            stack, (feas, infeas, und), evaluations, elapsed_before = state
+            decided = sum(b - a for a, b in feas + infeas + und)
+    last_save = time.perf_counter()
+    while stack:
+        if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
+            _save_state(checkpoint, key, stack, feas, infeas, und, evaluations,
+                        elapsed_before + time.perf_counter() - t0)
+            last_save = time.perf_counter()
+        batch, pairs = [], 0
+        while stack and (pairs < budget or not batch):
+            it = stack.pop()
+            batch.append(it)
+            pairs += L if it[2] is None else it[2].size
+        # stage 1: a few witness candidates per interval; an interval proven infeasible here skips stage 2
+        cand = [(i, it[3]) for i, it in enumerate(batch) if it[3] is not None]
+        done = np.zeros(len(batch), dtype=bool)
+        if cand:
+            cm = np.concatenate([w for _, w in cand])
+            ci = np.repeat([i for i, _ in cand], [w.size for _, w in cand])
+            ar = _interval_arrays(np.array([x[0] for x in batch]), np.array([x[1] for x in batch]), d)
+            _, chi = _evaluate(cm, ci, ar)
+            evaluations += cm.size
+            hit = np.zeros(len(batch), dtype=bool)
+            np.logical_or.at(hit, ci, chi < 0)
+            for i in np.flatnonzero(hit):
+                infeas.append(batch[i][:2])
+                decided += batch[i][1] - batch[i][0]
+            done = hit
+        rest = [it for i, it in enumerate(batch) if not done[i]]
+        if not rest:
+            if progress:
+                progress(decided / total)
+            continue
+        ms = [all_m if it[2] is None else it[2] for it in rest]
+        counts = np.array([x.size for x in ms])
+        idx = np.repeat(np.arange(len(rest)), counts)
+        m = np.concatenate(ms)
+        ar = _interval_arrays(np.array([x[0] for x in rest]), np.array([x[1] for x in rest]), d)
+        lo, hi = _evaluate(m, idx, ar)
+        evaluations += m.size
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        infeasible = np.minimum.reduceat(hi, starts[:-1]) < 0
+        for i, (a, b, _, _) in enumerate(rest):
+            if infeasible[i]:
+                infeas.append((a, b))
+                decided += b - a
+                continue
+            seg = slice(starts[i], starts[i + 1])
+            keep = lo[seg] < 0
+            active = m[seg][keep]
+            if active.size == 0:
+                feas.append((a, b))
+                decided += b - a
+            elif b - a < min_width:
+                und.append((a, b))
+                decided += b - a
+            else:
+                h_act = hi[seg][keep]
+                k = min(WITNESS_CANDIDATES, h_act.size)
+                witnesses = active[np.argpartition(h_act, k - 1)[:k]]
+                mid = 0.5 * (a + b)
+                stack.append((mid, b, active, witnesses))
+                stack.append((a, mid, active, witnesses))
+        if progress:
+            progress(decided / total)
+    if checkpoint is not None and pathlib.Path(checkpoint).exists():
+        pathlib.Path(checkpoint).unlink()
+    fw = [[math.exp(a), math.exp(b)] for a, b in _merge(feas)]
+    uw = [[math.exp(a), math.exp(b)] for a, b in _merge(und)]
+    not_infeasible = sorted(feas + und)
+    return BaseSearchResult(
+        L=L, d=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
+        smallest=fw[0][0] if fw else None,
+        smallest_lower=math.exp(not_infeasible[0][0]) if not_infeasible else None,
+        evaluations=evaluations, leaves=len(feas) + len(infeas) + len(und),
+        seconds=elapsed_before + time.perf_counter() - t0)

@@ -1,0 +1,152 @@
+"""Men et al.'s base bound: the certified search cannot miss a window, and its enclosures are rigorous."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import mpmath
+import numpy as np
+import pytest
+
+from ropetheory.studies import base_bound as study
+from ropetheory.theory import base_bound as bb
+
+#: dense-scan points whose min_m B is within this of 0 are not classified (float64 sums of <= 64
+#: cosines of exactly reduced angles are good to ~1e-13; 1e-9 leaves a wide margin)
+DENSE_MARGIN = 1e-9
+
+
+def _B_mp(m: int, b, d: int):
+    with mpmath.workdps(50):
+        b = mpmath.mpf(b)
+        return mpmath.fsum(mpmath.cos(m * b ** (mpmath.mpf(-2 * j) / d)) for j in range(d // 2))
+
+
+def _min_B(b: float, d: int, L: int) -> float:
+    return float(bb.B_values(b, d, np.arange(1, L + 1)).min())
+
+
+def test_enclosures_contain_50_digit_values():
+    rng = np.random.default_rng(0)
+    for d in (8, 64, 128):
+        n = 40
+        t_lo = rng.uniform(math.log(10), math.log(1e9), n)
+        t_hi = t_lo + 10.0 ** rng.uniform(-9, -2, n)
+        m = rng.integers(1, bb.MAX_L, n)
+        m[:10] = rng.integers(1, 100, 10)
+        lo, hi = bb.enclose_B(m, t_lo, t_hi, d)
+        for i in range(n):
+            for frac in (0.0, 0.37, 1.0):
+                with mpmath.workdps(50):
+                    t = mpmath.mpf(t_lo[i]) + frac * (mpmath.mpf(t_hi[i]) - mpmath.mpf(t_lo[i]))
+                    val = _B_mp(int(m[i]), mpmath.exp(t), d)
+                assert lo[i] <= val <= hi[i], (d, i, lo[i], float(val), hi[i])
+    # and they are tight on a narrow interval: width ~ |B'| h, far below 1
+    lo, hi = bb.enclose_B(np.array([1000]), np.array([math.log(1e4)]), np.array([math.log(1e4) + 1e-9]), 128)
+    assert hi[0] - lo[0] < 1e-4
+
+
+def test_certified_search_agrees_with_dense_scan():
+    d, L = 16, 150
+    res = bb.search_feasible_bases(L, d, b_min=10.0, b_max=1e4, initial=16)
+    grid = np.geomspace(10.0, 1e4, 4000)
+    mins = np.array([_min_B(b, d, L) for b in grid])
+
+    def inside(b, ivs):
+        return any(a <= b <= c for a, c in ivs)
+    for b, v in zip(grid, mins):
+        if v > DENSE_MARGIN:           # feasible: inside a proven-feasible window or an undecided sliver
+            assert inside(b, res.feasible) or inside(b, res.undecided), b
+        elif v < -DENSE_MARGIN:        # infeasible: never inside a proven-feasible window
+            assert not inside(b, res.feasible), b
+    # every feasible window really is feasible (its midpoint, checked at 50 digits for every m)
+    for a, c in res.feasible[:5]:
+        mid = math.sqrt(a * c)
+        assert min(float(_B_mp(m, mid, d)) for m in range(1, L + 1)) >= 0
+    # nothing below the certified lower end is feasible
+    assert all(v < 0 for b, v in zip(grid, mins) if b < res.smallest_lower)
+    assert res.smallest_lower <= res.smallest
+
+
+def test_planted_narrow_window_missed_by_a_grid_is_found():
+    """L = 1024, d = 128: the first window is narrower than a 40-per-decade grid's spacing."""
+    d, L = 128, 1024
+    res = bb.search_feasible_bases(L, d, b_min=3e3, b_max=7e3, initial=32)
+    a, c = res.feasible[0]
+    assert c / a < 10 ** (1 / 40)                         # narrower than the old grid's step
+    grid = np.geomspace(1e2, 1e10, 8 * 40 + 1)           # the old search's grid
+    assert not np.any((grid >= a) & (grid <= c))         # no grid point falls in it: the grid misses it
+    assert _min_B(math.sqrt(a * c), d, L) >= 0           # and it is feasible
+    assert _min_B(a * 0.999, d, L) < 0                   # just below it is not
+    assert res.smallest == a and 4293 < a < 4294
+
+
+def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    kw = dict(b_min=1e4, b_max=1e5, initial=16)
+    ref = bb.search_feasible_bases(2048, 64, **kw)
+    ck = tmp_path / "ck.npz"
+    orig, calls = bb._evaluate, {"n": 0}
+
+    def interrupted(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return orig(*a)
+    monkeypatch.setattr(bb, "_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bb.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+    assert ck.exists()
+    monkeypatch.setattr(bb, "_evaluate", orig)
+    calls_after = {"pairs": 0}
+
+    def counting(m, idx, ar):
+        calls_after["pairs"] += m.size
+        return orig(m, idx, ar)
+    monkeypatch.setattr(bb, "_evaluate", counting)
+    res = bb.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+    assert res.feasible == ref.feasible and res.undecided == ref.undecided
+    assert res.evaluations == ref.evaluations
+    assert calls_after["pairs"] < ref.evaluations        # the resumed run did not start again
+    assert not ck.exists()
+    # a damaged checkpoint is reported and ignored
+    ck.write_bytes(b"not an npz")
+    with pytest.warns(UserWarning, match="damaged"):
+        res2 = bb.search_feasible_bases(2048, 64, checkpoint=ck, **kw)
+    assert res2.feasible == ref.feasible
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(L=0), "L must be"), (dict(L=bb.MAX_L + 1), "L must be"), (dict(L=True), "L must be"),
+    (dict(L=100, d=7), "head_dim"), (dict(L=100, d="128"), "head_dim"),
+    (dict(L=100, b_min=1e5, b_max=1e4), "b_min"), (dict(L=100, b_min=float("nan")), "b_min"),
+    (dict(L=100, b_max=1e300), "b_max"), (dict(L=100, min_width=0.0), "min_width"),
+    (dict(L=100, initial=0), "initial"),
+])
+def test_bad_search_arguments_name_the_value(kwargs, match):
+    L = kwargs.pop("L")
+    with pytest.raises(ValueError, match=match):
+        bb.search_feasible_bases(L, **kwargs)
+
+
+def test_basebound_command_writes_table_and_recomputes_only_on_change(tmp_path, monkeypatch):
+    args = ["--lengths", "256,512", "--head-dim", "32", "--b-min", "10", "--b-max", "1e5", "--out", str(tmp_path),
+            "--quiet"]
+    assert study.main(args) == 0
+    for f in ("base_bound.csv", "base_bound_windows.csv", "base_bound.json", "base_bound.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    calls = {"n": 0}
+    orig = bb.search_feasible_bases
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return orig(*a, **k)
+    monkeypatch.setattr(bb, "search_feasible_bases", counting)
+    assert study.main(args) == 0
+    assert calls["n"] == 0                                   # nothing changed: both rows reused
+    monkeypatch.setattr(study, "code_hash", lambda: "other-code")
+    assert study.main(args) == 0
+    assert calls["n"] == 2                                   # other code: both rows recomputed
+    out = subprocess.run([sys.executable, "-m", "ropetheory.cli", "basebound", "--lengths", "abc"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--lengths" in out.stderr
