@@ -145,25 +145,35 @@ def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="ropetheory analyze", description=__doc__.split("\n")[0])
     ap.add_argument("dump", nargs="?", help="a key dump (.npz) written by capture")
-    ap.add_argument("--model", help="a local checkpoint directory (transformers), offline")
-    ap.add_argument("--text", help="a text file to run through the model")
-    ap.add_argument("--max-tokens", type=int, default=2048)
+    ap.add_argument("--model", help="a packaged model (see `ropetheory models`), a .gguf file or a checkpoint "
+                                    "folder; loaded offline and analysed by streaming (ropetheory.models.study)")
+    ap.add_argument("--text", help="a text file to run through the model (default: the licence texts in "
+                                   "/usr/share/common-licenses)")
+    ap.add_argument("--max-tokens", type=int, default=2048, help="tokens of text to analyse")
+    ap.add_argument("--repeat-text", action="store_true", help="repeat the text if it is shorter than --max-tokens")
+    ap.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token")
+    ap.add_argument("--train-len", type=int, default=None, help="training length L (default: from the config)")
+    ap.add_argument("--chunk", type=int, default=2048, help="tokens per forward pass (KV cache between them)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default="results/analysis")
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
     if args.model:
-        if not args.text:
-            raise ValueError("--model needs --text FILE")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from .capture import capture
-        tok = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True, torch_dtype=torch.float32)
-        ids = tok(pathlib.Path(args.text).read_text(), return_tensors="pt").input_ids[:, : args.max_tokens]
-        dump = capture(model.eval(), ids)
-        save_dump(dump, out / "keys.npz")
-        print(f"captured {dump['meta']['n_layers']} layers x {dump['keys_pre'].shape[1]} key heads x "
-              f"{dump['meta']['n_tokens']} tokens; rotation check {dump['meta']['rotation_check']}")
+        from .models import figures, study
+        if args.max_tokens < 2 or args.chunk < 1:
+            raise ValueError(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+        res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
+                        repeat_text=args.repeat_text, chunk=args.chunk, device=args.device, quiet=args.quiet,
+                        train_len=args.train_len)
+        d = out / res["meta"]["model"]
+        paths = figures.plot_all(d)
+        print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
+              f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
+        for c in res["claims"]:
+            print(f"  [{c['verdict']}] {c['claim']}: {c['number']}")
+        print(f"wrote {d / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
+        return 0
     elif args.dump:
         dump = load_dump(args.dump)
     else:

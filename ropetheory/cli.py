@@ -66,6 +66,12 @@ def main(argv=None) -> int:
         except (ValueError, TypeError) as e:
             print(f"ropetheory {argv[0]}: error: {e}", file=sys.stderr)
             return 2
+    if argv and argv[0] == "models":
+        from .models.registry import list_models
+        for r in list_models():
+            print(f"{r['name']:14s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
+            print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
+        return 0
     p = argparse.ArgumentParser(prog="ropetheory", description=__doc__,
                                 epilog="studies: ropetheory fig7 [-h], ropetheory sinks [-h]")
     sub = p.add_subparsers(dest="cmd", required=True)

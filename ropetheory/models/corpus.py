@@ -1,0 +1,65 @@
+"""The long English text the real-model analysis reads, and its tokenisation.
+
+Default text: the licence texts Debian ships in ``/usr/share/common-licenses`` (GPL-1/2/3,
+LGPL-2/2.1/3, GFDL-1.2/1.3, Apache-2.0, Artistic, BSD, CC0-1.0, MPL-1.1/2.0; about 264 kB of
+English legal prose, the same on every Debian or Ubuntu machine), joined in name order with a
+blank line between texts, symbolic links skipped. Its sha256 is recorded with every result. A
+user can give any text file instead. If the text is shorter than the tokens asked for, the run
+stops with an error naming both counts, unless ``repeat=True``, which appends the text to itself
+(the position where it first repeats is recorded: repeated text invites copying, which changes
+attention).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from typing import Any
+
+__all__ = ["LICENSE_DIR", "default_text", "text_tokens"]
+
+LICENSE_DIR = pathlib.Path("/usr/share/common-licenses")
+
+
+def default_text() -> tuple[str, str]:
+    """``(text, description)`` of the licence corpus; ValueError if this machine has none."""
+    if not LICENSE_DIR.is_dir():
+        raise ValueError(f"{str(LICENSE_DIR)!r} does not exist on this machine: pass --text FILE")
+    files = sorted(p for p in LICENSE_DIR.iterdir() if p.is_file() and not p.is_symlink())
+    if not files:
+        raise ValueError(f"{str(LICENSE_DIR)!r} holds no licence texts: pass --text FILE")
+    text = "\n\n".join(p.read_text(encoding="utf-8", errors="replace").strip() for p in files)
+    return text, f"{LICENSE_DIR}: {', '.join(p.name for p in files)}"
+
+
+def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None = None, bos: bool = False,
+                repeat: bool = False) -> tuple[list[int], dict[str, Any]]:
+    """The first ``n_tokens`` token ids of the text (``bos``: prepend the tokenizer's BOS id) and a description."""
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 2:
+        raise ValueError(f"n_tokens must be an integer >= 2, got {n_tokens!r}")
+    if text_file is None:
+        text, source = default_text()
+    else:
+        p = pathlib.Path(text_file)
+        if not p.is_file():
+            raise ValueError(f"text file {str(p)!r} does not exist")
+        text, source = p.read_text(encoding="utf-8", errors="replace"), str(p)
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    first = None
+    if bos:
+        if tokenizer.bos_token_id is None:
+            raise ValueError("bos=True but the tokenizer has no BOS token")
+        first = tokenizer.bos_token_id
+    need = n_tokens - (1 if bos else 0)
+    repeats_at = None
+    if len(ids) < need:
+        if not repeat:
+            raise ValueError(f"the text has {len(ids)} tokens, fewer than the {need} asked for "
+                             f"({source.split(':')[0]}); pass a longer --text or --repeat-text")
+        repeats_at = len(ids) + (1 if bos else 0)
+        ids = (ids * (need // len(ids) + 1))
+    out = ([first] if bos else []) + ids[:need]
+    desc = {"source": source, "sha256": hashlib.sha256(text.encode()).hexdigest(), "text_tokens": len(ids),
+            "n_tokens": n_tokens, "bos": bos, "first_token": tokenizer.convert_ids_to_tokens(out[0]),
+            "repeats_from_position": repeats_at}
+    return out, desc

