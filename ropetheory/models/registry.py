@@ -127,7 +127,9 @@ def resolve(model: str | os.PathLike) -> tuple[pathlib.Path, str | None, str]:
             raise ValueError(f"model file {s!r} is not a .gguf file (give a checkpoint folder, a .gguf, or one of "
                              f"{sorted(PACKAGED)})")
         _check_gguf(p)
-        return p.parent, p.name, p.stem
+        digest = _sha256(p)
+        known = [k for k, e in PACKAGED.items() if e["sha256"] == digest]    # a packaged model's file, moved
+        return p.parent, p.name, known[0] if known else p.stem
     if p.is_dir():
         if not (p / "config.json").exists():
             raise ValueError(f"model folder {s!r} has no config.json")

@@ -16,7 +16,7 @@ own order), and keeps, per key head (its ``G = Hq / Hkv`` query heads grouped on
 * the mean logit of each key position ``j`` over later queries, ``k_j . (sum_{i>j} q_i) / (G (N-1-j))``,
   from running query sums (post-RoPE: the logits the model uses).
 
-Keys are kept (``O(n d)``; needed for the sink and the rank-1 weights), queries only on a
+Keys are kept in float64 (``O(n d)``; needed for the sink and the rank-1 weights), queries only on a
 stride and in a short rolling buffer: nothing ``n x n`` is formed except the ``sink_queries x n``
 logits at a grid length. Accumulation is float64.
 """
@@ -61,7 +61,7 @@ class LayerStream:
         self.Uk = {t: np.zeros((H, d)) for t in ("pre", "post")}
         self.Uq = {t: np.zeros((H, d)) for t in ("pre", "post")}
         self.Rk, self.Rq = np.zeros((H, d)), np.zeros((H, d))
-        self.K = {t: np.zeros((H, self.N, d), dtype=np.float32) for t in ("pre", "post")}
+        self.K = {t: np.zeros((H, self.N, d)) for t in ("pre", "post")}      # float64: no copy per snapshot
         self.Qs_pos = np.arange(0, self.N, self.stride)
         self.Qs = {t: np.zeros((q_heads, self.Qs_pos.size, d), dtype=np.float32) for t in ("pre", "post")}
         self.buf = {t: np.zeros((q_heads, 0, d)) for t in ("pre", "post")}
@@ -114,8 +114,8 @@ class LayerStream:
     def _accumulate(self, kk, qg, m):
         if m == 0:
             return
-        self.G_pre += np.einsum("hci,hcj->hij", kk["pre"], kk["pre"])
-        self.G_post += np.einsum("hci,hcj->hij", kk["post"], kk["post"])
+        self.G_pre += kk["pre"].transpose(0, 2, 1) @ kk["pre"]
+        self.G_post += kk["post"].transpose(0, 2, 1) @ kk["post"]
         for t in ("pre", "post"):
             self.Uk[t] += _unit(kk[t]).sum(axis=1)
             self.Uq[t] += _unit(qg[t]).sum(axis=(1, 2))
@@ -143,10 +143,10 @@ class LayerStream:
             if self.window is not None and qpos.min() >= self.window:
                 sn[key][:, g] = np.nan                            # key 0 outside every window: no sink
                 continue
-            K = self.K[t][:, :n].astype(np.float64)
+            K = self.K[t][:, :n]
             for h in range(self.H):
-                logits = np.einsum("gqd,nd->gqn", Q[h * self.G:(h + 1) * self.G].reshape(self.G, Sq, self.d),
-                                   K[h]) * self.scale
+                logits = (Q[h * self.G:(h + 1) * self.G].reshape(self.G * Sq, self.d) @ K[h].T
+                          ).reshape(self.G, Sq, n) * self.scale
                 jj = np.arange(n)[None, :]
                 vis = jj <= qpos[:, None]
                 if self.window is not None:
@@ -163,13 +163,13 @@ class LayerStream:
         """``(H, N-1)``: mean post-RoPE logit ``q_i . k_j`` over later queries ``i > j`` of the group."""
         if self.pos != self.N:
             raise ValueError(f"stream incomplete: {self.pos} of {self.N} positions")
-        b = np.einsum("hnd,hd->hn", self.K["post"].astype(np.float64), self.Pq)
+        b = np.einsum("hnd,hd->hn", self.K["post"], self.Pq)
         later = self.G * (self.N - 1 - np.arange(self.N))
         return (b - self.a)[:, :-1] / later[:-1]
 
     def sink_norm_ratio(self) -> np.ndarray:
         """``||k_0|| / median_i ||k_i||`` per key head (pre-RoPE)."""
-        nr = np.linalg.norm(self.K["pre"].astype(np.float64), axis=-1)
+        nr = np.linalg.norm(self.K["pre"], axis=-1)
         return nr[:, 0] / np.median(nr, axis=1)
 
     def top_direction(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -156,6 +156,30 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
             "config": cfg}
 
 
+def rank1_prediction(K: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``rho_n`` of the rank-1 cloud ``x_i = (k_i . v) v`` (model channel order) at the grid lengths.
+
+    ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``w_i = (k_i . v)^2`` and ``R_i`` the layer's exact
+    rotation (:func:`ropetheory.capture.rotate_like_hf`, no attention factor: it cancels in the
+    ratio); ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as
+    :func:`ropetheory.spectra.rank1_stream_curve` (tested), computed in chunks of ``chunk`` rows
+    with one BLAS Gram per chunk, so a whole model's heads take seconds at n = 10^5.
+    """
+    w = (K @ v) ** 2
+    G = np.zeros((v.size, v.size))
+    out, s = [], 0
+    for n in grid:
+        for a in range(s, int(n), chunk):
+            b = min(int(n), a + chunk)
+            Y = rotate_like_hf(np.broadcast_to(v, (b - a, v.size)), sched["theta"], sched["rotary_dim"], np.arange(a, b))
+            Y = Y * np.sqrt(w[a:b])[:, None]
+            G += Y.T @ Y
+        s = int(n)
+        W = w[:s].sum()
+        out.append(math.sqrt(np.linalg.eigvalsh(0.5 * (G + G.T))[-1] / W) if W > 0 else 1.0)
+    return np.array(out)
+
+
 def _silhouette(K: np.ndarray, Q: np.ndarray) -> tuple[float, float]:
     from sklearn.metrics import davies_bouldin_score, silhouette_score
     X = np.concatenate([K, Q]).astype(np.float64)
@@ -190,8 +214,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None) -> dict[
         L_eff = min(L, sc["window"]) if sc["window"] else L
         for h in range(st.H):
             v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
-            w = (st.K["pre"][h].astype(np.float64) @ V[h]) ** 2
-            pred = spectra.rank1_stream_curve(sc["theta"], v_il, grid, weights=w)["rho"]
+            pred = rank1_prediction(st.K["pre"][h], V[h], sc, grid)
             lim = theorems.predicted_limit(sc["theta"], v_il)
             allrot = math.sqrt(float(lim.e.max()) / 2)
             curve = spectra.rank1_curve(sc["theta"], v_il, far)["rho"]
