@@ -73,7 +73,9 @@ def main(argv=None) -> int:
             print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
         return 0
     p = argparse.ArgumentParser(prog="ropetheory", description=__doc__,
-                                epilog="studies: ropetheory fig7 [-h], ropetheory sinks [-h]")
+                                epilog="more commands (each has -h): fig7, sinks, extension, sweep, beyond, basebound (Men et al.'s "
+                                       "base bound, certified), analyze (key dumps and real models), models "
+                                       "(packaged models)")
     sub = p.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("verify", help="check Lemma 1, Lemma 2, Theorem 1 (writes results/verify.*)")
     v.add_argument("--out", default="results")
