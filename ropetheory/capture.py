@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "KEY_DUMP_FIELDS"]
+__all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "hf_to_interleaved", "KEY_DUMP_FIELDS"]
 
 KEY_DUMP_FIELDS = ("keys_pre", "keys_post", "queries_pre", "queries_post", "positions", "meta")
 
@@ -46,6 +46,15 @@ def _record_rope(model):
         yield calls
     finally:
         mod.apply_rotary_pos_emb = real
+
+
+def hf_to_interleaved(v: np.ndarray, rotary_dim: int) -> np.ndarray:
+    """Channels in transformers' order (rotate_half on the first ``rotary_dim``) -> ropetheory interleaved."""
+    r = rotary_dim
+    out = np.empty_like(v)
+    out[0:r:2], out[1:r:2] = v[: r // 2], v[r // 2: r]
+    out[r:] = v[r:]
+    return out
 
 
 def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions: np.ndarray,

@@ -67,7 +67,7 @@ def test_planted_tight_cluster_matches_the_rank1_prediction(ids, tmp_path):
     p = save_dump(d, tmp_path / "keys.npz")
     assert analyze_main([str(p), "--out", str(tmp_path / "a")]) == 0
     rows = json.loads((tmp_path / "a" / "analysis.json").read_text())["heads"]
-    assert len(rows) == 4 and (tmp_path / "a" / "analysis.png").stat().st_size > 10_000
+    assert len(rows) == 4 and (tmp_path / "a" / "fig4_fsv.png").stat().st_size > 10_000
 
 
 def test_model_without_rope_is_refused(ids):

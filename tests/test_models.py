@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ropetheory import spectra
-from ropetheory.analyze import hf_to_interleaved
+from ropetheory.capture import hf_to_interleaved
 from ropetheory.models import corpus, registry, study
 from ropetheory.models.stream import LayerStream
 

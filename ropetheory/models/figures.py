@@ -76,7 +76,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
 
     # Fig. 4: PC1 variance; FSV ratio measured vs predicted; stable ranks
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
-    ax[0].hist([h["pc1_var"] for h in H], bins=20, color="tab:gray")
+    ax[0].hist([h["pc1_var"] for h in H], bins=np.linspace(0, 1, 41), color="tab:gray")
     ax[0].set_xlabel("PC1 variance share (pre-RoPE keys, whole text)")
     ax[0].set_ylabel("heads")
     ax[0].set_title("PC1 variance across heads", fontsize=9)
@@ -101,7 +101,8 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
 
     # Fig. 5: sink key norm; mean normalised logit per key position
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax[0].hist([h["sink_key_norm_ratio"] for h in H], bins=20, color="tab:gray")
+    ratios = [h["sink_key_norm_ratio"] for h in H]
+    ax[0].hist(ratios, bins=np.linspace(0, max(2.0, max(ratios) * 1.05), 41), color="tab:gray")
     ax[0].axvline(1, color="k", lw=0.8)
     ax[0].set_xlabel("||k_0|| / median ||k_i|| (pre-RoPE)")
     ax[0].set_ylabel("heads")

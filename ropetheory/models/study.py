@@ -30,8 +30,7 @@ import numpy as np
 
 from .. import spectra, theorems
 from ..beyond import noisy_rank1_limit
-from ..capture import rotate_like_hf
-from ..analyze import hf_to_interleaved
+from ..capture import hf_to_interleaved, rotate_like_hf
 from ..rope_types import frequencies_from_config
 from ..store import write_csv, write_json
 from .stream import LayerStream
