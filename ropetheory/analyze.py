@@ -82,6 +82,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-len", type=int, default=None, help="training length L (default: from the config)")
     ap.add_argument("--chunk", type=int, default=2048, help="tokens per forward pass (KV cache between them)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rope-scaling", default=None,
+                    help='inference-time context extension, JSON merged over the config\'s rope parameters, '
+                         'e.g. \'{"rope_type": "linear", "factor": 2}\' (PI), dynamic, yarn')
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", default="results/analysis")
     args = ap.parse_args(argv)
@@ -90,9 +93,16 @@ def main(argv=None) -> int:
         from .models import figures, study
         if args.max_tokens < 2 or args.chunk < 1:
             raise ValueError(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+        scaling = None
+        if args.rope_scaling:
+            import json
+            try:
+                scaling = json.loads(args.rope_scaling)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
         res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
                         repeat_text=args.repeat_text, chunk=args.chunk, device=args.device, quiet=args.quiet,
-                        train_len=args.train_len)
+                        train_len=args.train_len, rope_scaling=scaling)
         d = out / res["meta"]["model"]
         paths = figures.plot_all(d)
         print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "

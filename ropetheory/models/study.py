@@ -362,23 +362,56 @@ def claims(res: dict) -> list[dict[str, Any]]:
     return out
 
 
+def override_rope(model, scaling: dict) -> str:
+    """Replace the model's rope parameters at inference (PI = ``linear``, ``dynamic``, ``yarn``, ...).
+
+    ``scaling`` is merged over the config's own ``rope_parameters`` (so ``rope_theta`` is kept and
+    ``original_max_position_embeddings`` defaults to the training length), the config is checked by
+    :func:`ropetheory.rope_types.frequencies_from_config`, and every rotary-embedding module of the
+    model is rebuilt from it. Returns a label such as ``linear-x2``. Models whose rope parameters
+    are given per layer type are refused.
+    """
+    if not isinstance(scaling, dict) or "rope_type" not in scaling:
+        raise ValueError(f"rope scaling must be a dict with a 'rope_type', got {scaling!r}")
+    cfg = model.config
+    base = dict(getattr(cfg, "rope_parameters", None) or {})
+    if any(isinstance(v, dict) for v in base.values()):
+        raise ValueError("rope parameters per layer type: inference-time scaling of such models is not supported")
+    new = {**base, "original_max_position_embeddings": cfg.max_position_embeddings, **scaling}
+    frequencies_from_config({**cfg.to_dict(), "rope_parameters": new})          # validates, names bad keys
+    cfg.rope_parameters = new
+    n = 0
+    for name, mod in model.named_modules():
+        if name.endswith("rotary_emb"):
+            dev = mod.inv_freq.device
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], type(mod)(config=cfg).to(dev))
+            n += 1
+    if n == 0:
+        raise ValueError(f"{type(model).__name__} has no rotary_emb module to rebuild")
+    return f"{scaling['rope_type']}-x{scaling.get('factor', 1):g}"
+
+
 def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None, bos: bool = False,
         repeat_text: bool = False, chunk: int = 2048, device: str = "cpu", quiet: bool = False,
-        train_len: int | None = None) -> dict[str, Any]:
+        train_len: int | None = None, rope_scaling: dict | None = None) -> dict[str, Any]:
     from tqdm import tqdm
     from .corpus import text_tokens
     from .registry import PACKAGED, load_model
     m, tok, label = load_model(model, device=device)
-    cfg = m.config.to_dict()
-    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    L = int(train_len or rp.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
-            or cfg.get("max_position_embeddings") or (PACKAGED.get(label, {}).get("train_len")))
+    cfg0 = m.config.to_dict()
+    rp0 = cfg0.get("rope_parameters") or cfg0.get("rope_scaling") or {}
+    L = int(train_len or rp0.get("original_max_position_embeddings") or cfg0.get("original_max_position_embeddings")
+            or cfg0.get("max_position_embeddings") or (PACKAGED.get(label, {}).get("train_len")))
+    quantised = label in PACKAGED
+    if rope_scaling:
+        label = f"{label}+{override_rope(m, rope_scaling)}"
     ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
     with tqdm(total=len(ids), desc=f"capture {label}", disable=quiet, file=sys.stderr, unit="tok") as bar:
         cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update)
     res = analyze_streams(cap, L=L)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,
-                   "quantised": label in PACKAGED, "chunk": chunk, "device": device,
+                   "quantised": quantised, "chunk": chunk, "device": device, "rope_scaling": rope_scaling,
                    "schedules": {s["layer_type"]: {"rope_type": s["rope_type"], "rope_theta": s["rope_theta"],
                                                    "window": s["window"], "rotary_dim": s["rotary_dim"]}
                                  for s in cap["schedules"]}}
