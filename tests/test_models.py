@@ -203,3 +203,15 @@ def test_a_text_shorter_than_asked_for_is_named(tmp_path):
     assert len(ids) == 100 and desc["repeats_from_position"] is not None
     with pytest.raises(ValueError, match="n_tokens"):
         corpus.text_tokens(tok, 1)
+
+
+def test_inference_time_pi_rescales_the_schedule_and_the_rotation_still_matches():
+    m, tok, _ = registry.load_model("smollm2-135m")
+    base = study.layer_schedules(m.config.to_dict(), 64)[0]["theta"]
+    with pytest.raises(ValueError, match="rope_type"):
+        study.override_rope(m, {"factor": 2})
+    assert study.override_rope(m, {"rope_type": "linear", "factor": 2}) == "linear-x2"
+    ids, _ = corpus.text_tokens(tok, 64)
+    cap = study.capture_streams(m, ids, L=32, chunk=64)
+    np.testing.assert_allclose(cap["schedules"][0]["theta"], base / 2, rtol=1e-12)   # PI: every frequency / s
+    assert all(st.rotation_within_bound for st in cap["streams"])
