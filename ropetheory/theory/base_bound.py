@@ -100,6 +100,17 @@ def _split26(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi, x - hi
 
 
+def _reduced_angle(m, th_h, th_l, rint):
+    """``m (th_h + th_l) mod 2 pi`` in ``[-pi, pi]`` up to 5e-15 rad: ``m th_h`` exact, Cody-Waite ``2 pi``.
+
+    ``th_h`` has 26 significant bits and ``th_l`` at most 27 (:func:`_split26`), ``m < 2^22``;
+    ``rint`` is numpy's or jax.numpy's.
+    """
+    x_h = m * th_h                                           # exact (48 bits)
+    k = rint(x_h * (1.0 / (2.0 * np.pi)))
+    return (((x_h - k * C1) - k * C2) - k * C3) + m * th_l
+
+
 @jax.jit
 def _pair_kernel(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
     """Enclosures ``[lo, hi]`` of ``B(m; t)`` over intervals ``idx`` for pairs ``(m, idx)``, shape ``(N,)``.
@@ -109,9 +120,7 @@ def _pair_kernel(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
     """
     m = m[:, None]
     hh = h[idx][:, None]
-    x_h = m * th_h[idx]                                      # exact (48 bits)
-    k = jnp.rint(x_h * (1.0 / (2.0 * jnp.pi)))
-    r = (((x_h - k * C1) - k * C2) - k * C3) + m * th_l[idx]   # |error| < 5e-15 rad
+    r = _reduced_angle(m, th_h[idx], th_l[idx], jnp.rint)
     c, s = jnp.cos(r), jnp.sin(r)
     ac, as_ = jnp.abs(c), jnp.abs(s)
     # per plane: theta in [th_c - delta, th_c + delta]
@@ -205,12 +214,9 @@ def B_values(b: float, d: int, m: Any) -> np.ndarray:
     """``B(m; b)`` in plain float64 (for plots and checks; not certified)."""
     d = _check_head_dim(d)
     th = float(b) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
-    lo, hi = _split26(th)
+    th_h, th_l = _split26(th)
     m = np.asarray(m, dtype=np.float64)[..., None]
-    x = m * lo
-    k = np.rint(x / (2 * np.pi))
-    r = (((x - k * C1) - k * C2) - k * C3) + m * hi
-    return np.cos(r).sum(-1)
+    return np.cos(_reduced_angle(m, th_h, th_l, np.rint)).sum(-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,12 +364,12 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
             batch.append(it)
             pairs += L if it[2] is None else it[2].size
         # stage 1: a few witness candidates per interval; an interval proven infeasible here skips stage 2
+        ar = _interval_arrays(np.array([x[0] for x in batch]), np.array([x[1] for x in batch]), d)
         cand = [(i, it[3]) for i, it in enumerate(batch) if it[3] is not None]
         done = np.zeros(len(batch), dtype=bool)
         if cand:
             cm = np.concatenate([w for _, w in cand])
             ci = np.repeat([i for i, _ in cand], [w.size for _, w in cand])
-            ar = _interval_arrays(np.array([x[0] for x in batch]), np.array([x[1] for x in batch]), d)
             _, chi = _evaluate(cm, ci, ar)
             evaluations += cm.size
             hit = np.zeros(len(batch), dtype=bool)
@@ -372,16 +378,16 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                 infeas.append(batch[i][:2])
                 decided += batch[i][1] - batch[i][0]
             done = hit
-        rest = [it for i, it in enumerate(batch) if not done[i]]
+        keep_i = np.flatnonzero(~done)                      # rows of ``ar`` still undecided
+        rest = [batch[i] for i in keep_i]
         if not rest:
             if progress:
                 progress(decided / total)
             continue
         ms = [all_m if it[2] is None else it[2] for it in rest]
         counts = np.array([x.size for x in ms])
-        idx = np.repeat(np.arange(len(rest)), counts)
+        idx = np.repeat(keep_i, counts)
         m = np.concatenate(ms)
-        ar = _interval_arrays(np.array([x[0] for x in rest]), np.array([x[1] for x in rest]), d)
         lo, hi = _evaluate(m, idx, ar)
         evaluations += m.size
         starts = np.concatenate([[0], np.cumsum(counts)])
