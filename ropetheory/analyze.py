@@ -33,9 +33,7 @@ def analyze_dump(dump: dict) -> dict[str, Any]:
     Kp, Ko, Qp, Qo = dump["keys_pre"], dump["keys_post"], dump["queries_pre"], dump["queries_post"]
     layers, kv_heads, n, d = Kp.shape
     cfg = meta.get("config", {}) or {}
-    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    L = int(cfg.get("original_max_position_embeddings") or rp.get("original_max_position_embeddings")
-            or meta.get("max_position_embeddings") or n)
+    L = study.training_length(cfg, meta.get("max_position_embeddings") or n)
     grid = study.analysis_grid(n, L)
     sched = {"layer_type": "full_attention", "theta": np.asarray(meta["theta"], dtype=np.float64),
              "rotary_dim": int(meta["rotary_dim"]), "attention_factor": float(meta.get("attention_factor", 1.0)),

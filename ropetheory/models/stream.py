@@ -70,7 +70,9 @@ class LayerStream:
         self.snap: dict[str, np.ndarray] = {k: np.full((H, ng), np.nan) for k in (
             "lam_pre", "tr_pre", "lam_post", "tr_post", "cos_kk_pre", "cos_qq_pre", "cos_kq_pre",
             "cos_kk_post", "cos_qq_post", "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")}
+        # filled by the capture: |captured post-RoPE - exact rotation of pre-RoPE|, and whether it is in bound
         self.rotation_max_abs_diff = 0.0
+        self.rotation_within_bound = True
 
     # ------------------------------------------------------------------
     def add(self, q_pre: np.ndarray, k_pre: np.ndarray, q_post: np.ndarray, k_post: np.ndarray) -> None:

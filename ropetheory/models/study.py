@@ -35,7 +35,8 @@ from ..rope_types import frequencies_from_config
 from ..store import write_csv, write_json
 from .stream import LayerStream
 
-__all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "run", "SILHOUETTE_POINTS"]
+__all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "run", "training_length", "attention_scale",
+           "analysis_grid", "override_rope", "rank1_prediction", "SILHOUETTE_POINTS"]
 
 #: keys and queries (each) subsampled, evenly in position, for the silhouette / Davies-Bouldin scores
 SILHOUETTE_POINTS = 200
@@ -65,6 +66,17 @@ def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
                          "window": int(window) if window else None}
         out.append(cache[lt])
     return out
+
+
+def training_length(cfg: dict, default: int | None = None) -> int:
+    """L: ``original_max_position_embeddings`` (rope parameters, then config), else ``max_position_embeddings``."""
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    L = (rp.get("original_max_position_embeddings") if isinstance(rp, dict) else None) \
+        or cfg.get("original_max_position_embeddings") or cfg.get("max_position_embeddings") or default
+    if not L:
+        raise ValueError("the config gives no training length (original_max_position_embeddings or "
+                         "max_position_embeddings): pass --train-len")
+    return int(L)
 
 
 def attention_scale(cfg: dict, head_dim: int) -> float:
@@ -130,8 +142,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
                 ex = rotate_like_hf(pre, sc["theta"], sc["rotary_dim"], pos, sc["attention_factor"])
                 tol = np.linalg.norm(pre, axis=-1, keepdims=True) * (pos[-1] + 1) * FLOAT32_ANGLE_REL * 4 + 1e-6
                 st.rotation_max_abs_diff = max(st.rotation_max_abs_diff, float(np.max(np.abs(ex - post))))
-                st.rotation_within_bound = bool(np.all(np.abs(ex - post) <= tol)) and getattr(
-                    st, "rotation_within_bound", True)
+                st.rotation_within_bound &= bool(np.all(np.abs(ex - post) <= tol))
         st.add(arr[0], arr[1], arr[2], arr[3])
 
     nll = np.zeros(n - 1)
@@ -249,7 +260,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None) -> dict[
                 "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0,
                 "clusters": sil,
                 "rotation_max_abs_diff": st.rotation_max_abs_diff,
-                "rotation_within_float32_bound": bool(getattr(st, "rotation_within_bound", True)),
+                "rotation_within_float32_bound": st.rotation_within_bound,
             })
     res = {"grid": grid.tolist(), "n": n, "train_len": L, "heads": heads,
            "nll_bins": _nll_bins(cap["nll"], L), "capture_seconds": cap["seconds"]}
@@ -399,10 +410,7 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     from .corpus import text_tokens
     from .registry import PACKAGED, load_model
     m, tok, label = load_model(model, device=device)
-    cfg0 = m.config.to_dict()
-    rp0 = cfg0.get("rope_parameters") or cfg0.get("rope_scaling") or {}
-    L = int(train_len or rp0.get("original_max_position_embeddings") or cfg0.get("original_max_position_embeddings")
-            or cfg0.get("max_position_embeddings") or (PACKAGED.get(label, {}).get("train_len")))
+    L = int(train_len or training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
     quantised = label in PACKAGED
     if rope_scaling:
         label = f"{label}+{override_rope(m, rope_scaling)}"
