@@ -118,7 +118,7 @@ def _pair_kernel(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
     Per interval ``(K, P)``: ``th_h + th_l = th_c`` (split), ``delta``, ``ga = th_c a``,
     ``lin = theta_err (1 + a h) + th_c (1 + REL) (a h)^2 e^{a h} / 2``; ``h`` is ``(K,)``.
     """
-    m = m[:, None]
+    m = m.astype(jnp.float64)[:, None]
     hh = h[idx][:, None]
     r = _reduced_angle(m, th_h[idx], th_l[idx], jnp.rint)
     c, s = jnp.cos(r), jnp.sin(r)
@@ -185,7 +185,7 @@ def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"t_lo <= t_hi must lie in [0, {_MAX_T}] (ln b), got [{t_lo.min()}, {t_hi.max()}]")
     ar = _interval_arrays(t_lo.ravel(), t_hi.ravel(), d)
     idx = np.arange(m.size)
-    lo, hi = _evaluate(m.ravel().astype(np.float64), idx, ar)
+    lo, hi = _evaluate(m.ravel(), idx, ar)
     return lo.reshape(m.shape), hi.reshape(m.shape)
 
 
@@ -196,12 +196,13 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
     dev = {k: jnp.asarray(v) for k, v in ar.items()}
     chunk = PAIR_CHUNK_CPU if jax.default_backend() == "cpu" else PAIR_CHUNK_ACCEL
     idx = idx.astype(np.int32)
+    m = m.astype(np.int32)                       # exact: m < MAX_L; half the transfer of float64
     for s in range(0, n, chunk):
         mm, ii = m[s:s + chunk], idx[s:s + chunk]
         k = mm.size
         size = max(MIN_CHUNK, 1 << (k - 1).bit_length())
         if k < size:
-            mm = np.concatenate([mm, np.ones(size - k)])
+            mm = np.concatenate([mm, np.ones(size - k, dtype=np.int32)])
             ii = np.concatenate([ii, np.full(size - k, ii[0], dtype=np.int32)])
         l_, h_ = _pair_kernel(jnp.asarray(mm), jnp.asarray(ii), dev["th_h"], dev["th_l"], dev["th_c"],
                               dev["delta"], dev["ga"], dev["lin"], dev["h"])
@@ -274,24 +275,59 @@ def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
     return out
 
 
+@dataclasses.dataclass
+class _Block:
+    """Pending intervals in flat (CSR) form: interval ``i`` keeps ``counts[i]`` active ``m`` in ``m``
+    (``m is None``: every ``1 <= m <= L``) and ``wcounts[i]`` witness candidates in ``w``."""
+    t_lo: np.ndarray
+    t_hi: np.ndarray
+    counts: np.ndarray
+    m: np.ndarray | None
+    wcounts: np.ndarray
+    w: np.ndarray
+
+    @property
+    def pairs(self) -> int:
+        return int(self.counts.sum())
+
+    def halves(self) -> tuple["_Block", "_Block"]:
+        """The first and the second half of the intervals, with their active sets and witnesses."""
+        k = self.t_lo.size // 2
+        cm, cw = int(self.counts[:k].sum()), int(self.wcounts[:k].sum())
+        a = _Block(self.t_lo[:k], self.t_hi[:k], self.counts[:k], None if self.m is None else self.m[:cm],
+                   self.wcounts[:k], self.w[:cw])
+        b = _Block(self.t_lo[k:], self.t_hi[k:], self.counts[k:], None if self.m is None else self.m[cm:],
+                   self.wcounts[k:], self.w[cw:])
+        return a, b
+
+
+def _concat_blocks(blocks: list[_Block], L: int) -> _Block:
+    """One block holding every interval of ``blocks`` (``m = None`` blocks are spelled out)."""
+    full = [b.m if b.m is not None else np.tile(np.arange(1, L + 1, dtype=np.int32), b.t_lo.size) for b in blocks]
+    cat = lambda xs, dt: np.concatenate(list(xs) + [np.zeros(0, dt)]).astype(dt)
+    return _Block(cat((b.t_lo for b in blocks), np.float64), cat((b.t_hi for b in blocks), np.float64),
+                  cat((b.counts for b in blocks), np.int64), cat(full, np.int32),
+                  cat((b.wcounts for b in blocks), np.int64), cat((b.w for b in blocks), np.int32))
+
+
 def _save_state(path, key, stack, feas, infeas, und, evaluations, seconds) -> None:
-    """Write the search state (decided intervals and the pending stack with its active sets) atomically."""
+    """Write the search state (decided intervals and the pending blocks) atomically.
+
+    Blocks whose active sets are still "every m" are stored as bare intervals (no m list)."""
     path = pathlib.Path(path)
-    act = [np.zeros(0) if it[2] is None else it[2] for it in stack]
-    wit = [np.zeros(0) if it[3] is None else it[3] for it in stack]
+    full = [b for b in stack if b.m is None]
+    part = _concat_blocks([b for b in stack if b.m is not None], 0)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, key=np.array(key), ends=np.array([(it[0], it[1]) for it in stack]).reshape(-1, 2),
-             has_act=np.array([it[2] is not None for it in stack], dtype=bool),
-             act_len=np.array([a.size for a in act], dtype=np.int64),
-             act=np.concatenate(act + [np.zeros(0)]).astype(np.int32),
-             wit_len=np.array([w.size for w in wit], dtype=np.int64),
-             wit=np.concatenate(wit + [np.zeros(0)]).astype(np.int32),
+    np.savez(tmp, key=np.array(key),
+             full=np.array([(a, b) for blk in full for a, b in zip(blk.t_lo, blk.t_hi)]).reshape(-1, 2),
+             ends=np.stack([part.t_lo, part.t_hi], axis=1), counts=part.counts, act=part.m,
+             wcounts=part.wcounts, wit=part.w,
              feas=np.array(feas).reshape(-1, 2), infeas=np.array(infeas).reshape(-1, 2), und=np.array(und).reshape(-1, 2),
              counters=np.array([evaluations, seconds]))
     os.replace(tmp, path)
 
 
-def _load_state(path, key):
+def _load_state(path, key, L):
     """The saved state if ``path`` holds one for ``key`` (else None); a damaged file is reported and ignored."""
     path = pathlib.Path(path)
     if not path.exists():
@@ -300,19 +336,48 @@ def _load_state(path, key):
         z = np.load(path)
         if str(z["key"]) != key:
             return None
-        ends, has_act = z["ends"], z["has_act"]
-        acts = np.split(z["act"].astype(np.float64), np.cumsum(z["act_len"])[:-1]) if len(ends) else []
-        wits = np.split(z["wit"].astype(np.float64), np.cumsum(z["wit_len"])[:-1]) if len(ends) else []
-        stack = [(float(a), float(b), acts[i] if has_act[i] else None, wits[i] if wits[i].size else None)
-                 for i, (a, b) in enumerate(ends)]
+        ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
+        if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
+                or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
+                or (wit.size and (wit.min() < 1 or wit.max() > L))):
+            raise ValueError("inconsistent active sets")
+        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
+            raise ValueError("non-finite interval ends")
+        stack = []
+        if len(ends):
+            stack.append(_Block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act.astype(np.int32),
+                                wcounts.astype(np.int64), wit.astype(np.int32)))
+        full = z["full"]
+        if len(full):
+            n = len(full)
+            stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
+                                np.zeros(n, np.int64), np.zeros(0, np.int32)))
         lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
         ev, sec = z["counters"]
-        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends)):
-            raise ValueError("non-finite interval ends")
         return stack, lists, int(ev), float(sec)
     except Exception as e:                       # truncated or damaged: start this L again
         warnings.warn(f"search checkpoint {str(path)!r} is damaged ({e}); recomputing", stacklevel=2)
         return None
+
+
+@jax.jit
+def _segment_order(seg, values):
+    """Permutation sorting by ``(seg, values)`` (one sort on the device; padding sorts last)."""
+    return jnp.lexsort((values, seg))
+
+
+def _lowest_per_segment(seg: np.ndarray, values: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest ``values`` within each segment (``seg`` sorted, ``starts`` its offsets).
+
+    The sort runs on the default device, padded to a power of two so it compiles for a few sizes.
+    """
+    n = seg.size
+    size = max(MIN_CHUNK, 1 << max(0, (n - 1).bit_length()))
+    pad_seg = np.concatenate([seg.astype(np.int32), np.full(size - n, np.iinfo(np.int32).max, np.int32)])
+    pad_val = np.concatenate([values, np.full(size - n, np.inf)])
+    order = np.asarray(_segment_order(jnp.asarray(pad_seg), jnp.asarray(pad_val)))[:n]
+    rank = np.arange(n) - starts[seg[order]]
+    return np.sort(order[rank < k])
 
 
 def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
@@ -340,79 +405,80 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
     lo_t, hi_t = math.log(b_min), math.log(b_max)
     edges = np.linspace(lo_t, hi_t, initial + 1)
     edges[0], edges[-1] = lo_t, hi_t
-    all_m = np.arange(1, L + 1, dtype=np.float64)
-    # an entry: (t_lo, t_hi, active m or None for all, witness candidates: the parent's m of lowest hi)
-    stack: list[tuple] = [(edges[i], edges[i + 1], None, None) for i in range(initial)][::-1]
+    # pending work, processed last-in first-out (depth first keeps memory bounded)
+    stack = [_Block(edges[:-1].copy(), edges[1:].copy(), np.full(initial, L, np.int64), None,
+                    np.zeros(initial, np.int64), np.zeros(0, np.int32))]
     feas, infeas, und = [], [], []
     evaluations, decided, total = 0, 0.0, hi_t - lo_t
     key = repr((L, d, b_min, b_max, min_width, initial))
     elapsed_before = 0.0
     if checkpoint is not None:
-        state = _load_state(checkpoint, key)
+        state = _load_state(checkpoint, key, L)
         if state is not None:
             stack, (feas, infeas, und), evaluations, elapsed_before = state
             decided = sum(b - a for a, b in feas + infeas + und)
     last_save = time.perf_counter()
+    all_m = np.arange(1, L + 1, dtype=np.int32)
     while stack:
         if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
             _save_state(checkpoint, key, stack, feas, infeas, und, evaluations,
                         elapsed_before + time.perf_counter() - t0)
             last_save = time.perf_counter()
-        batch, pairs = [], 0
-        while stack and (pairs < budget or not batch):
-            it = stack.pop()
-            batch.append(it)
-            pairs += L if it[2] is None else it[2].size
-        # stage 1: a few witness candidates per interval; an interval proven infeasible here skips stage 2
-        ar = _interval_arrays(np.array([x[0] for x in batch]), np.array([x[1] for x in batch]), d)
-        cand = [(i, it[3]) for i, it in enumerate(batch) if it[3] is not None]
-        done = np.zeros(len(batch), dtype=bool)
-        if cand:
-            cm = np.concatenate([w for _, w in cand])
-            ci = np.repeat([i for i, _ in cand], [w.size for _, w in cand])
-            _, chi = _evaluate(cm, ci, ar)
-            evaluations += cm.size
-            hit = np.zeros(len(batch), dtype=bool)
-            np.logical_or.at(hit, ci, chi < 0)
-            for i in np.flatnonzero(hit):
-                infeas.append(batch[i][:2])
-                decided += batch[i][1] - batch[i][0]
-            done = hit
-        keep_i = np.flatnonzero(~done)                      # rows of ``ar`` still undecided
-        rest = [batch[i] for i in keep_i]
-        if not rest:
-            if progress:
-                progress(decided / total)
+        blk = stack.pop()
+        if blk.pairs > budget and blk.t_lo.size > 1:          # too large for one round: split it
+            a, b = blk.halves()
+            stack += [b, a]
             continue
-        ms = [all_m if it[2] is None else it[2] for it in rest]
-        counts = np.array([x.size for x in ms])
-        idx = np.repeat(keep_i, counts)
-        m = np.concatenate(ms)
-        lo, hi = _evaluate(m, idx, ar)
+        K = blk.t_lo.size
+        m_all = np.tile(all_m, K) if blk.m is None else blk.m
+        ar = _interval_arrays(blk.t_lo, blk.t_hi, d)
+        # stage 1: the parent's best witnesses; an interval proven infeasible here skips stage 2
+        alive = np.ones(K, dtype=bool)
+        if blk.w.size:
+            wi = np.repeat(np.arange(K), blk.wcounts)
+            _, whi = _evaluate(blk.w, wi, ar)
+            evaluations += blk.w.size
+            lowest = np.full(K, np.inf)
+            np.minimum.at(lowest, wi, whi)
+            alive = ~(lowest < 0)
+        # stage 2: every active m of the surviving intervals
+        rows = np.flatnonzero(alive)
+        counts = blk.counts[rows]
+        m = m_all[np.repeat(alive, blk.counts)]
+        lo, hi = (_evaluate(m, np.repeat(rows, counts), ar) if m.size else (np.zeros(0), np.zeros(0)))
         evaluations += m.size
         starts = np.concatenate([[0], np.cumsum(counts)])
-        infeasible = np.minimum.reduceat(hi, starts[:-1]) < 0
-        for i, (a, b, _, _) in enumerate(rest):
-            if infeasible[i]:
-                infeas.append((a, b))
-                decided += b - a
-                continue
-            seg = slice(starts[i], starts[i + 1])
-            keep = lo[seg] < 0
-            active = m[seg][keep]
-            if active.size == 0:
-                feas.append((a, b))
-                decided += b - a
-            elif b - a < min_width:
-                und.append((a, b))
-                decided += b - a
-            else:
-                h_act = hi[seg][keep]
-                k = min(WITNESS_CANDIDATES, h_act.size)
-                witnesses = active[np.argpartition(h_act, k - 1)[:k]]
-                mid = 0.5 * (a + b)
-                stack.append((mid, b, active, witnesses))
-                stack.append((a, mid, active, witnesses))
+        if rows.size:
+            inf2 = np.minimum.reduceat(hi, starts[:-1]) < 0
+            keep = lo < 0
+            remaining = np.add.reduceat(keep.astype(np.int64), starts[:-1])
+        else:
+            inf2 = np.zeros(0, bool)
+            remaining = np.zeros(0, np.int64)
+        t_lo, t_hi = blk.t_lo[rows], blk.t_hi[rows]
+        narrow = t_hi - t_lo < min_width
+        is_feas = ~inf2 & (remaining == 0)
+        is_und = ~inf2 & (remaining > 0) & narrow
+        split = ~inf2 & (remaining > 0) & ~narrow
+        for mask, out in ((is_feas, feas), (is_und, und)):
+            out.extend(zip(t_lo[mask].tolist(), t_hi[mask].tolist()))
+        dead = np.flatnonzero(~alive)
+        infeas.extend(zip(blk.t_lo[dead].tolist(), blk.t_hi[dead].tolist()))
+        infeas.extend(zip(t_lo[inf2].tolist(), t_hi[inf2].tolist()))
+        decided += float((blk.t_hi[dead] - blk.t_lo[dead]).sum() + (t_hi - t_lo)[~split].sum())
+        if split.any():
+            sel = keep & np.repeat(split, counts)
+            act, h_act = m[sel], hi[sel]
+            acounts = remaining[split]
+            aseg = np.repeat(np.arange(acounts.size), acounts)
+            astarts = np.concatenate([[0], np.cumsum(acounts)])
+            pick = _lowest_per_segment(aseg, h_act, astarts, WITNESS_CANDIDATES)
+            wit, wcounts = act[pick], np.bincount(aseg[pick], minlength=acounts.size).astype(np.int64)
+            a, b = t_lo[split], t_hi[split]
+            mid = 0.5 * (a + b)
+            two = lambda x: np.concatenate([x, x])
+            stack.append(_Block(np.concatenate([a, mid]), np.concatenate([mid, b]), two(acounts), two(act),
+                                two(wcounts), two(wit)))
         if progress:
             progress(decided / total)
     if checkpoint is not None and pathlib.Path(checkpoint).exists():
