@@ -73,7 +73,7 @@ DEFAULT_MIN_WIDTH = 1e-9
 PAIR_CHUNK_CPU = 1 << 16
 PAIR_CHUNK_ACCEL = 1 << 21
 MIN_CHUNK = 1 << 9
-#: m with the lowest upper enclosure in a parent, tried first on its children (a cheap witness)
+#: at most this many m of low upper enclosure in a parent are tried first on its children (cheap witnesses)
 WITNESS_CANDIDATES = 32
 _U = 2.0 ** -53
 _MAX_T = 64.0                      # |a_j t| < 64 keeps REL_THETA_ERR valid: b < e^64
@@ -195,8 +195,8 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
     lo, hi = np.empty(n), np.empty(n)
     dev = {k: jnp.asarray(v) for k, v in ar.items()}
     chunk = PAIR_CHUNK_CPU if jax.default_backend() == "cpu" else PAIR_CHUNK_ACCEL
-    idx = idx.astype(np.int32)
-    m = m.astype(np.int32)                       # exact: m < MAX_L; half the transfer of float64
+    idx = idx.astype(np.int32, copy=False)
+    m = m.astype(np.int32, copy=False)                       # exact: m < MAX_L; half the transfer of float64
     for s in range(0, n, chunk):
         mm, ii = m[s:s + chunk], idx[s:s + chunk]
         k = mm.size
@@ -360,24 +360,21 @@ def _load_state(path, key, L):
         return None
 
 
-@jax.jit
-def _segment_order(seg, values):
-    """Permutation sorting by ``(seg, values)`` (one sort on the device; padding sorts last)."""
-    return jnp.lexsort((values, seg))
+def _low_per_segment(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Mask of up to ``k`` low ``values`` per segment (segments of ``counts`` entries, all > 0), in O(n).
 
-
-def _lowest_per_segment(seg: np.ndarray, values: np.ndarray, starts: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` smallest ``values`` within each segment (``seg`` sorted, ``starts`` its offsets).
-
-    The sort runs on the default device, padded to a power of two so it compiles for a few sizes.
+    Picks, in order, the entries within 1/64 of the way from the segment's minimum to its mean
+    (the minimum itself always qualifies), at most ``k`` of them. A heuristic for witnesses only:
+    which ``m`` are tried first changes the work, never the result.
     """
-    n = seg.size
-    size = max(MIN_CHUNK, 1 << max(0, (n - 1).bit_length()))
-    pad_seg = np.concatenate([seg.astype(np.int32), np.full(size - n, np.iinfo(np.int32).max, np.int32)])
-    pad_val = np.concatenate([values, np.full(size - n, np.inf)])
-    order = np.asarray(_segment_order(jnp.asarray(pad_seg), jnp.asarray(pad_val)))[:n]
-    rank = np.arange(n) - starts[seg[order]]
-    return np.sort(order[rank < k])
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    seg = np.repeat(np.arange(counts.size), counts)
+    lowest = np.minimum.reduceat(values, starts[:-1])
+    mean = np.add.reduceat(values, starts[:-1]) / counts
+    cand = values <= (lowest + (mean - lowest) / 64)[seg]
+    run = np.cumsum(cand)
+    before = np.concatenate([[0], run])[starts[:-1]]          # candidates in earlier segments
+    return cand & (run - before[seg] <= k)
 
 
 def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
@@ -435,7 +432,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         # stage 1: the parent's best witnesses; an interval proven infeasible here skips stage 2
         alive = np.ones(K, dtype=bool)
         if blk.w.size:
-            wi = np.repeat(np.arange(K), blk.wcounts)
+            wi = np.repeat(np.arange(K, dtype=np.int32), blk.wcounts)
             _, whi = _evaluate(blk.w, wi, ar)
             evaluations += blk.w.size
             lowest = np.full(K, np.inf)
@@ -445,7 +442,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         rows = np.flatnonzero(alive)
         counts = blk.counts[rows]
         m = m_all[np.repeat(alive, blk.counts)]
-        lo, hi = (_evaluate(m, np.repeat(rows, counts), ar) if m.size else (np.zeros(0), np.zeros(0)))
+        lo, hi = (_evaluate(m, np.repeat(rows.astype(np.int32), counts), ar) if m.size else (np.zeros(0), np.zeros(0)))
         evaluations += m.size
         starts = np.concatenate([[0], np.cumsum(counts)])
         if rows.size:
@@ -470,10 +467,9 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
             sel = keep & np.repeat(split, counts)
             act, h_act = m[sel], hi[sel]
             acounts = remaining[split]
-            aseg = np.repeat(np.arange(acounts.size), acounts)
-            astarts = np.concatenate([[0], np.cumsum(acounts)])
-            pick = _lowest_per_segment(aseg, h_act, astarts, WITNESS_CANDIDATES)
-            wit, wcounts = act[pick], np.bincount(aseg[pick], minlength=acounts.size).astype(np.int64)
+            pick = _low_per_segment(h_act, acounts, WITNESS_CANDIDATES)
+            wit = act[pick]
+            wcounts = np.add.reduceat(pick.astype(np.int64), np.concatenate([[0], np.cumsum(acounts)[:-1]]))
             a, b = t_lo[split], t_hi[split]
             mid = 0.5 * (a + b)
             two = lambda x: np.concatenate([x, x])
