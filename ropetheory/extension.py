@@ -69,9 +69,9 @@ def extended_theta(method: str, s: int) -> tuple[np.ndarray, float]:
     return f["theta"], f["attention_factor"]
 
 
-def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int) -> dict[str, Any]:
-    """Max over planes with ``theta_j L < 2 pi`` of ``theta'_j s L / (theta_j L)``."""
-    low = (theta_base > 0) & (theta_base * TRAIN_LEN < 2 * math.pi)
+def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int, L: int = TRAIN_LEN) -> dict[str, Any]:
+    """Max over planes with ``theta_j L < 2 pi`` of ``theta'_j s L / (theta_j L)`` (training length ``L``)."""
+    low = (theta_base > 0) & (theta_base * L < 2 * math.pi)
     ratio = theta_ext[low] * s / theta_base[low]
     return {"low_freq_planes": int(low.sum()), "max_drift_ratio": float(ratio.max()),
             "worst_plane": int(np.flatnonzero(low)[np.argmax(ratio)]),

@@ -210,8 +210,12 @@ def _none(x):
     return x if math.isfinite(x) else None
 
 
-def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None) -> dict[str, Any]:
-    """Per head: measurements at the grid lengths beside the theory's predictions (see module doc)."""
+def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress=None) -> dict[str, Any]:
+    """Per head: measurements at the grid lengths beside the theory's predictions (see module doc).
+
+    ``progress(k)`` (optional) is called with the number of heads finished since the last call.
+    """
+    t0 = time.time()
     grid = cap["grid"]
     far = spectra.log_grid(*FAR_GRID)
     heads = []
@@ -262,10 +266,26 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None) -> dict[
                 "rotation_max_abs_diff": st.rotation_max_abs_diff,
                 "rotation_within_float32_bound": st.rotation_within_bound,
             })
+            if progress:
+                progress(1)
     res = {"grid": grid.tolist(), "n": n, "train_len": L, "heads": heads,
-           "nll_bins": _nll_bins(cap["nll"], L), "capture_seconds": cap["seconds"]}
+           "nll_bins": _nll_bins(cap["nll"], L), "nll_ranges": nll_ranges(cap["nll"], L),
+           "capture_seconds": cap["seconds"]}
     res["pca"] = _pca_snapshot(cap, L, pca_layer)
+    res["analysis_seconds"] = time.time() - t0
     return res
+
+
+def nll_ranges(nll: np.ndarray, L: int) -> list[dict[str, float]]:
+    """Mean next-token loss and perplexity over ``[1024, L)`` and ``[kL, 2kL)`` for k = 1, 2, 4, ... within the text.
+
+    ``nll[i]`` is the loss of predicting token ``i + 1`` from tokens ``0..i``; a range ``[a, b)`` is
+    over predicted positions ``a..b-1`` (context lengths ``a+1..b``).
+    A range reaching the end of the text holds the ``n - 1 - a`` predictions there are (``count``).
+    """
+    edges = [(min(1024, L // 2), L)] + [(k * L, 2 * k * L) for k in (1, 2, 4, 8, 16)]
+    return [{"start": a, "end": b, "count": int(nll[a:b].size), "mean_nll": float(nll[a:b].mean()),
+             "ppl": float(np.exp(nll[a:b].mean()))} for a, b in edges if b <= nll.size + 1 and a < nll.size]
 
 
 def _nll_bins(nll: np.ndarray, L: int) -> list[dict[str, float]]:
@@ -417,11 +437,14 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
     with tqdm(total=len(ids), desc=f"capture {label}", disable=quiet, file=sys.stderr, unit="tok") as bar:
         cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update)
-    res = analyze_streams(cap, L=L)
+    heads = sum(st.H for st in cap["streams"])
+    with tqdm(total=heads, desc=f"analyse {label}", disable=quiet, file=sys.stderr, unit="head") as bar:
+        res = analyze_streams(cap, L=L, progress=bar.update)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,
                    "quantised": quantised, "chunk": chunk, "device": device, "rope_scaling": rope_scaling,
                    "schedules": {s["layer_type"]: {"rope_type": s["rope_type"], "rope_theta": s["rope_theta"],
-                                                   "window": s["window"], "rotary_dim": s["rotary_dim"]}
+                                                   "window": s["window"], "rotary_dim": s["rotary_dim"],
+                                                   "theta": [float(x) for x in s["theta"]]}
                                  for s in cap["schedules"]}}
     res["claims"] = claims(res)
     d = out / label

@@ -1,0 +1,90 @@
+"""Inference-time context extension on a real model: PI, dynamic NTK and YaRN at s = 2, 4, 8.
+
+The paper (Section 5) says PI and YaRN keep the low-frequency drift within what training saw and
+so keep the key/query clusters separated. On a real model this is measured, not assumed: the
+model runs once per (method, s) over ``s L`` tokens with its rope replaced at inference
+(:func:`ropetheory.models.study.override_rope`), and once unscaled; :func:`extension_row` reads one
+run's ``analysis.json`` and returns, at ``L`` and ``s L``: the median FSV ratio over heads, the
+median silhouette of the key/query clusters after RoPE, how many heads keep a sink (share above
+:data:`ropetheory.models.study.SINK_SHARE`), the median sink share, the perplexity within ``L`` and
+in ``[L, sL)``, and, beside them, the synthetic prediction of the same schedule: the largest
+low-frequency drift ratio ``theta'_j s L / (theta_j L)`` over planes that do not finish a cycle in
+``L`` (:func:`ropetheory.extension.low_frequency_drift`; <= 1 means "within training").
+
+May import: numpy, ``ropetheory.extension``, ``ropetheory.models.study``; reads JSON only.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..extension import low_frequency_drift
+from .study import SINK_SHARE
+
+#: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
+METHODS = {"linear": "PI (linear)", "dynamic": "dynamic NTK", "yarn": "YaRN"}
+
+
+def scaling(method: str, s: int) -> dict[str, Any]:
+    """The ``rope_scaling`` dict passed to ``analyze --rope-scaling`` for ``method`` at factor ``s``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+        raise ValueError(f"s must be an integer >= 1, got {s!r}")
+    return {"rope_type": method, "factor": float(s)}
+
+
+def _grid_index(grid: list[int], n: int) -> int:
+    if n not in grid:
+        raise ValueError(f"length {n} is not on the analysis grid (the run must reach it; grid ends at {grid[-1]})")
+    return grid.index(n)
+
+
+def _median(xs) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.median(xs)) if xs else None
+
+
+def _ppl(res: dict, a: int, b: int) -> float | None:
+    for r in res.get("nll_ranges", []):
+        if r["end"] == b and (a is None or r["start"] == a):
+            return r["ppl"]
+    return None
+
+
+def _silhouette_at(h: dict, n: int) -> float | None:
+    pts = [c for c in h["clusters"] if c["n"] <= n]
+    return pts[-1]["silhouette_post"] if pts else None
+
+
+def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> dict[str, Any]:
+    """One table row from an ``analysis.json`` (see the module docstring); ``base_theta`` is the
+    unscaled schedule (for the drift ratio; omitted for the unscaled run)."""
+    L, grid, heads = int(res["train_len"]), list(res["grid"]), res["heads"]
+    iL, iS = _grid_index(grid, L), _grid_index(grid, s * L)
+    scheds = res["meta"]["schedules"]
+    if len(scheds) != 1:
+        raise ValueError("extension rows need one rope schedule for every layer")
+    theta = np.asarray(next(iter(scheds.values()))["theta"], dtype=np.float64)
+    drift = None
+    if base_theta is not None:
+        drift = low_frequency_drift(np.asarray(base_theta, dtype=np.float64), theta, s, L)["max_drift_ratio"]
+    ppl_in = next((r["ppl"] for r in res.get("nll_ranges", []) if r["end"] == L), None)
+    ppl_past = None
+    if s > 1:
+        past = [r for r in res.get("nll_ranges", []) if r["start"] >= L and r["end"] <= s * L]
+        if past:                                   # tokens L .. sL, weighted by each range's length
+            w = np.array([r["count"] for r in past], dtype=np.float64)
+            ppl_past = float(np.exp(np.dot(w, [r["mean_nll"] for r in past]) / w.sum()))
+    return {"model": res["meta"]["model"], "s": s, "n_tokens": res["n"],
+            "rho_L": _median(h["rho_measured"][iL] for h in heads),
+            "rho_sL": _median(h["rho_measured"][iS] for h in heads),
+            "silhouette_post_sL": _median(_silhouette_at(h, s * L) for h in heads),
+            "sinks_L": sum(1 for h in heads if (h["sink_rope"][iL] or 0) > SINK_SHARE),
+            "sinks_sL": sum(1 for h in heads if (h["sink_rope"][iS] or 0) > SINK_SHARE),
+            "share_sL": _median(h["sink_rope"][iS] for h in heads),
+            "ppl_within_L": ppl_in, "ppl_L_to_sL": ppl_past,
+            "max_low_freq_drift": drift,
+            "rotation_ok": all(h["rotation_within_float32_bound"] for h in heads)}
