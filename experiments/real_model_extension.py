@@ -29,7 +29,7 @@ def _analysis(d: pathlib.Path, n: int) -> dict | None:
 
 
 def run_one(model: str, out: pathlib.Path, n: int, scaling: dict | None, args) -> dict:
-    folder = out / ("none" if scaling is None else f"{scaling['rope_type']}-x{scaling['factor']:g}")
+    folder = out / (("none" if scaling is None else f"{scaling['rope_type']}-x{scaling['factor']:g}") + f"-n{n}")
     res = _analysis(folder, n)
     if res is None:
         res = study.run(model, out=out / "runs", n_tokens=n, repeat_text=True, chunk=args.chunk,
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         for m in methods:
             res = run_one(args.model, out, s * L, ext.scaling(m, s), args)
             rows.append({"rope": ext.METHODS[m], **ext.extension_row(res, s, base_theta)})
-    write_csv(out / "extension.csv", rows)
+    write_csv(out / f"extension-s{'-'.join(map(str, scales))}.csv", rows)
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     return 0
