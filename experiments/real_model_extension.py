@@ -28,9 +28,12 @@ def _analysis(d: pathlib.Path, n: int) -> dict | None:
     return None
 
 
-def run_one(model: str, out: pathlib.Path, n: int, scaling: dict | None, args) -> dict:
+def run_one(model: str, out: pathlib.Path, n: int, scaling: dict | None, args) -> dict | None:
     folder = out / (("none" if scaling is None else f"{scaling['rope_type']}-x{scaling['factor']:g}") + f"-n{n}")
     res = _analysis(folder, n)
+    if res is None and args.collect_only:
+        print(f"not run: {folder.name} (--collect-only)", file=sys.stderr)
+        return None
     if res is None:
         res = study.run(model, out=out / "runs", n_tokens=n, repeat_text=True, chunk=args.chunk,
                         device=args.device, quiet=args.quiet, rope_scaling=scaling, train_len=args.train_len)
@@ -48,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--collect-only", action="store_true", help="only tabulate the runs already saved")
     ap.add_argument("--out", default="results/extension_real")
     args = ap.parse_args(argv)
     scales = [int(x) for x in args.scales.split(",")]
@@ -61,7 +65,8 @@ def main(argv=None) -> int:
         rows.append({"rope": "none", **ext.extension_row(base, s)})
         for m in methods:
             res = run_one(args.model, out, s * L, ext.scaling(m, s), args)
-            rows.append({"rope": ext.METHODS[m], **ext.extension_row(res, s, base_theta)})
+            if res is not None:
+                    rows.append({"rope": ext.METHODS[m], **ext.extension_row(res, s, base_theta)})
     write_csv(out / f"extension-s{'-'.join(map(str, scales))}.csv", rows)
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))

@@ -237,7 +237,9 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
             snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
             noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
             sn = {k: v[h] for k, v in st.snap.items()}
-            meas = np.sqrt(sn["lam_post"] / sn["lam_pre"])
+            # transformers multiplies cos and sin by the attention factor (YaRN, LongRoPE): divide it out,
+            # so the ratio is the rotation's alone, as the rank-1 prediction is
+            meas = np.sqrt(sn["lam_post"] / sn["lam_pre"]) / sc["attention_factor"]
             lg = logits[h]
             sil = []
             for m in sil_grid:
@@ -251,6 +253,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
                 sil.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
             heads.append({
                 "layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"], "L_eff": L_eff,
+                "attention_factor": float(sc["attention_factor"]),
                 "pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
                 "srank_pre": _none(sn["tr_pre"] / sn["lam_pre"]), "srank_post": _none(sn["tr_post"] / sn["lam_post"]),
                 "rho_measured": _none(meas), "rho_predicted": _none(pred),
@@ -444,6 +447,7 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
                    "quantised": quantised, "chunk": chunk, "device": device, "rope_scaling": rope_scaling,
                    "schedules": {s["layer_type"]: {"rope_type": s["rope_type"], "rope_theta": s["rope_theta"],
                                                    "window": s["window"], "rotary_dim": s["rotary_dim"],
+                                                   "attention_factor": float(s["attention_factor"]),
                                                    "theta": [float(x) for x in s["theta"]]}
                                  for s in cap["schedules"]}}
     res["claims"] = claims(res)
