@@ -1,4 +1,4 @@
-"""``ropetheory`` command line: verify, schedule, curve, fig7, sinks."""
+"""``ropetheory`` command line: report, verify, schedule, curve and the studies."""
 from __future__ import annotations
 
 import argparse
@@ -13,26 +13,54 @@ def _cmd_verify(args) -> int:
     return run_verify(args.out, resume=not args.fresh, quiet=args.quiet)
 
 
+def _schedule_table(theta: np.ndarray, attention_factor: float | None = None) -> str:
+    """A readable table of planes: frequency, wavelength (tokens), NoPE marked."""
+    lines = [f"{'plane':>5s} {'theta':>14s} {'wavelength':>14s}"]
+    for j, t in enumerate(theta):
+        lines.append(f"{j:5d} {t:14.6g} {2 * np.pi / t if t > 0 else float('inf'):14.6g}" + ("  NoPE" if t <= 0 else ""))
+    if attention_factor is not None:
+        lines.append(f"attention factor {attention_factor:.6g}")
+    return "\n".join(lines)
+
+
+def _json_ready(x):
+    """numpy -> lists; non-finite floats -> None (JSON has no NaN/inf)."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, dict):
+        return {k: _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
 def _cmd_schedule(args) -> int:
     from .schedules import schedule, schedule_from_spec
+    att = None
     if args.config:
         from .rope_types import frequencies_from_config
         f = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
-        out = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.items()}
-        print(json.dumps(out, indent=None if args.compact else 1))
-        return 0
-    if args.spec:
-        theta = schedule_from_spec(args.spec)
+        theta, att = np.asarray(f["theta"]), float(f["attention_factor"])
+        out = dict(f)
     else:
-        params = {}
-        for kv in args.param or []:
-            if "=" not in kv:
-                raise ValueError(f"--param expects KEY=VALUE, got {kv!r}")
-            k, v = kv.split("=", 1)
-            params[k] = json.loads(v)
-        theta = schedule(args.name, head_dim=args.head_dim, **params)
-    print(json.dumps({"theta": theta.tolist(), "wavelength": (2 * np.pi / np.where(theta > 0, theta, np.nan)).tolist()},
-                     indent=None if args.compact else 1))
+        if args.spec:
+            theta = schedule_from_spec(args.spec)
+        else:
+            params = {}
+            for kv in args.param or []:
+                if "=" not in kv:
+                    raise ValueError(f"--param expects KEY=VALUE, got {kv!r}")
+                k, v = kv.split("=", 1)
+                params[k] = json.loads(v)
+            theta = schedule(args.name, head_dim=args.head_dim, **params)
+        out = {"theta": theta}
+    out["wavelength"] = [2 * np.pi / t if t > 0 else None for t in np.asarray(theta, dtype=float)]
+    if args.json or args.compact:
+        print(json.dumps(_json_ready(out), indent=None if args.compact else 1, allow_nan=False))
+    else:
+        print(_schedule_table(np.asarray(theta, dtype=float), att))
     return 0
 
 
@@ -57,7 +85,7 @@ def main(argv=None) -> int:
     # studies with their own argument parsers
     studies = {"fig7": "figure7", "sinks": "sinks", "extension": "extension", "sweep": "sweep",
                "beyond": "beyond_study", "analyze": "analyze",
-               "basebound": "studies.base_bound"}
+               "basebound": "studies.base_bound", "report": "studies.report"}
     if argv and argv[0] in studies:
         import importlib
         mod = importlib.import_module(f"ropetheory.{studies[argv[0]]}")
@@ -73,7 +101,8 @@ def main(argv=None) -> int:
             print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
         return 0
     p = argparse.ArgumentParser(prog="ropetheory", description=__doc__,
-                                epilog="more commands (each has -h): fig7, sinks, extension, sweep, beyond, basebound (Men et al.'s "
+                                epilog="more commands (each has -h): report (what a config's or schedule's RoPE "
+                                       "does past L: HTML + JSON), fig7, sinks, extension, sweep, beyond, basebound (Men et al.'s "
                                        "base bound, certified), analyze (key dumps and real models), models "
                                        "(packaged models)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -90,7 +119,8 @@ def main(argv=None) -> int:
     s.add_argument("--config", help="a model's config.json (Hugging Face rope_type)")
     s.add_argument("--seq-len", type=int, default=None, help="sequence length (dynamic, longrope)")
     s.add_argument("--layer-type", default=None, help="for per-layer-type rope parameters")
-    s.add_argument("--compact", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON (null wavelength for NoPE planes)")
+    s.add_argument("--compact", action="store_true", help="one-line JSON")
     s.set_defaults(fn=_cmd_schedule)
     c = sub.add_parser("curve", help="FSV-ratio curve of a random rank-1 cloud")
     c.add_argument("--spec", default='{"name": "rope", "head_dim": 128}')

@@ -141,7 +141,7 @@ def test_schedule_cli_prints_frequencies_and_attention_factor(tmp_path, capsys):
     p = tmp_path / "config.json"
     p.write_text(json.dumps(dict(head_dim=128, max_position_embeddings=4096,
                                  rope_scaling=dict(rope_type="yarn", factor=4.0, rope_theta=1e4))))
-    assert main(["schedule", "--config", str(p)]) == 0
+    assert main(["schedule", "--config", str(p), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["theta"]) == 64 and math.isclose(out["attention_factor"], 0.1 * math.log(4) + 1)
 
