@@ -108,3 +108,14 @@ def test_schedule_command_prints_valid_json_with_null_for_nope_planes_and_a_tabl
     assert main(["schedule", "partial", "--head-dim", "8", "--param", "fraction=0.5"]) == 0
     table = capsys.readouterr().out
     assert "wavelength" in table and table.count("NoPE") == 2
+
+
+def test_report_on_a_packaged_model_shows_its_measured_geometry_beside_the_prediction(tmp_path):
+    rep = report.build("smollm2-135m", n_clouds=CLOUDS)
+    sec = rep["schedules"][0]
+    assert rep["train_len"] == 8192 and sec["rope_type"] == "default" and sec["head_dim"] == 64
+    me = sec["measured"]                                   # the committed 65,536-token analysis
+    assert me["heads"] == 90 and me["rows"][0]["n"] == 8192
+    assert abs(me["rows"][0]["rho_measured"] - me["rows"][0]["rho_rank1_prediction"]) < 0.05
+    page = report.write(rep, tmp_path).read_text()
+    assert 'id="measured"' in page and "measured on the model" in " ".join(sec["verdict"])

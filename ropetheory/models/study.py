@@ -391,8 +391,9 @@ def claims(res: dict) -> list[dict[str, Any]]:
                                 "holds" if med(s_rope_n) < 0.5 * med(s_rope_L) and med(s_no_n) >= 0.5 * med(s_no_L)
                                 else "does not hold")})
     out.append({"claim": "PI / YaRN keep the clusters separated past L (Section 5)",
-                "number": "inference-time extension on a real model was not run in this version",
-                "verdict": "not measured"})
+                "number": "needs runs with the rope replaced at inference: experiments/real_model_extension.py "
+                          "(SmolLM2 table in docs/findings.md)",
+                "verdict": "not measured by a single run"})
     return out
 
 

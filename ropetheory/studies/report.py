@@ -1,7 +1,8 @@
 """``ropetheory report SOURCE``: what a model's (or a schedule's) RoPE does past its training length, and why.
 
 SOURCE is a model's ``config.json`` (any Hugging Face ``rope_type``, per-layer-type parameters
-included), a schedule name with parameters (``rope_id:train_len=4096``, ``rope:base=500000``), or a
+included), a packaged model (``smollm2-135m``, ``gemma3-270m``) or a ``.gguf`` file (config read from
+its metadata; its measured geometry, from ``ropetheory analyze``, shown beside the prediction), a schedule name with parameters (``rope_id:train_len=4096``, ``rope:base=500000``), or a
 JSON spec (``'{"name": "partial", "fraction": 0.5}'``, or a pasted ``rope_scaling`` /
 ``rope_parameters`` config). For every distinct schedule of the source (e.g. Gemma 3's sliding and
 global layers) the report computes, with the package's own functions (same code path as the
@@ -77,6 +78,12 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
             raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
     path = pathlib.Path(source)
     cfg = None
+    model = _model_config(source)
+    if model is not None:
+        cfg, label = model
+        out = _config_source(label, cfg, train_len, seq_len)
+        out["model"] = label
+        return out
     if source.lstrip()[:1] in ("{", "["):
         try:
             spec = json.loads(source)
@@ -112,6 +119,54 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
         kw.setdefault("head_dim", 128)
         return _schedule_source(name, schedule(name, **kw), {"name": name, **kw}, train_len)
     return _config_source(label, cfg, train_len, seq_len)
+
+
+def _model_config(source: str) -> tuple[dict, str] | None:
+    """A packaged model's name or a ``.gguf`` file: its config as transformers reads it (no weights)."""
+    from ..models.registry import PACKAGED, resolve
+    if source not in PACKAGED and not source.endswith(".gguf"):
+        return None
+    folder, gguf, label = resolve(source)
+    from transformers import AutoConfig
+    cfg = AutoConfig.from_pretrained(str(folder), gguf_file=gguf) if gguf else AutoConfig.from_pretrained(str(folder))
+    return cfg.to_dict(), label
+
+
+def find_analysis(label: str, explicit: str | None = None) -> pathlib.Path | None:
+    """``analysis.json`` of a model: ``explicit``, else ``results/analysis/<label>/``, else the committed one."""
+    if explicit:
+        p = pathlib.Path(explicit)
+        p = p / "analysis.json" if p.is_dir() else p
+        if not p.is_file():
+            raise ValueError(f"--analysis {explicit!r}: no analysis.json there")
+        return p
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for p in (pathlib.Path("results/analysis") / label / "analysis.json",
+              root / "docs" / "figures" / "models" / label / "analysis.json"):
+        if p.is_file():
+            return p
+    return None
+
+
+def measured_section(res: dict, layer_type: str | None) -> dict[str, Any]:
+    """A real model's measured key geometry for one schedule, beside ropetheory's predictions."""
+    heads = [h for h in res["heads"] if layer_type is None or h["layer_type"] == layer_type]
+    grid, L = res["grid"], int(res["train_len"])
+    med = lambda xs: float(np.median([x for x in xs if x is not None])) if any(x is not None for x in xs) else None
+    rows = []
+    for k in (1, 2, 4, 8):
+        if k * L in grid:
+            i = grid.index(k * L)
+            rows.append({"n": k * L, "rho_measured": med([h["rho_measured"][i] for h in heads]),
+                         "rho_rank1_prediction": med([h["rho_predicted"][i] for h in heads]),
+                         "max_abs_error": max((h["rho_abs_err"][i] or 0.0) for h in heads),
+                         "heads_with_sink": sum(1 for h in heads if (h["sink_rope"][i] or 0) > 0.5),
+                         "sink_share": med([h["sink_rope"][i] for h in heads])})
+    return {"heads": len(heads), "tokens": int(res["n"]), "quantised": bool(res.get("meta", {}).get("quantised")),
+            "predicted_floor": med([h["predicted_floor"] for h in heads]),
+            "noisy_limit": med([h["rho_noisy_limit"] for h in heads]),
+            "C1_heads": sum(bool(h["C1"]) for h in heads), "C2_heads": sum(bool(h["C2"]) for h in heads),
+            "rows": rows}
 
 
 def _schedule_source(label, theta, spec, train_len):
@@ -272,18 +327,28 @@ def verdict(sec: dict, L: int) -> list[str]:
                  f"(min {ms['min_B']:.3g} at m = {ms['argmin_m']})" +
                  (f"; smallest feasible base for this L (certified) {ms['smallest_feasible_base']:.4g}"
                   if ms["smallest_feasible_base"] else ""))
+    me = sec.get("measured")
+    if me and me["rows"]:
+        a, b = me["rows"][0], me["rows"][-1]
+        lines.append(f"measured on the model ({me['heads']} heads): rho at L {a['rho_measured']:.3f} (rank-1 prediction "
+                     f"{a['rho_rank1_prediction']:.3f}), at {b['n']} {b['rho_measured']:.3f} ({b['rho_rank1_prediction']:.3f}); "
+                     f"heads with a sink: {a['heads_with_sink']} at L, {b['heads_with_sink']} at {b['n']}")
     return lines
 
 
 def build(source: str, *, train_len: int | None = None, seq_len: int | None = None, n_clouds: int = N_CLOUDS,
-          progress=None) -> dict[str, Any]:
+          analysis: str | None = None, progress=None) -> dict[str, Any]:
     """Compute every section for every distinct schedule of ``source`` (see the module docstring)."""
     if isinstance(n_clouds, bool) or not isinstance(n_clouds, int) or n_clouds < 2:
         raise ValueError(f"n_clouds must be an integer >= 2, got {n_clouds!r}")
     t0 = time.time()
     src = load_source(source, train_len=train_len, seq_len=seq_len)
     L = src["train_len"]
-    out = {"source": source, "label": src["label"], "kind": src["kind"], "train_len": L,
+    res = None
+    if src.get("model") or analysis:
+        p = find_analysis(src.get("model") or src["label"], analysis)
+        res = json.loads(p.read_text()) if p else None
+    out = {"source": source, "analysis": str(p) if res is not None else None, "label": src["label"], "kind": src["kind"], "train_len": L,
            "train_len_from": src["train_len_from"], "seq_len": src.get("seq_len"), "n_clouds": n_clouds,
            "schedules": []}
     for sc in src["schedules"]:
@@ -297,6 +362,8 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
                "fsv": fsv_section(theta, H, V, [s * L for s in FACTORS]),
                "drift": drift_section(sc, L, V), "inversions": inversion_section(theta, H),
                "men": men_section(theta, H, sc)}
+        if res is not None:
+            sec["measured"] = measured_section(res, sc["layer_type"])
         sec["verdict"] = verdict(sec, L)
         out["schedules"].append(sec)
         if progress:
@@ -421,6 +488,15 @@ def render_html(rep: dict, pngs: list[bytes]) -> str:
                   '<section id="men"><h3>Men et al.: B(m) ≥ 0 up to H</h3>'
                   + _table([ms], ["m_max", "min_B", "argmin_m", "holds", "negative_m", "smallest_feasible_base"])
                   + "</section>"]
+        if "measured" in sec:
+            me = sec["measured"]
+            parts.append('<section id="measured"><h3>The real model, measured (keys before/after RoPE)</h3>'
+                         f"<p>{me['heads']} key heads, {me['tokens']} tokens"
+                         f"{' (4-bit quantised weights)' if me['quantised'] else ''}; median rank-1 floor "
+                         f"{_fmt(me['predicted_floor'])}, rank-1-plus-noise limit {_fmt(me['noisy_limit'])}; heads meeting "
+                         f"C1 {me['C1_heads']}, C2 {me['C2_heads']}.</p>"
+                         + _table(me["rows"], ["n", "rho_measured", "rho_rank1_prediction", "max_abs_error",
+                                               "heads_with_sink", "sink_share"]) + "</section>")
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>ropetheory report</title>" \
@@ -451,6 +527,9 @@ def parser() -> argparse.ArgumentParser:
                          "else max_position_embeddings)")
     ap.add_argument("--seq-len", type=int, default=None, help="sequence length for length-dependent rope types")
     ap.add_argument("--clouds", type=int, default=N_CLOUDS, help="random rank-1 clouds per schedule")
+    ap.add_argument("--analysis", default=None, help="a real model's analysis.json (or its folder) to show beside "
+                                                     "the prediction (default for a packaged model: results/analysis/"
+                                                     "<model>/, else the committed one)")
     ap.add_argument("--out", default="results/report")
     ap.add_argument("--quiet", action="store_true")
     return ap
@@ -458,7 +537,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds)
+    rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
+                analysis=args.analysis)
     page = write(rep, pathlib.Path(args.out))
     print(f"{rep['label']}: L = {rep['train_len']} (from {rep['train_len_from']})")
     for s in rep["schedules"]:
