@@ -8,6 +8,11 @@ import sys
 import numpy as np
 
 
+#: the one line a Ctrl-C prints: finished rows and parts are written as they complete
+INTERRUPTED = ("ropetheory {cmd}: interrupted; finished rows and parts are kept in the output folder, "
+               "run the same command again to resume")
+
+
 def _cmd_verify(args) -> int:
     from .verify import run_verify
     return run_verify(args.out, resume=not args.fresh, quiet=args.quiet)
@@ -94,6 +99,9 @@ def main(argv=None) -> int:
         except (ValueError, TypeError) as e:
             print(f"ropetheory {argv[0]}: error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(INTERRUPTED.format(cmd=argv[0]), file=sys.stderr)
+            return 130
     if argv and argv[0] == "models":
         from .models.registry import list_models
         for r in list_models():
@@ -134,6 +142,9 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"ropetheory {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED.format(cmd=args.cmd), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def rope_angles(positions: jax.Array, chunks: jax.Array) -> jax.Array:
 
 def to_interleaved(X: jax.Array, layout: str) -> jax.Array:
     """Permute channels so plane ``j`` sits at ``(2j, 2j+1)``; ``half`` has it at ``(j, j+P)``."""
-    if layout == "interleaved":
+    if check_layout(layout) == "interleaved":
         return X
     P = X.shape[-1] // 2
     return jnp.stack([X[..., :P], X[..., P:]], axis=-1).reshape(X.shape)
@@ -141,7 +141,7 @@ def to_interleaved(X: jax.Array, layout: str) -> jax.Array:
 
 def from_interleaved(X: jax.Array, layout: str) -> jax.Array:
     """Inverse of :func:`to_interleaved`."""
-    if layout == "interleaved":
+    if check_layout(layout) == "interleaved":
         return X
     P = X.shape[-1] // 2
     Y = X.reshape(X.shape[:-1] + (P, 2))
@@ -174,7 +174,7 @@ def _apply_rope_kernel(X: jax.Array, chunks: jax.Array, positions: jax.Array, la
 
 
 def check_layout(layout: Any) -> str:
-    if layout not in LAYOUTS:
+    if not isinstance(layout, str) or layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known layouts: {list(LAYOUTS)}")
     return layout
 
@@ -214,6 +214,8 @@ def check_positions(positions: Any, n: int | None = None) -> np.ndarray:
 
 def check_finite_array(name: str, X: Any, min_ndim: int = 1) -> np.ndarray:
     """Convert to a float64 numpy array and reject NaN/inf, naming the first bad index."""
+    if np.iscomplexobj(X) or np.asarray(X).dtype == bool:
+        raise TypeError(f"{name} must be real numbers, got dtype {np.asarray(X).dtype}")
     try:
         A = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
@@ -265,5 +267,11 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
             raise ValueError(f"offset {offset} + n {n} overflows int64 positions")
         pos = np.arange(n, dtype=np.int64) + np.int64(offset)
     else:
-        pos = check_positions(positions, n) + np.int64(offset)
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
+            raise TypeError(f"offset must be an integer, got {offset!r}")
+        pos = check_positions(positions, n)
+        if pos.size and (int(pos.max()) + int(offset) > MAX_ABS_POSITION or
+                         int(pos.min()) + int(offset) < -MAX_ABS_POSITION):
+            raise ValueError(f"positions + offset {offset} leave int64 (|i| < 2^63)")
+        pos = pos + np.int64(offset)
     return _apply_rope_kernel(jnp.asarray(A), jnp.asarray(chunks), jnp.asarray(pos), layout)

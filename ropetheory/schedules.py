@@ -40,6 +40,14 @@ __all__ = [
 
 #: a float fraction may miss a whole number of planes by float rounding only (1/3 * 3)
 FRACTION_ATOL = 1e-12
+#: largest head width accepted: a d x d float64 Gram of d = 16384 is 2 GiB; wider is a typo, not a model
+MAX_HEAD_DIM = 2 ** 14
+#: shortest wavelength (tokens) a rotating plane may have: below 2 a frequency aliases a slower one,
+#: and at exactly 1 the plane turns by 2 pi per token, i.e. does not rotate at all
+MIN_WAVELENGTH = 2.0
+#: largest frequency the exact reduction accepts: ``theta / (2 pi)`` uses a 300-bit ``1/(2 pi)``, so
+#: the turn error ``theta 2^-300`` stays below ``2^-200`` (far under the 2^-156 resolution) up to here
+MAX_THETA = 2.0 ** 100
 
 # --------------------------------------------------------------------------
 # validation helpers (one place, used at every entry point)
@@ -47,17 +55,21 @@ FRACTION_ATOL = 1e-12
 def check_head_dim(d: Any) -> int:
     """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-        if isinstance(d, float) and d.is_integer():
+        if isinstance(d, float) and math.isfinite(d) and d.is_integer():
             d = int(d)
         else:
             raise TypeError(f"head_dim must be an integer, got {d!r}")
     d = int(d)
     if d <= 0 or d % 2:
         raise ValueError(f"head_dim must be a positive even integer, got {d}")
+    if d > MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
     return d
 
 
 def _check_positive(name: str, x: Any) -> float:
+    if isinstance(x, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be a number, got {x!r}")
     try:
         xf = float(x)
     except (TypeError, ValueError):
@@ -65,6 +77,14 @@ def _check_positive(name: str, x: Any) -> float:
     if not math.isfinite(xf) or xf <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {x!r}")
     return xf
+
+
+def _check_base(base: Any) -> float:
+    """A RoPE base must exceed 1: otherwise ``base^(-2j/d)`` does not decrease (base 1: every plane at 1 rad)."""
+    b = _check_positive("base", base)
+    if b <= 1:
+        raise ValueError(f"base must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
+    return b
 
 
 def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
@@ -97,7 +117,7 @@ def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
 def rope(head_dim: int, base: float = 10000.0) -> np.ndarray:
     """Standard RoPE: ``theta_j = base^(-2j/d)``, ``j = 0..P-1`` (float64)."""
     d = check_head_dim(head_dim)
-    base = _check_positive("base", base)
+    base = _check_base(base)
     j = np.arange(d // 2, dtype=np.float64)
     return base ** (-2.0 * j / d)
 
@@ -105,7 +125,7 @@ def rope(head_dim: int, base: float = 10000.0) -> np.ndarray:
 def partial(head_dim: int, base: float = 10000.0, fraction: float = 0.5) -> np.ndarray:
     """Partial RoPE: first ``r = fraction P`` planes get ``theta_j = base^(-2j/(2r))``, rest NoPE."""
     d = check_head_dim(head_dim)
-    base = _check_positive("base", base)
+    base = _check_base(base)
     r = planes_from_fraction(d, fraction)
     theta = np.zeros(d // 2, dtype=np.float64)
     j = np.arange(r, dtype=np.float64)
@@ -124,6 +144,9 @@ def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) 
         raise ValueError(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
     L = _check_positive("train_len", train_len)
     cycles = _check_positive("cycles", cycles)
+    if L <= 2 * math.pi * cycles:
+        raise ValueError(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
+                         f"got train_len={train_len!r}, cycles={cycles!r}")
     base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
     return rope(d, base)
 
@@ -141,8 +164,14 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
     lam = _check_positive("min_wavelength", min_wavelength)
     cycles = _check_positive("cycles", cycles)
     r = planes_from_fraction(d, fraction)
+    if lam < MIN_WAVELENGTH:
+        raise ValueError(f"min_wavelength must be >= {MIN_WAVELENGTH:g} tokens (MIN_WAVELENGTH), got {min_wavelength!r}")
     theta_hi = 2 * math.pi / lam
     theta_lo = 2 * math.pi * cycles / L
+    if r > 1 and not theta_lo < theta_hi:
+        raise ValueError(f"rope_id needs train_len / cycles > min_wavelength so the planes decrease from "
+                         f"2 pi/min_wavelength to 2 pi cycles/train_len; got train_len={train_len!r}, "
+                         f"cycles={cycles!r}, min_wavelength={min_wavelength!r}")
     theta = np.zeros(d // 2, dtype=np.float64)
     if r == 1:
         theta[0] = theta_hi
@@ -154,6 +183,8 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
 
 def from_theta(theta: Any) -> np.ndarray:
     """A user-given schedule: validated float64 vector of ``P`` non-negative finite frequencies."""
+    if np.iscomplexobj(theta) or np.asarray(theta).dtype == bool:
+        raise TypeError(f"theta must be real numbers, got dtype {np.asarray(theta).dtype}")
     try:
         t = np.asarray(theta, dtype=np.float64)
     except (TypeError, ValueError):
@@ -164,13 +195,26 @@ def from_theta(theta: Any) -> np.ndarray:
     if bad.any():
         k = int(np.argmax(bad))
         raise ValueError(f"theta must be finite and >= 0; theta[{k}] = {float(t[k])!r}")
+    if (t >= MAX_THETA).any():
+        k = int(np.argmax(t >= MAX_THETA))
+        raise ValueError(f"theta[{k}] = {float(t[k])!r} is beyond the exact angle reduction (MAX_THETA = 2^100)")
     return t
 
 
 def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarray:
     """RoPE-ID's logit temperature ``(1 + 0.1 ln(max(1, n/L)))^p`` (YaRN's ``sqrt(1/t)``)."""
     L = _check_positive("train_len", train_len)
-    n = np.asarray(n, dtype=np.float64)
+    if isinstance(power, (bool, np.bool_)) or not isinstance(power, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(power):
+        raise ValueError(f"power must be a finite number, got {power!r}")
+    if np.iscomplexobj(n) or np.asarray(n).dtype == bool:
+        raise TypeError(f"n must be real lengths, got dtype {np.asarray(n).dtype}")
+    try:
+        n = np.asarray(n, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"n must be lengths (numbers), got {n!r}") from None
+    if not np.all(np.isfinite(n)) or np.any(n < 0):
+        raise ValueError(f"n must be finite lengths >= 0, got {n!r}")
     return (1.0 + 0.1 * np.log(np.maximum(1.0, n / L))) ** power
 
 
@@ -245,6 +289,9 @@ def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarra
     if not isinstance(spec, Mapping):
         raise TypeError(f"schedule spec must be a mapping, got {type(spec).__name__}: {spec!r}")
     spec = dict(spec)
+    for a, b in (("name", "type"), ("head_dim", "d")):
+        if a in spec and b in spec and spec[a] != spec[b]:
+            raise ValueError(f"schedule spec has conflicting keys {a}={spec[a]!r} and {b}={spec[b]!r}")
     name = spec.pop("name", spec.pop("type", None))
     if name is None:
         raise ValueError(f"schedule spec needs a 'name' key; got keys {sorted(spec)}")

@@ -455,6 +455,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
     batched = jax.default_backend() != "cpu"
     if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
+    elif isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1 (clouds per batch), got {chunk!r}")
     out = []
     for k in range(0, Vi.shape[0], chunk):
         out.append(np.asarray(_rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))
@@ -480,6 +482,8 @@ def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
     below ``end``. A ``lax.scan`` over the ends holds a ``lax.while_loop`` over chunks: no host round
     trip, memory ``O(state + chunk)``. Returns the stacked snapshots.
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1 (positions per step), got {chunk!r}")
     ar = jnp.arange(chunk, dtype=jnp.int64)
 
     def seg(carry, end):

@@ -64,6 +64,8 @@ def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.n
     the exact limit when ``TV_n = o(W_n)`` fails in this way.
     """
     th = from_theta(theta)
+    if weights is not None and not isinstance(weights, (AffineWeights, spectra.TrigWeights)):
+        raise TypeError(f"weights must be None, AffineWeights or TrigWeights, got {weights!r}")
     comps = weights.components() if isinstance(weights, spectra.TrigWeights) else [(1.0, 0.0)]
     D = S = 0.0
     W = 0.0
@@ -241,8 +243,14 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
 def certified_eps(theta: Any, v: Any, n: Any, weights: AffineWeights | None = None,
                   layout: str = "interleaved") -> np.ndarray:
     """Rigorous upper bounds ``eps_n >= |rho_n^2 - lambda|`` at each ``n`` (affine weights)."""
+    if weights is not None and not isinstance(weights, AffineWeights):
+        raise TypeError(f"certified_eps takes AffineWeights (or None), got {type(weights).__name__}")
     cb = certified_bound(theta, v, layout)
     ns = np.atleast_1d(spectra.check_lengths(n))
+    w = weights or AffineWeights()
+    zero = [int(k) for k in ns if w.total(int(k)) == 0]
+    if zero:
+        raise ValueError(f"weights sum to 0 over the first n = {zero[0]} positions: rho_n is undefined there")
     return np.array([cb.eps(abel_ratio_arb(int(k), weights)) for k in ns])
 
 

@@ -1,0 +1,117 @@
+"""Bad input raises ValueError/TypeError naming the argument, never a silent wrong answer or a hang."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import ropetheory as rt
+from ropetheory import spectra, theorems
+from ropetheory.cli import main
+from ropetheory.schedules import MAX_HEAD_DIM, from_theta, high_frequency, rope, rope_id
+
+THETA = rt.schedule("rope", head_dim=8)
+V = np.arange(1.0, 9.0)
+
+
+@pytest.mark.parametrize("layout", ["Half", "gptj", "", None, 0])
+@pytest.mark.parametrize("fn", [lambda lay: theorems.predicted_limit(THETA, V, lay),
+                                lambda lay: theorems.certified_eps(THETA, V, [10], layout=lay),
+                                lambda lay: theorems.plane_energies(V, lay),
+                                lambda lay: theorems.limit_gram(THETA, V, lay),
+                                lambda lay: rt.apply_rope(np.ones((2, 8)), THETA, layout=lay)])
+def test_a_misspelled_layout_is_refused_not_read_as_half(fn, layout):
+    with pytest.raises(ValueError, match="layout"):
+        fn(layout)
+
+
+def test_positions_plus_offset_beyond_int64_and_non_integer_offsets_are_refused():
+    X = np.ones((1, 8))
+    with pytest.raises(ValueError, match="int64"):
+        rt.apply_rope(X, THETA, positions=[2 ** 63 - 1], offset=1)
+    with pytest.raises(TypeError, match="offset"):
+        rt.apply_rope(X, THETA, positions=[3], offset=1.5)
+    with pytest.raises(TypeError, match="offset"):
+        rt.apply_rope(X, THETA, positions=[3], offset=True)
+
+
+def test_frequencies_beyond_the_exact_reduction_are_refused_with_the_bound():
+    with pytest.raises(ValueError, match="MAX_THETA"):
+        rt.apply_rope(np.ones((1, 2)), np.array([1e300]))
+    from_theta([2.0 ** 99])                              # still exact: accepted
+
+
+@pytest.mark.parametrize("bad", [np.array([1 + 1j, 0.5]), np.array([True, False])])
+def test_complex_or_boolean_theta_is_refused(bad):
+    with pytest.raises(TypeError, match="theta"):
+        from_theta(bad)
+
+
+def test_complex_inputs_are_refused_not_truncated():
+    with pytest.raises(TypeError, match="real"):
+        rt.apply_rope(np.ones((2, 8)) + 1j, THETA)
+    with pytest.raises(TypeError, match="real"):
+        theorems.predicted_limit(THETA, V + 1j)
+
+
+def test_weights_of_the_wrong_kind_are_refused_not_ignored():
+    with pytest.raises(TypeError, match="weights"):
+        theorems.predicted_limit(THETA, V, weights="ramp")
+    with pytest.raises(TypeError, match="AffineWeights"):
+        theorems.certified_eps(THETA, V, [10], weights=spectra.TrigWeights())
+
+
+def test_certified_eps_refuses_lengths_where_the_weights_sum_to_zero():
+    with pytest.raises(ValueError, match="sum to 0"):
+        theorems.certified_eps(THETA, V, [1], weights=spectra.AffineWeights(0.0, 1.0))
+    assert theorems.certified_eps(THETA, V, [2], weights=spectra.AffineWeights(0.0, 1.0))[0] > 0
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"name": "rope", "head_dim": 8, "d": 16}, "conflicting"), ({"name": "rope", "type": "partial", "head_dim": 8}, "conflicting")])
+def test_conflicting_spec_keys_are_refused(spec, match):
+    with pytest.raises(ValueError, match=match):
+        rt.schedule_from_spec(spec)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: rope_id(128, train_len=16), "train_len"),           # would increase
+    (lambda: rope_id(128, min_wavelength=1), "min_wavelength"),  # a plane at exactly 2 pi
+    (lambda: rope(128, base=True), "base"), (lambda: rope(128, base="1e4"), "base"),
+    (lambda: rope(128, base=1.0), "base"), (lambda: rope(128, base=0.5), "base"),
+    (lambda: high_frequency(128, train_len=4), "train_len"),
+    (lambda: rope(2 ** 31), "head_dim"), (lambda: rope(float("nan")), "head_dim")])
+def test_degenerate_schedules_are_refused(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+    assert MAX_HEAD_DIM >= 256
+
+
+@pytest.mark.parametrize("n", [float("nan"), -1.0, [1.0, float("inf")], 1 + 2j, True])
+def test_length_temperature_refuses_non_lengths(n):
+    with pytest.raises((ValueError, TypeError), match="n must"):
+        rt.length_temperature(n, 4096)
+
+
+def test_a_zero_chunk_is_refused_instead_of_looping_forever():
+    with pytest.raises(ValueError, match="chunk"):
+        spectra.rank1_stream_curve(THETA, V, [10], chunk=0)
+    with pytest.raises(ValueError, match="chunk"):
+        spectra.rank1_curves_batch(THETA, V[None], [10], chunk=0)
+    with pytest.raises(ValueError, match="chunk"):
+        spectra.chunked_prefix_scan(np.array([4]), 0, None, None, None)
+
+
+def test_cli_user_errors_are_one_line_with_exit_2_and_ctrl_c_is_130(capsys, monkeypatch):
+    assert main(["schedule", "rope", "--param", "base=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "base" in err and "Traceback" not in err
+    from ropetheory.studies import report
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report, "main", interrupted)
+    assert main(["report", "rope"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resume" in err
