@@ -85,20 +85,40 @@ def _cmd_curve(args) -> int:
     return 0
 
 
+#: study commands (own parsers, each has -h): module and one-line description
+STUDIES = {
+    "report": ("studies.report", "what a config's, model's or schedule's RoPE does past L, and why (HTML + JSON)"),
+    "fig7": ("figure7", "Figure 7: FSV decay of random clouds, criteria C1/C2, Table-5 ablations"),
+    "sinks": ("sinks", "sink-token simulation: the sink's attention share against length"),
+    "extension": ("extension", "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria"),
+    "sweep": ("sweep", "schedules x head dims x clouds x lengths x weights, sharded over devices"),
+    "beyond": ("beyond_study", "beyond rank 1, and the second paper's position/token inversions"),
+    "basebound": ("studies.base_bound", "Men et al.'s smallest RoPE base, by a certified search"),
+    "analyze": ("analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
+}
+
+
+def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
+    """One line on stderr for a user error; exit code 2."""
+    if isinstance(e, OSError) and e.filename is not None:
+        msg = f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
+        if "--plot-only" in argv and isinstance(e, FileNotFoundError):
+            msg += " (nothing saved there yet: run without --plot-only first)"
+    else:
+        msg = str(e)
+    print(f"ropetheory {cmd}: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # studies with their own argument parsers
-    studies = {"fig7": "figure7", "sinks": "sinks", "extension": "extension", "sweep": "sweep",
-               "beyond": "beyond_study", "analyze": "analyze",
-               "basebound": "studies.base_bound", "report": "studies.report"}
-    if argv and argv[0] in studies:
+    if argv and argv[0] in STUDIES:
         import importlib
-        mod = importlib.import_module(f"ropetheory.{studies[argv[0]]}")
+        mod = importlib.import_module(f"ropetheory.{STUDIES[argv[0]][0]}")
         try:
             return mod.main(argv[1:])
-        except (ValueError, TypeError) as e:
-            print(f"ropetheory {argv[0]}: error: {e}", file=sys.stderr)
-            return 2
+        except (ValueError, TypeError, OSError) as e:
+            return _user_error(argv[0], e, argv)
         except KeyboardInterrupt:
             print(INTERRUPTED.format(cmd=argv[0]), file=sys.stderr)
             return 130
@@ -109,17 +129,15 @@ def main(argv=None) -> int:
             print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
         return 0
     p = argparse.ArgumentParser(prog="ropetheory", description=__doc__,
-                                epilog="more commands (each has -h): report (what a config's or schedule's RoPE "
-                                       "does past L: HTML + JSON), fig7, sinks, extension, sweep, beyond, basebound (Men et al.'s "
-                                       "base bound, certified), analyze (key dumps and real models), models "
-                                       "(packaged models)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+                                epilog="each command has -h; results go to --out (default results/), "
+                                       "finished parts are kept and a rerun resumes")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     v = sub.add_parser("verify", help="check Lemma 1, Lemma 2, Theorem 1 (writes results/verify.*)")
     v.add_argument("--out", default="results")
     v.add_argument("--fresh", action="store_true", help="ignore saved rows and recompute")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(fn=_cmd_verify)
-    s = sub.add_parser("schedule", help="print a schedule's frequencies")
+    s = sub.add_parser("schedule", help="print a schedule's or a config's frequencies (table or JSON)")
     s.add_argument("name", nargs="?", default="rope")
     s.add_argument("--head-dim", type=int, default=128)
     s.add_argument("--param", action="append", help="KEY=VALUE (JSON value), repeatable")
@@ -130,18 +148,20 @@ def main(argv=None) -> int:
     s.add_argument("--json", action="store_true", help="print JSON (null wavelength for NoPE planes)")
     s.add_argument("--compact", action="store_true", help="one-line JSON")
     s.set_defaults(fn=_cmd_schedule)
-    c = sub.add_parser("curve", help="FSV-ratio curve of a random rank-1 cloud")
+    c = sub.add_parser("curve", help="FSV-ratio curve of a random rank-1 cloud (CSV on stdout)")
     c.add_argument("--spec", default='{"name": "rope", "head_dim": 128}')
     c.add_argument("--n-max", type=float, default=1e12)
     c.add_argument("--num", type=int, default=200)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(fn=_cmd_curve)
+    for name, (_, desc) in STUDIES.items():           # listed here, parsed by the study's own parser
+        sub.add_parser(name, help=desc, add_help=False)
+    sub.add_parser("models", help="the packaged real models: installed or not, and how to install them")
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, TypeError) as e:
-        print(f"ropetheory {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, OSError) as e:
+        return _user_error(args.cmd, e, argv)
     except KeyboardInterrupt:
         print(INTERRUPTED.format(cmd=args.cmd), file=sys.stderr)
         return 130

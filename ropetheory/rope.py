@@ -248,7 +248,11 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
     n, d = A.shape[-2:]
     if d % 2 or d == 0:
         raise ValueError(f"head dim (last axis of X) must be a positive even integer, got {d}")
+    if np.iscomplexobj(theta):
+        raise TypeError("theta must be real numbers, got a complex array")
     th = np.asarray(theta, dtype=np.float64)
+    if th.ndim == 0:
+        raise ValueError(f"theta must be a vector of {d // 2} frequencies (one per plane), got the scalar {theta!r}")
     if th.ndim == 1:
         th = from_theta(th)
         chunks = turn_chunks(th)
@@ -274,4 +278,6 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
                          int(pos.min()) + int(offset) < -MAX_ABS_POSITION):
             raise ValueError(f"positions + offset {offset} leave int64 (|i| < 2^63)")
         pos = pos + np.int64(offset)
+    if A.size == 0:                       # no tokens (or an empty batch): nothing to rotate
+        return jnp.asarray(A)
     return _apply_rope_kernel(jnp.asarray(A), jnp.asarray(chunks), jnp.asarray(pos), layout)

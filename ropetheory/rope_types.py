@@ -120,6 +120,8 @@ def _dynamic(cfg: RopeConfig, seq_len: int | None):
         raise ValueError("rope_type 'dynamic' needs max_position_embeddings in the config")
     s = M if seq_len is None else max(int(seq_len), M)
     dim = cfg.dim
+    if dim < 4:
+        raise ValueError(f"rope_type 'dynamic' needs a rotary dim >= 4 (its exponent is dim/(dim-2)), got {dim}")
     base = cfg.rope_theta * ((factor * s / M) - (factor - 1)) ** (dim / (dim - 2))
     return _base_inv_freq(base, dim), 1.0
 
@@ -151,8 +153,8 @@ def _yarn(cfg: RopeConfig, seq_len: int | None):
         else:
             attention_factor = _yarn_mscale(factor)
     attention_factor = cfg.number("attention_factor", attention_factor)
-    beta_fast = cfg.get("beta_fast") or 32
-    beta_slow = cfg.get("beta_slow") or 1
+    beta_fast = cfg.number("beta_fast", cfg.get("beta_fast") or 32)
+    beta_slow = cfg.number("beta_slow", cfg.get("beta_slow") or 1)
     truncate = cfg.get("truncate", True)
 
     def correction_dim(num_rot):
@@ -237,6 +239,8 @@ def _read(config: Mapping[str, Any] | str | os.PathLike) -> dict:
         path = pathlib.Path(config)
         if not path.exists():
             raise ValueError(f"config file {str(path)!r} does not exist")
+        if path.is_dir():
+            raise ValueError(f"config {str(path)!r} is a directory; pass its config.json")
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError as e:

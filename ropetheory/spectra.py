@@ -84,18 +84,34 @@ def check_cloud_vector(v: Any, P: int | None = None) -> np.ndarray:
         raise ValueError(f"v must have a positive even length (the head dim), got {arr.size}")
     if P is not None and arr.size != 2 * P:
         raise ValueError(f"v has length {arr.size} but the schedule has {P} planes (head dim {2 * P})")
+    arr = scale_by_power_of_two(arr)                  # exact; keeps ||v|| finite and non-zero
     nrm = float(np.linalg.norm(arr))
     if nrm == 0.0:
         raise ValueError("v must be non-zero (a rank-1 cloud X = u v^T needs v != 0); got the zero vector")
     return arr / nrm
 
 
+#: arrays whose largest entry lies outside ``[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]`` are rescaled by a
+#: power of two (exact) before squares and sums, which would otherwise overflow to inf or underflow to 0;
+#: the FSV ratio, stable rank and Frobenius ratio do not depend on the scale
+SAFE_EXPONENT = 400
+
+
+def scale_by_power_of_two(a: np.ndarray) -> np.ndarray:
+    """``a 2^-k`` with ``k`` the binary exponent of ``max |a|`` when that is outside the safe range, else ``a``."""
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    if m == 0.0 or 2.0 ** -SAFE_EXPONENT <= m <= 2.0 ** SAFE_EXPONENT:
+        return a
+    return np.ldexp(a, -math.frexp(m)[1])
+
+
 def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
     """Validate a batch of cloud vectors (rows of ``V``, each ``2P`` long, finite, non-zero) and
     return them normalised to unit norm, in the interleaved channel order, ``(n_clouds, 2P)``."""
     A = check_finite_array("V", V, min_ndim=2)
-    if A.ndim != 2 or A.shape[1] != 2 * P:
-        raise ValueError(f"V must be (n_clouds, {2 * P}), got shape {A.shape}")
+    if A.ndim != 2 or A.shape[1] != 2 * P or A.shape[0] == 0:
+        raise ValueError(f"V must be (n_clouds >= 1, {2 * P}), got shape {A.shape}")
+    A = np.stack([scale_by_power_of_two(a) for a in A]) if np.abs(A).max() > 2.0 ** SAFE_EXPONENT else A
     norms = np.linalg.norm(A, axis=1)
     if np.any(norms == 0):
         raise ValueError(f"V row {int(np.argmax(norms == 0))} is the zero vector")
@@ -128,6 +144,11 @@ def check_lengths(lengths: Any) -> np.ndarray:
 
 def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     """``num`` distinct integer lengths, log-spaced from ``n_min`` to ``n_max`` (both included)."""
+    if isinstance(n_max, bool) or not isinstance(n_max, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(n_max):
+        raise ValueError(f"n_max must be a finite number, got {n_max!r}")
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2:
+        raise ValueError(f"num must be an integer >= 2 (both ends are included), got {num!r}")
     n_max = check_length(int(round(n_max)), "n_max")
     n_min = check_length(n_min, "n_min")
     if n_max - n_min + 1 < num:
@@ -190,6 +211,8 @@ class TrigWeights:
                 raise ValueError(f"TrigWeights term (a={a!r}, phi={phi!r}) must be finite with phi >= 0")
         if sum(abs(a) for a, _ in self.terms) > self.a0:
             raise ValueError(f"TrigWeights can go negative: a0={self.a0} < sum |a_m|")
+        if self.a0 + sum(a for a, phi in self.terms if phi == 0) <= 0:
+            raise ValueError(f"TrigWeights(a0={self.a0}, terms={self.terms}) are identically zero: no cloud to weigh")
 
     def components(self):
         """``[(coef, shift_rad)]`` with ``w_i = sum coef e^{i shift i}``."""

@@ -23,6 +23,7 @@ import math
 import pathlib
 import sys
 import time
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -56,6 +57,10 @@ class SweepSpec:
             _weights(w)
 
 
+#: ``(i+1)^alpha`` and their sum must stay below ``2^MAX_WEIGHT_EXPONENT`` (float64 ends near 2^1024)
+MAX_WEIGHT_EXPONENT = 1000
+
+
 def _weights(name: str):
     if name == "constant":
         return spectra.CONSTANT
@@ -67,6 +72,21 @@ def _weights(name: str):
         except ValueError:
             pass
     raise ValueError(f"unknown weights {name!r}; known: 'constant', 'ramp', 'power:<alpha>'")
+
+
+def _load_part(part: pathlib.Path, grid: np.ndarray, n_clouds: int) -> np.ndarray | None:
+    """A saved part's ratios if it is whole and belongs to this grid; a damaged one is reported, then recomputed."""
+    if not part.exists():
+        return None
+    try:
+        with np.load(part) as z:
+            rho, g = z["rho"], z["grid"]
+        if not np.array_equal(g, grid) or rho.shape != (n_clouds, grid.size) or not np.all(np.isfinite(rho)):
+            raise ValueError("wrong grid, shape, or non-finite values")
+        return rho
+    except Exception as e:                                   # truncated, empty, tampered
+        warnings.warn(f"sweep part {part.name!r} is damaged ({e}); recomputing it", stacklevel=2)
+        return None
 
 
 def device_mesh(devices=None) -> jax.sharding.Mesh:
@@ -153,6 +173,12 @@ def default_chunk(n_clouds: int, d: int) -> int:
 
 def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: int | None = None):
     """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``."""
+    n_max = int(np.max(np.asarray(lengths)))
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
+            abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
+        top = (MAX_WEIGHT_EXPONENT - math.log2(n_max + 1)) / math.log2(n_max + 1)
+        raise ValueError(f"weights (i+1)^alpha with alpha={alpha!r} overflow float64 at n = {n_max}; "
+                         f"|alpha| must be <= {top:.4g} there")
     th = from_theta(theta)
     L = spectra.check_lengths(lengths)
     Vn = spectra.check_clouds(V, th.size)
@@ -185,15 +211,16 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
     for spec, d, w in tqdm(configs, desc="sweep", disable=quiet, file=sys.stderr):
         part = parts / f"{_tag(spec, d, w, sw)}.npz"
         theta = schedule_from_spec({**spec, "head_dim": d})
-        if part.exists():
-            rho = np.load(part)["rho"]
-        else:
+        rho = _load_part(part, grid, sw.n_clouds)
+        if rho is None:
             V = np.random.default_rng([sw.seed, d]).standard_normal((sw.n_clouds, d))
             wt = _weights(w)
             if isinstance(wt, tuple):
                 rho = stream_gram_batch(theta, V, grid, alpha=wt[1])
             else:
                 rho = sharded_rank1_curves(theta, V, grid, weights=wt, mesh=mesh)
+            if not np.all(np.isfinite(rho)):
+                raise ValueError(f"sweep config {spec} d={d} weights={w} gave non-finite FSV ratios; nothing written")
             tmp = part.with_suffix(".tmp.npz")
             np.savez(tmp, rho=rho, grid=grid)
             tmp.replace(part)

@@ -115,3 +115,75 @@ def test_cli_user_errors_are_one_line_with_exit_2_and_ctrl_c_is_130(capsys, monk
     assert main(["report", "rope"]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "resume" in err
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: rt.apply_rope(np.ones((2, 2)), 1.0), "theta"),
+    (lambda: spectra.log_grid(1e6, 0), "num"), (lambda: spectra.log_grid(float("inf"), 10), "n_max"),
+    (lambda: spectra.rank1_curves_batch(THETA, np.ones((0, 8)), [10]), "V"),
+    (lambda: spectra.TrigWeights(1.0, ((-1.0, 0.0),)), "identically zero"),
+    (lambda: __import__("ropetheory.rope_types").rope_types.frequencies_from_config("/"), "directory"),
+    (lambda: __import__("ropetheory.rope_types").rope_types.frequencies_from_config(
+        {"head_dim": 2, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, seq_len=64),
+     "rotary dim"),
+    (lambda: __import__("ropetheory.rope_types").rope_types.frequencies_from_config(
+        {"head_dim": 8, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "beta_fast": "32"}}),
+     "beta_fast")])
+def test_inputs_that_used_to_end_in_a_traceback_get_a_named_error(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_an_empty_input_gives_an_empty_output():
+    assert rt.apply_rope(np.ones((0, 8)), THETA).shape == (0, 8)
+
+
+@pytest.mark.parametrize("scale", [1e308, 1e-300])
+def test_vectors_at_the_edge_of_float64_give_the_same_curve_as_moderate_ones(scale):
+    """The FSV ratio does not depend on the scale of v; huge or tiny v used to overflow to rho = 0 / NaN."""
+    v = np.linspace(0.5, 1.0, 8)
+    ref = spectra.rank1_curve(THETA, v, [10, 1000])
+    got = spectra.rank1_curve(THETA, v * scale, [10, 1000])
+    np.testing.assert_allclose(got["rho"], ref["rho"], rtol=1e-12)
+    assert math.isclose(theorems.predicted_limit(THETA, v * scale).rho, theorems.predicted_limit(THETA, v).rho,
+                        rel_tol=1e-12)
+
+
+def test_top_level_help_lists_every_command_and_an_unknown_one_lists_them_all(capsys):
+    from ropetheory.cli import STUDIES
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ["verify", "schedule", "curve", "models", *STUDIES]:
+        assert f"    {name}" in out
+    with pytest.raises(SystemExit) as e:
+        main(["bogus"])
+    assert e.value.code == 2 and "basebound" in capsys.readouterr().err
+
+
+def test_missing_or_unwritable_paths_are_one_line_errors(tmp_path, capsys):
+    assert main(["fig7", "--plot-only", "--out", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run without --plot-only first" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["report", "rope", "--out", str(blocker / "sub")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_sweep_refuses_overflowing_power_weights_and_recomputes_a_damaged_part(tmp_path):
+    from ropetheory import sweep
+    with pytest.raises(ValueError, match="overflow"):
+        sweep.stream_gram_batch(THETA, V[None], [1000], alpha=1000.0)
+    args = ["sweep", "--head-dims", "8", "--clouds", "2", "--n-max", "100", "--num", "4", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    ref = (tmp_path / "sweep.csv").read_bytes()
+    part = next((tmp_path / "sweep_parts").glob("*.npz"))
+    np.savez(part, rho=np.full((2, 4), np.nan), grid=np.load(part)["grid"])          # a part of NaNs
+    with pytest.warns(UserWarning, match="damaged"):
+        assert main(args) == 0
+    assert (tmp_path / "sweep.csv").read_bytes() == ref
+    part.write_bytes(b"")                                                             # a truncated part
+    with pytest.warns(UserWarning, match="damaged"):
+        assert main(args) == 0
+    assert (tmp_path / "sweep.csv").read_bytes() == ref
