@@ -19,7 +19,8 @@ import numpy as np
 
 from . import beyond, positions as ps, spectra, theorems
 from .schedules import schedule
-from .store import Journal, write_csv, write_json
+from . import rope as _rope, schedules as _schedules
+from .store import Journal, source_hash, write_csv, write_json
 
 SCALES = {
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
@@ -38,6 +39,11 @@ BASES = (1e4, 1e5, 1e6, 1e7, 1e8)
 #: The random part converges like n^-1/2 (law of large numbers): ~3/sqrt(n) covers it at n >= 1e6
 CONFIRM_ATOL_AT_1E6 = 3e-3
 
+
+
+def code_hash() -> str:
+    """Fingerprint of the code behind a beyond row: a row written by other code is recomputed."""
+    return source_hash(_rope, _schedules, spectra, theorems, beyond, ps, sys.modules[__name__])
 
 def _theta(key, base=None):
     spec = dict(SCHEDULES[key])
@@ -135,7 +141,7 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
     from tqdm import tqdm
     sc = SCALES[scale]
     out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume)
+    journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume, code=code_hash())
     t0 = time.time()
     bar = tqdm(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", disable=quiet, file=sys.stderr)
     ck = cloud_rows(sc["n_max"], journal, bar)

@@ -34,7 +34,8 @@ import numpy as np
 
 from .rope import _rotate_interleaved, rope_angles, turn_chunks
 from .schedules import length_temperature, schedule
-from .store import Journal, write_csv, write_json
+from . import rope as _rope, schedules as _schedules
+from .store import Journal, source_hash, write_csv, write_json
 
 TRAIN_LEN = 4096
 
@@ -77,6 +78,11 @@ SCHEDULES = {
     "rope_id_temp": ("RoPE-ID + temperature", dict(name="rope_id", train_len=TRAIN_LEN), True),
 }
 
+
+
+def code_hash() -> str:
+    """Fingerprint of the code behind a sinks row: a row written by other code is recomputed."""
+    return source_hash(_rope, _schedules, sys.modules[__name__])
 
 def _theta(key: str, d: int) -> np.ndarray:
     spec = SCHEDULES[key][1]
@@ -151,7 +157,7 @@ def run(out_dir: pathlib.Path, lengths, head: SinkHead = SinkHead(), quiet: bool
     from tqdm import tqdm
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = json.dumps(dataclasses.asdict(head), sort_keys=True)
-    journal = Journal(out_dir / "sinks.jsonl", resume=resume)
+    journal = Journal(out_dir / "sinks.jsonl", resume=resume, code=code_hash())
     keys = []
     todo = [(k, int(n)) for k in SCHEDULES for n in lengths]
     for sk, n in tqdm(todo, desc="sinks", disable=quiet, file=sys.stderr):

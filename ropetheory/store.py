@@ -7,13 +7,27 @@ CSV and JSON views are rewritten from the journal at the end (or any time).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
 import pathlib
+import warnings
 from typing import Any, Iterable
 
-__all__ = ["Journal", "write_csv", "write_json", "jsonable"]
+__all__ = ["Journal", "write_csv", "write_json", "jsonable", "source_hash"]
+
+
+def source_hash(*modules) -> str:
+    """sha256 (16 hex digits) of the source files of ``modules``: rows written by other code are recomputed."""
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(pathlib.Path(m.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _row_sum(key: str, row: Any, code: str | None) -> str:
+    return hashlib.sha256(json.dumps([key, row, code], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def jsonable(x: Any) -> Any:
@@ -36,39 +50,65 @@ def jsonable(x: Any) -> Any:
 
 
 class Journal:
-    """Append-only store of finished cases keyed by a string id."""
+    """Append-only store of finished cases keyed by a string id.
 
-    def __init__(self, path: str | os.PathLike, meta: dict | None = None, resume: bool = True):
+    Each line is ``{"key", "row", "code", "sum"}``: ``code`` fingerprints the code that computed the
+    row (:func:`source_hash`), ``sum`` is a checksum of the three. On load a line that is not JSON
+    (cut by a kill), of the wrong shape, whose checksum does not match (edited), or written by other
+    code is reported by file and line and dropped, so its case is recomputed. ``loaded`` counts the
+    rows taken from the file, ``added`` the rows computed in this run.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict | None = None, resume: bool = True,
+                 code: str | None = None):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
+        self.code = code
+        self.added = 0
+        dropped: list[str] = []
         if resume and self.path.exists():
             with open(self.path, "rb+") as fh:             # end a line cut by an interruption
                 fh.seek(0, os.SEEK_END)
                 if fh.tell() and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
                     fh.write(b"\n")
             with open(self.path) as fh:
-                for line in fh:
+                for no, line in enumerate(fh, 1):
                     line = line.strip()
                     if not line:
                         continue
                     try:
                         rec = json.loads(line)
                     except json.JSONDecodeError:
-                        continue                  # a line cut by an interruption: recompute it
-                    self.rows[rec["key"]] = rec["row"]
+                        dropped.append(f"line {no}: not JSON (cut by an interruption?)")
+                        continue
+                    if not (isinstance(rec, dict) and isinstance(rec.get("key"), str)
+                            and isinstance(rec.get("row"), dict)):
+                        dropped.append(f"line {no}: not a journal record")
+                    elif rec.get("sum") != _row_sum(rec["key"], rec["row"], rec.get("code")):
+                        dropped.append(f"line {no}: checksum mismatch (edited or from an older format)")
+                    elif rec.get("code") != code:
+                        dropped.append(f"line {no}: computed by other code ({rec.get('code')} != {code})")
+                    else:
+                        self.rows[rec["key"]] = rec["row"]
         elif self.path.exists():
             self.path.unlink()
+        if dropped:
+            warnings.warn(f"journal {str(self.path)!r}: {len(dropped)} row(s) dropped and recomputed: "
+                          + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""), stacklevel=2)
+        self.loaded = len(self.rows)
         self.meta = meta or {}
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
 
     def add(self, key: str, row: dict) -> None:
-        row = jsonable(row)
+        row = json.loads(json.dumps(jsonable(row)))       # exactly what a reload will see
         self.rows[key] = row
+        self.added += 1
+        rec = {"key": key, "row": row, "code": self.code, "sum": _row_sum(key, row, self.code)}
         with open(self.path, "a") as fh:
-            fh.write(json.dumps({"key": key, "row": row}) + "\n")
+            fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import spectra, theorems
 from .schedules import schedule
-from .store import Journal, write_csv, write_json
+from . import _derived, rope as _rope, schedules as _schedules
+from .store import Journal, source_hash, write_csv, write_json
 
 SCHEDULE_CASES = {
     "rope": dict(name="rope", base=10000.0),
@@ -31,6 +32,11 @@ WEIGHT_KINDS = {"constant": None, "ramp": spectra.AffineWeights(1.0, 1.0 / 4096)
 #: an eigvalsh of Gbar: a few ulps
 EXTREME_RTOL = 1e-12
 
+
+
+def code_hash() -> str:
+    """Fingerprint of the code behind a verify row: a row written by other code is recomputed."""
+    return source_hash(_derived, _rope, _schedules, spectra, theorems, sys.modules[__name__])
 
 def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:
     """Test clouds: Gaussian, all energy in given planes (equal shares), or uniform plane energy."""
@@ -92,7 +98,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
     """Compute every row, print the tables, write verify.json / verify.csv; return the exit code."""
     from tqdm import tqdm
     out_dir = pathlib.Path(out_dir)
-    journal = Journal(out_dir / "verify.jsonl", resume=resume)
+    journal = Journal(out_dir / "verify.jsonl", resume=resume, code=code_hash())
     cases = [(s, d, vk, wk) for s in SCHEDULE_CASES for d in HEAD_DIMS for vk in V_KINDS for wk in WEIGHT_KINDS]
     keys = []
     t_start = time.time()

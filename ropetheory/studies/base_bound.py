@@ -42,7 +42,7 @@ def run(out_dir: pathlib.Path, lengths: list[int], *, d: int = 128, b_min: float
         min_width: float = bb.DEFAULT_MIN_WIDTH, quiet: bool = False, resume: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
     out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out_dir / "base_bound.jsonl", resume=resume)
+    journal = Journal(out_dir / "base_bound.jsonl", resume=resume, code=code_hash())
     rows = []
     for L in lengths:
         key = row_key(L, d, b_min, b_max, min_width)

@@ -1,0 +1,47 @@
+"""The resumable journal: a rerun skips saved rows, and rows that are cut, malformed, edited or written
+by other code are reported and recomputed, never reused."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ropetheory.store import Journal
+
+
+def _fill(path, code="A"):
+    j = Journal(path, code=code)
+    for k in range(4):
+        j.add(f"case{k}", {"k": k, "x": k / 3, "nan": math.nan})
+    return j
+
+
+def test_a_rerun_with_the_same_code_loads_every_row_and_computes_none(tmp_path):
+    p = tmp_path / "j.jsonl"
+    _fill(p)
+    j = Journal(p, code="A")
+    assert j.loaded == 4 and j.added == 0 and j.rows["case1"]["x"] == 1 / 3
+
+
+def test_rows_from_other_code_are_recomputed(tmp_path):
+    p = tmp_path / "j.jsonl"
+    _fill(p, code="A")
+    with pytest.warns(UserWarning, match="other code"):
+        j = Journal(p, code="B")
+    assert j.loaded == 0 and "case0" not in j
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda lines: lines[:1] + [lines[1][: len(lines[1]) // 2]] + lines[2:], "not JSON"),
+    (lambda lines: lines[:1] + ['["a list"]'] + lines[2:], "not a journal record"),
+    (lambda lines: lines[:1] + [lines[1].replace('"k": 1', '"k": 7')] + lines[2:], "checksum"),
+    (lambda lines: lines[:1] + [json.dumps({"key": "case1", "row": {"k": 1}})] + lines[2:], "checksum")])
+def test_a_damaged_row_is_reported_by_file_and_line_and_recomputed(tmp_path, damage, match):
+    p = tmp_path / "j.jsonl"
+    _fill(p)
+    p.write_text("\n".join(damage(p.read_text().splitlines())) + "\n")
+    with pytest.warns(UserWarning, match=match) as rec:
+        j = Journal(p, code="A")
+    assert "j.jsonl" in str(rec[0].message) and "line 2" in str(rec[0].message)
+    assert j.loaded == 3 and "case1" not in j and j.rows["case2"]["k"] == 2
