@@ -205,8 +205,8 @@ def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarr
     """RoPE-ID's logit temperature ``(1 + 0.1 ln(max(1, n/L)))^p`` (YaRN's ``sqrt(1/t)``)."""
     L = _check_positive("train_len", train_len)
     if isinstance(power, (bool, np.bool_)) or not isinstance(power, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(power):
-        raise ValueError(f"power must be a finite number, got {power!r}")
+            or not math.isfinite(power) or power < 0:
+        raise ValueError(f"power must be a finite number >= 0, got {power!r}")
     if np.iscomplexobj(n) or np.asarray(n).dtype == bool:
         raise TypeError(f"n must be real lengths, got dtype {np.asarray(n).dtype}")
     try:
@@ -215,7 +215,11 @@ def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarr
         raise TypeError(f"n must be lengths (numbers), got {n!r}") from None
     if not np.all(np.isfinite(n)) or np.any(n < 0):
         raise ValueError(f"n must be finite lengths >= 0, got {n!r}")
-    return (1.0 + 0.1 * np.log(np.maximum(1.0, n / L))) ** power
+    with np.errstate(over="ignore"):
+        t = (1.0 + 0.1 * np.log(np.maximum(1.0, n / L))) ** power
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"the temperature overflows float64 for power={power!r} at n = {float(np.max(n)):g}")
+    return t
 
 
 # --------------------------------------------------------------------------

@@ -142,13 +142,17 @@ def check_lengths(lengths: Any) -> np.ndarray:
     return np.array([check_length(x, "length") for x in arr.ravel()], dtype=np.int64)
 
 
+#: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
+MAX_GRID_POINTS = 10 ** 6
+
+
 def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     """``num`` distinct integer lengths, log-spaced from ``n_min`` to ``n_max`` (both included)."""
     if isinstance(n_max, bool) or not isinstance(n_max, (int, float, np.integer, np.floating)) \
             or not math.isfinite(n_max):
         raise ValueError(f"n_max must be a finite number, got {n_max!r}")
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 2:
-        raise ValueError(f"num must be an integer >= 2 (both ends are included), got {num!r}")
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 2 <= num <= MAX_GRID_POINTS:
+        raise ValueError(f"num must be an integer in [2, {MAX_GRID_POINTS}] (both ends are included), got {num!r}")
     n_max = check_length(int(round(n_max)), "n_max")
     n_min = check_length(n_min, "n_min")
     if n_max - n_min + 1 < num:
