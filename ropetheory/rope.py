@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .schedules import from_theta
+from .schedules import from_theta, real_array
 
 __all__ = [
     "TURN_BITS", "CHUNK_BITS", "N_CHUNKS", "fixed_turns", "turn_chunks",
@@ -214,12 +214,7 @@ def check_positions(positions: Any, n: int | None = None) -> np.ndarray:
 
 def check_finite_array(name: str, X: Any, min_ndim: int = 1) -> np.ndarray:
     """Convert to a float64 numpy array and reject NaN/inf, naming the first bad index."""
-    if np.iscomplexobj(X) or np.asarray(X).dtype == bool:
-        raise TypeError(f"{name} must be real numbers, got dtype {np.asarray(X).dtype}")
-    try:
-        A = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of numbers") from None
+    A = real_array(name, X)
     if A.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {A.shape}")
     bad = ~np.isfinite(A)

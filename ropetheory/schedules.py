@@ -34,7 +34,7 @@ import numpy as np
 __all__ = [
     "rope", "partial", "high_frequency", "rope_id", "from_theta",
     "SCHEDULES", "schedule", "schedule_from_spec", "check_head_dim",
-    "planes_from_fraction", "length_temperature",
+    "planes_from_fraction", "length_temperature", "real_array",
 ]
 
 
@@ -181,14 +181,26 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
     return theta
 
 
+def real_array(name: str, x: Any) -> np.ndarray:
+    """``x`` as a float64 array; complex, boolean and non-numeric input are refused, naming ``name``.
+
+    The one conversion every public array argument goes through (numpy would drop an imaginary part
+    with only a warning, and read ``True`` as 1).
+    """
+    try:
+        dt = np.asarray(x).dtype
+        if np.iscomplexobj(x) or dt == bool:
+            raise TypeError(f"{name} must be real numbers, got dtype {dt}")
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TypeError) and str(e).startswith(name):
+            raise
+        raise TypeError(f"{name} must be numbers, got {x!r}") from None
+
+
 def from_theta(theta: Any) -> np.ndarray:
     """A user-given schedule: validated float64 vector of ``P`` non-negative finite frequencies."""
-    if np.iscomplexobj(theta) or np.asarray(theta).dtype == bool:
-        raise TypeError(f"theta must be real numbers, got dtype {np.asarray(theta).dtype}")
-    try:
-        t = np.asarray(theta, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"theta must be a vector of numbers, got {theta!r}") from None
+    t = real_array("theta", theta)
     if t.ndim != 1 or t.size == 0:
         raise ValueError(f"theta must be a non-empty 1-D vector, got shape {t.shape}")
     bad = ~np.isfinite(t) | (t < 0)
@@ -207,12 +219,7 @@ def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarr
     if isinstance(power, (bool, np.bool_)) or not isinstance(power, (int, float, np.integer, np.floating)) \
             or not math.isfinite(power) or power < 0:
         raise ValueError(f"power must be a finite number >= 0, got {power!r}")
-    if np.iscomplexobj(n) or np.asarray(n).dtype == bool:
-        raise TypeError(f"n must be real lengths, got dtype {np.asarray(n).dtype}")
-    try:
-        n = np.asarray(n, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"n must be lengths (numbers), got {n!r}") from None
+    n = real_array("n", n)
     if not np.all(np.isfinite(n)) or np.any(n < 0):
         raise ValueError(f"n must be finite lengths >= 0, got {n!r}")
     with np.errstate(over="ignore"):
