@@ -191,7 +191,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         shares = [r["sink_share"] for r in sel]
         out[sk] = {"share_at_L": at_L["sink_share"], "share_at_max": last["sink_share"], "n_max": last["n"],
                    "share_min": min(shares), "share_max": max(shares),
-                   "retained_fraction": last["sink_share"] / at_L["sink_share"] if at_L["sink_share"] > 0 else float("nan"),
+                   "retained_fraction": last["sink_share"] / at_L["sink_share"] if at_L["sink_share"] > 0 else None,
                    "max_logit_at_L": at_L["max_logit"], "max_logit_at_max": last["max_logit"],
                    "frac_positive_at_max": last["frac_positive"]}
     return out
@@ -239,7 +239,7 @@ def print_summary(out_dir: pathlib.Path) -> None:
           f"{'maxlogit@max':>12s} {'pos@max':>8s}")
     for sk, s in meta["summary"].items():
         print(f"{meta['schedules'][sk]:24s} {s['share_at_L']:8.4f} {s['share_at_max']:9.4f} "
-              f"{s['retained_fraction']:8.2%} {s['max_logit_at_L']:10.3f} {s['max_logit_at_max']:12.3f} "
+              f"{'-' if s['retained_fraction'] is None else format(s['retained_fraction'], '.2%'):>8s} {s['max_logit_at_L']:10.3f} {s['max_logit_at_max']:12.3f} "
               f"{s['frac_positive_at_max']:8.2e}")
 
 

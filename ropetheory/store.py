@@ -116,8 +116,25 @@ class Journal:
         return [self.rows[k] for k in keys if k in self.rows]
 
 
+def check_finite_output(obj: Any, where: str) -> None:
+    """Refuse to write NaN or inf (raw, or as the strings ``jsonable`` makes of them), naming the field.
+
+    An undefined quantity is written as ``None`` (JSON null, an empty CSV cell) by the code that knows
+    why it is undefined; a non-finite number reaching a writer is a bug or a bad input.
+    """
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite_output(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_finite_output(v, f"{where}[{i}]")
+    elif (isinstance(obj, float) and not math.isfinite(obj)) or obj in ("nan", "inf", "-inf"):
+        raise ValueError(f"non-finite value {obj!r} at {where}: not written")
+
+
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
     path = pathlib.Path(path)
+    check_finite_output(jsonable(rows), path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = []
     for r in rows:
@@ -135,6 +152,7 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     path = pathlib.Path(path)
+    check_finite_output(jsonable(obj), path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as fh:

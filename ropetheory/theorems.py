@@ -321,7 +321,8 @@ def check_rank1_claims(theta: Any, v: Any, weights: AffineWeights | None = None,
     err = {int(n): abs(float(cur["rho2"][at[int(n)]]) - lim.lam) for n in ns}
     cb = certified_bound(th, v)
     eps = {int(n): cb.eps(abel_ratio_arb(int(n), weights)) for n in ns}
-    tight = [eps[n] / err[n] if err[n] > FLOAT_SLACK else float("inf") for n in map(int, ns)]
+    # eps/err is undefined (None) where the error is at the float64 floor: no tightness to report
+    tight = [eps[n] / err[n] if err[n] > FLOAT_SLACK else None for n in map(int, ns)]
     rate = convergence_rate(allns, cur["rho2"] - lim.lam)
     n_last = int(ns[-1])
     srank_last = float(cur["srank"][at[n_last]])
@@ -342,7 +343,7 @@ def check_rank1_claims(theta: Any, v: Any, weights: AffineWeights | None = None,
         "err_1e4": err[10 ** 4], "err_1e6": err[10 ** 6], "err_1e12": err[10 ** 12],
         "eps_1e4": eps[10 ** 4], "eps_1e6": eps[10 ** 6], "eps_1e12": eps[10 ** 12],
         "eps_over_err_1e4": tight[0], "eps_over_err_1e6": tight[1], "eps_over_err_1e12": tight[-1],
-        "rate": rate,
+        "rate": None if np.isnan(rate) else rate,          # None: the error is at the noise floor
         "shrink_factor": 1 / lim.rho, "srank_limit": 1 / lim.lam,
         "srank_1e12": srank_last, "srank_relerr_1e12": srank_rel,
         "frob_max_dev": frob_dev,

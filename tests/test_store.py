@@ -45,3 +45,14 @@ def test_a_damaged_row_is_reported_by_file_and_line_and_recomputed(tmp_path, dam
         j = Journal(p, code="A")
     assert "j.jsonl" in str(rec[0].message) and "line 2" in str(rec[0].message)
     assert j.loaded == 3 and "case1" not in j and j.rows["case2"]["k"] == 2
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "nan", "inf"])
+def test_writers_refuse_non_finite_numbers_naming_the_field(tmp_path, bad):
+    from ropetheory.store import write_csv, write_json
+    with pytest.raises(ValueError, match=r"out.csv\[1\].x"):
+        write_csv(tmp_path / "out.csv", [{"x": 1.0}, {"x": bad}])
+    with pytest.raises(ValueError, match=r"out.json.rows\[0\].y"):
+        write_json(tmp_path / "out.json", {"rows": [{"y": bad}]})
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out.json").exists()
+    write_json(tmp_path / "ok.json", {"undefined": None})               # an explicit None is written as null
