@@ -40,10 +40,10 @@ BASES = (1e4, 1e5, 1e6, 1e7, 1e8)
 CONFIRM_ATOL_AT_1E6 = 3e-3
 
 
-
 def code_hash() -> str:
     """Fingerprint of the code behind a beyond row: a row written by other code is recomputed."""
     return source_hash(_rope, _schedules, spectra, theorems, beyond, ps, sys.modules[__name__])
+
 
 def _theta(key, base=None):
     spec = dict(SCHEDULES[key])

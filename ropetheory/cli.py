@@ -28,19 +28,6 @@ def _schedule_table(theta: np.ndarray, attention_factor: float | None = None) ->
     return "\n".join(lines)
 
 
-def _json_ready(x):
-    """numpy -> lists; non-finite floats -> None (JSON has no NaN/inf)."""
-    if hasattr(x, "tolist"):
-        x = x.tolist()
-    if isinstance(x, dict):
-        return {k: _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
 def _cmd_schedule(args) -> int:
     from .schedules import schedule, schedule_from_spec
     att = None
@@ -63,7 +50,10 @@ def _cmd_schedule(args) -> int:
         out = {"theta": theta}
     out["wavelength"] = [2 * np.pi / t if t > 0 else None for t in np.asarray(theta, dtype=float)]
     if args.json or args.compact:
-        print(json.dumps(_json_ready(out), indent=None if args.compact else 1, allow_nan=False))
+        from .store import check_finite_output, jsonable
+        out = jsonable(out)
+        check_finite_output(out, "schedule")
+        print(json.dumps(out, indent=None if args.compact else 1, allow_nan=False))
     else:
         print(_schedule_table(np.asarray(theta, dtype=float), att))
     return 0

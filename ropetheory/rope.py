@@ -243,9 +243,7 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
     n, d = A.shape[-2:]
     if d % 2 or d == 0:
         raise ValueError(f"head dim (last axis of X) must be a positive even integer, got {d}")
-    if np.iscomplexobj(theta):
-        raise TypeError("theta must be real numbers, got a complex array")
-    th = np.asarray(theta, dtype=np.float64)
+    th = real_array("theta", theta)
     if th.ndim == 0:
         raise ValueError(f"theta must be a vector of {d // 2} frequencies (one per plane), got the scalar {theta!r}")
     if th.ndim == 1:
@@ -259,15 +257,13 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
     if th.shape[-1] * 2 != d:
         raise ValueError(f"theta has {th.shape[-1]} planes but X has head dim {d} (needs {d // 2})")
     check_layout(layout)
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
+        raise TypeError(f"offset must be an integer, got {offset!r}")
     if positions is None:
-        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
-            raise TypeError(f"offset must be an integer, got {offset!r}")
         if abs(int(offset)) + n > MAX_ABS_POSITION:
             raise ValueError(f"offset {offset} + n {n} overflows int64 positions")
         pos = np.arange(n, dtype=np.int64) + np.int64(offset)
     else:
-        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
-            raise TypeError(f"offset must be an integer, got {offset!r}")
         pos = check_positions(positions, n)
         if pos.size and (int(pos.max()) + int(offset) > MAX_ABS_POSITION or
                          int(pos.min()) + int(offset) < -MAX_ABS_POSITION):

@@ -79,10 +79,10 @@ SCHEDULES = {
 }
 
 
-
 def code_hash() -> str:
     """Fingerprint of the code behind a sinks row: a row written by other code is recomputed."""
     return source_hash(_rope, _schedules, sys.modules[__name__])
+
 
 def _theta(key: str, d: int) -> np.ndarray:
     spec = SCHEDULES[key][1]

@@ -98,11 +98,13 @@ SAFE_EXPONENT = 400
 
 
 def scale_by_power_of_two(a: np.ndarray) -> np.ndarray:
-    """``a 2^-k`` with ``k`` the binary exponent of ``max |a|`` when that is outside the safe range, else ``a``."""
-    m = float(np.max(np.abs(a))) if a.size else 0.0
-    if m == 0.0 or 2.0 ** -SAFE_EXPONENT <= m <= 2.0 ** SAFE_EXPONENT:
+    """Each row (last axis) times ``2^-k``, ``k`` the binary exponent of its ``max |a|``, where that max
+    is outside the safe range; rows inside it (and zero rows) are returned untouched. Exact."""
+    m = np.max(np.abs(a), axis=-1, keepdims=True) if a.size else np.zeros(a.shape[:-1] + (1,))
+    out_of_range = (m != 0) & ((m < 2.0 ** -SAFE_EXPONENT) | (m > 2.0 ** SAFE_EXPONENT))
+    if not out_of_range.any():
         return a
-    return np.ldexp(a, -math.frexp(m)[1])
+    return np.ldexp(a, np.where(out_of_range, -np.frexp(m)[1], 0))
 
 
 def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
@@ -111,7 +113,7 @@ def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
     A = check_finite_array("V", V, min_ndim=2)
     if A.ndim != 2 or A.shape[1] != 2 * P or A.shape[0] == 0:
         raise ValueError(f"V must be (n_clouds >= 1, {2 * P}), got shape {A.shape}")
-    A = np.stack([scale_by_power_of_two(a) for a in A]) if np.abs(A).max() > 2.0 ** SAFE_EXPONENT else A
+    A = scale_by_power_of_two(A)                      # exact, per row: no overflow or underflow in the norms
     norms = np.linalg.norm(A, axis=1)
     if np.any(norms == 0):
         raise ValueError(f"V row {int(np.argmax(norms == 0))} is the zero vector")
@@ -482,8 +484,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
     batched = jax.default_backend() != "cpu"
     if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
-    elif isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1 (clouds per batch), got {chunk!r}")
+    else:
+        chunk = check_length(chunk, "chunk")
     out = []
     for k in range(0, Vi.shape[0], chunk):
         out.append(np.asarray(_rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))
@@ -509,8 +511,7 @@ def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
     below ``end``. A ``lax.scan`` over the ends holds a ``lax.while_loop`` over chunks: no host round
     trip, memory ``O(state + chunk)``. Returns the stacked snapshots.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1 (positions per step), got {chunk!r}")
+    chunk = check_length(chunk, "chunk")
     ar = jnp.arange(chunk, dtype=jnp.int64)
 
     def seg(carry, end):

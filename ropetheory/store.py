@@ -15,7 +15,7 @@ import pathlib
 import warnings
 from typing import Any, Iterable
 
-__all__ = ["Journal", "write_csv", "write_json", "jsonable", "source_hash"]
+__all__ = ["Journal", "write_csv", "write_json", "jsonable", "source_hash", "check_finite_output"]
 
 
 def source_hash(*modules) -> str:

@@ -33,10 +33,10 @@ WEIGHT_KINDS = {"constant": None, "ramp": spectra.AffineWeights(1.0, 1.0 / 4096)
 EXTREME_RTOL = 1e-12
 
 
-
 def code_hash() -> str:
     """Fingerprint of the code behind a verify row: a row written by other code is recomputed."""
     return source_hash(_derived, _rope, _schedules, spectra, theorems, sys.modules[__name__])
+
 
 def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:
     """Test clouds: Gaussian, all energy in given planes (equal shares), or uniform plane energy."""

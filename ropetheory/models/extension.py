@@ -62,13 +62,13 @@ def _silhouette_at(h: dict, n: int) -> float | None:
 def attention_factor(res: dict) -> float:
     """The factor transformers multiplied cos/sin by in this run.
 
-    Analyses written since it is recorded carry it (and their ``rho_measured`` is already divided
-    by it: returns 1 for them). For older ones it is recomputed from the saved rope scaling merged
-    over the saved schedule as :func:`ropetheory.models.study.override_rope` merges it (training
-    length = ``original_max_position_embeddings``), so their ``rho_measured`` can be divided by it.
+    Analyses written since it is recorded carry it per head. For older ones it is recomputed from the
+    saved rope scaling merged over the saved schedule as :func:`ropetheory.models.study.override_rope`
+    merges it (training length = ``original_max_position_embeddings``).
     """
-    if all("attention_factor" in h for h in res["heads"]):
-        return 1.0
+    recorded = [h["attention_factor"] for h in res["heads"] if "attention_factor" in h]
+    if recorded:
+        return float(recorded[0])
     scaling = res["meta"].get("rope_scaling")
     if not scaling:
         return 1.0
@@ -94,6 +94,8 @@ def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> di
     if base_theta is not None:
         drift = low_frequency_drift(np.asarray(base_theta, dtype=np.float64), theta, s, L)["max_drift_ratio"]
     af = attention_factor(res)
+    # analyses that record the factor already divided rho_measured by it; older ones did not
+    undo = 1.0 if all("attention_factor" in h for h in heads) else af
     ppl_in = next((r["ppl"] for r in res.get("nll_ranges", []) if r["end"] == L), None)
     ppl_past = None
     if s > 1:
@@ -102,13 +104,12 @@ def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> di
             w = np.array([r["count"] for r in past], dtype=np.float64)
             ppl_past = float(np.exp(np.dot(w, [r["mean_nll"] for r in past]) / w.sum()))
     return {"model": res["meta"]["model"], "s": s, "n_tokens": res["n"],
-            "rho_L": _median(h["rho_measured"][iL] / af for h in heads),
-            "rho_sL": _median(h["rho_measured"][iS] / af for h in heads),
+            "rho_L": _median(h["rho_measured"][iL] / undo for h in heads),
+            "rho_sL": _median(h["rho_measured"][iS] / undo for h in heads),
             "silhouette_post_sL": _median(_silhouette_at(h, s * L) for h in heads),
             "sinks_L": sum(1 for h in heads if (h["sink_rope"][iL] or 0) > SINK_SHARE),
             "sinks_sL": sum(1 for h in heads if (h["sink_rope"][iS] or 0) > SINK_SHARE),
             "share_sL": _median(h["sink_rope"][iS] for h in heads),
             "ppl_within_L": ppl_in, "ppl_L_to_sL": ppl_past,
-            "max_low_freq_drift": drift, "attention_factor": af if af != 1.0 else next(
-                (h["attention_factor"] for h in heads if "attention_factor" in h), 1.0),
+            "max_low_freq_drift": drift, "attention_factor": af,
             "rotation_ok": all(h["rotation_within_float32_bound"] for h in heads)}

@@ -45,7 +45,7 @@ from ..extension import low_frequency_drift
 from ..positions import position_inversion, scores, token_inversion
 from ..rope_types import frequencies_from_config
 from ..schedules import schedule, schedule_from_spec
-from ..store import write_csv, write_json
+from ..store import check_finite_output, write_csv, write_json
 
 #: random unit clouds per schedule (bands are 5/50/95% quantiles over them)
 N_CLOUDS = 32
@@ -369,20 +369,8 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
         if progress:
             progress(1)
     out["seconds"] = time.time() - t0
-    _check_finite(out)
+    check_finite_output(out, "report")          # also for callers of build() who never write it
     return out
-
-
-def _check_finite(x, path="report"):
-    """No NaN or inf may reach the JSON: raise naming the field."""
-    if isinstance(x, dict):
-        for k, v in x.items():
-            _check_finite(v, f"{path}.{k}")
-    elif isinstance(x, (list, tuple)):
-        for i, v in enumerate(x):
-            _check_finite(v, f"{path}[{i}]")
-    elif isinstance(x, float) and not math.isfinite(x):
-        raise ValueError(f"non-finite value {x!r} at {path}: refusing to write it")
 
 
 def plot_schedule(sec: dict, L: int) -> bytes:
