@@ -11,6 +11,7 @@ import pytest
 
 from ropetheory.studies import base_bound as study
 from ropetheory.theory import base_bound as bb
+from ropetheory.theory import base_search as bs
 
 #: dense-scan points whose min_m B is within this of 0 are not classified (float64 sums of <= 64
 #: cosines of exactly reduced angles are good to ~1e-13; 1e-9 leaves a wide margin)
@@ -49,7 +50,7 @@ def test_enclosures_contain_50_digit_values():
 
 def test_certified_search_agrees_with_dense_scan():
     d, L = 16, 150
-    res = bb.search_feasible_bases(L, d, b_min=10.0, b_max=1e4, initial=16)
+    res = bs.search_feasible_bases(L, d, b_min=10.0, b_max=1e4, initial=16)
     grid = np.geomspace(10.0, 1e4, 4000)
     mins = np.array([_min_B(b, d, L) for b in grid])
 
@@ -72,7 +73,7 @@ def test_certified_search_agrees_with_dense_scan():
 def test_planted_narrow_window_missed_by_a_grid_is_found():
     """L = 1024, d = 128: the first window is narrower than a 40-per-decade grid's spacing."""
     d, L = 128, 1024
-    res = bb.search_feasible_bases(L, d, b_min=3e3, b_max=7e3, initial=32)
+    res = bs.search_feasible_bases(L, d, b_min=3e3, b_max=7e3, initial=32)
     a, c = res.feasible[0]
     assert c / a < 10 ** (1 / 40)                         # narrower than the old grid's step
     grid = np.geomspace(1e2, 1e10, 8 * 40 + 1)           # the old search's grid
@@ -84,27 +85,27 @@ def test_planted_narrow_window_missed_by_a_grid_is_found():
 
 def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
     kw = dict(b_min=1e4, b_max=1e5, initial=16)
-    ref = bb.search_feasible_bases(2048, 64, **kw)
+    ref = bs.search_feasible_bases(2048, 64, **kw)
     ck = tmp_path / "ck.npz"
-    orig, calls = bb._evaluate, {"n": 0}
+    orig, calls = bs._evaluate_block, {"n": 0}
 
     def interrupted(*a):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
         return orig(*a)
-    monkeypatch.setattr(bb, "_evaluate", interrupted)
+    monkeypatch.setattr(bs, "_evaluate_block", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bb.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+        bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
     assert ck.exists()
-    monkeypatch.setattr(bb, "_evaluate", orig)
     calls_after = {"pairs": 0}
 
-    def counting(m, idx, ar):
-        calls_after["pairs"] += m.size
-        return orig(m, idx, ar)
-    monkeypatch.setattr(bb, "_evaluate", counting)
-    res = bb.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+    def counting(*a):
+        out = orig(*a)
+        calls_after["pairs"] += out[-1]
+        return out
+    monkeypatch.setattr(bs, "_evaluate_block", counting)
+    res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
     assert res.feasible == ref.feasible and res.undecided == ref.undecided
     assert res.evaluations == ref.evaluations
     assert calls_after["pairs"] < ref.evaluations        # the resumed run did not start again
@@ -112,7 +113,7 @@ def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
     # a damaged checkpoint is reported and ignored
     ck.write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="damaged"):
-        res2 = bb.search_feasible_bases(2048, 64, checkpoint=ck, **kw)
+        res2 = bs.search_feasible_bases(2048, 64, checkpoint=ck, **kw)
     assert res2.feasible == ref.feasible
 
 
@@ -126,7 +127,7 @@ def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
 def test_bad_search_arguments_name_the_value(kwargs, match):
     L = kwargs.pop("L")
     with pytest.raises(ValueError, match=match):
-        bb.search_feasible_bases(L, **kwargs)
+        bs.search_feasible_bases(L, **kwargs)
 
 
 def test_basebound_command_writes_table_and_recomputes_only_on_change(tmp_path, monkeypatch):
@@ -136,12 +137,12 @@ def test_basebound_command_writes_table_and_recomputes_only_on_change(tmp_path, 
     for f in ("base_bound.csv", "base_bound_windows.csv", "base_bound.json", "base_bound.png"):
         assert (tmp_path / f).stat().st_size > 0
     calls = {"n": 0}
-    orig = bb.search_feasible_bases
+    orig = bs.search_feasible_bases
 
     def counting(*a, **k):
         calls["n"] += 1
         return orig(*a, **k)
-    monkeypatch.setattr(bb, "search_feasible_bases", counting)
+    monkeypatch.setattr(bs, "search_feasible_bases", counting)
     assert study.main(args) == 0
     assert calls["n"] == 0                                   # nothing changed: both rows reused
     monkeypatch.setattr(study, "code_hash", lambda: "other-code")

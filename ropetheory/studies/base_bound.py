@@ -23,6 +23,7 @@ from typing import Any
 
 from ..store import Journal, write_csv, write_json
 from ..theory import base_bound as bb
+from ..theory import base_search
 
 SCALES = {"cpu": [4096, 8192, 16384],
           "gpu": [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]}
@@ -30,7 +31,7 @@ SCALES = {"cpu": [4096, 8192, 16384],
 
 def code_hash() -> str:
     """sha256 (first 16 hex digits) of the search code: a stored row from other code is recomputed."""
-    src = pathlib.Path(bb.__file__).read_bytes()
+    src = b"".join(pathlib.Path(mod.__file__).read_bytes() for mod in (bb, base_search))
     return hashlib.sha256(src).hexdigest()[:16]
 
 
@@ -51,7 +52,7 @@ def run(out_dir: pathlib.Path, lengths: list[int], *, d: int = 128, b_min: float
                       bar_format="{l_bar}{bar}| {n:.3f}/1 of ln b decided [{elapsed}]") as bar:
                 def progress(f, bar=bar):
                     bar.update(f - bar.n)
-                res = bb.search_feasible_bases(L, d, b_min=b_min, b_max=b_max, min_width=min_width,
+                res = base_search.search_feasible_bases(L, d, b_min=b_min, b_max=b_max, min_width=min_width,
                                                progress=progress, checkpoint=out_dir / f"base_bound_L{L}.ckpt.npz")
             journal.add(key, res.as_row())
         rows.append(journal.rows[key])

@@ -36,22 +36,23 @@ exact; Sterbenz), leaving an error below ``5e-15`` rad; XLA's float64 ``cos``/``
 2 ulp on ``[-4, 4]``. :data:`TERM_ABS_ERR` covers both per term, and the sums carry a
 rounding slack of ``4 P u`` times the sum of absolute values. The enclosures are tested
 against 50-digit mpmath values.
+
+This module holds the mathematics (enclosures, plain values, the result type); the
+branch-and-bound engine that runs it on a device is :mod:`ropetheory.theory.base_search`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import pathlib
-import time
-import warnings
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["B_values", "enclose_B", "search_feasible_bases", "BaseSearchResult", "MEN_TABLE2", "MAX_L",
+__all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
+           "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
+           "WITNESS_CANDIDATES",
            "REL_THETA_ERR", "TERM_ABS_ERR", "DEFAULT_MIN_WIDTH"]
 
 #: Men et al. (2024) Table 2 as restated in THEORY.md: their smallest base for d = 128
@@ -76,7 +77,8 @@ MIN_CHUNK = 1 << 9
 #: at most this many m of low upper enclosure in a parent are tried first on its children (cheap witnesses)
 WITNESS_CANDIDATES = 32
 _U = 2.0 ** -53
-_MAX_T = 64.0                      # |a_j t| < 64 keeps REL_THETA_ERR valid: b < e^64
+#: largest ``t = ln b`` searched: ``|a_j t| < 64`` keeps :data:`REL_THETA_ERR` valid (b < e^64)
+MAX_LN_B = 64.0
 
 
 def _two_pi_parts() -> tuple[float, float, float]:
@@ -111,8 +113,7 @@ def _reduced_angle(m, th_h, th_l, rint):
     return (((x_h - k * C1) - k * C2) - k * C3) + m * th_l
 
 
-@jax.jit
-def _pair_kernel(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
+def pair_bounds(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
     """Enclosures ``[lo, hi]`` of ``B(m; t)`` over intervals ``idx`` for pairs ``(m, idx)``, shape ``(N,)``.
 
     Per interval ``(K, P)``: ``th_h + th_l = th_c`` (split), ``delta``, ``ga = th_c a``,
@@ -141,19 +142,22 @@ def _pair_kernel(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
     return lo, hi
 
 
-def _check_head_dim(d: Any) -> int:
+_pair_kernel = jax.jit(pair_bounds)
+
+
+def check_head_dim(d: Any) -> int:
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2 or d % 2:
         raise ValueError(f"head_dim must be an even integer >= 2, got {d!r}")
     return int(d)
 
 
-def _check_L(L: Any) -> int:
+def check_L(L: Any) -> int:
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or not (1 <= L <= MAX_L):
         raise ValueError(f"L must be an integer in [1, {MAX_L}] (exact angle reduction), got {L!r}")
     return int(L)
 
 
-def _interval_arrays(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.ndarray]:
+def interval_inputs(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.ndarray]:
     """Per interval and plane: centre frequencies (split), radius ``delta`` and the Taylor inputs."""
     a = np.arange(d // 2, dtype=np.float64) * (2.0 / d)                 # 2j/d (exact for power-of-2 d)
     t_c = 0.5 * (t_lo + t_hi)
@@ -176,14 +180,14 @@ def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndar
 
     ``m``, ``t_lo``, ``t_hi`` broadcast to one shape ``(N,)``; ``t = ln b``.
     """
-    d = _check_head_dim(d)
+    d = check_head_dim(d)
     m, t_lo, t_hi = np.broadcast_arrays(np.asarray(m), np.asarray(t_lo, np.float64), np.asarray(t_hi, np.float64))
     if not np.issubdtype(m.dtype, np.integer) or m.min(initial=0) < 0 or m.max(initial=0) >= MAX_L:
         raise ValueError(f"m must be integers in [0, {MAX_L}), got {m.dtype} in [{m.min()}, {m.max()}]")
     if not (np.all(np.isfinite(t_lo)) and np.all(np.isfinite(t_hi)) and np.all(t_lo <= t_hi)
-            and np.all(t_lo >= 0) and np.all(t_hi <= _MAX_T)):
-        raise ValueError(f"t_lo <= t_hi must lie in [0, {_MAX_T}] (ln b), got [{t_lo.min()}, {t_hi.max()}]")
-    ar = _interval_arrays(t_lo.ravel(), t_hi.ravel(), d)
+            and np.all(t_lo >= 0) and np.all(t_hi <= MAX_LN_B)):
+        raise ValueError(f"t_lo <= t_hi must lie in [0, {MAX_LN_B}] (ln b), got [{t_lo.min()}, {t_hi.max()}]")
+    ar = interval_inputs(t_lo.ravel(), t_hi.ravel(), d)
     idx = np.arange(m.size)
     lo, hi = _evaluate(m.ravel(), idx, ar)
     return lo.reshape(m.shape), hi.reshape(m.shape)
@@ -213,7 +217,7 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
 
 def B_values(b: float, d: int, m: Any) -> np.ndarray:
     """``B(m; b)`` in plain float64 (for plots and checks; not certified)."""
-    d = _check_head_dim(d)
+    d = check_head_dim(d)
     th = float(b) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
     th_h, th_l = _split26(th)
     m = np.asarray(m, dtype=np.float64)[..., None]
@@ -263,228 +267,3 @@ class BaseSearchResult:
                 "undecided": self.undecided, "measure_per_decade": self.feasible_measure_per_decade(),
                 "evaluations": self.evaluations, "leaves": self.leaves, "seconds": self.seconds,
                 "men_table2": MEN_TABLE2.get(self.L) if self.d == 128 else None}
-
-
-def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(iv):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
-
-
-@dataclasses.dataclass
-class _Block:
-    """Pending intervals in flat (CSR) form: interval ``i`` keeps ``counts[i]`` active ``m`` in ``m``
-    (``m is None``: every ``1 <= m <= L``) and ``wcounts[i]`` witness candidates in ``w``."""
-    t_lo: np.ndarray
-    t_hi: np.ndarray
-    counts: np.ndarray
-    m: np.ndarray | None
-    wcounts: np.ndarray
-    w: np.ndarray
-
-    @property
-    def pairs(self) -> int:
-        return int(self.counts.sum())
-
-    def halves(self) -> tuple["_Block", "_Block"]:
-        """The first and the second half of the intervals, with their active sets and witnesses."""
-        k = self.t_lo.size // 2
-        cm, cw = int(self.counts[:k].sum()), int(self.wcounts[:k].sum())
-        a = _Block(self.t_lo[:k], self.t_hi[:k], self.counts[:k], None if self.m is None else self.m[:cm],
-                   self.wcounts[:k], self.w[:cw])
-        b = _Block(self.t_lo[k:], self.t_hi[k:], self.counts[k:], None if self.m is None else self.m[cm:],
-                   self.wcounts[k:], self.w[cw:])
-        return a, b
-
-
-def _concat_blocks(blocks: list[_Block], L: int) -> _Block:
-    """One block holding every interval of ``blocks`` (``m = None`` blocks are spelled out)."""
-    full = [b.m if b.m is not None else np.tile(np.arange(1, L + 1, dtype=np.int32), b.t_lo.size) for b in blocks]
-    cat = lambda xs, dt: np.concatenate(list(xs) + [np.zeros(0, dt)]).astype(dt)
-    return _Block(cat((b.t_lo for b in blocks), np.float64), cat((b.t_hi for b in blocks), np.float64),
-                  cat((b.counts for b in blocks), np.int64), cat(full, np.int32),
-                  cat((b.wcounts for b in blocks), np.int64), cat((b.w for b in blocks), np.int32))
-
-
-def _save_state(path, key, stack, feas, infeas, und, evaluations, seconds) -> None:
-    """Write the search state (decided intervals and the pending blocks) atomically.
-
-    Blocks whose active sets are still "every m" are stored as bare intervals (no m list)."""
-    path = pathlib.Path(path)
-    full = [b for b in stack if b.m is None]
-    part = _concat_blocks([b for b in stack if b.m is not None], 0)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, key=np.array(key),
-             full=np.array([(a, b) for blk in full for a, b in zip(blk.t_lo, blk.t_hi)]).reshape(-1, 2),
-             ends=np.stack([part.t_lo, part.t_hi], axis=1), counts=part.counts, act=part.m,
-             wcounts=part.wcounts, wit=part.w,
-             feas=np.array(feas).reshape(-1, 2), infeas=np.array(infeas).reshape(-1, 2), und=np.array(und).reshape(-1, 2),
-             counters=np.array([evaluations, seconds]))
-    os.replace(tmp, path)
-
-
-def _load_state(path, key, L):
-    """The saved state if ``path`` holds one for ``key`` (else None); a damaged file is reported and ignored."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        return None
-    try:
-        z = np.load(path)
-        if str(z["key"]) != key:
-            return None
-        ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
-        if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
-                or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
-                or (wit.size and (wit.min() < 1 or wit.max() > L))):
-            raise ValueError("inconsistent active sets")
-        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
-            raise ValueError("non-finite interval ends")
-        stack = []
-        if len(ends):
-            stack.append(_Block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act.astype(np.int32),
-                                wcounts.astype(np.int64), wit.astype(np.int32)))
-        full = z["full"]
-        if len(full):
-            n = len(full)
-            stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
-                                np.zeros(n, np.int64), np.zeros(0, np.int32)))
-        lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
-        ev, sec = z["counters"]
-        return stack, lists, int(ev), float(sec)
-    except Exception as e:                       # truncated or damaged: start this L again
-        warnings.warn(f"search checkpoint {str(path)!r} is damaged ({e}); recomputing", stacklevel=2)
-        return None
-
-
-def _low_per_segment(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
-    """Mask of up to ``k`` low ``values`` per segment (segments of ``counts`` entries, all > 0), in O(n).
-
-    Picks, in order, the entries within 1/64 of the way from the segment's minimum to its mean
-    (the minimum itself always qualifies), at most ``k`` of them. A heuristic for witnesses only:
-    which ``m`` are tried first changes the work, never the result.
-    """
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    seg = np.repeat(np.arange(counts.size), counts)
-    lowest = np.minimum.reduceat(values, starts[:-1])
-    mean = np.add.reduceat(values, starts[:-1]) / counts
-    cand = values <= (lowest + (mean - lowest) / 64)[seg]
-    run = np.cumsum(cand)
-    before = np.concatenate([[0], run])[starts[:-1]]          # candidates in earlier segments
-    return cand & (run - before[seg] <= k)
-
-
-def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
-                          min_width: float = DEFAULT_MIN_WIDTH, initial: int = 256, budget: int | None = None,
-                          progress: Callable[[float], None] | None = None, checkpoint: Any = None,
-                          checkpoint_seconds: float = 30.0) -> BaseSearchResult:
-    """Certified feasible set ``F_L`` of bases within ``[b_min, b_max]`` (see the module docstring).
-
-    ``initial`` equal pieces of ``[ln b_min, ln b_max]`` start the search; each round evaluates up
-    to ``budget`` pairs ``(interval, m)`` (default 2^22 on a CPU, 2^25 on an accelerator).
-    With ``checkpoint`` (a file path) the state is saved every ``checkpoint_seconds`` and a
-    search with the same arguments resumes from it (the file is removed when the search ends). ``progress(fraction)`` gets the share of ``ln b`` decided.
-    """
-    L, d = _check_L(L), _check_head_dim(d)
-    for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    if not (1.0 < b_min < b_max <= math.exp(_MAX_T)):
-        raise ValueError(f"need 1 < b_min < b_max <= e^{_MAX_T:g}, got b_min={b_min!r}, b_max={b_max!r}")
-    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 1:
-        raise ValueError(f"initial must be an integer >= 1, got {initial!r}")
-    if budget is None:
-        budget = 1 << (22 if jax.default_backend() == "cpu" else 25)
-    t0 = time.perf_counter()
-    lo_t, hi_t = math.log(b_min), math.log(b_max)
-    edges = np.linspace(lo_t, hi_t, initial + 1)
-    edges[0], edges[-1] = lo_t, hi_t
-    # pending work, processed last-in first-out (depth first keeps memory bounded)
-    stack = [_Block(edges[:-1].copy(), edges[1:].copy(), np.full(initial, L, np.int64), None,
-                    np.zeros(initial, np.int64), np.zeros(0, np.int32))]
-    feas, infeas, und = [], [], []
-    evaluations, decided, total = 0, 0.0, hi_t - lo_t
-    key = repr((L, d, b_min, b_max, min_width, initial))
-    elapsed_before = 0.0
-    if checkpoint is not None:
-        state = _load_state(checkpoint, key, L)
-        if state is not None:
-            stack, (feas, infeas, und), evaluations, elapsed_before = state
-            decided = sum(b - a for a, b in feas + infeas + und)
-    last_save = time.perf_counter()
-    all_m = np.arange(1, L + 1, dtype=np.int32)
-    while stack:
-        if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
-            _save_state(checkpoint, key, stack, feas, infeas, und, evaluations,
-                        elapsed_before + time.perf_counter() - t0)
-            last_save = time.perf_counter()
-        blk = stack.pop()
-        if blk.pairs > budget and blk.t_lo.size > 1:          # too large for one round: split it
-            a, b = blk.halves()
-            stack += [b, a]
-            continue
-        K = blk.t_lo.size
-        m_all = np.tile(all_m, K) if blk.m is None else blk.m
-        ar = _interval_arrays(blk.t_lo, blk.t_hi, d)
-        # stage 1: the parent's best witnesses; an interval proven infeasible here skips stage 2
-        alive = np.ones(K, dtype=bool)
-        if blk.w.size:
-            wi = np.repeat(np.arange(K, dtype=np.int32), blk.wcounts)
-            _, whi = _evaluate(blk.w, wi, ar)
-            evaluations += blk.w.size
-            lowest = np.full(K, np.inf)
-            np.minimum.at(lowest, wi, whi)
-            alive = ~(lowest < 0)
-        # stage 2: every active m of the surviving intervals
-        rows = np.flatnonzero(alive)
-        counts = blk.counts[rows]
-        m = m_all[np.repeat(alive, blk.counts)]
-        lo, hi = (_evaluate(m, np.repeat(rows.astype(np.int32), counts), ar) if m.size else (np.zeros(0), np.zeros(0)))
-        evaluations += m.size
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        if rows.size:
-            inf2 = np.minimum.reduceat(hi, starts[:-1]) < 0
-            keep = lo < 0
-            remaining = np.add.reduceat(keep.astype(np.int64), starts[:-1])
-        else:
-            inf2 = np.zeros(0, bool)
-            remaining = np.zeros(0, np.int64)
-        t_lo, t_hi = blk.t_lo[rows], blk.t_hi[rows]
-        narrow = t_hi - t_lo < min_width
-        is_feas = ~inf2 & (remaining == 0)
-        is_und = ~inf2 & (remaining > 0) & narrow
-        split = ~inf2 & (remaining > 0) & ~narrow
-        for mask, out in ((is_feas, feas), (is_und, und)):
-            out.extend(zip(t_lo[mask].tolist(), t_hi[mask].tolist()))
-        dead = np.flatnonzero(~alive)
-        infeas.extend(zip(blk.t_lo[dead].tolist(), blk.t_hi[dead].tolist()))
-        infeas.extend(zip(t_lo[inf2].tolist(), t_hi[inf2].tolist()))
-        decided += float((blk.t_hi[dead] - blk.t_lo[dead]).sum() + (t_hi - t_lo)[~split].sum())
-        if split.any():
-            sel = keep & np.repeat(split, counts)
-            act, h_act = m[sel], hi[sel]
-            acounts = remaining[split]
-            pick = _low_per_segment(h_act, acounts, WITNESS_CANDIDATES)
-            wit = act[pick]
-            wcounts = np.add.reduceat(pick.astype(np.int64), np.concatenate([[0], np.cumsum(acounts)[:-1]]))
-            a, b = t_lo[split], t_hi[split]
-            mid = 0.5 * (a + b)
-            two = lambda x: np.concatenate([x, x])
-            stack.append(_Block(np.concatenate([a, mid]), np.concatenate([mid, b]), two(acounts), two(act),
-                                two(wcounts), two(wit)))
-        if progress:
-            progress(decided / total)
-    if checkpoint is not None and pathlib.Path(checkpoint).exists():
-        pathlib.Path(checkpoint).unlink()
-    fw = [[math.exp(a), math.exp(b)] for a, b in _merge(feas)]
-    uw = [[math.exp(a), math.exp(b)] for a, b in _merge(und)]
-    not_infeasible = sorted(feas + und)
-    return BaseSearchResult(
-        L=L, d=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
-        smallest=fw[0][0] if fw else None,
-        smallest_lower=math.exp(not_infeasible[0][0]) if not_infeasible else None,
-        evaluations=evaluations, leaves=len(feas) + len(infeas) + len(und),
-        seconds=elapsed_before + time.perf_counter() - t0)

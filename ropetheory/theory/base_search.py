@@ -1,0 +1,356 @@
+"""The branch-and-bound engine of :mod:`ropetheory.theory.base_bound`, resident on the device.
+
+The search state is a stack of *blocks*: a block holds ``K`` intervals of ``t = ln b`` (host
+arrays) and, in flat CSR form, the ``m`` still to be checked on each (``counts[i]`` of them)
+and its witness candidates (``wcounts[i]``). The per-pair arrays (``m``, their interval index,
+their enclosures) live on the device for the whole round: a round is a handful of jitted
+programs (evaluate, segment-reduce per interval, compact the survivors, pick witnesses) whose
+only transfers are the per-interval results (``K`` numbers). The padded sizes are powers of
+two, so each program compiles for a few sizes only.
+
+A round on a block:
+
+1. *witnesses*: each interval's witness candidates (the ``m`` whose upper enclosure was lowest in
+   the parent) are evaluated first; an interval with ``hi < 0`` there is proven infeasible;
+2. every active ``m`` of the surviving intervals is evaluated; per interval, ``min hi < 0``
+   proves it infeasible; no ``lo < 0`` left proves it feasible; otherwise it is split in two,
+   unless narrower than ``min_width`` (undecided), and both halves keep only the ``m`` whose
+   ``lo < 0`` (a proof over the parent holds over each half).
+
+Which ``m`` are tried first changes the work, never the result: the decisions are those of
+the enclosures of :func:`ropetheory.theory.base_bound.pair_bounds`, pair by pair.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+import time
+import warnings
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import base_bound as bb
+
+__all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
+
+#: a checkpoint is written at most every ``checkpoint_seconds`` and at least this many times the
+#: last write's duration apart, so writing the state costs at most 1/CHECKPOINT_OVERHEAD of the run
+CHECKPOINT_OVERHEAD = 10.0
+
+
+def _bucket(n: int) -> int:
+    """Padded length for ``n`` entries: the next power of two, at least ``MIN_CHUNK``."""
+    return max(bb.MIN_CHUNK, 1 << max(0, (int(n) - 1).bit_length()))
+
+
+@dataclasses.dataclass
+class _Block:
+    """Pending intervals: ``t_lo``, ``t_hi``, ``counts``, ``wcounts`` on the host; ``m`` and ``w``
+    on the device, padded (``m is None``: every ``1 <= m <= L`` is still active)."""
+    t_lo: np.ndarray
+    t_hi: np.ndarray
+    counts: np.ndarray
+    m: Any
+    wcounts: np.ndarray
+    w: Any
+
+    @property
+    def pairs(self) -> int:
+        return int(self.counts.sum())
+
+    def halves(self) -> tuple["_Block", "_Block"]:
+        """The first and the second half of the intervals, with their active sets and witnesses."""
+        k = self.t_lo.size // 2
+        cm, cw = int(self.counts[:k].sum()), int(self.wcounts[:k].sum())
+        nm, nw = self.pairs, int(self.wcounts.sum())
+        part = lambda x, off, n: None if x is None else _take(x, off, n, size=_bucket(n))
+        a = _Block(self.t_lo[:k], self.t_hi[:k], self.counts[:k], part(self.m, 0, cm), self.wcounts[:k],
+                   part(self.w, 0, cw))
+        b = _Block(self.t_lo[k:], self.t_hi[k:], self.counts[k:], part(self.m, cm, nm - cm), self.wcounts[k:],
+                   part(self.w, cw, nw - cw))
+        return a, b
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _take(x, off, n, *, size):
+    """``x[off:off+n]`` padded to ``size`` with ``x[off]`` (``off``, ``n`` traced: no recompilation)."""
+    i = jnp.arange(size)
+    return x[jnp.where(i < n, off + i, off)]
+
+
+def _segments(counts_dev, size):
+    """Interval index of each flat position (CSR ``counts``), clipped for padding, and the valid mask."""
+    ends = jnp.cumsum(counts_dev)
+    pos = jnp.arange(size)
+    seg = jnp.searchsorted(ends, pos, side="right")
+    return jnp.minimum(seg, counts_dev.shape[0] - 1).astype(jnp.int32), pos < ends[-1]
+
+
+@functools.partial(jax.jit, static_argnames=("size", "out_size", "L", "chunk"))
+def _round(m, counts, keep_rows, ar, *, size, out_size, L, chunk):
+    """Evaluate the active pairs of the intervals with ``keep_rows`` and reduce per interval.
+
+    ``m``: padded flat active ``m`` (``None``: every ``1 <= m <= L`` per interval); ``counts``:
+    per interval (padded with 0). Returns the compacted pairs (``m``, interval, ``hi``, ``lo < 0``,
+    valid) and per interval ``min hi`` (``+inf`` where none) and the number with ``lo < 0``;
+    ``size`` is ``m``'s padded length, ``out_size`` that of the compacted pairs.
+    """
+    K = counts.shape[0]
+    if m is None:
+        pos = jnp.arange(size)
+        seg, valid = jnp.minimum(pos // L, K - 1).astype(jnp.int32), pos < counts.sum()
+        m = (pos % L + 1).astype(jnp.int32)
+    else:
+        seg, valid = _segments(counts, size)
+    sel = valid & keep_rows[seg]
+    idx = jnp.nonzero(sel, size=out_size, fill_value=0)[0]
+    m, seg, valid = m[idx], seg[idx], jnp.arange(out_size) < sel.sum()
+    c = min(chunk, out_size)
+    lo, hi = jax.lax.map(lambda a: bb.pair_bounds(a[0], a[1], ar["th_h"], ar["th_l"], ar["th_c"], ar["delta"],
+                                                  ar["ga"], ar["lin"], ar["h"]),
+                         (m.reshape(-1, c), seg.reshape(-1, c)))
+    lo, hi = lo.reshape(-1), hi.reshape(-1)
+    hi_min = jax.ops.segment_min(jnp.where(valid, hi, jnp.inf), seg, num_segments=K)
+    neg = (lo < 0) & valid
+    remaining = jax.ops.segment_sum(neg.astype(jnp.int32), seg, num_segments=K)
+    return m, seg, hi, neg, hi_min, remaining
+
+
+@functools.partial(jax.jit, static_argnames=("size_act", "size_w", "k"))
+def _children(m, seg, hi, neg, newidx, acounts, *, size_act, size_w, k):
+    """Active sets of the split intervals (``newidx[i] >= 0``) and up to ``k`` witnesses each.
+
+    Witnesses are the active ``m`` within 1/64 of the way from the interval's lowest upper
+    enclosure to its mean (the lowest always qualifies), the first ``k`` of them in order.
+    """
+    sel = neg & (newidx[seg] >= 0)
+    idx = jnp.nonzero(sel, size=size_act, fill_value=0)[0]
+    act, h, aseg = m[idx], hi[idx], newidx[seg[idx]]
+    S = acounts.shape[0]
+    valid = jnp.arange(size_act) < sel.sum()
+    aseg = jnp.where(valid, aseg, S - 1)
+    lowest = jax.ops.segment_min(jnp.where(valid, h, jnp.inf), aseg, num_segments=S)
+    mean = jax.ops.segment_sum(jnp.where(valid, h, 0.0), aseg, num_segments=S) / jnp.maximum(acounts, 1)
+    cand = valid & (h <= (lowest + (mean - lowest) / 64)[aseg])
+    run = jnp.cumsum(cand)
+    starts = jnp.concatenate([jnp.zeros(1, acounts.dtype), jnp.cumsum(acounts)[:-1]])
+    before = (run - cand)[jnp.minimum(starts, size_act - 1)]
+    pick = cand & (run - before[aseg] <= k)
+    wcounts = jax.ops.segment_sum(pick.astype(jnp.int32), aseg, num_segments=S)
+    wit = act[jnp.nonzero(pick, size=size_w, fill_value=0)[0]]
+    return act, wit, wcounts
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _twice(x, n, *, size):
+    """``concat(x[:n], x[:n])`` padded to ``size``: the children's shared active sets."""
+    i = jnp.arange(size)
+    return x[jnp.where(i < n, i, jnp.where(i < 2 * n, i - n, 0))]
+
+
+def _pad(x: np.ndarray, size: int, fill=0) -> np.ndarray:
+    return np.concatenate([x, np.full(size - x.size, fill, x.dtype)])
+
+
+def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
+    """One round's device work for ``blk``: (alive, min hi, remaining, survivors, pairs evaluated)."""
+    K = blk.t_lo.size
+    Kp = 1 << max(0, (K - 1).bit_length())
+    ar = {k: jnp.asarray(v) for k, v in bb.interval_inputs(blk.t_lo, blk.t_hi, d).items()}
+    alive = np.ones(K, dtype=bool)
+    pairs = 0
+    nw = int(blk.wcounts.sum())
+    if nw:
+        *_, whi, _ = _round(blk.w, jnp.asarray(_pad(blk.wcounts, Kp)), jnp.ones(Kp, bool), ar,
+                            size=_bucket(nw), out_size=_bucket(nw), L=L, chunk=chunk)
+        alive = ~(np.asarray(whi)[:K] < 0)
+        pairs += nw
+    counts = np.where(alive, blk.counts, 0)
+    n2 = int(counts.sum())
+    if n2 == 0:
+        return alive, np.full(K, np.inf), np.zeros(K, np.int64), None, pairs
+    size = _bucket(blk.pairs)
+    m, seg, hi, neg, hi_min, remaining = _round(blk.m, jnp.asarray(_pad(blk.counts, Kp)),
+                                                jnp.asarray(_pad(alive, Kp, False)), ar, size=size,
+                                                out_size=_bucket(n2), L=L, chunk=chunk)
+    return (alive, np.asarray(hi_min)[:K], np.asarray(remaining)[:K].astype(np.int64), (m, seg, hi, neg),
+            pairs + n2)
+
+
+def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
+    """Write the search state (decided intervals and the pending blocks) atomically.
+
+    Blocks whose active sets are still "every m" are stored as bare intervals (no m list)."""
+    path = pathlib.Path(path)
+    host = lambda x, n: np.asarray(x)[:n] if n else np.zeros(0, np.int32)
+    part = [b for b in stack if b.m is not None]
+    full = np.array([(a, b) for blk in stack if blk.m is None for a, b in zip(blk.t_lo, blk.t_hi)]).reshape(-1, 2)
+    cat = lambda xs, dt: np.concatenate([np.asarray(x, dt) for x in xs] + [np.zeros(0, dt)])
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, key=np.array(key), full=full,
+             ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
+             counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
+             wcounts=cat((b.wcounts for b in part), np.int64),
+             wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
+             **{k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists)},
+             counters=np.array([evaluations, seconds]))
+    os.replace(tmp, path)
+
+
+def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
+    dev = lambda x: None if x is None else jnp.asarray(_pad(x.astype(np.int32), _bucket(x.size), 1))
+    return _Block(t_lo, t_hi, counts, dev(m), wcounts, dev(w))
+
+
+def _load_state(path, key, L):
+    """The saved state if ``path`` holds one for ``key`` (else None); a damaged file is reported and ignored."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return None
+    try:
+        z = np.load(path)
+        if str(z["key"]) != key:
+            return None
+        ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
+        if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
+                or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
+                or (wit.size and (wit.min() < 1 or wit.max() > L))):
+            raise ValueError("inconsistent active sets")
+        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
+            raise ValueError("non-finite interval ends")
+        stack = []
+        if len(ends):
+            stack.append(_device_block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act,
+                                       wcounts.astype(np.int64), wit))
+        full = z["full"]
+        if len(full):
+            n = len(full)
+            stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
+                                np.zeros(n, np.int64), None))
+        lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
+        ev, sec = z["counters"]
+        return stack, lists, int(ev), float(sec)
+    except Exception as e:                       # truncated or damaged: start this L again
+        warnings.warn(f"search checkpoint {str(path)!r} is damaged ({e}); recomputing", stacklevel=2)
+        return None
+
+
+def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(iv):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _check_search_args(L, d, b_min, b_max, min_width, initial):
+    L, d = bb.check_L(L), bb.check_head_dim(d)
+    for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if not (1.0 < b_min < b_max <= math.exp(bb.MAX_LN_B)):
+        raise ValueError(f"need 1 < b_min < b_max <= e^{bb.MAX_LN_B:g}, got b_min={b_min!r}, b_max={b_max!r}")
+    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 1:
+        raise ValueError(f"initial must be an integer >= 1, got {initial!r}")
+    return L, d
+
+
+def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
+                          min_width: float = bb.DEFAULT_MIN_WIDTH, initial: int = 256, budget: int | None = None,
+                          progress: Callable[[float], None] | None = None, checkpoint: Any = None,
+                          checkpoint_seconds: float = 30.0) -> bb.BaseSearchResult:
+    """Certified feasible set ``F_L`` of bases within ``[b_min, b_max]`` (see :mod:`.base_bound`).
+
+    ``initial`` equal pieces of ``[ln b_min, ln b_max]`` start the search; each round evaluates up
+    to ``budget`` pairs ``(interval, m)`` (default 2^22 on a CPU, 2^25 on an accelerator).
+    With ``checkpoint`` (a file path) the state is saved every ``checkpoint_seconds`` (at least
+    :data:`CHECKPOINT_OVERHEAD` times the last save's duration apart) and a search with the same
+    arguments resumes from it (the file is removed when the search ends). ``progress(fraction)``
+    gets the share of ``ln b`` decided.
+    """
+    L, d = _check_search_args(L, d, b_min, b_max, min_width, initial)
+    accel = jax.default_backend() != "cpu"
+    if budget is None:
+        budget = 1 << (25 if accel else 22)
+    chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
+    t0 = time.perf_counter()
+    lo_t, hi_t = math.log(b_min), math.log(b_max)
+    edges = np.linspace(lo_t, hi_t, initial + 1)
+    edges[0], edges[-1] = lo_t, hi_t
+    # pending work, processed last-in first-out (depth first keeps memory bounded)
+    stack = [_Block(edges[:-1].copy(), edges[1:].copy(), np.full(initial, L, np.int64), None,
+                    np.zeros(initial, np.int64), None)]
+    feas, infeas, und = [], [], []
+    evaluations, total = 0, hi_t - lo_t
+    key = repr((L, d, b_min, b_max, min_width, initial))
+    elapsed_before = 0.0
+    if checkpoint is not None:
+        state = _load_state(checkpoint, key, L)
+        if state is not None:
+            stack, (feas, infeas, und), evaluations, elapsed_before = state
+    decided = sum(b - a for a, b in feas + infeas + und)
+    last_save, save_cost = time.perf_counter(), 0.0
+    while stack:
+        now = time.perf_counter()
+        if checkpoint is not None and now - last_save > max(checkpoint_seconds, CHECKPOINT_OVERHEAD * save_cost):
+            _save_state(checkpoint, key, stack, (feas, infeas, und), evaluations,
+                        elapsed_before + now - t0)
+            last_save = time.perf_counter()
+            save_cost = last_save - now
+        blk = stack.pop()
+        if blk.pairs > budget and blk.t_lo.size > 1:          # too large for one round: split it
+            a, b = blk.halves()
+            stack += [b, a]
+            continue
+        alive, hi_min, remaining, pairs, n = _evaluate_block(blk, L, d, chunk)
+        evaluations += n
+        dead = ~alive
+        inf2 = alive & (hi_min < 0)
+        narrow = blk.t_hi - blk.t_lo < min_width
+        ok = alive & ~inf2
+        is_feas, is_und, split = ok & (remaining == 0), ok & (remaining > 0) & narrow, ok & (remaining > 0) & ~narrow
+        for mask, out in ((is_feas, feas), (is_und, und), (dead | inf2, infeas)):
+            out.extend(zip(blk.t_lo[mask].tolist(), blk.t_hi[mask].tolist()))
+        decided += float((blk.t_hi - blk.t_lo)[~split].sum())
+        if split.any():
+            S = int(split.sum())
+            Sp = 1 << max(0, (S - 1).bit_length())
+            acounts = remaining[split]
+            n_act = int(acounts.sum())
+            K = blk.t_lo.size
+            Kp = 1 << max(0, (K - 1).bit_length())
+            newidx = np.full(Kp, -1, np.int32)
+            newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
+            m, seg, hi, neg = pairs
+            act, wit, wcounts = _children(m, seg, hi, neg, jnp.asarray(newidx), jnp.asarray(_pad(acounts, Sp)),
+                                          size_act=_bucket(n_act), size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
+                                          k=bb.WITNESS_CANDIDATES)
+            wcounts = np.asarray(wcounts)[:S].astype(np.int64)
+            n_w = int(wcounts.sum())
+            a_, b_ = blk.t_lo[split], blk.t_hi[split]
+            mid = 0.5 * (a_ + b_)
+            two = lambda x: np.concatenate([x, x])
+            stack.append(_Block(np.concatenate([a_, mid]), np.concatenate([mid, b_]), two(acounts),
+                                _twice(act, n_act, size=_bucket(2 * n_act)), two(wcounts),
+                                _twice(wit, n_w, size=_bucket(2 * n_w))))
+        if progress:
+            progress(decided / total)
+    if checkpoint is not None and pathlib.Path(checkpoint).exists():
+        pathlib.Path(checkpoint).unlink()
+    fw = [[math.exp(a), math.exp(b)] for a, b in _merge(feas)]
+    uw = [[math.exp(a), math.exp(b)] for a, b in _merge(und)]
+    not_infeasible = sorted(feas + und)
+    return bb.BaseSearchResult(
+        L=L, d=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
+        smallest=fw[0][0] if fw else None,
+        smallest_lower=math.exp(not_infeasible[0][0]) if not_infeasible else None,
+        evaluations=evaluations, leaves=len(feas) + len(infeas) + len(und),
+        seconds=elapsed_before + time.perf_counter() - t0)
