@@ -17,7 +17,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ropetheory as rt  # noqa: E402
-from ropetheory import spectra, sweep  # noqa: E402
+from ropetheory import spectra  # noqa: E402
+from ropetheory.studies import sweep  # noqa: E402
 
 #: float64 peaks (dense, tensor-core DGEMM), TFLOP/s, from NVIDIA's data sheets
 FP64_PEAK_TFLOPS = {"H100": 67.0, "H200": 67.0}

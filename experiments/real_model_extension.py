@@ -14,8 +14,7 @@ import json
 import pathlib
 import sys
 
-from ropetheory.models import extension as ext
-from ropetheory.models import study
+from ropetheory.models import extension as ext, study
 from ropetheory.store import write_csv
 
 

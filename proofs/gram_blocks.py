@@ -14,14 +14,14 @@ blockwise. Block ``(j, k)`` of one term is ``R(a) v_j v_k^T R(b)^T`` with
    ``omega in {theta_j - theta_k, theta_j + theta_k}`` (``2 theta_j`` on the diagonal).
 2. ``C_-`` and ``C_+`` are orthogonal in the Frobenius inner product and
    ``||C_-(c)||_F = ||C_+(c)||_F = sqrt(2) |c|``: the error bound of
-   :mod:`ropetheory.theorems` rests on this.
+   :mod:`ropetheory.theory.theorems` rests on this.
 3. The per-plane energy factor: the time average of ``R(a) M R(a)^T`` for a
    2x2 ``M`` is ``(tr M / 2) I_2 + ((M_10 - M_01)/2) J``; for ``M = v_j v_j^T`` it is
    ``(e_j / 2) I_2`` -- the diagonal block ``(W_n e_j / 2) I_2 + O(...)`` of Lemma 1.
 4. A NoPE plane (``theta = 0``, so ``D = S = 1``) keeps ``x y^T`` unchanged.
 
 Run ``python proofs/gram_blocks.py --emit`` to regenerate
-``ropetheory/_derived.py`` from step 1; the library imports the block formula
+``ropetheory/spectra/derived.py`` from step 1; the library imports the block formula
 from there (so it lives in one place, here), and a test checks the file is
 what this script generates.
 """
@@ -132,7 +132,7 @@ def emit(block) -> str:
     return HEADER + "\n".join(body) + "\n"
 
 
-TARGET = pathlib.Path(__file__).resolve().parents[1] / "ropetheory" / "_derived.py"
+TARGET = pathlib.Path(__file__).resolve().parents[1] / "ropetheory" / "spectra" / "derived.py"
 
 
 def main(argv):

@@ -1,7 +1,20 @@
 """ropetheory: rotary position embeddings on long inputs, exact and checked.
 
-Importing the package turns on JAX's float64 mode (``jax_enable_x64``): every
-verification path in ropetheory is float64, and positions are int64.
+The public API in one namespace (``import ropetheory as rt``): schedules (``rt.schedule``,
+``rt.from_config`` for any Hugging Face ``rope_type``), the operator (``rt.apply_rope``), the
+spectral engine (``rt.rank1_curve``, ``rt.rank1_curves_batch``, ``rt.rank1_stream_curve``,
+``rt.log_grid``), the theory (``rt.predicted_limit``, ``rt.certified_eps``,
+``rt.check_rank1_claims``, ``rt.criteria``, ``rt.search_feasible_bases``). Folders, bottom to top:
+``core`` (exact angles, layouts, checks) -> ``schedules``, ``rope`` -> ``spectra`` -> ``theory`` ->
+``studies``, ``models`` (each may import only what is left of it; ``store`` and ``cli`` serve the
+studies).
+
+One global side effect, on purpose: importing the package turns on JAX's float64 mode
+(``jax_enable_x64``). Every verification path is float64 and positions are int64; JAX fixes dtypes
+when a function is traced and documents the flag as a start-up setting, so a scoped switch would
+leave arrays a user creates (and jitted functions traced) outside the scope in float32 and int32,
+which is exactly the silent precision loss the package exists to avoid. Nothing else is global:
+plots pick no matplotlib backend and Arb/mpmath precision is set in scoped contexts.
 """
 import jax as _jax
 
@@ -9,8 +22,19 @@ _jax.config.update("jax_enable_x64", True)
 
 from .schedules import (SCHEDULES, schedule, schedule_from_spec, rope, partial,  # noqa: E402
                         high_frequency, rope_id, length_temperature)
-from .rope import apply_rope, turn_chunks  # noqa: E402
+from .schedules.hf import frequencies_from_config as from_config  # noqa: E402
+from .rope import apply_rope  # noqa: E402
+from .core.angles import turn_chunks  # noqa: E402
+from .spectra import (AffineWeights, TrigWeights, log_grid, rank1_curve, rank1_curves_batch,  # noqa: E402
+                      rank1_gram, rank1_stream_curve, rope_matrix_curve)
+from .theory.theorems import (predicted_limit, certified_eps, certified_bound, check_rank1_claims,  # noqa: E402
+                              limit_lambdas, convergence_rate)
+from .theory.criteria import criteria  # noqa: E402
+from .theory.base_search import search_feasible_bases  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["SCHEDULES", "schedule", "schedule_from_spec", "rope", "partial", "high_frequency",
-           "rope_id", "length_temperature", "apply_rope", "turn_chunks"]
+           "rope_id", "length_temperature", "from_config", "apply_rope", "turn_chunks",
+           "AffineWeights", "TrigWeights", "log_grid", "rank1_curve", "rank1_curves_batch", "rank1_gram",
+           "rank1_stream_curve", "rope_matrix_curve", "predicted_limit", "certified_eps", "certified_bound",
+           "check_rank1_claims", "limit_lambdas", "convergence_rate", "criteria", "search_feasible_bases"]

@@ -14,7 +14,7 @@ INTERRUPTED = ("ropetheory {cmd}: interrupted; finished rows and parts are kept 
 
 
 def _cmd_verify(args) -> int:
-    from .verify import run_verify
+    from .studies.verify import run_verify
     return run_verify(args.out, resume=not args.fresh, quiet=args.quiet)
 
 
@@ -32,7 +32,7 @@ def _cmd_schedule(args) -> int:
     from .schedules import schedule, schedule_from_spec
     att = None
     if args.config:
-        from .rope_types import frequencies_from_config
+        from .schedules.hf import frequencies_from_config
         f = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
         theta, att = np.asarray(f["theta"]), float(f["attention_factor"])
         out = dict(f)
@@ -61,8 +61,8 @@ def _cmd_schedule(args) -> int:
 
 def _cmd_curve(args) -> int:
     from .schedules import schedule_from_spec
-    from .spectra import log_grid, rank1_curve
-    from .theorems import predicted_limit
+    from .spectra.gram import log_grid, rank1_curve
+    from .theory.theorems import predicted_limit
     theta = schedule_from_spec(args.spec)
     v = np.random.default_rng(args.seed).standard_normal(theta.size * 2)
     g = log_grid(args.n_max, args.num)
@@ -78,13 +78,13 @@ def _cmd_curve(args) -> int:
 #: study commands (own parsers, each has -h): module and one-line description
 STUDIES = {
     "report": ("studies.report", "what a config's, model's or schedule's RoPE does past L, and why (HTML + JSON)"),
-    "fig7": ("figure7", "Figure 7: FSV decay of random clouds, criteria C1/C2, Table-5 ablations"),
-    "sinks": ("sinks", "sink-token simulation: the sink's attention share against length"),
-    "extension": ("extension", "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria"),
-    "sweep": ("sweep", "schedules x head dims x clouds x lengths x weights, sharded over devices"),
-    "beyond": ("beyond_study", "beyond rank 1, and the second paper's position/token inversions"),
+    "fig7": ("studies.figure7", "Figure 7: FSV decay of random clouds, criteria C1/C2, Table-5 ablations"),
+    "sinks": ("studies.sinks", "sink-token simulation: the sink's attention share against length"),
+    "extension": ("studies.extension", "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria"),
+    "sweep": ("studies.sweep", "schedules x head dims x clouds x lengths x weights, sharded over devices"),
+    "beyond": ("studies.beyond", "beyond rank 1, and the second paper's position/token inversions"),
     "basebound": ("studies.base_bound", "Men et al.'s smallest RoPE base, by a certified search"),
-    "analyze": ("analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
+    "analyze": ("models.analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
 }
 
 

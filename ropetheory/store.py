@@ -19,10 +19,15 @@ __all__ = ["Journal", "write_csv", "write_json", "jsonable", "source_hash", "che
 
 
 def source_hash(*modules) -> str:
-    """sha256 (16 hex digits) of the source files of ``modules``: rows written by other code are recomputed."""
+    """sha256 (16 hex digits) of the source files of ``modules``: rows written by other code are recomputed.
+
+    A package counts with every ``.py`` file under its folder (sorted by path)."""
     h = hashlib.sha256()
     for m in modules:
-        h.update(pathlib.Path(m.__file__).read_bytes())
+        path = pathlib.Path(m.__file__)
+        files = sorted(path.parent.rglob("*.py")) if hasattr(m, "__path__") else [path]
+        for f in files:
+            h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 

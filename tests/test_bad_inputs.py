@@ -7,19 +7,21 @@ import numpy as np
 import pytest
 
 import ropetheory as rt
-from ropetheory import spectra, theorems
+from ropetheory import spectra
+from ropetheory.theory import theorems
 from ropetheory.cli import main
-from ropetheory.schedules import MAX_HEAD_DIM, from_theta, high_frequency, rope, rope_id
+from ropetheory.core.checks import MAX_HEAD_DIM, from_theta
+from ropetheory.schedules import high_frequency, rope, rope_id
 
 THETA = rt.schedule("rope", head_dim=8)
 V = np.arange(1.0, 9.0)
 
 
 @pytest.mark.parametrize("layout", ["Half", "gptj", "", None, 0])
-@pytest.mark.parametrize("fn", [lambda lay: theorems.predicted_limit(THETA, V, lay),
+@pytest.mark.parametrize("fn", [lambda lay: theorems.predicted_limit(THETA, V, layout=lay),
                                 lambda lay: theorems.certified_eps(THETA, V, [10], layout=lay),
-                                lambda lay: theorems.plane_energies(V, lay),
-                                lambda lay: theorems.limit_gram(THETA, V, lay),
+                                lambda lay: theorems.plane_energies(V, layout=lay),
+                                lambda lay: theorems.limit_gram(THETA, V, layout=lay),
                                 lambda lay: rt.apply_rope(np.ones((2, 8)), THETA, layout=lay)])
 def test_a_misspelled_layout_is_refused_not_read_as_half(fn, layout):
     with pytest.raises(ValueError, match="layout"):
@@ -122,11 +124,11 @@ def test_cli_user_errors_are_one_line_with_exit_2_and_ctrl_c_is_130(capsys, monk
     (lambda: spectra.log_grid(1e6, 0), "num"), (lambda: spectra.log_grid(float("inf"), 10), "n_max"),
     (lambda: spectra.rank1_curves_batch(THETA, np.ones((0, 8)), [10]), "V"),
     (lambda: spectra.TrigWeights(1.0, ((-1.0, 0.0),)), "identically zero"),
-    (lambda: __import__("ropetheory.rope_types").rope_types.frequencies_from_config("/"), "directory"),
-    (lambda: __import__("ropetheory.rope_types").rope_types.frequencies_from_config(
+    (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config("/"), "directory"),
+    (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config(
         {"head_dim": 2, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, seq_len=64),
      "rotary dim"),
-    (lambda: __import__("ropetheory.rope_types").rope_types.frequencies_from_config(
+    (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config(
         {"head_dim": 8, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "beta_fast": "32"}}),
      "beta_fast")])
 def test_inputs_that_used_to_end_in_a_traceback_get_a_named_error(call, match):
@@ -172,7 +174,7 @@ def test_missing_or_unwritable_paths_are_one_line_errors(tmp_path, capsys):
 
 
 def test_sweep_refuses_overflowing_power_weights_and_recomputes_a_damaged_part(tmp_path):
-    from ropetheory import sweep
+    from ropetheory.studies import sweep
     with pytest.raises(ValueError, match="overflow"):
         sweep.stream_gram_batch(THETA, V[None], [1000], alpha=1000.0)
     args = ["sweep", "--head-dims", "8", "--clouds", "2", "--n-max", "100", "--num", "4", "--out", str(tmp_path), "--quiet"]

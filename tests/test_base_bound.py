@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from ropetheory.studies import base_bound as study
-from ropetheory.theory import base_bound as bb
-from ropetheory.theory import base_search as bs
+from ropetheory.theory import base_bound as bb, base_search as bs
 
 #: dense-scan points whose min_m B is within this of 0 are not classified (float64 sums of <= 64
 #: cosines of exactly reduced angles are good to ~1e-13; 1e-9 leaves a wide margin)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import ropetheory as rt
-from ropetheory import beyond, positions as ps, spectra, theorems
+from ropetheory.theory import beyond, positions as ps, theorems
+from ropetheory import spectra
 
 
 def test_noise_free_stream_reduces_to_lemma1_closed_form():

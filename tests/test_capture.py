@@ -7,8 +7,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from ropetheory import spectra
-from ropetheory.analyze import analyze_dump, hf_to_interleaved, main as analyze_main
-from ropetheory.capture import capture, load_dump, save_dump
+from ropetheory.models.analyze import analyze_dump, hf_to_interleaved, main as analyze_main
+from ropetheory.models.capture import capture, load_dump, save_dump
 
 #: transformers applies RoPE in float32 (angles position*inv_freq in float32): at positions < 256
 #: the angle error is ~ 256 * 2^-24 ~ 1.5e-5 rad at most, times O(1) entries

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ropetheory import extension as ext
+from ropetheory.studies import extension as ext
 from ropetheory.schedules import schedule
 
 BASE = schedule("rope", head_dim=ext.D, base=ext.ROPE_THETA)

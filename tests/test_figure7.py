@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from ropetheory import figure7, spectra
+from ropetheory.studies import figure7
+from ropetheory import spectra
 
 SMALL = dict(n_clouds=12, n_max=1e6, num=24, head_dims=(128,), quiet=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ropetheory import spectra
-from ropetheory.capture import hf_to_interleaved
+from ropetheory.models.capture import hf_to_interleaved
 from ropetheory.models import corpus, registry, study
 from ropetheory.models.stream import LayerStream
 
@@ -78,7 +78,7 @@ def test_streamed_statistics_equal_brute_force(window):
 
 def test_planted_rank1_head_matches_the_prediction_when_streamed():
     """Keys on one direction with varying weights, rotated exactly: measured rho == rank-1 prediction."""
-    from ropetheory.capture import rotate_like_hf
+    from ropetheory.models.capture import rotate_like_hf
     rng = np.random.default_rng(3)
     N, d = 300, 16
     theta = 10000.0 ** (-np.arange(0, d, 2) / d)
@@ -130,7 +130,7 @@ def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_res
 def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
     """The chunked, cached capture gives the same keys as one plain forward pass (layer 0, n = 256)."""
     import torch
-    from ropetheory.capture import capture
+    from ropetheory.models.capture import capture
     _, res = smollm2_result
     m, tok, _ = registry.load_model("smollm2-135m")
     ids, _ = corpus.text_tokens(tok, 256)

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ropetheory as rt
-from ropetheory import schedules, spectra, theorems
+from ropetheory import schedules, spectra
+from ropetheory.theory import theorems
 
 #: a call on tiny inputs that takes longer than this is a failure (hang or runaway memory)
 CALL_SECONDS = 5.0

@@ -8,10 +8,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from ropetheory import figure7, spectra
+from ropetheory.studies import figure7, report
+from ropetheory import spectra
 from ropetheory.cli import main
 from ropetheory.schedules import schedule
-from ropetheory.studies import report
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.json"))
 CLOUDS = 4                     # small: the sections' code paths, not their statistics, are under test

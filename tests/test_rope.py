@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import ropetheory as rt
-from ropetheory.rope import apply_rope, reduced_turns, turn_chunks, to_interleaved
+from ropetheory.rope import apply_rope
+from ropetheory.core.angles import reduced_turns, turn_chunks
+from ropetheory.core.layouts import to_interleaved
 
 from reference import rope_row_mp
 from strategies import big_positions, clouds, head_dims, layouts, schedules, unit_vectors

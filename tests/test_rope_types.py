@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ropetheory import rope_types as rt_types
+from ropetheory.schedules import hf as rt_types
 
 import torch  # noqa: E402  (the test extra installs it; a missing install fails here, it never skips)
 from transformers import GPTNeoXConfig, LlamaConfig  # noqa: E402

@@ -101,3 +101,20 @@ def test_length_temperature_is_one_inside_L_and_grows_after():
     t = rt.length_temperature([100, 4096, 8192], 4096)
     assert t[0] == t[1] == 1.0
     assert math.isclose(t[2], (1 + 0.1 * math.log(2)) ** 2, rel_tol=1e-15)
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192},
+    {"rope_type": "linear", "factor": 2.0}])
+def test_one_registry_reads_a_pasted_rope_scaling_dict_as_transformers_does(rope):
+    """schedule_from_spec takes a pasted rope_scaling dict (with the head width) and gives the same
+    frequencies as the full config through schedules.hf."""
+    import ropetheory as rt
+    pasted = {**rope, "rope_theta": 5e5, "head_dim": 64}
+    full = {"head_dim": 64, "rope_theta": 5e5, "max_position_embeddings": 131072, "rope_scaling": dict(rope)}
+    a = rt.schedule_from_spec(pasted)
+    b = np.asarray(rt.from_config(full)["theta"])
+    np.testing.assert_array_equal(a, b)
+    assert np.array_equal(rt.schedule_from_spec(full), b)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ropetheory import sinks
+from ropetheory.studies import sinks
 
 LENGTHS = [256, 1024, 4096, 16384]
 #: the no-RoPE share may fall only through the growing softmax denominator, n e^{-beta}:

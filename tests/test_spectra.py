@@ -1,4 +1,5 @@
 """Spectral engine: closed form == streaming == brute force; 50-digit agreement to n = 10^12; bad input."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -14,6 +15,9 @@ from strategies import clouds, layouts, schedules, unit_vectors
 SMALL_N_ATOL = 1e-12
 # the spec's bound: rho_n and srank vs an independent 50-digit evaluation
 MP_RTOL = 1e-10
+# weights from a callable vs from an array: the same rows, W summed in another order (compensated in
+# the stream, pairwise in numpy): agreement to a few ulp; 1e-12 leaves margin
+STREAM_RTOL = 1e-12
 
 
 def brute_force_metrics(theta, v, n, w=None, layout="interleaved"):
@@ -132,3 +136,65 @@ def test_engine_bad_input_names_the_value(call, match):
     theta = rt.schedule("rope", head_dim=8)
     with pytest.raises((ValueError, TypeError), match=match):
         call(theta)
+
+
+def _adversarial_rows(pos, X):
+    return X[jnp.clip(pos, 0, X.shape[0] - 1)]
+
+
+def test_streaming_gram_is_compensated_exact_rational_sum_on_adversarial_rows():
+    """Rows (1e8, 1e8), (1, 1), (1e8, -1e8), ...: a plain float64 running sum of x y loses every 1
+    (1e16 + 1 == 1e16); the compensated kernel keeps the exact rational sum, here k."""
+    from fractions import Fraction
+    k = 50
+    X = np.array([[1e8, 1e8], [1.0, 1.0], [1e8, -1e8]] * k)
+    out = sp.stream_gram_curve([0.0], _adversarial_rows, (jnp.asarray(X),), [X.shape[0]], chunk=1, keep_gram=True)
+    G = out["gram"][0]
+    exact_xy = sum(Fraction(a) * Fraction(b) for a, b in X)
+    exact_xx = sum(Fraction(a) * Fraction(a) for a, _ in X)
+    assert exact_xy == k
+    assert G[0, 1] == float(exact_xy) and G[1, 0] == float(exact_xy)
+    assert G[0, 0] == float(exact_xx)
+    plain = 0.0
+    for a, b in X:
+        plain += a * b
+    assert plain != float(exact_xy)                      # the case is adversarial for a plain sum
+
+
+def test_stream_callable_weights_are_evaluated_chunk_by_chunk_and_match_the_array():
+    """A weight function is evaluated inside the stream (no length-n host array), equals the array
+    path, and may be non-finite past the last length (masked, not multiplied by 0)."""
+    theta = rt.schedule("rope", head_dim=8)
+    v = np.random.default_rng(3).standard_normal(8)
+    n = 5000
+    w_fn = lambda pos: 1.0 / (n - pos).astype(jnp.float64)          # inf at pos = n: past the end
+    lengths = [100, 4999, 5000]
+    a = sp.rank1_stream_curve(theta, v, lengths, weights=w_fn, chunk=64)
+    b = sp.rank1_stream_curve(theta, v, lengths, weights=1.0 / (n - np.arange(n, dtype=np.float64)), chunk=64)
+    np.testing.assert_allclose(a["rho"], b["rho"], rtol=STREAM_RTOL)
+    np.testing.assert_allclose(a["W"], b["W"], rtol=STREAM_RTOL)
+    assert np.all(np.isfinite(a["rho"]))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        sp.rank1_stream_curve(theta, v, [10], weights=lambda pos: -jnp.ones(pos.shape))
+
+
+@pytest.mark.parametrize("offset", [0, 12345, 2 ** 62])
+def test_every_curve_over_positions_takes_the_same_offset(offset):
+    """offset = k means positions k .. k+n-1 in every function over positions (closed form, batch,
+    stream, general matrix), equal to a brute-force SVD of the rotated rows."""
+    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    v = np.random.default_rng(5).standard_normal(8)
+    v /= np.linalg.norm(v)
+    n = [5, 40]
+    Y = np.asarray(apply_rope(np.tile(v, (40, 1)), theta, offset=offset))
+    brute = [np.linalg.svd(Y[:m], compute_uv=False)[0] / np.sqrt(m) for m in n]
+    got = [sp.rank1_curve(theta, v, n, offset=offset)["rho"],
+           sp.rank1_curves_batch(theta, v[None], n, offset=offset)[0],
+           sp.rank1_stream_curve(theta, v, n, offset=offset, chunk=8)["rho"],
+           sp.rope_matrix_curve(np.tile(v, (40, 1)), theta, n, offset=offset, chunk=8)["rho"]]
+    for g in got:
+        np.testing.assert_allclose(g, brute, rtol=0, atol=SMALL_N_ATOL)
+    with pytest.raises(ValueError, match="offset"):
+        sp.rank1_curve(theta, v, [10], offset=2 ** 63 - 5)
+    with pytest.raises(TypeError, match="offset"):
+        sp.rank1_stream_curve(theta, v, [10], offset=1.5)

@@ -56,3 +56,14 @@ def test_writers_refuse_non_finite_numbers_naming_the_field(tmp_path, bad):
         write_json(tmp_path / "out.json", {"rows": [{"y": bad}]})
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out.json").exists()
     write_json(tmp_path / "ok.json", {"undefined": None})               # an explicit None is written as null
+
+
+def test_a_row_keyed_by_other_parameters_is_computed_not_reused(tmp_path):
+    """Keys carry the parameters: asking for another parameter set finds nothing to reuse."""
+    p = tmp_path / "j.jsonl"
+    key = lambda L, tol: f"L={L}|tol={tol!r}"
+    j = Journal(p, code="A")
+    j.add(key(4096, 0.01), {"rho": 0.5})
+    j2 = Journal(p, code="A")
+    assert key(4096, 0.01) in j2 and j2.loaded == 1
+    assert key(4096, 0.02) not in j2 and key(8192, 0.01) not in j2

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import ropetheory as rt
-from ropetheory import spectra, sweep
+from ropetheory import spectra
+from ropetheory.studies import sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV4 = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
@@ -19,7 +20,8 @@ ENV4 = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "
 SHARD_SCRIPT = r"""
 import json, sys, numpy as np, jax
 import ropetheory as rt
-from ropetheory import sweep, spectra
+from ropetheory import spectra
+from ropetheory.studies import sweep
 assert len(jax.devices()) == 4, jax.devices()
 th = rt.schedule("rope_id", head_dim=32, train_len=512)
 V = np.random.default_rng(1).standard_normal((13, 32))          # 13: not a multiple of 4 (padding path)
@@ -39,7 +41,7 @@ def test_sharded_over_four_devices_equals_unsharded():
 
 
 def _sweep_cmd(out):
-    return [sys.executable, "-m", "ropetheory.sweep", "--out", str(out), "--clouds", "24", "--num", "30",
+    return [sys.executable, "-m", "ropetheory.studies.sweep", "--out", str(out), "--clouds", "24", "--num", "30",
             "--n-max", "1e7", "--head-dims", "32,64", "--quiet",
             "--schedules", '[{"name": "rope"}, {"name": "partial", "fraction": 0.5}, {"name": "rope_id", "train_len": 512}]']
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import ropetheory as rt
-from ropetheory import spectra as sp, theorems as tm
+from ropetheory import spectra as sp
+from ropetheory.theory import theorems as tm
 from ropetheory.rope import apply_rope
 
 from strategies import clouds, head_dims, layouts, schedules, unit_vectors
@@ -113,7 +114,7 @@ def test_partial_schedule_limit():
 @pytest.mark.parametrize("case", ["equal_freq", "sum_2pi", "theta_pi"])
 def test_degenerate_schedule_exact_limit(case):
     """Commensurate frequencies: the paper's formula fails, the exact (resonance-keeping) limit holds."""
-    from ropetheory.verify import counterexample_cases
+    from ropetheory.studies.verify import counterexample_cases
     _, _, theta, v, w = next(c for c in counterexample_cases() if c[0] == case)
     assert not tm.lemma1_hypotheses(theta)["holds"]
     lim = tm.predicted_limit(theta, v)
@@ -166,8 +167,9 @@ def test_derived_block_formula_is_the_one_the_proof_generates():
     assert r.returncode == 0 and "matches the derivation" in r.stdout, r.stdout + r.stderr
 
 
-def test_verify_writes_report_and_exits_zero_then_resumes(tmp_path):
-    from ropetheory.verify import run_verify
+def test_verify_writes_report_and_exits_zero_then_resumes(tmp_path, monkeypatch):
+    from ropetheory.studies import verify
+    from ropetheory.studies.verify import run_verify
     import json
     assert run_verify(tmp_path, quiet=True) == 0
     rep = json.loads((tmp_path / "verify.json").read_text())
@@ -180,3 +182,26 @@ def test_verify_writes_report_and_exits_zero_then_resumes(tmp_path):
     assert run_verify(tmp_path, quiet=True) == 0
     rep2 = json.loads((tmp_path / "verify.json").read_text())
     assert rep2["claims"] == rep["claims"]
+    # nothing changed: every row is loaded, none computed (the claim checks would raise)
+    calls = {"n": 0}
+    real = tm.check_rank1_claims
+
+    def refuse(*a, **k):
+        raise AssertionError("a saved row was recomputed")
+    monkeypatch.setattr(tm, "check_rank1_claims", refuse)
+    monkeypatch.setattr(tm, "check_counterexample", refuse)
+    csv_before = (tmp_path / "verify.csv").read_bytes()
+    assert run_verify(tmp_path, quiet=True) == 0
+    assert (tmp_path / "verify.csv").read_bytes() == csv_before
+    # other code (its hash changes): every row is recomputed, none reused
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(tm, "check_rank1_claims", counting)
+    monkeypatch.undo()
+    monkeypatch.setattr(tm, "check_rank1_claims", counting)
+    monkeypatch.setattr(verify, "code_hash", lambda: "other-code")
+    with pytest.warns(UserWarning, match="other code"):
+        assert run_verify(tmp_path, quiet=True) == 0
+    assert calls["n"] == 48

@@ -6,12 +6,12 @@ model runs once per (method, s) over ``s L`` tokens with its rope replaced at in
 (:func:`ropetheory.models.study.override_rope`), and once unscaled; :func:`extension_row` reads one
 run's ``analysis.json`` and returns, at ``L`` and ``s L``: the median FSV ratio over heads, the
 median silhouette of the key/query clusters after RoPE, how many heads keep a sink (share above
-:data:`ropetheory.models.study.SINK_SHARE`), the median sink share, the perplexity within ``L`` and
+:data:`ropetheory.models.claims.SINK_SHARE`), the median sink share, the perplexity within ``L`` and
 in ``[L, sL)``, and, beside them, the synthetic prediction of the same schedule: the largest
 low-frequency drift ratio ``theta'_j s L / (theta_j L)`` over planes that do not finish a cycle in
-``L`` (:func:`ropetheory.extension.low_frequency_drift`; <= 1 means "within training").
+``L`` (:func:`ropetheory.theory.criteria.low_frequency_drift`; <= 1 means "within training").
 
-May import: numpy, ``ropetheory.extension``, ``ropetheory.models.study``; reads JSON only.
+May import: numpy, ``ropetheory.theory.criteria``, ``ropetheory.models.study``; reads JSON only.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..extension import low_frequency_drift
-from .study import SINK_SHARE
+from ..theory.criteria import low_frequency_drift
+from .claims import SINK_SHARE
 
 #: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
 METHODS = {"linear": "PI (linear)", "dynamic": "dynamic NTK", "yarn": "YaRN"}
@@ -72,7 +72,7 @@ def attention_factor(res: dict) -> float:
     scaling = res["meta"].get("rope_scaling")
     if not scaling:
         return 1.0
-    from ..rope_types import frequencies_from_config
+    from ..schedules.hf import frequencies_from_config
     sch = next(iter(res["meta"]["schedules"].values()))
     L = int(res["train_len"])
     cfg = {"head_dim": int(sch["rotary_dim"]), "max_position_embeddings": L,

@@ -22,8 +22,6 @@ logits at a grid length. Accumulation is float64.
 """
 from __future__ import annotations
 
-import math
-from typing import Any
 
 import numpy as np
 

@@ -13,13 +13,12 @@ singular vector ``v`` and weights ``w_i = (k_i . v)^2`` (streamed, exact angles)
 the length where the constant-weight curve is within 1% of it (``far`` grid: 90 points over
 1..1e9, a step of x1.26, which is the resolution of that length), C1/C2, and the rank-1-plus-noise
 limit ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``snr = lambda_1 / (tr - lambda_1)``
-measured on the head (:func:`ropetheory.beyond.noisy_rank1_limit`). Numbers are written first
+measured on the head (:func:`ropetheory.theory.beyond.noisy_rank1_limit`). Numbers are written first
 (``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``); the figures are drawn from them.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import pathlib
 import sys
@@ -28,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import spectra, theorems
-from ..beyond import noisy_rank1_limit
-from ..capture import hf_to_interleaved, rotate_like_hf
-from ..rope_types import frequencies_from_config
+from .. import spectra
+from ..theory import criteria, theorems
+from ..theory.beyond import noisy_rank1_limit
+from .capture import hf_to_interleaved, rotate_like_hf
+from ..schedules.hf import frequencies_from_config
 from ..store import write_csv, write_json
 from .stream import LayerStream
+from .claims import claims
 
 __all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "run", "training_length", "attention_scale",
            "analysis_grid", "override_rope", "rank1_prediction", "SILHOUETTE_POINTS"]
@@ -170,7 +171,7 @@ def rank1_prediction(K: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray
     """``rho_n`` of the rank-1 cloud ``x_i = (k_i . v) v`` (model channel order) at the grid lengths.
 
     ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``w_i = (k_i . v)^2`` and ``R_i`` the layer's exact
-    rotation (:func:`ropetheory.capture.rotate_like_hf`, no attention factor: it cancels in the
+    rotation (:func:`ropetheory.models.capture.rotate_like_hf`, no attention factor: it cancels in the
     ratio); ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as
     :func:`ropetheory.spectra.rank1_stream_curve` (tested), computed in chunks of ``chunk`` rows
     with one BLAS Gram per chunk, so a whole model's heads take seconds at n = 10^5.
@@ -232,8 +233,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
             lim = theorems.predicted_limit(sc["theta"], v_il)
             allrot = math.sqrt(float(lim.e.max()) / 2)
             curve = spectra.rank1_curve(sc["theta"], v_il, far)["rho"]
-            within = np.abs(curve - lim.rho) / lim.rho < theorems.C2_RTOL
-            reach = int(far[np.argmax(within)]) if within.any() else None
+            reach = criteria.reach_length(far, curve, lim.rho)
             snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
             noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
             sn = {k: v[h] for k, v in st.snap.items()}
@@ -259,7 +259,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
                 "rho_measured": _none(meas), "rho_predicted": _none(pred),
                 "rho_abs_err": _none(np.abs(meas - pred)), "rho_noisy_limit": float(noisy),
                 "predicted_floor": float(lim.rho), "allrot_floor": allrot, "floor_reached_at": reach,
-                "C1": bool(lim.rho > allrot * (1 + theorems.C1_MARGIN)), "C2": bool(reach is not None and reach <= L_eff),
+                "C1": bool(criteria.meets_c1(lim.rho, allrot)), "C2": bool(reach is not None and reach <= L_eff),
                 **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
                                              "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
                 "sink_key_norm_ratio": float(norm_ratio[h]),
@@ -323,86 +323,12 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
     return {"layer": li, "kv_head": 0, "query_head": 0, "snapshots": snaps}
 
 
-# ---------------------------------------------------------------------------
-# claims
-# ---------------------------------------------------------------------------
-#: "close to 1" for the intra-cluster cosines (THEORY.md: "generally close to 1"): a documented choice
-CLOSE_TO_ONE = 0.7
-#: a head "has a sink" at length n if key 0 takes more than this share of the last queries' attention
-SINK_SHARE = 0.5
-#: a median key-query cosine within this of 0 reads as "near zero" rather than "negative" (opposed)
-NEAR_ZERO = 0.05
-
-
-def _at(res, key, h, n):
-    g = res["grid"]
-    i = max(j for j, m in enumerate(g) if m <= n)
-    return h[key][i]
-
-
-def claims(res: dict) -> list[dict[str, Any]]:
-    """The paper's real-model claims (THEORY.md) with the number behind each verdict."""
-    H = res["heads"]
-    L, n = res["train_len"], res["n"]
-    nL = min(L, n)
-    med = lambda xs: float(np.median([x for x in xs if x is not None])) if any(x is not None for x in xs) else None  # noqa: E731
-    kk = [_at(res, "cos_kk_pre", h, nL) for h in H]
-    qq = [_at(res, "cos_qq_pre", h, nL) for h in H]
-    kq = [_at(res, "cos_kq_pre", h, nL) for h in H]
-    pc1 = [h["pc1_var"] for h in H]
-    rho_L = [_at(res, "rho_measured", h, nL) for h in H]
-    rho_n = [h["rho_measured"][-1] for h in H]
-    norm = [h["sink_key_norm_ratio"] for h in H]
-    glob = [h for h in H if h["window"] is None]
-    s_rope_L = [_at(res, "sink_rope", h, nL) for h in glob]
-    s_rope_n = [h["sink_rope"][-1] for h in glob]
-    s_no_n = [h["sink_norope"][-1] for h in glob]
-    s_no_L = [_at(res, "sink_norope", h, nL) for h in glob]
-    has_L = [s is not None and s > SINK_SHARE for s in s_rope_L]
-    has_n = [s is not None and s > SINK_SHARE for s in s_rope_n]
-    out = [
-        {"claim": "tight clusters: intra-cluster cosines close to 1 (Fig. 2)",
-         "number": f"median key-key {med(kk):.3f}, query-query {med(qq):.3f} at n = {nL} (pre-RoPE)",
-         "verdict": "holds" if med(kk) >= CLOSE_TO_ONE and med(qq) >= CLOSE_TO_ONE else "does not hold"},
-        {"claim": "opposed clusters: key-query cosine negative but small (Fig. 2)",
-         "number": f"median {med(kq):+.3f}; negative in {sum(x < 0 for x in kq)}/{len(kq)} heads",
-         "verdict": "holds" if med(kq) <= -NEAR_ZERO or (med(kq) < 0 and sum(x < 0 for x in kq) >= 2 * len(kq) / 3)
-         else "does not hold: near zero, not opposed" if abs(med(kq)) < NEAR_ZERO else "does not hold"},
-        {"claim": "rank-1-like clouds: PC1 variance from about half to nearly all (Fig. 4)",
-         "number": f"PC1 variance min {min(pc1):.2f}, median {med(pc1):.2f}, max {max(pc1):.2f}",
-         "verdict": "holds" if np.percentile(pc1, 10) >= 0.4 and max(pc1) >= 0.9 else "partly" if med(pc1) >= 0.5
-         else "does not hold"},
-        {"claim": "RoPE lowers the FSV mildly within L and sharply past it (Fig. 4)",
-         "number": (f"median rho at L {med(rho_L):.3f}, at n = {n} {med(rho_n):.3f}" if n > L else
-                    f"median rho at n = {n} (< L) {med(rho_n):.3f}; past L not measured"),
-         "verdict": ("not measured (n <= L)" if n <= L else
-                     "holds" if (med(rho_L) - med(rho_n)) / math.log(n / L) > (1 - med(rho_L)) / math.log(L)
-                     else "does not hold")},
-        {"claim": "small-norm sink key: ||k_0|| below the median key norm (Fig. 5)",
-         "number": f"median ||k_0|| / median ||k_i|| = {med(norm):.2f}; < 1 in {sum(x < 1 for x in norm)}/{len(norm)} heads",
-         "verdict": "holds" if med(norm) < 1 else "does not hold"},
-    ]
-    if glob:
-        out.append({"claim": "the sink share collapses past L with RoPE and stays without it (Fig. 6; global layers)",
-                    "number": (f"heads with a sink (share > {SINK_SHARE}): {sum(has_L)}/{len(glob)} at n = {nL}, "
-                               f"{sum(has_n)}/{len(glob)} at n = {n}; median share with RoPE {med(s_rope_L):.3f} -> "
-                               f"{med(s_rope_n):.3f}, without {med(s_no_L):.3f} -> {med(s_no_n):.3f}"),
-                    "verdict": ("not measured (n <= L)" if n <= L else
-                                "holds" if med(s_rope_n) < 0.5 * med(s_rope_L) and med(s_no_n) >= 0.5 * med(s_no_L)
-                                else "does not hold")})
-    out.append({"claim": "PI / YaRN keep the clusters separated past L (Section 5)",
-                "number": "needs runs with the rope replaced at inference: experiments/real_model_extension.py "
-                          "(SmolLM2 table in docs/findings.md)",
-                "verdict": "not measured by a single run"})
-    return out
-
-
 def override_rope(model, scaling: dict) -> str:
     """Replace the model's rope parameters at inference (PI = ``linear``, ``dynamic``, ``yarn``, ...).
 
     ``scaling`` is merged over the config's own ``rope_parameters`` (so ``rope_theta`` is kept and
     ``original_max_position_embeddings`` defaults to the training length), the config is checked by
-    :func:`ropetheory.rope_types.frequencies_from_config`, and every rotary-embedding module of the
+    :func:`ropetheory.schedules.hf.frequencies_from_config`, and every rotary-embedding module of the
     model is rebuilt from it. Returns a label such as ``linear-x2``. Models whose rope parameters
     are given per layer type are refused.
     """

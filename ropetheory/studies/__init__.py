@@ -1,7 +1,11 @@
 """Studies: each computes numbers from the public API, saves them, and draws figures from the saved files.
 
-Holds :mod:`ropetheory.studies.base_bound` (``ropetheory basebound``). A study module has
-``run(...)`` (compute and save, resumable), ``plot(out_dir)`` (figures from saved numbers only)
-and ``main(argv)`` (its command-line parser). It may import any public name of the package; no
-other module imports a study. (The older studies still sit at the top level of the package.)
+Modules: :mod:`.verify` (Lemma 1, Lemma 2, Theorem 1), :mod:`.figure7` (Figure 7 and the criteria
+table), :mod:`.sinks` (sink-token simulation), :mod:`.extension` (context-extension methods),
+:mod:`.sweep` (sharded parameter sweeps), :mod:`.beyond` (beyond rank 1, inversions),
+:mod:`.base_bound` (Men et al.'s certified table), :mod:`.report` (``ropetheory report``, with
+:mod:`.report_sources` and :mod:`.report_html`). A study module has a compute function that
+saves numbers as it goes (resumable), ``plot(out_dir)`` (figures from saved numbers only) and
+``main(argv)`` (its command-line parser). It may import anything of the package except
+:mod:`ropetheory.cli`; nothing below it imports a study.
 """

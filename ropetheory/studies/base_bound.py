@@ -22,8 +22,8 @@ import sys
 from typing import Any
 
 from ..store import Journal, write_csv, write_json
-from ..theory import base_bound as bb
-from ..theory import base_search
+from .common import parse_study_args, study_parser
+from ..theory import base_bound as bb, base_search
 
 SCALES = {"cpu": [4096, 8192, 16384],
           "gpu": [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]}
@@ -148,8 +148,7 @@ def _lengths(s: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ropetheory basebound", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results")
+    ap = study_parser("ropetheory basebound", __doc__)
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu",
                     help="cpu: L = 4k, 8k, 16k (~2 min on 2 cores); gpu: L = 4k .. 1M")
     ap.add_argument("--lengths", type=_lengths, default=None, help="comma-separated L (overrides --scale)")
@@ -158,14 +157,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--b-max", type=float, default=1e10)
     ap.add_argument("--min-width", type=float, default=bb.DEFAULT_MIN_WIDTH,
                     help="intervals narrower than this (in ln b) are reported undecided")
-    ap.add_argument("--plot-only", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--quiet", action="store_true")
     return ap
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_study_args(parser(), argv)
     out = pathlib.Path(args.out)
     if args.plot_only:
         if not (out / "base_bound.json").exists():

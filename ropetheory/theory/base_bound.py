@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..schedules import rope as rope_schedule
+
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
            "WITNESS_CANDIDATES",
@@ -218,7 +220,7 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
 def B_values(b: float, d: int, m: Any) -> np.ndarray:
     """``B(m; b)`` in plain float64 (for plots and checks; not certified)."""
     d = check_head_dim(d)
-    th = float(b) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    th = rope_schedule(d, float(b))
     th_h, th_l = _split26(th)
     m = np.asarray(m, dtype=np.float64)[..., None]
     return np.cos(_reduced_angle(m, th_h, th_l, np.rint)).sum(-1)

@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import theorems
-from .rope import _rotate_interleaved, rope_angles, turn_chunks
-from .schedules import from_theta
-from .spectra import check_cloud_vector, check_lengths, chunked_prefix_scan
+from ..core.layouts import rotate_interleaved
+from ..core.angles import rope_angles, turn_chunks
+from ..core.checks import from_theta, check_cloud_vector, check_lengths
+from ..spectra.stream import chunked_prefix_scan, neumaier_add, neumaier_total
 
 __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve"]
 
@@ -54,7 +55,7 @@ def noisy_rank1_limit(theta: Any, v: Any, snr: float) -> float:
 def stationary_limit_spectrum(theta: Any, Sigma: np.ndarray) -> np.ndarray:
     """Conjectured limit spectrum of ``G_n / n`` for i.i.d. rows with second moment ``Sigma`` (interleaved)."""
     th = from_theta(theta)
-    from .spectra import nope_planes
+    from ..core.angles import nope_planes
     nope = nope_planes(th)
     ev = []
     for j in np.flatnonzero(~nope):
@@ -89,21 +90,21 @@ def _stream_kernel(key, chunks, ends, v, sigma, k_basis, alpha, chunk, counter_r
     d = v.shape[0]
 
     def step(state, pos, mask):
-        G, G0 = state
+        accG, accG0 = state
         X = _rows_noisy(key, pos, v, sigma, k_basis, alpha) * mask[:, None].astype(jnp.float64)
         ang = rope_angles(pos, chunks)
         if counter_rotate:                       # x_i = R_{-i} (...): the cloud un-rotates
-            X = _rotate_interleaved(X, -ang)
-        Y = _rotate_interleaved(X, ang)
-        return G + Y.T @ Y, G0 + X.T @ X
+            X = rotate_interleaved(X, -ang)
+        Y = rotate_interleaved(X, ang)
+        return neumaier_add(accG, Y.T @ Y), neumaier_add(accG0, X.T @ X)
 
     def snapshot(state):
-        G, G0 = state
+        G, G0 = neumaier_total(state[0]), neumaier_total(state[1])
         return (jnp.linalg.eigvalsh(0.5 * (G + G.T))[-1], jnp.linalg.eigvalsh(0.5 * (G0 + G0.T))[-1],
                 jnp.trace(G), jnp.trace(G0))
 
     z = jnp.zeros((d, d))
-    return chunked_prefix_scan(ends, chunk, (z, z), step, snapshot)
+    return chunked_prefix_scan(ends, chunk, ((z, z), (z, z)), step, snapshot)
 
 
 def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.inf, rank_k: int = 0,

@@ -19,7 +19,10 @@ Definitions follow ``shared/THEORY.md`` ("Frequency schedules"):
 
 All are reachable through one registry, :data:`SCHEDULES`, by name:
 ``schedule("rope_id", head_dim=128, train_len=4096)``, or from a dict / JSON
-spec with :func:`schedule_from_spec`.
+spec with :func:`schedule_from_spec`. Every Hugging Face ``rope_type`` (default, linear, dynamic,
+yarn, longrope, llama3, proportional) is read from a model config by :mod:`.hf`
+(:func:`ropetheory.schedules.hf.frequencies_from_config`, ``rt.from_config``). May import numpy
+and :mod:`ropetheory.core` only.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..core.checks import check_head_dim, from_theta, real_array
+
 __all__ = [
     "rope", "partial", "high_frequency", "rope_id", "from_theta",
     "SCHEDULES", "schedule", "schedule_from_spec", "check_head_dim",
@@ -40,31 +45,9 @@ __all__ = [
 
 #: a float fraction may miss a whole number of planes by float rounding only (1/3 * 3)
 FRACTION_ATOL = 1e-12
-#: largest head width accepted: a d x d float64 Gram of d = 16384 is 2 GiB; wider is a typo, not a model
-MAX_HEAD_DIM = 2 ** 14
 #: shortest wavelength (tokens) a rotating plane may have: below 2 a frequency aliases a slower one,
 #: and at exactly 1 the plane turns by 2 pi per token, i.e. does not rotate at all
 MIN_WAVELENGTH = 2.0
-#: largest frequency the exact reduction accepts: ``theta / (2 pi)`` uses a 300-bit ``1/(2 pi)``, so
-#: the turn error ``theta 2^-300`` stays below ``2^-200`` (far under the 2^-156 resolution) up to here
-MAX_THETA = 2.0 ** 100
-
-# --------------------------------------------------------------------------
-# validation helpers (one place, used at every entry point)
-# --------------------------------------------------------------------------
-def check_head_dim(d: Any) -> int:
-    """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-        if isinstance(d, float) and math.isfinite(d) and d.is_integer():
-            d = int(d)
-        else:
-            raise TypeError(f"head_dim must be an integer, got {d!r}")
-    d = int(d)
-    if d <= 0 or d % 2:
-        raise ValueError(f"head_dim must be a positive even integer, got {d}")
-    if d > MAX_HEAD_DIM:
-        raise ValueError(f"head_dim must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
-    return d
 
 
 def _check_positive(name: str, x: Any) -> float:
@@ -128,8 +111,7 @@ def partial(head_dim: int, base: float = 10000.0, fraction: float = 0.5) -> np.n
     base = _check_base(base)
     r = planes_from_fraction(d, fraction)
     theta = np.zeros(d // 2, dtype=np.float64)
-    j = np.arange(r, dtype=np.float64)
-    theta[:r] = base ** (-2.0 * j / (2 * r))
+    theta[:r] = rope(2 * r, base)                    # the rotating planes: RoPE of width 2r
     return theta
 
 
@@ -179,38 +161,6 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
         j = np.arange(r, dtype=np.float64)
         theta[:r] = theta_hi * (theta_lo / theta_hi) ** (j / (r - 1))
     return theta
-
-
-def real_array(name: str, x: Any) -> np.ndarray:
-    """``x`` as a float64 array; complex, boolean and non-numeric input are refused, naming ``name``.
-
-    The one conversion every public array argument goes through (numpy would drop an imaginary part
-    with only a warning, and read ``True`` as 1).
-    """
-    try:
-        dt = np.asarray(x).dtype
-        if np.iscomplexobj(x) or dt == bool:
-            raise TypeError(f"{name} must be real numbers, got dtype {dt}")
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, TypeError) and str(e).startswith(name):
-            raise
-        raise TypeError(f"{name} must be numbers, got {x!r}") from None
-
-
-def from_theta(theta: Any) -> np.ndarray:
-    """A user-given schedule: validated float64 vector of ``P`` non-negative finite frequencies."""
-    t = real_array("theta", theta)
-    if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"theta must be a non-empty 1-D vector, got shape {t.shape}")
-    bad = ~np.isfinite(t) | (t < 0)
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValueError(f"theta must be finite and >= 0; theta[{k}] = {float(t[k])!r}")
-    if (t >= MAX_THETA).any():
-        k = int(np.argmax(t >= MAX_THETA))
-        raise ValueError(f"theta[{k}] = {float(t[k])!r} is beyond the exact angle reduction (MAX_THETA = 2^100)")
-    return t
 
 
 def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarray:
@@ -278,11 +228,38 @@ def schedule(name: str, head_dim: int | None = None, **params: Any) -> np.ndarra
     return fn(head_dim, **params)
 
 
+#: keys that mark a model config (or a pasted ``rope_scaling`` / ``rope_parameters`` dict), read by
+#: :mod:`.hf` as transformers reads it, rather than a spec of the paper's schedules
+MODEL_CONFIG_KEYS = ("rope_parameters", "rope_scaling", "rope_theta", "rope_type", "max_position_embeddings")
+#: top-level config keys kept beside a pasted ``rope_scaling`` dict
+_CONFIG_TOP_KEYS = ("head_dim", "hidden_size", "num_attention_heads", "max_position_embeddings",
+                    "original_max_position_embeddings", "partial_rotary_factor")
+
+
+def is_model_config(spec: Any) -> bool:
+    """Whether ``spec`` is a model config or a pasted rope dict (see :data:`MODEL_CONFIG_KEYS`)."""
+    return isinstance(spec, Mapping) and any(k in spec for k in MODEL_CONFIG_KEYS)
+
+
+def _from_model_config(spec: Mapping[str, Any]) -> np.ndarray:
+    from .hf import frequencies_from_config
+    cfg = dict(spec)
+    seq_len = cfg.pop("seq_len", None)
+    if "rope_type" in cfg and "rope_scaling" not in cfg and "rope_parameters" not in cfg:
+        top = {k: cfg.pop(k) for k in _CONFIG_TOP_KEYS if k in cfg}     # a pasted rope dict (+ head_dim)
+        cfg = {**top, "rope_parameters": cfg}
+    return np.asarray(frequencies_from_config(cfg, seq_len=seq_len)["theta"], dtype=np.float64)
+
+
 def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarray:
     """Frequencies from a spec dict, a JSON string, or a path to a JSON file.
 
     The spec is ``{"name": "rope_id", "head_dim": 128, "train_len": 4096, ...}``
-    (``"type"`` is accepted for ``"name"``).
+    (``"type"`` is accepted for ``"name"``), or a model config / a pasted ``rope_scaling`` or
+    ``rope_parameters`` dict with the head width (``{"rope_type": "yarn", "factor": 4,
+    "original_max_position_embeddings": 8192, "rope_theta": 5e5, "head_dim": 128}``; any Hugging
+    Face ``rope_type``, read by :func:`ropetheory.schedules.hf.frequencies_from_config`; ``seq_len``
+    for dynamic and longrope).
     """
     if isinstance(spec, (str, os.PathLike)):
         text = str(spec)
@@ -299,6 +276,8 @@ def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarra
                 raise ValueError(f"schedule spec {text!r} is neither a file nor valid JSON: {e}") from None
     if not isinstance(spec, Mapping):
         raise TypeError(f"schedule spec must be a mapping, got {type(spec).__name__}: {spec!r}")
+    if is_model_config(spec):
+        return _from_model_config(spec)
     spec = dict(spec)
     for a, b in (("name", "type"), ("head_dim", "d")):
         if a in spec and b in spec and spec[a] != spec[b]:

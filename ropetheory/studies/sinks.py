@@ -32,10 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .rope import _rotate_interleaved, rope_angles, turn_chunks
-from .schedules import length_temperature, schedule
-from . import rope as _rope, schedules as _schedules
-from .store import Journal, source_hash, write_csv, write_json
+from ..core.layouts import rotate_interleaved
+from ..core.angles import rope_angles, turn_chunks
+from ..schedules import length_temperature, schedule
+from .. import core, rope as _rope, schedules as _schedules
+from ..store import Journal, source_hash, write_csv, write_json
+from .common import parse_study_args, study_parser
 
 TRAIN_LEN = 4096
 
@@ -81,7 +83,7 @@ SCHEDULES = {
 
 def code_hash() -> str:
     """Fingerprint of the code behind a sinks row: a row written by other code is recomputed."""
-    return source_hash(_rope, _schedules, sys.modules[__name__])
+    return source_hash(core, _rope, _schedules, sys.modules[__name__])
 
 
 def _theta(key: str, d: int) -> np.ndarray:
@@ -111,7 +113,7 @@ def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_log
         start, (M, S, mx, npos, nval, lsum) = state
         pos = start + ar
         k = _tokens(kkey, pos, centre, amp, sigma, -1.0)
-        k_rot = _rotate_interleaved(k, rope_angles(pos, chunks))
+        k_rot = rotate_interleaved(k, rope_angles(pos, chunks))
         logit = (q_rot @ k_rot.T) / jnp.sqrt(d) * temp[:, None]                 # (Q, chunk)
         valid = (pos[None, :] <= q_pos[:, None]) & (pos[None, :] < n) & (pos[None, :] >= 1)
         lv = jnp.where(valid, logit, -jnp.inf)
@@ -140,7 +142,7 @@ def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict
     Q = min(head.n_queries, n - 1)
     q_pos = jnp.arange(n - Q, n, dtype=jnp.int64)
     q = _tokens(qkey, q_pos, c, amp, sigma, 1.0)
-    q_rot = _rotate_interleaved(q, rope_angles(q_pos, ch))
+    q_rot = rotate_interleaved(q, rope_angles(q_pos, ch))
     temp = jnp.asarray(length_temperature(np.asarray(q_pos) + 1, TRAIN_LEN) if SCHEDULES[key][2]
                        else np.ones(Q))
     k0 = jnp.asarray(head.sink_key())                    # position 0: R_0 = I
@@ -199,8 +201,6 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     """sinks.png / sinks.pdf from sinks.csv alone."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     with open(out_dir / "sinks.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -244,15 +244,10 @@ def print_summary(out_dir: pathlib.Path) -> None:
 
 
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="ropetheory sinks", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results")
+    ap = study_parser("ropetheory sinks", __doc__)
     ap.add_argument("--max-log2", type=int, default=16, help="longest length 2^K (16 -> 65536)")
     ap.add_argument("--min-log2", type=int, default=8)
-    ap.add_argument("--plot-only", action="store_true")
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:
         if not (1 <= args.min_log2 <= args.max_log2 <= 40):

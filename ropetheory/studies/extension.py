@@ -31,19 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from . import figure7, spectra, theorems
-from .rope import reduced_turns, turn_chunks
-from .rope_types import frequencies_from_config
-from .schedules import schedule
-from .store import write_csv, write_json
+from . import figure7
+from .. import spectra
+from ..theory import criteria
+from ..core.angles import reduced_turns, turn_chunks
+from ..schedules.hf import frequencies_from_config
+from ..schedules import schedule
+from ..store import write_csv, write_json
+from .common import parse_study_args, save_figure, study_parser
 
 D = 128
 ROPE_THETA = 5e5
 TRAIN_LEN = 8192
 FACTORS = (2, 4, 8, 16)
 METHODS = ("linear", "dynamic", "yarn", "llama3", "longrope")
-#: the drift statement allows float64 rounding in theta' s L / (theta L)
-DRIFT_RTOL = 1e-9
 #: "in distribution at sL": rho_sL >= (1 - IN_DIST_RTOL) rho_L(base). PI maps sL positions onto
 #: [0, L) with step 1/s, which changes the discrete sums behind rho by O(1/L) ~ 1e-4: allow 1e-3
 IN_DIST_RTOL = 1e-3
@@ -70,12 +71,8 @@ def extended_theta(method: str, s: int) -> tuple[np.ndarray, float]:
 
 
 def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int, L: int = TRAIN_LEN) -> dict[str, Any]:
-    """Max over planes with ``theta_j L < 2 pi`` of ``theta'_j s L / (theta_j L)`` (training length ``L``)."""
-    low = (theta_base > 0) & (theta_base * L < 2 * math.pi)
-    ratio = theta_ext[low] * s / theta_base[low]
-    return {"low_freq_planes": int(low.sum()), "max_drift_ratio": float(ratio.max()),
-            "worst_plane": int(np.flatnonzero(low)[np.argmax(ratio)]),
-            "holds": bool(ratio.max() <= 1 + DRIFT_RTOL)}
+    """:func:`ropetheory.theory.criteria.low_frequency_drift` at this study's training length by default."""
+    return criteria.low_frequency_drift(theta_base, theta_ext, s, L)
 
 
 def float32_angle_error(theta: np.ndarray, positions=(10 ** 5, 10 ** 6)) -> list[dict[str, float]]:
@@ -112,7 +109,7 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         sL = s_eval * TRAIN_LEN
         grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
         rho = spectra.rank1_curves_batch(th, V, grid)
-        fl, allrot = figure7.floors(th, V)
+        fl, allrot = criteria.floors(th, V)
         at = {int(n): i for i, n in enumerate(grid)}
         med = np.median(rho, axis=0)
         if m == "default":
@@ -126,8 +123,8 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         rows.append({"method": m, "s": s, "eval_len": sL, "attention_factor": att,
                      "floor": float(np.median(fl)), "rho_L": float(med[at[TRAIN_LEN]]), "rho_sL": float(med[at[sL]]),
                      "rel_dist_sL": float(np.median(rel)),
-                     "C1": bool(np.median(fl / allrot) > 1 + theorems.C1_MARGIN),
-                     "C2_at_sL": bool(np.median(rel) < theorems.C2_RTOL),
+                     "C1": bool(np.median(fl / allrot) > 1 + criteria.C1_MARGIN),
+                     "C2_at_sL": bool(np.median(rel) < criteria.C2_RTOL),
                      "in_distribution_at_sL": bool(med[at[sL]] >= base_rho_L * (1 - IN_DIST_RTOL)),
                      "low_freq_planes": drift["low_freq_planes"], "max_low_freq_drift_ratio": drift["max_drift_ratio"],
                      "worst_plane": drift["worst_plane"], "drift_statement_holds": drift["holds"]})
@@ -166,8 +163,6 @@ def print_table(out_dir: pathlib.Path) -> None:
 
 
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     meta = json.loads((out_dir / "extension.json").read_text())
     with open(out_dir / "extension_curves.csv") as fh:
@@ -196,22 +191,14 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     ax2.set_xlabel("extension factor s")
     ax2.set_title("max low-frequency drift at sL / drift at L (base); <= 1: 'in distribution'")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    path = out_dir / "extension.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / "extension.png")
 
 
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="ropetheory extension", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results")
+    ap = study_parser("ropetheory extension", __doc__, flags=("quiet", "plot-only", "device"))
     ap.add_argument("--clouds", type=int, default=32)
     ap.add_argument("--num", type=int, default=50)
-    ap.add_argument("--plot-only", action="store_true")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:
         if args.clouds < 1 or args.num < 4:

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from . import beyond, positions as ps, spectra, theorems
-from .schedules import schedule
-from . import rope as _rope, schedules as _schedules
-from .store import Journal, source_hash, write_csv, write_json
+from ..theory import beyond, positions as ps, theorems
+from .. import core, spectra, rope as _rope, schedules as _schedules
+from ..schedules import schedule
+from ..store import Journal, source_hash, write_csv, write_json
+from .common import parse_study_args, save_figure, study_parser
 
 SCALES = {
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
@@ -42,7 +43,7 @@ CONFIRM_ATOL_AT_1E6 = 3e-3
 
 def code_hash() -> str:
     """Fingerprint of the code behind a beyond row: a row written by other code is recomputed."""
-    return source_hash(_rope, _schedules, spectra, theorems, beyond, ps, sys.modules[__name__])
+    return source_hash(core, _rope, _schedules, spectra, theorems, beyond, ps, sys.modules[__name__])
 
 
 def _theta(key, base=None):
@@ -179,8 +180,6 @@ def print_report(out_dir: pathlib.Path) -> None:
 
 
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     meta = json.loads((out_dir / "beyond.json").read_text())
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -202,22 +201,13 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     ax[1].set_xlabel("M")
     ax[1].set_title("position inversion P(S(m1) < S(m2))")
     ax[1].legend(fontsize=8)
-    fig.tight_layout()
-    p = out_dir / "beyond.png"
-    fig.savefig(p, dpi=80)
-    plt.close(fig)
-    return p
+    return save_figure(fig, out_dir / "beyond.png")
 
 
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="ropetheory beyond", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results")
+    ap = study_parser("ropetheory beyond", __doc__)
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    ap.add_argument("--plot-only", action="store_true")
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:
         run(out, args.scale, args.quiet, resume=not args.fresh)

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .rope import reduced_turns, turn_chunks
-from .schedules import from_theta
+from ..core.angles import reduced_turns, turn_chunks
+from ..core.checks import from_theta
 
 __all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
            "wilson", "bf16_eps"]

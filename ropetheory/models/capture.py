@@ -6,7 +6,7 @@ for the forward pass that function is wrapped, so each call (one per layer, in o
 ``q, k`` as they enter (after any q/k norm: the vectors RoPE actually rotates) and as they leave.
 The model's own config gives the rope type; the captured rotation is compared with
 ropetheory's exact rotation of the captured pre-RoPE vectors under
-:func:`ropetheory.rope_types.frequencies_from_config` (half layout on the first
+:func:`ropetheory.schedules.hf.frequencies_from_config` (half layout on the first
 ``rotary_dim`` channels, times transformers' attention scaling) and the maximum difference
 is stored. Saved as ``.npz`` (float32 arrays ``keys_pre``, ``keys_post``, ``queries_pre``,
 ``queries_post`` of shape ``(layers, heads, n, head_dim)``, ``positions``) plus a JSON string
@@ -60,7 +60,7 @@ def hf_to_interleaved(v: np.ndarray, rotary_dim: int) -> np.ndarray:
 def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions: np.ndarray,
                    scale: float = 1.0) -> np.ndarray:
     """Exact RoPE as transformers lays it out: ``rotate_half`` on the first ``rotary_dim`` channels."""
-    from .rope import apply_rope
+    from ..rope import apply_rope
     r = rotary_dim
     out = np.array(X, dtype=np.float64)
     rot = np.asarray(apply_rope(out[..., :r], theta[: r // 2], positions=positions, layout="half"))
@@ -71,7 +71,7 @@ def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions:
 def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
     """Run one forward pass and return the captured arrays (layers, heads, n, head_dim) and metadata."""
     import torch
-    from .rope_types import frequencies_from_config
+    from ..schedules.hf import frequencies_from_config
     cfg = model.config.to_dict()
     try:
         freqs = frequencies_from_config(cfg, seq_len=int(input_ids.shape[-1]))

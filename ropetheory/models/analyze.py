@@ -1,7 +1,7 @@
 """``ropetheory analyze``: the paper's Figs. 2-6 diagnosis for a real model or a captured key dump.
 
 ``--model NAME_OR_PATH`` runs :mod:`ropetheory.models.study` (offline loading, chunked capture,
-streaming statistics). A key dump (``.npz`` from :mod:`ropetheory.capture`) goes through the
+streaming statistics). A key dump (``.npz`` from :mod:`ropetheory.models.capture`) goes through the
 same streaming statistics (:class:`ropetheory.models.stream.LayerStream`, chunk by chunk, no
 ``n x n`` matrix) and the same analysis: per layer and key head the PC1 variance, the FSV ratio
 and stable ranks against length beside the rank-1 prediction, cosines, the sink key and the
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .capture import hf_to_interleaved, load_dump, save_dump  # noqa: F401  (hf_to_interleaved: public here too)
+from .capture import hf_to_interleaved, load_dump, save_dump
 
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
 
@@ -27,8 +27,8 @@ DUMP_CHUNK = 4096
 
 def analyze_dump(dump: dict) -> dict[str, Any]:
     """Stream a key dump through :class:`ropetheory.models.stream.LayerStream` and analyse it."""
-    from .models import study
-    from .models.stream import LayerStream
+    from . import study
+    from .stream import LayerStream
     meta = dump["meta"]
     Kp, Ko, Qp, Qo = dump["keys_pre"], dump["keys_post"], dump["queries_pre"], dump["queries_post"]
     layers, kv_heads, n, d = Kp.shape
@@ -57,8 +57,8 @@ def analyze_dump(dump: dict) -> dict[str, Any]:
 
 def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
     """``analysis.json``, ``heads.csv``, ``claims.csv`` and the figures, in ``out``."""
-    from .models.figures import plot_all
-    from .store import write_csv, write_json
+    from .figures import plot_all
+    from ..store import write_csv, write_json
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "analysis.json", res)
     write_csv(out / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = pathlib.Path(args.out)
     if args.model:
-        from .models import figures, study
+        from . import figures, study
         if args.max_tokens < 2 or args.chunk < 1:
             raise ValueError(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
         scaling = None

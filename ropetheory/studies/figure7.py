@@ -27,13 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from . import spectra, theorems
-from .schedules import schedule
-from .store import write_csv, write_json
+from .. import spectra
+from ..theory import criteria as _criteria
+from ..schedules import schedule
+from ..store import write_csv, write_json
+from .common import parse_study_args, study_parser
 
 TRAIN_LEN = 4096
-C1_MARGIN = theorems.C1_MARGIN      # Section 4 criteria: one definition, in ropetheory.theorems
-C2_RTOL = theorems.C2_RTOL
+C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria
+floors, criteria = _criteria.floors, _criteria.criteria
 QUANTILES = (0.05, 0.5, 0.95)
 
 SCHEDULES = {
@@ -81,23 +83,6 @@ def first_cycle(theta: np.ndarray) -> float:
     """Length at which the slowest rotating plane completes its first cycle, ``2 pi / min theta_j``."""
     rot = theta[theta > 0]
     return float(2 * math.pi / rot.min())
-
-
-def floors(theta: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cloud: the predicted floor ``sqrt(lambda)`` and the all-planes-rotating floor ``sqrt(max e_j/2)``."""
-    lam, emax = theorems.limit_lambdas(theta, V)
-    return np.sqrt(lam), np.sqrt(emax / 2)
-
-
-def criteria(rho_L: np.ndarray, floor: np.ndarray, allrot: np.ndarray) -> dict[str, Any]:
-    """C1/C2 per cloud and their median-cloud verdicts."""
-    rel = np.abs(rho_L - floor) / floor
-    c1 = floor > allrot * (1 + C1_MARGIN)
-    c2 = rel < C2_RTOL
-    return {"floor_median": float(np.median(floor)), "allrot_floor_median": float(np.median(allrot)),
-            "rel_dist_L_median": float(np.median(rel)), "rel_dist_L_q95": float(np.quantile(rel, 0.95)),
-            "C1": bool(np.median(floor / allrot) > 1 + C1_MARGIN), "C2": bool(np.median(rel) < C2_RTOL),
-            "C1_share": float(c1.mean()), "C2_share": float(c2.mean())}
 
 
 def _curves(theta, V, grid, part: pathlib.Path, bar) -> np.ndarray:
@@ -229,8 +214,6 @@ def print_tables(out_dir: pathlib.Path) -> None:
 
 def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Draw fig7.png / fig7.pdf from fig7.csv and fig7.json alone."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     meta = json.loads((out_dir / "fig7.json").read_text())
     with open(out_dir / "fig7.csv") as fh:
@@ -281,16 +264,12 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="ropetheory fig7", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="results")
+    ap = study_parser("ropetheory fig7", __doc__, flags=("quiet", "plot-only", "device"))
     ap.add_argument("--clouds", type=int, default=256, help="random Gaussian v per schedule (>= 256)")
     ap.add_argument("--n-max", type=float, default=1e6)
     ap.add_argument("--num", type=int, default=60, help="log-grid points")
     ap.add_argument("--head-dims", default="128,80")
-    ap.add_argument("--plot-only", action="store_true", help="redraw from the saved numbers")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:
         dims = tuple(int(x) for x in args.head_dims.split(","))

@@ -2,7 +2,7 @@
 
 Limits (THEORY.md, Claims and Extensions). The time average of
 ``R_i G R_i^T`` keeps exactly the Gram-block terms whose frequency is 0 mod 2 pi:
-with the block formula of ``proofs/gram_blocks.py`` (``ropetheory._derived``),
+with the block formula of ``proofs/gram_blocks.py`` (``ropetheory.spectra.derived``),
 
     Gbar = assemble(v; D_jk = [f_j - f_k == 0 mod 1], S_jk = [f_j + f_k == 0 mod 1]),
 
@@ -26,6 +26,7 @@ float that is rounded *up* from the ball's upper end: a rigorous bound.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -33,10 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import spectra
-from .rope import to_interleaved
-from .spectra import AffineWeights, assemble_gram, check_cloud_vector, pair_frequencies
-from .schedules import from_theta
+from .. import spectra
+from ..core.layouts import to_interleaved
+from ..spectra.weights import AffineWeights
+from ..spectra.gram import assemble_gram
+from ..core.checks import check_cloud_vector, from_theta
+from ..core.angles import pair_frequencies
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
@@ -48,7 +51,7 @@ __all__ = [
 ARB_PREC = 128
 
 
-def plane_energies(v: Any, layout: str = "interleaved") -> np.ndarray:
+def plane_energies(v: Any, *, layout: str = "interleaved") -> np.ndarray:
     """``e_j = ||v_j||^2`` for unit ``v`` (sum to 1), shape ``(P,)``."""
     vv = check_cloud_vector(v)
     vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
@@ -77,7 +80,7 @@ def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.n
     return np.asarray(D, dtype=float) / W, np.asarray(S, dtype=float) / W
 
 
-def limit_gram(theta: Any, v: Any, layout: str = "interleaved", weights: Any = None) -> np.ndarray:
+def limit_gram(theta: Any, v: Any, *, layout: str = "interleaved", weights: Any = None) -> np.ndarray:
     """``Gbar = lim G_n / W_n`` for any schedule (degenerate included), interleaved order, ``(d, d)``.
 
     Keeps the terms whose frequency ``theta_j -+ theta_k`` is 0 mod 2 pi (resonant
@@ -96,7 +99,7 @@ def _limit_lambdas(V_il, D, S):
     return jax.vmap(lambda v: jnp.linalg.eigvalsh(assemble_gram(v, D, S))[-1])(V_il)
 
 
-def limit_lambdas(theta: Any, V: Any, layout: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
+def limit_lambdas(theta: Any, V: Any, *, layout: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
     """Batched :func:`predicted_limit`: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
     th = from_theta(theta)
     Vi = spectra.check_clouds(V, th.size, layout)
@@ -137,11 +140,11 @@ class Limit:
     degenerate: bool           # the schedule has resonances beyond the generic ones
 
 
-def predicted_limit(theta: Any, v: Any, layout: str = "interleaved", weights: Any = None) -> Limit:
+def predicted_limit(theta: Any, v: Any, *, layout: str = "interleaved", weights: Any = None) -> Limit:
     """The limit of ``rho_n^2`` (and of the stable rank) for ``X = u v^T``; see module doc."""
     th = from_theta(theta)
-    e = plane_energies(check_cloud_vector(v, th.size), layout)
-    Gbar = limit_gram(th, v, layout, weights)
+    e = plane_energies(check_cloud_vector(v, th.size), layout=layout)
+    Gbar = limit_gram(th, v, layout=layout, weights=weights)
     lam = float(np.linalg.eigvalsh(0.5 * (Gbar + Gbar.T))[-1])
     hyp = lemma1_hypotheses(th)
     nope = spectra.nope_planes(th)
@@ -156,6 +159,16 @@ def predicted_limit(theta: Any, v: Any, layout: str = "interleaved", weights: An
 # ---------------------------------------------------------------------------
 # certified bound (Arb balls)
 # ---------------------------------------------------------------------------
+def _arb_precision(fn):
+    """Run ``fn`` with Arb's working precision at :data:`ARB_PREC` bits, restored afterwards (scoped)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        from flint import ctx
+        with ctx.workprec(ARB_PREC):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
 def _round_up(x) -> float:
     """A float >= every point of the arb ball ``x``."""
     return math.nextafter(float(x.upper()), math.inf)
@@ -173,19 +186,18 @@ class CertifiedBound:
     prefix: list               # arb: sum_{m<k} A_m / s_m^2
     suffix: list               # arb: sum_{m>=k} A_m
 
+    @_arb_precision
     def eps(self, c_arb) -> float:
-        from flint import arb, ctx
-        ctx.prec = ARB_PREC
         c_mid = float(c_arb.mid())
         k = int(np.searchsorted(self.inv_s_mid, 1.0 / c_mid if c_mid > 0 else np.inf, side="left"))
         e2 = c_arb * c_arb * self.prefix[k] + self.suffix[k]
         return _round_up(e2.sqrt()) if e2 > 0 else 0.0
 
 
-def certified_bound(theta: Any, v: Any, layout: str = "interleaved") -> CertifiedBound:
+@_arb_precision
+def certified_bound(theta: Any, v: Any, *, layout: str = "interleaved") -> CertifiedBound:
     """Set up the certified bound for ``(theta, v)``: one Arb sine per non-resonant pair frequency."""
-    from flint import arb, ctx
-    ctx.prec = ARB_PREC
+    from flint import arb
     th = from_theta(theta)
     vv = check_cloud_vector(v, th.size)
     vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
@@ -217,6 +229,7 @@ def certified_bound(theta: Any, v: Any, layout: str = "interleaved") -> Certifie
     return CertifiedBound(np.array([m for m, _, _ in entries]), prefix, suffix)
 
 
+@_arb_precision
 def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
                    w_last: float | None = None, tv: float | None = None, total: float | None = None):
     """``c_n = (w_{n-1} + TV_n) / W_n`` as an Arb ball.
@@ -225,8 +238,7 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
     recursive-summation bound ``|err| <= (n-1) u sum|x|`` (Higham, Thm 4.1,
     ``u = 2^-53``) widens each into a ball, so the ratio stays rigorous.
     """
-    from flint import arb, ctx
-    ctx.prec = ARB_PREC
+    from flint import arb
     if w_last is None:
         w = weights or AffineWeights()
         a, b = arb(float(w.a)), arb(float(w.b))
@@ -240,12 +252,13 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
     return (arb(float(w_last)) + Tb) / Wb
 
 
-def certified_eps(theta: Any, v: Any, n: Any, weights: AffineWeights | None = None,
+@_arb_precision
+def certified_eps(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None = None,
                   layout: str = "interleaved") -> np.ndarray:
     """Rigorous upper bounds ``eps_n >= |rho_n^2 - lambda|`` at each ``n`` (affine weights)."""
     if weights is not None and not isinstance(weights, AffineWeights):
         raise TypeError(f"certified_eps takes AffineWeights (or None), got {type(weights).__name__}")
-    cb = certified_bound(theta, v, layout)
+    cb = certified_bound(theta, v, layout=layout)
     ns = np.atleast_1d(spectra.check_lengths(n))
     w = weights or AffineWeights()
     zero = [int(k) for k in ns if w.total(int(k)) == 0]
@@ -295,11 +308,6 @@ FROB_ATOL = 1e-12
 
 CHECK_LENGTHS = (10 ** 4, 10 ** 6, 10 ** 12)
 
-#: Section 4, C1: a floor is non-trivial if it exceeds the all-planes-rotating floor of the same
-#: cloud, sqrt(max_j e_j / 2), by 10% (relative)
-C1_MARGIN = 0.10
-#: Section 4, C2: the floor counts as reached when rho is within 1% of it (the issue's definition)
-C2_RTOL = 0.01
 
 
 def check_rank1_claims(theta: Any, v: Any, weights: AffineWeights | None = None,

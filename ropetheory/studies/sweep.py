@@ -30,10 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import spectra
-from .rope import rope_angles, turn_chunks
-from .schedules import from_theta, schedule_from_spec
-from .store import write_csv, write_json
+from .. import spectra
+from ..core.angles import rope_angles, turn_chunks
+from ..core.checks import from_theta
+from ..schedules import schedule_from_spec
+from ..store import write_csv, write_json
+from .common import parse_study_args, study_parser
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
 
@@ -97,7 +99,7 @@ def device_mesh(devices=None) -> jax.sharding.Mesh:
 @functools.lru_cache(maxsize=32)
 def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     from jax.sharding import PartitionSpec as Ps
-    body = functools.partial(spectra._rho2_for_clouds.__wrapped__, batched_eig=batched)
+    body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched)
     f = jax.shard_map(body, mesh=mesh, in_specs=(Ps("clouds"), Ps(), Ps()), out_specs=Ps("clouds"),
                       check_vma=False)
     return jax.jit(f)
@@ -146,7 +148,7 @@ def _stream_batch_kernel(V_il, chunks, ends, alpha, chunk, alpha_is_zero=False):
     nc, d = V_il.shape
 
     def step(state, pos, mask):
-        G, W = state
+        accG, accW = state
         w = jnp.where(mask, 1.0 if alpha_is_zero else (pos + 1).astype(jnp.float64) ** alpha, 0.0)
         ang = rope_angles(pos, chunks)                                  # (chunk, P)
         c, s = jnp.cos(ang), jnp.sin(ang)
@@ -155,13 +157,15 @@ def _stream_batch_kernel(V_il, chunks, ends, alpha, chunk, alpha_is_zero=False):
         y0 = (c[None] * x0[:, None] - s[None] * x1[:, None]) * sw        # (nc, chunk, P)
         y1 = (s[None] * x0[:, None] + c[None] * x1[:, None]) * sw
         Y = jnp.stack([y0, y1], -1).reshape(nc, pos.shape[0], d)
-        return G + jnp.einsum("cid,cie->cde", Y, Y, preferred_element_type=jnp.float64), W + jnp.sum(w)
+        return (spectra.neumaier_add(accG, jnp.einsum("cid,cie->cde", Y, Y, preferred_element_type=jnp.float64)),
+                spectra.neumaier_add(accW, jnp.sum(w)))
 
     def snapshot(state):
-        G, W = state
+        G, W = spectra.neumaier_total(state[0]), spectra.neumaier_total(state[1])
         return jnp.linalg.eigvalsh(0.5 * (G + jnp.swapaxes(G, 1, 2)))[:, -1], W
 
-    return spectra.chunked_prefix_scan(ends, chunk, (jnp.zeros((nc, d, d)), jnp.float64(0.0)), step, snapshot)
+    zG, zW = jnp.zeros((nc, d, d)), jnp.float64(0.0)
+    return spectra.chunked_prefix_scan(ends, chunk, ((zG, zG), (zW, zW)), step, snapshot)
 
 
 def default_chunk(n_clouds: int, d: int) -> int:
@@ -238,8 +242,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
 
 
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="ropetheory sweep", description=__doc__.split("\n")[0])
+    ap = study_parser("ropetheory sweep", __doc__, out="results/sweep", flags=("quiet",))
     ap.add_argument("--schedules", default='[{"name": "rope", "base": 10000}, {"name": "partial", "fraction": 0.5}, '
                                             '{"name": "rope_id", "train_len": 4096}]',
                     help="JSON list of schedule specs (no head_dim)")
@@ -249,9 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num", type=int, default=60)
     ap.add_argument("--weights", default="constant", help="comma list: constant, ramp, power:<alpha>")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="results/sweep")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_study_args(ap, argv)
     try:
         scheds = json.loads(args.schedules)
     except json.JSONDecodeError as e:

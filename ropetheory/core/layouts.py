@@ -1,0 +1,44 @@
+"""Channel layouts: ``interleaved`` (planes ``(x_0, x_1), (x_2, x_3), ...``) and ``half``
+(Hugging Face ``rotate_half``: planes ``(x_j, x_{j+P})``), and the plane rotation itself.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+LAYOUTS = ("interleaved", "half")
+
+
+def to_interleaved(X: jax.Array, layout: str) -> jax.Array:
+    """Permute channels so plane ``j`` sits at ``(2j, 2j+1)``; ``half`` has it at ``(j, j+P)``."""
+    if check_layout(layout) == "interleaved":
+        return X
+    P = X.shape[-1] // 2
+    return jnp.stack([X[..., :P], X[..., P:]], axis=-1).reshape(X.shape)
+
+
+def from_interleaved(X: jax.Array, layout: str) -> jax.Array:
+    """Inverse of :func:`to_interleaved`."""
+    if check_layout(layout) == "interleaved":
+        return X
+    P = X.shape[-1] // 2
+    Y = X.reshape(X.shape[:-1] + (P, 2))
+    return jnp.concatenate([Y[..., 0], Y[..., 1]], axis=-1)
+
+
+def rotate_interleaved(X: jax.Array, angles: jax.Array) -> jax.Array:
+    """``R_i x_i`` for ``X (n, d)`` interleaved and ``angles (n, P)``."""
+    c, s = jnp.cos(angles), jnp.sin(angles)
+    x0, x1 = X[..., 0::2], X[..., 1::2]
+    y0 = c * x0 - s * x1
+    y1 = s * x0 + c * x1
+    return jnp.stack([y0, y1], axis=-1).reshape(X.shape)
+
+
+def check_layout(layout: Any) -> str:
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known layouts: {list(LAYOUTS)}")
+    return layout

@@ -1,0 +1,163 @@
+"""Closed-form Gram matrices of rank-1 RoPE clouds and their metrics, batched over lengths and clouds.
+
+``G_n = sum_{i<n} w_i R_i v v^T R_i^T``: block ``(j, k)`` is linear in the weighted mean phases
+``D_jk`` (at ``f_j - f_k``) and ``S_jk`` (at ``f_j + f_k``) (:mod:`.weights`), with the block formula
+of :mod:`.derived`. ``rho_n^2 = lambda_max(G_n) / W_n``, ``srank = tr G_n / lambda_max`` and the
+Frobenius ratio ``sqrt(tr G_n / W_n)`` (1 by Lemma 2).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .derived import gram_block
+from ..core.checks import check_cloud_vector, check_clouds, check_length, check_lengths, from_theta
+from ..core.layouts import check_layout, to_interleaved
+from ..rope import apply_rope
+from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
+from ..core.checks import check_offset
+
+
+#: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
+MAX_GRID_POINTS = 10 ** 6
+
+
+def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
+    """``num`` distinct integer lengths, log-spaced from ``n_min`` to ``n_max`` (both included)."""
+    if isinstance(n_max, bool) or not isinstance(n_max, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(n_max):
+        raise ValueError(f"n_max must be a finite number, got {n_max!r}")
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 2 <= num <= MAX_GRID_POINTS:
+        raise ValueError(f"num must be an integer in [2, {MAX_GRID_POINTS}] (both ends are included), got {num!r}")
+    n_max = check_length(int(round(n_max)), "n_max")
+    n_min = check_length(n_min, "n_min")
+    if n_max - n_min + 1 < num:
+        return np.arange(n_min, n_max + 1, dtype=np.int64)
+    g = np.round(np.geomspace(n_min, n_max, num)).astype(np.int64)
+    for i in range(1, num):                      # strictly increasing from the left ...
+        g[i] = max(g[i], g[i - 1] + 1)
+    g[-1] = n_max
+    for i in range(num - 2, -1, -1):             # ... and ending at n_max
+        g[i] = min(g[i], g[i + 1] - 1)
+    return g
+
+
+def assemble_gram(v_il, Dm, Sm):
+    """``G / W`` (d x d) from interleaved unit ``v`` and mean phases ``Dm, Sm`` (P x P complex)."""
+    P = v_il.shape[0] // 2
+    x0, x1 = v_il[0::2][:, None], v_il[1::2][:, None]
+    y0, y1 = v_il[0::2][None, :], v_il[1::2][None, :]
+    g = gram_block(x0, x1, y0, y1, Dm.real, Dm.imag, Sm.real, Sm.imag)
+    G = jnp.stack([jnp.stack([g[0], g[1]], -1), jnp.stack([g[2], g[3]], -1)], -2)  # (P,P,2,2)
+    G = G.transpose(0, 2, 1, 3).reshape(2 * P, 2 * P)
+    return 0.5 * (G + G.T)
+
+
+def metrics_from_gram(G, W=1.0):
+    """FSV ratio, stable rank and Frobenius ratio from a Gram matrix ``G`` of a cloud with ``||X||_2^2 = W``."""
+    ev = jnp.linalg.eigvalsh(G)
+    lam = ev[-1]
+    tr = jnp.trace(G)
+    return {"rho": jnp.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam, "frob_ratio": jnp.sqrt(tr / W)}
+
+
+@jax.jit
+def _assemble_batch(v_il, Dm, Sm):
+    return jax.lax.map(lambda DS: assemble_gram(v_il, DS[0], DS[1]), (Dm, Sm))
+
+
+@jax.jit
+def _metrics_batch(Gs):
+    return jax.lax.map(metrics_from_gram, Gs)          # one eigvalsh per length
+
+
+def rotate_to_offset(theta: np.ndarray, V_il: np.ndarray, offset: Any, n_max: int) -> np.ndarray:
+    """Rows of ``V_il`` (interleaved) rotated by ``R_offset``: a cloud at positions ``offset + i``.
+
+    Rotations of one schedule commute, so ``R_{offset+i} v = R_i (R_offset v)``: every Gram over
+    positions ``offset .. offset+n-1`` is the Gram over ``0 .. n-1`` of the rotated rows."""
+    off = check_offset(offset, 0, max(int(n_max) - 1, 0))
+    if not off:
+        return V_il
+    V = np.atleast_2d(V_il)
+    out = np.asarray(apply_rope(V, theta, np.full(V.shape[0], off, dtype=np.int64)))
+    return out.reshape(np.shape(V_il))
+
+
+def prepare_rank1(theta, v, layout, offset, n_max=1):
+    th = from_theta(theta)
+    P = th.size
+    vv = check_cloud_vector(v, P)
+    check_layout(layout)
+    v_il = np.asarray(to_interleaved(jnp.asarray(vv), layout))
+    return th, rotate_to_offset(th, v_il, offset, n_max)
+
+
+def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | TrigWeights | None = None,
+               layout: str = "interleaved", offset: int = 0) -> np.ndarray:
+    """``G_n / W_n`` for ``X = u v^T`` (closed-form weights), in the interleaved channel order, ``(d, d)``."""
+    n = check_length(n)
+    w = check_weights(weights, [n])
+    th, v_il = prepare_rank1(theta, v, layout, offset, n)
+    D, S = weighted_mean_phases(th, w, np.array([n], dtype=np.int64))
+    return np.asarray(_assemble_batch(v_il, D, S))[0]
+
+
+def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | TrigWeights | None = None,
+                layout: str = "interleaved", offset: int = 0) -> dict[str, np.ndarray]:
+    """FSV ratio ``rho_n``, stable rank and Frobenius ratio of ``Rope(u v^T)`` at each length.
+
+    Closed form (constant, affine or trigonometric weights): the cost per length
+    is independent of ``n``; 200 lengths up to ``10^12`` take well under a second
+    after compilation (d = 128). Returns numpy arrays keyed
+    ``n, rho, rho2, srank, frob_ratio``.
+    """
+    L = check_lengths(lengths)
+    w = check_weights(weights, L)
+    th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
+    # three jitted stages: fused into one program, XLA:CPU ran ~10x slower (measured)
+    D, S = weighted_mean_phases(th, w, L)
+    out = _metrics_batch(_assemble_batch(v_il, D, S))
+    res = {k: np.asarray(x) for k, x in out.items()}
+    res["n"] = L
+    return res
+
+
+@functools.partial(jax.jit, static_argnames=("batched_eig",))
+def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False):
+    """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v."""
+    def grams(v):
+        return jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
+    if batched_eig:            # accelerators: one batched eigh over clouds x lengths
+        return jnp.linalg.eigvalsh(jax.vmap(grams)(V_il))[..., -1]
+    return jax.lax.map(lambda v: jax.lax.map(lambda G: jnp.linalg.eigvalsh(G)[-1], grams(v)), V_il)
+
+
+def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,
+                       chunk: int | None = None, progress=None) -> np.ndarray:
+    """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: ``(nv, len)``.
+
+    The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
+    block assembly and one eigvalsh per length. ``progress(k)`` is called after each chunk of clouds.
+    """
+    th = from_theta(theta)
+    Vi = check_clouds(V, th.size, layout)
+    L = check_lengths(lengths)
+    Vi = rotate_to_offset(th, Vi, offset, int(L.max()))
+    Dm, Sm = weighted_mean_phases(th, CONSTANT, L)
+    batched = jax.default_backend() != "cpu"
+    if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
+        chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
+    else:
+        chunk = check_length(chunk, "chunk")
+    out = []
+    for k in range(0, Vi.shape[0], chunk):
+        out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))
+        if progress is not None:
+            progress(min(chunk, Vi.shape[0] - k))
+    return np.sqrt(np.clip(np.concatenate(out), 0, None))

@@ -1,0 +1,247 @@
+"""The streaming Gram kernel: ``G += Y^T Y`` over chunks of positions, any weights, any rows.
+
+Positions are processed in chunks of ``C`` inside one jitted ``lax`` loop with Neumaier-compensated
+accumulation; memory ``O(d^2 + C d)`` whatever ``n`` is. Whole curves on a grid of lengths come from
+one pass (snapshots at the grid points). Rows are rotated with exactly reduced angles.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core.angles import rope_angles, turn_chunks
+from ..core.checks import (check_cloud_vector, check_finite_array, check_length, check_lengths, from_theta,
+                           real_array)
+from ..core.layouts import check_layout, rotate_interleaved, to_interleaved
+from .gram import rotate_to_offset
+
+
+DEFAULT_CHUNK = 4096
+
+
+# ---------------------------------------------------------------------------
+# streaming (arbitrary rows / weights)
+# ---------------------------------------------------------------------------
+def neumaier_add(acc, x):
+    """Neumaier's compensated summation, elementwise: ``acc = (sum, compensation)`` plus ``x``.
+
+    The total is ``sum + compensation`` (:func:`neumaier_total`); its error does not grow with the
+    number of terms (Higham, Accuracy and Stability, 4.3), where a plain running sum's grows
+    linearly. Every streaming Gram of the package accumulates through this function.
+    """
+    s, c = acc
+    t = s + x
+    return t, c + jnp.where(jnp.abs(s) >= jnp.abs(x), (s - t) + x, (x - t) + s)
+
+
+def neumaier_total(acc):
+    """The compensated total of an accumulator of :func:`neumaier_add`."""
+    return acc[0] + acc[1]
+
+
+def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
+    """The one streaming loop: for each ``end`` in ``ends`` (non-decreasing), advance ``state`` over
+    positions ``[previous end, end)`` in chunks, then emit ``snapshot(state)``.
+
+    ``step(state, pos, mask) -> state`` sees int64 positions ``(chunk,)`` and a boolean mask of those
+    below ``end``. A ``lax.scan`` over the ends holds a ``lax.while_loop`` over chunks: no host round
+    trip, memory ``O(state + chunk)``. Returns the stacked snapshots.
+    """
+    chunk = check_length(chunk, "chunk")
+    ar = jnp.arange(chunk, dtype=jnp.int64)
+
+    def seg(carry, end):
+        state, start = carry
+
+        def body(st):
+            state, p0 = st
+            pos = p0 + ar
+            return step(state, pos, pos < end), p0 + chunk
+
+        state, _ = jax.lax.while_loop(lambda st: st[1] < end, body, (state, start))
+        return (state, end), snapshot(state)
+
+    _, out = jax.lax.scan(seg, (init, jnp.int64(0)), ends)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk"))
+def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk):
+    """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace."""
+    d = 2 * chunks.shape[0]
+
+    def step(state, pos, mask):
+        rows = jnp.where(mask[:, None], rows_fn(pos, *rows_args), 0.0)      # (chunk, d), interleaved; past the
+        #                                                   end: 0 even where rows_fn is not finite there
+        Y = rotate_interleaved(rows, rope_angles(pos, chunks))
+        return neumaier_add(state, Y.T @ Y)
+
+    def snapshot(state):
+        Gs = neumaier_total(state)
+        return jnp.linalg.eigvalsh(0.5 * (Gs + Gs.T))[-1], jnp.trace(Gs), Gs
+
+    zero = jnp.zeros((d, d))
+    return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)
+
+
+def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: Any, *,
+                      chunk: int = DEFAULT_CHUNK, keep_gram: bool = False) -> dict[str, np.ndarray]:
+    """Streaming ``G_n = sum_{i<n} (R_i x_i)(R_i x_i)^T`` at each length, one pass.
+
+    ``rows_fn(positions, *rows_args) -> (C, d)`` gives the rows ``x_i`` (interleaved
+    layout) for int64 ``positions``; it must be a JAX-traceable pure function
+    (hashable: a module-level function). Returns ``lam_max``, ``trace`` (and
+    ``gram`` if ``keep_gram``) per length; memory ``O(d^2 + C d)`` per step.
+    """
+    th = from_theta(theta)
+    L = check_lengths(lengths)
+    if np.any(np.diff(L) < 0):
+        raise ValueError("lengths must be non-decreasing for a one-pass curve")
+    chunk = check_length(chunk, "chunk")
+    Gs = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk)
+    lam, tr, G = (np.asarray(x) for x in Gs)
+    out = {"n": L, "lam_max": lam, "trace": tr}
+    if keep_gram:
+        out["gram"] = G
+    return out
+
+
+def _rank1_rows_array(pos, v, sqrt_w):
+    idx = jnp.clip(pos, 0, sqrt_w.shape[0] - 1)
+    return sqrt_w[idx][:, None] * v[None, :]
+
+
+def _rank1_rows_constant(pos, v):
+    return jnp.broadcast_to(v[None, :], (pos.shape[0], v.shape[0]))
+
+
+@functools.lru_cache(maxsize=32)
+def _rank1_rows_callable(w_fn: Callable) -> Callable:
+    """Rows ``sqrt(w(i)) v`` with the weights evaluated chunk by chunk (one rows function per ``w_fn``)."""
+    def rows(pos, v):
+        return jnp.sqrt(jnp.maximum(_weights_at(w_fn, pos), 0.0))[:, None] * v[None, :]
+    return rows
+
+
+def _weights_at(w_fn: Callable, pos):
+    w = jnp.asarray(w_fn(pos), dtype=jnp.float64)
+    if w.shape != pos.shape:
+        raise ValueError(f"weights callable must return one weight per position, got shape {w.shape} "
+                         f"for {pos.shape[0]} positions")
+    return w
+
+
+@functools.partial(jax.jit, static_argnames=("w_fn", "chunk"))
+def _weight_sums(ends, w_fn, chunk):
+    """``W_n = sum_{i<n} w(i)`` (Neumaier-compensated) at each end, and whether any ``w(i)`` so far was
+    negative or not finite; weights evaluated chunk by chunk, memory O(chunk)."""
+    def step(state, pos, mask):
+        acc, bad = state
+        w = _weights_at(w_fn, pos)
+        bad = bad | jnp.any(mask & ~(jnp.isfinite(w) & (w >= 0)))
+        return neumaier_add(acc, jnp.sum(jnp.where(mask, w, 0.0))), bad
+
+    return chunked_prefix_scan(ends, chunk, ((jnp.float64(0), jnp.float64(0)), jnp.bool_(False)), step,
+                               lambda st: (neumaier_total(st[0]), st[1]))
+
+
+def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
+                       layout: str = "interleaved", offset: int = 0, chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
+    """FSV ratio and stable rank of ``Rope(u v^T)`` for arbitrary weights ``w_i = u_i^2``, streamed.
+
+    ``weights``: ``None`` (constant), a 1-D array ``w`` of length ``>= max(lengths)``,
+    or a callable ``w(positions) -> weights`` (JAX-traceable, int64 positions in, evaluated chunk
+    by chunk inside the stream). Weights must be finite and ``>= 0``. Memory ``O(d^2 + chunk d)``
+    whatever the lengths (plus the array when one is given). Returns ``n, rho, rho2, srank,
+    frob_ratio, W``.
+    """
+    th = from_theta(theta)
+    vv = check_cloud_vector(v, th.size)
+    check_layout(layout)
+    L = check_lengths(lengths)
+    chunk = check_length(chunk, "chunk")
+    nmax = int(L.max())
+    v_il = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(vv), layout)), offset, nmax))
+    if weights is None:
+        W = L.astype(np.float64)                                   # exact: n < 2^53
+        rows_fn, rows_args = _rank1_rows_constant, (v_il,)
+    elif callable(weights):
+        Ws, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(np.sort(L)), weights, chunk))
+        order = np.argsort(np.argsort(L))
+        Ws, bad = Ws[order], bad[order]
+        if bad.any():
+            n_bad = int(L[np.argmax(bad)])
+            raise ValueError(f"weights(positions) must be finite and >= 0; a value below position {n_bad} is not")
+        W = Ws
+        rows_fn, rows_args = _rank1_rows_callable(weights), (v_il,)
+    else:
+        w = real_array("weights", weights)
+        if w.ndim != 1 or w.shape[0] < nmax:
+            raise ValueError(f"weights array must be 1-D with at least {nmax} entries, got shape {w.shape}")
+        bad = ~np.isfinite(w[:nmax]) | (w[:nmax] < 0)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValueError(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
+        W = np.cumsum(w[:nmax])[L - 1]
+        rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(np.sqrt(w[:nmax])))
+    if np.any(W <= 0):
+        raise ValueError(f"weights sum to zero up to length {int(L[np.argmax(W <= 0)])}")
+    out = stream_gram_curve(th, rows_fn, rows_args, L, chunk=chunk)
+    lam, tr = out["lam_max"], out["trace"]
+    return {"n": L, "rho": np.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam,
+            "frob_ratio": np.sqrt(tr / W), "W": W}
+
+
+def _matrix_rows(pos, X):
+    idx = jnp.clip(pos, 0, X.shape[0] - 1)
+    return X[idx]
+
+
+def matrix_metrics(X: Any) -> dict[str, float]:
+    """FSV ``||X||_2``, Frobenius norm and stable rank of a general ``n x d`` matrix (via its d x d Gram)."""
+    A = check_finite_array("X", X, min_ndim=2)
+    if A.ndim != 2:
+        raise ValueError(f"X must be 2-D (n x d), got shape {A.shape}")
+    G = A.T @ A
+    lam = float(np.linalg.eigvalsh(G)[-1])
+    fro2 = float(np.trace(G))
+    if fro2 == 0:
+        raise ValueError("X is the zero matrix: its stable rank is undefined")
+    return {"fsv": math.sqrt(lam), "frob": math.sqrt(fro2), "srank": fro2 / lam}
+
+
+def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,
+                      chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
+    """FSV ratio ``||Rope(X_:n)||_2 / ||X_:n||_2`` and stable ranks of the prefixes of a general cloud.
+
+    ``X``: ``(N, d)`` rows in ``layout``; the prefixes ``X[:n]`` for each ``n`` in
+    ``lengths`` (``<= N``). Streams over rows; never builds ``Rope(X)``.
+    """
+    A = check_finite_array("X", X, min_ndim=2)
+    if A.ndim != 2:
+        raise ValueError(f"X must be 2-D (n x d), got shape {A.shape}")
+    th = from_theta(theta)
+    if A.shape[1] != 2 * th.size:
+        raise ValueError(f"X has head dim {A.shape[1]} but the schedule has {th.size} planes")
+    check_layout(layout)
+    L = check_lengths(lengths)
+    if L.max() > A.shape[0]:
+        raise ValueError(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
+    Xi = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
+    out = stream_gram_curve(th, _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())), keep_gram=False)
+    # the un-rotated prefix Grams (denominators) need no angles: segment sums of X^T X
+    G0 = np.zeros((A.shape[1], A.shape[1]))
+    lam0, tr0, prev = [], [], 0
+    for n in L:
+        G0 += A[prev:n].T @ A[prev:n]
+        prev = n
+        lam0.append(np.linalg.eigvalsh(G0)[-1])
+        tr0.append(np.trace(G0))
+    lam, tr, lam0, tr0 = out["lam_max"], out["trace"], np.array(lam0), np.array(tr0)
+    return {"n": L, "rho": np.sqrt(lam / lam0), "srank": tr / lam, "srank_before": tr0 / lam0,
+            "frob_ratio": np.sqrt(tr / tr0)}

@@ -1,0 +1,180 @@
+"""Position weights ``w_i`` of a cloud and their weighted mean phases ``sum_i w_i e^{2 pi i t i} / W_n``.
+
+Affine weights ``w_i = a + b i`` have a closed form (with ``alpha = pi t``, ``c = (n-1)/2``,
+``K(alpha) = sin(n alpha)/sin(alpha)``):
+
+    sum_i w_i e^{2 alpha i i} = e^{2 i alpha c} [ (a + b c) K + i b T ],   T = -(1/2) dK/dalpha,
+
+and ``W_n = n (a + b c)``; written with ``sinc`` and its derivative (series for small arguments)
+it has no cancellation at any ``n`` or ``t``, and the phases are reduced exactly from the chunked
+turns of :mod:`ropetheory.core.angles`. Trigonometric weights are sums of such terms.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core.angles import reduced_turns, pair_frequencies
+
+
+#: Below this |x| the sinc functions use their Taylor series (16 terms' worth, error < 1e-18).
+_SINC_SERIES_BELOW = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineWeights:
+    """Weights ``w_i = a + b i`` (``a, b >= 0``): constant (``b = 0``) or a monotone ramp.
+
+    ``W_n = n a + b n (n-1)/2``, ``w_{n-1} = a + b (n-1)``, ``TV_n = b (n-1)``.
+    """
+    a: float = 1.0
+    b: float = 0.0
+
+    def __post_init__(self):
+        for name in ("a", "b"):
+            x = getattr(self, name)
+            if not isinstance(x, (int, float, np.floating, np.integer)) or not math.isfinite(x) or x < 0:
+                raise ValueError(f"AffineWeights.{name} must be a finite number >= 0, got {x!r}")
+        if self.a == 0 and self.b == 0:
+            raise ValueError("AffineWeights(a=0, b=0) gives all-zero weights")
+
+    def total(self, n):
+        return n * self.a + self.b * n * (n - 1) / 2
+
+    def last(self, n):
+        return self.a + self.b * (n - 1)
+
+    def total_variation(self, n):
+        return self.b * (n - 1)
+
+
+CONSTANT = AffineWeights(1.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrigWeights:
+    """Oscillating weights ``w_i = a0 + sum_m a_m cos(i phi_m)`` (must stay >= 0: ``a0 >= sum |a_m|``).
+
+    Their total variation grows like ``n``, so ``TV_n = o(W_n)`` fails (Remark 1):
+    the counter-example family. The mean phase is exact in closed form:
+    ``sum_i w_i e^{i omega i} = a0 S(omega) + sum_m a_m (S(omega + phi_m) + S(omega - phi_m)) / 2``.
+    """
+    a0: float = 1.0
+    terms: tuple = ((1.0, 1.0),)          # ((a_m, phi_m), ...)
+
+    def __post_init__(self):
+        if not math.isfinite(self.a0) or self.a0 <= 0:
+            raise ValueError(f"TrigWeights.a0 must be finite and > 0, got {self.a0!r}")
+        for a, phi in self.terms:
+            if not (math.isfinite(a) and math.isfinite(phi)) or phi < 0:
+                raise ValueError(f"TrigWeights term (a={a!r}, phi={phi!r}) must be finite with phi >= 0")
+        if sum(abs(a) for a, _ in self.terms) > self.a0:
+            raise ValueError(f"TrigWeights can go negative: a0={self.a0} < sum |a_m|")
+        if self.a0 + sum(a for a, phi in self.terms if phi == 0) <= 0:
+            raise ValueError(f"TrigWeights(a0={self.a0}, terms={self.terms}) are identically zero: no cloud to weigh")
+
+    def components(self):
+        """``[(coef, shift_rad)]`` with ``w_i = sum coef e^{i shift i}``."""
+        out = [(self.a0, 0.0)]
+        for a, phi in self.terms:
+            out += [(a / 2, phi), (a / 2, -phi)]
+        return out
+
+
+# ---------------------------------------------------------------------------
+# closed forms
+# ---------------------------------------------------------------------------
+_SINC_COEF = [(-1) ** k / math.factorial(2 * k + 1) for k in range(9)]
+
+
+def sinc(x, sin_x=None):
+    """``sin(x)/x`` (unnormalised), series below |x| < 0.5; ``sin_x`` may carry an exactly reduced sine."""
+    x = jnp.asarray(x)
+    small = jnp.abs(x) < _SINC_SERIES_BELOW
+    x2 = x * x
+    ser = sum(c * x2 ** k for k, c in enumerate(_SINC_COEF))
+    xs = jnp.where(small, 1.0, x)
+    s = jnp.sin(x) if sin_x is None else sin_x
+    return jnp.where(small, ser, s / xs)
+
+
+def dsinc(x, sin_x=None, cos_x=None):
+    """Derivative of ``sin(x)/x``: ``(x cos x - sin x)/x^2``, series below |x| < 0.5."""
+    x = jnp.asarray(x)
+    small = jnp.abs(x) < _SINC_SERIES_BELOW
+    x2 = x * x
+    ser = x * sum(c * 2 * k * x2 ** (k - 1) for k, c in enumerate(_SINC_COEF) if k > 0)
+    xs = jnp.where(small, 1.0, x)
+    s = jnp.sin(x) if sin_x is None else sin_x
+    c = jnp.cos(x) if cos_x is None else cos_x
+    return jnp.where(small, ser, c / xs - s / (xs * xs))
+
+
+def mean_phase(t, half_chunks, n, a, b):
+    """``sum_{i<n} (a + b i) e^{2 pi i t i} / W_n`` for turns ``t`` (exact, see module doc).
+
+    ``t``: float array (reduced, correctly rounded); ``half_chunks``: chunks of ``t/2``
+    with one more trailing axis; ``n``: int64 scalar. Returns complex128 like ``t``.
+    """
+    nf = n.astype(jnp.float64)
+    alpha = jnp.pi * t                                   # |alpha| <= pi/2
+    x = nf * alpha                                       # n alpha, float (relative exact)
+    v = reduced_turns(n, half_chunks)                    # n t / 2 mod 1: n alpha = 2 pi v mod 2 pi
+    sx, cx = jnp.sin(2 * jnp.pi * v), jnp.cos(2 * jnp.pi * v)
+    s_n, ds_n = sinc(x, sx), dsinc(x, sx, cx)
+    s_1, ds_1 = sinc(alpha), dsinc(alpha)
+    K_over_n = s_n / s_1                                  # sin(n alpha) / (n sin alpha)
+    # T = -(1/2) K'(alpha); K = n sinc(n alpha)/sinc(alpha)
+    dK_over_n = (nf * ds_n * s_1 - s_n * ds_1) / (s_1 * s_1)
+    c = (nf - 1.0) / 2.0
+    T_over_n = -0.5 * dK_over_n
+    phase = 2 * jnp.pi * reduced_turns(n - 1, half_chunks)   # alpha (n - 1) mod 2 pi
+    denom = a + b * c
+    val = K_over_n + 1j * (b / denom) * T_over_n
+    return jnp.exp(1j * phase) * val
+
+
+@jax.jit
+def _mean_phases(t_diff, half_diff, t_sum, half_sum, lengths, a, b):
+    """``D_jk, S_jk`` at every length: ``(len, P, P)`` complex, vectorised over ``n``."""
+    return jax.vmap(lambda n: (mean_phase(t_diff, half_diff, n, a, b),
+                               mean_phase(t_sum, half_sum, n, a, b)))(lengths)
+
+
+def check_weights(weights, lengths=None):
+    if weights is None:
+        return CONSTANT
+    if isinstance(weights, AffineWeights):
+        if lengths is not None and weights.a == 0 and np.any(np.asarray(lengths) == 1):
+            raise ValueError("AffineWeights(a=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
+        return weights
+    if isinstance(weights, TrigWeights):
+        return weights
+    raise TypeError("closed forms take weights=None (constant), AffineWeights(a, b) or TrigWeights; "
+                    "for arbitrary weights use rank1_stream_curve")
+
+
+def weighted_mean_phases(theta: np.ndarray, weights, lengths: np.ndarray):
+    """``(D, S)``: ``sum_{i<n} w_i e^{i i (theta_j -+ theta_k)} / W_n``, each ``(len, P, P)`` complex."""
+    L = jnp.asarray(lengths)
+    if isinstance(weights, AffineWeights):
+        pf = pair_frequencies(theta)
+        return _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L,
+                            float(weights.a), float(weights.b))
+    # trigonometric weights: superpose shifted constant-weight sums (each S/n), then divide by W_n/n
+    D = S = 0.0
+    for coef, shift in weights.components():
+        pf = pair_frequencies(theta, shift)
+        Dc, Sc = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0)
+        D, S = D + coef * Dc, S + coef * Sc
+    Wn = 0.0
+    for coef, shift in weights.components():    # W_n / n = sum coef * mean(e^{i shift i})
+        pf = pair_frequencies(np.zeros(1), shift)
+        Wc, _ = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0)
+        Wn = Wn + coef * Wc[:, 0, 0].real
+    Wn = Wn[:, None, None]
+    return D / Wn, S / Wn

@@ -1,0 +1,146 @@
+"""The report's page: the per-schedule figure and the self-contained HTML (figures embedded),
+drawn from the report's saved numbers only."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import pathlib
+
+import numpy as np
+
+from ..store import write_csv, write_json
+
+
+def plot_schedule(sec: dict, L: int) -> bytes:
+    import matplotlib
+    from matplotlib.figure import Figure
+    with matplotlib.rc_context({"font.size": 8}):      # scoped: no global style change
+        fig = Figure(figsize=(11, 3.2))
+        a, b, c = fig.subplots(1, 3)
+        H = sec["horizon"]
+        fr = sec["frequencies"]["rows"]
+        a.semilogy([r["plane"] for r in fr if r["wavelength"]], [r["wavelength"] for r in fr if r["wavelength"]], ".",
+                   label="wavelength 2π/θ_j")
+        a.axhline(H, color="k", ls="--", label=f"horizon H = {H}")
+        a.set_xlabel("plane j")
+        a.set_ylabel("wavelength (tokens)")
+        a.set_title("frequencies")
+        a.legend(fontsize=7)
+        f = sec["fsv"]
+        g = np.array(f["grid"], dtype=float)
+        b.fill_between(g, f["q05"], f["q95"], alpha=0.3, label="5–95% of clouds")
+        b.plot(g, f["median"], label="median cloud")
+        b.axhline(f["floor"], color="g", ls=":", label=f"floor {f['floor']:.3f}")
+        b.axhline(f["allrot_floor"], color="r", ls=":", label=f"all-rotating floor {f['allrot_floor']:.3f}")
+        b.axvline(L, color="k", ls="--", label=f"training length L = {L}")
+        if H != L:
+            b.axvline(H, color="gray", ls="--", label=f"window {H}")
+        b.set_xscale("log")
+        b.set_xlabel("length n (tokens)")
+        b.set_ylabel("FSV ratio ρ_n")
+        b.set_title("rank-1 clouds under RoPE")
+        b.legend(fontsize=6)
+        dr = sec["drift"]
+        xs = [r["s"] for r in dr]
+        if all(r["drift_ratio_own"] is not None for r in dr):
+            c.plot(xs, [r["drift_ratio_own"] for r in dr], "o-", label="own scaling")
+            c.plot(xs, [r["drift_ratio_unscaled"] for r in dr], "s--", label="unscaled")
+            c.axhline(1, color="k", lw=0.8, label="training drift")
+            c.set_yscale("log")
+            c.set_ylabel("max low-frequency drift at sL / at L")
+        else:
+            c.text(0.5, 0.5, "no plane slower than one cycle in L", ha="center", transform=c.transAxes)
+        c.set_xlabel("extension factor s (evaluated at sL)")
+        c.set_title("drift past L")
+        c.legend(fontsize=7)
+        fig.suptitle(f"{sec['name']} ({sec['rope_type']}, d = {sec['head_dim']})")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def render_html(rep: dict, pngs: list[bytes]) -> str:
+    L = rep["train_len"]
+    parts = [f"<h1>ropetheory report: {html.escape(rep['label'])}</h1>",
+             f"<p>source <code>{html.escape(rep['source'])}</code>; training length L = {L} "
+             f"(from {html.escape(rep['train_len_from'])}); {rep['n_clouds']} random unit rank-1 clouds per schedule; "
+             f"computed in {rep['seconds']:.1f} s.</p>"]
+    for sec, png in zip(rep["schedules"], pngs):
+        fq, f, ms = sec["frequencies"], sec["fsv"], sec["men"]
+        inv = [dict(v) for k, v in sec["inversions"].items() if k.startswith("M=")]
+        parts += [f"<h2>{html.escape(sec['name'])}: {html.escape(sec['rope_type'])}, d = {sec['head_dim']}, "
+                  f"layers {html.escape(str(sec['layers']))}</h2>",
+                  '<section id="verdict"><h3>Verdict</h3><ul>' +
+                  "".join(f"<li>{html.escape(v)}</li>" for v in sec["verdict"]) + "</ul></section>",
+                  f'<img alt="figures for {html.escape(sec["name"])}" src="data:image/png;base64,'
+                  f'{base64.b64encode(png).decode()}">',
+                  '<section id="frequencies"><h3>Frequencies against the horizon</h3>'
+                  f"<p>horizon H = {sec['horizon']} ({sec['horizon_is']}); attention factor {sec['attention_factor']:.4g}; "
+                  f"{fq['planes']} planes: {fq['nope_planes']} NoPE, {fq['cycles_lt1']} complete less than one cycle "
+                  f"within H, {fq['cycles_1']} one, {fq['cycles_2plus']} two or more; longest wavelength "
+                  f"{_fmt(fq['longest_wavelength'])} tokens.</p></section>",
+                  '<section id="fsv"><h3>FSV ratio, floor, C1 and C2 (Lemma 1, Theorem 1, Section 4)</h3>'
+                  + _table([{"floor (median)": f["floor"], "all-rotating floor": f["allrot_floor"], "rho at H": f["rho_H"],
+                             "above floor at H": f["rel_dist_H"], "reach (median, tokens)": f["reach_median"],
+                             "grid step (x)": f["reach_resolution"], "C1": f["C1"], "C2": f["C2"],
+                             "C1 share": f["C1_share"], "C2 share": f["C2_share"]}],
+                           ["floor (median)", "all-rotating floor", "rho at H", "above floor at H", "reach (median, tokens)",
+                            "grid step (x)", "C1", "C2", "C1 share", "C2 share"])
+                  + f"<p>C1: floor above the all-rotating floor by {100 * f['C1_MARGIN']:.0f}%; C2: within "
+                    f"{100 * f['C2_RTOL']:.0f}% of the floor at H.</p></section>",
+                  '<section id="drift"><h3>Drift past L (Section 5)</h3>'
+                  + _table(sec["drift"], ["s", "eval_len", "low_freq_planes", "drift_ratio_own", "within_training",
+                                          "drift_ratio_unscaled", "rho_L", "rho_sL"]) + "</section>",
+                  '<section id="inversions"><h3>Position and token inversions (second paper)</h3>'
+                  + _table(inv, ["M", "p_position_inversion", "se_position", "p_token_inversion", "se_token"])
+                  + f"<p>exact over every distance; mean over {sec['inversions']['pairs']} random (q, k) pairs.</p></section>",
+                  '<section id="men"><h3>Men et al.: B(m) ≥ 0 up to H</h3>'
+                  + _table([ms], ["m_max", "min_B", "argmin_m", "holds", "negative_m", "smallest_feasible_base"])
+                  + "</section>"]
+        if "measured" in sec:
+            me = sec["measured"]
+            parts.append('<section id="measured"><h3>The real model, measured (keys before/after RoPE)</h3>'
+                         f"<p>{me['heads']} key heads, {me['tokens']} tokens"
+                         f"{' (4-bit quantised weights)' if me['quantised'] else ''}; median rank-1 floor "
+                         f"{_fmt(me['predicted_floor'])}, rank-1-plus-noise limit {_fmt(me['noisy_limit'])}; heads meeting "
+                         f"C1 {me['C1_heads']}, C2 {me['C2_heads']}.</p>"
+                         + _table(me["rows"], ["n", "rho_measured", "rho_rank1_prediction", "max_abs_error",
+                                               "heads_with_sink", "sink_share"]) + "</section>")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>ropetheory report</title>" \
+           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def write(rep: dict, out: pathlib.Path) -> pathlib.Path:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", rep)
+    write_csv(out / "planes.csv", [{"schedule": s["name"], **r} for s in rep["schedules"] for r in s["frequencies"]["rows"]])
+    write_csv(out / "curves.csv", [{"schedule": s["name"], "n": n, "q05": a, "median": m, "q95": b}
+                                   for s in rep["schedules"]
+                                   for n, a, m, b in zip(s["fsv"]["grid"], s["fsv"]["q05"], s["fsv"]["median"], s["fsv"]["q95"])])
+    write_csv(out / "drift.csv", [{"schedule": s["name"], **r} for s in rep["schedules"] for r in s["drift"]])
+    pngs = [plot_schedule(s, rep["train_len"]) for s in rep["schedules"]]
+    for s, png in zip(rep["schedules"], pngs):
+        (out / f"report_{str(s['name']).replace(' ', '_')}.png").write_bytes(png)
+    page = out / "report.html"
+    page.write_text(render_html(rep, pngs))
+    return page
