@@ -100,16 +100,28 @@ def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
     return 2
 
 
+def _report_stores(cmd: str) -> None:
+    """One line per store the command opened: what it kept from disk and what it computed."""
+    from .store import OPENED
+    for st in OPENED:
+        print(f"ropetheory {cmd}: {st.describe()}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .store import OPENED
+    OPENED.clear()
     if argv and argv[0] in STUDIES:
         import importlib
         mod = importlib.import_module(f"ropetheory.{STUDIES[argv[0]][0]}")
         try:
-            return mod.main(argv[1:])
+            rc = mod.main(argv[1:])
+            _report_stores(argv[0])
+            return rc
         except (ValueError, TypeError, OSError) as e:
             return _user_error(argv[0], e, argv)
         except KeyboardInterrupt:
+            _report_stores(argv[0])
             print(INTERRUPTED.format(cmd=argv[0]), file=sys.stderr)
             return 130
     if argv and argv[0] == "models":
@@ -149,10 +161,13 @@ def main(argv=None) -> int:
     sub.add_parser("models", help="the packaged real models: installed or not, and how to install them")
     args = p.parse_args(argv)
     try:
-        return args.fn(args)
+        rc = args.fn(args)
+        _report_stores(args.cmd)
+        return rc
     except (ValueError, TypeError, OSError) as e:
         return _user_error(args.cmd, e, argv)
     except KeyboardInterrupt:
+        _report_stores(args.cmd)
         print(INTERRUPTED.format(cmd=args.cmd), file=sys.stderr)
         return 130
 

@@ -18,6 +18,15 @@ from typing import Any, Iterable
 __all__ = ["Journal", "write_csv", "write_json", "jsonable", "source_hash", "check_finite_output"]
 
 
+def package_version() -> str:
+    """The installed ropetheory's version (``"unknown"`` when run from a bare source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("ropetheory")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def source_hash(*modules) -> str:
     """sha256 (16 hex digits) of the source files of ``modules``: rows written by other code are recomputed.
 
@@ -103,6 +112,7 @@ class Journal:
                           + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""), stacklevel=2)
         self.loaded = len(self.rows)
         self.meta = meta or {}
+        OPENED.append(self)
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -116,9 +126,90 @@ class Journal:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point()
 
     def ordered(self, keys: Iterable[str]) -> list[dict]:
         return [self.rows[k] for k in keys if k in self.rows]
+
+    def describe(self) -> str:
+        return f"{self.path}: {self.loaded} saved row(s) kept, {self.added} computed"
+
+
+class PartStore:
+    """Array results saved one file per part, ``<folder>/<tag>.npz``, for runs whose units are arrays.
+
+    Each part holds its arrays, the ``key`` of the parameters that produced it and the ``code`` hash
+    (:func:`source_hash`). :meth:`get` returns a part only if its key and code match and every array
+    is finite and of the expected shape; a truncated, empty, unreadable or non-finite file is
+    reported by name and recomputed, a part with other parameters or code is recomputed silently.
+    Writes are atomic (temporary file, then rename). ``loaded``/``added`` count parts.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, code: str | None = None, resume: bool = True):
+        self.folder = pathlib.Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.code, self.resume = code, resume
+        self.loaded = self.added = 0
+        OPENED.append(self)
+
+    def get(self, tag: str, key: str, shapes: dict[str, tuple] | None = None) -> dict[str, Any] | None:
+        import numpy as np
+        path = self.folder / f"{tag}.npz"
+        if not (self.resume and path.exists()):
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if str(arrays.pop("_key")) != key or str(arrays.pop("_code")) != str(self.code):
+                return None                                   # other parameters or other code
+            for name, shape in (shapes or {}).items():
+                if arrays[name].shape != tuple(shape):
+                    raise ValueError(f"{name} has shape {arrays[name].shape}, expected {tuple(shape)}")
+            for name, a in arrays.items():
+                if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                    raise ValueError(f"{name} holds non-finite values")
+        except Exception as e:                                # truncated, empty, tampered
+            warnings.warn(f"part {str(path)!r} is damaged ({e}); recomputing it", stacklevel=2)
+            return None
+        self.loaded += 1
+        return arrays
+
+    def put(self, tag: str, key: str, **arrays: Any) -> None:
+        import numpy as np
+        for name, a in arrays.items():
+            a = np.asarray(a)
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                raise ValueError(f"part {tag}: {name} holds non-finite values; not written")
+        path = self.folder / f"{tag}.npz"
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, _key=np.array(key), _code=np.array(str(self.code)), **arrays)
+        os.replace(tmp, path)
+        self.added += 1
+        fault_point()
+
+    def describe(self) -> str:
+        return f"{self.folder}: {self.loaded} saved part(s) kept, {self.added} computed"
+
+
+#: the stores opened in this process (the CLI reports what each kept and computed)
+OPENED: list = []
+
+#: fault injection for the fault tests: ``ROPETHEORY_FAULT="SIGINT:3"`` (or ``SIGKILL:3``) sends that
+#: signal to this process right after the 3rd row or part is saved; unset, it does nothing
+_FAULT_ENV = "ROPETHEORY_FAULT"
+_saved = [0]
+
+
+def fault_point() -> None:
+    """Count one saved unit; send the configured signal at the configured count (tests only)."""
+    spec = os.environ.get(_FAULT_ENV)
+    _saved[0] += 1
+    if not spec:
+        return
+    import signal
+    name, _, at = spec.partition(":")
+    if _saved[0] == int(at):
+        os.kill(os.getpid(), getattr(signal, name))
 
 
 def check_finite_output(obj: Any, where: str) -> None:
@@ -156,7 +247,11 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically, refusing non-finite numbers; a dict gets the package version
+    that wrote it (``ropetheory_version``) unless it has one."""
     path = pathlib.Path(path)
+    if isinstance(obj, dict) and "ropetheory_version" not in obj:
+        obj = {**obj, "ropetheory_version": package_version()}
     check_finite_output(jsonable(obj), path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

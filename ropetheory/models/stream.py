@@ -22,8 +22,9 @@ logits at a grid length. Accumulation is float64.
 """
 from __future__ import annotations
 
-
 import numpy as np
+
+from ..spectra.stream import neumaier_add, neumaier_total
 
 __all__ = ["LayerStream", "mean_pair_cosine", "SINK_QUERIES"]
 
@@ -55,7 +56,8 @@ class LayerStream:
         self.scale, self.window, self.S, self.stride = float(scale), window, int(sink_queries), int(query_stride)
         H, d, ng = kv_heads, head_dim, self.grid.size
         self.pos = 0
-        self.G_pre, self.G_post = np.zeros((H, d, d)), np.zeros((H, d, d))
+        #: compensated accumulators (sum, compensation) of the Grams, as every streaming Gram of the package
+        self._gram = {t: (np.zeros((H, d, d)), np.zeros((H, d, d))) for t in ("pre", "post")}
         self.Uk = {t: np.zeros((H, d)) for t in ("pre", "post")}
         self.Uq = {t: np.zeros((H, d)) for t in ("pre", "post")}
         self.Rk, self.Rq = np.zeros((H, d)), np.zeros((H, d))
@@ -111,11 +113,21 @@ class LayerStream:
             self.buf[t] = np.concatenate([self.buf[t], q.astype(np.float64)], axis=1)[:, -self.S:]
         self.pos = e
 
+    @property
+    def G_pre(self) -> np.ndarray:
+        """``sum_i k_i k_i^T`` before RoPE, per key head ``(H, d, d)`` (compensated sum)."""
+        return neumaier_total(self._gram["pre"])
+
+    @property
+    def G_post(self) -> np.ndarray:
+        """``sum_i k_i k_i^T`` after RoPE, per key head ``(H, d, d)`` (compensated sum)."""
+        return neumaier_total(self._gram["post"])
+
     def _accumulate(self, kk, qg, m):
         if m == 0:
             return
-        self.G_pre += kk["pre"].transpose(0, 2, 1) @ kk["pre"]
-        self.G_post += kk["post"].transpose(0, 2, 1) @ kk["post"]
+        for t in ("pre", "post"):
+            self._gram[t] = neumaier_add(self._gram[t], kk[t].transpose(0, 2, 1) @ kk[t])
         for t in ("pre", "post"):
             self.Uk[t] += _unit(kk[t]).sum(axis=1)
             self.Uq[t] += _unit(qg[t]).sum(axis=(1, 2))

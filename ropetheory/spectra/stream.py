@@ -36,7 +36,8 @@ def neumaier_add(acc, x):
     """
     s, c = acc
     t = s + x
-    return t, c + jnp.where(jnp.abs(s) >= jnp.abs(x), (s - t) + x, (x - t) + s)
+    xp = np if isinstance(t, np.ndarray) else jnp            # numpy arrays stay numpy (the model stream)
+    return t, c + xp.where(xp.abs(s) >= xp.abs(x), (s - t) + x, (x - t) + s)
 
 
 def neumaier_total(acc):
@@ -95,7 +96,7 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
 
     ``rows_fn(positions, *rows_args) -> (C, d)`` gives the rows ``x_i`` (interleaved
     layout) for int64 ``positions``; it must be a JAX-traceable pure function
-    (hashable: a module-level function). Returns ``lam_max``, ``trace`` (and
+    (hashable: a module-level function). Returns ``lam`` (the top eigenvalue), ``trace`` (and
     ``gram`` if ``keep_gram``) per length; memory ``O(d^2 + C d)`` per step.
     """
     th = from_theta(theta)
@@ -105,7 +106,7 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     chunk = check_length(chunk, "chunk")
     Gs = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk)
     lam, tr, G = (np.asarray(x) for x in Gs)
-    out = {"n": L, "lam_max": lam, "trace": tr}
+    out = {"n": L, "lam": lam, "trace": tr}
     if keep_gram:
         out["gram"] = G
     return out
@@ -192,7 +193,7 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
     if np.any(W <= 0):
         raise ValueError(f"weights sum to zero up to length {int(L[np.argmax(W <= 0)])}")
     out = stream_gram_curve(th, rows_fn, rows_args, L, chunk=chunk)
-    lam, tr = out["lam_max"], out["trace"]
+    lam, tr = out["lam"], out["trace"]
     return {"n": L, "rho": np.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam,
             "frob_ratio": np.sqrt(tr / W), "W": W}
 
@@ -242,6 +243,6 @@ def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interl
         prev = n
         lam0.append(np.linalg.eigvalsh(G0)[-1])
         tr0.append(np.trace(G0))
-    lam, tr, lam0, tr0 = out["lam_max"], out["trace"], np.array(lam0), np.array(tr0)
+    lam, tr, lam0, tr0 = out["lam"], out["trace"], np.array(lam0), np.array(tr0)
     return {"n": L, "rho": np.sqrt(lam / lam0), "srank": tr / lam, "srank_before": tr0 / lam0,
             "frob_ratio": np.sqrt(tr / tr0)}

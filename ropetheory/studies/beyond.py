@@ -24,6 +24,7 @@ from ..store import Journal, source_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 
 SCALES = {
+    "tiny": dict(n_max=1e4, pairs=2, M_max=10 ** 3, mc=10 ** 4, chunk=256),  # seconds: smoke and fault tests
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
     "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6),
 }
@@ -53,7 +54,7 @@ def _theta(key, base=None):
     return schedule(spec.pop("name"), head_dim=D, **spec)
 
 
-def cloud_rows(n_max: float, journal: Journal, bar) -> list[str]:
+def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[str]:
     keys = []
     v = np.random.default_rng(0).standard_normal(D)
     v /= np.linalg.norm(v)
@@ -72,7 +73,7 @@ def cloud_rows(n_max: float, journal: Journal, bar) -> list[str]:
             bar.update(1)
             if key in journal:
                 continue
-            c = beyond.stream_cloud_curve(th, v, grid, **kw)
+            c = beyond.stream_cloud_curve(th, v, grid, chunk=chunk, **kw)
             obs = float(c["rho2"][-1])
             if kind == "noisy":
                 pred = beyond.noisy_rank1_limit(th, v, kw["snr"])
@@ -145,7 +146,7 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
     journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume, code=code_hash())
     t0 = time.time()
     bar = tqdm(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", disable=quiet, file=sys.stderr)
-    ck = cloud_rows(sc["n_max"], journal, bar)
+    ck = cloud_rows(sc["n_max"], journal, bar, sc.get("chunk", 4096))
     pk = position_rows(sc, journal, bar)
     bar.close()
     clouds = journal.ordered(ck)

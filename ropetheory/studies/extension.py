@@ -37,7 +37,7 @@ from ..theory import criteria
 from ..core.angles import reduced_turns, turn_chunks
 from ..schedules.hf import frequencies_from_config
 from ..schedules import schedule
-from ..store import write_csv, write_json
+from ..store import PartStore, source_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 
 D = 128
@@ -90,9 +90,12 @@ def float32_angle_error(theta: np.ndarray, positions=(10 ** 5, 10 ** 6)) -> list
     return out
 
 
-def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = False) -> dict[str, Any]:
+def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = False,
+        resume: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
     out_dir.mkdir(parents=True, exist_ok=True)
+    parts = PartStore(out_dir / "extension_parts", code=figure7.code_hash() + source_hash(sys.modules[__name__]),
+                      resume=resume)
     V = figure7.clouds(D, n_clouds)
     base = schedule("rope", head_dim=D, base=ROPE_THETA)
     configs = [("default", 1, base, 1.0)]
@@ -108,7 +111,7 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         s_eval = s if m not in ("default", "rope_id") else max(FACTORS)
         sL = s_eval * TRAIN_LEN
         grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
-        rho = spectra.rank1_curves_batch(th, V, grid)
+        rho = figure7.cached_curves(th, V, grid, f"{m}_s{s}_v{n_clouds}_g{num}", parts)
         fl, allrot = criteria.floors(th, V)
         at = {int(n): i for i, n in enumerate(grid)}
         med = np.median(rho, axis=0)
@@ -195,7 +198,7 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
 
 
 def main(argv=None) -> int:
-    ap = study_parser("ropetheory extension", __doc__, flags=("quiet", "plot-only", "device"))
+    ap = study_parser("ropetheory extension", __doc__)
     ap.add_argument("--clouds", type=int, default=32)
     ap.add_argument("--num", type=int, default=50)
     args = parse_study_args(ap, argv)
@@ -203,7 +206,7 @@ def main(argv=None) -> int:
     if not args.plot_only:
         if args.clouds < 1 or args.num < 4:
             raise ValueError(f"need --clouds >= 1 and --num >= 4, got {args.clouds}, {args.num}")
-        run(out, args.clouds, args.num, args.quiet)
+        run(out, args.clouds, args.num, args.quiet, resume=not args.fresh)
     print_table(out)
     print(f"wrote {plot(out)}")
     return 0

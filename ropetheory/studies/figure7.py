@@ -18,6 +18,7 @@ schedule, d and n), ``fig7.json`` (metadata + criteria table), ``fig7_ablations.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import pathlib
@@ -30,7 +31,7 @@ import numpy as np
 from .. import spectra
 from ..theory import criteria as _criteria
 from ..schedules import schedule
-from ..store import write_csv, write_json
+from ..store import PartStore, source_hash, write_csv, write_json
 from .common import parse_study_args, study_parser
 
 TRAIN_LEN = 4096
@@ -85,24 +86,33 @@ def first_cycle(theta: np.ndarray) -> float:
     return float(2 * math.pi / rot.min())
 
 
-def _curves(theta, V, grid, part: pathlib.Path, bar) -> np.ndarray:
-    if part.exists():
-        bar.update(V.shape[0])
-        return np.load(part)["rho"]
-    rho = spectra.rank1_curves_batch(theta, V, grid, progress=bar.update)
-    tmp = part.with_suffix(".tmp.npz")
-    np.savez(tmp, rho=rho, grid=grid)
-    tmp.replace(part)
+def code_hash() -> str:
+    """The code a saved part depends on: the exact angles, schedules, spectra, theory and this study."""
+    from .. import core, rope, schedules, spectra as sp, theory
+    return source_hash(core, rope, schedules, sp, theory, sys.modules[__name__])
+
+
+def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> np.ndarray:
+    """``rho`` of every cloud at every grid length, from the store when saved with these inputs
+    (the key hashes ``theta``, the clouds and the grid), else computed and saved."""
+    key = hashlib.sha256(np.ascontiguousarray(theta).tobytes() + np.ascontiguousarray(V).tobytes()
+                         + np.ascontiguousarray(grid).tobytes()).hexdigest()
+    saved = store.get(tag, key, {"rho": (V.shape[0], len(grid))})
+    if saved is not None:
+        if progress is not None:
+            progress(V.shape[0])
+        return saved["rho"]
+    rho = spectra.rank1_curves_batch(theta, V, grid, progress=progress)
+    store.put(tag, key, rho=rho, grid=grid)
     return rho
 
 
 def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num: int = 60,
-            head_dims=(128, 80), quiet: bool = False) -> dict[str, Any]:
+            head_dims=(128, 80), quiet: bool = False, resume: bool = True) -> dict[str, Any]:
     """Compute and save everything (resumable); returns the metadata dict."""
     from tqdm import tqdm
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = out_dir / "fig7_parts"
-    parts.mkdir(exist_ok=True)
+    parts = PartStore(out_dir / "fig7_parts", code=code_hash(), resume=resume)
     L = TRAIN_LEN
     grid = np.unique(np.concatenate([spectra.log_grid(n_max, num), [L, 4 * L, 16 * L]]))
     grid = grid[grid <= max(n_max, 16 * L)]
@@ -115,7 +125,7 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
         for key, (label, _) in SCHEDULES.items():
             th = theta_of(key, d)
             tag = f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}"
-            rho = _curves(th, V, grid, parts / f"{tag}.npz", bar)
+            rho = cached_curves(th, V, grid, tag, parts, bar.update)
             fl, allrot = floors(th, V)
             q = np.quantile(rho, QUANTILES, axis=0)
             for i, n in enumerate(grid):
@@ -157,7 +167,7 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
     for label, kw, scores in TABLE5:
         th = schedule("rope_id", head_dim=d, train_len=L, **kw)
         tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{L}"
-        rho = _curves(th, V, grid, parts / f"{tag}.npz", bar)
+        rho = cached_curves(th, V, grid, tag, parts, bar.update)
         fl, allrot = floors(th, V)
         rel = np.abs(rho[:, at[L]] - fl) / fl
         drift = (rho[:, at[L]] - rho[:, at[4 * L]]) / rho[:, at[L]]
@@ -264,7 +274,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def main(argv=None) -> int:
-    ap = study_parser("ropetheory fig7", __doc__, flags=("quiet", "plot-only", "device"))
+    ap = study_parser("ropetheory fig7", __doc__)
     ap.add_argument("--clouds", type=int, default=256, help="random Gaussian v per schedule (>= 256)")
     ap.add_argument("--n-max", type=float, default=1e6)
     ap.add_argument("--num", type=int, default=60, help="log-grid points")
@@ -275,7 +285,7 @@ def main(argv=None) -> int:
         dims = tuple(int(x) for x in args.head_dims.split(","))
         if args.clouds < 1 or args.n_max < 16 * TRAIN_LEN:
             raise ValueError(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
-        compute(out, args.clouds, args.n_max, args.num, dims, args.quiet)
+        compute(out, args.clouds, args.n_max, args.num, dims, args.quiet, resume=not args.fresh)
     print_tables(out)
     for p in plot(out):
         print(f"wrote {p}")

@@ -23,7 +23,6 @@ import math
 import pathlib
 import sys
 import time
-import warnings
 from typing import Any, Sequence
 
 import jax
@@ -34,7 +33,7 @@ from .. import spectra
 from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import from_theta
 from ..schedules import schedule_from_spec
-from ..store import write_csv, write_json
+from ..store import PartStore, source_hash, write_csv, write_json
 from .common import parse_study_args, study_parser
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
@@ -76,19 +75,11 @@ def _weights(name: str):
     raise ValueError(f"unknown weights {name!r}; known: 'constant', 'ramp', 'power:<alpha>'")
 
 
-def _load_part(part: pathlib.Path, grid: np.ndarray, n_clouds: int) -> np.ndarray | None:
-    """A saved part's ratios if it is whole and belongs to this grid; a damaged one is reported, then recomputed."""
-    if not part.exists():
-        return None
-    try:
-        with np.load(part) as z:
-            rho, g = z["rho"], z["grid"]
-        if not np.array_equal(g, grid) or rho.shape != (n_clouds, grid.size) or not np.all(np.isfinite(rho)):
-            raise ValueError("wrong grid, shape, or non-finite values")
-        return rho
-    except Exception as e:                                   # truncated, empty, tampered
-        warnings.warn(f"sweep part {part.name!r} is damaged ({e}); recomputing it", stacklevel=2)
-        return None
+def code_hash() -> str:
+    """The code a saved part depends on: exact angles, schedules, spectra and this study."""
+    from .. import core, rope
+    from .. import schedules as _schedules
+    return source_hash(core, rope, _schedules, spectra, sys.modules[__name__])
 
 
 def device_mesh(devices=None) -> jax.sharding.Mesh:
@@ -200,12 +191,12 @@ def _tag(spec: dict, d: int, w: str, sw: SweepSpec) -> str:
     return f"{items}_d{d}_{w.replace(':', '')}_c{sw.n_clouds}_s{sw.seed}_n{int(sw.n_max)}_g{sw.num}".replace(" ", "")
 
 
-def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool = False) -> dict[str, Any]:
+def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool = False,
+              resume: bool = True) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the metadata. Clouds are sharded over every visible device."""
     from tqdm import tqdm
     out = pathlib.Path(out_dir)
-    parts = out / "sweep_parts"
-    parts.mkdir(parents=True, exist_ok=True)
+    parts = PartStore(out / "sweep_parts", code=code_hash(), resume=resume)
     mesh = device_mesh() if mesh is None else mesh
     grid = spectra.log_grid(sw.n_max, sw.num)
     configs = [(spec, d, w) for spec in sw.schedules for d in sw.head_dims for w in sw.weights]
@@ -213,9 +204,11 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
     t0 = time.time()
     computed = 0
     for spec, d, w in tqdm(configs, desc="sweep", disable=quiet, file=sys.stderr):
-        part = parts / f"{_tag(spec, d, w, sw)}.npz"
+        tag = _tag(spec, d, w, sw)
+        key = json.dumps([spec, d, w, dataclasses.asdict(sw), grid.tolist()], sort_keys=True)
         theta = schedule_from_spec({**spec, "head_dim": d})
-        rho = _load_part(part, grid, sw.n_clouds)
+        saved = parts.get(tag, key, {"rho": (sw.n_clouds, grid.size)})
+        rho = None if saved is None else saved["rho"]
         if rho is None:
             V = np.random.default_rng([sw.seed, d]).standard_normal((sw.n_clouds, d))
             wt = _weights(w)
@@ -225,9 +218,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
                 rho = sharded_rank1_curves(theta, V, grid, weights=wt, mesh=mesh)
             if not np.all(np.isfinite(rho)):
                 raise ValueError(f"sweep config {spec} d={d} weights={w} gave non-finite FSV ratios; nothing written")
-            tmp = part.with_suffix(".tmp.npz")
-            np.savez(tmp, rho=rho, grid=grid)
-            tmp.replace(part)
+            parts.put(tag, key, rho=rho, grid=grid)
             computed += 1
         q = np.quantile(rho, [0.05, 0.5, 0.95], axis=0)
         for i, n in enumerate(grid):
@@ -242,7 +233,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
 
 
 def main(argv=None) -> int:
-    ap = study_parser("ropetheory sweep", __doc__, out="results/sweep", flags=("quiet",))
+    ap = study_parser("ropetheory sweep", __doc__, out="results/sweep", flags=("quiet", "fresh", "device"))
     ap.add_argument("--schedules", default='[{"name": "rope", "base": 10000}, {"name": "partial", "fraction": 0.5}, '
                                             '{"name": "rope_id", "train_len": 4096}]',
                     help="JSON list of schedule specs (no head_dim)")
@@ -261,7 +252,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--schedules must be a JSON list of objects, got {args.schedules!r}")
     sw = SweepSpec(scheds, tuple(int(x) for x in args.head_dims.split(",")), args.clouds, args.n_max, args.num,
                    tuple(args.weights.split(",")), args.seed)
-    meta = run_sweep(sw, args.out, quiet=args.quiet)
+    meta = run_sweep(sw, args.out, quiet=args.quiet, resume=not args.fresh)
     print(f"{meta['configs']} configs on {len(meta['devices'])} device(s) ({meta['backend']}), "
           f"{meta['computed_now']} computed now, {meta['seconds']:.1f} s; wrote {args.out}/sweep.csv, sweep.json")
     return 0

@@ -178,7 +178,7 @@ def print_report(rows, cx_rows, bounds, failures) -> None:
     print("-" * len(head))
     for r in rows:
         print(f"{r['schedule']:15s} {r['d']:3d} {r['v']:14s} {r['weights']:8s} {_fmt(r['paper_hypotheses']):>3s} "
-              f"{r['lambda']:9.6f} {r['rho_1e4']:8.5f} {r['rho_1e6']:8.5f} {r['rho_1e12']:9.6f} "
+              f"{r['lam']:9.6f} {r['rho_1e4']:8.5f} {r['rho_1e6']:8.5f} {r['rho_1e12']:9.6f} "
               f"{_fmt(r['err_1e12'], '.2e'):>9s} {_fmt(r['eps_1e12'], '.2e'):>9s} {_fmt(r['rate'], '.2f'):>6s} "
               f"{r['srank_1e12']:10.4f} {r['lemma1_verdict']:>5s} {r['theorem1_verdict']:>5s} {r['lemma2_verdict']:>5s}")
     print("hyp: Lemma 1's hypotheses (no NoPE plane, no resonance); where 'no', the row checks the")
