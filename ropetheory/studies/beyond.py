@@ -19,7 +19,7 @@ import numpy as np
 
 from ..theory import beyond, positions as ps, theorems
 from .. import core, spectra, rope as _rope, schedules as _schedules
-from ..schedules import schedule
+from ..schedules import schedule_from_spec
 from ..store import Journal, source_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 
@@ -48,10 +48,10 @@ def code_hash() -> str:
 
 
 def _theta(key, base=None):
-    spec = dict(SCHEDULES[key])
+    spec = {**SCHEDULES[key], "head_dim": D}
     if base is not None:
         spec["base"] = base
-    return schedule(spec.pop("name"), head_dim=D, **spec)
+    return schedule_from_spec(spec)
 
 
 def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[str]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import spectra
 from ..theory import criteria as _criteria
-from ..schedules import schedule
+from ..schedules import schedule, schedule_from_spec
 from ..store import PartStore, source_hash, write_csv, write_json
 from .common import parse_study_args, study_parser
 
@@ -71,8 +71,7 @@ TABLE5 = [
 
 
 def theta_of(key: str, d: int) -> np.ndarray:
-    spec = dict(SCHEDULES[key][1])
-    return schedule(spec.pop("name"), head_dim=d, **spec)
+    return schedule_from_spec({**SCHEDULES[key][1], "head_dim": d})
 
 
 def clouds(d: int, n_clouds: int, seed: int = 0) -> np.ndarray:

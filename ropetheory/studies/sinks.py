@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
-from ..schedules import length_temperature, schedule
+from ..schedules import length_temperature, schedule_from_spec
 from .. import core, rope as _rope, schedules as _schedules
 from ..store import Journal, source_hash, write_csv, write_json
 from .common import parse_study_args, study_parser
@@ -90,8 +90,7 @@ def _theta(key: str, d: int) -> np.ndarray:
     spec = SCHEDULES[key][1]
     if spec is None:
         return np.zeros(d // 2)
-    spec = dict(spec)
-    return schedule(spec.pop("name"), head_dim=d, **spec)
+    return schedule_from_spec({**spec, "head_dim": d})
 
 
 def _tokens(base_key, positions, centre, amp, sigma, sign):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import core, spectra, rope as _rope, schedules as _schedules
 from ..theory import theorems
-from ..schedules import schedule
+from ..schedules import schedule, schedule_from_spec
 from ..store import Journal, source_hash, write_csv, write_json
 
 SCHEDULE_CASES = {
@@ -53,8 +53,7 @@ def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:
 
 
 def _theta(case: str, d: int) -> np.ndarray:
-    spec = dict(SCHEDULE_CASES[case])
-    return schedule(spec.pop("name"), head_dim=d, **spec)
+    return schedule_from_spec({**SCHEDULE_CASES[case], "head_dim": d})
 
 
 def counterexample_cases():
