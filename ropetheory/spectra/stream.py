@@ -90,6 +90,14 @@ def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk):
     return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)
 
 
+def _one_pass_lengths(lengths: Any) -> np.ndarray:
+    """Checked lengths for a one-pass stream: they must be non-decreasing (snapshots in order)."""
+    L = check_lengths(lengths)
+    if np.any(np.diff(L) < 0):
+        raise ValueError("lengths must be non-decreasing for a one-pass curve")
+    return L
+
+
 def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: Any, *,
                       chunk: int = DEFAULT_CHUNK, keep_gram: bool = False) -> dict[str, np.ndarray]:
     """Streaming ``G_n = sum_{i<n} (R_i x_i)(R_i x_i)^T`` at each length, one pass.
@@ -100,9 +108,7 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     ``gram`` if ``keep_gram``) per length; memory ``O(d^2 + C d)`` per step.
     """
     th = from_theta(theta)
-    L = check_lengths(lengths)
-    if np.any(np.diff(L) < 0):
-        raise ValueError("lengths must be non-decreasing for a one-pass curve")
+    L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
     Gs = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk)
     lam, tr, G = (np.asarray(x) for x in Gs)
@@ -164,7 +170,7 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
     th = from_theta(theta)
     vv = check_cloud_vector(v, th.size)
     check_layout(layout)
-    L = check_lengths(lengths)
+    L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
     nmax = int(L.max())
     v_il = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(vv), layout)), offset, nmax))
@@ -172,13 +178,10 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
         W = L.astype(np.float64)                                   # exact: n < 2^53
         rows_fn, rows_args = _rank1_rows_constant, (v_il,)
     elif callable(weights):
-        Ws, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(np.sort(L)), weights, chunk))
-        order = np.argsort(np.argsort(L))
-        Ws, bad = Ws[order], bad[order]
+        W, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(L), weights, chunk))
         if bad.any():
             n_bad = int(L[np.argmax(bad)])
             raise ValueError(f"weights(positions) must be finite and >= 0; a value below position {n_bad} is not")
-        W = Ws
         rows_fn, rows_args = _rank1_rows_callable(weights), (v_il,)
     else:
         w = real_array("weights", weights)

@@ -118,16 +118,14 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         if m == "default":
             base_rho_L = float(med[at[TRAIN_LEN]])
             base_fl = fl
-        rel = np.abs(rho[:, at[sL]] - fl) / fl
+        crit = criteria.criteria(rho[:, at[sL]], fl, allrot)          # C1, and C2 judged at sL
         drift = low_frequency_drift(base, th, s) if m not in ("default", "rope_id") else \
             low_frequency_drift(base, th, 1) if m == "default" else {"low_freq_planes": None,
                                                                       "max_drift_ratio": None, "worst_plane": None,
                                                                       "holds": None}
         rows.append({"method": m, "s": s, "eval_len": sL, "attention_factor": att,
                      "floor": float(np.median(fl)), "rho_L": float(med[at[TRAIN_LEN]]), "rho_sL": float(med[at[sL]]),
-                     "rel_dist_sL": float(np.median(rel)),
-                     "C1": bool(np.median(fl / allrot) > 1 + criteria.C1_MARGIN),
-                     "C2_at_sL": bool(np.median(rel) < criteria.C2_RTOL),
+                     "rel_dist_sL": crit["rel_dist_L_median"], "C1": crit["C1"], "C2_at_sL": crit["C2"],
                      "in_distribution_at_sL": bool(med[at[sL]] >= base_rho_L * (1 - IN_DIST_RTOL)),
                      "low_freq_planes": drift["low_freq_planes"], "max_low_freq_drift_ratio": drift["max_drift_ratio"],
                      "worst_plane": drift["worst_plane"], "drift_statement_holds": drift["holds"]})

@@ -168,11 +168,11 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
         tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{L}"
         rho = cached_curves(th, V, grid, tag, parts, bar.update)
         fl, allrot = floors(th, V)
-        rel = np.abs(rho[:, at[L]] - fl) / fl
+        crit = criteria(rho[:, at[L]], fl, allrot)
         drift = (rho[:, at[L]] - rho[:, at[4 * L]]) / rho[:, at[L]]
         rows.append({"config": label, **{k: v for k, v in kw.items()}, "floor": float(np.median(fl)),
-                     "rho_L": float(np.median(rho[:, at[L]])), "attain_rel_dist_L": float(np.median(rel)),
-                     "attained_within_L": bool(np.median(rel) < C2_RTOL),
+                     "rho_L": float(np.median(rho[:, at[L]])), "attain_rel_dist_L": crit["rel_dist_L_median"],
+                     "attained_within_L": crit["C2"],
                      "drift_L_to_4L": float(np.median(drift)),
                      "ruler_4k": scores[0], "ruler_8k": scores[1], "ruler_16k": scores[2]})
     corr = {}
