@@ -26,7 +26,7 @@ from .schedules.hf import frequencies_from_config as from_config  # noqa: E402
 from .rope import apply_rope  # noqa: E402
 from .core.angles import turn_chunks  # noqa: E402
 from .spectra import (AffineWeights, TrigWeights, log_grid, rank1_curve, rank1_curves_batch,  # noqa: E402
-                      rank1_gram, rank1_stream_curve, rope_matrix_curve)
+                      rank1_gram, rank1_stream_curve, rope_matrix_curve, top_eigenvalue)
 from .theory.theorems import (predicted_limit, certified_eps, certified_bound, check_rank1_claims,  # noqa: E402
                               limit_lambdas, convergence_rate)
 from .theory.criteria import criteria  # noqa: E402
@@ -36,5 +36,5 @@ __version__ = "0.1.0"
 __all__ = ["SCHEDULES", "schedule", "schedule_from_spec", "rope", "partial", "high_frequency",
            "rope_id", "length_temperature", "from_config", "apply_rope", "turn_chunks",
            "AffineWeights", "TrigWeights", "log_grid", "rank1_curve", "rank1_curves_batch", "rank1_gram",
-           "rank1_stream_curve", "rope_matrix_curve", "predicted_limit", "certified_eps", "certified_bound",
+           "rank1_stream_curve", "rope_matrix_curve", "top_eigenvalue", "predicted_limit", "certified_eps", "certified_bound",
            "check_rank1_claims", "limit_lambdas", "convergence_rate", "criteria", "search_feasible_bases"]

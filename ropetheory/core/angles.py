@@ -133,6 +133,32 @@ def rope_angles(positions: jax.Array, chunks: jax.Array) -> jax.Array:
     return (2.0 * jnp.pi) * reduced_turns(positions[:, None], chunks[None, :, :])
 
 
+#: |error| of a cos/sin from :func:`anchored_phases`: anchor and table entries are cos/sin of reduced
+#: angles (each <= 2e-14 rad off, module doc, + 1 ulp of libm), so each product term is off by at most
+#: 2 * (2e-14 + 1.2e-16); two products and a sum add 3 roundings: <= 4.1e-14, twice the exact path's
+#: own bound and independent of the position (every chunk starts from its own exactly reduced anchor)
+ANCHORED_PHASE_ABS_ERR = 4.1e-14
+
+
+def phase_table(chunks: jax.Array, chunk: int):
+    """``(cos, sin)`` of ``k theta_j`` for ``k = 0 .. chunk-1``, exactly reduced: ``(chunk, P)`` each."""
+    ang = rope_angles(jnp.arange(chunk, dtype=jnp.int64), chunks)
+    return jnp.cos(ang), jnp.sin(ang)
+
+
+def anchored_phases(p0: jax.Array, table, chunks: jax.Array):
+    """``(cos, sin)`` of ``(p0 + k) theta_j`` for the ``k`` of ``table`` (:func:`phase_table`).
+
+    The anchor ``p0 theta_j`` is reduced exactly; inside the chunk the phase steps by one complex
+    product with the table, ``e^{i (p0 + k) theta} = e^{i p0 theta} e^{i k theta}``: no reduction or
+    sine per element, error at most :data:`ANCHORED_PHASE_ABS_ERR` at any ``p0``.
+    """
+    a = rope_angles(jnp.reshape(p0, (1,)), chunks)[0]
+    ca, sa = jnp.cos(a), jnp.sin(a)
+    ck, sk = table
+    return ca * ck - sa * sk, sa * ck + ca * sk
+
+
 #: Frequencies within this many turns of an integer are exactly resonant (see module doc).
 #: 2^-52 turns: ``float(pi)`` misses half a turn by 2e-17 turns and ``2 pi - theta``
 #: computed in float64 misses a whole turn by at most 7e-17 turns, both inside; a

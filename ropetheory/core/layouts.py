@@ -31,7 +31,11 @@ def from_interleaved(X: jax.Array, layout: str) -> jax.Array:
 
 def rotate_interleaved(X: jax.Array, angles: jax.Array) -> jax.Array:
     """``R_i x_i`` for ``X (n, d)`` interleaved and ``angles (n, P)``."""
-    c, s = jnp.cos(angles), jnp.sin(angles)
+    return rotate_interleaved_cs(X, jnp.cos(angles), jnp.sin(angles))
+
+
+def rotate_interleaved_cs(X: jax.Array, c: jax.Array, s: jax.Array) -> jax.Array:
+    """``R_i x_i`` for ``X (..., n, d)`` interleaved, given ``cos, sin`` of the angles ``(n, P)``."""
     x0, x1 = X[..., 0::2], X[..., 1::2]
     y0 = c * x0 - s * x1
     y1 = s * x0 + c * x1

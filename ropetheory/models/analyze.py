@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .capture import hf_to_interleaved, load_dump, save_dump
+from .capture import hf_to_interleaved, load_dump
 
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .derived import gram_block
+from .topeig import check_method, top_eigenvalue
 from ..core.checks import check_cloud_vector, check_clouds, check_length, check_lengths, from_theta
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
@@ -58,22 +59,20 @@ def assemble_gram(v_il, Dm, Sm):
     return 0.5 * (G + G.T)
 
 
-def metrics_from_gram(G, W=1.0):
-    """FSV ratio, stable rank and Frobenius ratio from a Gram matrix ``G`` of a cloud with ``||X||_2^2 = W``."""
-    ev = jnp.linalg.eigvalsh(G)
-    lam = ev[-1]
-    tr = jnp.trace(G)
+def metrics_from_gram(G, W=1.0, method=None):
+    """FSV ratio, stable rank and Frobenius ratio from Gram matrices ``G (..., d, d)`` of clouds with
+    ``||X||_2^2 = W``; only the top eigenvalue is computed (:func:`.topeig.top_eigenvalue`, ``method``)."""
+    lam = top_eigenvalue(G, method)
+    tr = jnp.trace(G, axis1=-2, axis2=-1)
     return {"rho": jnp.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam, "frob_ratio": jnp.sqrt(tr / W)}
 
 
 @jax.jit
 def _assemble_batch(v_il, Dm, Sm):
-    return jax.lax.map(lambda DS: assemble_gram(v_il, DS[0], DS[1]), (Dm, Sm))
+    return jax.vmap(lambda D, S: assemble_gram(v_il, D, S))(Dm, Sm)
 
 
-@jax.jit
-def _metrics_batch(Gs):
-    return jax.lax.map(metrics_from_gram, Gs)          # one eigvalsh per length
+_metrics_batch = jax.jit(metrics_from_gram, static_argnames=("method",))   # every length in one call
 
 
 def rotate_to_offset(theta: np.ndarray, V_il: np.ndarray, offset: Any, n_max: int) -> np.ndarray:
@@ -109,47 +108,54 @@ def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | TrigWeigh
 
 
 def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | TrigWeights | None = None,
-                layout: str = "interleaved", offset: int = 0) -> dict[str, np.ndarray]:
+                layout: str = "interleaved", offset: int = 0, method: str | None = None) -> dict[str, np.ndarray]:
     """FSV ratio ``rho_n``, stable rank and Frobenius ratio of ``Rope(u v^T)`` at each length.
 
     Closed form (constant, affine or trigonometric weights): the cost per length
     is independent of ``n``; 200 lengths up to ``10^12`` take well under a second
     after compilation (d = 128). Returns numpy arrays keyed
-    ``n, rho, rho2, srank, frob_ratio``.
+    ``n, rho, rho2, srank, frob_ratio``. ``method``: how the top eigenvalue is found
+    (:func:`ropetheory.spectra.topeig.top_eigenvalue`; ``None`` picks the fastest for the backend).
     """
     L = check_lengths(lengths)
     w = check_weights(weights, L)
     th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
-    # three jitted stages: fused into one program, XLA:CPU ran ~10x slower (measured)
+    # three jitted stages, each over every length at once: fused into one program, XLA:CPU ran the
+    # phases + assembly ~10x slower (1.07 s against 0.06 s at d = 128, 200 lengths; measured 2026-11-24)
     D, S = weighted_mean_phases(th, w, L)
-    out = _metrics_batch(_assemble_batch(v_il, D, S))
+    if method is not None:
+        check_method(method)
+    out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
     res = {k: np.asarray(x) for k, x in out.items()}
     res["n"] = L
     return res
 
 
-@functools.partial(jax.jit, static_argnames=("batched_eig",))
-def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False):
-    """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v."""
+@functools.partial(jax.jit, static_argnames=("batched_eig", "method"))
+def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False, method=None):
+    """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
+    ``method``: how the top eigenvalue is found (:func:`.topeig.top_eigenvalue`)."""
     def grams(v):
         return jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
-    if batched_eig:            # accelerators: one batched eigh over clouds x lengths
-        return jnp.linalg.eigvalsh(jax.vmap(grams)(V_il))[..., -1]
-    return jax.lax.map(lambda v: jax.lax.map(lambda G: jnp.linalg.eigvalsh(G)[-1], grams(v)), V_il)
+    if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
+        return top_eigenvalue(jax.vmap(grams)(V_il), method)
+    return jax.lax.map(lambda v: top_eigenvalue(grams(v), method), V_il)
 
 
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,
-                       chunk: int | None = None, progress=None) -> np.ndarray:
+                       chunk: int | None = None, progress=None, method: str | None = None) -> np.ndarray:
     """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: ``(nv, len)``.
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
-    block assembly and one eigvalsh per length. ``progress(k)`` is called after each chunk of clouds.
+    block assembly and one top eigenvalue per length. ``progress(k)`` is called after each chunk of clouds.
     """
     th = from_theta(theta)
     Vi = check_clouds(V, th.size, layout)
     L = check_lengths(lengths)
     Vi = rotate_to_offset(th, Vi, offset, int(L.max()))
     Dm, Sm = weighted_mean_phases(th, CONSTANT, L)
+    if method is not None:
+        check_method(method)
     batched = jax.default_backend() != "cpu"
     if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
@@ -157,7 +163,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
         chunk = check_length(chunk, "chunk")
     out = []
     for k in range(0, Vi.shape[0], chunk):
-        out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched)))
+        out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
+                                              method=method)))
         if progress is not None:
             progress(min(chunk, Vi.shape[0] - k))
     return np.sqrt(np.clip(np.concatenate(out), 0, None))

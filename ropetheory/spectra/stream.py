@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.angles import rope_angles, turn_chunks
+from ..core.angles import anchored_phases, phase_table, turn_chunks
 from ..core.checks import (check_cloud_vector, check_finite_array, check_length, check_lengths, from_theta,
                            real_array)
-from ..core.layouts import check_layout, rotate_interleaved, to_interleaved
+from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
 from .gram import rotate_to_offset
+from .topeig import top_eigenvalue
 
 
 DEFAULT_CHUNK = 4096
@@ -71,22 +72,29 @@ def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk"))
-def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk):
-    """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace."""
+@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk", "keep_gram", "method"))
+def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=False, method=None):
+    """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace; batched over the
+    leading axes of the rows (clouds). Phases: one exactly reduced anchor per chunk, stepped inside it by
+    one complex product with a table (:func:`ropetheory.core.angles.anchored_phases`)."""
     d = 2 * chunks.shape[0]
+    table = phase_table(chunks, chunk)
+    batch = jax.eval_shape(lambda: rows_fn(jnp.zeros(chunk, jnp.int64), *rows_args)).shape[:-2]
 
     def step(state, pos, mask):
-        rows = jnp.where(mask[:, None], rows_fn(pos, *rows_args), 0.0)      # (chunk, d), interleaved; past the
-        #                                                   end: 0 even where rows_fn is not finite there
-        Y = rotate_interleaved(rows, rope_angles(pos, chunks))
-        return neumaier_add(state, Y.T @ Y)
+        rows = jnp.where(mask[:, None], rows_fn(pos, *rows_args), 0.0)      # (..., chunk, d), interleaved;
+        #                                         past the end: 0 even where rows_fn is not finite there
+        c, s = anchored_phases(pos[0], table, chunks)
+        Y = rotate_interleaved_cs(rows, c, s)
+        return neumaier_add(state, jnp.einsum("...cd,...ce->...de", Y, Y, preferred_element_type=jnp.float64))
 
     def snapshot(state):
         Gs = neumaier_total(state)
-        return jnp.linalg.eigvalsh(0.5 * (Gs + Gs.T))[-1], jnp.trace(Gs), Gs
+        Gs = 0.5 * (Gs + jnp.swapaxes(Gs, -1, -2))
+        out = (top_eigenvalue(Gs, method), jnp.trace(Gs, axis1=-2, axis2=-1))
+        return out + (Gs,) if keep_gram else out
 
-    zero = jnp.zeros((d, d))
+    zero = jnp.zeros(batch + (d, d))
     return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)
 
 
@@ -99,23 +107,38 @@ def _one_pass_lengths(lengths: Any) -> np.ndarray:
 
 
 def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: Any, *,
-                      chunk: int = DEFAULT_CHUNK, keep_gram: bool = False) -> dict[str, np.ndarray]:
-    """Streaming ``G_n = sum_{i<n} (R_i x_i)(R_i x_i)^T`` at each length, one pass.
+                      chunk: int = DEFAULT_CHUNK, keep_gram: bool = False,
+                      method: str | None = None) -> dict[str, np.ndarray]:
+    """Streaming ``G_n = sum_{i<n} (R_i x_i)(R_i x_i)^T`` at each length, one pass: the one streaming
+    Gram kernel of the package (rank-1 streams, general clouds, the sweep's and the beyond study's).
 
-    ``rows_fn(positions, *rows_args) -> (C, d)`` gives the rows ``x_i`` (interleaved
-    layout) for int64 ``positions``; it must be a JAX-traceable pure function
-    (hashable: a module-level function). Returns ``lam`` (the top eigenvalue), ``trace`` (and
-    ``gram`` if ``keep_gram``) per length; memory ``O(d^2 + C d)`` per step.
+    ``rows_fn(positions, *rows_args) -> (..., C, d)`` gives the rows ``x_i`` (interleaved
+    layout) for int64 ``positions``, optionally with leading batch axes (one Gram per cloud); it must
+    be a JAX-traceable pure function (hashable: a module-level function). Returns ``lam`` (the top
+    eigenvalue, :func:`.topeig.top_eigenvalue` with ``method``), ``trace`` (and ``gram`` if
+    ``keep_gram``), each ``(len, ...)``; memory ``O(B d^2 + B C d)`` whatever the lengths.
     """
     th = from_theta(theta)
     L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
-    Gs = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk)
-    lam, tr, G = (np.asarray(x) for x in Gs)
-    out = {"n": L, "lam": lam, "trace": tr}
+    out = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk,
+                               keep_gram=keep_gram, method=method)
+    res = {"n": L, "lam": np.asarray(out[0]), "trace": np.asarray(out[1])}
     if keep_gram:
-        out["gram"] = G
-    return out
+        res["gram"] = np.asarray(out[2])
+    return res
+
+
+def stream_weight_sums(w_fn: Callable, lengths: Any, *, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+    """``W_n = sum_{i<n} w(i)`` (compensated) at each length for a weights function ``w(positions)``
+    (JAX-traceable, hashable), evaluated chunk by chunk; a ValueError naming the first length whose
+    prefix holds a negative or non-finite weight."""
+    L = _one_pass_lengths(lengths)
+    W, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(L), w_fn, check_length(chunk, "chunk")))
+    if bad.any():
+        raise ValueError(f"weights(positions) must be finite and >= 0; a value below position "
+                         f"{int(L[np.argmax(bad)])} is not")
+    return W
 
 
 def _rank1_rows_array(pos, v, sqrt_w):
@@ -178,10 +201,7 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
         W = L.astype(np.float64)                                   # exact: n < 2^53
         rows_fn, rows_args = _rank1_rows_constant, (v_il,)
     elif callable(weights):
-        W, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(L), weights, chunk))
-        if bad.any():
-            n_bad = int(L[np.argmax(bad)])
-            raise ValueError(f"weights(positions) must be finite and >= 0; a value below position {n_bad} is not")
+        W = stream_weight_sums(weights, L, chunk=chunk)
         rows_fn, rows_args = _rank1_rows_callable(weights), (v_il,)
     else:
         w = real_array("weights", weights)

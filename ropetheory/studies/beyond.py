@@ -114,7 +114,7 @@ def position_rows(sc: dict, journal: Journal, bar) -> list[str]:
             bar.update(1)
             if key in journal:
                 continue
-            pinv, alias, tinv, talias, tinv_nope = [], [], [], [], []
+            pinv, alias, tinv, talias = [], [], [], []
             for p in range(sc["pairs"]):
                 q, k1, k2 = Q[p]
                 pinv.append(ps.position_inversion(th, q, k1, M)["exact"])

@@ -106,7 +106,6 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
     configs.append(("rope_id", 1, schedule("rope_id", head_dim=D, train_len=TRAIN_LEN), 1.0))
     rows, curves = [], []
     t0 = time.time()
-    base_fl = None
     for m, s, th, att in tqdm(configs, desc="extension", disable=quiet, file=sys.stderr):
         s_eval = s if m not in ("default", "rope_id") else max(FACTORS)
         sL = s_eval * TRAIN_LEN
@@ -117,7 +116,6 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         med = np.median(rho, axis=0)
         if m == "default":
             base_rho_L = float(med[at[TRAIN_LEN]])
-            base_fl = fl
         crit = criteria.criteria(rho[:, at[sL]], fl, allrot)          # C1, and C2 judged at sL
         drift = low_frequency_drift(base, th, s) if m not in ("default", "rope_id") else \
             low_frequency_drift(base, th, 1) if m == "default" else {"low_freq_planes": None,

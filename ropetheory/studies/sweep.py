@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import spectra
-from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import from_theta
 from ..schedules import schedule_from_spec
 from ..store import PartStore, source_hash, write_csv, write_json
@@ -90,7 +89,10 @@ def device_mesh(devices=None) -> jax.sharding.Mesh:
 @functools.lru_cache(maxsize=32)
 def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     from jax.sharding import PartitionSpec as Ps
-    body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched)
+    # several virtual CPU devices call LAPACK at once; OpenBLAS's threaded sytrd then deadlocks (reproduced
+    # 2026-11-24: 2 of 4 runs hung, none with OPENBLAS_NUM_THREADS=1), so they take eigvalsh, which did not
+    method = "eigvalsh" if jax.default_backend() == "cpu" and mesh.devices.size > 1 else None
+    body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched, method=method)
     f = jax.shard_map(body, mesh=mesh, in_specs=(Ps("clouds"), Ps(), Ps()), out_specs=Ps("clouds"),
                       check_vma=False)
     return jax.jit(f)
@@ -127,36 +129,19 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
 
 
 # ---------------------------------------------------------------------------
-# streaming Gram, batched over clouds (general weights)
+# streaming Gram, batched over clouds (general weights): the one kernel of spectra.stream
 # ---------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("chunk", "alpha_is_zero"))
-def _stream_batch_kernel(V_il, chunks, ends, alpha, chunk, alpha_is_zero=False):
-    """For each cloud v: ``G = sum_{i<n} w_i (R_i v)(R_i v)^T`` at each end in ``ends``; ``w_i = (i+1)^alpha``.
+def _power_rows(pos, V_il, alpha):
+    """Rows ``sqrt(w_i) v`` for every cloud ``v`` (rows of ``V_il``), ``w_i = (i+1)^alpha``: ``(nc, C, d)``."""
+    sw = jnp.sqrt((pos + 1).astype(jnp.float64) ** alpha)
+    return sw[None, :, None] * V_il[:, None, :]
 
-    Returns ``(len(ends), n_clouds)`` top eigenvalues and the prefix sums ``W``
-    (:func:`ropetheory.spectra.chunked_prefix_scan`: no host round trip).
-    """
-    nc, d = V_il.shape
 
-    def step(state, pos, mask):
-        accG, accW = state
-        w = jnp.where(mask, 1.0 if alpha_is_zero else (pos + 1).astype(jnp.float64) ** alpha, 0.0)
-        ang = rope_angles(pos, chunks)                                  # (chunk, P)
-        c, s = jnp.cos(ang), jnp.sin(ang)
-        x0, x1 = V_il[:, 0::2], V_il[:, 1::2]                            # (nc, P)
-        sw = jnp.sqrt(w)[None, :, None]
-        y0 = (c[None] * x0[:, None] - s[None] * x1[:, None]) * sw        # (nc, chunk, P)
-        y1 = (s[None] * x0[:, None] + c[None] * x1[:, None]) * sw
-        Y = jnp.stack([y0, y1], -1).reshape(nc, pos.shape[0], d)
-        return (spectra.neumaier_add(accG, jnp.einsum("cid,cie->cde", Y, Y, preferred_element_type=jnp.float64)),
-                spectra.neumaier_add(accW, jnp.sum(w)))
-
-    def snapshot(state):
-        G, W = spectra.neumaier_total(state[0]), spectra.neumaier_total(state[1])
-        return jnp.linalg.eigvalsh(0.5 * (G + jnp.swapaxes(G, 1, 2)))[:, -1], W
-
-    zG, zW = jnp.zeros((nc, d, d)), jnp.float64(0.0)
-    return spectra.chunked_prefix_scan(ends, chunk, ((zG, zG), (zW, zW)), step, snapshot)
+@functools.lru_cache(maxsize=32)
+def _power_weights(alpha: float):
+    def w(pos):
+        return (pos + 1).astype(jnp.float64) ** alpha
+    return w
 
 
 def default_chunk(n_clouds: int, d: int) -> int:
@@ -167,7 +152,10 @@ def default_chunk(n_clouds: int, d: int) -> int:
 
 
 def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: int | None = None):
-    """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``."""
+    """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``.
+
+    One pass of :func:`ropetheory.spectra.stream_gram_curve` with every cloud's Gram in the batch, and one
+    of :func:`ropetheory.spectra.stream_weight_sums` for ``W_n``."""
     n_max = int(np.max(np.asarray(lengths)))
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
             abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
@@ -178,9 +166,9 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: 
     L = spectra.check_lengths(lengths)
     Vn = spectra.check_clouds(V, th.size)
     chunk = default_chunk(V.shape[0], V.shape[1]) if chunk is None else int(chunk)
-    lam, W = _stream_batch_kernel(jnp.asarray(Vn), jnp.asarray(turn_chunks(th)), jnp.asarray(L), float(alpha),
-                                  chunk, alpha_is_zero=(alpha == 0.0))
-    return np.sqrt(np.asarray(lam) / np.asarray(W)[:, None]).T
+    out = spectra.stream_gram_curve(th, _power_rows, (jnp.asarray(Vn), float(alpha)), L, chunk=chunk)
+    W = spectra.stream_weight_sums(_power_weights(float(alpha)), L, chunk=chunk)
+    return np.sqrt(out["lam"] / W[:, None]).T
 
 
 # ---------------------------------------------------------------------------

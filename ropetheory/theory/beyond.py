@@ -25,7 +25,6 @@ loop, so ``n = 10^7`` and beyond need ``O(d^2 + chunk d)`` memory.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -37,7 +36,7 @@ from . import theorems
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import from_theta, check_cloud_vector, check_lengths
-from ..spectra.stream import chunked_prefix_scan, neumaier_add, neumaier_total
+from ..spectra.stream import stream_gram_curve
 
 __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve"]
 
@@ -84,27 +83,18 @@ def _rows_noisy(key, pos, v, sigma, k_basis, alpha):
     return rows * jnp.sqrt(u2)[:, None]
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "counter_rotate"))
-def _stream_kernel(key, chunks, ends, v, sigma, k_basis, alpha, chunk, counter_rotate=False):
-    """Grams of ``Rope(X)`` and ``X`` at each end: top eigenvalues and traces of both."""
-    d = v.shape[0]
+def _rows_and_unrotated(pos, key, chunks, v, sigma, k_basis, alpha):
+    """``[x_i, R_{-i} x_i]``: the streaming kernel rotates both by ``R_i``, giving the Grams of ``Rope(X)``
+    and of ``X`` in one pass."""
+    X = _rows_noisy(key, pos, v, sigma, k_basis, alpha)
+    return jnp.stack([X, rotate_interleaved(X, -rope_angles(pos, chunks))])
 
-    def step(state, pos, mask):
-        accG, accG0 = state
-        X = _rows_noisy(key, pos, v, sigma, k_basis, alpha) * mask[:, None].astype(jnp.float64)
-        ang = rope_angles(pos, chunks)
-        if counter_rotate:                       # x_i = R_{-i} (...): the cloud un-rotates
-            X = rotate_interleaved(X, -ang)
-        Y = rotate_interleaved(X, ang)
-        return neumaier_add(accG, Y.T @ Y), neumaier_add(accG0, X.T @ X)
 
-    def snapshot(state):
-        G, G0 = neumaier_total(state[0]), neumaier_total(state[1])
-        return (jnp.linalg.eigvalsh(0.5 * (G + G.T))[-1], jnp.linalg.eigvalsh(0.5 * (G0 + G0.T))[-1],
-                jnp.trace(G), jnp.trace(G0))
-
-    z = jnp.zeros((d, d))
-    return chunked_prefix_scan(ends, chunk, ((z, z), (z, z)), step, snapshot)
+def _rows_and_unrotated_counter(pos, key, chunks, v, sigma, k_basis, alpha):
+    """As :func:`_rows_and_unrotated` for the counter-rotated cloud ``x_i = R_{-i} (...)``."""
+    back = -rope_angles(pos, chunks)
+    X = rotate_interleaved(_rows_noisy(key, pos, v, sigma, k_basis, alpha), back)
+    return jnp.stack([X, rotate_interleaved(X, back)])
 
 
 def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.inf, rank_k: int = 0,
@@ -129,9 +119,10 @@ def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.in
     if rank_k:
         B = k_scale * B / np.linalg.norm(B, axis=1, keepdims=True)
     key = jax.random.PRNGKey(seed)
-    lam, lam0, tr, tr0 = _stream_kernel(key, jnp.asarray(turn_chunks(th)), jnp.asarray(L), jnp.asarray(vv),
-                                        float(sigma), jnp.asarray(B.reshape(rank_k, d)), float(pareto_alpha),
-                                        int(chunk), counter_rotate=bool(counter_rotate))
-    lam, lam0, tr, tr0 = (np.asarray(x) for x in (lam, lam0, tr, tr0))
+    rows_fn = _rows_and_unrotated_counter if counter_rotate else _rows_and_unrotated
+    args = (key, jnp.asarray(turn_chunks(th)), jnp.asarray(vv), float(sigma), jnp.asarray(B.reshape(rank_k, d)),
+            float(pareto_alpha))
+    out = stream_gram_curve(th, rows_fn, args, L, chunk=int(chunk))
+    (lam, lam0), (tr, tr0) = out["lam"].T, out["trace"].T
     return {"n": L, "rho": np.sqrt(lam / lam0), "rho2": lam / lam0, "srank": tr / lam, "srank_before": tr0 / lam0,
             "frob_ratio": np.sqrt(tr / tr0)}

@@ -1,0 +1,177 @@
+"""The largest eigenvalue of symmetric matrices, batched, without the rest of the spectrum.
+
+Every FSV ratio needs ``lambda_max(G)`` of a ``d x d`` PSD Gram matrix and nothing else. The method:
+
+1. Householder tridiagonalisation ``G = Q T Q^T`` (LAPACK ``sytrd`` on CPU, cuSOLVER on GPU; through
+   :func:`jax.lax.linalg.tridiagonal`), batched over every leading axis;
+2. multisection on Sturm counts of ``T`` for its largest eigenvalue only: from the Gershgorin interval,
+   :data:`SECTIONS` - 1 shifts per step, :data:`SECTION_STEPS` steps (a fixed cost; the bracket shrinks by
+   ``SECTIONS ** SECTION_STEPS = 2^64``, below one ulp of the value), vectorised over the batch.
+
+Step 1 is the same backward-stable reduction ``eigvalsh`` starts with; step 2 replaces the QR/divide and
+conquer on all ``d`` eigenvalues by ``O(d)`` work per bisection step. Both steps are backward stable, so
+the value carries ``eigvalsh``'s error bound ``O(d eps ||G||)`` (no approximation to check a posteriori:
+a Sturm count is itself the proof that no eigenvalue of ``T`` lies above the value returned).
+A posteriori check that is still cheap and catches a broken reduction: the trace of ``T`` equals the
+trace of ``G`` (orthogonal similarity) to :data:`TRACE_RTOL`; where it does not, or where the value is not
+finite, the result falls back to ``eigvalsh`` for the whole batch (one branch, taken on the device).
+
+Measured (2 CPU cores, d = 128, 200 matrices): 0.07 s against 0.19 s for ``eigvalsh`` one matrix at a time
+and 0.25 s batched (``benchmarks/bench_eig.py``).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
+SECTIONS, SECTION_STEPS = 16, 16
+#: Lanczos steps (capped at d) and the seed of its fixed start vectors: 48 certified every length of the
+#: 200-point RoPE curves tried at d = 128 (32 left up to 117 of 200 uncertified; measured 2026-11-24)
+LANCZOS_STEPS, LANCZOS_SEED = 64, 20261124
+#: certificate slack: lambda_max is certified below theta (1 + CERT_RTOL); Cholesky's backward error at
+#: d = 128 is ~1e-14 relative, so a true gap of 1e-13 is still resolved
+CERT_RTOL = 1e-13
+#: a Lanczos residual below this fraction of the trace is an invariant subspace (restart)
+BREAKDOWN_RTOL = 1e-14
+#: |tr T - tr G| / sum |diag G| above this means the reduction is broken (Householder: ~ d eps; d <= 2^15)
+TRACE_RTOL = 1e-9
+
+
+def sturm_top(a, b):
+    """Largest eigenvalue of symmetric tridiagonal matrices (diagonals ``a (B, d)``, off-diagonals
+    ``b (B, d-1)``) by multisection on Sturm counts.
+
+    ``count(x)`` = number of negative pivots of ``T - x I = L D L^T`` (``q_i = a_i - x - b_{i-1}^2 / q_{i-1}``,
+    a pivot smaller than ``pivmin`` replaced by ``-pivmin`` as in LAPACK's ``dstebz``) = number of
+    eigenvalues below ``x``. The bracket ``[lo, hi]`` keeps ``count(lo) < d = count(hi)``.
+    """
+    B, d = a.shape
+    z = jnp.zeros((B, 1), a.dtype)
+    ab = jnp.abs(b)
+    radius = jnp.concatenate([ab, z], 1) + jnp.concatenate([z, ab], 1)
+    lo, hi = jnp.min(a - radius, 1), jnp.max(a + radius, 1)             # Gershgorin
+    hi = hi + 4 * jnp.finfo(a.dtype).eps * jnp.maximum(jnp.abs(hi), jnp.abs(lo))
+    b2 = jnp.concatenate([z, b * b], 1)                                 # b_{i-1}^2, 0 for the first pivot
+    pivmin = jnp.finfo(a.dtype).tiny * jnp.maximum(1.0, jnp.max(b2, 1))[:, None]
+    frac = jnp.arange(1, SECTIONS, dtype=a.dtype) / SECTIONS
+
+    def count_below(x):                                                 # x (B, SECTIONS - 1)
+        def pivot(carry, ab_i):
+            q, cnt = carry
+            ai, bi = ab_i
+            q = ai[:, None] - x - bi[:, None] / q
+            q = jnp.where(jnp.abs(q) < pivmin, -pivmin, q)
+            return (q, cnt + (q < 0)), None
+        (_, cnt), _ = jax.lax.scan(pivot, (jnp.ones_like(x), jnp.zeros(x.shape, jnp.int32)), (a.T, b2.T))
+        return cnt
+
+    def section(_, st):
+        lo, hi = st
+        x = lo[:, None] + (hi - lo)[:, None] * frac[None]
+        above = count_below(x) >= d                                     # every eigenvalue below x
+        return (jnp.max(jnp.where(above, lo[:, None], x), 1), jnp.min(jnp.where(above, x, hi[:, None]), 1))
+
+    lo, hi = jax.lax.fori_loop(0, SECTION_STEPS, section, (lo, hi))
+    return 0.5 * (lo + hi)
+
+
+def _tridiagonal_top(G):
+    """``lambda_max`` of each symmetric ``(d, d)`` matrix in the batch ``G (B, d, d)``, ``d >= 2``."""
+    gd = jnp.diagonal(G, axis1=1, axis2=2)
+    _, diag, off, _ = jax.lax.linalg.tridiagonal(G, lower=True)        # reads the lower triangle only
+    top = sturm_top(diag, off)
+    ok = jnp.all(jnp.isfinite(top) & (jnp.abs(jnp.sum(diag, 1) - jnp.sum(gd, 1))
+                                      <= TRACE_RTOL * jnp.sum(jnp.abs(gd), 1)))
+    return jax.lax.cond(ok, lambda: top, lambda: jnp.linalg.eigvalsh(G, symmetrize_input=False)[:, -1])
+
+
+def lanczos_top(G, steps: int):
+    """Certified ``lambda_max`` of each PSD ``(d, d)`` matrix in ``G (B, d, d)`` by Lanczos; ``(lam, ok)``.
+
+    ``steps`` Lanczos steps from one fixed start vector, fully reorthogonalised (twice, so ``Q`` stays
+    orthonormal to ~eps); an invariant subspace found early (``beta`` below :data:`BREAKDOWN_RTOL` of the
+    trace) restarts from the next fixed vector with ``beta = 0``. The top eigenvalue ``theta`` of
+    ``T = Q^T G Q`` is a lower bound of ``lambda_max`` (Cauchy interlacing; :func:`sturm_top`).
+    Certificate: the Cholesky factorisation of ``theta (1 + CERT_RTOL) I - G`` exists (finite) iff that
+    matrix is positive definite, i.e. ``lambda_max < theta (1 + CERT_RTOL)`` (up to Cholesky's backward
+    error ``O(d eps ||G||)``). ``ok`` is False where the factorisation breaks down.
+    """
+    B, d, _ = G.shape
+    k = min(steps, d)
+    R = jnp.asarray(np.random.default_rng(LANCZOS_SEED).standard_normal((k + 1, d)))
+    R = R / jnp.linalg.norm(R, axis=1, keepdims=True)
+    scale = jnp.sum(jnp.abs(jnp.diagonal(G, axis1=1, axis2=2)), axis=1)
+
+    def orth(Q, w):
+        for _ in range(2):
+            w = w - jnp.einsum("bk,bkd->bd", jnp.einsum("bkd,bd->bk", Q, w), Q)
+        return w
+
+    def step(j, st):
+        Q, al, be = st
+        q = Q[:, j]
+        w = jnp.einsum("bij,bj->bi", G, q)
+        a = jnp.einsum("bi,bi->b", w, q)
+        w = orth(Q, w)
+        b = jnp.linalg.norm(w, axis=1)
+        broke = b <= BREAKDOWN_RTOL * scale
+        alt = orth(Q, jnp.broadcast_to(R[j + 1], (B, d)))
+        alt = alt / jnp.linalg.norm(alt, axis=1, keepdims=True)
+        nq = jnp.where(broke[:, None], alt, w / jnp.where(broke, 1.0, b)[:, None])
+        Q = jax.lax.dynamic_update_index_in_dim(Q, jnp.where(j + 1 < k, nq, Q[:, k - 1]),
+                                                jnp.minimum(j + 1, k - 1), 1)
+        return Q, al.at[:, j].set(a), be.at[:, j].set(jnp.where(broke, 0.0, b))
+
+    Q0 = jnp.zeros((B, k, d), G.dtype).at[:, 0].set(R[0])
+    _, al, be = jax.lax.fori_loop(0, k, step, (Q0, jnp.zeros((B, k), G.dtype), jnp.zeros((B, k), G.dtype)))
+    theta = sturm_top(al, be[:, :k - 1])
+    mu = theta * (1.0 + CERT_RTOL)
+    C = jnp.linalg.cholesky(mu[:, None, None] * jnp.eye(d, dtype=G.dtype) - G, symmetrize_input=False)
+    ok = jnp.all(jnp.isfinite(C), axis=(1, 2)) & jnp.isfinite(theta)
+    return theta, ok
+
+
+def _lanczos_or_eigvalsh(G, steps):
+    theta, ok = lanczos_top(G, steps)
+    return jax.lax.cond(jnp.all(ok), lambda: theta,
+                        lambda: jnp.where(ok, theta, jnp.linalg.eigvalsh(G, symmetrize_input=False)[:, -1]))
+
+
+def default_method() -> str:
+    """``"tridiagonal"`` on CPU (LAPACK's blocked reduction is fast there); ``"lanczos"`` on accelerators,
+    where ``sytrd`` and ``syevd`` run one matrix at a time and Lanczos is batched matrix-vector work."""
+    return "tridiagonal" if jax.default_backend() == "cpu" else "lanczos"
+
+
+METHODS = ("tridiagonal", "lanczos", "eigvalsh")
+
+
+def check_method(method) -> str:
+    """``method`` if it names a top-eigenvalue method, else a ValueError naming it."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
+    return method
+
+
+def top_eigenvalue(G, method: str | None = None):
+    """``lambda_max`` of symmetric matrices ``G (..., d, d)`` (traceable; use inside ``jit``).
+
+    ``method``: ``"tridiagonal"`` (Householder + Sturm bisection for the top eigenvalue only),
+    ``"lanczos"`` (PSD matrices only: :data:`LANCZOS_STEPS` Lanczos steps, certified by a Cholesky
+    factorisation, ``eigvalsh`` for the matrices whose certificate fails), ``"eigvalsh"`` (the whole
+    spectrum; the reference the benchmarks and tests compare against) or ``None``
+    (:func:`default_method`).
+    Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
+    symmetrising a copy first cost a third of the time, measured).
+    """
+    G = jnp.asarray(G)
+    d = G.shape[-1]
+    method = default_method() if method is None else check_method(method)
+    if method == "eigvalsh" or d <= 2:
+        return jnp.linalg.eigvalsh(G, symmetrize_input=False)[..., -1]
+    batch = G.shape[:-2]
+    Gb = G.reshape((-1, d, d))
+    top = _tridiagonal_top(Gb) if method == "tridiagonal" else _lanczos_or_eigvalsh(Gb, LANCZOS_STEPS)
+    return top.reshape(batch)
