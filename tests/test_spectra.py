@@ -198,3 +198,31 @@ def test_every_curve_over_positions_takes_the_same_offset(offset):
         sp.rank1_curve(theta, v, [10], offset=2 ** 63 - 5)
     with pytest.raises(TypeError, match="offset"):
         sp.rank1_stream_curve(theta, v, [10], offset=1.5)
+
+
+@pytest.mark.parametrize("p0", [0, 4095, 10 ** 9, 10 ** 12, 2 ** 62 - 5000])
+def test_anchored_phases_stay_within_their_stated_error_at_any_position(p0):
+    """cos/sin stepped from an exact anchor by one complex product = cos/sin of the exactly reduced angle,
+    to ANCHORED_PHASE_ABS_ERR, however far the anchor is (no accumulation)."""
+    from ropetheory.core import angles
+    th = rt.schedule("rope", head_dim=128, base=1e4)
+    chunks = jnp.asarray(angles.turn_chunks(th))
+    table = angles.phase_table(chunks, 4096)
+    c, s = angles.anchored_phases(jnp.int64(p0), table, chunks)
+    exact = angles.rope_angles(jnp.int64(p0) + jnp.arange(4096, dtype=jnp.int64), chunks)
+    err = max(float(jnp.max(jnp.abs(c - jnp.cos(exact)))), float(jnp.max(jnp.abs(s - jnp.sin(exact)))))
+    assert err <= angles.ANCHORED_PHASE_ABS_ERR
+
+
+def test_streaming_with_anchored_phases_equals_exact_phases():
+    th = rt.schedule("rope", head_dim=64, base=1e4)
+    v = np.random.default_rng(5).standard_normal(64)
+    L = [1, 100, 5000, 20000]
+    from ropetheory.spectra import stream
+    vv = jnp.asarray(v / np.linalg.norm(v))
+    a = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, chunk=1024, keep_gram=True)
+    e = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, chunk=1024, keep_gram=True,
+                                 phases="exact")
+    scale = np.asarray(L, float)[:, None, None]
+    assert np.max(np.abs(a["gram"] - e["gram"]) / scale) <= 4 * 2.5e-14
+    np.testing.assert_allclose(a["lam"], e["lam"], rtol=1e-12)

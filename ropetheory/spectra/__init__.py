@@ -36,7 +36,7 @@ accumulation; memory ``O(d^2 + C d)``. Whole curves on a grid of lengths come
 from one pass (snapshots at the grid points).
 
 Top eigenvalue only (:mod:`.topeig`): a rho_n needs lambda_max of a d x d Gram, not its spectrum;
-Householder tridiagonalisation + Sturm-count multisection on CPU, certified Lanczos on accelerators.
+Householder tridiagonalisation + Sturm-count multisection on CPU, batched eigh on GPUs (measured fastest there).
 
 Modules: :mod:`.weights` (position weights and their mean phases), :mod:`.gram` (closed-form
 Gram matrices and metrics, batched over lengths and clouds), :mod:`.stream` (the streaming Gram

@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.angles import anchored_phases, phase_table, turn_chunks
+from ..core.angles import anchored_phases, phase_table, rope_angles, turn_chunks
 from ..core.checks import (check_cloud_vector, check_finite_array, check_length, check_lengths, from_theta,
                            real_array)
 from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
 from .gram import rotate_to_offset
-from .topeig import top_eigenvalue
+from .topeig import check_method, top_eigenvalue
 
 
 DEFAULT_CHUNK = 4096
@@ -72,8 +72,14 @@ def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk", "keep_gram", "method"))
-def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=False, method=None):
+#: how the kernel gets cos/sin of i theta_j: "anchored" (exact anchor per chunk, stepped by a complex
+#: product) or "exact" (every angle reduced exactly; the reference, ~3x the work per element)
+PHASES = ("anchored", "exact")
+
+
+@functools.partial(jax.jit, static_argnames=("rows_fn", "chunk", "keep_gram", "method", "phases"))
+def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=False, method=None,
+                         phases="anchored"):
     """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace; batched over the
     leading axes of the rows (clouds). Phases: one exactly reduced anchor per chunk, stepped inside it by
     one complex product with a table (:func:`ropetheory.core.angles.anchored_phases`)."""
@@ -84,7 +90,11 @@ def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=Fals
     def step(state, pos, mask):
         rows = jnp.where(mask[:, None], rows_fn(pos, *rows_args), 0.0)      # (..., chunk, d), interleaved;
         #                                         past the end: 0 even where rows_fn is not finite there
-        c, s = anchored_phases(pos[0], table, chunks)
+        if phases == "exact":
+            ang = rope_angles(pos, chunks)
+            c, s = jnp.cos(ang), jnp.sin(ang)
+        else:
+            c, s = anchored_phases(pos[0], table, chunks)
         Y = rotate_interleaved_cs(rows, c, s)
         return neumaier_add(state, jnp.einsum("...cd,...ce->...de", Y, Y, preferred_element_type=jnp.float64))
 
@@ -108,7 +118,7 @@ def _one_pass_lengths(lengths: Any) -> np.ndarray:
 
 def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: Any, *,
                       chunk: int = DEFAULT_CHUNK, keep_gram: bool = False,
-                      method: str | None = None) -> dict[str, np.ndarray]:
+                      method: str | None = None, phases: str = "anchored") -> dict[str, np.ndarray]:
     """Streaming ``G_n = sum_{i<n} (R_i x_i)(R_i x_i)^T`` at each length, one pass: the one streaming
     Gram kernel of the package (rank-1 streams, general clouds, the sweep's and the beyond study's).
 
@@ -116,13 +126,18 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     layout) for int64 ``positions``, optionally with leading batch axes (one Gram per cloud); it must
     be a JAX-traceable pure function (hashable: a module-level function). Returns ``lam`` (the top
     eigenvalue, :func:`.topeig.top_eigenvalue` with ``method``), ``trace`` (and ``gram`` if
-    ``keep_gram``), each ``(len, ...)``; memory ``O(B d^2 + B C d)`` whatever the lengths.
+    ``keep_gram``), each ``(len, ...)``; memory ``O(B d^2 + B C d)`` whatever the lengths. ``phases``:
+    :data:`PHASES` (``"exact"`` is the reference the anchored stepping is tested and benchmarked against).
     """
     th = from_theta(theta)
     L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
+    if phases not in PHASES:
+        raise ValueError(f"phases must be one of {PHASES}, got {phases!r}")
+    if method is not None:
+        check_method(method)
     out = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk,
-                               keep_gram=keep_gram, method=method)
+                               keep_gram=keep_gram, method=method, phases=phases)
     res = {"n": L, "lam": np.asarray(out[0]), "trace": np.asarray(out[1])}
     if keep_gram:
         res["gram"] = np.asarray(out[2])
