@@ -13,11 +13,6 @@ INTERRUPTED = ("ropetheory {cmd}: interrupted; finished rows and parts are kept 
                "run the same command again to resume")
 
 
-def _cmd_verify(args) -> int:
-    from .studies.verify import run_verify
-    return run_verify(args.out, resume=not args.fresh, quiet=args.quiet)
-
-
 def _schedule_table(theta: np.ndarray, attention_factor: float | None = None) -> str:
     """A readable table of planes: frequency, wavelength (tokens), NoPE marked."""
     lines = [f"{'plane':>5s} {'theta':>14s} {'wavelength':>14s}"]
@@ -77,6 +72,7 @@ def _cmd_curve(args) -> int:
 
 #: study commands (own parsers, each has -h): module and one-line description
 STUDIES = {
+    "verify": ("studies.verify", "check Lemma 1, Lemma 2, Theorem 1, the bounds and counter-examples (results/verify.*)"),
     "report": ("studies.report", "what a config's, model's or schedule's RoPE does past L, and why (HTML + JSON)"),
     "fig7": ("studies.figure7", "Figure 7: FSV decay of random clouds, criteria C1/C2, Table-5 ablations"),
     "sinks": ("studies.sinks", "sink-token simulation: the sink's attention share against length"),
@@ -134,11 +130,6 @@ def main(argv=None) -> int:
                                 epilog="each command has -h; results go to --out (default results/), "
                                        "finished parts are kept and a rerun resumes")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    v = sub.add_parser("verify", help="check Lemma 1, Lemma 2, Theorem 1 (writes results/verify.*)")
-    v.add_argument("--out", default="results")
-    v.add_argument("--fresh", action="store_true", help="ignore saved rows and recompute")
-    v.add_argument("--quiet", action="store_true")
-    v.set_defaults(fn=_cmd_verify)
     s = sub.add_parser("schedule", help="print a schedule's or a config's frequencies (table or JSON)")
     s.add_argument("name", nargs="?", default="rope")
     s.add_argument("--head-dim", type=int, default=128)

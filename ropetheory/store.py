@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import warnings
 from typing import Any, Iterable
 
@@ -210,6 +211,35 @@ def fault_point() -> None:
     name, _, at = spec.partition(":")
     if _saved[0] == int(at):
         os.kill(os.getpid(), getattr(signal, name))
+
+
+def load_checkpoint(path: str | os.PathLike | None, key: str) -> dict | None:
+    """The state saved by :func:`save_checkpoint` under ``key``, or None (no file). A checkpoint written
+    for other inputs or other code (another ``key``), or damaged, is reported by file name and ignored."""
+    import pickle
+    if path is None or not pathlib.Path(path).exists():
+        return None
+    try:
+        with open(path, "rb") as f:
+            saved = pickle.load(f)
+        if not isinstance(saved, dict) or saved.get("key") != key:
+            print(f"{path}: written for other inputs or other code; recomputing", file=sys.stderr)
+            return None
+        return saved["state"]
+    except Exception as e:                                    # truncated, not a pickle, wrong shape
+        print(f"{path}: damaged ({type(e).__name__}: {e}); recomputing", file=sys.stderr)
+        return None
+
+
+def save_checkpoint(path: str | os.PathLike, key: str, **state: Any) -> None:
+    """Save ``state`` (picklable objects) under ``key``, atomically (a kill leaves the old file or the new)."""
+    import pickle
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as f:
+        pickle.dump({"key": key, "state": state}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
 
 
 def check_finite_output(obj: Any, where: str) -> None:

@@ -23,8 +23,9 @@ MAY_IMPORT = {
     "spectra": {"core", "rope"},
     "theory": {"core", "rope", "schedules", "spectra", "store"},
     "store": set(),
+    "flags": set(),
     "studies": {"*"},
-    "models": {"core", "schedules", "rope", "spectra", "theory", "store"},
+    "models": {"core", "schedules", "rope", "spectra", "theory", "store", "flags"},
     "cli": {"*"},
 }
 

@@ -189,3 +189,44 @@ def test_sweep_refuses_overflowing_power_weights_and_recomputes_a_damaged_part(t
     with pytest.warns(UserWarning, match="damaged"):
         assert main(args) == 0
     assert (tmp_path / "sweep.csv").read_bytes() == ref
+
+
+G8 = np.eye(8)
+
+
+@pytest.mark.parametrize("fn, bad, exc, name", [
+    (lambda b: rt.rank1_curve(THETA, V, b), [[1, 2], [3, 4]], ValueError, "lengths"),
+    (lambda b: rt.rank1_curve(THETA, V, b), [], ValueError, "lengths"),
+    (lambda b: rt.rank1_curve(THETA, V, [10], method=b), "power", ValueError, "method"),
+    (lambda b: rt.rank1_curves_batch(THETA, V[None], [10], method=b), "svd", ValueError, "method"),
+    (lambda b: rt.top_eigenvalue(b), np.ones(3), ValueError, "G"),
+    (lambda b: rt.top_eigenvalue(b), np.ones((2, 3)), ValueError, "G"),
+    (lambda b: rt.top_eigenvalue(b), np.full((3, 3), np.nan), ValueError, "G"),
+    (lambda b: rt.top_eigenvalue(b), np.eye(3) * 1j, TypeError, "G"),
+    (lambda b: rt.top_eigenvalue(b), [["1", "0"], ["0", "1"]], TypeError, "G"),
+    (lambda b: rt.top_eigenvalue(G8, b), "power", ValueError, "method"),
+    (lambda b: rt.criteria(b, 0.5, 0.4), float("nan"), ValueError, "rho_L"),
+    (lambda b: rt.criteria(b, 0.5, 0.4), "0.5", TypeError, "rho_L"),
+    (lambda b: rt.criteria(0.5, b, 0.4), -1.0, ValueError, "floor"),
+    (lambda b: rt.criteria([0.5, 0.6], [0.5, 0.6], b), [0.4], ValueError, "allrot"),
+    (lambda b: rt.criteria(b, 0.5, 0.4), [], ValueError, "rho_L"),
+    (lambda b: rt.convergence_rate([1, 2, 3, 4], b), [1.0, np.nan, 1.0, 1.0], ValueError, "err"),
+    (lambda b: rt.convergence_rate([1, 2, 3, 4], b), [1.0, 2.0], ValueError, "err"),
+    (lambda b: rt.convergence_rate(b, [1.0, 2.0]), [0, 1], ValueError, "length"),
+    (lambda b: spectra.stream_gram_curve(THETA, spectra.stream._rank1_rows_constant, (V,), [8], phases=b),
+     "fast", ValueError, "phases"),
+])
+def test_every_public_entry_refuses_bad_values_naming_the_argument(fn, bad, exc, name):
+    """The audit of 2026-11-24 (every function of ``rt.__all__`` fed NaN, inf, negatives, zero, bools,
+    numeric strings, None, complex, empty and wrongly shaped arrays): these were accepted or ended in an
+    IndexError from numpy; each is now a ValueError/TypeError that names the argument."""
+    with pytest.raises(exc, match=name):
+        fn(bad)
+
+
+def test_numeric_strings_are_not_read_as_numbers():
+    from ropetheory.core.checks import real_array
+    for bad in ("10", ["1", "2"], np.array(["1.5"]), [1.0, "2"]):
+        with pytest.raises(TypeError, match="weights"):
+            real_array("weights", bad)
+    assert real_array("w", [1, 2 ** 70]).tolist() == [1.0, float(2 ** 70)]

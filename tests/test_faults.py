@@ -27,6 +27,9 @@ COMMANDS = {
     "beyond": ["--scale", "tiny"],
     "extension": ["--clouds", "2", "--num", "6"],
     "basebound": ["--lengths", "128,256,512", "--head-dim", "32", "--b-min", "10", "--b-max", "1e4"],
+    # the real-model analysis: the packaged SmolLM2, 192 tokens in 6 chunks, a checkpoint after each
+    "analyze": ["--model", "smollm2-135m", "--max-tokens", "192", "--chunk", "32", "--train-len", "64",
+                "--checkpoint-every", "0"],
 }
 COUNT = re.compile(r": (\d+) saved (?:row|part)\(s\) kept, (\d+) computed")
 

@@ -119,3 +119,48 @@ def test_log_grid_refuses_or_is_strictly_increasing_and_ends_at_n_max(n_max, num
     out = _outcome(lambda: spectra.log_grid(n_max, num), ["n_max", "num", "n_min"])
     if out is not None:
         assert np.all(np.diff(out) > 0) and out[-1] == int(round(n_max))
+
+
+@SETTINGS
+@given(G=arrays(), method=st.sampled_from([None, "tridiagonal", "lanczos", "eigvalsh"]))
+def test_top_eigenvalue_refuses_or_equals_the_largest_eigenvalue(G, method):
+    out = _outcome(lambda: rt.top_eigenvalue(G, method), ["G"])
+    if out is not None:
+        A = np.asarray(G, dtype=np.float64)
+        A = np.tril(A) + np.swapaxes(np.tril(A, -1), -1, -2)          # the lower triangle is what is read
+        ref = np.linalg.eigvalsh(A)[..., -1]
+        scale = max(1.0, float(np.abs(A).max()))
+        if method == "lanczos" and np.any(np.linalg.eigvalsh(A)[..., 0] < -1e-12 * scale):
+            return                                                    # Lanczos is for PSD matrices only
+        np.testing.assert_allclose(np.asarray(out), ref, atol=1e-12 * scale)
+
+
+@SETTINGS
+@given(rho=st.one_of(numbers, arrays()), floor=st.one_of(numbers, arrays()), allrot=numbers)
+def test_criteria_refuse_or_give_booleans_and_finite_shares(rho, floor, allrot):
+    out = _outcome(lambda: rt.criteria(rho, floor, allrot), ["rho_L", "floor", "allrot"])
+    if out is not None:
+        assert out["C1"] in (True, False) and out["C2"] in (True, False)
+        assert 0 <= out["C1_share"] <= 1 and 0 <= out["C2_share"] <= 1
+
+
+@SETTINGS
+@given(V=arrays(last=8), n=st.one_of(numbers, st.lists(numbers, max_size=3)))
+def test_rank1_curves_batch_refuses_or_gives_ratios_in_lemma1s_range(V, n):
+    theta = schedules.rope(8, 100.0)
+    out = _outcome(lambda: rt.rank1_curves_batch(theta, V, n), ["V", "clouds", "length", "lengths", "cloud"])
+    if out is not None:
+        assert np.all((out > 0) & (out <= 1 + 1e-12))
+
+
+@SETTINGS
+@given(n=st.one_of(numbers, st.lists(numbers, max_size=6)), err=st.one_of(numbers, arrays()))
+def test_convergence_rate_refuses_or_returns_a_number(n, err):
+    def call():                        # NaN is its documented answer when < 4 points clear the noise floor
+        r = rt.convergence_rate(n, err)
+        assert isinstance(r, float)
+        if r != r:
+            assert (np.abs(np.asarray(err, dtype=float)) > theorems.RATE_NOISE_FLOOR).sum() < 4
+            return None
+        return r
+    _outcome(call, ["length", "lengths", "err"])

@@ -50,9 +50,11 @@ def real_array(name: str, x: Any) -> np.ndarray:
     with only a warning, and read ``True`` as 1).
     """
     try:
-        dt = np.asarray(x).dtype
-        if np.iscomplexobj(x) or dt == bool:
-            raise TypeError(f"{name} must be real numbers, got dtype {dt}")
+        raw = np.asarray(x)
+        dt = raw.dtype
+        if np.iscomplexobj(x) or dt == bool or dt.kind in "USV" or (
+                dt.kind == "O" and any(isinstance(e, (str, bytes, bool, complex)) for e in raw.ravel())):
+            raise TypeError(f"{name} must be real numbers (not strings, booleans or complex), got {x!r}"[:300])
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
         if isinstance(e, TypeError) and str(e).startswith(name):
@@ -192,8 +194,11 @@ def check_length(n: Any, name: str = "n") -> int:
 
 
 def check_lengths(lengths: Any) -> np.ndarray:
+    """A non-empty 1-D int64 array of lengths, each a positive integer (a scalar is one length)."""
     arr = np.atleast_1d(np.asarray(lengths, dtype=object))
-    return np.array([check_length(x, "length") for x in arr.ravel()], dtype=np.int64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"lengths must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
+    return np.array([check_length(x, "length") for x in arr], dtype=np.int64)
 
 
 def check_offset(offset: Any, lo: int = 0, hi: int = 0) -> int:

@@ -67,8 +67,8 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
 
 
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="ropetheory analyze", description=__doc__.split("\n")[0])
+    from ..flags import parse_study_args, study_parser
+    ap = study_parser("ropetheory analyze", __doc__, out="results/analysis", flags=("fresh", "quiet", "device"))
     ap.add_argument("dump", nargs="?", help="a key dump (.npz) written by capture")
     ap.add_argument("--model", help="a packaged model (see `ropetheory models`), a .gguf file or a checkpoint "
                                     "folder; loaded offline and analysed by streaming (ropetheory.models.study)")
@@ -79,16 +79,17 @@ def main(argv=None) -> int:
     ap.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token")
     ap.add_argument("--train-len", type=int, default=None, help="training length L (default: from the config)")
     ap.add_argument("--chunk", type=int, default=2048, help="tokens per forward pass (KV cache between them)")
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--rope-scaling", default=None,
                     help='inference-time context extension, JSON merged over the config\'s rope parameters, '
                          'e.g. \'{"rope_type": "linear", "factor": 2}\' (PI), dynamic, yarn')
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--out", default="results/analysis")
-    args = ap.parse_args(argv)
+    ap.add_argument("--checkpoint-every", type=float, default=None,
+                    help="seconds between capture checkpoints (default 30; 0: after every chunk)")
+    args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if args.model:
         from . import figures, study
+        if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
+            raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
         if args.max_tokens < 2 or args.chunk < 1:
             raise ValueError(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
         scaling = None
@@ -98,9 +99,12 @@ def main(argv=None) -> int:
                 scaling = json.loads(args.rope_scaling)
             except json.JSONDecodeError as e:
                 raise ValueError(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
+        import torch
+        device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
         res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
-                        repeat_text=args.repeat_text, chunk=args.chunk, device=args.device, quiet=args.quiet,
-                        train_len=args.train_len, rope_scaling=scaling)
+                        repeat_text=args.repeat_text, chunk=args.chunk, device=device, quiet=args.quiet,
+                        train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
+                        **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
         d = out / res["meta"]["model"]
         paths = figures.plot_all(d)
         print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "

@@ -160,17 +160,61 @@ def gguf_has_rope(path: str | os.PathLike) -> bool:
     return any(".rope." in k for k in GGUFReader(str(path)).fields)
 
 
+def _converted_dir(folder: pathlib.Path, gguf: str, label: str, dtype: str) -> pathlib.Path:
+    """Where the dequantised checkpoint of a GGUF is kept, keyed by the file's content (a packaged model's
+    sha256, else path, size and mtime) and the versions of the code that dequantised it."""
+    import torch
+    import transformers
+    path = folder / gguf
+    st = path.stat()
+    known = PACKAGED.get(label, {}).get("sha256") if PACKAGED.get(label, {}).get("gguf") == gguf else None
+    ident = known or f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    tag = hashlib.sha256(f"{ident}|{dtype}|transformers {transformers.__version__}|torch {torch.__version__}"
+                         .encode()).hexdigest()[:16]
+    return model_cache_dir() / "converted" / f"{label}-{tag}"
+
+
 def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "float32"):
-    """``(model, tokenizer, label)`` loaded offline; a GGUF without RoPE is refused."""
+    """``(model, tokenizer, label)`` loaded offline; a GGUF without RoPE is refused.
+
+    A GGUF is dequantised once (transformers reads it three times and parses its 49k-string vocabulary
+    each time: ~30 s for SmolLM2 on 2 cores); the float checkpoint and tokenizer are then saved under
+    ``model_cache_dir()/converted`` and later loads read that (~2 s). Same weights, bit for bit.
+    """
+    import shutil
+    import sys
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder, gguf, label = resolve(model)
     kw: dict[str, Any] = {"local_files_only": True}
+    conv = None
     if gguf is not None:
-        kw["gguf_file"] = gguf
-        if not gguf_has_rope(folder / gguf):
-            raise ValueError(f"{str(folder / gguf)!r} declares no RoPE parameters (no '*.rope.*' keys): "
-                             "this model does not use RoPE")
+        conv = _converted_dir(folder, gguf, label, dtype)
+        if (conv / "COMPLETE").exists():
+            folder, gguf = conv, None
+        else:
+            kw["gguf_file"] = gguf
+            if not gguf_has_rope(folder / gguf):
+                raise ValueError(f"{str(folder / gguf)!r} declares no RoPE parameters (no '*.rope.*' keys): "
+                                 "this model does not use RoPE")
     tok = AutoTokenizer.from_pretrained(str(folder), **kw)
-    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kw).to(device).eval()
-    return m, tok, label
+    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kw)
+    if gguf is not None and conv is not None:
+        tmp = conv.with_name(conv.name + f".tmp{os.getpid()}")
+        try:
+            import json
+            from safetensors.torch import save_model
+            tmp.mkdir(parents=True, exist_ok=True)
+            cfg = m.config.to_dict()
+            cfg.pop("quantization_config", None)         # the weights are plain floats now
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+            save_model(m, str(tmp / "model.safetensors"))  # handles tied weights
+            tok.save_pretrained(tmp)
+            (tmp / "COMPLETE").write_text(f"{label} from {gguf}\n")
+            if conv.exists():
+                shutil.rmtree(conv)
+            os.replace(tmp, conv)
+        except (OSError, ValueError, RuntimeError) as e:      # a read-only cache: load from the GGUF each time
+            print(f"ropetheory: could not keep the dequantised {label} in {conv} ({e})", file=sys.stderr)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return m.to(device).eval(), tok, label

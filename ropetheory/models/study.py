@@ -18,7 +18,6 @@ measured on the head (:func:`ropetheory.theory.beyond.noisy_rank1_limit`). Numbe
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import pathlib
 import sys
@@ -33,7 +32,8 @@ from ..theory.beyond import noisy_rank1_limit
 from .capture import hf_to_interleaved, rotate_like_hf
 from ..schedules.hf import frequencies_from_config
 from ..store import write_csv, write_json
-from .stream import LayerStream
+from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
+                      capture_streams, layer_schedules, training_length)
 from .claims import claims
 
 __all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "run", "training_length", "attention_scale",
@@ -43,128 +43,6 @@ __all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "r
 SILHOUETTE_POINTS = 200
 #: the far grid for the length at which the rank-1 curve reaches its floor within 1%
 FAR_GRID = (1e9, 90)
-#: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
-#: so |captured - exact| <= ||x|| * n * 2^-23 per entry, with ||x|| the vector's norm
-FLOAT32_ANGLE_REL = 2.0 ** -23
-
-
-def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
-    """Per layer: ``theta`` (d/2, NoPE planes 0), rotary_dim, attention factor, layer type, window."""
-    types = cfg.get("layer_types") or ["full_attention"] * int(cfg["num_hidden_layers"])
-    out, cache = [], {}
-    for lt in types:
-        if lt not in cache:
-            try:
-                f = frequencies_from_config(cfg, seq_len=n)
-            except ValueError as e:
-                if "per layer type" not in str(e):
-                    raise
-                f = frequencies_from_config(cfg, seq_len=n, layer_type=lt)
-            window = cfg.get("sliding_window") if lt == "sliding_attention" else None
-            cache[lt] = {"layer_type": lt, "theta": np.asarray(f["theta"], dtype=np.float64),
-                         "rotary_dim": int(f["rotary_dim"]), "attention_factor": float(f["attention_factor"]),
-                         "rope_type": f["rope_type"], "rope_theta": f["rope_theta"],
-                         "window": int(window) if window else None}
-        out.append(cache[lt])
-    return out
-
-
-def training_length(cfg: dict, default: int | None = None) -> int:
-    """L: ``original_max_position_embeddings`` (rope parameters, then config), else ``max_position_embeddings``."""
-    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    L = (rp.get("original_max_position_embeddings") if isinstance(rp, dict) else None) \
-        or cfg.get("original_max_position_embeddings") or cfg.get("max_position_embeddings") or default
-    if not L:
-        raise ValueError("the config gives no training length (original_max_position_embeddings or "
-                         "max_position_embeddings): pass --train-len")
-    return int(L)
-
-
-def attention_scale(cfg: dict, head_dim: int) -> float:
-    """The model's logit scale: Gemma's ``query_pre_attn_scalar^-1/2``, else ``head_dim^-1/2``."""
-    s = cfg.get("query_pre_attn_scalar")
-    return float(s) ** -0.5 if s else head_dim ** -0.5
-
-
-def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
-    g = set(spectra.log_grid(n, num, min(16, n)).tolist()) if n > 1 else {1}
-    g |= {m for m in (L // 4, L // 2, L, 2 * L, 4 * L, 8 * L, 16 * L) if 2 <= m <= n}
-    return np.array(sorted(g), dtype=np.int64)
-
-
-@contextlib.contextmanager
-def _hook(model, sink):
-    mod = sys.modules[type(model).__module__]
-    if not hasattr(mod, "apply_rotary_pos_emb"):
-        raise ValueError(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
-                         f"apply_rotary_pos_emb)")
-    real = mod.apply_rotary_pos_emb
-
-    def wrapped(q, k, cos, sin, *args, **kwargs):
-        qo, ko = real(q, k, cos, sin, *args, **kwargs)
-        sink(q, k, qo, ko)
-        return qo, ko
-    mod.apply_rotary_pos_emb = wrapped
-    try:
-        yield
-    finally:
-        mod.apply_rotary_pos_emb = real
-
-
-def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, progress=None) -> dict[str, Any]:
-    """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL."""
-    import torch
-    from transformers import DynamicCache
-    cfg = model.config.to_dict()
-    n = len(input_ids)
-    scheds = layer_schedules(cfg, n)
-    n_layers = len(scheds)
-    dev = next(model.parameters()).device
-    ids = torch.tensor([input_ids], device=dev)
-    grid = analysis_grid(n, L)
-    streams: list[LayerStream | None] = [None] * n_layers
-    state = {"layer": 0, "start": 0}
-    stride = max(1, n // 4096)
-
-    def sink(q, k, qo, ko):
-        li = state["layer"] % n_layers
-        state["layer"] += 1
-        arr = [t[0].detach().float().cpu().numpy() for t in (q, k, qo, ko)]
-        if streams[li] is None:
-            sc = scheds[li]
-            streams[li] = LayerStream(n_total=n, grid=grid, kv_heads=arr[1].shape[0], q_heads=arr[0].shape[0],
-                                      head_dim=arr[0].shape[-1], scale=attention_scale(cfg, arr[0].shape[-1]),
-                                      window=sc["window"], query_stride=stride)
-        st = streams[li]
-        if state["start"] == 0 or state["start"] + arr[1].shape[1] == n:      # rotation check: first and last chunk
-            sc = scheds[li]
-            pos = np.arange(state["start"], state["start"] + arr[1].shape[1])
-            for pre, post in ((arr[0], arr[2]), (arr[1], arr[3])):
-                ex = rotate_like_hf(pre, sc["theta"], sc["rotary_dim"], pos, sc["attention_factor"])
-                tol = np.linalg.norm(pre, axis=-1, keepdims=True) * (pos[-1] + 1) * FLOAT32_ANGLE_REL * 4 + 1e-6
-                st.rotation_max_abs_diff = max(st.rotation_max_abs_diff, float(np.max(np.abs(ex - post))))
-                st.rotation_within_bound &= bool(np.all(np.abs(ex - post) <= tol))
-        st.add(arr[0], arr[1], arr[2], arr[3])
-
-    nll = np.zeros(n - 1)
-    cache = DynamicCache(config=model.config)
-    t0 = time.time()
-    with _hook(model, sink), torch.no_grad():
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
-            state["start"], state["layer"] = s, 0
-            out = model(input_ids=ids[:, s:e], past_key_values=cache, use_cache=True,
-                        cache_position=torch.arange(s, e, device=dev))
-            logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-            tgt = ids[0, s + 1:min(n, e + 1)]
-            nll[s:s + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-            del out, logp
-            if progress:
-                progress(e - s)
-    if any(st is None for st in streams):
-        raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
-    return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,
-            "config": cfg}
 
 
 def rank1_prediction(K: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -355,7 +233,8 @@ def override_rope(model, scaling: dict) -> str:
 
 def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None, bos: bool = False,
         repeat_text: bool = False, chunk: int = 2048, device: str = "cpu", quiet: bool = False,
-        train_len: int | None = None, rope_scaling: dict | None = None) -> dict[str, Any]:
+        train_len: int | None = None, rope_scaling: dict | None = None, resume: bool = True,
+        checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
     from tqdm import tqdm
     from .corpus import text_tokens
     from .registry import PACKAGED, load_model
@@ -365,8 +244,21 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     if rope_scaling:
         label = f"{label}+{override_rope(m, rope_scaling)}"
     ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
+    import hashlib
+    import json
+    from ..store import package_version, source_hash
+    from . import capture as _capture, stream as _stream
+    key = hashlib.sha256(json.dumps({"model": label, "ids": list(map(int, ids)), "chunk": chunk, "L": L,
+                                     "device": device, "version": package_version(),
+                                     "code": source_hash(sys.modules[__name__], _stream, _capture)},
+                                    sort_keys=True).encode()).hexdigest()
+    ckpt = out / label / "capture.ckpt"
+    if not resume and ckpt.exists():
+        ckpt.unlink()
     with tqdm(total=len(ids), desc=f"capture {label}", disable=quiet, file=sys.stderr, unit="tok") as bar:
-        cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update)
+        cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update, checkpoint=ckpt,
+                              checkpoint_key=key, checkpoint_every=checkpoint_every)
+    print(f"{ckpt}: {cap['kept']} saved part(s) kept, {cap['computed']} computed", file=sys.stderr)
     heads = sum(st.H for st in cap["streams"])
     with tqdm(total=heads, desc=f"analyse {label}", disable=quiet, file=sys.stderr, unit="head") as bar:
         res = analyze_streams(cap, L=L, progress=bar.update)
@@ -382,4 +274,6 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     write_json(d / "analysis.json", res)
     write_csv(d / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
     write_csv(d / "claims.csv", res["claims"])
+    if ckpt.exists():
+        ckpt.unlink()                                        # the results are written: nothing to resume
     return res

@@ -16,7 +16,7 @@ A posteriori check that is still cheap and catches a broken reduction: the trace
 trace of ``G`` (orthogonal similarity) to :data:`TRACE_RTOL`; where it does not, or where the value is not
 finite, the result falls back to ``eigvalsh`` for the whole batch (one branch, taken on the device).
 
-Measured (``benchmarks/bench_eig.py``, d = 128, RoPE Grams): on 2 CPU cores 2.6x ``eigvalsh``; on an H100
+Measured (``benchmarks/bench_eig.py``, d = 128, RoPE Grams): on 2 CPU cores 6.6x ``eigvalsh`` (batch 2048); on an H100
 cuSOLVER's ``sytrd`` runs one matrix at a time (0.03x its batched ``eigh``), so GPUs keep ``eigvalsh``
 (:func:`default_method`). Lanczos (certified, below) is there for accelerators where a batched ``eigh``
 is missing; on the H100 it ran at 0.48x ``eigvalsh``: its ``(B, k, d)`` basis is rewritten every step.
@@ -143,7 +143,7 @@ def _lanczos_or_eigvalsh(G, steps):
 
 def default_method() -> str:
     """The fastest measured method for the backend (``benchmarks/bench_eig.py``, 2026-11-24, d = 128):
-    ``"tridiagonal"`` on CPU (2 cores: 2.6x ``eigvalsh``); ``"eigvalsh"`` on GPUs, whose batched
+    ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``); ``"eigvalsh"`` on GPUs, whose batched
     ``eigh`` ran 89k matrices/s on an H100 against 43k/s for Lanczos and 2.4k/s for ``sytrd``, which
     cuSOLVER runs one matrix at a time."""
     return "tridiagonal" if jax.default_backend() == "cpu" else "eigvalsh"
@@ -170,6 +170,13 @@ def top_eigenvalue(G, method: str | None = None):
     Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
     symmetrising a copy first cost a third of the time, measured).
     """
+    if not isinstance(G, jax.core.Tracer):                # concrete input: check it (traced: the caller did)
+        from ..core.checks import real_array
+        A = real_array("G", G)
+        if A.ndim < 2 or A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
+            raise ValueError(f"G must hold square matrices (..., d, d) with d >= 1, got shape {A.shape}")
+        if not np.all(np.isfinite(A)):
+            raise ValueError("G must be finite; it holds NaN or inf")
     G = jnp.asarray(G)
     d = G.shape[-1]
     method = default_method() if method is None else check_method(method)

@@ -7,50 +7,12 @@ default backend, ``cpu`` or ``gpu`` pick the first device of that platform).
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
-from typing import Any, Iterable
+from typing import Any
+
+from ..flags import SHARED_FLAGS, parse_study_args, study_parser  # noqa: F401  (every study's parser)
 
 __all__ = ["study_parser", "parse_study_args", "save_figure", "SHARED_FLAGS"]
-
-#: the flags a study may share; each means the same in every command
-SHARED_FLAGS = ("fresh", "quiet", "plot-only", "device")
-
-
-def study_parser(prog: str, doc: str | None, *, out: str = "results",
-                 flags: Iterable[str] = SHARED_FLAGS) -> argparse.ArgumentParser:
-    """An argument parser with ``--out`` and the shared ``flags`` (see the module docstring)."""
-    flags = tuple(flags)
-    unknown = set(flags) - set(SHARED_FLAGS)
-    if unknown:
-        raise ValueError(f"flags must be among {SHARED_FLAGS}, got {sorted(unknown)}")
-    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
-    ap.add_argument("--out", default=out, help=f"output folder (default {out}); results are written as they are computed")
-    if "fresh" in flags:
-        ap.add_argument("--fresh", action="store_true", help="ignore saved results and recompute everything")
-    if "quiet" in flags:
-        ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    if "plot-only" in flags:
-        ap.add_argument("--plot-only", action="store_true", help="redraw the figures from the saved numbers only")
-    if "device" in flags:
-        ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                        help="where JAX computes (auto: JAX's default backend)")
-    return ap
-
-
-def parse_study_args(ap: argparse.ArgumentParser, argv: Any = None) -> argparse.Namespace:
-    """Parse ``argv`` and apply ``--device`` (JAX's default device for this process)."""
-    args = ap.parse_args(argv)
-    dev = getattr(args, "device", "auto")
-    if dev != "auto":
-        import jax
-        try:
-            device = jax.devices(dev)[0]
-        except RuntimeError as e:
-            raise ValueError(f"--device {dev}: no such JAX device here ({e})") from None
-        jax.config.update("jax_default_device", device)
-    return args
-
 
 def save_figure(fig: Any, path: pathlib.Path, *, dpi: int = 80) -> pathlib.Path:
     """Lay out, write and close a matplotlib figure; returns ``path``."""

@@ -35,7 +35,7 @@ import numpy as np
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
 from ..schedules import length_temperature, schedule_from_spec
-from .. import core, rope as _rope, schedules as _schedules
+from .. import core, rope as _rope, schedules as _schedules, spectra
 from ..store import Journal, source_hash, write_csv, write_json
 from .common import parse_study_args, study_parser
 
@@ -83,7 +83,7 @@ SCHEDULES = {
 
 def code_hash() -> str:
     """Fingerprint of the code behind a sinks row: a row written by other code is recomputed."""
-    return source_hash(core, _rope, _schedules, sys.modules[__name__])
+    return source_hash(core, _rope, _schedules, spectra, sys.modules[__name__])
 
 
 def _theta(key: str, d: int) -> np.ndarray:
@@ -102,32 +102,35 @@ def _tokens(base_key, positions, centre, amp, sigma, sign):
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
 def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_logit, chunk):
-    """Online softmax over keys 1..n-1 for queries ``q_rot (Q, d)``; returns per-query stats."""
+    """Online softmax over keys 1..n-1 for queries ``q_rot (Q, d)``; returns per-query stats.
+
+    Keys are generated and rotated chunk by chunk inside the package's one streaming loop
+    (:func:`ropetheory.spectra.chunked_prefix_scan`, one end: ``n``); the partition function is the
+    usual rescaled running sum, the logit sum is Neumaier-compensated (:func:`ropetheory.spectra.neumaier_add`).
+    No Gram here: the sink share is an attention mass, not a spectral quantity.
+    """
     d = q_rot.shape[1]
     Q = q_rot.shape[0]
-    ar = jnp.arange(chunk, dtype=jnp.int64)
-    init = (sink_logit, jnp.ones(Q), jnp.full(Q, -jnp.inf), jnp.zeros(Q), jnp.zeros(Q), jnp.zeros(Q))
+    z = jnp.zeros(Q)
+    init = (sink_logit, jnp.ones(Q), jnp.full(Q, -jnp.inf), z, z, (z, z))
 
-    def body(state):
-        start, (M, S, mx, npos, nval, lsum) = state
-        pos = start + ar
+    def step(state, pos, mask):
+        M, S, mx, npos, nval, lsum = state
         k = _tokens(kkey, pos, centre, amp, sigma, -1.0)
         k_rot = rotate_interleaved(k, rope_angles(pos, chunks))
         logit = (q_rot @ k_rot.T) / jnp.sqrt(d) * temp[:, None]                 # (Q, chunk)
-        valid = (pos[None, :] <= q_pos[:, None]) & (pos[None, :] < n) & (pos[None, :] >= 1)
+        valid = mask[None, :] & (pos[None, :] <= q_pos[:, None]) & (pos[None, :] >= 1)
         lv = jnp.where(valid, logit, -jnp.inf)
         cm = jnp.max(lv, axis=1)
         M2 = jnp.maximum(M, cm)
         S = S * jnp.exp(M - M2) + jnp.sum(jnp.where(valid, jnp.exp(lv - M2[:, None]), 0.0), axis=1)
-        mx = jnp.maximum(mx, cm)
-        npos = npos + jnp.sum(valid & (logit > 0), axis=1)
-        nval = nval + jnp.sum(valid, axis=1)
-        lsum = lsum + jnp.sum(jnp.where(valid, logit, 0.0), axis=1)
-        return start + chunk, (M2, S, mx, npos, nval, lsum)
+        return (M2, S, jnp.maximum(mx, cm), npos + jnp.sum(valid & (logit > 0), axis=1),
+                nval + jnp.sum(valid, axis=1), spectra.neumaier_add(lsum, jnp.sum(jnp.where(valid, logit, 0.0), axis=1)))
 
-    _, (M, S, mx, npos, nval, lsum) = jax.lax.while_loop(lambda s: s[0] < n, body, (jnp.int64(1), init))
+    out = spectra.chunked_prefix_scan(jnp.reshape(n, (1,)), chunk, init, step, lambda st: st)
+    M, S, mx, npos, nval, lsum = jax.tree_util.tree_map(lambda x: x[0], out)
     share = jnp.exp(sink_logit - M) / S
-    return share, mx, npos, nval, lsum
+    return share, mx, npos, nval, spectra.neumaier_total(lsum)
 
 
 def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict[str, float]:

@@ -199,3 +199,15 @@ def print_report(rows, cx_rows, bounds, failures) -> None:
             print("  " + f)
     else:
         print("Every claim whose hypotheses hold is confirmed.")
+
+
+def main(argv=None) -> int:
+    """``ropetheory verify [--out results] [--fresh] [--quiet]``."""
+    from .common import parse_study_args, study_parser
+    ap = study_parser("ropetheory verify", __doc__, out="results", flags=("fresh", "quiet"))
+    args = parse_study_args(ap, argv)
+    return run_verify(args.out, resume=not args.fresh, quiet=args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

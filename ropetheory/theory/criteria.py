@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from ..core.checks import real_array
+
 from . import theorems
 
 __all__ = ["C1_MARGIN", "C2_RTOL", "floors", "meets_c1", "within_floor", "reach_length", "criteria", "DRIFT_RTOL", "low_frequency_drift"]
@@ -60,8 +62,30 @@ def reach_length(grid: Any, rho: Any, floor: float) -> int | None:
     return int(np.asarray(grid)[np.argmax(w)]) if w.any() else None
 
 
+def _positive_values(name: str, x: Any, shape=None) -> np.ndarray:
+    a = real_array(name, x)
+    a = np.atleast_1d(a)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name} must be a number or a non-empty 1-D array (one per cloud), got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, the FSV ratios have {shape}")
+    bad = ~np.isfinite(a) | (a <= 0)
+    if bad.any():
+        raise ValueError(f"{name} must be finite and > 0 (FSV ratios and floors are); {name}[{int(np.argmax(bad))}]"
+                         f" = {a[int(np.argmax(bad))]!r}")
+    return a
+
+
 def criteria(rho_L: np.ndarray, floor: np.ndarray, allrot: np.ndarray) -> dict[str, Any]:
-    """C1/C2 per cloud and their median-cloud verdicts."""
+    """C1/C2 per cloud and their median-cloud verdicts.
+
+    ``rho_L``: FSV ratios at the training length, one per cloud; ``floor``: their predicted limits;
+    ``allrot``: the limits with every plane rotating (the trivial floor C1 compares against). Each a
+    number or a 1-D array of the same length, finite and > 0.
+    """
+    rho_L = _positive_values("rho_L", rho_L)
+    floor = _positive_values("floor", floor, rho_L.shape)
+    allrot = _positive_values("allrot", allrot, rho_L.shape)
     rel = np.abs(rho_L - floor) / floor
     c1 = meets_c1(floor, allrot)
     c2 = rel < C2_RTOL

@@ -1,0 +1,51 @@
+"""The flags every command shares, with one meaning each: ``--out`` (the folder results are written to,
+as they are computed), ``--fresh`` (ignore saved results and recompute), ``--quiet`` (no progress bars),
+``--plot-only`` (redraw the figures from the saved numbers, compute nothing) and ``--device`` (where it
+computes: ``auto`` keeps JAX's default backend, ``cpu`` or ``gpu`` pick the first device of that platform).
+
+Imports nothing of the package: the studies and the real-model commands both build their parsers here.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Iterable
+
+__all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS"]
+
+#: the flags a study may share; each means the same in every command
+SHARED_FLAGS = ("fresh", "quiet", "plot-only", "device")
+
+
+def study_parser(prog: str, doc: str | None, *, out: str = "results",
+                 flags: Iterable[str] = SHARED_FLAGS) -> argparse.ArgumentParser:
+    """An argument parser with ``--out`` and the shared ``flags`` (see the module docstring)."""
+    flags = tuple(flags)
+    unknown = set(flags) - set(SHARED_FLAGS)
+    if unknown:
+        raise ValueError(f"flags must be among {SHARED_FLAGS}, got {sorted(unknown)}")
+    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    ap.add_argument("--out", default=out, help=f"output folder (default {out}); results are written as they are computed")
+    if "fresh" in flags:
+        ap.add_argument("--fresh", action="store_true", help="ignore saved results and recompute everything")
+    if "quiet" in flags:
+        ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    if "plot-only" in flags:
+        ap.add_argument("--plot-only", action="store_true", help="redraw the figures from the saved numbers only")
+    if "device" in flags:
+        ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="where JAX computes (auto: JAX's default backend)")
+    return ap
+
+
+def parse_study_args(ap: argparse.ArgumentParser, argv: Any = None) -> argparse.Namespace:
+    """Parse ``argv`` and apply ``--device`` (JAX's default device for this process)."""
+    args = ap.parse_args(argv)
+    dev = getattr(args, "device", "auto")
+    if dev != "auto":
+        import jax
+        try:
+            device = jax.devices(dev)[0]
+        except RuntimeError as e:
+            raise ValueError(f"--device {dev}: no such JAX device here ({e})") from None
+        jax.config.update("jax_default_device", device)
+    return args

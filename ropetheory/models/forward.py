@@ -1,0 +1,182 @@
+"""Running a model over a long text in chunks with a KV cache, its keys and queries hooked.
+
+Each layer's ``apply_rotary_pos_emb`` is wrapped: the q and k it receives and returns (pre- and
+post-RoPE) go to one :class:`.stream.LayerStream` per layer, with that layer's schedule (per-layer rope
+types, sliding windows). The attention mask is ``chunk x n``, never ``n x n``. A capture checkpoints
+its statistics (:func:`ropetheory.store.save_checkpoint`) and resumes after a kill with nothing lost.
+"""
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import spectra
+from ..schedules.hf import frequencies_from_config
+from ..store import fault_point, load_checkpoint, save_checkpoint
+from .capture import rotate_like_hf
+from .stream import LayerStream
+
+__all__ = ["capture_streams", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
+           "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL"]
+
+#: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
+#: so |captured - exact| <= ||x|| * n * 2^-23 per entry, with ||x|| the vector's norm
+FLOAT32_ANGLE_REL = 2.0 ** -23
+
+
+def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
+    """Per layer: ``theta`` (d/2, NoPE planes 0), rotary_dim, attention factor, layer type, window."""
+    types = cfg.get("layer_types") or ["full_attention"] * int(cfg["num_hidden_layers"])
+    out, cache = [], {}
+    for lt in types:
+        if lt not in cache:
+            try:
+                f = frequencies_from_config(cfg, seq_len=n)
+            except ValueError as e:
+                if "per layer type" not in str(e):
+                    raise
+                f = frequencies_from_config(cfg, seq_len=n, layer_type=lt)
+            window = cfg.get("sliding_window") if lt == "sliding_attention" else None
+            cache[lt] = {"layer_type": lt, "theta": np.asarray(f["theta"], dtype=np.float64),
+                         "rotary_dim": int(f["rotary_dim"]), "attention_factor": float(f["attention_factor"]),
+                         "rope_type": f["rope_type"], "rope_theta": f["rope_theta"],
+                         "window": int(window) if window else None}
+        out.append(cache[lt])
+    return out
+
+
+def training_length(cfg: dict, default: int | None = None) -> int:
+    """L: ``original_max_position_embeddings`` (rope parameters, then config), else ``max_position_embeddings``."""
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    L = (rp.get("original_max_position_embeddings") if isinstance(rp, dict) else None) \
+        or cfg.get("original_max_position_embeddings") or cfg.get("max_position_embeddings") or default
+    if not L:
+        raise ValueError("the config gives no training length (original_max_position_embeddings or "
+                         "max_position_embeddings): pass --train-len")
+    return int(L)
+
+
+def attention_scale(cfg: dict, head_dim: int) -> float:
+    """The model's logit scale: Gemma's ``query_pre_attn_scalar^-1/2``, else ``head_dim^-1/2``."""
+    s = cfg.get("query_pre_attn_scalar")
+    return float(s) ** -0.5 if s else head_dim ** -0.5
+
+
+def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
+    g = set(spectra.log_grid(n, num, min(16, n)).tolist()) if n > 1 else {1}
+    g |= {m for m in (L // 4, L // 2, L, 2 * L, 4 * L, 8 * L, 16 * L) if 2 <= m <= n}
+    return np.array(sorted(g), dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _hook(model, sink):
+    mod = sys.modules[type(model).__module__]
+    if not hasattr(mod, "apply_rotary_pos_emb"):
+        raise ValueError(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
+                         f"apply_rotary_pos_emb)")
+    real = mod.apply_rotary_pos_emb
+
+    def wrapped(q, k, cos, sin, *args, **kwargs):
+        qo, ko = real(q, k, cos, sin, *args, **kwargs)
+        sink(q, k, qo, ko)
+        return qo, ko
+    mod.apply_rotary_pos_emb = wrapped
+    try:
+        yield
+    finally:
+        mod.apply_rotary_pos_emb = real
+
+
+#: seconds between checkpoints of a capture (and at least 10x the time one write takes)
+CHECKPOINT_EVERY_S = 30.0
+
+
+def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, progress=None,
+                    checkpoint: pathlib.Path | None = None, checkpoint_key: str = "",
+                    checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
+    """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL.
+
+    With ``checkpoint`` (a file), the streaming statistics and the NLL so far are saved after a chunk
+    at most every ``checkpoint_every`` seconds (and at least 10x one write's time apart); a rerun with the
+    same ``checkpoint_key`` (inputs + code) replays the finished chunks' forward passes without their
+    statistics, which rebuilds the KV cache exactly (same chunks, same kernels), and goes on from there:
+    the result is identical to an uninterrupted run. ``result["kept"], ["computed"]``: chunks.
+    """
+    import torch
+    from transformers import DynamicCache
+    cfg = model.config.to_dict()
+    n = len(input_ids)
+    scheds = layer_schedules(cfg, n)
+    n_layers = len(scheds)
+    dev = next(model.parameters()).device
+    ids = torch.tensor([input_ids], device=dev)
+    grid = analysis_grid(n, L)
+    streams: list[LayerStream | None] = [None] * n_layers
+    state = {"layer": 0, "start": 0}
+    stride = max(1, n // 4096)
+
+    def sink(q, k, qo, ko):
+        li = state["layer"] % n_layers
+        state["layer"] += 1
+        arr = [t[0].detach().float().cpu().numpy() for t in (q, k, qo, ko)]
+        if streams[li] is None:
+            sc = scheds[li]
+            streams[li] = LayerStream(n_total=n, grid=grid, kv_heads=arr[1].shape[0], q_heads=arr[0].shape[0],
+                                      head_dim=arr[0].shape[-1], scale=attention_scale(cfg, arr[0].shape[-1]),
+                                      window=sc["window"], query_stride=stride)
+        st = streams[li]
+        if state["start"] == 0 or state["start"] + arr[1].shape[1] == n:      # rotation check: first and last chunk
+            sc = scheds[li]
+            pos = np.arange(state["start"], state["start"] + arr[1].shape[1])
+            for pre, post in ((arr[0], arr[2]), (arr[1], arr[3])):
+                ex = rotate_like_hf(pre, sc["theta"], sc["rotary_dim"], pos, sc["attention_factor"])
+                tol = np.linalg.norm(pre, axis=-1, keepdims=True) * (pos[-1] + 1) * FLOAT32_ANGLE_REL * 4 + 1e-6
+                st.rotation_max_abs_diff = max(st.rotation_max_abs_diff, float(np.max(np.abs(ex - post))))
+                st.rotation_within_bound &= bool(np.all(np.abs(ex - post) <= tol))
+        st.add(arr[0], arr[1], arr[2], arr[3])
+
+    nll = np.zeros(n - 1)
+    starts = list(range(0, n, chunk))
+    done = 0
+    saved = load_checkpoint(checkpoint, checkpoint_key)
+    if saved is not None:
+        done, streams, nll = int(saved["done"]), saved["streams"], saved["nll"]
+    replay = {"on": False}
+    cache = DynamicCache(config=model.config)
+    t0 = t_saved = time.time()
+    write_cost = 0.0
+
+    def hooked(q, k, qo, ko):
+        if not replay["on"]:
+            sink(q, k, qo, ko)
+
+    with _hook(model, hooked), torch.no_grad():
+        for c, s in enumerate(starts):
+            e = min(n, s + chunk)
+            state["start"], state["layer"] = s, 0
+            replay["on"] = c < done                      # a finished chunk: rebuild the cache only
+            out = model(input_ids=ids[:, s:e], past_key_values=cache, use_cache=True,
+                        cache_position=torch.arange(s, e, device=dev))
+            if not replay["on"]:
+                logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+                tgt = ids[0, s + 1:min(n, e + 1)]
+                nll[s:s + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
+                del logp
+            del out
+            if progress:
+                progress(e - s)
+            now = time.time()
+            if checkpoint is not None and c >= done and e < n and \
+                    now - t_saved >= max(checkpoint_every, 10 * write_cost):
+                save_checkpoint(checkpoint, checkpoint_key, done=c + 1, streams=streams, nll=nll)
+                write_cost, t_saved = time.time() - now, time.time()
+                fault_point()
+    if any(st is None for st in streams):
+        raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
+    return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,
+            "config": cfg, "kept": done, "computed": len(starts) - done}
