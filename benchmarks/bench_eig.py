@@ -37,7 +37,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--methods", default="tridiagonal,lanczos,eigvalsh")
+    ap.add_argument("--methods", default="tridiagonal,lanczos,subspace,eigvalsh")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
     G = grams(args.batch, args.d)

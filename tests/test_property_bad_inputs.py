@@ -122,7 +122,7 @@ def test_log_grid_refuses_or_is_strictly_increasing_and_ends_at_n_max(n_max, num
 
 
 @SETTINGS
-@given(G=arrays(), method=st.sampled_from([None, "tridiagonal", "lanczos", "eigvalsh"]))
+@given(G=arrays(), method=st.sampled_from([None, "tridiagonal", "lanczos", "subspace", "eigvalsh"]))
 def test_top_eigenvalue_refuses_or_equals_the_largest_eigenvalue(G, method):
     out = _outcome(lambda: rt.top_eigenvalue(G, method), ["G"])
     if out is not None:
@@ -130,8 +130,8 @@ def test_top_eigenvalue_refuses_or_equals_the_largest_eigenvalue(G, method):
         A = np.tril(A) + np.swapaxes(np.tril(A, -1), -1, -2)          # the lower triangle is what is read
         ref = np.linalg.eigvalsh(A)[..., -1]
         scale = max(1.0, float(np.abs(A).max()))
-        if method == "lanczos" and np.any(np.linalg.eigvalsh(A)[..., 0] < -1e-12 * scale):
-            return                                                    # Lanczos is for PSD matrices only
+        if method in ("lanczos", "subspace") and np.any(np.linalg.eigvalsh(A)[..., 0] < -1e-12 * scale):
+            return                                                    # Lanczos and subspace are for PSD matrices only
         np.testing.assert_allclose(np.asarray(out), ref, atol=1e-12 * scale)
 
 

@@ -49,7 +49,7 @@ from .weights import (AffineWeights, CONSTANT, TrigWeights, check_weights, dsinc
                       sinc, weighted_mean_phases)
 from .gram import (MAX_GRID_POINTS, assemble_gram, log_grid, metrics_from_gram, prepare_rank1,  # noqa: F401
                    rank1_curve, rank1_curves_batch, rank1_gram, rho2_for_clouds, rotate_to_offset)
-from .topeig import METHODS, default_method, lanczos_top, top_eigenvalue  # noqa: F401
+from .topeig import METHODS, default_method, lanczos_top, subspace_top, top_eigenvalue  # noqa: F401
 from .stream import (DEFAULT_CHUNK, chunked_prefix_scan, matrix_metrics, neumaier_add, neumaier_total,  # noqa: F401
                      rank1_stream_curve, rope_matrix_curve, stream_gram_curve, stream_weight_sums)
 
@@ -60,5 +60,5 @@ __all__ = [
     "rank1_curves_batch", "rho2_for_clouds", "chunked_prefix_scan", "stream_gram_curve",
     "rank1_stream_curve", "matrix_metrics", "rope_matrix_curve", "sinc", "dsinc", "check_weights",
     "prepare_rank1", "assemble_gram", "mean_phase", "DEFAULT_CHUNK", "MAX_GRID_POINTS", "neumaier_add",
-    "neumaier_total", "rotate_to_offset", "stream_weight_sums", "METHODS", "default_method", "lanczos_top", "top_eigenvalue",
+    "neumaier_total", "rotate_to_offset", "stream_weight_sums", "METHODS", "default_method", "lanczos_top", "subspace_top", "top_eigenvalue",
 ]
