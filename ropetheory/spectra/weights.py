@@ -12,6 +12,7 @@ turns of :mod:`ropetheory.core.angles`. Trigonometric weights are sums of such t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -114,35 +115,39 @@ def dsinc(x, sin_x=None, cos_x=None):
     return jnp.where(small, ser, c / xs - s / (xs * xs))
 
 
-def mean_phase(t, half_chunks, n, a, b):
+def mean_phase(t, half_chunks, n, a, b, constant: bool = False):
     """``sum_{i<n} (a + b i) e^{2 pi i t i} / W_n`` for turns ``t`` (exact, see module doc).
 
     ``t``: float array (reduced, correctly rounded); ``half_chunks``: chunks of ``t/2``
     with one more trailing axis; ``n``: int64 scalar. Returns complex128 like ``t``.
+    ``constant`` (static; only with ``b = 0``) skips the ramp term ``T``, which is then multiplied by 0:
+    the same numbers, a third less work.
     """
     nf = n.astype(jnp.float64)
     alpha = jnp.pi * t                                   # |alpha| <= pi/2
     x = nf * alpha                                       # n alpha, float (relative exact)
     v = reduced_turns(n, half_chunks)                    # n t / 2 mod 1: n alpha = 2 pi v mod 2 pi
     sx, cx = jnp.sin(2 * jnp.pi * v), jnp.cos(2 * jnp.pi * v)
-    s_n, ds_n = sinc(x, sx), dsinc(x, sx, cx)
-    s_1, ds_1 = sinc(alpha), dsinc(alpha)
+    s_n, s_1 = sinc(x, sx), sinc(alpha)
     K_over_n = s_n / s_1                                  # sin(n alpha) / (n sin alpha)
+    phase = 2 * jnp.pi * reduced_turns(n - 1, half_chunks)   # alpha (n - 1) mod 2 pi
+    if constant:
+        return jnp.exp(1j * phase) * (K_over_n + 0j)
+    ds_n, ds_1 = dsinc(x, sx, cx), dsinc(alpha)
     # T = -(1/2) K'(alpha); K = n sinc(n alpha)/sinc(alpha)
     dK_over_n = (nf * ds_n * s_1 - s_n * ds_1) / (s_1 * s_1)
     c = (nf - 1.0) / 2.0
     T_over_n = -0.5 * dK_over_n
-    phase = 2 * jnp.pi * reduced_turns(n - 1, half_chunks)   # alpha (n - 1) mod 2 pi
     denom = a + b * c
     val = K_over_n + 1j * (b / denom) * T_over_n
     return jnp.exp(1j * phase) * val
 
 
-@jax.jit
-def _mean_phases(t_diff, half_diff, t_sum, half_sum, lengths, a, b):
+@functools.partial(jax.jit, static_argnames=("constant",))
+def _mean_phases(t_diff, half_diff, t_sum, half_sum, lengths, a, b, constant=False):
     """``D_jk, S_jk`` at every length: ``(len, P, P)`` complex, vectorised over ``n``."""
-    return jax.vmap(lambda n: (mean_phase(t_diff, half_diff, n, a, b),
-                               mean_phase(t_sum, half_sum, n, a, b)))(lengths)
+    return jax.vmap(lambda n: (mean_phase(t_diff, half_diff, n, a, b, constant),
+                               mean_phase(t_sum, half_sum, n, a, b, constant)))(lengths)
 
 
 def check_weights(weights, lengths=None):
@@ -164,17 +169,17 @@ def weighted_mean_phases(theta: np.ndarray, weights, lengths: np.ndarray):
     if isinstance(weights, AffineWeights):
         pf = pair_frequencies(theta)
         return _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L,
-                            float(weights.a), float(weights.b))
+                            float(weights.a), float(weights.b), constant=weights.b == 0)
     # trigonometric weights: superpose shifted constant-weight sums (each S/n), then divide by W_n/n
     D = S = 0.0
     for coef, shift in weights.components():
         pf = pair_frequencies(theta, shift)
-        Dc, Sc = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0)
+        Dc, Sc = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0, constant=True)
         D, S = D + coef * Dc, S + coef * Sc
     Wn = 0.0
     for coef, shift in weights.components():    # W_n / n = sum coef * mean(e^{i shift i})
         pf = pair_frequencies(np.zeros(1), shift)
-        Wc, _ = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0)
+        Wc, _ = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0, constant=True)
         Wn = Wn + coef * Wc[:, 0, 0].real
     Wn = Wn[:, None, None]
     return D / Wn, S / Wn
