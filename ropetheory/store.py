@@ -13,6 +13,7 @@ import math
 import os
 import pathlib
 import sys
+import time
 import warnings
 from typing import Any, Iterable
 
@@ -211,6 +212,26 @@ def fault_point() -> None:
     name, _, at = spec.partition(":")
     if _saved[0] == int(at):
         os.kill(os.getpid(), getattr(signal, name))
+
+
+#: a checkpoint is written at most every ``every`` seconds and at least this many times the last write's
+#: duration apart, so writing the state costs at most 1/CHECKPOINT_OVERHEAD of the run
+CHECKPOINT_OVERHEAD = 10.0
+
+
+class CheckpointClock:
+    """When a long run writes its next checkpoint (the one cadence of every checkpointed run)."""
+
+    def __init__(self, every: float):
+        self.every, self.last, self.cost = float(every), time.perf_counter(), 0.0
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.last >= max(self.every, CHECKPOINT_OVERHEAD * self.cost)
+
+    def written(self, started: float) -> None:
+        """A write that began at ``started`` (``time.perf_counter()``) has just finished."""
+        self.last = time.perf_counter()
+        self.cost = self.last - started
 
 
 def load_checkpoint(path: str | os.PathLike | None, key: str) -> dict | None:

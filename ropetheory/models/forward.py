@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import spectra
 from ..schedules.hf import frequencies_from_config
-from ..store import fault_point, load_checkpoint, save_checkpoint
+from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
 from .stream import LayerStream
 
@@ -102,7 +102,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL.
 
     With ``checkpoint`` (a file), the streaming statistics and the NLL so far are saved after a chunk
-    at most every ``checkpoint_every`` seconds (and at least 10x one write's time apart); a rerun with the
+    at most every ``checkpoint_every`` seconds (:class:`ropetheory.store.CheckpointClock`); a rerun with the
     same ``checkpoint_key`` (inputs + code) replays the finished chunks' forward passes without their
     statistics, which rebuilds the KV cache exactly (same chunks, same kernels), and goes on from there:
     the result is identical to an uninterrupted run. ``result["kept"], ["computed"]``: chunks.
@@ -148,8 +148,8 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
         done, streams, nll = int(saved["done"]), saved["streams"], saved["nll"]
     replay = {"on": False}
     cache = DynamicCache(config=model.config)
-    t0 = t_saved = time.time()
-    write_cost = 0.0
+    t0 = time.time()
+    clock = CheckpointClock(checkpoint_every)
 
     def hooked(q, k, qo, ko):
         if not replay["on"]:
@@ -170,11 +170,10 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
             del out
             if progress:
                 progress(e - s)
-            now = time.time()
-            if checkpoint is not None and c >= done and e < n and \
-                    now - t_saved >= max(checkpoint_every, 10 * write_cost):
+            if checkpoint is not None and c >= done and e < n and clock.due():
+                started = time.perf_counter()
                 save_checkpoint(checkpoint, checkpoint_key, done=c + 1, streams=streams, nll=nll)
-                write_cost, t_saved = time.time() - now, time.time()
+                clock.written(started)
                 fault_point()
     if any(st is None for st in streams):
         raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")

@@ -14,7 +14,7 @@ the value carries ``eigvalsh``'s error bound ``O(d eps ||G||)`` (no approximatio
 a Sturm count is itself the proof that no eigenvalue of ``T`` lies above the value returned).
 A posteriori check that is still cheap and catches a broken reduction: the trace of ``T`` equals the
 trace of ``G`` (orthogonal similarity) to :data:`TRACE_RTOL`; where it does not, or where the value is not
-finite, the result falls back to ``eigvalsh`` for the whole batch (one branch, taken on the device).
+finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken only if some check fails).
 
 Measured (``benchmarks/bench_eig.py``, d = 128, RoPE Grams): on 2 CPU cores 6.6x ``eigvalsh`` (batch 2048); on an H100
 cuSOLVER's ``sytrd`` runs one matrix at a time (0.03x its batched ``eigh``), so GPUs keep ``eigvalsh``
@@ -26,6 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..core.checks import check_finite_array
 
 #: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
 SECTIONS, SECTION_STEPS = 16, 16
@@ -84,9 +86,8 @@ def _tridiagonal_top(G):
     gd = jnp.diagonal(G, axis1=1, axis2=2)
     _, diag, off, _ = jax.lax.linalg.tridiagonal(G, lower=True)        # reads the lower triangle only
     top = sturm_top(diag, off)
-    ok = jnp.all(jnp.isfinite(top) & (jnp.abs(jnp.sum(diag, 1) - jnp.sum(gd, 1))
-                                      <= TRACE_RTOL * jnp.sum(jnp.abs(gd), 1)))
-    return jax.lax.cond(ok, lambda: top, lambda: jnp.linalg.eigvalsh(G, symmetrize_input=False)[:, -1])
+    ok = jnp.isfinite(top) & (jnp.abs(jnp.sum(diag, 1) - jnp.sum(gd, 1)) <= TRACE_RTOL * jnp.sum(jnp.abs(gd), 1))
+    return _checked_or_eigvalsh(top, ok, G)
 
 
 def lanczos_top(G, steps: int):
@@ -173,13 +174,9 @@ def subspace_top(G, block: int = 16, squarings: int = 7):
     return theta, ok
 
 
-def _certified_or_eigvalsh(theta, ok, G):
-    return jax.lax.cond(jnp.all(ok), lambda: theta,
-                        lambda: jnp.where(ok, theta, jnp.linalg.eigvalsh(G, symmetrize_input=False)[:, -1]))
-
-
-def _lanczos_or_eigvalsh(G, steps):
-    theta, ok = lanczos_top(G, steps)
+def _checked_or_eigvalsh(theta, ok, G):
+    """``theta`` where its check holds (``ok``, per matrix), ``eigvalsh`` elsewhere; ``eigvalsh`` runs
+    (one branch on the device) only when some check failed."""
     return jax.lax.cond(jnp.all(ok), lambda: theta,
                         lambda: jnp.where(ok, theta, jnp.linalg.eigvalsh(G, symmetrize_input=False)[:, -1]))
 
@@ -215,12 +212,9 @@ def top_eigenvalue(G, method: str | None = None):
     symmetrising a copy first cost a third of the time, measured).
     """
     if not isinstance(G, jax.core.Tracer):                # concrete input: check it (traced: the caller did)
-        from ..core.checks import real_array
-        A = real_array("G", G)
-        if A.ndim < 2 or A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
+        A = check_finite_array("G", G, min_ndim=2)
+        if A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
             raise ValueError(f"G must hold square matrices (..., d, d) with d >= 1, got shape {A.shape}")
-        if not np.all(np.isfinite(A)):
-            raise ValueError("G must be finite; it holds NaN or inf")
     G = jnp.asarray(G)
     d = G.shape[-1]
     method = default_method() if method is None else check_method(method)
@@ -231,7 +225,7 @@ def top_eigenvalue(G, method: str | None = None):
     if method == "tridiagonal":
         top = _tridiagonal_top(Gb)
     elif method == "lanczos":
-        top = _lanczos_or_eigvalsh(Gb, LANCZOS_STEPS)
+        top = _checked_or_eigvalsh(*lanczos_top(Gb, LANCZOS_STEPS), Gb)
     else:
-        top = _certified_or_eigvalsh(*subspace_top(Gb), Gb)
+        top = _checked_or_eigvalsh(*subspace_top(Gb), Gb)
     return top.reshape(batch)

@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from ..store import Journal, write_csv, write_json
-from .common import parse_study_args, study_parser
+from .common import parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
 
 SCALES = {"cpu": [4096, 8192, 16384],
@@ -130,11 +130,7 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
                        Line2D([], [], color="tab:blue", marker="x", ls="", mew=2, label="Men et al. Table 2")],
               fontsize=8, loc="lower right")
     ax.grid(True, which="major", axis="x", alpha=0.3)
-    fig.tight_layout()
-    p = out_dir / "base_bound.png"
-    fig.savefig(p, dpi=80)
-    plt.close(fig)
-    return p
+    return save_figure(fig, out_dir / "base_bound.png")
 
 
 def _lengths(s: str) -> list[int]:

@@ -32,7 +32,7 @@ from .. import spectra
 from ..theory import criteria as _criteria
 from ..schedules import schedule, schedule_from_spec
 from ..store import PartStore, source_hash, write_csv, write_json
-from .common import parse_study_args, study_parser
+from .common import parse_study_args, save_figures, study_parser
 
 TRAIN_LEN = 4096
 C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria
@@ -264,12 +264,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
         axes[1, c].set_xlabel("length n  (black: L = 4096; dashed: slowest plane's first cycle)")
     axes[0, 0].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"Figure 7, simulated: rank-1 clouds, {meta['n_clouds']} Gaussian v per schedule")
-    fig.tight_layout()
-    paths = [out_dir / "fig7.png", out_dir / "fig7.pdf"]
-    fig.savefig(paths[0], dpi=80)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
+    return save_figures(fig, [out_dir / "fig7.png", out_dir / "fig7.pdf"])
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,7 @@ from ..core.angles import rope_angles, turn_chunks
 from ..schedules import length_temperature, schedule_from_spec
 from .. import core, rope as _rope, schedules as _schedules, spectra
 from ..store import Journal, source_hash, write_csv, write_json
-from .common import parse_study_args, study_parser
+from .common import parse_study_args, save_figures, study_parser
 
 TRAIN_LEN = 4096
 
@@ -225,12 +225,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     axes[1].axhline(0, color="gray", lw=0.6)
     axes[0].legend(fontsize=8)
     fig.suptitle("Sink tokens on a synthetic head: opposed key/query clusters, small-norm sink at position 0")
-    fig.tight_layout()
-    paths = [out_dir / "sinks.png", out_dir / "sinks.pdf"]
-    fig.savefig(paths[0], dpi=80)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
+    return save_figures(fig, [out_dir / "sinks.png", out_dir / "sinks.pdf"])
 
 
 def print_summary(out_dir: pathlib.Path) -> None:

@@ -36,12 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
+from ..store import CHECKPOINT_OVERHEAD, CheckpointClock  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
-#: a checkpoint is written at most every ``checkpoint_seconds`` and at least this many times the
-#: last write's duration apart, so writing the state costs at most 1/CHECKPOINT_OVERHEAD of the run
-CHECKPOINT_OVERHEAD = 10.0
 
 
 def _bucket(n: int) -> int:
@@ -297,14 +295,13 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         if state is not None:
             stack, (feas, infeas, und), evaluations, elapsed_before = state
     decided = sum(b - a for a, b in feas + infeas + und)
-    last_save, save_cost = time.perf_counter(), 0.0
+    clock = CheckpointClock(checkpoint_seconds)
     while stack:
-        now = time.perf_counter()
-        if checkpoint is not None and now - last_save > max(checkpoint_seconds, CHECKPOINT_OVERHEAD * save_cost):
+        if checkpoint is not None and clock.due():
+            now = time.perf_counter()
             _save_state(checkpoint, key, stack, (feas, infeas, und), evaluations,
                         elapsed_before + now - t0)
-            last_save = time.perf_counter()
-            save_cost = last_save - now
+            clock.written(now)
         blk = stack.pop()
         if blk.pairs > budget and blk.t_lo.size > 1:          # too large for one round: split it
             a, b = blk.halves()

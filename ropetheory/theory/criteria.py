@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..core.checks import real_array
+from ..core.checks import check_finite_array
 
 from . import theorems
 
@@ -63,16 +63,14 @@ def reach_length(grid: Any, rho: Any, floor: float) -> int | None:
 
 
 def _positive_values(name: str, x: Any, shape=None) -> np.ndarray:
-    a = real_array(name, x)
-    a = np.atleast_1d(a)
+    a = np.atleast_1d(check_finite_array(name, x, min_ndim=0))
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{name} must be a number or a non-empty 1-D array (one per cloud), got shape {a.shape}")
     if shape is not None and a.shape != shape:
         raise ValueError(f"{name} has shape {a.shape}, the FSV ratios have {shape}")
-    bad = ~np.isfinite(a) | (a <= 0)
-    if bad.any():
-        raise ValueError(f"{name} must be finite and > 0 (FSV ratios and floors are); {name}[{int(np.argmax(bad))}]"
-                         f" = {a[int(np.argmax(bad))]!r}")
+    if np.any(a <= 0):
+        k = int(np.argmax(a <= 0))
+        raise ValueError(f"{name} must be > 0 (FSV ratios and floors are); {name}[{k}] = {a[k]!r}")
     return a
 
 

@@ -38,7 +38,7 @@ from .. import spectra
 from ..core.layouts import to_interleaved
 from ..spectra.weights import AffineWeights
 from ..spectra.gram import assemble_gram
-from ..core.checks import check_cloud_vector, from_theta, real_array
+from ..core.checks import check_cloud_vector, check_finite_array, from_theta
 from ..core.angles import pair_frequencies
 
 __all__ = [
@@ -283,11 +283,9 @@ def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
     :data:`RATE_NOISE_FLOOR` are dropped; NaN if fewer than 4 remain.
     """
     n = spectra.check_lengths(n).astype(float)
-    err = real_array("err", err)
+    err = check_finite_array("err", err)
     if err.shape != n.shape:
         raise ValueError(f"err must hold one error per length: shape {err.shape} against {n.shape}")
-    if not np.all(np.isfinite(err)):
-        raise ValueError(f"err must be finite, got {err[~np.isfinite(err)][0]!r}")
     err = np.abs(err)
     env = np.maximum.accumulate(err[::-1])[::-1]
     keep = env > RATE_NOISE_FLOOR
