@@ -16,6 +16,7 @@ batched over clouds, ``lengths <= 10^8`` or so.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -89,13 +90,23 @@ def device_mesh(devices=None) -> jax.sharding.Mesh:
 @functools.lru_cache(maxsize=32)
 def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     from jax.sharding import PartitionSpec as Ps
-    # several virtual CPU devices call LAPACK at once; OpenBLAS's threaded sytrd then deadlocks (reproduced
-    # 2026-11-24: 2 of 4 runs hung, none with OPENBLAS_NUM_THREADS=1), so they take eigvalsh, which did not
+    # several virtual CPU devices: eigvalsh, as before this change (the sytrd path hung 2 of 4 runs even
+    # before OpenBLAS was limited to one thread, see _single_threaded_blas)
     method = "eigvalsh" if jax.default_backend() == "cpu" and mesh.devices.size > 1 else None
     body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched, method=method)
     f = jax.shard_map(body, mesh=mesh, in_specs=(Ps("clouds"), Ps(), Ps()), out_specs=Ps("clouds"),
                       check_vma=False)
     return jax.jit(f)
+
+
+def _single_threaded_blas(mesh):
+    """On a mesh of several CPU devices, XLA's device threads call LAPACK at once, and OpenBLAS's own
+    threads then deadlock (reproduced 2026-11-24, both with sytrd and, more rarely, syevd; never with
+    OPENBLAS_NUM_THREADS=1): OpenBLAS runs single-threaded while they do (the devices are the parallelism)."""
+    if jax.default_backend() != "cpu" or mesh.devices.size < 2:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None, chunk: int | None = None):
@@ -118,13 +129,14 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     shard = NamedSharding(mesh, Ps("clouds"))
     pending = []
     chunk = min(chunk, -(-Vn.shape[0] // ndev) * ndev)                # no bigger than the padded cloud count
-    for k in range(0, Vn.shape[0], chunk):                           # dispatch every step, then collect
-        block = Vn[k:k + chunk]
-        pad = chunk - block.shape[0]                                  # every step has one shape: one compile
-        if pad:
-            block = np.concatenate([block, np.tile(block[:1], (pad, 1))])
-        pending.append((f(jax.device_put(block, shard), Dm, Sm), pad))
-    out = [np.asarray(r)[:np.asarray(r).shape[0] - pad] if pad else np.asarray(r) for r, pad in pending]
+    with _single_threaded_blas(mesh):
+        for k in range(0, Vn.shape[0], chunk):                       # dispatch every step, then collect
+            block = Vn[k:k + chunk]
+            pad = chunk - block.shape[0]                              # every step has one shape: one compile
+            if pad:
+                block = np.concatenate([block, np.tile(block[:1], (pad, 1))])
+            pending.append((f(jax.device_put(block, shard), Dm, Sm), pad))
+        out = [np.asarray(r)[:np.asarray(r).shape[0] - pad] if pad else np.asarray(r) for r, pad in pending]
     return np.sqrt(np.clip(np.concatenate(out), 0, None))
 
 
