@@ -80,6 +80,7 @@ STUDIES = {
     "sweep": ("studies.sweep", "schedules x head dims x clouds x lengths x weights, sharded over devices"),
     "beyond": ("studies.beyond", "beyond rank 1, and the second paper's position/token inversions"),
     "basebound": ("studies.base_bound", "Men et al.'s smallest RoPE base, by a certified search"),
+    "train": ("studies.train", "train small models with each schedule; does the geometry predict length generalization?"),
     "analyze": ("models.analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
 }
 

@@ -17,9 +17,13 @@ import numpy as np
 
 from .core.angles import N_CHUNKS, rope_angles, turn_chunks
 from .core.checks import check_finite_array, check_offset, check_positions, from_theta, real_array
-from .core.layouts import check_layout, from_interleaved, rotate_interleaved, to_interleaved
+from .core.layouts import check_layout, from_interleaved, rotate_interleaved, rotate_interleaved_cs, to_interleaved
 
-__all__ = ["apply_rope"]
+__all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
+
+#: |error| of a float32 cos/sin from :func:`rope_tables`: the exact float64 value (<= 2e-14 off) rounded
+#: to float32, half an ulp below 1 (2^-25 = 3.0e-8), so <= 3.0e-8 + 2e-14 at any position
+TABLE_FLOAT32_ABS_ERR = 3.0e-8
 
 
 @functools.partial(jax.jit, static_argnames=("layout",))
@@ -80,3 +84,38 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
     if A.size == 0:                       # no tokens (or an empty batch): nothing to rotate
         return jnp.asarray(A)
     return _apply_rope_kernel(jnp.asarray(A), jnp.asarray(chunks), jnp.asarray(pos), layout)
+
+
+def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos, sin)`` of the exactly reduced angles ``(offset + i) theta_j``, ``i < n``: two ``(n, P)`` arrays.
+
+    The angles are computed as :func:`apply_rope` computes them (float64, exact reduction) and only
+    then cast to ``dtype``: a float32 table is the exact value rounded once, off by at most
+    :data:`TABLE_FLOAT32_ABS_ERR` at any position (a float32 ``i * theta`` would be off by ``~i * 6e-8`` rad).
+    With :func:`rotate` this is the operator for traced code (training), where ``apply_rope``'s
+    host-side checks and float64 result do not fit.
+    """
+    th = from_theta(real_array("theta", theta))
+    if th.ndim != 1:
+        raise ValueError(f"theta must be a vector of frequencies, got shape {th.shape}")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    offset = check_offset(offset, 0, max(int(n) - 1, 0))
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    ang = rope_angles(jnp.arange(int(n), dtype=jnp.int64) + np.int64(offset), jnp.asarray(turn_chunks(th)))
+    return np.asarray(jnp.cos(ang)).astype(dtype), np.asarray(jnp.sin(ang)).astype(dtype)
+
+
+def rotate(X: jax.Array, cos: jax.Array, sin: jax.Array, *, layout: str = "interleaved") -> jax.Array:
+    """``R_i x_i`` for ``X (..., n, d)`` from tables ``cos, sin (n, d/2)`` (:func:`rope_tables`).
+
+    Traceable and differentiable, in ``X``'s dtype; the same rotation as :func:`apply_rope` (one
+    formula, :func:`ropetheory.core.layouts.rotate_interleaved_cs`). Shapes are checked at trace time.
+    """
+    check_layout(layout)
+    if X.shape[-1] != 2 * cos.shape[-1] or cos.shape != sin.shape or X.shape[-2] != cos.shape[-2]:
+        raise ValueError(f"X {X.shape} does not match tables cos {cos.shape}, sin {sin.shape}: "
+                         f"need X (..., n, d) with cos, sin (n, d/2)")
+    Xi = to_interleaved(X, layout)
+    return from_interleaved(rotate_interleaved_cs(Xi, cos.astype(X.dtype), sin.astype(X.dtype)), layout)

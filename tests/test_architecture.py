@@ -26,6 +26,7 @@ MAY_IMPORT = {
     "flags": set(),
     "studies": {"*"},
     "models": {"core", "schedules", "rope", "spectra", "theory", "store", "flags"},
+    "training": {"core", "schedules", "rope", "spectra", "theory", "store", "flags", "models"},
     "cli": {"*"},
 }
 

