@@ -215,3 +215,52 @@ def test_inference_time_pi_rescales_the_schedule_and_the_rotation_still_matches(
     cap = study.capture_streams(m, ids, L=32, chunk=64)
     np.testing.assert_allclose(cap["schedules"][0]["theta"], base / 2, rtol=1e-12)   # PI: every frequency / s
     assert all(st.rotation_within_bound for st in cap["streams"])
+
+
+def _arrays(obj, seen=None):
+    """Every numpy array held in memory by ``obj`` (attributes, dicts, lists), not the key files."""
+    from ropetheory.models.stream import KeyStore
+    if isinstance(obj, KeyStore):
+        return
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _arrays(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _arrays(v)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("ropetheory"):
+        yield from _arrays(vars(obj))
+
+
+def test_layer_stream_memory_does_not_grow_with_n_times_d():
+    """Keys go to their files; what stays in memory is O(d^2 + n) (scalars per position), never n x d."""
+    rng = np.random.default_rng(5)
+    N, H, G, d = 6000, 1, 2, 32
+    st = LayerStream(n_total=N, grid=np.array([100, 3000, 6000]), kv_heads=H, q_heads=H * G, head_dim=d,
+                     scale=0.2, query_stride=4)
+    for s in range(0, N, 1000):
+        K = rng.standard_normal((H, 1000, d)).astype(np.float32)
+        Q = rng.standard_normal((H * G, 1000, d)).astype(np.float32)
+        st.add(Q, K, Q, K)
+    sample = {id(a) for a in st.Qs.values()}             # the strided query sample: ceil(N / stride) rows a head
+    assert all(a.size == H * G * (N // 4) * d for a in st.Qs.values())
+    biggest = max(a.size for a in _arrays(st) if id(a) not in sample)
+    assert biggest <= 2 * H * N, biggest                  # O(n) scalars (logit sums) and O(d^2) Grams only
+    assert st.sink_norm_ratio().shape == (H,) and np.isfinite(st.key_logit_means()).all()
+
+
+def test_key_store_pickles_as_its_file_and_refuses_one_of_another_shape(tmp_path):
+    import pickle
+    from ropetheory.models.stream import KeyStore
+    ks = KeyStore(tmp_path / "k.npy", (2, 10, 4))
+    ks[:, 0:10] = np.arange(80, dtype=np.float32).reshape(2, 10, 4)
+    blob = pickle.dumps(ks)
+    assert len(blob) < 400                                # the path, not the keys
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back[1, 3:5], np.arange(80).reshape(2, 10, 4)[1, 3:5])
+    assert [(a, b) for a, b, _ in back.blocks(0, 10, block=4)] == [(0, 4), (4, 8), (8, 10)]
+    np.save(tmp_path / "k.npy", np.zeros((2, 9, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="expected"):
+        pickle.loads(blob)

@@ -22,7 +22,7 @@ from .capture import rotate_like_hf
 from .stream import LayerStream
 
 __all__ = ["capture_streams", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
-           "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL"]
+           "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL", "key_folder"]
 
 #: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
 #: so |captured - exact| <= ||x|| * n * 2^-23 per entry, with ||x|| the vector's norm
@@ -92,6 +92,11 @@ def _hook(model, sink):
         mod.apply_rotary_pos_emb = real
 
 
+def key_folder(checkpoint: pathlib.Path) -> pathlib.Path:
+    """Where a checkpointed capture keeps its layers' key files (:class:`ropetheory.models.stream.KeyStore`)."""
+    return checkpoint.with_name(checkpoint.name + ".keys")
+
+
 #: seconds between checkpoints of a capture (and at least 10x the time one write takes)
 CHECKPOINT_EVERY_S = 30.0
 
@@ -128,7 +133,8 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
             sc = scheds[li]
             streams[li] = LayerStream(n_total=n, grid=grid, kv_heads=arr[1].shape[0], q_heads=arr[0].shape[0],
                                       head_dim=arr[0].shape[-1], scale=attention_scale(cfg, arr[0].shape[-1]),
-                                      window=sc["window"], query_stride=stride)
+                                      window=sc["window"], query_stride=stride,
+                                      key_dir=None if checkpoint is None else key_folder(checkpoint) / f"layer{li}")
         st = streams[li]
         if state["start"] == 0 or state["start"] + arr[1].shape[1] == n:      # rotation check: first and last chunk
             sc = scheds[li]

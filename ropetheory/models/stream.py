@@ -16,20 +16,64 @@ own order), and keeps, per key head (its ``G = Hq / Hkv`` query heads grouped on
 * the mean logit of each key position ``j`` over later queries, ``k_j . (sum_{i>j} q_i) / (G (N-1-j))``,
   from running query sums (post-RoPE: the logits the model uses).
 
-Keys are kept in float64 (``O(n d)``; needed for the sink and the rank-1 weights), queries only on a
-stride and in a short rolling buffer: nothing ``n x n`` is formed except the ``sink_queries x n``
-logits at a grid length. Accumulation is float64.
+Memory is ``O(d^2 + chunk d)`` whatever ``n`` is: the keys, which the sink share and the rank-1 weights
+need again after they stream past, go to a file (:class:`KeyStore`: float32, as captured, so nothing is
+lost) and are read back :data:`KEY_BLOCK` rows at a time; the sink's softmax over ``n`` keys is an
+online log-sum-exp over those blocks; queries are kept only on a stride (at most ~4096 per head) and in
+a short rolling buffer. Nothing ``n x n`` or ``n x d`` is held in memory. Accumulation is float64.
 """
 from __future__ import annotations
+
+import pathlib
+import tempfile
 
 import numpy as np
 
 from ..spectra.stream import neumaier_add, neumaier_total
 
-__all__ = ["LayerStream", "mean_pair_cosine", "SINK_QUERIES"]
+__all__ = ["LayerStream", "KeyStore", "mean_pair_cosine", "SINK_QUERIES", "KEY_BLOCK"]
 
 #: queries averaged for the sink share at length n (the last ones of the input)
 SINK_QUERIES = 32
+#: key rows read back from a :class:`KeyStore` at a time
+KEY_BLOCK = 8192
+
+
+class KeyStore:
+    """One layer's keys ``(H, N, d)`` in a float32 ``.npy`` file (``numpy.memmap``), read back in blocks.
+
+    Pickles as its path and shape (a checkpoint of the capture refers to the file; the rows written
+    before the checkpoint are the ones a resumed run keeps). A file that is missing or of another
+    shape when unpickled raises, so the checkpoint is reported damaged and recomputed.
+    """
+
+    def __init__(self, path: str | pathlib.Path, shape: tuple[int, int, int]):
+        self.path, self.shape = pathlib.Path(path), tuple(int(x) for x in shape)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._m = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
+
+    def __getstate__(self):
+        self._m.flush()
+        return {"path": str(self.path), "shape": self.shape}
+
+    def __setstate__(self, state):
+        self.path, self.shape = pathlib.Path(state["path"]), tuple(state["shape"])
+        self._m = np.lib.format.open_memmap(self.path, mode="r+")
+        if self._m.shape != self.shape or self._m.dtype != np.float32:
+            raise ValueError(f"{self.path}: keys of shape {self._m.shape} {self._m.dtype}, expected {self.shape} float32")
+
+    def __setitem__(self, idx, value):
+        self._m[idx] = value
+
+    def __getitem__(self, idx) -> np.ndarray:
+        """Rows as float64 (only the rows indexed are read)."""
+        return np.asarray(self._m[idx], dtype=np.float64)
+
+    def blocks(self, h: int, n: int, block: int = KEY_BLOCK):
+        """``(a, b, K[h, a:b])`` for consecutive blocks covering rows ``[0, n)``, float64."""
+        for a in range(0, n, block):
+            b = min(n, a + block)
+            yield a, b, self[h, a:b]
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -41,12 +85,44 @@ def mean_pair_cosine(S: np.ndarray, n: int) -> float:
     return float((S @ S - n) / (n * (n - 1))) if n > 1 else 0.0
 
 
+def _sink_share(Q: np.ndarray, K: KeyStore, h: int, n: int, qpos: np.ndarray, scale: float,
+                window: int | None) -> np.ndarray:
+    """Softmax weight on key 0 of each query row of ``Q (G*S, d)`` (query ``r`` at ``qpos[r % S]``) over the
+    keys ``[0, n)`` it sees (causal, within ``window``): an online log-sum-exp over :class:`KeyStore`
+    blocks, ``O(S * block)`` memory. Queries that see no key 0 get 0."""
+    S = qpos.size
+    m = np.full(Q.shape[0], -np.inf)
+    tot = np.zeros(Q.shape[0])
+    l0 = np.full(Q.shape[0], -np.inf)
+    pos = np.tile(qpos, Q.shape[0] // S)
+    for a, b, Kb in K.blocks(h, n):
+        lg = (Q @ Kb.T) * scale
+        jj = np.arange(a, b)[None, :]
+        vis = jj <= pos[:, None]
+        if window is not None:
+            vis &= jj > pos[:, None] - window
+        lg = np.where(vis, lg, -np.inf)
+        if a == 0:
+            l0 = lg[:, 0].copy()
+        new = np.maximum(m, lg.max(axis=1))
+        ref = np.where(np.isfinite(new), new, 0.0)
+        tot = tot * np.where(np.isfinite(m), np.exp(m - ref), 0.0) + np.exp(lg - ref[:, None]).sum(axis=1)
+        m = new
+    ref = np.where(np.isfinite(m), m, 0.0)
+    return np.where(np.isfinite(l0), np.exp(l0 - ref), 0.0) / np.where(tot > 0, tot, 1.0)
+
+
 class LayerStream:
     """Streaming statistics of one attention layer; see the module docstring."""
 
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_tmp"}     # the keys: their files (KeyStore)
+
     def __init__(self, *, n_total: int, grid: np.ndarray, kv_heads: int, q_heads: int, head_dim: int,
                  scale: float, window: int | None = None, sink_queries: int = SINK_QUERIES,
-                 query_stride: int = 1):
+                 query_stride: int = 1, key_dir: str | pathlib.Path | None = None):
+        """``key_dir``: the folder of the key files (a capture that checkpoints passes one beside its
+        checkpoint); default a temporary folder removed with the stream."""
         if q_heads % kv_heads:
             raise ValueError(f"q_heads {q_heads} is not a multiple of kv_heads {kv_heads}")
         self.N, self.H, self.G, self.d = int(n_total), kv_heads, q_heads // kv_heads, head_dim
@@ -61,7 +137,10 @@ class LayerStream:
         self.Uk = {t: np.zeros((H, d)) for t in ("pre", "post")}
         self.Uq = {t: np.zeros((H, d)) for t in ("pre", "post")}
         self.Rk, self.Rq = np.zeros((H, d)), np.zeros((H, d))
-        self.K = {t: np.zeros((H, self.N, d)) for t in ("pre", "post")}      # float64: no copy per snapshot
+        if key_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ropetheory-keys-")
+            key_dir = self._tmp.name
+        self.K = {t: KeyStore(pathlib.Path(key_dir) / f"keys_{t}.npy", (H, self.N, d)) for t in ("pre", "post")}
         self.Qs_pos = np.arange(0, self.N, self.stride)
         self.Qs = {t: np.zeros((q_heads, self.Qs_pos.size, d), dtype=np.float32) for t in ("pre", "post")}
         self.buf = {t: np.zeros((q_heads, 0, d)) for t in ("pre", "post")}
@@ -155,33 +234,37 @@ class LayerStream:
             if self.window is not None and qpos.min() >= self.window:
                 sn[key][:, g] = np.nan                            # key 0 outside every window: no sink
                 continue
-            K = self.K[t][:, :n]
             for h in range(self.H):
-                logits = (Q[h * self.G:(h + 1) * self.G].reshape(self.G * Sq, self.d) @ K[h].T
-                          ).reshape(self.G, Sq, n) * self.scale
-                jj = np.arange(n)[None, :]
-                vis = jj <= qpos[:, None]
-                if self.window is not None:
-                    vis &= jj > qpos[:, None] - self.window
-                logits = np.where(vis[None], logits, -np.inf)
-                logits -= logits.max(axis=-1, keepdims=True)
-                w = np.exp(logits)
-                share = w[..., 0] / w.sum(axis=-1)
-                ok = vis[:, 0]                                   # queries that can see key 0
-                sn[key][h, g] = float(share[:, ok].mean())
+                Qh = Q[h * self.G:(h + 1) * self.G].reshape(self.G * Sq, self.d)
+                share = _sink_share(Qh, self.K[t], h, n, qpos, self.scale, self.window).reshape(self.G, Sq)
+                ok = np.ones(Sq, bool) if self.window is None else qpos < self.window
+                sn[key][h, g] = float(share[:, ok].mean())                 # queries that can see key 0
 
     # ------------------------------------------------------------------
     def key_logit_means(self) -> np.ndarray:
         """``(H, N-1)``: mean post-RoPE logit ``q_i . k_j`` over later queries ``i > j`` of the group."""
         if self.pos != self.N:
             raise ValueError(f"stream incomplete: {self.pos} of {self.N} positions")
-        b = np.einsum("hnd,hd->hn", self.K["post"], self.Pq)
+        b = np.zeros((self.H, self.N))
+        for h in range(self.H):
+            for a, e, Kb in self.K["post"].blocks(h, self.N):
+                b[h, a:e] = Kb @ self.Pq[h]
         later = self.G * (self.N - 1 - np.arange(self.N))
         return (b - self.a)[:, :-1] / later[:-1]
 
+    def projections(self, h: int, v: np.ndarray, t: str = "pre") -> np.ndarray:
+        """``(N,)``: ``k_i . v`` for key head ``h`` (``t``: before or after RoPE), read in blocks."""
+        out = np.zeros(self.N)
+        for a, e, Kb in self.K[t].blocks(h, self.N):
+            out[a:e] = Kb @ v
+        return out
+
     def sink_norm_ratio(self) -> np.ndarray:
         """``||k_0|| / median_i ||k_i||`` per key head (pre-RoPE)."""
-        nr = np.linalg.norm(self.K["pre"], axis=-1)
+        nr = np.zeros((self.H, self.N))
+        for h in range(self.H):
+            for a, e, Kb in self.K["pre"].blocks(h, self.N):
+                nr[h, a:e] = np.linalg.norm(Kb, axis=-1)
         return nr[:, 0] / np.median(nr, axis=1)
 
     def top_direction(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

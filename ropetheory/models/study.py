@@ -45,16 +45,17 @@ SILHOUETTE_POINTS = 200
 FAR_GRID = (1e9, 90)
 
 
-def rank1_prediction(K: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """``rho_n`` of the rank-1 cloud ``x_i = (k_i . v) v`` (model channel order) at the grid lengths.
 
-    ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``w_i = (k_i . v)^2`` and ``R_i`` the layer's exact
-    rotation (:func:`ropetheory.models.capture.rotate_like_hf`, no attention factor: it cancels in the
-    ratio); ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as
-    :func:`ropetheory.spectra.rank1_stream_curve` (tested), computed in chunks of ``chunk`` rows
-    with one BLAS Gram per chunk, so a whole model's heads take seconds at n = 10^5.
+    ``w_i = (k_i . v)^2`` (:meth:`ropetheory.models.stream.LayerStream.projections`, squared);
+    ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``R_i`` the layer's exact rotation
+    (:func:`ropetheory.models.capture.rotate_like_hf`, no attention factor: it cancels in the ratio);
+    ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as :func:`ropetheory.spectra.rank1_stream_curve`
+    (tested), computed in chunks of ``chunk`` rows with one BLAS Gram per chunk (``O(d^2 + chunk d)``
+    memory), so a whole model's heads take seconds at n = 10^5.
     """
-    w = (K @ v) ** 2
+    w = np.asarray(w, dtype=np.float64)
     G = np.zeros((v.size, v.size))
     out, s = [], 0
     for n in grid:
@@ -107,7 +108,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
         L_eff = min(L, sc["window"]) if sc["window"] else L
         for h in range(st.H):
             v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
-            pred = rank1_prediction(st.K["pre"][h], V[h], sc, grid)
+            pred = rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid)
             lim = theorems.predicted_limit(sc["theta"], v_il)
             allrot = math.sqrt(float(lim.e.max()) / 2)
             curve = spectra.rank1_curve(sc["theta"], v_il, far)["rho"]
@@ -182,13 +183,16 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
     st = streams[li]
     n = st.N
     n0 = min(L, n)
-    K0 = st.K["pre"][0, :n0].astype(np.float64)
     qsel = np.flatnonzero(st.Qs_pos < n0)
     Q0 = st.Qs["pre"][0][qsel].astype(np.float64)
-    X = np.concatenate([K0, Q0])
-    _, _, Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
-    P = Vt[:2].T
-    mu = X.mean(0)
+    # principal plane of [K0; Q0] from its d x d scatter, accumulated over key blocks (no n x d matrix)
+    tot, S1, S2 = len(Q0), Q0.sum(0), Q0.T @ Q0
+    for _, b, Kb in st.K["pre"].blocks(0, n0):
+        tot, S1, S2 = tot + len(Kb), S1 + Kb.sum(0), S2 + Kb.T @ Kb
+    mu = S1 / tot
+    ev, V = np.linalg.eigh(S2 - tot * np.outer(mu, mu))
+    P = V[:, ::-1][:, :2]
+    P = P * np.where(P[np.argmax(np.abs(P), axis=0), [0, 1]] < 0, -1.0, 1.0)      # sign: largest entry > 0
     snaps = []
     for label, t, m in [("no RoPE, n = L", "pre", n0)] + [(f"RoPE, n = {f}L" if f != 1 else "RoPE, n = L", "post", f * L)
                                                           for f in (1, 2, 4, 8) if f * L <= n]:
@@ -196,7 +200,7 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
         qs = np.flatnonzero(st.Qs_pos < m)
         qi = qs[_pick(len(qs), 300)]
         snaps.append({"label": label, "n": int(m),
-                      "keys": ((st.K[t][0, ki].astype(np.float64) - mu) @ P).round(5).tolist(),
+                      "keys": ((st.K[t][0, ki] - mu) @ P).round(5).tolist(),
                       "queries": ((st.Qs[t][0, qi].astype(np.float64) - mu) @ P).round(5).tolist()})
     return {"layer": li, "kv_head": 0, "query_head": 0, "snapshots": snaps}
 
@@ -255,6 +259,8 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     ckpt = out / label / "capture.ckpt"
     if not resume and ckpt.exists():
         ckpt.unlink()
+    import shutil
+    from .forward import key_folder
     with tqdm(total=len(ids), desc=f"capture {label}", disable=quiet, file=sys.stderr, unit="tok") as bar:
         cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update, checkpoint=ckpt,
                               checkpoint_key=key, checkpoint_every=checkpoint_every)
@@ -276,4 +282,5 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     write_csv(d / "claims.csv", res["claims"])
     if ckpt.exists():
         ckpt.unlink()                                        # the results are written: nothing to resume
+    shutil.rmtree(key_folder(ckpt), ignore_errors=True)
     return res

@@ -8,7 +8,8 @@ recipe); ``report`` derives from it ``per_model.csv``, ``table.csv``, ``correlat
 * ``train_retrieval.png``: retrieval accuracy (passkey and key-value, all depths) against length;
 * ``train_geometry.png``: the measured FSV ratio (median over heads) against length beside each
   schedule's predicted floor;
-* ``train_scatter.png``: each geometric measure against retrieval accuracy at 4L, one point per model.
+* ``train_scatter.png``: each geometric measure against retrieval accuracy at 4L, one point per model;
+* ``train_depth.png``: retrieval accuracy against length and needle depth, one panel per variant.
 
 Error bars are one standard deviation over seeds; the training length is marked on every axis of length.
 """
@@ -30,7 +31,7 @@ __all__ = ["save", "report", "correlations"]
 #: outcomes correlated with the geometry, at these multiples of L (1: a control, inside the training length)
 OUTCOME_MULTIPLES = (1, 2, 4, 8)
 MEASURES = ("floor", "dist_floor_L", "drift_L_4L", "sink_drop")
-FIGURES = ("train_ppl.png", "train_retrieval.png", "train_geometry.png", "train_scatter.png")
+FIGURES = ("train_ppl.png", "train_retrieval.png", "train_geometry.png", "train_scatter.png", "train_depth.png")
 
 
 def _acc(row: dict, i: int) -> float:
@@ -260,4 +261,37 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
     if axs[0].get_legend_handles_labels()[0]:
         axs[0].legend(fontsize=7)
     paths.append(save_figure(fig, out / FIGURES[3]))
+    paths.append(_plot_depth(s, out))
     return paths
+
+
+def _plot_depth(s: dict, out: pathlib.Path) -> pathlib.Path:
+    """Accuracy (mean over seeds and both tasks) on a length x depth grid, one panel per variant."""
+    import matplotlib.pyplot as plt
+    from ..training.evaluate import DEPTHS
+    L = s["config"]["train_len"]
+    variants = list(dict.fromkeys(e["variant"] for e in s["evals"]))
+    cols = 4
+    rows = -(-len(variants) // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(2.8 * cols + 1, 2.4 * rows + 0.6), squeeze=False, sharex=True,
+                            sharey=True, layout="constrained")
+    lengths = s["evals"][0]["lengths"]
+    im = None
+    for ax, v in zip(axs.flat, variants):
+        es = [e for e in s["evals"] if e["variant"] == v]
+        acc = np.mean([[np.mean([e["retrieval"][k][i] for k in e["retrieval"]], axis=0) for i in range(len(lengths))]
+                       for e in es], axis=0)                                # (lengths, depths)
+        im = ax.imshow(acc.T, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(lengths)), [f"{n // L}L" for n in lengths])
+        ax.set_yticks(range(len(DEPTHS)), [f"{x:g}" for x in DEPTHS])
+        ax.set_title(v, fontsize=9)
+    fig.supxlabel(f"evaluation length (multiples of the training length L = {L} tokens)")
+    fig.supylabel("needle depth (relative position in the filler)")
+    for ax in list(axs.flat)[len(variants):]:
+        ax.axis("off")
+    if im is not None:
+        fig.colorbar(im, ax=axs, shrink=0.8, label="retrieval accuracy")
+    path = out / FIGURES[4]
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -11,6 +11,7 @@ same data as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -122,8 +123,35 @@ def _init(cfg: TrainConfig):
     seeds = np.array([k for _, k in model_names(cfg)])
     keys = jax.vmap(jax.random.PRNGKey)(seeds)
     models = eqx.filter_vmap(lambda k: init_lm(cfg.model, k))(keys)
+    return models, eqx.filter_vmap(_optimizer(cfg).init)(eqx.filter(models, eqx.is_array))
+
+
+@functools.lru_cache(maxsize=8)
+def _chunk_program(cfg: TrainConfig):
+    """The jitted ``steps_per_call`` optimiser steps of every model (one compilation per configuration)."""
+    import equinox as eqx
+    import jax
+    from .model import loss
     opt = _optimizer(cfg)
-    return models, eqx.filter_vmap(opt.init)(eqx.filter(models, eqx.is_array)), opt
+
+    @eqx.filter_jit
+    def run_chunk(models, opt_states, rows, cos, sin, seed_of):
+        def body(carry, r):
+            ms, os = carry
+            dyn, st = eqx.partition(ms, eqx.is_array)
+
+            def upd(args):
+                dm, o, rr, c, s = args
+                m = eqx.combine(dm, st)
+                val, g = eqx.filter_value_and_grad(loss)(m, rr, c, s)
+                u, o = opt.update(g, o, dm)
+                return eqx.filter(eqx.apply_updates(m, u), eqx.is_array), o, val
+            # models_per_group at a time (vmapped), the groups in sequence: bounds activation memory
+            dyn, os, val = jax.lax.map(upd, (dyn, os, r[seed_of], cos, sin), batch_size=cfg.models_per_group)
+            return (eqx.combine(dyn, st), os), val
+        (models, opt_states), losses = jax.lax.scan(body, (models, opt_states), rows)
+        return models, opt_states, losses
+    return run_chunk
 
 
 def _batches(cfg: TrainConfig, tokens: np.ndarray, templates, digit_ids, step0: int, k: int) -> np.ndarray:
@@ -148,10 +176,9 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     import jax
     import jax.numpy as jnp
     from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
-    from .model import loss
     folder = pathlib.Path(folder)
     key = run_key(cfg, data["recipe"]["sha256"])
-    models, opt_states, opt = _init(cfg)
+    models, opt_states = _init(cfg)
     arrays, static = eqx.partition((models, opt_states), eqx.is_array)
     treedef = jax.tree_util.tree_structure(arrays)
     step, log, seconds = 0, [], 0.0
@@ -168,31 +195,13 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     if cfg.task_fraction > 0 and cfg.train_len < need:
         raise ValueError(f"train_len {cfg.train_len} is shorter than a key-value retrieval row ({need} tokens)")
 
-    @eqx.filter_jit
-    def run_chunk(models, opt_states, rows):
-        def body(carry, r):
-            ms, os = carry
-
-            dyn, st = eqx.partition(ms, eqx.is_array)
-
-            def upd(args):
-                dm, o, rr, c, s = args
-                m = eqx.combine(dm, st)
-                val, g = eqx.filter_value_and_grad(loss)(m, rr, c, s)
-                u, o = opt.update(g, o, dm)
-                return eqx.filter(eqx.apply_updates(m, u), eqx.is_array), o, val
-            # models_per_group at a time (vmapped), the groups in sequence: bounds activation memory
-            dyn, os, val = jax.lax.map(upd, (dyn, os, r[seed_of], cos, sin), batch_size=cfg.models_per_group)
-            return (eqx.combine(dyn, st), os), val
-        (models, opt_states), losses = jax.lax.scan(body, (models, opt_states), rows)
-        return models, opt_states, losses
-
+    run_chunk = _chunk_program(cfg)
     clock = CheckpointClock(checkpoint_every)
     k = min(cfg.steps_per_call, cfg.steps - step)
     rows = _batches(cfg, data["train"], tm, digits, step, k) if k > 0 else None
     while step < cfg.steps:
         t0 = time.perf_counter()
-        models, opt_states, losses = run_chunk(models, opt_states, jnp.asarray(rows))
+        models, opt_states, losses = run_chunk(models, opt_states, jnp.asarray(rows), cos, sin, seed_of)
         k_next = min(cfg.steps_per_call, cfg.steps - step - k)      # built while the device computes
         rows = _batches(cfg, data["train"], tm, digits, step + k, k_next) if k_next > 0 else None
         losses = np.asarray(losses)
