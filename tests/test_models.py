@@ -264,3 +264,21 @@ def test_key_store_pickles_as_its_file_and_refuses_one_of_another_shape(tmp_path
     np.save(tmp_path / "k.npy", np.zeros((2, 9, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="expected"):
         pickle.loads(blob)
+
+
+#: the numpy silhouette / Davies-Bouldin against scikit-learn's: the same sums in another order
+CLUSTER_SCORE_ATOL = 1e-12
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, 3.0])
+def test_cluster_scores_equal_scikit_learns(shift):
+    from sklearn.metrics import davies_bouldin_score, silhouette_score
+    rng = np.random.default_rng(int(shift * 10))
+    K = rng.standard_normal((120, 16)) + shift
+    Q = rng.standard_normal((90, 16)) - shift
+    X = np.concatenate([K, Q])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    lab = np.r_[np.zeros(len(K)), np.ones(len(Q))]
+    sil, db = study._silhouette(K, Q)
+    assert sil == pytest.approx(silhouette_score(X, lab, metric="cosine"), abs=CLUSTER_SCORE_ATOL)
+    assert db == pytest.approx(davies_bouldin_score(X, lab), abs=CLUSTER_SCORE_ATOL)

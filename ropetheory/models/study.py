@@ -56,26 +56,46 @@ def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray
     memory), so a whole model's heads take seconds at n = 10^5.
     """
     w = np.asarray(w, dtype=np.float64)
+    grid = np.asarray(grid, dtype=np.int64)
     G = np.zeros((v.size, v.size))
-    out, s = [], 0
-    for n in grid:
-        for a in range(s, int(n), chunk):
-            b = min(int(n), a + chunk)
-            Y = rotate_like_hf(np.broadcast_to(v, (b - a, v.size)), sched["theta"], sched["rotary_dim"], np.arange(a, b))
-            Y = Y * np.sqrt(w[a:b])[:, None]
-            G += Y.T @ Y
-        s = int(n)
-        W = w[:s].sum()
-        out.append(math.sqrt(np.linalg.eigvalsh(0.5 * (G + G.T))[-1] / W) if W > 0 else 1.0)
+    out, gi, N = [], 0, int(grid[-1])
+    for a in range(0, N, chunk):                 # one exact rotation per chunk, the Gram cut at grid lengths
+        b = min(N, a + chunk)
+        Y = rotate_like_hf(np.broadcast_to(v, (b - a, v.size)), sched["theta"], sched["rotary_dim"], np.arange(a, b))
+        Y = Y * np.sqrt(w[a:b])[:, None]
+        lo = a
+        while gi < grid.size and grid[gi] <= b:
+            hi = int(grid[gi])
+            G += Y[lo - a:hi - a].T @ Y[lo - a:hi - a]
+            W = w[:hi].sum()
+            out.append(math.sqrt(np.linalg.eigvalsh(0.5 * (G + G.T))[-1] / W) if W > 0 else 1.0)
+            lo, gi = hi, gi + 1
+        G += Y[lo - a:].T @ Y[lo - a:]
     return np.array(out)
 
 
 def _silhouette(K: np.ndarray, Q: np.ndarray) -> tuple[float, float]:
-    from sklearn.metrics import davies_bouldin_score, silhouette_score
+    """Silhouette (cosine distance) and Davies-Bouldin scores of the two clusters keys / queries.
+
+    As scikit-learn defines them (``silhouette_score(metric="cosine")``, ``davies_bouldin_score`` on the
+    unit vectors; tested equal), written for two labels with numpy: one ``m x m`` distance matrix for
+    ``m <= 2 SILHOUETTE_POINTS`` points, no per-call validation (the analysis calls it ~10 times per head).
+    """
     X = np.concatenate([K, Q]).astype(np.float64)
     X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)
-    lab = np.r_[np.zeros(len(K)), np.ones(len(Q))]
-    return float(silhouette_score(X, lab, metric="cosine")), float(davies_bouldin_score(X, lab))
+    lab = np.r_[np.zeros(len(K), bool), np.ones(len(Q), bool)]
+    D = np.clip(1.0 - X @ X.T, 0.0, 2.0)
+    np.fill_diagonal(D, 0.0)
+    same = lab[:, None] == lab[None, :]
+    n_same = np.where(lab, lab.sum(), (~lab).sum())
+    a = np.where(same, D, 0.0).sum(1) / np.maximum(n_same - 1, 1)
+    b = np.where(~same, D, 0.0).sum(1) / np.maximum(len(X) - n_same, 1)
+    den = np.maximum(a, b)
+    sil = np.where((n_same > 1) & (den > 0), (b - a) / np.where(den > 0, den, 1.0), 0.0)
+    c0, c1 = X[~lab].mean(0), X[lab].mean(0)
+    s0, s1 = np.linalg.norm(X[~lab] - c0, axis=1).mean(), np.linalg.norm(X[lab] - c1, axis=1).mean()
+    m = np.linalg.norm(c0 - c1)
+    return float(sil.mean()), float((s0 + s1) / m) if m > 0 else 0.0
 
 
 def _pick(n: int, m: int) -> np.ndarray:
@@ -101,8 +121,19 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     heads = []
     n = int(cap["streams"][0].N)
     sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
+    tops = [st.top_direction() for st in cap["streams"]]
+    # the rank-1 curve to 10^9 of every head's top direction: one batched call per distinct schedule
+    groups: dict[bytes, tuple[dict, list]] = {}
+    for li, ((V, _, _), sc) in enumerate(zip(tops, cap["schedules"])):
+        key = np.asarray(sc["theta"], dtype=np.float64).tobytes() + bytes(str(sc["rotary_dim"]), "ascii")
+        groups.setdefault(key, (sc, []))[1].extend((li, h, hf_to_interleaved(V[h], sc["rotary_dim"]))
+                                                   for h in range(V.shape[0]))
+    far_rho = {}
+    for sc, items in groups.values():
+        rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far)
+        far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho)})
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"])):
-        V, lam, tr = st.top_direction()
+        V, lam, tr = tops[li]
         logits = st.key_logit_means() if n > 1 else np.zeros((st.H, 0))
         norm_ratio = st.sink_norm_ratio()
         L_eff = min(L, sc["window"]) if sc["window"] else L
@@ -111,8 +142,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
             pred = rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid)
             lim = theorems.predicted_limit(sc["theta"], v_il)
             allrot = math.sqrt(float(lim.e.max()) / 2)
-            curve = spectra.rank1_curve(sc["theta"], v_il, far)["rho"]
-            reach = criteria.reach_length(far, curve, lim.rho)
+            reach = criteria.reach_length(far, far_rho[(li, h)], lim.rho)
             snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
             noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
             sn = {k: v[h] for k, v in st.snap.items()}
