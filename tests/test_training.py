@@ -285,3 +285,13 @@ def test_correlations_are_spearman_with_p_values_and_none_when_undefined():
     assert got[("dist_floor_L", "acc_2L")]["spearman"] is None                # a constant measure
     assert got[("drift_L_4L", "acc_2L")]["n_models"] == 0
     assert got[("floor", "ppl_2L")]["spearman"] is None                       # a constant outcome
+
+
+def test_the_committed_figures_redraw_from_the_committed_numbers_alone(tmp_path):
+    import shutil
+    from ropetheory.studies.train_report import FIGURES, report
+    copy = tmp_path / "docs"
+    shutil.copytree(DOCS, copy, ignore=shutil.ignore_patterns("*.png", "table.csv"))
+    paths = report(copy)
+    assert sorted(p.name for p in paths) == sorted(FIGURES) and (copy / "table.csv").exists()
+    assert (copy / "table.md").read_text() == (DOCS / "table.md").read_text()

@@ -6,8 +6,8 @@ recipe); ``report`` derives from it ``per_model.csv``, ``table.csv``, ``correlat
 
 * ``train_ppl.png``: perplexity (positions ``[n/2, n)``) against evaluation length, per variant;
 * ``train_retrieval.png``: retrieval accuracy (passkey and key-value, all depths) against length;
-* ``train_geometry.png``: the measured FSV ratio (median over heads) against length beside each
-  schedule's predicted floor;
+* ``train_geometry.png``: the measured FSV ratio (median over heads, mean over seeds) against length beside
+  each schedule's predicted floor, from ``geometry_curves.csv`` (written from ``analysis/``);
 * ``train_scatter.png``: each geometric measure against retrieval accuracy at 4L, one point per model;
 * ``train_depth.png``: retrieval accuracy against length and needle depth, one panel per variant.
 
@@ -181,10 +181,32 @@ def _fmt(m, s, f="{:.2f}"):
     return "-" if m is None else (f.format(m) + ("" if s is None else " ± " + f.format(s)))
 
 
+def _read_csv(path: pathlib.Path) -> list[dict]:
+    import csv
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def geometry_curves(out: pathlib.Path) -> list[dict[str, Any]]:
+    """Per trained model and analysis length: the median head's measured FSV ratio and the median
+    predicted floor, from ``analysis/*.json`` (the figure of the FSV ratio is drawn from these rows)."""
+    rows = []
+    for f in sorted((out / "analysis").glob("*_seed*.json")):
+        sched, _, seed = f.stem.rpartition("_seed")
+        a = json.loads(f.read_text())
+        rho = np.array([[np.nan if v is None else v for v in h["rho_measured"]] for h in a["heads"]])
+        floor = float(np.median([h["predicted_floor"] for h in a["heads"]]))
+        rows += [{"schedule": sched, "seed": int(seed), "n": int(n), "rho_median_head": float(np.nanmedian(rho[:, i])),
+                  "floor_median_head": floor} for i, n in enumerate(a["grid"])]
+    return rows
+
+
 def report(out: pathlib.Path, docs: pathlib.Path | None = None) -> list[pathlib.Path]:
     """Print the table, the correlations and the claims; draw the figures; copy them to ``docs``."""
     s = json.loads((out / "summary.json").read_text())
     s.update(_write_derived(s, out))
+    if (out / "analysis").is_dir():
+        write_csv(out / "geometry_curves.csv", geometry_curves(out))
     L = s["config"]["train_len"]
     mult = [n // L for n in s["evals"][0]["lengths"]]
     print(f"{'variant':16s}" + "".join(f"{f'ppl {m}L':>18s}" for m in mult) + "".join(f"{f'acc {m}L':>14s}" for m in mult)
@@ -204,7 +226,7 @@ def report(out: pathlib.Path, docs: pathlib.Path | None = None) -> list[pathlib.
     if docs is not None:
         docs.mkdir(parents=True, exist_ok=True)
         for name in ("table.csv", "table.md", "per_model.csv", "correlations.csv", "claims.json", "summary.json",
-                     "train_log.csv"):
+                     "train_log.csv", "geometry_curves.csv"):
             if (out / name).exists():
                 shutil.copy(out / name, docs / name)
         for q in paths:
@@ -234,14 +256,13 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
         ax.legend(fontsize=7, ncol=2)
         paths.append(save_figure(fig, out / fname))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, sched in enumerate(dict.fromkeys(g["schedule"] for g in s["geometry"])):
-        f = out / "analysis" / f"{sched}_seed{s['config']['seeds'][0]}.json"
-        if not f.exists():
-            continue
-        a = json.loads(f.read_text())
-        rho = np.array([[np.nan if v is None else v for v in h["rho_measured"]] for h in a["heads"]])
-        line, = ax.plot(a["grid"], np.nanmedian(rho, axis=0), label=f"{sched}: measured (median head)")
-        ax.axhline(np.median([h["predicted_floor"] for h in a["heads"]]), color=line.get_color(), ls="--", lw=0.8)
+    curves = _read_csv(out / "geometry_curves.csv")
+    for sched in dict.fromkeys(r["schedule"] for r in curves):
+        rs = [r for r in curves if r["schedule"] == sched]
+        ns = sorted({int(r["n"]) for r in rs})
+        rho = [np.mean([float(r["rho_median_head"]) for r in rs if int(r["n"]) == n]) for n in ns]
+        line, = ax.plot(ns, rho, label=f"{sched}: measured (median head, mean of seeds)")
+        ax.axhline(np.mean([float(r["floor_median_head"]) for r in rs]), color=line.get_color(), ls="--", lw=0.8)
     ax.axvline(L, color="k", lw=0.8, ls=":", label=f"training length L = {L}")
     ax.set_xscale("log")
     ax.set_xlabel("length n (tokens)")
