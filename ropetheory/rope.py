@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .core.angles import N_CHUNKS, rope_angles, turn_chunks
-from .core.checks import check_finite_array, check_offset, check_positions, from_theta, real_array
+from .core.checks import check_finite_array, check_offset, check_positions, from_theta, pad_to_bucket, real_array
 from .core.layouts import check_layout, from_interleaved, rotate_interleaved, rotate_interleaved_cs, to_interleaved
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
@@ -83,7 +83,9 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
         pos = pos + np.int64(offset)
     if A.size == 0:                       # no tokens (or an empty batch): nothing to rotate
         return jnp.asarray(A)
-    return _apply_rope_kernel(jnp.asarray(A), jnp.asarray(chunks), jnp.asarray(pos), layout)
+    # rows padded to a bucket (the last row repeated): one compiled kernel per bucket, rows independent
+    Ap, pp = pad_to_bucket(np.asarray(A), axis=-2 % A.ndim), pad_to_bucket(pos)
+    return _apply_rope_kernel(jnp.asarray(Ap), jnp.asarray(chunks), jnp.asarray(pp), layout)[..., :n, :]
 
 
 def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:

@@ -116,3 +116,22 @@ def test_operator_bad_input_names_the_value(call, match):
     theta = rt.schedule("rope", head_dim=8)
     with pytest.raises((ValueError, TypeError), match=match):
         call(theta)
+
+
+def test_padding_to_a_bucket_keeps_every_row_and_length_bit_for_bit():
+    """apply_rope and the curves compile once per bucket of sizes; padded entries never leak in."""
+    from ropetheory.core.checks import bucket
+    for n in (1, 2, 3, 5, 1000, 1024, 1025, 5000, 123457):
+        b = bucket(n)
+        assert n <= b <= (2 * n if n <= 1024 else 1.125 * n + 1)
+    theta = rt.schedule("rope", head_dim=8, base=1e4)
+    X = np.random.default_rng(2).normal(size=(37, 8))
+    whole = np.asarray(rt.apply_rope(X, theta, offset=7))
+    for k in (1, 5, 36):
+        np.testing.assert_array_equal(np.asarray(rt.apply_rope(X[:k], theta, offset=7)), whole[:k])
+    v = np.random.default_rng(3).normal(size=8)
+    grid = [1, 10, 100, 10 ** 6, 10 ** 9]
+    full = rt.rank1_curve(theta, v, grid)
+    for sub in ([1], [10, 100], grid[:3]):
+        got = rt.rank1_curve(theta, v, sub)
+        np.testing.assert_array_equal(got["rho"], full["rho"][[grid.index(x) for x in sub]])

@@ -17,7 +17,7 @@ import numpy as np
 
 from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
-from ..core.checks import check_cloud_vector, check_clouds, check_length, check_lengths, from_theta
+from ..core.checks import check_cloud_vector, check_clouds, check_length, check_lengths, from_theta, pad_to_bucket
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
@@ -122,11 +122,12 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
     # three jitted stages, each over every length at once: fused into one program, XLA:CPU ran the
     # phases + assembly ~10x slower (1.07 s against 0.06 s at d = 128, 200 lengths; measured 2026-11-24)
-    D, S = weighted_mean_phases(th, w, L)
+    # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
+    D, S = weighted_mean_phases(th, w, pad_to_bucket(L))
     if method is not None:
         check_method(method)
     out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
-    res = {k: np.asarray(x) for k, x in out.items()}
+    res = {k: np.asarray(x)[:L.size] for k, x in out.items()}
     res["n"] = L
     return res
 
@@ -153,7 +154,7 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
     Vi = check_clouds(V, th.size, layout)
     L = check_lengths(lengths)
     Vi = rotate_to_offset(th, Vi, offset, int(L.max()))
-    Dm, Sm = weighted_mean_phases(th, CONSTANT, L)
+    Dm, Sm = weighted_mean_phases(th, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
     if method is not None:
         check_method(method)
     batched = jax.default_backend() != "cpu"
@@ -167,4 +168,4 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
                                               method=method)))
         if progress is not None:
             progress(min(chunk, Vi.shape[0] - k))
-    return np.sqrt(np.clip(np.concatenate(out), 0, None))
+    return np.sqrt(np.clip(np.concatenate(out)[:, :L.size], 0, None))
