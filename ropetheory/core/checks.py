@@ -204,12 +204,19 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def pad_edge(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
+    """``a`` padded along ``axis`` to ``size`` entries by repeating its last entry (``a`` if already that long)."""
+    n = a.shape[axis]
+    if not n or size <= n:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, size - n)
+    return np.pad(a, pad, mode="edge")
+
+
 def pad_to_bucket(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """``a`` padded along ``axis`` to :func:`bucket` of its length by repeating its last entry."""
-    n = a.shape[axis]
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, bucket(n) - n)
-    return np.pad(a, pad, mode="edge") if n else a
+    return pad_edge(a, bucket(a.shape[axis]), axis)
 
 
 def check_lengths(lengths: Any) -> np.ndarray:

@@ -181,13 +181,11 @@ def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "f
     each time: ~30 s for SmolLM2 on 2 cores); the float checkpoint and tokenizer are then saved under
     ``model_cache_dir()/converted`` and later loads read that (~2 s). Same weights, bit for bit.
     """
-    import shutil
     import sys
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder, gguf, label = resolve(model)
     kw: dict[str, Any] = {"local_files_only": True}
-    conv = None
     if gguf is not None:
         conv = _converted_dir(folder, gguf, label, dtype)
         if (conv / "COMPLETE").exists():
@@ -199,25 +197,37 @@ def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "f
                                  "this model does not use RoPE")
     tok = AutoTokenizer.from_pretrained(str(folder), **kw)
     m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kw)
-    if gguf is not None and conv is not None:
-        tmp = conv.with_name(conv.name + f".tmp{os.getpid()}")
-        try:
+    if gguf is not None:                                      # loaded from the GGUF: keep the conversion
+        def fill(tmp: pathlib.Path) -> None:
             import json
             from safetensors.torch import save_model
-            tmp.mkdir(parents=True, exist_ok=True)
             cfg = m.config.to_dict()
             cfg.pop("quantization_config", None)         # the weights are plain floats now
             (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
             save_model(m, str(tmp / "model.safetensors"))  # handles tied weights
             tok.save_pretrained(tmp)
-            (tmp / "COMPLETE").write_text(f"{label} from {gguf}\n")
-            if conv.exists():
-                shutil.rmtree(conv)
-            os.replace(tmp, conv)
-        except (OSError, ValueError, RuntimeError) as e:      # a read-only cache: load from the GGUF each time
-            print(f"ropetheory: could not keep the dequantised {label} in {conv} ({e})", file=sys.stderr)
-            shutil.rmtree(tmp, ignore_errors=True)
+        err = _publish(conv, fill, f"{label} from {gguf}")
+        if err is not None:                                   # a read-only cache: load from the GGUF each time
+            print(f"ropetheory: could not keep the dequantised {label} in {conv} ({err})", file=sys.stderr)
     return m.to(device).eval(), tok, label
+
+
+def _publish(folder: pathlib.Path, fill, note: str) -> Exception | None:
+    """Write a cache ``folder`` atomically: ``fill(tmp)`` writes a temporary sibling, a ``COMPLETE`` file
+    (holding ``note``) marks it finished, and a rename replaces ``folder``. Returns the error that stopped
+    it (the temporary folder removed), or None."""
+    import shutil
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        fill(tmp)
+        (tmp / "COMPLETE").write_text(note + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        return None
+    except (OSError, ValueError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return e
 
 
 def load_tokenizer(model: str | os.PathLike = "smollm2-135m"):
@@ -226,7 +236,6 @@ def load_tokenizer(model: str | os.PathLike = "smollm2-135m"):
     A GGUF's vocabulary is parsed once (~10 s for SmolLM2's 49k strings) and the tokenizer kept under
     ``model_cache_dir()/tokenizers`` (or taken from the dequantised checkpoint, if one is cached).
     """
-    import shutil
     from transformers import AutoTokenizer
     folder, gguf, label = resolve(model)
     if gguf is None:
@@ -238,12 +247,5 @@ def load_tokenizer(model: str | os.PathLike = "smollm2-135m"):
     if (cache / "COMPLETE").exists():
         return AutoTokenizer.from_pretrained(str(cache), local_files_only=True)
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, local_files_only=True)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-    try:
-        tok.save_pretrained(tmp)
-        (tmp / "COMPLETE").write_text(f"{label} tokenizer from {gguf}\n")
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(tmp, cache)
-    except OSError:                                      # a read-only cache: parse the GGUF each time
-        shutil.rmtree(tmp, ignore_errors=True)
+    _publish(cache, tok.save_pretrained, f"{label} tokenizer from {gguf}")   # a read-only cache: parse each time
     return tok

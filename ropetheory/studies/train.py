@@ -58,8 +58,9 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
             checkpoint_every: float = 60.0) -> dict[str, Any]:
     """Run stages 1-4 (each resumed from what is saved) and return the rows."""
     from .. import training
-    from ..store import Journal, source_hash, write_csv
+    from ..store import Journal, source_hash, write_csv, write_json
     from ..training import corpus, evaluate, loop, tasks
+    from ..training.model import param_count
     cfg = _config(p)
     multiples = tuple(int(m) for m in str(p["multiples"]).split(","))
     out.mkdir(parents=True, exist_ok=True)
@@ -100,18 +101,12 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
                 continue
             res = evaluate.geometry(_stack_index(run["models"], index[(sched, seed)]), cfg, data, sched,
                                     n=n_geo, seed=seed)
-            from ..store import write_json
             write_json(out / "analysis" / f"{sched}_seed{seed}.json", {k: res[k] for k in ("grid", "n", "train_len", "heads")})
             geos.add(key, {"schedule": sched, "seed": seed, **evaluate.summarise_geometry(res, cfg.train_len)})
     return {"evals": list(evals.rows.values()), "geometry": list(geos.rows.values()), "config": cfg.as_dict(),
             "params": p, "train_seconds": run["seconds"], "data": {k: v for k, v in data["recipe"].items() if k != "files"},
-            "params_per_model": _param_count(run["models"]) // len(run["names"]),
+            "params_per_model": param_count(run["models"]) // len(run["names"]),
             "tokens_per_model": cfg.steps * cfg.batch * cfg.train_len}
-
-
-def _param_count(models) -> int:
-    from ..training.model import param_count
-    return param_count(models)
 
 
 def main(argv=None) -> int:

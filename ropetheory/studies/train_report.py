@@ -313,6 +313,6 @@ def _plot_depth(s: dict, out: pathlib.Path) -> pathlib.Path:
     if im is not None:
         fig.colorbar(im, ax=axs, shrink=0.8, label="retrieval accuracy")
     path = out / FIGURES[4]
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80)          # not save_figure: its tight_layout would undo the constrained layout
     plt.close(fig)
     return path

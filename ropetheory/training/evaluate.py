@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.checks import pad_edge
+from ..rope import rope_tables
 from .loop import TrainConfig, schedule_theta
 from .tasks import ANSWER_DIGITS, TASKS, task_rows, text_rows
 
@@ -47,7 +49,6 @@ def variants(cfg: TrainConfig) -> list[tuple[str, str, str | None]]:
 
 def eval_tables(cfg: TrainConfig, schedule: str, change: str | None, n: int):
     """``(cos, sin, tau)`` float32 for an evaluation of length ``n``: ``(n, P)``, ``(n, P)``, ``(n,)``."""
-    from ..rope import rope_tables
     from ..schedules import length_temperature
     from ..schedules.hf import frequencies_from_config
     L, dh = cfg.train_len, cfg.model.head_dim
@@ -93,8 +94,7 @@ def _scored(model, rows, tables):
     import jax.numpy as jnp
     score, _ = _kernels()
     m = len(rows)
-    pad = -m % EVAL_ROWS_PER_CALL                  # full calls only: one program shape per n
-    rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)]) if pad else rows
+    rows = pad_edge(rows, m + -m % EVAL_ROWS_PER_CALL)    # full calls only: one program shape per n
     parts = [score(model, jnp.asarray(rows[i:i + EVAL_ROWS_PER_CALL]), *tables)
              for i in range(0, len(rows), EVAL_ROWS_PER_CALL)]
     return (np.concatenate([np.asarray(a) for a, _ in parts])[:m], np.concatenate([np.asarray(b) for _, b in parts])[:m])
@@ -134,7 +134,6 @@ def geometry(model, cfg: TrainConfig, data: dict, schedule: str, *, n: int, seed
     from ..models.analyze import analyze_dump
     _, cap_fn = _kernels()
     theta = schedule_theta(schedule, cfg.model.head_dim, cfg.train_len)
-    from ..rope import rope_tables
     cos, sin = (jnp.asarray(t) for t in rope_tables(theta, n, dtype=np.float32))
     row = text_rows(np.random.default_rng([seed, n, 99]), data["heldout"], n, 1)[0]
     qp, kp, qo, ko = (np.asarray(from_interleaved(t, "half"), dtype=np.float32) for t in cap_fn(model, jnp.asarray(row), cos, sin))

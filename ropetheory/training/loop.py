@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from .model import ModelConfig
-from .tasks import KV_PAIRS, mixed_batch
+from .tasks import TASKS, mixed_batch, row_tokens
 
-__all__ = ["TrainConfig", "SCHEDULES", "schedule_theta", "train", "model_names", "load_trained"]
+__all__ = ["TrainConfig", "SCHEDULES", "schedule_theta", "train", "model_names"]
 
 #: the schedules trained (names of the study; THEORY.md's definitions)
 SCHEDULES = ("rope", "half_rope", "high_freq_rope", "rope_id", "nope")
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     """Train every ``(schedule, seed)`` of ``cfg`` on ``data`` (:func:`.corpus.load_corpus`).
 
     Returns ``{"models": stacked LM, "names", "log": [{"step", "loss": [per model]}], "seconds", "key"}``;
-    the checkpoint ``folder/train.ckpt`` holds the same, for :func:`load_trained`.
+    the checkpoint ``folder/train.ckpt`` holds the same (a rerun of a finished run loads it and runs no step).
     """
     import equinox as eqx
     import jax
@@ -184,16 +184,15 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     step, log, seconds = 0, [], 0.0
     saved = load_checkpoint(folder / "train.ckpt", key) if resume else None
     if saved:
-        st = saved
-        arrays = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in st["leaves"]])
-        step, log, seconds = st["step"], st["log"], st["seconds"]
+        arrays = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in saved["leaves"]])
+        step, log, seconds = saved["step"], saved["log"], saved["seconds"]
     models, opt_states = eqx.combine(arrays, static)
     cos, sin = (jnp.asarray(t) for t in _tables(cfg, cfg.train_len))
     seed_of = jnp.asarray([cfg.seeds.index(k) for _, k in model_names(cfg)])
     tm, digits = data["recipe"]["templates"], data["recipe"]["digit_ids"]
-    need = 1 + KV_PAIRS * len(tm["kv_pair"]) + len(tm["kv_query"])
+    need = max(row_tokens(kind, tm) for kind in TASKS)
     if cfg.task_fraction > 0 and cfg.train_len < need:
-        raise ValueError(f"train_len {cfg.train_len} is shorter than a key-value retrieval row ({need} tokens)")
+        raise ValueError(f"train_len {cfg.train_len} is shorter than a retrieval row ({need} tokens)")
 
     run_chunk = _chunk_program(cfg)
     clock = CheckpointClock(checkpoint_every)
@@ -207,7 +206,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
         losses = np.asarray(losses)
         if not np.all(np.isfinite(losses)):
             raise ValueError(f"training diverged at steps {step}..{step + k}: non-finite loss "
-                                     f"(lower --lr, now {cfg.lr})")
+                             f"(lower --lr, now {cfg.lr})")
         step += k
         k = k_next
         seconds += time.perf_counter() - t0
@@ -222,11 +221,3 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
             progress(step, losses.mean(axis=0))
     return {"models": models, "names": model_names(cfg), "log": log, "seconds": seconds, "key": key}
 
-
-def load_trained(cfg: TrainConfig, data: dict, folder: str | pathlib.Path) -> dict[str, Any] | None:
-    """The finished run of ``cfg`` on ``data`` from ``folder/train.ckpt`` (None if absent or unfinished)."""
-    from ..store import load_checkpoint
-    saved = load_checkpoint(pathlib.Path(folder) / "train.ckpt", run_key(cfg, data["recipe"]["sha256"]))
-    if not saved or saved["step"] < cfg.steps:
-        return None
-    return train(cfg, data, folder, resume=True)        # loads, runs no step

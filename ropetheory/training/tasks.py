@@ -20,7 +20,7 @@ import numpy as np
 
 from .corpus import BOS
 
-__all__ = ["TEMPLATES", "ANSWER_DIGITS", "KV_PAIRS", "text_rows", "task_rows", "mixed_batch", "TASKS"]
+__all__ = ["TEMPLATES", "ANSWER_DIGITS", "KV_PAIRS", "text_rows", "task_rows", "mixed_batch", "TASKS", "row_tokens"]
 
 TEMPLATES = {
     "pk_needle": " The pass key is 00000. Remember it.",
@@ -56,21 +56,28 @@ def text_rows(rng: np.random.Generator, tokens: np.ndarray, n: int, count: int) 
     return np.stack([np.r_[BOS, _window(rng, tokens, n - 1)] for _ in range(count)])
 
 
+def row_tokens(kind: str, templates: dict[str, list[int]]) -> int:
+    """Tokens a ``kind`` row holds besides its filler: BOS, the needle(s) and the question."""
+    if kind == "passkey":
+        return 1 + len(templates["pk_needle"]) + len(templates["pk_query"])
+    if kind == "kv":
+        return 1 + KV_PAIRS * len(templates["kv_pair"]) + len(templates["kv_query"])
+    raise ValueError(f"kind must be one of {TASKS}, got {kind!r}")
+
+
 def _task_row(rng, tokens, n, kind, depth, tm, digit_ids) -> np.ndarray:
+    m = n - row_tokens(kind, tm)                  # filler tokens (raises for an unknown kind)
+    if m < 0:
+        raise ValueError(f"a {kind} row needs more than n = {n} tokens")
     if kind == "passkey":
         code = list(rng.integers(0, 10, ANSWER_DIGITS))
         needles = [_fill(tm["pk_needle"], digit_ids, code)]
         query = _fill(tm["pk_query"], digit_ids, code)
-    elif kind == "kv":
+    else:
         keys = rng.choice(9000, KV_PAIRS, replace=False) + 1000
         vals = rng.integers(10000, 100000, KV_PAIRS)
         needles = [_fill(tm["kv_pair"], digit_ids, [int(c) for c in f"{k}{v}"]) for k, v in zip(keys, vals)]
         query = _fill(tm["kv_query"], digit_ids, [int(c) for c in f"{keys[0]}{keys[0]}{vals[0]}"])
-    else:
-        raise ValueError(f"kind must be one of {TASKS}, got {kind!r}")
-    m = n - 1 - sum(x.size for x in needles) - query.size
-    if m < 0:
-        raise ValueError(f"a {kind} row needs more than n = {n} tokens")
     filler = _window(rng, tokens, m)
     # the first needle (the one asked for) at depth, the others at random places of the filler
     at = [int(round(depth * m))] + [int(a) for a in rng.integers(0, m + 1, len(needles) - 1)]
