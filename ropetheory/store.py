@@ -15,9 +15,10 @@ import pathlib
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from typing import Any, Iterable
 
-__all__ = ["Journal", "write_csv", "write_json", "jsonable", "source_hash", "check_finite_output"]
+__all__ = ["Journal", "PartStore", "atomic_open", "write_csv", "write_json", "jsonable", "source_hash", "check_finite_output"]
 
 
 def package_version() -> str:
@@ -40,6 +41,25 @@ def source_hash(*modules) -> str:
         for f in files:
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kw: Any):
+    """Open a hidden temporary sibling of ``path`` (``.<name>.<pid>.tmp``) for writing and rename it to
+    ``path`` when the block ends without an error, so a reader (or a kill) sees the old file or the new,
+    never a part; on an error the temporary file is removed. Its name never matches a glob for ``path``'s
+    suffix (``*.npz``, ``*.csv``), so a folder of finished parts can be counted while a write is under way.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, **kw) as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _row_sum(key: str, row: Any, code: str | None) -> str:
@@ -182,10 +202,8 @@ class PartStore:
             a = np.asarray(a)
             if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
                 raise ValueError(f"part {tag}: {name} holds non-finite values; not written")
-        path = self.folder / f"{tag}.npz"
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, _key=np.array(key), _code=np.array(str(self.code)), **arrays)
-        os.replace(tmp, path)
+        with atomic_open(self.folder / f"{tag}.npz") as fh:
+            np.savez(fh, _key=np.array(key), _code=np.array(str(self.code)), **arrays)
         self.added += 1
         fault_point()
 
@@ -259,12 +277,8 @@ def load_checkpoint(path: str | os.PathLike | None, key: str) -> dict | None:
 def save_checkpoint(path: str | os.PathLike, key: str, **state: Any) -> None:
     """Save ``state`` (picklable objects) under ``key``, atomically (a kill leaves the old file or the new)."""
     import pickle
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         pickle.dump({"key": key, "state": state}, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
 
 
 def check_finite_output(obj: Any, where: str) -> None:
@@ -286,19 +300,16 @@ def check_finite_output(obj: Any, where: str) -> None:
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
     path = pathlib.Path(path)
     check_finite_output(jsonable(rows), path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = []
     for r in rows:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
-    os.replace(tmp, path)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -308,8 +319,5 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     if isinstance(obj, dict) and "ropetheory_version" not in obj:
         obj = {**obj, "ropetheory_version": package_version()}
     check_finite_output(jsonable(obj), path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic_open(path, "w") as fh:
         json.dump(jsonable(obj), fh, indent=1)
-    os.replace(tmp, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from ropetheory.store import Journal
@@ -67,3 +68,19 @@ def test_a_row_keyed_by_other_parameters_is_computed_not_reused(tmp_path):
     j2 = Journal(p, code="A")
     assert key(4096, 0.01) in j2 and j2.loaded == 1
     assert key(4096, 0.02) not in j2 and key(8192, 0.01) not in j2
+
+
+def test_an_atomic_write_leaves_the_old_file_on_error_and_its_temporary_never_matches_the_suffix(tmp_path):
+    from ropetheory.store import PartStore, atomic_open
+    target = tmp_path / "part.npz"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as fh:
+            fh.write(b"half a file")
+            assert list(tmp_path.glob("*.npz")) == [target]     # the write in progress is not a part
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["part.npz"]
+    store = PartStore(tmp_path / "parts", code="c")
+    store.put("a", "k", x=np.arange(3.0))
+    assert [p.name for p in (tmp_path / "parts").iterdir()] == ["a.npz"]
+    np.testing.assert_array_equal(store.get("a", "k")["x"], np.arange(3.0))

@@ -55,6 +55,16 @@ def test_top_eigenvalue_keeps_the_batch_shape():
     np.testing.assert_allclose(out, np.linalg.eigvalsh(G)[..., -1], rtol=EIG_RTOL)
 
 
+@pytest.mark.parametrize("method", ["tridiagonal", "eigvalsh"])
+def test_one_matrix_at_a_time_gives_the_batched_numbers_and_shape(method):
+    """The per-matrix path (several CPU devices: no batched LAPACK call that could starve XLA's pool)."""
+    G = jnp.asarray(_psd_batch(16, 3, "wishart").reshape(2, 3, 16, 16))
+    one = jax.jit(lambda G: topeig.top_eigenvalue(G, method, one_at_a_time=True))(G)
+    assert one.shape == (2, 3)
+    np.testing.assert_allclose(one, topeig.top_eigenvalue(G, method), rtol=EIG_RTOL)
+    np.testing.assert_allclose(one, np.linalg.eigvalsh(np.asarray(G))[..., -1], rtol=EIG_RTOL)
+
+
 def test_lanczos_certificate_fails_where_too_few_steps_missed_the_top():
     """Three Lanczos steps on a spread spectrum cannot reach lambda_max: the Cholesky certificate must say so,
     and wherever it says ok the value is certified to CERT_RTOL."""

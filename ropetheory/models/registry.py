@@ -16,6 +16,8 @@ import os
 import pathlib
 from typing import Any
 
+from ..store import atomic_open
+
 __all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer"]
 
 PACKAGED: dict[str, dict[str, Any]] = {
@@ -92,14 +94,11 @@ def _packaged_gguf(name: str) -> pathlib.Path:
     else:
         path = model_cache_dir() / e["gguf"]
         if not path.exists() or path.stat().st_size != sum(p.stat().st_size for p in parts):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as out:
+            with atomic_open(path) as out:
                 for p in parts:
                     with open(p, "rb") as fh:
                         for block in iter(lambda: fh.read(1 << 22), b""):
                             out.write(block)
-            os.replace(tmp, path)
     stamp = path.with_name(path.name + ".sha256-ok")
     if not (stamp.exists() and stamp.read_text() == f"{path.stat().st_size} {e['sha256']}"):
         got = _sha256(path)

@@ -132,15 +132,15 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     return res
 
 
-@functools.partial(jax.jit, static_argnames=("batched_eig", "method"))
-def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False, method=None):
+@functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time"))
+def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
-    ``method``: how the top eigenvalue is found (:func:`.topeig.top_eigenvalue`)."""
+    ``method``, ``one_at_a_time``: how the top eigenvalue is found (:func:`.topeig.top_eigenvalue`)."""
     def grams(v):
         return jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
-        return top_eigenvalue(jax.vmap(grams)(V_il), method)
-    return jax.lax.map(lambda v: top_eigenvalue(grams(v), method), V_il)
+        return top_eigenvalue(jax.vmap(grams)(V_il), method, one_at_a_time=one_at_a_time)
+    return jax.lax.map(lambda v: top_eigenvalue(grams(v), method, one_at_a_time=one_at_a_time), V_il)
 
 
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,

@@ -199,7 +199,7 @@ def check_method(method) -> str:
     return method
 
 
-def top_eigenvalue(G, method: str | None = None):
+def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False):
     """``lambda_max`` of symmetric matrices ``G (..., d, d)`` (traceable; use inside ``jit``).
 
     ``method``: ``"tridiagonal"`` (Householder + Sturm bisection for the top eigenvalue only),
@@ -210,6 +210,13 @@ def top_eigenvalue(G, method: str | None = None):
     (:func:`default_method`).
     Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
     symmetrising a copy first cost a third of the time, measured).
+
+    ``one_at_a_time=True`` hands LAPACK one matrix per call (``lax.map``; same numbers). Needed where
+    several CPU devices run at once: jaxlib's batched LAPACK kernels split a batch over XLA's intra-op
+    thread pool and block until its tasks finish, so when every pool thread is itself such a kernel (one
+    per device) no thread is left to run the tasks and the program never ends (reproduced 2026-11-24: about
+    1 run in 15 of a 4-virtual-device sweep on 2 cores; gdb showed every ``tf_XLAEigen`` thread in
+    ``ParallelBatchMap``'s ``BlockingCounter::Wait``). A batch of one runs inline on the calling thread.
     """
     if not isinstance(G, jax.core.Tracer):                # concrete input: check it (traced: the caller did)
         A = check_finite_array("G", G, min_ndim=2)
@@ -218,6 +225,9 @@ def top_eigenvalue(G, method: str | None = None):
     G = jnp.asarray(G)
     d = G.shape[-1]
     method = default_method() if method is None else check_method(method)
+    if one_at_a_time and G.ndim > 2:
+        flat = G.reshape((-1, d, d))
+        return jax.lax.map(lambda g: top_eigenvalue(g, method), flat).reshape(G.shape[:-2])
     if method == "eigvalsh" or d <= 2:
         return jnp.linalg.eigvalsh(G, symmetrize_input=False)[..., -1]
     batch = G.shape[:-2]

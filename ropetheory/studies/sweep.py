@@ -90,10 +90,11 @@ def device_mesh(devices=None) -> jax.sharding.Mesh:
 @functools.lru_cache(maxsize=32)
 def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     from jax.sharding import PartitionSpec as Ps
-    # several virtual CPU devices: eigvalsh, as before this change (the sytrd path hung 2 of 4 runs even
-    # before OpenBLAS was limited to one thread, see _single_threaded_blas)
-    method = "eigvalsh" if jax.default_backend() == "cpu" and mesh.devices.size > 1 else None
-    body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched, method=method)
+    # several CPU devices: LAPACK one matrix per call (a batched call can deadlock XLA's thread pool, see
+    # topeig.top_eigenvalue), and eigvalsh, as before the top-eigenvalue methods (numbers unchanged)
+    several_cpu = jax.default_backend() == "cpu" and mesh.devices.size > 1
+    body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched,
+                             method="eigvalsh" if several_cpu else None, one_at_a_time=several_cpu)
     f = jax.shard_map(body, mesh=mesh, in_specs=(Ps("clouds"), Ps(), Ps()), out_specs=Ps("clouds"),
                       check_vma=False)
     return jax.jit(f)

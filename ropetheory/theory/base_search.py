@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
-from ..store import CHECKPOINT_OVERHEAD, CheckpointClock  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
+from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
@@ -190,15 +190,14 @@ def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
     part = [b for b in stack if b.m is not None]
     full = np.array([(a, b) for blk in stack if blk.m is None for a, b in zip(blk.t_lo, blk.t_hi)]).reshape(-1, 2)
     cat = lambda xs, dt: np.concatenate([np.asarray(x, dt) for x in xs] + [np.zeros(0, dt)])
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, key=np.array(key), full=full,
-             ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
-             counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
-             wcounts=cat((b.wcounts for b in part), np.int64),
-             wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
-             **{k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists)},
-             counters=np.array([evaluations, seconds]))
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        np.savez(fh, key=np.array(key), full=full,
+                 ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
+                 counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
+                 wcounts=cat((b.wcounts for b in part), np.int64),
+                 wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
+                 **{k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists)},
+                 counters=np.array([evaluations, seconds]))
 
 
 def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
