@@ -282,3 +282,20 @@ def test_cluster_scores_equal_scikit_learns(shift):
     sil, db = study._silhouette(K, Q)
     assert sil == pytest.approx(silhouette_score(X, lab, metric="cosine"), abs=CLUSTER_SCORE_ATOL)
     assert db == pytest.approx(davies_bouldin_score(X, lab), abs=CLUSTER_SCORE_ATOL)
+
+
+def test_the_fast_gguf_parse_reads_what_gguf_reads_and_the_swap_is_undone():
+    import gguf
+    src, name, _ = registry.resolve("smollm2-135m")
+    fast, ref = registry.gguf_reader(src / name), gguf.GGUFReader(str(src / name))
+    assert registry.gguf_reader(src / name) is fast                      # parsed once per process
+    assert list(fast.fields) == list(ref.fields) and len(fast.tensors) == len(ref.tensors) > 0
+    for k in ref.fields:
+        assert all(np.array_equal(a, b) for a, b in zip(fast.fields[k].parts, ref.fields[k].parts)), k
+    for a, b in zip(fast.tensors, ref.tensors):
+        assert (a.name, a.tensor_type, a.data_offset) == (b.name, b.tensor_type, b.data_offset)
+        assert np.array_equal(a.data, b.data)
+    original = gguf.GGUFReader
+    with registry.one_gguf_parse():
+        assert gguf.GGUFReader(str(src / name)) is fast
+    assert gguf.GGUFReader is original

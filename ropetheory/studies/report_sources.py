@@ -75,12 +75,16 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
 
 def _model_config(source: str) -> tuple[dict, str] | None:
     """A packaged model's name or a ``.gguf`` file: its config as transformers reads it (no weights)."""
-    from ..models.registry import PACKAGED, resolve
+    from ..models.registry import PACKAGED, one_gguf_parse, resolve
     if source not in PACKAGED and not source.endswith(".gguf"):
         return None
     folder, gguf, label = resolve(source)
     from transformers import AutoConfig
-    cfg = AutoConfig.from_pretrained(str(folder), gguf_file=gguf) if gguf else AutoConfig.from_pretrained(str(folder))
+    if gguf is None:
+        cfg = AutoConfig.from_pretrained(str(folder))
+    else:
+        with one_gguf_parse():
+            cfg = AutoConfig.from_pretrained(str(folder), gguf_file=gguf)
     return cfg.to_dict(), label
 
 
