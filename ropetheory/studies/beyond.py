@@ -24,7 +24,7 @@ from ..store import Journal, source_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 
 SCALES = {
-    "tiny": dict(n_max=1e4, pairs=2, M_max=10 ** 3, mc=10 ** 4, chunk=256),  # seconds: smoke and fault tests
+    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, chunk=256),  # seconds: smoke and fault tests
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
     "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6),
 }
