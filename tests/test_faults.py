@@ -7,6 +7,7 @@ reproduces). Sizes are small so the whole matrix runs in CI; the mechanism does 
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import re
@@ -27,10 +28,29 @@ COMMANDS = {
     "beyond": ["--scale", "tiny"],
     "extension": ["--clouds", "2", "--num", "6"],
     "basebound": ["--lengths", "128,256,512", "--head-dim", "32", "--b-min", "10", "--b-max", "1e4"],
-    # the real-model analysis: the packaged SmolLM2, 192 tokens in 6 chunks, a checkpoint after each
-    "analyze": ["--model", "smollm2-135m", "--max-tokens", "192", "--chunk", "32", "--train-len", "64",
+    # the real-model analysis on a Llama checkpoint folder (TINY_LLAMA: random weights, SmolLM2's tokenizer;
+    # the packaged SmolLM2 itself is analysed end to end in test_models), 192 tokens in 6 chunks, a
+    # checkpoint after each
+    "analyze": ["--model", "{tiny_llama}", "--max-tokens", "192", "--chunk", "32", "--train-len", "64",
                 "--checkpoint-every", "0"],
 }
+#: the checkpoint folder the analyze fault test reads: 2 layers, width 64, 4 query / 2 key-value heads
+TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=4096, rope_theta=10000.0, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from ropetheory.models.registry import load_tokenizer
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tok = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **TINY_LLAMA)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
 COUNT = re.compile(r": (\d+) saved (?:row|part)\(s\) kept, (\d+) computed")
 
 
@@ -39,14 +59,15 @@ COUNT = re.compile(r": (\d+) saved (?:row|part)\(s\) kept, (\d+) computed")
 CACHE = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"ropetheory-fault-tests-jax-cache-{os.getuid()}"
 
 
-def _run(cmd, out, fault=None):
+def _run_cmd(cmd, out, fault=None, model=None):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
            "JAX_COMPILATION_CACHE_DIR": str(CACHE), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     env.pop("ROPETHEORY_FAULT", None)
     if fault:
         env["ROPETHEORY_FAULT"] = fault
-    r = subprocess.run([sys.executable, "-m", "ropetheory.cli", cmd, *COMMANDS[cmd], "--out", str(out), "--quiet"],
+    args = [a.format(tiny_llama=model) for a in COMMANDS[cmd]]
+    r = subprocess.run([sys.executable, "-m", "ropetheory.cli", cmd, *args, "--out", str(out), "--quiet"],
                        env=env, capture_output=True, text=True, timeout=600)
     counts = [tuple(map(int, m)) for m in COUNT.findall(r.stderr)]
     return r, counts
@@ -69,8 +90,10 @@ def _csvs(folder):
 
 
 @pytest.mark.parametrize("cmd", sorted(COMMANDS))
-def test_killed_twice_then_resumed_gives_identical_files_and_computes_only_what_was_missing(cmd, tmp_path):
+def test_killed_twice_then_resumed_gives_identical_files_and_computes_only_what_was_missing(cmd, tmp_path, request):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
+    model = request.getfixturevalue("tiny_llama") if cmd == "analyze" else None
+    _run = functools.partial(_run_cmd, model=model)
     r, counts = _run(cmd, ref)
     assert r.returncode == 0, r.stderr[-3000:]
     total = sum(c for _, c in counts)

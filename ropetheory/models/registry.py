@@ -157,7 +157,12 @@ def gguf_reader(path: str | os.PathLike):
 
 @functools.lru_cache(maxsize=2)
 def _cached_reader(path: str, size: int, mtime_ns: int):
-    from gguf import GGUFReader
+    return _plain_reader_class()(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _plain_reader_class():
+    from gguf.gguf_reader import GGUFReader     # the class itself (gguf.GGUFReader may be swapped, below)
 
     class _PlainReader(GGUFReader):
         @property
@@ -168,7 +173,7 @@ def _cached_reader(path: str, size: int, mtime_ns: int):
         def data(self, mm):                     # GGUFReader.__init__ assigns its np.memmap here
             self._data = np.asarray(mm)         # a plain view of the same pages (no copy)
 
-    return _PlainReader(path)
+    return _PlainReader
 
 
 @contextlib.contextmanager
@@ -178,7 +183,7 @@ def one_gguf_parse():
     :func:`gguf_reader`'s one parse (``gguf.GGUFReader`` is swapped back on exit; transformers only reads
     the reader)."""
     import gguf
-    original = gguf.GGUFReader
+    from gguf.gguf_reader import GGUFReader as original
 
     def reader(path, mode="r"):
         return gguf_reader(path) if mode == "r" else original(path, mode)
