@@ -66,7 +66,7 @@ def _run_cmd(cmd, out, fault=None, model=None):
     env.pop("ROPETHEORY_FAULT", None)
     if fault:
         env["ROPETHEORY_FAULT"] = fault
-    args = [a.format(tiny_llama=model) for a in COMMANDS[cmd]]
+    args = [a.replace("{tiny_llama}", str(model)) for a in COMMANDS[cmd]]
     r = subprocess.run([sys.executable, "-m", "ropetheory.cli", cmd, *args, "--out", str(out), "--quiet"],
                        env=env, capture_output=True, text=True, timeout=600)
     counts = [tuple(map(int, m)) for m in COUNT.findall(r.stderr)]
