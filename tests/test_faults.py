@@ -51,18 +51,13 @@ def tiny_llama(tmp_path_factory):
     LlamaForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
 COUNT = re.compile(r": (\d+) saved (?:row|part)\(s\) kept, (\d+) computed")
 
 
-#: JAX's persistent compilation cache, shared by the runs of one command: the reruns of a killed run
-#: reuse its compiled kernels (compile time is most of a small run); it never changes a result
-CACHE = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"ropetheory-fault-tests-jax-cache-{os.getuid()}"
-
-
 def _run_cmd(cmd, out, fault=None, model=None):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "JAX_COMPILATION_CACHE_DIR": str(CACHE), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}   # with conftest's JAX cache
     env.pop("ROPETHEORY_FAULT", None)
     if fault:
         env["ROPETHEORY_FAULT"] = fault
