@@ -102,10 +102,11 @@ def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
 
 
 def save_dump(dump: dict, path: str | pathlib.Path) -> pathlib.Path:
+    from ..store import atomic_open
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{k: dump[k] for k in KEY_DUMP_FIELDS if k != "meta"},
-                        meta=np.array(json.dumps(dump["meta"], default=str)))
+    with atomic_open(path) as fh:                # written at ``path`` exactly (numpy adds no suffix to a handle)
+        np.savez_compressed(fh, **{k: dump[k] for k in KEY_DUMP_FIELDS if k != "meta"},
+                            meta=np.array(json.dumps(dump["meta"], default=str)))
     return path
 
 

@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from ..store import write_csv, write_json
+from ..store import atomic_open, write_csv, write_json
 
 
 def plot_schedule(sec: dict, L: int) -> bytes:
@@ -140,7 +140,9 @@ def write(rep: dict, out: pathlib.Path) -> pathlib.Path:
     write_csv(out / "drift.csv", [{"schedule": s["name"], **r} for s in rep["schedules"] for r in s["drift"]])
     pngs = [plot_schedule(s, rep["train_len"]) for s in rep["schedules"]]
     for s, png in zip(rep["schedules"], pngs):
-        (out / f"report_{str(s['name']).replace(' ', '_')}.png").write_bytes(png)
+        with atomic_open(out / f"report_{str(s['name']).replace(' ', '_')}.png") as fh:
+            fh.write(png)
     page = out / "report.html"
-    page.write_text(render_html(rep, pngs))
+    with atomic_open(page, "w") as fh:
+        fh.write(render_html(rep, pngs))
     return page

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..store import write_csv, write_json
+from ..store import atomic_open, write_csv, write_json
 from .common import save_figure
 
 __all__ = ["save", "report", "correlations"]
@@ -173,7 +173,8 @@ def _write_derived(s: dict, out: pathlib.Path) -> dict:
     write_csv(out / "table.csv", d["table"])
     write_csv(out / "correlations.csv", d["correlations"])
     write_json(out / "claims.json", d["claims"])
-    (out / "table.md").write_text(markdown_table({**s, **d}))
+    with atomic_open(out / "table.md", "w") as fh:
+        fh.write(markdown_table({**s, **d}))
     return d
 
 

