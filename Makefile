@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install verify test bench docs clean
+.PHONY: install verify test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ install: $(STAMP)
 verify: $(STAMP)
 	$(BIN)/ropetheory verify
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check ropetheory tests benchmarks experiments proofs examples
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 docs: $(STAMP)

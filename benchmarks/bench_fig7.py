@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     if len(names) > 1:
         a, b = names[0], names[1]
         res["speedup"] = res["seconds"][b] / res["seconds"][a]
-        res["max_rel_diff"] = float(max(np.max(np.abs(x - y) / y) for x, y in zip(rhos[a], rhos[b])))
+        res["max_rel_diff"] = float(max(np.max(np.abs(x - y) / y) for x, y in zip(rhos[a], rhos[b], strict=False)))
         print(f"{a} is {res['speedup']:.2f}x faster than {b}; max relative difference {res['max_rel_diff']:.1e}")
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(res, indent=1))

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     res = {"device": str(jax.devices()[0]), "n": n, "d": args.d, "chunk": args.chunk, "seconds": {}}
     lams = {}
     for phases in ("anchored", "exact"):
-        def go():
+        def go(phases=phases):
             vv = jnp.asarray(v / np.linalg.norm(v))
             rows = sp.stream._rank1_rows_callable(ramp)
             return sp.stream_gram_curve(th, rows, (vv,), lengths, chunk=args.chunk, phases=phases)["lam"]
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
         res["seconds"][phases] = time.perf_counter() - t0
         flops = 2.0 * n * args.d ** 2
         res[f"{phases}_tflops"] = flops / res["seconds"][phases] / 1e12
-        line = f"{phases:8s}: {res['seconds'][phases]:.3f} s to n = {n:.0e} ({res[f'{phases}_tflops']:.2f} TFLOP/s on G += Y^T Y"
+        line = (f"{phases:8s}: {res['seconds'][phases]:.3f} s to n = {n:.0e} "
+                f"({res[f'{phases}_tflops']:.2f} TFLOP/s on G += Y^T Y")
         if args.peak_tflops:
             res[f"{phases}_peak_fraction"] = res[f"{phases}_tflops"] / args.peak_tflops
             line += f", {100 * res[f'{phases}_peak_fraction']:.0f}% of {args.peak_tflops:g}"

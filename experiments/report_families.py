@@ -40,7 +40,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rs = rows(args.clouds)
     write_csv(pathlib.Path(args.out), rs)
-    print("| config | schedule | type | d | L (H) | floor | ρ at H | reach / H | C1 | C2 | drift at 4L | B(m) ≥ 0 to H |")
+    print(
+        "| config | schedule | type | d | L (H) | floor | ρ at H | reach / H | C1 | C2 | drift at 4L | B(m) ≥ 0 to H |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     yn = {True: "yes", False: "no", None: "–"}
     for r in rs:

@@ -24,7 +24,6 @@ def main():
         lhs = sum(w[i] * z ** i for i in range(n))
         rhs = w[n - 1] * E[n] - sum((w[i + 1] - w[i]) * E[i + 1] for i in range(n - 1))
         assert sp.expand(lhs - rhs) == 0, n
-        m = sp.symbols("m", integer=True, positive=True)
     print("  - sum w_i z^i = w_{n-1} E_n - sum (w_{i+1} - w_i) E_{i+1}  for n = 1..8   [checked]")
     print("Step 2: |E_m| <= 1/|sin(omega/2)|")
     om = sp.symbols("omega", real=True)

@@ -31,10 +31,38 @@ from .theory.theorems import (predicted_limit, certified_eps, certified_bound, c
                               limit_lambdas, convergence_rate)
 from .theory.criteria import criteria  # noqa: E402
 from .theory.base_search import search_feasible_bases  # noqa: E402
+from . import data  # noqa: E402
+from .schedules import rope  # noqa: E402,F811  (the schedule; importing .rope above bound the operator module here)
 
 __version__ = "0.1.0"
-__all__ = ["SCHEDULES", "schedule", "schedule_from_spec", "rope", "partial", "high_frequency",
-           "rope_id", "length_temperature", "from_config", "apply_rope", "turn_chunks",
-           "AffineWeights", "TrigWeights", "log_grid", "rank1_curve", "rank1_curves_batch", "rank1_gram",
-           "rank1_stream_curve", "rope_matrix_curve", "top_eigenvalue", "predicted_limit", "certified_eps", "certified_bound",
-           "check_rank1_claims", "limit_lambdas", "convergence_rate", "criteria", "search_feasible_bases"]
+__all__ = [
+    "SCHEDULES",
+    "schedule",
+    "schedule_from_spec",
+    "rope",
+    "partial",
+    "high_frequency",
+    "rope_id",
+    "length_temperature",
+    "from_config",
+    "apply_rope",
+    "turn_chunks",
+    "AffineWeights",
+    "TrigWeights",
+    "log_grid",
+    "rank1_curve",
+    "rank1_curves_batch",
+    "rank1_gram",
+    "rank1_stream_curve",
+    "rope_matrix_curve",
+    "top_eigenvalue",
+    "predicted_limit",
+    "certified_eps",
+    "certified_bound",
+    "check_rank1_claims",
+    "limit_lambdas",
+    "convergence_rate",
+    "criteria",
+    "search_feasible_bases",
+    "data",
+]

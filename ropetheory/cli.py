@@ -17,14 +17,33 @@ def _schedule_table(theta: np.ndarray, attention_factor: float | None = None) ->
     """A readable table of planes: frequency, wavelength (tokens), NoPE marked."""
     lines = [f"{'plane':>5s} {'theta':>14s} {'wavelength':>14s}"]
     for j, t in enumerate(theta):
-        lines.append(f"{j:5d} {t:14.6g} {2 * np.pi / t if t > 0 else float('inf'):14.6g}" + ("  NoPE" if t <= 0 else ""))
+        lines.append(
+            f"{j:5d} {t:14.6g} {2 * np.pi / t if t > 0 else float('inf'):14.6g}" + ("  NoPE" if t <= 0 else "")
+        )
     if attention_factor is not None:
         lines.append(f"attention factor {attention_factor:.6g}")
     return "\n".join(lines)
 
 
+def spec_with_defaults(text: str, *, head_dim: int | None = None, params: list[str] | None = None) -> dict:
+    """A command-line schedule: :func:`ropetheory.schedules.parse_spec` of ``text``, the ``--param``
+    items and ``--head-dim`` merged in (a disagreement refused with both values), and
+    :data:`DEFAULT_HEAD_DIM` for a paper schedule that names no head width."""
+    from .schedules import DEFAULT_HEAD_DIM, is_model_config, merge_spec, parse_spec
+    spec = parse_spec(text)
+    extra = parse_spec("x:" + ",".join(params)) if params else {"name": "x"}
+    extra.pop("name")
+    spec = merge_spec(spec, **extra, head_dim=head_dim)
+    if not is_model_config(spec) and "head_dim" not in spec and "d" not in spec:
+        spec["head_dim"] = DEFAULT_HEAD_DIM
+    return spec
+
+
 def _cmd_schedule(args) -> int:
-    from .schedules import schedule, schedule_from_spec
+    from .schedules import schedule_from_spec
+    if args.list:
+        print(_schedule_list())
+        return 0
     att = None
     if args.config:
         from .schedules.hf import frequencies_from_config
@@ -32,17 +51,11 @@ def _cmd_schedule(args) -> int:
         theta, att = np.asarray(f["theta"]), float(f["attention_factor"])
         out = dict(f)
     else:
-        if args.spec:
-            theta = schedule_from_spec(args.spec)
-        else:
-            params = {}
-            for kv in args.param or []:
-                if "=" not in kv:
-                    raise ValueError(f"--param expects KEY=VALUE, got {kv!r}")
-                k, v = kv.split("=", 1)
-                params[k] = json.loads(v)
-            theta = schedule(args.name, head_dim=args.head_dim, **params)
-        out = {"theta": theta}
+        if args.spec and args.name:
+            raise ValueError(f"give the schedule once: SPEC {args.name!r} or --spec {args.spec!r}")
+        spec = spec_with_defaults(args.spec or args.name or "rope", head_dim=args.head_dim, params=args.param)
+        theta = schedule_from_spec(spec)
+        out = {"spec": spec, "theta": theta}
     out["wavelength"] = [2 * np.pi / t if t > 0 else None for t in np.asarray(theta, dtype=float)]
     if args.json or args.compact:
         from .store import check_finite_output, jsonable
@@ -54,39 +67,81 @@ def _cmd_schedule(args) -> int:
     return 0
 
 
+def _schedule_list() -> str:
+    """Every schedule the package knows, with its parameters and their defaults."""
+    import inspect
+    from .schedules import SCHEDULES, ALIASES
+    from .schedules.hf import ROPE_TYPES
+    from .schedules import DEFAULT_HEAD_DIM
+    lines = ["paper schedules (SPEC: name:key=value,...; head_dim defaults to "
+             f"{DEFAULT_HEAD_DIM} on the command line):"]
+    for name, fn in SCHEDULES.items():
+        ps = [f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
+              for p in inspect.signature(fn).parameters.values()]
+        aliases = sorted(a for a, k in ALIASES.items() if k == name)
+        lines.append(f"  {name}({', '.join(ps)})" + (f"  aliases: {', '.join(aliases)}" if aliases else ""))
+    lines.append("  theta(theta=[...])  an explicit frequency vector")
+    lines.append("Hugging Face rope types (a config.json, a checkpoint folder, or a JSON rope dict with head_dim): "
+                 + ", ".join(ROPE_TYPES))
+    return "\n".join(lines)
+
+
 def _cmd_curve(args) -> int:
+    from . import __version__
     from .schedules import schedule_from_spec
     from .spectra.gram import log_grid, rank1_curve
     from .theory.theorems import predicted_limit
-    theta = schedule_from_spec(args.spec)
+    spec = spec_with_defaults(args.spec)
+    theta = schedule_from_spec(spec)
     v = np.random.default_rng(args.seed).standard_normal(theta.size * 2)
     g = log_grid(args.n_max, args.num)
     c = rank1_curve(theta, v, g)
     lim = predicted_limit(theta, v)
-    print(f"# limit rho = {lim.rho:.9f}, srank -> {lim.srank:.6f}")
-    print("n,rho,srank")
-    for n, r, s in zip(c["n"], c["rho"], c["srank"]):
-        print(f"{n},{r:.12g},{s:.12g}")
+    meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
+            "n_max": args.n_max, "num": args.num, "limit_rho": lim.rho, "limit_srank": lim.srank,
+            "ropetheory": __version__}
+    rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
+            for n, r, s in zip(c["n"], c["rho"], c["srank"], strict=True)]
+    if args.format == "json":
+        print(json.dumps({**meta, "rows": rows}, allow_nan=False))
+    else:
+        print("n,rho,srank")
+        for row in rows:
+            print(f"{row['n']},{row['rho']:.12g},{row['srank']:.12g}")
+    if args.sidecar:
+        from .store import write_json
+        write_json(args.sidecar, meta)
     return 0
 
 
 #: study commands (own parsers, each has -h): module and one-line description
 STUDIES = {
-    "verify": ("studies.verify", "check Lemma 1, Lemma 2, Theorem 1, the bounds and counter-examples (results/verify.*)"),
+    "verify": (
+        "studies.verify",
+        "check Lemma 1, Lemma 2, Theorem 1, the bounds and counter-examples (results/verify.*)",
+    ),
     "report": ("studies.report", "what a config's, model's or schedule's RoPE does past L, and why (HTML + JSON)"),
     "fig7": ("studies.figure7", "Figure 7: FSV decay of random clouds, criteria C1/C2, Table-5 ablations"),
     "sinks": ("studies.sinks", "sink-token simulation: the sink's attention share against length"),
-    "extension": ("studies.extension", "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria"),
+    "extension": (
+        "studies.extension",
+        "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria",
+    ),
     "sweep": ("studies.sweep", "schedules x head dims x clouds x lengths x weights, sharded over devices"),
     "beyond": ("studies.beyond", "beyond rank 1, and the second paper's position/token inversions"),
     "basebound": ("studies.base_bound", "Men et al.'s smallest RoPE base, by a certified search"),
-    "train": ("studies.train", "train small models with each schedule; does the geometry predict length generalization?"),
+    "train": (
+        "studies.train",
+        "train small models with each schedule; does the geometry predict length generalization?",
+    ),
     "analyze": ("models.analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
 }
 
 
 def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
-    """One line on stderr for a user error; exit code 2."""
+    """One line on stderr for a user error; exit code 2. A closed output pipe is not one (:func:`main`)."""
+    if isinstance(e, BrokenPipeError):
+        raise e
     if isinstance(e, OSError) and e.filename is not None:
         msg = f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
         if "--plot-only" in argv and isinstance(e, FileNotFoundError):
@@ -105,7 +160,24 @@ def _report_stores(cmd: str) -> None:
 
 
 def main(argv=None) -> int:
+    """Run one command; a closed output pipe (``ropetheory schedule | head``) ends it quietly."""
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)         # the reader is gone: no further writes, no traceback
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from . import __version__
+        print(f"ropetheory {__version__}")
+        return 0
     from .store import OPENED
     OPENED.clear()
     if argv and argv[0] in STUDIES:
@@ -132,21 +204,32 @@ def main(argv=None) -> int:
                                        "finished parts are kept and a rerun resumes")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     s = sub.add_parser("schedule", help="print a schedule's or a config's frequencies (table or JSON)")
-    s.add_argument("name", nargs="?", default="rope")
-    s.add_argument("--head-dim", type=int, default=128)
-    s.add_argument("--param", action="append", help="KEY=VALUE (JSON value), repeatable")
-    s.add_argument("--spec", help="JSON spec string or file")
-    s.add_argument("--config", help="a model's config.json (Hugging Face rope_type)")
+    s.add_argument("name", nargs="?", default=None, metavar="SPEC",
+                   help="the schedule: name[:key=value,...] (rope_id:train_len=4096), a JSON spec, or a JSON "
+                        "file or checkpoint folder (default: rope); --list names them all")
+    s.add_argument("--list", action="store_true", help="list every schedule with its parameters and defaults")
+    s.add_argument("--head-dim", type=int, default=None,
+                   help="head width d (default: the spec's, else 128)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a schedule parameter (JSON value), repeatable; must agree with the spec")
+    s.add_argument("--spec", help="the same as SPEC (give one of the two)")
+    s.add_argument("--config", help="a model's config.json or checkpoint folder (Hugging Face rope_type)")
     s.add_argument("--seq-len", type=int, default=None, help="sequence length (dynamic, longrope)")
     s.add_argument("--layer-type", default=None, help="for per-layer-type rope parameters")
     s.add_argument("--json", action="store_true", help="print JSON (null wavelength for NoPE planes)")
     s.add_argument("--compact", action="store_true", help="one-line JSON")
     s.set_defaults(fn=_cmd_schedule)
     c = sub.add_parser("curve", help="FSV-ratio curve of a random rank-1 cloud (CSV on stdout)")
-    c.add_argument("--spec", default='{"name": "rope", "head_dim": 128}')
-    c.add_argument("--n-max", type=float, default=1e12)
-    c.add_argument("--num", type=int, default=200)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--spec", default="rope:head_dim=128",
+                   help="the schedule, in the syntax of 'schedule' (default: rope:head_dim=128)")
+    c.add_argument("--n-max", type=float, default=1e12, help="largest length n (default: 1e12)")
+    c.add_argument("--num", type=int, default=200, help="number of log-spaced lengths (default: 200)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random cloud vector v (default: 0)")
+    c.add_argument("--format", choices=("csv", "json"), default="csv",
+                   help="csv: a plain n,rho,srank table; json: the rows with the spec, seed, limit and version "
+                        "(default: csv)")
+    c.add_argument("--sidecar", default=None, metavar="FILE",
+                   help="also write the spec, seed, limit and package version to this JSON file")
     c.set_defaults(fn=_cmd_curve)
     for name, (_, desc) in STUDIES.items():           # listed here, parsed by the study's own parser
         sub.add_parser(name, help=desc, add_help=False)

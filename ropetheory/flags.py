@@ -8,7 +8,8 @@ Imports nothing of the package: the studies and the real-model commands both bui
 from __future__ import annotations
 
 import argparse
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 __all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS"]
 
@@ -24,7 +25,9 @@ def study_parser(prog: str, doc: str | None, *, out: str = "results",
     if unknown:
         raise ValueError(f"flags must be among {SHARED_FLAGS}, got {sorted(unknown)}")
     ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
-    ap.add_argument("--out", default=out, help=f"output folder (default {out}); results are written as they are computed")
+    ap.add_argument(
+        "--out", default=out, help=f"output folder (default {out}); results are written as they are computed"
+    )
     if "fresh" in flags:
         ap.add_argument("--fresh", action="store_true", help="ignore saved results and recompute everything")
     if "quiet" in flags:

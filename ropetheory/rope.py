@@ -16,7 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .core.angles import N_CHUNKS, rope_angles, turn_chunks
-from .core.checks import check_finite_array, check_offset, check_positions, from_theta, pad_to_bucket, real_array
+from .core.checks import (
+    check_finite_array,
+    check_integer,
+    check_offset,
+    check_positions,
+    from_theta,
+    pad_to_bucket,
+    real_array,
+)
 from .core.layouts import check_layout, from_interleaved, rotate_interleaved, rotate_interleaved_cs, to_interleaved
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
@@ -83,9 +91,56 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
         pos = pos + np.int64(offset)
     if A.size == 0:                       # no tokens (or an empty batch): nothing to rotate
         return jnp.asarray(A)
+    A, exponents = _planes_to_safe_range(np.asarray(A), layout)
     # rows padded to a bucket (the last row repeated): one compiled kernel per bucket, rows independent
-    Ap, pp = pad_to_bucket(np.asarray(A), axis=-2 % A.ndim), pad_to_bucket(pos)
-    return _apply_rope_kernel(jnp.asarray(Ap), jnp.asarray(chunks), jnp.asarray(pp), layout)[..., :n, :]
+    Ap, pp = pad_to_bucket(A, axis=-2 % A.ndim), pad_to_bucket(pos)
+    out = _apply_rope_kernel(jnp.asarray(Ap), jnp.asarray(chunks), jnp.asarray(pp), layout)[..., :n, :]
+    if exponents is None:
+        return out
+    return jnp.asarray(_planes_back(np.asarray(out), exponents))
+
+
+#: planes whose largest entry lies outside ``[2^-SAFE_PLANE_EXPONENT, 2^SAFE_PLANE_EXPONENT]`` are rotated
+#: at an exactly rescaled magnitude: near the float64 maximum ``c x - s y`` can overflow although the
+#: rotated plane (of the same norm) is representable, and XLA on CPU flushes subnormals to zero
+SAFE_PLANE_EXPONENT = 400
+
+
+def _plane_max(A: np.ndarray, layout: str) -> np.ndarray:
+    """``max(|x_a|, |x_b|)`` of every plane of ``A (..., d)``: ``(..., P)``."""
+    P = A.shape[-1] // 2
+    if layout == "interleaved":
+        return np.maximum(np.abs(A[..., 0::2]), np.abs(A[..., 1::2]))
+    return np.maximum(np.abs(A[..., :P]), np.abs(A[..., P:]))
+
+
+def _per_channel(e: np.ndarray, layout: str) -> np.ndarray:
+    """A per-plane array ``(..., P)`` spread to the plane's two channels ``(..., 2P)``."""
+    return np.repeat(e, 2, axis=-1) if layout == "interleaved" else np.concatenate([e, e], axis=-1)
+
+
+def _planes_to_safe_range(A: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each plane outside the safe range times ``2^-k`` (``k`` the binary exponent of its largest entry),
+    exactly, with the per-channel exponents to undo it; ``(A, None)`` when every plane is in range."""
+    m = _plane_max(A, layout)
+    out = (m != 0) & ((m < 2.0 ** -SAFE_PLANE_EXPONENT) | (m > 2.0 ** SAFE_PLANE_EXPONENT))
+    if not out.any():
+        return A, None
+    e = _per_channel(np.where(out, np.frexp(m)[1], 0), layout)
+    return np.ldexp(A, -e), e
+
+
+def _planes_back(Y: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Undo :func:`_planes_to_safe_range` on the rotated planes; refuse, naming ``X``, a rotated plane
+    whose entries exceed the float64 maximum (rotation keeps a plane's norm, not its largest entry)."""
+    with np.errstate(over="ignore"):
+        out = np.ldexp(Y, e)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"X: the rotated value at index {idx} exceeds the float64 maximum (a plane's norm is "
+                         f"kept, not its largest entry); rescale X, e.g. by a power of two")
+    return out
 
 
 def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +155,7 @@ def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64)
     th = from_theta(real_array("theta", theta))
     if th.ndim != 1:
         raise ValueError(f"theta must be a vector of frequencies, got shape {th.shape}")
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    n = check_integer("n", n, lo=0)
     offset = check_offset(offset, 0, max(int(n) - 1, 0))
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")

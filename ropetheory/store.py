@@ -16,9 +16,19 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
-__all__ = ["Journal", "PartStore", "atomic_open", "write_csv", "write_json", "jsonable", "source_hash", "check_finite_output"]
+__all__ = [
+    "Journal",
+    "PartStore",
+    "atomic_open",
+    "write_csv",
+    "write_json",
+    "jsonable",
+    "source_hash",
+    "check_finite_output",
+]
 
 
 def package_version() -> str:

@@ -12,4 +12,17 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+#: hypothesis profiles. ``ci`` (selected when ``CI`` is set): derandomized, so every run draws the same
+#: examples, no example database, the example counts each test states. ``explore`` (``HYPOTHESIS_PROFILE=
+#: explore``, run before a stop): random draws, :data:`strategies.EXPLORE_FACTOR` times the examples;
+#: what it finds becomes an ``@example`` case. ``dev`` (otherwise): random draws, the stated counts.
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, **_COMMON)
+settings.register_profile("explore", derandomize=False, print_blob=True, **_COMMON)
+settings.register_profile("dev", **_COMMON)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+
 import ropetheory  # noqa: E402,F401  (enables jax_enable_x64 before any test builds arrays)

@@ -1,10 +1,23 @@
 """Hypothesis strategies shared by the property tests: head widths, schedules, clouds, lengths."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 
 import ropetheory as rt
+
+#: the ``explore`` profile runs every property test with this many times its stated example count
+EXPLORE_FACTOR = 25
+
+
+def examples(n: int, **kw) -> settings:
+    """``@settings`` for a property test of ``n`` examples (the loaded profile's other settings; ``n``
+    times :data:`EXPLORE_FACTOR` under the ``explore`` profile)."""
+    scale = EXPLORE_FACTOR if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1
+    return settings(max_examples=n * scale, **kw)
+
 
 head_dims = st.sampled_from([2, 4, 6, 8, 16, 32])
 layouts = st.sampled_from(["interleaved", "half"])

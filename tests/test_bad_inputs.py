@@ -70,8 +70,13 @@ def test_certified_eps_refuses_lengths_where_the_weights_sum_to_zero():
     assert theorems.certified_eps(THETA, V, [2], weights=spectra.AffineWeights(0.0, 1.0))[0] > 0
 
 
-@pytest.mark.parametrize("spec, match", [
-    ({"name": "rope", "head_dim": 8, "d": 16}, "conflicting"), ({"name": "rope", "type": "partial", "head_dim": 8}, "conflicting")])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"name": "rope", "head_dim": 8, "d": 16}, "conflicting"),
+        ({"name": "rope", "type": "partial", "head_dim": 8}, "conflicting"),
+    ],
+)
 def test_conflicting_spec_keys_are_refused(spec, match):
     with pytest.raises(ValueError, match=match):
         rt.schedule_from_spec(spec)
@@ -119,18 +124,34 @@ def test_cli_user_errors_are_one_line_with_exit_2_and_ctrl_c_is_130(capsys, monk
     assert err.count("\n") == 1 and "resume" in err
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: rt.apply_rope(np.ones((2, 2)), 1.0), "theta"),
-    (lambda: spectra.log_grid(1e6, 0), "num"), (lambda: spectra.log_grid(float("inf"), 10), "n_max"),
-    (lambda: spectra.rank1_curves_batch(THETA, np.ones((0, 8)), [10]), "V"),
-    (lambda: spectra.TrigWeights(1.0, ((-1.0, 0.0),)), "identically zero"),
-    (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config("/"), "directory"),
-    (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config(
-        {"head_dim": 2, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, seq_len=64),
-     "rotary dim"),
-    (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config(
-        {"head_dim": 8, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "beta_fast": "32"}}),
-     "beta_fast")])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: rt.apply_rope(np.ones((2, 2)), 1.0), "theta"),
+        (lambda: spectra.log_grid(1e6, 0), "num"),
+        (lambda: spectra.log_grid(float("inf"), 10), "n_max"),
+        (lambda: spectra.rank1_curves_batch(THETA, np.ones((0, 8)), [10]), "V"),
+        (lambda: spectra.TrigWeights(1.0, ((-1.0, 0.0),)), "identically zero"),
+        (lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config("/"), "directory"),
+        (
+            lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config(
+                {"head_dim": 2, "max_position_embeddings": 8, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+                seq_len=64,
+            ),
+            "rotary dim",
+        ),
+        (
+            lambda: __import__("ropetheory.schedules.hf").schedules.hf.frequencies_from_config(
+                {
+                    "head_dim": 8,
+                    "max_position_embeddings": 8,
+                    "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "beta_fast": "32"},
+                }
+            ),
+            "beta_fast",
+        ),
+    ],
+)
 def test_inputs_that_used_to_end_in_a_traceback_get_a_named_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
@@ -177,7 +198,20 @@ def test_sweep_refuses_overflowing_power_weights_and_recomputes_a_damaged_part(t
     from ropetheory.studies import sweep
     with pytest.raises(ValueError, match="overflow"):
         sweep.stream_gram_batch(THETA, V[None], [1000], alpha=1000.0)
-    args = ["sweep", "--head-dims", "8", "--clouds", "2", "--n-max", "100", "--num", "4", "--out", str(tmp_path), "--quiet"]
+    args = [
+        "sweep",
+        "--head-dims",
+        "8",
+        "--clouds",
+        "2",
+        "--n-max",
+        "100",
+        "--num",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     assert main(args) == 0
     ref = (tmp_path / "sweep.csv").read_bytes()
     part = next((tmp_path / "sweep_parts").glob("*.npz"))

@@ -51,7 +51,9 @@ def test_position_inversion_exact_count_equals_brute_force_and_mc_interval():
     assert r["mc_lo"] <= r["exact"] <= r["mc_hi"]
     # scores against the plain formula sum_j a_j cos(m theta_j + phi_j)
     zq, zk = q[0::2] + 1j * q[1::2], k[0::2] + 1j * k[1::2]
-    ref = [sum(abs(zq[j]) * abs(zk[j]) * math.cos(m * th[j] + np.angle(zk[j] / zq[j])) for j in range(2)) for m in range(M)]
+    ref = [
+        sum(abs(zq[j]) * abs(zk[j]) * math.cos(m * th[j] + np.angle(zk[j] / zq[j])) for j in range(2)) for m in range(M)
+    ]
     np.testing.assert_allclose(S, ref, atol=1e-12)
 
 

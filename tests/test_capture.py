@@ -37,9 +37,15 @@ def test_capture_llama_records_every_layer_and_matches_exact_rotation(ids):
 
 def test_capture_gpt_neox_partial_rotary(ids):
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        max_position_embeddings=128,
-                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    cfg = GPTNeoXConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+    )
     d = capture(GPTNeoXForCausalLM(cfg).eval(), ids)
     assert d["meta"]["rotary_dim"] == 8 and d["meta"]["rotation_check"]["max_abs_diff"] < ROTATION_ATOL
     np.testing.assert_array_equal(d["keys_pre"][..., 8:], d["keys_post"][..., 8:])   # pass-through channels

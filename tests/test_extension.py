@@ -1,8 +1,6 @@
 """Context-extension study: the paper's drift statement for PI / YaRN, float32 positions, a small run."""
 import json
-import math
 
-import numpy as np
 import pytest
 
 from ropetheory.studies import extension as ext

@@ -1,7 +1,6 @@
 """Figure 7 study: criteria verdicts, resume after interruption, plots from saved numbers alone."""
 import json
 
-import numpy as np
 import pytest
 
 from ropetheory.studies import figure7
@@ -70,7 +69,9 @@ def test_plot_is_made_from_the_saved_numbers_alone(small_run, tmp_path, monkeypa
     out, _ = small_run
     for name in ("fig7.csv", "fig7.json", "fig7_ablations.json"):
         (tmp_path / name).write_bytes((out / name).read_bytes())
-    monkeypatch.setattr(spectra, "rank1_curves_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+    monkeypatch.setattr(
+        spectra, "rank1_curves_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed"))
+    )
     paths = figure7.plot(tmp_path)
     figure7.print_tables(tmp_path)
     assert all(p.exists() and p.stat().st_size > 10_000 for p in paths)
@@ -79,7 +80,8 @@ def test_plot_is_made_from_the_saved_numbers_alone(small_run, tmp_path, monkeypa
 def test_rope_id_curve_is_flat_after_L_and_rope_keeps_falling(small_run):
     out, _ = small_run
     import csv
-    rows = list(csv.DictReader(open(out / "fig7.csv")))
+    with open(out / "fig7.csv") as fh:
+        rows = list(csv.DictReader(fh))
 
     def med(key, n):
         return float(next(r["median"] for r in rows if r["schedule"] == key and int(r["n"]) == n))

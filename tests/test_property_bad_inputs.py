@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import ropetheory as rt
 from ropetheory import schedules, spectra
 from ropetheory.theory import theorems
+from strategies import examples
 
 #: a call on tiny inputs that takes longer than this is a failure (hang or runaway memory)
 CALL_SECONDS = 5.0
@@ -55,7 +55,7 @@ def _outcome(fn, names):
     return out
 
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = examples(60)
 
 
 @SETTINGS

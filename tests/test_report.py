@@ -45,7 +45,10 @@ def test_report_on_each_fixture_config_writes_a_finite_page_with_every_section(c
 
 def test_train_len_defaults_to_the_original_length_then_max_positions():
     by = {c.stem: report.load_source(str(c)) for c in CONFIGS}
-    assert by["llama-3.1-8b"]["train_len"] == 8192 and by["llama-3.1-8b"]["train_len_from"] == "original_max_position_embeddings"
+    assert (
+        by["llama-3.1-8b"]["train_len"] == 8192
+        and by["llama-3.1-8b"]["train_len_from"] == "original_max_position_embeddings"
+    )
     assert by["phi-3.5-mini-instruct"]["train_len"] == 4096
     assert by["llama-2-7b"]["train_len"] == 4096 and by["llama-2-7b"]["train_len_from"] == "max_position_embeddings"
     g = by["gemma-3-270m"]["schedules"]
@@ -90,14 +93,14 @@ def test_report_rejects_bad_sources_naming_them(source, match):
 
 
 def test_report_rejects_bad_lengths_and_a_config_without_a_training_length(tmp_path):
-    with pytest.raises(ValueError, match="train_len"):
+    with pytest.raises((TypeError, ValueError), match="train_len"):
         report.load_source("rope", train_len=True)
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"head_dim": 64, "rope_theta": 1e4}))
     with pytest.raises(ValueError, match="--train-len"):
         report.load_source(str(p))
     p.write_text("[1]")
-    with pytest.raises(ValueError, match="JSON object"):
+    with pytest.raises((TypeError, ValueError), match="JSON object"):
         report.load_source(str(p))
 
 

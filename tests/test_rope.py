@@ -1,7 +1,7 @@
 """The RoPE operator: rotation properties, layouts, exact angles at 10^12..10^15, bad input."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import ropetheory as rt
 from ropetheory.rope import apply_rope
@@ -9,7 +9,7 @@ from ropetheory.core.angles import reduced_turns, turn_chunks
 from ropetheory.core.layouts import to_interleaved
 
 from reference import rope_row_mp
-from strategies import big_positions, clouds, head_dims, layouts, schedules, unit_vectors
+from strategies import examples, big_positions, clouds, layouts, schedules, unit_vectors
 
 # float64 rotation of O(1) entries through cos/sin and one multiply-add: a few ulps, times d
 OPERATOR_ATOL = 1e-13
@@ -17,7 +17,7 @@ OPERATOR_ATOL = 1e-13
 EXACT_ATOL = 1e-12
 
 
-@settings(max_examples=30, deadline=None)
+@examples(30)
 @given(st.data())
 def test_each_row_rotation_is_orthogonal(data):
     name, d, theta = data.draw(schedules())
@@ -31,7 +31,7 @@ def test_each_row_rotation_is_orthogonal(data):
         np.testing.assert_allclose(R.T @ R, np.eye(d), atol=OPERATOR_ATOL)
 
 
-@settings(max_examples=30, deadline=None)
+@examples(30)
 @given(st.data(), big_positions, big_positions)
 def test_rotations_compose_additively(data, i, j):
     """R_i R_j = R_{i+j}."""
@@ -43,7 +43,7 @@ def test_rotations_compose_additively(data, i, j):
     np.testing.assert_allclose(np.asarray(twice), np.asarray(once), atol=OPERATOR_ATOL)
 
 
-@settings(max_examples=30, deadline=None)
+@examples(30)
 @given(st.data())
 def test_layouts_agree_up_to_the_channel_permutation(data):
     name, d, theta = data.draw(schedules())
@@ -55,7 +55,7 @@ def test_layouts_agree_up_to_the_channel_permutation(data):
     np.testing.assert_array_equal(np.asarray(to_interleaved(Xh, "half")), X)
 
 
-@settings(max_examples=30, deadline=None)
+@examples(30)
 @given(st.data(), big_positions, st.integers(-1000, 1000), st.integers(0, 10 ** 12))
 def test_scores_depend_only_on_relative_position(data, i, m, shift):
     """<R_i q, R_j k> = <R_{i+s} q, R_{j+s} k>."""

@@ -64,13 +64,30 @@ def _cases():
                     "linear": [dict(factor=4.0)],
                     "proportional": [dict(factor=1.0), dict(factor=2.0)],
                     "dynamic": [dict(factor=4.0)],
-                    "yarn": [dict(factor=4.0, original_max_position_embeddings=8192),
-                             dict(factor=8.0, original_max_position_embeddings=4096, beta_fast=16, beta_slow=2,
-                                  mscale=0.707, mscale_all_dim=0.707, truncate=False)],
-                    "longrope": [dict(short_factor=list(np.linspace(1.0, 1.5, n)), long_factor=list(np.linspace(1.0, 6.0, n)),
-                                      original_max_position_embeddings=4096)],
-                    "llama3": [dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                    original_max_position_embeddings=8192)],
+                    "yarn": [
+                        dict(factor=4.0, original_max_position_embeddings=8192),
+                        dict(
+                            factor=8.0,
+                            original_max_position_embeddings=4096,
+                            beta_fast=16,
+                            beta_slow=2,
+                            mscale=0.707,
+                            mscale_all_dim=0.707,
+                            truncate=False,
+                        ),
+                    ],
+                    "longrope": [
+                        dict(
+                            short_factor=list(np.linspace(1.0, 1.5, n)),
+                            long_factor=list(np.linspace(1.0, 6.0, n)),
+                            original_max_position_embeddings=4096,
+                        )
+                    ],
+                    "llama3": [
+                        dict(
+                            factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+                        )
+                    ],
                 }
                 for rtype, extra in specs.items():
                     for e in extra:
@@ -146,23 +163,49 @@ def test_schedule_cli_prints_frequencies_and_attention_factor(tmp_path, capsys):
     assert len(out["theta"]) == 64 and math.isclose(out["attention_factor"], 0.1 * math.log(4) + 1)
 
 
-@pytest.mark.parametrize("cfg, match", [
-    (dict(head_dim=64, rope_scaling=dict(rope_type="linear")), "needs key 'factor'"),
-    (dict(head_dim=64, rope_scaling=dict(rope_type="linear", factor=0.0)), "'factor' must be > 0, got 0.0"),
-    (dict(head_dim=64, rope_scaling=dict(rope_type="linear", factor="4")), "'factor' must be a finite number, got '4'"),
-    (dict(head_dim=64, rope_scaling=dict(rope_type="ntk-by-parts")), "unknown rope_type 'ntk-by-parts'; known: "),
-    (dict(head_dim=64, rope_scaling=dict(rope_type="longrope", short_factor=[1.0] * 3, long_factor=[1.0] * 32,
-                                         original_max_position_embeddings=2048)),
-     "'short_factor' must be a list of 32 numbers .* got 3"),
-    (dict(head_dim=63, rope_scaling=dict(rope_type="default")), "'head_dim' must be a positive even integer, got 63"),
-    (dict(rope_scaling=dict(rope_type="default")), "needs 'head_dim' or both"),
-    (dict(head_dim=64, rope_scaling=dict(rope_type="dynamic", factor=2.0)), "needs max_position_embeddings"),
-    (dict(head_dim=64, rope_theta=-1.0), "'rope_theta' must be > 0, got -1.0"),
-    (dict(head_dim=64, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)),
-     "needs key 'original_max_position_embeddings'"),
-    (dict(head_dim=64, rope_parameters=dict(full_attention=dict(rope_type="default"))), "pass layer_type"),
-    (dict(head_dim=64, rope_scaling=[1, 2]), "must be a dict, got \\[1, 2\\]"),
-])
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        (dict(head_dim=64, rope_scaling=dict(rope_type="linear")), "needs key 'factor'"),
+        (
+            dict(head_dim=64, rope_scaling=dict(rope_type="linear", factor=0.0)),
+            "'factor' must be a finite number > 0, got 0.0",
+        ),
+        (
+            dict(head_dim=64, rope_scaling=dict(rope_type="linear", factor="4")),
+            "'factor' must be a finite number > 0, got '4'",
+        ),
+        (dict(head_dim=64, rope_scaling=dict(rope_type="ntk-by-parts")), "unknown rope_type 'ntk-by-parts'; known: "),
+        (
+            dict(
+                head_dim=64,
+                rope_scaling=dict(
+                    rope_type="longrope",
+                    short_factor=[1.0] * 3,
+                    long_factor=[1.0] * 32,
+                    original_max_position_embeddings=2048,
+                ),
+            ),
+            "'short_factor' must be a list of 32 numbers .* got 3",
+        ),
+        (
+            dict(head_dim=63, rope_scaling=dict(rope_type="default")),
+            "'head_dim' must be a positive even integer, got 63",
+        ),
+        (dict(rope_scaling=dict(rope_type="default")), "needs 'head_dim' or both"),
+        (dict(head_dim=64, rope_scaling=dict(rope_type="dynamic", factor=2.0)), "needs max_position_embeddings"),
+        (dict(head_dim=64, rope_theta=-1.0), "'rope_theta' must be a finite number > 0, got -1.0"),
+        (
+            dict(
+                head_dim=64,
+                rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0),
+            ),
+            "needs key 'original_max_position_embeddings'",
+        ),
+        (dict(head_dim=64, rope_parameters=dict(full_attention=dict(rope_type="default"))), "pass layer_type"),
+        (dict(head_dim=64, rope_scaling=[1, 2]), "must be a dict, got \\[1, 2\\]"),
+    ],
+)
 def test_malformed_config_names_key_and_value(cfg, match):
     with pytest.raises((ValueError, TypeError), match=match):
         rt_types.frequencies_from_config(cfg, seq_len=100)

@@ -67,11 +67,11 @@ def test_registry_spec_dict_json_string_and_file_agree(tmp_path):
     (dict(name="partial", head_dim=8, fraction=0.3), "fraction=0.3 gives 1.2 rotating planes"),
     (dict(name="partial", head_dim=8, fraction=0.0), "fraction must lie in"),
     (dict(name="rope_id", head_dim=128, train_len=4096, fraction=1 / 3), "whole number of planes"),
-    (dict(name="rope", head_dim=8, base=-3.0), "base must be a finite positive number, got -3.0"),
-    (dict(name="rope", head_dim=8, base=float("nan")), "base must be a finite positive number, got nan"),
+    (dict(name="rope", head_dim=8, base=-3.0), "base must be a finite number > 0, got -3.0"),
+    (dict(name="rope", head_dim=8, base=float("nan")), "base must be a finite number > 0, got nan"),
     (dict(name="rope", head_dim=8, bass=3.0), r"unknown parameter\(s\) \['bass'\]"),
     (dict(name="high_frequency", head_dim=2), "high_frequency needs head_dim >= 4"),
-    (dict(name="rope_id", head_dim=8, train_len=0), "train_len must be a finite positive number, got 0"),
+    (dict(name="rope_id", head_dim=8, train_len=0), "train_len must be a finite number > 0, got 0"),
 ])
 def test_bad_schedule_arguments_name_the_bad_value(kwargs, match):
     name = kwargs.pop("name")

@@ -1,5 +1,4 @@
 """Sink-token simulation: no-RoPE share is length-independent, RoPE's collapses past L, RoPE-ID holds."""
-import json
 
 import numpy as np
 import pytest
@@ -58,7 +57,9 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
         K = np.array(sinks._tokens(jax.random.fold_in(root, 1), kpos, c, head.amplitude, head.noise, -1.0))
         K[0] = head.sink_key()
         qpos = np.arange(n - 4, n)
-        Qm = np.asarray(sinks._tokens(jax.random.fold_in(root, 2), jnp.asarray(qpos), c, head.amplitude, head.noise, 1.0))
+        Qm = np.asarray(
+            sinks._tokens(jax.random.fold_in(root, 2), jnp.asarray(qpos), c, head.amplitude, head.noise, 1.0)
+        )
         Kr = np.asarray(apply_rope(K, theta))
         Qr = np.asarray(apply_rope(Qm, theta, positions=qpos))
         temp = sinks.length_temperature(qpos + 1, sinks.TRAIN_LEN) if sinks.SCHEDULES[key][2] else np.ones(4)
@@ -83,7 +84,11 @@ def test_resumed_run_gives_the_same_file_and_plot_uses_saved_numbers(run, tmp_pa
     monkeypatch.setattr(sinks, "simulate_length", flaky)
     with pytest.raises(KeyboardInterrupt):
         sinks.run(tmp_path, LENGTHS, quiet=True)
-    monkeypatch.setattr(sinks, "simulate_length", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")) if calls["n"] > 100 else real(*a, **k))
+    monkeypatch.setattr(
+        sinks,
+        "simulate_length",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")) if calls["n"] > 100 else real(*a, **k),
+    )
     sinks.run(tmp_path, LENGTHS, quiet=True)
     assert (tmp_path / "sinks.csv").read_text() == (ref / "sinks.csv").read_text()
     monkeypatch.setattr(sinks, "simulate_length", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))

@@ -62,7 +62,9 @@ def test_writers_refuse_non_finite_numbers_naming_the_field(tmp_path, bad):
 def test_a_row_keyed_by_other_parameters_is_computed_not_reused(tmp_path):
     """Keys carry the parameters: asking for another parameter set finds nothing to reuse."""
     p = tmp_path / "j.jsonl"
-    key = lambda L, tol: f"L={L}|tol={tol!r}"
+    def key(L, tol):
+        return f"L={L}|tol={tol!r}"
+
     j = Journal(p, code="A")
     j.add(key(4096, 0.01), {"rho": 0.5})
     j2 = Journal(p, code="A")
@@ -74,11 +76,10 @@ def test_an_atomic_write_leaves_the_old_file_on_error_and_its_temporary_never_ma
     from ropetheory.store import PartStore, atomic_open
     target = tmp_path / "part.npz"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_open(target) as fh:
-            fh.write(b"half a file")
-            assert list(tmp_path.glob("*.npz")) == [target]     # the write in progress is not a part
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_open(target) as fh:
+        fh.write(b"half a file")
+        assert list(tmp_path.glob("*.npz")) == [target]     # the write in progress is not a part
+        raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["part.npz"]
     store = PartStore(tmp_path / "parts", code="c")
     store.put("a", "k", x=np.arange(3.0))

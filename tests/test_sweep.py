@@ -41,9 +41,24 @@ def test_sharded_over_four_devices_equals_unsharded():
 
 
 def _sweep_cmd(out):
-    return [sys.executable, "-m", "ropetheory.studies.sweep", "--out", str(out), "--clouds", "24", "--num", "30",
-            "--n-max", "1e7", "--head-dims", "32,64", "--quiet",
-            "--schedules", '[{"name": "rope"}, {"name": "partial", "fraction": 0.5}, {"name": "rope_id", "train_len": 512}]']
+    return [
+        sys.executable,
+        "-m",
+        "ropetheory.studies.sweep",
+        "--out",
+        str(out),
+        "--clouds",
+        "24",
+        "--num",
+        "30",
+        "--n-max",
+        "1e7",
+        "--head-dims",
+        "32,64",
+        "--quiet",
+        "--schedules",
+        '[{"name": "rope"}, {"name": "partial", "fraction": 0.5}, {"name": "rope_id", "train_len": 512}]',
+    ]
 
 
 def test_resume_after_a_kill_gives_the_same_file(tmp_path):

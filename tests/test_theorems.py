@@ -6,19 +6,19 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import ropetheory as rt
 from ropetheory import spectra as sp
 from ropetheory.theory import theorems as tm
 from ropetheory.rope import apply_rope
 
-from strategies import clouds, head_dims, layouts, schedules, unit_vectors
+from strategies import examples, clouds, head_dims, layouts, schedules, unit_vectors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@settings(max_examples=30, deadline=None)
+@examples(30)
 @given(st.data())
 def test_lemma2_frobenius_norm_is_invariant(data):
     """||Rope(X)||_F = ||X||_F for any X, schedule, layout and n (positions up to 10^15)."""
@@ -30,7 +30,7 @@ def test_lemma2_frobenius_norm_is_invariant(data):
     assert abs(np.linalg.norm(Y) - np.linalg.norm(X)) <= 1e-14 * np.linalg.norm(X) * math.sqrt(n * d)
 
 
-@settings(max_examples=20, deadline=None)
+@examples(20)
 @given(head_dims.filter(lambda d: d >= 4), st.floats(50.0, 1e6), st.integers(0, 2 ** 31 - 1))
 def test_lemma1_fsv_ratio_tends_to_half_max_plane_energy(d, base, seed):
     theta = rt.schedule("rope", head_dim=d, base=base)
@@ -47,7 +47,7 @@ def test_lemma1_fsv_ratio_tends_to_half_max_plane_energy(d, base, seed):
     assert eps[-1] < eps[0]                                         # the bound itself shrinks with n
 
 
-@settings(max_examples=15, deadline=None)
+@examples(15)
 @given(head_dims.filter(lambda d: d >= 4), st.integers(0, 2 ** 31 - 1))
 def test_theorem1_stable_rank_limit(d, seed):
     """srank(Rope(X)) -> 2 / max_j e_j, a growth factor in [2, d]."""
@@ -63,7 +63,7 @@ def test_theorem1_stable_rank_limit(d, seed):
     assert abs(cur["srank"][0] - target) <= (eps + tm.FLOAT_SLACK) / ((lam - eps) * lam)
 
 
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(st.data())
 def test_certified_bound_contains_observed_error(data):
     """|rho_n^2 - lambda| <= eps_n at every n, small n included, for every schedule kind and weights."""

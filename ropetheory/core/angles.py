@@ -95,9 +95,10 @@ def _turn_chunks_cached(theta_bytes: bytes) -> np.ndarray:
     return chunks_from_fixed(fixed_turns(theta))
 
 
-def turn_chunks(theta: np.ndarray) -> np.ndarray:
-    """Exact chunked turns of a schedule, shape ``(P, 6)`` float64 (cached per schedule)."""
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
+def turn_chunks(theta: Any) -> np.ndarray:
+    """Exact chunked turns of a schedule, shape ``(P, 6)`` float64 (cached per schedule); ``theta`` is
+    checked as a schedule (:func:`ropetheory.core.checks.from_theta`)."""
+    theta = np.ascontiguousarray(from_theta(theta))
     return _turn_chunks_cached(theta.tobytes()).copy()
 
 
@@ -119,7 +120,7 @@ def reduced_turns(positions: jax.Array, chunks: jax.Array) -> jax.Array:
         ((positions >> CHUNK_BITS) & mask).astype(jnp.float64),
         (positions >> (2 * CHUNK_BITS)).astype(jnp.float64),   # signed, |.| < 2^11
     )
-    acc = None
+    acc: Any = None
     for s, p in enumerate(pieces):
         scale = float(2 ** (CHUNK_BITS * s))
         for k in range(s, min(s + 4, N_CHUNKS)):   # k < s: integer products; k >= s+4: < 2^-78

@@ -28,14 +28,89 @@ MAX_THETA = 2.0 ** 100
 # --------------------------------------------------------------------------
 # validation helpers (one place, used at every entry point)
 # --------------------------------------------------------------------------
+def _scalar(x: Any) -> Any:
+    """A 0-d numpy array as its scalar; anything else unchanged."""
+    return x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+
+
+def is_bool(x: Any) -> bool:
+    """The one bool guard: a Python or numpy boolean (never read as a number)."""
+    return isinstance(_scalar(x), (bool, np.bool_))
+
+
+def check_number(name: str, x: Any, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False) -> float:
+    """``x`` as a finite float in the stated range, or a TypeError/ValueError naming ``name`` and ``x``.
+
+    Accepted: Python and numpy ints and floats, 0-d arrays of them, :class:`fractions.Fraction`.
+    Refused: booleans, strings, bytes, complex numbers, ``None``, NaN and infinities.
+    """
+    rng = "".join([f" {'>' if lo_open else '>='} {lo:g}" if lo is not None else "",
+                   " and" if lo is not None and hi is not None else "",
+                   f" {'<' if hi_open else '<='} {hi:g}" if hi is not None else ""])
+    what = f"{name} must be a finite number{rng}, got {x!r}"
+    v = _scalar(x)
+    if is_bool(v) or isinstance(v, (str, bytes, complex, np.complexfloating)) or v is None:
+        raise TypeError(what)
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(what) from None
+    if not math.isfinite(f) or (lo is not None and (f <= lo if lo_open else f < lo)) \
+            or (hi is not None and (f >= hi if hi_open else f > hi)):
+        raise ValueError(what)
+    return f
+
+
+def check_integer(name: str, x: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    """``x`` as an int in ``[lo, hi]``, or a TypeError/ValueError naming ``name`` and ``x``.
+
+    Accepted: Python and numpy integers, 0-d integer arrays, and floats that are whole numbers
+    (``128.0``). Refused: booleans, strings, fractional or non-finite floats (never rounded or floored).
+    """
+    rng = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+           f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else "")
+    what = f"{name} must be an integer{rng}, got {x!r}"
+    v = _scalar(x)
+    if is_bool(v) or not isinstance(v, (int, np.integer, float, np.floating)):
+        raise TypeError(what)
+    if isinstance(v, (float, np.floating)) and (not math.isfinite(v) or not float(v).is_integer()):
+        raise ValueError(f"{name} must be a whole number{rng}, got {x!r} (never rounded)")
+    i = int(v)
+    if (lo is not None and i < lo) or (hi is not None and i > hi):
+        raise ValueError(what)
+    return i
+
+
+def check_bool(name: str, x: Any) -> bool:
+    """``x`` if it is a boolean (Python or numpy), else a TypeError naming ``name``: strings such as
+    ``"no"`` and numbers such as ``0`` are refused, never read as truth values."""
+    v = _scalar(x)
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be true or false (a boolean), got {x!r}")
+    return bool(v)
+
+
+def read_text_file(name: str, path: Any) -> str:
+    """The UTF-8 text of the file at ``path``; a ValueError naming ``name`` and the path when it is
+    missing, a directory, unreadable or not UTF-8."""
+    import pathlib
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise ValueError(f"{name}: {str(p)!r} does not exist")
+    if p.is_dir():
+        raise ValueError(f"{name}: {str(p)!r} is a directory, not a file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: {str(p)!r} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read {str(p)!r}: {e.strerror}") from None
+
+
 def check_head_dim(d: Any) -> int:
     """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-        if isinstance(d, float) and math.isfinite(d) and d.is_integer():
-            d = int(d)
-        else:
-            raise TypeError(f"head_dim must be an integer, got {d!r}")
-    d = int(d)
+    d = check_integer("head_dim", d)
     if d <= 0 or d % 2:
         raise ValueError(f"head_dim must be a positive even integer, got {d}")
     if d > MAX_HEAD_DIM:
@@ -52,7 +127,7 @@ def real_array(name: str, x: Any) -> np.ndarray:
     try:
         raw = np.asarray(x)
         dt = raw.dtype
-        if np.iscomplexobj(x) or dt == bool or dt.kind in "USV" or (
+        if np.iscomplexobj(x) or dt.kind in "bUSV" or (
                 dt.kind == "O" and any(isinstance(e, (str, bytes, bool, complex)) for e in raw.ravel())):
             raise TypeError(f"{name} must be real numbers (not strings, booleans or complex), got {x!r}"[:300])
         return np.asarray(x, dtype=np.float64)
@@ -161,6 +236,17 @@ def scale_by_power_of_two(a: np.ndarray) -> np.ndarray:
     return np.ldexp(a, np.where(out_of_range, -np.frexp(m)[1], 0))
 
 
+def scale_to_unit_max(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(2^-k a, k)`` with ``k`` the binary exponent of ``max |a|`` (``k = 0`` for a zero or empty array):
+    one exact power of two for the whole array, so its largest entry lies in ``[1/2, 1)`` and no square,
+    product or sum of squares of its entries overflows; ratios of its norms are unchanged."""
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    if m == 0.0:
+        return a, 0
+    k = int(np.frexp(m)[1])
+    return np.ldexp(a, -k), k
+
+
 def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
     """Validate a batch of cloud vectors (rows of ``V``, each ``2P`` long, finite, non-zero) and
     return them normalised to unit norm, in the interleaved channel order, ``(n_clouds, 2P)``."""
@@ -177,15 +263,7 @@ def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
 
 def check_length(n: Any, name: str = "n") -> int:
     """``n`` must be an integer ``1 <= n < 2^62``."""
-    if isinstance(n, bool):
-        raise TypeError(f"{name} must be an integer, got {n!r}")
-    if isinstance(n, (float, np.floating)):
-        if not math.isfinite(n) or n != int(n):
-            raise ValueError(f"{name} must be a whole number, got {n!r}")
-        n = int(n)
-    if not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {n!r}")
-    n = int(n)
+    n = check_integer(name, n)
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
     if n >= 2 ** 62:
@@ -230,9 +308,10 @@ def check_lengths(lengths: Any) -> np.ndarray:
 def check_offset(offset: Any, lo: int = 0, hi: int = 0) -> int:
     """``offset`` as an int if it is an integer (not a bool) and ``offset + lo`` and ``offset + hi``
     (the smallest and largest position it shifts) stay within int64 (``|i| < 2^63``)."""
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
+    v = _scalar(offset)
+    if is_bool(v) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"offset must be an integer, got {offset!r}")
-    off = int(offset)
+    off = int(v)
     if off + int(hi) > MAX_ABS_POSITION or off + int(lo) < -MAX_ABS_POSITION:
         raise ValueError(f"offset {off} with positions in [{int(lo)}, {int(hi)}] leaves int64 (|i| < 2^63)")
     return off

@@ -61,7 +61,9 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
     from ..store import write_csv, write_json
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "analysis.json", res)
-    write_csv(out / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
+    write_csv(
+        out / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]]
+    )
     write_csv(out / "claims.csv", res["claims"])
     return plot_all(out)
 

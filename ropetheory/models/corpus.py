@@ -58,7 +58,7 @@ def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None
                              f"({source.split(':')[0]}); pass a longer --text or --repeat-text")
         repeats_at = len(ids) + (1 if bos else 0)
         ids = (ids * (need // len(ids) + 1))
-    out = ([first] if bos else []) + ids[:need]
+    out: list[int] = ([int(first)] if bos and first is not None else []) + [int(i) for i in ids[:need]]
     desc = {"source": source, "sha256": hashlib.sha256(text.encode()).hexdigest(), "text_tokens": len(ids),
             "n_tokens": n_tokens, "bos": bos, "first_token": tokenizer.convert_ids_to_tokens(out[0]),
             "repeats_from_position": repeats_at}

@@ -14,7 +14,7 @@ def _arr(heads, key):
 
 
 def _mark_L(ax, L, n):
-    if L <= n:
+    if n >= L:
         ax.axvline(L, color="k", ls="--", lw=0.8, label=f"training length L = {L}")
 
 
@@ -33,12 +33,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     q = " (4-bit quantised)" if res.get("meta", {}).get("quantised") else ""
     paths = []
 
-    def save(fig, name):
+    def save(fig, name, title):
         from matplotlib.ticker import NullFormatter
         for a in fig.axes:
             if a.get_xscale() == "log":
                 a.xaxis.set_minor_formatter(NullFormatter())
-        fig.suptitle(f"{model}{q}: {fig._suptitle_text}", fontsize=10)
+        fig.suptitle(f"{model}{q}: {title}", fontsize=10)
         fig.tight_layout()
         p = d / name
         fig.savefig(p, dpi=70)
@@ -57,13 +57,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         _mark_L(ax[i], L, n)
         ax[i].legend(fontsize=7)
         ax[i].set_title(f"{title} (band: 10-90% of heads)", fontsize=9)
-    fig._suptitle_text = "Fig. 2, cluster cosines against length"
-    save(fig, "fig2_cosines.png")
+    save(fig, "fig2_cosines.png", "Fig. 2, cluster cosines against length")
 
     # Fig. 3: PCA snapshots
     snaps = res["pca"]["snapshots"]
     fig, ax = plt.subplots(1, len(snaps), figsize=(3.3 * len(snaps), 3.3), squeeze=False)
-    for a, s in zip(ax[0], snaps):
+    for a, s in zip(ax[0], snaps, strict=False):
         K, Q = np.array(s["keys"]), np.array(s["queries"])
         a.scatter(K[:, 0], K[:, 1], s=3, c="tab:blue", label="keys")
         a.scatter(Q[:, 0], Q[:, 1], s=3, c="tab:orange", label="queries")
@@ -71,8 +70,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         a.set_xlabel("PC1 (pre-RoPE, n = min(L, n))")
         a.set_ylabel("PC2")
         a.legend(fontsize=7)
-    fig._suptitle_text = f"Fig. 3, layer {res['pca']['layer']} head 0 in one projection (L = {L})"
-    save(fig, "fig3_pca.png")
+    save(fig, "fig3_pca.png", f"Fig. 3, layer {res['pca']['layer']} head 0 in one projection (L = {L})")
 
     # Fig. 4: PC1 variance; FSV ratio measured vs predicted; stable ranks
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -96,8 +94,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     ax[2].set_ylabel("stable rank of the keys")
     _mark_L(ax[2], L, n)
     ax[2].legend(fontsize=7)
-    fig._suptitle_text = "Fig. 4, rank-1-like keys and what RoPE does to them"
-    save(fig, "fig4_fsv.png")
+    save(fig, "fig4_fsv.png", "Fig. 4, rank-1-like keys and what RoPE does to them")
 
     # Fig. 5: sink key norm; mean normalised logit per key position
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -113,8 +110,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     ax[1].set_xlabel("key position j")
     ax[1].set_ylabel("mean logit over later queries / largest")
     ax[1].legend(fontsize=7)
-    fig._suptitle_text = "Fig. 5, the sink key"
-    save(fig, "fig5_sink_key.png")
+    save(fig, "fig5_sink_key.png", "Fig. 5, the sink key")
 
     # Fig. 6: sink share against length (global layers)
     glob = [h for h in H if h["window"] is None]
@@ -132,8 +128,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         a.legend(fontsize=7)
     ax[0].set_ylabel("attention share of key 0 (last 32 queries)")
     ax[1].set_ylabel(f"heads with a sink (share > 0.5) of {len(glob)}")
-    fig._suptitle_text = "Fig. 6, sink share against length (global-attention layers)"
-    save(fig, "fig6_sink_share.png")
+    save(fig, "fig6_sink_share.png", "Fig. 6, sink share against length (global-attention layers)")
 
     # A.3: silhouette and Davies-Bouldin against length
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -148,6 +143,5 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         a.set_ylabel(lab)
         _mark_L(a, L, n)
         a.legend(fontsize=7)
-    fig._suptitle_text = "A.3, key/query cluster quality (200 keys + 200 queries per head and length)"
-    save(fig, "a3_clusters.png")
+    save(fig, "a3_clusters.png", "A.3, key/query cluster quality (200 keys + 200 queries per head and length)")
     return paths

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import spectra
-from ..schedules.hf import frequencies_from_config
+from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
 from .stream import LayerStream
@@ -31,30 +31,22 @@ FLOAT32_ANGLE_REL = 2.0 ** -23
 
 def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
     """Per layer: ``theta`` (d/2, NoPE planes 0), rotary_dim, attention factor, layer type, window."""
-    types = cfg.get("layer_types") or ["full_attention"] * int(cfg["num_hidden_layers"])
+    facts = read_model_config(cfg)
     out, cache = [], {}
-    for lt in types:
+    for lt in facts.layer_types:
         if lt not in cache:
-            try:
-                f = frequencies_from_config(cfg, seq_len=n)
-            except ValueError as e:
-                if "per layer type" not in str(e):
-                    raise
-                f = frequencies_from_config(cfg, seq_len=n, layer_type=lt)
-            window = cfg.get("sliding_window") if lt == "sliding_attention" else None
+            f = facts.frequencies(facts.rope_key(lt), seq_len=n)
             cache[lt] = {"layer_type": lt, "theta": np.asarray(f["theta"], dtype=np.float64),
                          "rotary_dim": int(f["rotary_dim"]), "attention_factor": float(f["attention_factor"]),
                          "rope_type": f["rope_type"], "rope_theta": f["rope_theta"],
-                         "window": int(window) if window else None}
+                         "window": facts.window_for(lt)}
         out.append(cache[lt])
     return out
 
 
 def training_length(cfg: dict, default: int | None = None) -> int:
-    """L: ``original_max_position_embeddings`` (rope parameters, then config), else ``max_position_embeddings``."""
-    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    L = (rp.get("original_max_position_embeddings") if isinstance(rp, dict) else None) \
-        or cfg.get("original_max_position_embeddings") or cfg.get("max_position_embeddings") or default
+    """L as :func:`ropetheory.schedules.hf.read_model_config` reads it, else ``default``."""
+    L = read_model_config(cfg).train_len or default
     if not L:
         raise ValueError("the config gives no training length (original_max_position_embeddings or "
                          "max_position_embeddings): pass --train-len")

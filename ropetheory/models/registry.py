@@ -70,7 +70,7 @@ def _sha256(path: pathlib.Path) -> str:
 
 def _parts(entry: dict) -> list[pathlib.Path] | None:
     out = []
-    for pkg, f in zip(entry["packages"], entry["files"]):
+    for pkg, f in zip(entry["packages"], entry["files"], strict=False):
         d = _package_dir(pkg)
         if d is None or not (d / f).exists():
             return None
@@ -110,10 +110,8 @@ def _packaged_gguf(name: str) -> pathlib.Path:
         if got != e["sha256"]:
             raise ValueError(f"{str(path)!r} has sha256 {got}, expected {e['sha256']} for {name!r}: "
                              f"reinstall it ({e['install']})")
-        try:
+        with contextlib.suppress(OSError):         # a read-only folder: the sha256 is checked again next time
             stamp.write_text(f"{path.stat().st_size} {e['sha256']}")
-        except OSError:
-            pass
     return path
 
 
@@ -264,7 +262,7 @@ def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "f
         err = _publish(conv, fill, f"{label} from {gguf}")
         if err is not None:                                   # a read-only cache: load from the GGUF each time
             print(f"ropetheory: could not keep the dequantised {label} in {conv} ({err})", file=sys.stderr)
-    return m.to(device).eval(), tok, label
+    return m.to(device).eval(), tok, label  # type: ignore[arg-type]  # transformers types .to() per module
 
 
 def _publish(folder: pathlib.Path, fill, note: str) -> Exception | None:

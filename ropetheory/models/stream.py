@@ -60,7 +60,9 @@ class KeyStore:
         self.path, self.shape = pathlib.Path(state["path"]), tuple(state["shape"])
         self._m = np.lib.format.open_memmap(self.path, mode="r+")
         if self._m.shape != self.shape or self._m.dtype != np.float32:
-            raise ValueError(f"{self.path}: keys of shape {self._m.shape} {self._m.dtype}, expected {self.shape} float32")
+            raise ValueError(
+                f"{self.path}: keys of shape {self._m.shape} {self._m.dtype}, expected {self.shape} float32"
+            )
 
     def __setitem__(self, idx, value):
         self._m[idx] = value

@@ -36,8 +36,19 @@ from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
                       capture_streams, layer_schedules, training_length)
 from .claims import claims
 
-__all__ = ["capture_streams", "analyze_streams", "layer_schedules", "claims", "run", "training_length", "attention_scale",
-           "analysis_grid", "override_rope", "rank1_prediction", "SILHOUETTE_POINTS"]
+__all__ = [
+    "capture_streams",
+    "analyze_streams",
+    "layer_schedules",
+    "claims",
+    "run",
+    "training_length",
+    "attention_scale",
+    "analysis_grid",
+    "override_rope",
+    "rank1_prediction",
+    "SILHOUETTE_POINTS",
+]
 
 #: keys and queries (each) subsampled, evenly in position, for the silhouette / Davies-Bouldin scores
 SILHOUETTE_POINTS = 200
@@ -124,15 +135,15 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     tops = [st.top_direction() for st in cap["streams"]]
     # the rank-1 curve to 10^9 of every head's top direction: one batched call per distinct schedule
     groups: dict[bytes, tuple[dict, list]] = {}
-    for li, ((V, _, _), sc) in enumerate(zip(tops, cap["schedules"])):
+    for li, ((V, _, _), sc) in enumerate(zip(tops, cap["schedules"], strict=False)):
         key = np.asarray(sc["theta"], dtype=np.float64).tobytes() + bytes(str(sc["rotary_dim"]), "ascii")
         groups.setdefault(key, (sc, []))[1].extend((li, h, hf_to_interleaved(V[h], sc["rotary_dim"]))
                                                    for h in range(V.shape[0]))
     far_rho = {}
     for sc, items in groups.values():
         rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far)
-        far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho)})
-    for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"])):
+        far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho, strict=False)})
+    for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=False)):
         V, lam, tr = tops[li]
         logits = st.key_logit_means() if n > 1 else np.zeros((st.H, 0))
         norm_ratio = st.sink_norm_ratio()
@@ -203,7 +214,7 @@ def nll_ranges(nll: np.ndarray, L: int) -> list[dict[str, float]]:
 def _nll_bins(nll: np.ndarray, L: int) -> list[dict[str, float]]:
     edges = sorted({0, *[int(x) for x in np.geomspace(16, max(17, nll.size), 16)], nll.size})
     return [{"start": a, "end": b, "mean_nll": float(nll[a:b].mean()), "ppl": float(np.exp(nll[a:b].mean()))}
-            for a, b in zip(edges[:-1], edges[1:]) if b > a]
+            for a, b in zip(edges[:-1], edges[1:], strict=False) if b > a]
 
 
 def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
@@ -217,15 +228,16 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
     Q0 = st.Qs["pre"][0][qsel].astype(np.float64)
     # principal plane of [K0; Q0] from its d x d scatter, accumulated over key blocks (no n x d matrix)
     tot, S1, S2 = len(Q0), Q0.sum(0), Q0.T @ Q0
-    for _, b, Kb in st.K["pre"].blocks(0, n0):
+    for _, _, Kb in st.K["pre"].blocks(0, n0):
         tot, S1, S2 = tot + len(Kb), S1 + Kb.sum(0), S2 + Kb.T @ Kb
     mu = S1 / tot
     ev, V = np.linalg.eigh(S2 - tot * np.outer(mu, mu))
     P = V[:, ::-1][:, :2]
     P = P * np.where(P[np.argmax(np.abs(P), axis=0), [0, 1]] < 0, -1.0, 1.0)      # sign: largest entry > 0
     snaps = []
-    for label, t, m in [("no RoPE, n = L", "pre", n0)] + [(f"RoPE, n = {f}L" if f != 1 else "RoPE, n = L", "post", f * L)
-                                                          for f in (1, 2, 4, 8) if f * L <= n]:
+    for label, t, m in [("no RoPE, n = L", "pre", n0)] + [
+        (f"RoPE, n = {f}L" if f != 1 else "RoPE, n = L", "post", f * L) for f in (1, 2, 4, 8) if f * L <= n
+    ]:
         ki = _pick(m, 300)
         qs = np.flatnonzero(st.Qs_pos < m)
         qi = qs[_pick(len(qs), 300)]
@@ -269,7 +281,7 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
         repeat_text: bool = False, chunk: int = 2048, device: str = "cpu", quiet: bool = False,
         train_len: int | None = None, rope_scaling: dict | None = None, resume: bool = True,
         checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ..progress import progress
     from .corpus import text_tokens
     from .registry import PACKAGED, load_model
     m, tok, label = load_model(model, device=device)
@@ -291,12 +303,12 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
         ckpt.unlink()
     import shutil
     from .forward import key_folder
-    with tqdm(total=len(ids), desc=f"capture {label}", disable=quiet, file=sys.stderr, unit="tok") as bar:
+    with progress(total=len(ids), desc=f"capture {label}", quiet=quiet, unit="tok") as bar:
         cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update, checkpoint=ckpt,
                               checkpoint_key=key, checkpoint_every=checkpoint_every)
     print(f"{ckpt}: {cap['kept']} saved part(s) kept, {cap['computed']} computed", file=sys.stderr)
     heads = sum(st.H for st in cap["streams"])
-    with tqdm(total=heads, desc=f"analyse {label}", disable=quiet, file=sys.stderr, unit="head") as bar:
+    with progress(total=heads, desc=f"analyse {label}", quiet=quiet, unit="head") as bar:
         res = analyze_streams(cap, L=L, progress=bar.update)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,
                    "quantised": quantised, "chunk": chunk, "device": device, "rope_scaling": rope_scaling,

@@ -30,19 +30,22 @@ import json
 import math
 import os
 from fractions import Fraction
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ..core.checks import check_head_dim, from_theta, real_array
+from ..core.checks import check_head_dim, check_number, from_theta, is_bool, read_text_file, real_array
 
 __all__ = [
     "rope", "partial", "high_frequency", "rope_id", "from_theta",
-    "SCHEDULES", "schedule", "schedule_from_spec", "check_head_dim",
+    "SCHEDULES", "schedule", "schedule_from_spec", "parse_spec", "merge_spec", "DEFAULT_HEAD_DIM", "check_head_dim",
     "planes_from_fraction", "length_temperature", "real_array",
 ]
 
 
+#: the head width a spec that names none gets where a command needs one (the paper's models: d = 128)
+DEFAULT_HEAD_DIM = 128
 #: a float fraction may miss a whole number of planes by float rounding only (1/3 * 3)
 FRACTION_ATOL = 1e-12
 #: shortest wavelength (tokens) a rotating plane may have: below 2 a frequency aliases a slower one,
@@ -51,15 +54,7 @@ MIN_WAVELENGTH = 2.0
 
 
 def _check_positive(name: str, x: Any) -> float:
-    if isinstance(x, (bool, np.bool_, str, bytes)):
-        raise TypeError(f"{name} must be a number, got {x!r}")
-    try:
-        xf = float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {x!r}") from None
-    if not math.isfinite(xf) or xf <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {x!r}")
-    return xf
+    return check_number(name, x, lo=0.0, lo_open=True)
 
 
 def _check_base(base: Any) -> float:
@@ -78,13 +73,14 @@ def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
     ``0.9999999999999999``), so ``|r - round(r)| <= FRACTION_ATOL * P`` is accepted.
     """
     P = check_head_dim(d) // 2
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, Fraction, np.integer, np.floating)):
+    fraction = fraction.item() if isinstance(fraction, np.ndarray) and fraction.ndim == 0 else fraction
+    if is_bool(fraction) or not isinstance(fraction, (int, float, Fraction, np.integer, np.floating)):
         raise TypeError(f"{what} must be a number, got {fraction!r}")
     if not (0 < fraction <= 1) or (isinstance(fraction, float) and not math.isfinite(fraction)):
         raise ValueError(f"{what} must lie in (0, 1], got {fraction!r}")
     r = fraction * P
     if isinstance(fraction, (int, Fraction, np.integer)):
-        ok = Fraction(r).denominator == 1
+        ok = Fraction(r).denominator == 1  # type: ignore[arg-type]  # an exact int, Fraction or numpy integer
     else:
         ok = abs(r - round(r)) <= FRACTION_ATOL * P
     if not ok or round(r) < 1:
@@ -126,7 +122,7 @@ def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) 
         raise ValueError(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
     L = _check_positive("train_len", train_len)
     cycles = _check_positive("cycles", cycles)
-    if L <= 2 * math.pi * cycles:
+    if 2 * math.pi * cycles >= L:
         raise ValueError(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
                          f"got train_len={train_len!r}, cycles={cycles!r}")
     base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
@@ -147,7 +143,9 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
     cycles = _check_positive("cycles", cycles)
     r = planes_from_fraction(d, fraction)
     if lam < MIN_WAVELENGTH:
-        raise ValueError(f"min_wavelength must be >= {MIN_WAVELENGTH:g} tokens (MIN_WAVELENGTH), got {min_wavelength!r}")
+        raise ValueError(
+            f"min_wavelength must be >= {MIN_WAVELENGTH:g} tokens (MIN_WAVELENGTH), got {min_wavelength!r}"
+        )
     theta_hi = 2 * math.pi / lam
     theta_lo = 2 * math.pi * cycles / L
     if r > 1 and not theta_lo < theta_hi:
@@ -166,9 +164,7 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
 def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarray:
     """RoPE-ID's logit temperature ``(1 + 0.1 ln(max(1, n/L)))^p`` (YaRN's ``sqrt(1/t)``)."""
     L = _check_positive("train_len", train_len)
-    if isinstance(power, (bool, np.bool_)) or not isinstance(power, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(power) or power < 0:
-        raise ValueError(f"power must be a finite number >= 0, got {power!r}")
+    power = check_number("power", power, lo=0.0)
     n = real_array("n", n)
     if not np.all(np.isfinite(n)) or np.any(n < 0):
         raise ValueError(f"n must be finite lengths >= 0, got {n!r}")
@@ -188,17 +184,17 @@ SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
     "high_frequency": high_frequency,
     "rope_id": rope_id,
 }
-_ALIASES = {"default": "rope", "half": "partial", "half_rope": "partial", "unrope": "rope_id",
+ALIASES = {"default": "rope", "half": "partial", "half_rope": "partial", "unrope": "rope_id",
             "hf": "high_frequency"}
 
 
 def _lookup(name: Any) -> Callable[..., np.ndarray]:
     if not isinstance(name, str):
         raise TypeError(f"schedule name must be a string, got {name!r}")
-    key = _ALIASES.get(name, name)
+    key = ALIASES.get(name, name)
     if key not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; known schedules: {sorted(SCHEDULES)}"
-                         f" (aliases: {sorted(_ALIASES)})")
+                         f" (aliases: {sorted(ALIASES)})")
     return SCHEDULES[key]
 
 
@@ -251,8 +247,79 @@ def _from_model_config(spec: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(frequencies_from_config(cfg, seq_len=seq_len)["theta"], dtype=np.float64)
 
 
+def _spec_value(key: str, text: str) -> Any:
+    """A ``key=value`` value: a JSON number, boolean, null, list or object, else the plain string."""
+    text = text.strip()
+    if not text:
+        raise ValueError(f"schedule parameter {key!r} has an empty value")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_spec(text: Any) -> dict[str, Any]:
+    """The one schedule syntax every command and :func:`schedule_from_spec` read, as a spec dict:
+
+    - ``name`` or ``name:key=value,key=value`` (``rope_id:train_len=4096,head_dim=64``; values are
+      JSON numbers, booleans or lists, else strings, which the schedule then refuses by name);
+    - a JSON object (``{"name": "rope", "head_dim": 128}``, or a model config / rope dict);
+    - a path to a JSON file holding either, or to a checkpoint folder holding ``config.json``.
+    """
+    if isinstance(text, os.PathLike):
+        text = os.fspath(text)
+    if not isinstance(text, str):
+        raise TypeError(f"schedule spec must be a string, a path or a mapping, got {type(text).__name__}: {text!r}")
+    s = text.strip()
+    if not s:
+        raise ValueError("schedule spec is empty; give a name (rope_id:train_len=4096), JSON or a file")
+    if s[:1] in "{[":
+        try:
+            spec = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"schedule spec {text!r} looks like JSON but does not parse: {e}") from None
+    elif os.path.isdir(s) or os.path.isfile(s) or s.endswith(".json"):
+        path = os.path.join(s, "config.json") if os.path.isdir(s) else s
+        body = read_text_file("schedule spec", path)
+        try:
+            spec = json.loads(body)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"malformed schedule spec file {path!r}: {e}") from None
+    else:
+        name, _, params = s.partition(":")
+        spec = {"name": name.strip()}
+        for kv in params.split(","):
+            if not kv.strip():
+                if params.strip():
+                    raise ValueError(f"schedule spec {text!r} has an empty KEY=VALUE item")
+                continue
+            if "=" not in kv:
+                raise ValueError(f"schedule parameters must be KEY=VALUE, got {kv.strip()!r} in {text!r}")
+            k, v = (x.strip() for x in kv.split("=", 1))
+            if not k or k in spec:
+                raise ValueError(f"schedule spec {text!r}: key {k!r} is empty or given twice")
+            spec[k] = _spec_value(k, v)
+    if not isinstance(spec, dict):
+        raise TypeError(f"schedule spec must be a mapping (a JSON object), got {type(spec).__name__}: {text!r}")
+    return spec
+
+
+def merge_spec(spec: Mapping[str, Any], **flags: Any) -> dict[str, Any]:
+    """``spec`` with the values of command-line ``flags`` (those not None) added; a flag that disagrees
+    with the spec is refused with both values, never silently preferred."""
+    out = dict(spec)
+    for k, v in flags.items():
+        if v is None:
+            continue
+        if k in out and out[k] != v:
+            raise ValueError(f"the spec says {k}={out[k]!r} but --{k.replace('_', '-')} says {v!r}; give one")
+        out[k] = v
+    return out
+
+
 def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarray:
-    """Frequencies from a spec dict, a JSON string, or a path to a JSON file.
+    """Frequencies from a spec dict or any text :func:`parse_spec` reads (``name:key=value,...``, JSON,
+    a JSON file or a checkpoint folder).
 
     The spec is ``{"name": "rope_id", "head_dim": 128, "train_len": 4096, ...}``
     (``"type"`` is accepted for ``"name"``), or a model config / a pasted ``rope_scaling`` or
@@ -262,18 +329,7 @@ def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarra
     for dynamic and longrope).
     """
     if isinstance(spec, (str, os.PathLike)):
-        text = str(spec)
-        if os.path.exists(text):
-            try:
-                with open(text) as fh:
-                    spec = json.load(fh)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"malformed schedule spec file {text!r}: {e}") from None
-        else:
-            try:
-                spec = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"schedule spec {text!r} is neither a file nor valid JSON: {e}") from None
+        spec = parse_spec(spec)
     if not isinstance(spec, Mapping):
         raise TypeError(f"schedule spec must be a mapping, got {type(spec).__name__}: {spec!r}")
     if is_model_config(spec):

@@ -24,13 +24,15 @@ Sequence-length rules (``seq_len`` argument):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import pathlib
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
+
+from ..core.checks import check_bool, check_integer, check_number
+from .config_io import LayerTypeRequired, read_config
 
 __all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config"]
 
@@ -64,16 +66,14 @@ class RopeConfig:
         factor = self.get("factor")
         if factor is None:
             if self.max_position_embeddings is None:
-                raise ValueError(f"rope_type {self.rope_type!r} needs 'factor' (or max_position_embeddings to infer it)")
+                raise ValueError(
+                    f"rope_type {self.rope_type!r} needs 'factor' (or max_position_embeddings to infer it)"
+                )
             factor = self.max_position_embeddings / orig
         return self.number("factor", factor)
 
     def number(self, key: str, value: Any, positive: bool = True) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"rope config key {key!r} must be a finite number, got {value!r}")
-        if positive and value <= 0:
-            raise ValueError(f"rope config key {key!r} must be > 0, got {value!r}")
-        return float(value)
+        return check_number(f"rope config key {key!r}", value, lo=0.0 if positive else None, lo_open=positive)
 
 
 def _exponents(dim: int) -> np.ndarray:
@@ -157,7 +157,7 @@ def _yarn(cfg: RopeConfig, seq_len: int | None):
     attention_factor = cfg.number("attention_factor", attention_factor)
     beta_fast = cfg.number("beta_fast", cfg.get("beta_fast") or 32)
     beta_slow = cfg.number("beta_slow", cfg.get("beta_slow") or 1)
-    truncate = cfg.get("truncate", True)
+    truncate = check_bool("rope config key 'truncate'", cfg.get("truncate", True))
 
     def correction_dim(num_rot):
         return (dim * math.log(orig / (num_rot * 2 * math.pi))) / (2 * math.log(base))
@@ -233,23 +233,7 @@ ROPE_TYPES: dict[str, Callable[[RopeConfig, int | None], tuple[np.ndarray, float
     "llama3": _llama3,
     "proportional": _proportional,
 }
-_NEEDS_ORIGINAL = ("llama3", "yarn", "longrope")
-
-
-def _read(config: Mapping[str, Any] | str | os.PathLike) -> dict:
-    if isinstance(config, (str, os.PathLike)):
-        path = pathlib.Path(config)
-        if not path.exists():
-            raise ValueError(f"config file {str(path)!r} does not exist")
-        if path.is_dir():
-            raise ValueError(f"config {str(path)!r} is a directory; pass its config.json")
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"malformed config file {str(path)!r}: {e}") from None
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a mapping or a path to config.json, got {type(config).__name__}")
-    return dict(config)
+NEEDS_ORIGINAL = ("llama3", "yarn", "longrope")
 
 
 def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: str | None = None) -> RopeConfig:
@@ -262,7 +246,7 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     for Phi-3; else the dict's; else ``max_position_embeddings``). Per-layer-type dicts
     (``{"full_attention": {...}, ...}``) need ``layer_type``.
     """
-    raw = _read(config)
+    raw = read_config(config)
     rp = raw.get("rope_parameters")
     if rp is None:
         rp = raw.get("rope_scaling")
@@ -272,7 +256,8 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     nested = [k for k, v in rp.items() if isinstance(v, Mapping)]
     if nested:
         if layer_type is None:
-            raise ValueError(f"rope parameters are given per layer type {sorted(nested)}: pass layer_type")
+            raise LayerTypeRequired(f"rope parameters are given per layer type {sorted(nested)}: pass layer_type",
+                                    tuple(nested))
         if layer_type not in rp:
             raise ValueError(f"unknown layer_type {layer_type!r}; the config has {sorted(nested)}")
         rp = rp[layer_type]
@@ -291,12 +276,13 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
         if not all(isinstance(x, int) and x > 0 for x in (hs, nh)):
             raise ValueError(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
         head_dim = hs // nh
-    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
+    head_dim = check_integer("config key 'head_dim'", head_dim, lo=2)
+    if head_dim % 2:
         raise ValueError(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
     M = raw.get("max_position_embeddings")
-    if M is not None and (isinstance(M, bool) or not isinstance(M, int) or M <= 0):
-        raise ValueError(f"config key 'max_position_embeddings' must be a positive integer, got {M!r}")
-    if rope_type in _NEEDS_ORIGINAL:
+    if M is not None:
+        M = check_integer("config key 'max_position_embeddings'", M, lo=2)
+    if rope_type in NEEDS_ORIGINAL:
         if raw.get("original_max_position_embeddings") is not None:
             params["original_max_position_embeddings"] = raw["original_max_position_embeddings"]
         elif params.get("original_max_position_embeddings") is None and M is not None:
@@ -313,8 +299,8 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
 
 def rope_type_frequencies(cfg: RopeConfig, seq_len: int | None = None) -> tuple[np.ndarray, float]:
     """transformers' ``(inv_freq, attention_factor)`` for a standardised config (float64)."""
-    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1):
-        raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+    if seq_len is not None:
+        seq_len = check_integer("seq_len", seq_len, lo=1)
     inv, att = ROPE_TYPES[cfg.rope_type](cfg, None if seq_len is None else int(seq_len))
     return np.asarray(inv, dtype=np.float64), float(att)
 

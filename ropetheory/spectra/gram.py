@@ -8,7 +8,6 @@ Frobenius ratio ``sqrt(tr G_n / W_n)`` (1 by Lemma 2).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
@@ -17,7 +16,8 @@ import numpy as np
 
 from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
-from ..core.checks import check_cloud_vector, check_clouds, check_length, check_lengths, from_theta, pad_to_bucket
+from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
+                           from_theta, pad_to_bucket)
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
@@ -30,11 +30,8 @@ MAX_GRID_POINTS = 10 ** 6
 
 def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     """``num`` distinct integer lengths, log-spaced from ``n_min`` to ``n_max`` (both included)."""
-    if isinstance(n_max, bool) or not isinstance(n_max, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(n_max):
-        raise ValueError(f"n_max must be a finite number, got {n_max!r}")
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 2 <= num <= MAX_GRID_POINTS:
-        raise ValueError(f"num must be an integer in [2, {MAX_GRID_POINTS}] (both ends are included), got {num!r}")
+    n_max = check_number("n_max", n_max, lo=1.0)
+    num = check_integer("num", num, lo=2, hi=MAX_GRID_POINTS)
     n_max = check_length(int(round(n_max)), "n_max")
     n_min = check_length(n_min, "n_min")
     if n_max - n_min + 1 < num:
@@ -132,8 +129,7 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     return res
 
 
-@functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time"))
-def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
+def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
     ``method``, ``one_at_a_time``: how the top eigenvalue is found (:func:`.topeig.top_eigenvalue`)."""
     def grams(v):
@@ -141,6 +137,12 @@ def rho2_for_clouds(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
         return top_eigenvalue(jax.vmap(grams)(V_il), method, one_at_a_time=one_at_a_time)
     return jax.lax.map(lambda v: top_eigenvalue(grams(v), method, one_at_a_time=one_at_a_time), V_il)
+
+
+#: :func:`rho2_for_clouds_traced`, jitted (the traced function is for callers that trace it themselves,
+#: e.g. inside ``shard_map``)
+rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time"))(
+    rho2_for_clouds_traced)
 
 
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,

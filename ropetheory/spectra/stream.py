@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..core.angles import anchored_phases, phase_table, rope_angles, turn_chunks
-from ..core.checks import (check_cloud_vector, check_finite_array, check_length, check_lengths, from_theta,
-                           real_array)
+from ..core.checks import (
+    check_cloud_vector,
+    scale_to_unit_max,
+    check_finite_array,
+    check_length,
+    check_lengths,
+    from_theta,
+    real_array,
+)
 from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
@@ -195,8 +203,16 @@ def _weight_sums(ends, w_fn, chunk):
                                lambda st: (neumaier_total(st[0]), st[1]))
 
 
-def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
-                       layout: str = "interleaved", offset: int = 0, chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
+def rank1_stream_curve(
+    theta: Any,
+    v: Any,
+    lengths: Any,
+    weights: Any = None,
+    *,
+    layout: str = "interleaved",
+    offset: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+) -> dict[str, np.ndarray]:
     """FSV ratio and stable rank of ``Rope(u v^T)`` for arbitrary weights ``w_i = u_i^2``, streamed.
 
     ``weights``: ``None`` (constant), a 1-D array ``w`` of length ``>= max(lengths)``,
@@ -212,6 +228,8 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
     chunk = check_length(chunk, "chunk")
     nmax = int(L.max())
     v_il = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(vv), layout)), offset, nmax))
+    rows_fn: Callable[..., Any]
+    rows_args: tuple[Any, ...]
     if weights is None:
         W = L.astype(np.float64)                                   # exact: n < 2^53
         rows_fn, rows_args = _rank1_rows_constant, (v_il,)
@@ -226,14 +244,25 @@ def rank1_stream_curve(theta: Any, v: Any, lengths: Any, weights: Any = None, *,
         if bad.any():
             k = int(np.argmax(bad))
             raise ValueError(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
-        W = np.cumsum(w[:nmax])[L - 1]
-        rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(np.sqrt(w[:nmax])))
-    if np.any(W <= 0):
-        raise ValueError(f"weights sum to zero up to length {int(L[np.argmax(W <= 0)])}")
+        w, k = scale_to_unit_max(w[:nmax])           # exact; rho, srank and the Frobenius ratio do not change
+        Ws = np.cumsum(w)[L - 1]
+        with np.errstate(over="ignore"):
+            W = np.ldexp(Ws, k)                         # the weights' own sums (reported as W)
+        rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(np.sqrt(w)))
+    if weights is None or callable(weights):
+        Ws = W
+    if not np.all(np.isfinite(Ws)):
+        raise ValueError(f"weights: their sum up to length {int(L[np.argmax(~np.isfinite(Ws))])} exceeds the "
+                         f"float64 maximum; rescale the weight function (every ratio here is scale-invariant)")
+    if np.any(Ws <= 0):
+        raise ValueError(f"weights sum to zero up to length {int(L[np.argmax(Ws <= 0)])}")
     out = stream_gram_curve(th, rows_fn, rows_args, L, chunk=chunk)
     lam, tr = out["lam"], out["trace"]
-    return {"n": L, "rho": np.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam,
-            "frob_ratio": np.sqrt(tr / W), "W": W}
+    if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
+        raise ValueError("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
+                         "function (every ratio here is scale-invariant)")
+    return {"n": L, "rho": np.sqrt(lam / Ws), "rho2": lam / Ws, "srank": tr / lam,
+            "frob_ratio": np.sqrt(tr / Ws), "W": W}
 
 
 def _matrix_rows(pos, X):
@@ -246,12 +275,14 @@ def matrix_metrics(X: Any) -> dict[str, float]:
     A = check_finite_array("X", X, min_ndim=2)
     if A.ndim != 2:
         raise ValueError(f"X must be 2-D (n x d), got shape {A.shape}")
+    A, k = scale_to_unit_max(A)                       # exact; the norms are scaled back by 2^k below
     G = A.T @ A
     lam = float(np.linalg.eigvalsh(G)[-1])
     fro2 = float(np.trace(G))
     if fro2 == 0:
         raise ValueError("X is the zero matrix: its stable rank is undefined")
-    return {"fsv": math.sqrt(lam), "frob": math.sqrt(fro2), "srank": fro2 / lam}
+    fsv, frob = math.ldexp(math.sqrt(lam), k), math.ldexp(math.sqrt(fro2), k)
+    return {"fsv": fsv, "frob": frob, "srank": fro2 / lam}
 
 
 def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,
@@ -271,16 +302,21 @@ def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interl
     L = check_lengths(lengths)
     if L.max() > A.shape[0]:
         raise ValueError(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
+    A, _ = scale_to_unit_max(A)                       # exact; every output is a ratio of norms
+    zero = np.cumsum(np.sum(A * A, axis=1))[L - 1] == 0
+    if zero.any():
+        raise ValueError(f"X: its first {int(L[np.argmax(zero)])} rows are zero (or below 2^-1074 of its largest "
+                         f"entry), so the FSV ratio of that prefix is undefined")
     Xi = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
     out = stream_gram_curve(th, _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())), keep_gram=False)
     # the un-rotated prefix Grams (denominators) need no angles: segment sums of X^T X
     G0 = np.zeros((A.shape[1], A.shape[1]))
-    lam0, tr0, prev = [], [], 0
+    lams0, trs0, prev = [], [], 0
     for n in L:
         G0 += A[prev:n].T @ A[prev:n]
         prev = n
-        lam0.append(np.linalg.eigvalsh(G0)[-1])
-        tr0.append(np.trace(G0))
-    lam, tr, lam0, tr0 = out["lam"], out["trace"], np.array(lam0), np.array(tr0)
+        lams0.append(np.linalg.eigvalsh(G0)[-1])
+        trs0.append(np.trace(G0))
+    lam, tr, lam0, tr0 = out["lam"], out["trace"], np.array(lams0), np.array(trs0)
     return {"n": L, "rho": np.sqrt(lam / lam0), "srank": tr / lam, "srank_before": tr0 / lam0,
             "frob_ratio": np.sqrt(tr / tr0)}

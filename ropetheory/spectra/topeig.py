@@ -222,12 +222,53 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
         A = check_finite_array("G", G, min_ndim=2)
         if A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
             raise ValueError(f"G must hold square matrices (..., d, d) with d >= 1, got shape {A.shape}")
-    G = jnp.asarray(G)
+        check_symmetric(A)
+        method = default_method() if method is None else check_method(method)
+        k = _scale_exponent_host(A)                      # exact on the host, subnormal maxima included
+        lam = _top_eigenvalue_scaled(jnp.asarray(np.ldexp(A, -k[..., None, None])), method, one_at_a_time)
+        with np.errstate(over="ignore"):
+            return jnp.asarray(np.ldexp(np.asarray(lam), k))
+    k = _scale_exponent(G)
+    return jnp.ldexp(_top_eigenvalue_scaled(jnp.ldexp(G, -k[..., None, None]), method, one_at_a_time), k)
+
+
+#: a matrix is taken as symmetric when ``|G - G^T| <= SYMMETRY_RTOL * max |G|`` entrywise: a Gram built
+#: as ``sum y y^T`` in float64 is symmetric to rounding (~ d eps); beyond that the lower triangle alone
+#: (which every method reads) would answer for a different matrix
+SYMMETRY_RTOL = 1e-10
+
+
+def check_symmetric(A: np.ndarray) -> None:
+    """Refuse, naming ``G``, a matrix whose upper and lower triangles differ beyond :data:`SYMMETRY_RTOL`."""
+    diff = np.abs(A - np.swapaxes(A, -1, -2))
+    scale = np.max(np.abs(A), axis=(-1, -2), keepdims=True)
+    bad = diff > SYMMETRY_RTOL * scale
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"G must be symmetric (only its lower triangle is read); G{list(idx)} differs from its "
+                         f"transpose by {float(diff[idx]):.3g}")
+
+
+def _scale_exponent_host(A: np.ndarray) -> np.ndarray:
+    """Per matrix, the binary exponent ``k`` of ``max |G|`` (0 for a zero matrix): ``2^-k G`` has its
+    largest entry in ``[1/2, 1)``, so no square or product in any method over- or underflows."""
+    m = np.max(np.abs(A), axis=(-1, -2)) if A.size else np.zeros(A.shape[:-2])
+    return np.where(m > 0, np.frexp(m)[1], 0).astype(np.int64)
+
+
+def _scale_exponent(G):
+    """:func:`_scale_exponent_host` for traced matrices (normal maxima; XLA on CPU flushes subnormals)."""
+    m = jnp.max(jnp.abs(G), axis=(-1, -2))
+    return jnp.where(m > 0, jnp.frexp(m)[1], 0)
+
+
+def _top_eigenvalue_scaled(G, method, one_at_a_time):
+    """:func:`top_eigenvalue` of matrices already scaled to a largest entry in ``[1/2, 1)``."""
     d = G.shape[-1]
     method = default_method() if method is None else check_method(method)
     if one_at_a_time and G.ndim > 2:
         flat = G.reshape((-1, d, d))
-        return jax.lax.map(lambda g: top_eigenvalue(g, method), flat).reshape(G.shape[:-2])
+        return jax.lax.map(lambda g: _top_eigenvalue_scaled(g, method, False), flat).reshape(G.shape[:-2])
     if method == "eigvalsh" or d <= 2:
         return jnp.linalg.eigvalsh(G, symmetrize_input=False)[..., -1]
     batch = G.shape[:-2]

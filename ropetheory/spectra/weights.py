@@ -12,6 +12,7 @@ turns of :mod:`ropetheory.core.angles`. Trigonometric weights are sums of such t
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 import functools
 import math
 
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.angles import reduced_turns, pair_frequencies
+from ..core.checks import check_number
 
 
 #: Below this |x| the sinc functions use their Taylor series (16 terms' worth, error < 1e-18).
@@ -37,9 +39,7 @@ class AffineWeights:
 
     def __post_init__(self):
         for name in ("a", "b"):
-            x = getattr(self, name)
-            if not isinstance(x, (int, float, np.floating, np.integer)) or not math.isfinite(x) or x < 0:
-                raise ValueError(f"AffineWeights.{name} must be a finite number >= 0, got {x!r}")
+            object.__setattr__(self, name, check_number(f"AffineWeights.{name}", getattr(self, name), lo=0.0))
         if self.a == 0 and self.b == 0:
             raise ValueError("AffineWeights(a=0, b=0) gives all-zero weights")
 
@@ -68,11 +68,14 @@ class TrigWeights:
     terms: tuple = ((1.0, 1.0),)          # ((a_m, phi_m), ...)
 
     def __post_init__(self):
-        if not math.isfinite(self.a0) or self.a0 <= 0:
-            raise ValueError(f"TrigWeights.a0 must be finite and > 0, got {self.a0!r}")
-        for a, phi in self.terms:
-            if not (math.isfinite(a) and math.isfinite(phi)) or phi < 0:
-                raise ValueError(f"TrigWeights term (a={a!r}, phi={phi!r}) must be finite with phi >= 0")
+        object.__setattr__(self, "a0", check_number("TrigWeights.a0", self.a0, lo=0.0, lo_open=True))
+        if not isinstance(self.terms, (tuple, list)) or not all(
+                isinstance(t, (tuple, list)) and len(t) == 2 for t in self.terms):
+            raise TypeError(f"TrigWeights.terms must be ((a_m, phi_m), ...), got {self.terms!r}")
+        object.__setattr__(self, "terms", tuple(
+            (check_number(f"TrigWeights.terms[{m}] amplitude", a), check_number(f"TrigWeights.terms[{m}] shift", phi,
+                                                                                 lo=0.0))
+            for m, (a, phi) in enumerate(self.terms)))
         if sum(abs(a) for a, _ in self.terms) > self.a0:
             raise ValueError(f"TrigWeights can go negative: a0={self.a0} < sum |a_m|")
         if self.a0 + sum(a for a, phi in self.terms if phi == 0) <= 0:
@@ -176,7 +179,7 @@ def weighted_mean_phases(theta: np.ndarray, weights, lengths: np.ndarray):
         pf = pair_frequencies(theta, shift)
         Dc, Sc = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0, constant=True)
         D, S = D + coef * Dc, S + coef * Sc
-    Wn = 0.0
+    Wn: Any = 0.0
     for coef, shift in weights.components():    # W_n / n = sum coef * mean(e^{i shift i})
         pf = pair_frequencies(np.zeros(1), shift)
         Wc, _ = _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L, 1.0, 0.0, constant=True)

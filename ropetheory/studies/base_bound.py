@@ -31,7 +31,7 @@ SCALES = {"cpu": [4096, 8192, 16384],
 
 def code_hash() -> str:
     """sha256 (first 16 hex digits) of the search code: a stored row from other code is recomputed."""
-    src = b"".join(pathlib.Path(mod.__file__).read_bytes() for mod in (bb, base_search))
+    src = b"".join(pathlib.Path(str(mod.__file__)).read_bytes() for mod in (bb, base_search))
     return hashlib.sha256(src).hexdigest()[:16]
 
 
@@ -41,19 +41,26 @@ def row_key(L: int, d: int, b_min: float, b_max: float, min_width: float) -> str
 
 def run(out_dir: pathlib.Path, lengths: list[int], *, d: int = 128, b_min: float = 1e2, b_max: float = 1e10,
         min_width: float = bb.DEFAULT_MIN_WIDTH, quiet: bool = False, resume: bool = True) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / "base_bound.jsonl", resume=resume, code=code_hash())
     rows = []
     for L in lengths:
         key = row_key(L, d, b_min, b_max, min_width)
         if key not in journal:
-            with tqdm(total=1.0, desc=f"basebound L={L}", disable=quiet, file=sys.stderr,
-                      bar_format="{l_bar}{bar}| {n:.3f}/1 of ln b decided [{elapsed}]") as bar:
-                def progress(f, bar=bar):
+            with progress(total=1.0, desc=f"basebound L={L}", quiet=quiet,
+                          bar_format="{l_bar}{bar}| {n:.3f}/1 of ln b decided [{elapsed}]") as bar:
+                def advance(f, bar=bar):
                     bar.update(f - bar.n)
-                res = base_search.search_feasible_bases(L, d, b_min=b_min, b_max=b_max, min_width=min_width,
-                                               progress=progress, checkpoint=out_dir / f"base_bound_L{L}.ckpt.npz")
+                res = base_search.search_feasible_bases(
+                    L,
+                    d,
+                    b_min=b_min,
+                    b_max=b_max,
+                    min_width=min_width,
+                    progress=advance,
+                    checkpoint=out_dir / f"base_bound_L{L}.ckpt.npz",
+                )
             journal.add(key, res.as_row())
         rows.append(journal.rows[key])
     summary = [_summary(r) for r in rows]
@@ -87,7 +94,9 @@ def print_report(meta: dict) -> None:
     print(f"\nMen et al.'s base bound, certified (d = {meta['d']}, b in [{meta['b_min']:.0e}, {meta['b_max']:.0e}], "
           f"undecided below {meta['min_width_ln_b']:.0e} in ln b)")
     print("  " + meta["definition"])
-    print("  inf F_L lies in [lower, smallest]; 'narrowest' is the relative width b_hi/b_lo - 1 of the narrowest window")
+    print(
+        "  inf F_L lies in [lower, smallest]; 'narrowest' is the relative width b_hi/b_lo - 1 of the narrowest window"
+    )
     print(f"{'L':>8s} {'inf F_L in [lower, smallest]':>36s} {'Men T2':>8s} {'windows':>7s} "
           f"{'narrowest':>10s} {'last window from':>16s} {'undecided (ln b)':>17s} {'time':>7s}")
     for r in meta["rows"]:
@@ -137,7 +146,7 @@ def _lengths(s: str) -> list[int]:
     try:
         out = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--lengths must be comma-separated integers, got {s!r}")
+        raise argparse.ArgumentTypeError(f"--lengths must be comma-separated integers, got {s!r}") from None
     if not out or any(not (1 <= L <= bb.MAX_L) for L in out):
         raise argparse.ArgumentTypeError(f"--lengths must be integers in [1, {bb.MAX_L}], got {s!r}")
     return out

@@ -63,10 +63,12 @@ def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[s
     for sk in ("rope", "half_rope", "rope_id"):
         th = _theta(sk)
         lam = theorems.predicted_limit(th, v).lam
-        cases = [("noisy", dict(snr=s)) for s in SNRS] + [("rank3_noisy", dict(snr=4.0, rank_k=3)),
-                                                         ("pareto", dict(pareto_alpha=0.5)),
-                                                         ("pareto", dict(pareto_alpha=3.0)),
-                                                         ("counter_rotating", dict(counter_rotate=True))]
+        cases: list[tuple[str, dict[str, Any]]] = [("noisy", dict(snr=s)) for s in SNRS] + [
+            ("rank3_noisy", dict(snr=4.0, rank_k=3)),
+            ("pareto", dict(pareto_alpha=0.5)),
+            ("pareto", dict(pareto_alpha=3.0)),
+            ("counter_rotating", dict(counter_rotate=True)),
+        ]
         for kind, kw in cases:
             key = f"cloud|{sk}|{kind}|{json.dumps(kw, sort_keys=True)}|{n_max:g}"
             keys.append(key)
@@ -140,13 +142,13 @@ def position_rows(sc: dict, journal: Journal, bar) -> list[str]:
 
 
 def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: bool = True) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ..progress import progress
     sc = SCALES[scale]
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume, code=code_hash())
     t0 = time.time()
-    bar = tqdm(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", disable=quiet, file=sys.stderr)
-    ck = cloud_rows(sc["n_max"], journal, bar, sc.get("chunk", 4096))
+    bar = progress(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", quiet=quiet)
+    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("chunk", 4096)))
     pk = position_rows(sc, journal, bar)
     bar.close()
     clouds = journal.ordered(ck)
@@ -163,12 +165,18 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
 def print_report(out_dir: pathlib.Path) -> None:
     meta = json.loads((out_dir / "beyond.json").read_text())
     print(f"\nBeyond rank 1 (d = {meta['d']}, streamed to n = {meta['sizes']['n_max']:.0e})")
-    print(f"{'schedule':10s} {'cloud':17s} {'param':>10s} {'observed':>9s} {'predicted':>9s} {'|err|':>9s} {'rate':>6s}  verdict")
+    print(
+        f"{'schedule':10s} {'cloud':17s} {'param':>10s} {'observed':>9s} {'predicted':>9s} {'|err|':>9s} "
+        f"{'rate':>6s}  verdict"
+    )
     for r in meta["clouds"]:
         par = r.get("snr", r.get("pareto_alpha", "-"))
-        print(f"{r['schedule']:10s} {r['cloud']:17s} {str(par):>10s} {r['observed_rho2']:9.5f} {r['predicted_rho2']:9.5f} "
-              f"{r['abs_err']:9.2e} {r['rate'] if isinstance(r['rate'], str) else format(r['rate'], '.2f'):>6s}  "
-              f"{r['verdict']} ({r['prediction']})")
+        print(
+            f"{r['schedule']:10s} {r['cloud']:17s} {str(par):>10s} {r['observed_rho2']:9.5f} "
+            f"{r['predicted_rho2']:9.5f} "
+            f"{r['abs_err']:9.2e} {r['rate'] if isinstance(r['rate'], str) else format(r['rate'], '.2f'):>6s}  "
+            f"{r['verdict']} ({r['prediction']})"
+        )
     print(f"\nSecond paper's claims (eps = {meta['eps']:.4f}; means over {meta['sizes']['pairs']} random (q, k) pairs; "
           f"exact enumeration over m; MC with 1e6 samples checks pair 0 at 99.9%)")
     print(f"{'schedule':10s} {'base':>8s} {'M':>8s} {'P(pos inv)':>10s} {'P(alias)':>8s} {'P(tok inv)':>10s} "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from ..flags import SHARED_FLAGS, parse_study_args, study_parser  # noqa: F401  (every study's parser)
 

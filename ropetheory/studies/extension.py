@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from . import figure7
@@ -78,21 +79,28 @@ def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int, L
 def float32_angle_error(theta: np.ndarray, positions=(10 ** 5, 10 ** 6)) -> list[dict[str, float]]:
     """transformers' float32 ``position * inv_freq`` vs the exact angle (both reduced mod 2 pi)."""
     inv32 = theta.astype(np.float32)
-    exact_turns = np.asarray(reduced_turns(np.asarray(positions, dtype=np.int64)[:, None], turn_chunks(theta)[None]))
+    exact_turns = np.asarray(reduced_turns(jnp.asarray(np.asarray(positions, dtype=np.int64)[:, None]),
+                                           jnp.asarray(turn_chunks(theta)[None])))
     out = []
     for k, p in enumerate(positions):
         ang32 = (np.float32(p) * inv32).astype(np.float64)
         err = np.abs((ang32 - 2 * math.pi * exact_turns[k] + math.pi) % (2 * math.pi) - math.pi)
         cos_err = np.abs(np.cos(np.float32(p) * inv32).astype(np.float64)
                          - np.cos(2 * math.pi * exact_turns[k]))
-        out.append({"position": int(p), "max_angle_err_rad": float(err.max()), "median_angle_err_rad": float(np.median(err)),
-                    "max_cos_err": float(cos_err.max())})
+        out.append(
+            {
+                "position": int(p),
+                "max_angle_err_rad": float(err.max()),
+                "median_angle_err_rad": float(np.median(err)),
+                "max_cos_err": float(cos_err.max()),
+            }
+        )
     return out
 
 
 def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = False,
         resume: bool = True) -> dict[str, Any]:
-    from tqdm import tqdm
+    from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = PartStore(out_dir / "extension_parts", code=figure7.code_hash() + source_hash(sys.modules[__name__]),
                       resume=resume)
@@ -106,7 +114,7 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
     configs.append(("rope_id", 1, schedule("rope_id", head_dim=D, train_len=TRAIN_LEN), 1.0))
     rows, curves = [], []
     t0 = time.time()
-    for m, s, th, att in tqdm(configs, desc="extension", disable=quiet, file=sys.stderr):
+    for m, s, th, att in progress(configs, desc="extension", quiet=quiet):
         s_eval = s if m not in ("default", "rope_id") else max(FACTORS)
         sL = s_eval * TRAIN_LEN
         grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
@@ -133,19 +141,32 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
     f32 = float32_angle_error(base)
     write_csv(out_dir / "extension.csv", rows)
     write_csv(out_dir / "extension_curves.csv", curves)
-    meta = {"d": D, "rope_theta": ROPE_THETA, "train_len": TRAIN_LEN, "factors": list(FACTORS), "n_clouds": n_clouds,
-            "rows": rows, "float32_positions": f32, "base_rho_L": base_rho_L, "seconds": time.time() - t0,
-            "notes": {"dynamic": "frequencies at seq_len = s L (transformers recomputes them for the running length)",
-                      "longrope": "illustrative factors (short = 1, long = linear ramp 1 -> s); real models ship searched ones",
-                      "rope_id": "trained at L; evaluated at 16 L with no extension"}}
+    meta = {
+        "d": D,
+        "rope_theta": ROPE_THETA,
+        "train_len": TRAIN_LEN,
+        "factors": list(FACTORS),
+        "n_clouds": n_clouds,
+        "rows": rows,
+        "float32_positions": f32,
+        "base_rho_L": base_rho_L,
+        "seconds": time.time() - t0,
+        "notes": {
+            "dynamic": "frequencies at seq_len = s L (transformers recomputes them for the running length)",
+            "longrope": "illustrative factors (short = 1, long = linear ramp 1 -> s); real models ship searched ones",
+            "rope_id": "trained at L; evaluated at 16 L with no extension",
+        },
+    }
     write_json(out_dir / "extension.json", meta)
     return meta
 
 
 def print_table(out_dir: pathlib.Path) -> None:
     meta = json.loads((out_dir / "extension.json").read_text())
-    print(f"\nContext extension on a Llama-3-style base (d = {meta['d']}, rope_theta = {meta['rope_theta']:g}, "
-          f"L = {meta['train_len']}); medians over {meta['n_clouds']} Gaussian v; base rho_L = {meta['base_rho_L']:.4f}")
+    print(
+        f"\nContext extension on a Llama-3-style base (d = {meta['d']}, rope_theta = {meta['rope_theta']:g}, "
+        f"L = {meta['train_len']}); medians over {meta['n_clouds']} Gaussian v; base rho_L = {meta['base_rho_L']:.4f}"
+    )
     print(f"{'method':9s} {'s':>3s} {'floor':>7s} {'rho_L':>7s} {'rho_sL':>7s} {'dist_sL':>8s} {'C1':>3s} {'C2':>3s} "
           f"{'in-dist':>7s} {'drift max':>9s} {'statement':>9s}")
     for r in meta["rows"]:

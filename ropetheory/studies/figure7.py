@@ -109,7 +109,7 @@ def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> 
 def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num: int = 60,
             head_dims=(128, 80), quiet: bool = False, resume: bool = True) -> dict[str, Any]:
     """Compute and save everything (resumable); returns the metadata dict."""
-    from tqdm import tqdm
+    from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = PartStore(out_dir / "fig7_parts", code=code_hash(), resume=resume)
     L = TRAIN_LEN
@@ -118,7 +118,7 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     t0 = time.time()
     rows, table = [], []
     total = len(head_dims) * (len(SCHEDULES) * n_clouds + len(TABLE5) * n_clouds)
-    bar = tqdm(total=total, desc="fig7 clouds", disable=quiet, file=sys.stderr, unit="cloud")
+    bar = progress(total=total, desc="fig7 clouds", quiet=quiet, unit="cloud")
     for d in head_dims:
         V = clouds(d, n_clouds)
         for key, (label, _) in SCHEDULES.items():
@@ -164,6 +164,7 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
     at = {int(n): i for i, n in enumerate(grid)}
     rows = []
     for label, kw, scores in TABLE5:
+        assert isinstance(kw, dict)
         th = schedule("rope_id", head_dim=d, train_len=L, **kw)
         tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{L}"
         rho = cached_curves(th, V, grid, tag, parts, bar.update)
@@ -182,10 +183,14 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
             y = [r[col] for r in rows]
             res = spearmanr(x, y)
             corr[f"{metric}~{col}"] = {"spearman": float(res.statistic), "p_value": float(res.pvalue)}
-    return {"head_dim": d, "rows": rows, "spearman": corr,
-            "source": "RULER averages: the paper's Table 5 (appendix A.6), Llama-1B models, as transcribed in "
-                      "shared/paper/frayed-rope-fulltext.txt; temperature-exponent rows omitted (no effect on geometry)",
-            "n_configs": len(rows)}
+    return {
+        "head_dim": d,
+        "rows": rows,
+        "spearman": corr,
+        "source": "RULER averages: the paper's Table 5 (appendix A.6), Llama-1B models, as transcribed in "
+        "shared/paper/frayed-rope-fulltext.txt; temperature-exponent rows omitted (no effect on geometry)",
+        "n_configs": len(rows),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def print_tables(out_dir: pathlib.Path) -> None:
     for r in abl["rows"]:
         print(f"{r['config']:40s} {r['floor']:7.4f} {r['rho_L']:7.4f} {r['attain_rel_dist_L']:8.3%} "
               f"{r['drift_L_to_4L']:11.3%} {r['ruler_8k']:6.2f} {r['ruler_16k']:6.2f}")
-    print("Spearman rank correlations (n = %d configs):" % abl["n_configs"])
+    print(f"Spearman rank correlations (n = {abl['n_configs']:d} configs):")
     for k, v in abl["spearman"].items():
         print(f"  {k:32s} rho_s = {v['spearman']:+.3f}  (p = {v['p_value']:.3f})")
 
@@ -240,7 +245,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
             lo = np.array([float(r["q05"]) for r in sel])
             hi = np.array([float(r["q95"]) for r in sel])
             one = np.array([float(r["single_v"]) for r in sel])
-            col = colors.get(key, None)
+            col = colors.get(key)
             lab = meta["schedules"][key]["label"]
             ax = axes[0, c]
             ax.fill_between(n, lo, hi, color=col, alpha=0.18, lw=0)

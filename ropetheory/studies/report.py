@@ -2,9 +2,10 @@
 
 SOURCE is a model's ``config.json`` (any Hugging Face ``rope_type``, per-layer-type parameters
 included), a packaged model (``smollm2-135m``, ``gemma3-270m``) or a ``.gguf`` file (config read from
-its metadata; its measured geometry, from ``ropetheory analyze``, shown beside the prediction), a schedule name with parameters (``rope_id:train_len=4096``, ``rope:base=500000``), or a
-JSON spec (``'{"name": "partial", "fraction": 0.5}'``, or a pasted ``rope_scaling`` /
-``rope_parameters`` config). For every distinct schedule of the source (e.g. Gemma 3's sliding and
+its metadata; its measured geometry, from ``ropetheory analyze``, shown beside the prediction), a
+schedule name with parameters (``rope_id:train_len=4096``, ``rope:base=500000``), a packaged fixture
+config by name (``llama-2-7b``), or a JSON spec (``'{"name": "partial", "fraction": 0.5}'``, or a pasted
+``rope_scaling`` / ``rope_parameters`` config). For every distinct schedule of the source (e.g. Gemma 3's sliding and
 global layers) the report computes, with the package's own functions (same code path as the
 studies, so the numbers are equal):
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from . import figure7
 from .. import spectra
+from .. import data
 from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
@@ -57,8 +59,8 @@ NUM = 60
 FACTORS = (2, 4, 8, 16)
 #: random (q, k1, k2) triples for the inversion probabilities
 PAIRS = 8
-#: where the committed certified base-bound table lives (d = 128)
-BASE_TABLE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "figures" / "base_bound.csv"
+#: the certified base-bound table (d = 128), shipped with the package (:mod:`ropetheory.data`)
+BASE_TABLE = data.base_table()
 SECTIONS = ("frequencies", "fsv", "drift", "inversions", "men", "verdict")
 
 
@@ -76,7 +78,7 @@ def frequencies_section(theta: np.ndarray, H: int) -> dict[str, Any]:
             "cycles_2plus": int((rot & (cycles >= 2)).sum()),
             "longest_wavelength": max((w for w in wl if w), default=None),
             "rows": [{"plane": j, "theta": float(t), "wavelength": w, "cycles_within_H": float(c)}
-                     for j, (t, w, c) in enumerate(zip(theta, wl, cycles))]}
+                     for j, (t, w, c) in enumerate(zip(theta, wl, cycles, strict=False))]}
 
 
 def fsv_section(theta: np.ndarray, H: int, V: np.ndarray, extra: list[int]) -> dict[str, Any]:
@@ -120,8 +122,11 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
             th = np.asarray(frequencies_from_config(sc["config"], seq_len=s * L, layer_type=sc["layer_type"])["theta"])
         else:
             th = sc["theta"]
-        own = criteria.low_frequency_drift(base, th, s, L) if (base > 0).any() and ((base > 0) & (base * L < 2 * math.pi)).any() \
+        own = (
+            criteria.low_frequency_drift(base, th, s, L)
+            if (base > 0).any() and ((base > 0) & (base * L < 2 * math.pi)).any()
             else {"max_drift_ratio": None, "holds": None, "low_freq_planes": 0}
+        )
         rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L]))
         rows.append({"s": s, "eval_len": s * L, "low_freq_planes": own["low_freq_planes"],
                      "drift_ratio_own": own["max_drift_ratio"], "within_training": own["holds"],
@@ -133,7 +138,7 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
 def inversion_section(theta: np.ndarray, H: int) -> dict[str, Any]:
     d = 2 * theta.size
     Q = np.random.default_rng(1).standard_normal((PAIRS, 3, d))
-    out = {"pairs": PAIRS}
+    out: dict[str, Any] = {"pairs": PAIRS}
     for M in (H, 4 * H):
         p = [position_inversion(theta, q, k1, M)["exact"] for q, k1, _ in Q]
         t = [token_inversion(theta, q, k1, k2, M)["exact"] for q, k1, k2 in Q]
@@ -149,10 +154,17 @@ def men_section(theta: np.ndarray, H: int, sc: dict) -> dict[str, Any]:
     m = np.arange(1, H + 1)
     B = scores(theta, ones, ones, m)
     worst = int(np.argmin(B))
-    out = {"m_max": H, "min_B": float(B[worst]), "argmin_m": int(m[worst]), "holds": bool(B[worst] >= 0),
-           "negative_m": int((B < 0).sum()), "smallest_feasible_base": None, "table": None}
-    if sc.get("rope_type") == "default" and 2 * theta.size == 128 and (theta > 0).all() and BASE_TABLE.exists():
-        for r in csv.DictReader(BASE_TABLE.open()):
+    out: dict[str, Any] = {
+        "m_max": H,
+        "min_B": float(B[worst]),
+        "argmin_m": int(m[worst]),
+        "holds": bool(B[worst] >= 0),
+        "negative_m": int((B < 0).sum()),
+        "smallest_feasible_base": None,
+        "table": None,
+    }
+    if sc.get("rope_type") == "default" and 2 * theta.size == 128 and (theta > 0).all() and BASE_TABLE.is_file():
+        for r in csv.DictReader(BASE_TABLE.open(encoding="utf-8")):
             if int(r["L"]) == H:
                 out.update(smallest_feasible_base=float(r["smallest"]), table=str(BASE_TABLE.name))
     return out
@@ -162,15 +174,23 @@ def verdict(sec: dict, L: int) -> list[str]:
     f, ms = sec["fsv"], sec["men"]
     H = sec["horizon"]
     reach = f["reach_median"]
-    lines = [f"floor {f['floor']:.3f} vs all-planes-rotating {f['allrot_floor']:.3f}: C1 "
-             f"{'met' if f['C1'] else 'not met'} (Section 4: a NoPE/slow block must keep a non-trivial floor)",
-             (f"floor reached (within 1%) at {reach:.3g} tokens = {reach / H:.3g} H: C2 {'met' if f['C2'] else 'not met'}"
-              if reach else "floor not reached within 10^6 H: C2 not met") +
-             f" (Section 4; rho at H = {f['rho_H']:.3f}, {100 * f['rel_dist_H']:.1f}% above the floor)"]
+    lines = [
+        f"floor {f['floor']:.3f} vs all-planes-rotating {f['allrot_floor']:.3f}: C1 "
+        f"{'met' if f['C1'] else 'not met'} (Section 4: a NoPE/slow block must keep a non-trivial floor)",
+        (
+            f"floor reached (within 1%) at {reach:.3g} tokens = {reach / H:.3g} H: C2 {'met' if f['C2'] else 'not met'}"
+            if reach
+            else "floor not reached within 10^6 H: C2 not met"
+        )
+        + f" (Section 4; rho at H = {f['rho_H']:.3f}, {100 * f['rel_dist_H']:.1f}% above the floor)",
+    ]
     d4 = next((r for r in sec["drift"] if r["s"] == 4), None)
     if d4 and d4["drift_ratio_own"] is not None:
-        lines.append(f"drift at 4L: {d4['drift_ratio_own']:.3g} x the training drift under this schedule's own scaling "
-                     f"({'within' if d4['within_training'] else 'beyond'} training; unscaled: {d4['drift_ratio_unscaled']:.0f}x; Section 5)")
+        lines.append(
+            f"drift at 4L: {d4['drift_ratio_own']:.3g} x the training drift under this schedule's own scaling "
+            f"({'within' if d4['within_training'] else 'beyond'} training; "
+            f"unscaled: {d4['drift_ratio_unscaled']:.0f}x; Section 5)"
+        )
     lines.append(f"Men et al.: B(m) >= 0 for all m <= {H}: {'yes' if ms['holds'] else 'no'} "
                  f"(min {ms['min_B']:.3g} at m = {ms['argmin_m']})" +
                  (f"; smallest feasible base for this L (certified) {ms['smallest_feasible_base']:.4g}"
@@ -178,9 +198,11 @@ def verdict(sec: dict, L: int) -> list[str]:
     me = sec.get("measured")
     if me and me["rows"]:
         a, b = me["rows"][0], me["rows"][-1]
-        lines.append(f"measured on the model ({me['heads']} heads): rho at L {a['rho_measured']:.3f} (rank-1 prediction "
-                     f"{a['rho_rank1_prediction']:.3f}), at {b['n']} {b['rho_measured']:.3f} ({b['rho_rank1_prediction']:.3f}); "
-                     f"heads with a sink: {a['heads_with_sink']} at L, {b['heads_with_sink']} at {b['n']}")
+        lines.append(
+            f"measured on the model ({me['heads']} heads): rho at L {a['rho_measured']:.3f} (rank-1 prediction "
+            f"{a['rho_rank1_prediction']:.3f}), at {b['n']} {b['rho_measured']:.3f} ({b['rho_rank1_prediction']:.3f}); "
+            f"heads with a sink: {a['heads_with_sink']} at L, {b['heads_with_sink']} at {b['n']}"
+        )
     return lines
 
 
@@ -196,9 +218,17 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
     if src.get("model") or analysis:
         p = find_analysis(src.get("model") or src["label"], analysis)
         res = json.loads(p.read_text()) if p else None
-    out = {"source": source, "analysis": str(p) if res is not None else None, "label": src["label"], "kind": src["kind"], "train_len": L,
-           "train_len_from": src["train_len_from"], "seq_len": src.get("seq_len"), "n_clouds": n_clouds,
-           "schedules": []}
+    out = {
+        "source": source,
+        "analysis": str(p) if res is not None else None,
+        "label": src["label"],
+        "kind": src["kind"],
+        "train_len": L,
+        "train_len_from": src["train_len_from"],
+        "seq_len": src.get("seq_len"),
+        "n_clouds": n_clouds,
+        "schedules": [],
+    }
     for sc in src["schedules"]:
         theta = sc["theta"]
         H = int(min(L, sc["window"])) if sc["window"] else L

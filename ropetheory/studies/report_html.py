@@ -83,47 +83,90 @@ def render_html(rep: dict, pngs: list[bytes]) -> str:
              f"<p>source <code>{html.escape(rep['source'])}</code>; training length L = {L} "
              f"(from {html.escape(rep['train_len_from'])}); {rep['n_clouds']} random unit rank-1 clouds per schedule; "
              f"computed in {rep['seconds']:.1f} s.</p>"]
-    for sec, png in zip(rep["schedules"], pngs):
+    for sec, png in zip(rep["schedules"], pngs, strict=False):
         fq, f, ms = sec["frequencies"], sec["fsv"], sec["men"]
         inv = [dict(v) for k, v in sec["inversions"].items() if k.startswith("M=")]
-        parts += [f"<h2>{html.escape(sec['name'])}: {html.escape(sec['rope_type'])}, d = {sec['head_dim']}, "
-                  f"layers {html.escape(str(sec['layers']))}</h2>",
-                  '<section id="verdict"><h3>Verdict</h3><ul>' +
-                  "".join(f"<li>{html.escape(v)}</li>" for v in sec["verdict"]) + "</ul></section>",
-                  f'<img alt="figures for {html.escape(sec["name"])}" src="data:image/png;base64,'
-                  f'{base64.b64encode(png).decode()}">',
-                  '<section id="frequencies"><h3>Frequencies against the horizon</h3>'
-                  f"<p>horizon H = {sec['horizon']} ({sec['horizon_is']}); attention factor {sec['attention_factor']:.4g}; "
-                  f"{fq['planes']} planes: {fq['nope_planes']} NoPE, {fq['cycles_lt1']} complete less than one cycle "
-                  f"within H, {fq['cycles_1']} one, {fq['cycles_2plus']} two or more; longest wavelength "
-                  f"{_fmt(fq['longest_wavelength'])} tokens.</p></section>",
-                  '<section id="fsv"><h3>FSV ratio, floor, C1 and C2 (Lemma 1, Theorem 1, Section 4)</h3>'
-                  + _table([{"floor (median)": f["floor"], "all-rotating floor": f["allrot_floor"], "rho at H": f["rho_H"],
-                             "above floor at H": f["rel_dist_H"], "reach (median, tokens)": f["reach_median"],
-                             "grid step (x)": f["reach_resolution"], "C1": f["C1"], "C2": f["C2"],
-                             "C1 share": f["C1_share"], "C2 share": f["C2_share"]}],
-                           ["floor (median)", "all-rotating floor", "rho at H", "above floor at H", "reach (median, tokens)",
-                            "grid step (x)", "C1", "C2", "C1 share", "C2 share"])
-                  + f"<p>C1: floor above the all-rotating floor by {100 * f['C1_MARGIN']:.0f}%; C2: within "
-                    f"{100 * f['C2_RTOL']:.0f}% of the floor at H.</p></section>",
-                  '<section id="drift"><h3>Drift past L (Section 5)</h3>'
-                  + _table(sec["drift"], ["s", "eval_len", "low_freq_planes", "drift_ratio_own", "within_training",
-                                          "drift_ratio_unscaled", "rho_L", "rho_sL"]) + "</section>",
-                  '<section id="inversions"><h3>Position and token inversions (second paper)</h3>'
-                  + _table(inv, ["M", "p_position_inversion", "se_position", "p_token_inversion", "se_token"])
-                  + f"<p>exact over every distance; mean over {sec['inversions']['pairs']} random (q, k) pairs.</p></section>",
-                  '<section id="men"><h3>Men et al.: B(m) ≥ 0 up to H</h3>'
-                  + _table([ms], ["m_max", "min_B", "argmin_m", "holds", "negative_m", "smallest_feasible_base"])
-                  + "</section>"]
+        parts += [
+            f"<h2>{html.escape(sec['name'])}: {html.escape(sec['rope_type'])}, d = {sec['head_dim']}, "
+            f"layers {html.escape(str(sec['layers']))}</h2>",
+            '<section id="verdict"><h3>Verdict</h3><ul>'
+            + "".join(f"<li>{html.escape(v)}</li>" for v in sec["verdict"])
+            + "</ul></section>",
+            f'<img alt="figures for {html.escape(sec["name"])}" src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode()}">',
+            '<section id="frequencies"><h3>Frequencies against the horizon</h3>'
+            f"<p>horizon H = {sec['horizon']} ({sec['horizon_is']}); attention factor {sec['attention_factor']:.4g}; "
+            f"{fq['planes']} planes: {fq['nope_planes']} NoPE, {fq['cycles_lt1']} complete less than one cycle "
+            f"within H, {fq['cycles_1']} one, {fq['cycles_2plus']} two or more; longest wavelength "
+            f"{_fmt(fq['longest_wavelength'])} tokens.</p></section>",
+            '<section id="fsv"><h3>FSV ratio, floor, C1 and C2 (Lemma 1, Theorem 1, Section 4)</h3>'
+            + _table(
+                [
+                    {
+                        "floor (median)": f["floor"],
+                        "all-rotating floor": f["allrot_floor"],
+                        "rho at H": f["rho_H"],
+                        "above floor at H": f["rel_dist_H"],
+                        "reach (median, tokens)": f["reach_median"],
+                        "grid step (x)": f["reach_resolution"],
+                        "C1": f["C1"],
+                        "C2": f["C2"],
+                        "C1 share": f["C1_share"],
+                        "C2 share": f["C2_share"],
+                    }
+                ],
+                [
+                    "floor (median)",
+                    "all-rotating floor",
+                    "rho at H",
+                    "above floor at H",
+                    "reach (median, tokens)",
+                    "grid step (x)",
+                    "C1",
+                    "C2",
+                    "C1 share",
+                    "C2 share",
+                ],
+            )
+            + f"<p>C1: floor above the all-rotating floor by {100 * f['C1_MARGIN']:.0f}%; C2: within "
+            f"{100 * f['C2_RTOL']:.0f}% of the floor at H.</p></section>",
+            '<section id="drift"><h3>Drift past L (Section 5)</h3>'
+            + _table(
+                sec["drift"],
+                [
+                    "s",
+                    "eval_len",
+                    "low_freq_planes",
+                    "drift_ratio_own",
+                    "within_training",
+                    "drift_ratio_unscaled",
+                    "rho_L",
+                    "rho_sL",
+                ],
+            )
+            + "</section>",
+            '<section id="inversions"><h3>Position and token inversions (second paper)</h3>'
+            + _table(inv, ["M", "p_position_inversion", "se_position", "p_token_inversion", "se_token"])
+            + f"<p>exact over every distance; mean over {sec['inversions']['pairs']} random (q, k) pairs.</p>"
+            + "</section>",
+            '<section id="men"><h3>Men et al.: B(m) ≥ 0 up to H</h3>'
+            + _table([ms], ["m_max", "min_B", "argmin_m", "holds", "negative_m", "smallest_feasible_base"])
+            + "</section>",
+        ]
         if "measured" in sec:
             me = sec["measured"]
-            parts.append('<section id="measured"><h3>The real model, measured (keys before/after RoPE)</h3>'
-                         f"<p>{me['heads']} key heads, {me['tokens']} tokens"
-                         f"{' (4-bit quantised weights)' if me['quantised'] else ''}; median rank-1 floor "
-                         f"{_fmt(me['predicted_floor'])}, rank-1-plus-noise limit {_fmt(me['noisy_limit'])}; heads meeting "
-                         f"C1 {me['C1_heads']}, C2 {me['C2_heads']}.</p>"
-                         + _table(me["rows"], ["n", "rho_measured", "rho_rank1_prediction", "max_abs_error",
-                                               "heads_with_sink", "sink_share"]) + "</section>")
+            parts.append(
+                '<section id="measured"><h3>The real model, measured (keys before/after RoPE)</h3>'
+                f"<p>{me['heads']} key heads, {me['tokens']} tokens"
+                f"{' (4-bit quantised weights)' if me['quantised'] else ''}; median rank-1 floor "
+                f"{_fmt(me['predicted_floor'])}, rank-1-plus-noise limit {_fmt(me['noisy_limit'])}; heads meeting "
+                f"C1 {me['C1_heads']}, C2 {me['C2_heads']}.</p>"
+                + _table(
+                    me["rows"],
+                    ["n", "rho_measured", "rho_rank1_prediction", "max_abs_error", "heads_with_sink", "sink_share"],
+                )
+                + "</section>"
+            )
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>ropetheory report</title>" \
@@ -133,13 +176,20 @@ def render_html(rep: dict, pngs: list[bytes]) -> str:
 def write(rep: dict, out: pathlib.Path) -> pathlib.Path:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", rep)
-    write_csv(out / "planes.csv", [{"schedule": s["name"], **r} for s in rep["schedules"] for r in s["frequencies"]["rows"]])
-    write_csv(out / "curves.csv", [{"schedule": s["name"], "n": n, "q05": a, "median": m, "q95": b}
-                                   for s in rep["schedules"]
-                                   for n, a, m, b in zip(s["fsv"]["grid"], s["fsv"]["q05"], s["fsv"]["median"], s["fsv"]["q95"])])
+    write_csv(
+        out / "planes.csv", [{"schedule": s["name"], **r} for s in rep["schedules"] for r in s["frequencies"]["rows"]]
+    )
+    write_csv(
+        out / "curves.csv",
+        [
+            {"schedule": s["name"], "n": n, "q05": a, "median": m, "q95": b}
+            for s in rep["schedules"]
+            for n, a, m, b in zip(s["fsv"]["grid"], s["fsv"]["q05"], s["fsv"]["median"], s["fsv"]["q95"], strict=False)
+        ],
+    )
     write_csv(out / "drift.csv", [{"schedule": s["name"], **r} for s in rep["schedules"] for r in s["drift"]])
     pngs = [plot_schedule(s, rep["train_len"]) for s in rep["schedules"]]
-    for s, png in zip(rep["schedules"], pngs):
+    for s, png in zip(rep["schedules"], pngs, strict=False):
         with atomic_open(out / f"report_{str(s['name']).replace(' ', '_')}.png") as fh:
             fh.write(png)
     page = out / "report.html"

@@ -8,69 +8,51 @@ from typing import Any
 
 import numpy as np
 
+from importlib.abc import Traversable
+
 from . import figure7
+from .. import data
 
-from ..schedules.hf import frequencies_from_config
-from ..schedules import is_model_config, schedule, schedule_from_spec
-
-
-def _parse_value(v: str) -> Any:
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
+from ..schedules.model_config import read_model_config
+from ..core.checks import check_integer
+from ..schedules import DEFAULT_HEAD_DIM, is_model_config, parse_spec, schedule_from_spec
 
 
 def load_source(source: str, *, train_len: int | None = None, seq_len: int | None = None) -> dict[str, Any]:
-    """Read SOURCE into ``{label, kind, config, train_len, train_len_from, schedules: [...]}``."""
+    """Read SOURCE into ``{label, kind, config, train_len, train_len_from, schedules: [...]}``.
+
+    SOURCE: a packaged model (``smollm2``) or a ``.gguf``; a packaged fixture config by name
+    (``llama-2-7b``, :func:`ropetheory.data.fixture_configs`); or anything
+    :func:`ropetheory.schedules.parse_spec` reads (a config.json or checkpoint folder, a JSON spec or
+    config, ``name:key=value,...``).
+    """
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"SOURCE must be a config.json path, a schedule name or a JSON spec, got {source!r}")
     for name, v in (("train_len", train_len), ("seq_len", seq_len)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
-            raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
-    path = pathlib.Path(source)
-    cfg = None
+        if v is not None:
+            check_integer(name, v, lo=2)
     model = _model_config(source)
     if model is not None:
         cfg, label = model
         out = _config_source(label, cfg, train_len, seq_len)
         out["model"] = label
         return out
-    if source.lstrip()[:1] in ("{", "["):
-        try:
-            spec = json.loads(source)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"SOURCE looks like JSON but does not parse: {e}") from None
-        if not isinstance(spec, dict):
-            raise ValueError(f"a JSON SOURCE must be an object, got {type(spec).__name__}")
-        if is_model_config(spec):
-            cfg, label = spec, "config"
-        else:
-            label = spec.get("name", "spec")
-            return _schedule_source(label, schedule_from_spec(spec), spec, train_len)
-    elif path.suffix == ".json" or path.exists():
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise ValueError(f"config file {str(path)!r} does not exist")
-        try:
-            cfg = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"config file {str(path)!r} is not JSON: {e}") from None
-        if not isinstance(cfg, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a JSON object, got {type(cfg).__name__}")
-        label = path.stem if path.name != "config.json" else path.parent.name
-    else:
-        name, _, params = source.partition(":")
-        kw = {}
-        for kv in filter(None, params.split(",")):
-            if "=" not in kv:
-                raise ValueError(f"schedule parameters must be KEY=VALUE, got {kv!r} in {source!r}")
-            k, v = kv.split("=", 1)
-            kw[k.strip()] = _parse_value(v.strip())
-        kw.setdefault("head_dim", 128)
-        return _schedule_source(name, schedule(name, **kw), {"name": name, **kw}, train_len)
-    return _config_source(label, cfg, train_len, seq_len)
+    fixture = data.fixture_config(source)
+    if fixture is not None:
+        return _config_source(source, json.loads(fixture.read_text(encoding="utf-8")), train_len, seq_len)
+    try:
+        spec = parse_spec(source)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"SOURCE {source!r}: {e}") from None
+    if is_model_config(spec):
+        path = pathlib.Path(source)
+        label = ("config" if source.lstrip()[:1] == "{" else
+                 path.name if path.is_dir() else path.parent.name if path.name == "config.json" else path.stem)
+        return _config_source(label, spec, train_len, seq_len)
+    if "head_dim" not in spec and "d" not in spec:
+        spec["head_dim"] = DEFAULT_HEAD_DIM
+    label = str(spec.get("name", spec.get("type", "spec")))
+    return _schedule_source(label, schedule_from_spec(spec), spec, train_len)
 
 
 def _model_config(source: str) -> tuple[dict, str] | None:
@@ -88,7 +70,7 @@ def _model_config(source: str) -> tuple[dict, str] | None:
     return cfg.to_dict(), label
 
 
-def find_analysis(label: str, explicit: str | None = None) -> pathlib.Path | None:
+def find_analysis(label: str, explicit: str | None = None) -> pathlib.Path | Traversable | None:
     """``analysis.json`` of a model: ``explicit``, else ``results/analysis/<label>/``, else the committed one."""
     if explicit:
         p = pathlib.Path(explicit)
@@ -96,19 +78,18 @@ def find_analysis(label: str, explicit: str | None = None) -> pathlib.Path | Non
         if not p.is_file():
             raise ValueError(f"--analysis {explicit!r}: no analysis.json there")
         return p
-    root = pathlib.Path(__file__).resolve().parents[2]
-    for p in (pathlib.Path("results/analysis") / label / "analysis.json",
-              root / "docs" / "figures" / "models" / label / "analysis.json"):
-        if p.is_file():
-            return p
-    return None
+    p = pathlib.Path("results/analysis") / label / "analysis.json"
+    return p if p.is_file() else data.analysis(label)
 
 
 def measured_section(res: dict, layer_type: str | None) -> dict[str, Any]:
     """A real model's measured key geometry for one schedule, beside ropetheory's predictions."""
     heads = [h for h in res["heads"] if layer_type is None or h["layer_type"] == layer_type]
     grid, L = res["grid"], int(res["train_len"])
-    med = lambda xs: float(np.median([x for x in xs if x is not None])) if any(x is not None for x in xs) else None
+    def med(xs):
+        vals = [x for x in xs if x is not None]
+        return float(np.median(vals)) if vals else None
+
     rows = []
     for k in (1, 2, 4, 8):
         if k * L in grid:
@@ -137,31 +118,18 @@ def _schedule_source(label, theta, spec, train_len):
 
 
 def _config_source(label, cfg, train_len, seq_len):
-    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if not isinstance(rp, dict):
-        raise ValueError(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
-    per_type = [k for k, v in rp.items() if isinstance(v, dict)]
-    orig = cfg.get("original_max_position_embeddings")
-    if orig is None:
-        orig = next((v.get("original_max_position_embeddings") for v in ([rp] + [rp[k] for k in per_type])
-                     if isinstance(v, dict) and v.get("original_max_position_embeddings")), None)
-    if train_len:
-        L, how = train_len, "--train-len"
-    elif orig:
-        L, how = int(orig), "original_max_position_embeddings"
-    elif cfg.get("max_position_embeddings"):
-        L, how = int(cfg["max_position_embeddings"]), "max_position_embeddings"
-    else:
+    facts = read_model_config(cfg, train_len=train_len)
+    if facts.train_len is None:
         raise ValueError("the config names no training length (original_max_position_embeddings or "
                          "max_position_embeddings): pass --train-len")
+    L, how = facts.train_len, facts.train_len_from
     n = seq_len or L
     scheds = []
-    window = cfg.get("sliding_window")
-    layer_types = cfg.get("layer_types") or []
-    for lt in (per_type or [None]):
-        f = frequencies_from_config(cfg, seq_len=n, layer_type=lt)
-        layers = [i for i, t in enumerate(layer_types) if t == lt] if lt else "all"
-        w = window if (lt is None or "sliding" in str(lt)) and isinstance(window, int) and window < L else None
+    for lt in facts.rope_layer_types:
+        f = facts.frequencies(lt, seq_len=n)
+        layers = [i for i, t in enumerate(facts.layer_types) if t == lt] if lt else "all"
+        window = facts.window_for(lt)
+        w = window if window is not None and window < L else None
         scheds.append({"name": lt or "all layers", "layers": layers, "theta": np.asarray(f["theta"]),
                        "attention_factor": float(f["attention_factor"]), "rope_type": f["rope_type"],
                        "rope_theta": f["rope_theta"], "window": w, "head_dim": f["head_dim"],

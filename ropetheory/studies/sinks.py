@@ -124,8 +124,14 @@ def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_log
         cm = jnp.max(lv, axis=1)
         M2 = jnp.maximum(M, cm)
         S = S * jnp.exp(M - M2) + jnp.sum(jnp.where(valid, jnp.exp(lv - M2[:, None]), 0.0), axis=1)
-        return (M2, S, jnp.maximum(mx, cm), npos + jnp.sum(valid & (logit > 0), axis=1),
-                nval + jnp.sum(valid, axis=1), spectra.neumaier_add(lsum, jnp.sum(jnp.where(valid, logit, 0.0), axis=1)))
+        return (
+            M2,
+            S,
+            jnp.maximum(mx, cm),
+            npos + jnp.sum(valid & (logit > 0), axis=1),
+            nval + jnp.sum(valid, axis=1),
+            spectra.neumaier_add(lsum, jnp.sum(jnp.where(valid, logit, 0.0), axis=1)),
+        )
 
     out = spectra.chunked_prefix_scan(jnp.reshape(n, (1,)), chunk, init, step, lambda st: st)
     M, S, mx, npos, nval, lsum = jax.tree_util.tree_map(lambda x: x[0], out)
@@ -158,13 +164,13 @@ def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict
 
 def run(out_dir: pathlib.Path, lengths, head: SinkHead = SinkHead(), quiet: bool = False,
         resume: bool = True) -> list[dict]:
-    from tqdm import tqdm
+    from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = json.dumps(dataclasses.asdict(head), sort_keys=True)
     journal = Journal(out_dir / "sinks.jsonl", resume=resume, code=code_hash())
     keys = []
     todo = [(k, int(n)) for k in SCHEDULES for n in lengths]
-    for sk, n in tqdm(todo, desc="sinks", disable=quiet, file=sys.stderr):
+    for sk, n in progress(todo, desc="sinks", quiet=quiet):
         jk = f"{tag}|{sk}|{n}"
         keys.append(jk)
         if jk in journal:
@@ -212,11 +218,11 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
         if not sel:
             continue
         n = [int(r["n"]) for r in sel]
-        for ax, col in zip(axes, ("sink_share", "max_logit", "frac_positive")):
+        for ax, col in zip(axes, ("sink_share", "max_logit", "frac_positive"), strict=False):
             ax.plot(n, [float(r[col]) for r in sel], marker="o", ms=3, label=label)
     titles = ("mean attention share of the sink", "max ordinary-key logit per query (mean)",
               "fraction of positive key-query logits")
-    for ax, t in zip(axes, titles):
+    for ax, t in zip(axes, titles, strict=False):
         ax.axvline(TRAIN_LEN, color="k", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_title(t)
@@ -235,9 +241,12 @@ def print_summary(out_dir: pathlib.Path) -> None:
     print(f"{'schedule':24s} {'share@L':>8s} {'share@max':>9s} {'retained':>8s} {'maxlogit@L':>10s} "
           f"{'maxlogit@max':>12s} {'pos@max':>8s}")
     for sk, s in meta["summary"].items():
-        print(f"{meta['schedules'][sk]:24s} {s['share_at_L']:8.4f} {s['share_at_max']:9.4f} "
-              f"{'-' if s['retained_fraction'] is None else format(s['retained_fraction'], '.2%'):>8s} {s['max_logit_at_L']:10.3f} {s['max_logit_at_max']:12.3f} "
-              f"{s['frac_positive_at_max']:8.2e}")
+        print(
+            f"{meta['schedules'][sk]:24s} {s['share_at_L']:8.4f} {s['share_at_max']:9.4f} "
+            f"{'-' if s['retained_fraction'] is None else format(s['retained_fraction'], '.2%'):>8s} "
+            f"{s['max_logit_at_L']:10.3f} {s['max_logit_at_max']:12.3f} "
+            f"{s['frac_positive_at_max']:8.2e}"
+        )
 
 
 def main(argv=None) -> int:

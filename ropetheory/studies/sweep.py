@@ -24,7 +24,8 @@ import math
 import pathlib
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +94,7 @@ def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     # several CPU devices: LAPACK one matrix per call (a batched call can deadlock XLA's thread pool, see
     # topeig.top_eigenvalue), and eigvalsh, as before the top-eigenvalue methods (numbers unchanged)
     several_cpu = jax.default_backend() == "cpu" and mesh.devices.size > 1
-    body = functools.partial(spectra.rho2_for_clouds.__wrapped__, batched_eig=batched,
+    body = functools.partial(spectra.rho2_for_clouds_traced, batched_eig=batched,
                              method="eigvalsh" if several_cpu else None, one_at_a_time=several_cpu)
     f = jax.shard_map(body, mesh=mesh, in_specs=(Ps("clouds"), Ps(), Ps()), out_specs=Ps("clouds"),
                       check_vma=False)
@@ -195,7 +196,7 @@ def _tag(spec: dict, d: int, w: str, sw: SweepSpec) -> str:
 def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool = False,
               resume: bool = True) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the metadata. Clouds are sharded over every visible device."""
-    from tqdm import tqdm
+    from ..progress import progress
     out = pathlib.Path(out_dir)
     parts = PartStore(out / "sweep_parts", code=code_hash(), resume=resume)
     mesh = device_mesh() if mesh is None else mesh
@@ -204,7 +205,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
     rows = []
     t0 = time.time()
     computed = 0
-    for spec, d, w in tqdm(configs, desc="sweep", disable=quiet, file=sys.stderr):
+    for spec, d, w in progress(configs, desc="sweep", quiet=quiet):
         tag = _tag(spec, d, w, sw)
         key = json.dumps([spec, d, w, dataclasses.asdict(sw), grid.tolist()], sort_keys=True)
         theta = schedule_from_spec({**spec, "head_dim": d})

@@ -74,7 +74,9 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
                   f"max {np.max(losses):.3f}), {time.time() - t0:.0f} s", flush=True)
     run = loop.train(cfg, data, out, resume=resume, checkpoint_every=checkpoint_every, progress=prog)
     names = [f"{s}_seed{k}" for s, k in run["names"]]
-    write_csv(out / "train_log.csv", [{"step": r["step"], **dict(zip(names, r["loss"]))} for r in run["log"]])
+    write_csv(
+        out / "train_log.csv", [{"step": r["step"], **dict(zip(names, r["loss"], strict=False))} for r in run["log"]]
+    )
     code = source_hash(training)
     ev_params = json.dumps({"multiples": multiples, "ppl_rows": p["ppl_rows"], "task_rows": p["task_rows"]})
     evals = Journal(out / "evals.jsonl", code=code, resume=resume)
@@ -101,12 +103,20 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
                 continue
             res = evaluate.geometry(_stack_index(run["models"], index[(sched, seed)]), cfg, data, sched,
                                     n=n_geo, seed=seed)
-            write_json(out / "analysis" / f"{sched}_seed{seed}.json", {k: res[k] for k in ("grid", "n", "train_len", "heads")})
+            write_json(
+                out / "analysis" / f"{sched}_seed{seed}.json", {k: res[k] for k in ("grid", "n", "train_len", "heads")}
+            )
             geos.add(key, {"schedule": sched, "seed": seed, **evaluate.summarise_geometry(res, cfg.train_len)})
-    return {"evals": list(evals.rows.values()), "geometry": list(geos.rows.values()), "config": cfg.as_dict(),
-            "params": p, "train_seconds": run["seconds"], "data": {k: v for k, v in data["recipe"].items() if k != "files"},
-            "params_per_model": param_count(run["models"]) // len(run["names"]),
-            "tokens_per_model": cfg.steps * cfg.batch * cfg.train_len}
+    return {
+        "evals": list(evals.rows.values()),
+        "geometry": list(geos.rows.values()),
+        "config": cfg.as_dict(),
+        "params": p,
+        "train_seconds": run["seconds"],
+        "data": {k: v for k, v in data["recipe"].items() if k != "files"},
+        "params_per_model": param_count(run["models"]) // len(run["names"]),
+        "tokens_per_model": cfg.steps * cfg.batch * cfg.train_len,
+    }
 
 
 def main(argv=None) -> int:

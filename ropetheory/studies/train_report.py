@@ -74,7 +74,13 @@ def correlations(rows: list[dict]) -> list[dict[str, Any]]:
             for k in OUTCOME_MULTIPLES:
                 pairs = [(r[m], r.get(f"{kind}_{k}L")) for r in rows]
                 pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                rec = {"measure": m, "outcome": f"{kind}_{k}L", "n_models": len(pairs), "spearman": None, "p_value": None}
+                rec = {
+                    "measure": m,
+                    "outcome": f"{kind}_{k}L",
+                    "n_models": len(pairs),
+                    "spearman": None,
+                    "p_value": None,
+                }
                 if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
                     r = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
                     rec["spearman"], rec["p_value"] = float(r.statistic), float(r.pvalue)
@@ -140,13 +146,22 @@ def markdown_table(s: dict) -> str:
     beside the trained schedule's geometry (median floor, fractions of heads meeting C1 and C2)."""
     L = s["config"]["train_len"]
     mult = [m for m in (1, 2, 4, 8) if f"ppl_{m}L" in s["table"][0]]
-    head = "| variant | " + " | ".join(f"ppl {m}L" for m in mult) + " | " + " | ".join(f"retrieval {m}L" for m in mult) \
+    head = (
+        "| variant | "
+        + " | ".join(f"ppl {m}L" for m in mult)
+        + " | "
+        + " | ".join(f"retrieval {m}L" for m in mult)
         + " | floor (median head) | heads meeting C1 | heads meeting C2 |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in s["table"]:
-        lines.append(f"| {r['variant']} | " + " | ".join(_fmt(r[f'ppl_{m}L'], r[f'ppl_{m}L_sd'], '{:.0f}') for m in mult)
-                     + " | " + " | ".join(_fmt(r[f'acc_{m}L'], r[f'acc_{m}L_sd']) for m in mult)
-                     + f" | {_fmt(r['floor'], None)} | {_fmt(r['C1_frac'], None)} | {_fmt(r['C2_frac'], None)} |")
+        lines.append(
+            f"| {r['variant']} | "
+            + " | ".join(_fmt(r[f'ppl_{m}L'], r[f'ppl_{m}L_sd'], '{:.0f}') for m in mult)
+            + " | "
+            + " | ".join(_fmt(r[f'acc_{m}L'], r[f'acc_{m}L_sd']) for m in mult)
+            + f" | {_fmt(r['floor'], None)} | {_fmt(r['C1_frac'], None)} | {_fmt(r['C2_frac'], None)} |"
+        )
     return "\n".join(lines) + f"\n\nL = {L} tokens; ± one standard deviation over {s['table'][0]['seeds']} seeds.\n"
 
 
@@ -210,8 +225,12 @@ def report(out: pathlib.Path, docs: pathlib.Path | None = None) -> list[pathlib.
         write_csv(out / "geometry_curves.csv", geometry_curves(out))
     L = s["config"]["train_len"]
     mult = [n // L for n in s["evals"][0]["lengths"]]
-    print(f"{'variant':16s}" + "".join(f"{f'ppl {m}L':>18s}" for m in mult) + "".join(f"{f'acc {m}L':>14s}" for m in mult)
-          + "  floor  C1   C2")
+    print(
+        f"{'variant':16s}"
+        + "".join(f"{f'ppl {m}L':>18s}" for m in mult)
+        + "".join(f"{f'acc {m}L':>14s}" for m in mult)
+        + "  floor  C1   C2"
+    )
     for r in s["table"]:
         print(f"{r['variant']:16s}" + "".join(f"{_fmt(r[f'ppl_{m}L'], r[f'ppl_{m}L_sd'], '{:.1f}'):>18s}" for m in mult)
               + "".join(f"{_fmt(r[f'acc_{m}L'], r[f'acc_{m}L_sd']):>14s}" for m in mult)
@@ -263,7 +282,7 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
         ns = sorted({int(r["n"]) for r in rs})
         rho = [np.mean([float(r["rho_median_head"]) for r in rs if int(r["n"]) == n]) for n in ns]
         line, = ax.plot(ns, rho, label=f"{sched}: measured (median head, mean of seeds)")
-        ax.axhline(np.mean([float(r["floor_median_head"]) for r in rs]), color=line.get_color(), ls="--", lw=0.8)
+        ax.axhline(float(np.mean([float(r["floor_median_head"]) for r in rs])), color=line.get_color(), ls="--", lw=0.8)
     ax.axvline(L, color="k", lw=0.8, ls=":", label=f"training length L = {L}")
     ax.set_xscale("log")
     ax.set_xlabel("length n (tokens)")
@@ -271,15 +290,15 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
     ax.legend(fontsize=7)
     paths.append(save_figure(fig, out / FIGURES[2]))
     rows = s["per_model"]
-    col = "acc_4L" if rows and "acc_4L" in rows[0] else f"acc_{lengths[-1] // L}L"
+    acc_col = "acc_4L" if rows and "acc_4L" in rows[0] else f"acc_{lengths[-1] // L}L"
     fig, axs = plt.subplots(1, len(MEASURES), figsize=(12, 3.4), sharey=True)
-    for ax, m in zip(axs, MEASURES):
+    for ax, measure in zip(axs, MEASURES, strict=False):
         for sched in dict.fromkeys(r["schedule"] for r in rows):
-            pts = [(r[m], r[col]) for r in rows if r["schedule"] == sched and r[m] is not None]
+            pts = [(r[measure], r[acc_col]) for r in rows if r["schedule"] == sched and r[measure] is not None]
             if pts:
-                ax.scatter(*zip(*pts), s=14, label=sched)
-        ax.set_xlabel(m)
-    axs[0].set_ylabel(f"retrieval accuracy at {col[4:]} (L = {L})")
+                ax.scatter(*zip(*pts, strict=False), s=14, label=sched)
+        ax.set_xlabel(measure)
+    axs[0].set_ylabel(f"retrieval accuracy at {acc_col[4:]} (L = {L})")
     if axs[0].get_legend_handles_labels()[0]:
         axs[0].legend(fontsize=7)
     paths.append(save_figure(fig, out / FIGURES[3]))
@@ -299,7 +318,7 @@ def _plot_depth(s: dict, out: pathlib.Path) -> pathlib.Path:
                             sharey=True, layout="constrained")
     lengths = s["evals"][0]["lengths"]
     im = None
-    for ax, v in zip(axs.flat, variants):
+    for ax, v in zip(axs.flat, variants, strict=False):
         es = [e for e in s["evals"] if e["variant"] == v]
         acc = np.mean([[np.mean([e["retrieval"][k][i] for k in e["retrieval"]], axis=0) for i in range(len(lengths))]
                        for e in es], axis=0)                                # (lengths, depths)

@@ -71,10 +71,14 @@ def counterexample_cases():
                 thp, make_v("one_plane", d, planes=(0, 63)), spectra.TrigWeights(1.0, ((1.0, t0),))))
     eq = th.copy()
     eq[6] = eq[5]
-    out.append(("equal_freq", "theta_6 = theta_5, v in planes 5 and 6", eq, make_v("one_plane", d, planes=(5, 6)), None))
+    out.append(
+        ("equal_freq", "theta_6 = theta_5, v in planes 5 and 6", eq, make_v("one_plane", d, planes=(5, 6)), None)
+    )
     sm = th.copy()
     sm[1] = 2 * math.pi - sm[2]
-    out.append(("sum_2pi", "theta_1 + theta_2 = 2 pi, v in planes 1 and 2", sm, make_v("one_plane", d, planes=(1, 2)), None))
+    out.append(
+        ("sum_2pi", "theta_1 + theta_2 = 2 pi, v in planes 1 and 2", sm, make_v("one_plane", d, planes=(1, 2)), None)
+    )
     pi = th.copy()
     pi[3] = math.pi
     out.append(("theta_pi", "theta_3 = pi, v in plane 3", pi, make_v("one_plane", d, planes=(3,)), None))
@@ -95,13 +99,13 @@ def _fmt(x: Any, spec: str = ".3e") -> str:
 
 def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, quiet: bool = False) -> int:
     """Compute every row, print the tables, write verify.json / verify.csv; return the exit code."""
-    from tqdm import tqdm
+    from ..progress import progress
     out_dir = pathlib.Path(out_dir)
     journal = Journal(out_dir / "verify.jsonl", resume=resume, code=code_hash())
     cases = [(s, d, vk, wk) for s in SCHEDULE_CASES for d in HEAD_DIMS for vk in V_KINDS for wk in WEIGHT_KINDS]
     keys = []
     t_start = time.time()
-    bar = tqdm(cases, desc="claims", disable=quiet, file=sys.stderr)
+    bar = progress(cases, desc="claims", quiet=quiet)
     for s, d, vk, wk in bar:
         key = f"{s}|d={d}|{vk}|{wk}"
         keys.append(key)
@@ -114,7 +118,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
     rows = journal.ordered(keys)
 
     cx_keys = []
-    for key, desc, th, v, w in tqdm(counterexample_cases(), desc="counter-examples", disable=quiet, file=sys.stderr):
+    for key, desc, th, v, w in progress(counterexample_cases(), desc="counter-examples", quiet=quiet):
         k = "cx|" + key
         cx_keys.append(k)
         if k in journal:
@@ -176,10 +180,12 @@ def print_report(rows, cx_rows, bounds, failures) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['schedule']:15s} {r['d']:3d} {r['v']:14s} {r['weights']:8s} {_fmt(r['paper_hypotheses']):>3s} "
-              f"{r['lam']:9.6f} {r['rho_1e4']:8.5f} {r['rho_1e6']:8.5f} {r['rho_1e12']:9.6f} "
-              f"{_fmt(r['err_1e12'], '.2e'):>9s} {_fmt(r['eps_1e12'], '.2e'):>9s} {_fmt(r['rate'], '.2f'):>6s} "
-              f"{r['srank_1e12']:10.4f} {r['lemma1_verdict']:>5s} {r['theorem1_verdict']:>5s} {r['lemma2_verdict']:>5s}")
+        print(
+            f"{r['schedule']:15s} {r['d']:3d} {r['v']:14s} {r['weights']:8s} {_fmt(r['paper_hypotheses']):>3s} "
+            f"{r['lam']:9.6f} {r['rho_1e4']:8.5f} {r['rho_1e6']:8.5f} {r['rho_1e12']:9.6f} "
+            f"{_fmt(r['err_1e12'], '.2e'):>9s} {_fmt(r['eps_1e12'], '.2e'):>9s} {_fmt(r['rate'], '.2f'):>6s} "
+            f"{r['srank_1e12']:10.4f} {r['lemma1_verdict']:>5s} {r['theorem1_verdict']:>5s} {r['lemma2_verdict']:>5s}"
+        )
     print("hyp: Lemma 1's hypotheses (no NoPE plane, no resonance); where 'no', the row checks the")
     print("partial-schedule extension lambda = max(e_0, max e_j/2). err = |rho_n^2 - lambda|; eps = certified")
     print("(Arb) bound; rate = slope of the error envelope vs n (log-log, 1e3..1e12).")

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..schedules import rope as rope_schedule
+from ..core.checks import check_head_dim as core_check_head_dim, check_integer
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
@@ -148,15 +149,11 @@ _pair_kernel = jax.jit(pair_bounds)
 
 
 def check_head_dim(d: Any) -> int:
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2 or d % 2:
-        raise ValueError(f"head_dim must be an even integer >= 2, got {d!r}")
-    return int(d)
+    return core_check_head_dim(d)
 
 
 def check_L(L: Any) -> int:
-    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or not (1 <= L <= MAX_L):
-        raise ValueError(f"L must be an integer in [1, {MAX_L}] (exact angle reduction), got {L!r}")
-    return int(L)
+    return check_integer("L", L, lo=1, hi=MAX_L)
 
 
 def interval_inputs(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.ndarray]:

@@ -25,11 +25,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import pathlib
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -62,12 +62,13 @@ class _Block:
     def pairs(self) -> int:
         return int(self.counts.sum())
 
-    def halves(self) -> tuple["_Block", "_Block"]:
+    def halves(self) -> tuple[_Block, _Block]:
         """The first and the second half of the intervals, with their active sets and witnesses."""
         k = self.t_lo.size // 2
         cm, cw = int(self.counts[:k].sum()), int(self.wcounts[:k].sum())
         nm, nw = self.pairs, int(self.wcounts.sum())
-        part = lambda x, off, n: None if x is None else _take(x, off, n, size=_bucket(n))
+        def part(x, off, n):
+            return None if x is None else _take(x, off, n, size=_bucket(n))
         a = _Block(self.t_lo[:k], self.t_hi[:k], self.counts[:k], part(self.m, 0, cm), self.wcounts[:k],
                    part(self.w, 0, cw))
         b = _Block(self.t_lo[k:], self.t_hi[k:], self.counts[k:], part(self.m, cm, nm - cm), self.wcounts[k:],
@@ -186,22 +187,31 @@ def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
 
     Blocks whose active sets are still "every m" are stored as bare intervals (no m list)."""
     path = pathlib.Path(path)
-    host = lambda x, n: np.asarray(x)[:n] if n else np.zeros(0, np.int32)
+    def host(x, n):
+        return np.asarray(x)[:n] if n else np.zeros(0, np.int32)
+
     part = [b for b in stack if b.m is not None]
-    full = np.array([(a, b) for blk in stack if blk.m is None for a, b in zip(blk.t_lo, blk.t_hi)]).reshape(-1, 2)
-    cat = lambda xs, dt: np.concatenate([np.asarray(x, dt) for x in xs] + [np.zeros(0, dt)])
+    full = np.array(
+        [(a, b) for blk in stack if blk.m is None for a, b in zip(blk.t_lo, blk.t_hi, strict=False)]
+    ).reshape(-1, 2)
+    def cat(xs, dt):
+        return np.concatenate([np.asarray(x, dt) for x in xs] + [np.zeros(0, dt)])
+
+    arrays: dict[str, np.ndarray] = dict(
+        key=np.array(key), full=full,
+        ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
+        counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
+        wcounts=cat((b.wcounts for b in part), np.int64),
+        wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
+        counters=np.array([evaluations, seconds]))
+    arrays.update({k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists, strict=True)})
     with atomic_open(path) as fh:
-        np.savez(fh, key=np.array(key), full=full,
-                 ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
-                 counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
-                 wcounts=cat((b.wcounts for b in part), np.int64),
-                 wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
-                 **{k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists)},
-                 counters=np.array([evaluations, seconds]))
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy types **kwds against allow_pickle
 
 
 def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
-    dev = lambda x: None if x is None else jnp.asarray(_pad(x.astype(np.int32), _bucket(x.size), 1))
+    def dev(x):
+        return None if x is None else jnp.asarray(_pad(x.astype(np.int32), _bucket(x.size), 1))
     return _Block(t_lo, t_hi, counts, dev(m), wcounts, dev(w))
 
 
@@ -314,7 +324,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         ok = alive & ~inf2
         is_feas, is_und, split = ok & (remaining == 0), ok & (remaining > 0) & narrow, ok & (remaining > 0) & ~narrow
         for mask, out in ((is_feas, feas), (is_und, und), (dead | inf2, infeas)):
-            out.extend(zip(blk.t_lo[mask].tolist(), blk.t_hi[mask].tolist()))
+            out.extend(zip(blk.t_lo[mask].tolist(), blk.t_hi[mask].tolist(), strict=False))
         decided += float((blk.t_hi - blk.t_lo)[~split].sum())
         if split.any():
             S = int(split.sum())
@@ -326,16 +336,23 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
             newidx = np.full(Kp, -1, np.int32)
             newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
             m, seg, hi, neg = pairs
-            act, wit, wcounts = _children(m, seg, hi, neg, jnp.asarray(newidx), jnp.asarray(_pad(acounts, Sp)),
-                                          size_act=_bucket(n_act), size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
-                                          k=bb.WITNESS_CANDIDATES)
+            act, wit, wcounts = _children(
+                m,
+                seg,
+                hi,
+                neg,
+                jnp.asarray(newidx),
+                jnp.asarray(_pad(acounts, Sp)),
+                size_act=_bucket(n_act),
+                size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
+                k=bb.WITNESS_CANDIDATES,
+            )
             wcounts = np.asarray(wcounts)[:S].astype(np.int64)
             n_w = int(wcounts.sum())
             a_, b_ = blk.t_lo[split], blk.t_hi[split]
             mid = 0.5 * (a_ + b_)
-            two = lambda x: np.concatenate([x, x])
-            stack.append(_Block(np.concatenate([a_, mid]), np.concatenate([mid, b_]), two(acounts),
-                                _twice(act, n_act, size=_bucket(2 * n_act)), two(wcounts),
+            stack.append(_Block(np.concatenate([a_, mid]), np.concatenate([mid, b_]), np.tile(acounts, 2),
+                                _twice(act, n_act, size=_bucket(2 * n_act)), np.tile(wcounts, 2),
                                 _twice(wit, n_w, size=_bucket(2 * n_w))))
         if progress:
             progress(decided / total)

@@ -25,7 +25,17 @@ from ..core.checks import check_finite_array
 
 from . import theorems
 
-__all__ = ["C1_MARGIN", "C2_RTOL", "floors", "meets_c1", "within_floor", "reach_length", "criteria", "DRIFT_RTOL", "low_frequency_drift"]
+__all__ = [
+    "C1_MARGIN",
+    "C2_RTOL",
+    "floors",
+    "meets_c1",
+    "within_floor",
+    "reach_length",
+    "criteria",
+    "DRIFT_RTOL",
+    "low_frequency_drift",
+]
 
 #: Section 4, C1: a floor is non-trivial if it exceeds the all-planes-rotating floor of the same
 #: cloud, sqrt(max_j e_j / 2), by 10% (relative)

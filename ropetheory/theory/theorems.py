@@ -70,7 +70,8 @@ def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.n
     if weights is not None and not isinstance(weights, (AffineWeights, spectra.TrigWeights)):
         raise TypeError(f"weights must be None, AffineWeights or TrigWeights, got {weights!r}")
     comps = weights.components() if isinstance(weights, spectra.TrigWeights) else [(1.0, 0.0)]
-    D = S = 0.0
+    D: Any = 0.0
+    S: Any = 0.0
     W = 0.0
     for coef, shift in comps:
         pf = pair_frequencies(th, shift)
@@ -245,6 +246,8 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
         N = arb(int(n))
         W = N * a + b * N * (N - 1) / 2
         return (a + b * (N - 1) + b * (N - 1)) / W
+    if tv is None or total is None:
+        raise ValueError("abel_ratio_arb needs tv and total with w_last")
     u = 2.0 ** -53
     widen = (n - 1) * u
     Wb = arb(float(total), widen * abs(total))

@@ -71,7 +71,7 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     folder = pathlib.Path(folder)
     from .. import store
     from . import corpus as this
-    params = {"data_version": DATA_VERSION, "code": store.source_hash(this), "max_bytes": max_bytes,
+    params: dict[str, Any] = {"data_version": DATA_VERSION, "code": store.source_hash(this), "max_bytes": max_bytes,
               "vocab_size": vocab_size,
               "templates": dict(sorted((templates or {}).items()))}
     if (folder / "data.json").exists() and (folder / "data.npz").exists():
@@ -83,7 +83,9 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     if tokenizer is None:
         from ..models.registry import load_tokenizer
         tokenizer = load_tokenizer("smollm2-135m")
-    train_txt, held_txt, files = [], [], []
+    train_txt: list[str] = []
+    held_txt: list[str] = []
+    files: list[dict[str, str]] = []
     try:
         lic, _ = default_text()
         train_txt.append(lic)

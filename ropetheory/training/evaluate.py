@@ -42,7 +42,7 @@ EVAL_ROWS_PER_CALL = 8
 
 def variants(cfg: TrainConfig) -> list[tuple[str, str, str | None]]:
     """``(variant name, trained schedule, change)`` for every trained schedule and applicable change."""
-    out = [(s, s, None) for s in cfg.schedules]
+    out: list[tuple[str, str, str | None]] = [(s, s, None) for s in cfg.schedules]
     out += [(v, s, ch) for v, (s, ch) in VARIANTS.items() if s in cfg.schedules]
     return out
 
@@ -66,7 +66,7 @@ def eval_tables(cfg: TrainConfig, schedule: str, change: str | None, n: int):
     return (att * cos).astype(np.float32), (att * sin).astype(np.float32), tau.astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels():
     import equinox as eqx
     import jax
@@ -97,7 +97,10 @@ def _scored(model, rows, tables):
     rows = pad_edge(rows, m + -m % EVAL_ROWS_PER_CALL)    # full calls only: one program shape per n
     parts = [score(model, jnp.asarray(rows[i:i + EVAL_ROWS_PER_CALL]), *tables)
              for i in range(0, len(rows), EVAL_ROWS_PER_CALL)]
-    return (np.concatenate([np.asarray(a) for a, _ in parts])[:m], np.concatenate([np.asarray(b) for _, b in parts])[:m])
+    return (
+        np.concatenate([np.asarray(a) for a, _ in parts])[:m],
+        np.concatenate([np.asarray(b) for _, b in parts])[:m],
+    )
 
 
 def evaluate(model, cfg: TrainConfig, data: dict, schedule: str, change: str | None, *, seed: int,
@@ -136,7 +139,9 @@ def geometry(model, cfg: TrainConfig, data: dict, schedule: str, *, n: int, seed
     theta = schedule_theta(schedule, cfg.model.head_dim, cfg.train_len)
     cos, sin = (jnp.asarray(t) for t in rope_tables(theta, n, dtype=np.float32))
     row = text_rows(np.random.default_rng([seed, n, 99]), data["heldout"], n, 1)[0]
-    qp, kp, qo, ko = (np.asarray(from_interleaved(t, "half"), dtype=np.float32) for t in cap_fn(model, jnp.asarray(row), cos, sin))
+    qp, kp, qo, ko = (
+        np.asarray(from_interleaved(t, "half"), dtype=np.float32) for t in cap_fn(model, jnp.asarray(row), cos, sin)
+    )
     dh = cfg.model.head_dim
     cfgd = {"max_position_embeddings": cfg.train_len, "head_dim": dh, "num_attention_heads": cfg.model.heads,
             "num_key_value_heads": cfg.model.heads}

@@ -114,7 +114,7 @@ def hidden(model: LM, tokens: jax.Array, cos: jax.Array, sin: jax.Array, tau: ja
         x = x + jax.nn.gelu(h @ b.w1.T) @ b.w2.T
     x = _rms(x, model.gf)
     if capture:
-        return x, tuple(jnp.stack(t) for t in zip(*caps))
+        return x, tuple(jnp.stack(t) for t in zip(*caps, strict=False))
     return x
 
 

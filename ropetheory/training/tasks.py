@@ -76,13 +76,15 @@ def _task_row(rng, tokens, n, kind, depth, tm, digit_ids) -> np.ndarray:
     else:
         keys = rng.choice(9000, KV_PAIRS, replace=False) + 1000
         vals = rng.integers(10000, 100000, KV_PAIRS)
-        needles = [_fill(tm["kv_pair"], digit_ids, [int(c) for c in f"{k}{v}"]) for k, v in zip(keys, vals)]
+        needles = [
+            _fill(tm["kv_pair"], digit_ids, [int(c) for c in f"{k}{v}"]) for k, v in zip(keys, vals, strict=False)
+        ]
         query = _fill(tm["kv_query"], digit_ids, [int(c) for c in f"{keys[0]}{keys[0]}{vals[0]}"])
     filler = _window(rng, tokens, m)
     # the first needle (the one asked for) at depth, the others at random places of the filler
     at = [int(round(depth * m))] + [int(a) for a in rng.integers(0, m + 1, len(needles) - 1)]
     pieces, last = [np.array([BOS])], 0
-    for a, nd in sorted(zip(at, range(len(needles))), key=lambda t: (t[0], t[1])):
+    for a, nd in sorted(zip(at, range(len(needles)), strict=False), key=lambda t: (t[0], t[1])):
         pieces += [filler[last:a], needles[nd]]
         last = a
     pieces += [filler[last:], query]

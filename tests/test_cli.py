@@ -1,0 +1,75 @@
+"""The command line as users run it: one schedule syntax everywhere, clean machine-readable output,
+quiet broken pipes, ``--version`` and ``python -m ropetheory``."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ropetheory as rt
+from ropetheory import cli
+
+
+def _run(argv, capsys):
+    rc = cli.main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+SPECS = ["rope_id:train_len=4096,head_dim=64", '{"name": "rope_id", "train_len": 4096, "head_dim": 64}']
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_one_schedule_syntax_gives_the_same_frequencies_in_every_command(spec, capsys, tmp_path):
+    ref = rt.schedule("rope_id", head_dim=64, train_len=4096)
+    np.testing.assert_array_equal(rt.schedule_from_spec(spec), ref)
+    rc, out, _ = _run(["schedule", spec, "--json"], capsys)
+    assert rc == 0 and json.loads(out)["theta"] == ref.tolist()
+    rc, out, _ = _run(["curve", "--spec", spec, "--num", "3", "--n-max", "100"], capsys)
+    assert rc == 0
+    from ropetheory.studies.report_sources import load_source
+    np.testing.assert_array_equal(load_source(spec)["schedules"][0]["theta"], ref)
+    f = tmp_path / "spec.json"
+    f.write_text(json.dumps({"name": "rope_id", "train_len": 4096, "head_dim": 64}))
+    np.testing.assert_array_equal(rt.schedule_from_spec(str(f)), ref)
+
+
+def test_a_flag_that_disagrees_with_the_spec_is_refused_with_both_values(capsys):
+    rc, _, err = _run(["schedule", "rope:head_dim=8", "--head-dim", "16"], capsys)
+    assert rc == 2 and "head_dim=8" in err and "16" in err
+    rc, _, err = _run(["schedule", "--param", "base=abc"], capsys)
+    assert rc == 2 and "base must be a finite number" in err and "'abc'" in err
+
+
+def test_schedule_list_names_every_schedule_with_its_defaults(capsys):
+    rc, out, _ = _run(["schedule", "--list"], capsys)
+    assert rc == 0
+    for name in rt.SCHEDULES:
+        assert name in out
+    assert "min_wavelength=32.0" in out and "yarn" in out
+
+
+def test_curve_writes_a_plain_csv_and_its_spec_seed_and_version_beside_it(capsys, tmp_path):
+    side = tmp_path / "curve.json"
+    rc, out, _ = _run(["curve", "--num", "5", "--n-max", "1000", "--seed", "3", "--sidecar", str(side)], capsys)
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["n", "rho", "srank"] and len(rows) == 5
+    meta = json.loads(side.read_text())
+    assert meta["seed"] == 3 and meta["spec"]["name"] == "rope" and meta["ropetheory"] == rt.__version__
+    rc, out, _ = _run(["curve", "--num", "5", "--n-max", "1000", "--format", "json"], capsys)
+    js = json.loads(out)
+    assert [r["n"] for r in js["rows"]] == [int(r["n"]) for r in rows] and js["spec"]["head_dim"] == 128
+
+
+def test_a_closed_pipe_ends_quietly_and_version_and_python_m_work():
+    p = subprocess.run(f"{sys.executable} -m ropetheory schedule --head-dim 16384 | head -1", shell=True,
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0 and p.stderr == "" and p.stdout.startswith("plane")
+    v = subprocess.run([sys.executable, "-m", "ropetheory", "--version"], capture_output=True, text=True, check=True)
+    assert v.stdout.strip() == f"ropetheory {rt.__version__}"
