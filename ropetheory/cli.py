@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import sys
 
 import numpy as np
@@ -26,9 +28,9 @@ def _schedule_table(theta: np.ndarray, attention_factor: float | None = None) ->
 
 
 def spec_with_defaults(text: str, *, head_dim: int | None = None, params: list[str] | None = None) -> dict:
-    """A command-line schedule: :func:`ropetheory.schedules.parse_spec` of ``text``, the ``--param``
+    """A command-line schedule: ``ropetheory.schedules.parse_spec`` of ``text``, the ``--param``
     items and ``--head-dim`` merged in (a disagreement refused with both values), and
-    :data:`DEFAULT_HEAD_DIM` for a paper schedule that names no head width."""
+    ``DEFAULT_HEAD_DIM`` for a paper schedule that names no head width."""
     from .schedules import DEFAULT_HEAD_DIM, is_model_config, merge_spec, parse_spec
     spec = parse_spec(text)
     extra = parse_spec("x:" + ",".join(params)) if params else {"name": "x"}
@@ -114,6 +116,18 @@ def _cmd_curve(args) -> int:
     return 0
 
 
+SCHEDULE_HELP = """Print a schedule's frequencies theta_j (radians per position) and wavelengths 2 pi / theta_j, as
+a table or JSON; NoPE planes (theta_j = 0) are marked and have no wavelength.
+
+SPEC is the one schedule syntax every command reads: name or name:key=value,... (rope_id:train_len=4096),
+a JSON spec, a JSON file, or a model config / checkpoint folder (any Hugging Face rope_type; --config
+with --seq-len and --layer-type for length-dependent and per-layer-type rope parameters)."""
+
+CURVE_HELP = """The FSV ratio rho_n = ||Rope(X_:n)||_2 / ||X_:n||_2 and stable rank of a random rank-1 cloud
+X = 1 v^T (v ~ N(0, I_d) from --seed) on a log grid of lengths up to --n-max, from the closed form
+(no n x d matrix): a plain CSV n,rho,srank on stdout, or JSON with the spec, seed, Theorem 1's limit
+and the package version (--format json, or --sidecar FILE beside the CSV)."""
+
 #: study commands (own parsers, each has -h): module and one-line description
 STUDIES = {
     "verify": (
@@ -134,12 +148,30 @@ STUDIES = {
         "studies.train",
         "train small models with each schedule; does the geometry predict length generalization?",
     ),
+    "audit": ("studies.audit", "test a RoPE implementation (transformers, torchtune, ...) against the exact operator"),
     "analyze": ("models.analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
 }
 
 
+#: a package a command needs -> the extra that installs it
+EXTRAS = {"torch": "models", "transformers": "models", "gguf": "models", "accelerate": "models",
+          "sklearn": "models", "equinox": "train", "optax": "train", "rotary_embedding_torch": "audit",
+          "x_transformers": "audit", "einops": "audit", "torchtune": "audit", "mkdocs": "docs"}
+
+
+def _missing_extra(cmd: str, e: ImportError) -> int:
+    """One line for a command whose optional dependency is not installed; exit code 2."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    how = (f"pip install 'ropetheory[{extra}]'" if extra and name != "torchtune"
+           else "pip install --no-deps torchtune==0.6.1" if name == "torchtune" else str(e))
+    print(f"ropetheory {cmd}: error: this command needs {name or 'an optional package'}, which is not installed: "
+          f"{how}", file=sys.stderr)
+    return 2
+
+
 def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
-    """One line on stderr for a user error; exit code 2. A closed output pipe is not one (:func:`main`)."""
+    """One line on stderr for a user error; exit code 2. A closed output pipe is not one (``main``)."""
     if isinstance(e, BrokenPipeError):
         raise e
     if isinstance(e, OSError) and e.filename is not None:
@@ -172,8 +204,40 @@ def main(argv=None) -> int:
         return 0
 
 
+#: set to 1 (or pass --no-cache) to run a command without the persistent compilation cache
+NO_CACHE_ENV = "ROPETHEORY_NO_CACHE"
+#: programs that compile faster than this are not worth a cache entry (JAX's own default is 1 s)
+CACHE_MIN_COMPILE_SECONDS = 0.05
+
+
+def compilation_cache_dir() -> pathlib.Path:
+    """The user's cache folder for compiled programs, one per jax/jaxlib version (``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``ropetheory/jax-<jax>-<jaxlib>``)."""
+    import importlib.metadata as md
+    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    return root / "ropetheory" / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
+
+
+def enable_compilation_cache(argv: list[str]) -> list[str]:
+    """Turn on JAX's persistent compilation cache for this command (a program compiled once is read back
+    by the next run; it never changes a result), unless ``--no-cache`` or ``NO_CACHE_ENV`` says no,
+    or the caller already chose a folder (``JAX_COMPILATION_CACHE_DIR``). Returns ``argv`` without
+    ``--no-cache``."""
+    if "--no-cache" in argv:
+        return [a for a in argv if a != "--no-cache"]
+    if os.environ.get(NO_CACHE_ENV, "") not in ("", "0") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return argv
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache_dir())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(CACHE_MIN_COMPILE_SECONDS))
+    if "jax" in sys.modules:                      # already imported (ropetheory imports it): tell it now
+        import jax
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
+    return argv
+
+
 def _main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = enable_compilation_cache(sys.argv[1:] if argv is None else list(argv))
     if argv[:1] in (["--version"], ["-V"]):
         from . import __version__
         print(f"ropetheory {__version__}")
@@ -187,29 +251,40 @@ def _main(argv=None) -> int:
             rc = mod.main(argv[1:])
             _report_stores(argv[0])
             return rc
+        except ImportError as e:
+            return _missing_extra(argv[0], e)
         except (ValueError, TypeError, OSError) as e:
             return _user_error(argv[0], e, argv)
         except KeyboardInterrupt:
             _report_stores(argv[0])
             print(INTERRUPTED.format(cmd=argv[0]), file=sys.stderr)
             return 130
+    if argv[:1] == ["models"] and ("-h" in argv or "--help" in argv):
+        print("usage: ropetheory models\n\nList the packaged real models: installed or not, where, and the command "
+              "that installs each.")
+        return 0
     if argv and argv[0] == "models":
         from .models.registry import list_models
         for r in list_models():
             print(f"{r['name']:14s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
             print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
         return 0
-    p = argparse.ArgumentParser(prog="ropetheory", description=__doc__,
+    from .flags import HelpFormatter
+    p = argparse.ArgumentParser(prog="ropetheory", description=__doc__, formatter_class=HelpFormatter,
                                 epilog="each command has -h; results go to --out (default results/), "
-                                       "finished parts are kept and a rerun resumes")
+                                       "finished parts are kept and a rerun resumes. Compiled programs are "
+                                       f"kept in {compilation_cache_dir()} (--no-cache or {NO_CACHE_ENV}=1: "
+                                       "not)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    s = sub.add_parser("schedule", help="print a schedule's or a config's frequencies (table or JSON)")
+    s = sub.add_parser(
+        "schedule", formatter_class=HelpFormatter, description=SCHEDULE_HELP,
+        help="print a schedule's or a config's frequencies (table or JSON)")
     s.add_argument("name", nargs="?", default=None, metavar="SPEC",
                    help="the schedule: name[:key=value,...] (rope_id:train_len=4096), a JSON spec, or a JSON "
                         "file or checkpoint folder (default: rope); --list names them all")
     s.add_argument("--list", action="store_true", help="list every schedule with its parameters and defaults")
     s.add_argument("--head-dim", type=int, default=None,
-                   help="head width d (default: the spec's, else 128)")
+                   help="head width d")
     s.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="a schedule parameter (JSON value), repeatable; must agree with the spec")
     s.add_argument("--spec", help="the same as SPEC (give one of the two)")
@@ -219,12 +294,14 @@ def _main(argv=None) -> int:
     s.add_argument("--json", action="store_true", help="print JSON (null wavelength for NoPE planes)")
     s.add_argument("--compact", action="store_true", help="one-line JSON")
     s.set_defaults(fn=_cmd_schedule)
-    c = sub.add_parser("curve", help="FSV-ratio curve of a random rank-1 cloud (CSV on stdout)")
+    c = sub.add_parser(
+        "curve", formatter_class=HelpFormatter, description=CURVE_HELP,
+        help="FSV-ratio curve of a random rank-1 cloud (CSV on stdout)")
     c.add_argument("--spec", default="rope:head_dim=128",
-                   help="the schedule, in the syntax of 'schedule' (default: rope:head_dim=128)")
-    c.add_argument("--n-max", type=float, default=1e12, help="largest length n (default: 1e12)")
-    c.add_argument("--num", type=int, default=200, help="number of log-spaced lengths (default: 200)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random cloud vector v (default: 0)")
+                   help="the schedule, in the syntax of 'schedule'")
+    c.add_argument("--n-max", type=float, default=1e12, help="largest length n")
+    c.add_argument("--num", type=int, default=200, help="number of log-spaced lengths")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random cloud vector v")
     c.add_argument("--format", choices=("csv", "json"), default="csv",
                    help="csv: a plain n,rho,srank table; json: the rows with the spec, seed, limit and version "
                         "(default: csv)")
@@ -239,6 +316,8 @@ def _main(argv=None) -> int:
         rc = args.fn(args)
         _report_stores(args.cmd)
         return rc
+    except ImportError as e:
+        return _missing_extra(args.cmd, e)
     except (ValueError, TypeError, OSError) as e:
         return _user_error(args.cmd, e, argv)
     except KeyboardInterrupt:

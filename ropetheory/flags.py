@@ -11,10 +11,40 @@ import argparse
 from typing import Any
 from collections.abc import Iterable
 
-__all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS"]
+__all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS", "HelpFormatter", "plain_help", "int_list"]
 
 #: the flags a study may share; each means the same in every command
 SHARED_FLAGS = ("fresh", "quiet", "plot-only", "device")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The command's whole description as written (paragraphs kept) and each option's default shown
+    where it has one worth saying (not for on/off flags, not where the help already names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, True, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def plain_help(doc: str | None) -> str:
+    """A module docstring as help text: reST literals (double backticks) and roles dropped."""
+    import re
+    text = (doc or "").strip()
+    text = re.sub(r":(?:func|mod|data|class|meth|attr):`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def int_list(flag: str):
+    """An argparse type: a comma-separated list of positive integers, refused naming ``flag``."""
+    def parse(text: str) -> tuple[int, ...]:
+        items = text.split(",")
+        if not text.strip() or any(not x.strip().isdigit() or int(x) < 1 for x in items):
+            raise argparse.ArgumentTypeError(f"{flag} must be comma-separated positive integers (8,16), got {text!r}")
+        return tuple(int(x) for x in items)
+    return parse
 
 
 def study_parser(prog: str, doc: str | None, *, out: str = "results",
@@ -24,9 +54,9 @@ def study_parser(prog: str, doc: str | None, *, out: str = "results",
     unknown = set(flags) - set(SHARED_FLAGS)
     if unknown:
         raise ValueError(f"flags must be among {SHARED_FLAGS}, got {sorted(unknown)}")
-    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog, description=plain_help(doc), formatter_class=HelpFormatter)
     ap.add_argument(
-        "--out", default=out, help=f"output folder (default {out}); results are written as they are computed"
+        "--out", default=out, help="output folder; results are written as they are computed"
     )
     if "fresh" in flags:
         ap.add_argument("--fresh", action="store_true", help="ignore saved results and recompute everything")

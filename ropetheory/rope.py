@@ -1,9 +1,9 @@
 """The RoPE operator with exactly reduced angles, in both channel layouts.
 
 ``Rope(X)_i = R_i x_i`` with ``R_i = blockdiag_j R(i theta_j)`` and
-``R(a) = [[cos a, -sin a], [sin a, cos a]]`` (THEORY.md, Notation).
+``R(a) = [[cos a, -sin a], [sin a, cos a]]`` (docs/theory.md, Notation).
 
-Angles are exactly reduced turns (:mod:`ropetheory.core.angles`): correct to about ``2e-14`` rad
+Angles are exactly reduced turns (``ropetheory.core.angles``): correct to about ``2e-14`` rad
 at any ``|i| < 2^63``. This module holds the operator only.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .core.layouts import check_layout, from_interleaved, rotate_interleaved, ro
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
 
-#: |error| of a float32 cos/sin from :func:`rope_tables`: the exact float64 value (<= 2e-14 off) rounded
+#: |error| of a float32 cos/sin from ``rope_tables``: the exact float64 value (<= 2e-14 off) rounded
 #: to float32, half an ulp below 1 (2^-25 = 3.0e-8), so <= 3.0e-8 + 2e-14 at any position
 TABLE_FLOAT32_ABS_ERR = 3.0e-8
 
@@ -56,13 +56,22 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
 
     Parameters
     ----------
-    X: float array ``(..., n, d)``; leading axes (e.g. heads) are vmapped.
-    theta: ``(P,)`` schedule shared by all heads, or ``(..., P)`` one per head.
-    positions: int ``(n,)``; default ``offset + arange(n)`` (0-based, Hugging Face).
-    layout: ``"interleaved"`` (plane j = channels 2j, 2j+1) or ``"half"``
-        (plane j = channels j, j+P; Hugging Face ``rotate_half``).
+    X
+        Float array ``(..., n, d)``; leading axes (e.g. heads) are vmapped.
+    theta
+        ``(P,)`` schedule shared by all heads, or ``(..., P)`` one per head.
+    positions
+        Int ``(n,)``; default ``offset + arange(n)`` (0-based, Hugging Face).
+    layout
+        ``"interleaved"`` (plane j = channels 2j, 2j+1) or ``"half"`` (plane j = channels j, j+P;
+        Hugging Face ``rotate_half``).
+    offset
+        Added to every position.
 
-    Returns float64 ``(..., n, d)``; each angle is reduced exactly (module doc).
+    Returns
+    -------
+    jax.Array
+        Float64 ``(..., n, d)``; each angle is reduced exactly (module doc).
     """
     A = check_finite_array("X", X, min_ndim=2)
     n, d = A.shape[-2:]
@@ -131,7 +140,7 @@ def _planes_to_safe_range(A: np.ndarray, layout: str) -> tuple[np.ndarray, np.nd
 
 
 def _planes_back(Y: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Undo :func:`_planes_to_safe_range` on the rotated planes; refuse, naming ``X``, a rotated plane
+    """Undo ``_planes_to_safe_range`` on the rotated planes; refuse, naming ``X``, a rotated plane
     whose entries exceed the float64 maximum (rotation keeps a plane's norm, not its largest entry)."""
     with np.errstate(over="ignore"):
         out = np.ldexp(Y, e)
@@ -146,10 +155,10 @@ def _planes_back(Y: np.ndarray, e: np.ndarray) -> np.ndarray:
 def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
     """``(cos, sin)`` of the exactly reduced angles ``(offset + i) theta_j``, ``i < n``: two ``(n, P)`` arrays.
 
-    The angles are computed as :func:`apply_rope` computes them (float64, exact reduction) and only
+    The angles are computed as ``apply_rope`` computes them (float64, exact reduction) and only
     then cast to ``dtype``: a float32 table is the exact value rounded once, off by at most
-    :data:`TABLE_FLOAT32_ABS_ERR` at any position (a float32 ``i * theta`` would be off by ``~i * 6e-8`` rad).
-    With :func:`rotate` this is the operator for traced code (training), where ``apply_rope``'s
+    ``TABLE_FLOAT32_ABS_ERR`` at any position (a float32 ``i * theta`` would be off by ``~i * 6e-8`` rad).
+    With ``rotate`` this is the operator for traced code (training), where ``apply_rope``'s
     host-side checks and float64 result do not fit.
     """
     th = from_theta(real_array("theta", theta))
@@ -164,10 +173,10 @@ def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64)
 
 
 def rotate(X: jax.Array, cos: jax.Array, sin: jax.Array, *, layout: str = "interleaved") -> jax.Array:
-    """``R_i x_i`` for ``X (..., n, d)`` from tables ``cos, sin (n, d/2)`` (:func:`rope_tables`).
+    """``R_i x_i`` for ``X (..., n, d)`` from tables ``cos, sin (n, d/2)`` (``rope_tables``).
 
-    Traceable and differentiable, in ``X``'s dtype; the same rotation as :func:`apply_rope` (one
-    formula, :func:`ropetheory.core.layouts.rotate_interleaved_cs`). Shapes are checked at trace time.
+    Traceable and differentiable, in ``X``'s dtype; the same rotation as ``apply_rope`` (one
+    formula, ``ropetheory.core.layouts.rotate_interleaved_cs``). Shapes are checked at trace time.
     """
     check_layout(layout)
     if X.shape[-1] != 2 * cos.shape[-1] or cos.shape != sin.shape or X.shape[-2] != cos.shape[-2]:

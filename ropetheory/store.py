@@ -28,6 +28,7 @@ __all__ = [
     "jsonable",
     "source_hash",
     "check_finite_output",
+    "derived_code_hash",
 ]
 
 
@@ -50,6 +51,63 @@ def source_hash(*modules) -> str:
         files = sorted(path.parent.rglob("*.py")) if hasattr(m, "__path__") else [path]
         for f in files:
             h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _package_imports(path: pathlib.Path, name: str, root: pathlib.Path) -> set[str]:
+    """The ``ropetheory`` modules that the source at ``path`` (module ``name``) imports, at any depth of
+    the file (imports inside functions count), relative imports resolved."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "ropetheory"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] != "ropetheory":
+                continue
+            subs = {f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}", root) is not None}
+            out |= subs                                  # ``from pkg import submodule``: the submodule
+            if len(subs) < len(node.names):
+                out.add(mod)                             # ``from module import name``: the module
+    return {m for m in out if _module_file(m, root) is not None}
+
+
+def _module_file(name: str, root: pathlib.Path) -> pathlib.Path | None:
+    p = root.joinpath(*name.split(".")[1:])
+    for f in (p / "__init__.py", p.with_suffix(".py")):
+        if f.is_file():
+            return f
+    return None
+
+
+def derived_code_hash(module_name: str) -> str:
+    """sha256 (16 hex digits) of ``module_name``'s source and of every package module it imports,
+    transitively (read from the import statements, inside functions too, so a new dependency cannot be
+    left out): a stored result computed by other code is recomputed. ``from pkg import sub`` counts the
+    submodule ``sub``; a package's ``__init__`` counts where something is imported from it by name."""
+    root = pathlib.Path(__file__).resolve().parent
+    seen: set[str] = set()
+    todo = [module_name]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        f = _module_file(m, root)
+        if f is not None:
+            todo += sorted(_package_imports(f, m, root) - seen)
+    h = hashlib.sha256()
+    for m in sorted(seen):
+        f = _module_file(m, root)
+        if f is not None:
+            h.update(m.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -99,7 +157,7 @@ class Journal:
     """Append-only store of finished cases keyed by a string id.
 
     Each line is ``{"key", "row", "code", "sum"}``: ``code`` fingerprints the code that computed the
-    row (:func:`source_hash`), ``sum`` is a checksum of the three. On load a line that is not JSON
+    row (``source_hash``), ``sum`` is a checksum of the three. On load a line that is not JSON
     (cut by a kill), of the wrong shape, whose checksum does not match (edited), or written by other
     code is reported by file and line and dropped, so its case is recomputed. ``loaded`` counts the
     rows taken from the file, ``added`` the rows computed in this run.
@@ -171,7 +229,7 @@ class PartStore:
     """Array results saved one file per part, ``<folder>/<tag>.npz``, for runs whose units are arrays.
 
     Each part holds its arrays, the ``key`` of the parameters that produced it and the ``code`` hash
-    (:func:`source_hash`). :meth:`get` returns a part only if its key and code match and every array
+    (``source_hash``). ``get`` returns a part only if its key and code match and every array
     is finite and of the expected shape; a truncated, empty, unreadable or non-finite file is
     reported by name and recomputed, a part with other parameters or code is recomputed silently.
     Writes are atomic (temporary file, then rename). ``loaded``/``added`` count parts.
@@ -267,7 +325,7 @@ class CheckpointClock:
 
 
 def load_checkpoint(path: str | os.PathLike | None, key: str) -> dict | None:
-    """The state saved by :func:`save_checkpoint` under ``key``, or None (no file). A checkpoint written
+    """The state saved by ``save_checkpoint`` under ``key``, or None (no file). A checkpoint written
     for other inputs or other code (another ``key``), or damaged, is reported by file name and ignored."""
     import pickle
     if path is None or not pathlib.Path(path).exists():

@@ -73,3 +73,34 @@ def test_a_closed_pipe_ends_quietly_and_version_and_python_m_work():
     assert p.returncode == 0 and p.stderr == "" and p.stdout.startswith("plane")
     v = subprocess.run([sys.executable, "-m", "ropetheory", "--version"], capture_output=True, text=True, check=True)
     assert v.stdout.strip() == f"ropetheory {rt.__version__}"
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra_to_install(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)                 # as if torch were not installed
+    rc, _, err = _run(["audit", "transformers", "--context", "16", "--head-dim", "8"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "not installed" in err and "ropetheory[models]" in err
+    assert cli._missing_extra("train", ImportError("No module named 'equinox'", name="equinox")) == 2
+    assert "pip install 'ropetheory[train]'" in capsys.readouterr().err
+
+
+def test_every_commands_help_is_the_whole_description_with_every_option_documented(capsys, monkeypatch):
+    """Each command's --help: the description in full (more than its first line), no reST literals, every
+    option with a help text."""
+    import argparse
+    seen = {}
+
+    def record(self, file=None):
+        seen[self.prog] = self
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help", record)
+    commands = list(cli.STUDIES) + ["schedule", "curve"]
+    for name in commands:
+        with pytest.raises(SystemExit):
+            cli.main([name, "--help"]) if name not in cli.STUDIES else __import__(
+                f"ropetheory.{cli.STUDIES[name][0]}", fromlist=["main"]).main(["--help"])
+    assert {p.split()[-1] for p in seen} >= set(commands)
+    for prog, parser in seen.items():
+        assert parser.description and "``" not in parser.description, prog
+        if prog.split()[-1] in cli.STUDIES:
+            assert "\n" in parser.description.strip(), f"{prog}: only the first line of its description"
+        for action in parser._actions:
+            assert action.help, f"{prog}: {action.option_strings or action.dest} has no help"

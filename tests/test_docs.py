@@ -20,7 +20,15 @@ def test_docs_site_builds_strictly(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (tmp_path / "site" / "api" / "index.html").read_text().count("rank1_curve") > 0
+    site = tmp_path / "site"
+    assert (site / "api.html").read_text().count("rank1_curve") > 0
+    pages = [p.read_text() for p in site.rglob("*.html")]
+    for role in (":func:", ":mod:", ":data:", ":class:", ":meth:", ":attr:"):
+        assert not any(role in p for p in pages), f"raw reST role {role} in the built site"
+    assert (site / "javascripts" / "tex-svg.js").stat().st_size > 10 ** 6          # MathJax, served offline
+    theory = (site / "theory.html").read_text()
+    assert 'class="arithmatex"' in theory and "tex-svg.js" in theory                 # maths rendered by MathJax
+    assert (site / "search" / "search_index.js").is_file()                           # search from disk (offline)
 
 
 def test_every_page_has_examples_to_run():
@@ -31,3 +39,14 @@ def test_every_page_has_examples_to_run():
 def test_docs_example_runs(page, i, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"{page.name}#{i}", "exec"), {"__name__": "__docs__"})
+
+
+def test_the_counter_example_count_in_the_readme_and_the_guide_is_the_one_verify_runs():
+    from ropetheory.studies.verify import counterexample_cases
+    words = {4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+    n = words[len(counterexample_cases())]
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for page in (root / "README.md", root / "docs" / "guide" / "theorem.md"):
+        text = page.read_text()
+        assert f"{n} counter-examples" in text, page
+        assert not any(f"{w} counter-examples" in text for w in words.values() if w != n), page

@@ -107,7 +107,7 @@ def test_schedule_and_its_named_functions_refuse_or_decrease(name, d, p1, p2):
     out = _outcome(lambda: rt.schedule(name, head_dim=d, **params), names)
     if out is not None:
         _check_schedule(out, d)
-        fn = {"rope": rt.rope, "partial": rt.partial, "high_frequency": rt.high_frequency,
+        fn = {"rope": rt.schedules.rope, "partial": rt.partial, "high_frequency": rt.high_frequency,
               "rope_id": rt.rope_id}.get(name) if isinstance(name, str) else None
         if fn is not None:
             np.testing.assert_array_equal(fn(d, **params), out)

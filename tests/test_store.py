@@ -85,3 +85,36 @@ def test_an_atomic_write_leaves_the_old_file_on_error_and_its_temporary_never_ma
     store.put("a", "k", x=np.arange(3.0))
     assert [p.name for p in (tmp_path / "parts").iterdir()] == ["a.npz"]
     np.testing.assert_array_equal(store.get("a", "k")["x"], np.arange(3.0))
+
+
+def test_a_changed_formula_in_a_dependency_changes_the_derived_code_hash_and_an_unrelated_module_does_not(tmp_path):
+    """The code fingerprint of a study is derived from what it imports, transitively: edit a formula deep
+    below figure 7 (the exact angles) and its stored parts no longer match; edit a module figure 7 never
+    imports (the real-model claims) and they still do."""
+    import os
+    import pathlib
+    import shutil
+    import subprocess
+    import sys
+
+    import ropetheory
+    src = pathlib.Path(ropetheory.__file__).parent
+    ask = "from ropetheory.studies import figure7, verify; print(figure7.code_hash(), verify.code_hash())"
+
+    def hashes(root):
+        return subprocess.run([sys.executable, "-c", ask], env={**os.environ, "PYTHONPATH": str(root)}, cwd=root,
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    copy = tmp_path / "ropetheory"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copytree(src / "data", copy / "data")
+    before = hashes(tmp_path)
+    claims = copy / "models" / "claims.py"
+    claims.write_text(claims.read_text().replace("CLOSE_TO_ONE = 0.7", "CLOSE_TO_ONE = 0.8"))
+    assert hashes(tmp_path) == before
+    angles = copy / "core" / "angles.py"
+    text = angles.read_text()
+    assert "return acc - (acc >= 0.5)" in text
+    angles.write_text(text.replace("return acc - (acc >= 0.5)", "return acc - (acc > 0.5)"))
+    after = hashes(tmp_path)
+    assert after[0] != before[0] and after[1] != before[1]

@@ -21,10 +21,10 @@ tail (``|i| 2^-155``) are far below that.
 
 Pair frequencies ``f_j - f_k`` and ``f_j + f_k`` (the phases of a Gram block) are formed from
 the same fixed-point turns, in exact integers. Resonances: a combination within
-:data:`RESONANCE_TOL_TURNS` of a whole number of turns is taken to be *exactly* resonant (a
+``RESONANCE_TOL_TURNS`` of a whole number of turns is taken to be *exactly* resonant (a
 documented choice: float64 cannot store a 2 pi-commensurate frequency such as ``pi``; such a
 combination is read as the commensurate value it rounds). A plane with ``theta = 0`` (NoPE) is
-found by :func:`nope_planes`.
+found by ``nope_planes``.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def _turn_chunks_cached(theta_bytes: bytes) -> np.ndarray:
 
 def turn_chunks(theta: Any) -> np.ndarray:
     """Exact chunked turns of a schedule, shape ``(P, 6)`` float64 (cached per schedule); ``theta`` is
-    checked as a schedule (:func:`ropetheory.core.checks.from_theta`)."""
+    checked as a schedule (``ropetheory.core.checks.from_theta``)."""
     theta = np.ascontiguousarray(from_theta(theta))
     return _turn_chunks_cached(theta.tobytes()).copy()
 
@@ -134,7 +134,7 @@ def rope_angles(positions: jax.Array, chunks: jax.Array) -> jax.Array:
     return (2.0 * jnp.pi) * reduced_turns(positions[:, None], chunks[None, :, :])
 
 
-#: |error| of a cos/sin from :func:`anchored_phases`: anchor and table entries are cos/sin of reduced
+#: |error| of a cos/sin from ``anchored_phases``: anchor and table entries are cos/sin of reduced
 #: angles (each <= 2e-14 rad off, module doc, + 1 ulp of libm), so each product term is off by at most
 #: 2 * (2e-14 + 1.2e-16); two products and a sum add 3 roundings: <= 4.1e-14, twice the exact path's
 #: own bound and independent of the position (every chunk starts from its own exactly reduced anchor)
@@ -148,11 +148,11 @@ def phase_table(chunks: jax.Array, chunk: int):
 
 
 def anchored_phases(p0: jax.Array, table, chunks: jax.Array):
-    """``(cos, sin)`` of ``(p0 + k) theta_j`` for the ``k`` of ``table`` (:func:`phase_table`).
+    """``(cos, sin)`` of ``(p0 + k) theta_j`` for the ``k`` of ``table`` (``phase_table``).
 
     The anchor ``p0 theta_j`` is reduced exactly; inside the chunk the phase steps by one complex
     product with the table, ``e^{i (p0 + k) theta} = e^{i p0 theta} e^{i k theta}``: no reduction or
-    sine per element, error at most :data:`ANCHORED_PHASE_ABS_ERR` at any ``p0``.
+    sine per element, error at most ``ANCHORED_PHASE_ABS_ERR`` at any ``p0``.
     """
     a = rope_angles(jnp.reshape(p0, (1,)), chunks)[0]
     ca, sa = jnp.cos(a), jnp.sin(a)
@@ -223,7 +223,7 @@ def _pair_frequencies_cached(theta_bytes: bytes, shift: float) -> PairFrequencie
 
 
 def nope_planes(theta: Any) -> np.ndarray:
-    """Planes that do not rotate: ``theta_j`` within :data:`RESONANCE_TOL_TURNS` of ``2 pi Z``."""
+    """Planes that do not rotate: ``theta_j`` within ``RESONANCE_TOL_TURNS`` of ``2 pi Z``."""
     mod = 1 << TURN_BITS
     tol = int(RESONANCE_TOL_TURNS * mod)
     return np.array([min(F, mod - F) <= tol for F in fixed_turns(from_theta(theta))], dtype=bool)

@@ -42,7 +42,7 @@ def check_number(name: str, x: Any, *, lo: float | None = None, hi: float | None
                  lo_open: bool = False, hi_open: bool = False) -> float:
     """``x`` as a finite float in the stated range, or a TypeError/ValueError naming ``name`` and ``x``.
 
-    Accepted: Python and numpy ints and floats, 0-d arrays of them, :class:`fractions.Fraction`.
+    Accepted: Python and numpy ints and floats, 0-d arrays of them, ``fractions.Fraction``.
     Refused: booleans, strings, bytes, complex numbers, ``None``, NaN and infinities.
     """
     rng = "".join([f" {'>' if lo_open else '>='} {lo:g}" if lo is not None else "",
@@ -293,7 +293,7 @@ def pad_edge(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
 
 
 def pad_to_bucket(a: np.ndarray, axis: int = 0) -> np.ndarray:
-    """``a`` padded along ``axis`` to :func:`bucket` of its length by repeating its last entry."""
+    """``a`` padded along ``axis`` to ``bucket`` of its length by repeating its last entry."""
     return pad_edge(a, bucket(a.shape[axis]), axis)
 
 

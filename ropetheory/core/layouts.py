@@ -21,7 +21,7 @@ def to_interleaved(X: jax.Array, layout: str) -> jax.Array:
 
 
 def from_interleaved(X: jax.Array, layout: str) -> jax.Array:
-    """Inverse of :func:`to_interleaved`."""
+    """Inverse of ``to_interleaved``."""
     if check_layout(layout) == "interleaved":
         return X
     P = X.shape[-1] // 2

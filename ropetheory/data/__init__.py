@@ -1,4 +1,4 @@
-"""Data the installed commands read, shipped in the wheel and read through :mod:`importlib.resources`
+"""Data the installed commands read, shipped in the wheel and read through ``importlib.resources``
 (never from the repository's folders): the certified base-bound table (``base_bound.csv``, the
 committed output of ``ropetheory basebound``, also drawn in ``docs/figures/``), the committed real-model
 analyses (``analyses/<model>/analysis.json``) and the fixture configs of seven RoPE families

@@ -1,8 +1,8 @@
 """``ropetheory analyze``: the paper's Figs. 2-6 diagnosis for a real model or a captured key dump.
 
-``--model NAME_OR_PATH`` runs :mod:`ropetheory.models.study` (offline loading, chunked capture,
-streaming statistics). A key dump (``.npz`` from :mod:`ropetheory.models.capture`) goes through the
-same streaming statistics (:class:`ropetheory.models.stream.LayerStream`, chunk by chunk, no
+``--model NAME_OR_PATH`` runs ``ropetheory.models.study`` (offline loading, chunked capture,
+streaming statistics). A key dump (``.npz`` from ``ropetheory.models.capture``) goes through the
+same streaming statistics (``ropetheory.models.stream.LayerStream``, chunk by chunk, no
 ``n x n`` matrix) and the same analysis: per layer and key head the PC1 variance, the FSV ratio
 and stable ranks against length beside the rank-1 prediction, cosines, the sink key and the
 sink's share at each length, the predicted floor, its reach length and C1/C2 with
@@ -26,7 +26,7 @@ DUMP_CHUNK = 4096
 
 
 def analyze_dump(dump: dict) -> dict[str, Any]:
-    """Stream a key dump through :class:`ropetheory.models.stream.LayerStream` and analyse it."""
+    """Stream a key dump through ``ropetheory.models.stream.LayerStream`` and analyse it."""
     from . import study
     from .stream import LayerStream
     meta = dump["meta"]
@@ -79,13 +79,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=2048, help="tokens of text to analyse")
     ap.add_argument("--repeat-text", action="store_true", help="repeat the text if it is shorter than --max-tokens")
     ap.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token")
-    ap.add_argument("--train-len", type=int, default=None, help="training length L (default: from the config)")
+    ap.add_argument("--train-len", type=int, default=None, help="training length L")
     ap.add_argument("--chunk", type=int, default=2048, help="tokens per forward pass (KV cache between them)")
     ap.add_argument("--rope-scaling", default=None,
                     help='inference-time context extension, JSON merged over the config\'s rope parameters, '
                          'e.g. \'{"rope_type": "linear", "factor": 2}\' (PI), dynamic, yarn')
     ap.add_argument("--checkpoint-every", type=float, default=None,
-                    help="seconds between capture checkpoints (default 30; 0: after every chunk)")
+                    help="seconds between capture checkpoints")
     args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if args.model:

@@ -6,7 +6,7 @@ for the forward pass that function is wrapped, so each call (one per layer, in o
 ``q, k`` as they enter (after any q/k norm: the vectors RoPE actually rotates) and as they leave.
 The model's own config gives the rope type; the captured rotation is compared with
 ropetheory's exact rotation of the captured pre-RoPE vectors under
-:func:`ropetheory.schedules.hf.frequencies_from_config` (half layout on the first
+``ropetheory.schedules.hf.frequencies_from_config`` (half layout on the first
 ``rotary_dim`` channels, times transformers' attention scaling) and the maximum difference
 is stored. Saved as ``.npz`` (float32 arrays ``keys_pre``, ``keys_post``, ``queries_pre``,
 ``queries_post`` of shape ``(layers, heads, n, head_dim)``, ``positions``) plus a JSON string

@@ -11,7 +11,7 @@ import numpy as np
 # ---------------------------------------------------------------------------
 # claims
 # ---------------------------------------------------------------------------
-#: "close to 1" for the intra-cluster cosines (THEORY.md: "generally close to 1"): a documented choice
+#: "close to 1" for the intra-cluster cosines (docs/theory.md: "generally close to 1"): a documented choice
 CLOSE_TO_ONE = 0.7
 
 
@@ -49,7 +49,7 @@ def _opposed(med: float, neg: int, total: int) -> str:
 
 
 def claims(res: dict) -> list[dict[str, Any]]:
-    """The paper's real-model claims (THEORY.md) with the number behind each verdict."""
+    """The paper's real-model claims (docs/theory.md) with the number behind each verdict."""
     H = res["heads"]
     L, n = res["train_len"], res["n"]
     nL = min(L, n)

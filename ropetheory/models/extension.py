@@ -3,13 +3,13 @@
 The paper (Section 5) says PI and YaRN keep the low-frequency drift within what training saw and
 so keep the key/query clusters separated. On a real model this is measured, not assumed: the
 model runs once per (method, s) over ``s L`` tokens with its rope replaced at inference
-(:func:`ropetheory.models.study.override_rope`), and once unscaled; :func:`extension_row` reads one
+(``ropetheory.models.study.override_rope``), and once unscaled; ``extension_row`` reads one
 run's ``analysis.json`` and returns, at ``L`` and ``s L``: the median FSV ratio over heads, the
 median silhouette of the key/query clusters after RoPE, how many heads keep a sink (share above
-:data:`ropetheory.models.claims.SINK_SHARE`), the median sink share, the perplexity within ``L`` and
+``ropetheory.models.claims.SINK_SHARE``), the median sink share, the perplexity within ``L`` and
 in ``[L, sL)``, and, beside them, the synthetic prediction of the same schedule: the largest
 low-frequency drift ratio ``theta'_j s L / (theta_j L)`` over planes that do not finish a cycle in
-``L`` (:func:`ropetheory.theory.criteria.low_frequency_drift`; <= 1 means "within training").
+``L`` (``ropetheory.theory.criteria.low_frequency_drift``; <= 1 means "within training").
 
 May import: numpy, ``ropetheory.theory.criteria``, ``ropetheory.models.study``; reads JSON only.
 """
@@ -63,7 +63,7 @@ def attention_factor(res: dict) -> float:
     """The factor transformers multiplied cos/sin by in this run.
 
     Analyses written since it is recorded carry it per head. For older ones it is recomputed from the
-    saved rope scaling merged over the saved schedule as :func:`ropetheory.models.study.override_rope`
+    saved rope scaling merged over the saved schedule as ``ropetheory.models.study.override_rope``
     merges it (training length = ``original_max_position_embeddings``).
     """
     recorded = [h["attention_factor"] for h in res["heads"] if "attention_factor" in h]

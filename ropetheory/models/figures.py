@@ -6,6 +6,8 @@ import pathlib
 
 import numpy as np
 
+from .. import figstyle
+
 __all__ = ["plot_all"]
 
 
@@ -39,11 +41,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
             if a.get_xscale() == "log":
                 a.xaxis.set_minor_formatter(NullFormatter())
         fig.suptitle(f"{model}{q}: {title}", fontsize=10)
-        fig.tight_layout()
-        p = d / name
-        fig.savefig(p, dpi=70)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(figstyle.save_figure(fig, d / name))
 
     # Fig. 2: cosines
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))

@@ -1,9 +1,9 @@
 """Running a model over a long text in chunks with a KV cache, its keys and queries hooked.
 
 Each layer's ``apply_rotary_pos_emb`` is wrapped: the q and k it receives and returns (pre- and
-post-RoPE) go to one :class:`.stream.LayerStream` per layer, with that layer's schedule (per-layer rope
+post-RoPE) go to one ``.stream.LayerStream`` per layer, with that layer's schedule (per-layer rope
 types, sliding windows). The attention mask is ``chunk x n``, never ``n x n``. A capture checkpoints
-its statistics (:func:`ropetheory.store.save_checkpoint`) and resumes after a kill with nothing lost.
+its statistics (``ropetheory.store.save_checkpoint``) and resumes after a kill with nothing lost.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
 
 
 def training_length(cfg: dict, default: int | None = None) -> int:
-    """L as :func:`ropetheory.schedules.hf.read_model_config` reads it, else ``default``."""
+    """L as ``ropetheory.schedules.hf.read_model_config`` reads it, else ``default``."""
     L = read_model_config(cfg).train_len or default
     if not L:
         raise ValueError("the config gives no training length (original_max_position_embeddings or "
@@ -85,7 +85,7 @@ def _hook(model, sink):
 
 
 def key_folder(checkpoint: pathlib.Path) -> pathlib.Path:
-    """Where a checkpointed capture keeps its layers' key files (:class:`ropetheory.models.stream.KeyStore`)."""
+    """Where a checkpointed capture keeps its layers' key files (``ropetheory.models.stream.KeyStore``)."""
     return checkpoint.with_name(checkpoint.name + ".keys")
 
 
@@ -99,7 +99,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL.
 
     With ``checkpoint`` (a file), the streaming statistics and the NLL so far are saved after a chunk
-    at most every ``checkpoint_every`` seconds (:class:`ropetheory.store.CheckpointClock`); a rerun with the
+    at most every ``checkpoint_every`` seconds (``ropetheory.store.CheckpointClock``); a rerun with the
     same ``checkpoint_key`` (inputs + code) replays the finished chunks' forward passes without their
     statistics, which rebuilds the KV cache exactly (same chunks, same kernels), and goes on from there:
     the result is identical to an uninterrupted run. ``result["kept"], ["computed"]``: chunks.

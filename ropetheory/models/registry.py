@@ -1,7 +1,7 @@
 """Packaged RoPE models that install offline from the package registry, and loading any checkpoint.
 
 ``PACKAGED`` lists each short name with the Python distribution(s) that ship its GGUF file. A
-package is located with :func:`importlib.util.find_spec` (its ``__init__`` is not run: the
+package is located with ``importlib.util.find_spec`` (its ``__init__`` is not run: the
 SmolLM2 package imports an LLM runtime we do not need); a model split into parts is joined
 into a cache folder (``$ROPETHEORY_CACHE``, else ``~/.cache/ropetheory``) and checked against
 its sha256 before use. Loading is offline (``local_files_only``); transformers dequantises a
@@ -144,7 +144,7 @@ def gguf_reader(path: str | os.PathLike):
     """A parsed GGUF (``gguf.GGUFReader``), parsed once per file version in this process.
 
     Parsing walks every metadata string (Gemma 3's 262k-token vocabulary: millions of small reads), and
-    through ``numpy.memmap`` each read pays the subclass's overhead: :class:`_PlainReader` indexes a plain
+    through ``numpy.memmap`` each read pays the subclass's overhead: ``_PlainReader`` indexes a plain
     ndarray view of the same mapping instead (3.5x faster, same fields and tensors; tested). The cache is
     keyed by real path, size and mtime, so an edited file is parsed again.
     """
@@ -178,7 +178,7 @@ def _plain_reader_class():
 def one_gguf_parse():
     """While loading a GGUF, transformers builds a ``gguf.GGUFReader`` three times (config, tokenizer,
     weights; ~8 s each for Gemma 3 on 2 cores); inside this block each of those calls gets
-    :func:`gguf_reader`'s one parse (``gguf.GGUFReader`` is swapped back on exit; transformers only reads
+    ``gguf_reader``'s one parse (``gguf.GGUFReader`` is swapped back on exit; transformers only reads
     the reader)."""
     import gguf
     from gguf.gguf_reader import GGUFReader as original
@@ -229,7 +229,7 @@ def _converted_dir(folder: pathlib.Path, gguf: str, label: str, dtype: str) -> p
 def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "float32"):
     """``(model, tokenizer, label)`` loaded offline; a GGUF without RoPE is refused.
 
-    A GGUF is dequantised once, its metadata parsed once (:func:`one_gguf_parse`; first load ~10 s for
+    A GGUF is dequantised once, its metadata parsed once (``one_gguf_parse``; first load ~10 s for
     SmolLM2, ~17 s for Gemma 3 270M on 2 cores); the float checkpoint and tokenizer are then saved under
     ``model_cache_dir()/converted`` and later loads read that (~2 s). Same weights, bit for bit.
     """

@@ -1,6 +1,6 @@
-"""Per-layer statistics of keys and queries, accumulated chunk by chunk (THEORY.md, Real-model measurements).
+"""Per-layer statistics of keys and queries, accumulated chunk by chunk (docs/theory.md, Real-model measurements).
 
-A :class:`LayerStream` receives, for consecutive position ranges ``[s, s + c)``, the pre- and
+A ``LayerStream`` receives, for consecutive position ranges ``[s, s + c)``, the pre- and
 post-RoPE queries ``(Hq, c, d)`` and keys ``(Hkv, c, d)`` of one layer (channels in the model's
 own order), and keeps, per key head (its ``G = Hq / Hkv`` query heads grouped onto it):
 
@@ -17,8 +17,8 @@ own order), and keeps, per key head (its ``G = Hq / Hkv`` query heads grouped on
   from running query sums (post-RoPE: the logits the model uses).
 
 Memory is ``O(d^2 + chunk d)`` whatever ``n`` is: the keys, which the sink share and the rank-1 weights
-need again after they stream past, go to a file (:class:`KeyStore`: float32, as captured, so nothing is
-lost) and are read back :data:`KEY_BLOCK` rows at a time; the sink's softmax over ``n`` keys is an
+need again after they stream past, go to a file (``KeyStore``: float32, as captured, so nothing is
+lost) and are read back ``KEY_BLOCK`` rows at a time; the sink's softmax over ``n`` keys is an
 online log-sum-exp over those blocks; queries are kept only on a stride (at most ~4096 per head) and in
 a short rolling buffer. Nothing ``n x n`` or ``n x d`` is held in memory. Accumulation is float64.
 """
@@ -35,7 +35,7 @@ __all__ = ["LayerStream", "KeyStore", "mean_pair_cosine", "SINK_QUERIES", "KEY_B
 
 #: queries averaged for the sink share at length n (the last ones of the input)
 SINK_QUERIES = 32
-#: key rows read back from a :class:`KeyStore` at a time
+#: key rows read back from a ``KeyStore`` at a time
 KEY_BLOCK = 8192
 
 
@@ -90,7 +90,7 @@ def mean_pair_cosine(S: np.ndarray, n: int) -> float:
 def _sink_share(Q: np.ndarray, K: KeyStore, h: int, n: int, qpos: np.ndarray, scale: float,
                 window: int | None) -> np.ndarray:
     """Softmax weight on key 0 of each query row of ``Q (G*S, d)`` (query ``r`` at ``qpos[r % S]``) over the
-    keys ``[0, n)`` it sees (causal, within ``window``): an online log-sum-exp over :class:`KeyStore`
+    keys ``[0, n)`` it sees (causal, within ``window``): an online log-sum-exp over ``KeyStore``
     blocks, ``O(S * block)`` memory. Queries that see no key 0 get 0."""
     S = qpos.size
     m = np.full(Q.shape[0], -np.inf)

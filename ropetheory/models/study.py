@@ -1,10 +1,10 @@
 """``ropetheory analyze --model NAME_OR_PATH``: a real model's keys and queries against the theory.
 
-Pipeline: load offline (:mod:`.registry`), tokenise the long text (:mod:`.corpus`), run the model
+Pipeline: load offline (``.registry``), tokenise the long text (``.corpus``), run the model
 over it in chunks with a KV cache (``chunk`` tokens at a time: the attention mask is ``chunk x n``,
 never ``n x n``; with transformers' default sdpa path a single 32k-token pass asks for 36 GiB of
 mask), record q and k as each layer's ``apply_rotary_pos_emb`` receives and returns them, and feed
-them to one :class:`.stream.LayerStream` per layer. Each layer gets its own schedule (per-layer
+them to one ``.stream.LayerStream`` per layer. Each layer gets its own schedule (per-layer
 rope types, e.g. Gemma 3's sliding and global layers) and, for sliding layers, its window: the
 C2 verdict of a sliding layer uses ``min(window, L)``.
 
@@ -13,7 +13,7 @@ singular vector ``v`` and weights ``w_i = (k_i . v)^2`` (streamed, exact angles)
 the length where the constant-weight curve is within 1% of it (``far`` grid: 90 points over
 1..1e9, a step of x1.26, which is the resolution of that length), C1/C2, and the rank-1-plus-noise
 limit ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``snr = lambda_1 / (tr - lambda_1)``
-measured on the head (:func:`ropetheory.theory.beyond.noisy_rank1_limit`). Numbers are written first
+measured on the head (``ropetheory.theory.beyond.noisy_rank1_limit``). Numbers are written first
 (``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``); the figures are drawn from them.
 """
 from __future__ import annotations
@@ -59,10 +59,10 @@ FAR_GRID = (1e9, 90)
 def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """``rho_n`` of the rank-1 cloud ``x_i = (k_i . v) v`` (model channel order) at the grid lengths.
 
-    ``w_i = (k_i . v)^2`` (:meth:`ropetheory.models.stream.LayerStream.projections`, squared);
+    ``w_i = (k_i . v)^2`` (``ropetheory.models.stream.LayerStream.projections``, squared);
     ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``R_i`` the layer's exact rotation
-    (:func:`ropetheory.models.capture.rotate_like_hf`, no attention factor: it cancels in the ratio);
-    ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as :func:`ropetheory.spectra.rank1_stream_curve`
+    (``ropetheory.models.capture.rotate_like_hf``, no attention factor: it cancels in the ratio);
+    ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as ``ropetheory.spectra.rank1_stream_curve``
     (tested), computed in chunks of ``chunk`` rows with one BLAS Gram per chunk (``O(d^2 + chunk d)``
     memory), so a whole model's heads take seconds at n = 10^5.
     """
@@ -252,7 +252,7 @@ def override_rope(model, scaling: dict) -> str:
 
     ``scaling`` is merged over the config's own ``rope_parameters`` (so ``rope_theta`` is kept and
     ``original_max_position_embeddings`` defaults to the training length), the config is checked by
-    :func:`ropetheory.schedules.hf.frequencies_from_config`, and every rotary-embedding module of the
+    ``ropetheory.schedules.hf.frequencies_from_config``, and every rotary-embedding module of the
     model is rebuilt from it. Returns a label such as ``linear-x2``. Models whose rope parameters
     are given per layer type are refused.
     """
@@ -292,11 +292,10 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
     import hashlib
     import json
-    from ..store import package_version, source_hash
-    from . import capture as _capture, stream as _stream
+    from ..store import derived_code_hash, package_version
     key = hashlib.sha256(json.dumps({"model": label, "ids": list(map(int, ids)), "chunk": chunk, "L": L,
                                      "device": device, "version": package_version(),
-                                     "code": source_hash(sys.modules[__name__], _stream, _capture)},
+                                     "code": derived_code_hash(__name__)},
                                     sort_keys=True).encode()).hexdigest()
     ckpt = out / label / "capture.ckpt"
     if not resume and ckpt.exists():

@@ -3,7 +3,7 @@
 Every schedule is a pure function returning a float64 numpy array of ``P``
 angular frequencies (radians per position). ``theta_j = 0`` marks a
 rotation-free (NoPE) plane, so partial RoPE is a schedule with zeros.
-Definitions follow ``shared/THEORY.md`` ("Frequency schedules"):
+Definitions follow ``shared/docs/theory.md`` ("Frequency schedules"):
 
 - ``rope(d, base)``: ``theta_j = base^(-2j/d)``.
 - ``partial(d, base, fraction)``: the first ``r = fraction * P`` planes rotate
@@ -17,12 +17,12 @@ Definitions follow ``shared/THEORY.md`` ("Frequency schedules"):
   ``theta_hi = 2 pi / min_wavelength`` and ``theta_lo = 2 pi cycles / L``
   (both endpoints included, a documented choice), the rest NoPE.
 
-All are reachable through one registry, :data:`SCHEDULES`, by name:
+All are reachable through one registry, ``SCHEDULES``, by name:
 ``schedule("rope_id", head_dim=128, train_len=4096)``, or from a dict / JSON
-spec with :func:`schedule_from_spec`. Every Hugging Face ``rope_type`` (default, linear, dynamic,
-yarn, longrope, llama3, proportional) is read from a model config by :mod:`.hf`
-(:func:`ropetheory.schedules.hf.frequencies_from_config`, ``rt.from_config``). May import numpy
-and :mod:`ropetheory.core` only.
+spec with ``schedule_from_spec``. Every Hugging Face ``rope_type`` (default, linear, dynamic,
+yarn, longrope, llama3, proportional) is read from a model config by ``.hf``
+(``ropetheory.schedules.hf.frequencies_from_config``, ``rt.from_config``). May import numpy
+and ``ropetheory.core`` only.
 """
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def schedule(name: str, head_dim: int | None = None, **params: Any) -> np.ndarra
 
 
 #: keys that mark a model config (or a pasted ``rope_scaling`` / ``rope_parameters`` dict), read by
-#: :mod:`.hf` as transformers reads it, rather than a spec of the paper's schedules
+#: ``.hf`` as transformers reads it, rather than a spec of the paper's schedules
 MODEL_CONFIG_KEYS = ("rope_parameters", "rope_scaling", "rope_theta", "rope_type", "max_position_embeddings")
 #: top-level config keys kept beside a pasted ``rope_scaling`` dict
 _CONFIG_TOP_KEYS = ("head_dim", "hidden_size", "num_attention_heads", "max_position_embeddings",
@@ -233,7 +233,7 @@ _CONFIG_TOP_KEYS = ("head_dim", "hidden_size", "num_attention_heads", "max_posit
 
 
 def is_model_config(spec: Any) -> bool:
-    """Whether ``spec`` is a model config or a pasted rope dict (see :data:`MODEL_CONFIG_KEYS`)."""
+    """Whether ``spec`` is a model config or a pasted rope dict (see ``MODEL_CONFIG_KEYS``)."""
     return isinstance(spec, Mapping) and any(k in spec for k in MODEL_CONFIG_KEYS)
 
 
@@ -259,7 +259,7 @@ def _spec_value(key: str, text: str) -> Any:
 
 
 def parse_spec(text: Any) -> dict[str, Any]:
-    """The one schedule syntax every command and :func:`schedule_from_spec` read, as a spec dict:
+    """The one schedule syntax every command and ``schedule_from_spec`` read, as a spec dict:
 
     - ``name`` or ``name:key=value,key=value`` (``rope_id:train_len=4096,head_dim=64``; values are
       JSON numbers, booleans or lists, else strings, which the schedule then refuses by name);
@@ -318,14 +318,14 @@ def merge_spec(spec: Mapping[str, Any], **flags: Any) -> dict[str, Any]:
 
 
 def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarray:
-    """Frequencies from a spec dict or any text :func:`parse_spec` reads (``name:key=value,...``, JSON,
+    """Frequencies from a spec dict or any text ``parse_spec`` reads (``name:key=value,...``, JSON,
     a JSON file or a checkpoint folder).
 
     The spec is ``{"name": "rope_id", "head_dim": 128, "train_len": 4096, ...}``
     (``"type"`` is accepted for ``"name"``), or a model config / a pasted ``rope_scaling`` or
     ``rope_parameters`` dict with the head width (``{"rope_type": "yarn", "factor": 4,
     "original_max_position_embeddings": 8192, "rope_theta": 5e5, "head_dim": 128}``; any Hugging
-    Face ``rope_type``, read by :func:`ropetheory.schedules.hf.frequencies_from_config`; ``seq_len``
+    Face ``rope_type``, read by ``ropetheory.schedules.hf.frequencies_from_config``; ``seq_len``
     for dynamic and longrope).
     """
     if isinstance(spec, (str, os.PathLike)):

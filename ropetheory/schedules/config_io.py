@@ -1,6 +1,6 @@
 """Reading a model config as a plain dict, from whatever a user holds: a mapping, a ``config.json``
 path, a ``save_pretrained`` checkpoint folder or a transformers ``PretrainedConfig``; and the typed
-error for a config whose rope parameters are given per layer type. Imports :mod:`ropetheory.core` only.
+error for a config whose rope parameters are given per layer type. Imports ``ropetheory.core`` only.
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def _exponents(dim: int) -> np.ndarray:
 
 def _base_inv_freq(base: float, dim: int) -> np.ndarray:
     """``1 / base^(2k/dim)``, ``k = 0..ceil(dim/2)-1``: transformers' own rounding (``1 / base**x``,
-    which can differ from :func:`ropetheory.schedules.rope`'s ``base**(-x)`` in the last bit), kept
+    which can differ from ``ropetheory.schedules.rope``'s ``base**(-x)`` in the last bit), kept
     so that every rope_type matches the library bit for bit."""
     return 1.0 / (base ** _exponents(dim))
 

@@ -1,8 +1,8 @@
 """The one reading of what a model config says about positions: the training length ``L``, the sliding
-window, the type of each layer and which rope parameters each type uses (:func:`read_model_config`).
+window, the type of each layer and which rope parameters each type uses (``read_model_config``).
 ``ropetheory analyze``, ``ropetheory report`` and ``rt.from_config`` all read a config through it, so
 the same config gives the same ``L``, window and frequencies in every command. Imports
-:mod:`ropetheory.core` and :mod:`.hf` only.
+``ropetheory.core`` and ``.hf`` only.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ __all__ = ["ModelRope", "read_model_config"]
 
 @dataclasses.dataclass(frozen=True)
 class ModelRope:
-    """What a model config says about its positions, read once (:func:`read_model_config`).
+    """What a model config says about its positions, read once (``read_model_config``).
 
     ``train_len``: the training length ``L`` (None if the config gives none), ``train_len_from``: the
     key it came from; ``window``: the sliding window (tokens) or None; ``layer_types``: the type of
@@ -48,7 +48,7 @@ class ModelRope:
         return self.window if "sliding" in layer_type else None
 
     def frequencies(self, layer_type: str | None = None, seq_len: int | None = None) -> dict[str, Any]:
-        """:func:`frequencies_from_config` for the rope parameters of ``layer_type``."""
+        """``frequencies_from_config`` for the rope parameters of ``layer_type``."""
         return frequencies_from_config(self.config, seq_len=seq_len, layer_type=layer_type)
 
 
@@ -67,7 +67,7 @@ def read_model_config(config: Any, *, train_len: int | None = None) -> ModelRope
     """The one reading of a model config's positions: training length, window, layer types, head width.
 
     ``L`` is the ``original_max_position_embeddings`` the frequencies themselves use (for llama3, yarn
-    and longrope, after the standardisation of :func:`load_rope_config`: a top-level value wins over
+    and longrope, after the standardisation of ``load_rope_config``: a top-level value wins over
     the rope dict's, as in transformers), else a top-level ``original_max_position_embeddings``, else
     ``max_position_embeddings``; ``train_len`` (validated, >= 2) overrides it.
     """

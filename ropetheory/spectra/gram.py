@@ -1,8 +1,8 @@
 """Closed-form Gram matrices of rank-1 RoPE clouds and their metrics, batched over lengths and clouds.
 
 ``G_n = sum_{i<n} w_i R_i v v^T R_i^T``: block ``(j, k)`` is linear in the weighted mean phases
-``D_jk`` (at ``f_j - f_k``) and ``S_jk`` (at ``f_j + f_k``) (:mod:`.weights`), with the block formula
-of :mod:`.derived`. ``rho_n^2 = lambda_max(G_n) / W_n``, ``srank = tr G_n / lambda_max`` and the
+``D_jk`` (at ``f_j - f_k``) and ``S_jk`` (at ``f_j + f_k``) (``.weights``), with the block formula
+of ``.derived``. ``rho_n^2 = lambda_max(G_n) / W_n``, ``srank = tr G_n / lambda_max`` and the
 Frobenius ratio ``sqrt(tr G_n / W_n)`` (1 by Lemma 2).
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def assemble_gram(v_il, Dm, Sm):
 
 def metrics_from_gram(G, W=1.0, method=None):
     """FSV ratio, stable rank and Frobenius ratio from Gram matrices ``G (..., d, d)`` of clouds with
-    ``||X||_2^2 = W``; only the top eigenvalue is computed (:func:`.topeig.top_eigenvalue`, ``method``)."""
+    ``||X||_2^2 = W``; only the top eigenvalue is computed (``.topeig.top_eigenvalue``, ``method``)."""
     lam = top_eigenvalue(G, method)
     tr = jnp.trace(G, axis1=-2, axis2=-1)
     return {"rho": jnp.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam, "frob_ratio": jnp.sqrt(tr / W)}
@@ -112,7 +112,7 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     is independent of ``n``; 200 lengths up to ``10^12`` take well under a second
     after compilation (d = 128). Returns numpy arrays keyed
     ``n, rho, rho2, srank, frob_ratio``. ``method``: how the top eigenvalue is found
-    (:func:`ropetheory.spectra.topeig.top_eigenvalue`; ``None`` picks the fastest for the backend).
+    (``ropetheory.spectra.topeig.top_eigenvalue``; ``None`` picks the fastest for the backend).
     """
     L = check_lengths(lengths)
     w = check_weights(weights, L)
@@ -131,7 +131,7 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
 
 def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
-    ``method``, ``one_at_a_time``: how the top eigenvalue is found (:func:`.topeig.top_eigenvalue`)."""
+    ``method``, ``one_at_a_time``: how the top eigenvalue is found (``.topeig.top_eigenvalue``)."""
     def grams(v):
         return jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
@@ -139,7 +139,7 @@ def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_
     return jax.lax.map(lambda v: top_eigenvalue(grams(v), method, one_at_a_time=one_at_a_time), V_il)
 
 
-#: :func:`rho2_for_clouds_traced`, jitted (the traced function is for callers that trace it themselves,
+#: ``rho2_for_clouds_traced``, jitted (the traced function is for callers that trace it themselves,
 #: e.g. inside ``shard_map``)
 rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time"))(
     rho2_for_clouds_traced)

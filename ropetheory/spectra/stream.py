@@ -39,7 +39,7 @@ DEFAULT_CHUNK = 4096
 def neumaier_add(acc, x):
     """Neumaier's compensated summation, elementwise: ``acc = (sum, compensation)`` plus ``x``.
 
-    The total is ``sum + compensation`` (:func:`neumaier_total`); its error does not grow with the
+    The total is ``sum + compensation`` (``neumaier_total``); its error does not grow with the
     number of terms (Higham, Accuracy and Stability, 4.3), where a plain running sum's grows
     linearly. Every streaming Gram of the package accumulates through this function.
     """
@@ -50,7 +50,7 @@ def neumaier_add(acc, x):
 
 
 def neumaier_total(acc):
-    """The compensated total of an accumulator of :func:`neumaier_add`."""
+    """The compensated total of an accumulator of ``neumaier_add``."""
     return acc[0] + acc[1]
 
 
@@ -90,7 +90,7 @@ def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=Fals
                          phases="anchored"):
     """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace; batched over the
     leading axes of the rows (clouds). Phases: one exactly reduced anchor per chunk, stepped inside it by
-    one complex product with a table (:func:`ropetheory.core.angles.anchored_phases`)."""
+    one complex product with a table (``ropetheory.core.angles.anchored_phases``)."""
     d = 2 * chunks.shape[0]
     table = phase_table(chunks, chunk)
     batch = jax.eval_shape(lambda: rows_fn(jnp.zeros(chunk, jnp.int64), *rows_args)).shape[:-2]
@@ -133,9 +133,9 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     ``rows_fn(positions, *rows_args) -> (..., C, d)`` gives the rows ``x_i`` (interleaved
     layout) for int64 ``positions``, optionally with leading batch axes (one Gram per cloud); it must
     be a JAX-traceable pure function (hashable: a module-level function). Returns ``lam`` (the top
-    eigenvalue, :func:`.topeig.top_eigenvalue` with ``method``), ``trace`` (and ``gram`` if
+    eigenvalue, ``.topeig.top_eigenvalue`` with ``method``), ``trace`` (and ``gram`` if
     ``keep_gram``), each ``(len, ...)``; memory ``O(B d^2 + B C d)`` whatever the lengths. ``phases``:
-    :data:`PHASES` (``"exact"`` is the reference the anchored stepping is tested and benchmarked against).
+    ``PHASES`` (``"exact"`` is the reference the anchored stepping is tested and benchmarked against).
     """
     th = from_theta(theta)
     L = _one_pass_lengths(lengths)

@@ -3,9 +3,9 @@
 Every FSV ratio needs ``lambda_max(G)`` of a ``d x d`` PSD Gram matrix and nothing else. The method:
 
 1. Householder tridiagonalisation ``G = Q T Q^T`` (LAPACK ``sytrd`` on CPU, cuSOLVER on GPU; through
-   :func:`jax.lax.linalg.tridiagonal`), batched over every leading axis;
+   ``jax.lax.linalg.tridiagonal``), batched over every leading axis;
 2. multisection on Sturm counts of ``T`` for its largest eigenvalue only: from the Gershgorin interval,
-   :data:`SECTIONS` - 1 shifts per step, :data:`SECTION_STEPS` steps (a fixed cost; the bracket shrinks by
+   ``SECTIONS`` - 1 shifts per step, ``SECTION_STEPS`` steps (a fixed cost; the bracket shrinks by
    ``SECTIONS ** SECTION_STEPS = 2^64``, below one ulp of the value), vectorised over the batch.
 
 Step 1 is the same backward-stable reduction ``eigvalsh`` starts with; step 2 replaces the QR/divide and
@@ -13,12 +13,12 @@ conquer on all ``d`` eigenvalues by ``O(d)`` work per bisection step. Both steps
 the value carries ``eigvalsh``'s error bound ``O(d eps ||G||)`` (no approximation to check a posteriori:
 a Sturm count is itself the proof that no eigenvalue of ``T`` lies above the value returned).
 A posteriori check that is still cheap and catches a broken reduction: the trace of ``T`` equals the
-trace of ``G`` (orthogonal similarity) to :data:`TRACE_RTOL`; where it does not, or where the value is not
+trace of ``G`` (orthogonal similarity) to ``TRACE_RTOL``; where it does not, or where the value is not
 finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken only if some check fails).
 
 Measured (``benchmarks/bench_eig.py``, d = 128, RoPE Grams): on 2 CPU cores 6.6x ``eigvalsh`` (batch 2048); on an H100
 cuSOLVER's ``sytrd`` runs one matrix at a time (0.03x its batched ``eigh``), so GPUs keep ``eigvalsh``
-(:func:`default_method`). Lanczos and one block subspace step (certified, below) are there for
+(``default_method``). Lanczos and one block subspace step (certified, below) are there for
 accelerators where a batched ``eigh`` is missing; on the H100 they ran at 0.48x and 0.78x ``eigvalsh``.
 """
 from __future__ import annotations
@@ -94,9 +94,9 @@ def lanczos_top(G, steps: int):
     """Certified ``lambda_max`` of each PSD ``(d, d)`` matrix in ``G (B, d, d)`` by Lanczos; ``(lam, ok)``.
 
     ``steps`` Lanczos steps from one fixed start vector, fully reorthogonalised (twice, so ``Q`` stays
-    orthonormal to ~eps); an invariant subspace found early (``beta`` below :data:`BREAKDOWN_RTOL` of the
+    orthonormal to ~eps); an invariant subspace found early (``beta`` below ``BREAKDOWN_RTOL`` of the
     trace) restarts from the next fixed vector with ``beta = 0``. The top eigenvalue ``theta`` of
-    ``T = Q^T G Q`` is a lower bound of ``lambda_max`` (Cauchy interlacing; :func:`sturm_top`).
+    ``T = Q^T G Q`` is a lower bound of ``lambda_max`` (Cauchy interlacing; ``sturm_top``).
     Certificate: the Cholesky factorisation of ``theta (1 + CERT_RTOL) I - G`` exists (finite) iff that
     matrix is positive definite, i.e. ``lambda_max < theta (1 + CERT_RTOL)`` (up to Cholesky's backward
     error ``O(d eps ||G||)``). ``ok`` is False where the factorisation breaks down.
@@ -154,7 +154,7 @@ def subspace_top(G, block: int = 16, squarings: int = 7):
     ``S = G^(2^squarings)`` by repeated squaring (normalised by its trace, so nothing overflows), the
     block ``X = S R`` (``block`` fixed random vectors) made orthonormal, and the Rayleigh-Ritz value
     ``theta = lambda_max(Q^T G Q)`` (a lower bound, Cauchy interlacing) with the same Cholesky certificate
-    as :func:`lanczos_top`. All of it is batched matrix products, which GPUs run on float64 tensor cores.
+    as ``lanczos_top``. All of it is batched matrix products, which GPUs run on float64 tensor cores.
     """
     B, d, _ = G.shape
     b = min(block, d)
@@ -203,11 +203,11 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     """``lambda_max`` of symmetric matrices ``G (..., d, d)`` (traceable; use inside ``jit``).
 
     ``method``: ``"tridiagonal"`` (Householder + Sturm bisection for the top eigenvalue only),
-    ``"lanczos"`` (PSD matrices only: :data:`LANCZOS_STEPS` Lanczos steps, certified by a Cholesky
+    ``"lanczos"`` (PSD matrices only: ``LANCZOS_STEPS`` Lanczos steps, certified by a Cholesky
     factorisation, ``eigvalsh`` for the matrices whose certificate fails), ``"subspace"`` (PSD only:
-    :func:`subspace_top`, the same certificate and fallback), ``"eigvalsh"`` (the whole
+    ``subspace_top``, the same certificate and fallback), ``"eigvalsh"`` (the whole
     spectrum; the reference the benchmarks and tests compare against) or ``None``
-    (:func:`default_method`).
+    (``default_method``).
     Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
     symmetrising a copy first cost a third of the time, measured).
 
@@ -239,7 +239,7 @@ SYMMETRY_RTOL = 1e-10
 
 
 def check_symmetric(A: np.ndarray) -> None:
-    """Refuse, naming ``G``, a matrix whose upper and lower triangles differ beyond :data:`SYMMETRY_RTOL`."""
+    """Refuse, naming ``G``, a matrix whose upper and lower triangles differ beyond ``SYMMETRY_RTOL``."""
     diff = np.abs(A - np.swapaxes(A, -1, -2))
     scale = np.max(np.abs(A), axis=(-1, -2), keepdims=True)
     bad = diff > SYMMETRY_RTOL * scale
@@ -257,13 +257,13 @@ def _scale_exponent_host(A: np.ndarray) -> np.ndarray:
 
 
 def _scale_exponent(G):
-    """:func:`_scale_exponent_host` for traced matrices (normal maxima; XLA on CPU flushes subnormals)."""
+    """``_scale_exponent_host`` for traced matrices (normal maxima; XLA on CPU flushes subnormals)."""
     m = jnp.max(jnp.abs(G), axis=(-1, -2))
     return jnp.where(m > 0, jnp.frexp(m)[1], 0)
 
 
 def _top_eigenvalue_scaled(G, method, one_at_a_time):
-    """:func:`top_eigenvalue` of matrices already scaled to a largest entry in ``[1/2, 1)``."""
+    """``top_eigenvalue`` of matrices already scaled to a largest entry in ``[1/2, 1)``."""
     d = G.shape[-1]
     method = default_method() if method is None else check_method(method)
     if one_at_a_time and G.ndim > 2:

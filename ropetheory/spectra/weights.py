@@ -7,7 +7,7 @@ Affine weights ``w_i = a + b i`` have a closed form (with ``alpha = pi t``, ``c 
 
 and ``W_n = n (a + b c)``; written with ``sinc`` and its derivative (series for small arguments)
 it has no cancellation at any ``n`` or ``t``, and the phases are reduced exactly from the chunked
-turns of :mod:`ropetheory.core.angles`. Trigonometric weights are sums of such terms.
+turns of ``ropetheory.core.angles``. Trigonometric weights are sums of such terms.
 """
 from __future__ import annotations
 

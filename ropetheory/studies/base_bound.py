@@ -2,7 +2,7 @@
 
 For each context length ``L`` the feasible set ``F_L = {b : B(m; b) >= 0 for all integers
 0 <= m <= L}``, ``B(m; b) = sum_{j<d/2} cos(m b^(-2j/d))``, is searched over ``[b_min, b_max]``
-by :func:`ropetheory.theory.search_feasible_bases`: every part of the domain ends proven
+by ``ropetheory.theory.search_feasible_bases``: every part of the domain ends proven
 feasible, proven infeasible, or undecided (narrower than ``min_width`` in ln b, reported).
 Writes ``base_bound.csv`` (one row per L), ``base_bound_windows.csv`` (every feasible window
 and undecided interval), ``base_bound.json``, then ``base_bound.png`` from the saved numbers.
@@ -14,14 +14,13 @@ resumes where it was.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import pathlib
 import sys
 from typing import Any
 
-from ..store import Journal, write_csv, write_json
+from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
 
@@ -31,8 +30,7 @@ SCALES = {"cpu": [4096, 8192, 16384],
 
 def code_hash() -> str:
     """sha256 (first 16 hex digits) of the search code: a stored row from other code is recomputed."""
-    src = b"".join(pathlib.Path(str(mod.__file__)).read_bytes() for mod in (bb, base_search))
-    return hashlib.sha256(src).hexdigest()[:16]
+    return derived_code_hash(__name__)
 
 
 def row_key(L: int, d: int, b_min: float, b_max: float, min_width: float) -> str:
@@ -157,9 +155,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu",
                     help="cpu: L = 4k, 8k, 16k (~2 min on 2 cores); gpu: L = 4k .. 1M")
     ap.add_argument("--lengths", type=_lengths, default=None, help="comma-separated L (overrides --scale)")
-    ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--b-min", type=float, default=1e2)
-    ap.add_argument("--b-max", type=float, default=1e10)
+    ap.add_argument("--head-dim", type=int, default=128, help="head width d")
+    ap.add_argument("--b-min", type=float, default=1e2, help="smallest base searched")
+    ap.add_argument("--b-max", type=float, default=1e10, help="largest base searched")
     ap.add_argument("--min-width", type=float, default=bb.DEFAULT_MIN_WIDTH,
                     help="intervals narrower than this (in ln b) are reported undecided")
     return ap

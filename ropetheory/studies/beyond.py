@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..theory import beyond, positions as ps, theorems
-from .. import core, spectra, rope as _rope, schedules as _schedules
+from .. import spectra
 from ..schedules import schedule_from_spec
-from ..store import Journal, source_hash, write_csv, write_json
+from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 
 SCALES = {
@@ -44,7 +44,7 @@ CONFIRM_ATOL_AT_1E6 = 3e-3
 
 def code_hash() -> str:
     """Fingerprint of the code behind a beyond row: a row written by other code is recomputed."""
-    return source_hash(core, _rope, _schedules, spectra, theorems, beyond, ps, sys.modules[__name__])
+    return derived_code_hash(__name__)
 
 
 def _theta(key, base=None):
@@ -215,7 +215,8 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
 
 def main(argv=None) -> int:
     ap = study_parser("ropetheory beyond", __doc__)
-    ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="cpu",
+                    help="problem sizes: cpu (minutes on 2 cores), gpu (the committed runs), tiny (tests)")
     args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:

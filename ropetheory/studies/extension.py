@@ -38,7 +38,7 @@ from ..theory import criteria
 from ..core.angles import reduced_turns, turn_chunks
 from ..schedules.hf import frequencies_from_config
 from ..schedules import schedule
-from ..store import PartStore, source_hash, write_csv, write_json
+from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 
 D = 128
@@ -72,7 +72,7 @@ def extended_theta(method: str, s: int) -> tuple[np.ndarray, float]:
 
 
 def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int, L: int = TRAIN_LEN) -> dict[str, Any]:
-    """:func:`ropetheory.theory.criteria.low_frequency_drift` at this study's training length by default."""
+    """``ropetheory.theory.criteria.low_frequency_drift`` at this study's training length by default."""
     return criteria.low_frequency_drift(theta_base, theta_ext, s, L)
 
 
@@ -102,7 +102,7 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
         resume: bool = True) -> dict[str, Any]:
     from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = PartStore(out_dir / "extension_parts", code=figure7.code_hash() + source_hash(sys.modules[__name__]),
+    parts = PartStore(out_dir / "extension_parts", code=derived_code_hash(__name__),
                       resume=resume)
     V = figure7.clouds(D, n_clouds)
     base = schedule("rope", head_dim=D, base=ROPE_THETA)
@@ -216,8 +216,8 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
 
 def main(argv=None) -> int:
     ap = study_parser("ropetheory extension", __doc__)
-    ap.add_argument("--clouds", type=int, default=32)
-    ap.add_argument("--num", type=int, default=50)
+    ap.add_argument("--clouds", type=int, default=32, help="random Gaussian v per method and factor")
+    ap.add_argument("--num", type=int, default=50, help="log-grid points")
     args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:

@@ -1,10 +1,10 @@
 """Figure 7: FSV decay of synthetic rank-1 clouds under each schedule, the Section 4 criteria,
 and the RoPE-ID ablations of the paper's Table 5 (appendix A.6).
 
-Section 4 criteria (THEORY.md), with training length ``L``:
+Section 4 criteria (docs/theory.md), with training length ``L``:
 - **C1** a non-trivial floor: the limit ``rho_inf = sqrt(lambda)`` lies above the floor that
   the same cloud would have with every plane rotating, ``sqrt(max_j e_j / 2)``, by more than
-  :data:`C1_MARGIN` (relative);
+  ``C1_MARGIN`` (relative);
 - **C2** the floor is reached within ``L``: ``|rho_L - rho_inf| / rho_inf < C2_RTOL``.
 Both are evaluated per cloud; the verdict is the median cloud's, and the share of clouds
 that meet each criterion is reported beside it.
@@ -31,8 +31,9 @@ import numpy as np
 from .. import spectra
 from ..theory import criteria as _criteria
 from ..schedules import schedule, schedule_from_spec
-from ..store import PartStore, source_hash, write_csv, write_json
-from .common import parse_study_args, save_figures, study_parser
+from ..store import PartStore, derived_code_hash, write_csv, write_json
+from .. import figstyle
+from .common import int_list, parse_study_args, save_figures, study_parser
 
 TRAIN_LEN = 4096
 C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria
@@ -87,8 +88,7 @@ def first_cycle(theta: np.ndarray) -> float:
 
 def code_hash() -> str:
     """The code a saved part depends on: the exact angles, schedules, spectra, theory and this study."""
-    from .. import core, rope, schedules, spectra as sp, theory
-    return source_hash(core, rope, schedules, sp, theory, sys.modules[__name__])
+    return derived_code_hash(__name__)
 
 
 def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> np.ndarray:
@@ -233,8 +233,6 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     with open(out_dir / "fig7.csv") as fh:
         rows = list(csv.DictReader(fh))
     dims = meta["head_dims"]
-    colors = {"rope_1e4": "tab:blue", "rope_5e5": "tab:purple", "half_rope": "tab:green",
-              "high_freq": "tab:orange", "rope_id": "tab:red"}
     fig, axes = plt.subplots(2, len(dims), figsize=(6 * len(dims), 8), sharex=True, squeeze=False)
     L = meta["train_len"]
     for c, d in enumerate(dims):
@@ -245,7 +243,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
             lo = np.array([float(r["q05"]) for r in sel])
             hi = np.array([float(r["q95"]) for r in sel])
             one = np.array([float(r["single_v"]) for r in sel])
-            col = colors.get(key)
+            col = figstyle.color(key)
             lab = meta["schedules"][key]["label"]
             ax = axes[0, c]
             ax.fill_between(n, lo, hi, color=col, alpha=0.18, lw=0)
@@ -259,29 +257,33 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
                 for ax_ in (ax, ax2):
                     ax_.axvline(fc, color=col, lw=0.7, ls="--", alpha=0.7)
         for ax_ in (axes[0, c], axes[1, c]):
-            ax_.axvline(L, color="k", lw=1.0)
+            ax_.axvline(L, color="k", lw=1.0, label=f"training length L = {L}")
             ax_.set_xscale("log")
             ax_.grid(alpha=0.3, which="both", lw=0.3)
+            ax_.legend(fontsize=7, loc="lower left" if ax_ is axes[0, c] else "upper left")
         axes[0, c].set_ylim(0, 1.02)
-        axes[0, c].set_title(f"d = {d}: FSV ratio ||Rope(X)||_2/||X||_2 (band 5-95%, dotted: one v)")
+        axes[0, c].set_ylabel("FSV ratio ||Rope(X)||_2 / ||X||_2")
+        axes[0, c].set_title(f"d = {d}: FSV ratio (band 5-95% of clouds, dotted: one v)")
         axes[1, c].set_yscale("log")
-        axes[1, c].set_title(f"d = {d}: stable rank of Rope(u v^T)")
-        axes[1, c].set_xlabel("length n  (black: L = 4096; dashed: slowest plane's first cycle)")
-    axes[0, 0].legend(fontsize=8, loc="lower left")
+        axes[1, c].set_ylabel("stable rank of Rope(u v^T)")
+        axes[1, c].set_title(f"d = {d}: stable rank")
+        axes[1, c].set_xlabel("length n (tokens; dashed: each schedule's slowest plane completes a cycle)")
     fig.suptitle(f"Figure 7, simulated: rank-1 clouds, {meta['n_clouds']} Gaussian v per schedule")
     return save_figures(fig, [out_dir / "fig7.png", out_dir / "fig7.pdf"])
 
 
 def main(argv=None) -> int:
     ap = study_parser("ropetheory fig7", __doc__)
-    ap.add_argument("--clouds", type=int, default=256, help="random Gaussian v per schedule (>= 256)")
-    ap.add_argument("--n-max", type=float, default=1e6)
+    ap.add_argument("--clouds", type=int, default=256, help="random Gaussian v per schedule (the paper's figure: 256)")
+    ap.add_argument("--n-max", type=float, default=1e6, help="largest length n of the curves")
     ap.add_argument("--num", type=int, default=60, help="log-grid points")
-    ap.add_argument("--head-dims", default="128,80")
+    ap.add_argument(
+        "--head-dims", type=int_list("--head-dims"), default=(128, 80), help="comma-separated head widths d"
+    )
     args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:
-        dims = tuple(int(x) for x in args.head_dims.split(","))
+        dims = args.head_dims
         if args.clouds < 1 or args.n_max < 16 * TRAIN_LEN:
             raise ValueError(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
         compute(out, args.clouds, args.n_max, args.num, dims, args.quiet, resume=not args.fresh)

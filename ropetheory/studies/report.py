@@ -44,7 +44,7 @@ from .. import data
 from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
-from ..store import check_finite_output
+from ..store import check_finite_output, derived_code_hash
 from .common import parse_study_args, study_parser
 from .report_html import write
 from .report_sources import find_analysis, load_source, measured_section
@@ -59,7 +59,7 @@ NUM = 60
 FACTORS = (2, 4, 8, 16)
 #: random (q, k1, k2) triples for the inversion probabilities
 PAIRS = 8
-#: the certified base-bound table (d = 128), shipped with the package (:mod:`ropetheory.data`)
+#: the certified base-bound table (d = 128), shipped with the package (``ropetheory.data``)
 BASE_TABLE = data.base_table()
 SECTIONS = ("frequencies", "fsv", "drift", "inversions", "men", "verdict")
 
@@ -122,11 +122,7 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
             th = np.asarray(frequencies_from_config(sc["config"], seq_len=s * L, layer_type=sc["layer_type"])["theta"])
         else:
             th = sc["theta"]
-        own = (
-            criteria.low_frequency_drift(base, th, s, L)
-            if (base > 0).any() and ((base > 0) & (base * L < 2 * math.pi)).any()
-            else {"max_drift_ratio": None, "holds": None, "low_freq_planes": 0}
-        )
+        own = criteria.low_frequency_drift(base, th, s, L)
         rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L]))
         rows.append({"s": s, "eval_len": s * L, "low_freq_planes": own["low_freq_planes"],
                      "drift_ratio_own": own["max_drift_ratio"], "within_training": own["holds"],
@@ -252,7 +248,7 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = study_parser("ropetheory report", __doc__, out="results/report", flags=("quiet", "device"))
+    ap = study_parser("ropetheory report", __doc__, out="results/report", flags=("fresh", "quiet", "device"))
     ap.add_argument("source", help="config.json, a schedule name (rope_id:train_len=4096) or a JSON spec")
     ap.add_argument("--train-len", type=int, default=None,
                     help="training length L (default: the config's original_max_position_embeddings, "
@@ -265,11 +261,49 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def report_key(source: str, **params: Any) -> str:
+    """What a saved report was computed from: the source (and the bytes of a source file), the
+    parameters and the code (``ropetheory.store.derived_code_hash``); a saved report is reused
+    only when all of it is the same."""
+    import hashlib
+    h = hashlib.sha256(json.dumps({"source": source, **params}, sort_keys=True, default=str).encode())
+    p = pathlib.Path(source)
+    if len(source) < 4096 and p.is_file():
+        h.update(p.read_bytes())
+    elif len(source) < 4096 and p.is_dir() and (p / "config.json").is_file():
+        h.update((p / "config.json").read_bytes())
+    h.update(derived_code_hash(__name__).encode())
+    return h.hexdigest()[:16]
+
+
+def _saved(out: pathlib.Path, key: str) -> dict[str, Any] | None:
+    try:
+        rep = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return rep if isinstance(rep, dict) and rep.get("key") == key else None
+
+
 def main(argv=None) -> int:
     args = parse_study_args(parser(), argv)
-    rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
-                analysis=args.analysis)
-    page = write(rep, pathlib.Path(args.out))
+    out = pathlib.Path(args.out)
+    key = report_key(args.source, train_len=args.train_len, seq_len=args.seq_len, clouds=args.clouds,
+                     analysis=args.analysis)
+    saved = None if args.fresh else _saved(out, key)
+    kept = saved is not None
+    if saved is not None:
+        rep = saved
+        print(f"ropetheory report: {out / 'report.json'} was computed from the same source, parameters and "
+              f"code: kept (--fresh recomputes)", file=sys.stderr)
+    else:
+        from ..progress import progress
+        with progress(desc="report", unit="schedule", quiet=args.quiet) as bar:
+            rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
+                        analysis=args.analysis, progress=bar.update)
+        rep["key"] = key
+    page = out / "report.html"
+    if not (kept and page.is_file()):                 # a kept report's page is already there
+        page = write(rep, out)
     print(f"{rep['label']}: L = {rep['train_len']} (from {rep['train_len_from']})")
     for s in rep["schedules"]:
         print(f"  {s['name']} ({s['rope_type']}, d = {s['head_dim']}, horizon {s['horizon']}):")

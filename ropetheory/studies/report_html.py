@@ -9,6 +9,7 @@ import pathlib
 
 import numpy as np
 
+from .. import figstyle
 from ..store import atomic_open, write_csv, write_json
 
 
@@ -57,7 +58,7 @@ def plot_schedule(sec: dict, L: int) -> bytes:
         fig.suptitle(f"{sec['name']} ({sec['rope_type']}, d = {sec['head_dim']})")
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
+        fig.savefig(buf, format="png", dpi=figstyle.PNG_DPI)
     return buf.getvalue()
 
 

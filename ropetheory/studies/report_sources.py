@@ -22,8 +22,8 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
     """Read SOURCE into ``{label, kind, config, train_len, train_len_from, schedules: [...]}``.
 
     SOURCE: a packaged model (``smollm2``) or a ``.gguf``; a packaged fixture config by name
-    (``llama-2-7b``, :func:`ropetheory.data.fixture_configs`); or anything
-    :func:`ropetheory.schedules.parse_spec` reads (a config.json or checkpoint folder, a JSON spec or
+    (``llama-2-7b``, ``ropetheory.data.fixture_configs``); or anything
+    ``ropetheory.schedules.parse_spec`` reads (a config.json or checkpoint folder, a JSON spec or
     config, ``name:key=value,...``).
     """
     if not isinstance(source, str) or not source.strip():

@@ -1,6 +1,6 @@
 """Sink-token mechanism (sections 3.2, Fig. 1, 5, 6), simulated on a synthetic attention head.
 
-The head (every parameter in :class:`SinkHead`):
+The head (every parameter in ``SinkHead``):
 - a unit cluster direction ``c`` whose plane energies are ``e_j ∝ exp(kappa (j - P + 1))``:
   concentrated in the slowest planes of standard RoPE, where trained keys put their mass;
 - keys ``k_i = A (-c + sigma xi_i)``, queries ``q_p = A (c + sigma zeta_p)``, with
@@ -35,8 +35,9 @@ import numpy as np
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
 from ..schedules import length_temperature, schedule_from_spec
-from .. import core, rope as _rope, schedules as _schedules, spectra
-from ..store import Journal, source_hash, write_csv, write_json
+from .. import spectra
+from ..store import Journal, derived_code_hash, write_csv, write_json
+from .. import figstyle
 from .common import parse_study_args, save_figures, study_parser
 
 TRAIN_LEN = 4096
@@ -83,7 +84,7 @@ SCHEDULES = {
 
 def code_hash() -> str:
     """Fingerprint of the code behind a sinks row: a row written by other code is recomputed."""
-    return source_hash(core, _rope, _schedules, spectra, sys.modules[__name__])
+    return derived_code_hash(__name__)
 
 
 def _theta(key: str, d: int) -> np.ndarray:
@@ -105,8 +106,8 @@ def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_log
     """Online softmax over keys 1..n-1 for queries ``q_rot (Q, d)``; returns per-query stats.
 
     Keys are generated and rotated chunk by chunk inside the package's one streaming loop
-    (:func:`ropetheory.spectra.chunked_prefix_scan`, one end: ``n``); the partition function is the
-    usual rescaled running sum, the logit sum is Neumaier-compensated (:func:`ropetheory.spectra.neumaier_add`).
+    (``ropetheory.spectra.chunked_prefix_scan``, one end: ``n``); the partition function is the
+    usual rescaled running sum, the logit sum is Neumaier-compensated (``ropetheory.spectra.neumaier_add``).
     No Gram here: the sink share is an attention mass, not a spectral quantity.
     """
     d = q_rot.shape[1]
@@ -213,23 +214,35 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     with open(out_dir / "sinks.csv") as fh:
         rows = list(csv.DictReader(fh))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    # series that coincide (several schedules keep the sink's share at 1) are drawn with their own marker
+    # and dash pattern, largest marker first, so each stays visible; the legend says which coincide
+    styles = [("o", 7, "-"), ("s", 6, "--"), ("^", 5, "-."), ("D", 4, ":"), ("v", 4, "-"), ("x", 5, "--")]
+    cols = ("sink_share", "max_logit", "frac_positive")
+    curves = {}
     for sk, (label, _, _) in SCHEDULES.items():
         sel = sorted((r for r in rows if r["schedule"] == sk), key=lambda r: int(r["n"]))
-        if not sel:
-            continue
-        n = [int(r["n"]) for r in sel]
-        for ax, col in zip(axes, ("sink_share", "max_logit", "frac_positive"), strict=False):
-            ax.plot(n, [float(r[col]) for r in sel], marker="o", ms=3, label=label)
-    titles = ("mean attention share of the sink", "max ordinary-key logit per query (mean)",
-              "fraction of positive key-query logits")
-    for ax, t in zip(axes, titles, strict=False):
-        ax.axvline(TRAIN_LEN, color="k", lw=0.8)
+        if sel:
+            curves[sk] = (label, [int(r["n"]) for r in sel], {c: [float(r[c]) for r in sel] for c in cols})
+    same = {sk: [o for o in curves if o != sk and curves[o][2]["sink_share"] == v[2]["sink_share"]]
+            for sk, v in curves.items()}
+    for i, (sk, (label, n, ys)) in enumerate(curves.items()):
+        marker, ms, ls = styles[i % len(styles)]
+        note = f" (= {', '.join(curves[o][0] for o in same[sk])})" if same[sk] else ""
+        for ax, col in zip(axes, cols, strict=True):
+            ax.plot(n, ys[col], marker=marker, ms=ms, ls=ls, mfc="none", color=figstyle.color(sk),
+                    label=label + (note if col == "sink_share" else ""))
+    titles = ("the sink's attention share", "largest ordinary-key logit per query",
+              "positive key-query logits")
+    ylabels = ("mean attention share of key 0", "logit (mean over queries)", "fraction of all key-query logits")
+    for ax, t, yl in zip(axes, titles, ylabels, strict=True):
+        ax.axvline(TRAIN_LEN, color="k", lw=0.8, label=f"training length L = {TRAIN_LEN}")
         ax.set_xscale("log", base=2)
         ax.set_title(t)
-        ax.set_xlabel("length n (black: L = 4096)")
+        ax.set_ylabel(yl)
+        ax.set_xlabel("length n (tokens)")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[1].axhline(0, color="gray", lw=0.6)
-    axes[0].legend(fontsize=8)
     fig.suptitle("Sink tokens on a synthetic head: opposed key/query clusters, small-norm sink at position 0")
     return save_figures(fig, [out_dir / "sinks.png", out_dir / "sinks.pdf"])
 
@@ -252,7 +265,7 @@ def print_summary(out_dir: pathlib.Path) -> None:
 def main(argv=None) -> int:
     ap = study_parser("ropetheory sinks", __doc__)
     ap.add_argument("--max-log2", type=int, default=16, help="longest length 2^K (16 -> 65536)")
-    ap.add_argument("--min-log2", type=int, default=8)
+    ap.add_argument("--min-log2", type=int, default=8, help="shortest length simulated, as log2(n)")
     args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
     if not args.plot_only:

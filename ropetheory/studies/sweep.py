@@ -33,9 +33,9 @@ import numpy as np
 
 from .. import spectra
 from ..core.checks import from_theta
-from ..schedules import schedule_from_spec
-from ..store import PartStore, source_hash, write_csv, write_json
-from .common import parse_study_args, study_parser
+from ..schedules import merge_spec, schedule_from_spec
+from ..store import PartStore, derived_code_hash, write_csv, write_json
+from .common import int_list, parse_study_args, study_parser
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
 
@@ -78,9 +78,7 @@ def _weights(name: str):
 
 def code_hash() -> str:
     """The code a saved part depends on: exact angles, schedules, spectra and this study."""
-    from .. import core, rope
-    from .. import schedules as _schedules
-    return source_hash(core, rope, _schedules, spectra, sys.modules[__name__])
+    return derived_code_hash(__name__)
 
 
 def device_mesh(devices=None) -> jax.sharding.Mesh:
@@ -168,8 +166,8 @@ def default_chunk(n_clouds: int, d: int) -> int:
 def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: int | None = None):
     """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``.
 
-    One pass of :func:`ropetheory.spectra.stream_gram_curve` with every cloud's Gram in the batch, and one
-    of :func:`ropetheory.spectra.stream_weight_sums` for ``W_n``."""
+    One pass of ``ropetheory.spectra.stream_gram_curve`` with every cloud's Gram in the batch, and one
+    of ``ropetheory.spectra.stream_weight_sums`` for ``W_n``."""
     n_max = int(np.max(np.asarray(lengths)))
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
             abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
@@ -208,7 +206,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
     for spec, d, w in progress(configs, desc="sweep", quiet=quiet):
         tag = _tag(spec, d, w, sw)
         key = json.dumps([spec, d, w, dataclasses.asdict(sw), grid.tolist()], sort_keys=True)
-        theta = schedule_from_spec({**spec, "head_dim": d})
+        theta = schedule_from_spec(merge_spec(spec, head_dim=d))      # a spec's own head_dim must agree
         saved = parts.get(tag, key, {"rho": (sw.n_clouds, grid.size)})
         rho = None if saved is None else saved["rho"]
         if rho is None:
@@ -239,12 +237,12 @@ def main(argv=None) -> int:
     ap.add_argument("--schedules", default='[{"name": "rope", "base": 10000}, {"name": "partial", "fraction": 0.5}, '
                                             '{"name": "rope_id", "train_len": 4096}]',
                     help="JSON list of schedule specs (no head_dim)")
-    ap.add_argument("--head-dims", default="128")
-    ap.add_argument("--clouds", type=int, default=256)
-    ap.add_argument("--n-max", type=float, default=1e6)
-    ap.add_argument("--num", type=int, default=60)
+    ap.add_argument("--head-dims", type=int_list("--head-dims"), default=(128,), help="comma-separated head widths d")
+    ap.add_argument("--clouds", type=int, default=256, help="random Gaussian v per schedule, head width and weights")
+    ap.add_argument("--n-max", type=float, default=1e6, help="largest length n")
+    ap.add_argument("--num", type=int, default=60, help="log-grid points")
     ap.add_argument("--weights", default="constant", help="comma list: constant, ramp, power:<alpha>")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random clouds")
     args = parse_study_args(ap, argv)
     try:
         scheds = json.loads(args.schedules)
@@ -252,7 +250,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--schedules is not valid JSON: {e}") from None
     if not isinstance(scheds, list) or not all(isinstance(s, dict) for s in scheds):
         raise ValueError(f"--schedules must be a JSON list of objects, got {args.schedules!r}")
-    sw = SweepSpec(scheds, tuple(int(x) for x in args.head_dims.split(",")), args.clouds, args.n_max, args.num,
+    sw = SweepSpec(scheds, args.head_dims, args.clouds, args.n_max, args.num,
                    tuple(args.weights.split(",")), args.seed)
     meta = run_sweep(sw, args.out, quiet=args.quiet, resume=not args.fresh)
     print(f"{meta['configs']} configs on {len(meta['devices'])} device(s) ({meta['backend']}), "

@@ -1,7 +1,7 @@
 """``ropetheory train``: train small models with each schedule and test whether their geometry predicts
 length generalization (the paper's practical claim, at a scale one GPU affords).
 
-Stages, each saved as it finishes and resumed on a rerun (:mod:`ropetheory.training` holds the pieces):
+Stages, each saved as it finishes and resumed on a rerun (``ropetheory.training`` holds the pieces):
 
 1. data: the corpus and its compact vocabulary (``<data>/data.npz`` + ``data.json``, the recipe);
 2. training: every schedule x seed at once (``<out>/train.ckpt``, the loss log ``train_log.csv``);
@@ -57,8 +57,7 @@ def _stack_index(models, i: int):
 def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool = True, quiet: bool = False,
             checkpoint_every: float = 60.0) -> dict[str, Any]:
     """Run stages 1-4 (each resumed from what is saved) and return the rows."""
-    from .. import training
-    from ..store import Journal, source_hash, write_csv, write_json
+    from ..store import Journal, derived_code_hash, write_csv, write_json
     from ..training import corpus, evaluate, loop, tasks
     from ..training.model import param_count
     cfg = _config(p)
@@ -77,7 +76,7 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
     write_csv(
         out / "train_log.csv", [{"step": r["step"], **dict(zip(names, r["loss"], strict=False))} for r in run["log"]]
     )
-    code = source_hash(training)
+    code = derived_code_hash(__name__)
     ev_params = json.dumps({"multiples": multiples, "ppl_rows": p["ppl_rows"], "task_rows": p["task_rows"]})
     evals = Journal(out / "evals.jsonl", code=code, resume=resume)
     geos = Journal(out / "geometry.jsonl", code=code, resume=resume)
@@ -121,8 +120,8 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
 
 def main(argv=None) -> int:
     ap = study_parser("ropetheory train", __doc__, out="results/train")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="study", help="sizes (default: the GPU study)")
-    ap.add_argument("--data", default=None, help="corpus folder (default <out>/data; built if absent)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="study", help="sizes")
+    ap.add_argument("--data", default=None, help="corpus folder")
     ap.add_argument("--docs", default=None, help="also copy the summary CSVs and figures into this folder")
     ap.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between training checkpoints")
     for k, v in PRESETS["study"].items():

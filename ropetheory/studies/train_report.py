@@ -1,4 +1,4 @@
-"""The training study's numbers and figures, from what :mod:`ropetheory.studies.train` saved.
+"""The training study's numbers and figures, from what ``ropetheory.studies.train`` saved.
 
 ``save`` writes ``summary.json`` (the raw evaluation and geometry rows, the run's configuration and data
 recipe); ``report`` derives from it ``per_model.csv``, ``table.csv``, ``correlations.csv`` and
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..store import atomic_open, write_csv, write_json
+from .. import figstyle
 from .common import save_figure
 
 __all__ = ["save", "report", "correlations"]
@@ -116,7 +117,7 @@ PAPER_VARIANTS = ("rope", "half_rope", "high_freq_rope", "rope_id", "rope_id+tem
 
 def claims(tab: list[dict], multiples=(2, 4, 8)) -> list[dict[str, Any]]:
     """The paper's ordering at this scale, by retrieval accuracy and by perplexity at ``k L``: among the
-    schedules it compares (:data:`PAPER_VARIANTS`), RoPE-ID (either form) strictly best and RoPE strictly
+    schedules it compares (``PAPER_VARIANTS``), RoPE-ID (either form) strictly best and RoPE strictly
     worst. A tie does not confirm it (every model at 0 accuracy). The best of every variant (NoPE and
     the inference-time PI / YaRN included) is reported beside it."""
     out = []
@@ -333,6 +334,7 @@ def _plot_depth(s: dict, out: pathlib.Path) -> pathlib.Path:
     if im is not None:
         fig.colorbar(im, ax=axs, shrink=0.8, label="retrieval accuracy")
     path = out / FIGURES[4]
-    fig.savefig(path, dpi=80)          # not save_figure: its tight_layout would undo the constrained layout
+    fig.savefig(path, dpi=figstyle.PNG_DPI)   # not save_figure: its tight_layout would undo the constrained layout
+    fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path

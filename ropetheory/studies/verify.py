@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import core, spectra, rope as _rope, schedules as _schedules
+from .. import spectra
 from ..theory import theorems
 from ..schedules import schedule, schedule_from_spec
-from ..store import Journal, source_hash, write_csv, write_json
+from ..store import Journal, derived_code_hash, write_csv, write_json
 
 SCHEDULE_CASES = {
     "rope": dict(name="rope", base=10000.0),
@@ -35,7 +35,7 @@ EXTREME_RTOL = 1e-12
 
 def code_hash() -> str:
     """Fingerprint of the code behind a verify row: a row written by other code is recomputed."""
-    return source_hash(core, _rope, _schedules, spectra, theorems, sys.modules[__name__])
+    return derived_code_hash(__name__)
 
 
 def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Men et al.'s base bound, searched so that no feasible window can be missed.
 
-Definition (Men et al. 2024, "Base of RoPE Bounds Context Length", as restated in THEORY.md):
+Definition (Men et al. 2024, "Base of RoPE Bounds Context Length", as restated in docs/theory.md):
 for a head width ``d = 2P`` and a base ``b``, ``theta_j = b^(-2j/d)`` (``j = 0 .. P-1``) and
 
     B(m; b) = sum_j cos(m theta_j),
@@ -29,16 +29,16 @@ as *undecided* with their width: they are where ``min_m B(m; b)`` crosses 0 (win
 touches it.
 
 Rigour. The float64 inputs are exact; every rounding is bounded by a named constant below:
-``theta_cj = fl(exp(-a_j t_c))`` is within :data:`REL_THETA_ERR` of the true value; the angle
+``theta_cj = fl(exp(-a_j t_c))`` is within ``REL_THETA_ERR`` of the true value; the angle
 ``m theta_cj`` is formed exactly (``theta`` split into 26 + 27 significant bits, ``m < 2^22``)
 and reduced by ``2 pi = C1 + C2 + C3`` (``C1`` 33 bits, so ``k C1`` and ``m theta_h - k C1`` are
 exact; Sterbenz), leaving an error below ``5e-15`` rad; XLA's float64 ``cos``/``sin`` are within
-2 ulp on ``[-4, 4]``. :data:`TERM_ABS_ERR` covers both per term, and the sums carry a
+2 ulp on ``[-4, 4]``. ``TERM_ABS_ERR`` covers both per term, and the sums carry a
 rounding slack of ``4 P u`` times the sum of absolute values. The enclosures are tested
 against 50-digit mpmath values.
 
 This module holds the mathematics (enclosures, plain values, the result type); the
-branch-and-bound engine that runs it on a device is :mod:`ropetheory.theory.base_search`.
+branch-and-bound engine that runs it on a device is ``ropetheory.theory.base_search``.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L",
            "WITNESS_CANDIDATES",
            "REL_THETA_ERR", "TERM_ABS_ERR", "DEFAULT_MIN_WIDTH"]
 
-#: Men et al. (2024) Table 2 as restated in THEORY.md: their smallest base for d = 128
+#: Men et al. (2024) Table 2 as restated in docs/theory.md: their smallest base for d = 128
 MEN_TABLE2 = {4096: 2.7e4, 8192: 8.4e4, 65536: 2.1e6, 131072: 7.8e6}
 
 #: largest context length: ``m theta_h`` must be exact (26-bit ``theta_h``, ``m < 2^22`` -> 48 bits)
@@ -80,7 +80,7 @@ MIN_CHUNK = 1 << 9
 #: at most this many m of low upper enclosure in a parent are tried first on its children (cheap witnesses)
 WITNESS_CANDIDATES = 32
 _U = 2.0 ** -53
-#: largest ``t = ln b`` searched: ``|a_j t| < 64`` keeps :data:`REL_THETA_ERR` valid (b < e^64)
+#: largest ``t = ln b`` searched: ``|a_j t| < 64`` keeps ``REL_THETA_ERR`` valid (b < e^64)
 MAX_LN_B = 64.0
 
 
@@ -108,7 +108,7 @@ def _split26(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _reduced_angle(m, th_h, th_l, rint):
     """``m (th_h + th_l) mod 2 pi`` in ``[-pi, pi]`` up to 5e-15 rad: ``m th_h`` exact, Cody-Waite ``2 pi``.
 
-    ``th_h`` has 26 significant bits and ``th_l`` at most 27 (:func:`_split26`), ``m < 2^22``;
+    ``th_h`` has 26 significant bits and ``th_l`` at most 27 (``_split26``), ``m < 2^22``;
     ``rint`` is numpy's or jax.numpy's.
     """
     x_h = m * th_h                                           # exact (48 bits)
@@ -225,7 +225,7 @@ def B_values(b: float, d: int, m: Any) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class BaseSearchResult:
-    """Outcome of :func:`search_feasible_bases` for one ``(L, d)``; intervals are ``[b_lo, b_hi]``.
+    """Outcome of ``search_feasible_bases`` for one ``(L, d)``; intervals are ``[b_lo, b_hi]``.
 
     ``feasible``: merged proven-feasible windows; ``undecided``: merged intervals narrower than
     ``min_width`` that were neither proven; everything else in ``[b_min, b_max]`` is proven

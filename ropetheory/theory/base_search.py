@@ -1,4 +1,4 @@
-"""The branch-and-bound engine of :mod:`ropetheory.theory.base_bound`, resident on the device.
+"""The branch-and-bound engine of ``ropetheory.theory.base_bound``, resident on the device.
 
 The search state is a stack of *blocks*: a block holds ``K`` intervals of ``t = ln b`` (host
 arrays) and, in flat CSR form, the ``m`` still to be checked on each (``counts[i]`` of them)
@@ -18,7 +18,7 @@ A round on a block:
    ``lo < 0`` (a proof over the parent holds over each half).
 
 Which ``m`` are tried first changes the work, never the result: the decisions are those of
-the enclosures of :func:`ropetheory.theory.base_bound.pair_bounds`, pair by pair.
+the enclosures of ``ropetheory.theory.base_bound.pair_bounds``, pair by pair.
 """
 from __future__ import annotations
 
@@ -274,12 +274,12 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                           min_width: float = bb.DEFAULT_MIN_WIDTH, initial: int = 256, budget: int | None = None,
                           progress: Callable[[float], None] | None = None, checkpoint: Any = None,
                           checkpoint_seconds: float = 30.0) -> bb.BaseSearchResult:
-    """Certified feasible set ``F_L`` of bases within ``[b_min, b_max]`` (see :mod:`.base_bound`).
+    """Certified feasible set ``F_L`` of bases within ``[b_min, b_max]`` (see ``.base_bound``).
 
     ``initial`` equal pieces of ``[ln b_min, ln b_max]`` start the search; each round evaluates up
     to ``budget`` pairs ``(interval, m)`` (default 2^22 on a CPU, 2^25 on an accelerator).
     With ``checkpoint`` (a file path) the state is saved every ``checkpoint_seconds`` (at least
-    :data:`CHECKPOINT_OVERHEAD` times the last save's duration apart) and a search with the same
+    ``CHECKPOINT_OVERHEAD`` times the last save's duration apart) and a search with the same
     arguments resumes from it (the file is removed when the search ends). ``progress(fraction)``
     gets the share of ``ln b`` decided.
     """

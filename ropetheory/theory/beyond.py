@@ -1,6 +1,6 @@
-"""Beyond rank 1: noisy, rank-k and heavy-tailed clouds (THEORY.md, Extensions; the paper leaves it open).
+"""Beyond rank 1: noisy, rank-k and heavy-tailed clouds (docs/theory.md, Extensions; the paper leaves it open).
 
-Conjecture (THEORY.md). For clouds with stationary rows the spectrum of ``Rope(X)^T Rope(X)``
+Conjecture (docs/theory.md). For clouds with stationary rows the spectrum of ``Rope(X)^T Rope(X)``
 tends to ``{||X_j||_F^2 / 2 (twice) for rotating planes} U spec(X_0^T X_0)``.
 
 What ``proofs/beyond.py`` derives, and this module tests by streaming:
@@ -91,7 +91,7 @@ def _rows_and_unrotated(pos, key, chunks, v, sigma, k_basis, alpha):
 
 
 def _rows_and_unrotated_counter(pos, key, chunks, v, sigma, k_basis, alpha):
-    """As :func:`_rows_and_unrotated` for the counter-rotated cloud ``x_i = R_{-i} (...)``."""
+    """As ``_rows_and_unrotated`` for the counter-rotated cloud ``x_i = R_{-i} (...)``."""
     back = -rope_angles(pos, chunks)
     X = rotate_interleaved(_rows_noisy(key, pos, v, sigma, k_basis, alpha), back)
     return jnp.stack([X, rotate_interleaved(X, back)])

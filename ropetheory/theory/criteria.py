@@ -1,7 +1,7 @@
 """The paper's Section 4 criteria, in one place: C1 (a non-trivial floor) and C2 (reached within L).
 
 For a unit rank-1 cloud ``v`` with plane energies ``e_j`` the FSV ratio tends to the floor
-``rho_inf = sqrt(lambda)`` (Theorem 1, :func:`ropetheory.theory.theorems.limit_lambdas`); with every
+``rho_inf = sqrt(lambda)`` (Theorem 1, ``ropetheory.theory.theorems.limit_lambdas``); with every
 plane rotating (no NoPE plane, no resonance) the floor would be ``sqrt(max_j e_j / 2)``.
 
 - **C1** the floor is non-trivial: ``rho_inf > (1 + C1_MARGIN) sqrt(max_j e_j / 2)``;
@@ -9,7 +9,7 @@ plane rotating (no NoPE plane, no resonance) the floor would be ``sqrt(max_j e_j
 
 Section 5's statement on context extension: for the planes that do not complete a turn within
 ``L`` (``theta_j L < 2 pi``), the extended schedule ``theta'`` at ``s L`` turns no further than the
-original at ``L``: ``theta'_j s L <= theta_j L`` (:func:`low_frequency_drift`).
+original at ``L``: ``theta'_j s L <= theta_j L`` (``low_frequency_drift``).
 
 Every study, the report and the real-model analysis judge C1 and C2 through these functions.
 """
@@ -104,8 +104,13 @@ def criteria(rho_L: np.ndarray, floor: np.ndarray, allrot: np.ndarray) -> dict[s
 
 
 def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int, L: int) -> dict[str, Any]:
-    """Max over planes with ``theta_j L < 2 pi`` of ``theta'_j s L / (theta_j L)`` (training length ``L``)."""
+    """Max over planes with ``theta_j L < 2 pi`` of ``theta'_j s L / (theta_j L)`` (training length ``L``).
+
+    A schedule with no such plane (every plane completes a turn within ``L``, or none rotates) has no
+    low-frequency drift to bound: ``max_drift_ratio``, ``worst_plane`` and ``holds`` are None."""
     low = (theta_base > 0) & (theta_base * L < 2 * math.pi)
+    if not low.any():
+        return {"low_freq_planes": 0, "max_drift_ratio": None, "worst_plane": None, "holds": None}
     ratio = theta_ext[low] * s / theta_base[low]
     return {"low_freq_planes": int(low.sum()), "max_drift_ratio": float(ratio.max()),
             "worst_plane": int(np.flatnonzero(low)[np.argmax(ratio)]),

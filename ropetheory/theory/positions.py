@@ -1,10 +1,10 @@
-"""The second paper's position/token claims, and Men et al.'s base bound (THEORY.md, "The second
+"""The second paper's position/token claims, and Men et al.'s base bound (docs/theory.md, "The second
 paper's model").
 
 Model, stated exactly: fix a query ``q`` and a key ``k`` (``d = 2P``, Gaussian). Their RoPE score
 at relative distance ``m`` is ``S(m) = <q, R_m k> = sum_j a_j cos(m theta_j + phi_j)``
 (``a_j = |q_j||k_j|``, ``phi_j`` the angle from ``q_j`` to ``k_j``), ``m`` an integer uniform on
-``[0, M)``. Angles are reduced exactly (:mod:`ropetheory.rope`).
+``[0, M)``. Angles are reduced exactly (``ropetheory.rope``).
 
 - **position inversion**: ``p_inv = P(S(m1) < S(m2))``, ``m1 ~ U[0, M/2)``, ``m2 ~ U[M/2, M)``;
   the claim is ``p_inv -> 1/2``.
@@ -16,11 +16,11 @@ at relative distance ``m`` is ``S(m) = <q, R_m k> = sum_j a_j cos(m theta_j + ph
 
 Every quantity is computed **exactly** for each sampled ``(q, k)`` by enumerating all ``m``
 (sorting and counting, ``O(M log M)``), and by Monte Carlo over ``m`` with 95% Wilson
-intervals (reported); agreement is checked against 99.9% intervals (:data:`AGREE_Z`), since a
+intervals (reported); agreement is checked against 99.9% intervals (``AGREE_Z``), since a
 report makes dozens of such checks and 95% intervals would miss ~5% of them by chance.
 
 Men et al.'s base bound (``B(m) = sum_j cos(m theta_j) >= 0`` for every ``m <= L``) is searched,
-certified, in :mod:`ropetheory.theory.base_bound` (``ropetheory basebound``).
+certified, in ``ropetheory.theory.base_bound`` (``ropetheory basebound``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Predicted limits, certified non-asymptotic bounds and the claim checks.
 
-Limits (THEORY.md, Claims and Extensions). The time average of
+Limits (docs/theory.md, Claims and Extensions). The time average of
 ``R_i G R_i^T`` keeps exactly the Gram-block terms whose frequency is 0 mod 2 pi:
 with the block formula of ``proofs/gram_blocks.py`` (``ropetheory.spectra.derived``),
 
@@ -19,7 +19,7 @@ limits, Weyl's inequality and the Frobenius orthogonality of the two block parts
 
 and for a non-resonant frequency ``omega`` Abel summation (``proofs/abel.py``) gives
 ``|dD| <= min(1, (w_{n-1} + TV_n) / (W_n |sin(omega/2)|))``; resonant ones have
-``dD = 0``. :func:`certified_eps` evaluates this in Arb ball arithmetic
+``dD = 0``. ``certified_eps`` evaluates this in Arb ball arithmetic
 (python-flint) from the exact float64 ``theta``, ``v`` and weights, and returns a
 float that is rounded *up* from the ball's upper end: a rigorous bound.
 """
@@ -61,8 +61,8 @@ def plane_energies(v: Any, *, layout: str = "interleaved") -> np.ndarray:
 def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Limits ``(Dbar, Sbar)`` of the weighted mean phases, ``(P, P)`` each.
 
-    Monotone-type weights (``None``, :class:`AffineWeights`): the indicator of
-    resonance, ``[omega == 0 mod 2 pi]``. :class:`TrigWeights`
+    Monotone-type weights (``None``, ``AffineWeights``): the indicator of
+    resonance, ``[omega == 0 mod 2 pi]``. ``TrigWeights``
     ``w_i = sum_c coef_c e^{i phi_c i}``: ``sum_c coef_c [omega + phi_c == 0] / sum_c coef_c [phi_c == 0]``,
     the exact limit when ``TV_n = o(W_n)`` fails in this way.
     """
@@ -85,7 +85,7 @@ def limit_gram(theta: Any, v: Any, *, layout: str = "interleaved", weights: Any 
     """``Gbar = lim G_n / W_n`` for any schedule (degenerate included), interleaved order, ``(d, d)``.
 
     Keeps the terms whose frequency ``theta_j -+ theta_k`` is 0 mod 2 pi (resonant
-    within :data:`ropetheory.spectra.RESONANCE_TOL_TURNS`); see :func:`limit_mean_phases`
+    within ``ropetheory.spectra.RESONANCE_TOL_TURNS``); see ``limit_mean_phases``
     for oscillating weights.
     """
     th = from_theta(theta)
@@ -101,7 +101,7 @@ def _limit_lambdas(V_il, D, S):
 
 
 def limit_lambdas(theta: Any, V: Any, *, layout: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
-    """Batched :func:`predicted_limit`: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
+    """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
     th = from_theta(theta)
     Vi = spectra.check_clouds(V, th.size, layout)
     D, S = limit_mean_phases(th)
@@ -161,7 +161,7 @@ def predicted_limit(theta: Any, v: Any, *, layout: str = "interleaved", weights:
 # certified bound (Arb balls)
 # ---------------------------------------------------------------------------
 def _arb_precision(fn):
-    """Run ``fn`` with Arb's working precision at :data:`ARB_PREC` bits, restored afterwards (scoped)."""
+    """Run ``fn`` with Arb's working precision at ``ARB_PREC`` bits, restored afterwards (scoped)."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         from flint import ctx
@@ -177,7 +177,7 @@ def _round_up(x) -> float:
 
 @dataclasses.dataclass
 class CertifiedBound:
-    """Precomputed, per (schedule, v), pieces of eps_n; :meth:`eps` is O(1) per n.
+    """Precomputed, per (schedule, v), pieces of eps_n; ``eps`` is O(1) per n.
 
     Pairs are sorted by ``1/|sin(omega/2)|``. For a split index ``k`` the bound
     ``min(1, c/s) <= c/s`` is used below ``k`` and ``min(1, c/s) <= 1`` above: both
@@ -283,7 +283,7 @@ def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
 
     The error oscillates (it is a sum of Dirichlet kernels); the envelope is the
     monotone quantity a rate statement is about. Points whose envelope is below
-    :data:`RATE_NOISE_FLOOR` are dropped; NaN if fewer than 4 remain.
+    ``RATE_NOISE_FLOOR`` are dropped; NaN if fewer than 4 remain.
     """
     n = spectra.check_lengths(n).astype(float)
     err = check_finite_array("err", err)

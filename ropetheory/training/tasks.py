@@ -6,11 +6,11 @@ split in evaluation). The two tasks, in the templates below (digits are slots, f
 
 * **passkey**: the needle ``" The pass key is DDDDD. Remember it."`` at relative depth ``delta`` of
   the filler, and at the end ``" What is the pass key? The pass key is DDDDD"``;
-* **key-value**: :data:`KV_PAIRS` needles ``" Key KKKK: value VVVVV."`` with distinct keys, the
+* **key-value**: ``KV_PAIRS`` needles ``" Key KKKK: value VVVVV."`` with distinct keys, the
   queried one at depth ``delta``, the others at random places; at the end
   ``" What is the value of key KKKK? Key KKKK: value VVVVV"``.
 
-The answer is the row's last :data:`ANSWER_DIGITS` tokens; a row counts as retrieved when the model's
+The answer is the row's last ``ANSWER_DIGITS`` tokens; a row counts as retrieved when the model's
 argmax predicts every answer digit (teacher-forced, which equals greedy decoding's exact match).
 Pure functions of a ``numpy.random.Generator``: the same seed gives the same rows on any machine.
 """

@@ -1,0 +1,332 @@
+"""Test any RoPE implementation against the exact operator, in a user's own test suite.
+
+``assert_rope_matches(fn, schedule=..., dtype=...)`` calls the implementation at chosen positions,
+compares with ``ropetheory.apply_rope`` (every angle reduced exactly, float64) and fails with where
+it is worst (position, plane, error in ULPs of the dtype and absolute) and whether that is within the
+*error floor of the dtype*: the error an implementation in that dtype cannot avoid.
+
+The floor (derived in docs/guide/audit.md). Let ``u`` be the dtype's unit roundoff (2^-24 float32,
+2^-11 float16, 2^-8 bfloat16, 2^-53 float64) and ``r = ||(x_a, x_b)||`` the norm of a plane's input.
+An implementation that gets ``x`` in the dtype, takes ``cos`` and ``sin`` of the exact angle each
+correctly rounded to the dtype, and forms ``y_a = c x_a - s x_b`` (``y_b = s x_a + c x_b``) with the
+two products and the sum rounded to the dtype is off by at most
+
+    |y^ - y| <= (2 u + u^2)(|c x_a| + |s x_b|) + u |y| (1 + 2u)^2 <= (2 sqrt(2) + 1) u r (1 + 4 u)
+
+per entry (``|c x_a| + |s x_b| <= sqrt(2) r`` and ``|y| <= r``): ``ROTATION_FLOOR_FACTOR`` ``u r``,
+plus the dtype's smallest subnormal where results underflow. No implementation that stores ``cos`` and
+``sin`` in the dtype can promise less, and the bound does not grow with the position: an error that
+grows with the position (float32 ``position * inv_freq``, bf16 tables) is a bug the audit reports.
+The reference's own error (``REFERENCE_ANGLE_ERR`` rad at any int64 position) is added, which
+matters only for float64 implementations.
+
+The attention logit ``q_m . k_n`` after rotation has the floor ``(2 sqrt(2) F + d) u ||q|| ||k||``
+(``F`` = ``ROTATION_FLOOR_FACTOR``; the rotation errors of ``q`` and ``k``, then a dot product of
+``d`` terms in the dtype): ``logit_errors`` measures it against the distance ``m - n``.
+
+Importable with the core install (numpy, JAX); an implementation in torch or JAX is called through
+``framework="torch"`` / ``"jax"``. Hypothesis strategies for property tests of one's own code are in
+``ropetheory.testing.strategies``; built-in adapters for public implementations in
+``ropetheory.testing.adapters``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..core.checks import check_integer, check_positions
+from ..core.layouts import check_layout
+from ..rope import apply_rope
+
+__all__ = ["ROTATION_FLOOR_FACTOR", "REFERENCE_ANGLE_ERR", "DTYPES", "unit_roundoff", "rotation_floor",
+           "logit_floor", "audit_positions", "RopeAudit", "audit_rope", "assert_rope_matches", "LogitAudit",
+           "logit_errors", "resolve_schedule", "exact_cos_sin"]
+
+#: the per-entry error floor of a rotation in a dtype, in units of ``u r`` (module docstring):
+#: ``2 sqrt(2) + 1`` from two rounded table entries, two rounded products and one rounded sum
+ROTATION_FLOOR_FACTOR = 2.0 * math.sqrt(2.0) + 1.0
+#: the exact operator's own angle error bound (rad) at any position below 2^63 (``ropetheory.rope``)
+REFERENCE_ANGLE_ERR = 2e-14
+#: the dtypes an audit knows: name -> (bits of significand incl. the implicit one, smallest subnormal)
+DTYPES: dict[str, tuple[int, float]] = {"float64": (53, 2.0 ** -1074), "float32": (24, 2.0 ** -149),
+                                        "float16": (11, 2.0 ** -24), "bfloat16": (8, 2.0 ** -133)}
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.replace("torch.", "").replace("jnp.", "")
+    name = {"half": "float16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float": "float32",
+            "double": "float64", "fp64": "float64"}.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or their numpy/torch/JAX objects), got {dtype!r}")
+    return name
+
+
+def unit_roundoff(dtype: Any) -> float:
+    """``u = 2^-p`` for a dtype with ``p`` significand bits (half the machine epsilon)."""
+    return 2.0 ** -DTYPES[_dtype_name(dtype)][0]
+
+
+def rotation_floor(plane_norms: Any, dtype: Any) -> np.ndarray:
+    """The per-entry floor ``F u r (1 + 4u) + tiny + REFERENCE_ANGLE_ERR r`` for planes of norm ``r``."""
+    name = _dtype_name(dtype)
+    u, tiny = unit_roundoff(name), DTYPES[name][1]
+    r = np.asarray(plane_norms, dtype=np.float64)
+    return ROTATION_FLOOR_FACTOR * u * r * (1 + 4 * u) + tiny + REFERENCE_ANGLE_ERR * r
+
+
+def logit_floor(q_norm: Any, k_norm: Any, head_dim: int, dtype: Any) -> np.ndarray:
+    """The floor of ``q_m . k_n`` after rotation: ``(2 sqrt(2) F + d) u ||q|| ||k||`` (module docstring)."""
+    u = unit_roundoff(dtype)
+    qk = np.asarray(q_norm, dtype=np.float64) * np.asarray(k_norm, dtype=np.float64)
+    return (2 * math.sqrt(2) * ROTATION_FLOOR_FACTOR + head_dim) * u * (1 + 4 * u) * qk \
+        + 2 * math.sqrt(2) * REFERENCE_ANGLE_ERR * qk
+
+
+def audit_positions(max_position: int, num: int = 40) -> np.ndarray:
+    """Positions to audit up to ``max_position``: 0 to 7, log-spaced ones, and each power of two and its
+    neighbours (where float tables and float positions lose bits), sorted and unique."""
+    M = check_integer("max_position", max_position, lo=1, hi=2 ** 62)
+    logs = np.unique(np.round(np.geomspace(8, max(M, 8), num)).astype(np.int64))
+    pows = [p + s for k in range(3, M.bit_length() + 1) for p in (1 << k,) for s in (-1, 0, 1)]
+    pos = np.unique(np.concatenate([np.arange(8), logs, np.asarray(pows, dtype=np.int64)]))
+    return pos[(pos >= 0) & (pos <= M)]
+
+
+def exact_cos_sin(theta: Any, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``cos`` and ``sin`` of the exactly reduced angles ``p theta_j`` at the given int64 positions, two
+    float64 arrays ``(n, P)``: the tables a reference implementation should round once to its dtype."""
+    import jax.numpy as jnp
+
+    from ..core.angles import rope_angles, turn_chunks
+    from ..core.checks import pad_to_bucket
+    pos = check_positions(positions)
+    padded = pad_to_bucket(pos) if pos.size else pos
+    ang = np.asarray(rope_angles(jnp.asarray(padded), jnp.asarray(turn_chunks(theta))))[: pos.size]
+    return np.cos(ang), np.sin(ang)
+
+
+def resolve_schedule(schedule: Any, head_dim: int | None = None) -> np.ndarray:
+    """Frequencies from a spec (``"rope:base=5e5"``, a dict, a model config) or an explicit vector."""
+    from ..schedules import is_model_config, schedule_from_spec
+    from ..schedules.hf import frequencies_from_config
+    if isinstance(schedule, (np.ndarray, list, tuple)):
+        theta = np.asarray(schedule, dtype=np.float64)
+    elif isinstance(schedule, Mapping) and is_model_config(schedule) and "name" not in schedule:
+        theta = np.asarray(frequencies_from_config(schedule)["theta"])
+    else:
+        spec = schedule
+        if head_dim is not None and isinstance(schedule, str):
+            from ..schedules import parse_spec
+            spec = parse_spec(schedule)
+            spec.setdefault("head_dim", head_dim)
+        theta = schedule_from_spec(spec)
+    if head_dim is not None and theta.size * 2 != head_dim:
+        raise ValueError(f"schedule has {theta.size} planes but head_dim={head_dim}")
+    return theta
+
+
+# ---------------------------------------------------------------------------------------------------
+# calling an implementation in its framework
+# ---------------------------------------------------------------------------------------------------
+def _round_to(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` rounded to the dtype and back to float64 (the values the implementation receives)."""
+    import ml_dtypes
+    np_dtype = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32,
+                "float64": np.float64}[name]
+    return np.asarray(x.astype(np_dtype), dtype=np.float64)
+
+
+def _to_framework(x: np.ndarray, name: str, framework: str) -> Any:
+    if framework == "numpy":
+        import ml_dtypes
+        return x.astype({"bfloat16": ml_dtypes.bfloat16}.get(name, name))
+    if framework == "torch":
+        import torch
+        return torch.tensor(x, dtype=torch.float64).to(getattr(torch, name))
+    if framework == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(x).astype(name)
+    raise ValueError(f"framework must be 'numpy', 'torch' or 'jax', got {framework!r}")
+
+
+def _positions_to_framework(pos: np.ndarray, framework: str) -> Any:
+    if framework == "torch":
+        import torch
+        return torch.tensor(pos, dtype=torch.int64)
+    if framework == "jax":
+        import jax.numpy as jnp
+        return jnp.asarray(pos, dtype=jnp.int64)
+    return pos
+
+
+def _to_numpy(y: Any) -> np.ndarray:
+    if hasattr(y, "detach"):                                       # torch
+        y = y.detach().to("cpu")
+        return y.double().numpy() if y.is_floating_point() else y.numpy()
+    return np.asarray(np.asarray(y).astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the audit
+# ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RopeAudit:
+    """An implementation against the exact operator at ``positions`` (one row per position).
+
+    ``max_abs_err[i]``, ``max_floor_ratio[i]``: the worst entry at ``positions[i]`` over every plane and
+    vector; ``worst_*``: where the ratio to the floor is largest; ``first_over_floor``: the smallest
+    position whose error exceeds the floor (None when none does); ``ulps`` in units of the dtype's
+    spacing at the exact value.
+    """
+    dtype: str
+    layout: str
+    unit_roundoff: float
+    positions: np.ndarray
+    max_abs_err: np.ndarray
+    max_floor_ratio: np.ndarray
+    worst_position: int
+    worst_plane: int
+    worst_abs_err: float
+    worst_ulps: float
+    worst_floor_ratio: float
+    first_over_floor: int | None
+
+    @property
+    def within_floor(self) -> bool:
+        return self.first_over_floor is None
+
+    def verdict(self) -> str:
+        """One line: within the floor to the last position, or from where and by how much it is over."""
+        top = int(self.positions[-1])
+        if self.within_floor:
+            return (
+                f"{self.dtype}: within the {self.dtype} floor to position {top} (worst {self.worst_floor_ratio:.2g}x "
+                f"the floor, {self.worst_abs_err:.3g} absolute, {self.worst_ulps:.3g} ulp)"
+            )
+        return (f"{self.dtype}: over the {self.dtype} floor from position {self.first_over_floor} on; worst "
+                f"{self.worst_floor_ratio:.3g}x the floor at position {self.worst_position} (plane {self.worst_plane}, "
+                f"{self.worst_abs_err:.3g} absolute, {self.worst_ulps:.3g} ulp)")
+
+
+def _ulps(err: np.ndarray, ref: np.ndarray, name: str) -> np.ndarray:
+    p, tiny = DTYPES[name]
+    spacing = np.maximum(np.ldexp(1.0, np.frexp(np.abs(ref))[1] - p), tiny)
+    return err / spacing
+
+
+def _plane_norms(X: np.ndarray, layout: str) -> np.ndarray:
+    P = X.shape[-1] // 2
+    a, b = (X[..., 0::2], X[..., 1::2]) if layout == "interleaved" else (X[..., :P], X[..., P:])
+    return np.hypot(a, b)
+
+
+def _per_entry(planes: np.ndarray, layout: str) -> np.ndarray:
+    return np.repeat(planes, 2, axis=-1) if layout == "interleaved" else np.concatenate([planes, planes], axis=-1)
+
+
+def _plane_of(channel: int, P: int, layout: str) -> int:
+    return channel // 2 if layout == "interleaved" else channel % P
+
+
+def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = None, positions: Any = None,
+               dtype: Any = "float32", layout: str = "half", framework: str = "numpy", call: str = "x",
+               n_vectors: int = 4, seed: int = 0, max_position: int = 4096) -> RopeAudit:
+    """Run ``fn`` on random vectors at ``positions`` and measure it against the exact operator.
+
+    ``fn(x, positions) -> rotated x`` (``call="x"``) or ``fn(q, k, positions) -> (q, k)`` (``call="qk"``),
+    with ``x`` of shape ``(n, head_dim)`` in ``dtype`` as a ``framework`` array (numpy, torch or JAX) and
+    ``positions`` int64 of shape ``(n,)``. ``layout``: how the implementation pairs channels
+    (``"half"``: Hugging Face ``rotate_half``; ``"interleaved"``). ``positions`` default to
+    ``audit_positions`` of ``max_position``.
+    """
+    name = _dtype_name(dtype)
+    check_layout(layout)
+    if call not in ("x", "qk"):
+        raise ValueError(f"call must be 'x' (fn(x, positions)) or 'qk' (fn(q, k, positions)), got {call!r}")
+    theta = resolve_schedule(schedule, head_dim)
+    d = 2 * theta.size
+    pos = audit_positions(max_position) if positions is None else check_positions(positions)
+    n_vectors = check_integer("n_vectors", n_vectors, lo=1)
+    rng = np.random.default_rng(seed)
+    errs, ratios, ulps = [], [], []
+    for _ in range(n_vectors):
+        X = _round_to(rng.standard_normal((pos.size, d)), name)
+        ref = np.asarray(apply_rope(X, theta, pos, layout=layout))
+        xf, pf = _to_framework(X, name, framework), _positions_to_framework(pos, framework)
+        if call == "x":
+            out = _to_numpy(fn(xf, pf))
+        else:
+            out = _to_numpy(fn(xf, _to_framework(X[::-1].copy(), name, framework), pf)[0])
+        if out.shape != ref.shape:
+            raise ValueError(f"the implementation returned shape {out.shape}, expected {ref.shape} (n, head_dim)")
+        err = np.abs(out - ref)
+        errs.append(err)
+        ratios.append(err / _per_entry(rotation_floor(_plane_norms(X, layout), name), layout))
+        ulps.append(_ulps(err, ref, name))
+    err, ratio, ulp = np.max(errs, axis=0), np.max(ratios, axis=0), np.max(ulps, axis=0)
+    ratio = np.where(np.isfinite(ratio), ratio, np.inf)
+    i, c = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    over = np.flatnonzero(ratio.max(axis=1) > 1.0)
+    return RopeAudit(dtype=name, layout=layout, unit_roundoff=unit_roundoff(name), positions=pos,
+                     max_abs_err=err.max(axis=1), max_floor_ratio=ratio.max(axis=1), worst_position=int(pos[i]),
+                     worst_plane=_plane_of(int(c), d // 2, layout), worst_abs_err=float(err[i, c]),
+                     worst_ulps=float(ulp[i, c]), worst_floor_ratio=float(ratio[i, c]),
+                     first_over_floor=int(pos[over[0]]) if over.size else None)
+
+
+def assert_rope_matches(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = None,
+                        positions: Any = None, dtype: Any = "float32", layout: str = "half",
+                        framework: str = "numpy", call: str = "x", n_vectors: int = 4, seed: int = 0,
+                        max_position: int = 4096, max_floor_ratio: float = 1.0) -> RopeAudit:
+    """``audit_rope``, then an AssertionError (where it is worst, by how much, in ULPs and absolute)
+    unless every entry is within ``max_floor_ratio`` times the dtype's floor. Returns the audit."""
+    a = audit_rope(fn, schedule=schedule, head_dim=head_dim, positions=positions, dtype=dtype, layout=layout,
+                   framework=framework, call=call, n_vectors=n_vectors, seed=seed, max_position=max_position)
+    if not a.worst_floor_ratio <= max_floor_ratio:
+        raise AssertionError(f"RoPE implementation {getattr(fn, '__name__', fn)!r} is {a.worst_floor_ratio:.3g}x the "
+                             f"{a.dtype} floor (allowed {max_floor_ratio:g}x): {a.verdict()}")
+    return a
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitAudit:
+    """The attention logit ``q_m . k_n`` after rotation against exact, per distance ``m - n``."""
+    dtype: str
+    distances: np.ndarray
+    max_abs_err: np.ndarray
+    floor: np.ndarray
+
+    @property
+    def max_floor_ratio(self) -> np.ndarray:
+        return self.max_abs_err / self.floor
+
+
+def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = None, distances: Any,
+                 key_position: int = 0, dtype: Any = "float32", layout: str = "half", framework: str = "numpy",
+                 n_pairs: int = 8, seed: int = 0) -> LogitAudit:
+    """``|q^_m . k^_n - q_m . k_n|`` for ``n = key_position`` and ``m = n + distance`` (the implementation's
+    rotated vectors, their dot product in float64), against ``logit_floor``."""
+    name = _dtype_name(dtype)
+    theta = resolve_schedule(schedule, head_dim)
+    d = 2 * theta.size
+    dist = check_positions(distances)
+    n0 = check_integer("key_position", key_position, lo=0)
+    rng = np.random.default_rng(seed)
+    worst = np.zeros(dist.size)
+    floor = np.zeros(dist.size)
+    for _ in range(check_integer("n_pairs", n_pairs, lo=1)):
+        q, k = _round_to(rng.standard_normal(d), name), _round_to(rng.standard_normal(d), name)
+        Q, pos = np.tile(q, (dist.size, 1)), dist + n0
+        K = np.tile(k, (1, 1))
+        q_exact = np.asarray(apply_rope(Q, theta, pos, layout=layout))
+        k_exact = np.asarray(apply_rope(K, theta, np.array([n0]), layout=layout))[0]
+        q_impl = _to_numpy(fn(_to_framework(Q, name, framework), _positions_to_framework(pos, framework)))
+        k_impl = _to_numpy(fn(_to_framework(K, name, framework), _positions_to_framework(np.array([n0]), framework)))[0]
+        worst = np.maximum(worst, np.abs(q_impl @ k_impl - q_exact @ k_exact))
+        floor = np.maximum(floor, logit_floor(np.linalg.norm(q), np.linalg.norm(k), d, name))
+    return LogitAudit(dtype=name, distances=dist, max_abs_err=worst, floor=floor)

@@ -1,0 +1,79 @@
+"""Hypothesis strategies for property tests of one's own RoPE code (needs ``hypothesis``).
+
+``schedules()`` draws ``(theta, head_dim)`` from the paper's schedules and every Hugging Face rope type;
+``positions(max_len)`` draws int64 positions (small, near powers of two, and up to ``max_len``);
+``clouds(d)`` draws float64 arrays of vectors; ``rope_configs()`` draws model configs of every
+``rope_type`` as transformers reads them. Example::
+
+    from hypothesis import given
+    from ropetheory.testing import assert_rope_matches, strategies as rs
+
+    @given(rs.schedules(head_dims=[64, 128]))
+    def test_my_rope(sched):
+        theta, d = sched
+        assert_rope_matches(my_rope, schedule=theta, dtype="float32", max_position=131072)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+__all__ = ["schedules", "positions", "clouds", "rope_configs", "ROPE_TYPES"]
+
+#: every rope type transformers defines (``ropetheory.schedules.hf.ROPE_TYPES``)
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")
+
+
+@st.composite
+def rope_configs(draw: Any, head_dims: Any = (64, 128), rope_types: Any = ROPE_TYPES) -> dict[str, Any]:
+    """A model config of a drawn ``rope_type`` with the keys that type needs."""
+    d = draw(st.sampled_from(list(head_dims)))
+    kind = draw(st.sampled_from(list(rope_types)))
+    base = draw(st.sampled_from([1e4, 5e5, 1e6]))
+    orig = draw(st.sampled_from([2048, 4096, 8192]))
+    factor = draw(st.sampled_from([2.0, 4.0, 8.0]))
+    params: dict[str, Any] = {"rope_type": kind, "rope_theta": base}
+    if kind in ("linear", "dynamic", "yarn", "llama3"):
+        params["factor"] = factor
+    if kind in ("yarn", "llama3", "longrope"):
+        params["original_max_position_embeddings"] = orig
+    if kind == "llama3":
+        params.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    if kind == "longrope":
+        P = d // 2
+        params.update(short_factor=list(np.linspace(1.0, 1.5, P)), long_factor=list(np.linspace(1.0, factor, P)))
+    return {"head_dim": d, "max_position_embeddings": int(orig * factor), "rope_parameters": params}
+
+
+@st.composite
+def schedules(draw: Any, head_dims: Any = (8, 16, 64, 128)) -> tuple[np.ndarray, int]:
+    """``(theta, head_dim)``: a paper schedule (rope, partial, high_frequency, rope_id) or a rope type."""
+    from ..schedules import schedule
+    from ..schedules.hf import frequencies_from_config
+    d = draw(st.sampled_from(list(head_dims)))
+    kind = draw(st.sampled_from(["rope", "partial", "high_frequency", "rope_id", "config"]))
+    if kind == "config":
+        cfg = draw(rope_configs(head_dims=[d]))
+        return np.asarray(frequencies_from_config(cfg)["theta"]), d
+    params: dict[str, Any] = {}
+    if kind in ("rope", "partial"):
+        params["base"] = draw(st.sampled_from([1e4, 5e5, 1e6]))
+    if kind in ("high_frequency", "rope_id"):
+        params["train_len"] = draw(st.sampled_from([2048, 4096, 8192]))
+    return schedule(kind, head_dim=d, **params), d
+
+
+def positions(max_len: int = 131072, size: int = 16) -> Any:
+    """Arrays of ``size`` distinct int64 positions in ``[0, max_len]``, powers of two and neighbours included."""
+    pow2 = [p for k in range(1, max(2, int(max_len).bit_length())) for p in ((1 << k) - 1, 1 << k, (1 << k) + 1)
+            if p <= max_len]
+    one = st.one_of(st.integers(0, 16), st.sampled_from(pow2 or [0]), st.integers(0, max_len))
+    return st.lists(one, min_size=1, max_size=size, unique=True).map(lambda xs: np.asarray(sorted(xs), np.int64))
+
+
+def clouds(d: int, max_rows: int = 16) -> Any:
+    """Float64 arrays ``(n, d)`` of Gaussian rows times a drawn power of two (any scale is valid input)."""
+    return st.tuples(st.integers(1, max_rows), st.integers(0, 2 ** 31 - 1), st.integers(-60, 60)).map(
+        lambda t: np.ldexp(np.random.default_rng(t[1]).standard_normal((t[0], d)), t[2]))
