@@ -242,3 +242,44 @@ def test_the_packaged_data_is_the_committed_data():
     assert sorted(f"{k}.json" for k in rt.data.fixture_configs()) == names
     for k, p in rt.data.fixture_configs().items():
         assert p.read_bytes() == (ROOT / "examples/configs" / f"{k}.json").read_bytes()
+
+
+def test_degenerate_model_inputs_are_refused_naming_the_thing(tmp_path):
+    """An empty text, a key dump whose meta has no head_dim, a training length of 0 (not "not given")."""
+    from ropetheory.models import capture, corpus, study
+
+    class Tok:
+        bos_token_id = 1
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": []}
+
+        def convert_ids_to_tokens(self, i):
+            return "<s>"
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="has no tokens"):
+        corpus.text_tokens(Tok(), 16, text_file=empty, repeat=True)
+    p = tmp_path / "dump.npz"
+    meta = json.dumps({"theta": [1.0]})
+    np.savez(p, **{k: np.zeros((1, 1, 2, 2), np.float32) for k in ("keys_pre", "keys_post", "queries_pre",
+                                                                    "queries_post")},
+             positions=np.arange(2), meta=np.array(meta))
+    with pytest.raises(ValueError, match="no 'head_dim'"):
+        capture.load_dump(p)
+    with pytest.raises(ValueError, match="train_len must be an integer >= 2, got 0"):
+        study.run("smollm2-135m", n_tokens=8, train_len=0, out=tmp_path / "a", quiet=True)
+
+
+def test_fractional_distances_and_lengths_of_the_inversion_probabilities_are_refused_not_floored():
+    from ropetheory.theory import positions
+    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    q = k = np.ones(8)
+    with pytest.raises(ValueError, match="positions must be integers, got 2.5"):
+        positions.scores(theta, q, k, [1, 2.5])
+    with pytest.raises(ValueError, match="M must be a whole number"):
+        positions.position_inversion(theta, q, k, 10.5)
+    with pytest.raises(ValueError, match="q must be a vector of 8"):
+        positions.scores(theta, np.ones(6), k, [1])
+    np.testing.assert_allclose(positions.scores(theta, q, k, [0]), [8.0])

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.checks import check_integer
+
 __all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "hf_to_interleaved", "KEY_DUMP_FIELDS"]
 
 KEY_DUMP_FIELDS = ("keys_pre", "keys_post", "queries_pre", "queries_post", "positions", "meta")
@@ -124,7 +126,9 @@ def load_dump(path: str | pathlib.Path) -> dict:
         raise ValueError(f"{str(path)!r} is not a key dump: missing {missing} (has {z.files})")
     d = {k: z[k] for k in KEY_DUMP_FIELDS if k != "meta"}
     d["meta"] = json.loads(str(z["meta"]))
-    hd = d["meta"]["head_dim"]
+    if not isinstance(d["meta"], dict) or "head_dim" not in d["meta"]:
+        raise ValueError(f"{str(path)!r} is not a key dump: its meta has no 'head_dim'")
+    hd = check_integer(f"{str(path)!r} meta 'head_dim'", d["meta"]["head_dim"], lo=2)
     for k in ("keys_pre", "keys_post", "queries_pre", "queries_post"):
         if d[k].ndim != 4 or d[k].shape[-1] != hd:
             raise ValueError(f"{k} has shape {d[k].shape}; expected (layers, heads, n, {hd}) from the config")

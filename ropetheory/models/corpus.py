@@ -53,6 +53,8 @@ def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None
     need = n_tokens - (1 if bos else 0)
     repeats_at = None
     if len(ids) < need:
+        if not ids:
+            raise ValueError(f"the text ({source.split(':')[0]}) has no tokens: nothing to repeat or analyse")
         if not repeat:
             raise ValueError(f"the text has {len(ids)} tokens, fewer than the {need} asked for "
                              f"({source.split(':')[0]}); pass a longer --text or --repeat-text")

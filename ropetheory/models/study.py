@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import spectra
+from ..core.checks import check_integer
 from ..theory import criteria, theorems
 from ..theory.beyond import noisy_rank1_limit
 from .capture import hf_to_interleaved, rotate_like_hf
@@ -284,8 +285,11 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     from ..progress import progress
     from .corpus import text_tokens
     from .registry import PACKAGED, load_model
+    if train_len is not None:
+        check_integer("train_len", train_len, lo=2)           # 0 is a bad length, not "not given"
     m, tok, label = load_model(model, device=device)
-    L = int(train_len or training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
+    L = int(train_len if train_len is not None else
+            training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
     quantised = label in PACKAGED
     if rope_scaling:
         label = f"{label}+{override_rope(m, rope_scaling)}"

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ..core.checks import check_bool, check_integer, check_number
+from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, check_number
 from .config_io import LayerTypeRequired, read_config
 
 __all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config"]
@@ -276,7 +276,7 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
         if not all(isinstance(x, int) and x > 0 for x in (hs, nh)):
             raise ValueError(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
         head_dim = hs // nh
-    head_dim = check_integer("config key 'head_dim'", head_dim, lo=2)
+    head_dim = check_integer("config key 'head_dim'", head_dim, lo=2, hi=MAX_HEAD_DIM)
     if head_dim % 2:
         raise ValueError(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
     M = raw.get("max_position_embeddings")
@@ -292,6 +292,8 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
                               partial_rotary_factor=cfg.number("partial_rotary_factor", prf))
     if cfg.partial_rotary_factor > 1:
         raise ValueError(f"rope config key 'partial_rotary_factor' must be <= 1, got {prf!r}")
+    if cfg.rope_theta <= 1:
+        raise ValueError(f"rope config key 'rope_theta' must be > 1 (the frequencies must decrease), got {theta!r}")
     if cfg.dim < 2 and rope_type != "proportional":
         raise ValueError(f"int(head_dim * partial_rotary_factor) = {cfg.dim}: no rotary plane left")
     return cfg
@@ -301,8 +303,15 @@ def rope_type_frequencies(cfg: RopeConfig, seq_len: int | None = None) -> tuple[
     """transformers' ``(inv_freq, attention_factor)`` for a standardised config (float64)."""
     if seq_len is not None:
         seq_len = check_integer("seq_len", seq_len, lo=1)
-    inv, att = ROPE_TYPES[cfg.rope_type](cfg, None if seq_len is None else int(seq_len))
-    return np.asarray(inv, dtype=np.float64), float(att)
+    with np.errstate(all="ignore"):
+        inv, att = ROPE_TYPES[cfg.rope_type](cfg, None if seq_len is None else int(seq_len))
+    inv = np.asarray(inv, dtype=np.float64)
+    bad = ~np.isfinite(inv) | (inv < 0) | (inv >= MAX_THETA) | (not np.isfinite(att)) | (att <= 0)
+    if np.any(bad):
+        raise ValueError(f"the rope config (rope_type {cfg.rope_type!r}, rope_theta {cfg.rope_theta!r}, "
+                         f"parameters {dict(cfg.params)!r}) gives frequencies outside [0, 2^100) or a non-finite "
+                         f"attention factor {att!r}: check its values")
+    return inv, float(att)
 
 
 def frequencies_from_config(config: Mapping[str, Any] | str | os.PathLike, seq_len: int | None = None,

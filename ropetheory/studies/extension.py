@@ -39,6 +39,7 @@ from ..core.angles import reduced_turns, turn_chunks
 from ..schedules.hf import frequencies_from_config
 from ..schedules import schedule
 from ..store import PartStore, derived_code_hash, write_csv, write_json
+from .. import figstyle
 from .common import parse_study_args, save_figure, study_parser
 
 D = 128
@@ -193,23 +194,31 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     for m in ("default",) + METHODS + ("rope_id",):
         s = 1 if m in ("default", "rope_id") else 8
         sel = [c for c in curves if c["method"] == m and int(c["s"]) == s]
-        ax.plot([int(c["n"]) for c in sel], [float(c["median"]) for c in sel],
+        ax.plot([int(c["n"]) for c in sel], [float(c["median"]) for c in sel], color=figstyle.color(m),
                 label=f"{m} (s={s})" if s > 1 else m)
-    ax.axvline(L, color="k", lw=0.8)
-    ax.axvline(8 * L, color="gray", lw=0.8, ls="--")
+    ax.axvline(L, color="k", lw=0.8, label=f"training length L = {L}")
+    ax.axvline(8 * L, color="gray", lw=0.8, ls="--", label="8L")
     ax.set_xscale("log")
-    ax.set_title("FSV ratio (median), s = 8; black: L, dashed: 8L")
-    ax.set_xlabel("length n")
+    ax.set_title("FSV ratio (median over clouds), s = 8")
+    ax.set_xlabel("length n (tokens)")
+    ax.set_ylabel("FSV ratio ||Rope(X)||_2 / ||X||_2")
     ax.legend(fontsize=7)
     ax2 = axes[1]
-    for m in METHODS:
+    # methods whose drift is exactly 1 coincide: each gets its own marker and size (largest first) and the
+    # legend names the ones it lies under
+    markers = [("o", 9), ("s", 7), ("^", 6), ("D", 5), ("v", 4)]
+    drifts = {m: [r["max_low_freq_drift_ratio"] for r in meta["rows"] if r["method"] == m] for m in METHODS}
+    for (m, ys), (mk, ms) in zip(drifts.items(), markers, strict=True):
         rs = [r for r in meta["rows"] if r["method"] == m]
-        ax2.plot([r["s"] for r in rs], [r["max_low_freq_drift_ratio"] for r in rs], marker="o", label=m)
-    ax2.axhline(1, color="k", lw=0.8)
+        twins = [o for o in METHODS if o != m and drifts[o] == ys]
+        ax2.plot([r["s"] for r in rs], ys, marker=mk, ms=ms, mfc="none", color=figstyle.color(m),
+                 label=m + (f" (= {', '.join(twins)})" if twins else ""))
+    ax2.axhline(1, color="k", lw=0.8, label="1: the drift seen within training")
     ax2.set_xscale("log", base=2)
     ax2.set_yscale("log")
     ax2.set_xlabel("extension factor s")
-    ax2.set_title("max low-frequency drift at sL / drift at L (base); <= 1: 'in distribution'")
+    ax2.set_ylabel("max low-frequency drift at sL / at L")
+    ax2.set_title("low-frequency drift (<= 1: in distribution)")
     ax2.legend(fontsize=8)
     return save_figure(fig, out_dir / "extension.png")
 

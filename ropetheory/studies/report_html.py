@@ -32,8 +32,10 @@ def plot_schedule(sec: dict, L: int) -> bytes:
         g = np.array(f["grid"], dtype=float)
         b.fill_between(g, f["q05"], f["q95"], alpha=0.3, label="5–95% of clouds")
         b.plot(g, f["median"], label="median cloud")
-        b.axhline(f["floor"], color="g", ls=":", label=f"floor {f['floor']:.3f}")
-        b.axhline(f["allrot_floor"], color="r", ls=":", label=f"all-rotating floor {f['allrot_floor']:.3f}")
+        same = abs(f["floor"] - f["allrot_floor"]) <= 1e-3 * f["allrot_floor"]
+        b.axhline(f["allrot_floor"], color="r", ls="--", lw=2.2, alpha=0.6,
+                  label=f"all-rotating floor {f['allrot_floor']:.3f}" + (" (= the floor)" if same else ""))
+        b.axhline(f["floor"], color="g", ls=":", lw=1.2, label=f"floor {f['floor']:.3f}")
         b.axvline(L, color="k", ls="--", label=f"training length L = {L}")
         if H != L:
             b.axvline(H, color="gray", ls="--", label=f"window {H}")
@@ -62,8 +64,23 @@ def plot_schedule(sec: dict, L: int) -> bytes:
     return buf.getvalue()
 
 
+#: the report's table headers as a reader reads them (the keys stay in report.json and the CSVs)
+HEADERS = {
+    "s": "extension s", "eval_len": "length sL", "low_freq_planes": "low-frequency planes",
+    "drift_ratio_own": "drift at sL / at L (own scaling)", "within_training": "within training",
+    "drift_ratio_unscaled": "drift at sL / at L (unscaled)", "rho_L": "ρ at L", "rho_sL": "ρ at sL",
+    "M": "distances M", "p_position_inversion": "P(position inversion)", "se_position": "± std. error",
+    "p_token_inversion": "P(token inversion)", "se_token": "± std. error", "m_max": "m up to",
+    "min_B": "min B(m)", "argmin_m": "at m", "holds": "B(m) ≥ 0 for every m", "negative_m": "m with B(m) < 0",
+    "smallest_feasible_base": "smallest feasible base (certified)", "n": "length n",
+    "rho_measured": "ρ measured (median head)", "rho_rank1_prediction": "ρ rank-1 prediction",
+    "max_abs_error": "largest |measured − predicted|", "heads_with_sink": "heads with a sink",
+    "sink_share": "sink share (median head)",
+}
+
+
 def _table(rows: list[dict], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{html.escape(HEADERS.get(c, c))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 

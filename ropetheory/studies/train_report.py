@@ -267,9 +267,10 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
             m = [r[f"{key}_{n // L}L"] for n in lengths]
             sd = [r[f"{key}_{n // L}L_sd"] for n in lengths]
             ax.errorbar(lengths, m, yerr=sd, marker="o", ms=3, capsize=2, label=r["variant"],
-                        ls="--" if "+" in r["variant"] else "-")
+                        color=figstyle.color(r["variant"]), ls="--" if "+" in r["variant"] else "-")
         ax.axvline(L, color="k", lw=0.8, ls=":", label=f"training length L = {L}")
         ax.set_xscale("log", base=2)
+        ax.set_xlim(L / 1.5, max(lengths) * 1.5)          # L (the first length) inside the axes, not on them
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("evaluation length n (tokens)")
@@ -282,7 +283,7 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
         rs = [r for r in curves if r["schedule"] == sched]
         ns = sorted({int(r["n"]) for r in rs})
         rho = [np.mean([float(r["rho_median_head"]) for r in rs if int(r["n"]) == n]) for n in ns]
-        line, = ax.plot(ns, rho, label=f"{sched}: measured (median head, mean of seeds)")
+        line, = ax.plot(ns, rho, color=figstyle.color(sched), label=f"{sched}: measured (median head, mean of seeds)")
         ax.axhline(float(np.mean([float(r["floor_median_head"]) for r in rs])), color=line.get_color(), ls="--", lw=0.8)
     ax.axvline(L, color="k", lw=0.8, ls=":", label=f"training length L = {L}")
     ax.set_xscale("log")
@@ -297,7 +298,7 @@ def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
         for sched in dict.fromkeys(r["schedule"] for r in rows):
             pts = [(r[measure], r[acc_col]) for r in rows if r["schedule"] == sched and r[measure] is not None]
             if pts:
-                ax.scatter(*zip(*pts, strict=False), s=14, label=sched)
+                ax.scatter(*zip(*pts, strict=False), s=14, color=figstyle.color(sched), label=sched)
         ax.set_xlabel(measure)
     axs[0].set_ylabel(f"retrieval accuracy at {acc_col[4:]} (L = {L})")
     if axs[0].get_legend_handles_labels()[0]:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.angles import reduced_turns, turn_chunks
-from ..core.checks import from_theta
+from ..core.checks import check_finite_array, check_integer, check_positions, from_theta
 
 __all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
            "wilson", "bf16_eps"]
@@ -61,8 +61,18 @@ def _complex(x: np.ndarray) -> np.ndarray:
 def scores(theta: Any, q: np.ndarray, k: np.ndarray, m: Any) -> np.ndarray:
     """``S(m) = <q, R_m k>`` (interleaved) at integer distances ``m``."""
     th = from_theta(theta)
-    m = jnp.asarray(np.asarray(m, dtype=np.int64))
-    return np.asarray(_scores(m, jnp.asarray(turn_chunks(th)), jnp.asarray(_complex(q)), jnp.asarray(_complex(k))))
+    arr = np.asarray(m)
+    dist = check_positions(arr.ravel()).reshape(arr.shape)   # fractional distances refused, never floored
+    q, k = (_vector(name, x, th.size) for name, x in (("q", q), ("k", k)))
+    return np.asarray(_scores(jnp.asarray(dist), jnp.asarray(turn_chunks(th)), jnp.asarray(_complex(q)),
+                              jnp.asarray(_complex(k))))
+
+
+def _vector(name: str, x: Any, P: int) -> np.ndarray:
+    v = check_finite_array(name, x)
+    if v.shape != (2 * P,):
+        raise ValueError(f"{name} must be a vector of {2 * P} entries (the head dim), got shape {v.shape}")
+    return v
 
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float, float]:
@@ -82,6 +92,7 @@ def _count_less(a: np.ndarray, b: np.ndarray) -> int:
 
 def position_inversion(theta, q, k, M: int, mc_samples: int = 0, seed: int = 0) -> dict[str, Any]:
     """Exact ``P(S(m1) < S(m2))`` over ``m1 in [0, M/2)``, ``m2 in [M/2, M)``, and optionally Monte Carlo."""
+    M = check_integer("M", M, lo=2)
     h = M // 2
     S = scores(theta, q, k, np.arange(M))
     exact = _count_less(S[:h], S[h:2 * h]) / (h * h)
@@ -98,6 +109,7 @@ def position_inversion(theta, q, k, M: int, mc_samples: int = 0, seed: int = 0) 
 
 def position_aliasing(theta, q, k, M: int, eps: float) -> dict[str, Any]:
     """Whether two distinct positions in ``[0, M)`` alias (smallest score gap ``< eps``), and the gap."""
+    M = check_integer("M", M, lo=2)
     S = np.sort(scores(theta, q, k, np.arange(M)))
     gap = float(np.min(np.diff(S))) if M > 1 else math.inf
     return {"M": M, "min_gap": gap, "aliased": bool(gap < eps)}
@@ -105,6 +117,7 @@ def position_aliasing(theta, q, k, M: int, eps: float) -> dict[str, Any]:
 
 def token_inversion(theta, q, k1, k2, M: int, mc_samples: int = 0, seed: int = 0) -> dict[str, Any]:
     """Share of ``m in [0, M)`` with ``S_1(m) < S_2(m)``, for keys ordered ``S_1(0) > S_2(0)``."""
+    M = check_integer("M", M, lo=2)
     D = scores(theta, q, k1 - k2, np.arange(M))
     if D[0] < 0:                                   # order the keys so that S_1(0) > S_2(0)
         D = -D
@@ -120,5 +133,6 @@ def token_inversion(theta, q, k1, k2, M: int, mc_samples: int = 0, seed: int = 0
 
 def token_aliasing(theta, q, k1, k2, M: int, eps: float) -> dict[str, Any]:
     """Number of ``m in [0, M)`` with ``|S_1(m) - S_2(m)| < eps``."""
+    M = check_integer("M", M, lo=2)
     D = scores(theta, q, k1 - k2, np.arange(M))
     return {"M": M, "count": int(np.sum(np.abs(D) < eps)), "share": float(np.mean(np.abs(D) < eps))}
