@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
 from ropetheory import schedules, spectra
@@ -137,6 +137,7 @@ def test_top_eigenvalue_refuses_or_equals_the_largest_eigenvalue(G, method):
 
 @SETTINGS
 @given(rho=st.one_of(numbers, arrays()), floor=st.one_of(numbers, arrays()), allrot=numbers)
+@example(rho=3.6402420314910556e+250, floor=2.024951845727474e-58, allrot=1.0).via("explore: an inf share")
 def test_criteria_refuse_or_give_booleans_and_finite_shares(rho, floor, allrot):
     out = _outcome(lambda: rt.criteria(rho, floor, allrot), ["rho_L", "floor", "allrot"])
     if out is not None:

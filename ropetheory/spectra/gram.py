@@ -34,6 +34,8 @@ def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     num = check_integer("num", num, lo=2, hi=MAX_GRID_POINTS)
     n_max = check_length(int(round(n_max)), "n_max")
     n_min = check_length(n_min, "n_min")
+    if n_min > n_max:
+        raise ValueError(f"n_min must be <= n_max, got n_min={n_min} > n_max={n_max}")
     if n_max - n_min + 1 < num:
         return np.arange(n_min, n_max + 1, dtype=np.int64)
     g = np.round(np.geomspace(n_min, n_max, num)).astype(np.int64)

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..core.checks import check_finite_array
+from ..core.checks import MAX_HEAD_DIM, check_finite_array
 
 from . import theorems
 
@@ -72,15 +72,23 @@ def reach_length(grid: Any, rho: Any, floor: float) -> int | None:
     return int(np.asarray(grid)[np.argmax(w)]) if w.any() else None
 
 
-def _positive_values(name: str, x: Any, shape=None) -> np.ndarray:
+#: the range of an FSV ratio: ||Rope(X)||_2 <= ||Rope(X)||_F = ||X||_F <= sqrt(d) ||X||_2, d <= MAX_HEAD_DIM
+MAX_RHO = math.sqrt(MAX_HEAD_DIM)
+#: the range of a floor: a limit sqrt(lambda) of a rank-1 cloud lies in [1/sqrt(d), 1] (Lemma 1)
+MIN_FLOOR = 1.0 / math.sqrt(MAX_HEAD_DIM)
+
+
+def _positive_values(name: str, x: Any, shape=None, lo: float = 0.0, hi: float = MAX_RHO) -> np.ndarray:
     a = np.atleast_1d(check_finite_array(name, x, min_ndim=0))
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{name} must be a number or a non-empty 1-D array (one per cloud), got shape {a.shape}")
     if shape is not None and a.shape != shape:
         raise ValueError(f"{name} has shape {a.shape}, the FSV ratios have {shape}")
-    if np.any(a <= 0):
-        k = int(np.argmax(a <= 0))
-        raise ValueError(f"{name} must be > 0 (FSV ratios and floors are); {name}[{k}] = {a[k]!r}")
+    bad = (a <= 0) | (a < lo) | (a > hi)
+    if np.any(bad):
+        k = int(np.argmax(bad))
+        raise ValueError(f"{name} must lie in ({lo:g}, {hi:g}] (the range of an FSV ratio or a floor); "
+                         f"{name}[{k}] = {a[k]!r}")
     return a
 
 
@@ -92,8 +100,8 @@ def criteria(rho_L: np.ndarray, floor: np.ndarray, allrot: np.ndarray) -> dict[s
     number or a 1-D array of the same length, finite and > 0.
     """
     rho_L = _positive_values("rho_L", rho_L)
-    floor = _positive_values("floor", floor, rho_L.shape)
-    allrot = _positive_values("allrot", allrot, rho_L.shape)
+    floor = _positive_values("floor", floor, rho_L.shape, lo=MIN_FLOOR, hi=1.0 + 1e-12)
+    allrot = _positive_values("allrot", allrot, rho_L.shape, lo=MIN_FLOOR, hi=1.0 + 1e-12)
     rel = np.abs(rho_L - floor) / floor
     c1 = meets_c1(floor, allrot)
     c2 = rel < C2_RTOL
