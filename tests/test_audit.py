@@ -156,3 +156,28 @@ def test_the_audit_command_writes_json_csv_and_figures_and_a_verdict_per_dtype(t
     assert res["max_position"] == 4096 and not res["dtypes"]["float32"]["within_floor"]
     for f in ("audit.csv", "audit.png", "audit.pdf"):
         assert (tmp_path / "float32-positions" / f).stat().st_size > 0
+
+
+@pytest.mark.parametrize("config", ["llama-3.1-8b", "qwen2-7b-instruct-yarn", "phi-3.5-mini-instruct", "gemma-3-270m"])
+def test_the_transformers_adapter_builds_each_configs_rope_type_and_matches_at_short_positions(config, tmp_path,
+                                                                                                 capsys):
+    """Every rope type through its model config (llama3, yarn with its attention factor divided out,
+    longrope at the frequencies of its longest position, per-layer-type Gemma 3): within 2x the float32
+    floor at positions 0-7, so layout, frequencies and scaling are read right."""
+    from ropetheory.studies import audit
+    cfg = audit._config(config)
+    ad = adapters.build("transformers", head_dim=0, base=0.0, max_position=2 * cfg["max_position_embeddings"],
+                        config=cfg)
+    short = rtt.audit_rope(ad.fn, schedule=ad.theta, dtype="float32", layout=ad.layout, framework=ad.framework,
+                           positions=np.concatenate([np.arange(8), [2 * cfg["max_position_embeddings"]]]),
+                           n_vectors=1)
+    assert short.max_floor_ratio[:8].max() <= 2.0, short.verdict()
+
+
+def test_importing_the_testing_module_needs_no_torch_or_transformers():
+    import subprocess
+    import sys
+    code = "import sys, ropetheory.testing, ropetheory.testing.strategies; " \
+           "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

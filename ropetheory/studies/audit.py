@@ -87,6 +87,25 @@ def plot(res: dict[str, Any], out: pathlib.Path) -> list[pathlib.Path]:
     return save_figures(fig, [out / "audit.png", out / "audit.pdf"], dpi=160)
 
 
+def _config(source: str) -> dict[str, Any]:
+    """A packaged fixture config by name, else a config.json path or checkpoint folder, as a dict."""
+    import json
+
+    from .. import data
+    from ..schedules.config_io import read_config
+    fixture = data.fixture_config(source)
+    cfg = json.loads(fixture.read_text(encoding="utf-8")) if fixture is not None else read_config(source)
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    nested = [k for k, v in rp.items() if isinstance(v, dict)] if isinstance(rp, dict) else []
+    if nested:                                 # per-layer-type rope parameters: the global layers' (full attention)
+        lt = "full_attention" if "full_attention" in nested else nested[0]
+        print(f"ropetheory audit: {source} gives rope parameters per layer type {nested}; auditing {lt!r}",
+              file=sys.stderr)
+        cfg = {**cfg, "rope_parameters": rp[lt]}
+        cfg.pop("rope_scaling", None)
+    return cfg
+
+
 def _dtypes(s: str) -> list[str]:
     from ..testing import DTYPES
     out = [x.strip() for x in s.split(",") if x.strip()]
@@ -110,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
                     help="comma-separated dtypes")
     ap.add_argument("--vectors", type=int, default=DEFAULT_VECTORS,
                     help="random vectors per position and dtype")
+    ap.add_argument("--config", default=None,
+                    help="a model config (a packaged fixture such as llama-3.1-8b, a config.json or a checkpoint "
+                         "folder): the transformers and liger adapters build that model's rotary class (any rope "
+                         "type), and --head-dim, --base and --context default to the config's")
     ap.add_argument("--torch-device", default="cpu", help="where a torch implementation runs: cpu or cuda "
                                                           "(default: cpu)")
     return ap
@@ -121,15 +144,23 @@ def main(argv: Any = None) -> int:
     check_integer("--context", args.context, lo=1)
     check_integer("--factor", args.factor, lo=1)
     check_integer("--vectors", args.vectors, lo=1)
-    res = run_audit(args.target, head_dim=args.head_dim, base=args.base, context=args.context, factor=args.factor,
-                    dtypes=args.dtypes, vectors=args.vectors, device=args.torch_device)
+    config = _config(args.config) if args.config else None
+    head_dim, base, context = args.head_dim, args.base, args.context
+    if config is not None:
+        from ..schedules.hf import load_rope_config
+        from ..schedules.model_config import read_model_config
+        rc, facts = load_rope_config(config), read_model_config(config)
+        head_dim, base, context = rc.head_dim, rc.rope_theta, facts.train_len or context
+        context = int(config.get("max_position_embeddings") or context)
+    res = run_audit(args.target, head_dim=head_dim, base=base, context=context, factor=args.factor,
+                    dtypes=args.dtypes, vectors=args.vectors, device=args.torch_device, config=config)
     out = pathlib.Path(args.out) / args.target
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "audit.json", {k: v for k, v in res.items() if k != "rows"})
     write_csv(out / "audit.csv", res["rows"])
     plot(res, out)
     print(f"{res['target']}: {res['description']} (layout {res['layout']}, d = {res['head_dim']}, "
-          f"positions to {res['max_position']} = {args.factor} x context {args.context}, {args.torch_device})")
+          f"positions to {res['max_position']} = {args.factor} x context {res['context']}, {args.torch_device})")
     for r in res["dtypes"].values():
         print(f"  {r['verdict']}")
     print(f"wrote {out / 'audit.json'}, audit.csv, audit.png ({res['seconds']:.1f} s)")

@@ -107,12 +107,21 @@ def transformers_rope(d: int, base: float, max_position: int, device: str = "cpu
                                                         "sliding_window", "torch_dtype", "dtype")}
     cfg = tf.LlamaConfig(**keep)
     rot = ml.LlamaRotaryEmbedding(config=cfg).to(device)
-    dd = int(getattr(cfg, "head_dim", d))
+    dd = int(getattr(cfg, "head_dim", None) or d)
+
+    # length-dependent rope types (dynamic, longrope) pick their frequencies from the longest position of
+    # a call: one call at max_position first, so inv_freq (the frequencies audited against) is the one the
+    # audit's calls, which all reach max_position, use
+    import torch
+    with torch.no_grad():
+        probe = torch.zeros(1, 1, 1, dd, device=device)
+        rot(probe, torch.tensor([[max_position]], device=device))
+    scale = float(getattr(rot, "attention_scaling", 1.0))      # yarn/longrope scale cos and sin: not a rotation
 
     def fn(x, pos):
         xq = _device(x, device)[None, None]                                  # (1, 1, n, d)
         cos, sin = rot(xq, _device(pos, device)[None])
-        q, _ = ml.apply_rotary_pos_emb(xq, xq, cos, sin)
+        q, _ = ml.apply_rotary_pos_emb(xq, xq, cos / scale, sin / scale)
         return q[0, 0]
     return Adapter(
         "transformers",
