@@ -8,6 +8,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
@@ -195,6 +196,7 @@ def test_rank1_curve_gram_and_stream_refuse_or_satisfy_lemmas_1_and_2(dt, data, 
     for m in small[:2]:                                # the Gram against a numpy reference, |i| < 64
         G = rt.rank1_gram(theta, v, m)
         vv = np.asarray(v, dtype=np.float64)
+        vv = np.ldexp(vv, -np.frexp(np.abs(vv).max())[1])      # exact rescaling first: no under/overflow
         vv = vv / np.linalg.norm(vv)
         Y = np.asarray(rt.apply_rope(np.tile(vv, (m, 1)), theta))
         np.testing.assert_allclose(G * m, Y.T @ Y, rtol=GRAM_RTOL, atol=GRAM_RTOL * m)
@@ -299,6 +301,13 @@ def test_search_feasible_bases_refuses_or_returns_ordered_windows(L, d, b_max):
     if out is not None:
         for a, b in out.feasible:
             assert a <= b
+
+
+@pytest.mark.parametrize("scale", [1.25730221e-162, 1.25730221e154])
+def test_the_rank1_gram_of_a_tiny_or_huge_v_is_that_of_v_found_by_explore(scale):
+    theta = rt.schedule("rope", head_dim=2, base=100.0)
+    v = np.array([1.0, -1.05070])
+    np.testing.assert_allclose(rt.rank1_gram(theta, v * scale, 3), rt.rank1_gram(theta, v, 3), rtol=1e-14)
 
 
 def test_unsorted_lengths_give_the_same_curve_as_sorted_ones_found_by_explore():
