@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_curve.py
 	$(BIN)/python benchmarks/bench_eig.py
 	$(BIN)/python benchmarks/bench_stream.py
+	$(BIN)/python benchmarks/bench_commands.py
 
 clean:
 	rm -rf $(VENV) results
