@@ -31,14 +31,11 @@ def spec_with_defaults(text: str, *, head_dim: int | None = None, params: list[s
     """A command-line schedule: ``ropetheory.schedules.parse_spec`` of ``text``, the ``--param``
     items and ``--head-dim`` merged in (a disagreement refused with both values), and
     ``DEFAULT_HEAD_DIM`` for a paper schedule that names no head width."""
-    from .schedules import DEFAULT_HEAD_DIM, is_model_config, merge_spec, parse_spec
+    from .schedules import merge_spec, parse_spec, with_default_head_dim
     spec = parse_spec(text)
     extra = parse_spec("x:" + ",".join(params)) if params else {"name": "x"}
     extra.pop("name")
-    spec = merge_spec(spec, **extra, head_dim=head_dim)
-    if not is_model_config(spec) and "head_dim" not in spec and "d" not in spec:
-        spec["head_dim"] = DEFAULT_HEAD_DIM
-    return spec
+    return with_default_head_dim(merge_spec(spec, **extra, head_dim=head_dim))
 
 
 def _cmd_schedule(args) -> int:

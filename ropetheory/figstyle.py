@@ -13,7 +13,7 @@ __all__ = ["SCHEDULE_COLORS", "color", "RC", "PNG_DPI", "save_figures", "save_fi
 
 #: PNG resolution of every figure (a reviewer's minimum is 150)
 PNG_DPI = 160
-#: one colour per schedule, used by every figure (canonical names; :func:`color` resolves spellings)
+#: one colour per schedule, used by every figure (canonical names; ``color`` resolves spellings)
 SCHEDULE_COLORS = {
     "rope": "tab:blue", "rope_5e5": "tab:purple", "partial": "tab:green", "high_frequency": "tab:orange",
     "rope_id": "tab:red", "rope_id_temp": "darkred", "nope": "tab:gray", "linear": "tab:brown",
@@ -70,5 +70,5 @@ def save_figures(fig: Any, paths: Iterable[pathlib.Path], *, dpi: int = PNG_DPI)
 
 
 def save_figure(fig: Any, path: pathlib.Path, *, dpi: int = PNG_DPI) -> pathlib.Path:
-    """:func:`save_figures` for one PNG (its PDF is written beside it); returns ``path``."""
+    """``save_figures`` for one PNG (its PDF is written beside it); returns ``path``."""
     return save_figures(fig, [path], dpi=dpi)[0]

@@ -25,7 +25,8 @@ from .core.checks import (
     pad_to_bucket,
     real_array,
 )
-from .core.layouts import check_layout, from_interleaved, rotate_interleaved, rotate_interleaved_cs, to_interleaved
+from .core.layouts import (check_layout, from_interleaved, per_channel, plane_pairs, rotate_interleaved,
+                           rotate_interleaved_cs, to_interleaved)
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
 
@@ -115,27 +116,15 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
 SAFE_PLANE_EXPONENT = 400
 
 
-def _plane_max(A: np.ndarray, layout: str) -> np.ndarray:
-    """``max(|x_a|, |x_b|)`` of every plane of ``A (..., d)``: ``(..., P)``."""
-    P = A.shape[-1] // 2
-    if layout == "interleaved":
-        return np.maximum(np.abs(A[..., 0::2]), np.abs(A[..., 1::2]))
-    return np.maximum(np.abs(A[..., :P]), np.abs(A[..., P:]))
-
-
-def _per_channel(e: np.ndarray, layout: str) -> np.ndarray:
-    """A per-plane array ``(..., P)`` spread to the plane's two channels ``(..., 2P)``."""
-    return np.repeat(e, 2, axis=-1) if layout == "interleaved" else np.concatenate([e, e], axis=-1)
-
-
 def _planes_to_safe_range(A: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Each plane outside the safe range times ``2^-k`` (``k`` the binary exponent of its largest entry),
     exactly, with the per-channel exponents to undo it; ``(A, None)`` when every plane is in range."""
-    m = _plane_max(A, layout)
+    xa, xb = plane_pairs(A, layout)
+    m = np.maximum(np.abs(xa), np.abs(xb))
     out = (m != 0) & ((m < 2.0 ** -SAFE_PLANE_EXPONENT) | (m > 2.0 ** SAFE_PLANE_EXPONENT))
     if not out.any():
         return A, None
-    e = _per_channel(np.where(out, np.frexp(m)[1], 0), layout)
+    e = per_channel(np.where(out, np.frexp(m)[1], 0), layout)
     return np.ldexp(A, -e), e
 
 

@@ -19,6 +19,20 @@ def examples(n: int, **kw) -> settings:
     return settings(max_examples=n * scale, **kw)
 
 
+def refuses_or_returns(fn, names, seconds: float):
+    """``fn()``, or None where it raised a ValueError/TypeError, which must name one of ``names``; a call
+    that takes ``seconds`` or more is a failure (a hang or runaway work)."""
+    import time
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    except (ValueError, TypeError) as e:
+        assert any(n in str(e) for n in names), f"error does not name the argument ({names}): {e!r}"
+        out = None
+    assert time.perf_counter() - t0 < seconds
+    return out
+
+
 head_dims = st.sampled_from([2, 4, 6, 8, 16, 32])
 layouts = st.sampled_from(["interleaved", "half"])
 lengths = st.integers(min_value=1, max_value=64)

@@ -5,14 +5,13 @@ schedules decreasing) and agree with a slow reference where one is cheap."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
-from strategies import examples
+from strategies import examples, refuses_or_returns
 
 #: a call on these tiny inputs that takes longer than this is a failure (hang or runaway work)
 CALL_SECONDS = 20.0
@@ -30,15 +29,7 @@ small_dims = st.sampled_from([2, 4, 8, 16])
 
 
 def _outcome(fn, names):
-    """``fn()``; a ValueError/TypeError must name one of ``names``; a result is returned."""
-    t0 = time.perf_counter()
-    try:
-        out = fn()
-    except (ValueError, TypeError) as e:
-        assert any(n in str(e) for n in names), f"error does not name the argument ({names}): {e!r}"
-        out = None
-    assert time.perf_counter() - t0 < CALL_SECONDS
-    return out
+    return refuses_or_returns(fn, names, CALL_SECONDS)
 
 
 def _finite(*arrays):

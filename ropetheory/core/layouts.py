@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 LAYOUTS = ("interleaved", "half")
@@ -40,6 +41,25 @@ def rotate_interleaved_cs(X: jax.Array, c: jax.Array, s: jax.Array) -> jax.Array
     y0 = c * x0 - s * x1
     y1 = s * x0 + c * x1
     return jnp.stack([y0, y1], axis=-1).reshape(X.shape)
+
+
+def plane_pairs(A: Any, layout: str) -> tuple[Any, Any]:
+    """The two channels of every plane of ``A (..., d)``: ``(a, b)``, each ``(..., P)`` (views, any array type)."""
+    P = A.shape[-1] // 2
+    if check_layout(layout) == "interleaved":
+        return A[..., 0::2], A[..., 1::2]
+    return A[..., :P], A[..., P:]
+
+
+def per_channel(e: np.ndarray, layout: str) -> np.ndarray:
+    """A per-plane array ``(..., P)`` spread to each plane's two channels ``(..., 2P)`` (inverse of the
+    pairing of ``plane_pairs``)."""
+    return np.repeat(e, 2, axis=-1) if check_layout(layout) == "interleaved" else np.concatenate([e, e], axis=-1)
+
+
+def plane_of(channel: int, P: int, layout: str) -> int:
+    """The plane that channel ``channel`` of a ``2P``-wide head belongs to."""
+    return channel // 2 if check_layout(layout) == "interleaved" else channel % P
 
 
 def check_layout(layout: Any) -> str:

@@ -39,7 +39,8 @@ from ..core.checks import check_head_dim, check_number, from_theta, is_bool, rea
 
 __all__ = [
     "rope", "partial", "high_frequency", "rope_id", "from_theta",
-    "SCHEDULES", "schedule", "schedule_from_spec", "parse_spec", "merge_spec", "DEFAULT_HEAD_DIM", "check_head_dim",
+    "SCHEDULES", "schedule", "schedule_from_spec", "parse_spec", "merge_spec", "with_default_head_dim",
+    "DEFAULT_HEAD_DIM", "check_head_dim",
     "planes_from_fraction", "length_temperature", "real_array",
 ]
 
@@ -314,6 +315,15 @@ def merge_spec(spec: Mapping[str, Any], **flags: Any) -> dict[str, Any]:
         if k in out and out[k] != v:
             raise ValueError(f"the spec says {k}={out[k]!r} but --{k.replace('_', '-')} says {v!r}; give one")
         out[k] = v
+    return out
+
+
+def with_default_head_dim(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with ``head_dim = DEFAULT_HEAD_DIM`` where it is a paper schedule that names no head width
+    (a model config carries its own)."""
+    out = dict(spec)
+    if not is_model_config(out) and "head_dim" not in out and "d" not in out:
+        out["head_dim"] = DEFAULT_HEAD_DIM
     return out
 
 

@@ -34,7 +34,8 @@ import numpy as np
 from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, check_number
 from .config_io import LayerTypeRequired, read_config
 
-__all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config"]
+__all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config",
+           "rope_parameters"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +235,29 @@ ROPE_TYPES: dict[str, Callable[[RopeConfig, int | None], tuple[np.ndarray, float
     "proportional": _proportional,
 }
 NEEDS_ORIGINAL = ("llama3", "yarn", "longrope")
+
+
+def rope_parameters(rope_type: str, *, rope_theta: float, factor: float, original_max_position_embeddings: int,
+                    head_dim: int, short_factor: Any = None) -> dict[str, Any]:
+    """A ``rope_parameters`` dict of ``rope_type`` with every key that type needs: ``factor`` (all but
+    ``default``), ``original_max_position_embeddings`` (llama3, yarn, longrope), Llama 3.1's
+    ``low_freq_factor = 1`` and ``high_freq_factor = 4``, and for longrope ``short_factor`` (ones unless
+    given) and a ``long_factor`` ramping from 1 to ``factor`` over the planes (illustrative: LongRoPE
+    searches its factors)."""
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"unknown rope_type {rope_type!r}; known: {sorted(ROPE_TYPES)}")
+    rp: dict[str, Any] = {"rope_type": rope_type, "rope_theta": rope_theta}
+    if rope_type != "default":
+        rp["factor"] = float(factor)
+    if rope_type in NEEDS_ORIGINAL:
+        rp["original_max_position_embeddings"] = original_max_position_embeddings
+    if rope_type == "llama3":
+        rp.update(low_freq_factor=1.0, high_freq_factor=4.0)
+    if rope_type == "longrope":
+        P = head_dim // 2
+        rp.update(short_factor=[1.0] * P if short_factor is None else list(short_factor),
+                  long_factor=list(np.linspace(1.0, float(factor), P)))
+    return rp
 
 
 def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: str | None = None) -> RopeConfig:

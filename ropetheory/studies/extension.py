@@ -36,7 +36,7 @@ from . import figure7
 from .. import spectra
 from ..theory import criteria
 from ..core.angles import reduced_turns, turn_chunks
-from ..schedules.hf import frequencies_from_config
+from ..schedules.hf import frequencies_from_config, rope_parameters
 from ..schedules import schedule
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
@@ -54,15 +54,8 @@ IN_DIST_RTOL = 1e-3
 
 def method_config(method: str, s: int) -> dict:
     """A Llama-3-style config.json dict for ``method`` at extension factor ``s``."""
-    rp: dict[str, Any] = {"rope_type": method, "rope_theta": ROPE_THETA, "factor": float(s)}
-    if method in ("yarn", "llama3", "longrope"):
-        rp["original_max_position_embeddings"] = TRAIN_LEN
-    if method == "llama3":
-        rp.update(low_freq_factor=1.0, high_freq_factor=4.0)
-    if method == "longrope":
-        # illustrative: LongRoPE searches these; here short = 1, long = a ramp 1 -> s over the planes
-        P = D // 2
-        rp.update(short_factor=[1.0] * P, long_factor=list(np.linspace(1.0, float(s), P)))
+    rp = rope_parameters(method, rope_theta=ROPE_THETA, factor=s, original_max_position_embeddings=TRAIN_LEN,
+                         head_dim=D)
     return {"head_dim": D, "max_position_embeddings": TRAIN_LEN * (s if method != "dynamic" else 1),
             "rope_parameters": rp}
 

@@ -15,7 +15,7 @@ from .. import data
 
 from ..schedules.model_config import read_model_config
 from ..core.checks import check_integer
-from ..schedules import DEFAULT_HEAD_DIM, is_model_config, parse_spec, schedule_from_spec
+from ..schedules import is_model_config, parse_spec, schedule_from_spec, with_default_head_dim
 
 
 def load_source(source: str, *, train_len: int | None = None, seq_len: int | None = None) -> dict[str, Any]:
@@ -49,8 +49,7 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
         label = ("config" if source.lstrip()[:1] == "{" else
                  path.name if path.is_dir() else path.parent.name if path.name == "config.json" else path.stem)
         return _config_source(label, spec, train_len, seq_len)
-    if "head_dim" not in spec and "d" not in spec:
-        spec["head_dim"] = DEFAULT_HEAD_DIM
+    spec = with_default_head_dim(spec)
     label = str(spec.get("name", spec.get("type", "spec")))
     return _schedule_source(label, schedule_from_spec(spec), spec, train_len)
 

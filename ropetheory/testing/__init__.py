@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..core.checks import check_integer, check_positions
-from ..core.layouts import check_layout
+from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
 
 __all__ = ["ROTATION_FLOOR_FACTOR", "REFERENCE_ANGLE_ERR", "DTYPES", "unit_roundoff", "rotation_floor",
@@ -219,20 +219,6 @@ def _ulps(err: np.ndarray, ref: np.ndarray, name: str) -> np.ndarray:
     return err / spacing
 
 
-def _plane_norms(X: np.ndarray, layout: str) -> np.ndarray:
-    P = X.shape[-1] // 2
-    a, b = (X[..., 0::2], X[..., 1::2]) if layout == "interleaved" else (X[..., :P], X[..., P:])
-    return np.hypot(a, b)
-
-
-def _per_entry(planes: np.ndarray, layout: str) -> np.ndarray:
-    return np.repeat(planes, 2, axis=-1) if layout == "interleaved" else np.concatenate([planes, planes], axis=-1)
-
-
-def _plane_of(channel: int, P: int, layout: str) -> int:
-    return channel // 2 if layout == "interleaved" else channel % P
-
-
 def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = None, positions: Any = None,
                dtype: Any = "float32", layout: str = "half", framework: str = "numpy", call: str = "x",
                n_vectors: int = 4, seed: int = 0, max_position: int = 4096) -> RopeAudit:
@@ -266,7 +252,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
             raise ValueError(f"the implementation returned shape {out.shape}, expected {ref.shape} (n, head_dim)")
         err = np.abs(out - ref)
         errs.append(err)
-        ratios.append(err / _per_entry(rotation_floor(_plane_norms(X, layout), name), layout))
+        ratios.append(err / per_channel(rotation_floor(np.hypot(*plane_pairs(X, layout)), name), layout))
         ulps.append(_ulps(err, ref, name))
     err, ratio, ulp = np.max(errs, axis=0), np.max(ratios, axis=0), np.max(ulps, axis=0)
     ratio = np.where(np.isfinite(ratio), ratio, np.inf)
@@ -274,7 +260,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
     over = np.flatnonzero(ratio.max(axis=1) > 1.0)
     return RopeAudit(dtype=name, layout=layout, unit_roundoff=unit_roundoff(name), positions=pos,
                      max_abs_err=err.max(axis=1), max_floor_ratio=ratio.max(axis=1), worst_position=int(pos[i]),
-                     worst_plane=_plane_of(int(c), d // 2, layout), worst_abs_err=float(err[i, c]),
+                     worst_plane=plane_of(int(c), d // 2, layout), worst_abs_err=float(err[i, c]),
                      worst_ulps=float(ulp[i, c]), worst_floor_ratio=float(ratio[i, c]),
                      first_over_floor=int(pos[over[0]]) if over.size else None)
 

@@ -147,29 +147,26 @@ def _torchtune_module(rel: str) -> Any:
     return mod
 
 
-def _torchtune_fn(module: Any, device: str) -> Callable[..., Any]:
-    module = module.to(device)
+def _torchtune(name: str, source: str, cls: str, description: str, d: int, base: float, max_position: int,
+               device: str) -> Adapter:
+    """A torchtune RoPE module (``cls`` in the source file ``source``) called on ``(b, s, h, d)`` inputs."""
+    _need("torch", "torch")
+    rot = getattr(_torchtune_module(source), cls)(dim=d, max_seq_len=max_position + 1, base=base).to(device)
 
     def fn(x, pos):
-        y = module(_device(x, device)[None, :, None, :], input_pos=_device(pos, device)[None])   # (b, s, h, d)
+        y = rot(_device(x, device)[None, :, None, :], input_pos=_device(pos, device)[None])   # (b, s, h, d)
         return y[0, :, 0, :]
-    return fn
+    return Adapter(name, fn, "interleaved", "torch", _torch_theta(rot.theta, d), description)
 
 
 def torchtune(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
-    _need("torch", "torch")
-    m = _torchtune_module("modules/position_embeddings.py")
-    rot = m.RotaryPositionalEmbeddings(dim=d, max_seq_len=max_position + 1, base=base)
-    return Adapter("torchtune", _torchtune_fn(rot, device), "interleaved", "torch", _torch_theta(rot.theta, d),
-                   "torchtune 0.6 RotaryPositionalEmbeddings (cached float32 tables)")
+    return _torchtune("torchtune", "modules/position_embeddings.py", "RotaryPositionalEmbeddings",
+                      "torchtune 0.6 RotaryPositionalEmbeddings (cached float32 tables)", d, base, max_position, device)
 
 
 def torchtune_llama3(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
-    _need("torch", "torch")
-    m = _torchtune_module("models/llama3_1/_position_embeddings.py")
-    rot = m.Llama3ScaledRoPE(dim=d, max_seq_len=max_position + 1, base=base)
-    return Adapter("torchtune-llama3", _torchtune_fn(rot, device), "interleaved", "torch", _torch_theta(rot.theta, d),
-                   "torchtune 0.6 Llama3ScaledRoPE (scale 8, old context 8192)")
+    return _torchtune("torchtune-llama3", "models/llama3_1/_position_embeddings.py", "Llama3ScaledRoPE",
+                      "torchtune 0.6 Llama3ScaledRoPE (scale 8, old context 8192)", d, base, max_position, device)
 
 
 def rotary_embedding_torch(d: int, base: float, max_position: int, device: str = "cpu",

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ..schedules.hf import rope_parameters
+
 __all__ = ["schedules", "positions", "clouds", "rope_configs", "ROPE_TYPES"]
 
 #: every rope type transformers defines (``ropetheory.schedules.hf.ROPE_TYPES``)
@@ -34,16 +36,8 @@ def rope_configs(draw: Any, head_dims: Any = (64, 128), rope_types: Any = ROPE_T
     base = draw(st.sampled_from([1e4, 5e5, 1e6]))
     orig = draw(st.sampled_from([2048, 4096, 8192]))
     factor = draw(st.sampled_from([2.0, 4.0, 8.0]))
-    params: dict[str, Any] = {"rope_type": kind, "rope_theta": base}
-    if kind in ("linear", "dynamic", "yarn", "llama3"):
-        params["factor"] = factor
-    if kind in ("yarn", "llama3", "longrope"):
-        params["original_max_position_embeddings"] = orig
-    if kind == "llama3":
-        params.update(low_freq_factor=1.0, high_freq_factor=4.0)
-    if kind == "longrope":
-        P = d // 2
-        params.update(short_factor=list(np.linspace(1.0, 1.5, P)), long_factor=list(np.linspace(1.0, factor, P)))
+    params = rope_parameters(kind, rope_theta=base, factor=factor, original_max_position_embeddings=orig, head_dim=d,
+                             short_factor=np.linspace(1.0, 1.5, d // 2))
     return {"head_dim": d, "max_position_embeddings": int(orig * factor), "rope_parameters": params}
 
 
