@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     v = np.random.default_rng(0).standard_normal(D)
     v /= np.linalg.norm(v)
-    theta = rt.schedule("rope", head_dim=D, base=BASE)
+    theta = rt.schedule("rope", head_dim=D, base=BASE).theta
     grid = sp.log_grid(1e12, 200)
     vhalf = np.concatenate([v[0::2], v[1::2]])          # the same cloud in the half layout
 

@@ -35,7 +35,7 @@ def workload(n_clouds: int):
         specs = [spec for _, spec in f7.SCHEDULES.values()]
         specs += [dict(name="rope_id", train_len=L, **kw) for _, kw, _ in f7.TABLE5]
         for spec in specs:
-            jobs.append((schedule_from_spec({**spec, "head_dim": d}), V, grid))
+            jobs.append((schedule_from_spec({**spec, "head_dim": d}).theta, V, grid))
     return jobs
 
 

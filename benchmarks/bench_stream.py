@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/bench_stream.json")
     args = ap.parse_args(argv)
     n = int(args.n)
-    th = rt.schedule("rope", head_dim=args.d, base=1e4)
+    th = rt.schedule("rope", head_dim=args.d, base=1e4).theta
     v = np.random.default_rng(0).standard_normal(args.d)
     lengths = [n // 100, n // 10, n]
     res = {"device": str(jax.devices()[0]), "n": n, "d": args.d, "chunk": args.chunk, "seconds": {}}

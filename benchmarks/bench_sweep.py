@@ -33,7 +33,7 @@ def peak_for(device) -> float | None:
 
 
 def part_a(n_max: float, d: int = 128) -> list[dict]:
-    th = rt.schedule("rope", head_dim=d)
+    th = rt.schedule("rope", head_dim=d).theta
     V = np.random.default_rng(0).standard_normal((1, d))
     rows = []
     dev = jax.devices()[0]
@@ -55,7 +55,7 @@ def part_a(n_max: float, d: int = 128) -> list[dict]:
 
 
 def part_b(n_clouds: int) -> dict:
-    th = rt.schedule("rope", head_dim=128)
+    th = rt.schedule("rope", head_dim=128).theta
     V = np.random.default_rng(0).standard_normal((n_clouds, 128))
     g = spectra.log_grid(1e6, 60)
     res = {}

@@ -1,7 +1,8 @@
 """ropetheory: rotary position embeddings on long inputs, exact and checked.
 
-The public API in one namespace (``import ropetheory as rt``): schedules (``rt.schedule``,
-``rt.from_config`` for any Hugging Face ``rope_type``), the operator (``rt.apply_rope``), the
+The public API in one namespace (``import ropetheory as rt``): schedules (``rt.Schedule``, the one
+value every way of making a schedule returns: ``rt.schedule`` by registry name, ``rt.from_config``
+for any Hugging Face ``rope_type``), the operator (``rt.apply_rope``), the
 spectral engine (``rt.rank1_curve``, ``rt.rank1_curves_batch``, ``rt.rank1_stream_curve``,
 ``rt.log_grid``), the theory (``rt.predicted_limit``, ``rt.certified_eps``,
 ``rt.check_rank1_claims``, ``rt.criteria``, ``rt.search_feasible_bases``). Folders, bottom to top:
@@ -20,8 +21,9 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
+from .core.schedule import Schedule  # noqa: E402
 from .schedules import (SCHEDULES, schedule, schedule_from_spec, partial,  # noqa: E402
-                        high_frequency, rope_id, length_temperature)
+                        high_frequency, rope_id, nope, length_temperature)
 from .schedules.hf import frequencies_from_config as from_config  # noqa: E402
 from .rope import apply_rope  # noqa: E402
 from .core.angles import turn_chunks  # noqa: E402
@@ -33,14 +35,16 @@ from .theory.criteria import criteria  # noqa: E402
 from .theory.base_search import search_feasible_bases  # noqa: E402
 from . import data  # noqa: E402
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = [
+    "Schedule",
     "SCHEDULES",
     "schedule",
     "schedule_from_spec",
     "partial",
     "high_frequency",
     "rope_id",
+    "nope",
     "length_temperature",
     "from_config",
     "apply_rope",

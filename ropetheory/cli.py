@@ -46,15 +46,16 @@ def _cmd_schedule(args) -> int:
     att = None
     if args.config:
         from .schedules.hf import frequencies_from_config
-        f = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
-        theta, att = np.asarray(f["theta"]), float(f["attention_factor"])
-        out = dict(f)
+        sched = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
+        theta, att = sched.theta, sched.attention_factor
+        out = sched.to_dict()
     else:
         if args.spec and args.name:
             raise ValueError(f"give the schedule once: SPEC {args.name!r} or --spec {args.spec!r}")
         spec = spec_with_defaults(args.spec or args.name or "rope", head_dim=args.head_dim, params=args.param)
-        theta = schedule_from_spec(spec)
-        out = {"spec": spec, "theta": theta}
+        sched = schedule_from_spec(spec)
+        theta = sched.theta
+        out = {**sched.to_dict(), "spec": spec}
     out["wavelength"] = [2 * np.pi / t if t > 0 else None for t in np.asarray(theta, dtype=float)]
     if args.json or args.compact:
         from .store import check_finite_output, jsonable
@@ -92,7 +93,7 @@ def _cmd_curve(args) -> int:
     from .theory.theorems import predicted_limit
     spec = spec_with_defaults(args.spec)
     theta = schedule_from_spec(spec)
-    v = np.random.default_rng(args.seed).standard_normal(theta.size * 2)
+    v = np.random.default_rng(args.seed).standard_normal(theta.head_dim)
     g = log_grid(args.n_max, args.num)
     c = rank1_curve(theta, v, g)
     lim = predicted_limit(theta, v)
@@ -167,10 +168,35 @@ def _missing_extra(cmd: str, e: ImportError) -> int:
     return 2
 
 
+#: where a bug is reported
+BUG_REPORT = "please report it with the command line and this traceback"
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Bad input: a typed boundary error (``ropetheory.core.checks.BadInput``) or a file the command could not
+    open or write (an ``OSError`` naming its file). Anything else is a bug in the package."""
+    from .core.checks import BadInput
+    return isinstance(e, BadInput) or (isinstance(e, OSError) and not isinstance(e, BrokenPipeError)
+                                       and e.filename is not None)
+
+
+def _bug(cmd: str, e: BaseException) -> int:
+    """The traceback and one line saying it is a bug; exit code 1."""
+    import traceback
+    from . import __version__
+    traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    print(f"ropetheory {cmd}: internal error ({type(e).__name__}): this is a bug in ropetheory {__version__}; "
+          f"{BUG_REPORT}", file=sys.stderr)
+    return 1
+
+
 def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
-    """One line on stderr for a user error; exit code 2. A closed output pipe is not one (``main``)."""
+    """One line on stderr for a user error (exit code 2), the traceback for a bug (exit code 1). A closed
+    output pipe is neither (``main``)."""
     if isinstance(e, BrokenPipeError):
         raise e
+    if not is_user_error(e):
+        return _bug(cmd, e)
     if isinstance(e, OSError) and e.filename is not None:
         msg = f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
         if "--plot-only" in argv and isinstance(e, FileNotFoundError):
@@ -250,7 +276,7 @@ def _main(argv=None) -> int:
             return rc
         except ImportError as e:
             return _missing_extra(argv[0], e)
-        except (ValueError, TypeError, OSError) as e:
+        except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
             return _user_error(argv[0], e, argv)
         except KeyboardInterrupt:
             _report_stores(argv[0])
@@ -315,7 +341,7 @@ def _main(argv=None) -> int:
         return rc
     except ImportError as e:
         return _missing_extra(args.cmd, e)
-    except (ValueError, TypeError, OSError) as e:
+    except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
         return _user_error(args.cmd, e, argv)
     except KeyboardInterrupt:
         _report_stores(args.cmd)

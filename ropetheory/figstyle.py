@@ -1,7 +1,8 @@
 """One style for every figure the package draws: one colour per schedule (the same in every figure),
 readable font sizes, and each figure written as a 160-dpi PNG and a vector PDF beside it.
 
-Imports nothing of the package; matplotlib is imported only when a figure is saved.
+Colours and display names come from ``ropetheory.schedules.names`` (pure Python, the one table of
+schedule names); matplotlib is imported only when a figure is saved.
 """
 from __future__ import annotations
 
@@ -9,21 +10,14 @@ import pathlib
 from collections.abc import Iterable
 from typing import Any
 
+from .schedules import names
+
 __all__ = ["SCHEDULE_COLORS", "color", "RC", "PNG_DPI", "save_figures", "save_figure"]
 
 #: PNG resolution of every figure (a reviewer's minimum is 150)
 PNG_DPI = 160
-#: one colour per schedule, used by every figure (canonical names; ``color`` resolves spellings)
-SCHEDULE_COLORS = {
-    "rope": "tab:blue", "rope_5e5": "tab:purple", "partial": "tab:green", "high_frequency": "tab:orange",
-    "rope_id": "tab:red", "rope_id_temp": "darkred", "nope": "tab:gray", "linear": "tab:brown",
-    "dynamic": "tab:pink", "yarn": "tab:olive", "llama3": "tab:cyan", "longrope": "navy",
-}
-#: the spellings studies and data files use for the same schedules
-_SPELLINGS = {"rope_1e4": "rope", "default": "rope", "half": "partial", "half_rope": "partial",
-              "high_freq": "high_frequency", "hf": "high_frequency", "high_freq_rope": "high_frequency",
-              "unrope": "rope_id", "rope_id+temp": "rope_id_temp", "rope+pi": "linear", "pi": "linear",
-              "rope+yarn": "yarn", "ntk": "dynamic", "none": "nope", "no_rope": "nope", "without_rope": "nope"}
+#: one colour per canonical schedule (``ropetheory.schedules.names``), and per variant label
+SCHEDULE_COLORS = {**names.COLORS, **names.VARIANT_COLORS}
 _FALLBACK = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
              "tab:gray", "tab:olive", "tab:cyan")
 #: font sizes and line widths every figure uses
@@ -41,12 +35,15 @@ RC: dict[str, Any] = {
 
 
 def color(name: str) -> str:
-    """The colour of schedule ``name`` in every figure (any spelling; unknown names get a fixed colour
-    chosen from their letters, so they too are the same in every figure)."""
-    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
-    key = _SPELLINGS.get(key, key)
-    if key in SCHEDULE_COLORS:
-        return SCHEDULE_COLORS[key]
+    """The colour of schedule ``name`` in every figure: its variant label's colour (``rope_id+temp``),
+    else its canonical schedule's (any alias); unknown names get a fixed colour chosen from their
+    letters, so they too are the same in every figure."""
+    key = names.normalise(name)
+    if key in names.VARIANT_COLORS:
+        return names.VARIANT_COLORS[key]
+    key = names.ALIASES.get(key, key)
+    if key in names.COLORS:
+        return names.COLORS[key]
     return _FALLBACK[sum(map(ord, key)) % len(_FALLBACK)]
 
 

@@ -27,6 +27,7 @@ from .core.checks import (
 )
 from .core.layouts import (check_layout, from_interleaved, per_channel, plane_pairs, rotate_interleaved,
                            rotate_interleaved_cs, to_interleaved)
+from .core.schedule import schedule_layout
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
 
@@ -51,7 +52,7 @@ def _apply_rope_kernel(X: jax.Array, chunks: jax.Array, positions: jax.Array, la
     return out.reshape(batch + X.shape[-2:])
 
 
-def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "interleaved",
+def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str | None = None,
                offset: int = 0) -> jax.Array:
     """Apply RoPE to ``X (..., n, d)``: row ``i`` is rotated by ``R_{p_i}``.
 
@@ -74,6 +75,7 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str = "inte
     jax.Array
         Float64 ``(..., n, d)``; each angle is reduced exactly (module doc).
     """
+    layout = schedule_layout(theta, layout)
     A = check_finite_array("X", X, min_ndim=2)
     n, d = A.shape[-2:]
     if d % 2 or d == 0:

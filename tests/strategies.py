@@ -47,16 +47,16 @@ def schedules(draw, d=None):
     options = ["rope", "partial", "rope_id", "random"] + (["high_frequency"] if d >= 4 else [])
     name = draw(st.sampled_from(options))
     if name == "rope":
-        theta = rt.schedule("rope", head_dim=d, base=draw(st.sampled_from([100.0, 1e4, 5e5])))
+        theta = rt.schedule("rope", head_dim=d, base=draw(st.sampled_from([100.0, 1e4, 5e5]))).theta
     elif name == "partial":
         r = draw(st.integers(1, P))
-        theta = rt.schedule("partial", head_dim=d, fraction=r / P)
+        theta = rt.schedule("partial", head_dim=d, fraction=r / P).theta
     elif name == "rope_id":
         r = draw(st.integers(1, P))
         theta = rt.schedule("rope_id", head_dim=d, train_len=draw(st.sampled_from([512, 4096])),
-                            fraction=r / P)
+                            fraction=r / P).theta
     elif name == "high_frequency":
-        theta = rt.schedule("high_frequency", head_dim=d, train_len=4096)
+        theta = rt.schedule("high_frequency", head_dim=d, train_len=4096).theta
     else:
         vals = draw(st.lists(st.floats(0.0, 4.0, allow_nan=False), min_size=P, max_size=P))
         theta = np.array(vals, dtype=np.float64)

@@ -25,7 +25,7 @@ MAY_IMPORT = {
     "store": set(),
     "flags": set(),
     "progress": set(),
-    "figstyle": set(),
+    "figstyle": {"schedules"},              # the one table of schedule names (schedules.names, pure Python)
     "data": set(),
     "studies": {"*"},
     "models": {"core", "schedules", "rope", "spectra", "theory", "store", "flags", "progress", "data", "figstyle"},

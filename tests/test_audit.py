@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given
 
 import ropetheory as rt
+from ropetheory.schedules.hf import rope_type_of
 from ropetheory import testing as rtt
 from ropetheory.testing import adapters
 from ropetheory.testing import strategies as rs
 from strategies import examples
 
-THETA = rt.schedule("rope", head_dim=32, base=5e5)
+THETA = rt.schedule("rope", head_dim=32, base=5e5).theta
 NP_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float64": np.float64}
 #: the floor is a worst case; a correctly rounded implementation reaches at least this share of it
 FLOOR_ATTAINED = 0.25
@@ -67,7 +68,7 @@ def test_a_float64_implementation_passes_at_int64_positions():
     ("bf16 inverse frequencies", bf16_inv_freq_tables, {}, "float32"),
     ("layout mix-up", exact_tables, {"layout": "interleaved"}, "float32"),
     ("off-by-one offset", exact_tables, {"offset": 1}, "float32"),
-    ("wrong base", lambda th, pos: exact_tables(rt.schedule("rope", head_dim=32, base=1e4), pos), {}, "float32"),
+    ("wrong base", lambda th, pos: exact_tables(rt.schedule("rope", head_dim=32, base=1e4).theta, pos), {}, "float32"),
     ("float32 positions at long context in bf16", float32_position_tables, {}, "bfloat16"),
 ])
 def test_the_audit_catches_planted_bugs_naming_where_they_are_worst(bug, tables, kw, dtype):
@@ -114,7 +115,7 @@ def test_the_strategies_draw_schedules_and_positions_a_correct_rope_passes(sched
 @given(cfg=rs.rope_configs(head_dims=[16]))
 def test_rope_configs_of_every_type_read_as_transformers_reads_them(cfg):
     f = rt.from_config(cfg)
-    assert f["rope_type"] == cfg["rope_parameters"]["rope_type"] and np.all(np.isfinite(f["theta"]))
+    assert rope_type_of(f) == cfg["rope_parameters"]["rope_type"] and np.all(np.isfinite(f.theta))
 
 
 def test_bad_audit_arguments_are_named():

@@ -13,11 +13,11 @@ from ropetheory.cli import main
 from ropetheory.core.checks import MAX_HEAD_DIM, from_theta
 from ropetheory.schedules import high_frequency, rope, rope_id
 
-THETA = rt.schedule("rope", head_dim=8)
+THETA = rt.schedule("rope", head_dim=8).theta
 V = np.arange(1.0, 9.0)
 
 
-@pytest.mark.parametrize("layout", ["Half", "gptj", "", None, 0])
+@pytest.mark.parametrize("layout", ["Half", "gptj", "", 0])     # None: the schedule's own (test_schedule_value)
 @pytest.mark.parametrize("fn", [lambda lay: theorems.predicted_limit(THETA, V, layout=lay),
                                 lambda lay: theorems.certified_eps(THETA, V, [10], layout=lay),
                                 lambda lay: theorems.plane_energies(V, layout=lay),

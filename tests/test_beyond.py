@@ -10,7 +10,7 @@ from ropetheory import spectra
 
 
 def test_noise_free_stream_reduces_to_lemma1_closed_form():
-    th = rt.schedule("rope", head_dim=16, base=100.0)
+    th = rt.schedule("rope", head_dim=16, base=100.0).theta
     v = np.random.default_rng(0).standard_normal(16)
     L = [1, 10, 1000, 30000]
     c = beyond.stream_cloud_curve(th, v, L, chunk=512)
@@ -23,7 +23,7 @@ def test_noise_free_stream_reduces_to_lemma1_closed_form():
 @pytest.mark.parametrize("snr", [0.2, 2.0])
 def test_noisy_rank1_limit_matches_streamed_cloud(snr):
     """rho_n^2 -> (lambda + 1/(d snr))/(1 + 1/(d snr)); the random part converges like n^-1/2."""
-    th = rt.schedule("partial", head_dim=16, base=100.0, fraction=0.5)
+    th = rt.schedule("partial", head_dim=16, base=100.0, fraction=0.5).theta
     v = np.random.default_rng(1).standard_normal(16)
     n = 200_000
     c = beyond.stream_cloud_curve(th, v, [n], snr=snr, chunk=4096)
@@ -32,7 +32,7 @@ def test_noisy_rank1_limit_matches_streamed_cloud(snr):
 
 def test_counter_rotating_rows_refute_the_stationary_conjecture():
     """x_i = R_{-i} v: Rope un-rotates the cloud, rho_n^2 -> 1/lambda > 1, not lambda."""
-    th = rt.schedule("rope", head_dim=16, base=100.0)
+    th = rt.schedule("rope", head_dim=16, base=100.0).theta
     v = np.random.default_rng(2).standard_normal(16)
     c = beyond.stream_cloud_curve(th, v, [50_000], counter_rotate=True)
     lam = theorems.predicted_limit(th, v).lam
@@ -40,7 +40,7 @@ def test_counter_rotating_rows_refute_the_stationary_conjecture():
 
 
 def test_position_inversion_exact_count_equals_brute_force_and_mc_interval():
-    th = rt.schedule("rope", head_dim=4, base=50.0)
+    th = rt.schedule("rope", head_dim=4, base=50.0).theta
     rng = np.random.default_rng(3)
     q, k = rng.standard_normal(4), rng.standard_normal(4)
     M = 60
@@ -58,7 +58,7 @@ def test_position_inversion_exact_count_equals_brute_force_and_mc_interval():
 
 
 def test_token_measures_match_enumeration():
-    th = rt.schedule("rope", head_dim=4, base=50.0)
+    th = rt.schedule("rope", head_dim=4, base=50.0).theta
     rng = np.random.default_rng(4)
     q, k1, k2 = rng.standard_normal((3, 4))
     M = 300

@@ -29,8 +29,8 @@ SCALED_EIG_RTOL = 1e-12
 def test_numpy_scalars_and_0d_arrays_are_numbers(x):
     assert checks.check_number("x", x) == 2.0
     assert checks.check_integer("x", x) == 2
-    theta = rt.schedule("rope", head_dim=8, base=x * 50)
-    np.testing.assert_array_equal(theta, rt.schedule("rope", head_dim=8, base=100.0))
+    theta = rt.schedule("rope", head_dim=8, base=x * 50).theta
+    np.testing.assert_array_equal(theta, rt.schedule("rope", head_dim=8, base=100.0).theta)
 
 
 @pytest.mark.parametrize("x", [True, np.bool_(False), "2", b"2", 2j, None, [2], np.array([2.0])])
@@ -102,10 +102,10 @@ def test_from_config_reads_a_mapping_a_path_a_checkpoint_folder_and_a_transforme
                                    max_position_embeddings=4096, rope_theta=1e6)
     cfg.save_pretrained(tmp_path / "ckpt")
     raw = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    ref = rt.from_config(raw)["theta"]
+    ref = rt.from_config(raw).theta
     for src in (cfg, tmp_path / "ckpt", str(tmp_path / "ckpt" / "config.json")):
-        np.testing.assert_array_equal(rt.from_config(src)["theta"], ref)
-    np.testing.assert_allclose(ref, rt.schedule("rope", head_dim=64, base=1e6), rtol=1e-15)  # 1/b**x vs b**-x
+        np.testing.assert_array_equal(rt.from_config(src).theta, ref)
+    np.testing.assert_allclose(ref, rt.schedule("rope", head_dim=64, base=1e6).theta, rtol=1e-15)  # 1/b**x vs b**-x
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_every_command_reads_the_same_length_window_and_frequencies_from_a_confi
             np.testing.assert_array_equal(p["theta"], sc["theta"])
             assert p["window"] == facts.window_for(p["layer_type"])
         if key is None:
-            np.testing.assert_array_equal(rt.from_config(cfg)["theta"], sc["theta"])
+            np.testing.assert_array_equal(rt.from_config(cfg).theta, sc["theta"])
 
 
 def test_qwen2_without_use_sliding_window_has_no_window_and_mistral_windows_every_layer():
@@ -175,7 +175,7 @@ def _numpy_rope(A, theta, offset):
 def test_the_operator_is_scale_equivariant_from_subnormal_to_near_the_float64_maximum(exp, offset, seed):
     """Rope(2^k X) = 2^k Rope(X) exactly wherever 2^k Rope(X) is representable: the operator rotates
     planes at an exactly rescaled magnitude, so neither overflow nor XLA's flushed subnormals change it."""
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     X = np.random.default_rng(seed).uniform(-1, 1, (3, 8))
     big = np.ldexp(X, exp)
     out = np.asarray(rt.apply_rope(big, theta, offset=offset))
@@ -186,7 +186,7 @@ def test_the_operator_is_scale_equivariant_from_subnormal_to_near_the_float64_ma
 
 
 def test_the_operator_refuses_an_output_beyond_the_float64_maximum_naming_x():
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     X = np.array([[0, 0, 0, 0, 0, 0, -1.77e308, 1e308]])
     with pytest.raises(ValueError, match="X: the rotated value"):
         rt.apply_rope(X, theta, offset=3)
@@ -209,7 +209,7 @@ def test_a_non_symmetric_matrix_is_refused_naming_g():
 
 @pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e80, 1e160, 1e300])
 def test_a_general_cloud_gives_the_same_curve_at_any_scale(scale):
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     X = np.random.default_rng(1).standard_normal((50, 8))
     ref = spectra.rope_matrix_curve(X, theta, [10, 50])
     out = spectra.rope_matrix_curve(X * scale, theta, [10, 50])
@@ -217,7 +217,7 @@ def test_a_general_cloud_gives_the_same_curve_at_any_scale(scale):
 
 
 def test_streaming_weights_near_the_float64_maximum_give_the_constant_weight_curve():
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     v = np.random.default_rng(2).standard_normal(8)
     ref = spectra.rank1_stream_curve(theta, v, [10, 100])
     for w in (np.full(100, 1.7e308), np.full(100, 5e-324)):
@@ -274,7 +274,7 @@ def test_degenerate_model_inputs_are_refused_naming_the_thing(tmp_path):
 
 def test_fractional_distances_and_lengths_of_the_inversion_probabilities_are_refused_not_floored():
     from ropetheory.theory import positions
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     q = k = np.ones(8)
     with pytest.raises(ValueError, match="positions must be integers, got 2.5"):
         positions.scores(theta, q, k, [1, 2.5])

@@ -6,7 +6,7 @@ import pytest
 from ropetheory.studies import extension as ext
 from ropetheory.schedules import schedule
 
-BASE = schedule("rope", head_dim=ext.D, base=ext.ROPE_THETA)
+BASE = schedule("rope", head_dim=ext.D, base=ext.ROPE_THETA).theta
 
 
 @pytest.mark.parametrize("method", ["linear", "yarn", "llama3"])

@@ -54,7 +54,7 @@ SETTINGS = examples(60)
 @SETTINGS
 @given(d=numbers, base=numbers)
 def test_rope_schedule_refuses_or_returns_a_decreasing_finite_schedule(d, base):
-    out = _outcome(lambda: schedules.rope(d, base), ["head_dim", "base"])
+    out = _outcome(lambda: schedules.rope(d, base).theta, ["head_dim", "base"])
     if out is not None:
         assert np.all(np.diff(out) < 0) and out[0] == 1.0
 
@@ -62,7 +62,7 @@ def test_rope_schedule_refuses_or_returns_a_decreasing_finite_schedule(d, base):
 @SETTINGS
 @given(d=st.sampled_from([8, 16, 128]), L=numbers, frac=numbers, lam=numbers, cyc=numbers)
 def test_rope_id_refuses_or_returns_a_decreasing_schedule_then_nope(d, L, frac, lam, cyc):
-    out = _outcome(lambda: schedules.rope_id(d, L, frac, lam, cyc),
+    out = _outcome(lambda: schedules.rope_id(d, L, frac, lam, cyc).theta,
                    ["head_dim", "train_len", "fraction", "min_wavelength", "cycles"])
     if out is not None:
         r = int((out > 0).sum())
@@ -72,7 +72,7 @@ def test_rope_id_refuses_or_returns_a_decreasing_schedule_then_nope(d, L, frac, 
 @SETTINGS
 @given(X=arrays(last=8), offset=numbers)
 def test_apply_rope_refuses_or_matches_a_float64_reference(X, offset):
-    theta = schedules.rope(8, 100.0)
+    theta = schedules.rope(8, 100.0).theta
     out = _outcome(lambda: rt.apply_rope(X, theta, offset=offset), ["X", "offset", "theta", "head dim", "positions"])
     if out is not None and np.asarray(X).size and abs(int(offset)) <= 1000:
         A = np.asarray(X, dtype=np.float64)
@@ -88,7 +88,7 @@ def test_apply_rope_refuses_or_matches_a_float64_reference(X, offset):
 @SETTINGS
 @given(v=arrays(last=8), n=st.one_of(numbers, st.lists(numbers, max_size=3)))
 def test_rank1_curve_and_limit_refuse_or_give_finite_ratios_in_range(v, n):
-    theta = schedules.rope(8, 100.0)
+    theta = schedules.rope(8, 100.0).theta
     names = ["v", "n", "length", "lengths"]
     out = _outcome(lambda: spectra.rank1_curve(theta, v, n), names)
     if out is not None:
@@ -141,7 +141,7 @@ def test_criteria_refuse_or_give_booleans_and_finite_shares(rho, floor, allrot):
 @SETTINGS
 @given(V=arrays(last=8), n=st.one_of(numbers, st.lists(numbers, max_size=3)))
 def test_rank1_curves_batch_refuses_or_gives_ratios_in_lemma1s_range(V, n):
-    theta = schedules.rope(8, 100.0)
+    theta = schedules.rope(8, 100.0).theta
     out = _outcome(lambda: rt.rank1_curves_batch(theta, V, n), ["V", "clouds", "length", "lengths", "cloud"])
     if out is not None:
         assert np.all((out > 0) & (out <= 1 + 1e-12))

@@ -58,9 +58,9 @@ def thetas(draw):
     d = draw(small_dims)
     kind = draw(st.sampled_from(["rope", "rope_id", "zeros", "bad"]))
     if kind == "rope":
-        return d, rt.schedule("rope", head_dim=d, base=draw(st.sampled_from([2.0, 100.0, 1e4])))
+        return d, rt.schedule("rope", head_dim=d, base=draw(st.sampled_from([2.0, 100.0, 1e4]))).theta
     if kind == "rope_id" and d >= 4:
-        return d, rt.schedule("rope_id", head_dim=d, train_len=512)
+        return d, rt.schedule("rope_id", head_dim=d, train_len=512).theta
     if kind == "bad":
         return d, draw(st.one_of(anything, st.lists(anything, min_size=1, max_size=d // 2)))
     return d, np.zeros(d // 2)
@@ -96,14 +96,14 @@ def test_schedule_and_its_named_functions_refuse_or_decrease(name, d, p1, p2):
             "rope_id": ["train_len", "fraction"]}.get(name, [])
     params = {k: v for k, v in zip(keys, (p1, p2), strict=False) if v is not None}
     names = ["head_dim", "schedule", "name", "theta", *keys, "min_wavelength", "planes", "decrease", "rope_id"]
-    out = _outcome(lambda: rt.schedule(name, head_dim=d, **params), names)
+    out = _outcome(lambda: rt.schedule(name, head_dim=d, **params).theta, names)
     if out is not None:
         _check_schedule(out, d)
         fn = {"rope": rt.schedules.rope, "partial": rt.partial, "high_frequency": rt.high_frequency,
               "rope_id": rt.rope_id}.get(name) if isinstance(name, str) else None
         if fn is not None:
             np.testing.assert_array_equal(fn(d, **params), out)
-            np.testing.assert_array_equal(rt.schedule_from_spec({"name": name, "head_dim": d, **params}), out)
+            np.testing.assert_array_equal(rt.schedule_from_spec({"name": name, "head_dim": d, **params}).theta, out)
 
 
 @examples(30)
@@ -111,7 +111,7 @@ def test_schedule_and_its_named_functions_refuse_or_decrease(name, d, p1, p2):
     "rope", "rope:head_dim=8", "rope_id:train_len=512,head_dim=8", "partial:fraction=0.5,head_dim=8,base=abc",
     '{"name": "rope", "head_dim": 8}', "[1]", "", ":", "rope:head_dim=8,,base=2", "rope:=3"])))
 def test_schedule_from_spec_refuses_or_gives_a_schedule(text):
-    out = _outcome(lambda: rt.schedule_from_spec(text), ["spec", "schedule", "head_dim", "base", "name", "key",
+    out = _outcome(lambda: rt.schedule_from_spec(text).theta, ["spec", "schedule", "head_dim", "base", "name", "key",
                                                           "train_len", "fraction", "theta"])
     if out is not None:
         _check_schedule(out)
@@ -142,7 +142,7 @@ def test_from_config_refuses_or_gives_a_schedule_of_the_head_width(d, theta, fac
 @examples(30)
 @given(theta=anything, X=st.one_of(anything, st.lists(st.floats(-1e3, 1e3), min_size=8, max_size=8)))
 def test_turn_chunks_and_apply_rope_refuse_or_keep_norms(theta, X):
-    th = rt.schedule("rope", head_dim=8, base=100.0)
+    th = rt.schedule("rope", head_dim=8, base=100.0).theta
     c = _outcome(lambda: rt.turn_chunks(theta), ["theta"])
     if c is not None:
         _finite(c)
@@ -296,13 +296,13 @@ def test_search_feasible_bases_refuses_or_returns_ordered_windows(L, d, b_max):
 
 @pytest.mark.parametrize("scale", [1.25730221e-162, 1.25730221e154])
 def test_the_rank1_gram_of_a_tiny_or_huge_v_is_that_of_v_found_by_explore(scale):
-    theta = rt.schedule("rope", head_dim=2, base=100.0)
+    theta = rt.schedule("rope", head_dim=2, base=100.0).theta
     v = np.array([1.0, -1.05070])
     np.testing.assert_allclose(rt.rank1_gram(theta, v * scale, 3), rt.rank1_gram(theta, v, 3), rtol=1e-14)
 
 
 def test_unsorted_lengths_give_the_same_curve_as_sorted_ones_found_by_explore():
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     v = np.arange(1.0, 9.0)
     a, b = rt.rank1_curve(theta, v, [20, 3]), rt.rank1_curve(theta, v, [3, 20])
     np.testing.assert_allclose(a["rho"][::-1], b["rho"], rtol=1e-14)

@@ -63,7 +63,7 @@ def test_report_verdicts_equal_the_figure7_study_on_the_same_schedule(name, kw):
     src = name + (":" + ",".join(f"{k}={v}" for k, v in kw.items()) if kw else "")
     rep = report.build(src, n_clouds=CLOUDS)
     sec = rep["schedules"][0]
-    theta = schedule(name, head_dim=128, **kw)
+    theta = schedule(name, head_dim=128, **kw).theta
     V = figure7.clouds(128, CLOUDS)
     V = V / np.linalg.norm(V, axis=1, keepdims=True)
     grid = np.array(sec["fsv"]["grid"])
@@ -77,7 +77,7 @@ def test_report_verdicts_equal_the_figure7_study_on_the_same_schedule(name, kw):
 
 
 def test_men_check_is_the_sum_of_cosines_and_finds_llama2_infeasible():
-    theta = schedule("rope", head_dim=128, base=1e4)
+    theta = schedule("rope", head_dim=128, base=1e4).theta
     sec = report.men_section(theta, 4096, {"rope_type": "default"})
     m = sec["argmin_m"]
     assert sec["min_B"] == pytest.approx(float(np.cos(m * theta).sum()), abs=1e-9)

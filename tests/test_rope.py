@@ -73,7 +73,7 @@ def test_scores_depend_only_on_relative_position(data, i, m, shift):
 @pytest.mark.parametrize("name,params", [("rope", dict(base=10000.0)), ("rope", dict(base=5e5)),
                                          ("rope_id", dict(train_len=4096)), ("high_frequency", dict(train_len=4096))])
 def test_angles_are_exact_at_1e12_and_1e15_against_mpmath(name, params):
-    theta = rt.schedule(name, head_dim=16, **params)
+    theta = rt.schedule(name, head_dim=16, **params).theta
     rng = np.random.default_rng(1)
     X = rng.standard_normal((6, 16))
     pos = np.array([10 ** 12, 10 ** 12 + 1, 123456789012345, 10 ** 15, -(10 ** 15) + 7, 2 ** 52 + 3])
@@ -88,14 +88,14 @@ def test_angles_are_exact_at_1e12_and_1e15_against_mpmath(name, params):
 
 
 def test_batched_heads_match_one_by_one():
-    theta = rt.schedule("rope", head_dim=8)
+    theta = rt.schedule("rope", head_dim=8).theta
     X = np.random.default_rng(0).standard_normal((2, 3, 5, 8))
     Y = np.asarray(apply_rope(X, theta))
     for a in range(2):
         for b in range(3):
             np.testing.assert_array_equal(Y[a, b], np.asarray(apply_rope(X[a, b], theta)))
     # one schedule per head
-    th2 = np.stack([rt.schedule("rope", head_dim=8, base=b) for b in (100.0, 1e4, 1e6)])
+    th2 = np.stack([rt.schedule("rope", head_dim=8, base=b).theta for b in (100.0, 1e4, 1e6)])
     Y2 = np.asarray(apply_rope(X[0], th2))
     for b in range(3):
         np.testing.assert_allclose(Y2[b], np.asarray(apply_rope(X[0, b], th2[b])), atol=0)
@@ -113,7 +113,7 @@ def test_batched_heads_match_one_by_one():
     (lambda th: apply_rope(np.ones((2, 8)), th, offset=0.5), "offset must be an integer"),
 ])
 def test_operator_bad_input_names_the_value(call, match):
-    theta = rt.schedule("rope", head_dim=8)
+    theta = rt.schedule("rope", head_dim=8).theta
     with pytest.raises((ValueError, TypeError), match=match):
         call(theta)
 
@@ -124,7 +124,7 @@ def test_padding_to_a_bucket_keeps_every_row_and_length_bit_for_bit():
     for n in (1, 2, 3, 5, 1000, 1024, 1025, 5000, 123457):
         b = bucket(n)
         assert n <= b <= (2 * n if n <= 1024 else 1.125 * n + 1)
-    theta = rt.schedule("rope", head_dim=8, base=1e4)
+    theta = rt.schedule("rope", head_dim=8, base=1e4).theta
     X = np.random.default_rng(2).normal(size=(37, 8))
     whole = np.asarray(rt.apply_rope(X, theta, offset=7))
     for k in (1, 5, 36):

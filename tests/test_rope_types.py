@@ -105,20 +105,26 @@ def _cases():
 CASES = _cases()
 
 
+def _inv_freq(sched, ref_inv):
+    """transformers' ``inv_freq`` inside a schedule: its first ``len(ref_inv)`` planes, NoPE (0) after."""
+    assert not sched.theta[len(ref_inv):].any()
+    return sched.theta[:len(ref_inv)]
+
+
 @pytest.mark.parametrize("cfg,seq_len", CASES)
 def test_inv_freq_and_attention_factor_match_transformers_in_float64(cfg, seq_len):
     ours = rt_types.frequencies_from_config(cfg, seq_len=seq_len)
     ref_inv, ref_att = hf_frequencies(cfg, seq_len, f64=True)
-    np.testing.assert_allclose(ours["inv_freq"], ref_inv, rtol=F64_RTOL, atol=0)
-    assert math.isclose(ours["attention_factor"], ref_att, rel_tol=F64_RTOL)
+    np.testing.assert_allclose(_inv_freq(ours, ref_inv), ref_inv, rtol=F64_RTOL, atol=0)
+    assert math.isclose(ours.attention_factor, ref_att, rel_tol=F64_RTOL)
 
 
 @pytest.mark.parametrize("cfg,seq_len", CASES)
 def test_inv_freq_matches_transformers_float32_within_float32_rounding(cfg, seq_len):
     ours = rt_types.frequencies_from_config(cfg, seq_len=seq_len)
     ref_inv, ref_att = hf_frequencies(cfg, seq_len, f64=False)
-    np.testing.assert_allclose(ours["inv_freq"], ref_inv, rtol=F32_RTOL, atol=0)
-    assert math.isclose(ours["attention_factor"], ref_att, rel_tol=1e-6)
+    np.testing.assert_allclose(_inv_freq(ours, ref_inv), ref_inv, rtol=F32_RTOL, atol=0)
+    assert math.isclose(ours.attention_factor, ref_att, rel_tol=1e-6)
 
 
 def test_every_globally_registered_rope_type_is_covered():
@@ -130,10 +136,10 @@ def test_every_globally_registered_rope_type_is_covered():
 def test_theta_has_head_dim_planes_with_nope_tail():
     cfg = dict(head_dim=80, rope_parameters=dict(rope_type="default", rope_theta=1e4, partial_rotary_factor=0.5))
     f = rt_types.frequencies_from_config(cfg)
-    assert f["theta"].shape == (40,) and np.all(f["theta"][20:] == 0) and np.all(f["theta"][:20] > 0)
+    assert f.theta.shape == (40,) and np.all(f.theta[20:] == 0) and np.all(f.theta[:20] > 0)
     # partial_rotary_factor truncated with int(): 80 * 0.33 = 26.4 -> 26 rotary channels, 13 planes
     cfg["rope_parameters"]["partial_rotary_factor"] = 0.33
-    assert rt_types.frequencies_from_config(cfg)["rotary_dim"] == 26
+    assert rt_types.frequencies_from_config(cfg).rotary_dim == 26
 
 
 def test_both_spellings_and_a_config_file(tmp_path):
@@ -148,9 +154,9 @@ def test_both_spellings_and_a_config_file(tmp_path):
     a = rt_types.frequencies_from_config(new)
     b = rt_types.frequencies_from_config(old)
     c = rt_types.frequencies_from_config(str(p))
-    np.testing.assert_array_equal(a["theta"], b["theta"])
-    np.testing.assert_array_equal(a["theta"], c["theta"])
-    assert a["head_dim"] == 128
+    np.testing.assert_array_equal(a.theta, b.theta)
+    np.testing.assert_array_equal(a.theta, c.theta)
+    assert a.head_dim == 128
 
 
 def test_schedule_cli_prints_frequencies_and_attention_factor(tmp_path, capsys):

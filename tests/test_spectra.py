@@ -95,7 +95,7 @@ def _mp_schedules():
 
 @pytest.mark.parametrize("d,name,params", list(_mp_schedules()))
 def test_rank1_metrics_match_50_digit_reference_up_to_1e12(d, name, params):
-    theta = rt.schedule(name, head_dim=d, **params)
+    theta = rt.schedule(name, head_dim=d, **params).theta
     v = np.random.default_rng(d).standard_normal(d)
     v /= np.linalg.norm(v)
     got = sp.rank1_curve(theta, v, MP_LENGTHS)
@@ -112,7 +112,7 @@ def test_log_grid_has_200_distinct_lengths_from_1_to_1e12():
 
 def test_curve_memory_does_not_depend_on_n():
     """The closed form never materialises anything of size n: 10^18 positions work."""
-    theta = rt.schedule("rope", head_dim=8)
+    theta = rt.schedule("rope", head_dim=8).theta
     out = sp.rank1_curve(theta, np.ones(8), [10 ** 18])
     assert np.isfinite(out["rho"][0]) and abs(out["frob_ratio"][0] - 1) < 1e-12
 
@@ -133,7 +133,7 @@ def test_curve_memory_does_not_depend_on_n():
     (lambda th: sp.matrix_metrics(np.zeros((3, 4))), "zero matrix"),
 ])
 def test_engine_bad_input_names_the_value(call, match):
-    theta = rt.schedule("rope", head_dim=8)
+    theta = rt.schedule("rope", head_dim=8).theta
     with pytest.raises((ValueError, TypeError), match=match):
         call(theta)
 
@@ -164,7 +164,7 @@ def test_streaming_gram_is_compensated_exact_rational_sum_on_adversarial_rows():
 def test_stream_callable_weights_are_evaluated_chunk_by_chunk_and_match_the_array():
     """A weight function is evaluated inside the stream (no length-n host array), equals the array
     path, and may be non-finite past the last length (masked, not multiplied by 0)."""
-    theta = rt.schedule("rope", head_dim=8)
+    theta = rt.schedule("rope", head_dim=8).theta
     v = np.random.default_rng(3).standard_normal(8)
     n = 5000
     def w_fn(pos):                                                  # inf at pos = n: past the end
@@ -184,7 +184,7 @@ def test_stream_callable_weights_are_evaluated_chunk_by_chunk_and_match_the_arra
 def test_every_curve_over_positions_takes_the_same_offset(offset):
     """offset = k means positions k .. k+n-1 in every function over positions (closed form, batch,
     stream, general matrix), equal to a brute-force SVD of the rotated rows."""
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     v = np.random.default_rng(5).standard_normal(8)
     v /= np.linalg.norm(v)
     n = [5, 40]
@@ -207,7 +207,7 @@ def test_anchored_phases_stay_within_their_stated_error_at_any_position(p0):
     """cos/sin stepped from an exact anchor by one complex product = cos/sin of the exactly reduced angle,
     to ANCHORED_PHASE_ABS_ERR, however far the anchor is (no accumulation)."""
     from ropetheory.core import angles
-    th = rt.schedule("rope", head_dim=128, base=1e4)
+    th = rt.schedule("rope", head_dim=128, base=1e4).theta
     chunks = jnp.asarray(angles.turn_chunks(th))
     table = angles.phase_table(chunks, 4096)
     c, s = angles.anchored_phases(jnp.int64(p0), table, chunks)
@@ -217,7 +217,7 @@ def test_anchored_phases_stay_within_their_stated_error_at_any_position(p0):
 
 
 def test_streaming_with_anchored_phases_equals_exact_phases():
-    th = rt.schedule("rope", head_dim=64, base=1e4)
+    th = rt.schedule("rope", head_dim=64, base=1e4).theta
     v = np.random.default_rng(5).standard_normal(64)
     L = [1, 100, 5000, 20000]
     from ropetheory.spectra import stream

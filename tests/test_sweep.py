@@ -23,7 +23,7 @@ import ropetheory as rt
 from ropetheory import spectra
 from ropetheory.studies import sweep
 assert len(jax.devices()) == 4, jax.devices()
-th = rt.schedule("rope_id", head_dim=32, train_len=512)
+th = rt.schedule("rope_id", head_dim=32, train_len=512).theta
 V = np.random.default_rng(1).standard_normal((13, 32))          # 13: not a multiple of 4 (padding path)
 g = spectra.log_grid(1e7, 25)
 a = sweep.sharded_rank1_curves(th, V, g, chunk=8)
@@ -83,7 +83,7 @@ def test_resume_after_a_kill_gives_the_same_file(tmp_path):
 
 
 def test_streaming_batch_kernel_matches_closed_form_and_single_cloud_stream():
-    th = rt.schedule("rope", head_dim=16, base=500.0)
+    th = rt.schedule("rope", head_dim=16, base=500.0).theta
     V = np.random.default_rng(2).standard_normal((5, 16))
     L = [1, 9, 700, 5000]
     np.testing.assert_allclose(sweep.stream_gram_batch(th, V, L, chunk=128), spectra.rank1_curves_batch(th, V, L),

@@ -33,7 +33,7 @@ def test_lemma2_frobenius_norm_is_invariant(data):
 @examples(20)
 @given(head_dims.filter(lambda d: d >= 4), st.floats(50.0, 1e6), st.integers(0, 2 ** 31 - 1))
 def test_lemma1_fsv_ratio_tends_to_half_max_plane_energy(d, base, seed):
-    theta = rt.schedule("rope", head_dim=d, base=base)
+    theta = rt.schedule("rope", head_dim=d, base=base).theta
     v = np.random.default_rng(seed).standard_normal(d)
     lim = tm.predicted_limit(theta, v)
     assert tm.lemma1_hypotheses(theta)["holds"]
@@ -51,7 +51,7 @@ def test_lemma1_fsv_ratio_tends_to_half_max_plane_energy(d, base, seed):
 @given(head_dims.filter(lambda d: d >= 4), st.integers(0, 2 ** 31 - 1))
 def test_theorem1_stable_rank_limit(d, seed):
     """srank(Rope(X)) -> 2 / max_j e_j, a growth factor in [2, d]."""
-    theta = rt.schedule("rope", head_dim=d, base=10000.0)
+    theta = rt.schedule("rope", head_dim=d, base=10000.0).theta
     v = np.random.default_rng(seed).standard_normal(d)
     e = tm.plane_energies(v)
     target = 2 / e.max()
@@ -80,7 +80,7 @@ def test_certified_bound_contains_observed_error(data):
 
 def test_certified_bound_holds_for_streamed_arbitrary_weights():
     """The float-sum route (w_last, TV, W from float64 sums, widened to balls) also contains the error."""
-    theta = rt.schedule("rope", head_dim=16, base=500.0)
+    theta = rt.schedule("rope", head_dim=16, base=500.0).theta
     v = np.random.default_rng(3).standard_normal(16)
     n = np.arange(1, 20001)
     w = 1.0 / np.sqrt(n)                                            # decreasing: W ~ 2 sqrt(n), TV = o(W)
@@ -97,7 +97,7 @@ def test_partial_schedule_limit():
     """With NoPE planes rho_n^2 -> max(e_0, max_{theta_j>0} e_j/2) and srank -> 1/lambda."""
     rng = np.random.default_rng(5)
     for frac in (0.25, 0.5, 0.75):
-        theta = rt.schedule("partial", head_dim=64, fraction=frac)
+        theta = rt.schedule("partial", head_dim=64, fraction=frac).theta
         for scale in (0.05, 1.0, 5.0):     # NoPE energy small, comparable, dominant
             v = rng.standard_normal(64)
             r = int(frac * 32)
@@ -129,7 +129,7 @@ def test_degenerate_schedule_exact_limit(case):
 
 def test_oscillating_weights_break_the_limit():
     """w_i = 1 + cos(2 i theta_0): TV_n ~ n is not o(W_n), and the limit moves from 1/2 to 3/4."""
-    theta = rt.schedule("rope", head_dim=16)
+    theta = rt.schedule("rope", head_dim=16).theta
     v = np.zeros(16)
     v[0] = 1.0
     w = sp.TrigWeights(1.0, ((1.0, 2 * theta[0]),))
@@ -145,7 +145,7 @@ def test_oscillating_weights_break_the_limit():
 
 
 def test_convergence_rate_is_first_order_for_constant_weights():
-    theta = rt.schedule("rope", head_dim=32)
+    theta = rt.schedule("rope", head_dim=32).theta
     v = np.tile([1.0, 0.0], 16)
     g = sp.log_grid(1e12, 80, 10 ** 3)
     cur = sp.rank1_curve(theta, v, g)

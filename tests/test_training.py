@@ -28,7 +28,7 @@ LOSS_FALL_NATS = 0.3
 
 
 def test_float64_tables_rotate_exactly_as_apply_rope_at_any_offset():
-    theta = rt.schedule("rope", head_dim=16, base=1e4)
+    theta = rt.schedule("rope", head_dim=16, base=1e4).theta
     X = np.random.default_rng(0).uniform(-1, 1, (3, 40, 16))
     for offset in (0, 2 ** 33 + 5, 2 ** 61):
         c, s = rope_tables(theta, 40, offset=offset)
@@ -39,7 +39,7 @@ def test_float64_tables_rotate_exactly_as_apply_rope_at_any_offset():
 
 
 def test_float32_tables_are_the_exact_angles_rounded_once_even_where_float32_positions_fail():
-    theta = rt.schedule("rope_id", head_dim=64, train_len=4096)
+    theta = rt.schedule("rope_id", head_dim=64, train_len=4096).theta
     offset = 2 ** 30
     c64, s64 = rope_tables(theta, 64, offset=offset)
     c32, s32 = rope_tables(theta, 64, offset=offset, dtype=np.float32)
@@ -51,7 +51,7 @@ def test_float32_tables_are_the_exact_angles_rounded_once_even_where_float32_pos
 
 
 def test_rotate_is_a_differentiable_isometry():
-    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     c, s = (jnp.asarray(t, dtype=jnp.float32) for t in rope_tables(theta, 5, dtype=np.float32))
     X = jnp.asarray(np.random.default_rng(1).normal(size=(5, 8)), dtype=jnp.float32)
     g = jax.grad(lambda x: jnp.sum(rotate(x, c, s) ** 2))(X)

@@ -16,6 +16,19 @@ import numpy as np
 from .layouts import check_layout, to_interleaved
 
 
+class BadInput(Exception):
+    """An error in what the caller gave (an argument, a file, a config), found at a boundary. The command
+    line reports it in one line with exit code 2; any other exception is a bug in the package."""
+
+
+class BadValue(BadInput, ValueError):
+    """A value of the right kind that is out of range, malformed or inconsistent."""
+
+
+class BadType(BadInput, TypeError):
+    """A value of the wrong kind (a string or a boolean where a number belongs ...)."""
+
+
 #: largest head width accepted: a d x d float64 Gram of d = 16384 is 2 GiB; wider is a typo, not a model
 MAX_HEAD_DIM = 2 ** 14
 
@@ -138,7 +151,16 @@ def real_array(name: str, x: Any) -> np.ndarray:
 
 
 def from_theta(theta: Any) -> np.ndarray:
-    """A user-given schedule: validated float64 vector of ``P`` non-negative finite frequencies."""
+    """The frequency vector of a schedule: a ``ropetheory.core.schedule.Schedule``'s ``theta`` as it is
+    (validated when it was made), or a plain vector validated by ``checked_theta``."""
+    from .schedule import Schedule
+    if isinstance(theta, Schedule):
+        return theta.theta
+    return checked_theta(theta)
+
+
+def checked_theta(theta: Any) -> np.ndarray:
+    """A user-given frequency vector: validated float64 vector of ``P`` non-negative finite frequencies."""
     t = real_array("theta", theta)
     if t.ndim != 1 or t.size == 0:
         raise ValueError(f"theta must be a non-empty 1-D vector, got shape {t.shape}")

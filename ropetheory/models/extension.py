@@ -78,7 +78,7 @@ def attention_factor(res: dict) -> float:
     cfg = {"head_dim": int(sch["rotary_dim"]), "max_position_embeddings": L,
            "rope_parameters": {"rope_type": "default", "rope_theta": sch["rope_theta"],
                                "original_max_position_embeddings": L, **scaling}}
-    return float(frequencies_from_config(cfg, seq_len=int(res["n"]))["attention_factor"])
+    return frequencies_from_config(cfg, seq_len=int(res["n"])).attention_factor
 
 
 def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> dict[str, Any]:

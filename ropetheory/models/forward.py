@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import spectra
+from ..schedules.hf import hf_view
 from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
@@ -35,7 +36,7 @@ def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
     out, cache = [], {}
     for lt in facts.layer_types:
         if lt not in cache:
-            f = facts.frequencies(facts.rope_key(lt), seq_len=n)
+            f = hf_view(facts.frequencies(facts.rope_key(lt), seq_len=n))
             cache[lt] = {"layer_type": lt, "theta": np.asarray(f["theta"], dtype=np.float64),
                          "rotary_dim": int(f["rotary_dim"]), "attention_factor": float(f["attention_factor"]),
                          "rope_type": f["rope_type"], "rope_theta": f["rope_theta"],

@@ -1,225 +1,116 @@
-"""Frequency schedules: ``theta in [0, inf)^P`` for a head of width ``d = 2P``.
+"""Frequency schedules: one value (``Schedule``), one registry (``SCHEDULES``), one spec syntax.
 
-Every schedule is a pure function returning a float64 numpy array of ``P``
-angular frequencies (radians per position). ``theta_j = 0`` marks a
-rotation-free (NoPE) plane, so partial RoPE is a schedule with zeros.
-Definitions follow ``shared/docs/theory.md`` ("Frequency schedules"):
+A schedule is ``theta in [0, inf)^P`` for a head of width ``d = 2P`` (``theta_j = 0`` marks a NoPE
+plane) with its layout, attention factor, temperature rule, canonical name and the spec that
+rebuilds it: a ``ropetheory.core.schedule.Schedule``, returned by every way of making one. The
+registry ``SCHEDULES`` maps each canonical name (``.names``: every alias resolves there) to a small
+function returning one, in the style of transformers' ``ROPE_INIT_FUNCTIONS``:
 
-- ``rope(d, base)``: ``theta_j = base^(-2j/d)``.
-- ``partial(d, base, fraction)``: the first ``r = fraction * P`` planes rotate
-  with ``theta_j = base^(-2j/(2r))`` (Hugging Face ``partial_rotary_factor``);
-  the rest are NoPE. ``r`` must be a whole number of planes.
-- ``high_frequency(d, train_len, cycles=1)``: ``rope`` with
-  ``base = (L / (2 pi cycles))^(d/(d-2))``, so the slowest plane turns
-  ``cycles`` times within ``L``.
-- ``rope_id(d, train_len, fraction=1/2, min_wavelength=32, cycles=2)``: ``r``
-  rotating planes, ``theta_j = theta_hi (theta_lo/theta_hi)^(j/(r-1))`` with
-  ``theta_hi = 2 pi / min_wavelength`` and ``theta_lo = 2 pi cycles / L``
-  (both endpoints included, a documented choice), the rest NoPE.
+- the paper's ``rope``, ``partial`` (half-RoPE), ``high_frequency``, ``rope_id`` and ``nope``
+  (formulas in ``.paper``);
+- ``theta``: an explicit frequency vector;
+- every Hugging Face rope type (``linear``, ``dynamic``, ``yarn``, ``longrope``, ``llama3``,
+  ``proportional``; ``default`` is ``rope``), read by ``.hf`` as transformers reads it.
 
-All are reachable through one registry, ``SCHEDULES``, by name:
-``schedule("rope_id", head_dim=128, train_len=4096)``, or from a dict / JSON
-spec with ``schedule_from_spec``. Every Hugging Face ``rope_type`` (default, linear, dynamic,
-yarn, longrope, llama3, proportional) is read from a model config by ``.hf``
-(``ropetheory.schedules.hf.frequencies_from_config``, ``rt.from_config``). May import numpy
-and ``ropetheory.core`` only.
+``schedule(name, head_dim=..., **params)`` builds one by name, ``schedule_from_spec`` from a spec
+dict or text (``parse_spec``: ``name:key=value,...``, JSON, a JSON file or a checkpoint folder, a
+model config), ``rt.from_config`` from a model config. May import numpy and ``ropetheory.core``.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
-import math
 import os
-from fractions import Fraction
 from typing import Any
 from collections.abc import Callable, Mapping
 
-import numpy as np
-
-from ..core.checks import check_head_dim, check_number, from_theta, is_bool, read_text_file, real_array
+from ..core.checks import check_head_dim, checked_theta, from_theta, read_text_file, real_array
+from ..core.schedule import Schedule, as_schedule
+from . import names
+from .paper import (DEFAULT_HEAD_DIM, FRACTION_ATOL, MIN_WAVELENGTH, high_frequency, length_temperature,  # noqa: F401
+                    nope, partial, planes_from_fraction, rope, rope_frequencies, rope_id)
 
 __all__ = [
-    "rope", "partial", "high_frequency", "rope_id", "from_theta",
-    "SCHEDULES", "schedule", "schedule_from_spec", "parse_spec", "merge_spec", "with_default_head_dim",
-    "DEFAULT_HEAD_DIM", "check_head_dim",
+    "Schedule", "as_schedule", "rope", "partial", "high_frequency", "rope_id", "nope", "explicit", "from_theta",
+    "SCHEDULES", "ALIASES", "schedule", "schedule_from_spec", "parse_spec", "merge_spec", "with_default_head_dim",
+    "DEFAULT_HEAD_DIM", "check_head_dim", "rope_frequencies",
     "planes_from_fraction", "length_temperature", "real_array",
 ]
 
 
-#: the head width a spec that names none gets where a command needs one (the paper's models: d = 128)
-DEFAULT_HEAD_DIM = 128
-#: a float fraction may miss a whole number of planes by float rounding only (1/3 * 3)
-FRACTION_ATOL = 1e-12
-#: shortest wavelength (tokens) a rotating plane may have: below 2 a frequency aliases a slower one,
-#: and at exactly 1 the plane turns by 2 pi per token, i.e. does not rotate at all
-MIN_WAVELENGTH = 2.0
-
-
-def _check_positive(name: str, x: Any) -> float:
-    return check_number(name, x, lo=0.0, lo_open=True)
-
-
-def _check_base(base: Any) -> float:
-    """A RoPE base must exceed 1: otherwise ``base^(-2j/d)`` does not decrease (base 1: every plane at 1 rad)."""
-    b = _check_positive("base", base)
-    if b <= 1:
-        raise ValueError(f"base must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
-    return b
-
-
-def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
-    """Number of rotating planes ``r = fraction * P``; must be a whole number in [1, P].
-
-    Exact inputs (``int``, ``Fraction``) must give an integer ``r`` exactly; a
-    float fraction may miss by float rounding (``1/3`` of 3 planes is
-    ``0.9999999999999999``), so ``|r - round(r)| <= FRACTION_ATOL * P`` is accepted.
-    """
-    P = check_head_dim(d) // 2
-    fraction = fraction.item() if isinstance(fraction, np.ndarray) and fraction.ndim == 0 else fraction
-    if is_bool(fraction) or not isinstance(fraction, (int, float, Fraction, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a number, got {fraction!r}")
-    if not (0 < fraction <= 1) or (isinstance(fraction, float) and not math.isfinite(fraction)):
-        raise ValueError(f"{what} must lie in (0, 1], got {fraction!r}")
-    r = fraction * P
-    if isinstance(fraction, (int, Fraction, np.integer)):
-        ok = Fraction(r).denominator == 1  # type: ignore[arg-type]  # an exact int, Fraction or numpy integer
-    else:
-        ok = abs(r - round(r)) <= FRACTION_ATOL * P
-    if not ok or round(r) < 1:
-        raise ValueError(
-            f"{what}={fraction!r} gives {float(r)} rotating planes for head_dim={d} "
-            f"(P={P}); it must be a whole number of planes (a multiple of 1/{P})")
-    return int(round(r))
-
-
 # --------------------------------------------------------------------------
-# the schedules
+# the registry: canonical name -> a small function returning a Schedule
 # --------------------------------------------------------------------------
-def rope(head_dim: int, base: float = 10000.0) -> np.ndarray:
-    """Standard RoPE: ``theta_j = base^(-2j/d)``, ``j = 0..P-1`` (float64)."""
-    d = check_head_dim(head_dim)
-    base = _check_base(base)
-    j = np.arange(d // 2, dtype=np.float64)
-    return base ** (-2.0 * j / d)
+def explicit(theta: Any, head_dim: int | None = None) -> Schedule:
+    """An explicit frequency vector as a schedule (``schedule("theta", theta=[...])``)."""
+    sched = Schedule(checked_theta(theta), "theta")
+    if head_dim is not None and sched.head_dim != check_head_dim(head_dim):
+        raise ValueError(f"theta has {sched.planes} planes but head_dim={head_dim}")
+    return sched
 
 
-def partial(head_dim: int, base: float = 10000.0, fraction: float = 0.5) -> np.ndarray:
-    """Partial RoPE: first ``r = fraction P`` planes get ``theta_j = base^(-2j/(2r))``, rest NoPE."""
-    d = check_head_dim(head_dim)
-    base = _check_base(base)
-    r = planes_from_fraction(d, fraction)
-    theta = np.zeros(d // 2, dtype=np.float64)
-    theta[:r] = rope(2 * r, base)                    # the rotating planes: RoPE of width 2r
-    return theta
+def _hf_type(rope_type: str) -> Callable[..., Schedule]:
+    """The registry entry of a Hugging Face rope type: ``(head_dim, **rope_parameters)`` -> Schedule,
+    read by ``ropetheory.schedules.hf`` as transformers reads the same ``rope_parameters``
+    (``max_position_embeddings`` and ``seq_len`` are the config's and the call's, not rope keys)."""
+    def build(head_dim: int, **params: Any) -> Schedule:
+        from .hf import frequencies_from_config
+        top = {k: params.pop(k) for k in ("max_position_embeddings", "seq_len") if k in params}
+        config = {"head_dim": head_dim, "rope_parameters": {"rope_type": rope_type, **params}}
+        if "max_position_embeddings" in top:
+            config["max_position_embeddings"] = top["max_position_embeddings"]
+        return frequencies_from_config(config, seq_len=top.get("seq_len"))
+    build.__name__ = rope_type
+    build.__doc__ = f"Hugging Face rope type {rope_type!r} (``ropetheory.schedules.hf``)."
+    return build
 
 
-def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) -> np.ndarray:
-    """RoPE whose slowest plane turns ``cycles`` times within ``L``.
-
-    ``base = (L / (2 pi cycles))^(d/(d-2))`` so ``theta_{P-1} = 2 pi cycles / L``.
-    Needs ``d >= 4`` (with one plane the base is undefined).
-    """
-    d = check_head_dim(head_dim)
-    if d < 4:
-        raise ValueError(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
-    L = _check_positive("train_len", train_len)
-    cycles = _check_positive("cycles", cycles)
-    if 2 * math.pi * cycles >= L:
-        raise ValueError(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
-                         f"got train_len={train_len!r}, cycles={cycles!r}")
-    base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
-    return rope(d, base)
-
-
-def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
-            min_wavelength: float = 32.0, cycles: float = 2.0) -> np.ndarray:
-    """RoPE-ID: ``r = fraction P`` planes geometric from ``2pi/min_wavelength`` to ``2pi cycles/L``.
-
-    ``theta_j = theta_hi (theta_lo/theta_hi)^(j/(r-1))``, ``j = 0..r-1`` (both
-    endpoints included; with ``r = 1`` the single plane gets ``theta_hi``), the
-    remaining ``P - r`` planes are NoPE.
-    """
-    d = check_head_dim(head_dim)
-    L = _check_positive("train_len", train_len)
-    lam = _check_positive("min_wavelength", min_wavelength)
-    cycles = _check_positive("cycles", cycles)
-    r = planes_from_fraction(d, fraction)
-    if lam < MIN_WAVELENGTH:
-        raise ValueError(
-            f"min_wavelength must be >= {MIN_WAVELENGTH:g} tokens (MIN_WAVELENGTH), got {min_wavelength!r}"
-        )
-    theta_hi = 2 * math.pi / lam
-    theta_lo = 2 * math.pi * cycles / L
-    if r > 1 and not theta_lo < theta_hi:
-        raise ValueError(f"rope_id needs train_len / cycles > min_wavelength so the planes decrease from "
-                         f"2 pi/min_wavelength to 2 pi cycles/train_len; got train_len={train_len!r}, "
-                         f"cycles={cycles!r}, min_wavelength={min_wavelength!r}")
-    theta = np.zeros(d // 2, dtype=np.float64)
-    if r == 1:
-        theta[0] = theta_hi
-    else:
-        j = np.arange(r, dtype=np.float64)
-        theta[:r] = theta_hi * (theta_lo / theta_hi) ** (j / (r - 1))
-    return theta
-
-
-def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarray:
-    """RoPE-ID's logit temperature ``(1 + 0.1 ln(max(1, n/L)))^p`` (YaRN's ``sqrt(1/t)``)."""
-    L = _check_positive("train_len", train_len)
-    power = check_number("power", power, lo=0.0)
-    n = real_array("n", n)
-    if not np.all(np.isfinite(n)) or np.any(n < 0):
-        raise ValueError(f"n must be finite lengths >= 0, got {n!r}")
-    with np.errstate(over="ignore"):
-        t = (1.0 + 0.1 * np.log(np.maximum(1.0, n / L))) ** power
-    if not np.all(np.isfinite(t)):
-        raise ValueError(f"the temperature overflows float64 for power={power!r} at n = {float(np.max(n)):g}")
-    return t
-
-
-# --------------------------------------------------------------------------
-# registry
-# --------------------------------------------------------------------------
-SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
-    "rope": rope,
-    "partial": partial,
-    "high_frequency": high_frequency,
-    "rope_id": rope_id,
+#: every schedule by its canonical name (``ropetheory.schedules.names``): the paper's, NoPE, an explicit
+#: vector and every Hugging Face rope type; ``default`` is ``rope``
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "rope": rope, "partial": partial, "high_frequency": high_frequency, "rope_id": rope_id, "nope": nope,
+    "theta": explicit, **{t: _hf_type(t) for t in names.HF_TYPES},
 }
-ALIASES = {"default": "rope", "half": "partial", "half_rope": "partial", "unrope": "rope_id",
-            "hf": "high_frequency"}
+ALIASES = names.ALIASES
 
 
-def _lookup(name: Any) -> Callable[..., np.ndarray]:
-    if not isinstance(name, str):
-        raise TypeError(f"schedule name must be a string, got {name!r}")
-    key = ALIASES.get(name, name)
-    if key not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; known schedules: {sorted(SCHEDULES)}"
-                         f" (aliases: {sorted(ALIASES)})")
-    return SCHEDULES[key]
+def schedule(name: str, head_dim: int | None = None, *, layout: str | None = None, rotary_dim: int | None = None,
+             temperature: str | None = None, **params: Any) -> Schedule:
+    """The schedule ``name`` (canonical or alias) with ``params``:
+    ``schedule("rope_id", head_dim=128, train_len=4096)``, ``schedule("nope", head_dim=64)``,
+    ``schedule("yarn", head_dim=128, rope_theta=5e5, factor=4, original_max_position_embeddings=8192)``,
+    ``schedule("theta", theta=[...])``. Unknown keyword arguments of the paper's schedules are refused
+    with their names (a Hugging Face type reads its keys as transformers does). ``layout`` and
+    ``rotary_dim`` and ``temperature`` (see ``Schedule``) apply to any schedule; a value that contradicts
+    the schedule's own (a Hugging Face type's ``half``) is refused."""
+    built = _build(name, head_dim, params)
+    given = {"layout": layout, "rotary_dim": rotary_dim, "temperature": temperature}
+    for key, value in given.items():
+        own = getattr(built, key)
+        if value is not None and own is not None and value != own:
+            raise ValueError(f"schedule {name!r} has {key} {own!r}, got {key}={value!r}")
+    if all(v is None for v in given.values()):
+        return built
+    return dataclasses.replace(built, layout=layout or built.layout, rotary_dim=rotary_dim or built.rotary_dim,
+                               temperature=temperature or built.temperature)
 
 
-def schedule(name: str, head_dim: int | None = None, **params: Any) -> np.ndarray:
-    """Frequencies of a named schedule, e.g. ``schedule("rope_id", head_dim=128, train_len=4096)``.
-
-    ``name == "theta"`` takes an explicit vector: ``schedule("theta", theta=[...])``.
-    Unknown keyword arguments are rejected with their names.
-    """
-    if name == "theta":
-        if set(params) - {"theta"} or "theta" not in params:
-            raise ValueError(f"schedule 'theta' takes exactly one key 'theta', got {sorted(params)}")
-        t = from_theta(params["theta"])
-        if head_dim is not None and 2 * t.size != check_head_dim(head_dim):
-            raise ValueError(f"theta has {t.size} planes but head_dim={head_dim}")
-        return t
-    fn = _lookup(name)
-    import inspect
+def _build(name: str, head_dim: int | None, params: dict[str, Any]) -> Schedule:
+    """The registry call behind ``schedule`` (its parameters checked against the function's)."""
+    key = names.canonical(name)
+    fn = SCHEDULES[key]
     sig = inspect.signature(fn)
-    allowed = set(sig.parameters) - {"head_dim"}
-    unknown = set(params) - allowed
-    if unknown:
-        raise ValueError(f"schedule {name!r} got unknown parameter(s) {sorted(unknown)}; "
-                         f"it takes {sorted(allowed)}")
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        allowed = set(sig.parameters) - {"head_dim"}
+        unknown = set(params) - allowed
+        if unknown:
+            raise ValueError(f"schedule {name!r} got unknown parameter(s) {sorted(unknown)}; "
+                             f"it takes {sorted(allowed)}")
+    if key == "theta":
+        if "theta" not in params:
+            raise ValueError("schedule 'theta' needs the key 'theta' (the frequency vector)")
+        return explicit(params["theta"], head_dim)
     if head_dim is None:
         raise ValueError(f"schedule {name!r} needs head_dim")
     return fn(head_dim, **params)
@@ -234,18 +125,19 @@ _CONFIG_TOP_KEYS = ("head_dim", "hidden_size", "num_attention_heads", "max_posit
 
 
 def is_model_config(spec: Any) -> bool:
-    """Whether ``spec`` is a model config or a pasted rope dict (see ``MODEL_CONFIG_KEYS``)."""
-    return isinstance(spec, Mapping) and any(k in spec for k in MODEL_CONFIG_KEYS)
+    """Whether ``spec`` is a model config or a pasted rope dict (see ``MODEL_CONFIG_KEYS``) rather than a
+    registry spec (which has a ``name``: ``Schedule.spec`` of a Hugging Face type carries rope keys too)."""
+    return isinstance(spec, Mapping) and "name" not in spec and any(k in spec for k in MODEL_CONFIG_KEYS)
 
 
-def _from_model_config(spec: Mapping[str, Any]) -> np.ndarray:
+def _from_model_config(spec: Mapping[str, Any]) -> Schedule:
     from .hf import frequencies_from_config
     cfg = dict(spec)
     seq_len = cfg.pop("seq_len", None)
     if "rope_type" in cfg and "rope_scaling" not in cfg and "rope_parameters" not in cfg:
         top = {k: cfg.pop(k) for k in _CONFIG_TOP_KEYS if k in cfg}     # a pasted rope dict (+ head_dim)
         cfg = {**top, "rope_parameters": cfg}
-    return np.asarray(frequencies_from_config(cfg, seq_len=seq_len)["theta"], dtype=np.float64)
+    return frequencies_from_config(cfg, seq_len=seq_len)
 
 
 def _spec_value(key: str, text: str) -> Any:
@@ -327,8 +219,8 @@ def with_default_head_dim(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarray:
-    """Frequencies from a spec dict or any text ``parse_spec`` reads (``name:key=value,...``, JSON,
+def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> Schedule:
+    """The schedule of a spec dict or any text ``parse_spec`` reads (``name:key=value,...``, JSON,
     a JSON file or a checkpoint folder).
 
     The spec is ``{"name": "rope_id", "head_dim": 128, "train_len": 4096, ...}``
@@ -338,6 +230,8 @@ def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> np.ndarra
     Face ``rope_type``, read by ``ropetheory.schedules.hf.frequencies_from_config``; ``seq_len``
     for dynamic and longrope).
     """
+    if isinstance(spec, Schedule):
+        return spec
     if isinstance(spec, (str, os.PathLike)):
         spec = parse_spec(spec)
     if not isinstance(spec, Mapping):

@@ -26,15 +26,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from typing import Any
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, check_number
+from ..core.schedule import Schedule
 from .config_io import LayerTypeRequired, read_config
+from .paper import rope_frequencies
 
 __all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config",
+           "rope_type_of",
            "rope_parameters"]
 
 
@@ -83,10 +87,10 @@ def _exponents(dim: int) -> np.ndarray:
 
 
 def _base_inv_freq(base: float, dim: int) -> np.ndarray:
-    """``1 / base^(2k/dim)``, ``k = 0..ceil(dim/2)-1``: transformers' own rounding (``1 / base**x``,
-    which can differ from ``ropetheory.schedules.rope``'s ``base**(-x)`` in the last bit), kept
-    so that every rope_type matches the library bit for bit."""
-    return 1.0 / (base ** _exponents(dim))
+    """``base^(-2k/dim)``, ``k = 0..ceil(dim/2)-1``: the paper's RoPE formula, in its one place
+    (``ropetheory.schedules.paper.rope_frequencies``; transformers writes ``1 / base**x``, equal to
+    within an ulp, far inside the float64 tolerance its tests compare at)."""
+    return rope_frequencies(dim, base)
 
 
 def _default(cfg: RopeConfig, seq_len: int | None):
@@ -235,6 +239,17 @@ ROPE_TYPES: dict[str, Callable[[RopeConfig, int | None], tuple[np.ndarray, float
     "proportional": _proportional,
 }
 NEEDS_ORIGINAL = ("llama3", "yarn", "longrope")
+#: model types whose default rotary reads ``partial_rotary_factor`` (the modeling files of transformers 5.25
+#: that read it); every other model with a ``model_type`` (Llama, Mistral, Qwen2, Gemma ...) computes its
+#: default frequencies over the whole head and ignores the key
+PARTIAL_ROTARY_MODEL_TYPES = frozenset({
+    "bamba", "deepseek_v4", "diffusion_gemma", "dots3_note", "efficientloftr", "glm", "glm4", "glm4_moe",
+    "glm4_moe_lite", "glm4v", "glm4v_moe", "glm_image", "glm_ocr", "glmasr", "gpt_neox", "gpt_neox_japanese",
+    "laguna", "mellum", "mimo_v2_flash", "minimax_m2", "minimax_m3_vl", "moonshine", "moonshine_streaming",
+    "musicflamingo", "nemotron", "nemotron3_5_transcribe", "nemotron3_diarization", "neomme", "persimmon", "phi",
+    "phi3", "phi4_multimodal", "qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen4_exp", "recurrent_gemma",
+    "solar_open", "stablelm", "step3p7", "zaya",
+})
 
 
 def rope_parameters(rope_type: str, *, rope_theta: float, factor: float, original_max_position_embeddings: int,
@@ -292,6 +307,14 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
     prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
     prf = 1.0 if prf is None else prf
+    model_type = raw.get("model_type")
+    if rope_type == "default" and prf != 1 and isinstance(model_type, str) \
+            and model_type not in PARTIAL_ROTARY_MODEL_TYPES:
+        warnings.warn(f"config: model_type {model_type!r} rotates every channel (its default rotary ignores "
+                      f"partial_rotary_factor = {prf!r}, as transformers' own code does); the factor is ignored",
+                      stacklevel=3)
+        prf = 1.0
+        params.pop("partial_rotary_factor", None)
     head_dim = raw.get("head_dim")
     if head_dim is None:
         hs, nh = raw.get("hidden_size"), raw.get("num_attention_heads")
@@ -339,12 +362,51 @@ def rope_type_frequencies(cfg: RopeConfig, seq_len: int | None = None) -> tuple[
 
 
 def frequencies_from_config(config: Mapping[str, Any] | str | os.PathLike, seq_len: int | None = None,
-                            layer_type: str | None = None) -> dict[str, Any]:
-    """A model config -> ropetheory schedule ``theta`` (``P = head_dim/2``, zeros = NoPE) and more."""
+                            layer_type: str | None = None) -> Schedule:
+    """A model config -> its ``Schedule``: ``theta`` of ``P = head_dim/2`` planes whose first
+    ``ceil(dim/2)`` entries are transformers' ``inv_freq`` (zeros after: NoPE), the attention factor,
+    layout ``half`` (``rotate_half``) with the rotary dim where it is partial, and as ``params`` the standardised rope
+    parameters that rebuild it (``schedule(rope_type, head_dim=..., **params)``)."""
     cfg = load_rope_config(config, layer_type)
     inv, att = rope_type_frequencies(cfg, seq_len)
     P = cfg.head_dim // 2
     theta = np.zeros(P)
     theta[:min(P, inv.size)] = inv[:P]
-    return {"theta": theta, "inv_freq": inv, "attention_factor": att, "rope_type": cfg.rope_type,
-            "head_dim": cfg.head_dim, "rotary_dim": cfg.dim, "rope_theta": cfg.rope_theta, "seq_len": seq_len}
+    params = {"rope_theta": cfg.rope_theta,
+              **{k: v for k, v in cfg.params.items() if k not in ("rope_type", "type", "rope_theta")}}
+    if cfg.partial_rotary_factor != 1:
+        params["partial_rotary_factor"] = cfg.partial_rotary_factor
+    if cfg.max_position_embeddings is not None:
+        params["max_position_embeddings"] = cfg.max_position_embeddings
+    if seq_len is not None:
+        params["seq_len"] = int(seq_len)
+    name, params = _registry_name(cfg, params)
+    return Schedule(theta, name, params, layout="half", rotary_dim=cfg.dim if cfg.dim < cfg.head_dim else None,
+                    attention_factor=att)
+
+
+def rope_type_of(sched: Schedule) -> str:
+    """The Hugging Face ``rope_type`` of a schedule: its own name for a Hugging Face type, else ``default``."""
+    return sched.name if sched.name in ROPE_TYPES else "default"
+
+
+def hf_view(sched: Schedule) -> dict[str, Any]:
+    """A schedule as a Hugging Face model applies it: ``theta``, ``rope_type``, ``rope_theta`` (the base;
+    None for an explicit vector), ``head_dim``, ``rotary_dim`` (the channels ``rotate_half`` touches) and
+    ``attention_factor``."""
+    base = sched.params.get("rope_theta", sched.params.get("base"))
+    return {"theta": sched.theta, "rope_type": rope_type_of(sched), "rope_theta": base, "head_dim": sched.head_dim,
+            "rotary_dim": sched.rotary_dim or sched.head_dim, "attention_factor": sched.attention_factor}
+
+
+def _registry_name(cfg: RopeConfig, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The canonical name and parameters that rebuild a config's schedule: a ``default`` rope type is the
+    paper's ``rope`` (all channels) or ``partial`` (a whole number of planes) of base ``rope_theta``,
+    else the explicit vector ``theta``; every other type is itself with the standardised parameters."""
+    if cfg.rope_type != "default":
+        return cfg.rope_type, params
+    if cfg.dim == cfg.head_dim:
+        return "rope", {"base": cfg.rope_theta}
+    if cfg.dim % 2 == 0 and cfg.dim == cfg.head_dim * cfg.partial_rotary_factor:
+        return "partial", {"base": cfg.rope_theta, "fraction": cfg.partial_rotary_factor}
+    return "theta", {}

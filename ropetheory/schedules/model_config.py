@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.checks import check_bool, check_integer
+from ..core.schedule import Schedule
 from .config_io import read_config
 from .hf import NEEDS_ORIGINAL, frequencies_from_config, load_rope_config
 
@@ -47,7 +48,7 @@ class ModelRope:
             return self.window
         return self.window if "sliding" in layer_type else None
 
-    def frequencies(self, layer_type: str | None = None, seq_len: int | None = None) -> dict[str, Any]:
+    def frequencies(self, layer_type: str | None = None, seq_len: int | None = None) -> Schedule:
         """``frequencies_from_config`` for the rope parameters of ``layer_type``."""
         return frequencies_from_config(self.config, seq_len=seq_len, layer_type=layer_type)
 

@@ -17,11 +17,12 @@ import numpy as np
 from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
-                           from_theta, pad_to_bucket)
+                           pad_to_bucket)
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
-from ..core.checks import check_offset
+from ..core.checks import check_offset, from_theta
+from ..core.schedule import as_schedule, schedule_layout
 
 
 #: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
@@ -83,31 +84,33 @@ def rotate_to_offset(theta: np.ndarray, V_il: np.ndarray, offset: Any, n_max: in
     if not off:
         return V_il
     V = np.atleast_2d(V_il)
-    out = np.asarray(apply_rope(V, theta, np.full(V.shape[0], off, dtype=np.int64)))
+    out = np.asarray(apply_rope(V, from_theta(theta), np.full(V.shape[0], off, dtype=np.int64), layout="interleaved"))
     return out.reshape(np.shape(V_il))
 
 
 def prepare_rank1(theta, v, layout, offset, n_max=1):
-    th = from_theta(theta)
+    theta = as_schedule(theta)
+    th = theta.theta
     P = th.size
     vv = check_cloud_vector(v, P)
     check_layout(layout)
     v_il = np.asarray(to_interleaved(jnp.asarray(vv), layout))
-    return th, rotate_to_offset(th, v_il, offset, n_max)
+    return th, rotate_to_offset(theta, v_il, offset, n_max)
 
 
 def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | TrigWeights | None = None,
-               layout: str = "interleaved", offset: int = 0) -> np.ndarray:
+               layout: str | None = None, offset: int = 0) -> np.ndarray:
     """``G_n / W_n`` for ``X = u v^T`` (closed-form weights), in the interleaved channel order, ``(d, d)``."""
+    layout = schedule_layout(theta, layout)
     n = check_length(n)
     w = check_weights(weights, [n])
     th, v_il = prepare_rank1(theta, v, layout, offset, n)
-    D, S = weighted_mean_phases(th, w, np.array([n], dtype=np.int64))
+    D, S = weighted_mean_phases(theta, w, np.array([n], dtype=np.int64))
     return np.asarray(_assemble_batch(v_il, D, S))[0]
 
 
 def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | TrigWeights | None = None,
-                layout: str = "interleaved", offset: int = 0, method: str | None = None) -> dict[str, np.ndarray]:
+                layout: str | None = None, offset: int = 0, method: str | None = None) -> dict[str, np.ndarray]:
     """FSV ratio ``rho_n``, stable rank and Frobenius ratio of ``Rope(u v^T)`` at each length.
 
     Closed form (constant, affine or trigonometric weights): the cost per length
@@ -116,13 +119,14 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     ``n, rho, rho2, srank, frob_ratio``. ``method``: how the top eigenvalue is found
     (``ropetheory.spectra.topeig.top_eigenvalue``; ``None`` picks the fastest for the backend).
     """
+    layout = schedule_layout(theta, layout)
     L = check_lengths(lengths)
     w = check_weights(weights, L)
     th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
     # three jitted stages, each over every length at once: fused into one program, XLA:CPU ran the
     # phases + assembly ~10x slower (1.07 s against 0.06 s at d = 128, 200 lengths; measured 2026-11-24)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
-    D, S = weighted_mean_phases(th, w, pad_to_bucket(L))
+    D, S = weighted_mean_phases(theta, w, pad_to_bucket(L))
     if method is not None:
         check_method(method)
     out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
@@ -147,18 +151,20 @@ rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "me
     rho2_for_clouds_traced)
 
 
-def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,
+def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
                        chunk: int | None = None, progress=None, method: str | None = None) -> np.ndarray:
     """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: ``(nv, len)``.
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
     block assembly and one top eigenvalue per length. ``progress(k)`` is called after each chunk of clouds.
     """
-    th = from_theta(theta)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    th = theta.theta
     Vi = check_clouds(V, th.size, layout)
     L = check_lengths(lengths)
-    Vi = rotate_to_offset(th, Vi, offset, int(L.max()))
-    Dm, Sm = weighted_mean_phases(th, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
+    Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
+    Dm, Sm = weighted_mean_phases(theta, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
     if method is not None:
         check_method(method)
     batched = jax.default_backend() != "cpu"

@@ -22,10 +22,10 @@ from ..core.checks import (
     check_finite_array,
     check_length,
     check_lengths,
-    from_theta,
     real_array,
 )
 from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
+from ..core.schedule import as_schedule, schedule_layout
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
 
@@ -137,14 +137,14 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     ``keep_gram``), each ``(len, ...)``; memory ``O(B d^2 + B C d)`` whatever the lengths. ``phases``:
     ``PHASES`` (``"exact"`` is the reference the anchored stepping is tested and benchmarked against).
     """
-    th = from_theta(theta)
+    theta = as_schedule(theta)
     L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
     if phases not in PHASES:
         raise ValueError(f"phases must be one of {PHASES}, got {phases!r}")
     if method is not None:
         check_method(method)
-    out = _stream_curve_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), rows_args, rows_fn, chunk,
+    out = _stream_curve_kernel(jnp.asarray(turn_chunks(theta)), jnp.asarray(L), rows_args, rows_fn, chunk,
                                keep_gram=keep_gram, method=method, phases=phases)
     res = {"n": L, "lam": np.asarray(out[0]), "trace": np.asarray(out[1])}
     if keep_gram:
@@ -209,7 +209,7 @@ def rank1_stream_curve(
     lengths: Any,
     weights: Any = None,
     *,
-    layout: str = "interleaved",
+    layout: str | None = None,
     offset: int = 0,
     chunk: int = DEFAULT_CHUNK,
 ) -> dict[str, np.ndarray]:
@@ -221,13 +221,15 @@ def rank1_stream_curve(
     whatever the lengths (plus the array when one is given). Returns ``n, rho, rho2, srank,
     frob_ratio, W``.
     """
-    th = from_theta(theta)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    th = theta.theta
     vv = check_cloud_vector(v, th.size)
     check_layout(layout)
     L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
     nmax = int(L.max())
-    v_il = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(vv), layout)), offset, nmax))
+    v_il = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(vv), layout)), offset, nmax))
     rows_fn: Callable[..., Any]
     rows_args: tuple[Any, ...]
     if weights is None:
@@ -285,17 +287,19 @@ def matrix_metrics(X: Any) -> dict[str, float]:
     return {"fsv": fsv, "frob": frob, "srank": fro2 / lam}
 
 
-def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interleaved", offset: int = 0,
+def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
                       chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
     """FSV ratio ``||Rope(X_:n)||_2 / ||X_:n||_2`` and stable ranks of the prefixes of a general cloud.
 
     ``X``: ``(N, d)`` rows in ``layout``; the prefixes ``X[:n]`` for each ``n`` in
     ``lengths`` (``<= N``). Streams over rows; never builds ``Rope(X)``.
     """
+    layout = schedule_layout(theta, layout)
     A = check_finite_array("X", X, min_ndim=2)
     if A.ndim != 2:
         raise ValueError(f"X must be 2-D (n x d), got shape {A.shape}")
-    th = from_theta(theta)
+    theta = as_schedule(theta)
+    th = theta.theta
     if A.shape[1] != 2 * th.size:
         raise ValueError(f"X has head dim {A.shape[1]} but the schedule has {th.size} planes")
     check_layout(layout)
@@ -307,7 +311,7 @@ def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str = "interl
     if zero.any():
         raise ValueError(f"X: its first {int(L[np.argmax(zero)])} rows are zero (or below 2^-1074 of its largest "
                          f"entry), so the FSV ratio of that prefix is undefined")
-    Xi = jnp.asarray(rotate_to_offset(th, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
+    Xi = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
     out = stream_gram_curve(th, _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())), keep_gram=False)
     # the un-rotated prefix Grams (denominators) need no angles: segment sums of X^T X
     G0 = np.zeros((A.shape[1], A.shape[1]))

@@ -166,7 +166,7 @@ def check_weights(weights, lengths=None):
                     "for arbitrary weights use rank1_stream_curve")
 
 
-def weighted_mean_phases(theta: np.ndarray, weights, lengths: np.ndarray):
+def weighted_mean_phases(theta: Any, weights, lengths: np.ndarray):
     """``(D, S)``: ``sum_{i<n} w_i e^{i i (theta_j -+ theta_k)} / W_n``, each ``(len, P, P)`` complex."""
     L = jnp.asarray(lengths)
     if isinstance(weights, AffineWeights):

@@ -62,7 +62,7 @@ def method_config(method: str, s: int) -> dict:
 
 def extended_theta(method: str, s: int) -> tuple[np.ndarray, float]:
     f = frequencies_from_config(method_config(method, s), seq_len=s * TRAIN_LEN)
-    return f["theta"], f["attention_factor"]
+    return f.theta, f.attention_factor
 
 
 def low_frequency_drift(theta_base: np.ndarray, theta_ext: np.ndarray, s: int, L: int = TRAIN_LEN) -> dict[str, Any]:
@@ -99,13 +99,13 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
     parts = PartStore(out_dir / "extension_parts", code=derived_code_hash(__name__),
                       resume=resume)
     V = figure7.clouds(D, n_clouds)
-    base = schedule("rope", head_dim=D, base=ROPE_THETA)
+    base = schedule("rope", head_dim=D, base=ROPE_THETA).theta
     configs = [("default", 1, base, 1.0)]
     for m in METHODS:
         for s in FACTORS:
             th, att = extended_theta(m, s)
             configs.append((m, s, th, att))
-    configs.append(("rope_id", 1, schedule("rope_id", head_dim=D, train_len=TRAIN_LEN), 1.0))
+    configs.append(("rope_id", 1, schedule("rope_id", head_dim=D, train_len=TRAIN_LEN).theta, 1.0))
     rows, curves = [], []
     t0 = time.time()
     for m, s, th, att in progress(configs, desc="extension", quiet=quiet):

@@ -72,7 +72,7 @@ TABLE5 = [
 
 
 def theta_of(key: str, d: int) -> np.ndarray:
-    return schedule_from_spec({**SCHEDULES[key][1], "head_dim": d})
+    return schedule_from_spec({**SCHEDULES[key][1], "head_dim": d}).theta
 
 
 def clouds(d: int, n_clouds: int, seed: int = 0) -> np.ndarray:
@@ -165,7 +165,7 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
     rows = []
     for label, kw, scores in TABLE5:
         assert isinstance(kw, dict)
-        th = schedule("rope_id", head_dim=d, train_len=L, **kw)
+        th = schedule("rope_id", head_dim=d, train_len=L, **kw).theta
         tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{L}"
         rho = cached_curves(th, V, grid, tag, parts, bar.update)
         fl, allrot = floors(th, V)

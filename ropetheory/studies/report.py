@@ -111,7 +111,7 @@ def _unscaled(sc: dict) -> np.ndarray:
         base["partial_rotary_factor"] = prf
     cfg.pop("rope_scaling", None)
     cfg["rope_parameters"] = base
-    return np.asarray(frequencies_from_config(cfg)["theta"])
+    return frequencies_from_config(cfg).theta
 
 
 def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
@@ -119,7 +119,7 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
     rows = []
     for s in FACTORS:
         if sc["config"] is not None:
-            th = np.asarray(frequencies_from_config(sc["config"], seq_len=s * L, layer_type=sc["layer_type"])["theta"])
+            th = frequencies_from_config(sc["config"], seq_len=s * L, layer_type=sc["layer_type"]).theta
         else:
             th = sc["theta"]
         own = criteria.low_frequency_drift(base, th, s, L)

@@ -13,6 +13,7 @@ from importlib.abc import Traversable
 from . import figure7
 from .. import data
 
+from ..schedules.hf import hf_view
 from ..schedules.model_config import read_model_config
 from ..core.checks import check_integer
 from ..schedules import is_model_config, parse_spec, schedule_from_spec, with_default_head_dim
@@ -125,7 +126,7 @@ def _config_source(label, cfg, train_len, seq_len):
     n = seq_len or L
     scheds = []
     for lt in facts.rope_layer_types:
-        f = facts.frequencies(lt, seq_len=n)
+        f = hf_view(facts.frequencies(lt, seq_len=n))
         layers = [i for i, t in enumerate(facts.layer_types) if t == lt] if lt else "all"
         window = facts.window_for(lt)
         w = window if window is not None and window < L else None

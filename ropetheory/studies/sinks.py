@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
-from ..schedules import length_temperature, schedule_from_spec
+from ..schedules import Schedule, length_temperature, schedule_from_spec
 from .. import spectra
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
@@ -72,13 +72,14 @@ class SinkHead:
         return self.amplitude * self.sink_norm * u / np.linalg.norm(u)
 
 
-SCHEDULES = {
-    "nope": ("no RoPE", None, False),
-    "rope": ("RoPE (base 1e4)", dict(name="rope", base=1e4), False),
-    "half_rope": ("half-RoPE", dict(name="partial", base=1e4, fraction=0.5), False),
-    "high_freq": ("high-frequency", dict(name="high_frequency", train_len=TRAIN_LEN), False),
-    "rope_id": ("RoPE-ID", dict(name="rope_id", train_len=TRAIN_LEN), False),
-    "rope_id_temp": ("RoPE-ID + temperature", dict(name="rope_id", train_len=TRAIN_LEN), True),
+#: the simulated series: label -> (display name, registry spec without head_dim)
+SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
+    "nope": ("no RoPE", dict(name="nope")),
+    "rope": ("RoPE (base 1e4)", dict(name="rope", base=1e4)),
+    "half_rope": ("half-RoPE", dict(name="partial", base=1e4, fraction=0.5)),
+    "high_freq": ("high-frequency", dict(name="high_frequency", train_len=TRAIN_LEN)),
+    "rope_id": ("RoPE-ID", dict(name="rope_id", train_len=TRAIN_LEN)),
+    "rope_id_temp": ("RoPE-ID + temperature", dict(name="rope_id", train_len=TRAIN_LEN, temperature="length")),
 }
 
 
@@ -87,11 +88,8 @@ def code_hash() -> str:
     return derived_code_hash(__name__)
 
 
-def _theta(key: str, d: int) -> np.ndarray:
-    spec = SCHEDULES[key][1]
-    if spec is None:
-        return np.zeros(d // 2)
-    return schedule_from_spec({**spec, "head_dim": d})
+def _schedule(key: str, d: int) -> Schedule:
+    return schedule_from_spec({**SCHEDULES[key][1], "head_dim": d})
 
 
 def _tokens(base_key, positions, centre, amp, sigma, sign):
@@ -142,8 +140,8 @@ def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_log
 
 def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict[str, float]:
     """Sink share and logit statistics at one length for one schedule."""
-    theta = _theta(key, head.d)
-    ch = jnp.asarray(turn_chunks(theta))
+    sched = _schedule(key, head.d)
+    ch = jnp.asarray(turn_chunks(sched.theta))
     c = jnp.asarray(head.direction())
     amp, sigma = head.amplitude, head.noise
     root = jax.random.PRNGKey(head.seed)
@@ -152,7 +150,7 @@ def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict
     q_pos = jnp.arange(n - Q, n, dtype=jnp.int64)
     q = _tokens(qkey, q_pos, c, amp, sigma, 1.0)
     q_rot = rotate_interleaved(q, rope_angles(q_pos, ch))
-    temp = jnp.asarray(length_temperature(np.asarray(q_pos) + 1, TRAIN_LEN) if SCHEDULES[key][2]
+    temp = jnp.asarray(length_temperature(np.asarray(q_pos) + 1, TRAIN_LEN) if sched.temperature == "length"
                        else np.ones(Q))
     k0 = jnp.asarray(head.sink_key())                    # position 0: R_0 = I
     sink_logit = (q_rot @ k0) / math.sqrt(head.d) * temp
@@ -219,7 +217,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     styles = [("o", 7, "-"), ("s", 6, "--"), ("^", 5, "-."), ("D", 4, ":"), ("v", 4, "-"), ("x", 5, "--")]
     cols = ("sink_share", "max_logit", "frac_positive")
     curves = {}
-    for sk, (label, _, _) in SCHEDULES.items():
+    for sk, (label, _) in SCHEDULES.items():
         sel = sorted((r for r in rows if r["schedule"] == sk), key=lambda r: int(r["n"]))
         if sel:
             curves[sk] = (label, [int(r["n"]) for r in sel], {c: [float(r[c]) for r in sel] for c in cols})

@@ -53,20 +53,20 @@ def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:
 
 
 def _theta(case: str, d: int) -> np.ndarray:
-    return schedule_from_spec({**SCHEDULE_CASES[case], "head_dim": d})
+    return schedule_from_spec({**SCHEDULE_CASES[case], "head_dim": d}).theta
 
 
 def counterexample_cases():
     """(key, description, theta, v, weights) that each break one hypothesis of Lemma 1."""
     d = 128
-    th = schedule("rope", head_dim=d, base=10000.0)
+    th = schedule("rope", head_dim=d, base=10000.0).theta
     out = []
     t0 = float(th[0])
     out.append(("osc_cos_theta0", "w_i = 1 + cos(i theta_0), v in plane 0 (TV_n ~ n)",
                 th, make_v("one_plane", d), spectra.TrigWeights(1.0, ((1.0, t0),))))
     out.append(("osc_cos_2theta0", "w_i = 1 + cos(2 i theta_0), v in plane 0 (TV_n ~ n)",
                 th, make_v("one_plane", d), spectra.TrigWeights(1.0, ((1.0, 2 * t0),))))
-    thp = schedule("partial", head_dim=d, base=10000.0, fraction=0.5)
+    thp = schedule("partial", head_dim=d, base=10000.0, fraction=0.5).theta
     out.append(("osc_partial_nope", "partial, w_i = 1 + cos(i theta_0), v in plane 0 and NoPE plane 63",
                 thp, make_v("one_plane", d, planes=(0, 63)), spectra.TrigWeights(1.0, ((1.0, t0),))))
     eq = th.copy()
@@ -113,7 +113,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
             continue
         bar.set_postfix_str(key)
         row = {"schedule": s, "d": d, "v": vk, "weights": wk}
-        row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), WEIGHT_KINDS[wk]))
+        row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), weights=WEIGHT_KINDS[wk]))
         journal.add(key, row)
     rows = journal.ordered(keys)
 
@@ -124,7 +124,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
         if k in journal:
             continue
         row = {"case": key, "description": desc}
-        row.update(theorems.check_counterexample(th, v, w))
+        row.update(theorems.check_counterexample(th, v, weights=w))
         journal.add(k, row)
     cx_rows = journal.ordered(cx_keys)
 

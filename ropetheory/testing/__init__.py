@@ -117,14 +117,14 @@ def resolve_schedule(schedule: Any, head_dim: int | None = None) -> np.ndarray:
     if isinstance(schedule, (np.ndarray, list, tuple)):
         theta = np.asarray(schedule, dtype=np.float64)
     elif isinstance(schedule, Mapping) and is_model_config(schedule) and "name" not in schedule:
-        theta = np.asarray(frequencies_from_config(schedule)["theta"])
+        theta = frequencies_from_config(schedule).theta
     else:
         spec = schedule
         if head_dim is not None and isinstance(schedule, str):
             from ..schedules import parse_spec
             spec = parse_spec(schedule)
             spec.setdefault("head_dim", head_dim)
-        theta = schedule_from_spec(spec)
+        theta = schedule_from_spec(spec).theta
     if head_dim is not None and theta.size * 2 != head_dim:
         raise ValueError(f"schedule has {theta.size} planes but head_dim={head_dim}")
     return theta

@@ -69,7 +69,7 @@ def _device(x: Any, device: str) -> Any:
 def reference(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
     from ..schedules import rope as rope_schedule
     from . import exact_cos_sin
-    theta = rope_schedule(d, base)
+    theta = rope_schedule(d, base).theta
 
     def fn(x, pos):
         c, s = exact_cos_sin(theta, pos)

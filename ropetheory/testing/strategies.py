@@ -50,13 +50,13 @@ def schedules(draw: Any, head_dims: Any = (8, 16, 64, 128)) -> tuple[np.ndarray,
     kind = draw(st.sampled_from(["rope", "partial", "high_frequency", "rope_id", "config"]))
     if kind == "config":
         cfg = draw(rope_configs(head_dims=[d]))
-        return np.asarray(frequencies_from_config(cfg)["theta"]), d
+        return frequencies_from_config(cfg).theta, d
     params: dict[str, Any] = {}
     if kind in ("rope", "partial"):
         params["base"] = draw(st.sampled_from([1e4, 5e5, 1e6]))
     if kind in ("high_frequency", "rope_id"):
         params["train_len"] = draw(st.sampled_from([2048, 4096, 8192]))
-    return schedule(kind, head_dim=d, **params), d
+    return schedule(kind, head_dim=d, **params).theta, d
 
 
 def positions(max_len: int = 131072, size: int = 16) -> Any:

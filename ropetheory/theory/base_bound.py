@@ -217,7 +217,7 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
 def B_values(b: float, d: int, m: Any) -> np.ndarray:
     """``B(m; b)`` in plain float64 (for plots and checks; not certified)."""
     d = check_head_dim(d)
-    th = rope_schedule(d, float(b))
+    th = rope_schedule(d, float(b)).theta
     th_h, th_l = _split26(th)
     m = np.asarray(m, dtype=np.float64)[..., None]
     return np.cos(_reduced_angle(m, th_h, th_l, np.rint)).sum(-1)

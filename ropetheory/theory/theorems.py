@@ -38,8 +38,9 @@ from .. import spectra
 from ..core.layouts import to_interleaved
 from ..spectra.weights import AffineWeights
 from ..spectra.gram import assemble_gram
-from ..core.checks import check_cloud_vector, check_finite_array, from_theta
+from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
+from ..core.schedule import as_schedule, schedule_layout
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
@@ -66,7 +67,7 @@ def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.n
     ``w_i = sum_c coef_c e^{i phi_c i}``: ``sum_c coef_c [omega + phi_c == 0] / sum_c coef_c [phi_c == 0]``,
     the exact limit when ``TV_n = o(W_n)`` fails in this way.
     """
-    th = from_theta(theta)
+    theta = as_schedule(theta)
     if weights is not None and not isinstance(weights, (AffineWeights, spectra.TrigWeights)):
         raise TypeError(f"weights must be None, AffineWeights or TrigWeights, got {weights!r}")
     comps = weights.components() if isinstance(weights, spectra.TrigWeights) else [(1.0, 0.0)]
@@ -74,24 +75,26 @@ def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.n
     S: Any = 0.0
     W = 0.0
     for coef, shift in comps:
-        pf = pair_frequencies(th, shift)
+        pf = pair_frequencies(theta, shift)
         D = D + coef * pf.res_diff
         S = S + coef * pf.res_sum
         W += coef * float(spectra.nope_planes([abs(shift)])[0])
     return np.asarray(D, dtype=float) / W, np.asarray(S, dtype=float) / W
 
 
-def limit_gram(theta: Any, v: Any, *, layout: str = "interleaved", weights: Any = None) -> np.ndarray:
+def limit_gram(theta: Any, v: Any, *, layout: str | None = None, weights: Any = None) -> np.ndarray:
     """``Gbar = lim G_n / W_n`` for any schedule (degenerate included), interleaved order, ``(d, d)``.
 
     Keeps the terms whose frequency ``theta_j -+ theta_k`` is 0 mod 2 pi (resonant
     within ``ropetheory.spectra.RESONANCE_TOL_TURNS``); see ``limit_mean_phases``
     for oscillating weights.
     """
-    th = from_theta(theta)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    th = theta.theta
     vv = check_cloud_vector(v, th.size)
     vi = to_interleaved(jnp.asarray(vv), layout)
-    D, S = limit_mean_phases(th, weights)
+    D, S = limit_mean_phases(theta, weights)
     return np.asarray(assemble_gram(vi, jnp.asarray(D, dtype=jnp.complex128), jnp.asarray(S, dtype=jnp.complex128)))
 
 
@@ -100,11 +103,13 @@ def _limit_lambdas(V_il, D, S):
     return jax.vmap(lambda v: jnp.linalg.eigvalsh(assemble_gram(v, D, S))[-1])(V_il)
 
 
-def limit_lambdas(theta: Any, V: Any, *, layout: str = "interleaved") -> tuple[np.ndarray, np.ndarray]:
+def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
-    th = from_theta(theta)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    th = theta.theta
     Vi = spectra.check_clouds(V, th.size, layout)
-    D, S = limit_mean_phases(th)
+    D, S = limit_mean_phases(theta)
     lam = np.asarray(_limit_lambdas(jnp.asarray(Vi), jnp.asarray(D, dtype=jnp.complex128),
                                     jnp.asarray(S, dtype=jnp.complex128)))
     e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
@@ -114,10 +119,11 @@ def limit_lambdas(theta: Any, V: Any, *, layout: str = "interleaved") -> tuple[n
 def lemma1_hypotheses(theta: Any) -> dict[str, Any]:
     """Which of Lemma 1's frequency hypotheses hold: every ``theta_j != 0 mod 2 pi``, and no
     ``2 theta_j`` or ``theta_j -+ theta_k`` (``j != k``) is a multiple of 2 pi."""
-    th = from_theta(theta)
-    pf = pair_frequencies(th)
+    theta = as_schedule(theta)
+    th = theta.theta
+    pf = pair_frequencies(theta)
     off = ~np.eye(th.size, dtype=bool)
-    nope = spectra.nope_planes(th)
+    nope = spectra.nope_planes(theta)
     doubled = np.flatnonzero(np.diag(pf.res_sum) & ~nope)      # 2 theta_j in 2 pi Z, e.g. theta_j = pi
     res_pairs = int(np.sum(pf.res_diff & off) + np.sum(pf.res_sum & off))
     return {
@@ -141,14 +147,16 @@ class Limit:
     degenerate: bool           # the schedule has resonances beyond the generic ones
 
 
-def predicted_limit(theta: Any, v: Any, *, layout: str = "interleaved", weights: Any = None) -> Limit:
+def predicted_limit(theta: Any, v: Any, *, layout: str | None = None, weights: Any = None) -> Limit:
     """The limit of ``rho_n^2`` (and of the stable rank) for ``X = u v^T``; see module doc."""
-    th = from_theta(theta)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    th = theta.theta
     e = plane_energies(check_cloud_vector(v, th.size), layout=layout)
-    Gbar = limit_gram(th, v, layout=layout, weights=weights)
+    Gbar = limit_gram(theta, v, layout=layout, weights=weights)
     lam = float(np.linalg.eigvalsh(0.5 * (Gbar + Gbar.T))[-1])
-    hyp = lemma1_hypotheses(th)
-    nope = spectra.nope_planes(th)
+    hyp = lemma1_hypotheses(theta)
+    nope = spectra.nope_planes(theta)
     e0 = float(e[nope].sum())
     rot = e[~nope]
     partial_formula = max(e0, float(rot.max()) / 2 if rot.size else 0.0)
@@ -196,13 +204,15 @@ class CertifiedBound:
 
 
 @_arb_precision
-def certified_bound(theta: Any, v: Any, *, layout: str = "interleaved") -> CertifiedBound:
+def certified_bound(theta: Any, v: Any, *, layout: str | None = None) -> CertifiedBound:
     """Set up the certified bound for ``(theta, v)``: one Arb sine per non-resonant pair frequency."""
+    layout = schedule_layout(theta, layout)
     from flint import arb
-    th = from_theta(theta)
+    theta = as_schedule(theta)
+    th = theta.theta
     vv = check_cloud_vector(v, th.size)
     vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
-    pf = pair_frequencies(th)
+    pf = pair_frequencies(theta)
     P = th.size
     # e_j e_k / 2 in exact arb from the float64 components of the *normalised* v
     e_arb = [arb(float(vi[2 * j])) ** 2 + arb(float(vi[2 * j + 1])) ** 2 for j in range(P)]
@@ -257,8 +267,9 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
 
 @_arb_precision
 def certified_eps(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None = None,
-                  layout: str = "interleaved") -> np.ndarray:
+                  layout: str | None = None) -> np.ndarray:
     """Rigorous upper bounds ``eps_n >= |rho_n^2 - lambda|`` at each ``n`` (affine weights)."""
+    layout = schedule_layout(theta, layout)
     if weights is not None and not isinstance(weights, AffineWeights):
         raise TypeError(f"certified_eps takes AffineWeights (or None), got {type(weights).__name__}")
     cb = certified_bound(theta, v, layout=layout)
@@ -316,24 +327,28 @@ CHECK_LENGTHS = (10 ** 4, 10 ** 6, 10 ** 12)
 
 
 
-def check_rank1_claims(theta: Any, v: Any, weights: AffineWeights | None = None,
+def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = None, layout: str | None = None,
                        rate_grid: np.ndarray | None = None) -> dict[str, Any]:
     """Lemma 1 (or its partial extension), Theorem 1 and Lemma 2 for one rank-1 case.
 
     Returns a flat dict: hypotheses, predicted limit, observed rho_n at
     10^4, 10^6, 10^12, error and certified eps_n at 10^12, measured rate, verdicts.
     """
-    th = from_theta(theta)
-    lim = predicted_limit(th, v)
-    hyp = lemma1_hypotheses(th)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    if weights is not None and not isinstance(weights, AffineWeights):
+        raise TypeError(f"weights must be None or AffineWeights (the certified bound needs affine weights), "
+                        f"got {type(weights).__name__}")
+    lim = predicted_limit(theta, v, layout=layout)
+    hyp = lemma1_hypotheses(theta)
     ns = np.array(CHECK_LENGTHS, dtype=np.int64)
     grid = spectra.log_grid(1e12, 120, 10 ** 3) if rate_grid is None else rate_grid
     allns = np.unique(np.concatenate([ns, grid]))
-    cur = spectra.rank1_curve(th, v, allns, weights=weights)
+    cur = spectra.rank1_curve(theta, v, allns, weights=weights, layout=layout)
     at = {int(n): i for i, n in enumerate(allns)}
     rho = {int(n): float(cur["rho"][at[int(n)]]) for n in ns}
     err = {int(n): abs(float(cur["rho2"][at[int(n)]]) - lim.lam) for n in ns}
-    cb = certified_bound(th, v)
+    cb = certified_bound(theta, v, layout=layout)
     eps = {int(n): cb.eps(abel_ratio_arb(int(n), weights)) for n in ns}
     # eps/err is undefined (None) where the error is at the float64 floor: no tightness to report
     tight = [eps[n] / err[n] if err[n] > FLOAT_SLACK else None for n in map(int, ns)]
@@ -368,15 +383,15 @@ def check_rank1_claims(theta: Any, v: Any, weights: AffineWeights | None = None,
     }
 
 
-def check_counterexample(theta: Any, v: Any, weights: Any = None,
+def check_counterexample(theta: Any, v: Any, *, weights: Any = None,
                          lengths=(10 ** 6, 10 ** 12)) -> dict[str, Any]:
     """A case that breaks one hypothesis: observed limit vs the paper's formula vs the exact one."""
-    th = from_theta(theta)
-    lim = predicted_limit(th, v, weights=weights)
+    theta = as_schedule(theta)
+    lim = predicted_limit(theta, v, weights=weights)
     paper = lim.partial_formula          # the generic formula (Lemma 1's when no plane is NoPE)
-    cur = spectra.rank1_curve(th, v, list(lengths), weights=weights)
+    cur = spectra.rank1_curve(theta, v, list(lengths), weights=weights)
     obs = float(cur["rho2"][-1])
-    hyp = lemma1_hypotheses(th)
+    hyp = lemma1_hypotheses(theta)
     tv_fails = isinstance(weights, spectra.TrigWeights)
     exact_ok = abs(obs - lim.lam) < CONVERGED_ATOL
     paper_ok = abs(obs - paper) < CONVERGED_ATOL

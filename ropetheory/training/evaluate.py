@@ -60,7 +60,7 @@ def eval_tables(cfg: TrainConfig, schedule: str, change: str | None, n: int):
         f = frequencies_from_config({"rope_theta": 10000.0, "head_dim": dh, "max_position_embeddings": L,
                                      "hidden_size": cfg.model.d_model, "num_attention_heads": cfg.model.heads,
                                      "rope_scaling": rs})
-        theta, att = np.asarray(f["theta"]), float(f["attention_factor"])
+        theta, att = f.theta, f.attention_factor
     cos, sin = rope_tables(theta, n)
     tau = length_temperature(np.arange(1, n + 1), L) if change == "temperature" else np.ones(n)
     return (att * cos).astype(np.float32), (att * sin).astype(np.float32), tau.astype(np.float32)

@@ -31,20 +31,21 @@ SCHEDULES = ("rope", "half_rope", "high_freq_rope", "rope_id", "nope")
 ROPE_BASE = 1e4
 
 
+#: the registry parameters of each trained schedule, by canonical name (``head_dim`` and ``train_len`` added)
+PARAMS: dict[str, dict[str, Any]] = {"rope": {"base": ROPE_BASE}, "partial": {"base": ROPE_BASE, "fraction": 0.5},
+                                       "high_frequency": {}, "rope_id": {}, "nope": {}}
+#: the canonical schedules whose registry function takes the training length
+_TAKES_TRAIN_LEN = ("high_frequency", "rope_id")
+
+
 def schedule_theta(name: str, head_dim: int, train_len: int) -> np.ndarray:
-    """``theta`` (float64) of a trained schedule, from ``ropetheory.schedules.schedule``."""
-    from ..schedules import schedule
-    if name == "rope":
-        return schedule("rope", head_dim=head_dim, base=ROPE_BASE)
-    if name == "half_rope":
-        return schedule("partial", head_dim=head_dim, base=ROPE_BASE, fraction=0.5)
-    if name == "high_freq_rope":
-        return schedule("high_frequency", head_dim=head_dim, train_len=train_len)
-    if name == "rope_id":
-        return schedule("rope_id", head_dim=head_dim, train_len=train_len)
-    if name == "nope":
-        return np.zeros(head_dim // 2)
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+    """``theta`` (float64) of a trained schedule (a study label of ``SCHEDULES``), from the registry."""
+    from ..schedules import names, schedule
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+    key = names.canonical(name)
+    extra: dict[str, Any] = {"train_len": train_len} if key in _TAKES_TRAIN_LEN else {}
+    return schedule(key, head_dim=head_dim, **PARAMS[key], **extra).theta
 
 
 @dataclasses.dataclass(frozen=True)
