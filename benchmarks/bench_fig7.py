@@ -40,7 +40,7 @@ def workload(n_clouds: int):
 
 
 def run(jobs, method):
-    out = [sp.rank1_curves_batch(th, V, g, method=method) for th, V, g in jobs]
+    out = [sp.rank1_curves_batch(th, V, g, method=method).rho for th, V, g in jobs]
     return out
 
 

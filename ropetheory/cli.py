@@ -98,7 +98,7 @@ def _cmd_curve(args) -> int:
     c = rank1_curve(theta, v, g)
     lim = predicted_limit(theta, v)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
-            "n_max": args.n_max, "num": args.num, "limit_rho": lim.rho, "limit_srank": lim.srank,
+            "n_max": args.n_max, "num": args.num, "limit": {"rho": lim.rho, "srank": lim.srank},
             "ropetheory": __version__}
     rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
             for n, r, s in zip(c["n"], c["rho"], c["srank"], strict=True)]

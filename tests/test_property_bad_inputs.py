@@ -142,7 +142,7 @@ def test_criteria_refuse_or_give_booleans_and_finite_shares(rho, floor, allrot):
 @given(V=arrays(last=8), n=st.one_of(numbers, st.lists(numbers, max_size=3)))
 def test_rank1_curves_batch_refuses_or_gives_ratios_in_lemma1s_range(V, n):
     theta = schedules.rope(8, 100.0).theta
-    out = _outcome(lambda: rt.rank1_curves_batch(theta, V, n), ["V", "clouds", "length", "lengths", "cloud"])
+    out = _outcome(lambda: rt.rank1_curves_batch(theta, V, n).rho, ["V", "clouds", "length", "lengths", "cloud"])
     if out is not None:
         assert np.all((out > 0) & (out <= 1 + 1e-12))
 

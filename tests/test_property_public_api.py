@@ -107,6 +107,20 @@ def test_schedule_and_its_named_functions_refuse_or_decrease(name, d, p1, p2):
 
 
 @examples(30)
+@given(theta=st.one_of(anything, st.lists(anything, min_size=1, max_size=4),
+                       st.lists(st.floats(0, 10), min_size=1, max_size=4)), factor=anything, d=anything)
+def test_schedule_value_and_nope_refuse_or_give_a_frozen_valid_schedule(theta, factor, d):
+    out = _outcome(lambda: rt.Schedule(theta, attention_factor=factor), ["theta", "attention_factor"])
+    if out is not None:
+        _finite(out.theta)
+        assert np.all(out.theta >= 0) and not out.theta.flags.writeable and out.attention_factor > 0
+        assert rt.schedule_from_spec(out.spec).theta.tobytes() == out.theta.tobytes()
+    nope = _outcome(lambda: rt.nope(d), ["head_dim"])
+    if nope is not None:
+        assert nope.name == "nope" and nope.head_dim == int(d) and not nope.theta.any()
+
+
+@examples(30)
 @given(text=st.one_of(anything, st.text(max_size=30), st.sampled_from([
     "rope", "rope:head_dim=8", "rope_id:train_len=512,head_dim=8", "partial:fraction=0.5,head_dim=8,base=abc",
     '{"name": "rope", "head_dim": 8}', "[1]", "", ":", "rope:head_dim=8,,base=2", "rope:=3"])))
@@ -201,7 +215,7 @@ def test_rank1_curves_batch_refuses_or_gives_ratios_in_lemma1s_range(dt, V, n):
     d, theta = dt
     if isinstance(V, int) and not isinstance(V, bool) and 1 <= V <= 3:
         V = np.random.default_rng(V).standard_normal((V, d))
-    out = _outcome(lambda: rt.rank1_curves_batch(theta, V, n), ["theta", "V", "length", "lengths", "planes"])
+    out = _outcome(lambda: rt.rank1_curves_batch(theta, V, n).rho, ["theta", "V", "length", "lengths", "planes"])
     if out is not None:
         _finite(out)
         assert np.all(out <= 1 + RANGE_SLACK) and np.all(out >= 1 / math.sqrt(d) - RANGE_SLACK)

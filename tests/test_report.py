@@ -67,7 +67,7 @@ def test_report_verdicts_equal_the_figure7_study_on_the_same_schedule(name, kw):
     V = figure7.clouds(128, CLOUDS)
     V = V / np.linalg.norm(V, axis=1, keepdims=True)
     grid = np.array(sec["fsv"]["grid"])
-    rho = spectra.rank1_curves_batch(theta, V, grid)[:, list(grid).index(figure7.TRAIN_LEN)]
+    rho = spectra.rank1_curves_batch(theta, V, grid).rho[:, list(grid).index(figure7.TRAIN_LEN)]
     fl, allrot = figure7.floors(theta, V)
     crit = figure7.criteria(rho, fl, allrot)
     assert sec["fsv"]["C1"] == crit["C1"] and sec["fsv"]["C2"] == crit["C2"]

@@ -67,10 +67,16 @@ class Schedule:
     temperature: str | None = None
 
     def __post_init__(self) -> None:
-        theta = np.array(self.theta, dtype=np.float64)       # a private copy the caller cannot change
+        theta = np.array(checks.checked_theta(self.theta))   # validated once, a private copy the caller cannot change
         theta.setflags(write=False)
         object.__setattr__(self, "theta", theta)
+        if not isinstance(self.name, str) or not isinstance(self.params, Mapping):
+            raise TypeError(f"name must be a string and params a mapping, got {self.name!r}, {self.params!r}")
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "attention_factor",
+                           checks.check_number("attention_factor", self.attention_factor, lo=0.0, lo_open=True))
+        if self.rotary_dim is not None:
+            object.__setattr__(self, "rotary_dim", checks.check_integer("rotary_dim", self.rotary_dim, lo=1))
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
         if self.rotary_dim is not None and (self.layout != "half" or not 0 < self.rotary_dim <= self.head_dim):
@@ -129,10 +135,10 @@ class Schedule:
 
 def as_schedule(theta: Any) -> Schedule:
     """The boundary conversion: a ``Schedule`` as it is, or a plain frequency vector validated once
-    (``ropetheory.core.checks.checked_theta``) and wrapped as the schedule ``theta``."""
+    (``ropetheory.core.checks.checked_theta``, in ``Schedule``) and wrapped as the schedule ``theta``."""
     if isinstance(theta, Schedule):
         return theta
-    return Schedule(checks.checked_theta(theta))
+    return Schedule(theta)
 
 
 def schedule_layout(theta: Any, layout: str | None) -> str:

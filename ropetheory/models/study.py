@@ -142,7 +142,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
                                                    for h in range(V.shape[0]))
     far_rho = {}
     for sc, items in groups.values():
-        rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far)
+        rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far).rho
         far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho, strict=False)})
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=False)):
         V, lam, tr = tops[li]

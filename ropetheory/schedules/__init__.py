@@ -25,7 +25,7 @@ import os
 from typing import Any
 from collections.abc import Callable, Mapping
 
-from ..core.checks import check_head_dim, checked_theta, from_theta, read_text_file, real_array
+from ..core.checks import check_head_dim, from_theta, read_text_file, real_array
 from ..core.schedule import Schedule, as_schedule
 from . import names
 from .paper import (DEFAULT_HEAD_DIM, FRACTION_ATOL, MIN_WAVELENGTH, high_frequency, length_temperature,  # noqa: F401
@@ -44,7 +44,7 @@ __all__ = [
 # --------------------------------------------------------------------------
 def explicit(theta: Any, head_dim: int | None = None) -> Schedule:
     """An explicit frequency vector as a schedule (``schedule("theta", theta=[...])``)."""
-    sched = Schedule(checked_theta(theta), "theta")
+    sched = Schedule(theta, "theta")
     if head_dim is not None and sched.head_dim != check_head_dim(head_dim):
         raise ValueError(f"theta has {sched.planes} planes but head_dim={head_dim}")
     return sched

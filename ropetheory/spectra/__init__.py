@@ -38,6 +38,9 @@ from one pass (snapshots at the grid points).
 Top eigenvalue only (``.topeig``): a rho_n needs lambda_max of a d x d Gram, not its spectrum;
 Householder tridiagonalisation + Sturm-count multisection on CPU, batched eigh on GPUs (measured fastest there).
 
+Results (``.results``): every curve is a ``Curve`` (``n``, ``rho``, ``rho2``, ``srank``, ``frob_ratio``;
+a batch has a leading axis), a matrix's norms a ``MatrixMetrics``.
+
 Modules: ``.weights`` (position weights and their mean phases), ``.gram`` (closed-form
 Gram matrices and metrics, batched over lengths and clouds), ``.stream`` (the streaming Gram
 kernel), ``.topeig`` (the largest eigenvalue, batched), ``.derived`` (the block formula,
@@ -51,11 +54,14 @@ from .weights import (AffineWeights, CONSTANT, TrigWeights, check_weights, dsinc
 from .gram import (MAX_GRID_POINTS, assemble_gram, log_grid, metrics_from_gram, prepare_rank1,  # noqa: F401
                    rank1_curve, rank1_curves_batch, rank1_gram, rho2_for_clouds, rho2_for_clouds_traced,
                    rotate_to_offset)
+from .results import Curve, MatrixMetrics  # noqa: F401
 from .topeig import METHODS, default_method, lanczos_top, subspace_top, top_eigenvalue  # noqa: F401
 from .stream import (DEFAULT_CHUNK, chunked_prefix_scan, matrix_metrics, neumaier_add, neumaier_total,  # noqa: F401
                      rank1_stream_curve, rope_matrix_curve, stream_gram_curve, stream_weight_sums)
 
 __all__ = [
+    "Curve",
+    "MatrixMetrics",
     "RESONANCE_TOL_TURNS",
     "AffineWeights",
     "TrigWeights",

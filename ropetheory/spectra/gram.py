@@ -23,6 +23,7 @@ from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
 from ..core.checks import check_offset, from_theta
 from ..core.schedule import as_schedule, schedule_layout
+from .results import Curve
 
 
 #: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
@@ -110,7 +111,7 @@ def rank1_gram(theta: Any, v: Any, n: Any, *, weights: AffineWeights | TrigWeigh
 
 
 def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | TrigWeights | None = None,
-                layout: str | None = None, offset: int = 0, method: str | None = None) -> dict[str, np.ndarray]:
+                layout: str | None = None, offset: int = 0, method: str | None = None) -> Curve:
     """FSV ratio ``rho_n``, stable rank and Frobenius ratio of ``Rope(u v^T)`` at each length.
 
     Closed form (constant, affine or trigonometric weights): the cost per length
@@ -130,9 +131,7 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     if method is not None:
         check_method(method)
     out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
-    res = {k: np.asarray(x)[:L.size] for k, x in out.items()}
-    res["n"] = L
-    return res
+    return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
 
 def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
@@ -152,8 +151,9 @@ rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "me
 
 
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
-                       chunk: int | None = None, progress=None, method: str | None = None) -> np.ndarray:
-    """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: ``(nv, len)``.
+                       chunk: int | None = None, progress=None, method: str | None = None) -> Curve:
+    """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: a ``Curve`` whose
+    ``rho`` and ``rho2`` are ``(nv, len)`` (one row per cloud).
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
     block assembly and one top eigenvalue per length. ``progress(k)`` is called after each chunk of clouds.
@@ -178,4 +178,5 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
                                               method=method)))
         if progress is not None:
             progress(min(chunk, Vi.shape[0] - k))
-    return np.sqrt(np.clip(np.concatenate(out)[:, :L.size], 0, None))
+    rho2 = np.clip(np.concatenate(out)[:, :L.size], 0, None)
+    return Curve(n=L, rho=np.sqrt(rho2), rho2=rho2)

@@ -26,6 +26,7 @@ from ..core.checks import (
 )
 from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
 from ..core.schedule import as_schedule, schedule_layout
+from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
 
@@ -212,7 +213,7 @@ def rank1_stream_curve(
     layout: str | None = None,
     offset: int = 0,
     chunk: int = DEFAULT_CHUNK,
-) -> dict[str, np.ndarray]:
+) -> Curve:
     """FSV ratio and stable rank of ``Rope(u v^T)`` for arbitrary weights ``w_i = u_i^2``, streamed.
 
     ``weights``: ``None`` (constant), a 1-D array ``w`` of length ``>= max(lengths)``,
@@ -263,8 +264,8 @@ def rank1_stream_curve(
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
         raise ValueError("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
                          "function (every ratio here is scale-invariant)")
-    return {"n": L, "rho": np.sqrt(lam / Ws), "rho2": lam / Ws, "srank": tr / lam,
-            "frob_ratio": np.sqrt(tr / Ws), "W": W}
+    return Curve(n=L, rho=np.sqrt(lam / Ws), rho2=lam / Ws, srank=tr / lam, frob_ratio=np.sqrt(tr / Ws),
+                 weight_sum=W)
 
 
 def _matrix_rows(pos, X):
@@ -272,7 +273,7 @@ def _matrix_rows(pos, X):
     return X[idx]
 
 
-def matrix_metrics(X: Any) -> dict[str, float]:
+def matrix_metrics(X: Any) -> MatrixMetrics:
     """FSV ``||X||_2``, Frobenius norm and stable rank of a general ``n x d`` matrix (via its d x d Gram)."""
     A = check_finite_array("X", X, min_ndim=2)
     if A.ndim != 2:
@@ -284,11 +285,11 @@ def matrix_metrics(X: Any) -> dict[str, float]:
     if fro2 == 0:
         raise ValueError("X is the zero matrix: its stable rank is undefined")
     fsv, frob = math.ldexp(math.sqrt(lam), k), math.ldexp(math.sqrt(fro2), k)
-    return {"fsv": fsv, "frob": frob, "srank": fro2 / lam}
+    return MatrixMetrics(fsv=fsv, frob=frob, srank=fro2 / lam)
 
 
 def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
-                      chunk: int = DEFAULT_CHUNK) -> dict[str, np.ndarray]:
+                      chunk: int = DEFAULT_CHUNK) -> Curve:
     """FSV ratio ``||Rope(X_:n)||_2 / ||X_:n||_2`` and stable ranks of the prefixes of a general cloud.
 
     ``X``: ``(N, d)`` rows in ``layout``; the prefixes ``X[:n]`` for each ``n`` in
@@ -322,5 +323,4 @@ def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str | None = 
         lams0.append(np.linalg.eigvalsh(G0)[-1])
         trs0.append(np.trace(G0))
     lam, tr, lam0, tr0 = out["lam"], out["trace"], np.array(lams0), np.array(trs0)
-    return {"n": L, "rho": np.sqrt(lam / lam0), "srank": tr / lam, "srank_before": tr0 / lam0,
-            "frob_ratio": np.sqrt(tr / tr0)}
+    return Curve(n=L, rho=np.sqrt(lam / lam0), srank=tr / lam, srank_before=tr0 / lam0, frob_ratio=np.sqrt(tr / tr0))

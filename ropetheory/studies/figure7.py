@@ -101,7 +101,7 @@ def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> 
         if progress is not None:
             progress(V.shape[0])
         return saved["rho"]
-    rho = spectra.rank1_curves_batch(theta, V, grid, progress=progress)
+    rho = spectra.rank1_curves_batch(theta, V, grid, progress=progress).rho
     store.put(tag, key, rho=rho, grid=grid)
     return rho
 

@@ -84,7 +84,7 @@ def frequencies_section(theta: np.ndarray, H: int) -> dict[str, Any]:
 def fsv_section(theta: np.ndarray, H: int, V: np.ndarray, extra: list[int]) -> dict[str, Any]:
     grid = np.unique(np.concatenate([spectra.log_grid(FAR_FACTOR * H, NUM), [H * 2 ** k for k in range(5)],
                                      extra])).astype(np.int64)
-    rho = spectra.rank1_curves_batch(theta, V, grid)
+    rho = spectra.rank1_curves_batch(theta, V, grid).rho
     fl, allrot = criteria.floors(theta, V)
     iH = int(np.flatnonzero(grid == H)[0])
     crit = criteria.criteria(rho[:, iH], fl, allrot)
@@ -123,7 +123,7 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
         else:
             th = sc["theta"]
         own = criteria.low_frequency_drift(base, th, s, L)
-        rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L]))
+        rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L])).rho
         rows.append({"s": s, "eval_len": s * L, "low_freq_planes": own["low_freq_planes"],
                      "drift_ratio_own": own["max_drift_ratio"], "within_training": own["holds"],
                      "drift_ratio_unscaled": float(s) if own["max_drift_ratio"] is not None else None,
