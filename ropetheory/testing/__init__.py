@@ -316,3 +316,8 @@ def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None 
         worst = np.maximum(worst, np.abs(q_impl @ k_impl - q_exact @ k_exact))
         floor = np.maximum(floor, logit_floor(np.linalg.norm(q), np.linalg.norm(k), d, name))
     return LogitAudit(dtype=name, distances=dist, max_abs_err=worst, floor=floor)
+
+
+from .diagnosis import Diagnosis, Finding, diagnose  # noqa: E402  (it builds on the audit above)
+
+__all__ += ["Diagnosis", "Finding", "diagnose"]
