@@ -29,7 +29,6 @@ where the implementation leaves the floor.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,19 +37,17 @@ import numpy as np
 
 from ..core.checks import check_integer, check_positions
 from ..core.layouts import check_layout, per_channel, plane_pairs
-from . import (DTYPES, ROTATION_FLOOR_FACTOR, _dtype_name, _positions_to_framework, _round_to, _to_framework,
-               _to_numpy, audit_positions, exact_cos_sin, resolve_schedule, rotation_floor, unit_roundoff)
+from . import ROTATION_FLOOR_FACTOR, audit_positions, resolve_schedule, rotation_floor, unit_roundoff
+from .alternatives import best_alternative, config_alternatives, plain_alternatives, precision, structural
+from .frameworks import dtype_name, round_to
+from .probe import Finding, Run, call_impl, nearest_dtype, planes
 
-__all__ = ["GAIN_TOL", "EXPLAINED_SHARE", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "COMMON_BASES", "CLASSES",
-           "Finding", "Diagnosis", "diagnose"]
+__all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "Finding", "Diagnosis", "diagnose"]
 
 #: an output gain off the expected attention factor by more than this share is an attention-factor bug:
 #: far above the rounding of one bfloat16 entry (2^-8), which a median over many entries shrinks further,
 #: and below the smallest YaRN factor in use (0.1 ln 1.2 = 1.8%)
 GAIN_TOL = 2.0 ** -6
-#: an alternative explains an implementation when it leaves at most this share of the worst floor ratio
-#: (a precision bug left under a structural one keeps the residual above the floor)
-EXPLAINED_SHARE = 0.1
 #: cache precision when the worst floor ratio past half the audited range is at most this many times the
 #: one at positions 1..7: a table error does not grow, an angle error grows like the position (2^10 or more
 #: over an audit)
@@ -64,19 +61,9 @@ SIGNAL_OVER_NOISE = 1.0
 #: the relative angle error is read on the kept entries whose angle ``p theta_j`` is above this quantile of
 #: theirs, where the angle's error outweighs the output's rounding most
 LARGE_ANGLE_QUANTILE = 0.75
-#: bases an implementation may hard-code or mix up: Llama 2 and most defaults (10^4), Llama 3 (5 10^5),
-#: Qwen2 / CodeLlama / Gemma 3's global layers (10^6)
-COMMON_BASES = (1e4, 5e5, 1e6)
 #: the classes a diagnosis names (``"correct"`` for an implementation within its floor)
 CLASSES = ("correct", "attention factor", "layout", "offset", "frequency precision", "frequency selection",
            "angle precision", "cache precision", "unexplained")
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    cls: str
-    kind: str
-    detail: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,74 +99,9 @@ class Diagnosis:
 
 
 # ---------------------------------------------------------------------------------------------------
-# the expected operator and the measurements
-# ---------------------------------------------------------------------------------------------------
-def _rotate(X: np.ndarray, c: np.ndarray, s: np.ndarray, layout: str) -> np.ndarray:
-    """``X (..., n, d)`` rotated by per-row tables ``c, s (n, P)`` (float64)."""
-    a, b = plane_pairs(X, layout)
-    ya, yb = c * a - s * b, s * a + c * b
-    if layout == "half":
-        return np.concatenate([ya, yb], axis=-1)
-    return np.stack([ya, yb], axis=-1).reshape(X.shape)
-
-
-def _signed_cos_sin(theta: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact tables at possibly negative positions (``cos`` even, ``sin`` odd)."""
-    c, s = exact_cos_sin(theta, np.abs(pos))
-    return c, s * np.where(pos < 0, -1.0, 1.0)[:, None]
-
-
-def _row_cos_sin(thetas: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tables for one frequency vector per row ``thetas (n, P)``: float64 angles reduced mod 2 pi, good to
-    ``p theta 2^-53`` rad, far below any error an alternative has to explain."""
-    ang = np.mod(pos[:, None].astype(np.float64) * thetas, 2 * math.pi)
-    return np.cos(ang), np.sin(ang)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Run:
-    X: np.ndarray            # (v, n, d) the inputs, as rounded to the dtype
-    Y: np.ndarray            # (v, n, d) the implementation's outputs
-    pos: np.ndarray
-    theta: np.ndarray
-    att: float
-    layout: str
-    dtype: str
-    floor: np.ndarray        # (v, n, d) the floor of each entry for gain ``att``
-
-    def ratio(self, Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        r = np.abs(Y - ref) / self.floor
-        return np.where(np.isfinite(r), r, np.inf)
-
-    def exact(self, theta: np.ndarray | None = None, pos: np.ndarray | None = None,
-              layout: str | None = None) -> np.ndarray:
-        c, s = _signed_cos_sin(self.theta if theta is None else theta, self.pos if pos is None else pos)
-        return self.att * _rotate(self.X, c, s, layout or self.layout)
-
-
-def _call(fn: Callable[..., Any], X: np.ndarray, pos: np.ndarray, name: str, framework: str, call: str) -> np.ndarray:
-    xf, pf = _to_framework(X, name, framework), _positions_to_framework(pos, framework)
-    out = fn(xf, pf) if call == "x" else fn(xf, _to_framework(X[::-1].copy(), name, framework), pf)[0]
-    Y = _to_numpy(out)
-    if Y.shape != X.shape:
-        raise ValueError(f"the implementation returned shape {Y.shape}, expected {X.shape} (n, head_dim)")
-    return Y
-
-
-def _planes(A: np.ndarray, layout: str) -> np.ndarray:
-    a, b = plane_pairs(A, layout)
-    return a + 1j * b
-
-
-def _nearest_dtype(u: float) -> str:
-    """The dtype whose unit roundoff is nearest ``u`` on a log scale."""
-    return min(DTYPES, key=lambda k: abs(math.log2(max(u, 1e-300)) + DTYPES[k][0]))
-
-
-# ---------------------------------------------------------------------------------------------------
 # step 1: the attention factor
 # ---------------------------------------------------------------------------------------------------
-def _gain(run: _Run) -> float:
+def _gain(run: Run) -> float:
     """The median over rows of ``||y|| / ||x||``: any rotation, in any pairing, at any position, with any
     frequencies keeps the norm of the whole vector, so only a scale of cos and sin moves it."""
     return float(np.nanmedian(np.linalg.norm(run.Y, axis=-1) / np.linalg.norm(run.X, axis=-1)))
@@ -202,121 +124,9 @@ def _attention_finding(gain: float, att: float, yarn_default: float | None) -> t
 
 
 # ---------------------------------------------------------------------------------------------------
-# step 2: exact alternatives
-# ---------------------------------------------------------------------------------------------------
-Alternative = tuple[str, str, str, Callable[[], np.ndarray]]
-
-
-def _structural(run: _Run) -> list[Alternative]:
-    other = "interleaved" if run.layout == "half" else "half"
-    alts: list[Alternative] = [("layout", f"{other} pairing", f"channels paired {other} where {run.layout} is "
-                                f"expected", lambda: run.exact(layout=other))]
-    for k in (1, -1, 2, -2):
-        alts.append(("offset", f"position {k:+d}", f"each row rotated as position p{k:+d}",
-                     functools.partial(run.exact, pos=run.pos + k)))
-    rows = np.arange(run.pos.size)
-    if not np.array_equal(rows, run.pos):
-        alts.append(("offset", "positions ignored", "rows rotated as 0, 1, ..., n-1 whatever the positions",
-                     lambda: run.exact(pos=rows)))
-    return alts
-
-
-def _precision(run: _Run) -> list[Alternative]:
-    alts: list[Alternative] = []
-    for name in ("bfloat16", "float16", "float32"):
-        th = _round_to(run.theta, name)
-        if not np.array_equal(th, run.theta):
-            alts.append(("frequency precision", name, f"inverse frequencies rounded to {name} (up to "
-                         f"{np.max(np.abs(th / np.where(run.theta > 0, run.theta, 1) - 1)):.2g} relative)",
-                         functools.partial(run.exact, theta=th)))
-    return alts
-
-
-def _geometric_base(theta: np.ndarray) -> float | None:
-    """``b`` when ``theta_j = b^(-j/P)`` (a plain RoPE schedule), else None."""
-    P = theta.size
-    if P < 2 or theta[0] != 1.0 or theta[1] <= 0:
-        return None
-    b = float(theta[1] ** -P)
-    return b if np.allclose(theta, b ** (-np.arange(P) / P), rtol=1e-9) else None
-
-
-def _base_alternatives(run: _Run, base: float | None, make: Callable[[float], np.ndarray]) -> list[Alternative]:
-    return [("frequency selection", "wrong base", f"base {b:g} where {base:g} is expected",
-             functools.partial(run.exact, theta=make(b)))
-            for b in COMMON_BASES if base is not None and not math.isclose(b, base, rel_tol=1e-6)]
-
-
-def _plain_alternatives(run: _Run) -> list[Alternative]:
-    base = _geometric_base(run.theta)
-    P = run.theta.size
-    return _base_alternatives(run, base, lambda b: b ** (-np.arange(P) / P))
-
-
-def _config_theta(config: Mapping[str, Any], seq_len: int | None, layer_type: str | None) -> np.ndarray:
-    from ..schedules.hf import frequencies_from_config
-    return np.asarray(frequencies_from_config(config, seq_len=seq_len, layer_type=layer_type)["theta"])
-
-
-def _with_params(config: Mapping[str, Any], layer_type: str | None, **params: Any) -> dict[str, Any]:
-    """``config`` with its (layer type's) rope parameters updated; ``rope_scaling`` folded into them."""
-    cfg = dict(config)
-    rp = cfg.pop("rope_parameters", None) or cfg.pop("rope_scaling", None) or {}
-    rp = dict(rp)
-    if layer_type is not None:
-        rp[layer_type] = {**rp[layer_type], **params}
-    else:
-        rp.update(params)
-    cfg["rope_parameters"] = rp
-    return cfg
-
-
-def _config_alternatives(run: _Run, config: Mapping[str, Any], seq_len: int,
-                         layer_type: str | None) -> list[Alternative]:
-    from ..schedules.hf import load_rope_config
-    rc = load_rope_config(config, layer_type)
-    alts: list[Alternative] = []
-    if rc.rope_type != "default":
-        dropped = _config_theta(_with_params(config, layer_type, rope_type="default"), None, layer_type)
-        alts.append(("frequency selection", "scaling dropped", f"rope_type {rc.rope_type!r} applied as plain RoPE "
-                     f"(base {rc.rope_theta:g})", lambda: run.exact(theta=dropped)))
-    alts += _base_alternatives(run, rc.rope_theta, lambda b: _config_theta(
-        _with_params(config, layer_type, rope_theta=b), seq_len, layer_type))
-    raw = config.get("rope_parameters") or {}
-    for other in [k for k, v in raw.items() if isinstance(v, Mapping) and k != layer_type]:
-        th = _config_theta(config, seq_len, other)
-        alts.append(("frequency selection", "other layer type", f"the {other} layers' rope parameters where the "
-                     f"{layer_type} layers' apply", functools.partial(run.exact, theta=th)))
-    if rc.rope_type == "longrope":
-        orig = int(rc.require("original_max_position_embeddings"))
-        short = seq_len <= orig
-        th = _config_theta(config, orig // 2 if not short else orig + 1, layer_type)
-        alts.append(("frequency selection", "short/long factor", f"{'long' if short else 'short'}_factor where "
-                     f"{'short' if short else 'long'}_factor applies (sequence length {seq_len}, original {orig})",
-                     lambda: run.exact(theta=th)))
-    if rc.rope_type in ("longrope", "dynamic"):
-        steps = np.stack([_config_theta(config, int(p) + 1, layer_type) for p in run.pos])
-        alts.append(("frequency selection", "per-step frequencies", "each position rotated with the frequencies "
-                     "of its own step (cached keys keep them) where the sequence's apply",
-                     lambda: run.att * _rotate(run.X, *_row_cos_sin(steps, run.pos), run.layout)))
-    return alts
-
-
-def _best_alternative(run: _Run, Y: np.ndarray, alts: list[Alternative], worst: float) -> Finding | None:
-    best, best_ratio = None, math.inf
-    for cls, kind, detail, make in alts:
-        r = float(np.max(run.ratio(Y, make())))
-        if r < best_ratio:
-            best, best_ratio = Finding(cls, kind, detail), r
-    if best is not None and best_ratio <= max(1.0, EXPLAINED_SHARE * worst):
-        return best
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------
 # step 3: signatures
 # ---------------------------------------------------------------------------------------------------
-def _cache_finding(run: _Run, Y: np.ndarray, ref: np.ndarray) -> Finding | None:
+def _cache_finding(run: Run, Y: np.ndarray, ref: np.ndarray) -> Finding | None:
     rows = run.ratio(Y, ref).max(axis=(0, 2))
     low_rows, high_rows = (run.pos >= 1) & (run.pos <= 7), run.pos >= run.pos[-1] / 2
     if not low_rows.any() or not high_rows.any():
@@ -326,22 +136,22 @@ def _cache_finding(run: _Run, Y: np.ndarray, ref: np.ndarray) -> Finding | None:
         return None
     r = per_channel(np.hypot(*plane_pairs(run.X, run.layout)), run.layout)
     u = float(np.max(np.abs(Y - ref) / (math.sqrt(2) * run.att * r)))
-    level = _nearest_dtype(u)
+    level = nearest_dtype(u)
     return Finding("cache precision", level, f"cos/sin off by up to {u:.2g} relative at every position (a "
                                              f"{level} table): not growing with the position")
 
 
-def _angle_deviation(run: _Run, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _angle_deviation(run: Run, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``delta (v, n, P)`` = arg(w / w_exact), and which entries are above the output's rounding noise."""
-    w, w_ref = _planes(Y, run.layout), _planes(run.exact(), run.layout)
-    z = np.abs(_planes(run.X, run.layout))
+    w, w_ref = planes(Y, run.layout), planes(run.reference, run.layout)
+    z = np.abs(planes(run.X, run.layout))
     delta = np.angle(w * np.conj(w_ref))
     noise = SIGNAL_OVER_NOISE * ROTATION_FLOOR_FACTOR * unit_roundoff(run.dtype)
     keep = (z >= np.median(z)) & (np.abs(delta) > noise) & np.isfinite(delta)
     return delta, keep
 
 
-def _frequency_fit(run: _Run, delta: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, float] | None:
+def _frequency_fit(run: Run, delta: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Per plane ``e_j`` of ``delta_j(p) = p e_j`` (least squares over unwrapped entries), and the share of
     ``delta`` the fit leaves (rms); None without enough entries."""
     p = np.broadcast_to(run.pos[None, :, None].astype(np.float64), delta.shape)
@@ -354,7 +164,7 @@ def _frequency_fit(run: _Run, delta: np.ndarray, keep: np.ndarray) -> tuple[np.n
     return e, share
 
 
-def _growth_finding(run: _Run, Y: np.ndarray) -> Finding:
+def _growth_finding(run: Run, Y: np.ndarray) -> Finding:
     delta, keep = _angle_deviation(run, Y)
     if not keep.any():
         return Finding("unexplained", "", "over the floor without an angle, gain or table signature")
@@ -362,7 +172,7 @@ def _growth_finding(run: _Run, Y: np.ndarray) -> Finding:
     if fit is not None and fit[1] <= LINEAR_FIT_SHARE:
         rel = np.abs(fit[0]) / np.where(run.theta > 0, run.theta, 1.0)
         worst = float(rel.max())
-        level = _nearest_dtype(worst)
+        level = nearest_dtype(worst)
         if worst <= 4 * unit_roundoff("bfloat16"):
             return Finding("frequency precision", level, f"each plane's frequency off by a constant relative "
                            f"{worst:.2g} (the {level} rounding level)")
@@ -373,7 +183,7 @@ def _growth_finding(run: _Run, Y: np.ndarray) -> Finding:
     large = keep & (angle >= np.quantile(angle[keep], LARGE_ANGLE_QUANTILE))
     rel = np.abs(delta[large]) / np.maximum(angle[large], 1e-300)
     u = float(np.quantile(rel, 0.99))
-    level = _nearest_dtype(u)
+    level = nearest_dtype(u)
     return Finding("angle precision", level, f"angle p theta off by up to {u:.2g} of itself, irregularly in p "
                                              f"(the {level} level): the error grows with the position")
 
@@ -413,7 +223,7 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
     parameters and ``seq_len``, default the largest position + 1, the sequence length the registry's
     length-dependent types use).
     """
-    name = _dtype_name(dtype)
+    name = dtype_name(dtype)
     check_layout(layout)
     if call not in ("x", "qk"):
         raise ValueError(f"call must be 'x' (fn(x, positions)) or 'qk' (fn(q, k, positions)), got {call!r}")
@@ -424,12 +234,12 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
     theta, att, config = _expected(schedule, head_dim, L, layer_type)
     rng = np.random.default_rng(seed)
     d = 2 * theta.size
-    X = np.stack([_round_to(rng.standard_normal((pos.size, d)), name)
+    X = np.stack([round_to(rng.standard_normal((pos.size, d)), name)
                   for _ in range(check_integer("n_vectors", n_vectors, lo=1))])
-    Y = np.stack([_call(fn, x, pos, name, framework, call) for x in X])
+    Y = np.stack([call_impl(fn, x, pos, name, framework, call) for x in X])
     floor = max(att, 1.0) * per_channel(rotation_floor(np.hypot(*plane_pairs(X, layout)), name), layout)
-    run = _Run(X, Y, pos, theta, att, layout, name, floor)
-    ratio = run.ratio(Y, run.exact())
+    run = Run(X, Y, pos, theta, att, layout, name, floor)
+    ratio = run.ratio(Y, run.reference)
     rows = ratio.max(axis=(0, 2))
     over = np.flatnonzero(rows > 1.0)
     findings = _findings(run, config, L, layer_type, float(ratio.max())) if over.size else ()
@@ -438,7 +248,7 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
                      worst_floor_ratio=float(ratio.max()), findings=findings)
 
 
-def _findings(run: _Run, config: Mapping[str, Any] | None, seq_len: int, layer_type: str | None,
+def _findings(run: Run, config: Mapping[str, Any] | None, seq_len: int, layer_type: str | None,
               worst: float) -> tuple[Finding, ...]:
     found: list[Finding] = []
     Y = run.Y
@@ -446,13 +256,13 @@ def _findings(run: _Run, config: Mapping[str, Any] | None, seq_len: int, layer_t
     if gain is not None:
         found.append(gain[0])
         Y = Y * (run.att / gain[1])
-        worst = float(np.max(run.ratio(Y, run.exact())))
+        worst = float(np.max(run.ratio(Y, run.reference)))
         if worst <= 1.0:
             return tuple(found)
-    alts = _structural(run) + _precision(run)
-    alts += _config_alternatives(run, config, seq_len, layer_type) if config is not None else _plain_alternatives(run)
-    alt = _best_alternative(run, Y, alts, worst)
+    alts = structural(run) + precision(run)
+    alts += config_alternatives(run, config, seq_len, layer_type) if config is not None else plain_alternatives(run)
+    alt = best_alternative(run, Y, alts, worst)
     if alt is not None:
         return (*found, alt)
-    cache = _cache_finding(run, Y, run.exact())
+    cache = _cache_finding(run, Y, run.reference)
     return (*found, cache if cache is not None else _growth_finding(run, Y))

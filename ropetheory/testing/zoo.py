@@ -252,7 +252,7 @@ def _zoo() -> list[ZooBug]:
         ZooBug("fp16-rotation", "float32 angle, rotation at fp16 past 262k", ("ml-explore/mlx-lm#1076",),
                "angle precision", plain, _fp16_rotation_f32_angle, 2 ** 19, ("float16",)),
         ZooBug("ggml-theta-scale", "angles by repeated float32 multiplication theta *= theta_scale",
-               ("ggml-org/llama.cpp (ggml-cpu ops.cpp rope cache)",),
+               ("ggml-org/llama.cpp ggml_rope_cache_init",),
                "angle precision", plain, _ggml_theta_scale, 65536, ("float32",)),
         ZooBug("yarn-mscale-ignored", "mscale/mscale_all_dim ignored: 0.1 ln(s) + 1 applied where HF gives 1",
                ("vllm-project/vllm#48623",), "attention factor", y16, _yarn_with(y16, _mscale(16.0)), 8192, ALL),
