@@ -114,3 +114,25 @@ def test_the_audit_command_wants_a_target_or_the_zoo_not_both(tmp_path):
     from ropetheory import cli
     assert cli.main(["audit", "--out", str(tmp_path)]) == 2
     assert cli.main(["audit", "reference", "--zoo", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("config", ["llama-3.1-8b", "qwen2-7b-instruct-yarn", "phi-3.5-mini-instruct", "gemma-3-270m"])
+def test_the_transformers_adapter_uses_the_registrys_frequencies_and_attention_factor(config):
+    pytest.importorskip("transformers")
+    from ropetheory.studies import audit
+    cfg = audit._config(config)
+    top = 2 * cfg["max_position_embeddings"]
+    ad = adapters.build("transformers", head_dim=0, base=0.0, max_position=top, config=cfg)
+    chk = rtt.check_config(ad.theta, ad.attention_factor, cfg, seq_len=top + 1)
+    assert chk.agrees, chk.verdict()
+
+
+def test_the_config_check_flags_frequencies_or_an_attention_factor_off_the_registry():
+    cfg = _registry_config("yarn")
+    f = frequencies_from_config(cfg, seq_len=4096)
+    theta, att = np.asarray(f["theta"]), f["attention_factor"]
+    assert rtt.check_config(theta, att, cfg, seq_len=4096).agrees
+    assert not rtt.check_config(theta * (1 + 2 ** -16), att, cfg, seq_len=4096).agrees
+    assert not rtt.check_config(theta, 1.0, cfg, seq_len=4096).agrees
+    with pytest.raises(ValueError, match="theta"):
+        rtt.check_config(theta[:4], att, cfg, seq_len=4096)

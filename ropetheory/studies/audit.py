@@ -19,6 +19,7 @@ table (bug, source, class expected and diagnosed, first position over the floor,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -46,6 +47,9 @@ def run_audit(target: str, *, head_dim: int, base: float, context: int, factor: 
     out: dict[str, Any] = {"target": target, "description": ad.description, "layout": ad.layout,
                            "head_dim": 2 * ad.theta.size, "base": base, "context": context, "max_position": top,
                            "device": device, "vectors": vectors, "dtypes": {}, "rows": []}
+    if config is not None:                     # the frequencies and attention factor, not only the rotation
+        chk = testing.check_config(ad.theta, ad.attention_factor, config, seq_len=top + 1)
+        out["registry"] = {**dataclasses.asdict(chk), "agrees": chk.agrees, "verdict": chk.verdict()}
     for dt in dtypes:
         a = testing.audit_rope(ad.fn, schedule=ad.theta, dtype=dt, layout=ad.layout, framework=ad.framework,
                                n_vectors=vectors, max_position=top)
@@ -203,6 +207,8 @@ def main(argv: Any = None) -> int:
     plot(res, out)
     print(f"{res['target']}: {res['description']} (layout {res['layout']}, d = {res['head_dim']}, "
           f"positions to {res['max_position']} = {args.factor} x context {res['context']}, {args.torch_device})")
+    if "registry" in res:
+        print(f"  {res['registry']['verdict']}")
     for r in res["dtypes"].values():
         print(f"  {r['verdict']}")
     print(f"wrote {out / 'audit.json'}, audit.csv, audit.png ({res['seconds']:.1f} s)")

@@ -269,6 +269,6 @@ def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None 
     return LogitAudit(dtype=name, distances=dist, max_abs_err=worst, floor=floor)
 
 
-from .diagnosis import Diagnosis, Finding, diagnose  # noqa: E402  (it builds on the audit above)
+from .diagnosis import ConfigCheck, Diagnosis, Finding, check_config, diagnose  # noqa: E402  (builds on the above)
 
-__all__ += ["Diagnosis", "Finding", "diagnose"]
+__all__ += ["Diagnosis", "Finding", "diagnose", "ConfigCheck", "check_config"]

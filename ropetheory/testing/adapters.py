@@ -45,6 +45,8 @@ class Adapter:
     theta: np.ndarray
     description: str
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
+    #: the factor the implementation scales cos and sin by (YaRN, LongRoPE), divided out before the audit
+    attention_factor: float = 1.0
 
 
 def _need(module: str, install: str) -> Any:
@@ -131,6 +133,7 @@ def transformers_rope(d: int, base: float, max_position: int, device: str = "cpu
         _torch_theta(rot.inv_freq, dd),
         f"transformers {tf.__version__} LlamaRotaryEmbedding (rope_type "
         f"{(getattr(cfg, 'rope_parameters', None) or {}).get('rope_type', 'default')}) + apply_rotary_pos_emb",
+        attention_factor=scale,
     )
 
 

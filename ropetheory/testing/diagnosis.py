@@ -42,7 +42,8 @@ from .alternatives import best_alternative, config_alternatives, plain_alternati
 from .frameworks import dtype_name, round_to
 from .probe import Finding, Run, call_impl, nearest_dtype, planes
 
-__all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "Finding", "Diagnosis", "diagnose"]
+__all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "FREQ_REL_TOL", "ATTENTION_REL_TOL", "Finding",
+           "Diagnosis", "diagnose", "ConfigCheck", "check_config"]
 
 #: an output gain off the expected attention factor by more than this share is an attention-factor bug:
 #: far above the rounding of one bfloat16 entry (2^-8), which a median over many entries shrinks further,
@@ -61,6 +62,12 @@ SIGNAL_OVER_NOISE = 1.0
 #: the relative angle error is read on the kept entries whose angle ``p theta_j`` is above this quantile of
 #: theirs, where the angle's error outweighs the output's rounding most
 LARGE_ANGLE_QUANTILE = 0.75
+#: an implementation's frequencies agree with the registry's within this relative error: transformers forms
+#: inv_freq in float32 (exponent, power and reciprocal each rounded, 2^-24 apiece), 16 float32 ulps of slack
+FREQ_REL_TOL = 2.0 ** -20
+#: an implementation's attention factor agrees with the registry's within this relative error (float32
+#: storage of a Python float, 2^-24, with slack)
+ATTENTION_REL_TOL = 1e-6
 #: the classes a diagnosis names (``"correct"`` for an implementation within its floor)
 CLASSES = ("correct", "attention factor", "layout", "offset", "frequency precision", "frequency selection",
            "angle precision", "cache precision", "unexplained")
@@ -266,3 +273,42 @@ def _findings(run: Run, config: Mapping[str, Any] | None, seq_len: int, layer_ty
         return (*found, alt)
     cache = _cache_finding(run, Y, run.reference)
     return (*found, cache if cache is not None else _growth_finding(run, Y))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigCheck:
+    """An implementation's own frequencies and attention factor against the registry's for its config."""
+    rope_type: str
+    seq_len: int
+    max_rel_freq_err: float
+    worst_plane: int
+    attention_factor: float
+    expected_attention_factor: float
+
+    @property
+    def agrees(self) -> bool:
+        return (self.max_rel_freq_err <= FREQ_REL_TOL
+                and abs(self.attention_factor / self.expected_attention_factor - 1) <= ATTENTION_REL_TOL)
+
+    def verdict(self) -> str:
+        head = f"registry ({self.rope_type}, sequence length {self.seq_len}): "
+        return head + ("agrees" if self.agrees else "DISAGREES") + (
+            f": frequencies within {self.max_rel_freq_err:.2g} relative (worst plane {self.worst_plane}), attention "
+            f"factor {self.attention_factor:.6g} vs {self.expected_attention_factor:.6g}")
+
+
+def check_config(theta: Any, attention_factor: float, config: Mapping[str, Any], *, seq_len: int,
+                 layer_type: str | None = None) -> ConfigCheck:
+    """Compare the frequencies ``theta`` (``P``) and ``attention_factor`` an implementation uses for
+    ``config`` at ``seq_len`` with ``ropetheory.schedules.hf`` (every rope type): the rotation audit alone
+    cannot see a factor divided out or frequencies it was told to expect."""
+    from ..schedules.hf import frequencies_from_config
+    f = frequencies_from_config(config, seq_len=check_integer("seq_len", seq_len, lo=1), layer_type=layer_type)
+    want = np.asarray(f["theta"], dtype=np.float64)
+    got = np.asarray(theta, dtype=np.float64).ravel()
+    if got.shape != want.shape:
+        raise ValueError(f"theta has {got.size} frequencies but the config gives {want.size} planes")
+    rel = np.abs(got - want) / np.where(want > 0, want, 1.0)
+    return ConfigCheck(rope_type=str(f["rope_type"]), seq_len=int(seq_len), max_rel_freq_err=float(rel.max()),
+                       worst_plane=int(rel.argmax()), attention_factor=float(attention_factor),
+                       expected_attention_factor=float(f["attention_factor"]))
