@@ -136,3 +136,17 @@ def test_the_config_check_flags_frequencies_or_an_attention_factor_off_the_regis
     assert not rtt.check_config(theta, 1.0, cfg, seq_len=4096).agrees
     with pytest.raises(ValueError, match="theta"):
         rtt.check_config(theta[:4], att, cfg, seq_len=4096)
+
+
+@pytest.mark.parametrize("theta, cls, kind, words", [
+    (THETA / 4, "frequency selection", "uniform scale", "scaled by 0.25"),
+    (2e4 ** (-np.arange(16) / 16), "frequency selection", "wrong frequencies", "base 2e+04"),
+    (0.5 * 3e4 ** (-np.arange(16) / 16), "frequency selection", "wrong frequencies", "e+04 scaled by 0.5"),
+    (THETA * (1 + 1e-3 * np.random.default_rng(0).standard_normal(16)), "frequency precision", "bfloat16", "scattered"),
+])
+def test_frequencies_no_alternative_names_are_diagnosed_from_the_linear_angle_error(theta, cls, kind, words):
+    """Frequencies off a plain schedule in ways no exact alternative spells out: the angle error is linear
+    in the position, so the per-plane fit names a uniform scale, another base (and scale) or rounding."""
+    for dt in ("float32", "bfloat16"):
+        d = rtt.diagnose(correct_rope(theta), schedule=THETA, dtype=dt, max_position=32768, n_vectors=VECTORS)
+        assert (d.cls, d.kind) == (cls, kind) and words in d.findings[0].detail, d.verdict()

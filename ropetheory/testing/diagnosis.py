@@ -59,6 +59,12 @@ LINEAR_FIT_SHARE = 0.25
 #: an angle deviation counts for the signatures when it alone moves a plane of at least median norm by this
 #: many times its floor (``ROTATION_FLOOR_FACTOR u`` rad): the output's own rounding stays below it
 SIGNAL_OVER_NOISE = 1.0
+#: a table or frequency error of at most this relative size is a rounding level: rounding to bfloat16, the
+#: narrowest float in use, moves a value by at most 2^-8 of itself; twice that for the estimate's own noise
+MAX_ROUNDING_REL = 2.0 ** -7
+#: a frequency error shared by every plane: the per-plane relative errors agree to this share of their mean
+#: (rounding errors scatter in sign and size)
+UNIFORM_SPREAD = 0.1
 #: the relative angle error is read on the kept entries whose angle ``p theta_j`` is above this quantile of
 #: theirs, where the angle's error outweighs the output's rounding most
 LARGE_ANGLE_QUANTILE = 0.75
@@ -143,6 +149,8 @@ def _cache_finding(run: Run, Y: np.ndarray, ref: np.ndarray) -> Finding | None:
         return None
     r = per_channel(np.hypot(*plane_pairs(run.X, run.layout)), run.layout)
     u = float(np.max(np.abs(Y - ref) / (math.sqrt(2) * run.att * r)))
+    if u > MAX_ROUNDING_REL:
+        return None
     level = nearest_dtype(u)
     return Finding("cache precision", level, f"cos/sin off by up to {u:.2g} relative at every position (a "
                                              f"{level} table): not growing with the position")
@@ -158,17 +166,42 @@ def _angle_deviation(run: Run, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return delta, keep
 
 
-def _frequency_fit(run: Run, delta: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """Per plane ``e_j`` of ``delta_j(p) = p e_j`` (least squares over unwrapped entries), and the share of
-    ``delta`` the fit leaves (rms); None without enough entries."""
+def _frequency_fit(run: Run, delta: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Per plane ``e_j`` of ``delta_j(p) = p e_j`` (least squares), which planes had entries, and the share of
+    ``delta`` the fit leaves (rms); None without enough entries. A plane's entries stop below the first
+    position where ``|delta| >= 1``: past it a linear error may have wrapped around 2 pi."""
     p = np.broadcast_to(run.pos[None, :, None].astype(np.float64), delta.shape)
-    use = keep & (np.abs(delta) < 1.0)
+    big = keep & (np.abs(delta) >= 1.0)
+    cut = np.where(big, p, np.inf).min(axis=(0, 1))
+    use = keep & (p < cut)
     if use.sum() < 8:
         return None
     e = np.where(use, p * delta, 0).sum(axis=(0, 1)) / np.maximum(np.where(use, p * p, 0).sum(axis=(0, 1)), 1e-300)
     resid = np.where(use, delta - p * e, 0)
     share = float(np.sqrt((resid ** 2).sum() / max((np.where(use, delta, 0) ** 2).sum(), 1e-300)))
-    return e, share
+    return e, use.any(axis=(0, 1)), share
+
+
+def _frequency_finding(theta: np.ndarray, e: np.ndarray, has: np.ndarray) -> Finding:
+    """Name a linear angle error ``p e_j``: one scale for every plane, a rounding level, or other frequencies
+    (with the base they follow when ``log(theta'_j / theta_j)`` is linear in ``j``)."""
+    rel = e[has] / theta[has]
+    worst = float(np.max(np.abs(rel)))
+    if rel.size >= 2 and np.std(rel) <= UNIFORM_SPREAD * abs(np.mean(rel)):
+        return Finding("frequency selection", "uniform scale", f"every frequency scaled by {1 + np.mean(rel):.3g} "
+                       f"(a position scaling where none applies, or the reverse)")
+    if worst <= MAX_ROUNDING_REL:
+        level = nearest_dtype(worst)
+        return Finding("frequency precision", level, f"each plane's frequency off by a constant relative error "
+                       f"up to {worst:.2g}, scattered like rounding (the {level} level)")
+    detail = f"each plane's frequency off by a constant relative error, up to {worst:.2g}"
+    j, P = np.flatnonzero(has), theta.size
+    if j.size >= 2 and theta[0] == 1.0 and np.all(rel > -1):
+        slope, icpt = np.polyfit(j, np.log1p(rel), 1)
+        if np.allclose(np.log1p(rel), icpt + slope * j, atol=UNIFORM_SPREAD / 4):
+            detail += f": the frequencies of base {float(theta[1] ** -P) * math.exp(-slope * P):.3g}"
+            detail += f" scaled by {math.exp(icpt):.3g}" if abs(icpt) > UNIFORM_SPREAD / 4 else ""
+    return Finding("frequency selection", "wrong frequencies", detail)
 
 
 def _growth_finding(run: Run, Y: np.ndarray) -> Finding:
@@ -176,15 +209,8 @@ def _growth_finding(run: Run, Y: np.ndarray) -> Finding:
     if not keep.any():
         return Finding("unexplained", "", "over the floor without an angle, gain or table signature")
     fit = _frequency_fit(run, delta, keep)
-    if fit is not None and fit[1] <= LINEAR_FIT_SHARE:
-        rel = np.abs(fit[0]) / np.where(run.theta > 0, run.theta, 1.0)
-        worst = float(rel.max())
-        level = nearest_dtype(worst)
-        if worst <= 4 * unit_roundoff("bfloat16"):
-            return Finding("frequency precision", level, f"each plane's frequency off by a constant relative "
-                           f"{worst:.2g} (the {level} rounding level)")
-        return Finding("frequency selection", "wrong frequencies", f"each plane's frequency off by a constant "
-                       f"relative error, up to {worst:.2g} (plane {int(rel.argmax())}): not a rounding level")
+    if fit is not None and fit[2] <= LINEAR_FIT_SHARE:
+        return _frequency_finding(run.theta, fit[0], fit[1])
     p = np.broadcast_to(run.pos[None, :, None].astype(np.float64), delta.shape)
     angle = p * run.theta[None, None, :]
     large = keep & (angle >= np.quantile(angle[keep], LARGE_ANGLE_QUANTILE))
