@@ -28,7 +28,8 @@ def table(path: str, short: bool = False) -> list[str]:
                 kind = f" ({rs[0]['kind']})" if rs[0]["kind"] else ""
                 out.append(f"| {name} | {rs[0]['source'].split('; ')[0]} | {rs[0]['diagnosed']}{kind} | {first} |")
         return out
-    out = ["| bug | source | expected | diagnosed | first position over the floor | caught |", "|---|---|---|---|---|---|"]
+    out = ["| bug | source | expected | diagnosed | first position over the floor | caught |",
+           "|---|---|---|---|---|---|"]
     for name, rs in bugs.items():
         kinds = sorted({f"{r['diagnosed']}" + (f" ({r['kind']})" if r["kind"] else "") for r in rs})
         first = ", ".join(f"{SHORT[r['dtype']]} {r['first_over_floor'] or 'never'}" for r in rs)
