@@ -1,15 +1,15 @@
 """``ropetheory audit TARGET``: a RoPE implementation against the exact operator, per dtype, to 8x the
 context and past it.
 
-TARGET is a built-in adapter (``ropetheory.testing.adapters``: transformers, torchtune,
-torchtune-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub and litgpt where
+TARGET is a built-in adapter (``ropetheory.testing.adapters``: transformers, torchtune, torchtune-
+llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub and litgpt where
 installed, and the controls reference and float32-positions). For each dtype the audit runs the
-implementation on random vectors at positions from 0 to ``factor`` times the context (log-spaced, with every power of two and its neighbours) and
-compares each entry with the exactly rotated one; the floor is the error no implementation that stores
-cos and sin in that dtype can avoid (docs/guide/audit.md). It writes ``audit.json`` (the verdicts, the
-worst errors and the logit errors), ``audit.csv`` (per dtype and position: worst absolute error and
-ratio to the floor) and ``audit.png`` / ``audit.pdf`` (error against position per dtype, the floor
-drawn), and prints one line per dtype.
+implementation on random vectors at positions from 0 to ``factor`` times the context (log-spaced, with
+every power of two and its neighbours) and compares each entry with the exactly rotated one; the floor
+is the error no implementation that stores cos and sin in that dtype can avoid (docs/guide/audit.md). It
+writes ``audit.json`` (the verdicts, the worst errors and the logit errors), ``audit.csv`` (per dtype
+and position: worst absolute error and ratio to the floor) and ``audit.png`` / ``audit.pdf`` (error
+against position per dtype, the floor drawn), and prints one line per dtype.
 
 ``ropetheory audit --zoo`` instead diagnoses the zoo of re-created public RoPE bugs
 (``ropetheory.testing.zoo``, each in every dtype it applies to, and correct controls): it prints the
