@@ -1,8 +1,8 @@
 """``ropetheory audit TARGET``: a RoPE implementation against the exact operator, per dtype, to 8x the
 context and past it.
 
-TARGET is a built-in adapter (``ropetheory.testing.adapters``: transformers, torchtune, torchtune-
-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub and litgpt where
+TARGET is a built-in adapter (``ropetheory.testing.adapters``: transformers, torchtune,
+torchtune-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub and litgpt where
 installed, and the controls reference and float32-positions). For each dtype the audit runs the
 implementation on random vectors at positions from 0 to ``factor`` times the context (log-spaced, with
 every power of two and its neighbours) and compares each entry with the exactly rotated one; the floor
