@@ -24,10 +24,12 @@ EXPLAINED_SHARE = 0.1
 COMMON_BASES = (1e4, 5e5, 1e6)
 
 
+#: (class, kind, one sentence, the expected output under the changed assumption, computed on demand)
 Alternative = tuple[str, str, str, Callable[[], np.ndarray]]
 
 
 def structural(run: Run) -> list[Alternative]:
+    """The other channel layout, positions off by 1 or 2, and the positions ignored (rows as 0..n-1)."""
     other = "interleaved" if run.layout == "half" else "half"
     alts: list[Alternative] = [("layout", f"{other} pairing", f"channels paired {other} where {run.layout} is "
                                 f"expected", lambda: run.exact(layout=other))]
@@ -42,6 +44,7 @@ def structural(run: Run) -> list[Alternative]:
 
 
 def precision(run: Run) -> list[Alternative]:
+    """The frequencies rounded to bfloat16, float16 or float32 (each that changes them)."""
     alts: list[Alternative] = []
     for name in ("bfloat16", "float16", "float32"):
         th = round_to(run.theta, name)

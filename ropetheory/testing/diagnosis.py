@@ -7,21 +7,25 @@ schedule is a model config, whose frequencies *and* attention factor then come f
 every position is correct and is never diagnosed. Otherwise the diagnosis reads measurable signatures of
 the planes ``z = x_a + i x_b`` (input) and ``w = y_a + i y_b`` (output), in this order:
 
-1. **attention factor**: the median gain ``|w| / |z|`` differs from ``A`` by more than ``GAIN_TOL``. Named
+1. **attention factor**: the median over rows of ``||y|| / ||x||`` (a rotation in any pairing, at any
+   position, keeps it) differs from ``A`` by more than ``GAIN_TOL``. Named
    ``missing`` (gain 1), ``applied twice`` (gain ``A^2``), ``YaRN default`` (``0.1 ln s + 1`` where the
    config sets another value) or ``wrong``. The gain is divided out before the next steps.
-2. **exact alternatives**: the output equals (within the floor, or to ``EXPLAINED_SHARE`` of the error)
+2. **exact alternatives** (``alternatives``): the output equals (within the floor, or to
+   ``alternatives.EXPLAINED_SHARE`` of the error)
    the exact operator under one changed assumption: the other channel **layout**; an **offset** (position
    ``p + k``, or the positions ignored); **frequency precision** (``theta`` rounded to bfloat16, float16 or
    float32); **frequency selection** (for a plain schedule: another common base; for a config: the scaling
    dropped, another base, the other LongRoPE factor list, another layer type's parameters, or frequencies
    chosen per step, so that cached keys keep the frequencies of the step that wrote them).
 3. **signatures** when no alternative explains it. Error already over the floor at positions 1..7 and not
-   growing (``CACHE_GROWTH``): **cache precision**, cos/sin rounded to a narrower dtype (named by the
-   implied unit roundoff). Error growing with the position: the angle deviation ``delta_j(p)`` is fitted
-   by ``p e_j`` per plane; a fit leaving at most ``LINEAR_FIT_SHARE`` is a frequency error, named
-   **frequency precision** when ``|e_j / theta_j|`` is a rounding level and **frequency selection**
-   otherwise; else **angle precision**, named by the relative angle error ``|delta| / (p theta_j)``.
+   growing (``CACHE_GROWTH``), at a rounding level: **cache precision**, cos/sin rounded to a narrower
+   dtype (named by the implied unit roundoff). Error growing with the position: the angle deviation
+   ``delta_j(p)`` is fitted by ``p e_j`` per plane below the first position where it could wrap; a fit
+   leaving at most ``LINEAR_FIT_SHARE`` is a frequency error: **frequency selection** when one scale fits
+   every plane (``UNIFORM_SPREAD``) or the error is larger than rounding (with the base and scale the
+   frequencies follow, when they follow one), **frequency precision** when ``|e_j / theta_j|`` scatters at
+   a rounding level; else **angle precision**, named by the relative angle error ``|delta| / (p theta_j)``.
 
 Each finding carries its class, a short kind and one sentence with the numbers; ``first_over_floor`` says
 where the implementation leaves the floor.
@@ -49,6 +53,9 @@ __all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "FREQ_REL_
 #: far above the rounding of one bfloat16 entry (2^-8), which a median over many entries shrinks further,
 #: and below the smallest YaRN factor in use (0.1 ln 1.2 = 1.8%)
 GAIN_TOL = 2.0 ** -6
+#: a measured gain is a named value (1, ``A^2``, YaRN's default) when within this share of it: the median
+#: gain is good to far better than one entry's rounding, and the named values differ by more than 10%
+NAMED_GAIN_TOL = GAIN_TOL / 4
 #: cache precision when the worst floor ratio past half the audited range is at most this many times the
 #: one at positions 1..7: a table error does not grow, an angle error grows like the position (2^10 or more
 #: over an audit)
@@ -130,7 +137,7 @@ def _attention_finding(gain: float, att: float, yarn_default: float | None) -> t
         named.append((yarn_default, "YaRN default",
                       f"gain {gain:.4g} = 0.1 ln(factor) + 1 where the config's attention factor is {att:.4g}"))
     for value, kind, detail in named:
-        if value != att and abs(gain / value - 1) <= GAIN_TOL / 4:
+        if value != att and abs(gain / value - 1) <= NAMED_GAIN_TOL:
             return Finding("attention factor", kind, detail), value
     return Finding("attention factor", "wrong", f"gain {gain:.4g} where the attention factor is {att:.4g} "
                                                  f"(ratio {gain / att:.4g})"), gain
