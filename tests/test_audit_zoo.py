@@ -150,3 +150,9 @@ def test_frequencies_no_alternative_names_are_diagnosed_from_the_linear_angle_er
     for dt in ("float32", "bfloat16"):
         d = rtt.diagnose(correct_rope(theta), schedule=THETA, dtype=dt, max_position=32768, n_vectors=VECTORS)
         assert (d.cls, d.kind) == (cls, kind) and words in d.findings[0].detail, d.verdict()
+
+
+def test_a_config_check_refuses_a_non_positive_attention_factor_by_name():
+    cfg = _registry_config("default")
+    with pytest.raises(ValueError, match="attention_factor"):
+        rtt.check_config(THETA, 0.0, cfg, seq_len=16)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_integer, check_positions
+from ..core.checks import check_integer, check_number, check_positions
 from ..core.layouts import check_layout, per_channel, plane_pairs
 from . import ROTATION_FLOOR_FACTOR, audit_positions, resolve_schedule, rotation_floor, unit_roundoff
 from .alternatives import best_alternative, config_alternatives, plain_alternatives, precision, structural
@@ -343,5 +343,6 @@ def check_config(theta: Any, attention_factor: float, config: Mapping[str, Any],
         raise ValueError(f"theta has {got.size} frequencies but the config gives {want.size} planes")
     rel = np.abs(got - want) / np.where(want > 0, want, 1.0)
     return ConfigCheck(rope_type=str(f["rope_type"]), seq_len=int(seq_len), max_rel_freq_err=float(rel.max()),
-                       worst_plane=int(rel.argmax()), attention_factor=float(attention_factor),
+                       worst_plane=int(rel.argmax()),
+                       attention_factor=check_number("attention_factor", attention_factor, lo=0.0, lo_open=True),
                        expected_attention_factor=float(f["attention_factor"]))
