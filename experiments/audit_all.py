@@ -16,7 +16,7 @@ from ropetheory.store import write_csv, write_json
 from ropetheory.studies.audit import plot, run_audit
 
 CPU_TARGETS = ["reference", "float32-positions", "transformers", "torchtune", "torchtune-llama3",
-               "rotary-embedding-torch", "x-transformers"]
+               "rotary-embedding-torch", "x-transformers", "mlx", "keras-hub", "litgpt"]
 #: Llama 3.1 8B: d = 128, base 5e5, context 131072
 HEAD_DIM, BASE, CONTEXT = 128, 5e5, 131072
 

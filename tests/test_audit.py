@@ -182,3 +182,20 @@ def test_importing_the_testing_module_needs_no_torch_or_transformers():
            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["mlx", "keras-hub", "litgpt"])
+def test_each_optional_stack_adapter_matches_at_short_positions_when_installed(name):
+    """MLX, keras-hub and litgpt are not dependencies: each adapter runs when its package is installed and
+    is within 2x its float32 floor at positions 0-7; its diagnosis to position 4096 is correct or the float32
+    angle (the only error a float32 phase leaves)."""
+    try:
+        ad = adapters.build(name, head_dim=16, base=1e4, max_position=4096)
+    except adapters.MissingDependency as e:
+        pytest.skip(str(e))
+    short = rtt.audit_rope(ad.fn, schedule=ad.theta, dtype="float32", layout=ad.layout, framework=ad.framework,
+                           positions=np.arange(8), n_vectors=2)
+    assert short.worst_floor_ratio <= 2.0, short.verdict()
+    d = rtt.diagnose(ad.fn, schedule=ad.theta, dtype="float32", layout=ad.layout, framework=ad.framework,
+                     max_position=4096, n_vectors=1)
+    assert d.cls in ("correct", "angle precision"), d.verdict()

@@ -2,18 +2,24 @@
 context and past it.
 
 TARGET is a built-in adapter (``ropetheory.testing.adapters``: transformers, torchtune,
-torchtune-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, and the controls reference and
-float32-positions). For each dtype the audit runs the implementation on random vectors at positions
-from 0 to ``factor`` times the context (log-spaced, with every power of two and its neighbours) and
-compares each entry with the exactly rotated one; the floor is the error no implementation that stores
-cos and sin in that dtype can avoid (docs/guide/audit.md). It writes ``audit.json`` (the verdicts, the
-worst errors and the logit errors), ``audit.csv`` (per dtype and position: worst absolute error and
-ratio to the floor) and ``audit.png`` / ``audit.pdf`` (error against position per dtype, the floor
-drawn), and prints one line per dtype.
+torchtune-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub and litgpt where
+installed, and the controls reference and float32-positions). For each dtype the audit runs the
+implementation on random vectors at positions from 0 to ``factor`` times the context (log-spaced, with
+every power of two and its neighbours) and compares each entry with the exactly rotated one; the floor
+is the error no implementation that stores cos and sin in that dtype can avoid (docs/guide/audit.md). It
+writes ``audit.json`` (the verdicts, the worst errors and the logit errors), ``audit.csv`` (per dtype
+and position: worst absolute error and ratio to the floor) and ``audit.png`` / ``audit.pdf`` (error
+against position per dtype, the floor drawn), and prints one line per dtype.
+
+``ropetheory audit --zoo`` instead diagnoses the zoo of re-created public RoPE bugs
+(``ropetheory.testing.zoo``, each in every dtype it applies to, and correct controls): it prints the
+table (bug, source, class expected and diagnosed, first position over the floor, caught) and writes
+``zoo/zoo.csv`` and ``zoo/zoo.json``; the exit code is 1 if any entry is missed or misnamed.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -41,6 +47,9 @@ def run_audit(target: str, *, head_dim: int, base: float, context: int, factor: 
     out: dict[str, Any] = {"target": target, "description": ad.description, "layout": ad.layout,
                            "head_dim": 2 * ad.theta.size, "base": base, "context": context, "max_position": top,
                            "device": device, "vectors": vectors, "dtypes": {}, "rows": []}
+    if config is not None:                     # the frequencies and attention factor, not only the rotation
+        chk = testing.check_config(ad.theta, ad.attention_factor, config, seq_len=top + 1)
+        out["registry"] = {**dataclasses.asdict(chk), "agrees": chk.agrees, "verdict": chk.verdict()}
     for dt in dtypes:
         a = testing.audit_rope(ad.fn, schedule=ad.theta, dtype=dt, layout=ad.layout, framework=ad.framework,
                                n_vectors=vectors, max_position=top)
@@ -87,6 +96,34 @@ def plot(res: dict[str, Any], out: pathlib.Path) -> list[pathlib.Path]:
     return save_figures(fig, [out / "audit.png", out / "audit.pdf"], dpi=160)
 
 
+def zoo_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The zoo's rows as aligned text lines: bug, source, dtype, class expected and diagnosed, first
+    position over the floor, caught."""
+    head = ("bug", "source", "dtype", "expected", "diagnosed", "first over", "caught")
+    cells = [head] + [(r["bug"], r["source"], r["dtype"], r["expected"],
+                       f"{r['diagnosed']}" + (f" ({r['kind']})" if r["kind"] else ""),
+                       "never" if r["first_over_floor"] is None else str(r["first_over_floor"]),
+                       "yes" if r["caught"] else "NO") for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    return ["  ".join(c[i].ljust(widths[i]) for i in range(len(head))).rstrip() for c in cells]
+
+
+def run_zoo_command(out: pathlib.Path) -> int:
+    """``--zoo``: diagnose every zoo entry and control in each of its dtypes; print and save the table."""
+    from ..testing import zoo
+    t0 = time.time()
+    rows = zoo.run_zoo()
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "zoo.csv", [{k: v for k, v in r.items() if k != "verdict"} for r in rows])
+    write_json(out / "zoo.json", {"head_dim": zoo.HEAD_DIM, "rows": rows, "seconds": time.time() - t0})
+    for line in zoo_table(rows):
+        print(line)
+    caught = sum(r["caught"] for r in rows)
+    print(f"{caught} of {len(rows)} caught and named in their class; wrote {out / 'zoo.csv'}, zoo.json "
+          f"({time.time() - t0:.1f} s)")
+    return 0 if caught == len(rows) else 1
+
+
 def _config(source: str) -> dict[str, Any]:
     """A packaged fixture config by name, else a config.json path or checkpoint folder, as a dict."""
     import json
@@ -118,8 +155,11 @@ def _dtypes(s: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     from ..testing.adapters import ADAPTERS
     ap = study_parser("ropetheory audit", __doc__, out="results/audit", flags=("quiet",))
-    ap.add_argument("target", choices=sorted(ADAPTERS), metavar="TARGET",
-                    help=f"the implementation: {', '.join(ADAPTERS)}")
+    ap.add_argument("target", nargs="?", choices=sorted(ADAPTERS), metavar="TARGET",
+                    help=f"the implementation: {', '.join(ADAPTERS)} (not with --zoo)")
+    ap.add_argument("--zoo", action="store_true",
+                    help="diagnose the zoo of re-created public RoPE bugs (ropetheory.testing.zoo) instead: "
+                         "prints the table and writes zoo/zoo.csv and zoo/zoo.json")
     ap.add_argument("--head-dim", type=int, default=128, help="head width d")
     ap.add_argument("--base", type=float, default=5e5, help="RoPE base")
     ap.add_argument("--context", type=int, default=8192, help="the model's context length")
@@ -141,6 +181,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Any = None) -> int:
     from ..core.checks import check_integer
     args = parse_study_args(parser(), argv)
+    if args.zoo:
+        if args.target is not None:
+            raise ValueError(f"--zoo audits the zoo's own implementations: drop TARGET ({args.target!r})")
+        return run_zoo_command(pathlib.Path(args.out) / "zoo")
+    if args.target is None:
+        raise ValueError("TARGET is required (one of the built-in adapters), or --zoo")
     check_integer("--context", args.context, lo=1)
     check_integer("--factor", args.factor, lo=1)
     check_integer("--vectors", args.vectors, lo=1)
@@ -161,6 +207,8 @@ def main(argv: Any = None) -> int:
     plot(res, out)
     print(f"{res['target']}: {res['description']} (layout {res['layout']}, d = {res['head_dim']}, "
           f"positions to {res['max_position']} = {args.factor} x context {res['context']}, {args.torch_device})")
+    if "registry" in res:
+        print(f"  {res['registry']['verdict']}")
     for r in res["dtypes"].values():
         print(f"  {r['verdict']}")
     print(f"wrote {out / 'audit.json'}, audit.csv, audit.png ({res['seconds']:.1f} s)")

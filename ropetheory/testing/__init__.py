@@ -27,7 +27,10 @@ The attention logit ``q_m . k_n`` after rotation has the floor ``(2 sqrt(2) F + 
 Importable with the core install (numpy, JAX); an implementation in torch or JAX is called through
 ``framework="torch"`` / ``"jax"``. Hypothesis strategies for property tests of one's own code are in
 ``ropetheory.testing.strategies``; built-in adapters for public implementations in
-``ropetheory.testing.adapters``.
+``ropetheory.testing.adapters``. ``diagnose`` names what is wrong with an implementation over the floor
+(attention factor, layout, offset, frequency precision or selection, angle or cache precision) and where it
+starts (``diagnosis``, ``alternatives``, ``probe``); ``ropetheory.testing.zoo`` re-creates public RoPE bugs
+for it to name. ``frameworks`` calls an implementation in numpy, torch or JAX.
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ import numpy as np
 from ..core.checks import check_integer, check_positions
 from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
+from .frameworks import DTYPES, dtype_name as _dtype_name, positions_to_framework as _positions_to_framework
+from .frameworks import round_to as _round_to, to_framework as _to_framework, to_numpy as _to_numpy
 
 __all__ = ["ROTATION_FLOOR_FACTOR", "REFERENCE_ANGLE_ERR", "DTYPES", "unit_roundoff", "rotation_floor",
            "logit_floor", "audit_positions", "RopeAudit", "audit_rope", "assert_rope_matches", "LogitAudit",
@@ -51,19 +56,6 @@ __all__ = ["ROTATION_FLOOR_FACTOR", "REFERENCE_ANGLE_ERR", "DTYPES", "unit_round
 ROTATION_FLOOR_FACTOR = 2.0 * math.sqrt(2.0) + 1.0
 #: the exact operator's own angle error bound (rad) at any position below 2^63 (``ropetheory.rope``)
 REFERENCE_ANGLE_ERR = 2e-14
-#: the dtypes an audit knows: name -> (bits of significand incl. the implicit one, smallest subnormal)
-DTYPES: dict[str, tuple[int, float]] = {"float64": (53, 2.0 ** -1074), "float32": (24, 2.0 ** -149),
-                                        "float16": (11, 2.0 ** -24), "bfloat16": (8, 2.0 ** -133)}
-
-
-def _dtype_name(dtype: Any) -> str:
-    name = getattr(dtype, "name", None) or str(dtype)
-    name = name.replace("torch.", "").replace("jnp.", "")
-    name = {"half": "float16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float": "float32",
-            "double": "float64", "fp64": "float64"}.get(name, name)
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or their numpy/torch/JAX objects), got {dtype!r}")
-    return name
 
 
 def unit_roundoff(dtype: Any) -> float:
@@ -128,47 +120,6 @@ def resolve_schedule(schedule: Any, head_dim: int | None = None) -> np.ndarray:
     if head_dim is not None and theta.size * 2 != head_dim:
         raise ValueError(f"schedule has {theta.size} planes but head_dim={head_dim}")
     return theta
-
-
-# ---------------------------------------------------------------------------------------------------
-# calling an implementation in its framework
-# ---------------------------------------------------------------------------------------------------
-def _round_to(x: np.ndarray, name: str) -> np.ndarray:
-    """``x`` rounded to the dtype and back to float64 (the values the implementation receives)."""
-    import ml_dtypes
-    np_dtype = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32,
-                "float64": np.float64}[name]
-    return np.asarray(x.astype(np_dtype), dtype=np.float64)
-
-
-def _to_framework(x: np.ndarray, name: str, framework: str) -> Any:
-    if framework == "numpy":
-        import ml_dtypes
-        return x.astype({"bfloat16": ml_dtypes.bfloat16}.get(name, name))
-    if framework == "torch":
-        import torch
-        return torch.tensor(x, dtype=torch.float64).to(getattr(torch, name))
-    if framework == "jax":
-        import jax.numpy as jnp
-        return jnp.asarray(x).astype(name)
-    raise ValueError(f"framework must be 'numpy', 'torch' or 'jax', got {framework!r}")
-
-
-def _positions_to_framework(pos: np.ndarray, framework: str) -> Any:
-    if framework == "torch":
-        import torch
-        return torch.tensor(pos, dtype=torch.int64)
-    if framework == "jax":
-        import jax.numpy as jnp
-        return jnp.asarray(pos, dtype=jnp.int64)
-    return pos
-
-
-def _to_numpy(y: Any) -> np.ndarray:
-    if hasattr(y, "detach"):                                       # torch
-        y = y.detach().to("cpu")
-        return y.double().numpy() if y.is_floating_point() else y.numpy()
-    return np.asarray(np.asarray(y).astype(np.float64))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -316,3 +267,8 @@ def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None 
         worst = np.maximum(worst, np.abs(q_impl @ k_impl - q_exact @ k_exact))
         floor = np.maximum(floor, logit_floor(np.linalg.norm(q), np.linalg.norm(k), d, name))
     return LogitAudit(dtype=name, distances=dist, max_abs_err=worst, floor=floor)
+
+
+from .diagnosis import ConfigCheck, Diagnosis, Finding, check_config, diagnose  # noqa: E402  (builds on the above)
+
+__all__ += ["Diagnosis", "Finding", "diagnose", "ConfigCheck", "check_config"]

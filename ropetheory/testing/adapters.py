@@ -14,7 +14,8 @@ Writing one for your own code is a few lines (docs/guide/audit.md)::
 
 Built in: ``transformers`` (the rotary class of any model config, every rope type), ``torchtune`` and
 ``torchtune-llama3`` (``RotaryPositionalEmbeddings``, ``Llama3ScaledRoPE``), ``rotary-embedding-torch``
-(lucidrains), ``x-transformers``, ``liger`` (liger-kernel's Triton RoPE, CUDA only), and two pure-numpy
+(lucidrains), ``x-transformers``, ``liger`` (liger-kernel's Triton RoPE, CUDA only), ``mlx``
+(``mx.fast.rope``), ``keras-hub`` (``RotaryEmbedding``, JAX backend), ``litgpt``, and two pure-numpy
 ones: ``reference`` (exactly reduced angles, float64 tables rounded once) and ``float32-positions`` (the
 classic bug: ``float32(position) * float32(inv_freq)``), kept as known-good and known-bad controls.
 """
@@ -45,6 +46,8 @@ class Adapter:
     theta: np.ndarray
     description: str
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
+    #: the factor the implementation scales cos and sin by (YaRN, LongRoPE), divided out before the audit
+    attention_factor: float = 1.0
 
 
 def _need(module: str, install: str) -> Any:
@@ -131,6 +134,7 @@ def transformers_rope(d: int, base: float, max_position: int, device: str = "cpu
         _torch_theta(rot.inv_freq, dd),
         f"transformers {tf.__version__} LlamaRotaryEmbedding (rope_type "
         f"{(getattr(cfg, 'rope_parameters', None) or {}).get('rope_type', 'default')}) + apply_rotary_pos_emb",
+        attention_factor=scale,
     )
 
 
@@ -213,6 +217,57 @@ def liger(d: int, base: float, max_position: int, device: str = "cuda", config: 
                    "liger-kernel Triton RoPE (liger_rotary_pos_emb) on transformers' cos/sin")
 
 
+def mlx(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
+    """MLX's fused ``mx.fast.rope`` (not traditional: planes ``(j, j + d/2)``), one row per batch element
+    with its position as that element's offset (MLX's CPU backend on Linux, Metal on a Mac)."""
+    mx = _need("mlx.core", "mlx (pip install 'mlx[cpu]' on Linux)")
+    from ..schedules import rope as rope_schedule
+    mx_dtype = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+
+    def fn(x, pos):
+        xm = mx.array(np.asarray(x, dtype=np.float32)).astype(mx_dtype[str(x.dtype)])[:, None, :]
+        y = mx.fast.rope(xm, d, traditional=False, base=float(base), scale=1.0,
+                         offset=mx.array(np.asarray(pos, dtype=np.int32)))
+        return np.asarray(y.astype(mx.float32))[:, 0, :].astype(x.dtype)
+    return Adapter("mlx", fn, "half", "numpy", rope_schedule(d, base),
+                   "MLX mx.fast.rope (fused kernel; frequencies base^(-2j/d) formed inside it)")
+
+
+def keras_hub(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
+    """keras-hub's ``RotaryEmbedding`` layer at the dtype policy of its input, called with explicit
+    positions, on the JAX backend (set ``KERAS_BACKEND`` before anything imports keras to pick another)."""
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    layers = _need("keras_hub.layers", "keras-hub (pip install keras-hub)")
+    from ..schedules import rope as rope_schedule
+    made: dict[str, Any] = {}
+
+    def fn(x, pos):
+        name = str(x.dtype)
+        layer = made.setdefault(name, layers.RotaryEmbedding(max_wavelength=base, dtype=name))
+        y = layer(np.asarray(x, dtype=np.float32).astype(x.dtype)[None], positions=np.asarray(pos)[None])
+        return np.asarray(y, dtype=np.float32)[0].astype(x.dtype)
+    return Adapter("keras-hub", fn, "half", "numpy", rope_schedule(d, base),
+                   "keras-hub RotaryEmbedding (float32 phase, cos/sin in the compute dtype), JAX backend")
+
+
+def litgpt(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
+    """litgpt's ``build_rope_cache`` (float32 tables for every position to ``max_position``) indexed by the
+    positions, as ``GPT.forward`` does with a KV cache, and its ``apply_rope``."""
+    _need("torch", "torch")
+    model = _need("litgpt.model", "litgpt (pip install litgpt)")
+    cos, sin = model.build_rope_cache(seq_len=max_position + 1, n_elem=d, base=base)
+    cos, sin = cos.to(device), sin.to(device)
+
+    def fn(x, pos):
+        p = _device(pos, device)
+        return model.apply_rope(_device(x, device)[None], cos[p][None], sin[p][None])[0]
+    import torch
+    inv_freq = 1.0 / (base ** (torch.arange(0, d, 2).float() / d))     # build_rope_cache's own float32 line
+    return Adapter("litgpt", fn, "half", "torch", _torch_theta(inv_freq, d),
+                   "litgpt build_rope_cache (float32 cache) + apply_rope")
+
+
 ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "reference": reference,
     "float32-positions": float32_positions,
@@ -222,6 +277,9 @@ ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "rotary-embedding-torch": rotary_embedding_torch,
     "x-transformers": x_transformers,
     "liger": liger,
+    "mlx": mlx,
+    "keras-hub": keras_hub,
+    "litgpt": litgpt,
 }
 
 
