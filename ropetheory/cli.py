@@ -8,6 +8,7 @@ import pathlib
 import sys
 
 import numpy as np
+from .core.checks import BadValue
 
 
 #: the one line a Ctrl-C prints: finished rows and parts are written as they complete
@@ -51,7 +52,7 @@ def _cmd_schedule(args) -> int:
         out = sched.to_dict()
     else:
         if args.spec and args.name:
-            raise ValueError(f"give the schedule once: SPEC {args.name!r} or --spec {args.spec!r}")
+            raise BadValue(f"give the schedule once: SPEC {args.name!r} or --spec {args.spec!r}")
         spec = spec_with_defaults(args.spec or args.name or "rope", head_dim=args.head_dim, params=args.param)
         sched = schedule_from_spec(spec)
         theta = sched.theta

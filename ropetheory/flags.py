@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 from collections.abc import Iterable
+from .core.checks import BadValue
 
 __all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS", "HelpFormatter", "plain_help", "int_list"]
 
@@ -53,7 +54,7 @@ def study_parser(prog: str, doc: str | None, *, out: str = "results",
     flags = tuple(flags)
     unknown = set(flags) - set(SHARED_FLAGS)
     if unknown:
-        raise ValueError(f"flags must be among {SHARED_FLAGS}, got {sorted(unknown)}")
+        raise BadValue(f"flags must be among {SHARED_FLAGS}, got {sorted(unknown)}")
     ap = argparse.ArgumentParser(prog=prog, description=plain_help(doc), formatter_class=HelpFormatter)
     ap.add_argument(
         "--out", default=out, help="output folder; results are written as they are computed"
@@ -79,6 +80,6 @@ def parse_study_args(ap: argparse.ArgumentParser, argv: Any = None) -> argparse.
         try:
             device = jax.devices(dev)[0]
         except RuntimeError as e:
-            raise ValueError(f"--device {dev}: no such JAX device here ({e})") from None
+            raise BadValue(f"--device {dev}: no such JAX device here ({e})") from None
         jax.config.update("jax_default_device", device)
     return args

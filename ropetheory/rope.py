@@ -28,6 +28,7 @@ from .core.checks import (
 from .core.layouts import (check_layout, from_interleaved, per_channel, plane_pairs, rotate_interleaved,
                            rotate_interleaved_cs, to_interleaved)
 from .core.schedule import schedule_layout
+from .core.checks import BadValue, BadType
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
 
@@ -79,10 +80,10 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str | None 
     A = check_finite_array("X", X, min_ndim=2)
     n, d = A.shape[-2:]
     if d % 2 or d == 0:
-        raise ValueError(f"head dim (last axis of X) must be a positive even integer, got {d}")
+        raise BadValue(f"head dim (last axis of X) must be a positive even integer, got {d}")
     th = real_array("theta", theta)
     if th.ndim == 0:
-        raise ValueError(f"theta must be a vector of {d // 2} frequencies (one per plane), got the scalar {theta!r}")
+        raise BadValue(f"theta must be a vector of {d // 2} frequencies (one per plane), got the scalar {theta!r}")
     if th.ndim == 1:
         th = from_theta(th)
         chunks = turn_chunks(th)
@@ -90,9 +91,9 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str | None 
         flat = th.reshape(-1, th.shape[-1])
         chunks = np.stack([turn_chunks(from_theta(t)) for t in flat]).reshape(th.shape + (N_CHUNKS,))
         if th.shape[:-1] != A.shape[:-2]:
-            raise ValueError(f"per-head theta of shape {th.shape} does not match X batch {A.shape[:-2]}")
+            raise BadValue(f"per-head theta of shape {th.shape} does not match X batch {A.shape[:-2]}")
     if th.shape[-1] * 2 != d:
-        raise ValueError(f"theta has {th.shape[-1]} planes but X has head dim {d} (needs {d // 2})")
+        raise BadValue(f"theta has {th.shape[-1]} planes but X has head dim {d} (needs {d // 2})")
     check_layout(layout)
     if positions is None:
         offset = check_offset(offset, 0, n - 1)
@@ -138,7 +139,7 @@ def _planes_back(Y: np.ndarray, e: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(out)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"X: the rotated value at index {idx} exceeds the float64 maximum (a plane's norm is "
+        raise BadValue(f"X: the rotated value at index {idx} exceeds the float64 maximum (a plane's norm is "
                          f"kept, not its largest entry); rescale X, e.g. by a power of two")
     return out
 
@@ -154,11 +155,11 @@ def rope_tables(theta: Any, n: int, *, offset: int = 0, dtype: Any = np.float64)
     """
     th = from_theta(real_array("theta", theta))
     if th.ndim != 1:
-        raise ValueError(f"theta must be a vector of frequencies, got shape {th.shape}")
+        raise BadValue(f"theta must be a vector of frequencies, got shape {th.shape}")
     n = check_integer("n", n, lo=0)
     offset = check_offset(offset, 0, max(int(n) - 1, 0))
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise BadType(f"dtype must be float32 or float64, got {dtype!r}")
     ang = rope_angles(jnp.arange(int(n), dtype=jnp.int64) + np.int64(offset), jnp.asarray(turn_chunks(th)))
     return np.asarray(jnp.cos(ang)).astype(dtype), np.asarray(jnp.sin(ang)).astype(dtype)
 
@@ -171,7 +172,7 @@ def rotate(X: jax.Array, cos: jax.Array, sin: jax.Array, *, layout: str = "inter
     """
     check_layout(layout)
     if X.shape[-1] != 2 * cos.shape[-1] or cos.shape != sin.shape or X.shape[-2] != cos.shape[-2]:
-        raise ValueError(f"X {X.shape} does not match tables cos {cos.shape}, sin {sin.shape}: "
+        raise BadValue(f"X {X.shape} does not match tables cos {cos.shape}, sin {sin.shape}: "
                          f"need X (..., n, d) with cos, sin (n, d/2)")
     Xi = to_interleaved(X, layout)
     return from_interleaved(rotate_interleaved_cs(Xi, cos.astype(X.dtype), sin.astype(X.dtype)), layout)

@@ -18,6 +18,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Any
 from collections.abc import Iterable
+from .core.checks import BadValue
 
 __all__ = [
     "Journal",
@@ -254,10 +255,10 @@ class PartStore:
                 return None                                   # other parameters or other code
             for name, shape in (shapes or {}).items():
                 if arrays[name].shape != tuple(shape):
-                    raise ValueError(f"{name} has shape {arrays[name].shape}, expected {tuple(shape)}")
+                    raise BadValue(f"{name} has shape {arrays[name].shape}, expected {tuple(shape)}")
             for name, a in arrays.items():
                 if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                    raise ValueError(f"{name} holds non-finite values")
+                    raise BadValue(f"{name} holds non-finite values")
         except Exception as e:                                # truncated, empty, tampered
             warnings.warn(f"part {str(path)!r} is damaged ({e}); recomputing it", stacklevel=2)
             return None
@@ -269,7 +270,7 @@ class PartStore:
         for name, a in arrays.items():
             a = np.asarray(a)
             if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-                raise ValueError(f"part {tag}: {name} holds non-finite values; not written")
+                raise BadValue(f"part {tag}: {name} holds non-finite values; not written")
         with atomic_open(self.folder / f"{tag}.npz") as fh:
             np.savez(fh, _key=np.array(key), _code=np.array(str(self.code)), **arrays)
         self.added += 1
@@ -362,7 +363,7 @@ def check_finite_output(obj: Any, where: str) -> None:
         for i, v in enumerate(obj):
             check_finite_output(v, f"{where}[{i}]")
     elif (isinstance(obj, float) and not math.isfinite(obj)) or obj in ("nan", "inf", "-inf"):
-        raise ValueError(f"non-finite value {obj!r} at {where}: not written")
+        raise BadValue(f"non-finite value {obj!r} at {where}: not written")
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -70,7 +70,7 @@ def test_a_correct_implementation_of_every_rope_type_is_not_diagnosed_in_any_dty
     the diagnosis checks both against the registry and finds nothing in float64, float32, bf16 or fp16."""
     cfg = _registry_config(rope_type)
     f = frequencies_from_config(cfg, seq_len=4096)
-    fn = correct_rope(np.asarray(f["theta"]), f["attention_factor"])
+    fn = correct_rope(f.theta, f.attention_factor)
     for dt in ALL_DTYPES:
         d = rtt.diagnose(fn, schedule=cfg, dtype=dt, max_position=4095, n_vectors=VECTORS)
         assert not d.bug, d.verdict()
@@ -130,7 +130,7 @@ def test_the_transformers_adapter_uses_the_registrys_frequencies_and_attention_f
 def test_the_config_check_flags_frequencies_or_an_attention_factor_off_the_registry():
     cfg = _registry_config("yarn")
     f = frequencies_from_config(cfg, seq_len=4096)
-    theta, att = np.asarray(f["theta"]), f["attention_factor"]
+    theta, att = f.theta, f.attention_factor
     assert rtt.check_config(theta, att, cfg, seq_len=4096).agrees
     assert not rtt.check_config(theta * (1 + 2 ** -16), att, cfg, seq_len=4096).agrees
     assert not rtt.check_config(theta, 1.0, cfg, seq_len=4096).agrees

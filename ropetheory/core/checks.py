@@ -13,20 +13,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import BadInput, BadType, BadValue  # noqa: F401  (re-exported: the boundary's errors)
 from .layouts import check_layout, to_interleaved
-
-
-class BadInput(Exception):
-    """An error in what the caller gave (an argument, a file, a config), found at a boundary. The command
-    line reports it in one line with exit code 2; any other exception is a bug in the package."""
-
-
-class BadValue(BadInput, ValueError):
-    """A value of the right kind that is out of range, malformed or inconsistent."""
-
-
-class BadType(BadInput, TypeError):
-    """A value of the wrong kind (a string or a boolean where a number belongs ...)."""
 
 
 #: largest head width accepted: a d x d float64 Gram of d = 16384 is 2 GiB; wider is a typo, not a model
@@ -64,14 +52,14 @@ def check_number(name: str, x: Any, *, lo: float | None = None, hi: float | None
     what = f"{name} must be a finite number{rng}, got {x!r}"
     v = _scalar(x)
     if is_bool(v) or isinstance(v, (str, bytes, complex, np.complexfloating)) or v is None:
-        raise TypeError(what)
+        raise BadType(what)
     try:
         f = float(v)
     except (TypeError, ValueError, OverflowError):
-        raise TypeError(what) from None
+        raise BadType(what) from None
     if not math.isfinite(f) or (lo is not None and (f <= lo if lo_open else f < lo)) \
             or (hi is not None and (f >= hi if hi_open else f > hi)):
-        raise ValueError(what)
+        raise BadValue(what)
     return f
 
 
@@ -86,12 +74,12 @@ def check_integer(name: str, x: Any, *, lo: int | None = None, hi: int | None = 
     what = f"{name} must be an integer{rng}, got {x!r}"
     v = _scalar(x)
     if is_bool(v) or not isinstance(v, (int, np.integer, float, np.floating)):
-        raise TypeError(what)
+        raise BadType(what)
     if isinstance(v, (float, np.floating)) and (not math.isfinite(v) or not float(v).is_integer()):
-        raise ValueError(f"{name} must be a whole number{rng}, got {x!r} (never rounded)")
+        raise BadValue(f"{name} must be a whole number{rng}, got {x!r} (never rounded)")
     i = int(v)
     if (lo is not None and i < lo) or (hi is not None and i > hi):
-        raise ValueError(what)
+        raise BadValue(what)
     return i
 
 
@@ -100,7 +88,7 @@ def check_bool(name: str, x: Any) -> bool:
     ``"no"`` and numbers such as ``0`` are refused, never read as truth values."""
     v = _scalar(x)
     if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be true or false (a boolean), got {x!r}")
+        raise BadType(f"{name} must be true or false (a boolean), got {x!r}")
     return bool(v)
 
 
@@ -110,24 +98,24 @@ def read_text_file(name: str, path: Any) -> str:
     import pathlib
     p = pathlib.Path(path)
     if not p.exists():
-        raise ValueError(f"{name}: {str(p)!r} does not exist")
+        raise BadValue(f"{name}: {str(p)!r} does not exist")
     if p.is_dir():
-        raise ValueError(f"{name}: {str(p)!r} is a directory, not a file")
+        raise BadValue(f"{name}: {str(p)!r} is a directory, not a file")
     try:
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: {str(p)!r} is not UTF-8 text (byte {e.start})") from None
+        raise BadValue(f"{name}: {str(p)!r} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise ValueError(f"{name}: cannot read {str(p)!r}: {e.strerror}") from None
+        raise BadValue(f"{name}: cannot read {str(p)!r}: {e.strerror}") from None
 
 
 def check_head_dim(d: Any) -> int:
     """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
     d = check_integer("head_dim", d)
     if d <= 0 or d % 2:
-        raise ValueError(f"head_dim must be a positive even integer, got {d}")
+        raise BadValue(f"head_dim must be a positive even integer, got {d}")
     if d > MAX_HEAD_DIM:
-        raise ValueError(f"head_dim must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
+        raise BadValue(f"head_dim must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
     return d
 
 
@@ -142,12 +130,12 @@ def real_array(name: str, x: Any) -> np.ndarray:
         dt = raw.dtype
         if np.iscomplexobj(x) or dt.kind in "bUSV" or (
                 dt.kind == "O" and any(isinstance(e, (str, bytes, bool, complex)) for e in raw.ravel())):
-            raise TypeError(f"{name} must be real numbers (not strings, booleans or complex), got {x!r}"[:300])
+            raise BadType(f"{name} must be real numbers (not strings, booleans or complex), got {x!r}"[:300])
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
         if isinstance(e, TypeError) and str(e).startswith(name):
             raise
-        raise TypeError(f"{name} must be numbers, got {x!r}") from None
+        raise BadType(f"{name} must be numbers, got {x!r}") from None
 
 
 def from_theta(theta: Any) -> np.ndarray:
@@ -163,14 +151,14 @@ def checked_theta(theta: Any) -> np.ndarray:
     """A user-given frequency vector: validated float64 vector of ``P`` non-negative finite frequencies."""
     t = real_array("theta", theta)
     if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"theta must be a non-empty 1-D vector, got shape {t.shape}")
+        raise BadValue(f"theta must be a non-empty 1-D vector, got shape {t.shape}")
     bad = ~np.isfinite(t) | (t < 0)
     if bad.any():
         k = int(np.argmax(bad))
-        raise ValueError(f"theta must be finite and >= 0; theta[{k}] = {float(t[k])!r}")
+        raise BadValue(f"theta must be finite and >= 0; theta[{k}] = {float(t[k])!r}")
     if (t >= MAX_THETA).any():
         k = int(np.argmax(t >= MAX_THETA))
-        raise ValueError(f"theta[{k}] = {float(t[k])!r} is beyond the exact angle reduction (MAX_THETA = 2^100)")
+        raise BadValue(f"theta[{k}] = {float(t[k])!r} is beyond the exact angle reduction (MAX_THETA = 2^100)")
     return t
 
 
@@ -182,31 +170,31 @@ def check_positions(positions: Any, n: int | None = None) -> np.ndarray:
     arr = np.asarray(positions)
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)):
-            raise ValueError("positions must be finite integers; got NaN or inf")
+            raise BadValue("positions must be finite integers; got NaN or inf")
         if not np.all(arr == np.round(arr)):
             bad = arr[arr != np.round(arr)][0]
-            raise ValueError(f"positions must be integers, got {float(bad)!r}")
+            raise BadValue(f"positions must be integers, got {float(bad)!r}")
         if np.any(np.abs(arr) >= 2.0 ** 53):
-            raise ValueError("float positions at or beyond 2^53 are not exact; pass int64 positions")
+            raise BadValue("float positions at or beyond 2^53 are not exact; pass int64 positions")
         arr = arr.astype(np.int64)
     elif arr.dtype.kind in "iu":
         if arr.dtype.kind == "u" and arr.size and arr.max() > MAX_ABS_POSITION:
-            raise ValueError(f"position {int(arr.max())} does not fit in int64")
+            raise BadValue(f"position {int(arr.max())} does not fit in int64")
         arr = arr.astype(np.int64)
     elif arr.dtype == object:
         try:
             vals = [int(x) for x in arr.ravel()]
         except (TypeError, ValueError):
-            raise TypeError(f"positions must be integers, got {positions!r}") from None
+            raise BadType(f"positions must be integers, got {positions!r}") from None
         if any(abs(x) > MAX_ABS_POSITION for x in vals):
-            raise ValueError("positions must satisfy |i| < 2^63")
+            raise BadValue("positions must satisfy |i| < 2^63")
         arr = np.array(vals, dtype=np.int64).reshape(arr.shape)
     else:
-        raise TypeError(f"positions must be integers, got dtype {arr.dtype}")
+        raise BadType(f"positions must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
-        raise ValueError(f"positions must be a 1-D array, got shape {arr.shape}")
+        raise BadValue(f"positions must be a 1-D array, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
-        raise ValueError(f"got {arr.shape[0]} positions for {n} tokens")
+        raise BadValue(f"got {arr.shape[0]} positions for {n} tokens")
     return arr
 
 
@@ -214,12 +202,12 @@ def check_finite_array(name: str, X: Any, min_ndim: int = 1) -> np.ndarray:
     """Convert to a float64 numpy array and reject NaN/inf, naming the first bad index."""
     A = real_array(name, X)
     if A.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {A.shape}")
+        raise BadValue(f"{name} must have at least {min_ndim} dimension(s), got shape {A.shape}")
     bad = ~np.isfinite(A)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         where = ", ".join(map(str, idx))
-        raise ValueError(f"{name} must be finite; {name}[{where}] = {float(A[idx])!r}")
+        raise BadValue(f"{name} must be finite; {name}[{where}] = {float(A[idx])!r}")
     return A
 
 
@@ -230,15 +218,15 @@ def check_cloud_vector(v: Any, P: int | None = None) -> np.ndarray:
     """Validate ``v`` (finite, non-zero, even length ``2P``) and return it normalised to ``||v|| = 1``."""
     arr = check_finite_array("v", v)
     if arr.ndim != 1:
-        raise ValueError(f"v must be a 1-D vector, got shape {arr.shape}")
+        raise BadValue(f"v must be a 1-D vector, got shape {arr.shape}")
     if arr.size % 2 or arr.size == 0:
-        raise ValueError(f"v must have a positive even length (the head dim), got {arr.size}")
+        raise BadValue(f"v must have a positive even length (the head dim), got {arr.size}")
     if P is not None and arr.size != 2 * P:
-        raise ValueError(f"v has length {arr.size} but the schedule has {P} planes (head dim {2 * P})")
+        raise BadValue(f"v has length {arr.size} but the schedule has {P} planes (head dim {2 * P})")
     arr = scale_by_power_of_two(arr)                  # exact; keeps ||v|| finite and non-zero
     nrm = float(np.linalg.norm(arr))
     if nrm == 0.0:
-        raise ValueError("v must be non-zero (a rank-1 cloud X = u v^T needs v != 0); got the zero vector")
+        raise BadValue("v must be non-zero (a rank-1 cloud X = u v^T needs v != 0); got the zero vector")
     return arr / nrm
 
 
@@ -274,11 +262,11 @@ def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
     return them normalised to unit norm, in the interleaved channel order, ``(n_clouds, 2P)``."""
     A = check_finite_array("V", V, min_ndim=2)
     if A.ndim != 2 or A.shape[1] != 2 * P or A.shape[0] == 0:
-        raise ValueError(f"V must be (n_clouds >= 1, {2 * P}), got shape {A.shape}")
+        raise BadValue(f"V must be (n_clouds >= 1, {2 * P}), got shape {A.shape}")
     A = scale_by_power_of_two(A)                      # exact, per row: no overflow or underflow in the norms
     norms = np.linalg.norm(A, axis=1)
     if np.any(norms == 0):
-        raise ValueError(f"V row {int(np.argmax(norms == 0))} is the zero vector")
+        raise BadValue(f"V row {int(np.argmax(norms == 0))} is the zero vector")
     check_layout(layout)
     return np.asarray(to_interleaved(jnp.asarray(A / norms[:, None]), layout))
 
@@ -287,9 +275,9 @@ def check_length(n: Any, name: str = "n") -> int:
     """``n`` must be an integer ``1 <= n < 2^62``."""
     n = check_integer(name, n)
     if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
+        raise BadValue(f"{name} must be >= 1, got {n}")
     if n >= 2 ** 62:
-        raise ValueError(f"{name} must be < 2^62, got {n}")
+        raise BadValue(f"{name} must be < 2^62, got {n}")
     return n
 
 
@@ -323,7 +311,7 @@ def check_lengths(lengths: Any) -> np.ndarray:
     """A non-empty 1-D int64 array of lengths, each a positive integer (a scalar is one length)."""
     arr = np.atleast_1d(np.asarray(lengths, dtype=object))
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"lengths must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
+        raise BadValue(f"lengths must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
     return np.array([check_length(x, "length") for x in arr], dtype=np.int64)
 
 
@@ -332,9 +320,9 @@ def check_offset(offset: Any, lo: int = 0, hi: int = 0) -> int:
     (the smallest and largest position it shifts) stay within int64 (``|i| < 2^63``)."""
     v = _scalar(offset)
     if is_bool(v) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"offset must be an integer, got {offset!r}")
+        raise BadType(f"offset must be an integer, got {offset!r}")
     off = int(v)
     if off + int(hi) > MAX_ABS_POSITION or off + int(lo) < -MAX_ABS_POSITION:
-        raise ValueError(f"offset {off} with positions in [{int(lo)}, {int(hi)}] leaves int64 (|i| < 2^63)")
+        raise BadValue(f"offset {off} with positions in [{int(lo)}, {int(hi)}] leaves int64 (|i| < 2^63)")
     return off
 

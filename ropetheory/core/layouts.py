@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from .errors import BadValue
 
 
 LAYOUTS = ("interleaved", "half")
@@ -64,5 +65,5 @@ def plane_of(channel: int, P: int, layout: str) -> int:
 
 def check_layout(layout: Any) -> str:
     if not isinstance(layout, str) or layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known layouts: {list(LAYOUTS)}")
+        raise BadValue(f"unknown layout {layout!r}; known layouts: {list(LAYOUTS)}")
     return layout

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import checks
 from .layouts import LAYOUTS
+from .errors import BadValue, BadType
 
 __all__ = ["Schedule", "as_schedule", "schedule_layout", "TEMPERATURE_RULES"]
 
@@ -71,19 +72,19 @@ class Schedule:
         theta.setflags(write=False)
         object.__setattr__(self, "theta", theta)
         if not isinstance(self.name, str) or not isinstance(self.params, Mapping):
-            raise TypeError(f"name must be a string and params a mapping, got {self.name!r}, {self.params!r}")
+            raise BadType(f"name must be a string and params a mapping, got {self.name!r}, {self.params!r}")
         object.__setattr__(self, "params", dict(self.params))
         object.__setattr__(self, "attention_factor",
                            checks.check_number("attention_factor", self.attention_factor, lo=0.0, lo_open=True))
         if self.rotary_dim is not None:
             object.__setattr__(self, "rotary_dim", checks.check_integer("rotary_dim", self.rotary_dim, lo=1))
         if self.layout is not None and self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
+            raise BadValue(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
         if self.rotary_dim is not None and (self.layout != "half" or not 0 < self.rotary_dim <= self.head_dim):
-            raise ValueError(f"rotary_dim needs layout 'half' and 0 < rotary_dim <= head_dim = {self.head_dim}, "
+            raise BadValue(f"rotary_dim needs layout 'half' and 0 < rotary_dim <= head_dim = {self.head_dim}, "
                              f"got rotary_dim={self.rotary_dim!r} with layout {self.layout!r}")
         if self.temperature is not None and self.temperature not in TEMPERATURE_RULES:
-            raise ValueError(f"temperature must be one of {TEMPERATURE_RULES} or None, got {self.temperature!r}")
+            raise BadValue(f"temperature must be one of {TEMPERATURE_RULES} or None, got {self.temperature!r}")
 
     @property
     def head_dim(self) -> int:
@@ -147,13 +148,13 @@ def schedule_layout(theta: Any, layout: str | None) -> str:
     (``rotary_dim``: its pairing is not one of ``LAYOUTS`` over the whole head), are refused."""
     own = theta.layout if isinstance(theta, Schedule) else None
     if isinstance(theta, Schedule) and theta.rotary_dim is not None:
-        raise ValueError(f"theta: {theta!r} rotates only its first {theta.rotary_dim} channels in Hugging Face's "
+        raise BadValue(f"theta: {theta!r} rotates only its first {theta.rotary_dim} channels in Hugging Face's "
                          f"rotate_half pairing, which no layout of the whole head expresses; pass theta.theta and "
                          f"arrange the channels yourself")
     if layout is None:
         return own or "interleaved"
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise BadValue(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if own is not None and layout != own:
-        raise ValueError(f"layout={layout!r} contradicts the schedule's own layout {own!r}")
+        raise BadValue(f"layout={layout!r} contradicts the schedule's own layout {own!r}")
     return layout

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .capture import hf_to_interleaved, load_dump
+from ..core.checks import BadValue
 
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
 
@@ -91,16 +92,16 @@ def main(argv=None) -> int:
     if args.model:
         from . import figures, study
         if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
-            raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
+            raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
         if args.max_tokens < 2 or args.chunk < 1:
-            raise ValueError(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+            raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
         scaling = None
         if args.rope_scaling:
             import json
             try:
                 scaling = json.loads(args.rope_scaling)
             except json.JSONDecodeError as e:
-                raise ValueError(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
+                raise BadValue(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
         import torch
         device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
         res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     elif args.dump:
         dump = load_dump(args.dump)
     else:
-        raise ValueError("give a key dump file, or --model NAME_OR_PATH")
+        raise BadValue("give a key dump file, or --model NAME_OR_PATH")
     res = analyze_dump(dump)
     paths = write_analysis(res, out)
     print(f"{'layer':>5s} {'head':>4s} {'pc1_var':>7s} {'rho_meas':>8s} {'rho_pred':>8s} {'floor':>6s} "

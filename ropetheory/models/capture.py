@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core.checks import check_integer
+from ..core.checks import BadValue
 
 __all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "hf_to_interleaved", "KEY_DUMP_FIELDS"]
 
@@ -33,7 +34,7 @@ KEY_DUMP_FIELDS = ("keys_pre", "keys_post", "queries_pre", "queries_post", "posi
 def _record_rope(model):
     mod = sys.modules[type(model).__module__]
     if not hasattr(mod, "apply_rotary_pos_emb"):
-        raise ValueError(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
+        raise BadValue(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
                          f"apply_rotary_pos_emb)")
     real = mod.apply_rotary_pos_emb
     calls = []
@@ -78,11 +79,11 @@ def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
     try:
         freqs = hf_view(frequencies_from_config(cfg, seq_len=int(input_ids.shape[-1])))
     except ValueError as e:
-        raise ValueError(f"model config has no usable RoPE parameters: {e}") from None
+        raise BadValue(f"model config has no usable RoPE parameters: {e}") from None
     with _record_rope(model) as calls, torch.no_grad():
         model(input_ids=input_ids)
     if not calls:
-        raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was never called (no RoPE layers?)")
+        raise BadValue(f"{type(model).__name__}: apply_rotary_pos_emb was never called (no RoPE layers?)")
     qs, ks, qos, kos = (np.stack([c[i][0] for c in calls]) for i in range(4))   # batch element 0
     n = qs.shape[2]
     positions = np.arange(n)
@@ -92,7 +93,7 @@ def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
             "theta": freqs["theta"].tolist(), "n_layers": len(calls), "n_tokens": n,
             "max_position_embeddings": cfg.get("max_position_embeddings"), "config": cfg}
     if qs.shape[-1] != freqs["head_dim"]:
-        raise ValueError(f"captured head dim {qs.shape[-1]} does not match the config's head_dim {freqs['head_dim']}")
+        raise BadValue(f"captured head dim {qs.shape[-1]} does not match the config's head_dim {freqs['head_dim']}")
     if check:
         dk = np.abs(rotate_like_hf(ks, freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"]) - kos)
         dq = np.abs(rotate_like_hf(qs, freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"]) - qos)
@@ -116,23 +117,23 @@ def load_dump(path: str | pathlib.Path) -> dict:
     """Load and validate a key dump; a file that is not one gets an error naming what is missing."""
     path = pathlib.Path(path)
     if not path.exists():
-        raise ValueError(f"key dump {str(path)!r} does not exist")
+        raise BadValue(f"key dump {str(path)!r} does not exist")
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as e:                                   # not an npz at all
-        raise ValueError(f"{str(path)!r} is not a key dump (.npz): {e}") from None
+        raise BadValue(f"{str(path)!r} is not a key dump (.npz): {e}") from None
     missing = [k for k in KEY_DUMP_FIELDS if k not in z.files]
     if missing:
-        raise ValueError(f"{str(path)!r} is not a key dump: missing {missing} (has {z.files})")
+        raise BadValue(f"{str(path)!r} is not a key dump: missing {missing} (has {z.files})")
     d = {k: z[k] for k in KEY_DUMP_FIELDS if k != "meta"}
     d["meta"] = json.loads(str(z["meta"]))
     if not isinstance(d["meta"], dict) or "head_dim" not in d["meta"]:
-        raise ValueError(f"{str(path)!r} is not a key dump: its meta has no 'head_dim'")
+        raise BadValue(f"{str(path)!r} is not a key dump: its meta has no 'head_dim'")
     hd = check_integer(f"{str(path)!r} meta 'head_dim'", d["meta"]["head_dim"], lo=2)
     for k in ("keys_pre", "keys_post", "queries_pre", "queries_post"):
         if d[k].ndim != 4 or d[k].shape[-1] != hd:
-            raise ValueError(f"{k} has shape {d[k].shape}; expected (layers, heads, n, {hd}) from the config")
+            raise BadValue(f"{k} has shape {d[k].shape}; expected (layers, heads, n, {hd}) from the config")
     if d["keys_pre"].shape != d["keys_post"].shape or d["keys_pre"].shape[2] != d["positions"].shape[0]:
-        raise ValueError(f"inconsistent shapes: keys_pre {d['keys_pre'].shape}, keys_post {d['keys_post'].shape}, "
+        raise BadValue(f"inconsistent shapes: keys_pre {d['keys_pre'].shape}, keys_post {d['keys_post'].shape}, "
                          f"positions {d['positions'].shape}")
     return d

@@ -15,6 +15,7 @@ import hashlib
 import os
 import pathlib
 from typing import Any
+from ..core.checks import BadValue
 
 __all__ = ["LICENSE_DIR", "default_text", "text_tokens"]
 
@@ -24,10 +25,10 @@ LICENSE_DIR = pathlib.Path("/usr/share/common-licenses")
 def default_text() -> tuple[str, str]:
     """``(text, description)`` of the licence corpus; ValueError if this machine has none."""
     if not LICENSE_DIR.is_dir():
-        raise ValueError(f"{str(LICENSE_DIR)!r} does not exist on this machine: pass --text FILE")
+        raise BadValue(f"{str(LICENSE_DIR)!r} does not exist on this machine: pass --text FILE")
     files = sorted(p for p in LICENSE_DIR.iterdir() if p.is_file() and not p.is_symlink())
     if not files:
-        raise ValueError(f"{str(LICENSE_DIR)!r} holds no licence texts: pass --text FILE")
+        raise BadValue(f"{str(LICENSE_DIR)!r} holds no licence texts: pass --text FILE")
     text = "\n\n".join(p.read_text(encoding="utf-8", errors="replace").strip() for p in files)
     return text, f"{LICENSE_DIR}: {', '.join(p.name for p in files)}"
 
@@ -36,27 +37,27 @@ def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None
                 repeat: bool = False) -> tuple[list[int], dict[str, Any]]:
     """The first ``n_tokens`` token ids of the text (``bos``: prepend the tokenizer's BOS id) and a description."""
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 2:
-        raise ValueError(f"n_tokens must be an integer >= 2, got {n_tokens!r}")
+        raise BadValue(f"n_tokens must be an integer >= 2, got {n_tokens!r}")
     if text_file is None:
         text, source = default_text()
     else:
         p = pathlib.Path(text_file)
         if not p.is_file():
-            raise ValueError(f"text file {str(p)!r} does not exist")
+            raise BadValue(f"text file {str(p)!r} does not exist")
         text, source = p.read_text(encoding="utf-8", errors="replace"), str(p)
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     first = None
     if bos:
         if tokenizer.bos_token_id is None:
-            raise ValueError("bos=True but the tokenizer has no BOS token")
+            raise BadValue("bos=True but the tokenizer has no BOS token")
         first = tokenizer.bos_token_id
     need = n_tokens - (1 if bos else 0)
     repeats_at = None
     if len(ids) < need:
         if not ids:
-            raise ValueError(f"the text ({source.split(':')[0]}) has no tokens: nothing to repeat or analyse")
+            raise BadValue(f"the text ({source.split(':')[0]}) has no tokens: nothing to repeat or analyse")
         if not repeat:
-            raise ValueError(f"the text has {len(ids)} tokens, fewer than the {need} asked for "
+            raise BadValue(f"the text has {len(ids)} tokens, fewer than the {need} asked for "
                              f"({source.split(':')[0]}); pass a longer --text or --repeat-text")
         repeats_at = len(ids) + (1 if bos else 0)
         ids = (ids * (need // len(ids) + 1))

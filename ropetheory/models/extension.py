@@ -22,6 +22,7 @@ import numpy as np
 
 from ..theory.criteria import low_frequency_drift
 from .claims import SINK_SHARE
+from ..core.checks import BadValue
 
 #: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
 METHODS = {"linear": "PI (linear)", "dynamic": "dynamic NTK", "yarn": "YaRN"}
@@ -30,15 +31,15 @@ METHODS = {"linear": "PI (linear)", "dynamic": "dynamic NTK", "yarn": "YaRN"}
 def scaling(method: str, s: int) -> dict[str, Any]:
     """The ``rope_scaling`` dict passed to ``analyze --rope-scaling`` for ``method`` at factor ``s``."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+        raise BadValue(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-        raise ValueError(f"s must be an integer >= 1, got {s!r}")
+        raise BadValue(f"s must be an integer >= 1, got {s!r}")
     return {"rope_type": method, "factor": float(s)}
 
 
 def _grid_index(grid: list[int], n: int) -> int:
     if n not in grid:
-        raise ValueError(f"length {n} is not on the analysis grid (the run must reach it; grid ends at {grid[-1]})")
+        raise BadValue(f"length {n} is not on the analysis grid (the run must reach it; grid ends at {grid[-1]})")
     return grid.index(n)
 
 
@@ -88,7 +89,7 @@ def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> di
     iL, iS = _grid_index(grid, L), _grid_index(grid, s * L)
     scheds = res["meta"]["schedules"]
     if len(scheds) != 1:
-        raise ValueError("extension rows need one rope schedule for every layer")
+        raise BadValue("extension rows need one rope schedule for every layer")
     theta = np.asarray(next(iter(scheds.values()))["theta"], dtype=np.float64)
     drift = None
     if base_theta is not None:

@@ -21,6 +21,7 @@ from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
 from .stream import LayerStream
+from ..core.checks import BadValue
 
 __all__ = ["capture_streams", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
            "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL", "key_folder"]
@@ -49,7 +50,7 @@ def training_length(cfg: dict, default: int | None = None) -> int:
     """L as ``ropetheory.schedules.hf.read_model_config`` reads it, else ``default``."""
     L = read_model_config(cfg).train_len or default
     if not L:
-        raise ValueError("the config gives no training length (original_max_position_embeddings or "
+        raise BadValue("the config gives no training length (original_max_position_embeddings or "
                          "max_position_embeddings): pass --train-len")
     return int(L)
 
@@ -70,7 +71,7 @@ def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
 def _hook(model, sink):
     mod = sys.modules[type(model).__module__]
     if not hasattr(mod, "apply_rotary_pos_emb"):
-        raise ValueError(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
+        raise BadValue(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
                          f"apply_rotary_pos_emb)")
     real = mod.apply_rotary_pos_emb
 
@@ -175,6 +176,6 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
                 clock.written(started)
                 fault_point()
     if any(st is None for st in streams):
-        raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
+        raise BadValue(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
     return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,
             "config": cfg, "kept": done, "computed": len(starts) - done}

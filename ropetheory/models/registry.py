@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..store import atomic_open
+from ..core.checks import BadValue, BadType
 
 __all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer",
            "gguf_reader", "one_gguf_parse"]
@@ -93,7 +94,7 @@ def _packaged_gguf(name: str) -> pathlib.Path:
     e = PACKAGED[name]
     parts = _parts(e)
     if parts is None:
-        raise ValueError(f"packaged model {name!r} is not installed: {e['install']}")
+        raise BadValue(f"packaged model {name!r} is not installed: {e['install']}")
     if len(parts) == 1:
         path = parts[0]
     else:
@@ -108,7 +109,7 @@ def _packaged_gguf(name: str) -> pathlib.Path:
     if not (stamp.exists() and stamp.read_text() == f"{path.stat().st_size} {e['sha256']}"):
         got = _sha256(path)
         if got != e["sha256"]:
-            raise ValueError(f"{str(path)!r} has sha256 {got}, expected {e['sha256']} for {name!r}: "
+            raise BadValue(f"{str(path)!r} has sha256 {got}, expected {e['sha256']} for {name!r}: "
                              f"reinstall it ({e['install']})")
         with contextlib.suppress(OSError):         # a read-only folder: the sha256 is checked again next time
             stamp.write_text(f"{path.stat().st_size} {e['sha256']}")
@@ -118,7 +119,7 @@ def _packaged_gguf(name: str) -> pathlib.Path:
 def resolve(model: str | os.PathLike) -> tuple[pathlib.Path, str | None, str]:
     """``(folder, gguf file name or None, label)`` for a short name, a ``.gguf`` file or a checkpoint folder."""
     if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"model must be a name or a path, got {type(model).__name__}")
+        raise BadType(f"model must be a name or a path, got {type(model).__name__}")
     s = str(model)
     if s in PACKAGED:
         p = _packaged_gguf(s)
@@ -126,7 +127,7 @@ def resolve(model: str | os.PathLike) -> tuple[pathlib.Path, str | None, str]:
     p = pathlib.Path(s)
     if p.is_file():
         if p.suffix != ".gguf":
-            raise ValueError(f"model file {s!r} is not a .gguf file (give a checkpoint folder, a .gguf, or one of "
+            raise BadValue(f"model file {s!r} is not a .gguf file (give a checkpoint folder, a .gguf, or one of "
                              f"{sorted(PACKAGED)})")
         _check_gguf(p)
         digest = _sha256(p)
@@ -134,9 +135,9 @@ def resolve(model: str | os.PathLike) -> tuple[pathlib.Path, str | None, str]:
         return p.parent, p.name, known[0] if known else p.stem
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise ValueError(f"model folder {s!r} has no config.json")
+            raise BadValue(f"model folder {s!r} has no config.json")
         return p, None, p.name
-    raise ValueError(f"unknown model {s!r}: not a packaged model ({', '.join(sorted(PACKAGED))}), "
+    raise BadValue(f"unknown model {s!r}: not a packaged model ({', '.join(sorted(PACKAGED))}), "
                      f"a .gguf file or a checkpoint folder")
 
 
@@ -196,15 +197,15 @@ def _check_gguf(path: pathlib.Path) -> None:
     """A readable GGUF whose tensors all lie inside the file; else ValueError naming the file."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
-            raise ValueError(f"{str(path)!r} is not a GGUF file (bad magic)")
+            raise BadValue(f"{str(path)!r} is not a GGUF file (bad magic)")
     try:
         r = gguf_reader(path)
         size = path.stat().st_size
         end = max((t.data_offset + t.n_bytes for t in r.tensors), default=0)
     except Exception as e:                                 # truncated headers, short tensor data, ...
-        raise ValueError(f"{str(path)!r} is not a readable GGUF file (truncated?): {e}") from None
+        raise BadValue(f"{str(path)!r} is not a readable GGUF file (truncated?): {e}") from None
     if end > size:
-        raise ValueError(f"{str(path)!r} is truncated: its tensors need {end} bytes, the file has {size}")
+        raise BadValue(f"{str(path)!r} is truncated: its tensors need {end} bytes, the file has {size}")
 
 
 def gguf_has_rope(path: str | os.PathLike) -> bool:
@@ -245,7 +246,7 @@ def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "f
         else:
             kw["gguf_file"] = gguf
             if not gguf_has_rope(folder / gguf):
-                raise ValueError(f"{str(folder / gguf)!r} declares no RoPE parameters (no '*.rope.*' keys): "
+                raise BadValue(f"{str(folder / gguf)!r} declares no RoPE parameters (no '*.rope.*' keys): "
                                  "this model does not use RoPE")
     with one_gguf_parse() if gguf is not None else contextlib.nullcontext():
         tok = AutoTokenizer.from_pretrained(str(folder), **kw)

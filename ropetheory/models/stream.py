@@ -30,6 +30,7 @@ import tempfile
 import numpy as np
 
 from ..spectra.stream import neumaier_add, neumaier_total
+from ..core.checks import BadValue
 
 __all__ = ["LayerStream", "KeyStore", "mean_pair_cosine", "SINK_QUERIES", "KEY_BLOCK"]
 
@@ -60,7 +61,7 @@ class KeyStore:
         self.path, self.shape = pathlib.Path(state["path"]), tuple(state["shape"])
         self._m = np.lib.format.open_memmap(self.path, mode="r+")
         if self._m.shape != self.shape or self._m.dtype != np.float32:
-            raise ValueError(
+            raise BadValue(
                 f"{self.path}: keys of shape {self._m.shape} {self._m.dtype}, expected {self.shape} float32"
             )
 
@@ -126,11 +127,11 @@ class LayerStream:
         """``key_dir``: the folder of the key files (a capture that checkpoints passes one beside its
         checkpoint); default a temporary folder removed with the stream."""
         if q_heads % kv_heads:
-            raise ValueError(f"q_heads {q_heads} is not a multiple of kv_heads {kv_heads}")
+            raise BadValue(f"q_heads {q_heads} is not a multiple of kv_heads {kv_heads}")
         self.N, self.H, self.G, self.d = int(n_total), kv_heads, q_heads // kv_heads, head_dim
         self.grid = np.asarray(grid, dtype=np.int64)
         if self.grid.size == 0 or self.grid.min() < 1 or self.grid.max() > self.N or np.any(np.diff(self.grid) <= 0):
-            raise ValueError(f"grid must be increasing lengths in [1, {self.N}], got {self.grid.tolist()}")
+            raise BadValue(f"grid must be increasing lengths in [1, {self.N}], got {self.grid.tolist()}")
         self.scale, self.window, self.S, self.stride = float(scale), window, int(sink_queries), int(query_stride)
         H, d, ng = kv_heads, head_dim, self.grid.size
         self.pos = 0
@@ -161,15 +162,15 @@ class LayerStream:
         c = k_pre.shape[1]
         s, e = self.pos, self.pos + c
         if e > self.N:
-            raise ValueError(f"chunk ends at {e}, past n_total {self.N}")
+            raise BadValue(f"chunk ends at {e}, past n_total {self.N}")
         if q_pre.shape != (self.H * self.G, c, self.d) or k_pre.shape != (self.H, c, self.d) \
                 or q_post.shape != q_pre.shape or k_post.shape != k_pre.shape:
-            raise ValueError(f"chunk shapes q {q_pre.shape}, k {k_pre.shape} do not match "
+            raise BadValue(f"chunk shapes q {q_pre.shape}, k {k_pre.shape} do not match "
                              f"({self.H * self.G}, {c}, {self.d}) / ({self.H}, {c}, {self.d})")
         arrs = {"q_pre": q_pre, "k_pre": k_pre, "q_post": q_post, "k_post": k_post}
         for name, x in arrs.items():
             if not np.all(np.isfinite(x)):
-                raise ValueError(f"{name} of positions [{s}, {e}) holds non-finite values")
+                raise BadValue(f"{name} of positions [{s}, {e}) holds non-finite values")
         self.K["pre"][:, s:e] = k_pre
         self.K["post"][:, s:e] = k_post
         sel = (self.Qs_pos >= s) & (self.Qs_pos < e)
@@ -246,7 +247,7 @@ class LayerStream:
     def key_logit_means(self) -> np.ndarray:
         """``(H, N-1)``: mean post-RoPE logit ``q_i . k_j`` over later queries ``i > j`` of the group."""
         if self.pos != self.N:
-            raise ValueError(f"stream incomplete: {self.pos} of {self.N} positions")
+            raise BadValue(f"stream incomplete: {self.pos} of {self.N} positions")
         b = np.zeros((self.H, self.N))
         for h in range(self.H):
             for a, e, Kb in self.K["post"].blocks(h, self.N):

@@ -36,6 +36,7 @@ from ..store import write_csv, write_json
 from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
                       capture_streams, layer_schedules, training_length)
 from .claims import claims
+from ..core.checks import BadValue
 
 __all__ = [
     "capture_streams",
@@ -258,11 +259,11 @@ def override_rope(model, scaling: dict) -> str:
     are given per layer type are refused.
     """
     if not isinstance(scaling, dict) or "rope_type" not in scaling:
-        raise ValueError(f"rope scaling must be a dict with a 'rope_type', got {scaling!r}")
+        raise BadValue(f"rope scaling must be a dict with a 'rope_type', got {scaling!r}")
     cfg = model.config
     base = dict(getattr(cfg, "rope_parameters", None) or {})
     if any(isinstance(v, dict) for v in base.values()):
-        raise ValueError("rope parameters per layer type: inference-time scaling of such models is not supported")
+        raise BadValue("rope parameters per layer type: inference-time scaling of such models is not supported")
     new = {**base, "original_max_position_embeddings": cfg.max_position_embeddings, **scaling}
     frequencies_from_config({**cfg.to_dict(), "rope_parameters": new})          # validates, names bad keys
     cfg.rope_parameters = new
@@ -274,7 +275,7 @@ def override_rope(model, scaling: dict) -> str:
             setattr(parent, name.rsplit(".", 1)[-1], type(mod)(config=cfg).to(dev))
             n += 1
     if n == 0:
-        raise ValueError(f"{type(model).__name__} has no rotary_emb module to rebuild")
+        raise BadValue(f"{type(model).__name__} has no rotary_emb module to rebuild")
     return f"{scaling['rope_type']}-x{scaling.get('factor', 1):g}"
 
 

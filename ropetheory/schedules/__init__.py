@@ -30,6 +30,7 @@ from ..core.schedule import Schedule, as_schedule
 from . import names
 from .paper import (DEFAULT_HEAD_DIM, FRACTION_ATOL, MIN_WAVELENGTH, high_frequency, length_temperature,  # noqa: F401
                     nope, partial, planes_from_fraction, rope, rope_frequencies, rope_id)
+from ..core.checks import BadValue, BadType
 
 __all__ = [
     "Schedule", "as_schedule", "rope", "partial", "high_frequency", "rope_id", "nope", "explicit", "from_theta",
@@ -46,7 +47,7 @@ def explicit(theta: Any, head_dim: int | None = None) -> Schedule:
     """An explicit frequency vector as a schedule (``schedule("theta", theta=[...])``)."""
     sched = Schedule(theta, "theta")
     if head_dim is not None and sched.head_dim != check_head_dim(head_dim):
-        raise ValueError(f"theta has {sched.planes} planes but head_dim={head_dim}")
+        raise BadValue(f"theta has {sched.planes} planes but head_dim={head_dim}")
     return sched
 
 
@@ -89,7 +90,7 @@ def schedule(name: str, head_dim: int | None = None, *, layout: str | None = Non
     for key, value in given.items():
         own = getattr(built, key)
         if value is not None and own is not None and value != own:
-            raise ValueError(f"schedule {name!r} has {key} {own!r}, got {key}={value!r}")
+            raise BadValue(f"schedule {name!r} has {key} {own!r}, got {key}={value!r}")
     if all(v is None for v in given.values()):
         return built
     return dataclasses.replace(built, layout=layout or built.layout, rotary_dim=rotary_dim or built.rotary_dim,
@@ -105,14 +106,14 @@ def _build(name: str, head_dim: int | None, params: dict[str, Any]) -> Schedule:
         allowed = set(sig.parameters) - {"head_dim"}
         unknown = set(params) - allowed
         if unknown:
-            raise ValueError(f"schedule {name!r} got unknown parameter(s) {sorted(unknown)}; "
+            raise BadValue(f"schedule {name!r} got unknown parameter(s) {sorted(unknown)}; "
                              f"it takes {sorted(allowed)}")
     if key == "theta":
         if "theta" not in params:
-            raise ValueError("schedule 'theta' needs the key 'theta' (the frequency vector)")
+            raise BadValue("schedule 'theta' needs the key 'theta' (the frequency vector)")
         return explicit(params["theta"], head_dim)
     if head_dim is None:
-        raise ValueError(f"schedule {name!r} needs head_dim")
+        raise BadValue(f"schedule {name!r} needs head_dim")
     return fn(head_dim, **params)
 
 
@@ -144,7 +145,7 @@ def _spec_value(key: str, text: str) -> Any:
     """A ``key=value`` value: a JSON number, boolean, null, list or object, else the plain string."""
     text = text.strip()
     if not text:
-        raise ValueError(f"schedule parameter {key!r} has an empty value")
+        raise BadValue(f"schedule parameter {key!r} has an empty value")
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -162,38 +163,38 @@ def parse_spec(text: Any) -> dict[str, Any]:
     if isinstance(text, os.PathLike):
         text = os.fspath(text)
     if not isinstance(text, str):
-        raise TypeError(f"schedule spec must be a string, a path or a mapping, got {type(text).__name__}: {text!r}")
+        raise BadType(f"schedule spec must be a string, a path or a mapping, got {type(text).__name__}: {text!r}")
     s = text.strip()
     if not s:
-        raise ValueError("schedule spec is empty; give a name (rope_id:train_len=4096), JSON or a file")
+        raise BadValue("schedule spec is empty; give a name (rope_id:train_len=4096), JSON or a file")
     if s[:1] in "{[":
         try:
             spec = json.loads(s)
         except json.JSONDecodeError as e:
-            raise ValueError(f"schedule spec {text!r} looks like JSON but does not parse: {e}") from None
+            raise BadValue(f"schedule spec {text!r} looks like JSON but does not parse: {e}") from None
     elif os.path.isdir(s) or os.path.isfile(s) or s.endswith(".json"):
         path = os.path.join(s, "config.json") if os.path.isdir(s) else s
         body = read_text_file("schedule spec", path)
         try:
             spec = json.loads(body)
         except json.JSONDecodeError as e:
-            raise ValueError(f"malformed schedule spec file {path!r}: {e}") from None
+            raise BadValue(f"malformed schedule spec file {path!r}: {e}") from None
     else:
         name, _, params = s.partition(":")
         spec = {"name": name.strip()}
         for kv in params.split(","):
             if not kv.strip():
                 if params.strip():
-                    raise ValueError(f"schedule spec {text!r} has an empty KEY=VALUE item")
+                    raise BadValue(f"schedule spec {text!r} has an empty KEY=VALUE item")
                 continue
             if "=" not in kv:
-                raise ValueError(f"schedule parameters must be KEY=VALUE, got {kv.strip()!r} in {text!r}")
+                raise BadValue(f"schedule parameters must be KEY=VALUE, got {kv.strip()!r} in {text!r}")
             k, v = (x.strip() for x in kv.split("=", 1))
             if not k or k in spec:
-                raise ValueError(f"schedule spec {text!r}: key {k!r} is empty or given twice")
+                raise BadValue(f"schedule spec {text!r}: key {k!r} is empty or given twice")
             spec[k] = _spec_value(k, v)
     if not isinstance(spec, dict):
-        raise TypeError(f"schedule spec must be a mapping (a JSON object), got {type(spec).__name__}: {text!r}")
+        raise BadType(f"schedule spec must be a mapping (a JSON object), got {type(spec).__name__}: {text!r}")
     return spec
 
 
@@ -205,7 +206,7 @@ def merge_spec(spec: Mapping[str, Any], **flags: Any) -> dict[str, Any]:
         if v is None:
             continue
         if k in out and out[k] != v:
-            raise ValueError(f"the spec says {k}={out[k]!r} but --{k.replace('_', '-')} says {v!r}; give one")
+            raise BadValue(f"the spec says {k}={out[k]!r} but --{k.replace('_', '-')} says {v!r}; give one")
         out[k] = v
     return out
 
@@ -235,15 +236,15 @@ def schedule_from_spec(spec: Mapping[str, Any] | str | os.PathLike) -> Schedule:
     if isinstance(spec, (str, os.PathLike)):
         spec = parse_spec(spec)
     if not isinstance(spec, Mapping):
-        raise TypeError(f"schedule spec must be a mapping, got {type(spec).__name__}: {spec!r}")
+        raise BadType(f"schedule spec must be a mapping, got {type(spec).__name__}: {spec!r}")
     if is_model_config(spec):
         return _from_model_config(spec)
     spec = dict(spec)
     for a, b in (("name", "type"), ("head_dim", "d")):
         if a in spec and b in spec and spec[a] != spec[b]:
-            raise ValueError(f"schedule spec has conflicting keys {a}={spec[a]!r} and {b}={spec[b]!r}")
+            raise BadValue(f"schedule spec has conflicting keys {a}={spec[a]!r} and {b}={spec[b]!r}")
     name = spec.pop("name", spec.pop("type", None))
     if name is None:
-        raise ValueError(f"schedule spec needs a 'name' key; got keys {sorted(spec)}")
+        raise BadValue(f"schedule spec needs a 'name' key; got keys {sorted(spec)}")
     head_dim = spec.pop("head_dim", spec.pop("d", None))
     return schedule(name, head_dim=head_dim, **spec)

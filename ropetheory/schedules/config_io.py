@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.checks import read_text_file
+from ..core.checks import BadValue, BadType
 
 __all__ = ["LayerTypeRequired", "read_config"]
 
 
-class LayerTypeRequired(ValueError):
+class LayerTypeRequired(BadValue):
     """A config gives its rope parameters per layer type (``{"full_attention": {...}, ...}``) and the
     caller named none; ``layer_types`` lists the types it has."""
 
@@ -31,19 +32,19 @@ def read_config(config: Any) -> dict:
         path = pathlib.Path(config)
         if path.is_dir():
             if not (path / "config.json").is_file():
-                raise ValueError(f"config: the directory {str(path)!r} holds no config.json")
+                raise BadValue(f"config: the directory {str(path)!r} holds no config.json")
             path = path / "config.json"
         text = read_text_file("config", path)
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"config: malformed config file {str(path)!r}: {e}") from None
+            raise BadValue(f"config: malformed config file {str(path)!r}: {e}") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"config: {str(path)!r} must hold a JSON object, got {type(raw).__name__}")
+            raise BadValue(f"config: {str(path)!r} must hold a JSON object, got {type(raw).__name__}")
         return raw
     if not isinstance(config, Mapping) and callable(getattr(config, "to_dict", None)):
         config = config.to_dict()
     if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a mapping, a config.json path, a checkpoint folder or a transformers "
+        raise BadType(f"config must be a mapping, a config.json path, a checkpoint folder or a transformers "
                         f"PretrainedConfig, got {type(config).__name__}")
     return dict(config)

@@ -36,6 +36,7 @@ from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, ch
 from ..core.schedule import Schedule
 from .config_io import LayerTypeRequired, read_config
 from .paper import rope_frequencies
+from ..core.checks import BadValue
 
 __all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config",
            "rope_type_of",
@@ -62,7 +63,7 @@ class RopeConfig:
 
     def require(self, key: str) -> Any:
         if self.params.get(key) is None:
-            raise ValueError(f"rope_type {self.rope_type!r} needs key {key!r} in rope_parameters/rope_scaling "
+            raise BadValue(f"rope_type {self.rope_type!r} needs key {key!r} in rope_parameters/rope_scaling "
                              f"(got keys {sorted(self.params)})")
         return self.params[key]
 
@@ -71,7 +72,7 @@ class RopeConfig:
         factor = self.get("factor")
         if factor is None:
             if self.max_position_embeddings is None:
-                raise ValueError(
+                raise BadValue(
                     f"rope_type {self.rope_type!r} needs 'factor' (or max_position_embeddings to infer it)"
                 )
             factor = self.max_position_embeddings / orig
@@ -124,11 +125,11 @@ def _dynamic(cfg: RopeConfig, seq_len: int | None):
     factor = cfg.number("factor", cfg.require("factor"))
     M = cfg.max_position_embeddings
     if M is None:
-        raise ValueError("rope_type 'dynamic' needs max_position_embeddings in the config")
+        raise BadValue("rope_type 'dynamic' needs max_position_embeddings in the config")
     s = M if seq_len is None else max(int(seq_len), M)
     dim = cfg.dim
     if dim < 4:
-        raise ValueError(f"rope_type 'dynamic' needs a rotary dim >= 4 (its exponent is dim/(dim-2)), got {dim}")
+        raise BadValue(f"rope_type 'dynamic' needs a rotary dim >= 4 (its exponent is dim/(dim-2)), got {dim}")
     base = cfg.rope_theta * ((factor * s / M) - (factor - 1)) ** (dim / (dim - 2))
     return _base_inv_freq(base, dim), 1.0
 
@@ -148,7 +149,7 @@ def _yarn(cfg: RopeConfig, seq_len: int | None):
     """
     dim = cfg.dim
     if dim % 2:
-        raise ValueError(f"rope_type 'yarn' needs an even rotary dim, got int(head_dim * prf) = {dim}")
+        raise BadValue(f"rope_type 'yarn' needs an even rotary dim, got int(head_dim * prf) = {dim}")
     base = cfg.rope_theta
     orig = int(cfg.number("original_max_position_embeddings", cfg.require("original_max_position_embeddings")))
     factor = cfg.factor_or_ratio(orig)
@@ -196,7 +197,7 @@ def _longrope(cfg: RopeConfig, seq_len: int | None):
         val = cfg.require(key)
         if not isinstance(val, (list, tuple)) or len(val) != n:
             got = len(val) if isinstance(val, (list, tuple)) else type(val).__name__
-            raise ValueError(f"rope config key {key!r} must be a list of {n} numbers (rotary dim {dim}), got {got}")
+            raise BadValue(f"rope config key {key!r} must be a list of {n} numbers (rotary dim {dim}), got {got}")
         lists[key] = np.array([cfg.number(f"{key}[{i}]", x) for i, x in enumerate(val)], dtype=np.float64)
     factor = cfg.factor_or_ratio(orig)
     attention_factor = cfg.get("attention_factor")
@@ -218,7 +219,7 @@ def _llama3(cfg: RopeConfig, seq_len: int | None):
     low = cfg.number("low_freq_factor", cfg.require("low_freq_factor"))
     high = cfg.number("high_freq_factor", cfg.require("high_freq_factor"))
     if high == low:
-        raise ValueError(f"rope_type 'llama3' needs high_freq_factor != low_freq_factor, both are {low!r}")
+        raise BadValue(f"rope_type 'llama3' needs high_freq_factor != low_freq_factor, both are {low!r}")
     old = cfg.number("original_max_position_embeddings", cfg.require("original_max_position_embeddings"))
     low_wl, high_wl = old / low, old / high
     wavelen = 2 * math.pi / inv
@@ -260,7 +261,7 @@ def rope_parameters(rope_type: str, *, rope_theta: float, factor: float, origina
     given) and a ``long_factor`` ramping from 1 to ``factor`` over the planes (illustrative: LongRoPE
     searches its factors)."""
     if rope_type not in ROPE_TYPES:
-        raise ValueError(f"unknown rope_type {rope_type!r}; known: {sorted(ROPE_TYPES)}")
+        raise BadValue(f"unknown rope_type {rope_type!r}; known: {sorted(ROPE_TYPES)}")
     rp: dict[str, Any] = {"rope_type": rope_type, "rope_theta": rope_theta}
     if rope_type != "default":
         rp["factor"] = float(factor)
@@ -291,19 +292,19 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
         rp = raw.get("rope_scaling")
     rp = {} if rp is None else rp
     if not isinstance(rp, Mapping):
-        raise ValueError(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
+        raise BadValue(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
     nested = [k for k, v in rp.items() if isinstance(v, Mapping)]
     if nested:
         if layer_type is None:
             raise LayerTypeRequired(f"rope parameters are given per layer type {sorted(nested)}: pass layer_type",
                                     tuple(nested))
         if layer_type not in rp:
-            raise ValueError(f"unknown layer_type {layer_type!r}; the config has {sorted(nested)}")
+            raise BadValue(f"unknown layer_type {layer_type!r}; the config has {sorted(nested)}")
         rp = rp[layer_type]
     params = dict(rp)
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in ROPE_TYPES:
-        raise ValueError(f"unknown rope_type {rope_type!r}; known: {sorted(ROPE_TYPES)}")
+        raise BadValue(f"unknown rope_type {rope_type!r}; known: {sorted(ROPE_TYPES)}")
     theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
     prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
     prf = 1.0 if prf is None else prf
@@ -319,13 +320,13 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     if head_dim is None:
         hs, nh = raw.get("hidden_size"), raw.get("num_attention_heads")
         if hs is None or nh is None:
-            raise ValueError("config needs 'head_dim' or both 'hidden_size' and 'num_attention_heads'")
+            raise BadValue("config needs 'head_dim' or both 'hidden_size' and 'num_attention_heads'")
         if not all(isinstance(x, int) and x > 0 for x in (hs, nh)):
-            raise ValueError(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
+            raise BadValue(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
         head_dim = hs // nh
     head_dim = check_integer("config key 'head_dim'", head_dim, lo=2, hi=MAX_HEAD_DIM)
     if head_dim % 2:
-        raise ValueError(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
+        raise BadValue(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
     M = raw.get("max_position_embeddings")
     if M is not None:
         M = check_integer("config key 'max_position_embeddings'", M, lo=2)
@@ -338,11 +339,11 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     cfg = dataclasses.replace(cfg, rope_theta=cfg.number("rope_theta", theta),
                               partial_rotary_factor=cfg.number("partial_rotary_factor", prf))
     if cfg.partial_rotary_factor > 1:
-        raise ValueError(f"rope config key 'partial_rotary_factor' must be <= 1, got {prf!r}")
+        raise BadValue(f"rope config key 'partial_rotary_factor' must be <= 1, got {prf!r}")
     if cfg.rope_theta <= 1:
-        raise ValueError(f"rope config key 'rope_theta' must be > 1 (the frequencies must decrease), got {theta!r}")
+        raise BadValue(f"rope config key 'rope_theta' must be > 1 (the frequencies must decrease), got {theta!r}")
     if cfg.dim < 2 and rope_type != "proportional":
-        raise ValueError(f"int(head_dim * partial_rotary_factor) = {cfg.dim}: no rotary plane left")
+        raise BadValue(f"int(head_dim * partial_rotary_factor) = {cfg.dim}: no rotary plane left")
     return cfg
 
 
@@ -355,7 +356,7 @@ def rope_type_frequencies(cfg: RopeConfig, seq_len: int | None = None) -> tuple[
     inv = np.asarray(inv, dtype=np.float64)
     bad = ~np.isfinite(inv) | (inv < 0) | (inv >= MAX_THETA) | (not np.isfinite(att)) | (att <= 0)
     if np.any(bad):
-        raise ValueError(f"the rope config (rope_type {cfg.rope_type!r}, rope_theta {cfg.rope_theta!r}, "
+        raise BadValue(f"the rope config (rope_type {cfg.rope_type!r}, rope_theta {cfg.rope_theta!r}, "
                          f"parameters {dict(cfg.params)!r}) gives frequencies outside [0, 2^100) or a non-finite "
                          f"attention factor {att!r}: check its values")
     return inv, float(att)

@@ -14,6 +14,7 @@ from ..core.checks import check_bool, check_integer
 from ..core.schedule import Schedule
 from .config_io import read_config
 from .hf import NEEDS_ORIGINAL, frequencies_from_config, load_rope_config
+from ..core.checks import BadValue
 
 __all__ = ["ModelRope", "read_model_config"]
 
@@ -101,9 +102,9 @@ def read_model_config(config: Any, *, train_len: int | None = None) -> ModelRope
         n_layers = 1 if n_layers is None else check_integer("config key 'num_hidden_layers'", n_layers, lo=1)
         types = ["full_attention"] * n_layers
     elif not isinstance(types, (list, tuple)) or not all(isinstance(t, str) for t in types) or not types:
-        raise ValueError(f"config key 'layer_types' must be a non-empty list of strings, got {types!r}")
+        raise BadValue(f"config key 'layer_types' must be a non-empty list of strings, got {types!r}")
     for t in types:
         if nested and t not in nested:
-            raise ValueError(f"config: layer type {t!r} has no rope parameters (the config has {sorted(nested)})")
+            raise BadValue(f"config: layer type {t!r} has no rope parameters (the config has {sorted(nested)})")
     return ModelRope(config=raw, head_dim=cfgs[0].head_dim, train_len=L, train_len_from=how, window=_window(raw),
                      layer_types=tuple(types), rope_layer_types=keys)

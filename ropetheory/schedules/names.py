@@ -10,6 +10,7 @@ frequencies) or with a parameter in its label (``rope_5e5``: RoPE of base 5e5).
 Pure Python: imports nothing, so figure styling and the command line can read it cheaply.
 """
 from __future__ import annotations
+from ..core.checks import BadValue, BadType
 
 __all__ = ["PAPER", "NOPE", "EXPLICIT", "HF_TYPES", "CANONICAL", "ALIASES", "VARIANT_COLORS", "COLORS",
            "DISPLAY", "canonical", "normalise", "display_name"]
@@ -66,11 +67,11 @@ def normalise(label: str) -> str:
 def canonical(name: str) -> str:
     """The canonical registry name of a schedule name or alias; a ValueError naming it otherwise."""
     if not isinstance(name, str):
-        raise TypeError(f"schedule name must be a string, got {name!r}")
+        raise BadType(f"schedule name must be a string, got {name!r}")
     key = normalise(name)
     key = ALIASES.get(key, key)
     if key not in CANONICAL:
-        raise ValueError(f"unknown schedule {name!r}; known schedules: {sorted(CANONICAL)} "
+        raise BadValue(f"unknown schedule {name!r}; known schedules: {sorted(CANONICAL)} "
                          f"(aliases: {sorted(ALIASES)})")
     return key
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..core.checks import check_head_dim, check_number, is_bool, real_array
 from ..core.schedule import Schedule
+from ..core.checks import BadValue, BadType
 
 __all__ = ["rope", "partial", "high_frequency", "rope_id", "nope", "rope_frequencies", "planes_from_fraction",
            "length_temperature", "DEFAULT_HEAD_DIM", "FRACTION_ATOL", "MIN_WAVELENGTH"]
@@ -48,7 +49,7 @@ def _check_base(base: Any) -> float:
     """A RoPE base must exceed 1: otherwise ``base^(-2j/d)`` does not decrease (base 1: every plane at 1 rad)."""
     b = _check_positive("base", base)
     if b <= 1:
-        raise ValueError(f"base must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
+        raise BadValue(f"base must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
     return b
 
 
@@ -62,16 +63,16 @@ def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
     P = check_head_dim(d) // 2
     fraction = fraction.item() if isinstance(fraction, np.ndarray) and fraction.ndim == 0 else fraction
     if is_bool(fraction) or not isinstance(fraction, (int, float, Fraction, np.integer, np.floating)):
-        raise TypeError(f"{what} must be a number, got {fraction!r}")
+        raise BadType(f"{what} must be a number, got {fraction!r}")
     if not (0 < fraction <= 1) or (isinstance(fraction, float) and not math.isfinite(fraction)):
-        raise ValueError(f"{what} must lie in (0, 1], got {fraction!r}")
+        raise BadValue(f"{what} must lie in (0, 1], got {fraction!r}")
     r = fraction * P
     if isinstance(fraction, (int, Fraction, np.integer)):
         ok = Fraction(r).denominator == 1  # type: ignore[arg-type]  # an exact int, Fraction or numpy integer
     else:
         ok = abs(r - round(r)) <= FRACTION_ATOL * P
     if not ok or round(r) < 1:
-        raise ValueError(
+        raise BadValue(
             f"{what}={fraction!r} gives {float(r)} rotating planes for head_dim={d} "
             f"(P={P}); it must be a whole number of planes (a multiple of 1/{P})")
     return int(round(r))
@@ -112,11 +113,11 @@ def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) 
     """
     d = check_head_dim(head_dim)
     if d < 4:
-        raise ValueError(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
+        raise BadValue(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
     L = _check_positive("train_len", train_len)
     cycles = _check_positive("cycles", cycles)
     if 2 * math.pi * cycles >= L:
-        raise ValueError(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
+        raise BadValue(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
                          f"got train_len={train_len!r}, cycles={cycles!r}")
     base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
     return Schedule(rope_frequencies(d, base), "high_frequency", {"train_len": L, "cycles": cycles})
@@ -136,13 +137,13 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
     cycles = _check_positive("cycles", cycles)
     r = planes_from_fraction(d, fraction)
     if lam < MIN_WAVELENGTH:
-        raise ValueError(
+        raise BadValue(
             f"min_wavelength must be >= {MIN_WAVELENGTH:g} tokens (MIN_WAVELENGTH), got {min_wavelength!r}"
         )
     theta_hi = 2 * math.pi / lam
     theta_lo = 2 * math.pi * cycles / L
     if r > 1 and not theta_lo < theta_hi:
-        raise ValueError(f"rope_id needs train_len / cycles > min_wavelength so the planes decrease from "
+        raise BadValue(f"rope_id needs train_len / cycles > min_wavelength so the planes decrease from "
                          f"2 pi/min_wavelength to 2 pi cycles/train_len; got train_len={train_len!r}, "
                          f"cycles={cycles!r}, min_wavelength={min_wavelength!r}")
     theta = np.zeros(d // 2, dtype=np.float64)
@@ -166,11 +167,11 @@ def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarr
     power = check_number("power", power, lo=0.0)
     n = real_array("n", n)
     if not np.all(np.isfinite(n)) or np.any(n < 0):
-        raise ValueError(f"n must be finite lengths >= 0, got {n!r}")
+        raise BadValue(f"n must be finite lengths >= 0, got {n!r}")
     with np.errstate(over="ignore"):
         t = (1.0 + 0.1 * np.log(np.maximum(1.0, n / L))) ** power
     if not np.all(np.isfinite(t)):
-        raise ValueError(f"the temperature overflows float64 for power={power!r} at n = {float(np.max(n)):g}")
+        raise BadValue(f"the temperature overflows float64 for power={power!r} at n = {float(np.max(n)):g}")
     return t
 
 

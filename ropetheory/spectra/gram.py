@@ -24,6 +24,7 @@ from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weight
 from ..core.checks import check_offset, from_theta
 from ..core.schedule import as_schedule, schedule_layout
 from .results import Curve
+from ..core.checks import BadValue
 
 
 #: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
@@ -37,7 +38,7 @@ def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     n_max = check_length(int(round(n_max)), "n_max")
     n_min = check_length(n_min, "n_min")
     if n_min > n_max:
-        raise ValueError(f"n_min must be <= n_max, got n_min={n_min} > n_max={n_max}")
+        raise BadValue(f"n_min must be <= n_max, got n_min={n_min} > n_max={n_max}")
     if n_max - n_min + 1 < num:
         return np.arange(n_min, n_max + 1, dtype=np.int64)
     g = np.round(np.geomspace(n_min, n_max, num)).astype(np.int64)

@@ -29,6 +29,7 @@ from ..core.schedule import as_schedule, schedule_layout
 from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
+from ..core.checks import BadValue
 
 
 DEFAULT_CHUNK = 4096
@@ -121,7 +122,7 @@ def _one_pass_lengths(lengths: Any) -> np.ndarray:
     """Checked lengths for a one-pass stream: they must be non-decreasing (snapshots in order)."""
     L = check_lengths(lengths)
     if np.any(np.diff(L) < 0):
-        raise ValueError("lengths must be non-decreasing for a one-pass curve")
+        raise BadValue("lengths must be non-decreasing for a one-pass curve")
     return L
 
 
@@ -142,7 +143,7 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     L = _one_pass_lengths(lengths)
     chunk = check_length(chunk, "chunk")
     if phases not in PHASES:
-        raise ValueError(f"phases must be one of {PHASES}, got {phases!r}")
+        raise BadValue(f"phases must be one of {PHASES}, got {phases!r}")
     if method is not None:
         check_method(method)
     out = _stream_curve_kernel(jnp.asarray(turn_chunks(theta)), jnp.asarray(L), rows_args, rows_fn, chunk,
@@ -160,7 +161,7 @@ def stream_weight_sums(w_fn: Callable, lengths: Any, *, chunk: int = DEFAULT_CHU
     L = _one_pass_lengths(lengths)
     W, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(L), w_fn, check_length(chunk, "chunk")))
     if bad.any():
-        raise ValueError(f"weights(positions) must be finite and >= 0; a value below position "
+        raise BadValue(f"weights(positions) must be finite and >= 0; a value below position "
                          f"{int(L[np.argmax(bad)])} is not")
     return W
 
@@ -185,7 +186,7 @@ def _rank1_rows_callable(w_fn: Callable) -> Callable:
 def _weights_at(w_fn: Callable, pos):
     w = jnp.asarray(w_fn(pos), dtype=jnp.float64)
     if w.shape != pos.shape:
-        raise ValueError(f"weights callable must return one weight per position, got shape {w.shape} "
+        raise BadValue(f"weights callable must return one weight per position, got shape {w.shape} "
                          f"for {pos.shape[0]} positions")
     return w
 
@@ -242,11 +243,11 @@ def rank1_stream_curve(
     else:
         w = real_array("weights", weights)
         if w.ndim != 1 or w.shape[0] < nmax:
-            raise ValueError(f"weights array must be 1-D with at least {nmax} entries, got shape {w.shape}")
+            raise BadValue(f"weights array must be 1-D with at least {nmax} entries, got shape {w.shape}")
         bad = ~np.isfinite(w[:nmax]) | (w[:nmax] < 0)
         if bad.any():
             k = int(np.argmax(bad))
-            raise ValueError(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
+            raise BadValue(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
         w, k = scale_to_unit_max(w[:nmax])           # exact; rho, srank and the Frobenius ratio do not change
         Ws = np.cumsum(w)[L - 1]
         with np.errstate(over="ignore"):
@@ -255,14 +256,14 @@ def rank1_stream_curve(
     if weights is None or callable(weights):
         Ws = W
     if not np.all(np.isfinite(Ws)):
-        raise ValueError(f"weights: their sum up to length {int(L[np.argmax(~np.isfinite(Ws))])} exceeds the "
+        raise BadValue(f"weights: their sum up to length {int(L[np.argmax(~np.isfinite(Ws))])} exceeds the "
                          f"float64 maximum; rescale the weight function (every ratio here is scale-invariant)")
     if np.any(Ws <= 0):
-        raise ValueError(f"weights sum to zero up to length {int(L[np.argmax(Ws <= 0)])}")
+        raise BadValue(f"weights sum to zero up to length {int(L[np.argmax(Ws <= 0)])}")
     out = stream_gram_curve(th, rows_fn, rows_args, L, chunk=chunk)
     lam, tr = out["lam"], out["trace"]
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
-        raise ValueError("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
+        raise BadValue("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
                          "function (every ratio here is scale-invariant)")
     return Curve(n=L, rho=np.sqrt(lam / Ws), rho2=lam / Ws, srank=tr / lam, frob_ratio=np.sqrt(tr / Ws),
                  weight_sum=W)
@@ -277,13 +278,13 @@ def matrix_metrics(X: Any) -> MatrixMetrics:
     """FSV ``||X||_2``, Frobenius norm and stable rank of a general ``n x d`` matrix (via its d x d Gram)."""
     A = check_finite_array("X", X, min_ndim=2)
     if A.ndim != 2:
-        raise ValueError(f"X must be 2-D (n x d), got shape {A.shape}")
+        raise BadValue(f"X must be 2-D (n x d), got shape {A.shape}")
     A, k = scale_to_unit_max(A)                       # exact; the norms are scaled back by 2^k below
     G = A.T @ A
     lam = float(np.linalg.eigvalsh(G)[-1])
     fro2 = float(np.trace(G))
     if fro2 == 0:
-        raise ValueError("X is the zero matrix: its stable rank is undefined")
+        raise BadValue("X is the zero matrix: its stable rank is undefined")
     fsv, frob = math.ldexp(math.sqrt(lam), k), math.ldexp(math.sqrt(fro2), k)
     return MatrixMetrics(fsv=fsv, frob=frob, srank=fro2 / lam)
 
@@ -298,19 +299,19 @@ def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str | None = 
     layout = schedule_layout(theta, layout)
     A = check_finite_array("X", X, min_ndim=2)
     if A.ndim != 2:
-        raise ValueError(f"X must be 2-D (n x d), got shape {A.shape}")
+        raise BadValue(f"X must be 2-D (n x d), got shape {A.shape}")
     theta = as_schedule(theta)
     th = theta.theta
     if A.shape[1] != 2 * th.size:
-        raise ValueError(f"X has head dim {A.shape[1]} but the schedule has {th.size} planes")
+        raise BadValue(f"X has head dim {A.shape[1]} but the schedule has {th.size} planes")
     check_layout(layout)
     L = check_lengths(lengths)
     if L.max() > A.shape[0]:
-        raise ValueError(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
+        raise BadValue(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
     A, _ = scale_to_unit_max(A)                       # exact; every output is a ratio of norms
     zero = np.cumsum(np.sum(A * A, axis=1))[L - 1] == 0
     if zero.any():
-        raise ValueError(f"X: its first {int(L[np.argmax(zero)])} rows are zero (or below 2^-1074 of its largest "
+        raise BadValue(f"X: its first {int(L[np.argmax(zero)])} rows are zero (or below 2^-1074 of its largest "
                          f"entry), so the FSV ratio of that prefix is undefined")
     Xi = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
     out = stream_gram_curve(th, _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())), keep_gram=False)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.checks import check_finite_array
+from ..core.checks import BadValue
 
 #: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
 SECTIONS, SECTION_STEPS = 16, 16
@@ -195,7 +196,7 @@ METHODS = ("tridiagonal", "lanczos", "subspace", "eigvalsh")
 def check_method(method) -> str:
     """``method`` if it names a top-eigenvalue method, else a ValueError naming it."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
+        raise BadValue(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
     return method
 
 
@@ -221,7 +222,7 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     if not isinstance(G, jax.core.Tracer):                # concrete input: check it (traced: the caller did)
         A = check_finite_array("G", G, min_ndim=2)
         if A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
-            raise ValueError(f"G must hold square matrices (..., d, d) with d >= 1, got shape {A.shape}")
+            raise BadValue(f"G must hold square matrices (..., d, d) with d >= 1, got shape {A.shape}")
         check_symmetric(A)
         method = default_method() if method is None else check_method(method)
         k = _scale_exponent_host(A)                      # exact on the host, subnormal maxima included
@@ -245,7 +246,7 @@ def check_symmetric(A: np.ndarray) -> None:
     bad = diff > SYMMETRY_RTOL * scale
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"G must be symmetric (only its lower triangle is read); G{list(idx)} differs from its "
+        raise BadValue(f"G must be symmetric (only its lower triangle is read); G{list(idx)} differs from its "
                          f"transpose by {float(diff[idx]):.3g}")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.angles import reduced_turns, pair_frequencies
 from ..core.checks import check_number
+from ..core.checks import BadValue, BadType
 
 
 #: Below this |x| the sinc functions use their Taylor series (16 terms' worth, error < 1e-18).
@@ -41,7 +42,7 @@ class AffineWeights:
         for name in ("a", "b"):
             object.__setattr__(self, name, check_number(f"AffineWeights.{name}", getattr(self, name), lo=0.0))
         if self.a == 0 and self.b == 0:
-            raise ValueError("AffineWeights(a=0, b=0) gives all-zero weights")
+            raise BadValue("AffineWeights(a=0, b=0) gives all-zero weights")
 
     def total(self, n):
         return n * self.a + self.b * n * (n - 1) / 2
@@ -71,15 +72,15 @@ class TrigWeights:
         object.__setattr__(self, "a0", check_number("TrigWeights.a0", self.a0, lo=0.0, lo_open=True))
         if not isinstance(self.terms, (tuple, list)) or not all(
                 isinstance(t, (tuple, list)) and len(t) == 2 for t in self.terms):
-            raise TypeError(f"TrigWeights.terms must be ((a_m, phi_m), ...), got {self.terms!r}")
+            raise BadType(f"TrigWeights.terms must be ((a_m, phi_m), ...), got {self.terms!r}")
         object.__setattr__(self, "terms", tuple(
             (check_number(f"TrigWeights.terms[{m}] amplitude", a), check_number(f"TrigWeights.terms[{m}] shift", phi,
                                                                                  lo=0.0))
             for m, (a, phi) in enumerate(self.terms)))
         if sum(abs(a) for a, _ in self.terms) > self.a0:
-            raise ValueError(f"TrigWeights can go negative: a0={self.a0} < sum |a_m|")
+            raise BadValue(f"TrigWeights can go negative: a0={self.a0} < sum |a_m|")
         if self.a0 + sum(a for a, phi in self.terms if phi == 0) <= 0:
-            raise ValueError(f"TrigWeights(a0={self.a0}, terms={self.terms}) are identically zero: no cloud to weigh")
+            raise BadValue(f"TrigWeights(a0={self.a0}, terms={self.terms}) are identically zero: no cloud to weigh")
 
     def components(self):
         """``[(coef, shift_rad)]`` with ``w_i = sum coef e^{i shift i}``."""
@@ -158,11 +159,11 @@ def check_weights(weights, lengths=None):
         return CONSTANT
     if isinstance(weights, AffineWeights):
         if lengths is not None and weights.a == 0 and np.any(np.asarray(lengths) == 1):
-            raise ValueError("AffineWeights(a=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
+            raise BadValue("AffineWeights(a=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
         return weights
     if isinstance(weights, TrigWeights):
         return weights
-    raise TypeError("closed forms take weights=None (constant), AffineWeights(a, b) or TrigWeights; "
+    raise BadType("closed forms take weights=None (constant), AffineWeights(a, b) or TrigWeights; "
                     "for arbitrary weights use rank1_stream_curve")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..store import write_csv, write_json
 from .common import parse_study_args, save_figures, study_parser
+from ..core.checks import BadValue
 
 #: positions are audited up to this many times the context (the issue's "8x")
 DEFAULT_FACTOR = 8
@@ -183,10 +184,10 @@ def main(argv: Any = None) -> int:
     args = parse_study_args(parser(), argv)
     if args.zoo:
         if args.target is not None:
-            raise ValueError(f"--zoo audits the zoo's own implementations: drop TARGET ({args.target!r})")
+            raise BadValue(f"--zoo audits the zoo's own implementations: drop TARGET ({args.target!r})")
         return run_zoo_command(pathlib.Path(args.out) / "zoo")
     if args.target is None:
-        raise ValueError("TARGET is required (one of the built-in adapters), or --zoo")
+        raise BadValue("TARGET is required (one of the built-in adapters), or --zoo")
     check_integer("--context", args.context, lo=1)
     check_integer("--factor", args.factor, lo=1)
     check_integer("--vectors", args.vectors, lo=1)

@@ -23,6 +23,7 @@ from typing import Any
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
+from ..core.checks import BadValue
 
 SCALES = {"cpu": [4096, 8192, 16384],
           "gpu": [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]}
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     if args.plot_only:
         if not (out / "base_bound.json").exists():
-            raise ValueError(f"--plot-only: no base_bound.json in {str(out)!r}; run without --plot-only first")
+            raise BadValue(f"--plot-only: no base_bound.json in {str(out)!r}; run without --plot-only first")
         meta = json.loads((out / "base_bound.json").read_text())
     else:
         meta = run(out, args.lengths or SCALES[args.scale], d=args.head_dim, b_min=args.b_min, b_max=args.b_max,

@@ -41,6 +41,7 @@ from ..schedules import schedule
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import parse_study_args, save_figure, study_parser
+from ..core.checks import BadValue
 
 D = 128
 ROPE_THETA = 5e5
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     if not args.plot_only:
         if args.clouds < 1 or args.num < 4:
-            raise ValueError(f"need --clouds >= 1 and --num >= 4, got {args.clouds}, {args.num}")
+            raise BadValue(f"need --clouds >= 1 and --num >= 4, got {args.clouds}, {args.num}")
         run(out, args.clouds, args.num, args.quiet, resume=not args.fresh)
     print_table(out)
     print(f"wrote {plot(out)}")

@@ -34,6 +34,7 @@ from ..schedules import schedule, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import int_list, parse_study_args, save_figures, study_parser
+from ..core.checks import BadValue
 
 TRAIN_LEN = 4096
 C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria
@@ -285,7 +286,7 @@ def main(argv=None) -> int:
     if not args.plot_only:
         dims = args.head_dims
         if args.clouds < 1 or args.n_max < 16 * TRAIN_LEN:
-            raise ValueError(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
+            raise BadValue(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
         compute(out, args.clouds, args.n_max, args.num, dims, args.quiet, resume=not args.fresh)
     print_tables(out)
     for p in plot(out):

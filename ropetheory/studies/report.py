@@ -48,6 +48,7 @@ from ..store import check_finite_output, derived_code_hash
 from .common import parse_study_args, study_parser
 from .report_html import write
 from .report_sources import find_analysis, load_source, measured_section
+from ..core.checks import BadValue
 
 #: random unit clouds per schedule (bands are 5/50/95% quantiles over them)
 N_CLOUDS = 32
@@ -206,7 +207,7 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
           analysis: str | None = None, progress=None) -> dict[str, Any]:
     """Compute every section for every distinct schedule of ``source`` (see the module docstring)."""
     if isinstance(n_clouds, bool) or not isinstance(n_clouds, int) or n_clouds < 2:
-        raise ValueError(f"n_clouds must be an integer >= 2, got {n_clouds!r}")
+        raise BadValue(f"n_clouds must be an integer >= 2, got {n_clouds!r}")
     t0 = time.time()
     src = load_source(source, train_len=train_len, seq_len=seq_len)
     L = src["train_len"]

@@ -17,6 +17,7 @@ from ..schedules.hf import hf_view
 from ..schedules.model_config import read_model_config
 from ..core.checks import check_integer
 from ..schedules import is_model_config, parse_spec, schedule_from_spec, with_default_head_dim
+from ..core.checks import BadValue
 
 
 def load_source(source: str, *, train_len: int | None = None, seq_len: int | None = None) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
     config, ``name:key=value,...``).
     """
     if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"SOURCE must be a config.json path, a schedule name or a JSON spec, got {source!r}")
+        raise BadValue(f"SOURCE must be a config.json path, a schedule name or a JSON spec, got {source!r}")
     for name, v in (("train_len", train_len), ("seq_len", seq_len)):
         if v is not None:
             check_integer(name, v, lo=2)
@@ -76,7 +77,7 @@ def find_analysis(label: str, explicit: str | None = None) -> pathlib.Path | Tra
         p = pathlib.Path(explicit)
         p = p / "analysis.json" if p.is_dir() else p
         if not p.is_file():
-            raise ValueError(f"--analysis {explicit!r}: no analysis.json there")
+            raise BadValue(f"--analysis {explicit!r}: no analysis.json there")
         return p
     p = pathlib.Path("results/analysis") / label / "analysis.json"
     return p if p.is_file() else data.analysis(label)
@@ -120,7 +121,7 @@ def _schedule_source(label, theta, spec, train_len):
 def _config_source(label, cfg, train_len, seq_len):
     facts = read_model_config(cfg, train_len=train_len)
     if facts.train_len is None:
-        raise ValueError("the config names no training length (original_max_position_embeddings or "
+        raise BadValue("the config names no training length (original_max_position_embeddings or "
                          "max_position_embeddings): pass --train-len")
     L, how = facts.train_len, facts.train_len_from
     n = seq_len or L

@@ -39,6 +39,7 @@ from .. import spectra
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import parse_study_args, save_figures, study_parser
+from ..core.checks import BadValue
 
 TRAIN_LEN = 4096
 
@@ -268,7 +269,7 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     if not args.plot_only:
         if not (1 <= args.min_log2 <= args.max_log2 <= 40):
-            raise ValueError(f"need 1 <= --min-log2 <= --max-log2 <= 40, got {args.min_log2}, {args.max_log2}")
+            raise BadValue(f"need 1 <= --min-log2 <= --max-log2 <= 40, got {args.min_log2}, {args.max_log2}")
         t0 = time.time()
         run(out, [2 ** k for k in range(args.min_log2, args.max_log2 + 1)], quiet=args.quiet, resume=not args.fresh)
         print(f"computed in {time.time() - t0:.1f} s")

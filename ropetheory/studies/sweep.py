@@ -36,6 +36,7 @@ from ..core.checks import from_theta
 from ..schedules import merge_spec, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import int_list, parse_study_args, study_parser
+from ..core.checks import BadValue
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
 
@@ -52,9 +53,9 @@ class SweepSpec:
 
     def __post_init__(self):
         if not self.schedules:
-            raise ValueError("a sweep needs at least one schedule")
+            raise BadValue("a sweep needs at least one schedule")
         if self.n_clouds < 1:
-            raise ValueError(f"n_clouds must be >= 1, got {self.n_clouds}")
+            raise BadValue(f"n_clouds must be >= 1, got {self.n_clouds}")
         for w in self.weights:
             _weights(w)
 
@@ -73,7 +74,7 @@ def _weights(name: str):
             return ("power", float(name.split(":", 1)[1]))
         except ValueError:
             pass
-    raise ValueError(f"unknown weights {name!r}; known: 'constant', 'ramp', 'power:<alpha>'")
+    raise BadValue(f"unknown weights {name!r}; known: 'constant', 'ramp', 'power:<alpha>'")
 
 
 def code_hash() -> str:
@@ -172,7 +173,7 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: 
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
             abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
         top = (MAX_WEIGHT_EXPONENT - math.log2(n_max + 1)) / math.log2(n_max + 1)
-        raise ValueError(f"weights (i+1)^alpha with alpha={alpha!r} overflow float64 at n = {n_max}; "
+        raise BadValue(f"weights (i+1)^alpha with alpha={alpha!r} overflow float64 at n = {n_max}; "
                          f"|alpha| must be <= {top:.4g} there")
     th = from_theta(theta)
     L = spectra.check_lengths(lengths)
@@ -217,7 +218,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
             else:
                 rho = sharded_rank1_curves(theta, V, grid, weights=wt, mesh=mesh)
             if not np.all(np.isfinite(rho)):
-                raise ValueError(f"sweep config {spec} d={d} weights={w} gave non-finite FSV ratios; nothing written")
+                raise BadValue(f"sweep config {spec} d={d} weights={w} gave non-finite FSV ratios; nothing written")
             parts.put(tag, key, rho=rho, grid=grid)
             computed += 1
         q = np.quantile(rho, [0.05, 0.5, 0.95], axis=0)
@@ -247,9 +248,9 @@ def main(argv=None) -> int:
     try:
         scheds = json.loads(args.schedules)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--schedules is not valid JSON: {e}") from None
+        raise BadValue(f"--schedules is not valid JSON: {e}") from None
     if not isinstance(scheds, list) or not all(isinstance(s, dict) for s in scheds):
-        raise ValueError(f"--schedules must be a JSON list of objects, got {args.schedules!r}")
+        raise BadValue(f"--schedules must be a JSON list of objects, got {args.schedules!r}")
     sw = SweepSpec(scheds, args.head_dims, args.clouds, args.n_max, args.num,
                    tuple(args.weights.split(",")), args.seed)
     meta = run_sweep(sw, args.out, quiet=args.quiet, resume=not args.fresh)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .common import parse_study_args, study_parser
+from ..core.checks import BadValue
 
 PRESETS = {
     "study": {"d_model": 256, "layers": 4, "heads": 4, "vocab": 8192, "train_len": 256, "batch": 32,
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
     from . import train_report
     if not args.plot_only:
         if not args.checkpoint_every >= 0:
-            raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
+            raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
         res = compute(p, out, data_dir=pathlib.Path(args.data) if args.data else out / "data",
                       resume=not args.fresh, quiet=args.quiet, checkpoint_every=args.checkpoint_every)
         train_report.save(res, out)

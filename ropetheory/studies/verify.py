@@ -18,6 +18,7 @@ from .. import spectra
 from ..theory import theorems
 from ..schedules import schedule, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
+from ..core.checks import BadValue
 
 SCHEDULE_CASES = {
     "rope": dict(name="rope", base=10000.0),
@@ -49,7 +50,7 @@ def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:
         return v
     if kind == "uniform_energy":
         return np.tile([1.0, 0.0], d // 2)
-    raise ValueError(f"unknown v kind {kind!r}; known: gaussian, one_plane, uniform_energy")
+    raise BadValue(f"unknown v kind {kind!r}; known: gaussian, one_plane, uniform_energy")
 
 
 def _theta(case: str, d: int) -> np.ndarray:

@@ -46,6 +46,7 @@ from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
 from .frameworks import DTYPES, dtype_name as _dtype_name, positions_to_framework as _positions_to_framework
 from .frameworks import round_to as _round_to, to_framework as _to_framework, to_numpy as _to_numpy
+from ..core.checks import BadValue
 
 __all__ = ["ROTATION_FLOOR_FACTOR", "REFERENCE_ANGLE_ERR", "DTYPES", "unit_roundoff", "rotation_floor",
            "logit_floor", "audit_positions", "RopeAudit", "audit_rope", "assert_rope_matches", "LogitAudit",
@@ -118,7 +119,7 @@ def resolve_schedule(schedule: Any, head_dim: int | None = None) -> np.ndarray:
             spec.setdefault("head_dim", head_dim)
         theta = schedule_from_spec(spec).theta
     if head_dim is not None and theta.size * 2 != head_dim:
-        raise ValueError(f"schedule has {theta.size} planes but head_dim={head_dim}")
+        raise BadValue(f"schedule has {theta.size} planes but head_dim={head_dim}")
     return theta
 
 
@@ -184,7 +185,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
     name = _dtype_name(dtype)
     check_layout(layout)
     if call not in ("x", "qk"):
-        raise ValueError(f"call must be 'x' (fn(x, positions)) or 'qk' (fn(q, k, positions)), got {call!r}")
+        raise BadValue(f"call must be 'x' (fn(x, positions)) or 'qk' (fn(q, k, positions)), got {call!r}")
     theta = resolve_schedule(schedule, head_dim)
     d = 2 * theta.size
     pos = audit_positions(max_position) if positions is None else check_positions(positions)
@@ -200,7 +201,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
         else:
             out = _to_numpy(fn(xf, _to_framework(X[::-1].copy(), name, framework), pf)[0])
         if out.shape != ref.shape:
-            raise ValueError(f"the implementation returned shape {out.shape}, expected {ref.shape} (n, head_dim)")
+            raise BadValue(f"the implementation returned shape {out.shape}, expected {ref.shape} (n, head_dim)")
         err = np.abs(out - ref)
         errs.append(err)
         ratios.append(err / per_channel(rotation_floor(np.hypot(*plane_pairs(X, layout)), name), layout))

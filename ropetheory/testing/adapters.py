@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from ..core.checks import BadValue
 
 __all__ = ["Adapter", "ADAPTERS", "build", "MissingDependency"]
 
@@ -229,7 +230,7 @@ def mlx(d: int, base: float, max_position: int, device: str = "cpu", config: Any
         y = mx.fast.rope(xm, d, traditional=False, base=float(base), scale=1.0,
                          offset=mx.array(np.asarray(pos, dtype=np.int32)))
         return np.asarray(y.astype(mx.float32))[:, 0, :].astype(x.dtype)
-    return Adapter("mlx", fn, "half", "numpy", rope_schedule(d, base),
+    return Adapter("mlx", fn, "half", "numpy", rope_schedule(d, base).theta,
                    "MLX mx.fast.rope (fused kernel; frequencies base^(-2j/d) formed inside it)")
 
 
@@ -247,7 +248,7 @@ def keras_hub(d: int, base: float, max_position: int, device: str = "cpu", confi
         layer = made.setdefault(name, layers.RotaryEmbedding(max_wavelength=base, dtype=name))
         y = layer(np.asarray(x, dtype=np.float32).astype(x.dtype)[None], positions=np.asarray(pos)[None])
         return np.asarray(y, dtype=np.float32)[0].astype(x.dtype)
-    return Adapter("keras-hub", fn, "half", "numpy", rope_schedule(d, base),
+    return Adapter("keras-hub", fn, "half", "numpy", rope_schedule(d, base).theta,
                    "keras-hub RotaryEmbedding (float32 phase, cos/sin in the compute dtype), JAX backend")
 
 
@@ -287,5 +288,5 @@ def build(name: str, *, head_dim: int = 128, base: float = 5e5, max_position: in
           config: Any = None) -> Adapter:
     """The adapter ``name`` (``ADAPTERS``) for a head width, base and largest position."""
     if name not in ADAPTERS:
-        raise ValueError(f"unknown audit target {name!r}; known: {', '.join(ADAPTERS)}")
+        raise BadValue(f"unknown audit target {name!r}; known: {', '.join(ADAPTERS)}")
     return ADAPTERS[name](head_dim, base, max_position, device=device, config=config)

@@ -78,7 +78,7 @@ def plain_alternatives(run: Run) -> list[Alternative]:
 
 def _config_theta(config: Mapping[str, Any], seq_len: int | None, layer_type: str | None) -> np.ndarray:
     from ..schedules.hf import frequencies_from_config
-    return np.asarray(frequencies_from_config(config, seq_len=seq_len, layer_type=layer_type)["theta"])
+    return frequencies_from_config(config, seq_len=seq_len, layer_type=layer_type).theta
 
 
 def _with_params(config: Mapping[str, Any], layer_type: str | None, **params: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from . import ROTATION_FLOOR_FACTOR, audit_positions, resolve_schedule, rotation
 from .alternatives import best_alternative, config_alternatives, plain_alternatives, precision, structural
 from .frameworks import dtype_name, round_to
 from .probe import Finding, Run, call_impl, nearest_dtype, planes
+from ..core.checks import BadValue
 
 __all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "FREQ_REL_TOL", "ATTENTION_REL_TOL", "Finding",
            "Diagnosis", "diagnose", "ConfigCheck", "check_config"]
@@ -235,12 +236,12 @@ def _expected(schedule: Any, head_dim: int | None, seq_len: int, layer_type: str
     if isinstance(schedule, Mapping) and is_model_config(schedule) and "name" not in schedule:
         from ..schedules.hf import frequencies_from_config
         f = frequencies_from_config(schedule, seq_len=seq_len, layer_type=layer_type)
-        theta = np.asarray(f["theta"])
+        theta = f.theta
         if head_dim is not None and theta.size * 2 != head_dim:
-            raise ValueError(f"schedule has {theta.size} planes but head_dim={head_dim}")
-        return theta, float(f["attention_factor"]), schedule
+            raise BadValue(f"schedule has {theta.size} planes but head_dim={head_dim}")
+        return theta, f.attention_factor, schedule
     if layer_type is not None:
-        raise ValueError("layer_type applies to a model config with per-layer-type rope parameters only")
+        raise BadValue("layer_type applies to a model config with per-layer-type rope parameters only")
     return resolve_schedule(schedule, head_dim), 1.0, None
 
 
@@ -266,10 +267,10 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
     name = dtype_name(dtype)
     check_layout(layout)
     if call not in ("x", "qk"):
-        raise ValueError(f"call must be 'x' (fn(x, positions)) or 'qk' (fn(q, k, positions)), got {call!r}")
+        raise BadValue(f"call must be 'x' (fn(x, positions)) or 'qk' (fn(q, k, positions)), got {call!r}")
     pos = audit_positions(max_position) if positions is None else check_positions(positions)
     if pos.size == 0:
-        raise ValueError("positions must not be empty")
+        raise BadValue("positions must not be empty")
     L = int(pos.max()) + 1 if seq_len is None else check_integer("seq_len", seq_len, lo=1)
     theta, att, config = _expected(schedule, head_dim, L, layer_type)
     rng = np.random.default_rng(seed)
@@ -335,14 +336,14 @@ def check_config(theta: Any, attention_factor: float, config: Mapping[str, Any],
     """Compare the frequencies ``theta`` (``P``) and ``attention_factor`` an implementation uses for
     ``config`` at ``seq_len`` with ``ropetheory.schedules.hf`` (every rope type): the rotation audit alone
     cannot see a factor divided out or frequencies it was told to expect."""
-    from ..schedules.hf import frequencies_from_config
+    from ..schedules.hf import frequencies_from_config, rope_type_of
     f = frequencies_from_config(config, seq_len=check_integer("seq_len", seq_len, lo=1), layer_type=layer_type)
-    want = np.asarray(f["theta"], dtype=np.float64)
+    want = f.theta
     got = np.asarray(theta, dtype=np.float64).ravel()
     if got.shape != want.shape:
-        raise ValueError(f"theta has {got.size} frequencies but the config gives {want.size} planes")
+        raise BadValue(f"theta has {got.size} frequencies but the config gives {want.size} planes")
     rel = np.abs(got - want) / np.where(want > 0, want, 1.0)
-    return ConfigCheck(rope_type=str(f["rope_type"]), seq_len=int(seq_len), max_rel_freq_err=float(rel.max()),
+    return ConfigCheck(rope_type=rope_type_of(f), seq_len=int(seq_len), max_rel_freq_err=float(rel.max()),
                        worst_plane=int(rel.argmax()),
                        attention_factor=check_number("attention_factor", attention_factor, lo=0.0, lo_open=True),
-                       expected_attention_factor=float(f["attention_factor"]))
+                       expected_attention_factor=f.attention_factor)

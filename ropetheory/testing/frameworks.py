@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from ..core.checks import BadValue
 
 __all__ = ["DTYPES", "dtype_name", "round_to", "to_framework", "positions_to_framework", "to_numpy"]
 
@@ -19,7 +20,7 @@ def dtype_name(dtype: Any) -> str:
     name = {"half": "float16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float": "float32",
             "double": "float64", "fp64": "float64"}.get(name, name)
     if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or their numpy/torch/JAX objects), got {dtype!r}")
+        raise BadValue(f"dtype must be one of {sorted(DTYPES)} (or their numpy/torch/JAX objects), got {dtype!r}")
     return name
 
 
@@ -41,7 +42,7 @@ def to_framework(x: np.ndarray, name: str, framework: str) -> Any:
     if framework == "jax":
         import jax.numpy as jnp
         return jnp.asarray(x).astype(name)
-    raise ValueError(f"framework must be 'numpy', 'torch' or 'jax', got {framework!r}")
+    raise BadValue(f"framework must be 'numpy', 'torch' or 'jax', got {framework!r}")
 
 
 def positions_to_framework(pos: np.ndarray, framework: str) -> Any:

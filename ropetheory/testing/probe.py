@@ -14,6 +14,7 @@ import numpy as np
 from ..core.layouts import plane_pairs
 from . import exact_cos_sin
 from .frameworks import DTYPES, positions_to_framework, to_framework, to_numpy
+from ..core.checks import BadValue
 
 __all__ = ["Finding", "Run", "rotate", "row_cos_sin", "call_impl", "planes", "nearest_dtype"]
 
@@ -77,7 +78,7 @@ def call_impl(fn: Callable[..., Any], X: np.ndarray, pos: np.ndarray, name: str,
     out = fn(xf, pf) if call == "x" else fn(xf, to_framework(X[::-1].copy(), name, framework), pf)[0]
     Y = to_numpy(out)
     if Y.shape != X.shape:
-        raise ValueError(f"the implementation returned shape {Y.shape}, expected {X.shape} (n, head_dim)")
+        raise BadValue(f"the implementation returned shape {Y.shape}, expected {X.shape} (n, head_dim)")
     return Y
 
 

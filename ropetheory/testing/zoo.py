@@ -23,6 +23,7 @@ import numpy as np
 
 from . import exact_cos_sin
 from .diagnosis import diagnose
+from ..core.checks import BadValue
 
 __all__ = ["HEAD_DIM", "ZooBug", "ZOO", "CONTROLS", "run_zoo", "zoo_bug"]
 
@@ -93,7 +94,7 @@ def _per_row(thetas: Callable[[int], np.ndarray], scale: float) -> Callable[...,
 def _hf(config: dict[str, Any], seq_len: int | None, layer_type: str | None = None) -> tuple[np.ndarray, float]:
     from ..schedules.hf import frequencies_from_config
     f = frequencies_from_config(config, seq_len=seq_len, layer_type=layer_type)
-    return np.asarray(f["theta"]), float(f["attention_factor"])
+    return f.theta, f.attention_factor
 
 
 def _mscale(factor: float) -> float:
@@ -313,7 +314,7 @@ def zoo_bug(name: str) -> ZooBug:
     for b in (*ZOO, *CONTROLS):
         if b.name == name:
             return b
-    raise ValueError(f"unknown zoo entry {name!r}; known: {', '.join(b.name for b in (*ZOO, *CONTROLS))}")
+    raise BadValue(f"unknown zoo entry {name!r}; known: {', '.join(b.name for b in (*ZOO, *CONTROLS))}")
 
 
 def diagnose_bug(bug: ZooBug, dtype: str, n_vectors: int = 2) -> Any:

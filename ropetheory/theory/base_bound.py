@@ -52,6 +52,7 @@ import numpy as np
 
 from ..schedules import rope as rope_schedule
 from ..core.checks import check_head_dim as core_check_head_dim, check_integer
+from ..core.checks import BadValue
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
@@ -182,10 +183,10 @@ def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndar
     d = check_head_dim(d)
     m, t_lo, t_hi = np.broadcast_arrays(np.asarray(m), np.asarray(t_lo, np.float64), np.asarray(t_hi, np.float64))
     if not np.issubdtype(m.dtype, np.integer) or m.min(initial=0) < 0 or m.max(initial=0) >= MAX_L:
-        raise ValueError(f"m must be integers in [0, {MAX_L}), got {m.dtype} in [{m.min()}, {m.max()}]")
+        raise BadValue(f"m must be integers in [0, {MAX_L}), got {m.dtype} in [{m.min()}, {m.max()}]")
     if not (np.all(np.isfinite(t_lo)) and np.all(np.isfinite(t_hi)) and np.all(t_lo <= t_hi)
             and np.all(t_lo >= 0) and np.all(t_hi <= MAX_LN_B)):
-        raise ValueError(f"t_lo <= t_hi must lie in [0, {MAX_LN_B}] (ln b), got [{t_lo.min()}, {t_hi.max()}]")
+        raise BadValue(f"t_lo <= t_hi must lie in [0, {MAX_LN_B}] (ln b), got [{t_lo.min()}, {t_hi.max()}]")
     ar = interval_inputs(t_lo.ravel(), t_hi.ravel(), d)
     idx = np.arange(m.size)
     lo, hi = _evaluate(m.ravel(), idx, ar)

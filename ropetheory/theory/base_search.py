@@ -37,6 +37,7 @@ import numpy as np
 
 from . import base_bound as bb
 from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
+from ..core.checks import BadValue
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
@@ -228,9 +229,9 @@ def _load_state(path, key, L):
         if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
                 or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
                 or (wit.size and (wit.min() < 1 or wit.max() > L))):
-            raise ValueError("inconsistent active sets")
+            raise BadValue("inconsistent active sets")
         if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
-            raise ValueError("non-finite interval ends")
+            raise BadValue("non-finite interval ends")
         stack = []
         if len(ends):
             stack.append(_device_block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act,
@@ -262,11 +263,11 @@ def _check_search_args(L, d, b_min, b_max, min_width, initial):
     L, d = bb.check_L(L), bb.check_head_dim(d)
     for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+            raise BadValue(f"{name} must be a finite number > 0, got {v!r}")
     if not (1.0 < b_min < b_max <= math.exp(bb.MAX_LN_B)):
-        raise ValueError(f"need 1 < b_min < b_max <= e^{bb.MAX_LN_B:g}, got b_min={b_min!r}, b_max={b_max!r}")
+        raise BadValue(f"need 1 < b_min < b_max <= e^{bb.MAX_LN_B:g}, got b_min={b_min!r}, b_max={b_max!r}")
     if isinstance(initial, bool) or not isinstance(initial, int) or initial < 1:
-        raise ValueError(f"initial must be an integer >= 1, got {initial!r}")
+        raise BadValue(f"initial must be an integer >= 1, got {initial!r}")
     return L, d
 
 

@@ -37,6 +37,7 @@ from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import from_theta, check_cloud_vector, check_lengths
 from ..spectra.stream import stream_gram_curve
+from ..core.checks import BadValue
 
 __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve"]
 
@@ -44,7 +45,7 @@ __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve
 def noisy_rank1_limit(theta: Any, v: Any, snr: float) -> float:
     """Closed form ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` for ``x_i = v + noise``."""
     if not (isinstance(snr, (int, float)) and snr > 0 and math.isfinite(snr)):
-        raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
+        raise BadValue(f"snr must be a finite number > 0, got {snr!r}")
     th = from_theta(theta)
     lam = theorems.predicted_limit(th, v).lam
     s = 1.0 / (2 * th.size * snr)
@@ -110,9 +111,9 @@ def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.in
     vv = check_cloud_vector(v, th.size)
     L = check_lengths(lengths)
     if np.any(np.diff(L) < 0):
-        raise ValueError("lengths must be non-decreasing")
+        raise BadValue("lengths must be non-decreasing")
     if not (snr > 0):
-        raise ValueError(f"snr must be > 0, got {snr!r}")
+        raise BadValue(f"snr must be > 0, got {snr!r}")
     sigma = 0.0 if math.isinf(snr) else 1.0 / math.sqrt(snr)
     d = vv.size
     B = np.random.default_rng(seed + 7).standard_normal((rank_k, d))

@@ -24,6 +24,7 @@ import numpy as np
 from ..core.checks import MAX_HEAD_DIM, check_finite_array
 
 from . import theorems
+from ..core.checks import BadValue
 
 __all__ = [
     "C1_MARGIN",
@@ -81,13 +82,13 @@ MIN_FLOOR = 1.0 / math.sqrt(MAX_HEAD_DIM)
 def _positive_values(name: str, x: Any, shape=None, lo: float = 0.0, hi: float = MAX_RHO) -> np.ndarray:
     a = np.atleast_1d(check_finite_array(name, x, min_ndim=0))
     if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"{name} must be a number or a non-empty 1-D array (one per cloud), got shape {a.shape}")
+        raise BadValue(f"{name} must be a number or a non-empty 1-D array (one per cloud), got shape {a.shape}")
     if shape is not None and a.shape != shape:
-        raise ValueError(f"{name} has shape {a.shape}, the FSV ratios have {shape}")
+        raise BadValue(f"{name} has shape {a.shape}, the FSV ratios have {shape}")
     bad = (a <= 0) | (a < lo) | (a > hi)
     if np.any(bad):
         k = int(np.argmax(bad))
-        raise ValueError(f"{name} must lie in ({lo:g}, {hi:g}] (the range of an FSV ratio or a floor); "
+        raise BadValue(f"{name} must lie in ({lo:g}, {hi:g}] (the range of an FSV ratio or a floor); "
                          f"{name}[{k}] = {a[k]!r}")
     return a
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..core.angles import reduced_turns, turn_chunks
 from ..core.checks import check_finite_array, check_integer, check_positions, from_theta
+from ..core.checks import BadValue
 
 __all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
            "wilson", "bf16_eps"]
@@ -71,7 +72,7 @@ def scores(theta: Any, q: np.ndarray, k: np.ndarray, m: Any) -> np.ndarray:
 def _vector(name: str, x: Any, P: int) -> np.ndarray:
     v = check_finite_array(name, x)
     if v.shape != (2 * P,):
-        raise ValueError(f"{name} must be a vector of {2 * P} entries (the head dim), got shape {v.shape}")
+        raise BadValue(f"{name} must be a vector of {2 * P} entries (the head dim), got shape {v.shape}")
     return v
 
 

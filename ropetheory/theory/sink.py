@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core.checks import check_finite_array
+from ..core.checks import BadValue
 
 __all__ = ["SinkLogOdds", "sink_log_odds", "attribute_change"]
 
@@ -47,7 +48,7 @@ def sink_log_odds(logits: Any) -> SinkLogOdds:
     float64, log-sum-exp shifted by the largest logit (no overflow at any scale)."""
     s = check_finite_array("logits", logits)
     if s.shape[-1] < 2:
-        raise ValueError(f"logits must have the sink and at least one other key on the last axis, got {s.shape}")
+        raise BadValue(f"logits must have the sink and at least one other key on the last axis, got {s.shape}")
     s0, rest = s[..., 0], s[..., 1:]
     mu = rest.mean(axis=-1)
     lse = _lse(rest)

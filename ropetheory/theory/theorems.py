@@ -41,6 +41,7 @@ from ..spectra.gram import assemble_gram
 from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
 from ..core.schedule import as_schedule, schedule_layout
+from ..core.checks import BadValue, BadType
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
@@ -69,7 +70,7 @@ def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.n
     """
     theta = as_schedule(theta)
     if weights is not None and not isinstance(weights, (AffineWeights, spectra.TrigWeights)):
-        raise TypeError(f"weights must be None, AffineWeights or TrigWeights, got {weights!r}")
+        raise BadType(f"weights must be None, AffineWeights or TrigWeights, got {weights!r}")
     comps = weights.components() if isinstance(weights, spectra.TrigWeights) else [(1.0, 0.0)]
     D: Any = 0.0
     S: Any = 0.0
@@ -257,7 +258,7 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
         W = N * a + b * N * (N - 1) / 2
         return (a + b * (N - 1) + b * (N - 1)) / W
     if tv is None or total is None:
-        raise ValueError("abel_ratio_arb needs tv and total with w_last")
+        raise BadValue("abel_ratio_arb needs tv and total with w_last")
     u = 2.0 ** -53
     widen = (n - 1) * u
     Wb = arb(float(total), widen * abs(total))
@@ -271,13 +272,13 @@ def certified_eps(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None =
     """Rigorous upper bounds ``eps_n >= |rho_n^2 - lambda|`` at each ``n`` (affine weights)."""
     layout = schedule_layout(theta, layout)
     if weights is not None and not isinstance(weights, AffineWeights):
-        raise TypeError(f"certified_eps takes AffineWeights (or None), got {type(weights).__name__}")
+        raise BadType(f"certified_eps takes AffineWeights (or None), got {type(weights).__name__}")
     cb = certified_bound(theta, v, layout=layout)
     ns = np.atleast_1d(spectra.check_lengths(n))
     w = weights or AffineWeights()
     zero = [int(k) for k in ns if w.total(int(k)) == 0]
     if zero:
-        raise ValueError(f"weights sum to 0 over the first n = {zero[0]} positions: rho_n is undefined there")
+        raise BadValue(f"weights sum to 0 over the first n = {zero[0]} positions: rho_n is undefined there")
     return np.array([cb.eps(abel_ratio_arb(int(k), weights)) for k in ns])
 
 
@@ -299,7 +300,7 @@ def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
     n = spectra.check_lengths(n).astype(float)
     err = check_finite_array("err", err)
     if err.shape != n.shape:
-        raise ValueError(f"err must hold one error per length: shape {err.shape} against {n.shape}")
+        raise BadValue(f"err must hold one error per length: shape {err.shape} against {n.shape}")
     err = np.abs(err)
     env = np.maximum.accumulate(err[::-1])[::-1]
     keep = env > RATE_NOISE_FLOOR
@@ -337,7 +338,7 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
     if weights is not None and not isinstance(weights, AffineWeights):
-        raise TypeError(f"weights must be None or AffineWeights (the certified bound needs affine weights), "
+        raise BadType(f"weights must be None or AffineWeights (the certified bound needs affine weights), "
                         f"got {type(weights).__name__}")
     lim = predicted_limit(theta, v, layout=layout)
     hyp = lemma1_hypotheses(theta)

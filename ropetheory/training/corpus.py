@@ -29,6 +29,7 @@ import sysconfig
 from typing import Any
 
 import numpy as np
+from ..core.checks import BadValue
 
 __all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
 
@@ -65,9 +66,9 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     ``templates`` (every one of their ids is in the vocabulary). Returns ``load_corpus``'s dict."""
     from ..models.corpus import LICENSE_DIR, default_text
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 10_000:
-        raise ValueError(f"max_bytes must be an integer >= 10000, got {max_bytes!r}")
+        raise BadValue(f"max_bytes must be an integer >= 10000, got {max_bytes!r}")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 64 <= vocab_size <= 65535:
-        raise ValueError(f"vocab_size must be an integer in [64, 65535], got {vocab_size!r}")
+        raise BadValue(f"vocab_size must be an integer in [64, 65535], got {vocab_size!r}")
     folder = pathlib.Path(folder)
     from .. import store
 
@@ -109,7 +110,7 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
         (held_txt if split == "heldout" else train_txt).append(t)
         files.append({"name": rel, "split": split, "sha256": hashlib.sha256(t.encode()).hexdigest()})
     if not held_txt or not train_txt:
-        raise ValueError(f"max_bytes={max_bytes} leaves no held-out or no training text; raise it")
+        raise BadValue(f"max_bytes={max_bytes} leaves no held-out or no training text; raise it")
 
     def ids(texts):
         enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -149,7 +150,7 @@ def load_corpus(folder: str | pathlib.Path) -> dict[str, Any]:
     recipe = json.loads((folder / "data.json").read_text())
     digest = hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
     if digest != recipe["sha256"]:
-        raise ValueError(f"{folder / 'data.npz'} does not match the sha256 its data.json records: "
+        raise BadValue(f"{folder / 'data.npz'} does not match the sha256 its data.json records: "
                          "damaged; delete the folder to rebuild it")
     z = np.load(folder / "data.npz")
     return {"train": z["train"], "heldout": z["heldout"], "vocab": z["vocab"], "recipe": recipe}

@@ -22,6 +22,7 @@ import numpy as np
 
 from .model import ModelConfig
 from .tasks import TASKS, mixed_batch, row_tokens
+from ..core.checks import BadValue
 
 __all__ = ["TrainConfig", "SCHEDULES", "schedule_theta", "train", "model_names"]
 
@@ -42,7 +43,7 @@ def schedule_theta(name: str, head_dim: int, train_len: int) -> np.ndarray:
     """``theta`` (float64) of a trained schedule (a study label of ``SCHEDULES``), from the registry."""
     from ..schedules import names, schedule
     if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+        raise BadValue(f"schedule must be one of {SCHEDULES}, got {name!r}")
     key = names.canonical(name)
     extra: dict[str, Any] = {"train_len": train_len} if key in _TAKES_TRAIN_LEN else {}
     return schedule(key, head_dim=head_dim, **PARAMS[key], **extra).theta
@@ -67,17 +68,17 @@ class TrainConfig:
         for k in ("train_len", "batch", "steps", "warmup", "steps_per_call", "models_per_group"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "warmup" else 1):
-                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+                raise BadValue(f"{k} must be a positive integer, got {v!r}")
         if self.train_len < 64:
-            raise ValueError(f"train_len must be >= 64 (a retrieval row needs ~40 tokens), got {self.train_len}")
+            raise BadValue(f"train_len must be >= 64 (a retrieval row needs ~40 tokens), got {self.train_len}")
         if not (0 < self.lr < 1) or not (0 <= self.task_fraction <= 1) or not (0 <= self.weight_decay < 1):
-            raise ValueError(f"lr in (0, 1), task_fraction in [0, 1], weight_decay in [0, 1) required, got "
+            raise BadValue(f"lr in (0, 1), task_fraction in [0, 1], weight_decay in [0, 1) required, got "
                              f"{self.lr!r}, {self.task_fraction!r}, {self.weight_decay!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct integers, got {self.seeds!r}")
+            raise BadValue(f"seeds must be distinct integers, got {self.seeds!r}")
         bad = [s for s in self.schedules if s not in SCHEDULES]
         if bad or not self.schedules:
-            raise ValueError(f"schedules must be among {SCHEDULES}, got {self.schedules!r}")
+            raise BadValue(f"schedules must be among {SCHEDULES}, got {self.schedules!r}")
         for s in self.schedules:                     # each schedule must exist at this head width and L
             schedule_theta(s, self.model.head_dim, self.train_len)
 
@@ -192,7 +193,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     tm, digits = data["recipe"]["templates"], data["recipe"]["digit_ids"]
     need = max(row_tokens(kind, tm) for kind in TASKS)
     if cfg.task_fraction > 0 and cfg.train_len < need:
-        raise ValueError(f"train_len {cfg.train_len} is shorter than a retrieval row ({need} tokens)")
+        raise BadValue(f"train_len {cfg.train_len} is shorter than a retrieval row ({need} tokens)")
 
     run_chunk = _chunk_program(cfg)
     clock = CheckpointClock(checkpoint_every)
@@ -205,7 +206,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
         rows = _batches(cfg, data["train"], tm, digits, step + k, k_next) if k_next > 0 else None
         losses = np.asarray(losses)
         if not np.all(np.isfinite(losses)):
-            raise ValueError(f"training diverged at steps {step}..{step + k}: non-finite loss "
+            raise BadValue(f"training diverged at steps {step}..{step + k}: non-finite loss "
                              f"(lower --lr, now {cfg.lr})")
         step += k
         k = k_next

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ..rope import rotate
+from ..core.checks import BadValue
 
 __all__ = ["ModelConfig", "LM", "init_lm", "hidden", "logits", "loss", "param_count"]
 
@@ -40,9 +41,9 @@ class ModelConfig:
         for k in ("vocab", "d_model", "layers", "heads"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+                raise BadValue(f"{k} must be a positive integer, got {v!r}")
         if self.d_model % self.heads or (self.d_model // self.heads) % 2:
-            raise ValueError(f"d_model {self.d_model} must split into {self.heads} heads of even width")
+            raise BadValue(f"d_model {self.d_model} must split into {self.heads} heads of even width")
 
     @property
     def head_dim(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .corpus import BOS
+from ..core.checks import BadValue
 
 __all__ = ["TEMPLATES", "ANSWER_DIGITS", "KV_PAIRS", "text_rows", "task_rows", "mixed_batch", "TASKS", "row_tokens"]
 
@@ -39,14 +40,14 @@ def _fill(template: list[int], digit_ids: list[int], digits: list[int]) -> np.nd
     t = np.array(template, dtype=np.int64)
     slots = np.flatnonzero(np.isin(t, digit_ids))
     if slots.size != len(digits):
-        raise ValueError(f"template has {slots.size} digit slots, {len(digits)} digits given")
+        raise BadValue(f"template has {slots.size} digit slots, {len(digits)} digits given")
     t[slots] = np.asarray(digit_ids)[np.asarray(digits, dtype=np.int64)]
     return t
 
 
 def _window(rng: np.random.Generator, tokens: np.ndarray, m: int) -> np.ndarray:
     if m > tokens.size:
-        raise ValueError(f"a window of {m} tokens does not fit in a split of {tokens.size}")
+        raise BadValue(f"a window of {m} tokens does not fit in a split of {tokens.size}")
     s = int(rng.integers(0, tokens.size - m + 1))
     return tokens[s:s + m].astype(np.int64)
 
@@ -62,13 +63,13 @@ def row_tokens(kind: str, templates: dict[str, list[int]]) -> int:
         return 1 + len(templates["pk_needle"]) + len(templates["pk_query"])
     if kind == "kv":
         return 1 + KV_PAIRS * len(templates["kv_pair"]) + len(templates["kv_query"])
-    raise ValueError(f"kind must be one of {TASKS}, got {kind!r}")
+    raise BadValue(f"kind must be one of {TASKS}, got {kind!r}")
 
 
 def _task_row(rng, tokens, n, kind, depth, tm, digit_ids) -> np.ndarray:
     m = n - row_tokens(kind, tm)                  # filler tokens (raises for an unknown kind)
     if m < 0:
-        raise ValueError(f"a {kind} row needs more than n = {n} tokens")
+        raise BadValue(f"a {kind} row needs more than n = {n} tokens")
     if kind == "passkey":
         code = list(rng.integers(0, 10, ANSWER_DIGITS))
         needles = [_fill(tm["pk_needle"], digit_ids, code)]
@@ -97,7 +98,7 @@ def task_rows(rng: np.random.Generator, tokens: np.ndarray, n: int, count: int, 
               depth: float | None, templates: dict[str, list[int]], digit_ids: list[int]) -> np.ndarray:
     """``(count, n)`` rows of task ``kind``; ``depth`` in [0, 1] (None: uniform at random per row)."""
     if depth is not None and not 0.0 <= depth <= 1.0:
-        raise ValueError(f"depth must be in [0, 1], got {depth!r}")
+        raise BadValue(f"depth must be in [0, 1], got {depth!r}")
     return np.stack([_task_row(rng, tokens, n, kind, rng.uniform() if depth is None else depth, templates, digit_ids)
                      for _ in range(count)])
 
