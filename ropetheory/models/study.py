@@ -3,7 +3,8 @@
 Pipeline: load offline (``.registry``), tokenise the long text (``.corpus``), run the model
 over it in chunks with a KV cache (``chunk`` tokens at a time: the attention mask is ``chunk x n``,
 never ``n x n``; with transformers' default sdpa path a single 32k-token pass asks for 36 GiB of
-mask), record q and k as each layer's ``apply_rotary_pos_emb`` receives and returns them, and feed
+mask), record each layer's q and k before and after RoPE through the one attention hook
+(``.hook.attention_hook``), and feed
 them to one ``.stream.LayerStream`` per layer. Each layer gets its own schedule (per-layer
 rope types, e.g. Gemma 3's sliding and global layers) and, for sliding layers, its window: the
 C2 verdict of a sliding layer uses ``min(window, L)``.
