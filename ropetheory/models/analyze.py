@@ -56,8 +56,9 @@ def analyze_dump(dump: dict) -> dict[str, Any]:
 
 
 def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
-    """``analysis.json``, ``heads.csv``, ``claims.csv`` and the figures, in ``out``."""
+    """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv`` and the figures, in ``out``."""
     from .figures import plot_all
+    from .sinks import decomposition_rows
     from ..store import write_csv, write_json
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "analysis.json", res)
@@ -65,6 +66,7 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
         out / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]]
     )
     write_csv(out / "claims.csv", res["claims"])
+    write_csv(out / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
     return plot_all(out)
 
 
