@@ -127,3 +127,21 @@ def test_bad_interventions_are_named():
         Intervention("clamp-everything", L, [])
     with pytest.raises(ValueError, match="L must be"):
         Intervention("clamp-sink", 1, [])
+
+
+def test_analyze_runs_an_intervention_on_a_packaged_model_and_writes_both_runs(tmp_path):
+    import csv
+    import json
+    from ropetheory.models.analyze import main as analyze_main
+    with pytest.raises(ValueError, match="--intervention needs --model"):
+        analyze_main(["--intervention", "clamp-sink", "--out", str(tmp_path)])
+    assert analyze_main(["--model", "smollm2-135m", "--intervention", "clamp-control", "--max-tokens", "96",
+                         "--train-len", "24", "--chunk", "40", "--out", str(tmp_path), "--quiet"]) == 0
+    d = tmp_path / "smollm2-135m" / "intervention-clamp-control"
+    res = json.loads((d / "intervention.json").read_text())
+    assert res["train_len"] == 24 and 1 <= res["control_key"] < 24
+    with open(d / "ppl.csv") as fh:
+        ppl = list(csv.DictReader(fh))
+    assert {r["run"] for r in ppl} == {"unchanged", "intervened"}
+    within = [r for r in ppl if int(r["end"]) <= 24]
+    assert within[0]["ppl"] == within[1]["ppl"]                       # the control acts past L only

@@ -230,3 +230,32 @@ def measure(model, input_ids: list[int], *, name: str, L: int, chunk: int = 1024
                         for a, b in zip(out["runs"]["unchanged"]["nll_ranges"],
                                         out["runs"]["intervened"]["nll_ranges"], strict=True)]
     return out
+
+
+def run(model: str, *, out, name: str, n_tokens: int, text: str | None = None, bos: bool = False,
+        repeat_text: bool = False, chunk: int = 1024, device: str = "cpu",
+        train_len: int | None = None) -> dict[str, Any]:
+    """``ropetheory analyze --model M --intervention NAME``: load offline, ``measure``, and write
+    ``<out>/<label>/intervention-<NAME>/intervention.json``, ``heads.csv`` (the sink's terms per run,
+    layer, kv head and length) and ``ppl.csv`` (perplexity ranges of both runs)."""
+    import pathlib
+    from ..core.checks import check_integer
+    from ..store import write_csv, write_json
+    from .corpus import text_tokens
+    from .forward import training_length
+    from .registry import PACKAGED, load_model
+    if name not in INTERVENTIONS:
+        raise ValueError(f"--intervention must be one of {INTERVENTIONS}, got {name!r}")
+    if train_len is not None:
+        check_integer("train_len", train_len, lo=2)
+    m, tok, label = load_model(model, device=device)
+    L = int(train_len if train_len is not None else
+            training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
+    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
+    res = measure(m, [int(i) for i in ids], name=name, L=L, chunk=chunk)
+    res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc, "device": device}
+    d = pathlib.Path(out) / label / f"intervention-{name}"
+    write_json(d / "intervention.json", res)
+    write_csv(d / "heads.csv", res["heads"])
+    write_csv(d / "ppl.csv", [{"run": r, **x} for r in res["runs"] for x in res["runs"][r]["nll_ranges"]])
+    return res
