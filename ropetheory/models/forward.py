@@ -20,7 +20,7 @@ from .capture import rotate_like_hf
 from .hook import attention_hook
 from .stream import LayerStream
 
-__all__ = ["capture_streams", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
+__all__ = ["capture_streams", "chunk_nll", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
            "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL", "key_folder"]
 
 #: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
@@ -62,6 +62,15 @@ def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
     g = set(spectra.log_grid(n, num, min(16, n)).tolist()) if n > 1 else {1}
     g |= {m for m in (L // 4, L // 2, L, 2 * L, 4 * L, 8 * L, 16 * L) if 2 <= m <= n}
     return np.array(sorted(g), dtype=np.int64)
+
+
+def chunk_nll(logits, ids, start: int, nll: np.ndarray) -> None:
+    """``nll[i] = -log p(token i+1 | tokens <= i)`` for the chunk's positions ``i = start, ...`` that have a
+    next token, from its logits ``(1, c, vocab)`` (log-softmax in float32, as the model's own loss)."""
+    import torch
+    logp = torch.log_softmax(logits[0].float(), dim=-1)
+    tgt = ids[0, start + 1:start + 1 + logp.shape[0]]
+    nll[start:start + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
 
 
 def key_folder(checkpoint: pathlib.Path) -> pathlib.Path:
@@ -142,10 +151,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
             out = model(input_ids=ids[:, s:e], cache=cache, use_cache=True,
                         position_ids=torch.arange(s, e, device=dev)[None])
             if not replay["on"]:
-                logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-                tgt = ids[0, s + 1:min(n, e + 1)]
-                nll[s:s + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-                del logp
+                chunk_nll(out.logits, ids, s, nll)
             del out
             if progress:
                 progress(e - s)

@@ -181,6 +181,7 @@ def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray
     attention layer computed by ``handler`` (``.hook.attention_hook`` with the eager mask)."""
     import torch
     from transformers import DynamicCache
+    from .forward import chunk_nll
     from .hook import attention_hook
     dev = next(model.parameters()).device
     ids = torch.tensor([input_ids], device=dev)
@@ -192,9 +193,7 @@ def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray
             e = min(n, s + chunk)
             out = model(input_ids=ids[:, s:e], cache=cache, use_cache=True,
                         position_ids=torch.arange(s, e, device=dev)[None])
-            logp = torch.log_softmax(out.logits[0].double(), dim=-1)
-            tgt = ids[0, s + 1:min(n, e + 1)]
-            nll[s:s + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].cpu().numpy()
+            chunk_nll(out.logits, ids, s, nll)
     return nll
 
 
