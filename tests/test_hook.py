@@ -105,3 +105,16 @@ def test_bad_handlers_and_models_without_rope_are_refused():
             attention_hook(m, lambda c: None):
         pass
     assert m.config._attn_implementation == "sdpa"
+
+
+def test_the_eager_path_refuses_a_layer_whose_attention_it_would_not_reproduce(ids):
+    """Gemma 2 soft-caps its logits through the attention function's ``softcap``: refused, not ignored."""
+    m = tiny_llama()
+
+    def capped(call):
+        call.extra["softcap"] = 50.0
+        return eager(call)
+    with pytest.raises(ValueError, match=r"passes \['softcap'\]"), attention_hook(m, capped, eager_mask=True), \
+            torch.no_grad():
+        m(input_ids=ids[:, :8])
+    assert m.config._attn_implementation == "sdpa"

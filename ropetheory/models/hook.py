@@ -26,6 +26,10 @@ __all__ = ["HOOK_NAME", "AttentionCall", "attention_hook", "eager", "invert_rope
 
 HOOK_NAME = "ropetheory"
 
+#: attention-function keywords that change the softmax (Gemma 2's logit soft-capping, gpt-oss's learned
+#: sinks): ``eager`` refuses a layer that passes one rather than compute other attention than the model's
+UNSUPPORTED_BY_EAGER = ("softcap", "s_aux", "sinks")
+
 #: the models under a hook, by ``id`` of the config their attention modules read
 _ACTIVE: dict[int, _HookState] = {}
 
@@ -71,6 +75,7 @@ class AttentionCall:
     cos: Any
     sin: Any
     _table: tuple
+    extra: dict = dataclasses.field(default_factory=dict)     # the attention function's other keywords
 
     @property
     def groups(self) -> int:
@@ -143,7 +148,7 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     call = AttentionCall(layer=module.layer_idx, module=module, query=query[0], key=key[0], value=value[0],
                          mask=attention_mask, scaling=float(scaling if scaling is not None else module.scaling),
                          q_pos=q_pos, k_pos=k_pos, cos=cos, sin=sin,
-                         _table=_record_table(state, module, q_pos, cos, sin))
+                         _table=_record_table(state, module, q_pos, cos, sin), extra=kwargs)
     out = state.handler(call)
     if out is not None:
         return out, None
@@ -212,6 +217,10 @@ def eager(call: AttentionCall, edit: Callable | None = None, observe: Callable |
     ignored); then ``-inf`` where the mask hides a key, ``observe(call, h, S)``, softmax and the values.
     Returns ``(B=1, c, Hq, d)`` in the values' dtype, as transformers' attention functions do."""
     import torch
+    unknown = sorted(k for k in UNSUPPORTED_BY_EAGER if call.extra.get(k) is not None)
+    if unknown:
+        raise ValueError(f"{type(call.module).__name__} passes {unknown} to its attention function: the eager "
+                         f"path here computes plain softmax attention and would silently differ")
     G, vis = call.groups, call.visible()
     q, k, v = call.query.double(), call.key.double(), call.value.double()
     outs = []
