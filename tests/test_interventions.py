@@ -88,10 +88,16 @@ def test_the_model_within_L_is_unchanged_bit_for_bit_where_the_intervention_acts
     assert not torch.equal(got[:, L:], ref[:, L:])
 
 
-@pytest.mark.parametrize("name, delta", [("clamp-sink", L - 1), ("sink-at-4L", 4 * L), ("clamp-all", L - 1)])
+@pytest.mark.parametrize("name, delta", [("clamp-sink", L - 1), ("sink-at-4L", 4 * L), ("clamp-all", L - 1),
+                                         ("clamp-slow", L - 1)])
 def test_a_clamped_logit_is_the_logit_at_the_stated_distance(model, ids, name, delta):
+    """Against numpy's exact rotation: plane j turned by delta_j theta_j (``clamp-slow``: delta only on the
+    planes that do not complete a turn within L, the true distance on the others)."""
     iv = Intervention(name, L, layer_schedules(model.config.to_dict(), N))
     sc = iv.schedules[0]
+    theta = np.asarray(sc["theta"])
+    slow = theta * (L - 1) < 2 * np.pi if name == "clamp-slow" else np.ones(theta.shape, bool)
+    assert name != "clamp-slow" or 0 < slow.sum() < slow.size             # both kinds of plane present
     checked = []
 
     def edit(call, h, S):
@@ -99,10 +105,12 @@ def test_a_clamped_logit_is_the_logit_at_the_stated_distance(model, ids, name, d
         if call.layer != 0 or h != 0:
             return
         q, k = call.query_pre().numpy(), call.key_pre().numpy()
-        for i, j in ((N - 1, 0), (L + 3, 0)):
-            qr = rotate_like_hf(q[0, i][None], sc["theta"], sc["rotary_dim"], np.array([delta]))[0]
-            kr = rotate_like_hf(k[0, j][None], sc["theta"], sc["rotary_dim"], np.array([0]))[0]
-            checked.append((float(S[0, i, j]), float(call.scaling * qr @ kr)))
+        for i, j in ((N - 1, 0), (L + 3, 0), (N - 1, 5)):
+            if name in ("clamp-sink", "sink-at-4L") and j != 0:
+                continue
+            turn = theta * np.where(slow, delta, i - j)                  # each plane's angle, as position 1
+            qr = rotate_like_hf(q[0, i][None], turn, sc["rotary_dim"], np.array([1]))[0]
+            checked.append((float(S[0, i, j]), float(call.scaling * qr @ k[0, j])))
     _run(model, ids, lambda call: eager(call, edit=edit))
     assert checked
     for got, want in checked:
