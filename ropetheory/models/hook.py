@@ -76,6 +76,7 @@ class AttentionCall:
     sin: Any
     _table: tuple
     extra: dict = dataclasses.field(default_factory=dict)     # the attention function's other keywords
+    batch: int = 1                                             # the batch the layer ran (element 0 is here)
 
     @property
     def groups(self) -> int:
@@ -148,7 +149,8 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     call = AttentionCall(layer=module.layer_idx, module=module, query=query[0], key=key[0], value=value[0],
                          mask=attention_mask, scaling=float(scaling if scaling is not None else module.scaling),
                          q_pos=q_pos, k_pos=k_pos, cos=cos, sin=sin,
-                         _table=_record_table(state, module, q_pos, cos, sin), extra=kwargs)
+                         _table=_record_table(state, module, q_pos, cos, sin), extra=kwargs,
+                         batch=int(query.shape[0]))
     out = state.handler(call)
     if out is not None:
         return out, None
@@ -217,6 +219,8 @@ def eager(call: AttentionCall, edit: Callable | None = None, observe: Callable |
     ignored); then ``-inf`` where the mask hides a key, ``observe(call, h, S)``, softmax and the values.
     Returns ``(B=1, c, Hq, d)`` in the values' dtype, as transformers' attention functions do."""
     import torch
+    if call.batch != 1:
+        raise ValueError(f"eager attention runs one sequence at a time; the model ran a batch of {call.batch}")
     unknown = sorted(k for k in UNSUPPORTED_BY_EAGER if call.extra.get(k) is not None)
     if unknown:
         raise ValueError(f"{type(call.module).__name__} passes {unknown} to its attention function: the eager "
