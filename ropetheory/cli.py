@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 import numpy as np
-from .core.checks import BadValue
+from .core.errors import BadValue
 
 
 #: the one line a Ctrl-C prints: finished rows and parts are written as they complete

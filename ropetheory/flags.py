@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 from collections.abc import Iterable
-from .core.checks import BadValue
+from .core.errors import BadValue
 
 __all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS", "HelpFormatter", "plain_help", "int_list"]
 

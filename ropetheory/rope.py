@@ -28,7 +28,7 @@ from .core.checks import (
 from .core.layouts import (check_layout, from_interleaved, per_channel, plane_pairs, rotate_interleaved,
                            rotate_interleaved_cs, to_interleaved)
 from .core.schedule import schedule_layout
-from .core.checks import BadValue, BadType
+from .core.errors import BadValue, BadType
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
 

@@ -18,7 +18,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Any
 from collections.abc import Iterable
-from .core.checks import BadValue
+from .core.errors import BadValue
 
 __all__ = [
     "Journal",

@@ -122,7 +122,7 @@ def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_res
         assert 0 < h["pc1_var"] <= 1 and h["C1"] in (True, False)
     assert {c["verdict"] for c in js["claims"]} and len(js["claims"]) == 8
     paths = plot_all(d)
-    assert len(paths) == 6 and all(p.stat().st_size > 5000 for p in paths)
+    assert len(paths) == 7 and all(p.stat().st_size > 5000 for p in paths)
 
 
 def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):

@@ -8,6 +8,11 @@ and stable ranks against length beside the rank-1 prediction, cosines, the sink 
 sink's share at each length, the predicted floor, its reach length and C1/C2 with
 ``L = original_max_position_embeddings`` (else ``max_position_embeddings``). Numbers go to
 ``<out>/analysis.json`` / ``heads.csv`` first; the figures are drawn from them.
+
+``--model NAME --intervention NAME`` runs the model unchanged and with one change of its attention
+past ``L`` (``ropetheory.models.interventions``: clamp-sink, hold-sink-odds, clamp-all, clamp-slow,
+sink-to-mean, sink-at-4L, clamp-control) on the same tokens, and writes perplexity on ``[1k, L)``,
+``[L, 2L)``, ``[2L, 4L)`` and the sink's share and log-odds terms of both.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .capture import hf_to_interleaved, load_dump
-from ..core.checks import BadValue
+from .interventions import INTERVENTIONS
+from ..core.errors import BadValue
 
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
 
@@ -57,8 +63,9 @@ def analyze_dump(dump: dict) -> dict[str, Any]:
 
 
 def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
-    """``analysis.json``, ``heads.csv``, ``claims.csv`` and the figures, in ``out``."""
+    """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv`` and the figures, in ``out``."""
     from .figures import plot_all
+    from .sinks import decomposition_rows
     from ..store import write_csv, write_json
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "analysis.json", res)
@@ -66,6 +73,7 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
         out / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]]
     )
     write_csv(out / "claims.csv", res["claims"])
+    write_csv(out / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
     return plot_all(out)
 
 
@@ -87,8 +95,16 @@ def main(argv=None) -> int:
                          'e.g. \'{"rope_type": "linear", "factor": 2}\' (PI), dynamic, yarn')
     ap.add_argument("--checkpoint-every", type=float, default=None,
                     help="seconds between capture checkpoints")
+    ap.add_argument("--intervention", choices=INTERVENTIONS, default=None,
+                    help="with --model: run the model unchanged and with this change of its attention past L "
+                         "(ropetheory.models.interventions) on the same tokens; perplexity and the sink's "
+                         "log-odds terms of both to <out>/<model>/intervention-<name>/")
     args = parse_study_args(ap, argv)
     out = pathlib.Path(args.out)
+    if args.intervention and not args.model:
+        raise BadValue("--intervention needs --model")
+    if args.model and args.intervention:
+        return _intervene(args, out)
     if args.model:
         from . import figures, study
         if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
@@ -131,6 +147,22 @@ def main(argv=None) -> int:
               f"{'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2'] else 'N':>3s} {r['cos_kq_pre'][-1]:7.3f} "
               f"{'-' if sink is None else format(sink, '6.3f'):>6s}")
     print(f"wrote {out / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
+    return 0
+
+
+def _intervene(args, out: pathlib.Path) -> int:
+    import torch
+    from . import interventions
+    if args.max_tokens < 2 or args.chunk < 1:
+        raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+    device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    res = interventions.run(args.model, out=out, name=args.intervention, n_tokens=args.max_tokens, text=args.text,
+                            bos=args.bos, repeat_text=args.repeat_text, chunk=args.chunk, device=device,
+                            train_len=args.train_len)
+    print(f"{res['meta']['model']} {args.intervention}: n = {res['n']}, L = {res['train_len']}")
+    for a, b in zip(res["runs"]["unchanged"]["nll_ranges"], res["runs"]["intervened"]["nll_ranges"], strict=True):
+        print(f"  ppl [{a['start']}, {a['end']}): unchanged {a['ppl']:.3f}, intervened {b['ppl']:.3f}")
+    print(f"wrote {out / res['meta']['model'] / ('intervention-' + args.intervention)}")
     return 0
 
 

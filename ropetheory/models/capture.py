@@ -1,9 +1,10 @@
 """Capture pre- and post-RoPE keys and queries from a Hugging Face causal LM, and check the rotation.
 
-Works for any transformers model whose attention calls its modeling module's
-``apply_rotary_pos_emb(q, k, cos, sin)`` (Llama, Qwen2/3, Mistral, Gemma, GPT-NeoX families):
-for the forward pass that function is wrapped, so each call (one per layer, in order) records
-``q, k`` as they enter (after any q/k norm: the vectors RoPE actually rotates) and as they leave.
+Works for any transformers model whose attention layers take ``position_embeddings`` and look their
+attention function up in ``AttentionInterface`` (Llama, Qwen2/3, Mistral, Gemma, GPT-NeoX families):
+for the forward pass the model runs under ``.hook.attention_hook``, so each layer call (in order)
+records ``q, k`` as RoPE leaves them and, by the exact inverse of the layer's own ``cos, sin``,
+as they entered (after any q/k norm: the vectors RoPE actually rotates).
 The model's own config gives the rope type; the captured rotation is compared with
 ropetheory's exact rotation of the captured pre-RoPE vectors under
 ``ropetheory.schedules.hf.frequencies_from_config`` (half layout on the first
@@ -14,41 +15,30 @@ is stored. Saved as ``.npz`` (float32 arrays ``keys_pre``, ``keys_post``, ``quer
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
-import sys
 from typing import Any
 
 import numpy as np
 
 from ..core.checks import check_integer
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "hf_to_interleaved", "KEY_DUMP_FIELDS"]
 
 KEY_DUMP_FIELDS = ("keys_pre", "keys_post", "queries_pre", "queries_post", "positions", "meta")
 
 
-@contextlib.contextmanager
-def _record_rope(model):
-    mod = sys.modules[type(model).__module__]
-    if not hasattr(mod, "apply_rotary_pos_emb"):
-        raise BadValue(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
-                         f"apply_rotary_pos_emb)")
-    real = mod.apply_rotary_pos_emb
-    calls = []
+def _record_rope(model, calls: list):
+    """The one attention hook (``.hook.attention_hook``), recording each layer call's chunk of q and k,
+    pre- and post-RoPE, as float32 arrays (batch element 0) and leaving attention unchanged."""
+    from .hook import attention_hook
 
-    def wrapped(q, k, cos, sin, *args, **kwargs):
-        qo, ko = real(q, k, cos, sin, *args, **kwargs)
-        calls.append(tuple(t.detach().float().cpu().numpy() for t in (q, k, qo, ko)))
-        return qo, ko
-
-    mod.apply_rotary_pos_emb = wrapped
-    try:
-        yield calls
-    finally:
-        mod.apply_rotary_pos_emb = real
+    def record(call):
+        c = call.query.shape[1]
+        tensors = (call.query_pre(), call.key_pre(chunk_only=True), call.query, call.key[:, -c:])
+        calls.append(tuple(t.detach().float().cpu().numpy() for t in tensors))
+    return attention_hook(model, record)
 
 
 def hf_to_interleaved(v: np.ndarray, rotary_dim: int) -> np.ndarray:
@@ -80,11 +70,12 @@ def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
         freqs = hf_view(frequencies_from_config(cfg, seq_len=int(input_ids.shape[-1])))
     except ValueError as e:
         raise BadValue(f"model config has no usable RoPE parameters: {e}") from None
-    with _record_rope(model) as calls, torch.no_grad():
+    calls: list = []
+    with _record_rope(model, calls), torch.no_grad():
         model(input_ids=input_ids)
     if not calls:
-        raise BadValue(f"{type(model).__name__}: apply_rotary_pos_emb was never called (no RoPE layers?)")
-    qs, ks, qos, kos = (np.stack([c[i][0] for c in calls]) for i in range(4))   # batch element 0
+        raise BadValue(f"{type(model).__name__}: no attention layer was called (no RoPE layers?)")
+    qs, ks, qos, kos = (np.stack([c[i] for c in calls]) for i in range(4))
     n = qs.shape[2]
     positions = np.arange(n)
     meta = {"model_type": cfg.get("model_type"), "architecture": type(model).__name__,

@@ -15,7 +15,7 @@ import hashlib
 import os
 import pathlib
 from typing import Any
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["LICENSE_DIR", "default_text", "text_tokens"]
 

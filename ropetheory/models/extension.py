@@ -22,7 +22,7 @@ import numpy as np
 
 from ..theory.criteria import low_frequency_drift
 from .claims import SINK_SHARE
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 #: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
 METHODS = {"linear": "PI (linear)", "dynamic": "dynamic NTK", "yarn": "YaRN"}

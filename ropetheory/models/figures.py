@@ -142,4 +142,30 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         _mark_L(a, L, n)
         a.legend(fontsize=7)
     save(fig, "a3_clusters.png", "A.3, key/query cluster quality (200 keys + 200 queries per head and length)")
+    if res.get("sink_decomposition", {}).get("heads"):
+        paths.append(_plot_sink_decomposition(res, d / "sink_decomposition.png", f"{model}{q}"))
     return paths
+
+
+def _plot_sink_decomposition(res: dict, path: pathlib.Path, title: str) -> pathlib.Path:
+    """The sink's log-odds and its terms against length (medians over global heads), RoPE and un-rotated."""
+    import matplotlib.pyplot as plt
+    dec = res["sink_decomposition"]
+    g, L, n = np.array(dec["grid"]), dec["train_len"], res["n"]
+    terms = (("log_odds", "log-odds log(a0/(1-a0))", "k"), ("sink_logit", "sink logit s0", "tab:red"),
+             ("others_mean", "others' mean mu", "tab:blue"), ("dilution", "dilution log(n-1)", "tab:gray"),
+             ("spread", "spread kappa", "tab:green"))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for a, kind, label in zip(ax, ("rope", "norope"), ("RoPE", "same q, k un-rotated"), strict=True):
+        med = dec["median"][kind]
+        for key, name, col in terms:
+            a.plot(g, np.array([np.nan if x is None else x for x in med[key]]), "o-", ms=3, color=col, label=name)
+        a.set_xscale("log")
+        a.set_xlabel("length n (tokens)")
+        a.set_title(f"{label} (median of {dec['heads']} heads, last {dec['queries']} queries)", fontsize=9)
+        a.axhline(0, color="gray", lw=0.5)
+        _mark_L(a, L, n)
+        a.legend(fontsize=7)
+    ax[0].set_ylabel("nats")
+    fig.suptitle(f"{title}: the sink's log-odds = (s0 - mu) - log(n - 1) - kappa", fontsize=10)
+    return figstyle.save_figure(fig, path)

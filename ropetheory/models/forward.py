@@ -1,15 +1,13 @@
 """Running a model over a long text in chunks with a KV cache, its keys and queries hooked.
 
-Each layer's ``apply_rotary_pos_emb`` is wrapped: the q and k it receives and returns (pre- and
-post-RoPE) go to one ``.stream.LayerStream`` per layer, with that layer's schedule (per-layer rope
+The model runs under the one attention hook (``.hook.attention_hook``): each layer call's chunk of
+q and k, pre- and post-RoPE, goes to one ``.stream.LayerStream`` per layer, with that layer's schedule (per-layer rope
 types, sliding windows). The attention mask is ``chunk x n``, never ``n x n``. A capture checkpoints
 its statistics (``ropetheory.store.save_checkpoint``) and resumes after a kill with nothing lost.
 """
 from __future__ import annotations
 
-import contextlib
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -20,10 +18,11 @@ from ..schedules.hf import hf_view
 from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
+from .hook import attention_hook
 from .stream import LayerStream
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
-__all__ = ["capture_streams", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
+__all__ = ["capture_streams", "chunk_nll", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
            "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL", "key_folder"]
 
 #: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
@@ -67,23 +66,13 @@ def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
     return np.array(sorted(g), dtype=np.int64)
 
 
-@contextlib.contextmanager
-def _hook(model, sink):
-    mod = sys.modules[type(model).__module__]
-    if not hasattr(mod, "apply_rotary_pos_emb"):
-        raise BadValue(f"{type(model).__name__} does not use RoPE (its module {mod.__name__} has no "
-                         f"apply_rotary_pos_emb)")
-    real = mod.apply_rotary_pos_emb
-
-    def wrapped(q, k, cos, sin, *args, **kwargs):
-        qo, ko = real(q, k, cos, sin, *args, **kwargs)
-        sink(q, k, qo, ko)
-        return qo, ko
-    mod.apply_rotary_pos_emb = wrapped
-    try:
-        yield
-    finally:
-        mod.apply_rotary_pos_emb = real
+def chunk_nll(logits, ids, start: int, nll: np.ndarray) -> None:
+    """``nll[i] = -log p(token i+1 | tokens <= i)`` for the chunk's positions ``i = start, ...`` that have a
+    next token, from its logits ``(1, c, vocab)`` (log-softmax in float32, as the model's own loss)."""
+    import torch
+    logp = torch.log_softmax(logits[0].float(), dim=-1)
+    tgt = ids[0, start + 1:start + 1 + logp.shape[0]]
+    nll[start:start + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
 
 
 def key_folder(checkpoint: pathlib.Path) -> pathlib.Path:
@@ -119,10 +108,11 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     state = {"layer": 0, "start": 0}
     stride = max(1, n // 4096)
 
-    def sink(q, k, qo, ko):
-        li = state["layer"] % n_layers
-        state["layer"] += 1
-        arr = [t[0].detach().float().cpu().numpy() for t in (q, k, qo, ko)]
+    def sink(call):
+        li = call.layer
+        c = call.query.shape[1]
+        arr = [t.detach().float().cpu().numpy()
+               for t in (call.query_pre(), call.key_pre(chunk_only=True), call.query, call.key[:, -c:])]
         if streams[li] is None:
             sc = scheds[li]
             streams[li] = LayerStream(n_total=n, grid=grid, kv_heads=arr[1].shape[0], q_heads=arr[0].shape[0],
@@ -151,22 +141,19 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     t0 = time.time()
     clock = CheckpointClock(checkpoint_every)
 
-    def hooked(q, k, qo, ko):
+    def hooked(call):
         if not replay["on"]:
-            sink(q, k, qo, ko)
+            sink(call)
 
-    with _hook(model, hooked), torch.no_grad():
+    with attention_hook(model, hooked), torch.no_grad():
         for c, s in enumerate(starts):
             e = min(n, s + chunk)
-            state["start"], state["layer"] = s, 0
+            state["start"] = s
             replay["on"] = c < done                      # a finished chunk: rebuild the cache only
-            out = model(input_ids=ids[:, s:e], past_key_values=cache, use_cache=True,
-                        cache_position=torch.arange(s, e, device=dev))
+            out = model(input_ids=ids[:, s:e], cache=cache, use_cache=True,
+                        position_ids=torch.arange(s, e, device=dev)[None])
             if not replay["on"]:
-                logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-                tgt = ids[0, s + 1:min(n, e + 1)]
-                nll[s:s + tgt.shape[0]] = -logp[: tgt.shape[0]].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-                del logp
+                chunk_nll(out.logits, ids, s, nll)
             del out
             if progress:
                 progress(e - s)
@@ -176,6 +163,6 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
                 clock.written(started)
                 fault_point()
     if any(st is None for st in streams):
-        raise BadValue(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
+        raise BadValue(f"{type(model).__name__}: not every layer's attention was called")
     return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,
             "config": cfg, "kept": done, "computed": len(starts) - done}

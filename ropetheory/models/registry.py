@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..store import atomic_open
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 __all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer",
            "gguf_reader", "one_gguf_parse"]

@@ -12,7 +12,9 @@ own order), and keeps, per key head (its ``G = Hq / Hkv`` query heads grouped on
 * the sink's attention share at length ``n``: the softmax weight on key 0 of the last
   ``sink_queries`` queries of a length-``n`` input (causal; a sliding-window layer lets query ``i``
   see keys ``j > i - W``), with RoPE and with the same vectors un-rotated; ``None`` where key 0
-  lies outside every window of those queries;
+  lies outside every window of those queries; beside it, the terms of its log-odds
+  ``log(a_0 / (1 - a_0)) = (s_0 - mu) - log(n - 1) - kappa`` (``ropetheory.theory.sink``), each averaged
+  over those queries, from the same online pass over the keys (``SINK_TERMS``);
 * the mean logit of each key position ``j`` over later queries, ``k_j . (sum_{i>j} q_i) / (G (N-1-j))``,
   from running query sums (post-RoPE: the logits the model uses).
 
@@ -30,12 +32,16 @@ import tempfile
 import numpy as np
 
 from ..spectra.stream import neumaier_add, neumaier_total
-from ..core.checks import BadValue
+from ..theory.sink import mean_terms, sink_log_odds_from_parts
+from ..core.errors import BadValue
 
-__all__ = ["LayerStream", "KeyStore", "mean_pair_cosine", "SINK_QUERIES", "KEY_BLOCK"]
+__all__ = ["LayerStream", "KeyStore", "mean_pair_cosine", "SINK_QUERIES", "KEY_BLOCK", "SINK_TERMS"]
 
 #: queries averaged for the sink share at length n (the last ones of the input)
 SINK_QUERIES = 32
+#: the sink's log-odds decomposition kept per head and length (``ropetheory.theory.sink``), each the mean
+#: over the same queries as the share (means keep ``log_odds = gap - dilution - spread`` exact)
+SINK_TERMS = ("log_odds", "sink_logit", "others_mean", "dilution", "spread")
 #: key rows read back from a ``KeyStore`` at a time
 KEY_BLOCK = 8192
 
@@ -88,14 +94,15 @@ def mean_pair_cosine(S: np.ndarray, n: int) -> float:
     return float((S @ S - n) / (n * (n - 1))) if n > 1 else 0.0
 
 
-def _sink_share(Q: np.ndarray, K: KeyStore, h: int, n: int, qpos: np.ndarray, scale: float,
-                window: int | None) -> np.ndarray:
-    """Softmax weight on key 0 of each query row of ``Q (G*S, d)`` (query ``r`` at ``qpos[r % S]``) over the
-    keys ``[0, n)`` it sees (causal, within ``window``): an online log-sum-exp over ``KeyStore``
-    blocks, ``O(S * block)`` memory. Queries that see no key 0 get 0."""
+def _sink_terms(Q: np.ndarray, K: KeyStore, h: int, n: int, qpos: np.ndarray, scale: float,
+                window: int | None) -> tuple[np.ndarray, ...]:
+    """Per query row of ``Q (G*S, d)`` (query ``r`` at ``qpos[r % S]``) over the keys ``[0, n)`` it sees
+    (causal, within ``window``): the sink's logit ``s_0`` (``-inf`` if key 0 is hidden) and, over the
+    other visible keys, their log-sum-exp, sum and count. An online log-sum-exp over ``KeyStore``
+    blocks, ``O(S * block)`` memory, float64."""
     S = qpos.size
     m = np.full(Q.shape[0], -np.inf)
-    tot = np.zeros(Q.shape[0])
+    tot, total, count = np.zeros(Q.shape[0]), np.zeros(Q.shape[0]), np.zeros(Q.shape[0])
     l0 = np.full(Q.shape[0], -np.inf)
     pos = np.tile(qpos, Q.shape[0] // S)
     for a, b, Kb in K.blocks(h, n):
@@ -104,15 +111,24 @@ def _sink_share(Q: np.ndarray, K: KeyStore, h: int, n: int, qpos: np.ndarray, sc
         vis = jj <= pos[:, None]
         if window is not None:
             vis &= jj > pos[:, None] - window
-        lg = np.where(vis, lg, -np.inf)
         if a == 0:
-            l0 = lg[:, 0].copy()
+            l0 = np.where(vis[:, 0], lg[:, 0], -np.inf)
+            vis[:, 0] = False                                   # the others: every key but the sink
+        lg = np.where(vis, lg, -np.inf)
+        total += np.where(vis, lg, 0.0).sum(axis=1)
+        count += vis.sum(axis=1)
         new = np.maximum(m, lg.max(axis=1))
         ref = np.where(np.isfinite(new), new, 0.0)
         tot = tot * np.where(np.isfinite(m), np.exp(m - ref), 0.0) + np.exp(lg - ref[:, None]).sum(axis=1)
         m = new
-    ref = np.where(np.isfinite(m), m, 0.0)
-    return np.where(np.isfinite(l0), np.exp(l0 - ref), 0.0) / np.where(tot > 0, tot, 1.0)
+    lse = np.where(tot > 0, np.where(np.isfinite(m), m, 0.0) + np.log(np.where(tot > 0, tot, 1.0)), -np.inf)
+    return l0, lse, total, count
+
+
+def _sink_share(l0: np.ndarray, lse: np.ndarray) -> np.ndarray:
+    """``a_0 = 1 / (1 + e^{LSE_{j>=1} - s_0})``: 1 with no other key, 0 with the sink hidden."""
+    with np.errstate(over="ignore"):
+        return np.where(np.isfinite(l0), 1.0 / (1.0 + np.exp(np.minimum(lse - l0, 700.0))), 0.0)
 
 
 class LayerStream:
@@ -151,7 +167,8 @@ class LayerStream:
         self.a = np.zeros((H, self.N))                          # k_j . (sum_{i<=j} q_i)
         self.snap: dict[str, np.ndarray] = {k: np.full((H, ng), np.nan) for k in (
             "lam_pre", "tr_pre", "lam_post", "tr_post", "cos_kk_pre", "cos_qq_pre", "cos_kq_pre",
-            "cos_kk_post", "cos_qq_post", "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")}
+            "cos_kk_post", "cos_qq_post", "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope",
+            *(f"{key}_{f}" for key in ("sink_rope", "sink_norope") for f in SINK_TERMS))}
         # filled by the capture: |captured post-RoPE - exact rotation of pre-RoPE|, and whether it is in bound
         self.rotation_max_abs_diff = 0.0
         self.rotation_within_bound = True
@@ -239,9 +256,15 @@ class LayerStream:
                 continue
             for h in range(self.H):
                 Qh = Q[h * self.G:(h + 1) * self.G].reshape(self.G * Sq, self.d)
-                share = _sink_share(Qh, self.K[t], h, n, qpos, self.scale, self.window).reshape(self.G, Sq)
-                ok = np.ones(Sq, bool) if self.window is None else qpos < self.window
-                sn[key][h, g] = float(share[:, ok].mean())                 # queries that can see key 0
+                l0, lse, total, count = _sink_terms(Qh, self.K[t], h, n, qpos, self.scale, self.window)
+                ok = np.tile(np.ones(Sq, bool) if self.window is None else qpos < self.window, self.G)
+                sn[key][h, g] = float(_sink_share(l0, lse)[ok].mean())     # queries that can see key 0
+                two = ok & (count >= 1)                                     # and at least one other key
+                if two.any():
+                    terms = mean_terms(sink_log_odds_from_parts(l0[two], total[two] / count[two], lse[two],
+                                                                count[two]))
+                    for f in SINK_TERMS:
+                        sn[f"{key}_{f}"][h, g] = float(getattr(terms, f))
 
     # ------------------------------------------------------------------
     def key_logit_means(self) -> np.ndarray:

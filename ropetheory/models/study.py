@@ -3,7 +3,8 @@
 Pipeline: load offline (``.registry``), tokenise the long text (``.corpus``), run the model
 over it in chunks with a KV cache (``chunk`` tokens at a time: the attention mask is ``chunk x n``,
 never ``n x n``; with transformers' default sdpa path a single 32k-token pass asks for 36 GiB of
-mask), record q and k as each layer's ``apply_rotary_pos_emb`` receives and returns them, and feed
+mask), record each layer's q and k before and after RoPE through the one attention hook
+(``.hook.attention_hook``), and feed
 them to one ``.stream.LayerStream`` per layer. Each layer gets its own schedule (per-layer
 rope types, e.g. Gemma 3's sliding and global layers) and, for sliding layers, its window: the
 C2 verdict of a sliding layer uses ``min(window, L)``.
@@ -14,7 +15,8 @@ the length where the constant-weight curve is within 1% of it (``far`` grid: 90 
 1..1e9, a step of x1.26, which is the resolution of that length), C1/C2, and the rank-1-plus-noise
 limit ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``snr = lambda_1 / (tr - lambda_1)``
 measured on the head (``ropetheory.theory.beyond.noisy_rank1_limit``). Numbers are written first
-(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``); the figures are drawn from them.
+(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv``: the sink's
+log-odds decomposition per head and length, ``.sinks``); the figures are drawn from them.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from ..store import write_csv, write_json
 from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
                       capture_streams, layer_schedules, training_length)
 from .claims import claims
-from ..core.checks import BadValue
+from .sinks import decomposition_rows, decomposition_summary
+from ..core.errors import BadValue
 
 __all__ = [
     "capture_streams",
@@ -184,6 +187,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
                 "C1": bool(criteria.meets_c1(lim.rho, allrot)), "C2": bool(reach is not None and reach <= L_eff),
                 **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
                                              "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
+                **{k: _none(sn[k]) for k in sn if k.startswith(("sink_rope_", "sink_norope_"))},
                 "sink_key_norm_ratio": float(norm_ratio[h]),
                 "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
                 "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0,
@@ -196,6 +200,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     res = {"grid": grid.tolist(), "n": n, "train_len": L, "heads": heads,
            "nll_bins": _nll_bins(cap["nll"], L), "nll_ranges": nll_ranges(cap["nll"], L),
            "capture_seconds": cap["seconds"]}
+    res["sink_decomposition"] = decomposition_summary(heads, res["grid"], L)
     res["pca"] = _pca_snapshot(cap, L, pca_layer)
     res["analysis_seconds"] = time.time() - t0
     return res
@@ -326,6 +331,7 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     write_json(d / "analysis.json", res)
     write_csv(d / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
     write_csv(d / "claims.csv", res["claims"])
+    write_csv(d / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
     if ckpt.exists():
         ckpt.unlink()                                        # the results are written: nothing to resume
     shutil.rmtree(key_folder(ckpt), ignore_errors=True)

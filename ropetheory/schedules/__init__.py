@@ -30,7 +30,7 @@ from ..core.schedule import Schedule, as_schedule
 from . import names
 from .paper import (DEFAULT_HEAD_DIM, FRACTION_ATOL, MIN_WAVELENGTH, high_frequency, length_temperature,  # noqa: F401
                     nope, partial, planes_from_fraction, rope, rope_frequencies, rope_id)
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 __all__ = [
     "Schedule", "as_schedule", "rope", "partial", "high_frequency", "rope_id", "nope", "explicit", "from_theta",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.checks import read_text_file
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 __all__ = ["LayerTypeRequired", "read_config"]
 

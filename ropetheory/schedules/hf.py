@@ -36,7 +36,7 @@ from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, ch
 from ..core.schedule import Schedule
 from .config_io import LayerTypeRequired, read_config
 from .paper import rope_frequencies
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config",
            "rope_type_of",

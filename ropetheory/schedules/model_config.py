@@ -14,7 +14,7 @@ from ..core.checks import check_bool, check_integer
 from ..core.schedule import Schedule
 from .config_io import read_config
 from .hf import NEEDS_ORIGINAL, frequencies_from_config, load_rope_config
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["ModelRope", "read_model_config"]
 

@@ -10,7 +10,7 @@ frequencies) or with a parameter in its label (``rope_5e5``: RoPE of base 5e5).
 Pure Python: imports nothing, so figure styling and the command line can read it cheaply.
 """
 from __future__ import annotations
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 __all__ = ["PAPER", "NOPE", "EXPLICIT", "HF_TYPES", "CANONICAL", "ALIASES", "VARIANT_COLORS", "COLORS",
            "DISPLAY", "canonical", "normalise", "display_name"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.checks import check_head_dim, check_number, is_bool, real_array
 from ..core.schedule import Schedule
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 __all__ = ["rope", "partial", "high_frequency", "rope_id", "nope", "rope_frequencies", "planes_from_fraction",
            "length_temperature", "DEFAULT_HEAD_DIM", "FRACTION_ATOL", "MIN_WAVELENGTH"]

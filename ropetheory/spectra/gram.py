@@ -24,7 +24,7 @@ from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weight
 from ..core.checks import check_offset, from_theta
 from ..core.schedule import as_schedule, schedule_layout
 from .results import Curve
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 
 #: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)

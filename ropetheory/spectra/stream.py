@@ -29,7 +29,7 @@ from ..core.schedule import as_schedule, schedule_layout
 from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 
 DEFAULT_CHUNK = 4096

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.checks import check_finite_array
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 #: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
 SECTIONS, SECTION_STEPS = 16, 16

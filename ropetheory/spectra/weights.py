@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.angles import reduced_turns, pair_frequencies
 from ..core.checks import check_number
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 
 #: Below this |x| the sinc functions use their Taylor series (16 terms' worth, error < 1e-18).

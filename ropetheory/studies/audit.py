@@ -29,7 +29,7 @@ import numpy as np
 
 from ..store import write_csv, write_json
 from .common import parse_study_args, save_figures, study_parser
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 #: positions are audited up to this many times the context (the issue's "8x")
 DEFAULT_FACTOR = 8

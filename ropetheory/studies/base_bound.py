@@ -23,7 +23,7 @@ from typing import Any
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 SCALES = {"cpu": [4096, 8192, 16384],
           "gpu": [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]}

@@ -41,7 +41,7 @@ from ..schedules import schedule
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import parse_study_args, save_figure, study_parser
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 D = 128
 ROPE_THETA = 5e5

@@ -34,7 +34,7 @@ from ..schedules import schedule, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import int_list, parse_study_args, save_figures, study_parser
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 TRAIN_LEN = 4096
 C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria

@@ -48,7 +48,7 @@ from ..store import check_finite_output, derived_code_hash
 from .common import parse_study_args, study_parser
 from .report_html import write
 from .report_sources import find_analysis, load_source, measured_section
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 #: random unit clouds per schedule (bands are 5/50/95% quantiles over them)
 N_CLOUDS = 32

@@ -17,7 +17,7 @@ from ..schedules.hf import hf_view
 from ..schedules.model_config import read_model_config
 from ..core.checks import check_integer
 from ..schedules import is_model_config, parse_spec, schedule_from_spec, with_default_head_dim
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 
 def load_source(source: str, *, train_len: int | None = None, seq_len: int | None = None) -> dict[str, Any]:

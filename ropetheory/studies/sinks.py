@@ -39,7 +39,7 @@ from .. import spectra
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import parse_study_args, save_figures, study_parser
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 TRAIN_LEN = 4096
 

@@ -36,7 +36,7 @@ from ..core.checks import from_theta
 from ..schedules import merge_spec, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import int_list, parse_study_args, study_parser
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
 

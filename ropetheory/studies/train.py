@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .common import parse_study_args, study_parser
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 PRESETS = {
     "study": {"d_model": 256, "layers": 4, "heads": 4, "vocab": 8192, "train_len": 256, "batch": 32,

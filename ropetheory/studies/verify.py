@@ -18,7 +18,7 @@ from .. import spectra
 from ..theory import theorems
 from ..schedules import schedule, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 SCHEDULE_CASES = {
     "rope": dict(name="rope", base=10000.0),

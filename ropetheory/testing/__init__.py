@@ -46,7 +46,7 @@ from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
 from .frameworks import DTYPES, dtype_name as _dtype_name, positions_to_framework as _positions_to_framework
 from .frameworks import round_to as _round_to, to_framework as _to_framework, to_numpy as _to_numpy
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["ROTATION_FLOOR_FACTOR", "REFERENCE_ANGLE_ERR", "DTYPES", "unit_roundoff", "rotation_floor",
            "logit_floor", "audit_positions", "RopeAudit", "audit_rope", "assert_rope_matches", "LogitAudit",

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["Adapter", "ADAPTERS", "build", "MissingDependency"]
 

@@ -45,7 +45,7 @@ from . import ROTATION_FLOOR_FACTOR, audit_positions, resolve_schedule, rotation
 from .alternatives import best_alternative, config_alternatives, plain_alternatives, precision, structural
 from .frameworks import dtype_name, round_to
 from .probe import Finding, Run, call_impl, nearest_dtype, planes
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "FREQ_REL_TOL", "ATTENTION_REL_TOL", "Finding",
            "Diagnosis", "diagnose", "ConfigCheck", "check_config"]

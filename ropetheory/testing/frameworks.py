@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["DTYPES", "dtype_name", "round_to", "to_framework", "positions_to_framework", "to_numpy"]
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..core.layouts import plane_pairs
 from . import exact_cos_sin
 from .frameworks import DTYPES, positions_to_framework, to_framework, to_numpy
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["Finding", "Run", "rotate", "row_cos_sin", "call_impl", "planes", "nearest_dtype"]
 

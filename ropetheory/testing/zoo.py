@@ -23,7 +23,7 @@ import numpy as np
 
 from . import exact_cos_sin
 from .diagnosis import diagnose
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["HEAD_DIM", "ZooBug", "ZOO", "CONTROLS", "run_zoo", "zoo_bug"]
 

@@ -52,7 +52,7 @@ import numpy as np
 
 from ..schedules import rope as rope_schedule
 from ..core.checks import check_head_dim as core_check_head_dim, check_integer
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",

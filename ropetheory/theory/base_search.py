@@ -37,7 +37,7 @@ import numpy as np
 
 from . import base_bound as bb
 from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 

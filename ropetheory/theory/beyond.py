@@ -37,7 +37,7 @@ from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import from_theta, check_cloud_vector, check_lengths
 from ..spectra.stream import stream_gram_curve
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve"]
 

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.checks import MAX_HEAD_DIM, check_finite_array
 
 from . import theorems
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = [
     "C1_MARGIN",

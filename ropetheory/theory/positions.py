@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core.angles import reduced_turns, turn_chunks
 from ..core.checks import check_finite_array, check_integer, check_positions, from_theta
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
            "wilson", "bf16_eps"]

@@ -41,7 +41,7 @@ from ..spectra.gram import assemble_gram
 from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
 from ..core.schedule import as_schedule, schedule_layout
-from ..core.checks import BadValue, BadType
+from ..core.errors import BadValue, BadType
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",

@@ -29,7 +29,7 @@ import sysconfig
 from typing import Any
 
 import numpy as np
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
 

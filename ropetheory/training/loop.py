@@ -22,7 +22,7 @@ import numpy as np
 
 from .model import ModelConfig
 from .tasks import TASKS, mixed_batch, row_tokens
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["TrainConfig", "SCHEDULES", "schedule_theta", "train", "model_names"]
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ..rope import rotate
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["ModelConfig", "LM", "init_lm", "hidden", "logits", "loss", "param_count"]
 

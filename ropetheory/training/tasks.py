@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .corpus import BOS
-from ..core.checks import BadValue
+from ..core.errors import BadValue
 
 __all__ = ["TEMPLATES", "ANSWER_DIGITS", "KV_PAIRS", "text_rows", "task_rows", "mixed_batch", "TASKS", "row_tokens"]
 

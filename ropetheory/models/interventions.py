@@ -1,0 +1,261 @@
+"""Interventions on a real model's attention past its training length ``L`` (issue #36.3), each changing
+chosen logits in one place: an ``edit`` of ``.hook.eager``'s float64 logits, through ``.hook.attention_hook``.
+
+A logit at relative distance ``delta`` is ``scaling * (f^2 (R_delta q) . k + q_p . k_p)`` from the pre-RoPE
+``q, k`` the hook recovers, with ``R`` the layer's exact rotation (``ropetheory.schedules``, plane ``j``
+of the half layout turning by ``theta_j`` per position), ``f`` its attention factor and ``_p`` the
+channels RoPE passes through. ``Delta = i - j`` is query minus key position.
+
+* ``clamp-sink`` (a): every query's logit to key 0 with ``Delta > L - 1`` uses distance ``L - 1``.
+* ``hold-sink-odds`` (b): for queries at ``i >= L`` a bias on key 0's logit holds its log-odds at its value
+  at ``L``: per query head, the mean over queries ``[L - SINK_QUERIES, L)`` of the same pass (unchanged).
+* ``clamp-all`` (c): every logit with ``Delta > L - 1`` uses distance ``L - 1`` (ReRoPE-style);
+  ``clamp-slow``: only the planes that do not complete a turn within ``L`` (``theta_j (L - 1) < 2 pi``)
+  are clamped, the others keep ``Delta``.
+* ``sink-to-mean`` (d): key 0's logit set to the mean of the other visible keys' logits, at every length;
+  ``sink-at-4L``: key 0's logit at distance ``4L`` for every query ``i >= 1``.
+* ``clamp-control`` (e): ``clamp-sink`` applied to one random key ``p`` in ``[1, L)`` instead of key 0
+  (``CONTROL_SEED``).
+
+``measure`` runs the model twice over the same tokens in chunks with a KV cache, unchanged (``.hook.eager``
+without edits) and intervened, and reports per-token loss, perplexity on ``[min(1024, L/2), L)``,
+``[L, 2L)``, ``[2L, 4L)`` (``.study.nll_ranges``), and the sink's share and log-odds decomposition
+(``ropetheory.theory.sink``) of the logits as used, per layer and kv head at each grid length.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..theory.sink import sink_log_odds_from_parts
+from .stream import SINK_QUERIES, SINK_TERMS
+from ..core.errors import BadValue
+
+__all__ = ["INTERVENTIONS", "Intervention", "measure", "CONTROL_SEED"]
+
+INTERVENTIONS = ("clamp-sink", "hold-sink-odds", "clamp-all", "clamp-slow", "sink-to-mean", "sink-at-4L",
+                 "clamp-control")
+#: the seed choosing the control key of ``clamp-control`` (fixed so a rerun touches the same key)
+CONTROL_SEED = 0
+
+
+def _rotate(x, angles):
+    """Half-layout rotation of the first ``2 * angles.shape[-1]`` channels of ``x (..., m, d)`` by
+    ``angles (m, r/2)``, float64; the other channels pass through."""
+    import torch
+    h = angles.shape[-1]
+    c, s = torch.cos(angles), torch.sin(angles)
+    a, b = x[..., :h], x[..., h:2 * h]
+    return torch.cat((a * c - b * s, b * c + a * s, x[..., 2 * h:]), dim=-1)
+
+
+class Intervention:
+    """One named intervention for a model's layer schedules (``.forward.layer_schedules``) and ``L``."""
+
+    def __init__(self, name: str, L: int, schedules: list[dict]):
+        if name not in INTERVENTIONS:
+            raise BadValue(f"intervention must be one of {INTERVENTIONS}, got {name!r}")
+        if not isinstance(L, int) or L < 2:
+            raise BadValue(f"L must be an integer >= 2, got {L!r}")
+        self.name, self.L, self.schedules = name, L, schedules
+        self.control_key = int(np.random.default_rng(CONTROL_SEED).integers(1, L))
+        self.targets: dict[tuple[int, int], list[float]] = {}      # (layer, query head) -> log-odds at L
+        self._call: Any = None
+
+    def _pre(self, call):
+        if self._call is not call:
+            self._call, self._q, self._k = call, call.query_pre(), call.key_pre()
+        return self._q, self._k
+
+    def _logits(self, call, h: int, cols, delta: int, clamp=None):
+        """Logits ``(G, c, len(cols))`` of kv head ``h``'s queries to keys ``cols``: the planes in ``clamp``
+        (all when None) at distance ``delta``, the others at the true one; module docstring."""
+        import torch
+        sc = self.schedules[call.layer]
+        q, k = self._pre(call)
+        G, r = call.groups, sc["rotary_dim"]
+        theta = torch.as_tensor(np.asarray(sc["theta"], dtype=np.float64)[: r // 2], device=q.device)
+        cl = torch.ones_like(theta, dtype=torch.bool) if clamp is None else torch.as_tensor(clamp, device=q.device)
+        qa = torch.where(cl, delta * theta, call.q_pos.double()[:, None] * theta)
+        ka = torch.where(cl, 0.0, call.k_pos[cols].double()[:, None] * theta)
+        qr, kr = _rotate(q[h * G:(h + 1) * G], qa), _rotate(k[h, cols], ka)
+        f2 = sc["attention_factor"] ** 2
+        return call.scaling * (f2 * (qr[..., :r] @ kr[:, :r].T) + qr[..., r:] @ kr[:, r:].T)
+
+    def edit(self, call, h: int, S) -> None:
+        """Change the targeted logits of kv head ``h``'s group, ``S (G, c, Lk)``, in place."""
+        import torch
+        vis = call.visible()
+        far = (call.q_pos[:, None] - call.k_pos[None, :] > self.L - 1) & vis
+        sink = (call.k_pos == 0)
+        if self.name in ("clamp-sink", "clamp-control"):
+            col = sink if self.name == "clamp-sink" else call.k_pos == self.control_key
+            cols = torch.nonzero(col).flatten()
+            if cols.numel():
+                new = self._logits(call, h, cols, self.L - 1)
+                S[:, :, cols] = torch.where(far[:, cols], new, S[:, :, cols])
+        elif self.name in ("clamp-all", "clamp-slow"):
+            if far.any():
+                cols = torch.nonzero(far.any(dim=0)).flatten()
+                sc = self.schedules[call.layer]
+                slow = None if self.name == "clamp-all" else \
+                    np.asarray(sc["theta"])[: sc["rotary_dim"] // 2] * (self.L - 1) < 2 * math.pi
+                new = self._logits(call, h, cols, self.L - 1, slow)
+                S[:, :, cols] = torch.where(far[:, cols], new, S[:, :, cols])
+        elif sink.any():
+            self._edit_sink(call, h, S, vis, int(torch.nonzero(sink)[0, 0]))
+
+    def _edit_sink(self, call, h: int, S, vis, c0: int) -> None:
+        """The interventions on key 0's logit alone (column ``c0``), rows that see it and another key."""
+        import torch
+        others = vis.clone()
+        others[:, c0] = False
+        rows = vis[:, c0] & others.any(dim=1)
+        if self.name == "sink-at-4L":
+            new = self._logits(call, h, torch.tensor([c0], device=S.device), 4 * self.L)[..., 0]
+            S[:, :, c0] = torch.where(rows, new, S[:, :, c0])
+            return
+        masked = S.masked_fill(~others, -torch.inf)
+        if self.name == "sink-to-mean":
+            mean = S.masked_fill(~others, 0.0).sum(-1) / others.sum(-1).clamp(min=1)
+            S[:, :, c0] = torch.where(rows, mean, S[:, :, c0])
+            return
+        log_odds = S[:, :, c0] - torch.logsumexp(masked, dim=-1)               # hold-sink-odds
+        G = call.groups
+        for g in range(G):
+            key = (call.layer, h * G + g)
+            ref = rows & (call.q_pos >= self.L - SINK_QUERIES) & (call.q_pos < self.L)
+            self.targets.setdefault(key, []).extend(log_odds[g, ref].tolist())
+            late = rows & (call.q_pos >= self.L)
+            if late.any():
+                if not self.targets[key]:
+                    raise BadValue(f"no query before L = {self.L} to hold the sink's log-odds at")
+                tau = float(np.mean(self.targets[key]))
+                S[g, :, c0] = torch.where(late, S[g, :, c0] + (tau - log_odds[g]), S[g, :, c0])
+
+
+class _Probe:
+    """The sink's share and log-odds terms of the logits as used (edited and masked), summed per
+    ``(layer, kv head, grid index)`` over the rows of the last ``SINK_QUERIES`` queries of each grid length."""
+
+    def __init__(self, grid: np.ndarray):
+        self.grid = [int(m) for m in grid]
+        self.sums: dict[tuple[int, int, int], dict[str, float]] = {}
+
+    def __call__(self, call, h: int, S) -> None:
+        import torch
+        at0 = torch.nonzero(call.k_pos == 0).flatten()
+        if not at0.numel():
+            return
+        c0 = int(at0[0])
+        lo, hi = int(call.q_pos[0]), int(call.q_pos[-1]) + 1
+        for gi, n in enumerate(self.grid):
+            rows = (call.q_pos >= n - SINK_QUERIES) & (call.q_pos < n)
+            if n - SINK_QUERIES >= hi or n <= lo or not rows.any():
+                continue
+            sub = S[:, rows]
+            others = torch.isfinite(sub)
+            others[..., c0] = False
+            count = others.sum(-1)
+            s0 = sub[..., c0]
+            ok = torch.isfinite(s0) & (count >= 1)
+            if not ok.any():
+                continue
+            mu = sub.masked_fill(~others, 0.0).sum(-1) / count.clamp(min=1)
+            lse = torch.logsumexp(sub.masked_fill(~others, -torch.inf), dim=-1)
+            t = sink_log_odds_from_parts(*(x[ok].cpu().numpy() for x in (s0, mu, lse, count.double())))
+            acc = self.sums.setdefault((call.layer, h, gi), {f: 0.0 for f in (*SINK_TERMS, "share", "rows")})
+            for f in (*SINK_TERMS, "share"):
+                acc[f] += float(np.sum(getattr(t, f)))
+            acc["rows"] += int(ok.sum())
+
+    def rows(self, run: str) -> list[dict[str, Any]]:
+        return [{"run": run, "layer": li, "kv_head": h, "n": self.grid[gi],
+                 **{f: acc[f] / acc["rows"] for f in (*SINK_TERMS, "share")}}
+                for (li, h, gi), acc in sorted(self.sums.items())]
+
+
+def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray:
+    """Per-token loss of ``model`` over ``input_ids`` run ``chunk`` tokens at a time with a KV cache, every
+    attention layer computed by ``handler`` (``.hook.attention_hook`` with the eager mask)."""
+    import torch
+    from transformers import DynamicCache
+    from .forward import chunk_nll
+    from .hook import attention_hook
+    dev = next(model.parameters()).device
+    ids = torch.tensor([input_ids], device=dev)
+    n = len(input_ids)
+    nll = np.zeros(n - 1)
+    cache = DynamicCache(config=model.config)
+    with attention_hook(model, handler, eager_mask=True), torch.no_grad():
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            out = model(input_ids=ids[:, s:e], cache=cache, use_cache=True,
+                        position_ids=torch.arange(s, e, device=dev)[None])
+            chunk_nll(out.logits, ids, s, nll)
+    return nll
+
+
+def _medians(rows: list[dict], grid: list[int]) -> dict[str, list[float | None]]:
+    out: dict[str, list[float | None]] = {}
+    for f in (*SINK_TERMS, "share"):
+        out[f] = [float(np.median(v)) if (v := [r[f] for r in rows if r["n"] == m]) else None for m in grid]
+    return out
+
+
+def measure(model, input_ids: list[int], *, name: str, L: int, chunk: int = 1024) -> dict[str, Any]:
+    """The unchanged model and the intervention ``name`` on the same tokens (module docstring)."""
+    from .forward import analysis_grid, layer_schedules
+    from .hook import eager
+    from .study import nll_ranges
+    n = len(input_ids)
+    if n < 2 or not isinstance(chunk, int) or chunk < 1:
+        raise BadValue(f"input_ids must hold >= 2 tokens and chunk be an integer >= 1, got {n}, {chunk!r}")
+    iv = Intervention(name, L, layer_schedules(model.config.to_dict(), n))
+    grid = analysis_grid(n, L)
+    out: dict[str, Any] = {"intervention": name, "train_len": L, "n": n, "chunk": chunk, "queries": SINK_QUERIES,
+                           "grid": grid.tolist(), "runs": {}, "heads": []}
+    if name == "clamp-control":
+        out["control_key"] = iv.control_key
+    for run, edit in (("unchanged", None), ("intervened", iv.edit)):
+        probe = _Probe(grid)
+        nll = _chunked_nll(model, input_ids, chunk,
+                           lambda call, edit=edit, probe=probe: eager(call, edit=edit, observe=probe))
+        rows = probe.rows(run)
+        out["heads"].extend(rows)
+        out["runs"][run] = {"nll_ranges": nll_ranges(nll, L), "median": _medians(rows, out["grid"])}
+    out["ppl_ratio"] = [{"start": a["start"], "end": a["end"], "ratio": b["ppl"] / a["ppl"]}
+                        for a, b in zip(out["runs"]["unchanged"]["nll_ranges"],
+                                        out["runs"]["intervened"]["nll_ranges"], strict=True)]
+    return out
+
+
+def run(model: str, *, out, name: str, n_tokens: int, text: str | None = None, bos: bool = False,
+        repeat_text: bool = False, chunk: int = 1024, device: str = "cpu",
+        train_len: int | None = None) -> dict[str, Any]:
+    """``ropetheory analyze --model M --intervention NAME``: load offline, ``measure``, and write
+    ``<out>/<label>/intervention-<NAME>/intervention.json``, ``heads.csv`` (the sink's terms per run,
+    layer, kv head and length) and ``ppl.csv`` (perplexity ranges of both runs)."""
+    import pathlib
+    from ..core.checks import check_integer
+    from ..store import write_csv, write_json
+    from .corpus import text_tokens
+    from .forward import training_length
+    from .registry import PACKAGED, load_model
+    if name not in INTERVENTIONS:
+        raise BadValue(f"--intervention must be one of {INTERVENTIONS}, got {name!r}")
+    if train_len is not None:
+        check_integer("train_len", train_len, lo=2)
+    m, tok, label = load_model(model, device=device)
+    L = int(train_len if train_len is not None else
+            training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
+    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
+    res = measure(m, [int(i) for i in ids], name=name, L=L, chunk=chunk)
+    res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc, "device": device}
+    d = pathlib.Path(out) / label / f"intervention-{name}"
+    write_json(d / "intervention.json", res)
+    write_csv(d / "heads.csv", res["heads"])
+    write_csv(d / "ppl.csv", [{"run": r, **x} for r in res["runs"] for x in res["runs"][r]["nll_ranges"]])
+    return res
