@@ -38,6 +38,7 @@ from ..theory import criteria
 from ..core.angles import reduced_turns, turn_chunks
 from ..schedules.hf import frequencies_from_config, rope_parameters
 from ..schedules import schedule
+from ..core.verdicts import Verdict
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import parse_study_args, save_figure, study_parser
@@ -166,7 +167,7 @@ def print_table(out_dir: pathlib.Path) -> None:
           f"{'in-dist':>7s} {'drift max':>9s} {'statement':>9s}")
     for r in meta["rows"]:
         dr = "-" if r["max_low_freq_drift_ratio"] is None else f"{r['max_low_freq_drift_ratio']:.3f}"
-        st = "-" if r["drift_statement_holds"] is None else ("holds" if r["drift_statement_holds"] else "FAILS")
+        st = "-" if r["drift_statement_holds"] is None else str(Verdict.of(r["drift_statement_holds"]))
         print(f"{r['method']:9s} {r['s']:3d} {r['floor']:7.4f} {r['rho_L']:7.4f} {r['rho_sL']:7.4f} "
               f"{r['rel_dist_sL']:8.2%} {'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2_at_sL'] else 'N':>3s} "
               f"{'Y' if r['in_distribution_at_sL'] else 'N':>7s} {dr:>9s} {st:>9s}")

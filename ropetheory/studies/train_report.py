@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..store import atomic_open, write_csv, write_json
+from ..core.verdicts import Verdict
 from .. import figstyle
 from .common import save_figure
 
@@ -241,7 +242,7 @@ def report(out: pathlib.Path, docs: pathlib.Path | None = None) -> list[pathlib.
             print(f"  spearman({c['measure']}, {c['outcome']}) = {c['spearman']:+.2f} (p = {c['p_value']:.3g}, "
                   f"{c['n_models']} models: {c['models']})")
     for c in s["claims"]:
-        print(f"  [{'holds' if c['holds'] else 'does not hold'}] {c['claim']}: best {c['best']}, "
+        print(f"  [{Verdict.of(bool(c['holds']))}] {c['claim']}: best {c['best']}, "
               f"worst {c['worst']} (best of every variant: {c['best_of_all_variants']})")
     paths = _plot(s, out)
     if docs is not None:

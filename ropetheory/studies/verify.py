@@ -18,6 +18,7 @@ from .. import spectra
 from ..theory import theorems
 from ..schedules import schedule, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
+from ..core.verdicts import Verdict
 from ..core.errors import BadValue
 
 SCHEDULE_CASES = {
@@ -145,7 +146,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
               and all(abs(r["srank_1e12"] / d - 1) < 1e-6 for r in uni))
         bounds.append({"d": d, "shrink_min": min(sf), "shrink_max": max(sf), "sqrt2": math.sqrt(2),
                        "sqrtd": math.sqrt(d), "growth_min": min(gr), "growth_max": max(gr),
-                       "verdict": "holds" if ok else "FAILS"})
+                       "verdict": Verdict.of(bool(ok))})
 
     failures = []
     for r in rows:

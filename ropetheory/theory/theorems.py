@@ -41,6 +41,7 @@ from ..spectra.gram import assemble_gram
 from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
 from ..core.schedule import as_schedule, schedule_layout
+from ..core.verdicts import Verdict
 from ..core.errors import BadValue, BadType
 
 __all__ = [
@@ -378,9 +379,9 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
         "srank_1e12": srank_last, "srank_relerr_1e12": srank_rel,
         "frob_max_dev": frob_dev,
         "bound_contains_error": inside,
-        "lemma1_verdict": "holds" if lemma1_ok else "FAILS",
-        "theorem1_verdict": "holds" if thm1_ok and lemma1_ok else "FAILS",
-        "lemma2_verdict": "holds" if frob_dev <= FROB_ATOL else "FAILS",
+        "lemma1_verdict": Verdict.of(bool(lemma1_ok)),
+        "theorem1_verdict": Verdict.of(bool(thm1_ok and lemma1_ok)),
+        "lemma2_verdict": Verdict.of(bool(frob_dev <= FROB_ATOL)),
     }
 
 
@@ -400,6 +401,6 @@ def check_counterexample(theta: Any, v: Any, *, weights: Any = None,
         "frequency_hypotheses": hyp["holds"], "tv_hypothesis": not tv_fails,
         "observed_rho2_1e6": float(cur["rho2"][0]), "observed_rho2_1e12": obs,
         "paper_formula": paper, "exact_limit": lim.lam,
-        "paper_verdict": "holds" if paper_ok else "fails",
-        "exact_verdict": "holds" if exact_ok else "FAILS",
+        "paper_verdict": Verdict.of(bool(paper_ok)),
+        "exact_verdict": Verdict.of(bool(exact_ok)),
     }
