@@ -27,7 +27,7 @@ from .core.checks import (
 )
 from .core.layouts import (check_layout, from_interleaved, per_channel, plane_pairs, rotate_interleaved,
                            rotate_interleaved_cs, to_interleaved)
-from .core.schedule import schedule_layout
+from .core.schedule import check_schedule_first, schedule_layout
 from .core.errors import BadValue, BadType
 
 __all__ = ["apply_rope", "rope_tables", "rotate", "TABLE_FLOAT32_ABS_ERR"]
@@ -53,16 +53,17 @@ def _apply_rope_kernel(X: jax.Array, chunks: jax.Array, positions: jax.Array, la
     return out.reshape(batch + X.shape[-2:])
 
 
-def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str | None = None,
+def apply_rope(theta: Any, X: Any, positions: Any = None, *, layout: str | None = None,
                offset: int = 0) -> jax.Array:
     """Apply RoPE to ``X (..., n, d)``: row ``i`` is rotated by ``R_{p_i}``.
 
     Parameters
     ----------
+    theta
+        The schedule: a ``Schedule`` or a ``(P,)`` frequency vector shared by all heads, or ``(..., P)``
+        one per head (the schedule comes first in every function that takes one: docs/conventions.md).
     X
         Float array ``(..., n, d)``; leading axes (e.g. heads) are vmapped.
-    theta
-        ``(P,)`` schedule shared by all heads, or ``(..., P)`` one per head.
     positions
         Int ``(n,)``; default ``offset + arange(n)`` (0-based, Hugging Face).
     layout
@@ -76,6 +77,7 @@ def apply_rope(X: Any, theta: Any, positions: Any = None, *, layout: str | None 
     jax.Array
         Float64 ``(..., n, d)``; each angle is reduced exactly (module doc).
     """
+    check_schedule_first("apply_rope", theta, X)
     layout = schedule_layout(theta, layout)
     A = check_finite_array("X", X, min_ndim=2)
     n, d = A.shape[-2:]

@@ -22,7 +22,7 @@ V = np.arange(1.0, 9.0)
                                 lambda lay: theorems.certified_eps(THETA, V, [10], layout=lay),
                                 lambda lay: theorems.plane_energies(V, layout=lay),
                                 lambda lay: theorems.limit_gram(THETA, V, layout=lay),
-                                lambda lay: rt.apply_rope(np.ones((2, 8)), THETA, layout=lay)])
+                                lambda lay: rt.apply_rope(THETA, np.ones((2, 8)), layout=lay)])
 def test_a_misspelled_layout_is_refused_not_read_as_half(fn, layout):
     with pytest.raises(ValueError, match="layout"):
         fn(layout)
@@ -31,16 +31,16 @@ def test_a_misspelled_layout_is_refused_not_read_as_half(fn, layout):
 def test_positions_plus_offset_beyond_int64_and_non_integer_offsets_are_refused():
     X = np.ones((1, 8))
     with pytest.raises(ValueError, match="int64"):
-        rt.apply_rope(X, THETA, positions=[2 ** 63 - 1], offset=1)
+        rt.apply_rope(THETA, X, positions=[2 ** 63 - 1], offset=1)
     with pytest.raises(TypeError, match="offset"):
-        rt.apply_rope(X, THETA, positions=[3], offset=1.5)
+        rt.apply_rope(THETA, X, positions=[3], offset=1.5)
     with pytest.raises(TypeError, match="offset"):
-        rt.apply_rope(X, THETA, positions=[3], offset=True)
+        rt.apply_rope(THETA, X, positions=[3], offset=True)
 
 
 def test_frequencies_beyond_the_exact_reduction_are_refused_with_the_bound():
     with pytest.raises(ValueError, match="MAX_THETA"):
-        rt.apply_rope(np.ones((1, 2)), np.array([1e300]))
+        rt.apply_rope(np.array([1e300]), np.ones((1, 2)))
     from_theta([2.0 ** 99])                              # still exact: accepted
 
 
@@ -52,7 +52,7 @@ def test_complex_or_boolean_theta_is_refused(bad):
 
 def test_complex_inputs_are_refused_not_truncated():
     with pytest.raises(TypeError, match="real"):
-        rt.apply_rope(np.ones((2, 8)) + 1j, THETA)
+        rt.apply_rope(THETA, np.ones((2, 8)) + 1j)
     with pytest.raises(TypeError, match="real"):
         theorems.predicted_limit(THETA, V + 1j)
 
@@ -127,7 +127,7 @@ def test_cli_user_errors_are_one_line_with_exit_2_and_ctrl_c_is_130(capsys, monk
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: rt.apply_rope(np.ones((2, 2)), 1.0), "theta"),
+        (lambda: rt.apply_rope(1.0, np.ones((2, 2))), "theta"),
         (lambda: spectra.log_grid(1e6, 0), "num"),
         (lambda: spectra.log_grid(float("inf"), 10), "n_max"),
         (lambda: spectra.rank1_curves_batch(THETA, np.ones((0, 8)), [10]), "V"),
@@ -158,7 +158,7 @@ def test_inputs_that_used_to_end_in_a_traceback_get_a_named_error(call, match):
 
 
 def test_an_empty_input_gives_an_empty_output():
-    assert rt.apply_rope(np.ones((0, 8)), THETA).shape == (0, 8)
+    assert rt.apply_rope(THETA, np.ones((0, 8))).shape == (0, 8)
 
 
 @pytest.mark.parametrize("scale", [1e308, 1e-300])

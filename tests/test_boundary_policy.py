@@ -178,8 +178,8 @@ def test_the_operator_is_scale_equivariant_from_subnormal_to_near_the_float64_ma
     theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     X = np.random.default_rng(seed).uniform(-1, 1, (3, 8))
     big = np.ldexp(X, exp)
-    out = np.asarray(rt.apply_rope(big, theta, offset=offset))
-    ref = np.ldexp(np.asarray(rt.apply_rope(X, theta, offset=offset)), exp)
+    out = np.asarray(rt.apply_rope(theta, big, offset=offset))
+    ref = np.ldexp(np.asarray(rt.apply_rope(theta, X, offset=offset)), exp)
     assert np.all(np.isfinite(out))
     tiny = np.ldexp(1.0, -1074)
     np.testing.assert_allclose(out, ref, rtol=ROTATION_RTOL, atol=2 * tiny)
@@ -189,7 +189,7 @@ def test_the_operator_refuses_an_output_beyond_the_float64_maximum_naming_x():
     theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     X = np.array([[0, 0, 0, 0, 0, 0, -1.77e308, 1e308]])
     with pytest.raises(ValueError, match="X: the rotated value"):
-        rt.apply_rope(X, theta, offset=3)
+        rt.apply_rope(theta, X, offset=3)
 
 
 @pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-155, 1e155, 1e200, 1e300])
@@ -211,8 +211,8 @@ def test_a_non_symmetric_matrix_is_refused_naming_g():
 def test_a_general_cloud_gives_the_same_curve_at_any_scale(scale):
     theta = rt.schedule("rope", head_dim=8, base=100.0).theta
     X = np.random.default_rng(1).standard_normal((50, 8))
-    ref = spectra.rope_matrix_curve(X, theta, [10, 50])
-    out = spectra.rope_matrix_curve(X * scale, theta, [10, 50])
+    ref = spectra.rope_matrix_curve(theta, X, [10, 50])
+    out = spectra.rope_matrix_curve(theta, X * scale, [10, 50])
     np.testing.assert_allclose(out["rho"], ref["rho"], rtol=1e-12)
 
 

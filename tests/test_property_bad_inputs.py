@@ -73,7 +73,7 @@ def test_rope_id_refuses_or_returns_a_decreasing_schedule_then_nope(d, L, frac, 
 @given(X=arrays(last=8), offset=numbers)
 def test_apply_rope_refuses_or_matches_a_float64_reference(X, offset):
     theta = schedules.rope(8, 100.0).theta
-    out = _outcome(lambda: rt.apply_rope(X, theta, offset=offset), ["X", "offset", "theta", "head dim", "positions"])
+    out = _outcome(lambda: rt.apply_rope(theta, X, offset=offset), ["X", "offset", "theta", "head dim", "positions"])
     if out is not None and np.asarray(X).size and abs(int(offset)) <= 1000:
         A = np.asarray(X, dtype=np.float64)
         n = A.shape[-2]

@@ -161,7 +161,7 @@ def test_turn_chunks_and_apply_rope_refuse_or_keep_norms(theta, X):
     if c is not None:
         _finite(c)
     A = np.asarray(X, dtype=object)
-    out = _outcome(lambda: rt.apply_rope(np.atleast_2d(X) if A.ndim else X, th, offset=5), ["X", "head dim"])
+    out = _outcome(lambda: rt.apply_rope(th, np.atleast_2d(X) if A.ndim else X, offset=5), ["X", "head dim"])
     if out is not None and np.asarray(out).size:
         A = np.atleast_2d(np.asarray(X, dtype=np.float64))
         np.testing.assert_allclose(np.linalg.norm(np.asarray(out), axis=-1), np.linalg.norm(A, axis=-1), rtol=1e-13)
@@ -203,7 +203,7 @@ def test_rank1_curve_gram_and_stream_refuse_or_satisfy_lemmas_1_and_2(dt, data, 
         vv = np.asarray(v, dtype=np.float64)
         vv = np.ldexp(vv, -np.frexp(np.abs(vv).max())[1])      # exact rescaling first: no under/overflow
         vv = vv / np.linalg.norm(vv)
-        Y = np.asarray(rt.apply_rope(np.tile(vv, (m, 1)), theta))
+        Y = np.asarray(rt.apply_rope(theta, np.tile(vv, (m, 1))))
         np.testing.assert_allclose(G * m, Y.T @ Y, rtol=GRAM_RTOL, atol=GRAM_RTOL * m)
     s = rt.rank1_stream_curve(theta, v, sorted(x for x in np.atleast_1d(c["n"]) if x <= 10 ** 4) or [1])
     _check_curve(s, d)
@@ -226,7 +226,7 @@ def test_rank1_curves_batch_refuses_or_gives_ratios_in_lemma1s_range(dt, V, n):
 def test_rope_matrix_curve_refuses_or_keeps_the_frobenius_norm(dt, rows, scale, n):
     d, theta = dt
     X = np.random.default_rng(rows).standard_normal((rows, d)) * 10.0 ** scale
-    out = _outcome(lambda: rt.rope_matrix_curve(X, theta, n), ["X", "theta", "length", "lengths", "planes"])
+    out = _outcome(lambda: rt.rope_matrix_curve(theta, X, n), ["X", "theta", "length", "lengths", "planes"])
     if out is not None:
         _finite(out["rho"], out["srank"])
         np.testing.assert_allclose(out["frob_ratio"], 1.0, atol=1e-12)                           # Lemma 2

@@ -22,12 +22,12 @@ EXACT_ATOL = 1e-12
 def test_each_row_rotation_is_orthogonal(data):
     name, d, theta = data.draw(schedules())
     X = data.draw(clouds(d, 9))
-    Y = np.asarray(apply_rope(X, theta, offset=data.draw(st.integers(0, 10 ** 12))))
+    Y = np.asarray(apply_rope(theta, X, offset=data.draw(st.integers(0, 10 ** 12))))
     np.testing.assert_allclose(np.linalg.norm(Y, axis=1), np.linalg.norm(X, axis=1), rtol=1e-14)
     # orthogonality of R_i itself: rotate the identity basis
     E = np.eye(d)
     for i in (0, 5, 123456789):
-        R = np.asarray(apply_rope(E, theta, positions=np.full(d, i))).T
+        R = np.asarray(apply_rope(theta, E, positions=np.full(d, i))).T
         np.testing.assert_allclose(R.T @ R, np.eye(d), atol=OPERATOR_ATOL)
 
 
@@ -38,8 +38,8 @@ def test_rotations_compose_additively(data, i, j):
     name, d, theta = data.draw(schedules())
     x = data.draw(unit_vectors(d))[None, :]
     layout = data.draw(layouts)
-    once = apply_rope(x, theta, positions=[i + j], layout=layout)
-    twice = apply_rope(apply_rope(x, theta, positions=[j], layout=layout), theta, positions=[i], layout=layout)
+    once = apply_rope(theta, x, positions=[i + j], layout=layout)
+    twice = apply_rope(theta, apply_rope(theta, x, positions=[j], layout=layout), positions=[i], layout=layout)
     np.testing.assert_allclose(np.asarray(twice), np.asarray(once), atol=OPERATOR_ATOL)
 
 
@@ -49,8 +49,8 @@ def test_layouts_agree_up_to_the_channel_permutation(data):
     name, d, theta = data.draw(schedules())
     X = data.draw(clouds(d, 7))
     Xh = np.concatenate([X[:, 0::2], X[:, 1::2]], axis=1)           # interleaved -> half
-    Yi = np.asarray(apply_rope(X, theta, layout="interleaved", offset=10 ** 9))
-    Yh = np.asarray(apply_rope(Xh, theta, layout="half", offset=10 ** 9))
+    Yi = np.asarray(apply_rope(theta, X, layout="interleaved", offset=10 ** 9))
+    Yh = np.asarray(apply_rope(theta, Xh, layout="half", offset=10 ** 9))
     np.testing.assert_allclose(np.concatenate([Yi[:, 0::2], Yi[:, 1::2]], axis=1), Yh, atol=OPERATOR_ATOL)
     np.testing.assert_array_equal(np.asarray(to_interleaved(Xh, "half")), X)
 
@@ -64,8 +64,8 @@ def test_scores_depend_only_on_relative_position(data, i, m, shift):
     layout = data.draw(layouts)
 
     def score(a, b):
-        return float(np.asarray(apply_rope(q[None], theta, positions=[a], layout=layout))[0]
-                     @ np.asarray(apply_rope(k[None], theta, positions=[b], layout=layout))[0])
+        return float(np.asarray(apply_rope(theta, q[None], positions=[a], layout=layout))[0]
+                     @ np.asarray(apply_rope(theta, k[None], positions=[b], layout=layout))[0])
     assert abs(score(i, i + m) - score(i + shift, i + m + shift)) < OPERATOR_ATOL
     assert abs(score(i, i + m) - score(0, m)) < OPERATOR_ATOL
 
@@ -77,7 +77,7 @@ def test_angles_are_exact_at_1e12_and_1e15_against_mpmath(name, params):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((6, 16))
     pos = np.array([10 ** 12, 10 ** 12 + 1, 123456789012345, 10 ** 15, -(10 ** 15) + 7, 2 ** 52 + 3])
-    Y = np.asarray(apply_rope(X, theta, positions=pos))
+    Y = np.asarray(apply_rope(theta, X, positions=pos))
     ref = np.stack([rope_row_mp(X[r], theta, int(p)) for r, p in enumerate(pos)])
     assert np.abs(Y - ref).max() < EXACT_ATOL
     # and the plain float64 product i*theta really is wrong there (why the reduction exists)
@@ -90,27 +90,27 @@ def test_angles_are_exact_at_1e12_and_1e15_against_mpmath(name, params):
 def test_batched_heads_match_one_by_one():
     theta = rt.schedule("rope", head_dim=8).theta
     X = np.random.default_rng(0).standard_normal((2, 3, 5, 8))
-    Y = np.asarray(apply_rope(X, theta))
+    Y = np.asarray(apply_rope(theta, X))
     for a in range(2):
         for b in range(3):
-            np.testing.assert_array_equal(Y[a, b], np.asarray(apply_rope(X[a, b], theta)))
+            np.testing.assert_array_equal(Y[a, b], np.asarray(apply_rope(theta, X[a, b])))
     # one schedule per head
     th2 = np.stack([rt.schedule("rope", head_dim=8, base=b).theta for b in (100.0, 1e4, 1e6)])
-    Y2 = np.asarray(apply_rope(X[0], th2))
+    Y2 = np.asarray(apply_rope(th2, X[0]))
     for b in range(3):
-        np.testing.assert_allclose(Y2[b], np.asarray(apply_rope(X[0, b], th2[b])), atol=0)
+        np.testing.assert_allclose(Y2[b], np.asarray(apply_rope(th2[b], X[0, b])), atol=0)
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda th: apply_rope(np.ones((3, 7)), th), "head dim .* must be a positive even integer, got 7"),
-    (lambda th: apply_rope(np.ones((3, 6)), th), "theta has 4 planes but X has head dim 6"),
-    (lambda th: apply_rope(np.array([[1.0, np.nan] * 4]), th), r"X must be finite; X\[0, 1\] = nan"),
-    (lambda th: apply_rope(np.ones((2, 8)), th, positions=[0.5, 1]), "positions must be integers, got 0.5"),
-    (lambda th: apply_rope(np.ones((2, 8)), th, positions=[0]), "got 1 positions for 2 tokens"),
-    (lambda th: apply_rope(np.ones((2, 8)), th, layout="gptj"), "unknown layout 'gptj'"),
-    (lambda th: apply_rope(np.ones((2, 8)), [1.0, -2.0, 0, 0]), r"theta\[1\] = -2.0"),
-    (lambda th: apply_rope(np.ones(8), th), "X must have at least 2 dimension"),
-    (lambda th: apply_rope(np.ones((2, 8)), th, offset=0.5), "offset must be an integer"),
+    (lambda th: apply_rope(th, np.ones((3, 7))), "head dim .* must be a positive even integer, got 7"),
+    (lambda th: apply_rope(th, np.ones((3, 6))), "theta has 4 planes but X has head dim 6"),
+    (lambda th: apply_rope(th, np.array([[1.0, np.nan] * 4])), r"X must be finite; X\[0, 1\] = nan"),
+    (lambda th: apply_rope(th, np.ones((2, 8)), positions=[0.5, 1]), "positions must be integers, got 0.5"),
+    (lambda th: apply_rope(th, np.ones((2, 8)), positions=[0]), "got 1 positions for 2 tokens"),
+    (lambda th: apply_rope(th, np.ones((2, 8)), layout="gptj"), "unknown layout 'gptj'"),
+    (lambda th: apply_rope([1.0, -2.0, 0, 0], np.ones((2, 8))), r"theta\[1\] = -2.0"),
+    (lambda th: apply_rope(th, np.ones(8)), "X must have at least 2 dimension"),
+    (lambda th: apply_rope(th, np.ones((2, 8)), offset=0.5), "offset must be an integer"),
 ])
 def test_operator_bad_input_names_the_value(call, match):
     theta = rt.schedule("rope", head_dim=8).theta
@@ -126,9 +126,9 @@ def test_padding_to_a_bucket_keeps_every_row_and_length_bit_for_bit():
         assert n <= b <= (2 * n if n <= 1024 else 1.125 * n + 1)
     theta = rt.schedule("rope", head_dim=8, base=1e4).theta
     X = np.random.default_rng(2).normal(size=(37, 8))
-    whole = np.asarray(rt.apply_rope(X, theta, offset=7))
+    whole = np.asarray(rt.apply_rope(theta, X, offset=7))
     for k in (1, 5, 36):
-        np.testing.assert_array_equal(np.asarray(rt.apply_rope(X[:k], theta, offset=7)), whole[:k])
+        np.testing.assert_array_equal(np.asarray(rt.apply_rope(theta, X[:k], offset=7)), whole[:k])
     v = np.random.default_rng(3).normal(size=8)
     grid = [1, 10, 100, 10 ** 6, 10 ** 9]
     full = rt.rank1_curve(theta, v, grid)

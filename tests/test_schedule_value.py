@@ -104,17 +104,17 @@ def test_a_hugging_face_schedule_rotates_in_its_own_layout():
     s = rt.from_config({"head_dim": 16, "rope_theta": 1e4, "max_position_embeddings": 64})
     assert s.layout == "half"
     X = np.random.default_rng(1).standard_normal((5, 16))
-    np.testing.assert_array_equal(np.asarray(rt.apply_rope(X, s)),
-                                  np.asarray(rt.apply_rope(X, s.theta, layout="half")))
+    np.testing.assert_array_equal(np.asarray(rt.apply_rope(s, X)),
+                                  np.asarray(rt.apply_rope(s.theta, X, layout="half")))
     with pytest.raises(ValueError, match="contradicts"):
-        rt.apply_rope(X, s, layout="interleaved")
+        rt.apply_rope(s, X, layout="interleaved")
 
 
 def test_a_partial_rotary_schedule_is_refused_where_no_layout_expresses_it():
     s = rt.from_config({"head_dim": 16, "rope_theta": 1e4, "partial_rotary_factor": 0.5, "model_type": "gpt_neox"})
     assert s.rotary_dim == 8 and s.name == "partial"
     with pytest.raises(ValueError, match="rotary_dim|first 8 channels"):
-        rt.apply_rope(np.ones((2, 16)), s)
+        rt.apply_rope(s, np.ones((2, 16)))
 
 
 def test_llama_ignores_partial_rotary_factor_as_transformers_does():

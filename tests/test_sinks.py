@@ -60,8 +60,8 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
         Qm = np.asarray(
             sinks._tokens(jax.random.fold_in(root, 2), jnp.asarray(qpos), c, head.amplitude, head.noise, 1.0)
         )
-        Kr = np.asarray(apply_rope(K, theta))
-        Qr = np.asarray(apply_rope(Qm, theta, positions=qpos))
+        Kr = np.asarray(apply_rope(theta, K))
+        Qr = np.asarray(apply_rope(theta, Qm, positions=qpos))
         temp = sinks.length_temperature(qpos + 1, sinks.TRAIN_LEN) if sinks.SCHEDULES[key][2] else np.ones(4)
         shares = []
         for a, p in enumerate(qpos):

@@ -24,7 +24,7 @@ def brute_force_metrics(theta, v, n, w=None, layout="interleaved"):
     """Build Rope(X) (n x d) and take numpy's SVD: the naive way, for small n only."""
     w = np.ones(n) if w is None else np.asarray(w[:n], dtype=float)
     X = np.sqrt(w)[:, None] * v[None, :]
-    Y = np.asarray(apply_rope(X, theta, layout=layout))
+    Y = np.asarray(apply_rope(theta, X, layout=layout))
     s = np.linalg.svd(Y, compute_uv=False)
     s0 = np.linalg.svd(X, compute_uv=False)[0]
     return {"rho": s[0] / s0, "srank": (s ** 2).sum() / s[0] ** 2, "frob_ratio": np.linalg.norm(Y) / np.linalg.norm(X)}
@@ -67,9 +67,9 @@ def test_lemma2_frobenius_norm_is_invariant_for_general_clouds(data):
     name, d, theta = data.draw(schedules())
     n = data.draw(st.integers(1, 40))
     X = data.draw(clouds(d, n))
-    Y = np.asarray(apply_rope(X, theta, offset=data.draw(st.integers(0, 10 ** 13))))
+    Y = np.asarray(apply_rope(theta, X, offset=data.draw(st.integers(0, 10 ** 13))))
     assert abs(np.linalg.norm(Y) / np.linalg.norm(X) - 1) < 1e-14
-    curve = sp.rope_matrix_curve(X, theta, [n])
+    curve = sp.rope_matrix_curve(theta, X, [n])
     assert abs(curve["frob_ratio"][0] - 1) < 1e-13
     ref = sp.matrix_metrics(Y)
     assert abs(curve["srank"][0] - ref["srank"]) < 1e-10 * ref["srank"]
@@ -188,12 +188,12 @@ def test_every_curve_over_positions_takes_the_same_offset(offset):
     v = np.random.default_rng(5).standard_normal(8)
     v /= np.linalg.norm(v)
     n = [5, 40]
-    Y = np.asarray(apply_rope(np.tile(v, (40, 1)), theta, offset=offset))
+    Y = np.asarray(apply_rope(theta, np.tile(v, (40, 1)), offset=offset))
     brute = [np.linalg.svd(Y[:m], compute_uv=False)[0] / np.sqrt(m) for m in n]
     got = [sp.rank1_curve(theta, v, n, offset=offset)["rho"],
            sp.rank1_curves_batch(theta, v[None], n, offset=offset).rho[0],
            sp.rank1_stream_curve(theta, v, n, offset=offset, chunk=8)["rho"],
-           sp.rope_matrix_curve(np.tile(v, (40, 1)), theta, n, offset=offset, chunk=8)["rho"]]
+           sp.rope_matrix_curve(theta, np.tile(v, (40, 1)), n, offset=offset, chunk=8)["rho"]]
     for g in got:
         np.testing.assert_allclose(g, brute, rtol=0, atol=SMALL_N_ATOL)
     with pytest.raises(ValueError, match="offset"):

@@ -26,7 +26,7 @@ def test_lemma2_frobenius_norm_is_invariant(data):
     n = data.draw(st.integers(1, 50))
     X = data.draw(clouds(d, n))
     layout = data.draw(layouts)
-    Y = np.asarray(apply_rope(X, theta, layout=layout, offset=data.draw(st.integers(0, 10 ** 15))))
+    Y = np.asarray(apply_rope(theta, X, layout=layout, offset=data.draw(st.integers(0, 10 ** 15))))
     assert abs(np.linalg.norm(Y) - np.linalg.norm(X)) <= 1e-14 * np.linalg.norm(X) * math.sqrt(n * d)
 
 

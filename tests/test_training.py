@@ -33,7 +33,7 @@ def test_float64_tables_rotate_exactly_as_apply_rope_at_any_offset():
     for offset in (0, 2 ** 33 + 5, 2 ** 61):
         c, s = rope_tables(theta, 40, offset=offset)
         for layout in ("interleaved", "half"):
-            ref = np.asarray(rt.apply_rope(X, theta, offset=offset, layout=layout))
+            ref = np.asarray(rt.apply_rope(theta, X, offset=offset, layout=layout))
             got = np.asarray(rotate(jnp.asarray(X), jnp.asarray(c), jnp.asarray(s), layout=layout))
             assert np.max(np.abs(got - ref)) <= SAME_OPERATOR_ATOL
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from . import checks
-from .layouts import LAYOUTS
+from .layouts import LAYOUTS, check_layout
 from .errors import BadValue, BadType
 
-__all__ = ["Schedule", "as_schedule", "schedule_layout", "TEMPERATURE_RULES"]
+__all__ = ["Schedule", "as_schedule", "schedule_layout", "check_schedule_first", "TEMPERATURE_RULES"]
 
 #: logit-temperature rules a schedule may carry (applied to attention logits at inference, not to theta):
 #: ``length`` is RoPE-ID's ``(1 + 0.1 ln(max(1, n/L)))^p`` (``ropetheory.schedules.length_temperature``)
@@ -153,8 +153,23 @@ def schedule_layout(theta: Any, layout: str | None) -> str:
                          f"arrange the channels yourself")
     if layout is None:
         return own or "interleaved"
-    if layout not in LAYOUTS:
-        raise BadValue(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     if own is not None and layout != own:
         raise BadValue(f"layout={layout!r} contradicts the schedule's own layout {own!r}")
     return layout
+
+
+def check_schedule_first(fn: str, theta: Any, X: Any) -> None:
+    """Refuse a call that passes the cloud first (``fn(X, theta)``, the order before 0.3): the schedule has
+    one axis fewer than the cloud (``(P,)`` or ``(..., P)`` against ``(..., n, d)``), never more."""
+    if isinstance(theta, Schedule) or isinstance(X, Schedule):
+        if isinstance(X, Schedule):
+            raise BadType(f"{fn}(theta, X): the schedule comes first, got a Schedule as X")
+        return
+    try:
+        swapped = np.ndim(theta) >= 2 and np.ndim(theta) == np.ndim(X) + 1
+    except ValueError:                       # a ragged list: the boundary checks name it below
+        return
+    if swapped:
+        raise BadType(f"{fn}(theta, X): the schedule comes first; got theta of shape {np.shape(theta)} and X of "
+                      f"shape {np.shape(X)} (swapped?)")

@@ -56,7 +56,7 @@ def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions:
     from ..rope import apply_rope
     r = rotary_dim
     out = np.array(X, dtype=np.float64)
-    rot = np.asarray(apply_rope(out[..., :r], theta[: r // 2], positions=positions, layout="half"))
+    rot = np.asarray(apply_rope(theta[: r // 2], out[..., :r], positions=positions, layout="half"))
     out[..., :r] = rot * scale
     return out
 

@@ -86,7 +86,7 @@ def rotate_to_offset(theta: np.ndarray, V_il: np.ndarray, offset: Any, n_max: in
     if not off:
         return V_il
     V = np.atleast_2d(V_il)
-    out = np.asarray(apply_rope(V, from_theta(theta), np.full(V.shape[0], off, dtype=np.int64), layout="interleaved"))
+    out = np.asarray(apply_rope(from_theta(theta), V, np.full(V.shape[0], off, dtype=np.int64), layout="interleaved"))
     return out.reshape(np.shape(V_il))
 
 

@@ -25,7 +25,7 @@ from ..core.checks import (
     real_array,
 )
 from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
-from ..core.schedule import as_schedule, schedule_layout
+from ..core.schedule import as_schedule, check_schedule_first, schedule_layout
 from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
@@ -289,13 +289,14 @@ def matrix_metrics(X: Any) -> MatrixMetrics:
     return MatrixMetrics(fsv=fsv, frob=frob, srank=fro2 / lam)
 
 
-def rope_matrix_curve(X: Any, theta: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
+def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
                       chunk: int = DEFAULT_CHUNK) -> Curve:
     """FSV ratio ``||Rope(X_:n)||_2 / ||X_:n||_2`` and stable ranks of the prefixes of a general cloud.
 
     ``X``: ``(N, d)`` rows in ``layout``; the prefixes ``X[:n]`` for each ``n`` in
     ``lengths`` (``<= N``). Streams over rows; never builds ``Rope(X)``.
     """
+    check_schedule_first("rope_matrix_curve", theta, X)
     layout = schedule_layout(theta, layout)
     A = check_finite_array("X", X, min_ndim=2)
     if A.ndim != 2:

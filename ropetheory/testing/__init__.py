@@ -194,7 +194,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
     errs, ratios, ulps = [], [], []
     for _ in range(n_vectors):
         X = _round_to(rng.standard_normal((pos.size, d)), name)
-        ref = np.asarray(apply_rope(X, theta, pos, layout=layout))
+        ref = np.asarray(apply_rope(theta, X, pos, layout=layout))
         xf, pf = _to_framework(X, name, framework), _positions_to_framework(pos, framework)
         if call == "x":
             out = _to_numpy(fn(xf, pf))
@@ -261,8 +261,8 @@ def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None 
         q, k = _round_to(rng.standard_normal(d), name), _round_to(rng.standard_normal(d), name)
         Q, pos = np.tile(q, (dist.size, 1)), dist + n0
         K = np.tile(k, (1, 1))
-        q_exact = np.asarray(apply_rope(Q, theta, pos, layout=layout))
-        k_exact = np.asarray(apply_rope(K, theta, np.array([n0]), layout=layout))[0]
+        q_exact = np.asarray(apply_rope(theta, Q, pos, layout=layout))
+        k_exact = np.asarray(apply_rope(theta, K, np.array([n0]), layout=layout))[0]
         q_impl = _to_numpy(fn(_to_framework(Q, name, framework), _positions_to_framework(pos, framework)))
         k_impl = _to_numpy(fn(_to_framework(K, name, framework), _positions_to_framework(np.array([n0]), framework)))[0]
         worst = np.maximum(worst, np.abs(q_impl @ k_impl - q_exact @ k_exact))
