@@ -34,6 +34,7 @@ import numpy as np
 
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
+from ..core.checks import bucket
 from ..schedules import length_temperature, schedule_from_spec
 from .. import spectra
 from ..store import Journal, derived_code_hash, write_csv, write_json
@@ -157,7 +158,7 @@ def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict
     k0 = jnp.asarray(head.sink_key())                    # position 0: R_0 = I
     sink_logit = (q_rot @ k0) / math.sqrt(head.d) * temp
     share, mx, npos, nval, lsum = _scan_keys(q_rot, q_pos, temp, jnp.int64(n), ch, c, amp, sigma, kkey,
-                                             sink_logit, chunk=min(chunk, 1 << max(1, int(n - 1).bit_length())))
+                                             sink_logit, chunk=min(chunk, bucket(n, minimum=2, power_of_two=True)))
     return {"sink_share": float(jnp.mean(share)), "max_logit": float(jnp.mean(mx)),
             "frac_positive": float(jnp.sum(npos) / jnp.sum(nval)), "mean_logit": float(jnp.sum(lsum) / jnp.sum(nval)),
             "sink_logit": float(jnp.mean(sink_logit))}

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import spectra
-from ..core.checks import from_theta
+from ..core.checks import from_theta, pad_edge
 from ..schedules import merge_spec, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import int_list, parse_study_args, study_parser
@@ -131,12 +131,9 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     chunk = min(chunk, -(-Vn.shape[0] // ndev) * ndev)                # no bigger than the padded cloud count
     with _single_threaded_blas(mesh):
         for k in range(0, Vn.shape[0], chunk):                       # dispatch every step, then collect
-            block = Vn[k:k + chunk]
-            pad = chunk - block.shape[0]                              # every step has one shape: one compile
-            if pad:
-                block = np.concatenate([block, np.tile(block[:1], (pad, 1))])
-            pending.append((f(jax.device_put(block, shard), Dm, Sm), pad))
-        out = [np.asarray(r)[:np.asarray(r).shape[0] - pad] if pad else np.asarray(r) for r, pad in pending]
+            block = Vn[k:k + chunk]                                   # every step has one shape: one compile
+            pending.append((f(jax.device_put(pad_edge(block, chunk), shard), Dm, Sm), block.shape[0]))
+        out = [np.asarray(r)[:rows] for r, rows in pending]
     return np.sqrt(np.clip(np.concatenate(out), 0, None))
 
 

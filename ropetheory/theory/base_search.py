@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
+from ..core.checks import bucket, pad_to_bucket
 from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
@@ -43,8 +44,9 @@ __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
 
 def _bucket(n: int) -> int:
-    """Padded length for ``n`` entries: the next power of two, at least ``MIN_CHUNK``."""
-    return max(bb.MIN_CHUNK, 1 << max(0, (int(n) - 1).bit_length()))
+    """Padded length for ``n`` pairs: the next power of two, at least ``MIN_CHUNK`` (``_round`` reshapes
+    the pairs into chunks of a power of two)."""
+    return bucket(n, minimum=bb.MIN_CHUNK, power_of_two=True)
 
 
 @dataclasses.dataclass
@@ -153,20 +155,21 @@ def _twice(x, n, *, size):
     return x[jnp.where(i < n, i, jnp.where(i < 2 * n, i - n, 0))]
 
 
-def _pad(x: np.ndarray, size: int, fill=0) -> np.ndarray:
-    return np.concatenate([x, np.full(size - x.size, fill, x.dtype)])
+def _pad_intervals(x: np.ndarray, fill: Any) -> np.ndarray:
+    """A per-interval array padded with ``fill`` to the next power of two (as ``interval_inputs`` pads)."""
+    return pad_to_bucket(x, fill=fill, power_of_two=True)
 
 
 def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
     """One round's device work for ``blk``: (alive, min hi, remaining, survivors, pairs evaluated)."""
     K = blk.t_lo.size
-    Kp = 1 << max(0, (K - 1).bit_length())
     ar = {k: jnp.asarray(v) for k, v in bb.interval_inputs(blk.t_lo, blk.t_hi, d).items()}
     alive = np.ones(K, dtype=bool)
     pairs = 0
     nw = int(blk.wcounts.sum())
     if nw:
-        *_, whi, _ = _round(blk.w, jnp.asarray(_pad(blk.wcounts, Kp)), jnp.ones(Kp, bool), ar,
+        every = jnp.asarray(_pad_intervals(np.ones(K, bool), True))
+        *_, whi, _ = _round(blk.w, jnp.asarray(_pad_intervals(blk.wcounts, 0)), every, ar,
                             size=_bucket(nw), out_size=_bucket(nw), L=L, chunk=chunk)
         alive = ~(np.asarray(whi)[:K] < 0)
         pairs += nw
@@ -175,8 +178,8 @@ def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
     if n2 == 0:
         return alive, np.full(K, np.inf), np.zeros(K, np.int64), None, pairs
     size = _bucket(blk.pairs)
-    m, seg, hi, neg, hi_min, remaining = _round(blk.m, jnp.asarray(_pad(blk.counts, Kp)),
-                                                jnp.asarray(_pad(alive, Kp, False)), ar, size=size,
+    m, seg, hi, neg, hi_min, remaining = _round(blk.m, jnp.asarray(_pad_intervals(blk.counts, 0)),
+                                                jnp.asarray(_pad_intervals(alive, False)), ar, size=size,
                                                 out_size=_bucket(n2), L=L, chunk=chunk)
     return (alive, np.asarray(hi_min)[:K], np.asarray(remaining)[:K].astype(np.int64), (m, seg, hi, neg),
             pairs + n2)
@@ -211,7 +214,8 @@ def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
 
 def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
     def dev(x):
-        return None if x is None else jnp.asarray(_pad(x.astype(np.int32), _bucket(x.size), 1))
+        return None if x is None else jnp.asarray(pad_to_bucket(x.astype(np.int32), fill=1, minimum=bb.MIN_CHUNK,
+                                                                power_of_two=True))
     return _Block(t_lo, t_hi, counts, dev(m), wcounts, dev(w))
 
 
@@ -328,12 +332,9 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         decided += float((blk.t_hi - blk.t_lo)[~split].sum())
         if split.any():
             S = int(split.sum())
-            Sp = 1 << max(0, (S - 1).bit_length())
             acounts = remaining[split]
             n_act = int(acounts.sum())
-            K = blk.t_lo.size
-            Kp = 1 << max(0, (K - 1).bit_length())
-            newidx = np.full(Kp, -1, np.int32)
+            newidx = np.full(bucket(blk.t_lo.size, power_of_two=True), -1, np.int32)
             newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
             m, seg, hi, neg = pairs
             act, wit, wcounts = _children(
@@ -342,7 +343,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                 hi,
                 neg,
                 jnp.asarray(newidx),
-                jnp.asarray(_pad(acounts, Sp)),
+                jnp.asarray(_pad_intervals(acounts, 0)),
                 size_act=_bucket(n_act),
                 size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
                 k=bb.WITNESS_CANDIDATES,
