@@ -14,10 +14,11 @@ import os
 import pathlib
 import sys
 import time
+import contextvars
 import warnings
 from contextlib import contextmanager
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 __all__ = [
     "Journal",
@@ -29,6 +30,9 @@ __all__ = [
     "source_hash",
     "check_finite_output",
     "derived_code_hash",
+    "recorded_stores",
+    "unit_saved",
+    "SAVE_HOOK",
 ]
 
 
@@ -202,7 +206,7 @@ class Journal:
                           + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""), stacklevel=2)
         self.loaded = len(self.rows)
         self.meta = meta or {}
-        OPENED.append(self)
+        _record(self)
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -216,7 +220,7 @@ class Journal:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        fault_point()
+        unit_saved()
 
     def ordered(self, keys: Iterable[str]) -> list[dict]:
         return [self.rows[k] for k in keys if k in self.rows]
@@ -240,7 +244,7 @@ class PartStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.code, self.resume = code, resume
         self.loaded = self.added = 0
-        OPENED.append(self)
+        _record(self)
 
     def get(self, tag: str, key: str, shapes: dict[str, tuple] | None = None) -> dict[str, Any] | None:
         import numpy as np
@@ -273,31 +277,42 @@ class PartStore:
         with atomic_open(self.folder / f"{tag}.npz") as fh:
             np.savez(fh, _key=np.array(key), _code=np.array(str(self.code)), **arrays)
         self.added += 1
-        fault_point()
+        unit_saved()
 
     def describe(self) -> str:
         return f"{self.folder}: {self.loaded} saved part(s) kept, {self.added} computed"
 
 
-#: the stores opened in this process (the CLI reports what each kept and computed)
-OPENED: list = []
-
-#: fault injection for the fault tests: ``ROPETHEORY_FAULT="SIGINT:3"`` (or ``SIGKILL:3``) sends that
-#: signal to this process right after the 3rd row or part is saved; unset, it does nothing
-_FAULT_ENV = "ROPETHEORY_FAULT"
-_saved = [0]
+#: the stores opened inside each enclosing ``recorded_stores`` block (none outside one)
+_RECORDING: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar("ropetheory_stores", default=())
 
 
-def fault_point() -> None:
-    """Count one saved unit; send the configured signal at the configured count (tests only)."""
-    spec = os.environ.get(_FAULT_ENV)
-    _saved[0] += 1
-    if not spec:
-        return
-    import signal
-    name, _, at = spec.partition(":")
-    if _saved[0] == int(at):
-        os.kill(os.getpid(), getattr(signal, name))
+def _record(st: Journal | PartStore) -> None:
+    for opened in _RECORDING.get():
+        opened.append(st)
+
+
+@contextmanager
+def recorded_stores() -> Iterator[list[Journal | PartStore]]:
+    """A list that receives every ``Journal`` and ``PartStore`` opened inside the block, in order (a command
+    reports what each kept from disk and what it computed: ``describe()``). Nothing is kept outside a block."""
+    opened: list[Journal | PartStore] = []
+    token = _RECORDING.set((*_RECORDING.get(), opened))
+    try:
+        yield opened
+    finally:
+        _RECORDING.reset(token)
+
+
+#: called with no argument right after each saved unit (a journal row, a part, a checkpoint of a long
+#: run); ``None`` (the default) does nothing. The fault tests install one that interrupts the run there.
+SAVE_HOOK: Callable[[], None] | None = None
+
+
+def unit_saved() -> None:
+    """One unit of work is safely on disk: a run stopped from here on resumes after it."""
+    if SAVE_HOOK is not None:
+        SAVE_HOOK()
 
 
 #: a checkpoint is written at most every ``every`` seconds and at least this many times the last write's

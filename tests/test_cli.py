@@ -104,3 +104,27 @@ def test_every_commands_help_is_the_whole_description_with_every_option_document
             assert "\n" in parser.description.strip(), f"{prog}: only the first line of its description"
         for action in parser._actions:
             assert action.help, f"{prog}: {action.option_strings or action.dest} has no help"
+
+
+def test_the_compilation_cache_is_on_for_the_command_only_and_never_touches_the_environment(tmp_path, monkeypatch):
+    """``ropetheory.cli.compilation_cache`` sets JAX's cache folder for the block and restores JAX's settings
+    after; a folder the caller chose (conftest's, through JAX_COMPILATION_CACHE_DIR) is left as it is."""
+    import os
+
+    import jax
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env_before = dict(os.environ)
+    chosen = jax.config.jax_compilation_cache_dir
+    with cli.compilation_cache():
+        assert jax.config.jax_compilation_cache_dir == chosen             # the caller's folder wins
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        with cli.compilation_cache():
+            assert jax.config.jax_compilation_cache_dir == str(cli.compilation_cache_dir())
+            assert str(tmp_path) in jax.config.jax_compilation_cache_dir
+        assert jax.config.jax_compilation_cache_dir is None
+        with cli.compilation_cache(enabled=False):
+            assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+    assert dict(os.environ) == env_before

@@ -118,3 +118,30 @@ def test_a_changed_formula_in_a_dependency_changes_the_derived_code_hash_and_an_
     angles.write_text(text.replace("return acc - (acc >= 0.5)", "return acc - (acc > 0.5)"))
     after = hashes(tmp_path)
     assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_recorded_stores_lists_only_the_stores_opened_inside_the_block(tmp_path):
+    """A command reports the stores it opened; a store opened elsewhere is in no list (no process-wide log)."""
+    from ropetheory.store import PartStore, recorded_stores
+    before = Journal(tmp_path / "before.jsonl", code="A")
+    with recorded_stores() as outer:
+        j = _fill(tmp_path / "j.jsonl")
+        with recorded_stores() as inner:
+            parts = PartStore(tmp_path / "parts", code="c")
+    after = Journal(tmp_path / "after.jsonl", code="A")
+    assert outer == [j, parts] and inner == [parts]
+    assert before not in outer and after not in outer
+    assert j.describe().endswith("0 saved row(s) kept, 4 computed")
+
+
+def test_the_save_hook_runs_after_each_saved_row_and_part_and_nothing_runs_without_it(tmp_path, monkeypatch):
+    from ropetheory import store
+    seen: list[int] = []
+    j = Journal(tmp_path / "j.jsonl", code="A")
+    monkeypatch.setattr(store, "SAVE_HOOK", lambda: seen.append(len(j.rows)))
+    j.add("a", {"x": 1})
+    store.PartStore(tmp_path / "parts", code="c").put("p", "k", x=np.zeros(2))
+    assert seen == [1, 1]
+    monkeypatch.setattr(store, "SAVE_HOOK", None)
+    j.add("b", {"x": 2})
+    assert seen == [1, 1]

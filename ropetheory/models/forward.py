@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import spectra
 from ..schedules.model_config import read_model_config
-from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
+from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
 from .stream import LayerStream
 
@@ -172,7 +172,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
                 started = time.perf_counter()
                 save_checkpoint(checkpoint, checkpoint_key, done=c + 1, streams=streams, nll=nll)
                 clock.written(started)
-                fault_point()
+                unit_saved()
     if any(st is None for st in streams):
         raise ValueError(f"{type(model).__name__}: apply_rotary_pos_emb was not called in every layer")
     return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,

@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
+    from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
     folder = pathlib.Path(folder)
     key = run_key(cfg, data["recipe"]["sha256"])
     models, opt_states = _init(cfg)
@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
             leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter((models, opt_states), eqx.is_array))]
             save_checkpoint(folder / "train.ckpt", key, leaves=leaves, step=step, log=log, seconds=seconds)
             clock.written(t1)
-        fault_point()
+        unit_saved()
         if progress:
             progress(step, losses.mean(axis=0))
     return {"models": models, "names": model_names(cfg), "log": log, "seconds": seconds, "key": key}
