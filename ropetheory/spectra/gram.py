@@ -18,6 +18,7 @@ from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
                            from_theta, pad_to_bucket)
+from ..core.devices import compute_platform
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
@@ -161,7 +162,7 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str = "inter
     Dm, Sm = weighted_mean_phases(th, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
     if method is not None:
         check_method(method)
-    batched = jax.default_backend() != "cpu"
+    batched = compute_platform() != "cpu"
     if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     else:

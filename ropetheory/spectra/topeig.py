@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.checks import check_finite_array
+from ..core.devices import compute_platform
 
 #: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
 SECTIONS, SECTION_STEPS = 16, 16
@@ -186,7 +187,7 @@ def default_method() -> str:
     ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``); ``"eigvalsh"`` on GPUs, whose batched
     ``eigh`` ran 89k matrices/s on an H100 against 43k/s for Lanczos and 2.4k/s for ``sytrd``, which
     cuSOLVER runs one matrix at a time."""
-    return "tridiagonal" if jax.default_backend() == "cpu" else "eigvalsh"
+    return "tridiagonal" if compute_platform() == "cpu" else "eigvalsh"
 
 
 METHODS = ("tridiagonal", "lanczos", "subspace", "eigvalsh")

@@ -39,7 +39,7 @@ from ..schedules import length_temperature, schedule_from_spec
 from .. import spectra
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
-from .common import parse_study_args, save_figures, study_parser
+from .common import device_scope, parse_study_args, save_figures, study_parser
 
 TRAIN_LEN = 4096
 
@@ -268,17 +268,18 @@ def main(argv=None) -> int:
     ap.add_argument("--max-log2", type=int, default=16, help="longest length 2^K (16 -> 65536)")
     ap.add_argument("--min-log2", type=int, default=8, help="shortest length simulated, as log2(n)")
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    if not args.plot_only:
-        if not (1 <= args.min_log2 <= args.max_log2 <= 40):
-            raise ValueError(f"need 1 <= --min-log2 <= --max-log2 <= 40, got {args.min_log2}, {args.max_log2}")
-        t0 = time.time()
-        run(out, [2 ** k for k in range(args.min_log2, args.max_log2 + 1)], quiet=args.quiet, resume=not args.fresh)
-        print(f"computed in {time.time() - t0:.1f} s")
-    print_summary(out)
-    for p in plot(out):
-        print(f"wrote {p}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if not args.plot_only:
+            if not (1 <= args.min_log2 <= args.max_log2 <= 40):
+                raise ValueError(f"need 1 <= --min-log2 <= --max-log2 <= 40, got {args.min_log2}, {args.max_log2}")
+            t0 = time.time()
+            run(out, [2 ** k for k in range(args.min_log2, args.max_log2 + 1)], quiet=args.quiet, resume=not args.fresh)
+            print(f"computed in {time.time() - t0:.1f} s")
+        print_summary(out)
+        for p in plot(out):
+            print(f"wrote {p}")
+        return 0
 
 
 if __name__ == "__main__":

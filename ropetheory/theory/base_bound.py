@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..schedules import rope as rope_schedule
+from ..core.devices import compute_platform
 from ..core.checks import check_head_dim as core_check_head_dim, check_integer, pad_to_bucket
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
@@ -196,7 +197,7 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
     n = m.size
     lo, hi = np.empty(n), np.empty(n)
     dev = {k: jnp.asarray(v) for k, v in ar.items()}
-    chunk = PAIR_CHUNK_CPU if jax.default_backend() == "cpu" else PAIR_CHUNK_ACCEL
+    chunk = PAIR_CHUNK_CPU if compute_platform() == "cpu" else PAIR_CHUNK_ACCEL
     idx = idx.astype(np.int32, copy=False)
     m = m.astype(np.int32, copy=False)                       # exact: m < MAX_L; half the transfer of float64
     for s in range(0, n, chunk):

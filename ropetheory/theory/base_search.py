@@ -37,6 +37,7 @@ import numpy as np
 
 from . import base_bound as bb
 from ..core.checks import bucket, pad_to_bucket
+from ..core.devices import compute_platform
 from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
@@ -288,7 +289,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
     gets the share of ``ln b`` decided.
     """
     L, d = _check_search_args(L, d, b_min, b_max, min_width, initial)
-    accel = jax.default_backend() != "cpu"
+    accel = compute_platform() != "cpu"
     if budget is None:
         budget = 1 << (25 if accel else 22)
     chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
