@@ -12,7 +12,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 import contextvars
 import warnings
@@ -339,29 +338,46 @@ class CheckpointClock:
         self.cost = self.last - started
 
 
-def load_checkpoint(path: str | os.PathLike | None, key: str) -> dict | None:
-    """The state saved by ``save_checkpoint`` under ``key``, or None (no file). A checkpoint written
-    for other inputs or other code (another ``key``), or damaged, is reported by file name and ignored."""
-    import pickle
+#: the manifest inside a checkpoint: its key and the JSON values saved beside the arrays
+_MANIFEST = "_manifest"
+
+
+def save_checkpoint(path: str | os.PathLike, key: str, arrays: dict[str, Any], **meta: Any) -> None:
+    """Save a long run's state under ``key`` (its parameters and code fingerprint, e.g. from
+    ``derived_code_hash``): ``arrays`` (name -> numpy array) and a JSON manifest holding ``key`` and
+    ``meta`` (JSON values), in one ``.npz`` written atomically (a kill leaves the old file or the new).
+    Nothing is pickled: loading never runs code from the file."""
+    import numpy as np
+    if _MANIFEST in arrays:
+        raise ValueError(f"checkpoint array name {_MANIFEST!r} is reserved for the manifest")
+    manifest = json.dumps({"key": key, "meta": jsonable(meta)}, allow_nan=False)
+    payload: dict[str, Any] = {_MANIFEST: np.array(manifest), **{k: np.asarray(v) for k, v in arrays.items()}}
+    with atomic_open(path) as fh:
+        np.savez(fh, **payload)
+
+
+def load_checkpoint(path: str | os.PathLike | None, key: str,
+                    restore: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None) -> Any:
+    """The state ``save_checkpoint`` wrote under ``key``: ``restore(arrays, meta)`` (default: the pair),
+    or None when there is none to resume: no file, a file saved under another key (other parameters or
+    code), or a damaged one (truncated, not a checkpoint, inconsistent: anything ``restore`` refuses).
+    Every checkpoint that is not used is reported the same way, a warning naming the file; the run
+    recomputes."""
+    import numpy as np
     if path is None or not pathlib.Path(path).exists():
         return None
     try:
-        with open(path, "rb") as f:
-            saved = pickle.load(f)
-        if not isinstance(saved, dict) or saved.get("key") != key:
-            print(f"{path}: written for other inputs or other code; recomputing", file=sys.stderr)
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        manifest = json.loads(str(arrays.pop(_MANIFEST)))
+        if manifest["key"] != key:
+            warnings.warn(f"checkpoint {str(path)!r} was saved for other parameters or other code; "
+                          "recomputing", stacklevel=2)
             return None
-        return saved["state"]
-    except Exception as e:                                    # truncated, not a pickle, wrong shape
-        print(f"{path}: damaged ({type(e).__name__}: {e}); recomputing", file=sys.stderr)
+        return (restore or (lambda a, m: (a, m)))(arrays, manifest["meta"])
+    except Exception as e:                                    # truncated, not an npz, no manifest, refused
+        warnings.warn(f"checkpoint {str(path)!r} is damaged ({type(e).__name__}: {e}); recomputing", stacklevel=2)
         return None
-
-
-def save_checkpoint(path: str | os.PathLike, key: str, **state: Any) -> None:
-    """Save ``state`` (picklable objects) under ``key``, atomically (a kill leaves the old file or the new)."""
-    import pickle
-    with atomic_open(path) as f:
-        pickle.dump({"key": key, "state": state}, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def check_finite_output(obj: Any, where: str) -> None:

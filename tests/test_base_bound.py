@@ -116,6 +116,32 @@ def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert res2.feasible == ref.feasible
 
 
+def test_a_search_checkpoint_from_other_code_is_not_resumed(tmp_path, monkeypatch):
+    """The search state is keyed by the parameters and the code fingerprint: a changed search starts again."""
+    kw = dict(b_min=1e4, b_max=1e5, initial=16)
+    ck = tmp_path / "ck.npz"
+    orig, calls = bs._evaluate_block, {"n": 0, "pairs": 0}
+
+    def interrupted(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return orig(*a)
+    monkeypatch.setattr(bs, "_evaluate_block", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+
+    def counting(*a):
+        out = orig(*a)
+        calls["pairs"] += out[-1]
+        return out
+    monkeypatch.setattr(bs, "_evaluate_block", counting)
+    monkeypatch.setattr(bs, "derived_code_hash", lambda name: "edited-search-code")
+    with pytest.warns(UserWarning, match="ck.npz.*other code"):
+        res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+    assert calls["pairs"] == res.evaluations                 # every pair evaluated again: nothing reused
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(L=0), "L must be"), (dict(L=bb.MAX_L + 1), "L must be"), (dict(L=True), "L must be"),
     (dict(L=100, d=7), "head_dim"), (dict(L=100, d="128"), "head_dim"),

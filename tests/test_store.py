@@ -145,3 +145,28 @@ def test_the_save_hook_runs_after_each_saved_row_and_part_and_nothing_runs_witho
     monkeypatch.setattr(store, "SAVE_HOOK", None)
     j.add("b", {"x": 2})
     assert seen == [1, 1]
+
+
+def test_a_checkpoint_is_arrays_and_json_and_one_for_other_parameters_or_damaged_is_warned_and_unused(tmp_path):
+    """One checkpoint format for every long run: an npz of arrays with a JSON manifest (loadable with
+    ``allow_pickle=False``); a checkpoint saved under another key (parameters or code) or damaged is
+    reported by a warning naming the file, and the run recomputes."""
+    from ropetheory.store import load_checkpoint, save_checkpoint
+    ck = tmp_path / "run.ckpt"
+    save_checkpoint(ck, "params+code", {"x": np.arange(3.0), "m": np.array([1, 2], np.int32)}, step=7, log=[{"a": 0.5}])
+    arrays, meta = load_checkpoint(ck, "params+code")
+    np.testing.assert_array_equal(arrays["x"], np.arange(3.0))
+    assert arrays["m"].dtype == np.int32 and meta == {"step": 7, "log": [{"a": 0.5}]}
+    with np.load(ck, allow_pickle=False) as z:                   # plain arrays, nothing pickled
+        assert set(z.files) == {"_manifest", "x", "m"}
+    with pytest.warns(UserWarning, match="run.ckpt.*other parameters or other code"):
+        assert load_checkpoint(ck, "params+other-code") is None
+
+    def refuse(arrays, meta):
+        raise ValueError("inconsistent")
+    with pytest.warns(UserWarning, match="run.ckpt.*damaged.*inconsistent"):
+        assert load_checkpoint(ck, "params+code", refuse) is None
+    ck.write_bytes(ck.read_bytes()[:40])                          # cut by a kill mid-copy
+    with pytest.warns(UserWarning, match="run.ckpt.*damaged"):
+        assert load_checkpoint(ck, "params+code") is None
+    assert load_checkpoint(tmp_path / "none.ckpt", "params+code") is None

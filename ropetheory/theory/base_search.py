@@ -27,7 +27,6 @@ import functools
 import math
 import pathlib
 import time
-import warnings
 from typing import Any
 from collections.abc import Callable
 
@@ -38,7 +37,8 @@ import numpy as np
 from . import base_bound as bb
 from ..core.checks import bucket, pad_to_bucket
 from ..core.devices import compute_platform
-from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
+from ..store import (CHECKPOINT_OVERHEAD, CheckpointClock, derived_code_hash, load_checkpoint,  # noqa: F401
+                     save_checkpoint)  # (CHECKPOINT_OVERHEAD: documented here)
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
@@ -187,10 +187,9 @@ def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
 
 
 def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
-    """Write the search state (decided intervals and the pending blocks) atomically.
+    """Write the search state (decided intervals and the pending blocks) as a ``store`` checkpoint.
 
     Blocks whose active sets are still "every m" are stored as bare intervals (no m list)."""
-    path = pathlib.Path(path)
     def host(x, n):
         return np.asarray(x)[:n] if n else np.zeros(0, np.int32)
 
@@ -202,15 +201,13 @@ def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
         return np.concatenate([np.asarray(x, dt) for x in xs] + [np.zeros(0, dt)])
 
     arrays: dict[str, np.ndarray] = dict(
-        key=np.array(key), full=full,
+        full=full,
         ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
         counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
         wcounts=cat((b.wcounts for b in part), np.int64),
-        wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
-        counters=np.array([evaluations, seconds]))
+        wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32))
     arrays.update({k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists, strict=True)})
-    with atomic_open(path) as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy types **kwds against allow_pickle
+    save_checkpoint(path, key, arrays, evaluations=int(evaluations), seconds=float(seconds))
 
 
 def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
@@ -221,36 +218,31 @@ def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
 
 
 def _load_state(path, key, L):
-    """The saved state if ``path`` holds one for ``key`` (else None); a damaged file is reported and ignored."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        return None
-    try:
-        z = np.load(path)
-        if str(z["key"]) != key:
-            return None
-        ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
-        if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
-                or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
-                or (wit.size and (wit.min() < 1 or wit.max() > L))):
-            raise ValueError("inconsistent active sets")
-        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
-            raise ValueError("non-finite interval ends")
-        stack = []
-        if len(ends):
-            stack.append(_device_block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act,
-                                       wcounts.astype(np.int64), wit))
-        full = z["full"]
-        if len(full):
-            n = len(full)
-            stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
-                                np.zeros(n, np.int64), None))
-        lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
-        ev, sec = z["counters"]
-        return stack, lists, int(ev), float(sec)
-    except Exception as e:                       # truncated or damaged: start this L again
-        warnings.warn(f"search checkpoint {str(path)!r} is damaged ({e}); recomputing", stacklevel=2)
-        return None
+    """The saved state if ``path`` holds one for ``key`` (else None; ``store.load_checkpoint`` reports a
+    checkpoint it does not use)."""
+    return load_checkpoint(path, key, functools.partial(_restore_state, L=L))
+
+
+def _restore_state(z: dict[str, np.ndarray], meta: dict[str, Any], *, L: int):
+    """The stack, decided lists and counters from a checkpoint's arrays ``z``; a ValueError if inconsistent."""
+    ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
+    if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
+            or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
+            or (wit.size and (wit.min() < 1 or wit.max() > L))):
+        raise ValueError("inconsistent active sets")
+    if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
+        raise ValueError("non-finite interval ends")
+    stack = []
+    if len(ends):
+        stack.append(_device_block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act,
+                                   wcounts.astype(np.int64), wit))
+    full = z["full"]
+    if len(full):
+        n = len(full)
+        stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
+                            np.zeros(n, np.int64), None))
+    lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
+    return stack, lists, int(meta["evaluations"]), float(meta["seconds"])
 
 
 def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
@@ -302,7 +294,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                     np.zeros(initial, np.int64), None)]
     feas, infeas, und = [], [], []
     evaluations, total = 0, hi_t - lo_t
-    key = repr((L, d, b_min, b_max, min_width, initial))
+    key = repr((L, d, b_min, b_max, min_width, initial, derived_code_hash(__name__)))
     elapsed_before = 0.0
     if checkpoint is not None:
         state = _load_state(checkpoint, key, L)
