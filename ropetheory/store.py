@@ -26,7 +26,6 @@ __all__ = [
     "write_csv",
     "write_json",
     "jsonable",
-    "source_hash",
     "check_finite_output",
     "derived_code_hash",
     "recorded_stores",
@@ -42,19 +41,6 @@ def package_version() -> str:
         return version("ropetheory")
     except PackageNotFoundError:
         return "unknown"
-
-
-def source_hash(*modules) -> str:
-    """sha256 (16 hex digits) of the source files of ``modules``: rows written by other code are recomputed.
-
-    A package counts with every ``.py`` file under its folder (sorted by path)."""
-    h = hashlib.sha256()
-    for m in modules:
-        path = pathlib.Path(m.__file__)
-        files = sorted(path.parent.rglob("*.py")) if hasattr(m, "__path__") else [path]
-        for f in files:
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _package_imports(path: pathlib.Path, name: str, root: pathlib.Path) -> set[str]:
@@ -160,7 +146,7 @@ class Journal:
     """Append-only store of finished cases keyed by a string id.
 
     Each line is ``{"key", "row", "code", "sum"}``: ``code`` fingerprints the code that computed the
-    row (``source_hash``), ``sum`` is a checksum of the three. On load a line that is not JSON
+    row (``derived_code_hash``), ``sum`` is a checksum of the three. On load a line that is not JSON
     (cut by a kill), of the wrong shape, whose checksum does not match (edited), or written by other
     code is reported by file and line and dropped, so its case is recomputed. ``loaded`` counts the
     rows taken from the file, ``added`` the rows computed in this run.
@@ -232,7 +218,7 @@ class PartStore:
     """Array results saved one file per part, ``<folder>/<tag>.npz``, for runs whose units are arrays.
 
     Each part holds its arrays, the ``key`` of the parameters that produced it and the ``code`` hash
-    (``source_hash``). ``get`` returns a part only if its key and code match and every array
+    (``derived_code_hash``). ``get`` returns a part only if its key and code match and every array
     is finite and of the expected shape; a truncated, empty, unreadable or non-finite file is
     reported by name and recomputed, a part with other parameters or code is recomputed silently.
     Writes are atomic (temporary file, then rename). ``loaded``/``added`` count parts.

@@ -120,8 +120,8 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     L = check_lengths(lengths)
     w = check_weights(weights, L)
     th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
-    # three jitted stages, each over every length at once: fused into one program, XLA:CPU ran the
-    # phases + assembly ~10x slower (1.07 s against 0.06 s at d = 128, 200 lengths; measured 2026-11-24)
+    # three jitted stages, each over every length at once: fused into one program, XLA:CPU runs the
+    # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
     D, S = weighted_mean_phases(th, w, pad_to_bucket(L))
     if method is not None:

@@ -92,7 +92,7 @@ def device_mesh(devices=None) -> jax.sharding.Mesh:
 def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     from jax.sharding import PartitionSpec as Ps
     # several CPU devices: LAPACK one matrix per call (a batched call can deadlock XLA's thread pool, see
-    # topeig.top_eigenvalue), and eigvalsh, as before the top-eigenvalue methods (numbers unchanged)
+    # topeig.top_eigenvalue), and eigvalsh, the method the saved sweep numbers were computed with
     several_cpu = compute_platform(mesh) == "cpu" and mesh.devices.size > 1
     body = functools.partial(spectra.rho2_for_clouds_traced, batched_eig=batched,
                              method="eigvalsh" if several_cpu else None, one_at_a_time=several_cpu)
@@ -103,8 +103,8 @@ def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
 
 def _single_threaded_blas(mesh):
     """On a mesh of several CPU devices, XLA's device threads call LAPACK at once, and OpenBLAS's own
-    threads then deadlock (reproduced 2026-11-24, both with sytrd and, more rarely, syevd; never with
-    OPENBLAS_NUM_THREADS=1): OpenBLAS runs single-threaded while they do (the devices are the parallelism)."""
+    threads then deadlock (with sytrd and, more rarely, syevd; never with OPENBLAS_NUM_THREADS=1): OpenBLAS
+    runs single-threaded while they do (the devices are the parallelism)."""
     if compute_platform(mesh) != "cpu" or mesh.devices.size < 2:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
