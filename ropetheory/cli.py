@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 from .core.errors import BadValue
+
+from .store import recorded_stores
 
 
 #: the one line a Ctrl-C prints: finished rows and parts are written as they complete
@@ -208,10 +212,9 @@ def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
     return 2
 
 
-def _report_stores(cmd: str) -> None:
+def _report_stores(cmd: str, stores: list) -> None:
     """One line per store the command opened: what it kept from disk and what it computed."""
-    from .store import OPENED
-    for st in OPENED:
+    for st in stores:
         print(f"ropetheory {cmd}: {st.describe()}", file=sys.stderr)
 
 
@@ -242,45 +245,55 @@ def compilation_cache_dir() -> pathlib.Path:
     return root / "ropetheory" / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
 
 
-def enable_compilation_cache(argv: list[str]) -> list[str]:
-    """Turn on JAX's persistent compilation cache for this command (a program compiled once is read back
-    by the next run; it never changes a result), unless ``--no-cache`` or ``NO_CACHE_ENV`` says no,
-    or the caller already chose a folder (``JAX_COMPILATION_CACHE_DIR``). Returns ``argv`` without
-    ``--no-cache``."""
-    if "--no-cache" in argv:
-        return [a for a in argv if a != "--no-cache"]
-    if os.environ.get(NO_CACHE_ENV, "") not in ("", "0") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return argv
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache_dir())
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(CACHE_MIN_COMPILE_SECONDS))
-    if "jax" in sys.modules:                      # already imported (ropetheory imports it): tell it now
-        import jax
-        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
-    return argv
+@contextlib.contextmanager
+def compilation_cache(enabled: bool = True) -> Iterator[None]:
+    """JAX's persistent compilation cache on inside the block (a program compiled once is read back by the
+    next run; it never changes a result), unless not ``enabled`` or the caller already chose a folder
+    (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). JAX's settings are
+    restored when the block ends."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+    settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
+                "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS}
+    before = {name: getattr(jax.config, name) for name in settings}
+    if not enabled or before["jax_compilation_cache_dir"]:
+        yield
+        return
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        cc.reset_cache()                          # the next compilation reads the restored settings
 
 
 def _main(argv=None) -> int:
-    argv = enable_compilation_cache(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    enabled = "--no-cache" not in argv and os.environ.get(NO_CACHE_ENV, "") in ("", "0")
+    with compilation_cache(enabled), recorded_stores() as stores:
+        return _command([a for a in argv if a != "--no-cache"], stores)
+
+
+def _command(argv: list[str], stores: list) -> int:
     if argv[:1] in (["--version"], ["-V"]):
         from . import __version__
         print(f"ropetheory {__version__}")
         return 0
-    from .store import OPENED
-    OPENED.clear()
     if argv and argv[0] in STUDIES:
         import importlib
         mod = importlib.import_module(f"ropetheory.{STUDIES[argv[0]][0]}")
         try:
             rc = mod.main(argv[1:])
-            _report_stores(argv[0])
+            _report_stores(argv[0], stores)
             return rc
         except ImportError as e:
             return _missing_extra(argv[0], e)
         except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
             return _user_error(argv[0], e, argv)
         except KeyboardInterrupt:
-            _report_stores(argv[0])
+            _report_stores(argv[0], stores)
             print(INTERRUPTED.format(cmd=argv[0]), file=sys.stderr)
             return 130
     if argv[:1] == ["models"] and ("-h" in argv or "--help" in argv):
@@ -338,14 +351,14 @@ def _main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         rc = args.fn(args)
-        _report_stores(args.cmd)
+        _report_stores(args.cmd, stores)
         return rc
     except ImportError as e:
         return _missing_extra(args.cmd, e)
     except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
         return _user_error(args.cmd, e, argv)
     except KeyboardInterrupt:
-        _report_stores(args.cmd)
+        _report_stores(args.cmd, stores)
         print(INTERRUPTED.format(cmd=args.cmd), file=sys.stderr)
         return 130
 

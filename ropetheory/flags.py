@@ -1,18 +1,21 @@
 """The flags every command shares, with one meaning each: ``--out`` (the folder results are written to,
 as they are computed), ``--fresh`` (ignore saved results and recompute), ``--quiet`` (no progress bars),
 ``--plot-only`` (redraw the figures from the saved numbers, compute nothing) and ``--device`` (where it
-computes: ``auto`` keeps JAX's default backend, ``cpu`` or ``gpu`` pick the first device of that platform).
+computes: ``auto`` keeps JAX's default backend, ``cpu`` or ``gpu`` pick the first device of that platform
+for the command only, through ``device_scope``).
 
 Imports nothing of the package: the studies and the real-model commands both build their parsers here.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from .core.errors import BadValue
 
-__all__ = ["study_parser", "parse_study_args", "SHARED_FLAGS", "HelpFormatter", "plain_help", "int_list"]
+__all__ = ["study_parser", "parse_study_args", "device_scope", "SHARED_FLAGS", "HelpFormatter", "plain_help",
+           "int_list"]
 
 #: the flags a study may share; each means the same in every command
 SHARED_FLAGS = ("fresh", "quiet", "plot-only", "device")
@@ -72,14 +75,22 @@ def study_parser(prog: str, doc: str | None, *, out: str = "results",
 
 
 def parse_study_args(ap: argparse.ArgumentParser, argv: Any = None) -> argparse.Namespace:
-    """Parse ``argv`` and apply ``--device`` (JAX's default device for this process)."""
-    args = ap.parse_args(argv)
-    dev = getattr(args, "device", "auto")
-    if dev != "auto":
-        import jax
-        try:
-            device = jax.devices(dev)[0]
-        except RuntimeError as e:
-            raise BadValue(f"--device {dev}: no such JAX device here ({e})") from None
-        jax.config.update("jax_default_device", device)
-    return args
+    """Parse ``argv``; the command then runs inside ``device_scope(args.device)``."""
+    return ap.parse_args(argv)
+
+
+@contextlib.contextmanager
+def device_scope(device: str = "auto") -> Iterator[None]:
+    """``--device`` for the block (the command): JAX's default device is the first device of that platform
+    inside it and what it was before after it (``jax.default_device``); ``auto`` changes nothing. The
+    kernels' backend-dependent choices follow it (``ropetheory.core.devices.compute_platform``)."""
+    if device == "auto":
+        yield
+        return
+    import jax
+    try:
+        chosen = jax.devices(device)[0]
+    except RuntimeError as e:
+        raise BadValue(f"--device {device}: no such JAX device here ({e})") from None
+    with jax.default_device(chosen):
+        yield

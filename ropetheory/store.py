@@ -12,12 +12,12 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
+import contextvars
 import warnings
 from contextlib import contextmanager
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from .core.errors import BadValue
 
 __all__ = [
@@ -27,9 +27,11 @@ __all__ = [
     "write_csv",
     "write_json",
     "jsonable",
-    "source_hash",
     "check_finite_output",
     "derived_code_hash",
+    "recorded_stores",
+    "unit_saved",
+    "SAVE_HOOK",
 ]
 
 
@@ -40,19 +42,6 @@ def package_version() -> str:
         return version("ropetheory")
     except PackageNotFoundError:
         return "unknown"
-
-
-def source_hash(*modules) -> str:
-    """sha256 (16 hex digits) of the source files of ``modules``: rows written by other code are recomputed.
-
-    A package counts with every ``.py`` file under its folder (sorted by path)."""
-    h = hashlib.sha256()
-    for m in modules:
-        path = pathlib.Path(m.__file__)
-        files = sorted(path.parent.rglob("*.py")) if hasattr(m, "__path__") else [path]
-        for f in files:
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _package_imports(path: pathlib.Path, name: str, root: pathlib.Path) -> set[str]:
@@ -158,7 +147,7 @@ class Journal:
     """Append-only store of finished cases keyed by a string id.
 
     Each line is ``{"key", "row", "code", "sum"}``: ``code`` fingerprints the code that computed the
-    row (``source_hash``), ``sum`` is a checksum of the three. On load a line that is not JSON
+    row (``derived_code_hash``), ``sum`` is a checksum of the three. On load a line that is not JSON
     (cut by a kill), of the wrong shape, whose checksum does not match (edited), or written by other
     code is reported by file and line and dropped, so its case is recomputed. ``loaded`` counts the
     rows taken from the file, ``added`` the rows computed in this run.
@@ -203,7 +192,7 @@ class Journal:
                           + "; ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""), stacklevel=2)
         self.loaded = len(self.rows)
         self.meta = meta or {}
-        OPENED.append(self)
+        _record(self)
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -217,7 +206,7 @@ class Journal:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        fault_point()
+        unit_saved()
 
     def ordered(self, keys: Iterable[str]) -> list[dict]:
         return [self.rows[k] for k in keys if k in self.rows]
@@ -230,7 +219,7 @@ class PartStore:
     """Array results saved one file per part, ``<folder>/<tag>.npz``, for runs whose units are arrays.
 
     Each part holds its arrays, the ``key`` of the parameters that produced it and the ``code`` hash
-    (``source_hash``). ``get`` returns a part only if its key and code match and every array
+    (``derived_code_hash``). ``get`` returns a part only if its key and code match and every array
     is finite and of the expected shape; a truncated, empty, unreadable or non-finite file is
     reported by name and recomputed, a part with other parameters or code is recomputed silently.
     Writes are atomic (temporary file, then rename). ``loaded``/``added`` count parts.
@@ -241,7 +230,7 @@ class PartStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.code, self.resume = code, resume
         self.loaded = self.added = 0
-        OPENED.append(self)
+        _record(self)
 
     def get(self, tag: str, key: str, shapes: dict[str, tuple] | None = None) -> dict[str, Any] | None:
         import numpy as np
@@ -274,31 +263,42 @@ class PartStore:
         with atomic_open(self.folder / f"{tag}.npz") as fh:
             np.savez(fh, _key=np.array(key), _code=np.array(str(self.code)), **arrays)
         self.added += 1
-        fault_point()
+        unit_saved()
 
     def describe(self) -> str:
         return f"{self.folder}: {self.loaded} saved part(s) kept, {self.added} computed"
 
 
-#: the stores opened in this process (the CLI reports what each kept and computed)
-OPENED: list = []
-
-#: fault injection for the fault tests: ``ROPETHEORY_FAULT="SIGINT:3"`` (or ``SIGKILL:3``) sends that
-#: signal to this process right after the 3rd row or part is saved; unset, it does nothing
-_FAULT_ENV = "ROPETHEORY_FAULT"
-_saved = [0]
+#: the stores opened inside each enclosing ``recorded_stores`` block (none outside one)
+_RECORDING: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar("ropetheory_stores", default=())
 
 
-def fault_point() -> None:
-    """Count one saved unit; send the configured signal at the configured count (tests only)."""
-    spec = os.environ.get(_FAULT_ENV)
-    _saved[0] += 1
-    if not spec:
-        return
-    import signal
-    name, _, at = spec.partition(":")
-    if _saved[0] == int(at):
-        os.kill(os.getpid(), getattr(signal, name))
+def _record(st: Journal | PartStore) -> None:
+    for opened in _RECORDING.get():
+        opened.append(st)
+
+
+@contextmanager
+def recorded_stores() -> Iterator[list[Journal | PartStore]]:
+    """A list that receives every ``Journal`` and ``PartStore`` opened inside the block, in order (a command
+    reports what each kept from disk and what it computed: ``describe()``). Nothing is kept outside a block."""
+    opened: list[Journal | PartStore] = []
+    token = _RECORDING.set((*_RECORDING.get(), opened))
+    try:
+        yield opened
+    finally:
+        _RECORDING.reset(token)
+
+
+#: called with no argument right after each saved unit (a journal row, a part, a checkpoint of a long
+#: run); ``None`` (the default) does nothing. The fault tests install one that interrupts the run there.
+SAVE_HOOK: Callable[[], None] | None = None
+
+
+def unit_saved() -> None:
+    """One unit of work is safely on disk: a run stopped from here on resumes after it."""
+    if SAVE_HOOK is not None:
+        SAVE_HOOK()
 
 
 #: a checkpoint is written at most every ``every`` seconds and at least this many times the last write's
@@ -325,29 +325,46 @@ class CheckpointClock:
         self.cost = self.last - started
 
 
-def load_checkpoint(path: str | os.PathLike | None, key: str) -> dict | None:
-    """The state saved by ``save_checkpoint`` under ``key``, or None (no file). A checkpoint written
-    for other inputs or other code (another ``key``), or damaged, is reported by file name and ignored."""
-    import pickle
+#: the manifest inside a checkpoint: its key and the JSON values saved beside the arrays
+_MANIFEST = "_manifest"
+
+
+def save_checkpoint(path: str | os.PathLike, key: str, arrays: dict[str, Any], **meta: Any) -> None:
+    """Save a long run's state under ``key`` (its parameters and code fingerprint, e.g. from
+    ``derived_code_hash``): ``arrays`` (name -> numpy array) and a JSON manifest holding ``key`` and
+    ``meta`` (JSON values), in one ``.npz`` written atomically (a kill leaves the old file or the new).
+    Nothing is pickled: loading never runs code from the file."""
+    import numpy as np
+    if _MANIFEST in arrays:
+        raise BadValue(f"checkpoint array name {_MANIFEST!r} is reserved for the manifest")
+    manifest = json.dumps({"key": key, "meta": jsonable(meta)}, allow_nan=False)
+    payload: dict[str, Any] = {_MANIFEST: np.array(manifest), **{k: np.asarray(v) for k, v in arrays.items()}}
+    with atomic_open(path) as fh:
+        np.savez(fh, **payload)
+
+
+def load_checkpoint(path: str | os.PathLike | None, key: str,
+                    restore: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None) -> Any:
+    """The state ``save_checkpoint`` wrote under ``key``: ``restore(arrays, meta)`` (default: the pair),
+    or None when there is none to resume: no file, a file saved under another key (other parameters or
+    code), or a damaged one (truncated, not a checkpoint, inconsistent: anything ``restore`` refuses).
+    Every checkpoint that is not used is reported the same way, a warning naming the file; the run
+    recomputes."""
+    import numpy as np
     if path is None or not pathlib.Path(path).exists():
         return None
     try:
-        with open(path, "rb") as f:
-            saved = pickle.load(f)
-        if not isinstance(saved, dict) or saved.get("key") != key:
-            print(f"{path}: written for other inputs or other code; recomputing", file=sys.stderr)
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        manifest = json.loads(str(arrays.pop(_MANIFEST)))
+        if manifest["key"] != key:
+            warnings.warn(f"checkpoint {str(path)!r} was saved for other parameters or other code; "
+                          "recomputing", stacklevel=2)
             return None
-        return saved["state"]
-    except Exception as e:                                    # truncated, not a pickle, wrong shape
-        print(f"{path}: damaged ({type(e).__name__}: {e}); recomputing", file=sys.stderr)
+        return (restore or (lambda a, m: (a, m)))(arrays, manifest["meta"])
+    except Exception as e:                                    # truncated, not an npz, no manifest, refused
+        warnings.warn(f"checkpoint {str(path)!r} is damaged ({type(e).__name__}: {e}); recomputing", stacklevel=2)
         return None
-
-
-def save_checkpoint(path: str | os.PathLike, key: str, **state: Any) -> None:
-    """Save ``state`` (picklable objects) under ``key``, atomically (a kill leaves the old file or the new)."""
-    import pickle
-    with atomic_open(path) as f:
-        pickle.dump({"key": key, "state": state}, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def check_finite_output(obj: Any, where: str) -> None:

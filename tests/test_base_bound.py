@@ -82,38 +82,57 @@ def test_planted_narrow_window_missed_by_a_grid_is_found():
     assert res.smallest == a and 4293 < a < 4294
 
 
-def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
-    kw = dict(b_min=1e4, b_max=1e5, initial=16)
-    ref = bs.search_feasible_bases(2048, 64, **kw)
-    ck = tmp_path / "ck.npz"
-    orig, calls = bs._evaluate_block, {"n": 0}
+#: a small search that takes several rounds (so it can be stopped part-way)
+SEARCH_KW = dict(b_min=1e4, b_max=1e5, initial=16)
+
+
+def _stopped_search(ck, monkeypatch, rounds: int = 4) -> dict[str, int]:
+    """Run the search with checkpoints after every round and stop it (Ctrl-C) after ``rounds`` rounds; then
+    count the pairs each later round evaluates (the returned dict's ``"pairs"``)."""
+    orig, calls = bs._evaluate_block, {"rounds": 0, "pairs": 0}
 
     def interrupted(*a):
-        calls["n"] += 1
-        if calls["n"] == 5:
+        calls["rounds"] += 1
+        if calls["rounds"] > rounds:
             raise KeyboardInterrupt
         return orig(*a)
     monkeypatch.setattr(bs, "_evaluate_block", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
-    assert ck.exists()
-    calls_after = {"pairs": 0}
+        bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
 
     def counting(*a):
         out = orig(*a)
-        calls_after["pairs"] += out[-1]
+        calls["pairs"] += out[-1]
         return out
     monkeypatch.setattr(bs, "_evaluate_block", counting)
-    res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **kw)
+    return calls
+
+
+def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    ref = bs.search_feasible_bases(2048, 64, **SEARCH_KW)
+    ck = tmp_path / "ck.npz"
+    calls = _stopped_search(ck, monkeypatch)
+    assert ck.exists()
+    res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
     assert res.feasible == ref.feasible and res.undecided == ref.undecided
     assert res.evaluations == ref.evaluations
-    assert calls_after["pairs"] < ref.evaluations        # the resumed run did not start again
+    assert calls["pairs"] < ref.evaluations              # the resumed run did not start again
     assert not ck.exists()
     # a damaged checkpoint is reported and ignored
     ck.write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="damaged"):
-        res2 = bs.search_feasible_bases(2048, 64, checkpoint=ck, **kw)
+        res2 = bs.search_feasible_bases(2048, 64, checkpoint=ck, **SEARCH_KW)
     assert res2.feasible == ref.feasible
+
+
+def test_a_search_checkpoint_from_other_code_is_not_resumed(tmp_path, monkeypatch):
+    """The search state is keyed by the parameters and the code fingerprint: a changed search starts again."""
+    ck = tmp_path / "ck.npz"
+    calls = _stopped_search(ck, monkeypatch)
+    monkeypatch.setattr(bs, "derived_code_hash", lambda name: "edited-search-code")
+    with pytest.warns(UserWarning, match="ck.npz.*other code"):
+        res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
+    assert calls["pairs"] == res.evaluations                 # every pair evaluated again: nothing reused
 
 
 @pytest.mark.parametrize("kwargs, match", [

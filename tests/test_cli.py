@@ -104,3 +104,61 @@ def test_every_commands_help_is_the_whole_description_with_every_option_document
             assert "\n" in parser.description.strip(), f"{prog}: only the first line of its description"
         for action in parser._actions:
             assert action.help, f"{prog}: {action.option_strings or action.dest} has no help"
+
+
+def test_the_compilation_cache_is_on_for_the_command_only_and_never_touches_the_environment(tmp_path, monkeypatch):
+    """``ropetheory.cli.compilation_cache`` sets JAX's cache folder for the block and restores JAX's settings
+    after; a folder the caller chose (conftest's, through JAX_COMPILATION_CACHE_DIR) is left as it is."""
+    import os
+
+    import jax
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env_before = dict(os.environ)
+    chosen = jax.config.jax_compilation_cache_dir
+    with cli.compilation_cache():
+        assert jax.config.jax_compilation_cache_dir == chosen             # the caller's folder wins
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        with cli.compilation_cache():
+            assert jax.config.jax_compilation_cache_dir == str(cli.compilation_cache_dir())
+            assert str(tmp_path) in jax.config.jax_compilation_cache_dir
+        assert jax.config.jax_compilation_cache_dir is None
+        with cli.compilation_cache(enabled=False):
+            assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+    assert dict(os.environ) == env_before
+
+
+def test_device_cpu_makes_the_cpu_choices_for_the_command_only(tmp_path, monkeypatch):
+    """``--device cpu`` is a scope: inside it every backend-dependent choice (eigenvalue method, batching,
+    chunk sizes) is the CPU's even where the process default is an accelerator; after the command, JAX's
+    default device is what it was."""
+    import jax
+    from ropetheory.core.devices import compute_platform
+    from ropetheory.flags import device_scope
+    from ropetheory.spectra import gram, topeig
+    from ropetheory.studies import sweep
+    from ropetheory.theory import base_bound as bb, base_search as bs
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")         # as if the process default were a GPU
+    before = jax.config.jax_default_device
+    assert compute_platform() == "gpu" and topeig.default_method() == "eigvalsh"
+    accelerator_chunk = sweep.default_chunk(4, 32)
+    batched: list[bool] = []
+    rho2 = gram.rho2_for_clouds
+    monkeypatch.setattr(gram, "rho2_for_clouds", lambda *a, **k: batched.append(k["batched_eig"]) or rho2(*a, **k))
+    theta, V = rt.schedule("rope", head_dim=8), np.random.default_rng(0).normal(size=(3, 8))
+    with device_scope("cpu"):
+        assert compute_platform() == "cpu" and topeig.default_method() == "tridiagonal"
+        assert sweep.default_chunk(4, 32) < accelerator_chunk
+        curve = gram.rank1_curves_batch(theta, V, [1, 100, 10 ** 6])
+    assert batched == [False] and curve.shape == (3, 3)
+    assert jax.config.jax_default_device is before and compute_platform() == "gpu"
+    chunks: list[int] = []
+    evaluate = bs._evaluate_block
+    monkeypatch.setattr(bs, "_evaluate_block", lambda blk, L, d, chunk: chunks.append(chunk) or
+                        evaluate(blk, L, d, chunk))
+    rc = cli.main(["basebound", "--lengths", "128", "--head-dim", "32", "--b-min", "10", "--b-max", "1e4",
+                   "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    assert rc == 0 and chunks and set(chunks) == {bb.PAIR_CHUNK_CPU}
+    assert jax.config.jax_default_device is before and compute_platform() == "gpu"

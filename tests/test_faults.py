@@ -1,9 +1,10 @@
 """Fault tests: every resumable command, killed twice at random points (SIGINT, then SIGKILL), resumes
 to identical CSV files (every byte of every cell but run times) and the final run computes exactly what was missing.
 
-The kill points come from ``ROPETHEORY_FAULT`` (``ropetheory.store.fault_point``): the signal is sent
-right after the k-th row or part is saved, k drawn at random per command (seeded, so a failure
-reproduces). Sizes are small so the whole matrix runs in CI; the mechanism does not depend on size.
+The kill points come from ``tests/fault_runner.py``, which runs the command with a hook
+(``ropetheory.store.SAVE_HOOK``) that sends the signal right after the k-th row or part is saved,
+k drawn at random per command (seeded, so a failure reproduces). Sizes are small so the whole matrix
+runs in CI; the mechanism does not depend on size.
 """
 from __future__ import annotations
 
@@ -58,11 +59,9 @@ COUNT = re.compile(r": (\d+) saved (?:row|part)\(s\) kept, (\d+) computed")
 
 def _run_cmd(cmd, out, fault=None, model=None):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}   # with conftest's JAX cache
-    env.pop("ROPETHEORY_FAULT", None)
-    if fault:
-        env["ROPETHEORY_FAULT"] = fault
     args = [a.replace("{tiny_llama}", str(model)) for a in COMMANDS[cmd]]
-    r = subprocess.run([sys.executable, "-m", "ropetheory.cli", cmd, *args, "--out", str(out), "--quiet"],
+    run = [str(ROOT / "tests" / "fault_runner.py"), fault] if fault else ["-m", "ropetheory.cli"]
+    r = subprocess.run([sys.executable, *run, cmd, *args, "--out", str(out), "--quiet"],
                        env=env, capture_output=True, text=True, timeout=600)
     counts = [tuple(map(int, m)) for m in COUNT.findall(r.stderr)]
     return r, counts

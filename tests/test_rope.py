@@ -118,6 +118,18 @@ def test_operator_bad_input_names_the_value(call, match):
         call(theta)
 
 
+def test_power_of_two_buckets_and_constant_fill_pad_as_the_kernels_need():
+    """The base search and the sinks study pad to powers of two (with a floor) and pad counts with 0."""
+    from ropetheory.core.checks import bucket, pad_to_bucket
+    for n in (0, 1, 2, 3, 511, 512, 513, 1025, 5000):
+        b = bucket(n, minimum=512, power_of_two=True)
+        assert b >= max(n, 512) and b & (b - 1) == 0 and (b == 512 or b < 2 * n)
+    counts = np.array([3, 1, 2], np.int64)
+    np.testing.assert_array_equal(pad_to_bucket(counts, fill=0, power_of_two=True), [3, 1, 2, 0])
+    np.testing.assert_array_equal(pad_to_bucket(counts, power_of_two=True), [3, 1, 2, 2])
+    assert pad_to_bucket(np.zeros(0, np.int32), fill=1, minimum=4, power_of_two=True).tolist() == [1, 1, 1, 1]
+
+
 def test_padding_to_a_bucket_keeps_every_row_and_length_bit_for_bit():
     """apply_rope and the curves compile once per bucket of sizes; padded entries never leak in."""
     from ropetheory.core.checks import bucket

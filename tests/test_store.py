@@ -118,3 +118,55 @@ def test_a_changed_formula_in_a_dependency_changes_the_derived_code_hash_and_an_
     angles.write_text(text.replace("return acc - (acc >= 0.5)", "return acc - (acc > 0.5)"))
     after = hashes(tmp_path)
     assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_recorded_stores_lists_only_the_stores_opened_inside_the_block(tmp_path):
+    """A command reports the stores it opened; a store opened elsewhere is in no list (no process-wide log)."""
+    from ropetheory.store import PartStore, recorded_stores
+    before = Journal(tmp_path / "before.jsonl", code="A")
+    with recorded_stores() as outer:
+        j = _fill(tmp_path / "j.jsonl")
+        with recorded_stores() as inner:
+            parts = PartStore(tmp_path / "parts", code="c")
+    after = Journal(tmp_path / "after.jsonl", code="A")
+    assert outer == [j, parts] and inner == [parts]
+    assert before not in outer and after not in outer
+    assert j.describe().endswith("0 saved row(s) kept, 4 computed")
+
+
+def test_the_save_hook_runs_after_each_saved_row_and_part_and_nothing_runs_without_it(tmp_path, monkeypatch):
+    from ropetheory import store
+    seen: list[int] = []
+    j = Journal(tmp_path / "j.jsonl", code="A")
+    monkeypatch.setattr(store, "SAVE_HOOK", lambda: seen.append(len(j.rows)))
+    j.add("a", {"x": 1})
+    store.PartStore(tmp_path / "parts", code="c").put("p", "k", x=np.zeros(2))
+    assert seen == [1, 1]
+    monkeypatch.setattr(store, "SAVE_HOOK", None)
+    j.add("b", {"x": 2})
+    assert seen == [1, 1]
+
+
+def test_a_checkpoint_is_arrays_and_json_and_one_for_other_parameters_or_damaged_is_warned_and_unused(tmp_path):
+    """One checkpoint format for every long run: an npz of arrays with a JSON manifest (loadable with
+    ``allow_pickle=False``); a checkpoint saved under another key (parameters or code) or damaged is
+    reported by a warning naming the file, and the run recomputes."""
+    from ropetheory.store import load_checkpoint, save_checkpoint
+    ck = tmp_path / "run.ckpt"
+    save_checkpoint(ck, "params+code", {"x": np.arange(3.0), "m": np.array([1, 2], np.int32)}, step=7, log=[{"a": 0.5}])
+    arrays, meta = load_checkpoint(ck, "params+code")
+    np.testing.assert_array_equal(arrays["x"], np.arange(3.0))
+    assert arrays["m"].dtype == np.int32 and meta == {"step": 7, "log": [{"a": 0.5}]}
+    with np.load(ck, allow_pickle=False) as z:                   # plain arrays, nothing pickled
+        assert set(z.files) == {"_manifest", "x", "m"}
+    with pytest.warns(UserWarning, match="run.ckpt.*other parameters or other code"):
+        assert load_checkpoint(ck, "params+other-code") is None
+
+    def refuse(arrays, meta):
+        raise ValueError("inconsistent")
+    with pytest.warns(UserWarning, match="run.ckpt.*damaged.*inconsistent"):
+        assert load_checkpoint(ck, "params+code", refuse) is None
+    ck.write_bytes(ck.read_bytes()[:40])                          # cut by a kill mid-copy
+    with pytest.warns(UserWarning, match="run.ckpt.*damaged"):
+        assert load_checkpoint(ck, "params+code") is None
+    assert load_checkpoint(tmp_path / "none.ckpt", "params+code") is None

@@ -3,5 +3,6 @@
 Modules: ``.angles`` (fixed-point turns, reduced angles at any int64 position, exact pair
 frequencies, resonance and NoPE planes), ``.layouts`` (interleaved / half channel layouts and
 the plane rotation), ``.checks`` (argument conversion and checks: types, finiteness, ranges,
-shapes). May import numpy, jax and mpmath only; every other part of the package imports it.
+shapes), ``.devices`` (the platform a computation runs on, for backend-dependent choices).
+May import numpy, jax and mpmath only; every other part of the package imports it.
 """

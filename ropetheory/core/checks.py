@@ -281,30 +281,38 @@ def check_length(n: Any, name: str = "n") -> int:
     return n
 
 
-def bucket(n: int) -> int:
+def bucket(n: int, *, minimum: int = 1, power_of_two: bool = False) -> int:
     """The size to pad a traced axis of ``n`` entries to, so a jitted kernel compiles once per bucket,
     not once per ``n``: the next power of two up to 1024, then the next multiple of an eighth of the
-    octave (at most 12.5% padding). Results for the padded entries are computed and dropped."""
-    n = max(int(n), 1)
-    if n <= 1024:
+    octave (at most 12.5% padding). Results for the padded entries are computed and dropped.
+
+    ``power_of_two``: always the next power of two (kernels that reshape the axis into power-of-two
+    chunks); ``minimum``: never fewer entries than this (a floor on the number of compiled sizes)."""
+    n = max(int(n), int(minimum), 1)
+    if n <= 1024 or power_of_two:
         return 1 << (n - 1).bit_length()
     step = 1 << ((n - 1).bit_length() - 4)
     return -(-n // step) * step
 
 
-def pad_edge(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
-    """``a`` padded along ``axis`` to ``size`` entries by repeating its last entry (``a`` if already that long)."""
+def pad_edge(a: np.ndarray, size: int, axis: int = 0, *, fill: Any = None) -> np.ndarray:
+    """``a`` padded along ``axis`` to ``size`` entries (``a`` if already that long): by repeating its last
+    entry, or with the constant ``fill`` when given (needed for an empty ``a``, and where a padded entry
+    must count as nothing, such as a count of 0)."""
     n = a.shape[axis]
-    if not n or size <= n:
+    if size <= n or (not n and fill is None):
         return a
     pad = [(0, 0)] * a.ndim
     pad[axis] = (0, size - n)
-    return np.pad(a, pad, mode="edge")
+    if fill is None:
+        return np.pad(a, pad, mode="edge")
+    return np.pad(a, pad, mode="constant", constant_values=fill)
 
 
-def pad_to_bucket(a: np.ndarray, axis: int = 0) -> np.ndarray:
-    """``a`` padded along ``axis`` to ``bucket`` of its length by repeating its last entry."""
-    return pad_edge(a, bucket(a.shape[axis]), axis)
+def pad_to_bucket(a: np.ndarray, axis: int = 0, *, fill: Any = None, minimum: int = 1,
+                  power_of_two: bool = False) -> np.ndarray:
+    """``a`` padded along ``axis`` to ``bucket`` of its length (see ``bucket`` and ``pad_edge``)."""
+    return pad_edge(a, bucket(a.shape[axis], minimum=minimum, power_of_two=power_of_two), axis, fill=fill)
 
 
 def check_lengths(lengths: Any) -> np.ndarray:

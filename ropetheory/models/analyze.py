@@ -78,7 +78,7 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
 
 
 def main(argv=None) -> int:
-    from ..flags import parse_study_args, study_parser
+    from ..flags import device_scope, parse_study_args, study_parser
     ap = study_parser("ropetheory analyze", __doc__, out="results/analysis", flags=("fresh", "quiet", "device"))
     ap.add_argument("dump", nargs="?", help="a key dump (.npz) written by capture")
     ap.add_argument("--model", help="a packaged model (see `ropetheory models`), a .gguf file or a checkpoint "
@@ -100,54 +100,56 @@ def main(argv=None) -> int:
                          "(ropetheory.models.interventions) on the same tokens; perplexity and the sink's "
                          "log-odds terms of both to <out>/<model>/intervention-<name>/")
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    if args.intervention and not args.model:
-        raise BadValue("--intervention needs --model")
-    if args.model and args.intervention:
-        return _intervene(args, out)
-    if args.model:
-        from . import figures, study
-        if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
-            raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
-        if args.max_tokens < 2 or args.chunk < 1:
-            raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
-        scaling = None
-        if args.rope_scaling:
-            import json
-            try:
-                scaling = json.loads(args.rope_scaling)
-            except json.JSONDecodeError as e:
-                raise BadValue(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
-        import torch
-        device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-        res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
-                        repeat_text=args.repeat_text, chunk=args.chunk, device=device, quiet=args.quiet,
-                        train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
-                        **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
-        d = out / res["meta"]["model"]
-        paths = figures.plot_all(d)
-        print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
-              f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
-        for c in res["claims"]:
-            print(f"  [{c['verdict']}] {c['claim']}: {c['number']}")
-        print(f"wrote {d / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if args.intervention and not args.model:
+            raise BadValue("--intervention needs --model")
+        if args.model and args.intervention:
+            return _intervene(args, out)
+        if args.model:
+            from . import figures, study
+            if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
+                raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
+            if args.max_tokens < 2 or args.chunk < 1:
+                raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+            scaling = None
+            if args.rope_scaling:
+                import json
+                try:
+                    scaling = json.loads(args.rope_scaling)
+                except json.JSONDecodeError as e:
+                    raise BadValue(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
+            import torch
+            device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+            res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
+                            repeat_text=args.repeat_text, chunk=args.chunk, device=device, quiet=args.quiet,
+                            train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
+                            **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
+            d = out / res["meta"]["model"]
+            paths = figures.plot_all(d)
+            print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
+                  f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
+            for c in res["claims"]:
+                print(f"  [{c['verdict']}] {c['claim']}: {c['number']}")
+            print(f"wrote {d / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
+            return 0
+        elif args.dump:
+            dump = load_dump(args.dump)
+        else:
+            raise BadValue("give a key dump file, or --model NAME_OR_PATH")
+        res = analyze_dump(dump)
+        paths = write_analysis(res, out)
+        print(f"{'layer':>5s} {'head':>4s} {'pc1_var':>7s} {'rho_meas':>8s} {'rho_pred':>8s} {'floor':>6s} "
+              f"{'reach':>9s} {'C1':>3s} {'C2':>3s} {'cos_kq':>7s} {'sink':>6s}")
+        for r in res["heads"]:
+            sink = r["sink_rope"][-1]
+            print(f"{r['layer']:5d} {r['kv_head']:4d} {r['pc1_var']:7.3f} {r['rho_measured'][-1]:8.4f} "
+                  f"{r['rho_predicted'][-1]:8.4f} {r['predicted_floor']:6.3f} {str(r['floor_reached_at']):>9s} "
+                  f"{'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2'] else 'N':>3s} {r['cos_kq_pre'][-1]:7.3f} "
+                  f"{'-' if sink is None else format(sink, '6.3f'):>6s}")
+        print(f"wrote {out / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
         return 0
-    elif args.dump:
-        dump = load_dump(args.dump)
-    else:
-        raise BadValue("give a key dump file, or --model NAME_OR_PATH")
-    res = analyze_dump(dump)
-    paths = write_analysis(res, out)
-    print(f"{'layer':>5s} {'head':>4s} {'pc1_var':>7s} {'rho_meas':>8s} {'rho_pred':>8s} {'floor':>6s} "
-          f"{'reach':>9s} {'C1':>3s} {'C2':>3s} {'cos_kq':>7s} {'sink':>6s}")
-    for r in res["heads"]:
-        sink = r["sink_rope"][-1]
-        print(f"{r['layer']:5d} {r['kv_head']:4d} {r['pc1_var']:7.3f} {r['rho_measured'][-1]:8.4f} "
-              f"{r['rho_predicted'][-1]:8.4f} {r['predicted_floor']:6.3f} {str(r['floor_reached_at']):>9s} "
-              f"{'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2'] else 'N':>3s} {r['cos_kq_pre'][-1]:7.3f} "
-              f"{'-' if sink is None else format(sink, '6.3f'):>6s}")
-    print(f"wrote {out / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
-    return 0
+
 
 
 def _intervene(args, out: pathlib.Path) -> int:

@@ -48,13 +48,6 @@ def _median(xs) -> float | None:
     return float(np.median(xs)) if xs else None
 
 
-def _ppl(res: dict, a: int, b: int) -> float | None:
-    for r in res.get("nll_ranges", []):
-        if r["end"] == b and (a is None or r["start"] == a):
-            return r["ppl"]
-    return None
-
-
 def _silhouette_at(h: dict, n: int) -> float | None:
     pts = [c for c in h["clusters"] if c["n"] <= n]
     return pts[-1]["silhouette_post"] if pts else None

@@ -3,7 +3,8 @@
 The model runs under the one attention hook (``.hook.attention_hook``): each layer call's chunk of
 q and k, pre- and post-RoPE, goes to one ``.stream.LayerStream`` per layer, with that layer's schedule (per-layer rope
 types, sliding windows). The attention mask is ``chunk x n``, never ``n x n``. A capture checkpoints
-its statistics (``ropetheory.store.save_checkpoint``) and resumes after a kill with nothing lost.
+its statistics (``ropetheory.store.save_checkpoint``: arrays and a JSON manifest, no pickle) and resumes
+after a kill with nothing lost.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from .. import spectra
 from ..schedules.hf import hf_view
 from ..schedules.model_config import read_model_config
-from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
+from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf
 from .hook import attention_hook
 from .stream import LayerStream
@@ -84,6 +85,27 @@ def key_folder(checkpoint: pathlib.Path) -> pathlib.Path:
 CHECKPOINT_EVERY_S = 30.0
 
 
+def _save_capture(path: pathlib.Path, key: str, done: int, streams: list, nll: np.ndarray) -> None:
+    """Checkpoint a capture after ``done`` chunks: the NLL so far and every layer's ``LayerStream.state``
+    (its arrays under ``layer<i>.``), in one ``ropetheory.store`` checkpoint."""
+    arrays, layers = {"nll": nll}, []
+    for i, st in enumerate(streams):
+        a, meta = st.state() if st is not None else ({}, None)         # None: a layer not reached yet
+        arrays.update({f"layer{i}.{k}": v for k, v in a.items()})
+        layers.append(meta)
+    save_checkpoint(path, key, arrays, done=done, layers=layers)
+
+
+def _restore_capture(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> tuple[int, list, np.ndarray]:
+    """``(done, streams, nll)`` from a capture checkpoint (``_save_capture``)."""
+    streams: list[LayerStream | None] = []
+    for i, m in enumerate(meta["layers"]):
+        prefix = f"layer{i}."
+        own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        streams.append(None if m is None else LayerStream.from_state(own, m))
+    return int(meta["done"]), streams, arrays["nll"]
+
+
 def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, progress=None,
                     checkpoint: pathlib.Path | None = None, checkpoint_key: str = "",
                     checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
@@ -133,9 +155,9 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     nll = np.zeros(n - 1)
     starts = list(range(0, n, chunk))
     done = 0
-    saved = load_checkpoint(checkpoint, checkpoint_key)
+    saved = load_checkpoint(checkpoint, checkpoint_key, _restore_capture)
     if saved is not None:
-        done, streams, nll = int(saved["done"]), saved["streams"], saved["nll"]
+        done, streams, nll = saved
     replay = {"on": False}
     cache = DynamicCache(config=model.config)
     t0 = time.time()
@@ -159,9 +181,9 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
                 progress(e - s)
             if checkpoint is not None and c >= done and e < n and clock.due():
                 started = time.perf_counter()
-                save_checkpoint(checkpoint, checkpoint_key, done=c + 1, streams=streams, nll=nll)
+                _save_capture(checkpoint, checkpoint_key, c + 1, streams, nll)
                 clock.written(started)
-                fault_point()
+                unit_saved()
     if any(st is None for st in streams):
         raise BadValue(f"{type(model).__name__}: not every layer's attention was called")
     return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,

@@ -49,27 +49,31 @@ KEY_BLOCK = 8192
 class KeyStore:
     """One layer's keys ``(H, N, d)`` in a float32 ``.npy`` file (``numpy.memmap``), read back in blocks.
 
-    Pickles as its path and shape (a checkpoint of the capture refers to the file; the rows written
-    before the checkpoint are the ones a resumed run keeps). A file that is missing or of another
-    shape when unpickled raises, so the checkpoint is reported damaged and recomputed.
+    A checkpoint of the capture refers to the file by its path and shape (``LayerStream.state``; the rows
+    written before the checkpoint are the ones a resumed run keeps). ``open`` refuses a file that is
+    missing or of another shape, so the checkpoint is reported damaged and recomputed.
     """
 
-    def __init__(self, path: str | pathlib.Path, shape: tuple[int, int, int]):
+    def __init__(self, path: str | pathlib.Path, shape: tuple[int, int, int], *, create: bool = True):
         self.path, self.shape = pathlib.Path(path), tuple(int(x) for x in shape)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._m = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
-
-    def __getstate__(self):
-        self._m.flush()
-        return {"path": str(self.path), "shape": self.shape}
-
-    def __setstate__(self, state):
-        self.path, self.shape = pathlib.Path(state["path"]), tuple(state["shape"])
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._m = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
+            return
         self._m = np.lib.format.open_memmap(self.path, mode="r+")
         if self._m.shape != self.shape or self._m.dtype != np.float32:
             raise BadValue(
                 f"{self.path}: keys of shape {self._m.shape} {self._m.dtype}, expected {self.shape} float32"
             )
+
+    @classmethod
+    def open(cls, path: str | pathlib.Path, shape: tuple[int, int, int]) -> KeyStore:
+        """The existing key file at ``path``, which must hold float32 keys of ``shape`` (else a ValueError)."""
+        return cls(path, shape, create=False)
+
+    def flush(self) -> None:
+        """Write the rows set so far to the file (before a checkpoint refers to them)."""
+        self._m.flush()
 
     def __setitem__(self, idx, value):
         self._m[idx] = value
@@ -131,11 +135,17 @@ def _sink_share(l0: np.ndarray, lse: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(l0), 1.0 / (1.0 + np.exp(np.minimum(lse - l0, 700.0))), 0.0)
 
 
+#: a ``LayerStream``'s array attributes, single (``name``) or one per kind (``name.pre``, ``name.post``), and
+#: its scalar attributes: what ``state`` saves and ``from_state`` restores
+_ARRAYS = ("grid", "Rk", "Rq", "Qs_pos", "Pq", "a")
+_BY_KIND = ("Uk", "Uq", "Qs", "buf")
+_SCALARS = ("N", "H", "G", "d", "scale", "window", "S", "stride", "pos", "rotation_max_abs_diff",
+            "rotation_within_bound")
+_KINDS = ("pre", "post")
+
+
 class LayerStream:
     """Streaming statistics of one attention layer; see the module docstring."""
-
-    def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_tmp"}     # the keys: their files (KeyStore)
 
     def __init__(self, *, n_total: int, grid: np.ndarray, kv_heads: int, q_heads: int, head_dim: int,
                  scale: float, window: int | None = None, sink_queries: int = SINK_QUERIES,
@@ -267,6 +277,35 @@ class LayerStream:
                         sn[f"{key}_{f}"][h, g] = float(getattr(terms, f))
 
     # ------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The stream as ``(arrays, meta)`` for ``ropetheory.store.save_checkpoint``: every accumulator as
+        an array, the sizes and flags as JSON values, the key files by path and shape (flushed first)."""
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays.update({f"{name}.{t}": getattr(self, name)[t] for name in _BY_KIND for t in _KINDS})
+        arrays.update({f"gram.{t}.{i}": self._gram[t][i] for t in _KINDS for i in (0, 1)})
+        arrays.update({f"snap.{k}": v for k, v in self.snap.items()})
+        for ks in self.K.values():
+            ks.flush()
+        meta = {name: getattr(self, name) for name in _SCALARS}
+        meta["keys"] = {t: [str(self.K[t].path), list(self.K[t].shape)] for t in _KINDS}
+        meta["snap"] = list(self.snap)
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> LayerStream:
+        """The stream ``state`` saved (its key files reopened; a missing one raises)."""
+        st = cls.__new__(cls)
+        for name in _SCALARS:
+            setattr(st, name, meta[name])
+        for name in _ARRAYS:
+            setattr(st, name, arrays[name])
+        for name in _BY_KIND:
+            setattr(st, name, {t: arrays[f"{name}.{t}"] for t in _KINDS})
+        st._gram = {t: (arrays[f"gram.{t}.0"], arrays[f"gram.{t}.1"]) for t in _KINDS}
+        st.snap = {k: arrays[f"snap.{k}"] for k in meta["snap"]}
+        st.K = {t: KeyStore.open(path, tuple(shape)) for t, (path, shape) in meta["keys"].items()}
+        return st
+
     def key_logit_means(self) -> np.ndarray:
         """``(H, N-1)``: mean post-RoPE logit ``q_i . k_j`` over later queries ``i > j`` of the group."""
         if self.pos != self.N:

@@ -17,11 +17,12 @@ import numpy as np
 from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
-                           pad_to_bucket)
+                           from_theta, pad_to_bucket)
+from ..core.devices import compute_platform
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
-from ..core.checks import check_offset, from_theta
+from ..core.checks import check_offset
 from ..core.schedule import as_schedule, schedule_layout
 from .results import Curve
 from ..core.errors import BadValue
@@ -125,8 +126,8 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     L = check_lengths(lengths)
     w = check_weights(weights, L)
     th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
-    # three jitted stages, each over every length at once: fused into one program, XLA:CPU ran the
-    # phases + assembly ~10x slower (1.07 s against 0.06 s at d = 128, 200 lengths; measured 2026-11-24)
+    # three jitted stages, each over every length at once: fused into one program, XLA:CPU runs the
+    # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
     D, S = weighted_mean_phases(theta, w, pad_to_bucket(L))
     if method is not None:
@@ -168,7 +169,7 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     Dm, Sm = weighted_mean_phases(theta, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
     if method is not None:
         check_method(method)
-    batched = jax.default_backend() != "cpu"
+    batched = compute_platform() != "cpu"
     if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     else:

@@ -28,13 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.checks import check_finite_array
+from ..core.devices import compute_platform
 from ..core.errors import BadValue
 
 #: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
 SECTIONS, SECTION_STEPS = 16, 16
-#: Lanczos steps (capped at d) and the seed of its fixed start vectors: 48 certified every length of the
-#: 200-point RoPE curves tried at d = 128 (32 left up to 117 of 200 uncertified; measured 2026-11-24)
-LANCZOS_STEPS, LANCZOS_SEED = 64, 20261124
+#: Lanczos steps (capped at d): 48 certified every length of the 200-point RoPE curves tried at d = 128
+#: (32 left up to 117 of 200 uncertified)
+LANCZOS_STEPS = 64
+#: seed of the fixed start vectors of Lanczos and of the subspace step. Any fixed value would do (the
+#: Cholesky certificate, not the start, vouches for the value); this one is kept because changing it
+#: changes the last bits of every Lanczos and subspace result computed so far
+LANCZOS_SEED = 20261124
 #: certificate slack: lambda_max is certified below theta (1 + CERT_RTOL); Cholesky's backward error at
 #: d = 128 is ~1e-14 relative, so a true gap of 1e-13 is still resolved
 CERT_RTOL = 1e-13
@@ -183,11 +188,11 @@ def _checked_or_eigvalsh(theta, ok, G):
 
 
 def default_method() -> str:
-    """The fastest measured method for the backend (``benchmarks/bench_eig.py``, 2026-11-24, d = 128):
+    """The fastest measured method for the platform in scope (``benchmarks/bench_eig.py``, d = 128):
     ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``); ``"eigvalsh"`` on GPUs, whose batched
     ``eigh`` ran 89k matrices/s on an H100 against 43k/s for Lanczos and 2.4k/s for ``sytrd``, which
     cuSOLVER runs one matrix at a time."""
-    return "tridiagonal" if jax.default_backend() == "cpu" else "eigvalsh"
+    return "tridiagonal" if compute_platform() == "cpu" else "eigvalsh"
 
 
 METHODS = ("tridiagonal", "lanczos", "subspace", "eigvalsh")
@@ -215,9 +220,9 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     ``one_at_a_time=True`` hands LAPACK one matrix per call (``lax.map``; same numbers). Needed where
     several CPU devices run at once: jaxlib's batched LAPACK kernels split a batch over XLA's intra-op
     thread pool and block until its tasks finish, so when every pool thread is itself such a kernel (one
-    per device) no thread is left to run the tasks and the program never ends (reproduced 2026-11-24: about
-    1 run in 15 of a 4-virtual-device sweep on 2 cores; gdb showed every ``tf_XLAEigen`` thread in
-    ``ParallelBatchMap``'s ``BlockingCounter::Wait``). A batch of one runs inline on the calling thread.
+    per device) no thread is left to run the tasks and the program never ends (about 1 run in 15 of a
+    4-virtual-device sweep on 2 cores; every ``tf_XLAEigen`` thread waits in ``ParallelBatchMap``'s
+    ``BlockingCounter::Wait``). A batch of one runs inline on the calling thread.
     """
     if not isinstance(G, jax.core.Tracer):                # concrete input: check it (traced: the caller did)
         A = check_finite_array("G", G, min_ndim=2)

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from ..store import Journal, derived_code_hash, write_csv, write_json
-from .common import parse_study_args, save_figure, study_parser
+from .common import device_scope, parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
 from ..core.errors import BadValue
 
@@ -166,17 +166,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parse_study_args(parser(), argv)
-    out = pathlib.Path(args.out)
-    if args.plot_only:
-        if not (out / "base_bound.json").exists():
-            raise BadValue(f"--plot-only: no base_bound.json in {str(out)!r}; run without --plot-only first")
-        meta = json.loads((out / "base_bound.json").read_text())
-    else:
-        meta = run(out, args.lengths or SCALES[args.scale], d=args.head_dim, b_min=args.b_min, b_max=args.b_max,
-                   min_width=args.min_width, quiet=args.quiet, resume=not args.fresh)
-    print_report(meta)
-    print(f"wrote {plot(out)}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if args.plot_only:
+            if not (out / "base_bound.json").exists():
+                raise BadValue(f"--plot-only: no base_bound.json in {str(out)!r}; run without --plot-only first")
+            meta = json.loads((out / "base_bound.json").read_text())
+        else:
+            meta = run(out, args.lengths or SCALES[args.scale], d=args.head_dim, b_min=args.b_min, b_max=args.b_max,
+                       min_width=args.min_width, quiet=args.quiet, resume=not args.fresh)
+        print_report(meta)
+        print(f"wrote {plot(out)}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from ..theory import beyond, positions as ps, theorems
 from .. import spectra
 from ..schedules import schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
-from .common import parse_study_args, save_figure, study_parser
+from .common import device_scope, parse_study_args, save_figure, study_parser
 
 SCALES = {
     "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, chunk=256),  # seconds: smoke and fault tests
@@ -218,12 +218,13 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu",
                     help="problem sizes: cpu (minutes on 2 cores), gpu (the committed runs), tiny (tests)")
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    if not args.plot_only:
-        run(out, args.scale, args.quiet, resume=not args.fresh)
-    print_report(out)
-    print(f"wrote {plot(out)}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if not args.plot_only:
+            run(out, args.scale, args.quiet, resume=not args.fresh)
+        print_report(out)
+        print(f"wrote {plot(out)}")
+        return 0
 
 
 if __name__ == "__main__":

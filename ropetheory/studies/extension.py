@@ -41,7 +41,7 @@ from ..schedules import schedule
 from ..core.verdicts import Verdict
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
-from .common import parse_study_args, save_figure, study_parser
+from .common import device_scope, parse_study_args, save_figure, study_parser
 from ..core.errors import BadValue
 
 D = 128
@@ -223,14 +223,15 @@ def main(argv=None) -> int:
     ap.add_argument("--clouds", type=int, default=32, help="random Gaussian v per method and factor")
     ap.add_argument("--num", type=int, default=50, help="log-grid points")
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    if not args.plot_only:
-        if args.clouds < 1 or args.num < 4:
-            raise BadValue(f"need --clouds >= 1 and --num >= 4, got {args.clouds}, {args.num}")
-        run(out, args.clouds, args.num, args.quiet, resume=not args.fresh)
-    print_table(out)
-    print(f"wrote {plot(out)}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if not args.plot_only:
+            if args.clouds < 1 or args.num < 4:
+                raise BadValue(f"need --clouds >= 1 and --num >= 4, got {args.clouds}, {args.num}")
+            run(out, args.clouds, args.num, args.quiet, resume=not args.fresh)
+        print_table(out)
+        print(f"wrote {plot(out)}")
+        return 0
 
 
 if __name__ == "__main__":

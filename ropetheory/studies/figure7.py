@@ -33,7 +33,7 @@ from ..theory import criteria as _criteria
 from ..schedules import schedule, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
-from .common import int_list, parse_study_args, save_figures, study_parser
+from .common import device_scope, int_list, parse_study_args, save_figures, study_parser
 from ..core.errors import BadValue
 
 TRAIN_LEN = 4096
@@ -282,16 +282,17 @@ def main(argv=None) -> int:
         "--head-dims", type=int_list("--head-dims"), default=(128, 80), help="comma-separated head widths d"
     )
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    if not args.plot_only:
-        dims = args.head_dims
-        if args.clouds < 1 or args.n_max < 16 * TRAIN_LEN:
-            raise BadValue(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
-        compute(out, args.clouds, args.n_max, args.num, dims, args.quiet, resume=not args.fresh)
-    print_tables(out)
-    for p in plot(out):
-        print(f"wrote {p}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if not args.plot_only:
+            dims = args.head_dims
+            if args.clouds < 1 or args.n_max < 16 * TRAIN_LEN:
+                raise BadValue(f"need --clouds >= 1 and --n-max >= 16 L = {16 * TRAIN_LEN}")
+            compute(out, args.clouds, args.n_max, args.num, dims, args.quiet, resume=not args.fresh)
+        print_tables(out)
+        for p in plot(out):
+            print(f"wrote {p}")
+        return 0
 
 
 if __name__ == "__main__":

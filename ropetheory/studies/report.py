@@ -45,7 +45,7 @@ from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
 from ..store import check_finite_output, derived_code_hash
-from .common import parse_study_args, study_parser
+from .common import device_scope, parse_study_args, study_parser
 from .report_html import write
 from .report_sources import find_analysis, load_source, measured_section
 from ..core.errors import BadValue
@@ -287,31 +287,32 @@ def _saved(out: pathlib.Path, key: str) -> dict[str, Any] | None:
 
 def main(argv=None) -> int:
     args = parse_study_args(parser(), argv)
-    out = pathlib.Path(args.out)
-    key = report_key(args.source, train_len=args.train_len, seq_len=args.seq_len, clouds=args.clouds,
-                     analysis=args.analysis)
-    saved = None if args.fresh else _saved(out, key)
-    kept = saved is not None
-    if saved is not None:
-        rep = saved
-        print(f"ropetheory report: {out / 'report.json'} was computed from the same source, parameters and "
-              f"code: kept (--fresh recomputes)", file=sys.stderr)
-    else:
-        from ..progress import progress
-        with progress(desc="report", unit="schedule", quiet=args.quiet) as bar:
-            rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
-                        analysis=args.analysis, progress=bar.update)
-        rep["key"] = key
-    page = out / "report.html"
-    if not (kept and page.is_file()):                 # a kept report's page is already there
-        page = write(rep, out)
-    print(f"{rep['label']}: L = {rep['train_len']} (from {rep['train_len_from']})")
-    for s in rep["schedules"]:
-        print(f"  {s['name']} ({s['rope_type']}, d = {s['head_dim']}, horizon {s['horizon']}):")
-        for v in s["verdict"]:
-            print(f"    - {v}")
-    print(f"wrote {page} ({rep['seconds']:.1f} s)")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        key = report_key(args.source, train_len=args.train_len, seq_len=args.seq_len, clouds=args.clouds,
+                         analysis=args.analysis)
+        saved = None if args.fresh else _saved(out, key)
+        kept = saved is not None
+        if saved is not None:
+            rep = saved
+            print(f"ropetheory report: {out / 'report.json'} was computed from the same source, parameters and "
+                  f"code: kept (--fresh recomputes)", file=sys.stderr)
+        else:
+            from ..progress import progress
+            with progress(desc="report", unit="schedule", quiet=args.quiet) as bar:
+                rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
+                            analysis=args.analysis, progress=bar.update)
+            rep["key"] = key
+        page = out / "report.html"
+        if not (kept and page.is_file()):                 # a kept report's page is already there
+            page = write(rep, out)
+        print(f"{rep['label']}: L = {rep['train_len']} (from {rep['train_len_from']})")
+        for s in rep["schedules"]:
+            print(f"  {s['name']} ({s['rope_type']}, d = {s['head_dim']}, horizon {s['horizon']}):")
+            for v in s["verdict"]:
+                print(f"    - {v}")
+        print(f"wrote {page} ({rep['seconds']:.1f} s)")
+        return 0
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ import numpy as np
 
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
+from ..core.checks import bucket
 from ..schedules import Schedule, length_temperature, schedule_from_spec
 from .. import spectra
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
-from .common import parse_study_args, save_figures, study_parser
+from .common import device_scope, parse_study_args, save_figures, study_parser
 from ..core.errors import BadValue
 
 TRAIN_LEN = 4096
@@ -156,7 +157,7 @@ def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict
     k0 = jnp.asarray(head.sink_key())                    # position 0: R_0 = I
     sink_logit = (q_rot @ k0) / math.sqrt(head.d) * temp
     share, mx, npos, nval, lsum = _scan_keys(q_rot, q_pos, temp, jnp.int64(n), ch, c, amp, sigma, kkey,
-                                             sink_logit, chunk=min(chunk, 1 << max(1, int(n - 1).bit_length())))
+                                             sink_logit, chunk=min(chunk, bucket(n, minimum=2, power_of_two=True)))
     return {"sink_share": float(jnp.mean(share)), "max_logit": float(jnp.mean(mx)),
             "frac_positive": float(jnp.sum(npos) / jnp.sum(nval)), "mean_logit": float(jnp.sum(lsum) / jnp.sum(nval)),
             "sink_logit": float(jnp.mean(sink_logit))}
@@ -266,17 +267,18 @@ def main(argv=None) -> int:
     ap.add_argument("--max-log2", type=int, default=16, help="longest length 2^K (16 -> 65536)")
     ap.add_argument("--min-log2", type=int, default=8, help="shortest length simulated, as log2(n)")
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    if not args.plot_only:
-        if not (1 <= args.min_log2 <= args.max_log2 <= 40):
-            raise BadValue(f"need 1 <= --min-log2 <= --max-log2 <= 40, got {args.min_log2}, {args.max_log2}")
-        t0 = time.time()
-        run(out, [2 ** k for k in range(args.min_log2, args.max_log2 + 1)], quiet=args.quiet, resume=not args.fresh)
-        print(f"computed in {time.time() - t0:.1f} s")
-    print_summary(out)
-    for p in plot(out):
-        print(f"wrote {p}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        if not args.plot_only:
+            if not (1 <= args.min_log2 <= args.max_log2 <= 40):
+                raise BadValue(f"need 1 <= --min-log2 <= --max-log2 <= 40, got {args.min_log2}, {args.max_log2}")
+            t0 = time.time()
+            run(out, [2 ** k for k in range(args.min_log2, args.max_log2 + 1)], quiet=args.quiet, resume=not args.fresh)
+            print(f"computed in {time.time() - t0:.1f} s")
+        print_summary(out)
+        for p in plot(out):
+            print(f"wrote {p}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import spectra
-from ..core.checks import from_theta
+from ..core.checks import from_theta, pad_edge
+from ..core.devices import compute_platform
 from ..schedules import merge_spec, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
-from .common import int_list, parse_study_args, study_parser
+from .common import device_scope, int_list, parse_study_args, study_parser
 from ..core.errors import BadValue
 
 __all__ = ["SweepSpec", "run_sweep", "device_mesh", "sharded_rank1_curves", "stream_gram_batch"]
@@ -83,7 +84,8 @@ def code_hash() -> str:
 
 
 def device_mesh(devices=None) -> jax.sharding.Mesh:
-    devs = np.array(jax.devices() if devices is None else devices)
+    """A one-axis mesh (``"clouds"``) of ``devices``, by default every device of the platform in scope."""
+    devs = np.array(jax.devices(compute_platform()) if devices is None else devices)
     return jax.sharding.Mesh(devs, ("clouds",))
 
 
@@ -91,8 +93,8 @@ def device_mesh(devices=None) -> jax.sharding.Mesh:
 def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
     from jax.sharding import PartitionSpec as Ps
     # several CPU devices: LAPACK one matrix per call (a batched call can deadlock XLA's thread pool, see
-    # topeig.top_eigenvalue), and eigvalsh, as before the top-eigenvalue methods (numbers unchanged)
-    several_cpu = jax.default_backend() == "cpu" and mesh.devices.size > 1
+    # topeig.top_eigenvalue), and eigvalsh, the method the saved sweep numbers were computed with
+    several_cpu = compute_platform(mesh) == "cpu" and mesh.devices.size > 1
     body = functools.partial(spectra.rho2_for_clouds_traced, batched_eig=batched,
                              method="eigvalsh" if several_cpu else None, one_at_a_time=several_cpu)
     f = jax.shard_map(body, mesh=mesh, in_specs=(Ps("clouds"), Ps(), Ps()), out_specs=Ps("clouds"),
@@ -102,9 +104,9 @@ def _sharded_fn(mesh: jax.sharding.Mesh, batched: bool):
 
 def _single_threaded_blas(mesh):
     """On a mesh of several CPU devices, XLA's device threads call LAPACK at once, and OpenBLAS's own
-    threads then deadlock (reproduced 2026-11-24, both with sytrd and, more rarely, syevd; never with
-    OPENBLAS_NUM_THREADS=1): OpenBLAS runs single-threaded while they do (the devices are the parallelism)."""
-    if jax.default_backend() != "cpu" or mesh.devices.size < 2:
+    threads then deadlock (with sytrd and, more rarely, syevd; never with OPENBLAS_NUM_THREADS=1): OpenBLAS
+    runs single-threaded while they do (the devices are the parallelism)."""
+    if compute_platform(mesh) != "cpu" or mesh.devices.size < 2:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1, user_api="blas")
@@ -118,7 +120,7 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     th = from_theta(theta)
     Vn = spectra.check_clouds(V, th.size)
     Dm, Sm = spectra.weighted_mean_phases(th, weights or spectra.CONSTANT, L)
-    batched = jax.default_backend() != "cpu"
+    batched = compute_platform(mesh) != "cpu"
     if chunk is None:          # ~4 GiB of Gram matrices per device per step on an accelerator
         per = max(1, (4 << 30) // (8 * len(L) * V.shape[1] ** 2)) if batched else 8
         chunk = per * ndev
@@ -132,12 +134,9 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     chunk = min(chunk, -(-Vn.shape[0] // ndev) * ndev)                # no bigger than the padded cloud count
     with _single_threaded_blas(mesh):
         for k in range(0, Vn.shape[0], chunk):                       # dispatch every step, then collect
-            block = Vn[k:k + chunk]
-            pad = chunk - block.shape[0]                              # every step has one shape: one compile
-            if pad:
-                block = np.concatenate([block, np.tile(block[:1], (pad, 1))])
-            pending.append((f(jax.device_put(block, shard), Dm, Sm), pad))
-        out = [np.asarray(r)[:np.asarray(r).shape[0] - pad] if pad else np.asarray(r) for r, pad in pending]
+            block = Vn[k:k + chunk]                                   # every step has one shape: one compile
+            pending.append((f(jax.device_put(pad_edge(block, chunk), shard), Dm, Sm), block.shape[0]))
+        out = [np.asarray(r)[:rows] for r, rows in pending]
     return np.sqrt(np.clip(np.concatenate(out), 0, None))
 
 
@@ -159,7 +158,7 @@ def _power_weights(alpha: float):
 
 def default_chunk(n_clouds: int, d: int) -> int:
     """Positions per step: about 256 MiB of float64 rows (n_clouds x chunk x d) on an accelerator, 4 MiB on CPU."""
-    budget = (256 << 20) if jax.default_backend() != "cpu" else (4 << 20)
+    budget = (256 << 20) if compute_platform() != "cpu" else (4 << 20)
     c = budget // (8 * max(1, n_clouds) * d * 3)
     return int(2 ** max(6, min(22, int(math.log2(max(c, 64))))))
 
@@ -226,7 +225,7 @@ def run_sweep(sw: SweepSpec, out_dir: str | pathlib.Path, mesh=None, quiet: bool
             rows.append({"schedule": json.dumps(spec, sort_keys=True), "d": d, "weights": w, "n": int(n),
                          "q05": q[0, i], "median": q[1, i], "q95": q[2, i]})
     meta = {"spec": dataclasses.asdict(sw), "devices": [str(x) for x in mesh.devices.ravel()],
-            "backend": jax.default_backend(), "configs": len(configs), "computed_now": computed,
+            "backend": compute_platform(mesh), "configs": len(configs), "computed_now": computed,
             "seconds": time.time() - t0}
     write_csv(out / "sweep.csv", rows)
     write_json(out / "sweep.json", meta)
@@ -245,18 +244,19 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="constant", help="comma list: constant, ramp, power:<alpha>")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random clouds")
     args = parse_study_args(ap, argv)
-    try:
-        scheds = json.loads(args.schedules)
-    except json.JSONDecodeError as e:
-        raise BadValue(f"--schedules is not valid JSON: {e}") from None
-    if not isinstance(scheds, list) or not all(isinstance(s, dict) for s in scheds):
-        raise BadValue(f"--schedules must be a JSON list of objects, got {args.schedules!r}")
-    sw = SweepSpec(scheds, args.head_dims, args.clouds, args.n_max, args.num,
-                   tuple(args.weights.split(",")), args.seed)
-    meta = run_sweep(sw, args.out, quiet=args.quiet, resume=not args.fresh)
-    print(f"{meta['configs']} configs on {len(meta['devices'])} device(s) ({meta['backend']}), "
-          f"{meta['computed_now']} computed now, {meta['seconds']:.1f} s; wrote {args.out}/sweep.csv, sweep.json")
-    return 0
+    with device_scope(args.device):
+        try:
+            scheds = json.loads(args.schedules)
+        except json.JSONDecodeError as e:
+            raise BadValue(f"--schedules is not valid JSON: {e}") from None
+        if not isinstance(scheds, list) or not all(isinstance(s, dict) for s in scheds):
+            raise BadValue(f"--schedules must be a JSON list of objects, got {args.schedules!r}")
+        sw = SweepSpec(scheds, args.head_dims, args.clouds, args.n_max, args.num,
+                       tuple(args.weights.split(",")), args.seed)
+        meta = run_sweep(sw, args.out, quiet=args.quiet, resume=not args.fresh)
+        print(f"{meta['configs']} configs on {len(meta['devices'])} device(s) ({meta['backend']}), "
+              f"{meta['computed_now']} computed now, {meta['seconds']:.1f} s; wrote {args.out}/sweep.csv, sweep.json")
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import parse_study_args, study_parser
+from .common import device_scope, parse_study_args, study_parser
 from ..core.errors import BadValue
 
 PRESETS = {
@@ -128,20 +128,21 @@ def main(argv=None) -> int:
     for k, v in PRESETS["study"].items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"(study preset: {v})")
     args = parse_study_args(ap, argv)
-    out = pathlib.Path(args.out)
-    p = dict(PRESETS[args.preset])
-    p.update({k: getattr(args, k) for k in p if getattr(args, k) is not None})
-    from . import train_report
-    if not args.plot_only:
-        if not args.checkpoint_every >= 0:
-            raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
-        res = compute(p, out, data_dir=pathlib.Path(args.data) if args.data else out / "data",
-                      resume=not args.fresh, quiet=args.quiet, checkpoint_every=args.checkpoint_every)
-        train_report.save(res, out)
-    paths = train_report.report(out, docs=pathlib.Path(args.docs) if args.docs else None)
-    for q in paths:
-        print(f"wrote {q}")
-    return 0
+    with device_scope(args.device):
+        out = pathlib.Path(args.out)
+        p = dict(PRESETS[args.preset])
+        p.update({k: getattr(args, k) for k in p if getattr(args, k) is not None})
+        from . import train_report
+        if not args.plot_only:
+            if not args.checkpoint_every >= 0:
+                raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
+            res = compute(p, out, data_dir=pathlib.Path(args.data) if args.data else out / "data",
+                          resume=not args.fresh, quiet=args.quiet, checkpoint_every=args.checkpoint_every)
+            train_report.save(res, out)
+        paths = train_report.report(out, docs=pathlib.Path(args.docs) if args.docs else None)
+        for q in paths:
+            print(f"wrote {q}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..schedules import rope as rope_schedule
-from ..core.checks import check_head_dim as core_check_head_dim, check_integer
+from ..core.devices import compute_platform
+from ..core.checks import check_head_dim as core_check_head_dim, check_integer, pad_to_bucket
 from ..core.errors import BadValue
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
@@ -170,9 +171,8 @@ def interval_inputs(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.
     ah = a[None, :] * h[:, None]
     lin = th_c * REL_THETA_ERR * (1 + ah) + th_c * (1 + REL_THETA_ERR) * ah * ah * np.exp(ah) / 2
     out = dict(th_h=th_h, th_l=th_l, th_c=th_c, delta=delta, ga=th_c * a[None, :], lin=lin * (1 + 8 * _U), h=h)
-    K = h.size                                   # pad the interval axis to a power of two: few compilations
-    size = 1 << max(0, (K - 1).bit_length())
-    return {k: np.concatenate([v, np.repeat(v[:1], size - K, axis=0)]) for k, v in out.items()}
+    # the interval axis padded to a power of two (last interval repeated): few compilations
+    return {k: pad_to_bucket(v, power_of_two=True) for k, v in out.items()}
 
 
 def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,16 +198,13 @@ def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.
     n = m.size
     lo, hi = np.empty(n), np.empty(n)
     dev = {k: jnp.asarray(v) for k, v in ar.items()}
-    chunk = PAIR_CHUNK_CPU if jax.default_backend() == "cpu" else PAIR_CHUNK_ACCEL
+    chunk = PAIR_CHUNK_CPU if compute_platform() == "cpu" else PAIR_CHUNK_ACCEL
     idx = idx.astype(np.int32, copy=False)
     m = m.astype(np.int32, copy=False)                       # exact: m < MAX_L; half the transfer of float64
     for s in range(0, n, chunk):
         mm, ii = m[s:s + chunk], idx[s:s + chunk]
         k = mm.size
-        size = max(MIN_CHUNK, 1 << (k - 1).bit_length())
-        if k < size:
-            mm = np.concatenate([mm, np.ones(size - k, dtype=np.int32)])
-            ii = np.concatenate([ii, np.full(size - k, ii[0], dtype=np.int32)])
+        mm, ii = (pad_to_bucket(x, minimum=MIN_CHUNK, power_of_two=True) for x in (mm, ii))
         l_, h_ = _pair_kernel(jnp.asarray(mm), jnp.asarray(ii), dev["th_h"], dev["th_l"], dev["th_c"],
                               dev["delta"], dev["ga"], dev["lin"], dev["h"])
         lo[s:s + k] = np.asarray(l_)[:k]

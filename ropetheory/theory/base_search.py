@@ -27,7 +27,6 @@ import functools
 import math
 import pathlib
 import time
-import warnings
 from typing import Any
 from collections.abc import Callable
 
@@ -36,7 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
-from ..store import CHECKPOINT_OVERHEAD, CheckpointClock, atomic_open  # noqa: F401  (CHECKPOINT_OVERHEAD: documented here)
+from ..core.checks import bucket, pad_to_bucket
+from ..core.devices import compute_platform
+from ..store import (CHECKPOINT_OVERHEAD, CheckpointClock, derived_code_hash, load_checkpoint,  # noqa: F401
+                     save_checkpoint)  # (CHECKPOINT_OVERHEAD: documented here)
 from ..core.errors import BadValue
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
@@ -44,8 +46,9 @@ __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
 
 def _bucket(n: int) -> int:
-    """Padded length for ``n`` entries: the next power of two, at least ``MIN_CHUNK``."""
-    return max(bb.MIN_CHUNK, 1 << max(0, (int(n) - 1).bit_length()))
+    """Padded length for ``n`` pairs: the next power of two, at least ``MIN_CHUNK`` (``_round`` reshapes
+    the pairs into chunks of a power of two)."""
+    return bucket(n, minimum=bb.MIN_CHUNK, power_of_two=True)
 
 
 @dataclasses.dataclass
@@ -154,20 +157,21 @@ def _twice(x, n, *, size):
     return x[jnp.where(i < n, i, jnp.where(i < 2 * n, i - n, 0))]
 
 
-def _pad(x: np.ndarray, size: int, fill=0) -> np.ndarray:
-    return np.concatenate([x, np.full(size - x.size, fill, x.dtype)])
+def _pad_intervals(x: np.ndarray, fill: Any) -> np.ndarray:
+    """A per-interval array padded with ``fill`` to the next power of two (as ``interval_inputs`` pads)."""
+    return pad_to_bucket(x, fill=fill, power_of_two=True)
 
 
 def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
     """One round's device work for ``blk``: (alive, min hi, remaining, survivors, pairs evaluated)."""
     K = blk.t_lo.size
-    Kp = 1 << max(0, (K - 1).bit_length())
     ar = {k: jnp.asarray(v) for k, v in bb.interval_inputs(blk.t_lo, blk.t_hi, d).items()}
     alive = np.ones(K, dtype=bool)
     pairs = 0
     nw = int(blk.wcounts.sum())
     if nw:
-        *_, whi, _ = _round(blk.w, jnp.asarray(_pad(blk.wcounts, Kp)), jnp.ones(Kp, bool), ar,
+        every = jnp.asarray(_pad_intervals(np.ones(K, bool), True))
+        *_, whi, _ = _round(blk.w, jnp.asarray(_pad_intervals(blk.wcounts, 0)), every, ar,
                             size=_bucket(nw), out_size=_bucket(nw), L=L, chunk=chunk)
         alive = ~(np.asarray(whi)[:K] < 0)
         pairs += nw
@@ -176,18 +180,17 @@ def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
     if n2 == 0:
         return alive, np.full(K, np.inf), np.zeros(K, np.int64), None, pairs
     size = _bucket(blk.pairs)
-    m, seg, hi, neg, hi_min, remaining = _round(blk.m, jnp.asarray(_pad(blk.counts, Kp)),
-                                                jnp.asarray(_pad(alive, Kp, False)), ar, size=size,
+    m, seg, hi, neg, hi_min, remaining = _round(blk.m, jnp.asarray(_pad_intervals(blk.counts, 0)),
+                                                jnp.asarray(_pad_intervals(alive, False)), ar, size=size,
                                                 out_size=_bucket(n2), L=L, chunk=chunk)
     return (alive, np.asarray(hi_min)[:K], np.asarray(remaining)[:K].astype(np.int64), (m, seg, hi, neg),
             pairs + n2)
 
 
 def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
-    """Write the search state (decided intervals and the pending blocks) atomically.
+    """Write the search state (decided intervals and the pending blocks) as a ``store`` checkpoint.
 
     Blocks whose active sets are still "every m" are stored as bare intervals (no m list)."""
-    path = pathlib.Path(path)
     def host(x, n):
         return np.asarray(x)[:n] if n else np.zeros(0, np.int32)
 
@@ -199,54 +202,48 @@ def _save_state(path, key, stack, lists, evaluations, seconds) -> None:
         return np.concatenate([np.asarray(x, dt) for x in xs] + [np.zeros(0, dt)])
 
     arrays: dict[str, np.ndarray] = dict(
-        key=np.array(key), full=full,
+        full=full,
         ends=np.stack([cat((b.t_lo for b in part), np.float64), cat((b.t_hi for b in part), np.float64)], 1),
         counts=cat((b.counts for b in part), np.int64), act=cat((host(b.m, b.pairs) for b in part), np.int32),
         wcounts=cat((b.wcounts for b in part), np.int64),
-        wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32),
-        counters=np.array([evaluations, seconds]))
+        wit=cat((host(b.w, int(b.wcounts.sum())) for b in part), np.int32))
     arrays.update({k: np.array(v).reshape(-1, 2) for k, v in zip(("feas", "infeas", "und"), lists, strict=True)})
-    with atomic_open(path) as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy types **kwds against allow_pickle
+    save_checkpoint(path, key, arrays, evaluations=int(evaluations), seconds=float(seconds))
 
 
 def _device_block(t_lo, t_hi, counts, m, wcounts, w) -> _Block:
     def dev(x):
-        return None if x is None else jnp.asarray(_pad(x.astype(np.int32), _bucket(x.size), 1))
+        return None if x is None else jnp.asarray(pad_to_bucket(x.astype(np.int32), fill=1, minimum=bb.MIN_CHUNK,
+                                                                power_of_two=True))
     return _Block(t_lo, t_hi, counts, dev(m), wcounts, dev(w))
 
 
 def _load_state(path, key, L):
-    """The saved state if ``path`` holds one for ``key`` (else None); a damaged file is reported and ignored."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        return None
-    try:
-        z = np.load(path)
-        if str(z["key"]) != key:
-            return None
-        ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
-        if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
-                or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
-                or (wit.size and (wit.min() < 1 or wit.max() > L))):
-            raise BadValue("inconsistent active sets")
-        if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
-            raise BadValue("non-finite interval ends")
-        stack = []
-        if len(ends):
-            stack.append(_device_block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act,
-                                       wcounts.astype(np.int64), wit))
-        full = z["full"]
-        if len(full):
-            n = len(full)
-            stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
-                                np.zeros(n, np.int64), None))
-        lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
-        ev, sec = z["counters"]
-        return stack, lists, int(ev), float(sec)
-    except Exception as e:                       # truncated or damaged: start this L again
-        warnings.warn(f"search checkpoint {str(path)!r} is damaged ({e}); recomputing", stacklevel=2)
-        return None
+    """The saved state if ``path`` holds one for ``key`` (else None; ``store.load_checkpoint`` reports a
+    checkpoint it does not use)."""
+    return load_checkpoint(path, key, functools.partial(_restore_state, L=L))
+
+
+def _restore_state(z: dict[str, np.ndarray], meta: dict[str, Any], *, L: int):
+    """The stack, decided lists and counters from a checkpoint's arrays ``z``; a ValueError if inconsistent."""
+    ends, counts, act, wcounts, wit = z["ends"], z["counts"], z["act"], z["wcounts"], z["wit"]
+    if (counts.size != len(ends) or wcounts.size != len(ends) or counts.sum() != act.size
+            or wcounts.sum() != wit.size or (act.size and (act.min() < 1 or act.max() > L))
+            or (wit.size and (wit.min() < 1 or wit.max() > L))):
+        raise BadValue("inconsistent active sets")
+    if not all(np.isfinite(x).all() for x in (z["feas"], z["infeas"], z["und"], ends, z["full"])):
+        raise BadValue("non-finite interval ends")
+    stack = []
+    if len(ends):
+        stack.append(_device_block(ends[:, 0].copy(), ends[:, 1].copy(), counts.astype(np.int64), act,
+                                   wcounts.astype(np.int64), wit))
+    full = z["full"]
+    if len(full):
+        n = len(full)
+        stack.append(_Block(full[:, 0].copy(), full[:, 1].copy(), np.full(n, L, np.int64), None,
+                            np.zeros(n, np.int64), None))
+    lists = [[(float(a), float(b)) for a, b in z[k]] for k in ("feas", "infeas", "und")]
+    return stack, lists, int(meta["evaluations"]), float(meta["seconds"])
 
 
 def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
@@ -285,7 +282,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
     gets the share of ``ln b`` decided.
     """
     L, d = _check_search_args(L, d, b_min, b_max, min_width, initial)
-    accel = jax.default_backend() != "cpu"
+    accel = compute_platform() != "cpu"
     if budget is None:
         budget = 1 << (25 if accel else 22)
     chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
@@ -298,7 +295,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                     np.zeros(initial, np.int64), None)]
     feas, infeas, und = [], [], []
     evaluations, total = 0, hi_t - lo_t
-    key = repr((L, d, b_min, b_max, min_width, initial))
+    key = repr((L, d, b_min, b_max, min_width, initial, derived_code_hash(__name__)))
     elapsed_before = 0.0
     if checkpoint is not None:
         state = _load_state(checkpoint, key, L)
@@ -329,12 +326,9 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         decided += float((blk.t_hi - blk.t_lo)[~split].sum())
         if split.any():
             S = int(split.sum())
-            Sp = 1 << max(0, (S - 1).bit_length())
             acounts = remaining[split]
             n_act = int(acounts.sum())
-            K = blk.t_lo.size
-            Kp = 1 << max(0, (K - 1).bit_length())
-            newidx = np.full(Kp, -1, np.int32)
+            newidx = np.full(bucket(blk.t_lo.size, power_of_two=True), -1, np.int32)
             newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
             m, seg, hi, neg = pairs
             act, wit, wcounts = _children(
@@ -343,7 +337,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                 hi,
                 neg,
                 jnp.asarray(newidx),
-                jnp.asarray(_pad(acounts, Sp)),
+                jnp.asarray(_pad_intervals(acounts, 0)),
                 size_act=_bucket(n_act),
                 size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
                 k=bb.WITNESS_CANDIDATES,

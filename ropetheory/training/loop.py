@@ -166,27 +166,44 @@ def _batches(cfg: TrainConfig, tokens: np.ndarray, templates, digit_ids, step0: 
     return out
 
 
+def _restore(template: Any, saved: dict[str, np.ndarray], meta: dict[str, Any]):
+    """``(arrays, step, log, seconds)`` from a training checkpoint: its leaves put into the tree of
+    ``template`` (the arrays of freshly built models and optimiser states: the checkpoint stores leaves
+    only, the tree comes from the constructors); a ValueError if a leaf is missing or of another shape."""
+    import jax
+    import jax.numpy as jnp
+    fresh, treedef = jax.tree_util.tree_flatten(template)
+    leaves = [saved.get(f"leaf{i}") for i in range(len(fresh))]
+    for i, (a, b) in enumerate(zip(leaves, fresh, strict=True)):
+        if a is None or a.shape != b.shape or a.dtype != b.dtype:
+            raise BadValue(f"leaf {i} is {None if a is None else (a.shape, a.dtype)}, expected {(b.shape, b.dtype)}")
+    if len(saved) != len(fresh):
+        raise BadValue(f"{len(saved)} leaves, expected {len(fresh)}")
+    arrays = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+    return arrays, int(meta["step"]), list(meta["log"]), float(meta["seconds"])
+
+
 def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: bool = True,
           checkpoint_every: float = 60.0, progress=None) -> dict[str, Any]:
     """Train every ``(schedule, seed)`` of ``cfg`` on ``data`` (``.corpus.load_corpus``).
 
     Returns ``{"models": stacked LM, "names", "log": [{"step", "loss": [per model]}], "seconds", "key"}``;
-    the checkpoint ``folder/train.ckpt`` holds the same (a rerun of a finished run loads it and runs no step).
+    the checkpoint ``folder/train.ckpt`` (``ropetheory.store.save_checkpoint``: the models' and optimiser
+    states' leaves as arrays, the tree rebuilt from the constructors on load) holds the same (a rerun of a
+    finished run loads it and runs no step).
     """
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    from ..store import CheckpointClock, fault_point, load_checkpoint, save_checkpoint
+    from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
     folder = pathlib.Path(folder)
     key = run_key(cfg, data["recipe"]["sha256"])
     models, opt_states = _init(cfg)
     arrays, static = eqx.partition((models, opt_states), eqx.is_array)
-    treedef = jax.tree_util.tree_structure(arrays)
     step, log, seconds = 0, [], 0.0
-    saved = load_checkpoint(folder / "train.ckpt", key) if resume else None
+    saved = load_checkpoint(folder / "train.ckpt", key, functools.partial(_restore, arrays)) if resume else None
     if saved:
-        arrays = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in saved["leaves"]])
-        step, log, seconds = saved["step"], saved["log"], saved["seconds"]
+        arrays, step, log, seconds = saved
     models, opt_states = eqx.combine(arrays, static)
     cos, sin = (jnp.asarray(t) for t in _tables(cfg, cfg.train_len))
     seed_of = jnp.asarray([cfg.seeds.index(k) for _, k in model_names(cfg)])
@@ -214,10 +231,11 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
         log.append({"step": step, "loss": losses.mean(axis=0).tolist()})
         if clock.due() or step == cfg.steps:
             t1 = time.perf_counter()
-            leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter((models, opt_states), eqx.is_array))]
-            save_checkpoint(folder / "train.ckpt", key, leaves=leaves, step=step, log=log, seconds=seconds)
+            leaves = jax.tree_util.tree_leaves(eqx.filter((models, opt_states), eqx.is_array))
+            save_checkpoint(folder / "train.ckpt", key, {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)},
+                            step=step, log=log, seconds=seconds)
             clock.written(t1)
-        fault_point()
+        unit_saved()
         if progress:
             progress(step, losses.mean(axis=0))
     return {"models": models, "names": model_names(cfg), "log": log, "seconds": seconds, "key": key}
