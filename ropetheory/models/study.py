@@ -32,7 +32,7 @@ from .. import spectra
 from ..core.checks import check_integer
 from ..theory import criteria, theorems
 from ..theory.beyond import noisy_rank1_limit
-from .capture import hf_to_interleaved, rotate_like_hf
+from .capture import hf_to_interleaved
 from ..schedules.hf import frequencies_from_config
 from ..store import write_csv, write_json
 from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
@@ -61,33 +61,25 @@ SILHOUETTE_POINTS = 200
 FAR_GRID = (1e9, 90)
 
 
-def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray) -> np.ndarray:
     """``rho_n`` of the rank-1 cloud ``x_i = (k_i . v) v`` (model channel order) at the grid lengths.
 
     ``w_i = (k_i . v)^2`` (``ropetheory.models.stream.LayerStream.projections``, squared);
-    ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``R_i`` the layer's exact rotation
-    (``ropetheory.models.capture.rotate_like_hf``, no attention factor: it cancels in the ratio);
-    ``||X_n||_2^2 = sum_{i<n} w_i``. The same curve as ``ropetheory.spectra.rank1_stream_curve``
-    (tested), computed in chunks of ``chunk`` rows with one BLAS Gram per chunk (``O(d^2 + chunk d)``
-    memory), so a whole model's heads take seconds at n = 10^5.
+    ``G_n = sum_{i<n} w_i (R_i v)(R_i v)^T`` with ``R_i`` the layer's exact rotation (no attention
+    factor: it cancels in the ratio) and ``||X_n||_2^2 = W_n = sum_{i<n} w_i``: the package's one streaming
+    kernel, ``ropetheory.spectra.rank1_stream_curve`` (Neumaier-compensated, ``O(d^2 + chunk d)`` memory),
+    on ``v`` in the interleaved order of the layer's planes. A length whose prefix has no weight (every
+    projection zero) has no cloud to shrink: its ratio is 1.
     """
     w = np.asarray(w, dtype=np.float64)
     grid = np.asarray(grid, dtype=np.int64)
-    G = np.zeros((v.size, v.size))
-    out, gi, N = [], 0, int(grid[-1])
-    for a in range(0, N, chunk):                 # one exact rotation per chunk, the Gram cut at grid lengths
-        b = min(N, a + chunk)
-        Y = rotate_like_hf(np.broadcast_to(v, (b - a, v.size)), sched["theta"], sched["rotary_dim"], np.arange(a, b))
-        Y = Y * np.sqrt(w[a:b])[:, None]
-        lo = a
-        while gi < grid.size and grid[gi] <= b:
-            hi = int(grid[gi])
-            G += Y[lo - a:hi - a].T @ Y[lo - a:hi - a]
-            W = w[:hi].sum()
-            out.append(math.sqrt(np.linalg.eigvalsh(0.5 * (G + G.T))[-1] / W) if W > 0 else 1.0)
-            lo, gi = hi, gi + 1
-        G += Y[lo - a:].T @ Y[lo - a:]
-    return np.array(out)
+    W = np.cumsum(w)[grid - 1]
+    out = np.ones(grid.size)
+    live = W > 0
+    if live.any():
+        v_il = hf_to_interleaved(np.asarray(v, dtype=np.float64), int(sched["rotary_dim"]))
+        out[live] = spectra.rank1_stream_curve(sched["theta"], v_il, grid[live], weights=w[:int(grid[-1])]).rho
+    return out
 
 
 def _silhouette(K: np.ndarray, Q: np.ndarray) -> tuple[float, float]:
