@@ -47,6 +47,8 @@ def _cmd_schedule(args) -> int:
     if args.config:
         from .schedules.hf import frequencies_from_config
         f = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
+        for key, a in f["assumed"].items():
+            print(f"ropetheory schedule: note: {key} = {a['value']} assumed: {a['note']}", file=sys.stderr)
         theta, att = np.asarray(f["theta"]), float(f["attention_factor"])
         out = dict(f)
     else:
