@@ -100,7 +100,7 @@ def _cmd_curve(args) -> int:
     lim = predicted_limit(theta, v)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
             "n_max": args.n_max, "num": args.num, "limit_rho": lim.rho, "limit_srank": lim.srank,
-            "ropetheory": __version__}
+            "ropetheory_version": __version__}
     rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
             for n, r, s in zip(c["n"], c["rho"], c["srank"], strict=True)]
     if args.format == "json":
@@ -169,6 +169,20 @@ def _missing_extra(cmd: str, e: ImportError) -> int:
     return 2
 
 
+def as_typed(msg: str, argv: list[str]) -> str:
+    """``msg`` with a parameter name the library uses (``n_max``) written as the flag the user typed
+    (``--n-max``), where the message opens with it or names it before ``must``/``=``."""
+    import re
+    for flag in {a.split("=")[0] for a in argv if a.startswith("--")}:
+        for name in (flag[2:].replace("-", "_"), *[k for k, v in FLAG_NAMES.items() if v == flag]):
+            msg = re.sub(rf"(?<![\w'\"-]){re.escape(name)}(?= must| =| is|:)", flag, msg)
+    return msg
+
+
+#: library parameter names whose flag is not the name with dashes
+FLAG_NAMES = {"n_clouds": "--clouds"}
+
+
 def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
     """One line on stderr for a user error; exit code 2. A closed output pipe is not one (``main``)."""
     if isinstance(e, BrokenPipeError):
@@ -178,7 +192,7 @@ def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
         if "--plot-only" in argv and isinstance(e, FileNotFoundError):
             msg += " (nothing saved there yet: run without --plot-only first)"
     else:
-        msg = str(e)
+        msg = as_typed(str(e), argv)
     print(f"ropetheory {cmd}: error: {msg}", file=sys.stderr)
     return 2
 
@@ -268,8 +282,8 @@ def _main(argv=None) -> int:
             print(f"{r['name']:14s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
             print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
         return 0
-    from .flags import HelpFormatter
-    p = argparse.ArgumentParser(prog="ropetheory", description=__doc__, formatter_class=HelpFormatter,
+    from .flags import HelpFormatter, plain_help
+    p = argparse.ArgumentParser(prog="ropetheory", description=plain_help(__doc__), formatter_class=HelpFormatter,
                                 epilog="each command has -h; results go to --out (default results/), "
                                        "finished parts are kept and a rerun resumes. Compiled programs are "
                                        f"kept in {compilation_cache_dir()} (--no-cache or {NO_CACHE_ENV}=1: "
@@ -310,7 +324,16 @@ def _main(argv=None) -> int:
     for name, (_, desc) in STUDIES.items():           # listed here, parsed by the study's own parser
         sub.add_parser(name, help=desc, add_help=False)
     sub.add_parser("models", help="the packaged real models: installed or not, and how to install them")
-    args = p.parse_args(argv)
+    from .flags import parse_known_or_refuse
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in sub.choices:
+        import difflib
+        close = difflib.get_close_matches(first, list(sub.choices), n=1)
+        p.error(f"unknown command {first!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; commands: {', '.join(sub.choices)}")
+    commands = {"schedule": s, "curve": c}
+    command = commands.get(next((a for a in argv if not a.startswith("-")), ""))
+    args = parse_known_or_refuse(p, argv, command)
     try:
         rc = args.fn(args)
         _report_stores(args.cmd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pytest
+
 import ropetheory as rt
 from ropetheory.cli import main
 from ropetheory.studies import report
@@ -63,3 +65,86 @@ def test_report_on_a_spelt_config_notes_nothing_and_shows_the_scaling():
     sec = rep["schedules"][0]
     assert sec["assumed"] == {} and sec["parameters"]["factor"] == 8.0
     assert "factor 8" in report.parameters_text(sec) and "ASSUMED" not in report.parameters_text(sec)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_a_dict_passed_for_theta_is_one_line_saying_what_to_pass():
+    import numpy as np
+    cfg = rt.from_config(CONFIGS / "llama-2-7b.json")
+    with pytest.raises(TypeError) as e:
+        rt.apply_rope(np.ones((4, 128)), cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 200 and "theta=cfg['theta']" in msg
+
+
+def test_an_unknown_report_source_lists_every_kind_of_name_and_the_closest():
+    with pytest.raises(ValueError) as e:
+        report.load_source("llama-2")
+    msg = str(e.value)
+    assert "did you mean 'llama-2-7b'?" in msg
+    for name in ("smollm2-135m", "gemma3-270m", "phi-3.5-mini-instruct", "rope_id"):
+        assert name in msg
+
+
+@pytest.mark.parametrize("argv, usage, hint", [
+    (["schedule", "--jsn"], "usage: ropetheory schedule", "--jsn (did you mean --json?)"),
+    (["curve", "--n-mx", "5"], "usage: ropetheory curve", "--n-mx (did you mean --n-max?)"),
+    (["report", "rope", "--fresch"], "usage: ropetheory report", "--fresch (did you mean --fresh?)"),
+    (["scheduel"], "usage: ropetheory ", "unknown command 'scheduel' (did you mean 'schedule'?)"),
+])
+def test_an_unknown_argument_shows_its_commands_usage_and_the_closest_flag(argv, usage, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(usage) and hint in err
+
+
+@pytest.mark.parametrize("argv, typed", [(["curve", "--n-max", "-5"], "--n-max must"),
+                                         (["report", "rope", "--train-len", "1"], "--train-len must"),
+                                         (["report", "rope", "--clouds", "1"], "--clouds must")])
+def test_errors_name_the_flag_as_typed(argv, typed, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert typed in err and "n_max" not in err and "n_clouds" not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["fig7"], ["audit"], ["analyze"], ["report"]])
+def test_help_has_no_markup_and_shows_list_defaults_as_typed(argv, capsys):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert "`" not in out and "**" not in out and ":func:" not in out
+    assert "default: (" not in out and "default: [" not in out
+    if argv == ["fig7"]:
+        assert "(default: 128,80)" in out
+
+
+def test_the_readme_names_every_command():
+    from ropetheory.cli import STUDIES
+    text = (ROOT / "README.md").read_text()
+    listed = text[text.index("# every command:"):text.index("```", text.index("# every command:"))]
+    words = {w.strip(" ,#\n") for w in listed.replace("every command:", "").split(",")}
+    assert set(STUDIES) | {"schedule", "curve", "models"} <= words
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/guide/audit.md"])
+def test_the_audit_examples_comments_say_what_they_print(page, capsys, tmp_path, monkeypatch):
+    import re
+    text = (ROOT / page).read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "float32 floor from position" in c)
+    comment = next(line.split("#", 1)[1] for line in code.splitlines()
+                   if line.strip().startswith("print(") and "floor from position" in line)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, page, "exec"), {"__name__": "__docs__"})
+    out = capsys.readouterr().out
+    pieces = [p.strip() for p in comment.split("...") if p.strip()]
+    assert pieces and all(p in out for p in pieces), (pieces, out)
+
+
+def test_the_docs_install_as_the_readme_does():
+    assert "pip install ." in (ROOT / "README.md").read_text()
+    for page in (ROOT / "docs").rglob("*.md"):
+        text = page.read_text()
+        assert "pip install ropetheory" not in text and "'ropetheory[" not in text, page

@@ -41,6 +41,7 @@ import numpy as np
 from . import figure7
 from .. import spectra
 from .. import data
+from ..core.checks import check_integer
 from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
@@ -287,6 +288,7 @@ def _saved(out: pathlib.Path, key: str) -> dict[str, Any] | None:
 
 def main(argv=None) -> int:
     args = parse_study_args(parser(), argv)
+    check_integer("--clouds", args.clouds, lo=2)
     out = pathlib.Path(args.out)
     key = report_key(args.source, train_len=args.train_len, seq_len=args.seq_len, clouds=args.clouds,
                      analysis=args.analysis)
