@@ -43,7 +43,7 @@ def plot_schedule(sec: dict, L: int) -> bytes:
         b.set_xlabel("length n (tokens)")
         b.set_ylabel("FSV ratio ρ_n")
         b.set_title("rank-1 clouds under RoPE")
-        b.legend(fontsize=6)
+        b.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.3))   # below: the L line shows
         dr = sec["drift"]
         xs = [r["s"] for r in dr]
         if all(r["drift_ratio_own"] is not None for r in dr):
@@ -60,7 +60,7 @@ def plot_schedule(sec: dict, L: int) -> bytes:
         fig.suptitle(f"{sec['name']} ({sec['rope_type']}, d = {sec['head_dim']})")
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=figstyle.PNG_DPI)
+        fig.savefig(buf, format="png", dpi=figstyle.PNG_DPI, bbox_inches="tight")   # keeps the legend below
     return buf.getvalue()
 
 
