@@ -133,7 +133,7 @@ def test_the_readme_names_every_command():
 def test_the_audit_examples_comments_say_what_they_print(page, capsys, tmp_path, monkeypatch):
     import re
     text = (ROOT / page).read_text()
-    code = next(c for c in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "float32 floor from position" in c)
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "floor from position" in c)
     comment = next(line.split("#", 1)[1] for line in code.splitlines()
                    if line.strip().startswith("print(") and "floor from position" in line)
     monkeypatch.chdir(tmp_path)
