@@ -117,8 +117,8 @@ def assumed_lines(sec: dict) -> list[str]:
 
 def _parameters_html(sec: dict) -> str:
     assumed = sec.get("assumed", {})
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}{' (assumed)' if k in assumed else ''}</td></tr>"
-                   for k, v in sec["parameters"].items())
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_plain(v))}"
+                   f"{' (assumed)' if k in assumed else ''}</td></tr>" for k, v in sec["parameters"].items())
     warn = "".join(f'<p class="assumed"><strong>Default assumed</strong>: {html.escape(line)}</p>'
                    for line in assumed_lines(sec))
     return (f'<section id="parameters"><h3>Parameters that shaped the frequencies</h3>{warn}'
