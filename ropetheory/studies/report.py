@@ -301,12 +301,12 @@ def main(argv=None) -> int:
             rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
                         analysis=args.analysis, progress=bar.update)
         rep["key"] = key
-    for s in rep["schedules"]:
-        for line in assumed_lines(s):
-            print(f"ropetheory report: note: {s['name']}: {line}", file=sys.stderr)
     page = out / "report.html"
     if not (saved is not None and page.is_file()):      # a reused report's page is already there
         page = write(rep, out)
+    for s in rep["schedules"]:                          # after the write: an error stays one line
+        for line in assumed_lines(s):
+            print(f"ropetheory report: note: {s['name']}: {line}", file=sys.stderr)
     print(f"{rep['label']}: L = {rep['train_len']} (from {rep['train_len_from']})")
     for s in rep["schedules"]:
         print(f"  {s['name']} ({s['rope_type']}, d = {s['head_dim']}, horizon {s['horizon']}):")
