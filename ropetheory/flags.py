@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from .core.errors import BadValue
 
 __all__ = ["study_parser", "parse_study_args", "device_scope", "SHARED_FLAGS", "HelpFormatter", "plain_help",
-           "int_list"]
+           "int_list", "parse_known_or_refuse"]
 
 #: the flags a study may share; each means the same in every command
 SHARED_FLAGS = ("fresh", "quiet", "plot-only", "device")
@@ -26,19 +26,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     where it has one worth saying (not for on/off flags, not where the help already names it)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
+        text = plain_help(action.help)
         if "default" in text or any(action.default is v for v in (None, False, True, argparse.SUPPRESS)) \
                 or not action.option_strings:
             return text
+        if isinstance(action.default, (list, tuple)):       # as it is typed: 128,80, not (128, 80)
+            shown = ",".join(map(str, action.default)).replace("%", "%%")
+            return f"{text} (default: {shown})"
         return f"{text} (default: %(default)s)"
 
 
 def plain_help(doc: str | None) -> str:
-    """A module docstring as help text: reST literals (double backticks) and roles dropped."""
+    """A module docstring (or an option's help) as help text: reST literals (backticks), roles and bold
+    dropped."""
     import re
     text = (doc or "").strip()
     text = re.sub(r":(?:func|mod|data|class|meth|attr):`~?([^`]+)`", r"\1", text)
-    return text.replace("``", "")
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)          # markdown/reST bold
+    return text.replace("``", "").replace("`", "")
 
 
 def int_list(flag: str):
@@ -74,9 +79,30 @@ def study_parser(prog: str, doc: str | None, *, out: str = "results",
     return ap
 
 
+#: how close (difflib ratio) an unknown flag must be to a known one to be suggested
+SUGGEST_CUTOFF = 0.6
+
+
+def parse_known_or_refuse(ap: argparse.ArgumentParser, argv: Any = None,
+                          command: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """``ap.parse_args(argv)``, but an unknown argument is refused by ``command`` (the parser of the command
+    it follows, so the usage shown is that command's), with the closest known flag suggested."""
+    import difflib
+    args, extras = ap.parse_known_args(argv)
+    if extras:
+        command = command or ap
+        known = [o for a in command._actions for o in a.option_strings]
+        hints = []
+        for x in extras:
+            close = difflib.get_close_matches(x.split("=")[0], known, n=1, cutoff=SUGGEST_CUTOFF)
+            hints.append(f"{x} (did you mean {close[0]}?)" if close and x.startswith("-") else x)
+        command.error(f"unrecognized arguments: {' '.join(hints)}")
+    return args
+
+
 def parse_study_args(ap: argparse.ArgumentParser, argv: Any = None) -> argparse.Namespace:
     """Parse ``argv``; the command then runs inside ``device_scope(args.device)``."""
-    return ap.parse_args(argv)
+    return parse_known_or_refuse(ap, argv)
 
 
 @contextlib.contextmanager

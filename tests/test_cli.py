@@ -61,7 +61,8 @@ def test_curve_writes_a_plain_csv_and_its_spec_seed_and_version_beside_it(capsys
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["n", "rho", "srank"] and len(rows) == 5
     meta = json.loads(side.read_text())
-    assert meta["seed"] == 3 and meta["spec"]["name"] == "rope" and meta["ropetheory"] == rt.__version__
+    assert meta["seed"] == 3 and meta["spec"]["name"] == "rope" and meta["ropetheory_version"] == rt.__version__
+    assert "ropetheory" not in meta                   # one version field, the one every saved JSON has
     rc, out, _ = _run(["curve", "--num", "5", "--n-max", "1000", "--format", "json"], capsys)
     js = json.loads(out)
     assert [r["n"] for r in js["rows"]] == [int(r["n"]) for r in rows] and js["spec"]["head_dim"] == 128

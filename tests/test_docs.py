@@ -29,6 +29,11 @@ def test_docs_site_builds_strictly(tmp_path):
     theory = (site / "theory.html").read_text()
     assert 'class="arithmatex"' in theory and "tex-svg.js" in theory                 # maths rendered by MathJax
     assert (site / "search" / "search_index.js").is_file()                           # search from disk (offline)
+    api = (site / "api.html").read_text()
+    ids = re.findall(r'id="(ropetheory[\w.]*)"', api)
+    assert ids[0] == "ropetheory" and "ropetheory.testing" in ids and "ropetheory.from_config" in ids
+    assert ids.index("ropetheory.testing") < ids.index("ropetheory.core.checks.check_bool")   # public names first
+    assert "<code>ropetheory.<wbr>theory.<wbr>theorems.<wbr>predicted_<wbr>limit</code>" in theory  # no mid-word
 
 
 def test_every_page_has_examples_to_run():

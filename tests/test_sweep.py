@@ -99,7 +99,7 @@ def test_streaming_batch_kernel_matches_closed_form_and_single_cloud_stream():
     (["--schedules", "[{name: rope}]"], "not valid JSON"),
     (["--schedules", '{"name": "rope"}'], "must be a JSON list"),
     (["--weights", "cubic"], "unknown weights 'cubic'"),
-    (["--clouds", "0"], "n_clouds must be >= 1, got 0"),
+    (["--clouds", "0"], "--clouds must be >= 1, got 0"),
     (["--schedules", '[{"name": "ropee"}]'], "unknown schedule 'ropee'"),
 ])
 def test_sweep_cli_rejects_bad_input(args, match, tmp_path, capsys):

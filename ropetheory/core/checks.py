@@ -8,6 +8,7 @@ Every error is a ``ValueError`` or ``TypeError`` that names the argument and the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -125,17 +126,31 @@ def real_array(name: str, x: Any) -> np.ndarray:
     The one conversion every public array argument goes through (numpy would drop an imaginary part
     with only a warning, and read ``True`` as 1).
     """
+    if isinstance(x, Mapping):
+        hint = f"pass {name}=cfg[{name!r}] (the dict's {name!r} entry)" if name in x else \
+            f"pass the array itself (its keys: {short_repr(sorted(map(str, x)))})"
+        raise BadType(f"{name} must be an array of numbers, got a dict: {hint}")
     try:
         raw = np.asarray(x)
         dt = raw.dtype
         if np.iscomplexobj(x) or dt.kind in "bUSV" or (
                 dt.kind == "O" and any(isinstance(e, (str, bytes, bool, complex)) for e in raw.ravel())):
-            raise BadType(f"{name} must be real numbers (not strings, booleans or complex), got {x!r}"[:300])
+            raise BadType(f"{name} must be real numbers (not strings, booleans or complex), got {short_repr(x)}")
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
         if isinstance(e, TypeError) and str(e).startswith(name):
             raise
-        raise BadType(f"{name} must be numbers, got {x!r}") from None
+        raise BadType(f"{name} must be numbers, got {short_repr(x)}") from None
+
+
+#: a refused value is shown in a message up to this many characters, on one line
+REPR_CHARS = 120
+
+
+def short_repr(x: Any) -> str:
+    """``repr(x)`` on one line, cut to ``REPR_CHARS`` (a refused array must not fill the terminal)."""
+    text = " ".join(repr(x).split())
+    return text if len(text) <= REPR_CHARS else text[:REPR_CHARS - 3] + "..."
 
 
 def from_theta(theta: Any) -> np.ndarray:

@@ -57,6 +57,9 @@ class Schedule:
         logits by its square and leaves theta unchanged.
     temperature : str or None
         The logit-temperature rule applied at inference (one of ``TEMPERATURE_RULES``), or None.
+    assumed : Mapping
+        Parameters the source did not give and a default filled in, said aloud: ``{key: {"value", "note"}}``
+        (a model config without ``rope_theta`` gets transformers' 10000).
     """
 
     theta: np.ndarray
@@ -66,6 +69,7 @@ class Schedule:
     rotary_dim: int | None = None
     attention_factor: float = 1.0
     temperature: str | None = None
+    assumed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         theta = np.array(checks.checked_theta(self.theta))   # validated once, a private copy the caller cannot change
@@ -74,6 +78,7 @@ class Schedule:
         if not isinstance(self.name, str) or not isinstance(self.params, Mapping):
             raise BadType(f"name must be a string and params a mapping, got {self.name!r}, {self.params!r}")
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "assumed", dict(self.assumed))
         object.__setattr__(self, "attention_factor",
                            checks.check_number("attention_factor", self.attention_factor, lo=0.0, lo_open=True))
         if self.rotary_dim is not None:
@@ -109,7 +114,8 @@ class Schedule:
         """JSON-ready: the spec, the frequencies and every field."""
         return {"name": self.name, "head_dim": self.head_dim, "params": dict(self.params),
                 "layout": self.layout, "rotary_dim": self.rotary_dim, "attention_factor": self.attention_factor,
-                "temperature": self.temperature, "theta": self.theta.tolist(), "spec": self.spec}
+                "temperature": self.temperature, "assumed": dict(self.assumed), "theta": self.theta.tolist(),
+                "spec": self.spec}
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         """``np.asarray(schedule)`` is its frequency vector."""

@@ -14,6 +14,7 @@ resumes where it was.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import pathlib
@@ -25,6 +26,8 @@ from .common import device_scope, parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
 from ..core.errors import BadValue
 
+#: the searched domain of bases (the command's defaults; docs/figures/ was computed with them)
+B_MIN, B_MAX = 1e2, 1e10
 SCALES = {"cpu": [4096, 8192, 16384],
           "gpu": [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]}
 
@@ -38,7 +41,7 @@ def row_key(L: int, d: int, b_min: float, b_max: float, min_width: float) -> str
     return f"L={L}|d={d}|b=[{b_min!r},{b_max!r}]|w={min_width!r}|code={code_hash()}"
 
 
-def run(out_dir: pathlib.Path, lengths: list[int], *, d: int = 128, b_min: float = 1e2, b_max: float = 1e10,
+def run(out_dir: pathlib.Path, lengths: list[int], *, d: int = 128, b_min: float = B_MIN, b_max: float = B_MAX,
         min_width: float = bb.DEFAULT_MIN_WIDTH, quiet: bool = False, resume: bool = True) -> dict[str, Any]:
     from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,12 +111,35 @@ def print_report(meta: dict) -> None:
               f"{s['undecided_count']:>5d} / {s['undecided_ln_measure']:.1e} {s['seconds']:6.1f}s")
 
 
+def saved(out_dir: pathlib.Path) -> dict[str, Any]:
+    """The saved numbers: ``base_bound.json``, else the two CSVs (``docs/figures/`` keeps only those; the
+    searched domain and undecided width are then the command's defaults, with which they were computed)."""
+    if (out_dir / "base_bound.json").is_file():
+        return json.loads((out_dir / "base_bound.json").read_text())
+    if not (out_dir / "base_bound.csv").is_file():
+        raise BadValue(f"no base_bound.json or base_bound.csv in {str(out_dir)!r}; run without --plot-only first")
+    with (out_dir / "base_bound.csv").open(encoding="utf-8") as fh:
+        rows: list[dict[str, Any]] = [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()
+                                       if k != "measure_per_decade"} for r in csv.DictReader(fh)]
+    windows: dict[int, list[list[float]]] = {}
+    with (out_dir / "base_bound_windows.csv").open(encoding="utf-8") as fh:
+        for w in csv.DictReader(fh):
+            if w["kind"] == "feasible":
+                windows.setdefault(int(w["L"]), []).append([float(w["b_lo"]), float(w["b_hi"])])
+    for r in rows:
+        r["L"] = int(r["L"])
+        r["feasible"] = windows.get(r["L"], [])
+    return {"d": int(rows[0]["d"]) if rows else 128, "b_min": B_MIN, "b_max": B_MAX,
+            "min_width_ln_b": bb.DEFAULT_MIN_WIDTH, "rows": rows}
+
+
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
+    """``base_bound.png`` (and its PDF) in ``out_dir``, drawn from the saved numbers there (``saved``)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    meta = json.loads((out_dir / "base_bound.json").read_text())
+    meta = saved(out_dir)
     rows = meta["rows"]
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 2.4))
     for y, r in enumerate(rows):
         for a, b in r["feasible"]:
             ax.plot([a, b], [y, y], color="tab:green", lw=6, solid_capstyle="butt")
@@ -128,15 +154,17 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     ax.set_xlim(max(meta["b_min"], 10 ** (math.floor(math.log10(min(firsts))) - 0.3)) if firsts else meta["b_min"],
                 meta["b_max"])
     ax.set_yticks(range(len(rows)), [f"L = {r['L']}" for r in rows])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("RoPE base b (log scale)")
     ax.set_ylabel("context length L (tokens)")
     ax.set_title(f"Feasible bases: B(m; b) >= 0 for every integer m <= L (d = {meta['d']}), certified;\n"
                  f"everything else is proven infeasible except undecided slivers < {meta['min_width_ln_b']:.0e} "
                  "in ln b at window ends", fontsize=10)
+    # below the axes, so it covers no length's bar
     ax.legend(handles=[Line2D([], [], color="tab:green", lw=6, label="proven feasible window (| : narrower than 1%)"),
                        Line2D([], [], color="k", marker="v", ls="", label="smallest feasible base"),
                        Line2D([], [], color="tab:blue", marker="x", ls="", mew=2, label="Men et al. Table 2")],
-              fontsize=8, loc="lower right")
+              fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     ax.grid(True, which="major", axis="x", alpha=0.3)
     return save_figure(fig, out_dir / "base_bound.png")
 
@@ -157,8 +185,8 @@ def parser() -> argparse.ArgumentParser:
                     help="cpu: L = 4k, 8k, 16k (~2 min on 2 cores); gpu: L = 4k .. 1M")
     ap.add_argument("--lengths", type=_lengths, default=None, help="comma-separated L (overrides --scale)")
     ap.add_argument("--head-dim", type=int, default=128, help="head width d")
-    ap.add_argument("--b-min", type=float, default=1e2, help="smallest base searched")
-    ap.add_argument("--b-max", type=float, default=1e10, help="largest base searched")
+    ap.add_argument("--b-min", type=float, default=B_MIN, help="smallest base searched")
+    ap.add_argument("--b-max", type=float, default=B_MAX, help="largest base searched")
     ap.add_argument("--min-width", type=float, default=bb.DEFAULT_MIN_WIDTH,
                     help="intervals narrower than this (in ln b) are reported undecided")
     return ap
@@ -169,13 +197,12 @@ def main(argv=None) -> int:
     with device_scope(args.device):
         out = pathlib.Path(args.out)
         if args.plot_only:
-            if not (out / "base_bound.json").exists():
-                raise BadValue(f"--plot-only: no base_bound.json in {str(out)!r}; run without --plot-only first")
-            meta = json.loads((out / "base_bound.json").read_text())
+            meta = saved(out)
         else:
             meta = run(out, args.lengths or SCALES[args.scale], d=args.head_dim, b_min=args.b_min, b_max=args.b_max,
                        min_width=args.min_width, quiet=args.quiet, resume=not args.fresh)
-        print_report(meta)
+        if "definition" in meta:                   # the full record (the CSVs alone are enough for the figure)
+            print_report(meta)
         print(f"wrote {plot(out)}")
         return 0
 

@@ -178,8 +178,13 @@ def print_table(out_dir: pathlib.Path) -> None:
               f"median {e['median_angle_err_rad']:.3e} rad, max |cos error| {e['max_cos_err']:.3e}")
 
 
+#: tick values of the drift axis (log scale), those inside the data's range labelled
+DRIFT_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
+
+
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     meta = json.loads((out_dir / "extension.json").read_text())
     with open(out_dir / "extension_curves.csv") as fh:
         curves = list(csv.DictReader(fh))
@@ -212,9 +217,13 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     ax2.set_xscale("log", base=2)
     ax2.set_yscale("log")
     ax2.set_xlabel("extension factor s")
+    lo, hi = ax2.get_ylim()                     # the data span less than a decade: label ticks inside it
+    ticks = [t for t in DRIFT_TICKS if lo <= t <= hi]
+    ax2.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax2.yaxis.set_minor_formatter(NullFormatter())
     ax2.set_ylabel("max low-frequency drift at sL / at L")
     ax2.set_title("low-frequency drift (<= 1: in distribution)")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))   # below: covers no marker
     return save_figure(fig, out_dir / "extension.png")
 
 

@@ -227,6 +227,20 @@ def print_tables(out_dir: pathlib.Path) -> None:
         print(f"  {k:32s} rho_s = {v['spearman']:+.3f}  (p = {v['p_value']:.3f})")
 
 
+#: two medians within this relative distance of each other ...
+COINCIDE_RTOL = 0.01
+#: ... on at least this share of the lengths are drawn so that both show (the later one dashed)
+COINCIDE_SHARE = 0.25
+
+
+def _band(ax, n, lo, hi, col, ls: Any = "-") -> None:
+    """A 5-95% band: a light fill and its two edges in the schedule's colour (bands that coincide, as
+    RoPE-ID's and half-RoPE's do past L, still show both edges' colours)."""
+    ax.fill_between(n, lo, hi, color=col, alpha=0.12, lw=0)
+    for edge in (lo, hi):
+        ax.plot(n, edge, color=col, lw=0.6, alpha=0.8, ls=ls)
+
+
 def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Draw fig7.png / fig7.pdf from fig7.csv and fig7.json alone."""
     import matplotlib.pyplot as plt
@@ -237,6 +251,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     fig, axes = plt.subplots(2, len(dims), figsize=(6 * len(dims), 8), sharex=True, squeeze=False)
     L = meta["train_len"]
     for c, d in enumerate(dims):
+        drawn: list[np.ndarray] = []
         for key in meta["schedules"]:
             sel = [r for r in rows if r["schedule"] == key and int(r["d"]) == d]
             n = np.array([float(r["n"]) for r in sel])
@@ -246,13 +261,17 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
             one = np.array([float(r["single_v"]) for r in sel])
             col = figstyle.color(key)
             lab = meta["schedules"][key]["label"]
+            # a median on top of an earlier one (RoPE-ID on half-RoPE past L) is dashed, so both show
+            same = any(np.mean(np.abs(med - m) <= COINCIDE_RTOL * m) >= COINCIDE_SHARE for m in drawn)
+            drawn.append(med)
+            style = {"color": col, "lw": 1.8, "label": lab, **({"ls": (0, (4, 3)), "zorder": 3} if same else {})}
             ax = axes[0, c]
-            ax.fill_between(n, lo, hi, color=col, alpha=0.18, lw=0)
-            ax.plot(n, med, color=col, lw=1.8, label=lab)
+            _band(ax, n, lo, hi, col, style.get("ls", "-"))
+            ax.plot(n, med, **style)
             ax.plot(n, one, color=col, lw=0.8, ls=":")
             ax2 = axes[1, c]
-            ax2.fill_between(n, 1 / hi ** 2, 1 / lo ** 2, color=col, alpha=0.18, lw=0)
-            ax2.plot(n, 1 / med ** 2, color=col, lw=1.8, label=lab)
+            _band(ax2, n, 1 / hi ** 2, 1 / lo ** 2, col, style.get("ls", "-"))
+            ax2.plot(n, 1 / med ** 2, **style)
             fc = meta["vertical_lines"][f"{key}_d{d}"]
             if fc <= n.max():
                 for ax_ in (ax, ax2):

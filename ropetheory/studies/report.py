@@ -41,12 +41,13 @@ import numpy as np
 from . import figure7
 from .. import spectra
 from .. import data
+from ..core.checks import check_integer
 from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
 from ..store import check_finite_output, derived_code_hash
 from .common import device_scope, parse_study_args, study_parser
-from .report_html import write
+from .report_html import assumed_lines, parameters_text, write
 from .report_sources import find_analysis, load_source, measured_section
 from ..core.errors import BadValue
 
@@ -231,6 +232,7 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
         H = int(min(L, sc["window"])) if sc["window"] else L
         V = _unit_clouds(2 * theta.size, n_clouds)
         sec = {"name": sc["name"], "layers": sc["layers"], "rope_type": sc["rope_type"],
+               "parameters": sc["parameters"], "assumed": sc["assumed"],
                "attention_factor": sc["attention_factor"], "head_dim": 2 * theta.size, "window": sc["window"],
                "horizon": H, "horizon_is": "sliding window" if sc["window"] else "training length",
                "frequencies": frequencies_section(theta, H),
@@ -287,16 +289,14 @@ def _saved(out: pathlib.Path, key: str) -> dict[str, Any] | None:
 
 def main(argv=None) -> int:
     args = parse_study_args(parser(), argv)
+    check_integer("--clouds", args.clouds, lo=2)
     with device_scope(args.device):
         out = pathlib.Path(args.out)
         key = report_key(args.source, train_len=args.train_len, seq_len=args.seq_len, clouds=args.clouds,
                          analysis=args.analysis)
         saved = None if args.fresh else _saved(out, key)
-        kept = saved is not None
         if saved is not None:
             rep = saved
-            print(f"ropetheory report: {out / 'report.json'} was computed from the same source, parameters and "
-                  f"code: kept (--fresh recomputes)", file=sys.stderr)
         else:
             from ..progress import progress
             with progress(desc="report", unit="schedule", quiet=args.quiet) as bar:
@@ -304,14 +304,22 @@ def main(argv=None) -> int:
                             analysis=args.analysis, progress=bar.update)
             rep["key"] = key
         page = out / "report.html"
-        if not (kept and page.is_file()):                 # a kept report's page is already there
+        if not (saved is not None and page.is_file()):      # a reused report's page is already there
             page = write(rep, out)
+        for s in rep["schedules"]:                          # after the write: an error stays one line
+            for line in assumed_lines(s):
+                print(f"ropetheory report: note: {s['name']}: {line}", file=sys.stderr)
         print(f"{rep['label']}: L = {rep['train_len']} (from {rep['train_len_from']})")
         for s in rep["schedules"]:
             print(f"  {s['name']} ({s['rope_type']}, d = {s['head_dim']}, horizon {s['horizon']}):")
+            print(f"    parameters: {parameters_text(s)}")
             for v in s["verdict"]:
                 print(f"    - {v}")
-        print(f"wrote {page} ({rep['seconds']:.1f} s)")
+        if saved is not None:
+            print(f"reused {page}: computed earlier ({rep['seconds']:.1f} s) from the same source, parameters and code "
+                  f"(--fresh recomputes)")
+        else:
+            print(f"wrote {page} ({rep['seconds']:.1f} s)")
         return 0
 
 

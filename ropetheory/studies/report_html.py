@@ -43,7 +43,7 @@ def plot_schedule(sec: dict, L: int) -> bytes:
         b.set_xlabel("length n (tokens)")
         b.set_ylabel("FSV ratio ρ_n")
         b.set_title("rank-1 clouds under RoPE")
-        b.legend(fontsize=6)
+        b.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.3))   # below: the L line shows
         dr = sec["drift"]
         xs = [r["s"] for r in dr]
         if all(r["drift_ratio_own"] is not None for r in dr):
@@ -60,7 +60,7 @@ def plot_schedule(sec: dict, L: int) -> bytes:
         fig.suptitle(f"{sec['name']} ({sec['rope_type']}, d = {sec['head_dim']})")
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=figstyle.PNG_DPI)
+        fig.savefig(buf, format="png", dpi=figstyle.PNG_DPI, bbox_inches="tight")   # keeps the legend below
     return buf.getvalue()
 
 
@@ -95,6 +95,36 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+def parameters_text(sec: dict) -> str:
+    """The parameters that shaped a schedule's frequencies, on one line (``rope_theta`` named as the base,
+    an assumed default marked)."""
+    names = {"rope_theta": "base rope_theta", "original_max_position_embeddings": "original L"}
+    assumed = sec.get("assumed", {})
+    return ", ".join(f"{names.get(k, k)} {_plain(v)}" + (" (ASSUMED)" if k in assumed else "")
+                     for k, v in sec["parameters"].items())
+
+
+def _plain(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def assumed_lines(sec: dict) -> list[str]:
+    """One line per default a schedule took because its config or spec left a key out."""
+    return [f"{k} = {_plain(a['value'])} assumed: {a['note']}" for k, a in sec.get("assumed", {}).items()]
+
+
+def _parameters_html(sec: dict) -> str:
+    assumed = sec.get("assumed", {})
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_plain(v))}"
+                   f"{' (assumed)' if k in assumed else ''}</td></tr>" for k, v in sec["parameters"].items())
+    warn = "".join(f'<p class="assumed"><strong>Default assumed</strong>: {html.escape(line)}</p>'
+                   for line in assumed_lines(sec))
+    return (f'<section id="parameters"><h3>Parameters that shaped the frequencies</h3>{warn}'
+            f"<table>{rows}</table></section>")
+
+
 def render_html(rep: dict, pngs: list[bytes]) -> str:
     L = rep["train_len"]
     parts = [f"<h1>ropetheory report: {html.escape(rep['label'])}</h1>",
@@ -107,6 +137,7 @@ def render_html(rep: dict, pngs: list[bytes]) -> str:
         parts += [
             f"<h2>{html.escape(sec['name'])}: {html.escape(sec['rope_type'])}, d = {sec['head_dim']}, "
             f"layers {html.escape(str(sec['layers']))}</h2>",
+            _parameters_html(sec),
             '<section id="verdict"><h3>Verdict</h3><ul>'
             + "".join(f"<li>{html.escape(v)}</li>" for v in sec["verdict"])
             + "</ul></section>",
@@ -186,7 +217,8 @@ def render_html(rep: dict, pngs: list[bytes]) -> str:
                 + "</section>"
             )
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}" \
+            ".assumed{background:#fff3cd;border-left:4px solid #e0a800;padding:4px 8px}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>ropetheory report</title>" \
            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
 

@@ -51,9 +51,35 @@ def load_source(source: str, *, train_len: int | None = None, seq_len: int | Non
         label = ("config" if source.lstrip()[:1] == "{" else
                  path.name if path.is_dir() else path.parent.name if path.name == "config.json" else path.stem)
         return _config_source(label, spec, train_len, seq_len)
-    spec = with_default_head_dim(spec)
-    label = str(spec.get("name", spec.get("type", "spec")))
-    return _schedule_source(label, schedule_from_spec(spec), spec, train_len)
+    full = with_default_head_dim(spec)
+    label = str(full.get("name", full.get("type", "spec")))
+    try:
+        theta = schedule_from_spec(full)
+    except ValueError as e:
+        if str(e).startswith("unknown schedule"):
+            raise BadValue(unknown_source(source)) from None
+        raise
+    out = _schedule_source(label, theta, full, train_len)
+    if "head_dim" in full and "head_dim" not in spec:
+        note = "the spec names no head_dim (the command line's default head width)"
+        out["schedules"][0]["assumed"] = {"head_dim": {"value": full["head_dim"], "note": note}}
+    return out
+
+
+def unknown_source(source: str) -> str:
+    """One line for a SOURCE that is no file, packaged model, fixture config or schedule: every name it
+    could have been, and the closest."""
+    import difflib
+    from ..models.registry import PACKAGED
+    from ..schedules import ALIASES, SCHEDULES
+    names = {"packaged models": sorted(PACKAGED), "fixture configs": sorted(data.fixture_configs()),
+             "schedules": sorted(SCHEDULES)}
+    every = [n for group in names.values() for n in group] + sorted(ALIASES)
+    close = difflib.get_close_matches(source.split(":")[0], every, n=1, cutoff=0.5)
+    return (f"SOURCE {source!r} is no config file, packaged model, fixture config or schedule"
+            + (f" (did you mean {close[0]!r}?)" if close else "") + "; known: "
+            + "; ".join(f"{k} {', '.join(v)}" for k, v in names.items())
+            + " (or a config.json path, a checkpoint folder, a .gguf file or a JSON spec)")
 
 
 def _model_config(source: str) -> tuple[dict, str] | None:
@@ -112,8 +138,10 @@ def _schedule_source(label, theta, spec, train_len):
     how = "--train-len" if train_len else ("the spec's train_len" if "train_len" in spec else
                                            f"default {figure7.TRAIN_LEN} (the paper's Figure 7)")
     theta = np.asarray(theta, dtype=np.float64)
+    params = {k: v for k, v in spec.items() if k not in ("name", "type")}
     sched = {"name": label, "layers": "all", "theta": theta, "attention_factor": 1.0, "rope_type": label,
-             "window": None, "head_dim": 2 * theta.size, "spec": spec, "config": None, "layer_type": None}
+             "window": None, "head_dim": 2 * theta.size, "spec": spec, "config": None, "layer_type": None,
+             "parameters": {"schedule": label, **params}, "assumed": {}}
     return {"label": label, "kind": "schedule", "config": None, "train_len": L, "train_len_from": how,
             "schedules": [sched]}
 
@@ -134,6 +162,7 @@ def _config_source(label, cfg, train_len, seq_len):
         scheds.append({"name": lt or "all layers", "layers": layers, "theta": np.asarray(f["theta"]),
                        "attention_factor": float(f["attention_factor"]), "rope_type": f["rope_type"],
                        "rope_theta": f["rope_theta"], "window": w, "head_dim": f["head_dim"],
-                       "rotary_dim": f["rotary_dim"], "spec": None, "config": cfg, "layer_type": lt})
+                       "rotary_dim": f["rotary_dim"], "spec": None, "config": cfg, "layer_type": lt,
+                       "parameters": f["parameters"], "assumed": f["assumed"]})
     return {"label": label, "kind": "config", "config": cfg, "train_len": L, "train_len_from": how,
             "seq_len": n, "schedules": scheds}

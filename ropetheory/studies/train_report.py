@@ -256,28 +256,75 @@ def report(out: pathlib.Path, docs: pathlib.Path | None = None) -> list[pathlib.
     return paths
 
 
+#: a variant whose mean perplexity passes this gets a panel of its own (the rotating variants stay below ~150,
+#: NoPE reaches ~1e4 past L: on one axis it would flatten the other seven)
+PPL_OWN_PANEL = 500.0
+#: variants at one length are spread over this fraction of a factor of 2 on the log-2 length axis, so their
+#: error bars do not overlap
+DODGE_OCTAVES = 0.3
+
+
+def _dodged(lengths: list[int], i: int, k: int) -> list[float]:
+    """The lengths of variant ``i`` of ``k``, shifted by its share of ``DODGE_OCTAVES`` (log-2 axis)."""
+    shift = (i - (k - 1) / 2) * DODGE_OCTAVES / max(k - 1, 1)
+    return [n * 2.0 ** shift for n in lengths]
+
+
+def _errorbars(ax, rows: list[dict], key: str, L: int, lengths: list[int], order: list[str]) -> None:
+    """One line with ± 1 sd error bars per variant, dodged in x; L marked; a log-2 length axis."""
+    for r in rows:
+        m = [r[f"{key}_{n // L}L"] for n in lengths]
+        sd = [r[f"{key}_{n // L}L_sd"] for n in lengths]
+        ax.errorbar(_dodged(lengths, order.index(r["variant"]), len(order)), m, yerr=sd, marker="o", ms=3,
+                    capsize=2, label=r["variant"], color=figstyle.color(r["variant"]),
+                    ls="--" if "+" in r["variant"] else "-")
+    ax.axvline(L, color="k", lw=0.8, ls=":", label=f"training length L = {L}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(L / 1.5, max(lengths) * 1.5)          # L (the first length) inside the axes, not on them
+    ax.set_xticks(lengths, [f"{n}" for n in lengths])
+    ax.set_xlabel("evaluation length n (tokens)")
+
+
+def _plot_ppl(s: dict, L: int, lengths: list[int]):
+    """Perplexity per variant: the variants past ``PPL_OWN_PANEL`` (NoPE) in a panel of their own."""
+    import matplotlib.pyplot as plt
+    seeds = s["table"][0]["seeds"]
+    order = [r["variant"] for r in s["table"]]
+    high = [r for r in s["table"] if max(r[f"ppl_{n // L}L"] for n in lengths) > PPL_OWN_PANEL]
+    groups = [[r for r in s["table"] if r not in high], high] if high else [s["table"]]
+    fig, axs = plt.subplots(1, len(groups), figsize=(6.4 * (1 + 0.6 * (len(groups) - 1)), 4.2), squeeze=False,
+                            gridspec_kw={"width_ratios": [1, 0.6][:len(groups)]})
+    for ax, rows in zip(axs[0], groups, strict=True):
+        _errorbars(ax, rows, "ppl", L, lengths, order)
+        ax.set_yscale("log")
+        if len(rows) > 2:                             # below the axes: no error bar behind it
+            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        else:
+            ax.legend(fontsize=7, loc="upper left")
+    axs[0][0].set_ylabel(f"perplexity on positions [n/2, n)\n(± 1 sd over {seeds} seeds)")
+    if high:
+        axs[0][0].set_title(f"variants below {PPL_OWN_PANEL:g}")
+        axs[0][1].set_title(f"{', '.join(r['variant'] for r in high)}: own scale")
+    return fig
+
+
+def _plot_retrieval(s: dict, L: int, lengths: list[int]):
+    import matplotlib.pyplot as plt
+    seeds = s["table"][0]["seeds"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    _errorbars(ax, s["table"], "acc", L, lengths, [r["variant"] for r in s["table"]])
+    ax.set_ylabel(f"retrieval accuracy (passkey + key-value)\n(± 1 sd over {seeds} seeds)")
+    ax.set_title(f"error bars: ± 1 sd over {seeds} seeds; variants offset in n to keep them apart", fontsize=8)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))   # below: hides no bar
+    return fig
+
+
 def _plot(s: dict, out: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib.pyplot as plt
     L = s["config"]["train_len"]
     lengths = s["evals"][0]["lengths"]
-    paths = []
-    for key, ylabel, fname, logy in (("ppl", "perplexity on positions [n/2, n)", FIGURES[0], True),
-                                     ("acc", "retrieval accuracy (passkey + key-value)", FIGURES[1], False)):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in s["table"]:
-            m = [r[f"{key}_{n // L}L"] for n in lengths]
-            sd = [r[f"{key}_{n // L}L_sd"] for n in lengths]
-            ax.errorbar(lengths, m, yerr=sd, marker="o", ms=3, capsize=2, label=r["variant"],
-                        color=figstyle.color(r["variant"]), ls="--" if "+" in r["variant"] else "-")
-        ax.axvline(L, color="k", lw=0.8, ls=":", label=f"training length L = {L}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(L / 1.5, max(lengths) * 1.5)          # L (the first length) inside the axes, not on them
-        if logy:
-            ax.set_yscale("log")
-        ax.set_xlabel("evaluation length n (tokens)")
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7, ncol=2)
-        paths.append(save_figure(fig, out / fname))
+    paths = [_plot_ppl(s, L, lengths), _plot_retrieval(s, L, lengths)]
+    paths = [save_figure(fig, out / fname) for fig, fname in zip(paths, FIGURES[:2], strict=True)]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     curves = _read_csv(out / "geometry_curves.csv")
     for sched in dict.fromkeys(r["schedule"] for r in curves):
