@@ -142,9 +142,29 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
     out: dict[str, np.ndarray] = {"n": L, "certified": cert, "eps": eps}
     cols = {k: np.full(L.size, x) for k, x in
             (("rho", math.sqrt(lam)), ("rho2", lam), ("srank", 1 / lam), ("frob_ratio", 1.0))}
-    if not cert.all():        # the same call, on the other lengths, as the all-computed curve
-        cur = spectra.rank1_curve(theta, v, L[~cert], weights=weights, layout=layout, offset=offset, method=method)
+    todo = np.flatnonzero(~cert)
+    for piece in _pieces(todo.size):     # the all-computed curve's call, on the other lengths
+        idx = todo[piece]
+        cur = spectra.rank1_curve(theta, v, L[idx], weights=weights, layout=layout, offset=offset, method=method)
         for k, col in cols.items():
-            col[~cert] = cur[k]
+            col[idx] = cur[k]
     out.update(cols)
+    return out
+
+
+#: the smallest batch of lengths given its own call (below it the rest is one call, padded to its bucket)
+_MIN_PIECE = 16
+
+
+def _pieces(m: int) -> list[slice]:
+    """``m`` lengths as batches of power-of-two sizes (then one smaller remainder): ``rank1_curve`` pads
+    a batch to the next power of two (``core.checks.bucket``), so 135 lengths in one call would cost 256
+    eigenproblems and cost 128 + 8 as two calls."""
+    out, start = [], 0
+    while m - start >= _MIN_PIECE:
+        size = 1 << ((m - start).bit_length() - 1)
+        out.append(slice(start, start + size))
+        start += size
+    if start < m:
+        out.append(slice(start, m))
     return out
