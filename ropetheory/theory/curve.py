@@ -7,7 +7,7 @@ with
 
 over the non-resonant pair frequencies ``omega_m = theta_j -+ theta_k`` (resonant ones contribute 0)
 and ``c_n = (w_{n-1} + TV_n) / W_n`` (affine weights). Once ``eps_n <= rtol lambda`` the limit answers
-``rho_n`` within that relative tolerance and no Gram is needed: :func:`certified_curve` computes Grams
+``rho_n`` within that relative tolerance and no Gram is needed: ``certified_curve`` computes Grams
 (``spectra.rank1_curve``) only at the other lengths and marks which points were certified.
 
 ``.theorems.certified_bound`` evaluates ``eps_n`` in Arb balls: ``O(P^2)`` Arb sines, longer than the
