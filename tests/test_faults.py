@@ -31,9 +31,9 @@ COMMANDS = {
     "extension": ["--clouds", "1", "--num", "4"],
     "basebound": ["--lengths", "128,256,512", "--head-dim", "32", "--b-min", "10", "--b-max", "1e4"],
     # the real-model analysis on a Llama checkpoint folder (TINY_LLAMA: random weights, SmolLM2's tokenizer;
-    # the packaged SmolLM2 itself is analysed end to end in test_models), 96 tokens in 3 chunks, a
+    # the packaged SmolLM2 itself is analysed end to end in test_models), 192 tokens in 6 chunks, a
     # checkpoint after each
-    "analyze": ["--model", "{tiny_llama}", "--max-tokens", "96", "--chunk", "32", "--train-len", "64",
+    "analyze": ["--model", "{tiny_llama}", "--max-tokens", "192", "--chunk", "32", "--train-len", "64",
                 "--checkpoint-every", "0"],
 }
 #: the checkpoint folder the analyze fault test reads: 2 layers, width 64, 4 query / 2 key-value heads
