@@ -29,6 +29,7 @@ import jax  # noqa: E402
 
 import ropetheory as rt  # noqa: E402
 from ropetheory import spectra as sp  # noqa: E402
+from ropetheory.theory.curve import CURVE_CERTIFIED_RTOL, certified_curve  # noqa: E402
 
 D = 128
 BASE = 10000.0
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller naive sizes")
     ap.add_argument("--out", default="results/bench_curve.json")
+    ap.add_argument("--note", default="", help="what else ran on the machine (kept in the JSON)")
     args = ap.parse_args(argv)
     v = np.random.default_rng(0).standard_normal(D)
     v /= np.linalg.norm(v)
@@ -82,6 +84,10 @@ def main(argv=None) -> int:
     prev = sp.rank1_curve(theta, vhalf, grid, layout="half", method="eigvalsh")["rho"]
     t_prev = timeit(lambda: sp.rank1_curve(theta, vhalf, grid, layout="half", method="eigvalsh"), 5)
     prev_agree = float(np.max(np.abs(prev - rho) / rho))
+    # the certified curve: Grams only before the point where Theorem 1's certified bound pins rho_n
+    cert = certified_curve(theta, vhalf, grid, layout="half")
+    t_cert = timeit(lambda: certified_curve(theta, vhalf, grid, layout="half"), 5)
+    cert_agree = float(np.max(np.abs(cert["rho"] - rho) / rho))
 
     n_cmp = 65536 if not args.quick else 16384
     t_naive = timeit(lambda: naive_rho(vhalf, n_cmp), 2)
@@ -107,12 +113,15 @@ def main(argv=None) -> int:
     dev = jax.devices()[0]
     res = {
         "device": f"{dev.platform}:{dev.device_kind}", "jax": jax.__version__, "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        "machine": platform.machine(), "note": args.note,
         "curve_points": int(len(grid)), "curve_n_max": int(grid[-1]),
         "ours_curve_first_call_s": t_first, "ours_curve_s": t_curve, "ours_one_length_s": t_one,
         "top_eig_method": sp.topeig.default_method(), "previous_curve_s": t_prev,
         "speedup_over_previous": t_prev / t_curve, "max_rel_diff_to_previous": prev_agree,
+        "certified_curve_s": t_cert, "certified_rtol": CURVE_CERTIFIED_RTOL,
+        "certified_points": int(cert["certified"].sum()), "certified_max_rel_diff_rho": cert_agree,
         "naive_n": n_cmp, "naive_one_length_s": t_naive, "speedup_one_length": t_naive / t_one,
+        "curve_over_naive_one_length": t_curve / t_naive, "certified_curve_over_naive_one_length": t_cert / t_naive,
         "naive_curve_points": int(len(small)), "naive_curve_s": t_naive_curve, "ours_same_points_s": t_ours_small,
         "speedup_curve_to_naive_n": t_naive_curve / t_ours_small,
         "naive_bytes_per_row": float(slope), "naive_peak_bytes": {str(k): int(b) for k, b in peaks.items()},
@@ -126,6 +135,10 @@ def main(argv=None) -> int:
           f"one length: {t_one * 1e3:.2f} ms")
     print(f"previous (whole-spectrum eigvalsh per length): {t_prev * 1e3:.1f} ms -> {t_prev / t_curve:.2f}x; "
           f"max relative difference {prev_agree:.1e}")
+    print(f"certified curve (rtol {CURVE_CERTIFIED_RTOL:g} on rho^2): {t_cert * 1e3:.1f} ms, "
+          f"{res['certified_points']} of {len(grid)} points certified, max relative difference in rho {cert_agree:.1e}")
+    print(f"curve / one naive SVD at n={n_cmp}: computed {t_curve / t_naive:.3f}, certified {t_cert / t_naive:.3f} "
+          f"(target 1/7 = {1 / 7:.3f})")
     print(f"naive (HF rotate_half + numpy SVD) at n={n_cmp}: {t_naive * 1e3:.1f} ms -> ours is "
           f"{t_naive / t_one:.0f}x faster per length; |rho diff| = {agree:.1e}")
     print(f"naive curve over the {len(small)} grid points <= {n_cmp}: {t_naive_curve:.2f} s vs ours "

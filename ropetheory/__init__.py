@@ -4,7 +4,7 @@ The public API in one namespace (``import ropetheory as rt``): schedules (``rt.S
 value every way of making a schedule returns: ``rt.schedule`` by registry name, ``rt.from_config``
 for any Hugging Face ``rope_type``), the operator (``rt.apply_rope``), the
 spectral engine (``rt.rank1_curve``, ``rt.rank1_curves_batch``, ``rt.rank1_stream_curve``,
-``rt.log_grid``), the theory (``rt.predicted_limit``, ``rt.certified_eps``,
+``rt.log_grid``), the theory (``rt.predicted_limit``, ``rt.certified_eps``, ``rt.certified_curve``,
 ``rt.check_rank1_claims``, ``rt.criteria``, ``rt.search_feasible_bases``). Folders, bottom to top:
 ``core`` (exact angles, layouts, checks) -> ``schedules``, ``rope`` -> ``spectra`` -> ``theory`` ->
 ``studies``, ``models`` (each may import only what is left of it; ``store`` and ``cli`` serve the
@@ -31,6 +31,7 @@ from .spectra import (AffineWeights, TrigWeights, log_grid, rank1_curve, rank1_c
                       rank1_gram, rank1_stream_curve, rope_matrix_curve, top_eigenvalue)
 from .theory.theorems import (predicted_limit, certified_eps, certified_bound, check_rank1_claims,  # noqa: E402
                               limit_lambdas, convergence_rate)
+from .theory.curve import certified_curve  # noqa: E402
 from .theory.criteria import criteria  # noqa: E402
 from .theory.base_search import search_feasible_bases  # noqa: E402
 from . import data  # noqa: E402
@@ -64,6 +65,7 @@ __all__ = [
     "check_rank1_claims",
     "limit_lambdas",
     "convergence_rate",
+    "certified_curve",
     "criteria",
     "search_feasible_bases",
     "data",

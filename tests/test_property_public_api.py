@@ -268,6 +268,24 @@ def test_predicted_limit_certified_bound_and_lambdas_refuse_or_lie_in_theorem1s_
 
 
 @examples(15)
+@given(dt=thetas(), data=st.data())
+def test_certified_curve_refuses_or_is_the_computed_curve_within_its_tolerance(dt, data):
+    d, theta = dt
+    v = data.draw(vectors(d))
+    rtol = data.draw(st.one_of(st.sampled_from([1e-3, 0.5]), anything))
+    lengths = [1, 10, 10 ** 6, 10 ** 12]
+    cur = _outcome(lambda: rt.certified_curve(theta, v, lengths, rtol=rtol),
+                   ["theta", "v", "planes", "schedule", "rtol"])
+    if cur is None:
+        return
+    ref = rt.rank1_curve(theta, v, lengths)
+    c = cur["certified"]
+    np.testing.assert_array_equal(cur["rho"][~c], ref["rho"][~c])
+    lam = cur["rho2"][c]
+    assert np.all(np.abs(cur["rho2"][c] - ref["rho2"][c]) <= float(rtol) * lam + RANGE_SLACK)
+
+
+@examples(15)
 @given(dt=thetas(), seed=st.integers(0, 99))
 def test_check_rank1_claims_refuses_or_reports_every_claim(dt, seed):
     d, theta = dt

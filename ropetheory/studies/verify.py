@@ -99,12 +99,14 @@ def _fmt(x: Any, spec: str = ".3e") -> str:
     return format(x, spec)
 
 
-def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, quiet: bool = False) -> int:
-    """Compute every row, print the tables, write verify.json / verify.csv; return the exit code."""
+def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, quiet: bool = False,
+               head_dims: tuple[int, ...] = HEAD_DIMS) -> int:
+    """Compute every row, print the tables, write verify.json / verify.csv; return the exit code.
+    ``head_dims``: the head widths of the claim rows (the counter-examples are at d = 128)."""
     from ..progress import progress
     out_dir = pathlib.Path(out_dir)
     journal = Journal(out_dir / "verify.jsonl", resume=resume, code=code_hash())
-    cases = [(s, d, vk, wk) for s in SCHEDULE_CASES for d in HEAD_DIMS for vk in V_KINDS for wk in WEIGHT_KINDS]
+    cases = [(s, d, vk, wk) for s in SCHEDULE_CASES for d in head_dims for vk in V_KINDS for wk in WEIGHT_KINDS]
     keys = []
     t_start = time.time()
     bar = progress(cases, desc="claims", quiet=quiet)
@@ -132,7 +134,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
 
     # bounds (item 5): shrink factor in [sqrt 2, sqrt d], growth in [2, d], extremes reached
     bounds = []
-    for d in HEAD_DIMS:
+    for d in head_dims:
         full = [r for r in rows if r["d"] == d and r["paper_hypotheses"]]
         sf = [r["shrink_factor"] for r in full]
         gr = [r["srank_limit"] for r in full]
@@ -210,11 +212,16 @@ def print_report(rows, cx_rows, bounds, failures) -> None:
 
 
 def main(argv=None) -> int:
-    """``ropetheory verify [--out results] [--fresh] [--quiet]``."""
+    """``ropetheory verify [--out results] [--fresh] [--quiet] [--head-dims 80,128]``."""
+    from ..flags import int_list
     from .common import parse_study_args, study_parser
     ap = study_parser("ropetheory verify", __doc__, out="results", flags=("fresh", "quiet"))
+    ap.add_argument("--head-dims", type=int_list("--head-dims"), default=HEAD_DIMS,
+                    help="comma-separated head widths d of the claim rows (even; the report's are 80,128)")
     args = parse_study_args(ap, argv)
-    return run_verify(args.out, resume=not args.fresh, quiet=args.quiet)
+    if any(d % 2 for d in args.head_dims):
+        ap.error(f"--head-dims must be even (pairs of channels), got {','.join(map(str, args.head_dims))}")
+    return run_verify(args.out, resume=not args.fresh, quiet=args.quiet, head_dims=args.head_dims)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The theory: what the paper (and the papers it builds on) claim, as functions with proofs attached.
 
 Modules: ``.theorems`` (Theorem 1's limit, Lemma 1/2 checks, the certified non-asymptotic bound
-``eps_n`` in Arb, convergence rates), ``.criteria`` (Section 4's C1 and C2: the one definition),
+``eps_n`` in Arb, convergence rates), ``.curve`` (the FSV curve with its certified tail),
+``.criteria`` (Section 4's C1 and C2: the one definition),
 ``.beyond`` (beyond rank 1: noisy and stationary clouds), ``.positions`` (the second paper's
 position and token inversion), ``.base_bound`` (Men et al.'s bound: rigorous enclosures of
 ``B(m; b)``) and ``.base_search`` (the certified, device-resident branch and bound over them).

@@ -1,0 +1,170 @@
+"""The FSV curve with its tail certified: Grams only where the certified bound does not yet pin ``rho_n``.
+
+Theorem 1 with its certified bound (``.theorems``, docs/theory.md) says ``|rho_n^2 - lambda| <= eps_n``
+with
+
+    eps_n^2 = sum_m A_m min(1, c_n / s_m)^2,   A_m = e_j e_k / 2,   s_m = |sin(omega_m / 2)|,
+
+over the non-resonant pair frequencies ``omega_m = theta_j -+ theta_k`` (resonant ones contribute 0)
+and ``c_n = (w_{n-1} + TV_n) / W_n`` (affine weights). Once ``eps_n <= rtol lambda`` the limit answers
+``rho_n`` within that relative tolerance and no Gram is needed: ``certified_curve`` computes Grams
+(``spectra.rank1_curve``) only at the other lengths and marks which points were certified.
+
+``.theorems.certified_bound`` evaluates ``eps_n`` in Arb balls: ``O(P^2)`` Arb sines, longer than the
+whole curve it would save. Here the same sum is bounded in float64 with outward margins (IEEE-754
+round to nearest, the standard model ``fl(x op y) = (x op y)(1 + delta)``, ``|delta| <= u = 2^-53``):
+
+* ``s_m`` from below, without a sine: ``omega_m / 2 = pi t_m`` with ``t_m`` the pair frequency in turns,
+  reduced to ``[-1/2, 1/2)`` and correctly rounded (``core.angles.pair_frequencies``, built from
+  exact fixed-point turns), and on ``[0, pi/2]`` ``sin x >= max(2x/pi, x - x^3/6)`` (Jordan; Taylor
+  with alternating remainder) evaluated at a lower bound of ``|t_m|``;
+* every other quantity is a sum or product of non-negative floats, so a relative margin of
+  ``(M + 16) u`` on the ``M``-term sums covers their rounding (Higham, Thm 4.1).
+
+The bound is looser than the Arb one (by at most ``pi/2`` per pair, ``1 + O(t^2)`` for the small ``s_m``
+that dominate it); the tests check it is never below the Arb value. ``lambda`` itself comes from a
+float64 ``eigvalsh`` of ``Gbar`` (Theorem 1's limit): its error, ``theorems.FLOAT_SLACK``, is added to the
+certified radius when deciding, never folded into ``eps``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import spectra
+from ..core.checks import check_number
+from . import theorems
+
+__all__ = ["CURVE_CERTIFIED_RTOL", "certified_curve", "float_certified_eps"]
+
+#: relative tolerance on ``rho_n^2`` (hence at most half of it on ``rho_n`` and ``rtol / (1 - rtol)`` on
+#: the stable rank) within which the certified limit stands in for a computed point. 1e-3: a tenth of a
+#: percent is below what a log-log FSV plot resolves (a figure's line width spans ~1% of a decade); the
+#: bound is loose (``eps_n`` ~ 3e3 / n for d = 128 against true errors ~1e3 times smaller), so a tighter
+#: value certifies almost nothing on a grid to 10^12 (1e-6: the last ~13 of 200 points).
+CURVE_CERTIFIED_RTOL = 1e-3
+
+_U = 2.0 ** -53          # unit roundoff of float64
+#: |t_true - t| for a pair frequency ``t`` in turns: ``fixed_turns`` keeps 156 fractional bits of each
+#: frequency (two of them per pair) and the 300-bit 1/(2 pi) adds less than 2^-290 turns; 2^-150 covers both
+_TURN_ABS_ERR = 2.0 ** -150
+
+
+def _sin_pi_lower(t: np.ndarray) -> np.ndarray:
+    """Rigorous lower bounds of ``|sin(pi t)|`` for float ``t`` in ``[-1/2, 1/2]`` (pair turns)."""
+    y = np.abs(t) * (1 - 2 * _U) - _TURN_ABS_ERR            # <= |t_true| (sin(pi y) increases on [0, 1/2])
+    y = np.clip(y, 0.0, 0.5)
+    x = y * (math.pi * (1 - 2 * _U))                          # float(pi) < pi; the product rounds once
+    taylor = x - x * x * x / 6                                # sin x >= x - x^3/6 for x >= 0
+    lower = np.maximum(2 * y, taylor)                         # sin(pi y) >= 2 y on [0, 1/2] (Jordan)
+    return lower * (1 - 16 * _U)                              # a few roundings, each relative <= u / 0.9
+
+
+def _bound_pieces(theta: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(inv_s, prefix, suffix)``: ``1/s_m`` upper bounds ascending, ``sum_{m<k} A_m/s_m^2``, ``sum_{m>=k} A_m``."""
+    pf = spectra.pair_frequencies(theta)
+    A = np.outer(e, e) / 2
+    inv, amp = [], []
+    for t, res in ((pf.t_diff, pf.res_diff), (pf.t_sum, pf.res_sum)):
+        keep = ~res & (A > 0)
+        s = _sin_pi_lower(t[keep])
+        inv.append(np.where(s > 0, 1 / np.where(s > 0, s, 1.0), np.inf) * (1 + 2 * _U))
+        amp.append(A[keep])
+    inv_s, amps = np.concatenate(inv), np.concatenate(amp)
+    order = np.argsort(inv_s, kind="stable")
+    inv_s, amps = inv_s[order], amps[order]
+    with np.errstate(invalid="ignore"):                       # inf * 0 never occurs: A > 0 kept only
+        terms = amps * inv_s * inv_s
+    prefix = np.concatenate([[0.0], np.cumsum(terms)])
+    suffix = np.concatenate([np.cumsum(amps[::-1])[::-1], [0.0]])
+    return inv_s, prefix, suffix
+
+
+def _abel_ratio(n: np.ndarray, weights: spectra.AffineWeights) -> np.ndarray:
+    """Upper bounds of ``c_n = (w_{n-1} + TV_n) / W_n = (a + 2 b (n-1)) / (n a + b n (n-1) / 2)``."""
+    nf = n.astype(np.float64)
+    a, b = float(weights.a), float(weights.b)
+    c = (a + 2 * b * (nf - 1)) / (nf * a + b * nf * (nf - 1) / 2)
+    return c * (1 + 16 * _U)                                  # n rounded to float, then <= 8 roundings
+
+
+def float_certified_eps(theta: Any, v: Any, lengths: Any, *, weights: spectra.AffineWeights | None = None,
+                        layout: str = "interleaved") -> np.ndarray:
+    """Rigorous upper bounds ``eps_n >= |rho_n^2 - lambda|`` at each length, in float64 (module doc).
+
+    The same bound as ``theorems.certified_eps`` (which it never undercuts), ``O(P^2 log P)`` numpy work
+    once and ``O(log P)`` per length instead of ``O(P^2)`` Arb sines. Affine weights only.
+    """
+    th = spectra.prepare_rank1(theta, v, layout, 0)[0]
+    L = spectra.check_lengths(lengths)
+    w = spectra.check_weights(weights, L)
+    if not isinstance(w, spectra.AffineWeights):
+        raise TypeError(f"float_certified_eps takes AffineWeights (or None), got {type(w).__name__}")
+    return _eps(th, theorems.plane_energies(v, layout=layout), L, w)
+
+
+def _eps(theta: np.ndarray, e: np.ndarray, L: np.ndarray, weights: spectra.AffineWeights) -> np.ndarray:
+    inv_s, prefix, suffix = _bound_pieces(theta, e)
+    c = _abel_ratio(L, weights)
+    # split where c / s_m crosses 1: min(1, c/s) = c/s below it (inv_s <= 1/c), 1 above
+    k = np.searchsorted(inv_s, 1 / c, side="right")
+    e2 = c * c * prefix[k] + suffix[k]
+    margin = 1 + (inv_s.size + 16) * _U                      # M-term sums of non-negative floats
+    return np.sqrt(e2 * margin) * (1 + 2 * _U)
+
+
+def certified_curve(theta: Any, v: Any, lengths: Any, *,
+                    weights: spectra.AffineWeights | spectra.TrigWeights | None = None,
+                    layout: str = "interleaved", offset: int = 0, method: str | None = None,
+                    rtol: float = CURVE_CERTIFIED_RTOL) -> dict[str, np.ndarray]:
+    """``spectra.rank1_curve`` with the Grams past the certified point replaced by Theorem 1's limit.
+
+    At each length where ``eps_n + FLOAT_SLACK <= rtol * lambda`` (``float_certified_eps``) the point is
+    the limit: ``rho2 = lambda``, ``rho = sqrt(lambda)``, ``srank = 1 / lambda`` (``tr G_n / W_n = 1``,
+    Lemma 2), ``frob_ratio = 1``; elsewhere it is computed exactly as ``rank1_curve`` does. Returns
+    ``rank1_curve``'s arrays plus ``certified`` (bool, which points were certified rather than
+    computed) and ``eps`` (the certified radius on ``rho2``; NaN where no bound applies: oscillating
+    weights, which ``TV_n = o(W_n)`` excludes, are always computed).
+    """
+    rtol = check_number("rtol", rtol, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    L = spectra.check_lengths(lengths)
+    w = spectra.check_weights(weights, L)
+    th, v_il = spectra.prepare_rank1(theta, v, layout, offset, int(L.max()))
+    eps = np.full(L.size, np.nan)
+    lam = math.nan
+    if isinstance(w, spectra.AffineWeights):
+        # R_offset v has the plane energies of v: the bound holds at any offset; the limit is v's at it
+        eps = _eps(th, theorems.plane_energies(v_il), L, w)
+        lam = float(theorems.limit_lambdas(th, v_il[None, :])[0][0])
+    cert = eps + theorems.FLOAT_SLACK <= rtol * lam            # NaN compares False
+    out: dict[str, np.ndarray] = {"n": L, "certified": cert, "eps": eps}
+    cols = {k: np.full(L.size, x) for k, x in
+            (("rho", math.sqrt(lam)), ("rho2", lam), ("srank", 1 / lam), ("frob_ratio", 1.0))}
+    todo = np.flatnonzero(~cert)
+    for piece in _pieces(todo.size):     # the all-computed curve's call, on the other lengths
+        idx = todo[piece]
+        cur = spectra.rank1_curve(theta, v, L[idx], weights=weights, layout=layout, offset=offset, method=method)
+        for k, col in cols.items():
+            col[idx] = cur[k]
+    out.update(cols)
+    return out
+
+
+#: the smallest batch of lengths given its own call (below it the rest is one call, padded to its bucket)
+_MIN_PIECE = 16
+
+
+def _pieces(m: int) -> list[slice]:
+    """``m`` lengths as batches of power-of-two sizes (then one smaller remainder): ``rank1_curve`` pads
+    a batch to the next power of two (``core.checks.bucket``), so 135 lengths in one call would cost 256
+    eigenproblems and cost 128 + 8 as two calls."""
+    out, start = [], 0
+    while m - start >= _MIN_PIECE:
+        size = 1 << ((m - start).bit_length() - 1)
+        out.append(slice(start, start + size))
+        start += size
+    if start < m:
+        out.append(slice(start, m))
+    return out

@@ -1,0 +1,98 @@
+"""The certified curve (``theory.curve.certified_curve``): Grams only where Theorem 1's certified bound
+does not pin ``rho_n``; the limit, within the stated tolerance, everywhere else."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import ropetheory as rt
+from ropetheory import spectra as sp
+from ropetheory.studies.verify import counterexample_cases, make_v
+from ropetheory.theory import theorems as tm
+from ropetheory.theory.curve import CURVE_CERTIFIED_RTOL, float_certified_eps
+
+#: the float64 bound may exceed the Arb one (it lower-bounds each sine; for the small sines that dominate
+#: the sum the two agree to ~1e-5 relative) but never undercut it by more than the Arb ball's rounding up
+ARB_AGREE_RTOL = 1e-12
+#: the grid every case is checked on: 16 lengths to 10^12 (one compiled batch size), both regimes occur
+GRID = sp.log_grid(1e12, 16)
+
+
+def _cases():
+    d = 128
+    rope = rt.schedule("rope", head_dim=d, base=10000.0)
+    out = [("rope-gaussian", rope, make_v("gaussian", d), None, 0),
+           ("rope-ramp", rope, make_v("gaussian", d, seed=1), sp.AffineWeights(1.0, 1.0 / 4096), 0),
+           ("rope-offset", rope, make_v("gaussian", d, seed=2), None, 10 ** 9),
+           ("rope-one-plane", rope, make_v("one_plane", d), None, 0),
+           ("partial-nope", rt.schedule("partial", head_dim=80, base=10000.0, fraction=0.5), make_v("gaussian", 80),
+            None, 0),
+           ("rope_id", rt.schedule("rope_id", head_dim=d, train_len=4096), make_v("uniform_energy", d), None, 0)]
+    for key, _, th, v, w in counterexample_cases():          # degenerate schedules; oscillating weights
+        out.append((key, th, v, w, 0))
+    return out
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("key, theta, v, weights, offset", CASES, ids=[c[0] for c in CASES])
+def test_certified_points_are_the_limit_within_the_tolerance_and_the_others_are_the_computed_curve(
+        key, theta, v, weights, offset):
+    ref = sp.rank1_curve(theta, v, GRID, weights=weights, offset=offset)
+    cur = rt.certified_curve(theta, v, GRID, weights=weights, offset=offset)
+    cert = cur["certified"]
+    assert cert.dtype == bool and cert.shape == GRID.shape and np.array_equal(cur["n"], ref["n"])
+    for k in ("rho", "rho2", "srank", "frob_ratio"):           # computed points: the very same numbers
+        np.testing.assert_array_equal(cur[k][~cert], ref[k][~cert])
+    if isinstance(weights, sp.TrigWeights):                   # TV_n = o(W_n) fails: nothing is certified
+        assert not cert.any() and np.isnan(cur["eps"]).all()
+        return
+    v_at = sp.prepare_rank1(theta, v, "interleaved", offset, int(GRID.max()))[1]    # R_offset v
+    lam = tm.predicted_limit(theta, v_at, weights=weights).lam
+    # the certified radius holds at every length (computed ones included), up to float64 rounding
+    assert np.all(np.abs(ref["rho2"] - lam) <= cur["eps"] + tm.FLOAT_SLACK), key
+    tol = CURVE_CERTIFIED_RTOL * lam + tm.FLOAT_SLACK
+    assert np.all(np.abs(cur["rho2"] - ref["rho2"])[cert] <= tol)
+    assert np.all(np.abs(cur["rho"] - ref["rho"])[cert] <= tol / (2 * math.sqrt(lam - tol)))
+    assert np.all(np.abs(cur["srank"] / ref["srank"] - 1)[cert] <= tol / (lam - tol))
+    assert np.all(np.abs(cur["frob_ratio"] - ref["frob_ratio"])[cert] <= tm.FROB_ATOL)
+    # a tail of the grid is certified (eps_n decreases with n) and, for these clouds, at least the last point
+    assert cert[-1] and np.all(cert[np.argmax(cert):])
+
+
+#: one case of each kind for the (slower) Arb comparison: a ramp, NoPE planes, a degenerate schedule
+ARB_CASES = [c for c in CASES if c[0] in ("rope-ramp", "partial-nope", "equal_freq")]
+
+
+@pytest.mark.parametrize("key, theta, v, weights, offset", ARB_CASES, ids=[c[0] for c in ARB_CASES])
+def test_float_bound_is_never_below_the_arb_bound(key, theta, v, weights, offset):
+    ns = GRID[::5]
+    fe = float_certified_eps(theta, v, ns, weights=weights)
+    cb = tm.certified_bound(theta, v)
+    arb = np.array([cb.eps(tm.abel_ratio_arb(int(n), weights)) for n in ns])
+    assert np.all(fe >= arb * (1 - ARB_AGREE_RTOL)), key
+
+
+def test_tolerance_zero_or_none_certified_is_the_plain_curve_and_bad_values_are_refused():
+    th = rt.schedule("rope", head_dim=64, base=10000.0)
+    v = make_v("gaussian", 64)
+    cur = rt.certified_curve(th, v, GRID, rtol=1e-300)
+    assert not cur["certified"].any()
+    np.testing.assert_array_equal(cur["rho"], sp.rank1_curve(th, v, GRID)["rho"])
+    everything = rt.certified_curve(th, v, [10 ** 12, 10 ** 15], rtol=0.5)
+    assert everything["certified"].all() and np.all(everything["frob_ratio"] == 1.0)
+    for bad in (0.0, 1.0, -1e-3, float("nan"), True):
+        with pytest.raises((TypeError, ValueError), match="rtol"):
+            rt.certified_curve(th, v, GRID, rtol=bad)
+    with pytest.raises(TypeError, match="AffineWeights"):
+        float_certified_eps(th, v, GRID, weights=sp.TrigWeights())
+
+
+def test_verify_command_takes_even_head_widths_only():
+    from ropetheory.studies.verify import main
+    with pytest.raises(SystemExit) as e:
+        main(["--head-dims", "15", "--out", "/nonexistent"])
+    assert e.value.code == 2
