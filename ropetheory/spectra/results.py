@@ -39,6 +39,11 @@ class Curve:
         The stable rank of ``X_:n`` itself (general clouds).
     weight_sum : numpy.ndarray or None
         ``W_n = sum_{i<n} w_i`` (the streamed weights).
+    certified : numpy.ndarray or None
+        Which points are Theorem 1's certified limit rather than a computed Gram
+        (``ropetheory.theory.curve.certified_curve``).
+    eps : numpy.ndarray or None
+        The certified radius on ``rho2`` at each length (NaN where no bound applies).
     """
 
     n: np.ndarray
@@ -48,6 +53,8 @@ class Curve:
     frob_ratio: np.ndarray | None = None
     srank_before: np.ndarray | None = None
     weight_sum: np.ndarray | None = None
+    certified: np.ndarray | None = None
+    eps: np.ndarray | None = None
 
     def fields(self) -> dict[str, np.ndarray]:
         """The fields this curve has (those not None), by name."""

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import spectra
 from ..core.checks import check_number
+from ..core.schedule import as_schedule, schedule_layout
 from . import theorems
 
 __all__ = ["CURVE_CERTIFIED_RTOL", "certified_curve", "float_certified_eps"]
@@ -117,18 +118,20 @@ def _eps(theta: np.ndarray, e: np.ndarray, L: np.ndarray, weights: spectra.Affin
 
 def certified_curve(theta: Any, v: Any, lengths: Any, *,
                     weights: spectra.AffineWeights | spectra.TrigWeights | None = None,
-                    layout: str = "interleaved", offset: int = 0, method: str | None = None,
-                    rtol: float = CURVE_CERTIFIED_RTOL) -> dict[str, np.ndarray]:
+                    layout: str | None = None, offset: int = 0, method: str | None = None,
+                    rtol: float = CURVE_CERTIFIED_RTOL) -> spectra.Curve:
     """``spectra.rank1_curve`` with the Grams past the certified point replaced by Theorem 1's limit.
 
     At each length where ``eps_n + FLOAT_SLACK <= rtol * lambda`` (``float_certified_eps``) the point is
     the limit: ``rho2 = lambda``, ``rho = sqrt(lambda)``, ``srank = 1 / lambda`` (``tr G_n / W_n = 1``,
     Lemma 2), ``frob_ratio = 1``; elsewhere it is computed exactly as ``rank1_curve`` does. Returns
-    ``rank1_curve``'s arrays plus ``certified`` (bool, which points were certified rather than
+    ``rank1_curve``'s ``Curve`` with ``certified`` (bool, which points were certified rather than
     computed) and ``eps`` (the certified radius on ``rho2``; NaN where no bound applies: oscillating
     weights, which ``TV_n = o(W_n)`` excludes, are always computed).
     """
     rtol = check_number("rtol", rtol, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
     L = spectra.check_lengths(lengths)
     w = spectra.check_weights(weights, L)
     th, v_il = spectra.prepare_rank1(theta, v, layout, offset, int(L.max()))
@@ -139,7 +142,6 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
         eps = _eps(th, theorems.plane_energies(v_il), L, w)
         lam = float(theorems.limit_lambdas(th, v_il[None, :])[0][0])
     cert = eps + theorems.FLOAT_SLACK <= rtol * lam            # NaN compares False
-    out: dict[str, np.ndarray] = {"n": L, "certified": cert, "eps": eps}
     cols = {k: np.full(L.size, x) for k, x in
             (("rho", math.sqrt(lam)), ("rho2", lam), ("srank", 1 / lam), ("frob_ratio", 1.0))}
     todo = np.flatnonzero(~cert)
@@ -148,8 +150,7 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
         cur = spectra.rank1_curve(theta, v, L[idx], weights=weights, layout=layout, offset=offset, method=method)
         for k, col in cols.items():
             col[idx] = cur[k]
-    out.update(cols)
-    return out
+    return spectra.Curve(n=L, certified=cert, eps=eps, **cols)
 
 
 #: the smallest batch of lengths given its own call (below it the rest is one call, padded to its bucket)
