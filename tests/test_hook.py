@@ -118,3 +118,42 @@ def test_the_eager_path_refuses_a_layer_whose_attention_it_would_not_reproduce(i
             torch.no_grad():
         m(input_ids=ids[:, :8])
     assert m.config._attn_implementation == "sdpa"
+
+
+class _Cache:
+    def __init__(self):
+        self.n = 0
+
+    def get_seq_length(self):
+        return self.n
+
+
+class _PastKeyValuesModel:
+    """A model of an earlier transformers 5.x: the cache keyword is ``past_key_values``."""
+
+    def forward(self, input_ids, past_key_values=None, use_cache=None, position_ids=None, **kwargs):
+        if past_key_values is not None:
+            past_key_values.n += input_ids.shape[1]
+        return "logits"
+
+    def __call__(self, **kwargs):
+        return self.forward(**kwargs)
+
+
+class _CacheDroppingModel(_PastKeyValuesModel):
+    """A model that drops a keyword it does not know, the cache among them."""
+
+    def forward(self, input_ids, use_cache=None, position_ids=None, **kwargs):
+        return "logits"
+
+
+def test_the_chunked_forward_gives_the_cache_under_the_keyword_the_model_reads_and_checks_it_was_used():
+    import torch
+    from ropetheory.models.forward import cached_forward
+    ids = torch.arange(8)[None]
+    cache = _Cache()
+    cached_forward(_PastKeyValuesModel(), ids, 0, 4, cache)
+    cached_forward(_PastKeyValuesModel(), ids, 4, 8, cache)
+    assert cache.n == 8
+    with pytest.raises(RuntimeError, match="did not use it"):
+        cached_forward(_CacheDroppingModel(), ids, 0, 4, _Cache())

@@ -143,14 +143,16 @@ def test_length_temperature_refuses_or_is_at_least_one_and_grows(n, L, p):
 @examples(30)
 @given(d=anything, theta=anything, factor=anything, rope_type=st.sampled_from(["default", "linear", "yarn",
                                                                                 "dynamic", "llama3", "bogus"]))
+@example(d=2, theta=None, factor=None, rope_type="default")      # explore: a config with defaults gives a Schedule
 def test_from_config_refuses_or_gives_a_schedule_of_the_head_width(d, theta, factor, rope_type):
     cfg = {"head_dim": d, "rope_theta": theta, "max_position_embeddings": 4096,
            "rope_scaling": {"rope_type": rope_type, "factor": factor, "original_max_position_embeddings": 1024,
                             "low_freq_factor": 1.0, "high_freq_factor": 4.0}}
     out = _outcome(lambda: rt.from_config(cfg), ["head_dim", "rope_theta", "factor", "rope_type", "config"])
     if out is not None:
-        _finite(out["theta"], out["attention_factor"])
-        assert out["theta"].size == out["head_dim"] // 2 and np.all(out["theta"] >= 0)
+        _finite(out.theta, out.attention_factor)
+        assert out.theta.size == out.head_dim // 2 and np.all(out.theta >= 0)
+        assert rt.schedule_from_spec(out.spec) == out                         # its spec rebuilds it
 
 
 @examples(30)

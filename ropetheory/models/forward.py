@@ -67,6 +67,22 @@ def analysis_grid(n: int, L: int, num: int = 24) -> np.ndarray:
     return np.array(sorted(g), dtype=np.int64)
 
 
+def cached_forward(model, ids, start: int, end: int, cache):
+    """``model`` on tokens ``[start, end)`` of ``ids`` at their positions, attending to the keys ``cache``
+    holds (the earlier chunks) and adding its own. The cache goes in under the keyword the installed
+    transformers reads (``cache``, earlier 5.x ``past_key_values``: an unknown keyword is dropped without an
+    error, and each chunk would then attend to itself alone), and the cache's length is checked after."""
+    import inspect
+    import torch
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    pos = torch.arange(start, end, device=ids.device)[None]
+    out = model(input_ids=ids[:, start:end], use_cache=True, position_ids=pos, **{key: cache})
+    if cache.get_seq_length() != end:
+        raise RuntimeError(f"the KV cache holds {cache.get_seq_length()} positions after the chunk ending at {end}: "
+                           f"this transformers ({key}=) did not use it")
+    return out
+
+
 def chunk_nll(logits, ids, start: int, nll: np.ndarray) -> None:
     """``nll[i] = -log p(token i+1 | tokens <= i)`` for the chunk's positions ``i = start, ...`` that have a
     next token, from its logits ``(1, c, vocab)`` (log-softmax in float32, as the model's own loss)."""
@@ -172,8 +188,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
             e = min(n, s + chunk)
             state["start"] = s
             replay["on"] = c < done                      # a finished chunk: rebuild the cache only
-            out = model(input_ids=ids[:, s:e], cache=cache, use_cache=True,
-                        position_ids=torch.arange(s, e, device=dev)[None])
+            out = cached_forward(model, ids, s, e, cache)
             if not replay["on"]:
                 chunk_nll(out.logits, ids, s, nll)
             del out

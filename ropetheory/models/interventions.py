@@ -182,7 +182,7 @@ def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray
     attention layer computed by ``handler`` (``.hook.attention_hook`` with the eager mask)."""
     import torch
     from transformers import DynamicCache
-    from .forward import chunk_nll
+    from .forward import cached_forward, chunk_nll
     from .hook import attention_hook
     dev = next(model.parameters()).device
     ids = torch.tensor([input_ids], device=dev)
@@ -192,8 +192,7 @@ def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray
     with attention_hook(model, handler, eager_mask=True), torch.no_grad():
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            out = model(input_ids=ids[:, s:e], cache=cache, use_cache=True,
-                        position_ids=torch.arange(s, e, device=dev)[None])
+            out = cached_forward(model, ids, s, e, cache)
             chunk_nll(out.logits, ids, s, nll)
     return nll
 
