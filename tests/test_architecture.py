@@ -22,8 +22,8 @@ MAY_IMPORT = {
     "rope": {"core"},
     "spectra": {"core", "rope"},
     "theory": {"core", "rope", "schedules", "spectra", "store"},
-    "store": set(),
-    "flags": set(),
+    "store": {"core"},                      # the boundary's errors (core.errors)
+    "flags": {"core"},                      # the boundary's errors (core.errors)
     "progress": set(),
     "figstyle": {"schedules"},              # the one table of schedule names (schedules.names, pure Python)
     "data": set(),

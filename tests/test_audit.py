@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 
 import ropetheory as rt
-from ropetheory.schedules.hf import rope_type_of
+from ropetheory.schedules.hf_facts import rope_type_of
 from ropetheory import testing as rtt
 from ropetheory.testing import adapters
 from ropetheory.testing import strategies as rs

@@ -152,7 +152,7 @@ def test_device_cpu_makes_the_cpu_choices_for_the_command_only(tmp_path, monkeyp
     with device_scope("cpu"):
         assert compute_platform() == "cpu" and topeig.default_method() == "tridiagonal"
         assert sweep.default_chunk(4, 32) < accelerator_chunk
-        curve = gram.rank1_curves_batch(theta, V, [1, 100, 10 ** 6])
+        curve = gram.rank1_curves_batch(theta, V, [1, 100, 10 ** 6]).rho
     assert batched == [False] and curve.shape == (3, 3)
     assert jax.config.jax_default_device is before and compute_platform() == "gpu"
     chunks: list[int] = []

@@ -9,7 +9,7 @@ import pytest
 
 import ropetheory as rt
 from ropetheory.cli import main
-from ropetheory.schedules.hf import rope_type_of, shaping_parameters
+from ropetheory.schedules.hf_facts import rope_type_of, shaping_parameters
 from ropetheory.studies import report
 
 #: a config that misspells its base: transformers (and ropetheory) fall back to 10000

@@ -64,7 +64,8 @@ def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions:
 def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
     """Run one forward pass and return the captured arrays (layers, heads, n, head_dim) and metadata."""
     import torch
-    from ..schedules.hf import frequencies_from_config, hf_view
+    from ..schedules.hf import frequencies_from_config
+    from ..schedules.hf_facts import hf_view
     cfg = model.config.to_dict()
     try:
         freqs = hf_view(frequencies_from_config(cfg, seq_len=int(input_ids.shape[-1])))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import spectra
-from ..schedules.hf import hf_view
+from ..schedules.hf_facts import hf_view
 from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
 from .capture import rotate_like_hf

@@ -1,9 +1,11 @@
 """Reading a model config as a plain dict, from whatever a user holds: a mapping, a ``config.json``
 path, a ``save_pretrained`` checkpoint folder or a transformers ``PretrainedConfig``; and the typed
-error for a config whose rope parameters are given per layer type. Imports ``ropetheory.core`` only.
+error for a config whose rope parameters are given per layer type; the note that names a likely
+misspelt key where a default is taken (``missing_note``). Imports ``ropetheory.core`` only.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import pathlib
@@ -13,7 +15,7 @@ from typing import Any
 from ..core.checks import read_text_file
 from ..core.errors import BadValue, BadType
 
-__all__ = ["LayerTypeRequired", "read_config"]
+__all__ = ["LayerTypeRequired", "read_config", "missing_note", "near_keys", "READ_KEYS", "MISSPELLING_CUTOFF"]
 
 
 class LayerTypeRequired(BadValue):
@@ -48,3 +50,28 @@ def read_config(config: Any) -> dict:
         raise BadType(f"config must be a mapping, a config.json path, a checkpoint folder or a transformers "
                         f"PretrainedConfig, got {type(config).__name__}")
     return dict(config)
+
+
+#: the keys load_rope_config reads: a config key this close to one of them (difflib ratio) is
+#: reported as a likely misspelling (0.8 catches one dropped, doubled or swapped letter in ``rope_theta``)
+READ_KEYS = ("rope_theta", "rope_parameters", "rope_scaling", "partial_rotary_factor", "head_dim",
+             "max_position_embeddings", "original_max_position_embeddings")
+MISSPELLING_CUTOFF = 0.8
+
+
+def near_keys(key: str, *dicts: Mapping[str, Any]) -> list[str]:
+    """Keys of ``dicts`` that look like a misspelling of ``key`` (close, but not a key it reads)."""
+    keys = [k for d in dicts for k in d if isinstance(k, str) and k not in READ_KEYS]
+    return difflib.get_close_matches(key, keys, n=2, cutoff=MISSPELLING_CUTOFF)
+
+
+def missing_note(key: str, raw: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """Why a default was taken for ``key``, naming a key of the config that looks like a misspelling of it."""
+    if key == "rope_type":
+        near = near_keys("rope_scaling", raw) + near_keys("rope_parameters", raw)
+        if not near:
+            return "the rope dict names no 'rope_type' (or 'type')"
+        key, why = "rope_scaling", "the config has no 'rope_parameters' or 'rope_scaling'"
+    else:
+        near, why = near_keys(key, raw, params), f"the config has no {key!r}"
+    return why + (f"; {', '.join(map(repr, near))} is not read: did you mean {key!r}?" if near else "")

@@ -24,7 +24,6 @@ Sequence-length rules (``seq_len`` argument):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import warnings
@@ -35,12 +34,12 @@ import numpy as np
 
 from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, check_number
 from ..core.schedule import Schedule
-from .config_io import LayerTypeRequired, read_config
+from .config_io import LayerTypeRequired, missing_note, near_keys, read_config
 from .paper import rope_frequencies
 from ..core.errors import BadValue
 
 __all__ = ["ROPE_TYPES", "RopeConfig", "load_rope_config", "rope_type_frequencies", "frequencies_from_config",
-           "rope_type_of", "hf_view", "rope_parameters", "shaping_parameters"]
+           "rope_parameters"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,11 +253,6 @@ PARTIAL_ROTARY_MODEL_TYPES = frozenset({
     "solar_open", "stablelm", "step3p7", "zaya",
 })
 
-#: the keys load_rope_config reads: a config key this close to one of them (difflib ratio) is
-#: reported as a likely misspelling (0.8 catches one dropped, doubled or swapped letter in ``rope_theta``)
-READ_KEYS = ("rope_theta", "rope_parameters", "rope_scaling", "partial_rotary_factor", "head_dim",
-             "max_position_embeddings", "original_max_position_embeddings")
-MISSPELLING_CUTOFF = 0.8
 #: transformers' base when a config names none
 DEFAULT_ROPE_THETA = 10000.0
 
@@ -319,7 +313,7 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     assumed: dict[str, Any] = {}
     if theta is None:
         theta = DEFAULT_ROPE_THETA
-        assumed["rope_theta"] = {"value": theta, "note": _missing_note("rope_theta", raw, params)}
+        assumed["rope_theta"] = {"value": theta, "note": missing_note("rope_theta", raw, params)}
     prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
     prf = 1.0 if prf is None else prf
     model_type = raw.get("model_type")
@@ -350,13 +344,13 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
         elif params.get("original_max_position_embeddings") is None and M is not None:
             params["original_max_position_embeddings"] = M
     if "rope_type" not in params and "type" not in params:
-        scaling_like = _near_keys("rope_scaling", raw) + _near_keys("rope_parameters", raw)
+        scaling_like = near_keys("rope_scaling", raw) + near_keys("rope_parameters", raw)
         if set(params) - {"rope_theta", "partial_rotary_factor"} or scaling_like:   # no rope dict: plain RoPE
-            assumed["rope_type"] = {"value": rope_type, "note": _missing_note("rope_type", raw, params)}
+            assumed["rope_type"] = {"value": rope_type, "note": missing_note("rope_type", raw, params)}
     if "partial_rotary_factor" not in params and "partial_rotary_factor" not in raw \
-            and _near_keys("partial_rotary_factor", raw, params):
+            and near_keys("partial_rotary_factor", raw, params):
         assumed["partial_rotary_factor"] = {"value": prf,
-                                            "note": _missing_note("partial_rotary_factor", raw, params)}
+                                            "note": missing_note("partial_rotary_factor", raw, params)}
     cfg = RopeConfig(rope_type, head_dim, 0.0, 1.0, M, params, assumed)
     cfg = dataclasses.replace(cfg, rope_theta=cfg.number("rope_theta", theta),
                               partial_rotary_factor=cfg.number("partial_rotary_factor", prf))
@@ -367,24 +361,6 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     if cfg.dim < 2 and rope_type != "proportional":
         raise BadValue(f"int(head_dim * partial_rotary_factor) = {cfg.dim}: no rotary plane left")
     return cfg
-
-
-def _near_keys(key: str, *dicts: Mapping[str, Any]) -> list[str]:
-    """Keys of ``dicts`` that look like a misspelling of ``key`` (close, but not a key it reads)."""
-    keys = [k for d in dicts for k in d if isinstance(k, str) and k not in READ_KEYS]
-    return difflib.get_close_matches(key, keys, n=2, cutoff=MISSPELLING_CUTOFF)
-
-
-def _missing_note(key: str, raw: Mapping[str, Any], params: Mapping[str, Any]) -> str:
-    """Why a default was taken for ``key``, naming a key of the config that looks like a misspelling of it."""
-    if key == "rope_type":
-        near = _near_keys("rope_scaling", raw) + _near_keys("rope_parameters", raw)
-        if not near:
-            return "the rope dict names no 'rope_type' (or 'type')"
-        key, why = "rope_scaling", "the config has no 'rope_parameters' or 'rope_scaling'"
-    else:
-        near, why = _near_keys(key, raw, params), f"the config has no {key!r}"
-    return why + (f"; {', '.join(map(repr, near))} is not read: did you mean {key!r}?" if near else "")
 
 
 def rope_type_frequencies(cfg: RopeConfig, seq_len: int | None = None) -> tuple[np.ndarray, float]:
@@ -426,21 +402,6 @@ def frequencies_from_config(config: Mapping[str, Any] | str | os.PathLike, seq_l
                     attention_factor=att, assumed={k: dict(v) for k, v in cfg.assumed.items()})
 
 
-def rope_type_of(sched: Schedule) -> str:
-    """The Hugging Face ``rope_type`` of a schedule: its own name for a Hugging Face type, else ``default``."""
-    return sched.name if sched.name in ROPE_TYPES else "default"
-
-
-def hf_view(sched: Schedule) -> dict[str, Any]:
-    """A schedule as a Hugging Face model applies it: ``theta``, ``rope_type``, ``rope_theta`` (the base;
-    None for an explicit vector), ``head_dim``, ``rotary_dim`` (the channels ``rotate_half`` touches) and
-    ``attention_factor``, with the parameters that shaped it (``shaping_parameters``) and those assumed."""
-    base = sched.params.get("rope_theta", sched.params.get("base"))
-    return {"theta": sched.theta, "rope_type": rope_type_of(sched), "rope_theta": base, "head_dim": sched.head_dim,
-            "rotary_dim": sched.rotary_dim or sched.head_dim, "attention_factor": sched.attention_factor,
-            "parameters": shaping_parameters(sched), "assumed": {k: dict(v) for k, v in sched.assumed.items()}}
-
-
 def _registry_name(cfg: RopeConfig, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The canonical name and parameters that rebuild a config's schedule: a ``default`` rope type is the
     paper's ``rope`` (all channels) or ``partial`` (a whole number of planes) of base ``rope_theta``,
@@ -452,23 +413,3 @@ def _registry_name(cfg: RopeConfig, params: dict[str, Any]) -> tuple[str, dict[s
     if cfg.dim % 2 == 0 and cfg.dim == cfg.head_dim * cfg.partial_rotary_factor:
         return "partial", {"base": cfg.rope_theta, "fraction": cfg.partial_rotary_factor}
     return "theta", {}
-
-
-#: rope dict keys shown as parameters: everything but the per-plane lists (LongRoPE's factors, shown by length)
-LIST_KEYS = ("short_factor", "long_factor")
-
-
-def shaping_parameters(sched: Schedule) -> dict[str, Any]:
-    """Every parameter that shaped a config's frequencies, as a reader checks them: ``rope_type``,
-    ``rope_theta`` (the base), ``head_dim``, ``partial_rotary_factor``, the rope dict's scaling keys
-    (``factor``, ``original_max_position_embeddings``, ...) and the attention factor actually used."""
-    p = sched.params
-    prf = p.get("partial_rotary_factor", p.get("fraction", 1.0))
-    out: dict[str, Any] = {"rope_type": rope_type_of(sched), "rope_theta": p.get("rope_theta", p.get("base")),
-                           "head_dim": sched.head_dim, "partial_rotary_factor": prf}
-    for key, val in p.items():
-        if key in ("rope_theta", "base", "fraction", "partial_rotary_factor", "max_position_embeddings", "seq_len"):
-            continue
-        out[key] = f"{len(val)} numbers" if key in LIST_KEYS and isinstance(val, (list, tuple)) else val
-    out["attention_factor"] = sched.attention_factor
-    return out

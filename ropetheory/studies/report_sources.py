@@ -13,7 +13,7 @@ from importlib.abc import Traversable
 from . import figure7
 from .. import data
 
-from ..schedules.hf import hf_view
+from ..schedules.hf_facts import hf_view
 from ..schedules.model_config import read_model_config
 from ..core.checks import check_integer
 from ..schedules import is_model_config, parse_spec, schedule_from_spec, with_default_head_dim

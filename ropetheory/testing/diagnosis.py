@@ -336,7 +336,8 @@ def check_config(theta: Any, attention_factor: float, config: Mapping[str, Any],
     """Compare the frequencies ``theta`` (``P``) and ``attention_factor`` an implementation uses for
     ``config`` at ``seq_len`` with ``ropetheory.schedules.hf`` (every rope type): the rotation audit alone
     cannot see a factor divided out or frequencies it was told to expect."""
-    from ..schedules.hf import frequencies_from_config, rope_type_of
+    from ..schedules.hf import frequencies_from_config
+    from ..schedules.hf_facts import rope_type_of
     f = frequencies_from_config(config, seq_len=check_integer("seq_len", seq_len, lo=1), layer_type=layer_type)
     want = f.theta
     got = np.asarray(theta, dtype=np.float64).ravel()
