@@ -49,7 +49,8 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
     n = 300
     for key in ("rope", "rope_id_temp"):
         got = sinks.simulate_length(head, key, n, chunk=64)
-        theta = sinks._theta(key, head.d)
+        sched = sinks._schedule(key, head.d)
+        theta = sched.theta
         import jax
         root = jax.random.PRNGKey(head.seed)
         c = jnp.asarray(head.direction())
@@ -62,7 +63,7 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
         )
         Kr = np.asarray(apply_rope(theta, K))
         Qr = np.asarray(apply_rope(theta, Qm, positions=qpos))
-        temp = sinks.length_temperature(qpos + 1, sinks.TRAIN_LEN) if sinks.SCHEDULES[key][2] else np.ones(4)
+        temp = sinks.length_temperature(qpos + 1, sinks.TRAIN_LEN) if sched.temperature == "length" else np.ones(4)
         shares = []
         for a, p in enumerate(qpos):
             lg = Qr[a] @ Kr[: p + 1].T / np.sqrt(head.d) * temp[a]
