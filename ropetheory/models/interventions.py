@@ -76,7 +76,8 @@ class Intervention:
         sc = self.schedules[call.layer]
         q, k = self._pre(call)
         G, r = call.groups, sc["rotary_dim"]
-        theta = torch.as_tensor(np.asarray(sc["theta"], dtype=np.float64)[: r // 2], device=q.device)
+        # a copy: a schedule's theta is read-only and torch wants a writable array
+        theta = torch.as_tensor(np.array(sc["theta"], dtype=np.float64)[: r // 2], device=q.device)
         cl = torch.ones_like(theta, dtype=torch.bool) if clamp is None else torch.as_tensor(clamp, device=q.device)
         qa = torch.where(cl, delta * theta, call.q_pos.double()[:, None] * theta)
         ka = torch.where(cl, 0.0, call.k_pos[cols].double()[:, None] * theta)

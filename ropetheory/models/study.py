@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import spectra
-from ..core.checks import check_integer
+from ..core.checks import bucket, check_integer
 from ..theory import criteria, theorems
 from ..theory.beyond import noisy_rank1_limit
 from .capture import hf_to_interleaved
@@ -78,7 +78,9 @@ def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray
     live = W > 0
     if live.any():
         v_il = hf_to_interleaved(np.asarray(v, dtype=np.float64), int(sched["rotary_dim"]))
-        out[live] = spectra.rank1_stream_curve(sched["theta"], v_il, grid[live], weights=w[:int(grid[-1])]).rho
+        n = int(grid[-1])           # a chunk no longer than the stream (rounded to a bucket: one compilation)
+        out[live] = spectra.rank1_stream_curve(sched["theta"], v_il, grid[live], weights=w[:n],
+                                               chunk=min(spectra.DEFAULT_CHUNK, bucket(n))).rho
     return out
 
 
