@@ -206,3 +206,8 @@ def test_each_optional_stack_adapter_matches_at_short_positions_or_names_its_ins
     d = rtt.diagnose(ad.fn, schedule=ad.theta, dtype="float32", layout=ad.layout, framework=ad.framework,
                      max_position=4096, n_vectors=1)
     assert d.cls in ("correct", "angle precision"), d.verdict()
+
+
+@pytest.mark.parametrize("dtype, bits", [(np.float32, 24), (np.dtype("float16"), 11), (np.float64, 53), ("bf16", 8)])
+def test_numpy_dtypes_are_accepted_where_the_message_says_they_are(dtype, bits):
+    assert rtt.unit_roundoff(dtype) == 2.0 ** -bits

@@ -15,6 +15,13 @@ DTYPES: dict[str, tuple[int, float]] = {"float64": (53, 2.0 ** -1074), "float32"
 
 
 def dtype_name(dtype: Any) -> str:
+    """The audit's name of ``dtype``: a name (``"bf16"``, ``"float32"``), a numpy scalar type or dtype
+    (``np.float32``, ``np.dtype("float16")``, ml_dtypes' bfloat16), a torch or JAX dtype."""
+    if isinstance(dtype, type):                         # a scalar type such as np.float32: its dtype's name
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            pass
     name = getattr(dtype, "name", None) or str(dtype)
     name = name.replace("torch.", "").replace("jnp.", "")
     name = {"half": "float16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float": "float32",
