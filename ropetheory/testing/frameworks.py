@@ -2,6 +2,7 @@
 handed over as numpy, torch or JAX arrays, outputs read back as float64 numpy."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,8 @@ def dtype_name(dtype: Any) -> str:
     """The audit's name of ``dtype``: a name (``"bf16"``, ``"float32"``), a numpy scalar type or dtype
     (``np.float32``, ``np.dtype("float16")``, ml_dtypes' bfloat16), a torch or JAX dtype."""
     if isinstance(dtype, type):                         # a scalar type such as np.float32: its dtype's name
-        try:
+        with contextlib.suppress(TypeError):
             dtype = np.dtype(dtype)
-        except TypeError:
-            pass
     name = getattr(dtype, "name", None) or str(dtype)
     name = name.replace("torch.", "").replace("jnp.", "")
     name = {"half": "float16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "float": "float32",
