@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import checks
-from .layouts import LAYOUTS, check_layout
+from .layouts import check_layout
 from .errors import BadValue, BadType
 
 __all__ = ["Schedule", "as_schedule", "schedule_layout", "check_schedule_first", "TEMPERATURE_RULES"]
@@ -83,8 +83,8 @@ class Schedule:
                            checks.check_number("attention_factor", self.attention_factor, lo=0.0, lo_open=True))
         if self.rotary_dim is not None:
             object.__setattr__(self, "rotary_dim", checks.check_integer("rotary_dim", self.rotary_dim, lo=1))
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise BadValue(f"layout must be one of {LAYOUTS} or None, got {self.layout!r}")
+        if self.layout is not None:
+            check_layout(self.layout)
         if self.rotary_dim is not None and (self.layout != "half" or not 0 < self.rotary_dim <= self.head_dim):
             raise BadValue(f"rotary_dim needs layout 'half' and 0 < rotary_dim <= head_dim = {self.head_dim}, "
                              f"got rotary_dim={self.rotary_dim!r} with layout {self.layout!r}")
