@@ -155,6 +155,7 @@ STUDIES = {
     ),
     "audit": ("studies.audit", "test a RoPE implementation (transformers, torchtune, ...) against the exact operator"),
     "analyze": ("models.analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
+    "retrofit": ("models.retrofit_cli", "give a pretrained model RoPE-ID or another schedule, fine-tune, test past L"),
 }
 
 

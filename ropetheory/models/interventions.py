@@ -33,7 +33,7 @@ from ..theory.sink import sink_log_odds_from_parts
 from .stream import SINK_QUERIES, SINK_TERMS
 from ..core.errors import BadValue
 
-__all__ = ["INTERVENTIONS", "Intervention", "measure", "CONTROL_SEED"]
+__all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "CONTROL_SEED"]
 
 INTERVENTIONS = ("clamp-sink", "hold-sink-odds", "clamp-all", "clamp-slow", "sink-to-mean", "sink-at-4L",
                  "clamp-control")
@@ -137,7 +137,7 @@ class Intervention:
                 S[g, :, c0] = torch.where(late, S[g, :, c0] + (tau - log_odds[g]), S[g, :, c0])
 
 
-class _Probe:
+class SinkProbe:
     """The sink's share and log-odds terms of the logits as used (edited and masked), summed per
     ``(layer, kv head, grid index)`` over the rows of the last ``SINK_QUERIES`` queries of each grid length."""
 
@@ -220,7 +220,7 @@ def measure(model, input_ids: list[int], *, name: str, L: int, chunk: int = 1024
     if name == "clamp-control":
         out["control_key"] = iv.control_key
     for run, edit in (("unchanged", None), ("intervened", iv.edit)):
-        probe = _Probe(grid)
+        probe = SinkProbe(grid)
         nll = _chunked_nll(model, input_ids, chunk,
                            lambda call, edit=edit, probe=probe: eager(call, edit=edit, observe=probe))
         rows = probe.rows(run)

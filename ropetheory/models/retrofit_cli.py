@@ -1,0 +1,190 @@
+"""``ropetheory retrofit``: build the corpus, fine-tune a variant, evaluate it past ``L``, draw the verdict.
+
+``corpus`` writes the non-repeating corpus (``.retrofit_corpus``); ``train --variant V --steps S`` retrofits
+and fine-tunes (``.retrofit``), checkpointing so that a rerun resumes; ``evaluate --variant E`` measures one
+evaluation (``.retrofit_eval``); ``report`` writes the verdict table, summary and figure
+(``.retrofit_report``). Results go to ``--out/<model>/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.errors import BadValue
+from .retrofit import EVALUATIONS, VARIANTS, FinetuneConfig, finetune, retrofit, variant_schedule, model_facts
+
+__all__ = ["main", "document_separator", "END_OF_TEXT"]
+
+
+def _load(model_name: str, device: str):
+    from .registry import load_model
+    m, tok, label = load_model(model_name, device=device)
+    return m, tok, label
+
+
+def _key(*parts: Any) -> str:
+    from ..store import derived_code_hash
+    return hashlib.sha256(json.dumps([*parts, derived_code_hash("ropetheory.models.retrofit")], sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def _progress(label: str):
+    if not sys.stderr.isatty():
+        return None
+    return lambda *a: print(f"\r{label}: {' '.join(str(x) for x in a)}   ", end="", file=sys.stderr, flush=True)
+
+
+def _parser():
+    import argparse
+    from ..flags import HelpFormatter
+    p = argparse.ArgumentParser(prog="ropetheory retrofit", formatter_class=HelpFormatter,
+                                description=(__doc__ or "").split("\n\n")[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    c = sub.add_parser("corpus", help="build the non-repeating corpus from the installed packages' text")
+    c.add_argument("--train-tokens", type=int, default=25_000_000)
+    c.add_argument("--heldout-tokens", type=int, default=600_000)
+    t = sub.add_parser("train", help="retrofit one variant and fine-tune it")
+    t.add_argument("--variant", required=True, choices=VARIANTS)
+    t.add_argument("--steps", type=int, required=True)
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--seq-len", type=int, default=None, help="default: the model's L")
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--warmup", type=int, default=50)
+    t.add_argument("--checkpoint-every", type=float, default=120.0,
+                   help="seconds between checkpoints (0: after every step)")
+    e = sub.add_parser("evaluate", help="evaluate one variant (fine-tuned, or 'original') past L")
+    e.add_argument("--variant", required=True, choices=EVALUATIONS)
+    e.add_argument("--windows", type=int, default=None, help="held-out windows of 8L (default: all)")
+    e.add_argument("--passkey-trials", type=int, default=2)
+    e.add_argument("--train-len", type=int, default=None, help="L (default: the model's)")
+    r = sub.add_parser("report", help="the verdict table and figure from the evaluation files")
+    r.add_argument("--label", default="smollm2-135m", help="the model's folder under --out")
+    for s in (c, t, e, r):
+        s.add_argument("--model", default="smollm2-135m")
+        s.add_argument("--corpus", default="results/retrofit/corpus")
+        s.add_argument("--out", default="results/retrofit")
+        s.add_argument("--device", default="cpu")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = pathlib.Path(args.out)
+    if args.action == "corpus":
+        return _cmd_corpus(args)
+    if args.action == "report":
+        return _cmd_report(out / args.label)
+    from .retrofit_corpus import load_corpus
+    corpus = load_corpus(args.corpus, ("train",) if args.action == "train" else ("heldout",))
+    model, tok, label = _load(args.model, args.device)
+    L = int(getattr(args, "train_len", None) or model_facts(model.config.to_dict())[2])
+    if args.action == "train":
+        return _cmd_train(args, model, label, corpus, L, out / label / args.variant)
+    return _cmd_evaluate(args, model, tok, label, corpus, L, out / label)
+
+
+def _cmd_train(args, model, label: str, corpus: dict, L: int, folder: pathlib.Path) -> int:
+    from safetensors.torch import save_model
+    from ..store import write_json
+    fc = FinetuneConfig(steps=args.steps, batch=args.batch, seq_len=args.seq_len or L, lr=args.lr,
+                        warmup=args.warmup)
+    sched = variant_schedule(args.variant, model.config.to_dict())
+    retrofit(model, sched)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _key(label, args.variant, sched.to_dict(), dataclasses.asdict(fc), corpus["manifest"]["train_sha256"])
+    res = finetune(model, corpus["train"], fc, checkpoint=folder / "checkpoint.npz", key=key,
+                   checkpoint_every=args.checkpoint_every, progress=_progress(f"train {args.variant}"))
+    save_model(model, str(folder / "model.safetensors"))
+    write_json(folder / "train.json", {"variant": args.variant, "schedule": sched.to_dict(),
+                                       "config": dataclasses.asdict(fc), "tokens": res["tokens"],
+                                       "corpus": {k: corpus["manifest"][k] for k in
+                                                  ("train_sha256", "heldout_sha256", "train_tokens")},
+                                       "log": res["log"], "key": key, "device": args.device})
+    print(f"{args.variant}: {res['steps']} steps, {res['tokens']} tokens, final loss "
+          f"{res['log'][-1]['loss']:.4f}, {res['log'][-1]['seconds']:.0f} s")
+    return 0
+
+
+def _cmd_evaluate(args, model, tok, label: str, corpus: dict, L: int, folder: pathlib.Path) -> int:
+    from ..store import write_json
+    from .retrofit_eval import evaluate
+    base = args.variant.partition("+")[0]
+    if base != "original":
+        from safetensors.torch import load_model as load_weights
+        weights = folder / base / "model.safetensors"
+        if not weights.is_file():
+            raise BadValue(f"no fine-tuned {base!r} in {str(folder)!r}: run 'ropetheory retrofit train "
+                           f"--variant {base}' first")
+        load_weights(model, str(weights))
+    sched = variant_schedule(args.variant, model.config.to_dict())
+    retrofit(model, sched)
+    model.eval()
+    res = evaluate(model, tok, corpus["heldout"], corpus["manifest"]["heldout_bounds"], L=L,
+                   temperature=sched.temperature == "length", windows=args.windows,
+                   passkey_trials=args.passkey_trials, progress=_progress(f"evaluate {args.variant}"))
+    res.update({"variant": args.variant, "schedule": sched.to_dict(), "model": label,
+                "corpus": {k: corpus["manifest"][k] for k in ("train_sha256", "heldout_sha256")}})
+    write_json(folder / f"eval-{args.variant}.json", res)
+    r = res["windows"][0]["ranges"]
+    print(f"{args.variant}: " + ", ".join(f"[{x['start']},{x['end']}) {x['ppl']:.2f}" for x in r))
+    return 0
+
+
+#: the token that separates documents in pretraining streams (GPT-2's, SmolLM2's, many more); a tokenizer
+#: without it separates them with its end-of-sequence token
+END_OF_TEXT = "<|endoftext|>"
+
+
+def document_separator(tokenizer) -> int:
+    """The id of ``END_OF_TEXT`` where the tokenizer has that token (as itself, whatever its role: SmolLM2
+    makes it the unknown token too), else its EOS id; a tokenizer with neither is refused."""
+    tid = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    if tid is not None and tokenizer.convert_ids_to_tokens(tid) == END_OF_TEXT:
+        return int(tid)
+    if tokenizer.eos_token_id is None:
+        raise BadValue(f"the tokenizer has neither {END_OF_TEXT!r} nor an end-of-sequence token to separate documents")
+    return int(tokenizer.eos_token_id)
+
+
+def _cmd_corpus(args) -> int:
+    from .registry import load_tokenizer
+    from .retrofit_corpus import build_corpus, installed_documents, save_corpus
+    tok = load_tokenizer(args.model)
+    eot = document_separator(tok)
+    docs, versions = installed_documents()
+    # a file that spells a special token ("<|endoftext|>" in transformers' own sources) is text: tokenised as
+    # text, so the separator appears only between documents
+    corpus = build_corpus(docs, lambda texts: tok(texts, add_special_tokens=False,
+                                                  split_special_tokens=True)["input_ids"], eot,
+                          train_tokens=args.train_tokens, heldout_tokens=args.heldout_tokens,
+                          progress=_progress("corpus"))
+    d = save_corpus(args.corpus, corpus, versions=versions, tokenizer=args.model,
+                    python=".".join(map(str, sys.version_info[:3])))
+    m = corpus["manifest"]
+    print(f"corpus: {m['train_tokens']} training tokens from {m['train_documents']} documents, "
+          f"{m['heldout_tokens']} held-out tokens from {len(m['heldout_sources'])} distributions -> {d}")
+    return 0
+
+
+def _cmd_report(folder: pathlib.Path) -> int:
+    from ..store import write_csv, write_json
+    from .retrofit_report import draw, load_results, summarise, verdict_rows
+    rows = verdict_rows(folder)
+    write_csv(folder / "table.csv", rows)
+    evals, trains = load_results(folder)
+    write_json(folder / "summary.json", {
+        "evaluations": {k: summarise(v) for k, v in evals.items()},
+        "fine_tunes": {k: {"tokens": t["tokens"], "steps": t["config"]["steps"], "lr": t["config"]["lr"],
+                           "batch": t["config"]["batch"], "seq_len": t["config"]["seq_len"],
+                           "seconds": t["log"][-1]["seconds"], "final_loss": t["log"][-1]["loss"],
+                           "corpus": t["corpus"]} for k, t in trains.items()}})
+    paths = draw(folder, folder / "retrofit")
+    for row in rows:
+        print(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print("wrote", folder / "table.csv", *paths)
+    return 0

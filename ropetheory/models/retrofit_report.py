@@ -1,0 +1,181 @@
+"""The retrofit's verdict table and figure, drawn from its evaluation files (``ropetheory retrofit report``).
+
+Inputs: ``eval-<evaluation>.json`` and ``<variant>/train.json`` (or ``train-<variant>.json``) in one folder,
+as ``ropetheory.models.retrofit`` writes them. Per evaluation: perplexity per range (mean and standard
+deviation over the held-out windows), passkey accuracy per length, and per length the median sink share
+over heads and the count of sink heads (share above ``SINK_HEAD_SHARE``), averaged over windows.
+
+The verdict, per evaluation past ``L``:
+
+* *keeps perplexity flat*: every range past ``L`` has perplexity at most ``FLAT_PPL_FACTOR`` times its
+  perplexity on ``[1024, L)``;
+* *keeps the sink*: the sink heads at ``8L`` are at least ``SINK_KEPT_FRACTION`` of those at ``L``.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import BadValue
+
+__all__ = ["load_results", "summarise", "verdict_rows", "draw", "FLAT_PPL_FACTOR", "SINK_HEAD_SHARE",
+           "SINK_KEPT_FRACTION"]
+
+#: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
+SINK_HEAD_SHARE = 0.5
+#: perplexity past L counts as flat up to this factor over the perplexity within L (the spread of the
+#: within-L perplexity between held-out windows is itself tens of percent, so a finer line is noise)
+FLAT_PPL_FACTOR = 1.5
+#: the sink is kept when at least this fraction of the sink heads at L are still sink heads at 8L
+SINK_KEPT_FRACTION = 0.5
+
+
+def _read(p: pathlib.Path) -> dict[str, Any]:
+    import gzip
+    return json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text())
+
+
+def load_results(folder: pathlib.Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The evaluations (``eval-<name>.json``, or ``.json.gz`` as committed) and fine-tune logs in ``folder``."""
+    evals = {}
+    for p in sorted(folder.glob("eval-*.json")) + sorted(folder.glob("eval-*.json.gz")):
+        evals[p.name[5:].split(".json")[0]] = _read(p)
+    trains = {}
+    for p in sorted(folder.glob("*/train.json")) + sorted(folder.glob("train-*.json")):
+        t = json.loads(p.read_text())
+        trains[t["variant"]] = t
+    if not evals:
+        raise BadValue(f"{str(folder)!r} holds no eval-*.json (run 'ropetheory retrofit evaluate' first)")
+    order = {name: i for i, name in enumerate(LABEL)}
+    evals = dict(sorted(evals.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return evals, trains
+
+
+def summarise(ev: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation's numbers (module docstring)."""
+    L = int(ev["L"])
+    ranges: dict[tuple[int, int], list[float]] = {}
+    for w in ev["windows"]:
+        for r in w["ranges"]:
+            ranges.setdefault((r["start"], r["end"]), []).append(r["ppl"])
+    ppl = [{"start": a, "end": b, "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+            "windows": len(v)} for (a, b), v in sorted(ranges.items())]
+    sink = []
+    for n in sorted({h["n"] for h in ev["heads"]}):
+        per_w: dict[int, list[float]] = {}
+        for h in ev["heads"]:
+            if h["n"] == n:
+                per_w.setdefault(h["window"], []).append(h["share"])
+        heads = [np.asarray(v) for v in per_w.values()]
+        sink.append({"n": int(n), "median_share": float(np.mean([np.median(s) for s in heads])),
+                     "sink_heads": float(np.mean([np.sum(s > SINK_HEAD_SHARE) for s in heads])),
+                     "heads": int(heads[0].size)})
+    passkey = []
+    for n in sorted({r["length"] for r in ev.get("passkey", [])}):
+        rows = [r for r in ev["passkey"] if r["length"] == n]
+        passkey.append({"length": int(n), "accuracy": float(np.mean([r["correct"] for r in rows])),
+                        "trials": len(rows)})
+    return {"evaluation": ev["variant"], "L": L, "ppl": ppl, "sink": sink, "passkey": passkey}
+
+
+def verdict_rows(folder: str | pathlib.Path) -> list[dict[str, Any]]:
+    """One flat row per evaluation: perplexities, passkey accuracies, sink heads and the two verdicts."""
+    evals, _ = load_results(pathlib.Path(folder))
+    rows = []
+    for name, ev in evals.items():
+        s = summarise(ev)
+        L = s["L"]
+        row: dict[str, Any] = {"evaluation": name}
+        for r in s["ppl"]:
+            tag = f"{r['start'] // 1024}k-L" if r["end"] == L else f"{r['start'] // L}L-{r['end'] // L}L"
+            row[f"ppl_{tag}"] = r["mean"]
+            row[f"ppl_{tag}_sd"] = r["sd"]
+        for r in s["passkey"]:
+            row[f"passkey_{r['length'] / L:g}L"] = r["accuracy"]
+        for r in s["sink"]:
+            row[f"sink_heads_{r['n'] // L}L"] = r["sink_heads"]
+            row[f"median_share_{r['n'] // L}L"] = r["median_share"]
+        within = next(r["mean"] for r in s["ppl"] if r["end"] == L)
+        past = [r["mean"] for r in s["ppl"] if r["start"] >= L]
+        row["ppl_flat_past_L"] = bool(past) and all(p <= FLAT_PPL_FACTOR * within for p in past)
+        heads = {r["n"] // L: r["sink_heads"] for r in s["sink"]}
+        row["sink_kept_8L"] = (heads.get(8, 0.0) >= SINK_KEPT_FRACTION * heads[1]) if heads.get(1) else None
+        row["windows"] = s["ppl"][0]["windows"]
+        rows.append(row)
+    return rows
+
+
+#: how each evaluation is drawn: the colour of its schedule (``ropetheory.figstyle``) and a line style
+STYLE = {"original": ("rope", ":"), "rope": ("rope", "-"), "rope+yarn": ("yarn", "-"),
+         "rope_id": ("rope_id", "-"), "rope_id+temp": ("rope_id+temp", "--"), "half_rope": ("half_rope", "-")}
+LABEL = {"original": "RoPE, not fine-tuned", "rope": "RoPE (control)", "rope+yarn": "control + YaRN x8",
+         "rope_id": "RoPE-ID", "rope_id+temp": "RoPE-ID + temperature", "half_rope": "half-RoPE"}
+
+
+#: steps averaged in the training curves (the batches differ in difficulty: single steps are noise)
+SMOOTH_STEPS = 50
+
+
+def _draw_finetune(ax_ppl, ax_ratio, trains: dict[str, dict]) -> None:
+    """The control's training perplexity on unseen tokens, and each variant's ratio to it on the same batches
+    (every variant reads the same tokens in the same order, so the ratio removes the batches' difficulty)."""
+    from .. import figstyle
+    k = SMOOTH_STEPS
+    base = trains.get("rope")
+    for name, t in trains.items():
+        loss = np.array([r["loss"] for r in t["log"]])
+        tokens = np.arange(k, loss.size + 1) * t["config"]["batch"] * t["config"]["seq_len"] / 1e6
+        kw = {"color": figstyle.color(STYLE.get(name, (name, "-"))[0]), "label": LABEL.get(name, name)}
+        ax_ppl.plot(tokens, np.exp(np.convolve(loss, np.ones(k) / k, mode="valid")), **kw)
+        if base is not None and len(base["log"]) == loss.size:
+            diff = loss - np.array([r["loss"] for r in base["log"]])
+            ax_ratio.plot(tokens, np.exp(np.convolve(diff, np.ones(k) / k, mode="valid")), **kw)
+    for a in (ax_ppl, ax_ratio):
+        a.set_xlabel("fine-tune tokens (millions), all within L")
+    ax_ppl.set_ylabel(f"training perplexity ({k}-step mean, unseen tokens)")
+    ax_ppl.set_yscale("log")
+    ax_ppl.set_title("fine-tune: perplexity within L")
+    ax_ratio.set_ylabel(f"perplexity / control's on the same batches ({k}-step mean)")
+    ax_ratio.set_yscale("log")
+    ax_ratio.axhline(1.0, color="k", lw=0.8)
+    ax_ratio.set_title("fine-tune: cost against the control")
+
+
+def draw(folder: str | pathlib.Path, out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Five panels: perplexity per range, sink heads per length, passkey accuracy per length, the control's
+    training perplexity, and each variant's over the control's on the same batches."""
+    import matplotlib.pyplot as plt
+    from .. import figstyle
+    evals, trains = load_results(pathlib.Path(folder))
+    fig, ax = plt.subplots(1, 5, figsize=(21, 4.2))
+    L = 1
+    for name, ev in evals.items():
+        s = summarise(ev)
+        L = s["L"]
+        col, ls = STYLE.get(name, (name, "-"))
+        kw = {"color": figstyle.color(col), "ls": ls, "marker": "o", "label": LABEL.get(name, name)}
+        mid = [np.sqrt(max(r["start"], 1) * r["end"]) / L for r in s["ppl"]]
+        ax[0].errorbar(mid, [r["mean"] for r in s["ppl"]], yerr=[r["sd"] for r in s["ppl"]], capsize=3, **kw)
+        ax[1].plot([r["n"] / L for r in s["sink"]], [r["sink_heads"] for r in s["sink"]], **kw)
+        ax[2].plot([r["length"] / L for r in s["passkey"]], [r["accuracy"] for r in s["passkey"]], **kw)
+    _draw_finetune(ax[3], ax[4], trains)
+    for a in ax[:3]:
+        a.set_xscale("log", base=2)
+        a.axvline(1.0, color="k", lw=0.8, ls="--", label="L")
+        a.set_xlabel(f"length / L (L = {L} tokens)")
+    ax[0].set_yscale("log")
+    ax[0].set_ylabel("perplexity (mean over held-out windows, bars: sd)")
+    ax[0].set_title("perplexity per range")
+    ax[1].set_ylabel(f"sink heads (share > {SINK_HEAD_SHARE:g}), mean over windows")
+    ax[1].set_title("heads with a working sink")
+    ax[2].set_ylabel("passkey accuracy (fraction of prompts)")
+    ax[2].set_ylim(-0.05, 1.05)
+    ax[2].set_title("passkey retrieval")
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    o = pathlib.Path(out)
+    return figstyle.save_figures(fig, [o.with_suffix(".png"), o.with_suffix(".svg")])
