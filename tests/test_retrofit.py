@@ -264,3 +264,41 @@ def test_the_control_with_yarn_is_transformers_own_yarn():
     # both rotate in float32 from float32 frequencies that agree to INV_FREQ_REL: the logits agree to float32
     # rounding of O(1) values through two layers
     assert float((a - b).abs().max()) < 1e-5
+
+
+COMMITTED = TESTS.parent / "docs" / "models" / "retrofit" / "smollm2-135m"
+
+
+def test_the_committed_retrofit_table_is_what_the_committed_evaluations_give():
+    import csv
+    from ropetheory.models.retrofit_report import markdown_table, verdict_rows
+    rows = verdict_rows(COMMITTED)
+    with open(COMMITTED / "table.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert [r["evaluation"] for r in rows] == [r["evaluation"] for r in saved]
+    for got, want in zip(rows, saved, strict=True):
+        for k, v in got.items():
+            if isinstance(v, float):
+                assert float(want[k]) == pytest.approx(v, rel=1e-12), (got["evaluation"], k)
+            else:
+                assert str(v) == want[k], (got["evaluation"], k)
+    table = markdown_table(COMMITTED)
+    assert (COMMITTED / "table.md").read_text().strip() == table
+    assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
+
+
+def test_the_readme_retrofit_row_quotes_the_committed_numbers():
+    from ropetheory.models.retrofit_report import summarise, load_results
+    evals, _ = load_results(COMMITTED)
+    readme = (TESTS.parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| RoPE-ID keeps a real model's sink"))
+    temp, control = summarise(evals["rope_id+temp"]), summarise(evals["rope"])
+    for s, idx in ((temp, (0, 1, 2, 3)), (control, (0, 1, 2, 3))):
+        for i in idx:
+            v = s["ppl"][i]["mean"]
+            assert f"{v:.2g}" in row or f"{v:.1f}" in row or f"{v:.0f}" in row, (s["evaluation"], i, v)
+    share = {r["n"] // temp["L"]: r["median_share"] for r in temp["sink"]}
+    assert f"{share[1]:.3g}" in row and f"{share[8]:.3g}" in row
+    # every corpus fingerprint in the results is the committed manifest's
+    manifest = json.loads((COMMITTED / "corpus-manifest.json").read_text())
+    assert all(ev["corpus"]["heldout_sha256"] == manifest["heldout_sha256"] for ev in evals.values())

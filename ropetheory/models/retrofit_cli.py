@@ -173,7 +173,7 @@ def _cmd_corpus(args) -> int:
 
 def _cmd_report(folder: pathlib.Path) -> int:
     from ..store import write_csv, write_json
-    from .retrofit_report import draw, load_results, summarise, verdict_rows
+    from .retrofit_report import draw, finetune_cost, load_results, markdown_table, summarise, verdict_rows
     rows = verdict_rows(folder)
     write_csv(folder / "table.csv", rows)
     evals, trains = load_results(folder)
@@ -182,7 +182,9 @@ def _cmd_report(folder: pathlib.Path) -> int:
         "fine_tunes": {k: {"tokens": t["tokens"], "steps": t["config"]["steps"], "lr": t["config"]["lr"],
                            "batch": t["config"]["batch"], "seq_len": t["config"]["seq_len"],
                            "seconds": t["log"][-1]["seconds"], "final_loss": t["log"][-1]["loss"],
-                           "corpus": t["corpus"]} for k, t in trains.items()}})
+                           "corpus": t["corpus"]} for k, t in trains.items()},
+        "cost_against_control_per_100_steps": finetune_cost(folder)})
+    (folder / "table.md").write_text(markdown_table(folder) + "\n")
     paths = draw(folder, folder / "retrofit")
     for row in rows:
         print(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..core.errors import BadValue
 
-__all__ = ["load_results", "summarise", "verdict_rows", "draw", "FLAT_PPL_FACTOR", "SINK_HEAD_SHARE",
-           "SINK_KEPT_FRACTION"]
+__all__ = ["load_results", "summarise", "verdict_rows", "markdown_table", "finetune_cost", "draw", "FLAT_PPL_FACTOR",
+           "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION"]
 
 #: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
 SINK_HEAD_SHARE = 0.5
@@ -102,6 +102,9 @@ def verdict_rows(folder: str | pathlib.Path) -> list[dict[str, Any]]:
         past = [r["mean"] for r in s["ppl"] if r["start"] >= L]
         row["ppl_flat_past_L"] = bool(past) and all(p <= FLAT_PPL_FACTOR * within for p in past)
         heads = {r["n"] // L: r["sink_heads"] for r in s["sink"]}
+        share = {r["n"] // L: r["median_share"] for r in s["sink"]}
+        if share.get(1):
+            row["median_share_8L_over_L"] = share.get(8, 0.0) / share[1]
         row["sink_kept_8L"] = (heads.get(8, 0.0) >= SINK_KEPT_FRACTION * heads[1]) if heads.get(1) else None
         row["windows"] = s["ppl"][0]["windows"]
         rows.append(row)
@@ -179,3 +182,46 @@ def draw(folder: str | pathlib.Path, out: str | pathlib.Path) -> list[pathlib.Pa
     fig.tight_layout()
     o = pathlib.Path(out)
     return figstyle.save_figures(fig, [o.with_suffix(".png"), o.with_suffix(".svg")])
+
+
+def _fmt(x: float) -> str:
+    """Three significant digits, no exponent below 1e5 (perplexities, shares)."""
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-3:
+        return f"{x:.0e}"
+    return f"{x:.3g}" if abs(x) < 1e3 else f"{x:.0f}"
+
+
+def markdown_table(folder: str | pathlib.Path) -> str:
+    """The guide's result table: per evaluation perplexity per range (mean ± sd over windows), passkey
+    accuracy per length, sink heads and median share at L and 8L."""
+    evals, _ = load_results(pathlib.Path(folder))
+    head = ("| evaluation | ppl [1k, L) | ppl [L, 2L) | ppl [2L, 4L) | ppl [4L, 8L) | passkey L/2, L, 2L, 4L, 8L "
+            "| sink heads L → 8L | median share L → 8L |\n|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for name, ev in evals.items():
+        s = summarise(ev)
+        ppl = [f"{_fmt(r['mean'])} ± {_fmt(r['sd'])}" for r in s["ppl"]][:4]
+        pk = ", ".join(f"{r['accuracy']:g}" for r in s["passkey"])
+        sink = {r["n"] // s["L"]: r for r in s["sink"]}
+        lines.append(f"| {LABEL.get(name, name)} | {' | '.join(ppl)} | {pk} | "
+                     f"{sink[1]['sink_heads']:.2g} → {sink[8]['sink_heads']:.2g} | "
+                     f"{_fmt(sink[1]['median_share'])} → {_fmt(sink[8]['median_share'])} |")
+    return "\n".join(lines)
+
+
+def finetune_cost(folder: str | pathlib.Path, steps: int = 100) -> dict[str, list[float]]:
+    """Each variant's perplexity over the control's on the same batches, per block of ``steps`` steps:
+    ``exp(mean(loss_v - loss_control)) - 1`` (every variant reads the same tokens in the same order)."""
+    _, trains = load_results(pathlib.Path(folder))
+    if "rope" not in trains:
+        return {}
+    base = np.array([r["loss"] for r in trains["rope"]["log"]])
+    out = {}
+    for name, t in trains.items():
+        loss = np.array([r["loss"] for r in t["log"]])
+        if name != "rope" and loss.size == base.size:
+            d = loss - base
+            out[name] = [float(np.expm1(d[a:a + steps].mean())) for a in range(0, d.size, steps)]
+    return out
