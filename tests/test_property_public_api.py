@@ -11,6 +11,7 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
+from ropetheory.theory.results import Rank1Claims
 from strategies import examples, refuses_or_returns
 
 #: a call on these tiny inputs that takes longer than this is a failure (hang or runaway work)
@@ -294,7 +295,8 @@ def test_check_rank1_claims_refuses_or_reports_every_claim(dt, seed):
     v = np.random.default_rng(seed).standard_normal(d)
     out = _outcome(lambda: rt.check_rank1_claims(theta, v), ["theta", "v", "planes"])
     if out is not None:
-        assert {"lemma1", "lemma2", "theorem1"} <= {k.split("_")[0] for k in out} or out
+        assert isinstance(out, Rank1Claims)
+        assert {"lemma1", "lemma2", "theorem1"} <= {k.split("_")[0] for k in out.to_dict()}
 
 
 @examples(30)

@@ -117,7 +117,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
             continue
         bar.set_postfix_str(key)
         row = {"schedule": s, "d": d, "v": vk, "weights": wk}
-        row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), weights=WEIGHT_KINDS[wk]))
+        row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), weights=WEIGHT_KINDS[wk]).to_dict())
         journal.add(key, row)
     rows = journal.ordered(keys)
 
@@ -128,7 +128,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
         if k in journal:
             continue
         row = {"case": key, "description": desc}
-        row.update(theorems.check_counterexample(th, v, weights=w))
+        row.update(theorems.check_counterexample(th, v, weights=w).to_dict())
         journal.add(k, row)
     cx_rows = journal.ordered(cx_keys)
 

@@ -43,10 +43,11 @@ from ..core.angles import pair_frequencies
 from ..core.schedule import as_schedule, schedule_layout
 from ..core.verdicts import Verdict
 from ..core.errors import BadValue, BadType
+from .results import Counterexample, Rank1Claims
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
-    "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses",
+    "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses", "Rank1Claims", "Counterexample",
 ]
 
 #: Arb working precision (bits) for the certified bound: far above float64 so that
@@ -330,11 +331,11 @@ CHECK_LENGTHS = (10 ** 4, 10 ** 6, 10 ** 12)
 
 
 def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = None, layout: str | None = None,
-                       rate_grid: np.ndarray | None = None) -> dict[str, Any]:
+                       rate_grid: np.ndarray | None = None) -> Rank1Claims:
     """Lemma 1 (or its partial extension), Theorem 1 and Lemma 2 for one rank-1 case.
 
-    Returns a flat dict: hypotheses, predicted limit, observed rho_n at
-    10^4, 10^6, 10^12, error and certified eps_n at 10^12, measured rate, verdicts.
+    Returns a ``Rank1Claims``: hypotheses, predicted limit, observed rho_n, error and certified eps_n
+    at 10^4, 10^6, 10^12, measured rate, verdicts.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
@@ -363,30 +364,30 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
     lemma1_ok = inside and err[n_last] < CONVERGED_ATOL and (np.isnan(rate) or rate <= RATE_MAX)
     # Theorem 1: srank -> 1/lambda; |srank lambda - 1| = |lambda - rho^2| / rho^2
     thm1_ok = srank_rel <= (eps[n_last] + FLOAT_SLACK) / (lim.lam - eps[n_last]) if lim.lam > eps[n_last] else False
-    return {
-        "paper_hypotheses": hyp["holds"],
-        "nope_planes": len(hyp["nope_planes"]),
-        "claim": "Lemma 1" if hyp["holds"] else "partial-schedule limit (extension)",
-        "max_e": float(lim.e.max()), "e0": lim.e0,
-        "lam": lim.lam, "rho_limit": lim.rho, "paper_formula": lim.paper,
-        "partial_formula": lim.partial_formula,
-        "rho_1e4": rho[10 ** 4], "rho_1e6": rho[10 ** 6], "rho_1e12": rho[10 ** 12],
-        "err_1e4": err[10 ** 4], "err_1e6": err[10 ** 6], "err_1e12": err[10 ** 12],
-        "eps_1e4": eps[10 ** 4], "eps_1e6": eps[10 ** 6], "eps_1e12": eps[10 ** 12],
-        "eps_over_err_1e4": tight[0], "eps_over_err_1e6": tight[1], "eps_over_err_1e12": tight[-1],
-        "rate": None if np.isnan(rate) else rate,          # None: the error is at the noise floor
-        "shrink_factor": 1 / lim.rho, "srank_limit": 1 / lim.lam,
-        "srank_1e12": srank_last, "srank_relerr_1e12": srank_rel,
-        "frob_max_dev": frob_dev,
-        "bound_contains_error": inside,
-        "lemma1_verdict": Verdict.of(bool(lemma1_ok)),
-        "theorem1_verdict": Verdict.of(bool(thm1_ok and lemma1_ok)),
-        "lemma2_verdict": Verdict.of(bool(frob_dev <= FROB_ATOL)),
-    }
+    return Rank1Claims(
+        paper_hypotheses=hyp["holds"],
+        nope_planes=len(hyp["nope_planes"]),
+        claim="Lemma 1" if hyp["holds"] else "partial-schedule limit (extension)",
+        max_e=float(lim.e.max()), e0=lim.e0,
+        lam=lim.lam, rho_limit=lim.rho, paper_formula=lim.paper,
+        partial_formula=lim.partial_formula,
+        rho_1e4=rho[10 ** 4], rho_1e6=rho[10 ** 6], rho_1e12=rho[10 ** 12],
+        err_1e4=err[10 ** 4], err_1e6=err[10 ** 6], err_1e12=err[10 ** 12],
+        eps_1e4=eps[10 ** 4], eps_1e6=eps[10 ** 6], eps_1e12=eps[10 ** 12],
+        eps_over_err_1e4=tight[0], eps_over_err_1e6=tight[1], eps_over_err_1e12=tight[-1],
+        rate=None if np.isnan(rate) else rate,
+        shrink_factor=1 / lim.rho, srank_limit=1 / lim.lam,
+        srank_1e12=srank_last, srank_relerr_1e12=srank_rel,
+        frob_max_dev=frob_dev,
+        bound_contains_error=inside,
+        lemma1_verdict=Verdict.of(bool(lemma1_ok)),
+        theorem1_verdict=Verdict.of(bool(thm1_ok and lemma1_ok)),
+        lemma2_verdict=Verdict.of(bool(frob_dev <= FROB_ATOL)),
+    )
 
 
 def check_counterexample(theta: Any, v: Any, *, weights: Any = None,
-                         lengths=(10 ** 6, 10 ** 12)) -> dict[str, Any]:
+                         lengths=(10 ** 6, 10 ** 12)) -> Counterexample:
     """A case that breaks one hypothesis: observed limit vs the paper's formula vs the exact one."""
     theta = as_schedule(theta)
     lim = predicted_limit(theta, v, weights=weights)
@@ -397,10 +398,10 @@ def check_counterexample(theta: Any, v: Any, *, weights: Any = None,
     tv_fails = isinstance(weights, spectra.TrigWeights)
     exact_ok = abs(obs - lim.lam) < CONVERGED_ATOL
     paper_ok = abs(obs - paper) < CONVERGED_ATOL
-    return {
-        "frequency_hypotheses": hyp["holds"], "tv_hypothesis": not tv_fails,
-        "observed_rho2_1e6": float(cur["rho2"][0]), "observed_rho2_1e12": obs,
-        "paper_formula": paper, "exact_limit": lim.lam,
-        "paper_verdict": Verdict.of(bool(paper_ok)),
-        "exact_verdict": Verdict.of(bool(exact_ok)),
-    }
+    return Counterexample(
+        frequency_hypotheses=hyp["holds"], tv_hypothesis=not tv_fails,
+        observed_rho2_1e6=float(cur["rho2"][0]), observed_rho2_1e12=obs,
+        paper_formula=paper, exact_limit=lim.lam,
+        paper_verdict=Verdict.of(bool(paper_ok)),
+        exact_verdict=Verdict.of(bool(exact_ok)),
+    )
