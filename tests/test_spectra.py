@@ -38,7 +38,8 @@ def test_closed_form_equals_streaming_equals_brute_force_svd(data):
     layout = data.draw(layouts)
     lengths = sorted(set(data.draw(st.lists(st.integers(1, 300), min_size=1, max_size=4))))
     closed = sp.rank1_curve(theta, v, lengths, layout=layout)
-    stream = sp.rank1_stream_curve(theta, v, lengths, layout=layout, chunk=data.draw(st.sampled_from([1, 7, 64])))
+    stream = sp.rank1_stream_curve(theta, v, lengths, layout=layout,
+                                   positions_per_step=data.draw(st.sampled_from([1, 7, 64])))
     for idx, n in enumerate(lengths):
         bf = brute_force_metrics(theta, v, n, layout=layout)
         for key in ("rho", "srank", "frob_ratio"):
@@ -56,7 +57,7 @@ def test_affine_weights_closed_form_equals_streaming(data):
     lengths = [1, 2, 17, 250] if a > 0 else [2, 17, 250]    # a = 0: W_1 = 0, rho_1 undefined
     closed = sp.rank1_curve(theta, v, lengths, weights=sp.AffineWeights(a, b))
     w = a + b * np.arange(250.0)
-    stream = sp.rank1_stream_curve(theta, v, lengths, weights=w, chunk=16)
+    stream = sp.rank1_stream_curve(theta, v, lengths, weights=w, positions_per_step=16)
     for key in ("rho", "srank"):
         np.testing.assert_allclose(closed[key], stream[key], rtol=SMALL_N_ATOL)
 
@@ -148,7 +149,8 @@ def test_streaming_gram_is_compensated_exact_rational_sum_on_adversarial_rows():
     from fractions import Fraction
     k = 50
     X = np.array([[1e8, 1e8], [1.0, 1.0], [1e8, -1e8]] * k)
-    out = sp.stream_gram_curve([0.0], _adversarial_rows, (jnp.asarray(X),), [X.shape[0]], chunk=1, keep_gram=True)
+    out = sp.stream_gram_curve([0.0], _adversarial_rows, (jnp.asarray(X),), [X.shape[0]], positions_per_step=1,
+                               keep_gram=True)
     G = out["gram"][0]
     exact_xy = sum(Fraction(a) * Fraction(b) for a, b in X)
     exact_xx = sum(Fraction(a) * Fraction(a) for a, _ in X)
@@ -171,8 +173,9 @@ def test_stream_callable_weights_are_evaluated_chunk_by_chunk_and_match_the_arra
         return 1.0 / (n - pos).astype(jnp.float64)
 
     lengths = [100, 4999, 5000]
-    a = sp.rank1_stream_curve(theta, v, lengths, weights=w_fn, chunk=64)
-    b = sp.rank1_stream_curve(theta, v, lengths, weights=1.0 / (n - np.arange(n, dtype=np.float64)), chunk=64)
+    a = sp.rank1_stream_curve(theta, v, lengths, weights=w_fn, positions_per_step=64)
+    b = sp.rank1_stream_curve(theta, v, lengths, weights=1.0 / (n - np.arange(n, dtype=np.float64)),
+                              positions_per_step=64)
     np.testing.assert_allclose(a["rho"], b["rho"], rtol=STREAM_RTOL)
     np.testing.assert_allclose(a.weight_sum, b.weight_sum, rtol=STREAM_RTOL)
     assert np.all(np.isfinite(a["rho"]))
@@ -192,8 +195,8 @@ def test_every_curve_over_positions_takes_the_same_offset(offset):
     brute = [np.linalg.svd(Y[:m], compute_uv=False)[0] / np.sqrt(m) for m in n]
     got = [sp.rank1_curve(theta, v, n, offset=offset)["rho"],
            sp.rank1_curves_batch(theta, v[None], n, offset=offset).rho[0],
-           sp.rank1_stream_curve(theta, v, n, offset=offset, chunk=8)["rho"],
-           sp.rope_matrix_curve(theta, np.tile(v, (40, 1)), n, offset=offset, chunk=8)["rho"]]
+           sp.rank1_stream_curve(theta, v, n, offset=offset, positions_per_step=8)["rho"],
+           sp.rope_matrix_curve(theta, np.tile(v, (40, 1)), n, offset=offset, positions_per_step=8)["rho"]]
     for g in got:
         np.testing.assert_allclose(g, brute, rtol=0, atol=SMALL_N_ATOL)
     with pytest.raises(ValueError, match="offset"):
@@ -222,8 +225,8 @@ def test_streaming_with_anchored_phases_equals_exact_phases():
     L = [1, 100, 5000, 20000]
     from ropetheory.spectra import stream
     vv = jnp.asarray(v / np.linalg.norm(v))
-    a = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, chunk=1024, keep_gram=True)
-    e = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, chunk=1024, keep_gram=True,
+    a = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, positions_per_step=1024, keep_gram=True)
+    e = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, positions_per_step=1024, keep_gram=True,
                                  phases="exact")
     scale = np.asarray(L, float)[:, None, None]
     assert np.max(np.abs(a["gram"] - e["gram"]) / scale) <= 4 * 2.5e-14

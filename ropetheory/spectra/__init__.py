@@ -56,7 +56,7 @@ from .gram import (MAX_GRID_POINTS, assemble_gram, log_grid, metrics_from_gram, 
                    rotate_to_offset)
 from .results import Curve, MatrixMetrics  # noqa: F401
 from .topeig import METHODS, default_method, lanczos_top, subspace_top, top_eigenvalue  # noqa: F401
-from .stream import (DEFAULT_CHUNK, chunked_prefix_scan, matrix_metrics, neumaier_add, neumaier_total,  # noqa: F401
+from .stream import (DEFAULT_POSITIONS_PER_STEP, chunked_prefix_scan, matrix_metrics, neumaier_add, neumaier_total,  # noqa: F401
                      rank1_stream_curve, rope_matrix_curve, stream_gram_curve, stream_weight_sums)
 
 __all__ = [
@@ -92,7 +92,7 @@ __all__ = [
     "prepare_rank1",
     "assemble_gram",
     "mean_phase",
-    "DEFAULT_CHUNK",
+    "DEFAULT_POSITIONS_PER_STEP",
     "MAX_GRID_POINTS",
     "neumaier_add",
     "neumaier_total",

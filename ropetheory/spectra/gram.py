@@ -26,6 +26,7 @@ from ..core.checks import check_offset
 from ..core.schedule import as_schedule, schedule_layout
 from .results import Curve
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 
 #: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
@@ -152,13 +153,15 @@ rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "me
     rho2_for_clouds_traced)
 
 
+@renamed("0.3.0", chunk="clouds_per_call")
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
-                       chunk: int | None = None, progress=None, method: str | None = None) -> Curve:
+                       clouds_per_call: int | None = None, progress=None, method: str | None = None) -> Curve:
     """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: a ``Curve`` whose
     ``rho`` and ``rho2`` are ``(nv, len)`` (one row per cloud).
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
-    block assembly and one top eigenvalue per length. ``progress(k)`` is called after each chunk of clouds.
+    block assembly and one top eigenvalue per length; ``clouds_per_call`` clouds go to the jitted kernel at
+    a time (default: from a memory budget). ``progress(k)`` is called with the ``k`` clouds just done.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
@@ -170,10 +173,10 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     if method is not None:
         check_method(method)
     batched = compute_platform() != "cpu"
-    if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
+    if clouds_per_call is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     else:
-        chunk = check_length(chunk, "chunk")
+        chunk = check_length(clouds_per_call, "clouds_per_call")
     out = []
     for k in range(0, Vi.shape[0], chunk):
         out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,

@@ -24,7 +24,8 @@ from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import device_scope, parse_study_args, save_figure, study_parser
 
 SCALES = {
-    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, chunk=256),  # seconds: smoke and fault tests
+    # seconds: smoke and fault tests
+    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, positions_per_step=256),
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
     "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6),
 }
@@ -54,7 +55,7 @@ def _theta(key, base=None):
     return schedule_from_spec(spec)
 
 
-def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[str]:
+def cloud_rows(n_max: float, journal: Journal, bar, positions_per_step: int = 4096) -> list[str]:
     keys = []
     v = np.random.default_rng(0).standard_normal(D)
     v /= np.linalg.norm(v)
@@ -75,7 +76,7 @@ def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[s
             bar.update(1)
             if key in journal:
                 continue
-            c = beyond.stream_cloud_curve(th, v, grid, chunk=chunk, **kw)
+            c = beyond.stream_cloud_curve(th, v, grid, positions_per_step=positions_per_step, **kw)
             obs = float(c["rho2"][-1])
             if kind == "noisy":
                 pred = beyond.noisy_rank1_limit(th, v, kw["snr"])
@@ -148,7 +149,7 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
     journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume, code=code_hash())
     t0 = time.time()
     bar = progress(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", quiet=quiet)
-    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("chunk", 4096)))
+    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("positions_per_step", 4096)))
     pk = position_rows(sc, journal, bar)
     bar.close()
     clouds = journal.ordered(ck)

@@ -39,7 +39,8 @@ from ..core.checks import bucket, check_integer, pad_to_bucket
 from ..core.devices import compute_platform
 from ..store import (CHECKPOINT_OVERHEAD, CheckpointClock, derived_code_hash, load_checkpoint,  # noqa: F401
                      save_checkpoint)  # (CHECKPOINT_OVERHEAD: documented here)
-from ..core.errors import BadType, BadValue
+from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
@@ -256,10 +257,6 @@ def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
     return out
 
 
-#: arguments renamed in 0.3.0, refused naming the new one
-_RENAMED = {"L": "train_len", "d": "head_dim"}
-
-
 def _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial):
     L = check_integer("train_len", train_len, lo=1, hi=bb.MAX_L)
     d = bb.check_head_dim(head_dim)
@@ -273,10 +270,11 @@ def _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial):
     return L, d
 
 
+@renamed("0.3.0", L="train_len", d="head_dim")
 def search_feasible_bases(train_len: int, head_dim: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
                           min_width: float = bb.DEFAULT_MIN_WIDTH, initial: int = 256, budget: int | None = None,
                           progress: Callable[[float], None] | None = None, checkpoint: Any = None,
-                          checkpoint_seconds: float = 30.0, **renamed: Any) -> bb.BaseSearchResult:
+                          checkpoint_seconds: float = 30.0) -> bb.BaseSearchResult:
     """Certified feasible set ``F_L`` (``L = train_len``) of bases within ``[b_min, b_max]`` for heads of
     width ``d = head_dim`` (see ``.base_bound``).
 
@@ -288,10 +286,6 @@ def search_feasible_bases(train_len: int, head_dim: int = 128, *, b_min: float =
     package's progress convention (``tqdm``'s ``update``), gets the share of ``[ln b_min, ln b_max]``
     decided since the last call, so the calls sum to 1 when the search ends.
     """
-    if renamed:
-        old = next(iter(renamed))
-        raise BadType(f"search_feasible_bases has no argument {old!r}"
-                      + (f": it is {_RENAMED[old]!r} now" if old in _RENAMED else ""))
     L, d = _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial)
     accel = compute_platform() != "cpu"
     if budget is None:
