@@ -155,3 +155,39 @@ def test_predicted_limit_and_check_rank1_claims_validate_a_schedule_once(monkeyp
 def test_check_rank1_claims_refuses_weights_it_cannot_certify_at_entry():
     with pytest.raises(TypeError, match="weights"):
         rt.check_rank1_claims(np.array([1.0, 0.5]), np.ones(4), weights=rt.TrigWeights(1.0, ((1.0, 0.5),)))
+
+
+def _count_calls(monkeypatch, name):
+    """Count calls of ``core.checks.<name>`` wherever the package imported it (every module's binding)."""
+    import sys
+    real = getattr(checks, name)
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    for mod in [m for k, m in sys.modules.items() if k.startswith("ropetheory") and m is not None]:
+        if getattr(mod, name, None) is real:
+            monkeypatch.setattr(mod, name, counting)
+    return calls
+
+
+def test_predicted_limit_and_check_rank1_claims_validate_v_and_the_length_grid_once(monkeypatch):
+    v_calls = _count_calls(monkeypatch, "check_cloud_vector")
+    grid_calls = _count_calls(monkeypatch, "check_lengths")
+    theta = rt.schedule("rope", head_dim=8, base=1e4)
+    v = np.random.default_rng(5).standard_normal(8)
+    rt.predicted_limit(theta, v)
+    assert (len(v_calls), len(grid_calls)) == (1, 0)
+    v_calls.clear()
+    rt.check_rank1_claims(theta, v, rate_grid=rt.log_grid(1e12, 8, 10 ** 3))
+    assert (len(v_calls), len(grid_calls)) == (1, 1)      # the user's rate grid, checked at entry
+    v_calls.clear()
+    grid_calls.clear()
+    rt.check_rank1_claims(theta, v)
+    assert (len(v_calls), len(grid_calls)) == (1, 0)      # the default grid is made valid, not checked
+
+
+def test_check_rank1_claims_refuses_a_bad_rate_grid_at_entry_naming_it():
+    with pytest.raises(ValueError, match="length"):
+        rt.check_rank1_claims(rt.schedule("rope", head_dim=4), np.ones(4), rate_grid=[10, -3])
