@@ -191,3 +191,30 @@ def test_predicted_limit_and_check_rank1_claims_validate_v_and_the_length_grid_o
 def test_check_rank1_claims_refuses_a_bad_rate_grid_at_entry_naming_it():
     with pytest.raises(ValueError, match="length"):
         rt.check_rank1_claims(rt.schedule("rope", head_dim=4), np.ones(4), rate_grid=[10, -3])
+
+
+def test_every_study_series_label_resolves_through_the_one_name_table():
+    from ropetheory.studies import beyond, extension, figure7, verify
+    from ropetheory.testing import strategies as rs
+    labels = {**{k: names.spec_of(k, **p)["name"] for k, p in verify.SCHEDULE_CASES.items()},
+              **{k: names.spec_of(k, **p)["name"] for k, p in beyond.SCHEDULES.items()},
+              **{k: names.spec_of(k, **p)["name"] for k, (_, p) in figure7.SCHEDULES.items()}}
+    assert labels == {"rope": "rope", "partial": "partial", "high_frequency": "high_frequency", "rope_id": "rope_id",
+                      "half_rope": "partial", "high_freq": "high_frequency", "rope_1e4": "rope", "rope_5e5": "rope"}
+    assert [names.label_schedule(m) for m in extension.UNEXTENDED] == ["rope", "rope_id"]
+    assert set(extension.METHODS) <= set(names.HF_TYPES)
+    assert set(rs.PAPER_PARAMS) == set(names.PAPER)
+    assert set(rs.ROPE_TYPES) - {"default"} <= set(names.HF_TYPES)
+    assert names.label_schedule("rope_id+temp") == names.label_schedule("RoPE-ID_temp") == "rope_id"
+    with pytest.raises(ValueError, match="rope_9e9"):
+        names.label_schedule("rope_9e9")
+
+
+def test_the_training_claims_rank_the_papers_schedules_and_leave_out_nope_and_inference_reads():
+    from ropetheory.studies import train_report
+    tab = [{"variant": v, "acc_2L": x} for v, x in
+           [("rope", 0.1), ("half_rope", 0.3), ("high_freq_rope", 0.2), ("rope_id", 0.4), ("rope_id+temp", 0.5),
+            ("nope", 0.9), ("rope+pi", 0.95)]]
+    (claim,) = train_report.claims(tab, multiples=(2,))[:1]
+    assert claim["best"] == "rope_id+temp" and claim["worst"] == "rope" and claim["holds"]
+    assert claim["best_of_all_variants"] == "rope+pi"

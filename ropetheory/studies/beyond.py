@@ -19,7 +19,7 @@ import numpy as np
 
 from ..theory import beyond, positions as ps, theorems
 from .. import spectra
-from ..schedules import schedule_from_spec
+from ..schedules import names, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import device_scope, parse_study_args, save_figure, study_parser
 
@@ -31,11 +31,11 @@ SCALES = {
 }
 D = 128
 SNRS = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
-SCHEDULES = {
-    "rope": dict(name="rope", base=1e4),
-    "half_rope": dict(name="partial", base=1e4, fraction=0.5),
-    "high_freq": dict(name="high_frequency", train_len=4096),
-    "rope_id": dict(name="rope_id", train_len=4096),
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "rope": dict(base=1e4),
+    "half_rope": dict(base=1e4, fraction=0.5),
+    "high_freq": dict(train_len=4096),
+    "rope_id": dict(train_len=4096),
 }
 BASES = (1e4, 1e5, 1e6, 1e7, 1e8)
 #: a conjectured limit counts as confirmed if the observed rho^2 at n_max is within this of it.
@@ -49,7 +49,7 @@ def code_hash() -> str:
 
 
 def _theta(key, base=None):
-    spec = {**SCHEDULES[key], "head_dim": D}
+    spec = {**names.spec_of(key, **SCHEDULES[key]), "head_dim": D}
     if base is not None:
         spec["base"] = base
     return schedule_from_spec(spec)
