@@ -1,4 +1,6 @@
 """Spectral engine: closed form == streaming == brute force; 50-digit agreement to n = 10^12; bad input."""
+import math
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -231,3 +233,43 @@ def test_streaming_with_anchored_phases_equals_exact_phases():
     scale = np.asarray(L, float)[:, None, None]
     assert np.max(np.abs(a["gram"] - e["gram"]) / scale) <= 4 * 2.5e-14
     np.testing.assert_allclose(a["lam"], e["lam"], rtol=1e-12)
+
+
+def _sequential_sum(xs) -> float:
+    """The plain running sum, one float64 addition per term (what an uncompensated loop computes)."""
+    s = 0.0
+    for x in xs:
+        s += float(x)
+    return s
+
+
+def test_compensated_prefix_sums_are_exact_where_a_plain_running_sum_loses_every_term():
+    # 2^53 then ones: each plain addition 2^53 + 1 rounds back to 2^53 (ties to even); the exact sums are
+    # whole numbers below 2^54 with an even last part, so float64 holds them and Neumaier finds them
+    x = np.concatenate([[2.0 ** 53], np.ones(1000)])
+    exact = np.array([math.fsum(x[:k + 1]) for k in range(x.size)])
+    assert _sequential_sum(x) == 2.0 ** 53 != exact[-1]                    # the plain sum loses all 1000
+    got = sp.neumaier_cumsum(x)
+    np.testing.assert_array_equal(got[::2], exact[::2])                    # even counts: exactly representable
+    assert np.all(np.abs(got - exact) <= 1.0)                              # odd ones: within their rounding
+
+
+def test_array_weights_sum_to_the_exact_total_after_a_huge_first_weight():
+    theta = rt.schedule("rope", head_dim=4, base=1e4)
+    v = np.array([1.0, 0.5, -0.25, 2.0])
+    w = np.concatenate([[2.0 ** 53], np.ones(2000)])
+    lengths = [1, 3, 501, 2001]                    # 2^53 plus an even count of ones: representable
+    c = sp.rank1_stream_curve(theta, v, lengths, weights=w, positions_per_step=64)
+    np.testing.assert_array_equal(c.weight_sum, [math.fsum(w[:n]) for n in lengths])
+    assert np.cumsum(w)[-1] != math.fsum(w)                               # what the plain cumsum gave
+
+
+def test_rope_matrix_curve_denominator_is_compensated_like_its_numerator():
+    # NoPE rotates nothing, so Rope(X_:n) = X_:n and every Frobenius ratio is 1 exactly when the streamed
+    # numerator and the direct denominator both hold the exact sum 2^54 + (n - 1) of the squared rows
+    X = np.zeros((1001, 2))
+    X[0, 0] = 2.0 ** 27
+    X[1:, 0] = 1.0
+    assert _sequential_sum(X[:, 0] ** 2) != math.fsum(X[:, 0] ** 2)       # a plain sum loses the ones
+    c = sp.rope_matrix_curve(np.zeros(1), X, [1001], positions_per_step=1)
+    np.testing.assert_array_equal(c.frob_ratio, [1.0])

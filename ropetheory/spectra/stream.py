@@ -58,6 +58,17 @@ def neumaier_total(acc):
     return acc[0] + acc[1]
 
 
+def neumaier_cumsum(x: np.ndarray) -> np.ndarray:
+    """Compensated prefix sums ``S_k = sum_{i<=k} x_i`` of a 1-D float64 array, as ``neumaier_add`` run
+    term by term would give them, vectorised: Neumaier's running sum is the plain running sum (its update
+    never reads the compensation) and its compensation the plain running sum of each step's rounding
+    error, which ``neumaier_add`` computes for every step at once from the previous partial sums."""
+    s = np.cumsum(x)
+    prev = np.concatenate([[0.0], s[:-1]])
+    _, err = neumaier_add((prev, np.zeros_like(s)), x)
+    return neumaier_total((s, np.cumsum(err)))
+
+
 def chunked_prefix_scan(ends, positions_per_step: int, init, step, snapshot):
     """The one streaming loop: for each ``end`` in ``ends`` (non-decreasing), advance ``state`` over
     positions ``[previous end, end)`` in chunks, then emit ``snapshot(state)``.
@@ -258,7 +269,7 @@ def rank1_stream_curve(
             k = int(np.argmax(bad))
             raise BadValue(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
         w, k = scale_to_unit_max(w[:nmax])           # exact; rho, srank and the Frobenius ratio do not change
-        Ws = np.cumsum(w)[L - 1]
+        Ws = neumaier_cumsum(w)[L - 1]
         with np.errstate(over="ignore"):
             W = np.ldexp(Ws, k)                         # the weights' own sums (reported as W)
         rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(np.sqrt(w)))
@@ -327,12 +338,16 @@ def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = 
     Xi = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
     out = stream_gram_curve(th, _matrix_rows, (Xi,), L, positions_per_step=min(positions_per_step, int(L.max())),
                             keep_gram=False)
-    # the un-rotated prefix Grams (denominators) need no angles: segment sums of X^T X
-    G0 = np.zeros((A.shape[1], A.shape[1]))
-    lams0, trs0, prev = [], [], 0
+    # the un-rotated prefix Grams (denominators) need no angles: sums of X^T X over the same steps of
+    # positions_per_step rows as the streamed numerator, compensated the same way
+    zero_gram = np.zeros((A.shape[1], A.shape[1]))
+    acc, lams0, trs0, prev = (zero_gram, zero_gram), [], [], 0
     for n in L:
-        G0 += A[prev:n].T @ A[prev:n]
-        prev = n
+        for s in range(prev, int(n), positions_per_step):
+            rows = A[s:min(s + positions_per_step, int(n))]
+            acc = neumaier_add(acc, rows.T @ rows)
+        prev = int(n)
+        G0 = neumaier_total(acc)
         lams0.append(np.linalg.eigvalsh(G0)[-1])
         trs0.append(np.trace(G0))
     lam, tr, lam0, tr0 = out["lam"], out["trace"], np.array(lams0), np.array(trs0)
