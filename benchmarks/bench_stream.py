@@ -2,7 +2,7 @@
 against exactly reduced phases per element (the previous kernel), in the same run, and the fraction of
 the float64 peak spent on the Gram update ``2 n d^2`` flops.
 
-    python benchmarks/bench_stream.py [--n 1e9] [--d 128] [--chunk 65536] [--peak-tflops 67]
+    python benchmarks/bench_stream.py [--n 1e9] [--d 128] [--positions-per-step 65536] [--peak-tflops 67]
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     gpu = jax.default_backend() != "cpu"
     ap.add_argument("--n", type=float, default=1e9 if gpu else 1e7)
     ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--chunk", type=int, default=65536 if gpu else 4096)
+    ap.add_argument("--positions-per-step", type=int, default=65536 if gpu else 4096,
+                    help="positions per step of the streaming loop")
     ap.add_argument("--peak-tflops", type=float, default=67.0 if gpu else 0.0,
                     help="float64 peak of the device (H100 SXM tensor cores: 67)")
     ap.add_argument("--out", default="results/bench_stream.json")
@@ -41,15 +42,18 @@ def main(argv=None) -> int:
     th = rt.schedule("rope", head_dim=args.d, base=1e4).theta
     v = np.random.default_rng(0).standard_normal(args.d)
     lengths = [n // 100, n // 10, n]
-    res = {"device": str(jax.devices()[0]), "n": n, "d": args.d, "chunk": args.chunk, "seconds": {}}
+    res = {"device": str(jax.devices()[0]), "n": n, "d": args.d, "positions_per_step": args.positions_per_step,
+           "seconds": {}}
     lams = {}
     for phases in ("anchored", "exact"):
         def go(phases=phases):
             vv = jnp.asarray(v / np.linalg.norm(v))
             rows = sp.stream._rank1_rows_callable(ramp)
-            return sp.stream_gram_curve(th, rows, (vv,), lengths, chunk=args.chunk, phases=phases)["lam"]
-        sp.stream_gram_curve(th, sp.stream._rank1_rows_callable(ramp), (jnp.asarray(v),), [args.chunk * 2],
-                             chunk=args.chunk, phases=phases)       # compile
+            return sp.stream_gram_curve(th, rows, (vv,), lengths, positions_per_step=args.positions_per_step,
+                                        phases=phases)["lam"]
+        sp.stream_gram_curve(th, sp.stream._rank1_rows_callable(ramp), (jnp.asarray(v),),
+                             [args.positions_per_step * 2], positions_per_step=args.positions_per_step,
+                             phases=phases)       # compile
         t0 = time.perf_counter()
         lams[phases] = np.asarray(go())
         res["seconds"][phases] = time.perf_counter() - t0

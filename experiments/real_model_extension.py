@@ -34,7 +34,7 @@ def run_one(model: str, out: pathlib.Path, n: int, scaling: dict | None, args) -
         print(f"not run: {folder.name} (--collect-only)", file=sys.stderr)
         return None
     if res is None:
-        res = study.run(model, out=out / "runs", n_tokens=n, repeat_text=True, chunk=args.chunk,
+        res = study.run(model, out=out / "runs", n_tokens=n, repeat_text=True, chunk=args.tokens_per_pass,
                         device=args.device, quiet=args.quiet, rope_scaling=scaling, train_len=args.train_len)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "analysis.json").write_text(json.dumps(res))
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", default="2,4,8")
     ap.add_argument("--methods", default=",".join(ext.METHODS))
     ap.add_argument("--train-len", type=int, default=8192)
-    ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--tokens-per-pass", type=int, default=2048,
+                    help="tokens per forward pass (KV cache between them)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--collect-only", action="store_true", help="only tabulate the runs already saved")

@@ -101,13 +101,23 @@ def test_length_temperature_refuses_non_lengths(n):
         rt.length_temperature(n, 4096)
 
 
-def test_a_zero_chunk_is_refused_instead_of_looping_forever():
-    with pytest.raises(ValueError, match="chunk"):
-        spectra.rank1_stream_curve(THETA, V, [10], chunk=0)
-    with pytest.raises(ValueError, match="chunk"):
-        spectra.rank1_curves_batch(THETA, V[None], [10], chunk=0)
-    with pytest.raises(ValueError, match="chunk"):
+def test_zero_positions_or_clouds_per_step_are_refused_instead_of_looping_forever():
+    with pytest.raises(ValueError, match="positions_per_step"):
+        spectra.rank1_stream_curve(THETA, V, [10], positions_per_step=0)
+    with pytest.raises(ValueError, match="clouds_per_call"):
+        spectra.rank1_curves_batch(THETA, V[None], [10], clouds_per_call=0)
+    with pytest.raises(ValueError, match="positions_per_step"):
         spectra.chunked_prefix_scan(np.array([4]), 0, None, None, None)
+
+
+def test_the_old_chunk_keyword_warns_naming_its_unit_and_both_at_once_are_refused():
+    with pytest.warns(DeprecationWarning, match="chunk= is now positions_per_step="):
+        old = spectra.rank1_stream_curve(THETA, V, [10], chunk=4)
+    np.testing.assert_array_equal(old.rho, spectra.rank1_stream_curve(THETA, V, [10], positions_per_step=4).rho)
+    with pytest.warns(DeprecationWarning, match="chunk= is now clouds_per_call="):
+        spectra.rank1_curves_batch(THETA, V[None], [10], chunk=1)
+    with pytest.raises(TypeError, match="give positions_per_step= only"):
+        spectra.rank1_stream_curve(THETA, V, [10], chunk=4, positions_per_step=4)
 
 
 def test_cli_user_errors_are_one_line_with_exit_2_and_ctrl_c_is_130(capsys, monkeypatch):

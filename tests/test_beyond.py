@@ -13,7 +13,7 @@ def test_noise_free_stream_reduces_to_lemma1_closed_form():
     th = rt.schedule("rope", head_dim=16, base=100.0).theta
     v = np.random.default_rng(0).standard_normal(16)
     L = [1, 10, 1000, 30000]
-    c = beyond.stream_cloud_curve(th, v, L, chunk=512)
+    c = beyond.stream_cloud_curve(th, v, L, positions_per_step=512)
     np.testing.assert_allclose(c["rho"], spectra.rank1_curve(th, v, L)["rho"], rtol=1e-12)
     Sigma = np.outer(v, v) / (v @ v)
     assert abs(beyond.stationary_limit_spectrum(th, Sigma)[-1] - theorems.predicted_limit(th, v).lam) < 1e-15
@@ -26,7 +26,7 @@ def test_noisy_rank1_limit_matches_streamed_cloud(snr):
     th = rt.schedule("partial", head_dim=16, base=100.0, fraction=0.5).theta
     v = np.random.default_rng(1).standard_normal(16)
     n = 200_000
-    c = beyond.stream_cloud_curve(th, v, [n], snr=snr, chunk=4096)
+    c = beyond.stream_cloud_curve(th, v, [n], snr=snr, positions_per_step=4096)
     assert abs(c["rho2"][0] - beyond.noisy_rank1_limit(th, v, snr)) < 5 / math.sqrt(n)
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
+from ropetheory.theory.results import Rank1Claims
 from strategies import examples, refuses_or_returns
 
 #: a call on these tiny inputs that takes longer than this is a failure (hang or runaway work)
@@ -294,7 +295,8 @@ def test_check_rank1_claims_refuses_or_reports_every_claim(dt, seed):
     v = np.random.default_rng(seed).standard_normal(d)
     out = _outcome(lambda: rt.check_rank1_claims(theta, v), ["theta", "v", "planes"])
     if out is not None:
-        assert {"lemma1", "lemma2", "theorem1"} <= {k.split("_")[0] for k in out} or out
+        assert isinstance(out, Rank1Claims)
+        assert {"lemma1", "lemma2", "theorem1"} <= {k.split("_")[0] for k in out.to_dict()}
 
 
 @examples(30)
@@ -316,13 +318,14 @@ def test_criteria_refuse_or_give_booleans(rho, floor, allrot):
 
 
 @examples(10)
-@given(L=st.one_of(anything.filter(lambda x: not isinstance(x, int) or x <= 4096), st.integers(1, 64)),
-       d=st.one_of(anything, st.sampled_from([4, 8])),
+@given(train_len=st.one_of(anything.filter(lambda x: not isinstance(x, int) or x <= 4096), st.integers(1, 64)),
+       head_dim=st.one_of(anything, st.sampled_from([4, 8])),
        b_max=st.one_of(anything, st.sampled_from([1e3, 1e4])))
-def test_search_feasible_bases_refuses_or_returns_ordered_windows(L, d, b_max):
-    out = _outcome(lambda: rt.search_feasible_bases(L, d, b_min=2.0, b_max=b_max, min_width=1e-3, budget=2000),
-                   ["L", "head_dim", "b_max", "b_min", "budget", "d"])
-    # (a valid L of 10^5 and more is a long search by nature, not a hang: the strategy stays below 4096)
+def test_search_feasible_bases_refuses_or_returns_ordered_windows(train_len, head_dim, b_max):
+    out = _outcome(lambda: rt.search_feasible_bases(train_len=train_len, head_dim=head_dim, b_min=2.0, b_max=b_max,
+                                                    min_width=1e-3, budget=2000),
+                   ["train_len", "head_dim", "b_max", "b_min", "budget"])
+    # (a valid train_len of 10^5 and more is a long search by nature, not a hang: the strategy stays below 4096)
     if out is not None:
         for a, b in out.feasible:
             assert a <= b

@@ -155,3 +155,66 @@ def test_predicted_limit_and_check_rank1_claims_validate_a_schedule_once(monkeyp
 def test_check_rank1_claims_refuses_weights_it_cannot_certify_at_entry():
     with pytest.raises(TypeError, match="weights"):
         rt.check_rank1_claims(np.array([1.0, 0.5]), np.ones(4), weights=rt.TrigWeights(1.0, ((1.0, 0.5),)))
+
+
+def _count_calls(monkeypatch, name):
+    """Count calls of ``core.checks.<name>`` wherever the package imported it (every module's binding)."""
+    import sys
+    real = getattr(checks, name)
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    for mod in [m for k, m in sys.modules.items() if k.startswith("ropetheory") and m is not None]:
+        if getattr(mod, name, None) is real:
+            monkeypatch.setattr(mod, name, counting)
+    return calls
+
+
+def test_predicted_limit_and_check_rank1_claims_validate_v_and_the_length_grid_once(monkeypatch):
+    v_calls = _count_calls(monkeypatch, "check_cloud_vector")
+    grid_calls = _count_calls(monkeypatch, "check_lengths")
+    theta = rt.schedule("rope", head_dim=8, base=1e4)
+    v = np.random.default_rng(5).standard_normal(8)
+    rt.predicted_limit(theta, v)
+    assert (len(v_calls), len(grid_calls)) == (1, 0)
+    v_calls.clear()
+    rt.check_rank1_claims(theta, v, rate_grid=rt.log_grid(1e12, 8, 10 ** 3))
+    assert (len(v_calls), len(grid_calls)) == (1, 1)      # the user's rate grid, checked at entry
+    v_calls.clear()
+    grid_calls.clear()
+    rt.check_rank1_claims(theta, v)
+    assert (len(v_calls), len(grid_calls)) == (1, 0)      # the default grid is made valid, not checked
+
+
+def test_check_rank1_claims_refuses_a_bad_rate_grid_at_entry_naming_it():
+    with pytest.raises(ValueError, match="length"):
+        rt.check_rank1_claims(rt.schedule("rope", head_dim=4), np.ones(4), rate_grid=[10, -3])
+
+
+def test_every_study_series_label_resolves_through_the_one_name_table():
+    from ropetheory.studies import beyond, extension, figure7, verify
+    from ropetheory.testing import strategies as rs
+    labels = {**{k: names.spec_of(k, **p)["name"] for k, p in verify.SCHEDULE_CASES.items()},
+              **{k: names.spec_of(k, **p)["name"] for k, p in beyond.SCHEDULES.items()},
+              **{k: names.spec_of(k, **p)["name"] for k, (_, p) in figure7.SCHEDULES.items()}}
+    assert labels == {"rope": "rope", "partial": "partial", "high_frequency": "high_frequency", "rope_id": "rope_id",
+                      "half_rope": "partial", "high_freq": "high_frequency", "rope_1e4": "rope", "rope_5e5": "rope"}
+    assert [names.label_schedule(m) for m in extension.UNEXTENDED] == ["rope", "rope_id"]
+    assert set(extension.METHODS) <= set(names.HF_TYPES)
+    assert set(rs.PAPER_PARAMS) == set(names.PAPER)
+    assert set(rs.ROPE_TYPES) - {"default"} <= set(names.HF_TYPES)
+    assert names.label_schedule("rope_id+temp") == names.label_schedule("RoPE-ID_temp") == "rope_id"
+    with pytest.raises(ValueError, match="rope_9e9"):
+        names.label_schedule("rope_9e9")
+
+
+def test_the_training_claims_rank_the_papers_schedules_and_leave_out_nope_and_inference_reads():
+    from ropetheory.studies import train_report
+    tab = [{"variant": v, "acc_2L": x} for v, x in
+           [("rope", 0.1), ("half_rope", 0.3), ("high_freq_rope", 0.2), ("rope_id", 0.4), ("rope_id+temp", 0.5),
+            ("nope", 0.9), ("rope+pi", 0.95)]]
+    (claim,) = train_report.claims(tab, multiples=(2,))[:1]
+    assert claim["best"] == "rope_id+temp" and claim["worst"] == "rope" and claim["holds"]
+    assert claim["best_of_all_variants"] == "rope+pi"

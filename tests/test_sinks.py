@@ -48,7 +48,7 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
     head = sinks.SinkHead(n_queries=4)
     n = 300
     for key in ("rope", "rope_id_temp"):
-        got = sinks.simulate_length(head, key, n, chunk=64)
+        got = sinks.simulate_length(head, key, n, positions_per_step=64)
         sched = sinks._schedule(key, head.d)
         theta = sched.theta
         import jax

@@ -1,4 +1,6 @@
 """Spectral engine: closed form == streaming == brute force; 50-digit agreement to n = 10^12; bad input."""
+import math
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,7 +40,8 @@ def test_closed_form_equals_streaming_equals_brute_force_svd(data):
     layout = data.draw(layouts)
     lengths = sorted(set(data.draw(st.lists(st.integers(1, 300), min_size=1, max_size=4))))
     closed = sp.rank1_curve(theta, v, lengths, layout=layout)
-    stream = sp.rank1_stream_curve(theta, v, lengths, layout=layout, chunk=data.draw(st.sampled_from([1, 7, 64])))
+    stream = sp.rank1_stream_curve(theta, v, lengths, layout=layout,
+                                   positions_per_step=data.draw(st.sampled_from([1, 7, 64])))
     for idx, n in enumerate(lengths):
         bf = brute_force_metrics(theta, v, n, layout=layout)
         for key in ("rho", "srank", "frob_ratio"):
@@ -56,7 +59,7 @@ def test_affine_weights_closed_form_equals_streaming(data):
     lengths = [1, 2, 17, 250] if a > 0 else [2, 17, 250]    # a = 0: W_1 = 0, rho_1 undefined
     closed = sp.rank1_curve(theta, v, lengths, weights=sp.AffineWeights(a, b))
     w = a + b * np.arange(250.0)
-    stream = sp.rank1_stream_curve(theta, v, lengths, weights=w, chunk=16)
+    stream = sp.rank1_stream_curve(theta, v, lengths, weights=w, positions_per_step=16)
     for key in ("rho", "srank"):
         np.testing.assert_allclose(closed[key], stream[key], rtol=SMALL_N_ATOL)
 
@@ -148,7 +151,8 @@ def test_streaming_gram_is_compensated_exact_rational_sum_on_adversarial_rows():
     from fractions import Fraction
     k = 50
     X = np.array([[1e8, 1e8], [1.0, 1.0], [1e8, -1e8]] * k)
-    out = sp.stream_gram_curve([0.0], _adversarial_rows, (jnp.asarray(X),), [X.shape[0]], chunk=1, keep_gram=True)
+    out = sp.stream_gram_curve([0.0], _adversarial_rows, (jnp.asarray(X),), [X.shape[0]], positions_per_step=1,
+                               keep_gram=True)
     G = out["gram"][0]
     exact_xy = sum(Fraction(a) * Fraction(b) for a, b in X)
     exact_xx = sum(Fraction(a) * Fraction(a) for a, _ in X)
@@ -171,8 +175,9 @@ def test_stream_callable_weights_are_evaluated_chunk_by_chunk_and_match_the_arra
         return 1.0 / (n - pos).astype(jnp.float64)
 
     lengths = [100, 4999, 5000]
-    a = sp.rank1_stream_curve(theta, v, lengths, weights=w_fn, chunk=64)
-    b = sp.rank1_stream_curve(theta, v, lengths, weights=1.0 / (n - np.arange(n, dtype=np.float64)), chunk=64)
+    a = sp.rank1_stream_curve(theta, v, lengths, weights=w_fn, positions_per_step=64)
+    b = sp.rank1_stream_curve(theta, v, lengths, weights=1.0 / (n - np.arange(n, dtype=np.float64)),
+                              positions_per_step=64)
     np.testing.assert_allclose(a["rho"], b["rho"], rtol=STREAM_RTOL)
     np.testing.assert_allclose(a.weight_sum, b.weight_sum, rtol=STREAM_RTOL)
     assert np.all(np.isfinite(a["rho"]))
@@ -192,8 +197,8 @@ def test_every_curve_over_positions_takes_the_same_offset(offset):
     brute = [np.linalg.svd(Y[:m], compute_uv=False)[0] / np.sqrt(m) for m in n]
     got = [sp.rank1_curve(theta, v, n, offset=offset)["rho"],
            sp.rank1_curves_batch(theta, v[None], n, offset=offset).rho[0],
-           sp.rank1_stream_curve(theta, v, n, offset=offset, chunk=8)["rho"],
-           sp.rope_matrix_curve(theta, np.tile(v, (40, 1)), n, offset=offset, chunk=8)["rho"]]
+           sp.rank1_stream_curve(theta, v, n, offset=offset, positions_per_step=8)["rho"],
+           sp.rope_matrix_curve(theta, np.tile(v, (40, 1)), n, offset=offset, positions_per_step=8)["rho"]]
     for g in got:
         np.testing.assert_allclose(g, brute, rtol=0, atol=SMALL_N_ATOL)
     with pytest.raises(ValueError, match="offset"):
@@ -222,9 +227,49 @@ def test_streaming_with_anchored_phases_equals_exact_phases():
     L = [1, 100, 5000, 20000]
     from ropetheory.spectra import stream
     vv = jnp.asarray(v / np.linalg.norm(v))
-    a = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, chunk=1024, keep_gram=True)
-    e = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, chunk=1024, keep_gram=True,
+    a = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, positions_per_step=1024, keep_gram=True)
+    e = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, positions_per_step=1024, keep_gram=True,
                                  phases="exact")
     scale = np.asarray(L, float)[:, None, None]
     assert np.max(np.abs(a["gram"] - e["gram"]) / scale) <= 4 * 2.5e-14
     np.testing.assert_allclose(a["lam"], e["lam"], rtol=1e-12)
+
+
+def _sequential_sum(xs) -> float:
+    """The plain running sum, one float64 addition per term (what an uncompensated loop computes)."""
+    s = 0.0
+    for x in xs:
+        s += float(x)
+    return s
+
+
+def test_compensated_prefix_sums_are_exact_where_a_plain_running_sum_loses_every_term():
+    # 2^53 then ones: each plain addition 2^53 + 1 rounds back to 2^53 (ties to even); the exact sums are
+    # whole numbers below 2^54 with an even last part, so float64 holds them and Neumaier finds them
+    x = np.concatenate([[2.0 ** 53], np.ones(1000)])
+    exact = np.array([math.fsum(x[:k + 1]) for k in range(x.size)])
+    assert _sequential_sum(x) == 2.0 ** 53 != exact[-1]                    # the plain sum loses all 1000
+    got = sp.neumaier_cumsum(x)
+    np.testing.assert_array_equal(got[::2], exact[::2])                    # even counts: exactly representable
+    assert np.all(np.abs(got - exact) <= 1.0)                              # odd ones: within their rounding
+
+
+def test_array_weights_sum_to_the_exact_total_after_a_huge_first_weight():
+    theta = rt.schedule("rope", head_dim=4, base=1e4)
+    v = np.array([1.0, 0.5, -0.25, 2.0])
+    w = np.concatenate([[2.0 ** 53], np.ones(2000)])
+    lengths = [1, 3, 501, 2001]                    # 2^53 plus an even count of ones: representable
+    c = sp.rank1_stream_curve(theta, v, lengths, weights=w, positions_per_step=64)
+    np.testing.assert_array_equal(c.weight_sum, [math.fsum(w[:n]) for n in lengths])
+    assert np.cumsum(w)[-1] != math.fsum(w)                               # what the plain cumsum gave
+
+
+def test_rope_matrix_curve_denominator_is_compensated_like_its_numerator():
+    # NoPE rotates nothing, so Rope(X_:n) = X_:n and every Frobenius ratio is 1 exactly when the streamed
+    # numerator and the direct denominator both hold the exact sum 2^54 + (n - 1) of the squared rows
+    X = np.zeros((1001, 2))
+    X[0, 0] = 2.0 ** 27
+    X[1:, 0] = 1.0
+    assert _sequential_sum(X[:, 0] ** 2) != math.fsum(X[:, 0] ** 2)       # a plain sum loses the ones
+    c = sp.rope_matrix_curve(np.zeros(1), X, [1001], positions_per_step=1)
+    np.testing.assert_array_equal(c.frob_ratio, [1.0])

@@ -26,7 +26,7 @@ assert len(jax.devices()) == 4, jax.devices()
 th = rt.schedule("rope_id", head_dim=32, train_len=512).theta
 V = np.random.default_rng(1).standard_normal((13, 32))          # 13: not a multiple of 4 (padding path)
 g = spectra.log_grid(1e7, 25)
-a = sweep.sharded_rank1_curves(th, V, g, chunk=8)
+a = sweep.sharded_rank1_curves(th, V, g, clouds_per_call=8)
 b = sweep.sharded_rank1_curves(th, V, g, mesh=sweep.device_mesh(jax.devices()[:1]))
 c = spectra.rank1_curves_batch(th, V, g).rho
 print(json.dumps({"ab": float(np.abs(a - b).max()), "ac": float(np.abs(a - c).max())}))
@@ -86,10 +86,10 @@ def test_streaming_batch_kernel_matches_closed_form_and_single_cloud_stream():
     th = rt.schedule("rope", head_dim=16, base=500.0).theta
     V = np.random.default_rng(2).standard_normal((5, 16))
     L = [1, 9, 700, 5000]
-    np.testing.assert_allclose(sweep.stream_gram_batch(th, V, L, chunk=128), spectra.rank1_curves_batch(th, V, L).rho,
-                               rtol=1e-12)
+    np.testing.assert_allclose(sweep.stream_gram_batch(th, V, L, positions_per_step=128),
+                               spectra.rank1_curves_batch(th, V, L).rho, rtol=1e-12)
     w = (np.arange(5000) + 1.0) ** -0.5
-    got = sweep.stream_gram_batch(th, V, L, alpha=-0.5, chunk=256)
+    got = sweep.stream_gram_batch(th, V, L, alpha=-0.5, positions_per_step=256)
     for c in range(2):
         ref = spectra.rank1_stream_curve(th, V[c], L, weights=w)["rho"]
         np.testing.assert_allclose(got[c], ref, rtol=1e-12)

@@ -185,3 +185,39 @@ def test_verify_writes_report_and_exits_zero_then_resumes(tmp_path, monkeypatch)
     assert run_verify(tmp_path, quiet=True) == 0
     assert (tmp_path / "verify.csv").read_bytes() == csv_before
     # rows from other code are dropped and recomputed: tests/test_store.py (Journal) and the fault tests
+
+
+#: the columns of verify.csv, in order: the file's contract, which Rank1Claims' fields must keep
+VERIFY_CSV_CLAIM_COLUMNS = (
+    "paper_hypotheses", "nope_planes", "claim", "max_e", "e0", "lam", "rho_limit", "paper_formula",
+    "partial_formula", "rho_1e4", "rho_1e6", "rho_1e12", "err_1e4", "err_1e6", "err_1e12", "eps_1e4", "eps_1e6",
+    "eps_1e12", "eps_over_err_1e4", "eps_over_err_1e6", "eps_over_err_1e12", "rate", "shrink_factor",
+    "srank_limit", "srank_1e12", "srank_relerr_1e12", "frob_max_dev", "bound_contains_error", "lemma1_verdict",
+    "theorem1_verdict", "lemma2_verdict",
+)
+
+
+def test_check_rank1_claims_returns_a_frozen_result_whose_dict_is_the_csv_row():
+    import dataclasses
+    theta = rt.schedule("rope", head_dim=8, base=1e4)
+    v = np.random.default_rng(3).standard_normal(8)
+    rep = rt.check_rank1_claims(theta, v, rate_grid=rt.log_grid(1e12, 8, 10 ** 3))
+    assert isinstance(rep, tm.Rank1Claims)
+    assert tuple(rep.to_dict()) == VERIFY_CSV_CLAIM_COLUMNS
+    assert all(rep[k] is getattr(rep, k) for k in VERIFY_CSV_CLAIM_COLUMNS)
+    assert rep.lam == tm.predicted_limit(theta, v).lam
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rep.lam = 0.0  # type: ignore[misc]
+    with pytest.raises(KeyError, match="Rank1Claims"):
+        rep["limit_rho"]
+
+
+def test_check_counterexample_returns_a_frozen_result_with_the_csv_columns():
+    from ropetheory.studies.verify import counterexample_cases
+    _, _, theta, v, w = next(c for c in counterexample_cases() if c[0] == "equal_freq")
+    cx = tm.check_counterexample(theta, v, weights=w)
+    assert isinstance(cx, tm.Counterexample)
+    assert list(cx.to_dict()) == ["frequency_hypotheses", "tv_hypothesis", "observed_rho2_1e6",
+                                  "observed_rho2_1e12", "paper_formula", "exact_limit", "paper_verdict",
+                                  "exact_verdict"]
+    assert cx["exact_verdict"] == "holds" and cx.paper_verdict == "does not hold"

@@ -79,8 +79,9 @@ def rank1_prediction(w: np.ndarray, v: np.ndarray, sched: dict, grid: np.ndarray
     if live.any():
         v_il = hf_to_interleaved(np.asarray(v, dtype=np.float64), int(sched["rotary_dim"]))
         n = int(grid[-1])           # a chunk no longer than the stream (rounded to a bucket: one compilation)
+        step = min(spectra.DEFAULT_POSITIONS_PER_STEP, bucket(n))
         out[live] = spectra.rank1_stream_curve(sched["theta"], v_il, grid[live], weights=w[:n],
-                                               chunk=min(spectra.DEFAULT_CHUNK, bucket(n))).rho
+                                               positions_per_step=step).rho
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..core.errors import BadValue, BadType
 
 __all__ = ["PAPER", "NOPE", "EXPLICIT", "HF_TYPES", "CANONICAL", "ALIASES", "VARIANT_COLORS", "COLORS",
-           "DISPLAY", "canonical", "normalise", "display_name"]
+           "DISPLAY", "VARIANTS", "canonical", "normalise", "display_name", "label_schedule", "spec_of"]
 
 #: the paper's schedules (``ropetheory.schedules``)
 PAPER = ("rope", "partial", "high_frequency", "rope_id")
@@ -38,6 +38,8 @@ ALIASES = {
     "rope+yarn": "yarn",
 }
 
+#: labels that are a schedule plus an inference-time variant or a named parameter -> that schedule
+VARIANTS = {"rope_id+temp": "rope_id", "rope_5e5": "rope"}
 #: colours of labels that are a schedule plus an inference-time variant or a named parameter: each is a
 #: series of its own beside its schedule, so it has a colour of its own
 VARIANT_COLORS = {"rope_id+temp": "darkred", "rope_5e5": "tab:purple"}
@@ -83,3 +85,18 @@ def display_name(label: str) -> str:
         return DISPLAY[key]
     key = ALIASES.get(key, key)
     return DISPLAY.get(key, str(label))
+
+
+def label_schedule(label: str) -> str:
+    """The canonical schedule behind a study's series label: an alias or canonical name resolves through
+    ``canonical``, a variant label (``VARIANTS``: ``rope_id+temp``, ``rope_5e5``) to the schedule it
+    varies; a ValueError naming the label otherwise."""
+    if not isinstance(label, str):
+        raise BadType(f"schedule label must be a string, got {label!r}")
+    return VARIANTS.get(normalise(label)) or canonical(label)
+
+
+def spec_of(label: str, **params: object) -> dict[str, object]:
+    """The registry spec of a study's series: ``{"name": label_schedule(label), **params}``; the label
+    stays the study's name for the series (the files it writes carry it)."""
+    return {"name": label_schedule(label), **params}

@@ -52,11 +52,12 @@ from ..core.checks import check_cloud_vector, check_clouds, check_length, check_
 from .weights import (AffineWeights, CONSTANT, TrigWeights, check_weights, dsinc, mean_phase,  # noqa: F401
                       sinc, weighted_mean_phases)
 from .gram import (MAX_GRID_POINTS, assemble_gram, log_grid, metrics_from_gram, prepare_rank1,  # noqa: F401
-                   rank1_curve, rank1_curves_batch, rank1_gram, rho2_for_clouds, rho2_for_clouds_traced,
-                   rotate_to_offset)
+                   checked_rank1_curve, rank1_curve, rank1_curves_batch, rank1_gram, rho2_for_clouds,
+                   rho2_for_clouds_traced, rotate_to_offset)
 from .results import Curve, MatrixMetrics  # noqa: F401
 from .topeig import METHODS, default_method, lanczos_top, subspace_top, top_eigenvalue  # noqa: F401
-from .stream import (DEFAULT_CHUNK, chunked_prefix_scan, matrix_metrics, neumaier_add, neumaier_total,  # noqa: F401
+from .stream import (DEFAULT_POSITIONS_PER_STEP, chunked_prefix_scan, matrix_metrics,  # noqa: F401
+                     neumaier_add, neumaier_cumsum, neumaier_total,
                      rank1_stream_curve, rope_matrix_curve, stream_gram_curve, stream_weight_sums)
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "log_grid",
     "rank1_gram",
     "rank1_curve",
+    "checked_rank1_curve",
     "metrics_from_gram",
     "rank1_curves_batch",
     "rho2_for_clouds",
@@ -92,10 +94,11 @@ __all__ = [
     "prepare_rank1",
     "assemble_gram",
     "mean_phase",
-    "DEFAULT_CHUNK",
+    "DEFAULT_POSITIONS_PER_STEP",
     "MAX_GRID_POINTS",
     "neumaier_add",
     "neumaier_total",
+    "neumaier_cumsum",
     "rotate_to_offset",
     "stream_weight_sums",
     "METHODS",

@@ -23,9 +23,10 @@ from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
 from ..core.checks import check_offset
-from ..core.schedule import as_schedule, schedule_layout
+from ..core.schedule import Schedule, as_schedule, schedule_layout
 from .results import Curve
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 
 #: most lengths one grid may hold (each costs a d x d eigenproblem; more is a typo, not a study)
@@ -78,7 +79,7 @@ def _assemble_batch(v_il, Dm, Sm):
 _metrics_batch = jax.jit(metrics_from_gram, static_argnames=("method",))   # every length in one call
 
 
-def rotate_to_offset(theta: np.ndarray, V_il: np.ndarray, offset: Any, n_max: int) -> np.ndarray:
+def rotate_to_offset(theta: Schedule | np.ndarray, V_il: np.ndarray, offset: Any, n_max: int) -> np.ndarray:
     """Rows of ``V_il`` (interleaved) rotated by ``R_offset``: a cloud at positions ``offset + i``.
 
     Rotations of one schedule commute, so ``R_{offset+i} v = R_i (R_offset v)``: every Gram over
@@ -125,13 +126,25 @@ def rank1_curve(theta: Any, v: Any, lengths: Any, *, weights: AffineWeights | Tr
     layout = schedule_layout(theta, layout)
     L = check_lengths(lengths)
     w = check_weights(weights, L)
-    th, v_il = prepare_rank1(theta, v, layout, offset, int(L.max()))
+    theta = as_schedule(theta)
+    vv = check_cloud_vector(v, theta.planes)
+    check_layout(layout)
+    if method is not None:
+        check_method(method)
+    return checked_rank1_curve(theta, vv, L, weights=w, layout=layout, offset=offset, method=method)
+
+
+def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, weights: AffineWeights | TrigWeights,
+                        layout: str, offset: int = 0, method: str | None = None) -> Curve:
+    """``rank1_curve`` for arguments a public function has already validated, checking none of them
+    again: a ``Schedule``, the unit ``v`` of ``check_cloud_vector``, the int64 lengths of
+    ``check_lengths``, the weights of ``check_weights``, a checked ``layout`` and ``method``."""
+    L = lengths
+    v_il = rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(v), layout)), offset, int(L.max()))
     # three jitted stages, each over every length at once: fused into one program, XLA:CPU runs the
     # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
-    D, S = weighted_mean_phases(theta, w, pad_to_bucket(L))
-    if method is not None:
-        check_method(method)
+    D, S = weighted_mean_phases(theta, weights, pad_to_bucket(L))
     out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
     return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
@@ -152,13 +165,15 @@ rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "me
     rho2_for_clouds_traced)
 
 
+@renamed("0.3.0", chunk="clouds_per_call")
 def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
-                       chunk: int | None = None, progress=None, method: str | None = None) -> Curve:
+                       clouds_per_call: int | None = None, progress=None, method: str | None = None) -> Curve:
     """``rho_n`` for many rank-1 clouds (rows of ``V``, constant weights) at every length: a ``Curve`` whose
     ``rho`` and ``rho2`` are ``(nv, len)`` (one row per cloud).
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
-    block assembly and one top eigenvalue per length. ``progress(k)`` is called after each chunk of clouds.
+    block assembly and one top eigenvalue per length; ``clouds_per_call`` clouds go to the jitted kernel at
+    a time (default: from a memory budget). ``progress(k)`` is called with the ``k`` clouds just done.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
@@ -170,10 +185,10 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     if method is not None:
         check_method(method)
     batched = compute_platform() != "cpu"
-    if chunk is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
+    if clouds_per_call is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     else:
-        chunk = check_length(chunk, "chunk")
+        chunk = check_length(clouds_per_call, "clouds_per_call")
     out = []
     for k in range(0, Vi.shape[0], chunk):
         out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,

@@ -30,9 +30,11 @@ from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
 from .topeig import check_method, top_eigenvalue
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 
-DEFAULT_CHUNK = 4096
+#: positions per step of the streaming loop: the rows of one step, ``(C, d)`` float64, stay in cache
+DEFAULT_POSITIONS_PER_STEP = 4096
 
 
 # ---------------------------------------------------------------------------
@@ -56,15 +58,26 @@ def neumaier_total(acc):
     return acc[0] + acc[1]
 
 
-def chunked_prefix_scan(ends, chunk: int, init, step, snapshot):
+def neumaier_cumsum(x: np.ndarray) -> np.ndarray:
+    """Compensated prefix sums ``S_k = sum_{i<=k} x_i`` of a 1-D float64 array, as ``neumaier_add`` run
+    term by term would give them, vectorised: Neumaier's running sum is the plain running sum (its update
+    never reads the compensation) and its compensation the plain running sum of each step's rounding
+    error, which ``neumaier_add`` computes for every step at once from the previous partial sums."""
+    s = np.cumsum(x)
+    prev = np.concatenate([[0.0], s[:-1]])
+    _, err = neumaier_add((prev, np.zeros_like(s)), x)
+    return neumaier_total((s, np.cumsum(err)))
+
+
+def chunked_prefix_scan(ends, positions_per_step: int, init, step, snapshot):
     """The one streaming loop: for each ``end`` in ``ends`` (non-decreasing), advance ``state`` over
     positions ``[previous end, end)`` in chunks, then emit ``snapshot(state)``.
 
-    ``step(state, pos, mask) -> state`` sees int64 positions ``(chunk,)`` and a boolean mask of those
+    ``step(state, pos, mask) -> state`` sees int64 positions ``(positions_per_step,)`` and a boolean mask of those
     below ``end``. A ``lax.scan`` over the ends holds a ``lax.while_loop`` over chunks: no host round
-    trip, memory ``O(state + chunk)``. Returns the stacked snapshots.
+    trip, memory ``O(state + positions_per_step)``. Returns the stacked snapshots.
     """
-    chunk = check_length(chunk, "chunk")
+    chunk = check_length(positions_per_step, "positions_per_step")
     ar = jnp.arange(chunk, dtype=jnp.int64)
 
     def seg(carry, end):
@@ -126,14 +139,16 @@ def _one_pass_lengths(lengths: Any) -> np.ndarray:
     return L
 
 
+@renamed("0.3.0", chunk="positions_per_step")
 def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: Any, *,
-                      chunk: int = DEFAULT_CHUNK, keep_gram: bool = False,
+                      positions_per_step: int = DEFAULT_POSITIONS_PER_STEP, keep_gram: bool = False,
                       method: str | None = None, phases: str = "anchored") -> dict[str, np.ndarray]:
     """Streaming ``G_n = sum_{i<n} (R_i x_i)(R_i x_i)^T`` at each length, one pass: the one streaming
     Gram kernel of the package (rank-1 streams, general clouds, the sweep's and the beyond study's).
 
     ``rows_fn(positions, *rows_args) -> (..., C, d)`` gives the rows ``x_i`` (interleaved
-    layout) for int64 ``positions``, optionally with leading batch axes (one Gram per cloud); it must
+    layout) for int64 ``positions`` (``C = positions_per_step`` of them), optionally with leading batch
+    axes (one Gram per cloud); it must
     be a JAX-traceable pure function (hashable: a module-level function). Returns ``lam`` (the top
     eigenvalue, ``.topeig.top_eigenvalue`` with ``method``), ``trace`` (and ``gram`` if
     ``keep_gram``), each ``(len, ...)``; memory ``O(B d^2 + B C d)`` whatever the lengths. ``phases``:
@@ -141,7 +156,7 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     """
     theta = as_schedule(theta)
     L = _one_pass_lengths(lengths)
-    chunk = check_length(chunk, "chunk")
+    chunk = check_length(positions_per_step, "positions_per_step")
     if phases not in PHASES:
         raise BadValue(f"phases must be one of {PHASES}, got {phases!r}")
     if method is not None:
@@ -154,12 +169,15 @@ def stream_gram_curve(theta: Any, rows_fn: Callable, rows_args: tuple, lengths: 
     return res
 
 
-def stream_weight_sums(w_fn: Callable, lengths: Any, *, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+@renamed("0.3.0", chunk="positions_per_step")
+def stream_weight_sums(w_fn: Callable, lengths: Any, *,
+                       positions_per_step: int = DEFAULT_POSITIONS_PER_STEP) -> np.ndarray:
     """``W_n = sum_{i<n} w(i)`` (compensated) at each length for a weights function ``w(positions)``
-    (JAX-traceable, hashable), evaluated chunk by chunk; a ValueError naming the first length whose
-    prefix holds a negative or non-finite weight."""
+    (JAX-traceable, hashable), evaluated ``positions_per_step`` positions at a time; a ValueError naming
+    the first length whose prefix holds a negative or non-finite weight."""
     L = _one_pass_lengths(lengths)
-    W, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(L), w_fn, check_length(chunk, "chunk")))
+    W, bad = (np.asarray(x) for x in _weight_sums(jnp.asarray(L), w_fn,
+                                                             check_length(positions_per_step, "positions_per_step")))
     if bad.any():
         raise BadValue(f"weights(positions) must be finite and >= 0; a value below position "
                          f"{int(L[np.argmax(bad)])} is not")
@@ -205,6 +223,7 @@ def _weight_sums(ends, w_fn, chunk):
                                lambda st: (neumaier_total(st[0]), st[1]))
 
 
+@renamed("0.3.0", chunk="positions_per_step")
 def rank1_stream_curve(
     theta: Any,
     v: Any,
@@ -213,13 +232,14 @@ def rank1_stream_curve(
     *,
     layout: str | None = None,
     offset: int = 0,
-    chunk: int = DEFAULT_CHUNK,
+    positions_per_step: int = DEFAULT_POSITIONS_PER_STEP,
 ) -> Curve:
     """FSV ratio and stable rank of ``Rope(u v^T)`` for arbitrary weights ``w_i = u_i^2``, streamed.
 
     ``weights``: ``None`` (constant), a 1-D array ``w`` of length ``>= max(lengths)``,
-    or a callable ``w(positions) -> weights`` (JAX-traceable, int64 positions in, evaluated chunk
-    by chunk inside the stream). Weights must be finite and ``>= 0``. Memory ``O(d^2 + chunk d)``
+    or a callable ``w(positions) -> weights`` (JAX-traceable, int64 positions in, evaluated
+    ``positions_per_step`` at a time inside the stream). Weights must be finite and ``>= 0``. Memory
+    ``O(d^2 + positions_per_step d)``
     whatever the lengths (plus the array when one is given). Returns ``n, rho, rho2, srank,
     frob_ratio, W``.
     """
@@ -229,7 +249,7 @@ def rank1_stream_curve(
     vv = check_cloud_vector(v, th.size)
     check_layout(layout)
     L = _one_pass_lengths(lengths)
-    chunk = check_length(chunk, "chunk")
+    chunk = check_length(positions_per_step, "positions_per_step")
     nmax = int(L.max())
     v_il = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(vv), layout)), offset, nmax))
     rows_fn: Callable[..., Any]
@@ -238,7 +258,7 @@ def rank1_stream_curve(
         W = L.astype(np.float64)                                   # exact: n < 2^53
         rows_fn, rows_args = _rank1_rows_constant, (v_il,)
     elif callable(weights):
-        W = stream_weight_sums(weights, L, chunk=chunk)
+        W = stream_weight_sums(weights, L, positions_per_step=chunk)
         rows_fn, rows_args = _rank1_rows_callable(weights), (v_il,)
     else:
         w = real_array("weights", weights)
@@ -249,7 +269,7 @@ def rank1_stream_curve(
             k = int(np.argmax(bad))
             raise BadValue(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
         w, k = scale_to_unit_max(w[:nmax])           # exact; rho, srank and the Frobenius ratio do not change
-        Ws = np.cumsum(w)[L - 1]
+        Ws = neumaier_cumsum(w)[L - 1]
         with np.errstate(over="ignore"):
             W = np.ldexp(Ws, k)                         # the weights' own sums (reported as W)
         rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(np.sqrt(w)))
@@ -260,7 +280,7 @@ def rank1_stream_curve(
                          f"float64 maximum; rescale the weight function (every ratio here is scale-invariant)")
     if np.any(Ws <= 0):
         raise BadValue(f"weights sum to zero up to length {int(L[np.argmax(Ws <= 0)])}")
-    out = stream_gram_curve(th, rows_fn, rows_args, L, chunk=chunk)
+    out = stream_gram_curve(th, rows_fn, rows_args, L, positions_per_step=chunk)
     lam, tr = out["lam"], out["trace"]
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
         raise BadValue("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
@@ -289,8 +309,9 @@ def matrix_metrics(X: Any) -> MatrixMetrics:
     return MatrixMetrics(fsv=fsv, frob=frob, srank=fro2 / lam)
 
 
+@renamed("0.3.0", chunk="positions_per_step")
 def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
-                      chunk: int = DEFAULT_CHUNK) -> Curve:
+                      positions_per_step: int = DEFAULT_POSITIONS_PER_STEP) -> Curve:
     """FSV ratio ``||Rope(X_:n)||_2 / ||X_:n||_2`` and stable ranks of the prefixes of a general cloud.
 
     ``X``: ``(N, d)`` rows in ``layout``; the prefixes ``X[:n]`` for each ``n`` in
@@ -315,13 +336,18 @@ def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = 
         raise BadValue(f"X: its first {int(L[np.argmax(zero)])} rows are zero (or below 2^-1074 of its largest "
                          f"entry), so the FSV ratio of that prefix is undefined")
     Xi = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(jnp.asarray(A), layout)), offset, int(L.max())))
-    out = stream_gram_curve(th, _matrix_rows, (Xi,), L, chunk=min(chunk, int(L.max())), keep_gram=False)
-    # the un-rotated prefix Grams (denominators) need no angles: segment sums of X^T X
-    G0 = np.zeros((A.shape[1], A.shape[1]))
-    lams0, trs0, prev = [], [], 0
+    out = stream_gram_curve(th, _matrix_rows, (Xi,), L, positions_per_step=min(positions_per_step, int(L.max())),
+                            keep_gram=False)
+    # the un-rotated prefix Grams (denominators) need no angles: sums of X^T X over the same steps of
+    # positions_per_step rows as the streamed numerator, compensated the same way
+    zero_gram = np.zeros((A.shape[1], A.shape[1]))
+    acc, lams0, trs0, prev = (zero_gram, zero_gram), [], [], 0
     for n in L:
-        G0 += A[prev:n].T @ A[prev:n]
-        prev = n
+        for s in range(prev, int(n), positions_per_step):
+            rows = A[s:min(s + positions_per_step, int(n))]
+            acc = neumaier_add(acc, rows.T @ rows)
+        prev = int(n)
+        G0 = neumaier_total(acc)
         lams0.append(np.linalg.eigvalsh(G0)[-1])
         trs0.append(np.trace(G0))
     lam, tr, lam0, tr0 = out["lam"], out["trace"], np.array(lams0), np.array(trs0)

@@ -52,15 +52,13 @@ def run(out_dir: pathlib.Path, lengths: list[int], *, d: int = 128, b_min: float
         if key not in journal:
             with progress(total=1.0, desc=f"basebound L={L}", quiet=quiet,
                           bar_format="{l_bar}{bar}| {n:.3f}/1 of ln b decided [{elapsed}]") as bar:
-                def advance(f, bar=bar):
-                    bar.update(f - bar.n)
                 res = base_search.search_feasible_bases(
-                    L,
-                    d,
+                    train_len=L,
+                    head_dim=d,
                     b_min=b_min,
                     b_max=b_max,
                     min_width=min_width,
-                    progress=advance,
+                    progress=bar.update,
                     checkpoint=out_dir / f"base_bound_L{L}.ckpt.npz",
                 )
             journal.add(key, res.as_row())

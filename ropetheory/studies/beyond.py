@@ -19,22 +19,23 @@ import numpy as np
 
 from ..theory import beyond, positions as ps, theorems
 from .. import spectra
-from ..schedules import schedule_from_spec
+from ..schedules import names, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import device_scope, parse_study_args, save_figure, study_parser
 
 SCALES = {
-    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, chunk=256),  # seconds: smoke and fault tests
+    # seconds: smoke and fault tests
+    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, positions_per_step=256),
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
     "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6),
 }
 D = 128
 SNRS = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
-SCHEDULES = {
-    "rope": dict(name="rope", base=1e4),
-    "half_rope": dict(name="partial", base=1e4, fraction=0.5),
-    "high_freq": dict(name="high_frequency", train_len=4096),
-    "rope_id": dict(name="rope_id", train_len=4096),
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "rope": dict(base=1e4),
+    "half_rope": dict(base=1e4, fraction=0.5),
+    "high_freq": dict(train_len=4096),
+    "rope_id": dict(train_len=4096),
 }
 BASES = (1e4, 1e5, 1e6, 1e7, 1e8)
 #: a conjectured limit counts as confirmed if the observed rho^2 at n_max is within this of it.
@@ -48,13 +49,13 @@ def code_hash() -> str:
 
 
 def _theta(key, base=None):
-    spec = {**SCHEDULES[key], "head_dim": D}
+    spec = {**names.spec_of(key, **SCHEDULES[key]), "head_dim": D}
     if base is not None:
         spec["base"] = base
     return schedule_from_spec(spec)
 
 
-def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[str]:
+def cloud_rows(n_max: float, journal: Journal, bar, positions_per_step: int = 4096) -> list[str]:
     keys = []
     v = np.random.default_rng(0).standard_normal(D)
     v /= np.linalg.norm(v)
@@ -75,7 +76,7 @@ def cloud_rows(n_max: float, journal: Journal, bar, chunk: int = 4096) -> list[s
             bar.update(1)
             if key in journal:
                 continue
-            c = beyond.stream_cloud_curve(th, v, grid, chunk=chunk, **kw)
+            c = beyond.stream_cloud_curve(th, v, grid, positions_per_step=positions_per_step, **kw)
             obs = float(c["rho2"][-1])
             if kind == "noisy":
                 pred = beyond.noisy_rank1_limit(th, v, kw["snr"])
@@ -148,7 +149,7 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
     journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume, code=code_hash())
     t0 = time.time()
     bar = progress(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", quiet=quiet)
-    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("chunk", 4096)))
+    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("positions_per_step", 4096)))
     pk = position_rows(sc, journal, bar)
     bar.close()
     clouds = journal.ordered(ck)

@@ -37,7 +37,7 @@ from .. import spectra
 from ..theory import criteria
 from ..core.angles import reduced_turns, turn_chunks
 from ..schedules.hf import frequencies_from_config, rope_parameters
-from ..schedules import schedule
+from ..schedules import names, schedule
 from ..core.verdicts import Verdict
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
@@ -48,7 +48,10 @@ D = 128
 ROPE_THETA = 5e5
 TRAIN_LEN = 8192
 FACTORS = (2, 4, 8, 16)
+#: the extension methods: Hugging Face rope types (canonical names of ``schedules.names.HF_TYPES``)
 METHODS = ("linear", "dynamic", "yarn", "llama3", "longrope")
+#: the series without an extension method: the base model (``default``, an alias of ``rope``) and RoPE-ID
+UNEXTENDED = ("default", "rope_id")
 #: "in distribution at sL": rho_sL >= (1 - IN_DIST_RTOL) rho_L(base). PI maps sL positions onto
 #: [0, L) with step 1/s, which changes the discrete sums behind rho by O(1/L) ~ 1e-4: allow 1e-3
 IN_DIST_RTOL = 1e-3
@@ -101,28 +104,29 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
     parts = PartStore(out_dir / "extension_parts", code=derived_code_hash(__name__),
                       resume=resume)
     V = figure7.clouds(D, n_clouds)
-    base = schedule("rope", head_dim=D, base=ROPE_THETA).theta
-    configs = [("default", 1, base, 1.0)]
+    base = schedule(names.label_schedule(UNEXTENDED[0]), head_dim=D, base=ROPE_THETA).theta
+    configs = [(UNEXTENDED[0], 1, base, 1.0)]
     for m in METHODS:
         for s in FACTORS:
             th, att = extended_theta(m, s)
             configs.append((m, s, th, att))
-    configs.append(("rope_id", 1, schedule("rope_id", head_dim=D, train_len=TRAIN_LEN).theta, 1.0))
+    rope_id = schedule(names.label_schedule(UNEXTENDED[1]), head_dim=D, train_len=TRAIN_LEN).theta
+    configs.append((UNEXTENDED[1], 1, rope_id, 1.0))
     rows, curves = [], []
     t0 = time.time()
     for m, s, th, att in progress(configs, desc="extension", quiet=quiet):
-        s_eval = s if m not in ("default", "rope_id") else max(FACTORS)
+        s_eval = s if m in METHODS else max(FACTORS)
         sL = s_eval * TRAIN_LEN
         grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
         rho = figure7.cached_curves(th, V, grid, f"{m}_s{s}_v{n_clouds}_g{num}", parts)
         fl, allrot = criteria.floors(th, V)
         at = {int(n): i for i, n in enumerate(grid)}
         med = np.median(rho, axis=0)
-        if m == "default":
+        if m == UNEXTENDED[0]:
             base_rho_L = float(med[at[TRAIN_LEN]])
         crit = criteria.criteria(rho[:, at[sL]], fl, allrot)          # C1, and C2 judged at sL
-        drift = low_frequency_drift(base, th, s) if m not in ("default", "rope_id") else \
-            low_frequency_drift(base, th, 1) if m == "default" else {"low_freq_planes": None,
+        drift = low_frequency_drift(base, th, s) if m in METHODS else \
+            low_frequency_drift(base, th, 1) if m == UNEXTENDED[0] else {"low_freq_planes": None,
                                                                       "max_drift_ratio": None, "worst_plane": None,
                                                                       "holds": None}
         rows.append({"method": m, "s": s, "eval_len": sL, "attention_factor": att,
@@ -191,8 +195,8 @@ def plot(out_dir: pathlib.Path) -> pathlib.Path:
     L = meta["train_len"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
     ax = axes[0]
-    for m in ("default",) + METHODS + ("rope_id",):
-        s = 1 if m in ("default", "rope_id") else 8
+    for m in UNEXTENDED[:1] + METHODS + UNEXTENDED[1:]:
+        s = 8 if m in METHODS else 1
         sel = [c for c in curves if c["method"] == m and int(c["s"]) == s]
         ax.plot([int(c["n"]) for c in sel], [float(c["median"]) for c in sel], color=figstyle.color(m),
                 label=f"{m} (s={s})" if s > 1 else m)

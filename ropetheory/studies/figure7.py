@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import spectra
 from ..theory import criteria as _criteria
-from ..schedules import schedule, schedule_from_spec
+from ..schedules import names, schedule, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import device_scope, int_list, parse_study_args, save_figures, study_parser
@@ -41,12 +41,13 @@ C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one
 floors, criteria = _criteria.floors, _criteria.criteria
 QUANTILES = (0.05, 0.5, 0.95)
 
-SCHEDULES = {
-    "rope_1e4": ("RoPE (base 1e4)", dict(name="rope", base=1e4)),
-    "rope_5e5": ("RoPE (base 5e5)", dict(name="rope", base=5e5)),
-    "half_rope": ("half-RoPE (base 1e4)", dict(name="partial", base=1e4, fraction=0.5)),
-    "high_freq": ("high-frequency (1 cycle in L)", dict(name="high_frequency", train_len=TRAIN_LEN, cycles=1)),
-    "rope_id": ("RoPE-ID", dict(name="rope_id", train_len=TRAIN_LEN)),
+#: series label (``schedules.names``) -> (legend, registry parameters); the legend carries the parameter
+SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
+    "rope_1e4": ("RoPE (base 1e4)", dict(base=1e4)),
+    "rope_5e5": ("RoPE (base 5e5)", dict(base=5e5)),
+    "half_rope": ("half-RoPE (base 1e4)", dict(base=1e4, fraction=0.5)),
+    "high_freq": ("high-frequency (1 cycle in L)", dict(train_len=TRAIN_LEN, cycles=1)),
+    "rope_id": ("RoPE-ID", dict(train_len=TRAIN_LEN)),
 }
 #: the paper's expectation (Section 4, Fig. 7): (C1, C2)
 EXPECTED = {"rope_1e4": (False, False), "rope_5e5": (False, False), "half_rope": (True, False),
@@ -73,7 +74,7 @@ TABLE5 = [
 
 
 def theta_of(key: str, d: int) -> np.ndarray:
-    return schedule_from_spec({**SCHEDULES[key][1], "head_dim": d}).theta
+    return schedule_from_spec({**names.spec_of(key, **SCHEDULES[key][1]), "head_dim": d}).theta
 
 
 def clouds(d: int, n_clouds: int, seed: int = 0) -> np.ndarray:
@@ -147,7 +148,7 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     write_csv(out_dir / "fig7.csv", rows)
     meta = {"train_len": L, "n_clouds": n_clouds, "n_max": n_max, "grid_points": int(len(grid)),
             "head_dims": list(head_dims), "quantiles": list(QUANTILES), "C1_MARGIN": C1_MARGIN, "C2_RTOL": C2_RTOL,
-            "schedules": {k: {"label": v[0], "spec": v[1]} for k, v in SCHEDULES.items()},
+            "schedules": {k: {"label": v[0], "spec": names.spec_of(k, **v[1])} for k, v in SCHEDULES.items()},
             "criteria": table, "seconds": time.time() - t0,
             "vertical_lines": {f"{k}_d{d}": first_cycle(theta_of(k, d)) for k in SCHEDULES for d in head_dims}}
     write_json(out_dir / "fig7.json", meta)

@@ -140,8 +140,9 @@ def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_log
     return share, mx, npos, nval, spectra.neumaier_total(lsum)
 
 
-def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict[str, float]:
-    """Sink share and logit statistics at one length for one schedule."""
+def simulate_length(head: SinkHead, key: str, n: int, positions_per_step: int = 4096) -> dict[str, float]:
+    """Sink share and logit statistics at one length for one schedule; keys are scored
+    ``positions_per_step`` at a time."""
     sched = _schedule(key, head.d)
     ch = jnp.asarray(turn_chunks(sched.theta))
     c = jnp.asarray(head.direction())
@@ -156,8 +157,9 @@ def simulate_length(head: SinkHead, key: str, n: int, chunk: int = 4096) -> dict
                        else np.ones(Q))
     k0 = jnp.asarray(head.sink_key())                    # position 0: R_0 = I
     sink_logit = (q_rot @ k0) / math.sqrt(head.d) * temp
+    step = min(positions_per_step, bucket(n, minimum=2, power_of_two=True))
     share, mx, npos, nval, lsum = _scan_keys(q_rot, q_pos, temp, jnp.int64(n), ch, c, amp, sigma, kkey,
-                                             sink_logit, chunk=min(chunk, bucket(n, minimum=2, power_of_two=True)))
+                                             sink_logit, chunk=step)
     return {"sink_share": float(jnp.mean(share)), "max_logit": float(jnp.mean(mx)),
             "frac_positive": float(jnp.sum(npos) / jnp.sum(nval)), "mean_logit": float(jnp.sum(lsum) / jnp.sum(nval)),
             "sink_logit": float(jnp.mean(sink_logit))}

@@ -112,8 +112,9 @@ def _single_threaded_blas(mesh):
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None, chunk: int | None = None):
-    """``rho_n`` for every cloud (row of V) and length, clouds sharded across the mesh's devices."""
+def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None, clouds_per_call: int | None = None):
+    """``rho_n`` for every cloud (row of V) and length, clouds sharded across the mesh's devices,
+    ``clouds_per_call`` (rounded down to a multiple of the device count) per dispatched step."""
     mesh = device_mesh() if mesh is None else mesh
     ndev = mesh.devices.size
     L = spectra.check_lengths(lengths)
@@ -121,10 +122,10 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
     Vn = spectra.check_clouds(V, th.size)
     Dm, Sm = spectra.weighted_mean_phases(th, weights or spectra.CONSTANT, L)
     batched = compute_platform(mesh) != "cpu"
-    if chunk is None:          # ~4 GiB of Gram matrices per device per step on an accelerator
+    if clouds_per_call is None:          # ~4 GiB of Gram matrices per device per step on an accelerator
         per = max(1, (4 << 30) // (8 * len(L) * V.shape[1] ** 2)) if batched else 8
-        chunk = per * ndev
-    chunk = max(ndev, (chunk // ndev) * ndev)
+        clouds_per_call = per * ndev
+    chunk = max(ndev, (clouds_per_call // ndev) * ndev)
     f = _sharded_fn(mesh, batched)
     from jax.sharding import NamedSharding, PartitionSpec as Ps
     rep = NamedSharding(mesh, Ps())
@@ -156,14 +157,14 @@ def _power_weights(alpha: float):
     return w
 
 
-def default_chunk(n_clouds: int, d: int) -> int:
-    """Positions per step: about 256 MiB of float64 rows (n_clouds x chunk x d) on an accelerator, 4 MiB on CPU."""
+def default_positions_per_step(n_clouds: int, d: int) -> int:
+    """Positions per step: about 256 MiB of float64 rows (n_clouds x positions x d) on an accelerator, 4 MiB on CPU."""
     budget = (256 << 20) if compute_platform() != "cpu" else (4 << 20)
     c = budget // (8 * max(1, n_clouds) * d * 3)
     return int(2 ** max(6, min(22, int(math.log2(max(c, 64))))))
 
 
-def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: int | None = None):
+def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positions_per_step: int | None = None):
     """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``.
 
     One pass of ``ropetheory.spectra.stream_gram_curve`` with every cloud's Gram in the batch, and one
@@ -177,9 +178,9 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, chunk: 
     th = from_theta(theta)
     L = spectra.check_lengths(lengths)
     Vn = spectra.check_clouds(V, th.size)
-    chunk = default_chunk(V.shape[0], V.shape[1]) if chunk is None else int(chunk)
-    out = spectra.stream_gram_curve(th, _power_rows, (jnp.asarray(Vn), float(alpha)), L, chunk=chunk)
-    W = spectra.stream_weight_sums(_power_weights(float(alpha)), L, chunk=chunk)
+    step = default_positions_per_step(V.shape[0], V.shape[1]) if positions_per_step is None else positions_per_step
+    out = spectra.stream_gram_curve(th, _power_rows, (jnp.asarray(Vn), float(alpha)), L, positions_per_step=step)
+    W = spectra.stream_weight_sums(_power_weights(float(alpha)), L, positions_per_step=step)
     return np.sqrt(out["lam"] / W[:, None]).T
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from ..store import atomic_open, write_csv, write_json
 from ..core.verdicts import Verdict
 from .. import figstyle
+from ..schedules import names
 from .common import save_figure
 
 __all__ = ["save", "report", "correlations"]
@@ -112,13 +113,19 @@ def table(res: dict) -> list[dict[str, Any]]:
     return rows
 
 
-#: the schedules the paper ranks (RoPE-ID with and without its temperature counts as RoPE-ID)
-PAPER_VARIANTS = ("rope", "half_rope", "high_freq_rope", "rope_id", "rope_id+temp")
+def _paper_variant(label: str) -> bool:
+    """A series the paper ranks: a label (``schedules.names``) of one of the paper's schedules, an
+    inference-time variant included (``rope_id+temp`` counts as RoPE-ID; PI / YaRN reads and NoPE do not)."""
+    return names.label_schedule(label) in names.PAPER
+
+
+def _is_rope_id(label: str) -> bool:
+    return names.label_schedule(label) == "rope_id"
 
 
 def claims(tab: list[dict], multiples=(2, 4, 8)) -> list[dict[str, Any]]:
     """The paper's ordering at this scale, by retrieval accuracy and by perplexity at ``k L``: among the
-    schedules it compares (``PAPER_VARIANTS``), RoPE-ID (either form) strictly best and RoPE strictly
+    schedules it compares (``_paper_variant``), RoPE-ID (either form) strictly best and RoPE strictly
     worst. A tie does not confirm it (every model at 0 accuracy). The best of every variant (NoPE and
     the inference-time PI / YaRN included) is reported beside it."""
     out = []
@@ -126,13 +133,13 @@ def claims(tab: list[dict], multiples=(2, 4, 8)) -> list[dict[str, Any]]:
         for what, sign in (("acc", 1), ("ppl", -1)):        # sign * value: larger is better
             col = f"{what}_{k}L"
             allv = {r["variant"]: r[col] for r in tab if r.get(col) is not None}
-            vals = {v: x for v, x in allv.items() if v in PAPER_VARIANTS}
-            ids = [v for v in vals if v.startswith("rope_id")]
+            vals = {v: x for v, x in allv.items() if _paper_variant(v)}
+            ids = [v for v in vals if _is_rope_id(v)]
             if "rope" not in vals or not ids or len(vals) < 3:
                 continue
             rid = max(ids, key=lambda v: sign * vals[v])
-            rest = [sign * x for v, x in vals.items() if not v.startswith("rope_id")]
-            non_id = {v: x for v, x in vals.items() if not v.startswith("rope_id")}
+            rest = [sign * x for v, x in vals.items() if not _is_rope_id(v)]
+            non_id = {v: x for v, x in vals.items() if not _is_rope_id(v)}
             best_ok = sign * vals[rid] > max(rest)
             worst_ok = all(sign * vals["rope"] < sign * x for v, x in non_id.items() if v != "rope")
             out.append({"claim": f"RoPE-ID best, RoPE worst by {what} at {k}L",
@@ -173,7 +180,7 @@ def derive(raw: dict) -> dict[str, Any]:
     is 1 by construction, which can carry a rank correlation alone) and the claims."""
     rows = per_model(raw)
     tab = table(raw)
-    rotating = [r for r in rows if r["schedule"] != "nope"]
+    rotating = [r for r in rows if names.label_schedule(r["schedule"]) != names.NOPE]
     cor = [{"models": "all trained", **c} for c in correlations(rows)] + \
           [{"models": "rotating (no NoPE)", **c} for c in correlations(rotating)]
     return {"per_model": rows, "table": tab, "correlations": cor, "claims": claims(tab)}

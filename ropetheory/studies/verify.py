@@ -16,16 +16,17 @@ import numpy as np
 
 from .. import spectra
 from ..theory import theorems
-from ..schedules import schedule, schedule_from_spec
+from ..schedules import names, schedule, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from ..core.verdicts import Verdict
 from ..core.errors import BadValue
 
-SCHEDULE_CASES = {
-    "rope": dict(name="rope", base=10000.0),
-    "partial": dict(name="partial", base=10000.0, fraction=0.5),
-    "high_frequency": dict(name="high_frequency", train_len=4096),
-    "rope_id": dict(name="rope_id", train_len=4096),
+#: the claim rows' schedules: series label (``schedules.names``) -> registry parameters
+SCHEDULE_CASES: dict[str, dict[str, Any]] = {
+    "rope": dict(base=10000.0),
+    "partial": dict(base=10000.0, fraction=0.5),
+    "high_frequency": dict(train_len=4096),
+    "rope_id": dict(train_len=4096),
 }
 HEAD_DIMS = (80, 128)
 V_KINDS = ("gaussian", "one_plane", "uniform_energy")
@@ -55,7 +56,7 @@ def make_v(kind: str, d: int, seed: int = 0, planes=(0,)) -> np.ndarray:
 
 
 def _theta(case: str, d: int) -> np.ndarray:
-    return schedule_from_spec({**SCHEDULE_CASES[case], "head_dim": d}).theta
+    return schedule_from_spec({**names.spec_of(case, **SCHEDULE_CASES[case]), "head_dim": d}).theta
 
 
 def counterexample_cases():
@@ -117,7 +118,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
             continue
         bar.set_postfix_str(key)
         row = {"schedule": s, "d": d, "v": vk, "weights": wk}
-        row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), weights=WEIGHT_KINDS[wk]))
+        row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), weights=WEIGHT_KINDS[wk]).to_dict())
         journal.add(key, row)
     rows = journal.ordered(keys)
 
@@ -128,7 +129,7 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
         if k in journal:
             continue
         row = {"case": key, "description": desc}
-        row.update(theorems.check_counterexample(th, v, weights=w))
+        row.update(theorems.check_counterexample(th, v, weights=w).to_dict())
         journal.add(k, row)
     cx_rows = journal.ordered(cx_keys)
 

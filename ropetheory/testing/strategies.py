@@ -20,12 +20,19 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ..schedules import names
 from ..schedules.hf import rope_parameters
 
 __all__ = ["schedules", "positions", "clouds", "rope_configs", "ROPE_TYPES"]
 
-#: every rope type transformers defines (``ropetheory.schedules.hf.ROPE_TYPES``)
-ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")
+#: the rope types ``rope_configs`` draws: ``default`` and every Hugging Face type of ``schedules.names``
+#: but ``proportional`` (a partial-rotary type: its planes past the rotary fraction do not rotate)
+ROPE_TYPES = ("default",) + tuple(t for t in names.HF_TYPES if t != "proportional")
+#: the paper's schedules ``schedules`` draws (``schedules.names.PAPER``), each with the values its parameters take
+PAPER_PARAMS: dict[str, dict[str, list[Any]]] = {
+    "rope": {"base": [1e4, 5e5, 1e6]}, "partial": {"base": [1e4, 5e5, 1e6]},
+    "high_frequency": {"train_len": [2048, 4096, 8192]}, "rope_id": {"train_len": [2048, 4096, 8192]},
+}
 
 
 @st.composite
@@ -47,15 +54,11 @@ def schedules(draw: Any, head_dims: Any = (8, 16, 64, 128)) -> tuple[np.ndarray,
     from ..schedules import schedule
     from ..schedules.hf import frequencies_from_config
     d = draw(st.sampled_from(list(head_dims)))
-    kind = draw(st.sampled_from(["rope", "partial", "high_frequency", "rope_id", "config"]))
+    kind = draw(st.sampled_from([*names.PAPER, "config"]))
     if kind == "config":
         cfg = draw(rope_configs(head_dims=[d]))
         return frequencies_from_config(cfg).theta, d
-    params: dict[str, Any] = {}
-    if kind in ("rope", "partial"):
-        params["base"] = draw(st.sampled_from([1e4, 5e5, 1e6]))
-    if kind in ("high_frequency", "rope_id"):
-        params["train_len"] = draw(st.sampled_from([2048, 4096, 8192]))
+    params = {key: draw(st.sampled_from(values)) for key, values in PAPER_PARAMS[kind].items()}
     return schedule(kind, head_dim=d, **params).theta, d
 
 

@@ -35,11 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
-from ..core.checks import bucket, pad_to_bucket
+from ..core.checks import bucket, check_integer, pad_to_bucket
 from ..core.devices import compute_platform
 from ..store import (CHECKPOINT_OVERHEAD, CheckpointClock, derived_code_hash, load_checkpoint,  # noqa: F401
                      save_checkpoint)  # (CHECKPOINT_OVERHEAD: documented here)
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 __all__ = ["search_feasible_bases", "CHECKPOINT_OVERHEAD"]
 
@@ -256,8 +257,9 @@ def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
     return out
 
 
-def _check_search_args(L, d, b_min, b_max, min_width, initial):
-    L, d = bb.check_L(L), bb.check_head_dim(d)
+def _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial):
+    L = check_integer("train_len", train_len, lo=1, hi=bb.MAX_L)
+    d = bb.check_head_dim(head_dim)
     for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise BadValue(f"{name} must be a finite number > 0, got {v!r}")
@@ -268,20 +270,23 @@ def _check_search_args(L, d, b_min, b_max, min_width, initial):
     return L, d
 
 
-def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
+@renamed("0.3.0", L="train_len", d="head_dim")
+def search_feasible_bases(train_len: int, head_dim: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
                           min_width: float = bb.DEFAULT_MIN_WIDTH, initial: int = 256, budget: int | None = None,
                           progress: Callable[[float], None] | None = None, checkpoint: Any = None,
                           checkpoint_seconds: float = 30.0) -> bb.BaseSearchResult:
-    """Certified feasible set ``F_L`` of bases within ``[b_min, b_max]`` (see ``.base_bound``).
+    """Certified feasible set ``F_L`` (``L = train_len``) of bases within ``[b_min, b_max]`` for heads of
+    width ``d = head_dim`` (see ``.base_bound``).
 
     ``initial`` equal pieces of ``[ln b_min, ln b_max]`` start the search; each round evaluates up
     to ``budget`` pairs ``(interval, m)`` (default 2^22 on a CPU, 2^25 on an accelerator).
     With ``checkpoint`` (a file path) the state is saved every ``checkpoint_seconds`` (at least
     ``CHECKPOINT_OVERHEAD`` times the last save's duration apart) and a search with the same
-    arguments resumes from it (the file is removed when the search ends). ``progress(fraction)``
-    gets the share of ``ln b`` decided.
+    arguments resumes from it (the file is removed when the search ends). ``progress(k)``, the
+    package's progress convention (``tqdm``'s ``update``), gets the share of ``[ln b_min, ln b_max]``
+    decided since the last call, so the calls sum to 1 when the search ends.
     """
-    L, d = _check_search_args(L, d, b_min, b_max, min_width, initial)
+    L, d = _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial)
     accel = compute_platform() != "cpu"
     if budget is None:
         budget = 1 << (25 if accel else 22)
@@ -302,6 +307,7 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
         if state is not None:
             stack, (feas, infeas, und), evaluations, elapsed_before = state
     decided = sum(b - a for a, b in feas + infeas + und)
+    reported = 0.0
     clock = CheckpointClock(checkpoint_seconds)
     while stack:
         if checkpoint is not None and clock.due():
@@ -350,7 +356,8 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
                                 _twice(act, n_act, size=_bucket(2 * n_act)), np.tile(wcounts, 2),
                                 _twice(wit, n_w, size=_bucket(2 * n_w))))
         if progress:
-            progress(decided / total)
+            progress(decided / total - reported)
+            reported = decided / total
     if checkpoint is not None and pathlib.Path(checkpoint).exists():
         pathlib.Path(checkpoint).unlink()
     fw = [[math.exp(a), math.exp(b)] for a, b in _merge(feas)]

@@ -21,7 +21,7 @@ What ``proofs/beyond.py`` derives, and this module tests by streaming:
   largest terms, ``TV_n = o(W_n)`` fails, and ``rho_n`` keeps fluctuating.
 
 Everything is streamed: rows are generated from ``fold_in(key, position)`` inside one jitted
-loop, so ``n = 10^7`` and beyond need ``O(d^2 + chunk d)`` memory.
+loop, so ``n = 10^7`` and beyond need ``O(d^2 + C d)`` memory (``C = positions_per_step``).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import from_theta, check_cloud_vector, check_lengths
 from ..spectra.stream import stream_gram_curve
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve"]
 
@@ -98,14 +99,16 @@ def _rows_and_unrotated_counter(pos, key, chunks, v, sigma, k_basis, alpha):
     return jnp.stack([X, rotate_interleaved(X, back)])
 
 
+@renamed("0.3.0", chunk="positions_per_step")
 def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.inf, rank_k: int = 0,
                        k_scale: float = 0.5, pareto_alpha: float = 0.0, counter_rotate: bool = False,
-                       seed: int = 0, chunk: int = 4096) -> dict[str, np.ndarray]:
+                       seed: int = 0, positions_per_step: int = 4096) -> dict[str, np.ndarray]:
     """FSV ratio ``||Rope(X_:n)||_2 / ||X_:n||_2`` and stable ranks for a streamed cloud.
 
     Rows ``x_i = u_i (v + sigma xi_i + sum_{r<k} z_ir b_r)``: ``sigma = 1/sqrt(snr)``, ``xi ~ N(0, I/d)``,
     ``b_r`` fixed random directions of norm ``k_scale`` (rank-k signal), ``u_i^2 ~ Pareto(alpha)``
-    when ``pareto_alpha > 0`` (heavy-tailed weights), optionally counter-rotated.
+    when ``pareto_alpha > 0`` (heavy-tailed weights), optionally counter-rotated; streamed
+    ``positions_per_step`` positions at a time.
     """
     th = from_theta(theta)
     vv = check_cloud_vector(v, th.size)
@@ -123,7 +126,7 @@ def stream_cloud_curve(theta: Any, v: Any, lengths: Any, *, snr: float = math.in
     rows_fn = _rows_and_unrotated_counter if counter_rotate else _rows_and_unrotated
     args = (key, jnp.asarray(turn_chunks(th)), jnp.asarray(vv), float(sigma), jnp.asarray(B.reshape(rank_k, d)),
             float(pareto_alpha))
-    out = stream_gram_curve(th, rows_fn, args, L, chunk=int(chunk))
+    out = stream_gram_curve(th, rows_fn, args, L, positions_per_step=positions_per_step)
     (lam, lam0), (tr, tr0) = out["lam"].T, out["trace"].T
     return {"n": L, "rho": np.sqrt(lam / lam0), "rho2": lam / lam0, "srank": tr / lam, "srank_before": tr0 / lam0,
             "frob_ratio": np.sqrt(tr / tr0)}

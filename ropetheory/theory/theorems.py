@@ -40,13 +40,14 @@ from ..spectra.weights import AffineWeights
 from ..spectra.gram import assemble_gram
 from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
-from ..core.schedule import as_schedule, schedule_layout
+from ..core.schedule import Schedule, as_schedule, schedule_layout
 from ..core.verdicts import Verdict
 from ..core.errors import BadValue, BadType
+from .results import Counterexample, Rank1Claims
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
-    "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses",
+    "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses", "Rank1Claims", "Counterexample",
 ]
 
 #: Arb working precision (bits) for the certified bound: far above float64 so that
@@ -56,7 +57,10 @@ ARB_PREC = 128
 
 def plane_energies(v: Any, *, layout: str = "interleaved") -> np.ndarray:
     """``e_j = ||v_j||^2`` for unit ``v`` (sum to 1), shape ``(P,)``."""
-    vv = check_cloud_vector(v)
+    return _plane_energies(check_cloud_vector(v), layout)
+
+
+def _plane_energies(vv: np.ndarray, layout: str) -> np.ndarray:
     vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
     return vi[0::2] ** 2 + vi[1::2] ** 2
 
@@ -93,8 +97,10 @@ def limit_gram(theta: Any, v: Any, *, layout: str | None = None, weights: Any = 
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
-    th = theta.theta
-    vv = check_cloud_vector(v, th.size)
+    return _limit_gram(theta, check_cloud_vector(v, theta.planes), layout, weights)
+
+
+def _limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> np.ndarray:
     vi = to_interleaved(jnp.asarray(vv), layout)
     D, S = limit_mean_phases(theta, weights)
     return np.asarray(assemble_gram(vi, jnp.asarray(D, dtype=jnp.complex128), jnp.asarray(S, dtype=jnp.complex128)))
@@ -153,9 +159,13 @@ def predicted_limit(theta: Any, v: Any, *, layout: str | None = None, weights: A
     """The limit of ``rho_n^2`` (and of the stable rank) for ``X = u v^T``; see module doc."""
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
-    th = theta.theta
-    e = plane_energies(check_cloud_vector(v, th.size), layout=layout)
-    Gbar = limit_gram(theta, v, layout=layout, weights=weights)
+    return _predicted_limit(theta, check_cloud_vector(v, theta.planes), layout, weights)
+
+
+def _predicted_limit(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> Limit:
+    # e_j of v / ||v|| (||v|| = 1 within an ulp): the last bits verify's report holds for every e column
+    e = _plane_energies(vv / np.linalg.norm(vv), layout)
+    Gbar = _limit_gram(theta, vv, layout, weights)
     lam = float(np.linalg.eigvalsh(0.5 * (Gbar + Gbar.T))[-1])
     hyp = lemma1_hypotheses(theta)
     nope = spectra.nope_planes(theta)
@@ -167,9 +177,7 @@ def predicted_limit(theta: Any, v: Any, *, layout: str | None = None, weights: A
     return Limit(lam, math.sqrt(lam), 1.0 / lam, paper, partial_formula, e, e0, degenerate)
 
 
-# ---------------------------------------------------------------------------
-# certified bound (Arb balls)
-# ---------------------------------------------------------------------------
+# --- certified bound (Arb balls) ---
 def _arb_precision(fn):
     """Run ``fn`` with Arb's working precision at ``ARB_PREC`` bits, restored afterwards (scoped)."""
     @functools.wraps(fn)
@@ -205,14 +213,17 @@ class CertifiedBound:
         return _round_up(e2.sqrt()) if e2 > 0 else 0.0
 
 
-@_arb_precision
 def certified_bound(theta: Any, v: Any, *, layout: str | None = None) -> CertifiedBound:
     """Set up the certified bound for ``(theta, v)``: one Arb sine per non-resonant pair frequency."""
     layout = schedule_layout(theta, layout)
-    from flint import arb
     theta = as_schedule(theta)
+    return _certified_bound(theta, check_cloud_vector(v, theta.planes), layout)
+
+
+@_arb_precision
+def _certified_bound(theta: Schedule, vv: np.ndarray, layout: str) -> CertifiedBound:
+    from flint import arb
     th = theta.theta
-    vv = check_cloud_vector(v, th.size)
     vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
     pf = pair_frequencies(theta)
     P = th.size
@@ -283,9 +294,7 @@ def certified_eps(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None =
     return np.array([cb.eps(abel_ratio_arb(int(k), weights)) for k in ns])
 
 
-# ---------------------------------------------------------------------------
-# convergence rate
-# ---------------------------------------------------------------------------
+# --- convergence rate ---
 #: errors below this are float64 noise in rho_n^2 (eigvalsh backward error
 #: ~ d u ||G/W||, d <= 256): excluded from the rate fit
 RATE_NOISE_FLOOR = 1e-13
@@ -298,10 +307,15 @@ def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
     monotone quantity a rate statement is about. Points whose envelope is below
     ``RATE_NOISE_FLOOR`` are dropped; NaN if fewer than 4 remain.
     """
-    n = spectra.check_lengths(n).astype(float)
+    n = spectra.check_lengths(n)
     err = check_finite_array("err", err)
     if err.shape != n.shape:
         raise BadValue(f"err must hold one error per length: shape {err.shape} against {n.shape}")
+    return _convergence_rate(n, err)
+
+
+def _convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
+    n = n.astype(float)
     err = np.abs(err)
     env = np.maximum.accumulate(err[::-1])[::-1]
     keep = env > RATE_NOISE_FLOOR
@@ -311,9 +325,7 @@ def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
     return float(slope)
 
 
-# ---------------------------------------------------------------------------
-# claim checks
-# ---------------------------------------------------------------------------
+# --- claim checks ---
 #: slack for comparing a float64 rho_n^2 with a rigorous bound: eigvalsh's backward
 #: error is ~ d u ||G/W|| with ||G/W|| <= 1, d <= 256 -> below 1e-13
 FLOAT_SLACK = 1e-13
@@ -328,33 +340,34 @@ FROB_ATOL = 1e-12
 CHECK_LENGTHS = (10 ** 4, 10 ** 6, 10 ** 12)
 
 
-
 def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = None, layout: str | None = None,
-                       rate_grid: np.ndarray | None = None) -> dict[str, Any]:
+                       rate_grid: np.ndarray | None = None) -> Rank1Claims:
     """Lemma 1 (or its partial extension), Theorem 1 and Lemma 2 for one rank-1 case.
 
-    Returns a flat dict: hypotheses, predicted limit, observed rho_n at
-    10^4, 10^6, 10^12, error and certified eps_n at 10^12, measured rate, verdicts.
+    Returns a ``Rank1Claims``: hypotheses, predicted limit, observed rho_n, error and certified eps_n
+    at 10^4, 10^6, 10^12, measured rate, verdicts.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
     if weights is not None and not isinstance(weights, AffineWeights):
         raise BadType(f"weights must be None or AffineWeights (the certified bound needs affine weights), "
                         f"got {type(weights).__name__}")
-    lim = predicted_limit(theta, v, layout=layout)
+    vv = check_cloud_vector(v, theta.planes)
+    grid = spectra.log_grid(1e12, 120, 10 ** 3) if rate_grid is None else spectra.check_lengths(rate_grid)
+    # from here on every argument is validated: only the private forms run
+    lim = _predicted_limit(theta, vv, layout, None)
     hyp = lemma1_hypotheses(theta)
     ns = np.array(CHECK_LENGTHS, dtype=np.int64)
-    grid = spectra.log_grid(1e12, 120, 10 ** 3) if rate_grid is None else rate_grid
     allns = np.unique(np.concatenate([ns, grid]))
-    cur = spectra.rank1_curve(theta, v, allns, weights=weights, layout=layout)
+    cur = spectra.checked_rank1_curve(theta, vv, allns, weights=weights or spectra.CONSTANT, layout=layout)
     at = {int(n): i for i, n in enumerate(allns)}
     rho = {int(n): float(cur["rho"][at[int(n)]]) for n in ns}
     err = {int(n): abs(float(cur["rho2"][at[int(n)]]) - lim.lam) for n in ns}
-    cb = certified_bound(theta, v, layout=layout)
+    cb = _certified_bound(theta, vv, layout)
     eps = {int(n): cb.eps(abel_ratio_arb(int(n), weights)) for n in ns}
     # eps/err is undefined (None) where the error is at the float64 floor: no tightness to report
     tight = [eps[n] / err[n] if err[n] > FLOAT_SLACK else None for n in map(int, ns)]
-    rate = convergence_rate(allns, cur["rho2"] - lim.lam)
+    rate = _convergence_rate(allns, cur["rho2"] - lim.lam)
     n_last = int(ns[-1])
     srank_last = float(cur["srank"][at[n_last]])
     srank_rel = abs(srank_last * lim.lam - 1)
@@ -363,30 +376,30 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
     lemma1_ok = inside and err[n_last] < CONVERGED_ATOL and (np.isnan(rate) or rate <= RATE_MAX)
     # Theorem 1: srank -> 1/lambda; |srank lambda - 1| = |lambda - rho^2| / rho^2
     thm1_ok = srank_rel <= (eps[n_last] + FLOAT_SLACK) / (lim.lam - eps[n_last]) if lim.lam > eps[n_last] else False
-    return {
-        "paper_hypotheses": hyp["holds"],
-        "nope_planes": len(hyp["nope_planes"]),
-        "claim": "Lemma 1" if hyp["holds"] else "partial-schedule limit (extension)",
-        "max_e": float(lim.e.max()), "e0": lim.e0,
-        "lam": lim.lam, "rho_limit": lim.rho, "paper_formula": lim.paper,
-        "partial_formula": lim.partial_formula,
-        "rho_1e4": rho[10 ** 4], "rho_1e6": rho[10 ** 6], "rho_1e12": rho[10 ** 12],
-        "err_1e4": err[10 ** 4], "err_1e6": err[10 ** 6], "err_1e12": err[10 ** 12],
-        "eps_1e4": eps[10 ** 4], "eps_1e6": eps[10 ** 6], "eps_1e12": eps[10 ** 12],
-        "eps_over_err_1e4": tight[0], "eps_over_err_1e6": tight[1], "eps_over_err_1e12": tight[-1],
-        "rate": None if np.isnan(rate) else rate,          # None: the error is at the noise floor
-        "shrink_factor": 1 / lim.rho, "srank_limit": 1 / lim.lam,
-        "srank_1e12": srank_last, "srank_relerr_1e12": srank_rel,
-        "frob_max_dev": frob_dev,
-        "bound_contains_error": inside,
-        "lemma1_verdict": Verdict.of(bool(lemma1_ok)),
-        "theorem1_verdict": Verdict.of(bool(thm1_ok and lemma1_ok)),
-        "lemma2_verdict": Verdict.of(bool(frob_dev <= FROB_ATOL)),
-    }
+    return Rank1Claims(
+        paper_hypotheses=hyp["holds"],
+        nope_planes=len(hyp["nope_planes"]),
+        claim="Lemma 1" if hyp["holds"] else "partial-schedule limit (extension)",
+        max_e=float(lim.e.max()), e0=lim.e0,
+        lam=lim.lam, rho_limit=lim.rho, paper_formula=lim.paper,
+        partial_formula=lim.partial_formula,
+        rho_1e4=rho[10 ** 4], rho_1e6=rho[10 ** 6], rho_1e12=rho[10 ** 12],
+        err_1e4=err[10 ** 4], err_1e6=err[10 ** 6], err_1e12=err[10 ** 12],
+        eps_1e4=eps[10 ** 4], eps_1e6=eps[10 ** 6], eps_1e12=eps[10 ** 12],
+        eps_over_err_1e4=tight[0], eps_over_err_1e6=tight[1], eps_over_err_1e12=tight[-1],
+        rate=None if np.isnan(rate) else rate,
+        shrink_factor=1 / lim.rho, srank_limit=1 / lim.lam,
+        srank_1e12=srank_last, srank_relerr_1e12=srank_rel,
+        frob_max_dev=frob_dev,
+        bound_contains_error=inside,
+        lemma1_verdict=Verdict.of(bool(lemma1_ok)),
+        theorem1_verdict=Verdict.of(bool(thm1_ok and lemma1_ok)),
+        lemma2_verdict=Verdict.of(bool(frob_dev <= FROB_ATOL)),
+    )
 
 
 def check_counterexample(theta: Any, v: Any, *, weights: Any = None,
-                         lengths=(10 ** 6, 10 ** 12)) -> dict[str, Any]:
+                         lengths=(10 ** 6, 10 ** 12)) -> Counterexample:
     """A case that breaks one hypothesis: observed limit vs the paper's formula vs the exact one."""
     theta = as_schedule(theta)
     lim = predicted_limit(theta, v, weights=weights)
@@ -397,10 +410,10 @@ def check_counterexample(theta: Any, v: Any, *, weights: Any = None,
     tv_fails = isinstance(weights, spectra.TrigWeights)
     exact_ok = abs(obs - lim.lam) < CONVERGED_ATOL
     paper_ok = abs(obs - paper) < CONVERGED_ATOL
-    return {
-        "frequency_hypotheses": hyp["holds"], "tv_hypothesis": not tv_fails,
-        "observed_rho2_1e6": float(cur["rho2"][0]), "observed_rho2_1e12": obs,
-        "paper_formula": paper, "exact_limit": lim.lam,
-        "paper_verdict": Verdict.of(bool(paper_ok)),
-        "exact_verdict": Verdict.of(bool(exact_ok)),
-    }
+    return Counterexample(
+        frequency_hypotheses=hyp["holds"], tv_hypothesis=not tv_fails,
+        observed_rho2_1e6=float(cur["rho2"][0]), observed_rho2_1e12=obs,
+        paper_formula=paper, exact_limit=lim.lam,
+        paper_verdict=Verdict.of(bool(paper_ok)),
+        exact_verdict=Verdict.of(bool(exact_ok)),
+    )
