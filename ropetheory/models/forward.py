@@ -18,17 +18,13 @@ from .. import spectra
 from ..schedules.hf_facts import hf_view
 from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
-from .capture import rotate_like_hf
 from .hook import attention_hook
+from .rotation import check_rotation, chunk_is_checked, unit_roundoff_of
 from .stream import LayerStream
 from ..core.errors import BadValue
 
 __all__ = ["capture_streams", "chunk_nll", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
-           "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL", "key_folder"]
-
-#: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
-#: so |captured - exact| <= ||x|| * n * 2^-23 per entry, with ||x|| the vector's norm
-FLOAT32_ANGLE_REL = 2.0 ** -23
+           "CHECKPOINT_EVERY_S", "key_folder"]
 
 
 def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
@@ -158,14 +154,11 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
                                       window=sc["window"], query_stride=stride,
                                       key_dir=None if checkpoint is None else key_folder(checkpoint) / f"layer{li}")
         st = streams[li]
-        if state["start"] == 0 or state["start"] + arr[1].shape[1] == n:      # rotation check: first and last chunk
+        if chunk_is_checked(state["start"], state["start"] + c, n):
             sc = scheds[li]
-            pos = np.arange(state["start"], state["start"] + arr[1].shape[1])
-            for pre, post in ((arr[0], arr[2]), (arr[1], arr[3])):
-                ex = rotate_like_hf(pre, sc["theta"], sc["rotary_dim"], pos, sc["attention_factor"])
-                tol = np.linalg.norm(pre, axis=-1, keepdims=True) * (pos[-1] + 1) * FLOAT32_ANGLE_REL * 4 + 1e-6
-                st.rotation_max_abs_diff = max(st.rotation_max_abs_diff, float(np.max(np.abs(ex - post))))
-                st.rotation_within_bound &= bool(np.all(np.abs(ex - post) <= tol))
+            st.rotation = check_rotation(((arr[0], arr[2]), (arr[1], arr[3])), sc["theta"], sc["rotary_dim"],
+                                         np.arange(state["start"], state["start"] + c), sc["attention_factor"],
+                                         unit_roundoff_of(call.query.dtype)).merged(st.rotation)
         st.add(arr[0], arr[1], arr[2], arr[3])
 
     nll = np.zeros(n - 1)

@@ -34,6 +34,7 @@ import numpy as np
 from ..spectra.stream import neumaier_add, neumaier_total
 from ..theory.sink import mean_terms, sink_log_odds_from_parts
 from ..core.errors import BadValue
+from .rotation import RotationCheck
 
 __all__ = ["LayerStream", "KeyStore", "mean_pair_cosine", "SINK_QUERIES", "KEY_BLOCK", "SINK_TERMS"]
 
@@ -139,8 +140,7 @@ def _sink_share(l0: np.ndarray, lse: np.ndarray) -> np.ndarray:
 #: its scalar attributes: what ``state`` saves and ``from_state`` restores
 _ARRAYS = ("grid", "Rk", "Rq", "Qs_pos", "Pq", "a")
 _BY_KIND = ("Uk", "Uq", "Qs", "buf")
-_SCALARS = ("N", "H", "G", "d", "scale", "window", "S", "stride", "pos", "rotation_max_abs_diff",
-            "rotation_within_bound")
+_SCALARS = ("N", "H", "G", "d", "scale", "window", "S", "stride", "pos")
 _KINDS = ("pre", "post")
 
 
@@ -179,9 +179,8 @@ class LayerStream:
             "lam_pre", "tr_pre", "lam_post", "tr_post", "cos_kk_pre", "cos_qq_pre", "cos_kq_pre",
             "cos_kk_post", "cos_qq_post", "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope",
             *(f"{key}_{f}" for key in ("sink_rope", "sink_norope") for f in SINK_TERMS))}
-        # filled by the capture: |captured post-RoPE - exact rotation of pre-RoPE|, and whether it is in bound
-        self.rotation_max_abs_diff = 0.0
-        self.rotation_within_bound = True
+        #: the capture's ``.rotation.RotationCheck`` of the positions it checked (None: not checked)
+        self.rotation: RotationCheck | None = None
 
     # ------------------------------------------------------------------
     def add(self, q_pre: np.ndarray, k_pre: np.ndarray, q_post: np.ndarray, k_post: np.ndarray) -> None:
@@ -289,6 +288,7 @@ class LayerStream:
         meta = {name: getattr(self, name) for name in _SCALARS}
         meta["keys"] = {t: [str(self.K[t].path), list(self.K[t].shape)] for t in _KINDS}
         meta["snap"] = list(self.snap)
+        meta["rotation"] = None if self.rotation is None else self.rotation.to_dict()
         return arrays, meta
 
     @classmethod
@@ -303,6 +303,7 @@ class LayerStream:
             setattr(st, name, {t: arrays[f"{name}.{t}"] for t in _KINDS})
         st._gram = {t: (arrays[f"gram.{t}.0"], arrays[f"gram.{t}.1"]) for t in _KINDS}
         st.snap = {k: arrays[f"snap.{k}"] for k in meta["snap"]}
+        st.rotation = RotationCheck.from_dict(meta["rotation"])
         st.K = {t: KeyStore.open(path, tuple(shape)) for t, (path, shape) in meta["keys"].items()}
         return st
 

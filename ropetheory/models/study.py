@@ -32,7 +32,7 @@ from .. import spectra
 from ..core.checks import bucket, check_integer
 from ..theory import criteria, theorems
 from ..theory.beyond import noisy_rank1_limit
-from .capture import hf_to_interleaved
+from .rotation import hf_to_interleaved, report_fields
 from ..schedules.hf import frequencies_from_config
 from ..store import write_csv, write_json
 from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
@@ -186,8 +186,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
                 "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
                 "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0,
                 "clusters": sil,
-                "rotation_max_abs_diff": st.rotation_max_abs_diff,
-                "rotation_within_float32_bound": st.rotation_within_bound,
+                **report_fields(st.rotation),
             })
             if progress:
                 progress(1)
