@@ -138,7 +138,8 @@ def main(argv=None) -> int:
             print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
                   f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
             for c in res["claims"]:
-                print(f"  [{c['verdict']}] {c['claim']}: {c['number']}")
+                why = f": {c['qualifier']}" if c["qualifier"] else ""
+                print(f"  [{c['verdict']}{why}] {c['claim']}: {c['number']}")
             print(f"wrote {d / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
             return 0
         elif args.dump:
