@@ -53,18 +53,18 @@ def test_streamed_statistics_equal_brute_force(window):
         for h in range(H):
             kk, qq, kq, sh = _brute(Kp[h].astype(np.float64), Qp[h * G:(h + 1) * G].astype(np.float64), n, G, 0.3,
                                     window, 5)
-            np.testing.assert_allclose([st.snap["cos_kk_pre"][h, gi], st.snap["cos_qq_pre"][h, gi],
-                                        st.snap["cos_kq_pre"][h, gi]], [kk, qq, kq], rtol=STREAM_RTOL, atol=1e-12)
+            np.testing.assert_allclose([st.snapshots["cos_kk_pre"][h, gi], st.snapshots["cos_qq_pre"][h, gi],
+                                        st.snapshots["cos_kq_pre"][h, gi]], [kk, qq, kq], rtol=STREAM_RTOL, atol=1e-12)
             _, _, _, sho = _brute(Ko[h].astype(np.float64), Qo[h * G:(h + 1) * G].astype(np.float64), n, G, 0.3,
                                   window, 5)
-            for got, want in ((st.snap["sink_norope"][h, gi], sh), (st.snap["sink_rope"][h, gi], sho)):
+            for got, want in ((st.snapshots["sink_norope"][h, gi], sh), (st.snapshots["sink_rope"][h, gi], sho)):
                 if np.isnan(want):
                     assert np.isnan(got)
                 else:
                     assert got == pytest.approx(want, rel=STREAM_RTOL)
             K0, K1 = Kp[h, :n].astype(np.float64), Ko[h, :n].astype(np.float64)
-            assert st.snap["lam_pre"][h, gi] == pytest.approx(np.linalg.norm(K0, 2) ** 2, rel=STREAM_RTOL)
-            assert st.snap["lam_post"][h, gi] == pytest.approx(np.linalg.norm(K1, 2) ** 2, rel=STREAM_RTOL)
+            assert st.snapshots["lam_pre"][h, gi] == pytest.approx(np.linalg.norm(K0, 2) ** 2, rel=STREAM_RTOL)
+            assert st.snapshots["lam_post"][h, gi] == pytest.approx(np.linalg.norm(K1, 2) ** 2, rel=STREAM_RTOL)
     # mean logit of each key over later queries (post-RoPE), against the direct sum
     lm = st.key_logit_means()
     for h in range(H):
@@ -246,8 +246,8 @@ def test_layer_stream_memory_does_not_grow_with_n_times_d():
         K = rng.standard_normal((H, 1000, d)).astype(np.float32)
         Q = rng.standard_normal((H * G, 1000, d)).astype(np.float32)
         st.add(Q, K, Q, K)
-    sample = {id(a) for a in st.Qs.values()}             # the strided query sample: ceil(N / stride) rows a head
-    assert all(a.size == H * G * (N // 4) * d for a in st.Qs.values())
+    sample = {id(a) for a in st.query_samples.values()}      # the strided query sample: ceil(N / stride) rows a head
+    assert all(a.size == H * G * (N // 4) * d for a in st.query_samples.values())
     biggest = max(a.size for a in _arrays(st) if id(a) not in sample)
     assert biggest <= 2 * H * N, biggest                  # O(n) scalars (logit sums) and O(d^2) Grams only
     assert st.sink_norm_ratio().shape == (H,) and np.isfinite(st.key_logit_means()).all()
@@ -289,9 +289,29 @@ def test_a_layer_stream_saved_mid_run_and_restored_finishes_identically(tmp_path
     back = load_checkpoint(tmp_path / "ck.npz", "k", LayerStream.from_state)
     for Q, K in chunks[1:]:
         back.add(Q, K, Q, K)
-    for name, v in ref.snap.items():
-        np.testing.assert_array_equal(back.snap[name], v)
+    for name, v in ref.snapshots.items():
+        np.testing.assert_array_equal(back.snapshots[name], v)
     np.testing.assert_array_equal(back.key_logit_means(), ref.key_logit_means())
+
+
+def test_a_layer_stream_state_of_another_version_is_refused_and_recomputed_not_misread(tmp_path):
+    """Checkpoints written with the single-letter names (version 1) are reported and recomputed."""
+    from ropetheory.models.stream import STATE_VERSION, LayerStream
+    from ropetheory.store import load_checkpoint, save_checkpoint
+    st = LayerStream(n_total=8, grid=np.array([4, 8]), kv_heads=1, q_heads=1, head_dim=4, scale=0.5,
+                     key_dir=tmp_path / "keys")
+    arrays, meta = st.state()
+    save_checkpoint(tmp_path / "old.npz", "k", arrays, **{**meta, "state_version": STATE_VERSION - 1})
+    with pytest.warns(UserWarning, match="old.npz.*damaged.*version"):
+        assert load_checkpoint(tmp_path / "old.npz", "k", LayerStream.from_state) is None
+
+
+def test_a_layer_streams_public_attributes_are_spelled_out(tmp_path):
+    from ropetheory.models.stream import LayerStream
+    st = LayerStream(n_total=8, grid=np.array([4, 8]), kv_heads=1, q_heads=2, head_dim=4, scale=0.5,
+                     key_dir=tmp_path / "keys")
+    public = [k for k in vars(st) if not k.startswith("_")]
+    assert public and all(len(k) > 3 for k in public), public
 
 
 #: the numpy silhouette / Davies-Bouldin against scikit-learn's: the same sums in another order

@@ -129,7 +129,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     grid = cap["grid"]
     far = spectra.log_grid(*FAR_GRID)
     heads = []
-    n = int(cap["streams"][0].N)
+    n = int(cap["streams"][0].n_total)
     sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
     tops = [st.top_direction() for st in cap["streams"]]
     # the rank-1 curve to 10^9 of every head's top direction: one batched call per distinct schedule
@@ -144,10 +144,10 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
         far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho, strict=False)})
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=False)):
         V, lam, tr = tops[li]
-        logits = st.key_logit_means() if n > 1 else np.zeros((st.H, 0))
+        logits = st.key_logit_means() if n > 1 else np.zeros((st.kv_heads, 0))
         norm_ratio = st.sink_norm_ratio()
         L_eff = min(L, sc["window"]) if sc["window"] else L
-        for h in range(st.H):
+        for h in range(st.kv_heads):
             v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
             pred = rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid)
             lim = theorems.predicted_limit(sc["theta"], v_il)
@@ -155,7 +155,7 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
             reach = criteria.reach_length(far, far_rho[(li, h)], lim.rho)
             snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
             noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
-            sn = {k: v[h] for k, v in st.snap.items()}
+            sn = {k: v[h] for k, v in st.snapshots.items()}
             # transformers multiplies cos and sin by the attention factor (YaRN, LongRoPE): divide it out,
             # so the ratio is the rotation's alone, as the rank-1 prediction is
             meas = np.sqrt(sn["lam_post"] / sn["lam_pre"]) / sc["attention_factor"]
@@ -163,12 +163,13 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
             sil = []
             for m in sil_grid:
                 ki = _pick(m, SILHOUETTE_POINTS)
-                qsel = np.flatnonzero(st.Qs_pos < m)
-                qg = st.Qs["pre"][h * st.G:(h + 1) * st.G][:, qsel].reshape(-1, st.d)
-                qgp = st.Qs["post"][h * st.G:(h + 1) * st.G][:, qsel].reshape(-1, st.d)
+                qsel = np.flatnonzero(st.query_sample_positions < m)
+                group = slice(h * st.group_size, (h + 1) * st.group_size)
+                qg = st.query_samples["pre"][group][:, qsel].reshape(-1, st.head_dim)
+                qgp = st.query_samples["post"][group][:, qsel].reshape(-1, st.head_dim)
                 qi = _pick(len(qg), SILHOUETTE_POINTS)
-                s0, db0 = _silhouette(st.K["pre"][h, ki], qg[qi])
-                s1, db1 = _silhouette(st.K["post"][h, ki], qgp[qi])
+                s0, db0 = _silhouette(st.keys["pre"][h, ki], qg[qi])
+                s1, db1 = _silhouette(st.keys["post"][h, ki], qgp[qi])
                 sil.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
             heads.append({
                 "layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"], "L_eff": L_eff,
@@ -222,13 +223,13 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
     streams = cap["streams"]
     li = len(streams) // 2 if layer is None else int(layer)
     st = streams[li]
-    n = st.N
+    n = st.n_total
     n0 = min(L, n)
-    qsel = np.flatnonzero(st.Qs_pos < n0)
-    Q0 = st.Qs["pre"][0][qsel].astype(np.float64)
+    qsel = np.flatnonzero(st.query_sample_positions < n0)
+    Q0 = st.query_samples["pre"][0][qsel].astype(np.float64)
     # principal plane of [K0; Q0] from its d x d scatter, accumulated over key blocks (no n x d matrix)
     tot, S1, S2 = len(Q0), Q0.sum(0), Q0.T @ Q0
-    for _, _, Kb in st.K["pre"].blocks(0, n0):
+    for _, _, Kb in st.keys["pre"].blocks(0, n0):
         tot, S1, S2 = tot + len(Kb), S1 + Kb.sum(0), S2 + Kb.T @ Kb
     mu = S1 / tot
     ev, V = np.linalg.eigh(S2 - tot * np.outer(mu, mu))
@@ -239,11 +240,11 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
         (f"RoPE, n = {f}L" if f != 1 else "RoPE, n = L", "post", f * L) for f in (1, 2, 4, 8) if f * L <= n
     ]:
         ki = _pick(m, 300)
-        qs = np.flatnonzero(st.Qs_pos < m)
+        qs = np.flatnonzero(st.query_sample_positions < m)
         qi = qs[_pick(len(qs), 300)]
         snaps.append({"label": label, "n": int(m),
-                      "keys": ((st.K[t][0, ki] - mu) @ P).round(5).tolist(),
-                      "queries": ((st.Qs[t][0, qi].astype(np.float64) - mu) @ P).round(5).tolist()})
+                      "keys": ((st.keys[t][0, ki] - mu) @ P).round(5).tolist(),
+                      "queries": ((st.query_samples[t][0, qi].astype(np.float64) - mu) @ P).round(5).tolist()})
     return {"layer": li, "kv_head": 0, "query_head": 0, "snapshots": snaps}
 
 
@@ -309,7 +310,7 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
         cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update, checkpoint=ckpt,
                               checkpoint_key=key, checkpoint_every=checkpoint_every)
     print(f"{ckpt}: {cap['kept']} saved part(s) kept, {cap['computed']} computed", file=sys.stderr)
-    heads = sum(st.H for st in cap["streams"])
+    heads = sum(st.kv_heads for st in cap["streams"])
     with progress(total=heads, desc=f"analyse {label}", quiet=quiet, unit="head") as bar:
         res = analyze_streams(cap, L=L, progress=bar.update)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,
