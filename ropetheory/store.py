@@ -103,15 +103,12 @@ def derived_code_hash(module_name: str) -> str:
 
 
 def token_ids_sha256(*ids: Any) -> str:
-    """The fingerprint of exact token ids: sha256 over each sequence's length and its ids as little-endian
-    int64, in order. The same ids give the same digest whatever integer type holds them; another text,
-    tokenizer, vocabulary or split gives another."""
+    """sha256 over each sequence's length and ids as little-endian int64, in order: the same ids give the same
+    digest whatever integer type holds them; another text, tokenizer, vocabulary or split gives another."""
     import numpy as np
     h = hashlib.sha256()
-    for seq in ids:
-        a = np.ascontiguousarray(np.asarray(seq).reshape(-1), dtype="<i8")
-        h.update(int(a.size).to_bytes(8, "little"))
-        h.update(a.tobytes())
+    for a in (np.ascontiguousarray(np.asarray(seq).reshape(-1), dtype="<i8") for seq in ids):
+        h.update(int(a.size).to_bytes(8, "little") + a.tobytes())
     return h.hexdigest()
 
 
