@@ -120,6 +120,83 @@ def _none(x):
     return x if math.isfinite(x) else None
 
 
+def _far_curves(cap: dict, tops: list, far: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """``rho`` on the far grid of every head's top direction, by ``(layer, kv head)``: one batched
+    ``spectra.rank1_curves_batch`` call per distinct schedule."""
+    groups: dict[bytes, tuple[dict, list]] = {}
+    for li, ((V, _, _), sc) in enumerate(zip(tops, cap["schedules"], strict=False)):
+        key = np.asarray(sc["theta"], dtype=np.float64).tobytes() + bytes(str(sc["rotary_dim"]), "ascii")
+        groups.setdefault(key, (sc, []))[1].extend((li, h, hf_to_interleaved(V[h], sc["rotary_dim"]))
+                                                   for h in range(V.shape[0]))
+    far_rho = {}
+    for sc, items in groups.values():
+        rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far).rho
+        far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho, strict=False)})
+    return far_rho
+
+
+def _clusters(st, h: int, lengths: list[int]) -> list[dict[str, float]]:
+    """Silhouette and Davies-Bouldin scores of key head ``h``'s keys against its group's queries, before
+    and after RoPE, at each length (``SILHOUETTE_POINTS`` of each, evenly in position)."""
+    out = []
+    group = slice(h * st.group_size, (h + 1) * st.group_size)
+    for m in lengths:
+        ki = _pick(m, SILHOUETTE_POINTS)
+        qsel = np.flatnonzero(st.query_sample_positions < m)
+        qg = st.query_samples["pre"][group][:, qsel].reshape(-1, st.head_dim)
+        qgp = st.query_samples["post"][group][:, qsel].reshape(-1, st.head_dim)
+        qi = _pick(len(qg), SILHOUETTE_POINTS)
+        s0, db0 = _silhouette(st.keys["pre"][h, ki], qg[qi])
+        s1, db1 = _silhouette(st.keys["post"][h, ki], qgp[qi])
+        out.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
+    return out
+
+
+def _theory(st, h: int, sc: dict, top: tuple, grid: np.ndarray, far: np.ndarray, far_rho: np.ndarray,
+            L_eff: int) -> dict[str, Any]:
+    """Head ``h``'s predictions: the rank-1 curve on the grid, its floor, the all-rotating floor, the reach
+    length on the far grid, C1 / C2 and the rank-1-plus-noise limit (module docstring)."""
+    V, lam, tr = top
+    v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
+    lim = theorems.predicted_limit(sc["theta"], v_il)
+    allrot = math.sqrt(float(lim.e.max()) / 2)
+    reach = criteria.reach_length(far, far_rho, lim.rho)
+    snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
+    noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
+    return {"pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
+            "rho_predicted": rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid),
+            "rho_noisy_limit": float(noisy), "predicted_floor": float(lim.rho), "allrot_floor": allrot,
+            "floor_reached_at": reach, "C1": bool(criteria.meets_c1(lim.rho, allrot)),
+            "C2": bool(reach is not None and reach <= L_eff)}
+
+
+def _measured(st, h: int, sc: dict, logits: np.ndarray, norm_ratio: np.ndarray) -> dict[str, Any]:
+    """Head ``h``'s measurements at the grid lengths (snapshots of ``LayerStream``), as JSON values."""
+    sn = {k: v[h] for k, v in st.snapshots.items()}
+    # transformers multiplies cos and sin by the attention factor (YaRN, LongRoPE): divide it out,
+    # so the ratio is the rotation's alone, as the rank-1 prediction is
+    lg = logits[h]
+    return {"srank_pre": _none(sn["tr_pre"] / sn["lam_pre"]), "srank_post": _none(sn["tr_post"] / sn["lam_post"]),
+            "rho_measured": np.sqrt(sn["lam_post"] / sn["lam_pre"]) / sc["attention_factor"],
+            **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
+                                         "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
+            **{k: _none(sn[k]) for k in sn if k.startswith(("sink_rope_", "sink_norope_"))},
+            "sink_key_norm_ratio": float(norm_ratio[h]),
+            "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
+            "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0}
+
+
+def _head_row(li: int, h: int, st, sc: dict, L: int, theory: dict, measured: dict, clusters: list) -> dict:
+    """One head's row of the analysis, in the order ``analysis.json`` and ``heads.csv`` keep."""
+    meas, pred = measured.pop("rho_measured"), theory.pop("rho_predicted")
+    return {"layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"],
+            "L_eff": min(L, sc["window"]) if sc["window"] else L, "attention_factor": float(sc["attention_factor"]),
+            "pc1_var": theory.pop("pc1_var"), "snr": theory.pop("snr"),
+            "srank_pre": measured.pop("srank_pre"), "srank_post": measured.pop("srank_post"),
+            "rho_measured": _none(meas), "rho_predicted": _none(pred), "rho_abs_err": _none(np.abs(meas - pred)),
+            **theory, **measured, "clusters": clusters, **report_fields(st.rotation)}
+
+
 def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress=None) -> dict[str, Any]:
     """Per head: measurements at the grid lengths beside the theory's predictions (see module doc).
 
@@ -132,63 +209,15 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     n = int(cap["streams"][0].n_total)
     sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
     tops = [st.top_direction() for st in cap["streams"]]
-    # the rank-1 curve to 10^9 of every head's top direction: one batched call per distinct schedule
-    groups: dict[bytes, tuple[dict, list]] = {}
-    for li, ((V, _, _), sc) in enumerate(zip(tops, cap["schedules"], strict=False)):
-        key = np.asarray(sc["theta"], dtype=np.float64).tobytes() + bytes(str(sc["rotary_dim"]), "ascii")
-        groups.setdefault(key, (sc, []))[1].extend((li, h, hf_to_interleaved(V[h], sc["rotary_dim"]))
-                                                   for h in range(V.shape[0]))
-    far_rho = {}
-    for sc, items in groups.values():
-        rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far).rho
-        far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho, strict=False)})
+    far_rho = _far_curves(cap, tops, far)
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=False)):
-        V, lam, tr = tops[li]
         logits = st.key_logit_means() if n > 1 else np.zeros((st.kv_heads, 0))
         norm_ratio = st.sink_norm_ratio()
         L_eff = min(L, sc["window"]) if sc["window"] else L
         for h in range(st.kv_heads):
-            v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
-            pred = rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid)
-            lim = theorems.predicted_limit(sc["theta"], v_il)
-            allrot = math.sqrt(float(lim.e.max()) / 2)
-            reach = criteria.reach_length(far, far_rho[(li, h)], lim.rho)
-            snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
-            noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
-            sn = {k: v[h] for k, v in st.snapshots.items()}
-            # transformers multiplies cos and sin by the attention factor (YaRN, LongRoPE): divide it out,
-            # so the ratio is the rotation's alone, as the rank-1 prediction is
-            meas = np.sqrt(sn["lam_post"] / sn["lam_pre"]) / sc["attention_factor"]
-            lg = logits[h]
-            sil = []
-            for m in sil_grid:
-                ki = _pick(m, SILHOUETTE_POINTS)
-                qsel = np.flatnonzero(st.query_sample_positions < m)
-                group = slice(h * st.group_size, (h + 1) * st.group_size)
-                qg = st.query_samples["pre"][group][:, qsel].reshape(-1, st.head_dim)
-                qgp = st.query_samples["post"][group][:, qsel].reshape(-1, st.head_dim)
-                qi = _pick(len(qg), SILHOUETTE_POINTS)
-                s0, db0 = _silhouette(st.keys["pre"][h, ki], qg[qi])
-                s1, db1 = _silhouette(st.keys["post"][h, ki], qgp[qi])
-                sil.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
-            heads.append({
-                "layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"], "L_eff": L_eff,
-                "attention_factor": float(sc["attention_factor"]),
-                "pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
-                "srank_pre": _none(sn["tr_pre"] / sn["lam_pre"]), "srank_post": _none(sn["tr_post"] / sn["lam_post"]),
-                "rho_measured": _none(meas), "rho_predicted": _none(pred),
-                "rho_abs_err": _none(np.abs(meas - pred)), "rho_noisy_limit": float(noisy),
-                "predicted_floor": float(lim.rho), "allrot_floor": allrot, "floor_reached_at": reach,
-                "C1": bool(criteria.meets_c1(lim.rho, allrot)), "C2": bool(reach is not None and reach <= L_eff),
-                **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
-                                             "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
-                **{k: _none(sn[k]) for k in sn if k.startswith(("sink_rope_", "sink_norope_"))},
-                "sink_key_norm_ratio": float(norm_ratio[h]),
-                "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
-                "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0,
-                "clusters": sil,
-                **report_fields(st.rotation),
-            })
+            theory = _theory(st, h, sc, tops[li], grid, far, far_rho[(li, h)], L_eff)
+            heads.append(_head_row(li, h, st, sc, L, theory, _measured(st, h, sc, logits, norm_ratio),
+                                   _clusters(st, h, sil_grid)))
             if progress:
                 progress(1)
     res = {"grid": grid.tolist(), "n": n, "train_len": L, "heads": heads,
