@@ -99,3 +99,10 @@ def test_a_dump_analysis_runs_the_check_on_the_dump_and_reports_what_it_checked(
 def test_a_head_that_was_not_checked_says_so():
     assert report_fields(None) == {"rotation_within_bound": None, "rotation_max_abs_diff": None,
                                    "rotation_worst_ratio": None, "rotation_positions_checked": 0}
+
+
+def test_an_extension_row_says_rotation_ok_only_when_every_head_was_checked():
+    from ropetheory.models.extension import _rotation_ok
+    ok, failed, unchecked = {"rotation_within_bound": True}, {"rotation_within_bound": False}, report_fields(None)
+    assert _rotation_ok([ok, ok]) is True and _rotation_ok([ok, failed]) is False
+    assert _rotation_ok([ok, unchecked]) is None
