@@ -152,8 +152,8 @@ def report_fields(check: RotationCheck | None) -> dict[str, Any]:
 
 def chunk_is_checked(start: int, end: int, n: int) -> bool:
     """Whether a capture over ``n`` positions checks the chunk ``[start, end)``: the first and the last
-    (module docstring; the package's exact rotation costs ~0.15 s per ``(9, 2048, 64)`` chunk on a CPU,
-    so checking every chunk of every layer would add minutes to a long capture)."""
+    (module docstring; the package's exact rotation costs ~0.3 s per ``(9, 2048, 64)`` chunk of keys and
+    queries on a CPU, so checking every chunk of every layer would add minutes to a long capture)."""
     return start == 0 or end == n
 
 
