@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from test_hook import tiny_llama
+from transformers import LlamaForCausalLM
 
 from ropetheory.models.analyze import analyze_dump
 from ropetheory.models.capture import capture
@@ -18,14 +19,6 @@ from ropetheory.models.rotation import (FLOAT32_UNIT_ROUNDOFF, check_rotation, r
 WRONG_FREQUENCY = 1e-3
 
 THETA = 10000.0 ** (-np.arange(8) / 8)
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
-                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
-    return LlamaForCausalLM(cfg).eval()
 
 
 def wrong_rope(model: LlamaForCausalLM) -> LlamaForCausalLM:
