@@ -32,6 +32,7 @@ __all__ = [
     "recorded_stores",
     "unit_saved",
     "SAVE_HOOK",
+    "token_ids_sha256",
 ]
 
 
@@ -99,6 +100,16 @@ def derived_code_hash(module_name: str) -> str:
         if f is not None:
             h.update(m.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def token_ids_sha256(*ids: Any) -> str:
+    """sha256 over each sequence's length and ids as little-endian int64, in order: the same ids give the same
+    digest whatever integer type holds them; another text, tokenizer, vocabulary or split gives another."""
+    import numpy as np
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(np.asarray(seq).reshape(-1), dtype="<i8") for seq in ids):
+        h.update(int(a.size).to_bytes(8, "little") + a.tobytes())
+    return h.hexdigest()
 
 
 @contextmanager
@@ -358,8 +369,8 @@ def load_checkpoint(path: str | os.PathLike | None, key: str,
             arrays = {k: z[k] for k in z.files}
         manifest = json.loads(str(arrays.pop(_MANIFEST)))
         if manifest["key"] != key:
-            warnings.warn(f"checkpoint {str(path)!r} was saved for other parameters or other code; "
-                          "recomputing", stacklevel=2)
+            warnings.warn(f"checkpoint {str(path)!r} was saved for other parameters, other code or other data "
+                          "(a corpus whose token ids differ); recomputing", stacklevel=2)
             return None
         return (restore or (lambda a, m: (a, m)))(arrays, manifest["meta"])
     except Exception as e:                                    # truncated, not an npz, no manifest, refused

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ropetheory.models.capture import rotate_like_hf
+from ropetheory.models.rotation import rotate_like_hf
 from ropetheory.models.forward import layer_schedules
 from ropetheory.models.hook import attention_hook, eager
 from ropetheory.models.interventions import INTERVENTIONS, Intervention, measure

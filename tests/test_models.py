@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ropetheory import spectra
-from ropetheory.models.capture import hf_to_interleaved
+from ropetheory.models.rotation import hf_to_interleaved
 from ropetheory.models import corpus, registry, study
 from ropetheory.models.stream import LayerStream
 
@@ -53,18 +53,18 @@ def test_streamed_statistics_equal_brute_force(window):
         for h in range(H):
             kk, qq, kq, sh = _brute(Kp[h].astype(np.float64), Qp[h * G:(h + 1) * G].astype(np.float64), n, G, 0.3,
                                     window, 5)
-            np.testing.assert_allclose([st.snap["cos_kk_pre"][h, gi], st.snap["cos_qq_pre"][h, gi],
-                                        st.snap["cos_kq_pre"][h, gi]], [kk, qq, kq], rtol=STREAM_RTOL, atol=1e-12)
+            np.testing.assert_allclose([st.snapshots["cos_kk_pre"][h, gi], st.snapshots["cos_qq_pre"][h, gi],
+                                        st.snapshots["cos_kq_pre"][h, gi]], [kk, qq, kq], rtol=STREAM_RTOL, atol=1e-12)
             _, _, _, sho = _brute(Ko[h].astype(np.float64), Qo[h * G:(h + 1) * G].astype(np.float64), n, G, 0.3,
                                   window, 5)
-            for got, want in ((st.snap["sink_norope"][h, gi], sh), (st.snap["sink_rope"][h, gi], sho)):
+            for got, want in ((st.snapshots["sink_norope"][h, gi], sh), (st.snapshots["sink_rope"][h, gi], sho)):
                 if np.isnan(want):
                     assert np.isnan(got)
                 else:
                     assert got == pytest.approx(want, rel=STREAM_RTOL)
             K0, K1 = Kp[h, :n].astype(np.float64), Ko[h, :n].astype(np.float64)
-            assert st.snap["lam_pre"][h, gi] == pytest.approx(np.linalg.norm(K0, 2) ** 2, rel=STREAM_RTOL)
-            assert st.snap["lam_post"][h, gi] == pytest.approx(np.linalg.norm(K1, 2) ** 2, rel=STREAM_RTOL)
+            assert st.snapshots["lam_pre"][h, gi] == pytest.approx(np.linalg.norm(K0, 2) ** 2, rel=STREAM_RTOL)
+            assert st.snapshots["lam_post"][h, gi] == pytest.approx(np.linalg.norm(K1, 2) ** 2, rel=STREAM_RTOL)
     # mean logit of each key over later queries (post-RoPE), against the direct sum
     lm = st.key_logit_means()
     for h in range(H):
@@ -76,7 +76,7 @@ def test_streamed_statistics_equal_brute_force(window):
 
 def test_planted_rank1_head_matches_the_prediction_when_streamed():
     """Keys on one direction with varying weights, rotated exactly: measured rho == rank-1 prediction."""
-    from ropetheory.models.capture import rotate_like_hf
+    from ropetheory.models.rotation import rotate_like_hf
     rng = np.random.default_rng(3)
     N, d = 300, 16
     theta = 10000.0 ** (-np.arange(0, d, 2) / d)
@@ -118,7 +118,7 @@ def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_res
     js = json.loads(text)
     assert js["meta"]["quantised"] and js["meta"]["text"]["first_token"]
     for h in js["heads"]:
-        assert h["rotation_within_float32_bound"], h["rotation_max_abs_diff"]
+        assert h["rotation_within_bound"] is True and h["rotation_positions_checked"] > 0, h["rotation_worst_ratio"]
         assert 0 < h["pc1_var"] <= 1 and h["C1"] in (True, False)
     assert {c["verdict"] for c in js["claims"]} and len(js["claims"]) == 8
     paths = plot_all(d)
@@ -153,7 +153,7 @@ def test_gemma3_layers_get_their_own_schedules_and_windows():
     assert bases == {"sliding_attention": 10000.0, "full_attention": 1000000.0}
     assert {s["window"] for s in cap["schedules"]} == {512, None}
     for st in cap["streams"]:                        # the rotation matches each layer's own schedule
-        assert st.rotation_within_bound, st.rotation_max_abs_diff
+        assert st.rotation.within_bound, st.rotation
 
 
 def test_packaged_models_are_listed_and_bad_models_are_named(tmp_path):
@@ -216,7 +216,7 @@ def test_inference_time_pi_rescales_the_schedule_and_the_rotation_still_matches(
     ids, _ = corpus.text_tokens(tok, 64)
     cap = study.capture_streams(m, ids, L=32, chunk=64)
     np.testing.assert_allclose(cap["schedules"][0]["theta"], base / 2, rtol=1e-12)   # PI: every frequency / s
-    assert all(st.rotation_within_bound for st in cap["streams"])
+    assert all(st.rotation.within_bound for st in cap["streams"])
 
 
 def _arrays(obj, seen=None):
@@ -246,8 +246,8 @@ def test_layer_stream_memory_does_not_grow_with_n_times_d():
         K = rng.standard_normal((H, 1000, d)).astype(np.float32)
         Q = rng.standard_normal((H * G, 1000, d)).astype(np.float32)
         st.add(Q, K, Q, K)
-    sample = {id(a) for a in st.Qs.values()}             # the strided query sample: ceil(N / stride) rows a head
-    assert all(a.size == H * G * (N // 4) * d for a in st.Qs.values())
+    sample = {id(a) for a in st.query_samples.values()}      # the strided query sample: ceil(N / stride) rows a head
+    assert all(a.size == H * G * (N // 4) * d for a in st.query_samples.values())
     biggest = max(a.size for a in _arrays(st) if id(a) not in sample)
     assert biggest <= 2 * H * N, biggest                  # O(n) scalars (logit sums) and O(d^2) Grams only
     assert st.sink_norm_ratio().shape == (H,) and np.isfinite(st.key_logit_means()).all()
@@ -289,9 +289,29 @@ def test_a_layer_stream_saved_mid_run_and_restored_finishes_identically(tmp_path
     back = load_checkpoint(tmp_path / "ck.npz", "k", LayerStream.from_state)
     for Q, K in chunks[1:]:
         back.add(Q, K, Q, K)
-    for name, v in ref.snap.items():
-        np.testing.assert_array_equal(back.snap[name], v)
+    for name, v in ref.snapshots.items():
+        np.testing.assert_array_equal(back.snapshots[name], v)
     np.testing.assert_array_equal(back.key_logit_means(), ref.key_logit_means())
+
+
+def test_a_layer_stream_state_of_another_version_is_refused_and_recomputed_not_misread(tmp_path):
+    """Checkpoints written with the single-letter names (version 1) are reported and recomputed."""
+    from ropetheory.models.stream import STATE_VERSION, LayerStream
+    from ropetheory.store import load_checkpoint, save_checkpoint
+    st = LayerStream(n_total=8, grid=np.array([4, 8]), kv_heads=1, q_heads=1, head_dim=4, scale=0.5,
+                     key_dir=tmp_path / "keys")
+    arrays, meta = st.state()
+    save_checkpoint(tmp_path / "old.npz", "k", arrays, **{**meta, "state_version": STATE_VERSION - 1})
+    with pytest.warns(UserWarning, match="old.npz.*damaged.*version"):
+        assert load_checkpoint(tmp_path / "old.npz", "k", LayerStream.from_state) is None
+
+
+def test_a_layer_streams_public_attributes_are_spelled_out(tmp_path):
+    from ropetheory.models.stream import LayerStream
+    st = LayerStream(n_total=8, grid=np.array([4, 8]), kv_heads=1, q_heads=2, head_dim=4, scale=0.5,
+                     key_dir=tmp_path / "keys")
+    public = [k for k in vars(st) if not k.startswith("_")]
+    assert public and all(len(k) > 3 for k in public), public
 
 
 #: the numpy silhouette / Davies-Bouldin against scikit-learn's: the same sums in another order

@@ -68,7 +68,7 @@ def test_the_streamed_decomposition_equals_the_directly_computed_log_odds_on_a_p
                 if np.isnan(lo):
                     continue
                 checked += 1
-                got = {f: st.snap[f"{key}_{f}"][h, gi] for f in SINK_TERMS}
+                got = {f: st.snapshots[f"{key}_{f}"][h, gi] for f in SINK_TERMS}
                 assert got["log_odds"] == pytest.approx(lo, abs=DECOMPOSITION_ATOL)
                 for f in SINK_TERMS:
                     assert got[f] == pytest.approx(terms[f], abs=DECOMPOSITION_ATOL), f

@@ -159,7 +159,7 @@ def test_a_checkpoint_is_arrays_and_json_and_one_for_other_parameters_or_damaged
     assert arrays["m"].dtype == np.int32 and meta == {"step": 7, "log": [{"a": 0.5}]}
     with np.load(ck, allow_pickle=False) as z:                   # plain arrays, nothing pickled
         assert set(z.files) == {"_manifest", "x", "m"}
-    with pytest.warns(UserWarning, match="run.ckpt.*other parameters or other code"):
+    with pytest.warns(UserWarning, match="run.ckpt.*other parameters, other code"):
         assert load_checkpoint(ck, "params+other-code") is None
 
     def refuse(arrays, meta):
@@ -170,3 +170,12 @@ def test_a_checkpoint_is_arrays_and_json_and_one_for_other_parameters_or_damaged
     with pytest.warns(UserWarning, match="run.ckpt.*damaged"):
         assert load_checkpoint(ck, "params+code") is None
     assert load_checkpoint(tmp_path / "none.ckpt", "params+code") is None
+
+
+def test_token_ids_fingerprint_is_of_the_ids_not_their_integer_type_nor_their_text():
+    import numpy as np
+    from ropetheory.store import token_ids_sha256
+    ids = [3, 1, 4, 1, 5]
+    assert token_ids_sha256(ids) == token_ids_sha256(np.array(ids, dtype=np.uint16))
+    assert token_ids_sha256(ids) != token_ids_sha256([3, 1, 4, 1, 6])
+    assert token_ids_sha256([1, 2], [3]) != token_ids_sha256([1], [2, 3])      # where a split ends counts

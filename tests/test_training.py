@@ -108,6 +108,29 @@ def test_corpus_is_rebuilt_for_other_parameters_and_refused_when_damaged(small_c
         corpus.load_corpus(copy)
 
 
+def test_the_recipe_fingerprints_the_exact_token_ids_and_a_changed_corpus_gets_another_run_key(small_corpus,
+                                                                                              tmp_path):
+    import json
+    import shutil
+    from ropetheory.store import token_ids_sha256
+    from ropetheory.training import corpus
+    from ropetheory.training.loop import run_key
+    folder, d = small_corpus
+    sha = d["recipe"]["tokens_sha256"]
+    assert sha == token_ids_sha256(d["train"], d["heldout"], d["vocab"])
+    changed = d["train"].copy()
+    changed[100] = (changed[100] + 1) % 256                    # one token of the corpus differs
+    other = token_ids_sha256(changed, d["heldout"], d["vocab"])
+    assert other != sha and run_key(_tiny(), other) != run_key(_tiny(), sha)
+    copy = tmp_path / "c"
+    shutil.copytree(folder, copy)
+    recipe = json.loads((copy / "data.json").read_text())
+    recipe["tokens_sha256"] = other                            # a recipe that vouches for other ids
+    (copy / "data.json").write_text(json.dumps(recipe))
+    with pytest.raises(ValueError, match="tokens_sha256"):
+        corpus.load_corpus(copy)
+
+
 @pytest.mark.parametrize("kind", ["passkey", "kv"])
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
 def test_a_retrieval_row_ends_with_the_answer_its_needle_holds(small_corpus, kind, depth):
@@ -180,7 +203,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(small_co
         np.testing.assert_array_equal(a, b)
     assert [r["loss"] for r in resumed["log"]] == [r["loss"] for r in ref["log"]]
     # the same schedules paired by seed start equal; other parameters never reuse the checkpoint (reported)
-    with pytest.warns(UserWarning, match="train.ckpt.*other parameters or other code"):
+    with pytest.warns(UserWarning, match="train.ckpt.*other parameters, other code"):
         other = train(_tiny(lr=1e-3), d, tmp_path / "cut", checkpoint_every=0,
                       progress=lambda s, _: steps_run.append(s))
     assert steps_run[-2:] == [2, 4] and other["key"] != ref["key"]

@@ -18,49 +18,15 @@ from __future__ import annotations
 
 import pathlib
 import sys
-from typing import Any
 
-import numpy as np
 
-from .capture import hf_to_interleaved, load_dump
+from .capture import load_dump
+from .dump import analyze_dump
+from .rotation import hf_to_interleaved
 from .interventions import INTERVENTIONS
 from ..core.errors import BadValue
 
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
-
-#: positions fed to the streaming statistics per step when a dump is analysed
-DUMP_CHUNK = 4096
-
-
-def analyze_dump(dump: dict) -> dict[str, Any]:
-    """Stream a key dump through ``ropetheory.models.stream.LayerStream`` and analyse it."""
-    from . import study
-    from .stream import LayerStream
-    meta = dump["meta"]
-    Kp, Ko, Qp, Qo = dump["keys_pre"], dump["keys_post"], dump["queries_pre"], dump["queries_post"]
-    layers, kv_heads, n, d = Kp.shape
-    cfg = meta.get("config", {}) or {}
-    L = study.training_length(cfg, meta.get("max_position_embeddings") or n)
-    grid = study.analysis_grid(n, L)
-    sched = {"layer_type": "full_attention", "theta": np.asarray(meta["theta"], dtype=np.float64),
-             "rotary_dim": int(meta["rotary_dim"]), "attention_factor": float(meta.get("attention_factor", 1.0)),
-             "window": None, "rope_type": meta.get("rope_type"), "rope_theta": meta.get("rope_theta")}
-    streams = []
-    for li in range(layers):
-        st = LayerStream(n_total=n, grid=grid, kv_heads=kv_heads, q_heads=Qp.shape[1], head_dim=d,
-                         scale=study.attention_scale(cfg, d), query_stride=max(1, n // 4096))
-        for s in range(0, n, DUMP_CHUNK):
-            e = min(n, s + DUMP_CHUNK)
-            st.add(Qp[li, :, s:e], Kp[li, :, s:e], Qo[li, :, s:e], Ko[li, :, s:e])
-        streams.append(st)
-    cap = {"streams": streams, "schedules": [sched] * layers, "grid": grid, "nll": np.zeros(max(n - 1, 1)),
-           "seconds": 0.0}
-    res = study.analyze_streams(cap, L=L)
-    res["meta"] = {"model": meta.get("architecture", "dump"), "quantised": False,
-                   "rotation_check": meta.get("rotation_check"), "rope_type": meta.get("rope_type")}
-    res["claims"] = study.claims(res)
-    return res
-
 
 def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
     """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv`` and the figures, in ``out``."""
@@ -77,8 +43,9 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
     return plot_all(out)
 
 
-def main(argv=None) -> int:
-    from ..flags import device_scope, parse_study_args, study_parser
+def _parser():
+    """``ropetheory analyze``'s arguments (the shared ``--out --fresh --quiet --device`` among them)."""
+    from ..flags import study_parser
     ap = study_parser("ropetheory analyze", __doc__, out="results/analysis", flags=("fresh", "quiet", "device"))
     ap.add_argument("dump", nargs="?", help="a key dump (.npz) written by capture")
     ap.add_argument("--model", help="a packaged model (see `ropetheory models`), a .gguf file or a checkpoint "
@@ -99,7 +66,12 @@ def main(argv=None) -> int:
                     help="with --model: run the model unchanged and with this change of its attention past L "
                          "(ropetheory.models.interventions) on the same tokens; perplexity and the sink's "
                          "log-odds terms of both to <out>/<model>/intervention-<name>/")
-    args = parse_study_args(ap, argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    from ..flags import device_scope, parse_study_args
+    args = parse_study_args(_parser(), argv)
     with device_scope(args.device):
         out = pathlib.Path(args.out)
         if args.intervention and not args.model:
@@ -107,57 +79,73 @@ def main(argv=None) -> int:
         if args.model and args.intervention:
             return _intervene(args, out)
         if args.model:
-            from . import figures, study
-            if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
-                raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
-            if args.max_tokens < 2 or args.chunk < 1:
-                raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
-            scaling = None
-            if args.rope_scaling:
-                import json
-                try:
-                    scaling = json.loads(args.rope_scaling)
-                except json.JSONDecodeError as e:
-                    raise BadValue(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
-            import torch
-            device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-            res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
-                            repeat_text=args.repeat_text, chunk=args.chunk, device=device, quiet=args.quiet,
-                            train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
-                            **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
-            d = out / res["meta"]["model"]
-            paths = figures.plot_all(d)
-            print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
-                  f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
-            for c in res["claims"]:
-                print(f"  [{c['verdict']}] {c['claim']}: {c['number']}")
-            print(f"wrote {d / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
-            return 0
-        elif args.dump:
-            dump = load_dump(args.dump)
-        else:
-            raise BadValue("give a key dump file, or --model NAME_OR_PATH")
-        res = analyze_dump(dump)
-        paths = write_analysis(res, out)
-        print(f"{'layer':>5s} {'head':>4s} {'pc1_var':>7s} {'rho_meas':>8s} {'rho_pred':>8s} {'floor':>6s} "
-              f"{'reach':>9s} {'C1':>3s} {'C2':>3s} {'cos_kq':>7s} {'sink':>6s}")
-        for r in res["heads"]:
-            sink = r["sink_rope"][-1]
-            print(f"{r['layer']:5d} {r['kv_head']:4d} {r['pc1_var']:7.3f} {r['rho_measured'][-1]:8.4f} "
-                  f"{r['rho_predicted'][-1]:8.4f} {r['predicted_floor']:6.3f} {str(r['floor_reached_at']):>9s} "
-                  f"{'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2'] else 'N':>3s} {r['cos_kq_pre'][-1]:7.3f} "
-                  f"{'-' if sink is None else format(sink, '6.3f'):>6s}")
-        print(f"wrote {out / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
-        return 0
+            return _analyze_model(args, out)
+        if args.dump:
+            return _analyze_dump_file(args, out)
+        raise BadValue("give a key dump file, or --model NAME_OR_PATH")
 
+
+def _torch_device(device: str) -> str:
+    """``--device`` as torch names it: ``cuda`` for ``gpu``, or for ``auto`` where CUDA is available."""
+    import torch
+    return "cuda" if device == "gpu" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def _rope_scaling(args) -> dict | None:
+    """``--rope-scaling`` read as JSON (None when not given); the other numeric flags checked."""
+    import json
+    if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
+        raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
+    if args.max_tokens < 2 or args.chunk < 1:
+        raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+    if not args.rope_scaling:
+        return None
+    try:
+        return json.loads(args.rope_scaling)
+    except json.JSONDecodeError as e:
+        raise BadValue(f"--rope-scaling is not JSON: {args.rope_scaling!r} ({e})") from None
+
+
+def _analyze_model(args, out: pathlib.Path) -> int:
+    """``--model``: ``.study.run``, then the figures from its saved numbers and the claims on stdout."""
+    from . import figures, study
+    scaling = _rope_scaling(args)
+    res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
+                    repeat_text=args.repeat_text, chunk=args.chunk, device=_torch_device(args.device),
+                    quiet=args.quiet, train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
+                    **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
+    d = out / res["meta"]["model"]
+    paths = figures.plot_all(d)
+    print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
+          f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
+    for c in res["claims"]:
+        why = f": {c['qualifier']}" if c["qualifier"] else ""
+        print(f"  [{c['verdict']}{why}] {c['claim']}: {c['number']}")
+    print(f"wrote {d / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
+    return 0
+
+
+def _analyze_dump_file(args, out: pathlib.Path) -> int:
+    """A key dump: ``.dump.analyze_dump``, its numbers and figures in ``out``, a table per head on stdout."""
+    res = analyze_dump(load_dump(args.dump))
+    paths = write_analysis(res, out)
+    print(f"{'layer':>5s} {'head':>4s} {'pc1_var':>7s} {'rho_meas':>8s} {'rho_pred':>8s} {'floor':>6s} "
+          f"{'reach':>9s} {'C1':>3s} {'C2':>3s} {'cos_kq':>7s} {'sink':>6s}")
+    for r in res["heads"]:
+        sink = r["sink_rope"][-1]
+        print(f"{r['layer']:5d} {r['kv_head']:4d} {r['pc1_var']:7.3f} {r['rho_measured'][-1]:8.4f} "
+              f"{r['rho_predicted'][-1]:8.4f} {r['predicted_floor']:6.3f} {str(r['floor_reached_at']):>9s} "
+              f"{'Y' if r['C1'] else 'N':>3s} {'Y' if r['C2'] else 'N':>3s} {r['cos_kq_pre'][-1]:7.3f} "
+              f"{'-' if sink is None else format(sink, '6.3f'):>6s}")
+    print(f"wrote {out / 'analysis.json'}, heads.csv, claims.csv and {len(paths)} figures")
+    return 0
 
 
 def _intervene(args, out: pathlib.Path) -> int:
-    import torch
     from . import interventions
     if args.max_tokens < 2 or args.chunk < 1:
         raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
-    device = "cuda" if args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device = _torch_device(args.device)
     res = interventions.run(args.model, out=out, name=args.intervention, n_tokens=args.max_tokens, text=args.text,
                             bos=args.bos, repeat_text=args.repeat_text, chunk=args.chunk, device=device,
                             train_len=args.train_len)

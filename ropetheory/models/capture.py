@@ -5,11 +5,12 @@ attention function up in ``AttentionInterface`` (Llama, Qwen2/3, Mistral, Gemma,
 for the forward pass the model runs under ``.hook.attention_hook``, so each layer call (in order)
 records ``q, k`` as RoPE leaves them and, by the exact inverse of the layer's own ``cos, sin``,
 as they entered (after any q/k norm: the vectors RoPE actually rotates).
-The model's own config gives the rope type; the captured rotation is compared with
-ropetheory's exact rotation of the captured pre-RoPE vectors under
+The model's own config gives the rope type; the captured rotation is checked at every position
+against ropetheory's exact rotation of the captured pre-RoPE vectors under
 ``ropetheory.schedules.hf.frequencies_from_config`` (half layout on the first
-``rotary_dim`` channels, times transformers' attention scaling) and the maximum difference
-is stored. Saved as ``.npz`` (float32 arrays ``keys_pre``, ``keys_post``, ``queries_pre``,
+``rotary_dim`` channels, times transformers' attention scaling) within the one bound of
+``.rotation.check_rotation``, and what it found is stored (``meta["rotation_check"]``).
+Saved as ``.npz`` (float32 arrays ``keys_pre``, ``keys_post``, ``queries_pre``,
 ``queries_post`` of shape ``(layers, heads, n, head_dim)``, ``positions``) plus a JSON string
 ``meta``.
 """
@@ -23,46 +24,30 @@ import numpy as np
 
 from ..core.checks import check_integer
 from ..core.errors import BadValue
+from .rotation import check_rotation, hf_to_interleaved, rotate_like_hf, unit_roundoff_of
 
 __all__ = ["capture", "save_dump", "load_dump", "rotate_like_hf", "hf_to_interleaved", "KEY_DUMP_FIELDS"]
 
 KEY_DUMP_FIELDS = ("keys_pre", "keys_post", "queries_pre", "queries_post", "positions", "meta")
 
 
-def _record_rope(model, calls: list):
+def _record_rope(model, calls: list, dtypes: list):
     """The one attention hook (``.hook.attention_hook``), recording each layer call's chunk of q and k,
-    pre- and post-RoPE, as float32 arrays (batch element 0) and leaving attention unchanged."""
+    pre- and post-RoPE, as float32 arrays (batch element 0), and the type the model rotated in, leaving
+    attention unchanged."""
     from .hook import attention_hook
 
     def record(call):
         c = call.query.shape[1]
         tensors = (call.query_pre(), call.key_pre(chunk_only=True), call.query, call.key[:, -c:])
         calls.append(tuple(t.detach().float().cpu().numpy() for t in tensors))
+        dtypes.append(call.query.dtype)
     return attention_hook(model, record)
 
 
-def hf_to_interleaved(v: np.ndarray, rotary_dim: int) -> np.ndarray:
-    """Channels in transformers' order (rotate_half on the first ``rotary_dim``) -> ropetheory interleaved."""
-    r = rotary_dim
-    out = np.empty_like(v)
-    out[0:r:2], out[1:r:2] = v[: r // 2], v[r // 2: r]
-    out[r:] = v[r:]
-    return out
-
-
-def rotate_like_hf(X: np.ndarray, theta: np.ndarray, rotary_dim: int, positions: np.ndarray,
-                   scale: float = 1.0) -> np.ndarray:
-    """Exact RoPE as transformers lays it out: ``rotate_half`` on the first ``rotary_dim`` channels."""
-    from ..rope import apply_rope
-    r = rotary_dim
-    out = np.array(X, dtype=np.float64)
-    rot = np.asarray(apply_rope(theta[: r // 2], out[..., :r], positions=positions, layout="half"))
-    out[..., :r] = rot * scale
-    return out
-
-
 def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
-    """Run one forward pass and return the captured arrays (layers, heads, n, head_dim) and metadata."""
+    """Run one forward pass and return the captured arrays (layers, heads, n, head_dim) and metadata;
+    ``meta["rotation_check"]`` is ``.rotation.check_rotation`` over every position (None with ``check=False``)."""
     import torch
     from ..schedules.hf import frequencies_from_config
     from ..schedules.hf_facts import hf_view
@@ -72,7 +57,8 @@ def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
     except ValueError as e:
         raise BadValue(f"model config has no usable RoPE parameters: {e}") from None
     calls: list = []
-    with _record_rope(model, calls), torch.no_grad():
+    dtypes: list = []
+    with _record_rope(model, calls, dtypes), torch.no_grad():
         model(input_ids=input_ids)
     if not calls:
         raise BadValue(f"{type(model).__name__}: no attention layer was called (no RoPE layers?)")
@@ -86,12 +72,11 @@ def capture(model, input_ids, check: bool = True) -> dict[str, Any]:
             "max_position_embeddings": cfg.get("max_position_embeddings"), "config": cfg}
     if qs.shape[-1] != freqs["head_dim"]:
         raise BadValue(f"captured head dim {qs.shape[-1]} does not match the config's head_dim {freqs['head_dim']}")
+    meta["rotation_check"] = None                    # not checked
     if check:
-        dk = np.abs(rotate_like_hf(ks, freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"]) - kos)
-        dq = np.abs(rotate_like_hf(qs, freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"]) - qos)
-        scale = max(np.abs(kos).max(), np.abs(qos).max(), 1e-30)
-        meta["rotation_check"] = {"max_abs_diff": float(max(dk.max(), dq.max())),
-                                  "max_rel_diff": float(max(dk.max(), dq.max()) / scale)}
+        meta["rotation_check"] = check_rotation(
+            ((ks, kos), (qs, qos)), freqs["theta"], freqs["rotary_dim"], positions, freqs["attention_factor"],
+            max(unit_roundoff_of(t) for t in dtypes)).to_dict()
     return {"keys_pre": ks, "keys_post": kos, "queries_pre": qs, "queries_post": qos, "positions": positions,
             "meta": meta}
 

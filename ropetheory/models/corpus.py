@@ -3,7 +3,9 @@
 Default text: the licence texts Debian ships in ``/usr/share/common-licenses`` (GPL-1/2/3,
 LGPL-2/2.1/3, GFDL-1.2/1.3, Apache-2.0, Artistic, BSD, CC0-1.0, MPL-1.1/2.0; about 264 kB of
 English legal prose, the same on every Debian or Ubuntu machine), joined in name order with a
-blank line between texts, symbolic links skipped. Its sha256 is recorded with every result. A
+blank line between texts, symbolic links skipped. The sha256 of the text and of the exact token ids
+(``ropetheory.store.token_ids_sha256``: another machine's licence files or another tokenizer give
+another) are recorded with every result (``meta["text"]``). A
 user can give any text file instead. If the text is shorter than the tokens asked for, the run
 stops with an error naming both counts, unless ``repeat=True``, which appends the text to itself
 (the position where it first repeats is recorded: repeated text invites copying, which changes
@@ -16,6 +18,7 @@ import os
 import pathlib
 from typing import Any
 from ..core.errors import BadValue
+from ..store import token_ids_sha256
 
 __all__ = ["LICENSE_DIR", "default_text", "text_tokens"]
 
@@ -62,7 +65,8 @@ def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None
         repeats_at = len(ids) + (1 if bos else 0)
         ids = (ids * (need // len(ids) + 1))
     out: list[int] = ([int(first)] if bos and first is not None else []) + [int(i) for i in ids[:need]]
-    desc = {"source": source, "sha256": hashlib.sha256(text.encode()).hexdigest(), "text_tokens": len(ids),
+    desc = {"source": source, "sha256": hashlib.sha256(text.encode()).hexdigest(), "ids_sha256": token_ids_sha256(out),
+            "text_tokens": len(ids),
             "n_tokens": n_tokens, "bos": bos, "first_token": tokenizer.convert_ids_to_tokens(out[0]),
             "repeats_from_position": repeats_at}
     return out, desc

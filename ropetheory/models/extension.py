@@ -106,4 +106,11 @@ def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> di
             "share_sL": _median(h["sink_rope"][iS] for h in heads),
             "ppl_within_L": ppl_in, "ppl_L_to_sL": ppl_past,
             "max_low_freq_drift": drift, "attention_factor": af,
-            "rotation_ok": all(h["rotation_within_float32_bound"] for h in heads)}
+            "rotation_ok": _rotation_ok(heads)}
+
+
+def _rotation_ok(heads: list[dict]) -> bool | None:
+    """Every head's rotation within its bound; None if some head was not checked. Analyses written before
+    ``rotation_within_bound`` carry ``rotation_within_float32_bound`` (the chunked capture's check)."""
+    flags = [h.get("rotation_within_bound", h.get("rotation_within_float32_bound")) for h in heads]
+    return None if any(f is None for f in flags) else all(flags)

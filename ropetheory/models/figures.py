@@ -28,22 +28,29 @@ def _band(ax, g, A, label, color, ls="-"):
 
 
 def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
+    """Draw every figure of ``d/analysis.json`` into ``d`` (PNG and PDF), from the saved numbers alone: each
+    ``_fig*`` function below makes one from the analysis and returns ``(figure, file name, title)``."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     res = json.loads((d / "analysis.json").read_text())
-    H, g, L, n = res["heads"], np.array(res["grid"]), res["train_len"], res["n"]
     model = res.get("meta", {}).get("model", d.name)
     q = " (4-bit quantised)" if res.get("meta", {}).get("quantised") else ""
     paths = []
-
-    def save(fig, name, title):
-        from matplotlib.ticker import NullFormatter
+    for draw in (_fig2_cosines, _fig3_pca, _fig4_fsv, _fig5_sink_key, _fig6_sink_share, _a3_clusters):
+        fig, name, title = draw(plt, res)
         for a in fig.axes:
             if a.get_xscale() == "log":
                 a.xaxis.set_minor_formatter(NullFormatter())
         fig.suptitle(f"{model}{q}: {title}", fontsize=10)
         paths.append(figstyle.save_figure(fig, d / name))
+    if res.get("sink_decomposition", {}).get("heads"):
+        paths.append(_plot_sink_decomposition(res, d / "sink_decomposition.png", f"{model}{q}"))
+    return paths
 
-    # Fig. 2: cosines
+
+def _fig2_cosines(plt, res: dict):
+    """Fig. 2: the cluster cosines before and after RoPE against length."""
+    H, g, L, n = res["heads"], np.array(res["grid"]), res["train_len"], res["n"]
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
     for i, (k, title) in enumerate((("kk", "key-key"), ("qq", "query-query"), ("kq", "key-query"))):
         _band(ax[i], g, _arr(H, f"cos_{k}_pre"), "no RoPE", "tab:blue")
@@ -55,9 +62,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         _mark_L(ax[i], L, n)
         ax[i].legend(fontsize=7)
         ax[i].set_title(f"{title} (band: 10-90% of heads)", fontsize=9)
-    save(fig, "fig2_cosines.png", "Fig. 2, cluster cosines against length")
+    return fig, "fig2_cosines.png", "Fig. 2, cluster cosines against length"
 
-    # Fig. 3: PCA snapshots
+
+def _fig3_pca(plt, res: dict):
+    """Fig. 3: one head's keys and queries in its pre-RoPE principal plane, at n = L, 2L, ..."""
+    L = res["train_len"]
     snaps = res["pca"]["snapshots"]
     fig, ax = plt.subplots(1, len(snaps), figsize=(3.3 * len(snaps), 3.3), squeeze=False)
     for a, s in zip(ax[0], snaps, strict=False):
@@ -68,9 +78,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         a.set_xlabel("PC1 (pre-RoPE, n = min(L, n))")
         a.set_ylabel("PC2")
         a.legend(fontsize=7)
-    save(fig, "fig3_pca.png", f"Fig. 3, layer {res['pca']['layer']} head 0 in one projection (L = {L})")
+    return fig, "fig3_pca.png", f"Fig. 3, layer {res['pca']['layer']} head 0 in one projection (L = {L})"
 
-    # Fig. 4: PC1 variance; FSV ratio measured vs predicted; stable ranks
+
+def _fig4_fsv(plt, res: dict):
+    """Fig. 4: PC1 variance share; FSV ratio measured against the rank-1 prediction; stable ranks."""
+    H, g, L, n = res["heads"], np.array(res["grid"]), res["train_len"], res["n"]
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
     ax[0].hist([h["pc1_var"] for h in H], bins=np.linspace(0, 1, 41), color="tab:gray")
     ax[0].set_xlabel("PC1 variance share (pre-RoPE keys, whole text)")
@@ -92,9 +105,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     ax[2].set_ylabel("stable rank of the keys")
     _mark_L(ax[2], L, n)
     ax[2].legend(fontsize=7)
-    save(fig, "fig4_fsv.png", "Fig. 4, rank-1-like keys and what RoPE does to them")
+    return fig, "fig4_fsv.png", "Fig. 4, rank-1-like keys and what RoPE does to them"
 
-    # Fig. 5: sink key norm; mean normalised logit per key position
+
+def _fig5_sink_key(plt, res: dict):
+    """Fig. 5: the sink key's norm and the mean logit per key position."""
+    H = res["heads"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     ratios = [h["sink_key_norm_ratio"] for h in H]
     ax[0].hist(ratios, bins=np.linspace(0, max(2.0, max(ratios) * 1.05), 41), color="tab:gray")
@@ -108,9 +124,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     ax[1].set_xlabel("key position j")
     ax[1].set_ylabel("mean logit over later queries / largest")
     ax[1].legend(fontsize=7)
-    save(fig, "fig5_sink_key.png", "Fig. 5, the sink key")
+    return fig, "fig5_sink_key.png", "Fig. 5, the sink key"
 
-    # Fig. 6: sink share against length (global layers)
+
+def _fig6_sink_share(plt, res: dict):
+    """Fig. 6: the sink's attention share against length (global-attention layers)."""
+    H, g, L, n = res["heads"], np.array(res["grid"]), res["train_len"], res["n"]
     glob = [h for h in H if h["window"] is None]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     if glob:
@@ -126,9 +145,12 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         a.legend(fontsize=7)
     ax[0].set_ylabel("attention share of key 0 (last 32 queries)")
     ax[1].set_ylabel(f"heads with a sink (share > 0.5) of {len(glob)}")
-    save(fig, "fig6_sink_share.png", "Fig. 6, sink share against length (global-attention layers)")
+    return fig, "fig6_sink_share.png", "Fig. 6, sink share against length (global-attention layers)"
 
-    # A.3: silhouette and Davies-Bouldin against length
+
+def _a3_clusters(plt, res: dict):
+    """A.3: silhouette and Davies-Bouldin scores of the key / query clusters against length."""
+    H, L, n = res["heads"], res["train_len"], res["n"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     ns = [c["n"] for c in H[0]["clusters"]]
     for key, a, lab in (("silhouette", ax[0], "silhouette score (cosine)"), ("db", ax[1], "Davies-Bouldin index")):
@@ -141,10 +163,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
         a.set_ylabel(lab)
         _mark_L(a, L, n)
         a.legend(fontsize=7)
-    save(fig, "a3_clusters.png", "A.3, key/query cluster quality (200 keys + 200 queries per head and length)")
-    if res.get("sink_decomposition", {}).get("heads"):
-        paths.append(_plot_sink_decomposition(res, d / "sink_decomposition.png", f"{model}{q}"))
-    return paths
+    return fig, "a3_clusters.png", "A.3, key/query cluster quality (200 keys + 200 queries per head and length)"
 
 
 def _plot_sink_decomposition(res: dict, path: pathlib.Path, title: str) -> pathlib.Path:

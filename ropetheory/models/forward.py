@@ -18,17 +18,13 @@ from .. import spectra
 from ..schedules.hf_facts import hf_view
 from ..schedules.model_config import read_model_config
 from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
-from .capture import rotate_like_hf
 from .hook import attention_hook
+from .rotation import check_rotation, chunk_is_checked, unit_roundoff_of
 from .stream import LayerStream
 from ..core.errors import BadValue
 
 __all__ = ["capture_streams", "chunk_nll", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
-           "CHECKPOINT_EVERY_S", "FLOAT32_ANGLE_REL", "key_folder"]
-
-#: float32 RoPE in transformers: angle error <= n * theta * 2^-24 (positions and products in float32),
-#: so |captured - exact| <= ||x|| * n * 2^-23 per entry, with ||x|| the vector's norm
-FLOAT32_ANGLE_REL = 2.0 ** -23
+           "CHECKPOINT_EVERY_S", "key_folder"]
 
 
 def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
@@ -122,6 +118,42 @@ def _restore_capture(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> tup
     return int(meta["done"]), streams, arrays["nll"]
 
 
+class _ChunkRecorder:
+    """The attention hook's handler in a chunked capture: each layer call's chunk of q and k, pre- and
+    post-RoPE, into that layer's ``LayerStream`` (made at its first call), the rotation checked on the
+    first and last chunk (``.rotation.chunk_is_checked``); nothing is recorded while ``replay`` is set
+    (a finished chunk run again to rebuild the KV cache)."""
+
+    def __init__(self, cfg: dict, n: int, grid: np.ndarray, schedules: list, streams: list,
+                 key_dir: pathlib.Path | None):
+        self.cfg, self.n, self.grid, self.schedules, self.streams = cfg, n, grid, schedules, streams
+        self.key_dir, self.stride = key_dir, max(1, n // 4096)
+        self.start, self.replay = 0, False
+
+    def _stream(self, li: int, q_heads: int, kv_heads: int, head_dim: int) -> LayerStream:
+        if self.streams[li] is None:
+            self.streams[li] = LayerStream(
+                n_total=self.n, grid=self.grid, kv_heads=kv_heads, q_heads=q_heads, head_dim=head_dim,
+                scale=attention_scale(self.cfg, head_dim), window=self.schedules[li]["window"],
+                query_stride=self.stride, key_dir=None if self.key_dir is None else self.key_dir / f"layer{li}")
+        return self.streams[li]
+
+    def __call__(self, call) -> None:
+        if self.replay:
+            return
+        c = call.query.shape[1]
+        q_pre, k_pre, q_post, k_post = (t.detach().float().cpu().numpy() for t in
+                                        (call.query_pre(), call.key_pre(chunk_only=True), call.query,
+                                         call.key[:, -c:]))
+        st = self._stream(call.layer, q_pre.shape[0], k_pre.shape[0], q_pre.shape[-1])
+        if chunk_is_checked(self.start, self.start + c, self.n):
+            sc = self.schedules[call.layer]
+            st.rotation = check_rotation(((q_pre, q_post), (k_pre, k_post)), sc["theta"], sc["rotary_dim"],
+                                         np.arange(self.start, self.start + c), sc["attention_factor"],
+                                         unit_roundoff_of(call.query.dtype)).merged(st.rotation)
+        st.add(q_pre, k_pre, q_post, k_post)
+
+
 def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, progress=None,
                     checkpoint: pathlib.Path | None = None, checkpoint_key: str = "",
                     checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
@@ -138,58 +170,25 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     cfg = model.config.to_dict()
     n = len(input_ids)
     scheds = layer_schedules(cfg, n)
-    n_layers = len(scheds)
-    dev = next(model.parameters()).device
-    ids = torch.tensor([input_ids], device=dev)
+    ids = torch.tensor([input_ids], device=next(model.parameters()).device)
     grid = analysis_grid(n, L)
-    streams: list[LayerStream | None] = [None] * n_layers
-    state = {"layer": 0, "start": 0}
-    stride = max(1, n // 4096)
-
-    def sink(call):
-        li = call.layer
-        c = call.query.shape[1]
-        arr = [t.detach().float().cpu().numpy()
-               for t in (call.query_pre(), call.key_pre(chunk_only=True), call.query, call.key[:, -c:])]
-        if streams[li] is None:
-            sc = scheds[li]
-            streams[li] = LayerStream(n_total=n, grid=grid, kv_heads=arr[1].shape[0], q_heads=arr[0].shape[0],
-                                      head_dim=arr[0].shape[-1], scale=attention_scale(cfg, arr[0].shape[-1]),
-                                      window=sc["window"], query_stride=stride,
-                                      key_dir=None if checkpoint is None else key_folder(checkpoint) / f"layer{li}")
-        st = streams[li]
-        if state["start"] == 0 or state["start"] + arr[1].shape[1] == n:      # rotation check: first and last chunk
-            sc = scheds[li]
-            pos = np.arange(state["start"], state["start"] + arr[1].shape[1])
-            for pre, post in ((arr[0], arr[2]), (arr[1], arr[3])):
-                ex = rotate_like_hf(pre, sc["theta"], sc["rotary_dim"], pos, sc["attention_factor"])
-                tol = np.linalg.norm(pre, axis=-1, keepdims=True) * (pos[-1] + 1) * FLOAT32_ANGLE_REL * 4 + 1e-6
-                st.rotation_max_abs_diff = max(st.rotation_max_abs_diff, float(np.max(np.abs(ex - post))))
-                st.rotation_within_bound &= bool(np.all(np.abs(ex - post) <= tol))
-        st.add(arr[0], arr[1], arr[2], arr[3])
-
+    streams: list[LayerStream | None] = [None] * len(scheds)
     nll = np.zeros(n - 1)
     starts = list(range(0, n, chunk))
     done = 0
     saved = load_checkpoint(checkpoint, checkpoint_key, _restore_capture)
     if saved is not None:
         done, streams, nll = saved
-    replay = {"on": False}
+    recorder = _ChunkRecorder(cfg, n, grid, scheds, streams, None if checkpoint is None else key_folder(checkpoint))
     cache = DynamicCache(config=model.config)
     t0 = time.time()
     clock = CheckpointClock(checkpoint_every)
-
-    def hooked(call):
-        if not replay["on"]:
-            sink(call)
-
-    with attention_hook(model, hooked), torch.no_grad():
+    with attention_hook(model, recorder), torch.no_grad():
         for c, s in enumerate(starts):
             e = min(n, s + chunk)
-            state["start"] = s
-            replay["on"] = c < done                      # a finished chunk: rebuild the cache only
+            recorder.start, recorder.replay = s, c < done          # a finished chunk: rebuild the cache only
             out = cached_forward(model, ids, s, e, cache)
-            if not replay["on"]:
+            if not recorder.replay:
                 chunk_nll(out.logits, ids, s, nll)
             del out
             if progress:

@@ -32,7 +32,7 @@ from .. import spectra
 from ..core.checks import bucket, check_integer
 from ..theory import criteria, theorems
 from ..theory.beyond import noisy_rank1_limit
-from .capture import hf_to_interleaved
+from .rotation import hf_to_interleaved, report_fields
 from ..schedules.hf import frequencies_from_config
 from ..store import write_csv, write_json
 from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
@@ -121,19 +121,9 @@ def _none(x):
     return x if math.isfinite(x) else None
 
 
-def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress=None) -> dict[str, Any]:
-    """Per head: measurements at the grid lengths beside the theory's predictions (see module doc).
-
-    ``progress(k)`` (optional) is called with the number of heads finished since the last call.
-    """
-    t0 = time.time()
-    grid = cap["grid"]
-    far = spectra.log_grid(*FAR_GRID)
-    heads = []
-    n = int(cap["streams"][0].N)
-    sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
-    tops = [st.top_direction() for st in cap["streams"]]
-    # the rank-1 curve to 10^9 of every head's top direction: one batched call per distinct schedule
+def _far_curves(cap: dict, tops: list, far: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """``rho`` on the far grid of every head's top direction, by ``(layer, kv head)``: one batched
+    ``spectra.rank1_curves_batch`` call per distinct schedule."""
     groups: dict[bytes, tuple[dict, list]] = {}
     for li, ((V, _, _), sc) in enumerate(zip(tops, cap["schedules"], strict=False)):
         key = np.asarray(sc["theta"], dtype=np.float64).tobytes() + bytes(str(sc["rotary_dim"]), "ascii")
@@ -143,53 +133,92 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     for sc, items in groups.values():
         rho = spectra.rank1_curves_batch(sc["theta"], np.stack([v for _, _, v in items]), far).rho
         far_rho.update({(li, h): r for (li, h, _), r in zip(items, rho, strict=False)})
+    return far_rho
+
+
+def _clusters(st, h: int, lengths: list[int]) -> list[dict[str, float]]:
+    """Silhouette and Davies-Bouldin scores of key head ``h``'s keys against its group's queries, before
+    and after RoPE, at each length (``SILHOUETTE_POINTS`` of each, evenly in position)."""
+    out = []
+    group = slice(h * st.group_size, (h + 1) * st.group_size)
+    for m in lengths:
+        ki = _pick(m, SILHOUETTE_POINTS)
+        qsel = np.flatnonzero(st.query_sample_positions < m)
+        qg = st.query_samples["pre"][group][:, qsel].reshape(-1, st.head_dim)
+        qgp = st.query_samples["post"][group][:, qsel].reshape(-1, st.head_dim)
+        qi = _pick(len(qg), SILHOUETTE_POINTS)
+        s0, db0 = _silhouette(st.keys["pre"][h, ki], qg[qi])
+        s1, db1 = _silhouette(st.keys["post"][h, ki], qgp[qi])
+        out.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
+    return out
+
+
+def _theory(st, h: int, sc: dict, top: tuple, grid: np.ndarray, far: np.ndarray, far_rho: np.ndarray,
+            L_eff: int) -> dict[str, Any]:
+    """Head ``h``'s predictions: the rank-1 curve on the grid, its floor, the all-rotating floor, the reach
+    length on the far grid, C1 / C2 and the rank-1-plus-noise limit (module docstring)."""
+    V, lam, tr = top
+    v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
+    lim = theorems.predicted_limit(sc["theta"], v_il)
+    allrot = math.sqrt(float(lim.e.max()) / 2)
+    reach = criteria.reach_length(far, far_rho, lim.rho)
+    snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
+    noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
+    return {"pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
+            "rho_predicted": rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid),
+            "rho_noisy_limit": float(noisy), "predicted_floor": float(lim.rho), "allrot_floor": allrot,
+            "floor_reached_at": reach, "C1": bool(criteria.meets_c1(lim.rho, allrot)),
+            "C2": bool(reach is not None and reach <= L_eff)}
+
+
+def _measured(st, h: int, sc: dict, logits: np.ndarray, norm_ratio: np.ndarray) -> dict[str, Any]:
+    """Head ``h``'s measurements at the grid lengths (snapshots of ``LayerStream``), as JSON values."""
+    sn = {k: v[h] for k, v in st.snapshots.items()}
+    # transformers multiplies cos and sin by the attention factor (YaRN, LongRoPE): divide it out,
+    # so the ratio is the rotation's alone, as the rank-1 prediction is
+    lg = logits[h]
+    return {"srank_pre": _none(sn["tr_pre"] / sn["lam_pre"]), "srank_post": _none(sn["tr_post"] / sn["lam_post"]),
+            "rho_measured": np.sqrt(sn["lam_post"] / sn["lam_pre"]) / sc["attention_factor"],
+            **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
+                                         "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
+            **{k: _none(sn[k]) for k in sn if k.startswith(("sink_rope_", "sink_norope_"))},
+            "sink_key_norm_ratio": float(norm_ratio[h]),
+            "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
+            "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0}
+
+
+def _head_row(li: int, h: int, st, sc: dict, L: int, theory: dict, measured: dict, clusters: list) -> dict:
+    """One head's row of the analysis, in the order ``analysis.json`` and ``heads.csv`` keep."""
+    meas, pred = measured.pop("rho_measured"), theory.pop("rho_predicted")
+    return {"layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"],
+            "L_eff": min(L, sc["window"]) if sc["window"] else L, "attention_factor": float(sc["attention_factor"]),
+            "pc1_var": theory.pop("pc1_var"), "snr": theory.pop("snr"),
+            "srank_pre": measured.pop("srank_pre"), "srank_post": measured.pop("srank_post"),
+            "rho_measured": _none(meas), "rho_predicted": _none(pred), "rho_abs_err": _none(np.abs(meas - pred)),
+            **theory, **measured, "clusters": clusters, **report_fields(st.rotation)}
+
+
+def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress=None) -> dict[str, Any]:
+    """Per head: measurements at the grid lengths beside the theory's predictions (see module doc).
+
+    ``progress(k)`` (optional) is called with the number of heads finished since the last call.
+    """
+    t0 = time.time()
+    grid = cap["grid"]
+    far = spectra.log_grid(*FAR_GRID)
+    heads = []
+    n = int(cap["streams"][0].n_total)
+    sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
+    tops = [st.top_direction() for st in cap["streams"]]
+    far_rho = _far_curves(cap, tops, far)
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=False)):
-        V, lam, tr = tops[li]
-        logits = st.key_logit_means() if n > 1 else np.zeros((st.H, 0))
+        logits = st.key_logit_means() if n > 1 else np.zeros((st.kv_heads, 0))
         norm_ratio = st.sink_norm_ratio()
         L_eff = min(L, sc["window"]) if sc["window"] else L
-        for h in range(st.H):
-            v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
-            pred = rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid)
-            lim = theorems.predicted_limit(sc["theta"], v_il)
-            allrot = math.sqrt(float(lim.e.max()) / 2)
-            reach = criteria.reach_length(far, far_rho[(li, h)], lim.rho)
-            snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
-            noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
-            sn = {k: v[h] for k, v in st.snap.items()}
-            # transformers multiplies cos and sin by the attention factor (YaRN, LongRoPE): divide it out,
-            # so the ratio is the rotation's alone, as the rank-1 prediction is
-            meas = np.sqrt(sn["lam_post"] / sn["lam_pre"]) / sc["attention_factor"]
-            lg = logits[h]
-            sil = []
-            for m in sil_grid:
-                ki = _pick(m, SILHOUETTE_POINTS)
-                qsel = np.flatnonzero(st.Qs_pos < m)
-                qg = st.Qs["pre"][h * st.G:(h + 1) * st.G][:, qsel].reshape(-1, st.d)
-                qgp = st.Qs["post"][h * st.G:(h + 1) * st.G][:, qsel].reshape(-1, st.d)
-                qi = _pick(len(qg), SILHOUETTE_POINTS)
-                s0, db0 = _silhouette(st.K["pre"][h, ki], qg[qi])
-                s1, db1 = _silhouette(st.K["post"][h, ki], qgp[qi])
-                sil.append({"n": m, "silhouette_pre": s0, "silhouette_post": s1, "db_pre": db0, "db_post": db1})
-            heads.append({
-                "layer": li, "kv_head": h, "layer_type": sc["layer_type"], "window": sc["window"], "L_eff": L_eff,
-                "attention_factor": float(sc["attention_factor"]),
-                "pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
-                "srank_pre": _none(sn["tr_pre"] / sn["lam_pre"]), "srank_post": _none(sn["tr_post"] / sn["lam_post"]),
-                "rho_measured": _none(meas), "rho_predicted": _none(pred),
-                "rho_abs_err": _none(np.abs(meas - pred)), "rho_noisy_limit": float(noisy),
-                "predicted_floor": float(lim.rho), "allrot_floor": allrot, "floor_reached_at": reach,
-                "C1": bool(criteria.meets_c1(lim.rho, allrot)), "C2": bool(reach is not None and reach <= L_eff),
-                **{k: _none(sn[k]) for k in ("cos_kk_pre", "cos_qq_pre", "cos_kq_pre", "cos_kk_post", "cos_qq_post",
-                                             "cos_kq_post", "centroid_cos", "sink_rope", "sink_norope")},
-                **{k: _none(sn[k]) for k in sn if k.startswith(("sink_rope_", "sink_norope_"))},
-                "sink_key_norm_ratio": float(norm_ratio[h]),
-                "key_logit_first": _none(lg[:64] / np.max(lg) if lg.size and np.max(lg) > 0 else lg[:64]),
-                "key0_logit_rank": int(np.sum(lg > lg[0])) if lg.size else 0,
-                "clusters": sil,
-                "rotation_max_abs_diff": st.rotation_max_abs_diff,
-                "rotation_within_float32_bound": st.rotation_within_bound,
-            })
+        for h in range(st.kv_heads):
+            theory = _theory(st, h, sc, tops[li], grid, far, far_rho[(li, h)], L_eff)
+            heads.append(_head_row(li, h, st, sc, L, theory, _measured(st, h, sc, logits, norm_ratio),
+                                   _clusters(st, h, sil_grid)))
             if progress:
                 progress(1)
     res = {"grid": grid.tolist(), "n": n, "train_len": L, "heads": heads,
@@ -224,13 +253,13 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
     streams = cap["streams"]
     li = len(streams) // 2 if layer is None else int(layer)
     st = streams[li]
-    n = st.N
+    n = st.n_total
     n0 = min(L, n)
-    qsel = np.flatnonzero(st.Qs_pos < n0)
-    Q0 = st.Qs["pre"][0][qsel].astype(np.float64)
+    qsel = np.flatnonzero(st.query_sample_positions < n0)
+    Q0 = st.query_samples["pre"][0][qsel].astype(np.float64)
     # principal plane of [K0; Q0] from its d x d scatter, accumulated over key blocks (no n x d matrix)
     tot, S1, S2 = len(Q0), Q0.sum(0), Q0.T @ Q0
-    for _, _, Kb in st.K["pre"].blocks(0, n0):
+    for _, _, Kb in st.keys["pre"].blocks(0, n0):
         tot, S1, S2 = tot + len(Kb), S1 + Kb.sum(0), S2 + Kb.T @ Kb
     mu = S1 / tot
     ev, V = np.linalg.eigh(S2 - tot * np.outer(mu, mu))
@@ -241,11 +270,11 @@ def _pca_snapshot(cap: dict, L: int, layer: int | None) -> dict[str, Any]:
         (f"RoPE, n = {f}L" if f != 1 else "RoPE, n = L", "post", f * L) for f in (1, 2, 4, 8) if f * L <= n
     ]:
         ki = _pick(m, 300)
-        qs = np.flatnonzero(st.Qs_pos < m)
+        qs = np.flatnonzero(st.query_sample_positions < m)
         qi = qs[_pick(len(qs), 300)]
         snaps.append({"label": label, "n": int(m),
-                      "keys": ((st.K[t][0, ki] - mu) @ P).round(5).tolist(),
-                      "queries": ((st.Qs[t][0, qi].astype(np.float64) - mu) @ P).round(5).tolist()})
+                      "keys": ((st.keys[t][0, ki] - mu) @ P).round(5).tolist(),
+                      "queries": ((st.query_samples[t][0, qi].astype(np.float64) - mu) @ P).round(5).tolist()})
     return {"layer": li, "kv_head": 0, "query_head": 0, "snapshots": snaps}
 
 
@@ -311,7 +340,7 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
         cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update, checkpoint=ckpt,
                               checkpoint_key=key, checkpoint_every=checkpoint_every)
     print(f"{ckpt}: {cap['kept']} saved part(s) kept, {cap['computed']} computed", file=sys.stderr)
-    heads = sum(st.H for st in cap["streams"])
+    heads = sum(st.kv_heads for st in cap["streams"])
     with progress(total=heads, desc=f"analyse {label}", quiet=quiet, unit="head") as bar:
         res = analyze_streams(cap, L=L, progress=bar.update)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,

@@ -15,7 +15,7 @@ and ``rope_id+temp`` (RoPE-ID's length temperature on each query's logits,
 * geometry: one held-out row of the longest length goes through the model with capture on; its
   queries and keys (before and after RoPE, per layer and head) form a key dump
   (``ropetheory.models.capture``'s format, channels in the half layout that format uses) that
-  ``ropetheory.models.analyze.analyze_dump`` analyses as it does a pretrained model's (FSV ratio
+  ``ropetheory.models.dump.analyze_dump`` analyses as it does a pretrained model's (FSV ratio
   against length beside the rank-1 prediction, floor, reach, C1/C2 per head, sink share).
 """
 from __future__ import annotations
@@ -130,11 +130,11 @@ def evaluate(model, cfg: TrainConfig, data: dict, schedule: str, change: str | N
 
 
 def geometry(model, cfg: TrainConfig, data: dict, schedule: str, *, n: int, seed: int) -> dict[str, Any]:
-    """The real-model analysis (``ropetheory.models.analyze.analyze_dump``) of the model's keys and
+    """The real-model analysis (``ropetheory.models.dump.analyze_dump``) of the model's keys and
     queries on one held-out row of ``n`` tokens (BOS first)."""
     import jax.numpy as jnp
     from ..core.layouts import from_interleaved
-    from ..models.analyze import analyze_dump
+    from ..models.dump import analyze_dump
     _, cap_fn = _kernels()
     theta = schedule_theta(schedule, cfg.model.head_dim, cfg.train_len)
     cos, sin = (jnp.asarray(t) for t in rope_tables(theta, n, dtype=np.float32))

@@ -3,7 +3,7 @@
 Models with the same seed start from the same weights and see the same batches (a paired design: what
 differs between them is the schedule alone). ``steps_per_call`` optimiser steps run inside one jitted
 ``lax.scan``; after a call, when ``ropetheory.store.CheckpointClock`` says so, parameters, optimiser
-states, the step and the loss log are saved (atomically, keyed by the configuration, the data's sha256
+states, the step and the loss log are saved (atomically, keyed by the configuration, the token ids' sha256
 and the training code's hash), so a killed run resumes from its last checkpoint and a run with other
 parameters or code starts afresh. Batches are a pure function of ``(seed, step)``: a resumed run sees the
 same data as an uninterrupted one.
@@ -99,6 +99,8 @@ def _code_hash() -> str:
 
 
 def run_key(cfg: TrainConfig, data_sha: str) -> str:
+    """The key of a training run: its configuration, the fingerprint of the token ids it trains on
+    (``recipe["tokens_sha256"]``) and the code."""
     return hashlib.sha256(json.dumps([cfg.as_dict(), data_sha, _code_hash()], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -197,7 +199,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
     import jax.numpy as jnp
     from ..store import CheckpointClock, unit_saved, load_checkpoint, save_checkpoint
     folder = pathlib.Path(folder)
-    key = run_key(cfg, data["recipe"]["sha256"])
+    key = run_key(cfg, data["recipe"]["tokens_sha256"])
     models, opt_states = _init(cfg)
     arrays, static = eqx.partition((models, opt_states), eqx.is_array)
     step, log, seconds = 0, [], 0.0
