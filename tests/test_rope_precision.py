@@ -1,0 +1,108 @@
+"""The exact rotary for transformers models (issue #38 items 3-4): its tables are float64 cos/sin rounded
+once; a float32 model under it stays within float32 rounding of a float64 reference, while transformers'
+own float32 angles drift where their error bound grows; the cost table compares each mode with exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ropetheory.core.errors import BadValue
+from ropetheory.models.rope_precision import precision_cost, rotary_precision
+
+#: a float32 value carries one rounding of 2^-24 relative; cos and sin are at most the attention factor (1)
+FLOAT32_ROUNDING = 2.0 ** -24
+#: bfloat16 keeps 8 significant bits: one rounding is at most 2^-9 relative
+BF16_ROUNDING = 2.0 ** -9
+N = 4096
+#: a KL divergence computed from float32 log-probabilities carries their rounding (a few 2^-24 per term,
+#: summed over a 97-token vocabulary): below this it is rounding, and it may be slightly negative
+KL_ROUNDING = 1e-6
+
+
+def tiny_llama(dtype=torch.float32) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=N,
+                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    return LlamaForCausalLM(cfg).to(dtype).eval()
+
+
+def _tables(model, mode):
+    pos = torch.arange(N)[None]
+    x = torch.zeros(1, dtype=next(model.parameters()).dtype)
+    with torch.no_grad(), rotary_precision(model, mode):
+        return model.model.rotary_emb(x, pos)
+
+
+def test_the_exact_tables_are_float64_cos_and_sin_rounded_once():
+    m = tiny_llama()
+    cos, sin = _tables(m, "exact")
+    theta = 10000.0 ** (-np.arange(0, 16, 2) / 16)
+    ang = np.arange(N)[:, None] * theta[None, :]
+    ref = np.cos(np.concatenate([ang, ang], axis=1))
+    assert np.max(np.abs(cos[0].double().numpy() - ref)) <= FLOAT32_ROUNDING
+    own, _ = _tables(m, "transformers")
+    # transformers' float32 angle p * inv_freq errs by up to ~p theta 2^-24: far above one rounding at the end
+    assert np.max(np.abs(own[0, -512:].double().numpy() - ref[-512:])) > 16 * FLOAT32_ROUNDING
+    bf, _ = _tables(m, "bf16-cache")
+    err = np.max(np.abs(bf[0].double().numpy() - ref))
+    assert FLOAT32_ROUNDING < err <= BF16_ROUNDING
+
+
+#: q and k weights scaled so the random model's attention is sharp and its logits depend on the angles (a
+#: random model at init attends almost uniformly, which hides any angle error)
+SHARPEN = 30.0
+
+
+def sharp(model):
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(SHARPEN)
+            layer.self_attn.k_proj.weight.mul_(SHARPEN)
+    return model
+
+
+def test_a_float32_model_under_the_exact_rotary_stays_near_the_float64_reference_and_transformers_drifts():
+    ids = torch.randint(0, 97, (1, N))
+    ref_model = sharp(tiny_llama(torch.float64))
+    m = sharp(tiny_llama())
+    with torch.no_grad():
+        with rotary_precision(ref_model, "exact"):
+            ref = ref_model(input_ids=ids).logits
+        with rotary_precision(m, "exact"):
+            exact = m(input_ids=ids).logits.double()
+        own = m(input_ids=ids).logits.double()
+    late = slice(N - 512, N)
+    e_exact = float((exact[0, late] - ref[0, late]).abs().max())
+    e_own = float((own[0, late] - ref[0, late]).abs().max())
+    assert e_exact < 1e-4                                           # float32 rounding through two layers
+    assert e_own > 10 * e_exact                                     # the angle error, grown with position
+    early = slice(0, 32)                                            # where p theta 2^-24 is below one rounding
+    assert float((own[0, early] - exact[0, early]).abs().max()) < 1e-5
+
+
+def test_the_rotary_patch_is_removed_after_the_block():
+    m = tiny_llama()
+    before, _ = _tables(m, "transformers")
+    with rotary_precision(m, "bf16-cache"):
+        pass
+    assert not m.model.rotary_emb._forward_hooks
+    assert torch.equal(before, _tables(m, "transformers")[0])
+    with pytest.raises(BadValue, match="mode"), rotary_precision(m, "float16"):
+        pass
+
+
+def test_the_cost_table_compares_each_mode_with_exact():
+    m = tiny_llama()
+    ids = np.random.default_rng(0).integers(0, 97, 1024)
+    rows = precision_cost(m, ids, L=128, chunk=256)
+    exact = [r for r in rows if r["mode"] == "exact"]
+    assert [(r["start"], r["end"]) for r in exact] == [(0, 128), (128, 256), (256, 512), (512, 1023)]
+    assert all(r["mean_kl"] == 0 and r["top1_agreement"] == 1 for r in exact)
+    bf = [r for r in rows if r["mode"] == "bf16-cache"]
+    assert all(r["mean_kl"] >= -KL_ROUNDING and r["table_error"] > FLOAT32_ROUNDING for r in bf)
+    assert all(np.isfinite(r["ppl"]) for r in rows)
+    with pytest.raises(BadValue, match="first mode"):
+        precision_cost(m, ids, L=128, modes=("transformers",))
