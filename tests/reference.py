@@ -16,12 +16,12 @@ import numpy as np
 DPS = 50
 
 
-def geometric_mean_phase(theta_sum_or_diff: mpmath.mpf, n: int) -> mpmath.mpc:
-    """``(1/n) sum_{i<n} e^{i omega i}`` at 50 digits (``omega`` exact)."""
-    z = mpmath.expj(theta_sum_or_diff)
+def geometric_mean_phase(z: mpmath.mpc, zn: mpmath.mpc, n: int) -> mpmath.mpc:
+    """``(1/n) sum_{i<n} z^i = (1 - z^n) / ((1 - z) n)`` at 50 digits, for ``z = e^{i omega}`` and
+    ``zn = e^{i omega n}`` (``omega`` exact)."""
     if abs(z - 1) < mpmath.mpf(10) ** (-40):
         return mpmath.mpc(1)
-    return (1 - mpmath.expj(theta_sum_or_diff * n)) / (1 - z) / n
+    return (1 - zn) / (1 - z) / n
 
 
 def rank1_gram_mp(theta: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
@@ -30,11 +30,14 @@ def rank1_gram_mp(theta: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
         th = [mpmath.mpf(float(t)) for t in theta]
         P = len(th)
         vv = [mpmath.mpf(float(x)) for x in v]
+        # e^{i theta_j} and e^{i theta_j n} once per plane; e^{i (theta_j -+ theta_k) m} is their product
+        z = [mpmath.expj(t) for t in th]
+        zn = [mpmath.expj(t * n) for t in th]
         G = np.zeros((2 * P, 2 * P))
         for j in range(P):
-            for k in range(P):
-                D = geometric_mean_phase(th[j] - th[k], n)
-                S = geometric_mean_phase(th[j] + th[k], n)
+            for k in range(j, P):          # G is symmetric: block (k, j) is block (j, k) transposed
+                D = geometric_mean_phase(z[j] * mpmath.conj(z[k]), zn[j] * mpmath.conj(zn[k]), n)
+                S = geometric_mean_phase(z[j] * z[k], zn[j] * zn[k], n)
                 x0, x1, y0, y1 = vv[2 * j], vv[2 * j + 1], vv[2 * k], vv[2 * k + 1]
                 # mean of R(a) x y^T R(b)^T: cos/sin(a-b) -> Re/Im D, cos/sin(a+b) -> Re/Im S
                 # R(a)x = (x0 c_a - x1 s_a, x0 s_a + x1 c_a); products via product-to-sum
@@ -47,6 +50,7 @@ def rank1_gram_mp(theta: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
                 g10 = x0 * y0 * sc - x0 * y1 * ss + x1 * y0 * cc - x1 * y1 * cs
                 g11 = x0 * y0 * ss + x0 * y1 * sc + x1 * y0 * cs + x1 * y1 * cc
                 G[2 * j:2 * j + 2, 2 * k:2 * k + 2] = [[float(g00), float(g01)], [float(g10), float(g11)]]
+                G[2 * k:2 * k + 2, 2 * j:2 * j + 2] = [[float(g00), float(g10)], [float(g01), float(g11)]]
     return G
 
 

@@ -1,17 +1,22 @@
 """Fault tests: every resumable command, killed twice at random points (SIGINT, then SIGKILL), resumes
 to identical CSV files (every byte of every cell but run times) and the final run computes exactly what was missing.
 
-The kill points come from ``tests/fault_runner.py``, which runs the command with a hook
-(``ropetheory.store.SAVE_HOOK``) that sends the signal right after the k-th row or part is saved,
-k drawn at random per command (seeded, so a failure reproduces). Sizes are small so the whole matrix
-runs in CI; the mechanism does not depend on size.
+The kill points come from ``tests/fault_runner.py``'s hook (``ropetheory.store.SAVE_HOOK``), which sends
+the signal right after the k-th row or part is saved, k drawn at random per command (seeded, so a failure
+reproduces). The SIGKILL is a real kill of a fresh process (``python tests/fault_runner.py``), which first
+resumes what the interrupted run left; the reference run, the SIGINT (delivered to this test process,
+where ``cli.main`` turns it into exit code 130) and the final resume run ``cli.main`` here, in the test
+process, whose imports and compiled programs they share. Sizes are small so the whole matrix runs in CI;
+the mechanism does not depend on size.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
+import io
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 
@@ -59,14 +64,40 @@ def tiny_llama(tmp_path_factory):
 COUNT = re.compile(r": (\d+) saved (?:row|part)\(s\) kept, (\d+) computed")
 
 
-def _run_cmd(cmd, out, fault=None, model=None):
+def _argv(cmd, out, model):
+    return [cmd, *(a.replace("{tiny_llama}", str(model)) for a in COMMANDS[cmd]), "--out", str(out), "--quiet"]
+
+
+def _counts(stderr):
+    return [tuple(map(int, m)) for m in COUNT.findall(stderr)]
+
+
+def _run_killed(cmd, out, fault, model=None):
+    """``cmd`` in a fresh process (``tests/fault_runner.py``) that receives ``fault`` (``NAME:k``)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}   # with conftest's JAX cache
-    args = [a.replace("{tiny_llama}", str(model)) for a in COMMANDS[cmd]]
-    run = [str(ROOT / "tests" / "fault_runner.py"), fault] if fault else ["-m", "ropetheory.cli"]
-    r = subprocess.run([sys.executable, *run, cmd, *args, "--out", str(out), "--quiet"],
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "fault_runner.py"), fault, *_argv(cmd, out, model)],
                        env=env, capture_output=True, text=True, timeout=600)
-    counts = [tuple(map(int, m)) for m in COUNT.findall(r.stderr)]
-    return r, counts
+    return r.returncode, r.stderr
+
+
+def _run_here(cmd, out, fault=None, model=None):
+    """``cmd`` through ``cli.main`` in this process: (exit code, stderr). ``fault`` (``SIGINT:k``) sends
+    SIGINT to this process after the k-th saved unit, with Python's own handler (KeyboardInterrupt)."""
+    from fault_runner import signal_after
+    from ropetheory import cli, store
+    err = io.StringIO()
+    hook, handler = store.SAVE_HOOK, signal.getsignal(signal.SIGINT)
+    store.SAVE_HOOK = signal_after(fault) if fault else None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = cli.main(_argv(cmd, out, model))
+    except KeyboardInterrupt:
+        pytest.fail(f"ropetheory {cmd}: the interrupt escaped cli.main\n{err.getvalue()[-3000:]}")
+    finally:
+        store.SAVE_HOOK = hook
+        signal.signal(signal.SIGINT, handler)
+    return rc, err.getvalue()
 
 
 #: columns that record how long a run took (the base-bound table reports its run time): not compared
@@ -76,7 +107,6 @@ TIMING_COLUMNS = {"seconds"}
 def _csvs(folder):
     """Every CSV under ``folder``, byte for byte, except timing columns."""
     import csv
-    import io
     out = {}
     for p in sorted(folder.rglob("*.csv")):
         rows = list(csv.reader(io.StringIO(p.read_text())))
@@ -89,21 +119,21 @@ def _csvs(folder):
 def test_killed_twice_then_resumed_gives_identical_files_and_computes_only_what_was_missing(cmd, tmp_path, request):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     model = request.getfixturevalue("tiny_llama") if cmd == "analyze" else None
-    _run = functools.partial(_run_cmd, model=model)
-    r, counts = _run(cmd, ref)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r, err = _run_here(cmd, ref, model=model)
+    assert r == 0, err[-3000:]
+    counts = _counts(err)
     total = sum(c for _, c in counts)
     assert total >= 3 and all(k == 0 for k, _ in counts)
     rng = np.random.default_rng(sum(map(ord, cmd)))
     k1 = int(rng.integers(1, total // 2 + 1))
     k2 = int(rng.integers(1, total - k1))
-    r1, _ = _run(cmd, cut, f"SIGINT:{k1}")
-    assert r1.returncode == 130, r1.stderr[-3000:]
-    assert "interrupted" in r1.stderr and "Traceback" not in r1.stderr
-    r2, _ = _run(cmd, cut, f"SIGKILL:{k2}")
-    assert r2.returncode == -9, r2.stderr[-3000:]
-    r3, counts3 = _run(cmd, cut)
-    assert r3.returncode == 0, r3.stderr[-3000:]
-    kept, computed = (sum(x) for x in zip(*counts3, strict=False))
-    assert (kept, computed) == (k1 + k2, total - k1 - k2), (k1, k2, total, counts3)
+    r1, err1 = _run_here(cmd, cut, f"SIGINT:{k1}", model=model)
+    assert r1 == 130, err1[-3000:]
+    assert "interrupted" in err1 and "Traceback" not in err1
+    r2, err2 = _run_killed(cmd, cut, f"SIGKILL:{k2}", model=model)
+    assert r2 == -9, err2[-3000:]
+    r3, err3 = _run_here(cmd, cut, model=model)
+    assert r3 == 0, err3[-3000:]
+    kept, computed = (sum(x) for x in zip(*_counts(err3), strict=False))
+    assert (kept, computed) == (k1 + k2, total - k1 - k2), (k1, k2, total, _counts(err3))
     assert _csvs(cut) == _csvs(ref) and _csvs(ref)

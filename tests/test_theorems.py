@@ -1,4 +1,5 @@
 """Claims of the paper and their extensions, as property tests named after each claim."""
+import functools
 import math
 import pathlib
 import subprocess
@@ -153,17 +154,22 @@ def test_convergence_rate_is_first_order_for_constant_weights():
     assert -1.2 < rate < -0.8
 
 
+@functools.cache
+def _proof_check(script: str) -> subprocess.CompletedProcess:
+    """``python proofs/<script> --check``, run once per session: two tests read the gram_blocks run."""
+    return subprocess.run([sys.executable, str(ROOT / "proofs" / script), "--check"], capture_output=True, text=True,
+                          timeout=600)
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "proofs").glob("*.py")))
 def test_proof_script_runs_and_checks_every_step(script):
-    r = subprocess.run([sys.executable, str(ROOT / "proofs" / script), "--check"], capture_output=True, text=True,
-                       timeout=600)
+    r = _proof_check(script)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ALL STEPS CHECKED" in r.stdout
 
 
 def test_derived_block_formula_is_the_one_the_proof_generates():
-    r = subprocess.run([sys.executable, str(ROOT / "proofs" / "gram_blocks.py"), "--check"], capture_output=True,
-                       text=True, timeout=600)
+    r = _proof_check("gram_blocks.py")
     assert r.returncode == 0 and "matches the derivation" in r.stdout, r.stdout + r.stderr
 
 

@@ -4,10 +4,8 @@ real-model analysis of its keys)."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -228,10 +226,15 @@ def test_model_configuration_refuses_heads_that_do_not_split_the_width():
 
 
 # ---------------------------------------------------------------- the study, end to end on CPU
-def _cli(*args, **kw):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ropetheory.cli", "train", *args], env=env, capture_output=True,
-                          text=True, timeout=600, **kw)
+def _cli(*args):
+    """``ropetheory train ARGS`` through ``cli.main`` in this process: (exit code, stderr)."""
+    import contextlib
+    import io
+    from ropetheory import cli
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(["train", *args])
+    return types.SimpleNamespace(returncode=rc, stderr=err.getvalue())
 
 
 def test_smoke_study_trains_evaluates_at_2L_and_analyses_the_trained_keys(small_corpus, tmp_path):
