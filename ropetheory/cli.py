@@ -95,12 +95,13 @@ def _schedule_list() -> str:
 
 def _cmd_curve(args) -> int:
     from . import __version__
+    from .core.checks import check_seed
     from .schedules import schedule_from_spec
     from .spectra.gram import log_grid, rank1_curve
     from .theory.theorems import predicted_limit
     spec = spec_with_defaults(args.spec)
     theta = schedule_from_spec(spec)
-    v = np.random.default_rng(args.seed).standard_normal(theta.head_dim)
+    v = np.random.default_rng(check_seed("seed", args.seed)).standard_normal(theta.head_dim)
     g = log_grid(args.n_max, args.num)
     c = rank1_curve(theta, v, g)
     lim = predicted_limit(theta, v)

@@ -93,6 +93,24 @@ def check_bool(name: str, x: Any) -> bool:
     return bool(v)
 
 
+def check_callable(name: str, x: Any) -> Any:
+    """``x`` if it can be called (a function, a module with ``__call__`` ...), else a TypeError naming ``name``
+    (never Python's "'str' object is not callable" from deep inside the call)."""
+    if not callable(x):
+        raise BadType(f"{name} must be a function (callable), got {short_repr(x)}")
+    return x
+
+
+#: the largest seed accepted: numpy's generators take any non-negative integer, JAX's keys 64 bits
+MAX_SEED = 2 ** 64 - 1
+
+
+def check_seed(name: str, x: Any) -> int:
+    """A random seed: an integer in ``[0, MAX_SEED]`` (numpy's ``default_rng`` refuses a negative one in
+    its own words, and reads a list as several seeds)."""
+    return check_integer(name, x, lo=0, hi=MAX_SEED)
+
+
 def read_text_file(name: str, path: Any) -> str:
     """The UTF-8 text of the file at ``path``; a ValueError naming ``name`` and the path when it is
     missing, a directory, unreadable or not UTF-8."""
@@ -108,6 +126,22 @@ def read_text_file(name: str, path: Any) -> str:
         raise BadValue(f"{name}: {str(p)!r} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise BadValue(f"{name}: cannot read {str(p)!r}: {e.strerror}") from None
+
+
+def read_json_file(name: str, path: Any, *, saved: bool = False) -> Any:
+    """The JSON value held by the file at ``path``; a ValueError naming ``name`` and the path when the file
+    is not JSON (where the parser stopped, never the parser's text alone), or is missing or unreadable
+    (``read_text_file``). ``saved``: a file a command wrote earlier (``--plot-only`` reads it back): a missing
+    one raises the ``OSError`` that names it, and a damaged one is said to need recomputing."""
+    import json
+    import pathlib
+    text = pathlib.Path(path).read_text(encoding="utf-8") if saved else read_text_file(name, path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        fix = "; run the command again without --plot-only to recompute it" if saved else ""
+        raise BadValue(f"{name}: {str(path)!r} is not valid JSON ({e.msg} at line {e.lineno}, "
+                       f"column {e.colno}){fix}") from None
 
 
 def check_head_dim(d: Any) -> int:
@@ -180,36 +214,40 @@ def checked_theta(theta: Any) -> np.ndarray:
 MAX_ABS_POSITION = 2 ** 63 - 1
 
 
-def check_positions(positions: Any, n: int | None = None) -> np.ndarray:
-    """Validate integer positions: a 1-D int64 array with ``|i| < 2^63`` (no floats, no NaN)."""
-    arr = np.asarray(positions)
+def check_positions(positions: Any, n: int | None = None, *, name: str = "positions") -> np.ndarray:
+    """Validate integer positions: a 1-D int64 array with ``|i| < 2^63`` (no floats, no NaN); errors name
+    the argument ``name``."""
+    try:
+        arr = np.asarray(positions)
+    except (TypeError, ValueError):                   # a ragged list: numpy's words would not name it
+        raise BadType(f"{name} must be a 1-D array of integers, got {short_repr(positions)}") from None
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)):
-            raise BadValue("positions must be finite integers; got NaN or inf")
+            raise BadValue(f"{name} must be finite integers; got NaN or inf")
         if not np.all(arr == np.round(arr)):
             bad = arr[arr != np.round(arr)][0]
-            raise BadValue(f"positions must be integers, got {float(bad)!r}")
+            raise BadValue(f"{name} must be integers, got {float(bad)!r}")
         if np.any(np.abs(arr) >= 2.0 ** 53):
-            raise BadValue("float positions at or beyond 2^53 are not exact; pass int64 positions")
+            raise BadValue(f"{name}: floats at or beyond 2^53 are not exact; pass int64 {name}")
         arr = arr.astype(np.int64)
     elif arr.dtype.kind in "iu":
         if arr.dtype.kind == "u" and arr.size and arr.max() > MAX_ABS_POSITION:
-            raise BadValue(f"position {int(arr.max())} does not fit in int64")
+            raise BadValue(f"{name}: {int(arr.max())} does not fit in int64")
         arr = arr.astype(np.int64)
     elif arr.dtype == object:
         try:
             vals = [int(x) for x in arr.ravel()]
         except (TypeError, ValueError):
-            raise BadType(f"positions must be integers, got {positions!r}") from None
+            raise BadType(f"{name} must be integers, got {short_repr(positions)}") from None
         if any(abs(x) > MAX_ABS_POSITION for x in vals):
-            raise BadValue("positions must satisfy |i| < 2^63")
+            raise BadValue(f"{name} must satisfy |i| < 2^63")
         arr = np.array(vals, dtype=np.int64).reshape(arr.shape)
     else:
-        raise BadType(f"positions must be integers, got dtype {arr.dtype}")
+        raise BadType(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
-        raise BadValue(f"positions must be a 1-D array, got shape {arr.shape}")
+        raise BadValue(f"{name} must be a 1-D array, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
-        raise BadValue(f"got {arr.shape[0]} positions for {n} tokens")
+        raise BadValue(f"got {arr.shape[0]} {name} for {n} tokens")
     return arr
 
 

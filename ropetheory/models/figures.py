@@ -1,12 +1,12 @@
 """The paper's real-model figures (Figs. 2-6, A.3), drawn only from a saved ``analysis.json``."""
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
 
 from .. import figstyle
+from ..core.checks import read_json_file
 
 __all__ = ["plot_all"]
 
@@ -29,7 +29,7 @@ def _band(ax, g, A, label, color, ls="-"):
 
 def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib.pyplot as plt
-    res = json.loads((d / "analysis.json").read_text())
+    res = read_json_file("--out", d / "analysis.json", saved=True)
     H, g, L, n = res["heads"], np.array(res["grid"]), res["train_len"], res["n"]
     model = res.get("meta", {}).get("model", d.name)
     q = " (4-bit quantised)" if res.get("meta", {}).get("quantised") else ""

@@ -41,7 +41,7 @@ import numpy as np
 from . import figure7
 from .. import spectra
 from .. import data
-from ..core.checks import check_integer
+from ..core.checks import check_integer, read_json_file
 from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
@@ -215,7 +215,7 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
     res = None
     if src.get("model") or analysis:
         p = find_analysis(src.get("model") or src["label"], analysis)
-        res = json.loads(p.read_text()) if p else None
+        res = read_json_file("--analysis", p) if p else None
     out = {
         "source": source,
         "analysis": str(p) if res is not None else None,

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_integer, check_number, check_positions
+from ..core.checks import check_callable, check_integer, check_number, check_positions, check_seed
 from ..core.layouts import check_layout, per_channel, plane_pairs
 from . import ROTATION_FLOOR_FACTOR, audit_positions, resolve_schedule, rotation_floor, unit_roundoff
 from .alternatives import best_alternative, config_alternatives, plain_alternatives, precision, structural
@@ -264,6 +264,7 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
     parameters and ``seq_len``, default the largest position + 1, the sequence length the registry's
     length-dependent types use).
     """
+    check_callable("fn", fn)
     name = dtype_name(dtype)
     check_layout(layout)
     if call not in ("x", "qk"):
@@ -273,7 +274,7 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
         raise BadValue("positions must not be empty")
     L = int(pos.max()) + 1 if seq_len is None else check_integer("seq_len", seq_len, lo=1)
     theta, att, config = _expected(schedule, head_dim, L, layer_type)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     d = 2 * theta.size
     X = np.stack([round_to(rng.standard_normal((pos.size, d)), name)
                   for _ in range(check_integer("n_vectors", n_vectors, lo=1))])

@@ -1,0 +1,124 @@
+"""A message a caller can trigger is ours, one line naming the argument or the file: never a parser's
+(``json``), numpy's or torch's words alone, nor Python's "'str' object is not callable" from inside a call.
+(Where the JSON parser stopped is kept, inside our message that names the file.)"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ropetheory as rt
+import ropetheory.testing as rtt
+from ropetheory.cli import main
+from ropetheory.core.errors import BadInput
+
+THETA = rt.schedule("rope", head_dim=8, base=100.0)
+#: what each library says in its own words, which must not reach a caller alone
+LIBRARY_WORDS = ("object is not callable", "SeedSequence", "expected non-negative integer",
+                 "negative dimensions", "Number of samples", "inconsistent with step sign")
+
+
+def _one_line_of_ours(text: str, *names: str) -> None:
+    assert text.count("\n") <= 1 and text.strip(), text
+    assert all(n in text for n in names), (names, text)
+    assert not any(w in text for w in LIBRARY_WORDS), text
+
+
+@pytest.fixture
+def bad_json(tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text('{"head_dim": 8, "rope_theta": 100,\n')
+    return p
+
+
+def test_a_malformed_config_file_names_the_file_and_where_the_parser_stopped(bad_json):
+    for call in (lambda: rt.from_config(bad_json), lambda: rt.from_config(bad_json.parent),
+                 lambda: rt.schedule_from_spec(str(bad_json))):
+        with pytest.raises(BadInput) as e:
+            call()
+        _one_line_of_ours(str(e.value), str(bad_json), "not valid JSON", "line 2")
+
+
+@pytest.mark.parametrize("argv", [["schedule", "--config", "{p}"], ["schedule", "{p}"], ["report", "{p}"]])
+def test_a_malformed_config_file_on_the_command_line_is_one_line_naming_it(bad_json, argv, capsys, tmp_path):
+    argv = [a.format(p=bad_json) for a in argv] + (["--out", str(tmp_path / "o")] if argv[0] == "report" else [])
+    assert main(argv) == 2
+    _one_line_of_ours(capsys.readouterr().err, str(bad_json), "not valid JSON")
+
+
+def test_a_damaged_saved_result_read_by_plot_only_says_to_recompute_it(tmp_path, capsys):
+    (tmp_path / "sinks.json").write_text("{")
+    assert main(["sinks", "--plot-only", "--out", str(tmp_path)]) == 2
+    _one_line_of_ours(capsys.readouterr().err, "sinks.json", "not valid JSON", "without --plot-only")
+
+
+def test_a_malformed_analysis_file_given_to_report_names_the_flag(tmp_path, capsys):
+    a = tmp_path / "analysis.json"
+    a.write_text("[1,")
+    assert main(["report", "rope", "--analysis", str(a), "--out", str(tmp_path / "o")]) == 2
+    _one_line_of_ours(capsys.readouterr().err, "--analysis", str(a))
+
+
+@pytest.mark.parametrize("fn", ["rope", None, 3])
+@pytest.mark.parametrize("audit", [
+    lambda fn: rtt.audit_rope(fn, schedule=THETA, max_position=16),
+    lambda fn: rtt.assert_rope_matches(fn, schedule=THETA, max_position=16),
+    lambda fn: rtt.logit_errors(fn, schedule=THETA, distances=[0, 1]),
+    lambda fn: rtt.diagnose(fn, schedule=THETA, max_position=16)])
+def test_an_implementation_that_is_not_a_function_is_refused_by_name(audit, fn):
+    with pytest.raises(TypeError) as e:
+        audit(fn)
+    _one_line_of_ours(str(e.value), "fn must be a function")
+
+
+@pytest.mark.parametrize("seed", [-1, "0", [1, 2], 1.5, True, None])
+def test_a_seed_that_is_not_a_non_negative_integer_is_refused_by_name(seed):
+    with pytest.raises((TypeError, ValueError)) as e:
+        rtt.audit_rope(lambda x, p: x, schedule=THETA, max_position=16, seed=seed)
+    _one_line_of_ours(str(e.value), "seed")
+
+
+def test_the_curve_command_refuses_a_negative_seed_by_its_flag(capsys):
+    assert main(["curve", "--spec", "rope:head_dim=8", "--seed", "-1", "--num", "4", "--n-max", "100"]) == 2
+    _one_line_of_ours(capsys.readouterr().err, "--seed")
+
+
+@pytest.mark.parametrize("num", [-10, 0, 2.5, "4"])
+def test_audit_positions_refuses_a_bad_count_in_our_words_not_numpys(num):
+    with pytest.raises((TypeError, ValueError)) as e:
+        rtt.audit_positions(64, num)
+    _one_line_of_ours(str(e.value), "num")
+
+
+def test_the_audit_command_refuses_a_negative_head_width_before_torch_sees_it(capsys, tmp_path):
+    pytest.importorskip("torch")
+    assert main(["audit", "transformers", "--head-dim", "-2", "--out", str(tmp_path)]) == 2
+    _one_line_of_ours(capsys.readouterr().err, "--head-dim")
+
+
+def test_distances_are_named_as_distances_not_positions():
+    with pytest.raises(ValueError) as e:
+        rtt.logit_errors(lambda x, p: x, schedule=THETA, distances=[0.5])
+    _one_line_of_ours(str(e.value), "distances")
+
+
+def test_the_library_words_are_those_numpy_and_python_say_here():
+    """The library words above are what numpy and Python say here (else the checks above could not fail)."""
+    with pytest.raises(ValueError, match=LIBRARY_WORDS[2]):
+        np.random.default_rng(-1)
+    with pytest.raises(ValueError, match=LIBRARY_WORDS[4]):
+        np.geomspace(8, 64, -10)
+    not_a_function: object = "rope"
+    with pytest.raises(TypeError, match=LIBRARY_WORDS[0]):
+        not_a_function()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("call", [lambda bad: rtt.exact_cos_sin(THETA.theta, bad),
+                                  lambda bad: rt.apply_rope(THETA, np.ones((2, 8)), positions=bad),
+                                  lambda bad: rtt.rotation_floor(bad, "float32"),
+                                  lambda bad: rtt.logit_floor(bad, 1.0, 8, "float32")])
+def test_a_ragged_list_is_refused_by_name_not_by_numpys_inhomogeneous_shape(call):
+    with pytest.raises((TypeError, ValueError)) as e:
+        call([[1, 2], [3]])
+    _one_line_of_ours(str(e.value))
+    assert "inhomogeneous" not in str(e.value) and any(n in str(e.value) for n in ("positions", "plane_norms",
+                                                                                    "q_norm"))
