@@ -137,7 +137,7 @@ def test_a_search_checkpoint_from_other_code_is_not_resumed(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(L=0), "L must be"), (dict(L=bb.MAX_L + 1), "L must be"), (dict(L=True), "L must be"),
-    (dict(L=100, d=7), "head_dim"), (dict(L=100, d="128"), "head_dim"),
+    (dict(L=100, d=7), "d must be"), (dict(L=100, d="128"), "d must be"),
     (dict(L=100, b_min=1e5, b_max=1e4), "b_min"), (dict(L=100, b_min=float("nan")), "b_min"),
     (dict(L=100, b_max=1e300), "b_max"), (dict(L=100, min_width=0.0), "min_width"),
     (dict(L=100, initial=0), "initial"),

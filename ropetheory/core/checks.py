@@ -144,13 +144,13 @@ def read_json_file(name: str, path: Any, *, saved: bool = False) -> Any:
                        f"column {e.colno}){fix}") from None
 
 
-def check_head_dim(d: Any) -> int:
-    """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
-    d = check_integer("head_dim", d)
+def check_head_dim(d: Any, name: str = "head_dim") -> int:
+    """Return ``d`` as an int if it is a positive even integer, else raise ValueError naming ``name``."""
+    d = check_integer(name, d)
     if d <= 0 or d % 2:
-        raise BadValue(f"head_dim must be a positive even integer, got {d}")
+        raise BadValue(f"{name} must be a positive even integer, got {d}")
     if d > MAX_HEAD_DIM:
-        raise BadValue(f"head_dim must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
+        raise BadValue(f"{name} must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
     return d
 
 
@@ -368,21 +368,25 @@ def pad_to_bucket(a: np.ndarray, axis: int = 0, *, fill: Any = None, minimum: in
     return pad_edge(a, bucket(a.shape[axis], minimum=minimum, power_of_two=power_of_two), axis, fill=fill)
 
 
-def check_lengths(lengths: Any) -> np.ndarray:
-    """A non-empty 1-D int64 array of lengths, each a positive integer (a scalar is one length)."""
-    arr = np.atleast_1d(np.asarray(lengths, dtype=object))
+def check_lengths(lengths: Any, name: str = "lengths") -> np.ndarray:
+    """A non-empty 1-D int64 array of lengths, each a positive integer (a scalar is one length); errors
+    name the argument ``name`` and the entry (``lengths[2]``)."""
+    try:
+        given = np.asarray(lengths, dtype=object)
+    except (TypeError, ValueError):                   # a ragged list
+        raise BadType(f"{name} must be one length or a 1-D list of lengths, got {short_repr(lengths)}") from None
+    arr = np.atleast_1d(given)
     if arr.ndim != 1 or arr.size == 0:
-        raise BadValue(f"lengths must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
-    return np.array([check_length(x, "length") for x in arr], dtype=np.int64)
+        raise BadValue(f"{name} must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
+    return np.array([check_length(x, name if given.ndim == 0 else f"{name}[{i}]") for i, x in enumerate(arr)],
+                    dtype=np.int64)
 
 
 def check_offset(offset: Any, lo: int = 0, hi: int = 0) -> int:
-    """``offset`` as an int if it is an integer (not a bool) and ``offset + lo`` and ``offset + hi``
-    (the smallest and largest position it shifts) stay within int64 (``|i| < 2^63``)."""
-    v = _scalar(offset)
-    if is_bool(v) or not isinstance(v, (int, np.integer)):
-        raise BadType(f"offset must be an integer, got {offset!r}")
-    off = int(v)
+    """``offset`` as an int if it is an integer (``check_integer``: numpy integers and whole floats too,
+    never a bool) and ``offset + lo`` and ``offset + hi`` (the smallest and largest position it shifts) stay
+    within int64 (``|i| < 2^63``)."""
+    off = check_integer("offset", offset)
     if off + int(hi) > MAX_ABS_POSITION or off + int(lo) < -MAX_ABS_POSITION:
         raise BadValue(f"offset {off} with positions in [{int(lo)}, {int(hi)}] leaves int64 (|i| < 2^63)")
     return off

@@ -306,7 +306,7 @@ def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = 
     if A.shape[1] != 2 * th.size:
         raise BadValue(f"X has head dim {A.shape[1]} but the schedule has {th.size} planes")
     check_layout(layout)
-    L = check_lengths(lengths)
+    L, chunk = check_lengths(lengths), check_length(chunk, "chunk")
     if L.max() > A.shape[0]:
         raise BadValue(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
     A, _ = scale_to_unit_max(A)                       # exact; every output is a ratio of norms

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import (check_callable, check_finite_array, check_head_dim, check_integer, check_positions,
+from ..core.checks import (check_callable, check_finite_array, check_head_dim, check_integer, check_number,
+                           check_positions,
                            check_seed, checked_theta, short_repr)
 from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
@@ -234,6 +235,7 @@ def assert_rope_matches(fn: Callable[..., Any], *, schedule: Any, head_dim: int 
                         max_position: int = 4096, max_floor_ratio: float = 1.0) -> RopeAudit:
     """``audit_rope``, then an AssertionError (where it is worst, by how much, in ULPs and absolute)
     unless every entry is within ``max_floor_ratio`` times the dtype's floor. Returns the audit."""
+    max_floor_ratio = check_number("max_floor_ratio", max_floor_ratio, lo=0.0, lo_open=True)
     a = audit_rope(fn, schedule=schedule, head_dim=head_dim, positions=positions, dtype=dtype, layout=layout,
                    framework=framework, call=call, n_vectors=n_vectors, seed=seed, max_position=max_position)
     if not a.worst_floor_ratio <= max_floor_ratio:

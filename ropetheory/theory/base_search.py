@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
-from ..core.checks import bucket, pad_to_bucket
+from ..core.checks import bucket, check_callable, check_head_dim, check_integer, check_number, pad_to_bucket
 from ..core.devices import compute_platform
 from ..store import (CHECKPOINT_OVERHEAD, CheckpointClock, derived_code_hash, load_checkpoint,  # noqa: F401
                      save_checkpoint)  # (CHECKPOINT_OVERHEAD: documented here)
@@ -256,16 +256,18 @@ def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
     return out
 
 
+#: most starting pieces accepted: the first round holds (pieces x planes) float64 arrays, and the search
+#: splits a piece only where it must, so more than 2^20 starting pieces is a typo, not a finer search
+MAX_INITIAL = 2 ** 20
+
+
 def _check_search_args(L, d, b_min, b_max, min_width, initial):
-    L, d = bb.check_L(L), bb.check_head_dim(d)
-    for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise BadValue(f"{name} must be a finite number > 0, got {v!r}")
+    L, d = check_integer("L", L, lo=1, hi=bb.MAX_L), check_head_dim(d, "d")
+    b_min, b_max, min_width = (check_number(name, v, lo=0.0, lo_open=True)
+                               for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)))
     if not (1.0 < b_min < b_max <= math.exp(bb.MAX_LN_B)):
         raise BadValue(f"need 1 < b_min < b_max <= e^{bb.MAX_LN_B:g}, got b_min={b_min!r}, b_max={b_max!r}")
-    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 1:
-        raise BadValue(f"initial must be an integer >= 1, got {initial!r}")
-    return L, d
+    return L, d, b_min, b_max, min_width, check_integer("initial", initial, lo=1, hi=MAX_INITIAL)
 
 
 def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: float = 1e10,
@@ -281,10 +283,12 @@ def search_feasible_bases(L: int, d: int = 128, *, b_min: float = 1e2, b_max: fl
     arguments resumes from it (the file is removed when the search ends). ``progress(fraction)``
     gets the share of ``ln b`` decided.
     """
-    L, d = _check_search_args(L, d, b_min, b_max, min_width, initial)
+    L, d, b_min, b_max, min_width, initial = _check_search_args(L, d, b_min, b_max, min_width, initial)
     accel = compute_platform() != "cpu"
-    if budget is None:
-        budget = 1 << (25 if accel else 22)
+    budget = 1 << (25 if accel else 22) if budget is None else check_integer("budget", budget, lo=1)
+    checkpoint_seconds = check_number("checkpoint_seconds", checkpoint_seconds, lo=0.0)
+    if progress is not None:
+        check_callable("progress", progress)
     chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
     t0 = time.perf_counter()
     lo_t, hi_t = math.log(b_min), math.log(b_max)
