@@ -64,6 +64,20 @@ def check_number(name: str, x: Any, *, lo: float | None = None, hi: float | None
     return f
 
 
+def check_positive(name: str, x: Any) -> float:
+    """``x`` as a finite float ``> 0`` (``check_number``), naming ``name``."""
+    return check_number(name, x, lo=0.0, lo_open=True)
+
+
+def check_base(base: Any, name: str = "base") -> float:
+    """A RoPE base: a finite number ``> 1`` (at 1 or below ``base^(-2j/d)`` does not decrease: base 1 puts
+    every plane at 1 rad per token)."""
+    b = check_positive(name, base)
+    if b <= 1:
+        raise BadValue(f"{name} must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
+    return b
+
+
 def check_integer(name: str, x: Any, *, lo: int | None = None, hi: int | None = None) -> int:
     """``x`` as an int in ``[lo, hi]``, or a TypeError/ValueError naming ``name`` and ``x``.
 

@@ -29,6 +29,7 @@ import sysconfig
 from typing import Any
 
 import numpy as np
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 __all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
@@ -65,10 +66,8 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     parameters). ``templates`` (name -> text) are tokenised too and kept, in compact ids, in the recipe's
     ``templates`` (every one of their ids is in the vocabulary). Returns ``load_corpus``'s dict."""
     from ..models.corpus import LICENSE_DIR, default_text
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 10_000:
-        raise BadValue(f"max_bytes must be an integer >= 10000, got {max_bytes!r}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 64 <= vocab_size <= 65535:
-        raise BadValue(f"vocab_size must be an integer in [64, 65535], got {vocab_size!r}")
+    max_bytes = check_integer("max_bytes", max_bytes, lo=10_000)
+    vocab_size = check_integer("vocab_size", vocab_size, lo=64, hi=65535)
     folder = pathlib.Path(folder)
     from .. import store
 
