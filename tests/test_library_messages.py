@@ -122,3 +122,39 @@ def test_a_ragged_list_is_refused_by_name_not_by_numpys_inhomogeneous_shape(call
     _one_line_of_ours(str(e.value))
     assert "inhomogeneous" not in str(e.value) and any(n in str(e.value) for n in ("positions", "plane_norms",
                                                                                     "q_norm"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# an output that would overflow float64 is refused, naming the argument, never returned as inf
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["tridiagonal", "lanczos", "subspace", "eigvalsh"])
+def test_a_top_eigenvalue_beyond_the_float64_maximum_is_refused_naming_g(method):
+    G = np.ones((6, 6)) * 1e308                       # finite entries; lambda_max = 6e308 is not a float64
+    with pytest.raises(ValueError) as e:
+        rt.top_eigenvalue(G, method)
+    _one_line_of_ours(str(e.value), "G", "float64 maximum")
+    assert np.isfinite(float(rt.top_eigenvalue(G / 8, method)))      # 0.75e308 is one
+
+
+@pytest.mark.parametrize(("train_len", "cycles"), [(1e300, 1.0), (4096, 1e-300), (4096, 1e-320)])
+def test_a_high_frequency_base_beyond_float64_is_refused_naming_its_arguments(train_len, cycles):
+    with pytest.raises(ValueError) as e:
+        rt.high_frequency(4, train_len, cycles)
+    _one_line_of_ours(str(e.value), "train_len", "cycles")
+
+
+def test_an_overflowing_logit_floor_is_refused_naming_the_norms():
+    with pytest.raises(ValueError) as e:
+        rtt.logit_floor(1e300, 1e300, 8, "float32")
+    _one_line_of_ours(str(e.value), "q_norm", "k_norm")
+
+
+def test_affine_weights_near_the_float64_maximum_give_the_bound_of_their_ratio():
+    """The certified bound depends on the weights' ratio only: a, b near 1.7e308 (whose sums overflow) give
+    the bound of (1, 1), with no overflow on the way."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        big = rt.certified_eps(THETA, np.arange(1.0, 9.0), [10, 1000], weights=rt.AffineWeights(1.7e308, 1.7e308))
+    np.testing.assert_array_equal(big, rt.certified_eps(THETA, np.arange(1.0, 9.0), [10, 1000],
+                                                        weights=rt.AffineWeights(1.0, 1.0)))

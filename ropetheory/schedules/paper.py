@@ -107,7 +107,13 @@ def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) 
     if 2 * math.pi * cycles >= L:
         raise BadValue(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
                          f"got train_len={train_len!r}, cycles={cycles!r}")
-    base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
+    try:
+        base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
+    except OverflowError:
+        base = math.inf
+    if not math.isfinite(base):
+        raise BadValue(f"high_frequency: train_len / cycles = {train_len!r} / {cycles!r} gives a base "
+                       f"(train_len / (2 pi cycles))^(d/(d-2)) beyond the float64 maximum")
     return Schedule(rope_frequencies(d, base), "high_frequency", {"train_len": L, "cycles": cycles})
 
 

@@ -86,9 +86,15 @@ def logit_floor(q_norm: Any, k_norm: Any, head_dim: int, dtype: Any) -> np.ndarr
     """The floor of ``q_m . k_n`` after rotation: ``(2 sqrt(2) F + d) u ||q|| ||k||`` (module docstring)."""
     u = unit_roundoff(dtype)
     head_dim = check_head_dim(head_dim)
-    qk = _norms("q_norm", q_norm, 0) * _norms("k_norm", k_norm, 0)
-    return (2 * math.sqrt(2) * ROTATION_FLOOR_FACTOR + head_dim) * u * (1 + 4 * u) * qk \
-        + 2 * math.sqrt(2) * REFERENCE_ANGLE_ERR * qk
+    q, k = _norms("q_norm", q_norm, 0), _norms("k_norm", k_norm, 0)
+    with np.errstate(over="ignore"):
+        qk = q * k
+        out = (2 * math.sqrt(2) * ROTATION_FLOOR_FACTOR + head_dim) * u * (1 + 4 * u) * qk \
+            + 2 * math.sqrt(2) * REFERENCE_ANGLE_ERR * qk
+    if not np.all(np.isfinite(out)):
+        raise BadValue(f"q_norm x k_norm overflows float64 (q_norm = {short_repr(q_norm)}, k_norm = "
+                       f"{short_repr(k_norm)}): the logit floor is not a float64 number")
+    return out
 
 
 def audit_positions(max_position: int, num: int = 40) -> np.ndarray:
