@@ -158,3 +158,19 @@ def test_affine_weights_near_the_float64_maximum_give_the_bound_of_their_ratio()
         big = rt.certified_eps(THETA, np.arange(1.0, 9.0), [10, 1000], weights=rt.AffineWeights(1.7e308, 1.7e308))
     np.testing.assert_array_equal(big, rt.certified_eps(THETA, np.arange(1.0, 9.0), [10, 1000],
                                                         weights=rt.AffineWeights(1.0, 1.0)))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: rt.apply_rope(np.zeros((0, 4)), np.ones((2, 8))),
+    lambda: rt.top_eigenvalue(np.eye(3), np.array([])),
+    lambda: rt.search_feasible_bases(64, 8, min_width=1e-300),
+    lambda: rtt.audit_positions(64, 2 ** 70),
+    lambda: rtt.logit_errors(lambda x, p: x, schedule=THETA, distances=[0, 1], key_position=2 ** 70),
+    lambda: rtt.logit_errors(lambda x, p: x, schedule=THETA, distances=[2 ** 62], key_position=2 ** 62)])
+def test_found_by_the_every_callable_probe_each_is_refused_by_the_package_not_numpy(call):
+    """Empty per-head theta (numpy's "need at least one array to stack"), an array as method ("truth value
+    ... ambiguous"), a min_width below float64's resolution of ln b (a search that never ends), huge counts
+    ("Maximum allowed size exceeded") and int64 overflow of key_position + distance."""
+    with pytest.raises(BadInput) as e:
+        call()
+    _one_line_of_ours(str(e.value))

@@ -200,7 +200,7 @@ METHODS = ("tridiagonal", "lanczos", "subspace", "eigvalsh")
 
 def check_method(method) -> str:
     """``method`` if it names a top-eigenvalue method, else a ValueError naming it."""
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise BadValue(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
     return method
 

@@ -41,9 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import (check_callable, check_finite_array, check_head_dim, check_integer, check_number,
-                           check_positions,
-                           check_seed, checked_theta, short_repr)
+from ..core.checks import (MAX_ABS_POSITION, check_callable, check_finite_array, check_head_dim, check_integer,
+                           check_number, check_positions, check_seed, checked_theta, short_repr)
 from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
 from .frameworks import DTYPES, dtype_name as _dtype_name, positions_to_framework as _positions_to_framework
@@ -97,11 +96,17 @@ def logit_floor(q_norm: Any, k_norm: Any, head_dim: int, dtype: Any) -> np.ndarr
     return out
 
 
+#: most log-spaced positions ``audit_positions`` draws: each is a row of every audited vector, and more than
+#: 2^20 rows per vector is a typo for a position, not a finer audit
+MAX_AUDIT_POSITIONS = 2 ** 20
+
+
 def audit_positions(max_position: int, num: int = 40) -> np.ndarray:
     """Positions to audit up to ``max_position``: 0 to 7, log-spaced ones, and each power of two and its
     neighbours (where float tables and float positions lose bits), sorted and unique."""
     M = check_integer("max_position", max_position, lo=1, hi=2 ** 62)
-    logs = np.unique(np.round(np.geomspace(8, max(M, 8), check_integer("num", num, lo=1))).astype(np.int64))
+    num = check_integer("num", num, lo=1, hi=MAX_AUDIT_POSITIONS)
+    logs = np.unique(np.round(np.geomspace(8, max(M, 8), num)).astype(np.int64))
     pows = [p + s for k in range(3, M.bit_length() + 1) for p in (1 << k,) for s in (-1, 0, 1)]
     pos = np.unique(np.concatenate([np.arange(8), logs, np.asarray(pows, dtype=np.int64)]))
     return pos[(pos >= 0) & (pos <= M)]
@@ -273,7 +278,10 @@ def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None 
     theta = resolve_schedule(schedule, head_dim)
     d = 2 * theta.size
     dist = check_positions(distances, name="distances")
-    n0 = check_integer("key_position", key_position, lo=0)
+    n0 = check_integer("key_position", key_position, lo=0, hi=MAX_ABS_POSITION)
+    if dist.size and (n0 + int(dist.max()) > MAX_ABS_POSITION or n0 + int(dist.min()) < 0):
+        raise BadValue(f"key_position + distances must lie in [0, 2^63): key_position = {n0}, distances in "
+                       f"[{int(dist.min())}, {int(dist.max())}]")
     rng = np.random.default_rng(check_seed("seed", seed))
     worst = np.zeros(dist.size)
     floor = np.zeros(dist.size)

@@ -259,12 +259,15 @@ def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
 #: most starting pieces accepted: the first round holds (pieces x planes) float64 arrays, and the search
 #: splits a piece only where it must, so more than 2^20 starting pieces is a typo, not a finer search
 MAX_INITIAL = 2 ** 20
+#: narrowest ``min_width`` (in ``ln b``): float64 spacing at ``ln b = MAX_LN_B = 64`` is 2^-46, so halving
+#: an interval narrower than a few dozen ulps stops shrinking it and the search would never end
+MIN_WIDTH_FLOOR = 2.0 ** -40
 
 
 def _check_search_args(L, d, b_min, b_max, min_width, initial):
     L, d = check_integer("L", L, lo=1, hi=bb.MAX_L), check_head_dim(d, "d")
-    b_min, b_max, min_width = (check_number(name, v, lo=0.0, lo_open=True)
-                               for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)))
+    b_min, b_max = (check_number(name, v, lo=0.0, lo_open=True) for name, v in (("b_min", b_min), ("b_max", b_max)))
+    min_width = check_number("min_width", min_width, lo=MIN_WIDTH_FLOOR)
     if not (1.0 < b_min < b_max <= math.exp(bb.MAX_LN_B)):
         raise BadValue(f"need 1 < b_min < b_max <= e^{bb.MAX_LN_B:g}, got b_min={b_min!r}, b_max={b_max!r}")
     return L, d, b_min, b_max, min_width, check_integer("initial", initial, lo=1, hi=MAX_INITIAL)
