@@ -95,12 +95,13 @@ def _schedule_list() -> str:
 
 def _cmd_curve(args) -> int:
     from . import __version__
+    from .core.checks import check_seed
     from .schedules import schedule_from_spec
     from .spectra.gram import log_grid, rank1_curve
     from .theory.theorems import predicted_limit
     spec = spec_with_defaults(args.spec)
     theta = schedule_from_spec(spec)
-    v = np.random.default_rng(args.seed).standard_normal(theta.head_dim)
+    v = np.random.default_rng(check_seed("seed", args.seed)).standard_normal(theta.head_dim)
     g = log_grid(args.n_max, args.num)
     c = rank1_curve(theta, v, g)
     lim = predicted_limit(theta, v)
@@ -284,10 +285,31 @@ def compilation_cache(enabled: bool = True) -> Iterator[None]:
         cc.reset_cache()                          # the next compilation reads the restored settings
 
 
+@contextlib.contextmanager
+def one_line_warnings(cmd: str) -> Iterator[None]:
+    """Inside the block, a warning the package raises (a contradictory config, a default taken) prints as one
+    line ``ropetheory CMD: warning: ...``, not Python's two lines of file, line number and source; warnings
+    from other libraries keep their own form, and code that records warnings still records them (only the
+    printed form changes). The previous format is restored after."""
+    import warnings
+    root = str(pathlib.Path(__file__).parent)
+    before = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if str(filename).startswith(root):
+            return f"ropetheory {cmd}: warning: {message}\n"
+        return before(message, category, filename, lineno, line)
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = before
+
+
 def _main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     enabled = "--no-cache" not in argv and os.environ.get(NO_CACHE_ENV, "") in ("", "0")
-    with compilation_cache(enabled), recorded_stores() as stores:
+    with compilation_cache(enabled), recorded_stores() as stores, one_line_warnings(argv[0] if argv else ""):
         return _command([a for a in argv if a != "--no-cache"], stores)
 
 

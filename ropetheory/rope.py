@@ -90,10 +90,10 @@ def apply_rope(theta: Any, X: Any, positions: Any = None, *, layout: str | None 
         th = from_theta(th)
         chunks = turn_chunks(th)
     else:
+        if th.shape[:-1] != A.shape[:-2] or th.size == 0:
+            raise BadValue(f"per-head theta of shape {th.shape} does not match X batch {A.shape[:-2]}")
         flat = th.reshape(-1, th.shape[-1])
         chunks = np.stack([turn_chunks(from_theta(t)) for t in flat]).reshape(th.shape + (N_CHUNKS,))
-        if th.shape[:-1] != A.shape[:-2]:
-            raise BadValue(f"per-head theta of shape {th.shape} does not match X batch {A.shape[:-2]}")
     if th.shape[-1] * 2 != d:
         raise BadValue(f"theta has {th.shape[-1]} planes but X has head dim {d} (needs {d // 2})")
     check_layout(layout)

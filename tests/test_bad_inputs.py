@@ -32,7 +32,7 @@ def test_positions_plus_offset_beyond_int64_and_non_integer_offsets_are_refused(
     X = np.ones((1, 8))
     with pytest.raises(ValueError, match="int64"):
         rt.apply_rope(THETA, X, positions=[2 ** 63 - 1], offset=1)
-    with pytest.raises(TypeError, match="offset"):
+    with pytest.raises(ValueError, match="offset must be a whole number"):
         rt.apply_rope(THETA, X, positions=[3], offset=1.5)
     with pytest.raises(TypeError, match="offset"):
         rt.apply_rope(THETA, X, positions=[3], offset=True)
@@ -256,7 +256,7 @@ G8 = np.eye(8)
     (lambda b: rt.criteria(b, 0.5, 0.4), [], ValueError, "rho_L"),
     (lambda b: rt.convergence_rate([1, 2, 3, 4], b), [1.0, np.nan, 1.0, 1.0], ValueError, "err"),
     (lambda b: rt.convergence_rate([1, 2, 3, 4], b), [1.0, 2.0], ValueError, "err"),
-    (lambda b: rt.convergence_rate(b, [1.0, 2.0]), [0, 1], ValueError, "length"),
+    (lambda b: rt.convergence_rate(b, [1.0, 2.0]), [0, 1], ValueError, r"n\[0\]"),
     (lambda b: spectra.stream_gram_curve(THETA, spectra.stream._rank1_rows_constant, (V,), [8], phases=b),
      "fast", ValueError, "phases"),
 ])
@@ -274,3 +274,18 @@ def test_numeric_strings_are_not_read_as_numbers():
         with pytest.raises(TypeError, match="weights"):
             real_array("weights", bad)
     assert real_array("w", [1, 2 ** 70]).tolist() == [1.0, float(2 ** 70)]
+
+
+@pytest.mark.parametrize("scalar", [np.int64, np.int32, np.float32, np.float64])
+def test_numpy_scalars_of_valid_numbers_give_the_python_numbers_result(scalar):
+    """The boundary policy accepts numpy scalars: offsets, the base search's bounds and counts, the audit's
+    seed and position count, read as the Python numbers they equal."""
+    from ropetheory.testing import audit_positions, logit_floor
+    X = np.ones((2, 8))
+    np.testing.assert_array_equal(rt.apply_rope(THETA, X, offset=scalar(3)), rt.apply_rope(THETA, X, offset=3))
+    a = rt.search_feasible_bases(64, scalar(8), b_min=scalar(2), b_max=scalar(1024), initial=scalar(16),
+                                 budget=scalar(2000))
+    b = rt.search_feasible_bases(64, 8, b_min=2.0, b_max=1024.0, initial=16, budget=2000)
+    assert (a.feasible, a.undecided, a.evaluations) == (b.feasible, b.undecided, b.evaluations)
+    np.testing.assert_array_equal(audit_positions(scalar(64), scalar(5)), audit_positions(64, 5))
+    assert logit_floor(1.0, 1.0, scalar(8), "float32") == logit_floor(1.0, 1.0, 8, "float32")

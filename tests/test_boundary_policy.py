@@ -283,3 +283,37 @@ def test_fractional_distances_and_lengths_of_the_inversion_probabilities_are_ref
     with pytest.raises(ValueError, match="q must be a vector of 8"):
         positions.scores(theta, np.ones(6), k, [1])
     np.testing.assert_allclose(positions.scores(theta, q, k, [0]), [8.0])
+
+
+def test_no_module_checks_a_bool_or_an_integer_its_own_way():
+    """One set of validators: outside ``core.checks`` no module tests ``isinstance(x, bool)`` before an
+    ``isinstance(x, int)`` (the inline check that refused numpy integers and let ``np.bool_`` through)."""
+    import pathlib
+    import re
+    import ropetheory
+    root = pathlib.Path(ropetheory.__file__).parent
+    inline = re.compile(r"isinstance\(\w+, bool\) or not isinstance\(")
+    found = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if p.name != "checks.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if inline.search(line)]
+    assert not found, found
+
+
+def test_the_configs_and_helpers_that_had_their_own_checks_take_numpy_integers_and_refuse_booleans():
+    from ropetheory.models.extension import scaling
+    from ropetheory.theory.beyond import noisy_rank1_limit
+    from ropetheory.training.loop import TrainConfig
+    from ropetheory.training.model import ModelConfig
+    m = ModelConfig(layers=np.int64(2))
+    assert m.layers == 2 and type(m.layers) is int
+    with pytest.raises(TypeError, match="layers"):
+        ModelConfig(layers=True)
+    with pytest.raises(TypeError, match="steps"):
+        TrainConfig(steps=np.bool_(True))
+    assert scaling("linear", np.int64(4)) == scaling("linear", 4)
+    with pytest.raises(TypeError, match="s must be an integer"):
+        scaling("linear", True)
+    theta = rt.schedule("rope", head_dim=8, base=100.0)
+    assert noisy_rank1_limit(theta, np.arange(1.0, 9.0), np.float32(2.0)) == noisy_rank1_limit(
+        theta, np.arange(1.0, 9.0), 2.0)
+    with pytest.raises(TypeError, match="snr"):
+        noisy_rank1_limit(theta, np.arange(1.0, 9.0), True)

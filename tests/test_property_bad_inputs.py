@@ -157,4 +157,4 @@ def test_convergence_rate_refuses_or_returns_a_number(n, err):
             assert (np.abs(np.asarray(err, dtype=float)) > theorems.RATE_NOISE_FLOOR).sum() < 4
             return None
         return r
-    _outcome(call, ["length", "lengths", "err"])
+    _outcome(call, ["n", "err"])

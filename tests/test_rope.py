@@ -110,7 +110,7 @@ def test_batched_heads_match_one_by_one():
     (lambda th: apply_rope(th, np.ones((2, 8)), layout="gptj"), "unknown layout 'gptj'"),
     (lambda th: apply_rope([1.0, -2.0, 0, 0], np.ones((2, 8))), r"theta\[1\] = -2.0"),
     (lambda th: apply_rope(th, np.ones(8)), "X must have at least 2 dimension"),
-    (lambda th: apply_rope(th, np.ones((2, 8)), offset=0.5), "offset must be an integer"),
+    (lambda th: apply_rope(th, np.ones((2, 8)), offset=0.5), "offset must be a whole number"),
 ])
 def test_operator_bad_input_names_the_value(call, match):
     theta = rt.schedule("rope", head_dim=8).theta

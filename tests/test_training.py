@@ -268,7 +268,7 @@ def test_smoke_study_trains_evaluates_at_2L_and_analyses_the_trained_keys(small_
 
 def test_train_command_refuses_bad_flags_in_one_line():
     r = _cli("--preset", "smoke", "--steps", "0", "--out", "/nonexistent/x")
-    assert r.returncode == 2 and "steps must be a positive integer" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--steps must be an integer >= 1" in r.stderr and "Traceback" not in r.stderr
     r = _cli("--plot-only", "--out", "/nonexistent/x")
     assert r.returncode == 2 and "Traceback" not in r.stderr
 

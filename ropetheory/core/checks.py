@@ -64,6 +64,20 @@ def check_number(name: str, x: Any, *, lo: float | None = None, hi: float | None
     return f
 
 
+def check_positive(name: str, x: Any) -> float:
+    """``x`` as a finite float ``> 0`` (``check_number``), naming ``name``."""
+    return check_number(name, x, lo=0.0, lo_open=True)
+
+
+def check_base(base: Any, name: str = "base") -> float:
+    """A RoPE base: a finite number ``> 1`` (at 1 or below ``base^(-2j/d)`` does not decrease: base 1 puts
+    every plane at 1 rad per token)."""
+    b = check_positive(name, base)
+    if b <= 1:
+        raise BadValue(f"{name} must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
+    return b
+
+
 def check_integer(name: str, x: Any, *, lo: int | None = None, hi: int | None = None) -> int:
     """``x`` as an int in ``[lo, hi]``, or a TypeError/ValueError naming ``name`` and ``x``.
 
@@ -93,6 +107,24 @@ def check_bool(name: str, x: Any) -> bool:
     return bool(v)
 
 
+def check_callable(name: str, x: Any) -> Any:
+    """``x`` if it can be called (a function, a module with ``__call__`` ...), else a TypeError naming ``name``
+    (never Python's "'str' object is not callable" from deep inside the call)."""
+    if not callable(x):
+        raise BadType(f"{name} must be a function (callable), got {short_repr(x)}")
+    return x
+
+
+#: the largest seed accepted: numpy's generators take any non-negative integer, JAX's keys 64 bits
+MAX_SEED = 2 ** 64 - 1
+
+
+def check_seed(name: str, x: Any) -> int:
+    """A random seed: an integer in ``[0, MAX_SEED]`` (numpy's ``default_rng`` refuses a negative one in
+    its own words, and reads a list as several seeds)."""
+    return check_integer(name, x, lo=0, hi=MAX_SEED)
+
+
 def read_text_file(name: str, path: Any) -> str:
     """The UTF-8 text of the file at ``path``; a ValueError naming ``name`` and the path when it is
     missing, a directory, unreadable or not UTF-8."""
@@ -110,13 +142,29 @@ def read_text_file(name: str, path: Any) -> str:
         raise BadValue(f"{name}: cannot read {str(p)!r}: {e.strerror}") from None
 
 
-def check_head_dim(d: Any) -> int:
-    """Return ``d`` as an int if it is a positive even integer, else raise ValueError."""
-    d = check_integer("head_dim", d)
+def read_json_file(name: str, path: Any, *, saved: bool = False) -> Any:
+    """The JSON value held by the file at ``path``; a ValueError naming ``name`` and the path when the file
+    is not JSON (where the parser stopped, never the parser's text alone), or is missing or unreadable
+    (``read_text_file``). ``saved``: a file a command wrote earlier (``--plot-only`` reads it back): a missing
+    one raises the ``OSError`` that names it, and a damaged one is said to need recomputing."""
+    import json
+    import pathlib
+    text = pathlib.Path(path).read_text(encoding="utf-8") if saved else read_text_file(name, path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        fix = "; run the command again without --plot-only to recompute it" if saved else ""
+        raise BadValue(f"{name}: {str(path)!r} is not valid JSON ({e.msg} at line {e.lineno}, "
+                       f"column {e.colno}){fix}") from None
+
+
+def check_head_dim(d: Any, name: str = "head_dim") -> int:
+    """Return ``d`` as an int if it is a positive even integer, else raise ValueError naming ``name``."""
+    d = check_integer(name, d)
     if d <= 0 or d % 2:
-        raise BadValue(f"head_dim must be a positive even integer, got {d}")
+        raise BadValue(f"{name} must be a positive even integer, got {d}")
     if d > MAX_HEAD_DIM:
-        raise BadValue(f"head_dim must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
+        raise BadValue(f"{name} must be at most {MAX_HEAD_DIM} (MAX_HEAD_DIM), got {d}")
     return d
 
 
@@ -180,36 +228,40 @@ def checked_theta(theta: Any) -> np.ndarray:
 MAX_ABS_POSITION = 2 ** 63 - 1
 
 
-def check_positions(positions: Any, n: int | None = None) -> np.ndarray:
-    """Validate integer positions: a 1-D int64 array with ``|i| < 2^63`` (no floats, no NaN)."""
-    arr = np.asarray(positions)
+def check_positions(positions: Any, n: int | None = None, *, name: str = "positions") -> np.ndarray:
+    """Validate integer positions: a 1-D int64 array with ``|i| < 2^63`` (no floats, no NaN); errors name
+    the argument ``name``."""
+    try:
+        arr = np.asarray(positions)
+    except (TypeError, ValueError):                   # a ragged list: numpy's words would not name it
+        raise BadType(f"{name} must be a 1-D array of integers, got {short_repr(positions)}") from None
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)):
-            raise BadValue("positions must be finite integers; got NaN or inf")
+            raise BadValue(f"{name} must be finite integers; got NaN or inf")
         if not np.all(arr == np.round(arr)):
             bad = arr[arr != np.round(arr)][0]
-            raise BadValue(f"positions must be integers, got {float(bad)!r}")
+            raise BadValue(f"{name} must be integers, got {float(bad)!r}")
         if np.any(np.abs(arr) >= 2.0 ** 53):
-            raise BadValue("float positions at or beyond 2^53 are not exact; pass int64 positions")
+            raise BadValue(f"{name}: floats at or beyond 2^53 are not exact; pass int64 {name}")
         arr = arr.astype(np.int64)
     elif arr.dtype.kind in "iu":
         if arr.dtype.kind == "u" and arr.size and arr.max() > MAX_ABS_POSITION:
-            raise BadValue(f"position {int(arr.max())} does not fit in int64")
+            raise BadValue(f"{name}: {int(arr.max())} does not fit in int64")
         arr = arr.astype(np.int64)
     elif arr.dtype == object:
         try:
             vals = [int(x) for x in arr.ravel()]
         except (TypeError, ValueError):
-            raise BadType(f"positions must be integers, got {positions!r}") from None
+            raise BadType(f"{name} must be integers, got {short_repr(positions)}") from None
         if any(abs(x) > MAX_ABS_POSITION for x in vals):
-            raise BadValue("positions must satisfy |i| < 2^63")
+            raise BadValue(f"{name} must satisfy |i| < 2^63")
         arr = np.array(vals, dtype=np.int64).reshape(arr.shape)
     else:
-        raise BadType(f"positions must be integers, got dtype {arr.dtype}")
+        raise BadType(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
-        raise BadValue(f"positions must be a 1-D array, got shape {arr.shape}")
+        raise BadValue(f"{name} must be a 1-D array, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
-        raise BadValue(f"got {arr.shape[0]} positions for {n} tokens")
+        raise BadValue(f"got {arr.shape[0]} {name} for {n} tokens")
     return arr
 
 
@@ -330,21 +382,25 @@ def pad_to_bucket(a: np.ndarray, axis: int = 0, *, fill: Any = None, minimum: in
     return pad_edge(a, bucket(a.shape[axis], minimum=minimum, power_of_two=power_of_two), axis, fill=fill)
 
 
-def check_lengths(lengths: Any) -> np.ndarray:
-    """A non-empty 1-D int64 array of lengths, each a positive integer (a scalar is one length)."""
-    arr = np.atleast_1d(np.asarray(lengths, dtype=object))
+def check_lengths(lengths: Any, name: str = "lengths") -> np.ndarray:
+    """A non-empty 1-D int64 array of lengths, each a positive integer (a scalar is one length); errors
+    name the argument ``name`` and the entry (``lengths[2]``)."""
+    try:
+        given = np.asarray(lengths, dtype=object)
+    except (TypeError, ValueError):                   # a ragged list
+        raise BadType(f"{name} must be one length or a 1-D list of lengths, got {short_repr(lengths)}") from None
+    arr = np.atleast_1d(given)
     if arr.ndim != 1 or arr.size == 0:
-        raise BadValue(f"lengths must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
-    return np.array([check_length(x, "length") for x in arr], dtype=np.int64)
+        raise BadValue(f"{name} must be one length or a non-empty 1-D list of lengths, got shape {arr.shape}")
+    return np.array([check_length(x, name if given.ndim == 0 else f"{name}[{i}]") for i, x in enumerate(arr)],
+                    dtype=np.int64)
 
 
 def check_offset(offset: Any, lo: int = 0, hi: int = 0) -> int:
-    """``offset`` as an int if it is an integer (not a bool) and ``offset + lo`` and ``offset + hi``
-    (the smallest and largest position it shifts) stay within int64 (``|i| < 2^63``)."""
-    v = _scalar(offset)
-    if is_bool(v) or not isinstance(v, (int, np.integer)):
-        raise BadType(f"offset must be an integer, got {offset!r}")
-    off = int(v)
+    """``offset`` as an int if it is an integer (``check_integer``: numpy integers and whole floats too,
+    never a bool) and ``offset + lo`` and ``offset + hi`` (the smallest and largest position it shifts) stay
+    within int64 (``|i| < 2^63``)."""
+    off = check_integer("offset", offset)
     if off + int(hi) > MAX_ABS_POSITION or off + int(lo) < -MAX_ABS_POSITION:
         raise BadValue(f"offset {off} with positions in [{int(lo)}, {int(hi)}] leaves int64 (|i| < 2^63)")
     return off

@@ -17,6 +17,7 @@ import hashlib
 import os
 import pathlib
 from typing import Any
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 from ..store import token_ids_sha256
 
@@ -39,8 +40,7 @@ def default_text() -> tuple[str, str]:
 def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None = None, bos: bool = False,
                 repeat: bool = False) -> tuple[list[int], dict[str, Any]]:
     """The first ``n_tokens`` token ids of the text (``bos``: prepend the tokenizer's BOS id) and a description."""
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 2:
-        raise BadValue(f"n_tokens must be an integer >= 2, got {n_tokens!r}")
+    n_tokens = check_integer("n_tokens", n_tokens, lo=2)
     if text_file is None:
         text, source = default_text()
     else:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..theory.criteria import low_frequency_drift
 from .claims import SINK_SHARE
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 #: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
@@ -32,8 +33,7 @@ def scaling(method: str, s: int) -> dict[str, Any]:
     """The ``rope_scaling`` dict passed to ``analyze --rope-scaling`` for ``method`` at factor ``s``."""
     if method not in METHODS:
         raise BadValue(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-        raise BadValue(f"s must be an integer >= 1, got {s!r}")
+    s = check_integer("s", s, lo=1)
     return {"rope_type": method, "factor": float(s)}
 
 

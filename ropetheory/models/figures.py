@@ -1,12 +1,12 @@
 """The paper's real-model figures (Figs. 2-6, A.3), drawn only from a saved ``analysis.json``."""
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
 
 from .. import figstyle
+from ..core.checks import read_json_file
 
 __all__ = ["plot_all"]
 
@@ -32,7 +32,7 @@ def plot_all(d: pathlib.Path) -> list[pathlib.Path]:
     ``_fig*`` function below makes one from the analysis and returns ``(figure, file name, title)``."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
-    res = json.loads((d / "analysis.json").read_text())
+    res = read_json_file("--out", d / "analysis.json", saved=True)
     model = res.get("meta", {}).get("model", d.name)
     q = " (4-bit quantised)" if res.get("meta", {}).get("quantised") else ""
     paths = []

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..theory.sink import sink_log_odds_from_parts
 from .stream import SINK_QUERIES, SINK_TERMS
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 __all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "CONTROL_SEED"]
@@ -211,8 +212,9 @@ def measure(model, input_ids: list[int], *, name: str, L: int, chunk: int = 1024
     from .hook import eager
     from .study import nll_ranges
     n = len(input_ids)
-    if n < 2 or not isinstance(chunk, int) or chunk < 1:
-        raise BadValue(f"input_ids must hold >= 2 tokens and chunk be an integer >= 1, got {n}, {chunk!r}")
+    chunk = check_integer("chunk", chunk, lo=1)
+    if n < 2:
+        raise BadValue(f"input_ids must hold >= 2 tokens, got {n}")
     iv = Intervention(name, L, layer_schedules(model.config.to_dict(), n))
     grid = analysis_grid(n, L)
     out: dict[str, Any] = {"intervention": name, "train_len": L, "n": n, "chunk": chunk, "queries": SINK_QUERIES,

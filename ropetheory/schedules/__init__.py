@@ -25,7 +25,7 @@ import os
 from typing import Any
 from collections.abc import Callable, Mapping
 
-from ..core.checks import check_head_dim, from_theta, read_text_file, real_array
+from ..core.checks import check_head_dim, from_theta, read_json_file, real_array
 from ..core.schedule import Schedule, as_schedule
 from . import names
 from .paper import (DEFAULT_HEAD_DIM, FRACTION_ATOL, MIN_WAVELENGTH, high_frequency, length_temperature,  # noqa: F401
@@ -174,11 +174,7 @@ def parse_spec(text: Any) -> dict[str, Any]:
             raise BadValue(f"schedule spec {text!r} looks like JSON but does not parse: {e}") from None
     elif os.path.isdir(s) or os.path.isfile(s) or s.endswith(".json"):
         path = os.path.join(s, "config.json") if os.path.isdir(s) else s
-        body = read_text_file("schedule spec", path)
-        try:
-            spec = json.loads(body)
-        except json.JSONDecodeError as e:
-            raise BadValue(f"malformed schedule spec file {path!r}: {e}") from None
+        spec = read_json_file("schedule spec", path)
     else:
         name, _, params = s.partition(":")
         spec = {"name": name.strip()}

@@ -6,13 +6,12 @@ misspelt key where a default is taken (``missing_note``). Imports ``ropetheory.c
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.checks import read_text_file
+from ..core.checks import read_json_file
 from ..core.errors import BadValue, BadType
 
 __all__ = ["LayerTypeRequired", "read_config", "missing_note", "near_keys", "READ_KEYS", "MISSPELLING_CUTOFF"]
@@ -36,11 +35,7 @@ def read_config(config: Any) -> dict:
             if not (path / "config.json").is_file():
                 raise BadValue(f"config: the directory {str(path)!r} holds no config.json")
             path = path / "config.json"
-        text = read_text_file("config", path)
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BadValue(f"config: malformed config file {str(path)!r}: {e}") from None
+        raw = read_json_file("config", path)
         if not isinstance(raw, dict):
             raise BadValue(f"config: {str(path)!r} must hold a JSON object, got {type(raw).__name__}")
         return raw

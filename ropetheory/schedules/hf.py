@@ -34,6 +34,7 @@ import numpy as np
 
 from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, check_number
 from ..core.schedule import Schedule
+from .hf_facts import contradictions
 from .config_io import LayerTypeRequired, missing_note, near_keys, read_config
 from .paper import rope_frequencies
 from ..core.errors import BadValue
@@ -291,9 +292,11 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     (``{"full_attention": {...}, ...}``) need ``layer_type``.
     """
     raw = read_config(config)
-    rp = raw.get("rope_parameters")
-    if rp is None:
-        rp = raw.get("rope_scaling")
+    rp, scaling = raw.get("rope_parameters"), raw.get("rope_scaling")
+    if scaling and rp and scaling != rp:       # transformers: rope_parameters = rope_scaling or rope_parameters
+        warnings.warn("config: 'rope_scaling' and 'rope_parameters' differ; 'rope_scaling' is used, as "
+                      "transformers does (remove one of them)", stacklevel=3)
+    rp = scaling or rp
     rp = {} if rp is None else rp
     if not isinstance(rp, Mapping):
         raise BadValue(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
@@ -351,6 +354,8 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
             and near_keys("partial_rotary_factor", raw, params):
         assumed["partial_rotary_factor"] = {"value": prf,
                                             "note": missing_note("partial_rotary_factor", raw, params)}
+    for msg in contradictions(raw, dict(rp), rope_type, M):
+        warnings.warn(f"config: {msg}", stacklevel=3)
     cfg = RopeConfig(rope_type, head_dim, 0.0, 1.0, M, params, assumed)
     cfg = dataclasses.replace(cfg, rope_theta=cfg.number("rope_theta", theta),
                               partial_rotary_factor=cfg.number("partial_rotary_factor", prf))

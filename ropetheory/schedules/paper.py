@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_head_dim, check_number, is_bool, real_array
+from ..core.checks import check_base, check_head_dim, check_number, check_positive, is_bool, real_array
 from ..core.schedule import Schedule
 from ..core.errors import BadValue, BadType
 
@@ -39,18 +39,6 @@ FRACTION_ATOL = 1e-12
 #: shortest wavelength (tokens) a rotating plane may have: below 2 a frequency aliases a slower one,
 #: and at exactly 1 the plane turns by 2 pi per token, i.e. does not rotate at all
 MIN_WAVELENGTH = 2.0
-
-
-def _check_positive(name: str, x: Any) -> float:
-    return check_number(name, x, lo=0.0, lo_open=True)
-
-
-def _check_base(base: Any) -> float:
-    """A RoPE base must exceed 1: otherwise ``base^(-2j/d)`` does not decrease (base 1: every plane at 1 rad)."""
-    b = _check_positive("base", base)
-    if b <= 1:
-        raise BadValue(f"base must be > 1 (theta_j = base^(-2j/d) must decrease), got {base!r}")
-    return b
 
 
 def planes_from_fraction(d: int, fraction: Any, what: str = "fraction") -> int:
@@ -91,14 +79,14 @@ def rope_frequencies(dim: int, base: float) -> np.ndarray:
 def rope(head_dim: int, base: float = 10000.0) -> Schedule:
     """Standard RoPE: ``theta_j = base^(-2j/d)``, ``j = 0..P-1`` (float64)."""
     d = check_head_dim(head_dim)
-    b = _check_base(base)
+    b = check_base(base)
     return Schedule(rope_frequencies(d, b), "rope", {"base": b})
 
 
 def partial(head_dim: int, base: float = 10000.0, fraction: float = 0.5) -> Schedule:
     """Partial RoPE: first ``r = fraction P`` planes get ``theta_j = base^(-2j/(2r))``, rest NoPE."""
     d = check_head_dim(head_dim)
-    b = _check_base(base)
+    b = check_base(base)
     r = planes_from_fraction(d, fraction)
     theta = np.zeros(d // 2, dtype=np.float64)
     theta[:r] = rope_frequencies(2 * r, b)           # the rotating planes: RoPE of width 2r
@@ -114,12 +102,18 @@ def high_frequency(head_dim: int, train_len: float = 4096, cycles: float = 1.0) 
     d = check_head_dim(head_dim)
     if d < 4:
         raise BadValue(f"high_frequency needs head_dim >= 4 (one plane has no base), got {d}")
-    L = _check_positive("train_len", train_len)
-    cycles = _check_positive("cycles", cycles)
+    L = check_positive("train_len", train_len)
+    cycles = check_positive("cycles", cycles)
     if 2 * math.pi * cycles >= L:
         raise BadValue(f"high_frequency needs train_len > 2 pi cycles (a slowest plane slower than 1 rad/token), "
                          f"got train_len={train_len!r}, cycles={cycles!r}")
-    base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
+    try:
+        base = (L / (2 * math.pi * cycles)) ** (d / (d - 2))
+    except OverflowError:
+        base = math.inf
+    if not math.isfinite(base):
+        raise BadValue(f"high_frequency: train_len / cycles = {train_len!r} / {cycles!r} gives a base "
+                       f"(train_len / (2 pi cycles))^(d/(d-2)) beyond the float64 maximum")
     return Schedule(rope_frequencies(d, base), "high_frequency", {"train_len": L, "cycles": cycles})
 
 
@@ -132,9 +126,9 @@ def rope_id(head_dim: int, train_len: float = 4096, fraction: float = 0.5,
     remaining ``P - r`` planes are NoPE.
     """
     d = check_head_dim(head_dim)
-    L = _check_positive("train_len", train_len)
-    lam = _check_positive("min_wavelength", min_wavelength)
-    cycles = _check_positive("cycles", cycles)
+    L = check_positive("train_len", train_len)
+    lam = check_positive("min_wavelength", min_wavelength)
+    cycles = check_positive("cycles", cycles)
     r = planes_from_fraction(d, fraction)
     if lam < MIN_WAVELENGTH:
         raise BadValue(
@@ -163,7 +157,7 @@ def nope(head_dim: int) -> Schedule:
 
 def length_temperature(n: Any, train_len: float, power: float = 2.0) -> np.ndarray:
     """RoPE-ID's logit temperature ``(1 + 0.1 ln(max(1, n/L)))^p`` (YaRN's ``sqrt(1/t)``)."""
-    L = _check_positive("train_len", train_len)
+    L = check_positive("train_len", train_len)
     power = check_number("power", power, lo=0.0)
     n = real_array("n", n)
     if not np.all(np.isfinite(n)) or np.any(n < 0):

@@ -22,7 +22,7 @@ from ..core.devices import compute_platform
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
-from ..core.checks import check_offset
+from ..core.checks import check_callable, check_offset
 from ..core.schedule import Schedule, as_schedule, schedule_layout
 from .results import Curve
 from ..core.errors import BadValue
@@ -180,6 +180,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     th = theta.theta
     Vi = check_clouds(V, th.size, layout)
     L = check_lengths(lengths)
+    if progress is not None:
+        check_callable("progress", progress)
     Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
     Dm, Sm = weighted_mean_phases(theta, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
     if method is not None:

@@ -328,6 +328,7 @@ def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = 
         raise BadValue(f"X has head dim {A.shape[1]} but the schedule has {th.size} planes")
     check_layout(layout)
     L = check_lengths(lengths)
+    positions_per_step = check_length(positions_per_step, "positions_per_step")
     if L.max() > A.shape[0]:
         raise BadValue(f"length {int(L.max())} exceeds the {A.shape[0]} rows of X")
     A, _ = scale_to_unit_max(A)                       # exact; every output is a ratio of norms

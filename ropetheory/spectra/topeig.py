@@ -200,7 +200,7 @@ METHODS = ("tridiagonal", "lanczos", "subspace", "eigvalsh")
 
 def check_method(method) -> str:
     """``method`` if it names a top-eigenvalue method, else a ValueError naming it."""
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise BadValue(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
     return method
 
@@ -233,7 +233,11 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
         k = _scale_exponent_host(A)                      # exact on the host, subnormal maxima included
         lam = _top_eigenvalue_scaled(jnp.asarray(np.ldexp(A, -k[..., None, None])), method, one_at_a_time)
         with np.errstate(over="ignore"):
-            return jnp.asarray(np.ldexp(np.asarray(lam), k))
+            out = np.ldexp(np.asarray(lam), k)
+        if not np.all(np.isfinite(out)):              # finite entries, but lambda_max > the float64 maximum
+            raise BadValue(f"G: its top eigenvalue, 2^{int(np.max(k))} x {float(np.max(lam)):.6g}, exceeds the "
+                           f"float64 maximum; rescale G, e.g. by a power of two")
+        return jnp.asarray(out)
     k = _scale_exponent(G)
     return jnp.ldexp(_top_eigenvalue_scaled(jnp.ldexp(G, -k[..., None, None]), method, one_at_a_time), k)
 

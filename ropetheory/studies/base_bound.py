@@ -25,6 +25,7 @@ from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import device_scope, parse_study_args, save_figure, study_parser
 from ..theory import base_bound as bb, base_search
 from ..core.errors import BadValue
+from ..core.checks import read_json_file
 
 #: the searched domain of bases (the command's defaults; docs/figures/ was computed with them)
 B_MIN, B_MAX = 1e2, 1e10
@@ -113,7 +114,7 @@ def saved(out_dir: pathlib.Path) -> dict[str, Any]:
     """The saved numbers: ``base_bound.json``, else the two CSVs (``docs/figures/`` keeps only those; the
     searched domain and undecided width are then the command's defaults, with which they were computed)."""
     if (out_dir / "base_bound.json").is_file():
-        return json.loads((out_dir / "base_bound.json").read_text())
+        return read_json_file("--out", out_dir / "base_bound.json", saved=True)
     if not (out_dir / "base_bound.csv").is_file():
         raise BadValue(f"no base_bound.json or base_bound.csv in {str(out_dir)!r}; run without --plot-only first")
     with (out_dir / "base_bound.csv").open(encoding="utf-8") as fh:

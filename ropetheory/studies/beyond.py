@@ -22,6 +22,7 @@ from .. import spectra
 from ..schedules import names, schedule_from_spec
 from ..store import Journal, derived_code_hash, write_csv, write_json
 from .common import device_scope, parse_study_args, save_figure, study_parser
+from ..core.checks import read_json_file
 
 SCALES = {
     # seconds: smoke and fault tests
@@ -164,7 +165,7 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
 
 
 def print_report(out_dir: pathlib.Path) -> None:
-    meta = json.loads((out_dir / "beyond.json").read_text())
+    meta = read_json_file("--out", out_dir / "beyond.json", saved=True)
     print(f"\nBeyond rank 1 (d = {meta['d']}, streamed to n = {meta['sizes']['n_max']:.0e})")
     print(
         f"{'schedule':10s} {'cloud':17s} {'param':>10s} {'observed':>9s} {'predicted':>9s} {'|err|':>9s} "
@@ -191,7 +192,7 @@ def print_report(out_dir: pathlib.Path) -> None:
 
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
     import matplotlib.pyplot as plt
-    meta = json.loads((out_dir / "beyond.json").read_text())
+    meta = read_json_file("--out", out_dir / "beyond.json", saved=True)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.4))
     for sk in ("rope", "half_rope", "rope_id"):
         rs = [r for r in meta["clouds"] if r["schedule"] == sk and r["cloud"] == "noisy"]

@@ -22,7 +22,6 @@ Numbers go to ``results/extension.csv`` / ``.json`` first; ``extension.png`` is 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import pathlib
 import sys
@@ -43,6 +42,7 @@ from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import device_scope, parse_study_args, save_figure, study_parser
 from ..core.errors import BadValue
+from ..core.checks import read_json_file
 
 D = 128
 ROPE_THETA = 5e5
@@ -162,7 +162,7 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
 
 
 def print_table(out_dir: pathlib.Path) -> None:
-    meta = json.loads((out_dir / "extension.json").read_text())
+    meta = read_json_file("--out", out_dir / "extension.json", saved=True)
     print(
         f"\nContext extension on a Llama-3-style base (d = {meta['d']}, rope_theta = {meta['rope_theta']:g}, "
         f"L = {meta['train_len']}); medians over {meta['n_clouds']} Gaussian v; base rho_L = {meta['base_rho_L']:.4f}"
@@ -189,7 +189,7 @@ DRIFT_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5
 def plot(out_dir: pathlib.Path) -> pathlib.Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
-    meta = json.loads((out_dir / "extension.json").read_text())
+    meta = read_json_file("--out", out_dir / "extension.json", saved=True)
     with open(out_dir / "extension_curves.csv") as fh:
         curves = list(csv.DictReader(fh))
     L = meta["train_len"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import pathlib
 import sys
@@ -35,6 +34,7 @@ from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import device_scope, int_list, parse_study_args, save_figures, study_parser
 from ..core.errors import BadValue
+from ..core.checks import read_json_file
 
 TRAIN_LEN = 4096
 C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria
@@ -199,8 +199,8 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
 # reporting and plotting (from the saved files alone)
 # ---------------------------------------------------------------------------
 def print_tables(out_dir: pathlib.Path) -> None:
-    meta = json.loads((out_dir / "fig7.json").read_text())
-    abl = json.loads((out_dir / "fig7_ablations.json").read_text())
+    meta = read_json_file("--out", out_dir / "fig7.json", saved=True)
+    abl = read_json_file("--out", out_dir / "fig7_ablations.json", saved=True)
     L = meta["train_len"]
     print(f"\nSection 4 criteria (L = {L}; medians over {meta['n_clouds']} Gaussian v; "
           f"C1: floor > all-rotating floor x {1 + C1_MARGIN:.2f}; C2: |rho_L - floor|/floor < {C2_RTOL:.0%})")
@@ -245,7 +245,7 @@ def _band(ax, n, lo, hi, col, ls: Any = "-") -> None:
 def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Draw fig7.png / fig7.pdf from fig7.csv and fig7.json alone."""
     import matplotlib.pyplot as plt
-    meta = json.loads((out_dir / "fig7.json").read_text())
+    meta = read_json_file("--out", out_dir / "fig7.json", saved=True)
     with open(out_dir / "fig7.csv") as fh:
         rows = list(csv.DictReader(fh))
     dims = meta["head_dims"]

@@ -41,7 +41,7 @@ import numpy as np
 from . import figure7
 from .. import spectra
 from .. import data
-from ..core.checks import check_integer
+from ..core.checks import check_integer, read_json_file
 from ..theory import criteria
 from ..theory.positions import position_inversion, scores, token_inversion
 from ..schedules.hf import frequencies_from_config
@@ -49,7 +49,6 @@ from ..store import check_finite_output, derived_code_hash
 from .common import device_scope, parse_study_args, study_parser
 from .report_html import assumed_lines, parameters_text, write
 from .report_sources import find_analysis, load_source, measured_section
-from ..core.errors import BadValue
 
 #: random unit clouds per schedule (bands are 5/50/95% quantiles over them)
 N_CLOUDS = 32
@@ -207,15 +206,14 @@ def verdict(sec: dict, L: int) -> list[str]:
 def build(source: str, *, train_len: int | None = None, seq_len: int | None = None, n_clouds: int = N_CLOUDS,
           analysis: str | None = None, progress=None) -> dict[str, Any]:
     """Compute every section for every distinct schedule of ``source`` (see the module docstring)."""
-    if isinstance(n_clouds, bool) or not isinstance(n_clouds, int) or n_clouds < 2:
-        raise BadValue(f"n_clouds must be an integer >= 2, got {n_clouds!r}")
+    n_clouds = check_integer("n_clouds", n_clouds, lo=2)
     t0 = time.time()
     src = load_source(source, train_len=train_len, seq_len=seq_len)
     L = src["train_len"]
     res = None
     if src.get("model") or analysis:
         p = find_analysis(src.get("model") or src["label"], analysis)
-        res = json.loads(p.read_text()) if p else None
+        res = read_json_file("--analysis", p) if p else None
     out = {
         "source": source,
         "analysis": str(p) if res is not None else None,

@@ -41,6 +41,7 @@ from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import device_scope, parse_study_args, save_figures, study_parser
 from ..core.errors import BadValue
+from ..core.checks import read_json_file
 
 TRAIN_LEN = 4096
 
@@ -250,7 +251,7 @@ def plot(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
 
 def print_summary(out_dir: pathlib.Path) -> None:
-    meta = json.loads((out_dir / "sinks.json").read_text())
+    meta = read_json_file("--out", out_dir / "sinks.json", saved=True)
     print(f"\nSink mechanism (L = {meta['train_len']}, head {meta['head']}, mean key-query cosine "
           f"{meta['mean_key_query_cosine']:.3f})")
     print(f"{'schedule':24s} {'share@L':>8s} {'share@max':>9s} {'retained':>8s} {'maxlogit@L':>10s} "

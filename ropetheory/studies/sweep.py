@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import spectra
-from ..core.checks import from_theta, pad_edge
+from ..core.checks import check_number, from_theta, pad_edge
 from ..core.devices import compute_platform
 from ..schedules import merge_spec, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
@@ -170,8 +170,8 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positio
     One pass of ``ropetheory.spectra.stream_gram_curve`` with every cloud's Gram in the batch, and one
     of ``ropetheory.spectra.stream_weight_sums`` for ``W_n``."""
     n_max = int(np.max(np.asarray(lengths)))
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or \
-            abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
+    alpha = check_number("alpha", alpha)
+    if abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
         top = (MAX_WEIGHT_EXPONENT - math.log2(n_max + 1)) / math.log2(n_max + 1)
         raise BadValue(f"weights (i+1)^alpha with alpha={alpha!r} overflow float64 at n = {n_max}; "
                          f"|alpha| must be <= {top:.4g} there")

@@ -15,7 +15,6 @@ Error bars are one standard deviation over seeds; the training length is marked 
 """
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import shutil
@@ -28,6 +27,7 @@ from ..core.verdicts import Verdict
 from .. import figstyle
 from ..schedules import names
 from .common import save_figure
+from ..core.checks import read_json_file
 
 __all__ = ["save", "report", "correlations"]
 
@@ -218,7 +218,7 @@ def geometry_curves(out: pathlib.Path) -> list[dict[str, Any]]:
     rows = []
     for f in sorted((out / "analysis").glob("*_seed*.json")):
         sched, _, seed = f.stem.rpartition("_seed")
-        a = json.loads(f.read_text())
+        a = read_json_file("--out", f, saved=True)
         rho = np.array([[np.nan if v is None else v for v in h["rho_measured"]] for h in a["heads"]])
         floor = float(np.median([h["predicted_floor"] for h in a["heads"]]))
         rows += [{"schedule": sched, "seed": int(seed), "n": int(n), "rho_median_head": float(np.nanmedian(rho[:, i])),
@@ -228,7 +228,7 @@ def geometry_curves(out: pathlib.Path) -> list[dict[str, Any]]:
 
 def report(out: pathlib.Path, docs: pathlib.Path | None = None) -> list[pathlib.Path]:
     """Print the table, the correlations and the claims; draw the figures; copy them to ``docs``."""
-    s = json.loads((out / "summary.json").read_text())
+    s = read_json_file("--out", out / "summary.json", saved=True)
     s.update(_write_derived(s, out))
     if (out / "analysis").is_dir():
         write_csv(out / "geometry_curves.csv", geometry_curves(out))

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_integer, check_positions
+from ..core.checks import (MAX_ABS_POSITION, check_callable, check_finite_array, check_head_dim, check_integer,
+                           check_number, check_positions, check_seed, checked_theta, short_repr)
 from ..core.layouts import check_layout, per_channel, plane_of, plane_pairs
 from ..rope import apply_rope
 from .frameworks import DTYPES, dtype_name as _dtype_name, positions_to_framework as _positions_to_framework
@@ -64,26 +65,47 @@ def unit_roundoff(dtype: Any) -> float:
     return 2.0 ** -DTYPES[_dtype_name(dtype)][0]
 
 
+def _norms(name: str, x: Any, min_ndim: int = 1) -> np.ndarray:
+    """Norms: a finite, non-negative float64 array (a scalar where ``min_ndim`` is 0), naming ``name``."""
+    r = check_finite_array(name, x, min_ndim=min_ndim)
+    if (r < 0).any():
+        raise BadValue(f"{name} must be norms (>= 0), got {short_repr(x)}")
+    return r
+
+
 def rotation_floor(plane_norms: Any, dtype: Any) -> np.ndarray:
     """The per-entry floor ``F u r (1 + 4u) + tiny + REFERENCE_ANGLE_ERR r`` for planes of norm ``r``."""
     name = _dtype_name(dtype)
     u, tiny = unit_roundoff(name), DTYPES[name][1]
-    r = np.asarray(plane_norms, dtype=np.float64)
+    r = _norms("plane_norms", plane_norms)
     return ROTATION_FLOOR_FACTOR * u * r * (1 + 4 * u) + tiny + REFERENCE_ANGLE_ERR * r
 
 
 def logit_floor(q_norm: Any, k_norm: Any, head_dim: int, dtype: Any) -> np.ndarray:
     """The floor of ``q_m . k_n`` after rotation: ``(2 sqrt(2) F + d) u ||q|| ||k||`` (module docstring)."""
     u = unit_roundoff(dtype)
-    qk = np.asarray(q_norm, dtype=np.float64) * np.asarray(k_norm, dtype=np.float64)
-    return (2 * math.sqrt(2) * ROTATION_FLOOR_FACTOR + head_dim) * u * (1 + 4 * u) * qk \
-        + 2 * math.sqrt(2) * REFERENCE_ANGLE_ERR * qk
+    head_dim = check_head_dim(head_dim)
+    q, k = _norms("q_norm", q_norm, 0), _norms("k_norm", k_norm, 0)
+    with np.errstate(over="ignore"):
+        qk = q * k
+        out = (2 * math.sqrt(2) * ROTATION_FLOOR_FACTOR + head_dim) * u * (1 + 4 * u) * qk \
+            + 2 * math.sqrt(2) * REFERENCE_ANGLE_ERR * qk
+    if not np.all(np.isfinite(out)):
+        raise BadValue(f"q_norm x k_norm overflows float64 (q_norm = {short_repr(q_norm)}, k_norm = "
+                       f"{short_repr(k_norm)}): the logit floor is not a float64 number")
+    return out
+
+
+#: most log-spaced positions ``audit_positions`` draws: each is a row of every audited vector, and more than
+#: 2^20 rows per vector is a typo for a position, not a finer audit
+MAX_AUDIT_POSITIONS = 2 ** 20
 
 
 def audit_positions(max_position: int, num: int = 40) -> np.ndarray:
     """Positions to audit up to ``max_position``: 0 to 7, log-spaced ones, and each power of two and its
     neighbours (where float tables and float positions lose bits), sorted and unique."""
     M = check_integer("max_position", max_position, lo=1, hi=2 ** 62)
+    num = check_integer("num", num, lo=1, hi=MAX_AUDIT_POSITIONS)
     logs = np.unique(np.round(np.geomspace(8, max(M, 8), num)).astype(np.int64))
     pows = [p + s for k in range(3, M.bit_length() + 1) for p in (1 << k,) for s in (-1, 0, 1)]
     pos = np.unique(np.concatenate([np.arange(8), logs, np.asarray(pows, dtype=np.int64)]))
@@ -108,7 +130,7 @@ def resolve_schedule(schedule: Any, head_dim: int | None = None) -> np.ndarray:
     from ..schedules import is_model_config, schedule_from_spec
     from ..schedules.hf import frequencies_from_config
     if isinstance(schedule, (np.ndarray, list, tuple)):
-        theta = np.asarray(schedule, dtype=np.float64)
+        theta = checked_theta(schedule)
     elif isinstance(schedule, Mapping) and is_model_config(schedule) and "name" not in schedule:
         theta = frequencies_from_config(schedule).theta
     else:
@@ -182,6 +204,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
     (``"half"``: Hugging Face ``rotate_half``; ``"interleaved"``). ``positions`` default to
     ``audit_positions`` of ``max_position``.
     """
+    check_callable("fn", fn)
     name = _dtype_name(dtype)
     check_layout(layout)
     if call not in ("x", "qk"):
@@ -190,7 +213,7 @@ def audit_rope(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = 
     d = 2 * theta.size
     pos = audit_positions(max_position) if positions is None else check_positions(positions)
     n_vectors = check_integer("n_vectors", n_vectors, lo=1)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     errs, ratios, ulps = [], [], []
     for _ in range(n_vectors):
         X = _round_to(rng.standard_normal((pos.size, d)), name)
@@ -223,6 +246,7 @@ def assert_rope_matches(fn: Callable[..., Any], *, schedule: Any, head_dim: int 
                         max_position: int = 4096, max_floor_ratio: float = 1.0) -> RopeAudit:
     """``audit_rope``, then an AssertionError (where it is worst, by how much, in ULPs and absolute)
     unless every entry is within ``max_floor_ratio`` times the dtype's floor. Returns the audit."""
+    max_floor_ratio = check_number("max_floor_ratio", max_floor_ratio, lo=0.0, lo_open=True)
     a = audit_rope(fn, schedule=schedule, head_dim=head_dim, positions=positions, dtype=dtype, layout=layout,
                    framework=framework, call=call, n_vectors=n_vectors, seed=seed, max_position=max_position)
     if not a.worst_floor_ratio <= max_floor_ratio:
@@ -249,12 +273,16 @@ def logit_errors(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None 
                  n_pairs: int = 8, seed: int = 0) -> LogitAudit:
     """``|q^_m . k^_n - q_m . k_n|`` for ``n = key_position`` and ``m = n + distance`` (the implementation's
     rotated vectors, their dot product in float64), against ``logit_floor``."""
+    check_callable("fn", fn)
     name = _dtype_name(dtype)
     theta = resolve_schedule(schedule, head_dim)
     d = 2 * theta.size
-    dist = check_positions(distances)
-    n0 = check_integer("key_position", key_position, lo=0)
-    rng = np.random.default_rng(seed)
+    dist = check_positions(distances, name="distances")
+    n0 = check_integer("key_position", key_position, lo=0, hi=MAX_ABS_POSITION)
+    if dist.size and (n0 + int(dist.max()) > MAX_ABS_POSITION or n0 + int(dist.min()) < 0):
+        raise BadValue(f"key_position + distances must lie in [0, 2^63): key_position = {n0}, distances in "
+                       f"[{int(dist.min())}, {int(dist.max())}]")
+    rng = np.random.default_rng(check_seed("seed", seed))
     worst = np.zeros(dist.size)
     floor = np.zeros(dist.size)
     for _ in range(check_integer("n_pairs", n_pairs, lo=1)):

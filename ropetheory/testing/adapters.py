@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from ..core.checks import check_base, check_head_dim, check_integer
 from ..core.errors import BadValue
 
 __all__ = ["Adapter", "ADAPTERS", "build", "MissingDependency"]
@@ -289,4 +290,8 @@ def build(name: str, *, head_dim: int = 128, base: float = 5e5, max_position: in
     """The adapter ``name`` (``ADAPTERS``) for a head width, base and largest position."""
     if name not in ADAPTERS:
         raise BadValue(f"unknown audit target {name!r}; known: {', '.join(ADAPTERS)}")
+    if config is None:                                 # a config gives its own head width and base
+        head_dim = check_head_dim(head_dim)
+        base = check_base(base)
+    max_position = check_integer("max_position", max_position, lo=1)
     return ADAPTERS[name](head_dim, base, max_position, device=device, config=config)

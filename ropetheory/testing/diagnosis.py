@@ -39,13 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_integer, check_number, check_positions
+from ..core.checks import (check_callable, check_integer, check_number, check_positions, check_seed,
+                           checked_theta, short_repr)
 from ..core.layouts import check_layout, per_channel, plane_pairs
 from . import ROTATION_FLOOR_FACTOR, audit_positions, resolve_schedule, rotation_floor, unit_roundoff
 from .alternatives import best_alternative, config_alternatives, plain_alternatives, precision, structural
 from .frameworks import dtype_name, round_to
 from .probe import Finding, Run, call_impl, nearest_dtype, planes
-from ..core.errors import BadValue
+from ..core.errors import BadType, BadValue
 
 __all__ = ["GAIN_TOL", "CACHE_GROWTH", "LINEAR_FIT_SHARE", "CLASSES", "FREQ_REL_TOL", "ATTENTION_REL_TOL", "Finding",
            "Diagnosis", "diagnose", "ConfigCheck", "check_config"]
@@ -264,6 +265,7 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
     parameters and ``seq_len``, default the largest position + 1, the sequence length the registry's
     length-dependent types use).
     """
+    check_callable("fn", fn)
     name = dtype_name(dtype)
     check_layout(layout)
     if call not in ("x", "qk"):
@@ -273,7 +275,7 @@ def diagnose(fn: Callable[..., Any], *, schedule: Any, head_dim: int | None = No
         raise BadValue("positions must not be empty")
     L = int(pos.max()) + 1 if seq_len is None else check_integer("seq_len", seq_len, lo=1)
     theta, att, config = _expected(schedule, head_dim, L, layer_type)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     d = 2 * theta.size
     X = np.stack([round_to(rng.standard_normal((pos.size, d)), name)
                   for _ in range(check_integer("n_vectors", n_vectors, lo=1))])
@@ -340,7 +342,11 @@ def check_config(theta: Any, attention_factor: float, config: Mapping[str, Any],
     from ..schedules.hf_facts import rope_type_of
     f = frequencies_from_config(config, seq_len=check_integer("seq_len", seq_len, lo=1), layer_type=layer_type)
     want = f.theta
-    got = np.asarray(theta, dtype=np.float64).ravel()
+    try:                                               # a (1, P) table or a CPU tensor reads as its P entries
+        got = checked_theta(np.ravel(np.asarray(theta)))
+    except (TypeError, ValueError) as e:
+        raise BadType(f"theta must be the implementation's frequencies, got {short_repr(theta)}") \
+            if not str(e).startswith("theta") else e from None
     if got.shape != want.shape:
         raise BadValue(f"theta has {got.size} frequencies but the config gives {want.size} planes")
     rel = np.abs(got - want) / np.where(want > 0, want, 1.0)

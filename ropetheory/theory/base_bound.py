@@ -52,10 +52,10 @@ import numpy as np
 
 from ..schedules import rope as rope_schedule
 from ..core.devices import compute_platform
-from ..core.checks import check_head_dim as core_check_head_dim, check_integer, pad_to_bucket
+from ..core.checks import check_head_dim, pad_to_bucket
 from ..core.errors import BadValue
 
-__all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs", "check_L", "check_head_dim",
+__all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
            "WITNESS_CANDIDATES",
            "REL_THETA_ERR", "TERM_ABS_ERR", "DEFAULT_MIN_WIDTH"]
@@ -148,14 +148,6 @@ def pair_bounds(m, idx, th_h, th_l, th_c, delta, ga, lin, h):
 
 
 _pair_kernel = jax.jit(pair_bounds)
-
-
-def check_head_dim(d: Any) -> int:
-    return core_check_head_dim(d)
-
-
-def check_L(L: Any) -> int:
-    return check_integer("L", L, lo=1, hi=MAX_L)
 
 
 def interval_inputs(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.ndarray]:

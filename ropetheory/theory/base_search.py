@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import base_bound as bb
-from ..core.checks import bucket, check_integer, pad_to_bucket
+from ..core.checks import bucket, check_callable, check_head_dim, check_integer, check_number, pad_to_bucket
 from ..core.devices import compute_platform
 from ..store import (CHECKPOINT_OVERHEAD, CheckpointClock, derived_code_hash, load_checkpoint,  # noqa: F401
                      save_checkpoint)  # (CHECKPOINT_OVERHEAD: documented here)
@@ -257,17 +257,21 @@ def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
     return out
 
 
+#: most starting pieces accepted: the first round holds (pieces x planes) float64 arrays, and the search
+#: splits a piece only where it must, so more than 2^20 starting pieces is a typo, not a finer search
+MAX_INITIAL = 2 ** 20
+#: narrowest ``min_width`` (in ``ln b``): float64 spacing at ``ln b = MAX_LN_B = 64`` is 2^-46, so halving
+#: an interval narrower than a few dozen ulps stops shrinking it and the search would never end
+MIN_WIDTH_FLOOR = 2.0 ** -40
+
+
 def _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial):
-    L = check_integer("train_len", train_len, lo=1, hi=bb.MAX_L)
-    d = bb.check_head_dim(head_dim)
-    for name, v in (("b_min", b_min), ("b_max", b_max), ("min_width", min_width)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise BadValue(f"{name} must be a finite number > 0, got {v!r}")
+    L, d = check_integer("train_len", train_len, lo=1, hi=bb.MAX_L), check_head_dim(head_dim, "head_dim")
+    b_min, b_max = (check_number(name, v, lo=0.0, lo_open=True) for name, v in (("b_min", b_min), ("b_max", b_max)))
+    min_width = check_number("min_width", min_width, lo=MIN_WIDTH_FLOOR)
     if not (1.0 < b_min < b_max <= math.exp(bb.MAX_LN_B)):
         raise BadValue(f"need 1 < b_min < b_max <= e^{bb.MAX_LN_B:g}, got b_min={b_min!r}, b_max={b_max!r}")
-    if isinstance(initial, bool) or not isinstance(initial, int) or initial < 1:
-        raise BadValue(f"initial must be an integer >= 1, got {initial!r}")
-    return L, d
+    return L, d, b_min, b_max, min_width, check_integer("initial", initial, lo=1, hi=MAX_INITIAL)
 
 
 @renamed("0.3.0", L="train_len", d="head_dim")
@@ -286,10 +290,13 @@ def search_feasible_bases(train_len: int, head_dim: int = 128, *, b_min: float =
     package's progress convention (``tqdm``'s ``update``), gets the share of ``[ln b_min, ln b_max]``
     decided since the last call, so the calls sum to 1 when the search ends.
     """
-    L, d = _check_search_args(train_len, head_dim, b_min, b_max, min_width, initial)
+    L, d, b_min, b_max, min_width, initial = _check_search_args(train_len, head_dim, b_min, b_max, min_width,
+                                                                initial)
     accel = compute_platform() != "cpu"
-    if budget is None:
-        budget = 1 << (25 if accel else 22)
+    budget = 1 << (25 if accel else 22) if budget is None else check_integer("budget", budget, lo=1)
+    checkpoint_seconds = check_number("checkpoint_seconds", checkpoint_seconds, lo=0.0)
+    if progress is not None:
+        check_callable("progress", progress)
     chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
     t0 = time.perf_counter()
     lo_t, hi_t = math.log(b_min), math.log(b_max)

@@ -35,7 +35,7 @@ import numpy as np
 from . import theorems
 from ..core.layouts import rotate_interleaved
 from ..core.angles import rope_angles, turn_chunks
-from ..core.checks import from_theta, check_cloud_vector, check_lengths
+from ..core.checks import from_theta, check_cloud_vector, check_lengths, check_positive
 from ..spectra.stream import stream_gram_curve
 from ..core.errors import BadValue
 from ..core.renamed import renamed
@@ -45,8 +45,7 @@ __all__ = ["noisy_rank1_limit", "stationary_limit_spectrum", "stream_cloud_curve
 
 def noisy_rank1_limit(theta: Any, v: Any, snr: float) -> float:
     """Closed form ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` for ``x_i = v + noise``."""
-    if not (isinstance(snr, (int, float)) and snr > 0 and math.isfinite(snr)):
-        raise BadValue(f"snr must be a finite number > 0, got {snr!r}")
+    snr = check_positive("snr", snr)
     th = from_theta(theta)
     lam = theorems.predicted_limit(th, v).lam
     s = 1.0 / (2 * th.size * snr)

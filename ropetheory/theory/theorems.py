@@ -286,7 +286,7 @@ def certified_eps(theta: Any, v: Any, n: Any, *, weights: AffineWeights | None =
     if weights is not None and not isinstance(weights, AffineWeights):
         raise BadType(f"certified_eps takes AffineWeights (or None), got {type(weights).__name__}")
     cb = certified_bound(theta, v, layout=layout)
-    ns = np.atleast_1d(spectra.check_lengths(n))
+    ns = np.atleast_1d(spectra.check_lengths(n, "n"))
     w = weights or AffineWeights()
     zero = [int(k) for k in ns if w.total(int(k)) == 0]
     if zero:
@@ -307,7 +307,7 @@ def convergence_rate(n: np.ndarray, err: np.ndarray) -> float:
     monotone quantity a rate statement is about. Points whose envelope is below
     ``RATE_NOISE_FLOOR`` are dropped; NaN if fewer than 4 remain.
     """
-    n = spectra.check_lengths(n)
+    n = spectra.check_lengths(n, "n").astype(float)
     err = check_finite_array("err", err)
     if err.shape != n.shape:
         raise BadValue(f"err must hold one error per length: shape {err.shape} against {n.shape}")

@@ -31,6 +31,7 @@ import sysconfig
 from typing import Any
 
 import numpy as np
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 __all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
@@ -110,10 +111,8 @@ def _compact_table(tokenizer, raw_train: np.ndarray, templates: dict[str, str], 
 def _corpus_params(max_bytes: int, vocab_size: int, templates: dict[str, str] | None) -> dict[str, Any]:
     """The parameters a built corpus is keyed by (checked), the recipe's code included."""
     from .. import store
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 10_000:
-        raise BadValue(f"max_bytes must be an integer >= 10000, got {max_bytes!r}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 64 <= vocab_size <= 65535:
-        raise BadValue(f"vocab_size must be an integer in [64, 65535], got {vocab_size!r}")
+    max_bytes = check_integer("max_bytes", max_bytes, lo=10_000)
+    vocab_size = check_integer("vocab_size", vocab_size, lo=64, hi=65535)
     return {"data_version": DATA_VERSION, "code": store.derived_code_hash(__name__), "max_bytes": max_bytes,
             "vocab_size": vocab_size, "templates": dict(sorted((templates or {}).items()))}
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .model import ModelConfig
 from .tasks import TASKS, mixed_batch, row_tokens
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 __all__ = ["TrainConfig", "SCHEDULES", "schedule_theta", "train", "model_names"]
@@ -66,9 +67,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for k in ("train_len", "batch", "steps", "warmup", "steps_per_call", "models_per_group"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "warmup" else 1):
-                raise BadValue(f"{k} must be a positive integer, got {v!r}")
+            object.__setattr__(self, k, check_integer(k, getattr(self, k), lo=0 if k == "warmup" else 1))
         if self.train_len < 64:
             raise BadValue(f"train_len must be >= 64 (a retrieval row needs ~40 tokens), got {self.train_len}")
         if not (0 < self.lr < 1) or not (0 <= self.task_fraction <= 1) or not (0 <= self.weight_decay < 1):

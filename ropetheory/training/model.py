@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ..rope import rotate
+from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 __all__ = ["ModelConfig", "LM", "init_lm", "hidden", "logits", "loss", "param_count"]
@@ -39,9 +40,7 @@ class ModelConfig:
 
     def __post_init__(self):
         for k in ("vocab", "d_model", "layers", "heads"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise BadValue(f"{k} must be a positive integer, got {v!r}")
+            object.__setattr__(self, k, check_integer(k, getattr(self, k), lo=1))
         if self.d_model % self.heads or (self.d_model // self.heads) % 2:
             raise BadValue(f"d_model {self.d_model} must split into {self.heads} heads of even width")
 
