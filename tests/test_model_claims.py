@@ -50,3 +50,19 @@ def test_claims_past_L_on_a_text_no_longer_than_L_are_not_tested_and_say_why():
     for start in ("RoPE lowers the FSV", "the sink share collapses"):
         row = by_claim(rows, start)
         assert row["verdict"] is Verdict.NOT_TESTED and "n <= L" in row["qualifier"]
+
+
+def test_the_readme_states_the_committed_key_query_cosines():
+    """The README's cluster row quotes the numbers the committed claims.csv files hold (before and after RoPE)."""
+    import csv
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    row = next(line for line in (root / "README.md").read_text().splitlines()
+               if line.startswith("| real models: tight, opposed key/query clusters"))
+    for model in ("smollm2-135m", "gemma3-270m"):
+        with open(root / "docs" / "figures" / "models" / model / "claims.csv") as fh:
+            claims = {r["claim"].split(":")[0]: r for r in csv.DictReader(fh)}
+        after = claims["more opposed after RoPE"]["number"]
+        before, post = after.split(" before -> ")[0].split()[-1], after.split(" -> ")[1].split()[0]
+        for number in (before, post):
+            assert number.replace("-", "−") in row, (model, number)
