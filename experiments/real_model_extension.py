@@ -34,7 +34,7 @@ def run_one(model: str, out: pathlib.Path, n: int, scaling: dict | None, args) -
         print(f"not run: {folder.name} (--collect-only)", file=sys.stderr)
         return None
     if res is None:
-        res = study.run(model, out=out / "runs", n_tokens=n, repeat_text=True, chunk=args.tokens_per_pass,
+        res = study.run(model, out=out / "runs", n_tokens=n, repeat_text=True, tokens_per_pass=args.tokens_per_pass,
                         device=args.device, quiet=args.quiet, rope_scaling=scaling, train_len=args.train_len)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "analysis.json").write_text(json.dumps(res))

@@ -39,7 +39,7 @@ COMMANDS = {
     # the real-model analysis on a Llama checkpoint folder (TINY_LLAMA: random weights, SmolLM2's tokenizer;
     # the packaged SmolLM2 itself is analysed end to end in test_models), 192 tokens in 6 chunks, a
     # checkpoint after each
-    "analyze": ["--model", "{tiny_llama}", "--max-tokens", "192", "--chunk", "32", "--train-len", "64",
+    "analyze": ["--model", "{tiny_llama}", "--max-tokens", "192", "--tokens-per-pass", "32", "--train-len", "64",
                 "--checkpoint-every", "0"],
 }
 #: the checkpoint folder the analyze fault test reads: 2 layers, width 64, 4 query / 2 key-value heads

@@ -80,7 +80,7 @@ def test_the_chunked_capture_uses_the_cache_api_without_deprecation_warnings_and
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
-        cap = capture_streams(m, ids[0].tolist(), L=32, chunk=40)
+        cap = capture_streams(m, ids[0].tolist(), L=32, tokens_per_pass=40)
     want = np.zeros(ids.shape[1] - 1)
     cache = DynamicCache(config=m.config)
     with torch.no_grad():                                                # the same chunks, no hook

@@ -118,7 +118,7 @@ def test_a_clamped_logit_is_the_logit_at_the_stated_distance(model, ids, name, d
 
 
 def test_holding_the_sink_log_odds_keeps_each_heads_value_at_L_and_measure_reports_both_runs(model, ids):
-    res = measure(model, ids[0].tolist(), name="hold-sink-odds", L=L, chunk=40)
+    res = measure(model, ids[0].tolist(), name="hold-sink-odds", L=L, tokens_per_pass=40)
     assert [r["start"] for r in res["runs"]["unchanged"]["nll_ranges"]] == [16, 32, 64]
     rows = {(r["run"], r["layer"], r["kv_head"], r["n"]): r for r in res["heads"]}
     for layer in range(2):
@@ -144,7 +144,7 @@ def test_analyze_runs_an_intervention_on_a_packaged_model_and_writes_both_runs(t
     with pytest.raises(ValueError, match="--intervention needs --model"):
         analyze_main(["--intervention", "clamp-sink", "--out", str(tmp_path)])
     assert analyze_main(["--model", "smollm2-135m", "--intervention", "clamp-control", "--max-tokens", "96",
-                         "--train-len", "24", "--chunk", "40", "--out", str(tmp_path), "--quiet"]) == 0
+                         "--train-len", "24", "--tokens-per-pass", "40", "--out", str(tmp_path), "--quiet"]) == 0
     d = tmp_path / "smollm2-135m" / "intervention-clamp-control"
     res = json.loads((d / "intervention.json").read_text())
     assert res["train_len"] == 24 and 1 <= res["control_key"] < 24

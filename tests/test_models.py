@@ -105,7 +105,7 @@ def test_planted_rank1_head_matches_the_prediction_when_streamed():
 @pytest.fixture(scope="module")
 def smollm2_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("an")
-    res = study.run("smollm2-135m", out=out, n_tokens=256, chunk=100, train_len=64, quiet=True)
+    res = study.run("smollm2-135m", out=out, n_tokens=256, tokens_per_pass=100, train_len=64, quiet=True)
     return out / "smollm2-135m", res
 
 
@@ -142,7 +142,7 @@ def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
 def test_gemma3_layers_get_their_own_schedules_and_windows():
     m, tok, label = registry.load_model("gemma3-270m")
     ids, _ = corpus.text_tokens(tok, 40)
-    cap = study.capture_streams(m, ids, L=32768, chunk=16)
+    cap = study.capture_streams(m, ids, L=32768, tokens_per_pass=16)
     types = [s["layer_type"] for s in cap["schedules"]]
     assert types.count("full_attention") == 3 and [i for i, t in enumerate(types) if t == "full_attention"] == [
         5,
@@ -212,7 +212,7 @@ def test_inference_time_pi_rescales_the_schedule_and_the_rotation_still_matches(
         study.override_rope(m, {"factor": 2})
     assert study.override_rope(m, {"rope_type": "linear", "factor": 2}) == "linear-x2"
     ids, _ = corpus.text_tokens(tok, 64)
-    cap = study.capture_streams(m, ids, L=32, chunk=64)
+    cap = study.capture_streams(m, ids, L=32, tokens_per_pass=64)
     np.testing.assert_allclose(cap["schedules"][0]["theta"], base / 2, rtol=1e-12)   # PI: every frequency / s
     assert all(st.rotation.within_bound for st in cap["streams"])
 

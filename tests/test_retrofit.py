@@ -112,8 +112,8 @@ def test_retrofit_refuses_a_schedule_of_another_width_or_layout():
 def test_the_length_temperature_leaves_logits_within_L_unchanged_and_scales_them_after():
     m = tiny_llama()
     ids = np.random.default_rng(0).integers(1, VOCAB, 4 * L)
-    plain = E.window_pass(m, ids, L=L, temperature=False, chunk=L)
-    hot = E.window_pass(m, ids, L=L, temperature=True, chunk=L)
+    plain = E.window_pass(m, ids, L=L, temperature=False, tokens_per_pass=L)
+    hot = E.window_pass(m, ids, L=L, temperature=True, tokens_per_pass=L)
     np.testing.assert_allclose(hot["nll"][:L - 1], plain["nll"][:L - 1], rtol=1e-5, atol=1e-6)
     assert np.max(np.abs(hot["nll"][2 * L:] - plain["nll"][2 * L:])) > 1e-4
 
@@ -121,7 +121,7 @@ def test_the_length_temperature_leaves_logits_within_L_unchanged_and_scales_them
 def test_the_chunked_window_pass_gives_the_models_own_loss():
     m = tiny_llama()
     ids = np.random.default_rng(1).integers(1, VOCAB, 3 * L)
-    got = E.window_pass(m, ids, L=L, temperature=False, chunk=L // 2, probe_at=[L, 2 * L])
+    got = E.window_pass(m, ids, L=L, temperature=False, tokens_per_pass=L // 2, probe_at=[L, 2 * L])
     with torch.no_grad():
         x = torch.as_tensor(ids)[None]
         logp = torch.log_softmax(m(input_ids=x).logits[0].float(), -1)

@@ -97,7 +97,7 @@ def test_the_rotary_patch_is_removed_after_the_block():
 def test_the_cost_table_compares_each_mode_with_exact():
     m = tiny_llama()
     ids = np.random.default_rng(0).integers(0, 97, 1024)
-    rows = precision_cost(m, ids, L=128, chunk=256)
+    rows = precision_cost(m, ids, L=128, tokens_per_pass=256)
     exact = [r for r in rows if r["mode"] == "exact"]
     assert [(r["start"], r["end"]) for r in exact] == [(0, 128), (128, 256), (256, 512), (512, 1023)]
     assert all(r["mean_kl"] == 0 and r["top1_agreement"] == 1 for r in exact)

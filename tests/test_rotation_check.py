@@ -71,11 +71,11 @@ def test_one_forward_capture_checks_every_position_and_catches_a_wrong_rotation(
 
 
 def test_the_chunked_capture_checks_its_first_and_last_chunk_and_catches_a_wrong_rotation(ids):
-    good = capture_streams(tiny_llama(), ids[0].tolist(), L=32, chunk=40)
+    good = capture_streams(tiny_llama(), ids[0].tolist(), L=32, tokens_per_pass=40)
     for st in good["streams"]:
         assert st.rotation.within_bound and st.rotation.positions_checked == 40 + 16
         assert st.rotation.last_position == 95
-    bad = capture_streams(wrong_rope(tiny_llama()), ids[0].tolist(), L=32, chunk=40)
+    bad = capture_streams(wrong_rope(tiny_llama()), ids[0].tolist(), L=32, tokens_per_pass=40)
     assert not any(st.rotation.within_bound for st in bad["streams"])
 
 

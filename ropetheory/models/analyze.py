@@ -56,7 +56,8 @@ def _parser():
     ap.add_argument("--repeat-text", action="store_true", help="repeat the text if it is shorter than --max-tokens")
     ap.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token")
     ap.add_argument("--train-len", type=int, default=None, help="training length L")
-    ap.add_argument("--chunk", type=int, default=2048, help="tokens per forward pass (KV cache between them)")
+    ap.add_argument("--tokens-per-pass", "--chunk", dest="tokens_per_pass", type=int, default=2048,
+                    help="tokens per forward pass, a KV cache between them (--chunk: its 0.2 name)")
     ap.add_argument("--rope-scaling", default=None,
                     help='inference-time context extension, JSON merged over the config\'s rope parameters, '
                          'e.g. \'{"rope_type": "linear", "factor": 2}\' (PI), dynamic, yarn')
@@ -96,8 +97,9 @@ def _rope_scaling(args) -> dict | None:
     import json
     if args.checkpoint_every is not None and not args.checkpoint_every >= 0:
         raise BadValue(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every!r}")
-    if args.max_tokens < 2 or args.chunk < 1:
-        raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+    if args.max_tokens < 2 or args.tokens_per_pass < 1:
+        raise BadValue(f"--max-tokens must be >= 2 and --tokens-per-pass >= 1, got {args.max_tokens}, "
+                       f"{args.tokens_per_pass}")
     if not args.rope_scaling:
         return None
     try:
@@ -111,7 +113,8 @@ def _analyze_model(args, out: pathlib.Path) -> int:
     from . import figures, study
     scaling = _rope_scaling(args)
     res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
-                    repeat_text=args.repeat_text, chunk=args.chunk, device=_torch_device(args.device),
+                    repeat_text=args.repeat_text, tokens_per_pass=args.tokens_per_pass,
+                    device=_torch_device(args.device),
                     quiet=args.quiet, train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
                     **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
     d = out / res["meta"]["model"]
@@ -143,11 +146,13 @@ def _analyze_dump_file(args, out: pathlib.Path) -> int:
 
 def _intervene(args, out: pathlib.Path) -> int:
     from . import interventions
-    if args.max_tokens < 2 or args.chunk < 1:
-        raise BadValue(f"--max-tokens must be >= 2 and --chunk >= 1, got {args.max_tokens}, {args.chunk}")
+    if args.max_tokens < 2 or args.tokens_per_pass < 1:
+        raise BadValue(f"--max-tokens must be >= 2 and --tokens-per-pass >= 1, got {args.max_tokens}, "
+                       f"{args.tokens_per_pass}")
     device = _torch_device(args.device)
     res = interventions.run(args.model, out=out, name=args.intervention, n_tokens=args.max_tokens, text=args.text,
-                            bos=args.bos, repeat_text=args.repeat_text, chunk=args.chunk, device=device,
+                            bos=args.bos, repeat_text=args.repeat_text, tokens_per_pass=args.tokens_per_pass,
+                            device=device,
                             train_len=args.train_len)
     print(f"{res['meta']['model']} {args.intervention}: n = {res['n']}, L = {res['train_len']}")
     for a, b in zip(res["runs"]["unchanged"]["nll_ranges"], res["runs"]["intervened"]["nll_ranges"], strict=True):

@@ -22,6 +22,7 @@ from .hook import attention_hook
 from .rotation import check_rotation, chunk_is_checked, unit_roundoff_of
 from .stream import LayerStream
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 __all__ = ["capture_streams", "chunk_nll", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
            "CHECKPOINT_EVERY_S", "key_folder"]
@@ -154,12 +155,13 @@ class _ChunkRecorder:
         st.add(q_pre, k_pre, q_post, k_post)
 
 
-def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, progress=None,
+@renamed("0.3.0", chunk="tokens_per_pass")
+def capture_streams(model, input_ids: list[int], *, L: int, tokens_per_pass: int = 2048, progress=None,
                     checkpoint: pathlib.Path | None = None, checkpoint_key: str = "",
                     checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
     """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL.
 
-    With ``checkpoint`` (a file), the streaming statistics and the NLL so far are saved after a chunk
+    With ``checkpoint`` (a file), the streaming statistics and the NLL so far are saved after a tokens_per_pass
     at most every ``checkpoint_every`` seconds (``ropetheory.store.CheckpointClock``); a rerun with the
     same ``checkpoint_key`` (inputs + code) replays the finished chunks' forward passes without their
     statistics, which rebuilds the KV cache exactly (same chunks, same kernels), and goes on from there:
@@ -174,7 +176,7 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     grid = analysis_grid(n, L)
     streams: list[LayerStream | None] = [None] * len(scheds)
     nll = np.zeros(n - 1)
-    starts = list(range(0, n, chunk))
+    starts = list(range(0, n, tokens_per_pass))
     done = 0
     saved = load_checkpoint(checkpoint, checkpoint_key, _restore_capture)
     if saved is not None:
@@ -185,8 +187,8 @@ def capture_streams(model, input_ids: list[int], *, L: int, chunk: int = 2048, p
     clock = CheckpointClock(checkpoint_every)
     with attention_hook(model, recorder), torch.no_grad():
         for c, s in enumerate(starts):
-            e = min(n, s + chunk)
-            recorder.start, recorder.replay = s, c < done          # a finished chunk: rebuild the cache only
+            e = min(n, s + tokens_per_pass)
+            recorder.start, recorder.replay = s, c < done          # a finished tokens_per_pass: rebuild the cache only
             out = cached_forward(model, ids, s, e, cache)
             if not recorder.replay:
                 chunk_nll(out.logits, ids, s, nll)

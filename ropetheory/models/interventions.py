@@ -33,6 +33,7 @@ from ..theory.sink import sink_log_odds_from_parts
 from .stream import SINK_QUERIES, SINK_TERMS
 from ..core.checks import check_integer
 from ..core.errors import BadValue
+from ..core.renamed import renamed
 
 __all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "CONTROL_SEED"]
 
@@ -179,8 +180,8 @@ class SinkProbe:
                 for (li, h, gi), acc in sorted(self.sums.items())]
 
 
-def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray:
-    """Per-token loss of ``model`` over ``input_ids`` run ``chunk`` tokens at a time with a KV cache, every
+def _chunked_nll(model, input_ids: list[int], tokens_per_pass: int, handler) -> np.ndarray:
+    """Per-token loss of ``model`` over ``input_ids`` run ``tokens_per_pass`` tokens at a time with a KV cache, every
     attention layer computed by ``handler`` (``.hook.attention_hook`` with the eager mask)."""
     import torch
     from transformers import DynamicCache
@@ -192,8 +193,8 @@ def _chunked_nll(model, input_ids: list[int], chunk: int, handler) -> np.ndarray
     nll = np.zeros(n - 1)
     cache = DynamicCache(config=model.config)
     with attention_hook(model, handler, eager_mask=True), torch.no_grad():
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
+        for s in range(0, n, tokens_per_pass):
+            e = min(n, s + tokens_per_pass)
             out = cached_forward(model, ids, s, e, cache)
             chunk_nll(out.logits, ids, s, nll)
     return nll
@@ -206,24 +207,26 @@ def _medians(rows: list[dict], grid: list[int]) -> dict[str, list[float | None]]
     return out
 
 
-def measure(model, input_ids: list[int], *, name: str, L: int, chunk: int = 1024) -> dict[str, Any]:
+@renamed("0.3.0", chunk="tokens_per_pass")
+def measure(model, input_ids: list[int], *, name: str, L: int, tokens_per_pass: int = 1024) -> dict[str, Any]:
     """The unchanged model and the intervention ``name`` on the same tokens (module docstring)."""
     from .forward import analysis_grid, layer_schedules
     from .hook import eager
     from .study import nll_ranges
     n = len(input_ids)
-    chunk = check_integer("chunk", chunk, lo=1)
+    tokens_per_pass = check_integer("tokens_per_pass", tokens_per_pass, lo=1)
     if n < 2:
         raise BadValue(f"input_ids must hold >= 2 tokens, got {n}")
     iv = Intervention(name, L, layer_schedules(model.config.to_dict(), n))
     grid = analysis_grid(n, L)
-    out: dict[str, Any] = {"intervention": name, "train_len": L, "n": n, "chunk": chunk, "queries": SINK_QUERIES,
+    out: dict[str, Any] = {"intervention": name, "train_len": L, "n": n, "tokens_per_pass": tokens_per_pass,
+                           "queries": SINK_QUERIES,
                            "grid": grid.tolist(), "runs": {}, "heads": []}
     if name == "clamp-control":
         out["control_key"] = iv.control_key
     for run, edit in (("unchanged", None), ("intervened", iv.edit)):
         probe = SinkProbe(grid)
-        nll = _chunked_nll(model, input_ids, chunk,
+        nll = _chunked_nll(model, input_ids, tokens_per_pass,
                            lambda call, edit=edit, probe=probe: eager(call, edit=edit, observe=probe))
         rows = probe.rows(run)
         out["heads"].extend(rows)
@@ -234,8 +237,9 @@ def measure(model, input_ids: list[int], *, name: str, L: int, chunk: int = 1024
     return out
 
 
+@renamed("0.3.0", chunk="tokens_per_pass")
 def run(model: str, *, out, name: str, n_tokens: int, text: str | None = None, bos: bool = False,
-        repeat_text: bool = False, chunk: int = 1024, device: str = "cpu",
+        repeat_text: bool = False, tokens_per_pass: int = 1024, device: str = "cpu",
         train_len: int | None = None) -> dict[str, Any]:
     """``ropetheory analyze --model M --intervention NAME``: load offline, ``measure``, and write
     ``<out>/<label>/intervention-<NAME>/intervention.json``, ``heads.csv`` (the sink's terms per run,
@@ -254,7 +258,7 @@ def run(model: str, *, out, name: str, n_tokens: int, text: str | None = None, b
     L = int(train_len if train_len is not None else
             training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
     ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
-    res = measure(m, [int(i) for i in ids], name=name, L=L, chunk=chunk)
+    res = measure(m, [int(i) for i in ids], name=name, L=L, tokens_per_pass=tokens_per_pass)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc, "device": device}
     d = pathlib.Path(out) / label / f"intervention-{name}"
     write_json(d / "intervention.json", res)

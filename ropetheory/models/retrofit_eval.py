@@ -55,7 +55,7 @@ def _boundaries(n: int, L: int, chunk: int, probe_at: Sequence[int], rows: int) 
     return sorted(edges)
 
 
-def window_pass(model, ids: np.ndarray, *, L: int, temperature: bool, chunk: int = 4096,
+def window_pass(model, ids: np.ndarray, *, L: int, temperature: bool, tokens_per_pass: int = 4096,
                 probe_at: Sequence[int] = ()) -> dict[str, Any]:
     """One pass over a window: per-token loss, and the sink's share and log-odds terms per layer and kv
     head at the lengths ``probe_at`` (float64 logits as used, temperature included)."""
@@ -84,7 +84,7 @@ def window_pass(model, ids: np.ndarray, *, L: int, temperature: bool, chunk: int
         return None
 
     cache = DynamicCache(config=model.config)
-    edges = _boundaries(n, L, chunk, probe_at, SINK_QUERIES)
+    edges = _boundaries(n, L, tokens_per_pass, probe_at, SINK_QUERIES)
     with attention_hook(model, handler), torch.no_grad(), \
             torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         for s, e in zip(edges[:-1], edges[1:], strict=True):
@@ -117,7 +117,7 @@ def passkey_prompt(tokenizer, length: int, depth: float, key: int) -> tuple[list
 
 def passkey(model, tokenizer, *, L: int, temperature: bool, trials: int, seed: int = 0,
             lengths: Sequence[float] = PASSKEY_LENGTHS, depths: Sequence[float] = PASSKEY_DEPTHS,
-            chunk: int = 8192) -> list[dict[str, Any]]:
+            tokens_per_pass: int = 8192) -> list[dict[str, Any]]:
     """Per (length, depth, trial): whether every answer token is the argmax given the prompt and the
     answer's earlier tokens (teacher forcing), and the answer's mean log-probability."""
     import torch
@@ -142,8 +142,8 @@ def passkey(model, tokenizer, *, L: int, temperature: bool, trials: int, seed: i
                 total = ids.shape[1]
                 with attention_hook(model, handler), torch.no_grad(), \
                         torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    for s in range(0, total, chunk):
-                        out = cached_forward(model, ids, s, min(total, s + chunk), cache)
+                    for s in range(0, total, tokens_per_pass):
+                        out = cached_forward(model, ids, s, min(total, s + tokens_per_pass), cache)
                 logits = out.logits[0, -(len(answer) + 1):-1].float()
                 tgt = ids[0, -len(answer):]
                 logp = torch.log_softmax(logits, -1).gather(1, tgt[:, None])[:, 0]
@@ -154,7 +154,7 @@ def passkey(model, tokenizer, *, L: int, temperature: bool, trials: int, seed: i
 
 
 def evaluate(model, tokenizer, heldout: np.ndarray, bounds: Sequence[int], *, L: int, temperature: bool,
-             windows: int | None = None, passkey_trials: int = 2, chunk: int = 4096,
+             windows: int | None = None, passkey_trials: int = 2, tokens_per_pass: int = 4096,
              passkey_lengths: Sequence[float] = PASSKEY_LENGTHS,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Perplexity ranges and sink terms on every held-out window of ``8L`` tokens (non-overlapping, inside
@@ -168,13 +168,13 @@ def evaluate(model, tokenizer, heldout: np.ndarray, bounds: Sequence[int], *, L:
         raise BadValue(f"no held-out document holds a window of 8L = {span} tokens")
     out: dict[str, Any] = {"windows": [], "heads": [], "L": L, "window_tokens": span}
     for w, a in enumerate(starts):
-        res = window_pass(model, heldout[a:a + span], L=L, temperature=temperature, chunk=chunk,
+        res = window_pass(model, heldout[a:a + span], L=L, temperature=temperature, tokens_per_pass=tokens_per_pass,
                           probe_at=[k * L for k in SINK_LENGTHS])
         out["windows"].append({"window": w, "start": int(a), "ranges": nll_ranges(res["nll"], L)})
         out["heads"].extend({"window": w, **r} for r in res["heads"])
         if progress is not None:
             progress(f"window {w + 1}/{len(starts)}")
     out["passkey"] = passkey(model, tokenizer, L=L, temperature=temperature, trials=passkey_trials,
-                             lengths=passkey_lengths, chunk=chunk) \
+                             lengths=passkey_lengths, tokens_per_pass=tokens_per_pass) \
         if passkey_trials else []
     return out

@@ -89,7 +89,7 @@ def _table_error(model, n: int, mode: str, edges: list[tuple[int, int]]) -> list
     return [float(err[a:b].max()) for a, b in edges]
 
 
-def precision_cost(model, ids: np.ndarray, *, L: int, chunk: int = 4096,
+def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 4096,
                    modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
     """Per mode and position range: the table error, KL from ``exact``, top-1 agreement and perplexity."""
     import torch
@@ -108,8 +108,8 @@ def precision_cost(model, ids: np.ndarray, *, L: int, chunk: int = 4096,
         nll, kl, agree = np.zeros(n - 1), np.zeros(n - 1), np.zeros(n - 1, dtype=bool)
         cache = DynamicCache(config=model.config)
         with rotary_precision(model, mode), torch.no_grad():
-            for k, s in enumerate(range(0, n, chunk)):
-                e = min(n, s + chunk)
+            for k, s in enumerate(range(0, n, tokens_per_pass)):
+                e = min(n, s + tokens_per_pass)
                 logp = torch.log_softmax(cached_forward(model, x, s, e, cache).logits[0].float(), -1)
                 m = min(e, n - 1) - s
                 tgt = x[0, s + 1:s + 1 + m]

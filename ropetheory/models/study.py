@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import spectra
 from ..core.checks import bucket, check_integer
+from ..core.renamed import renamed
 from ..theory import criteria, theorems
 from ..theory.beyond import noisy_rank1_limit
 from .rotation import hf_to_interleaved, report_fields
@@ -308,8 +309,9 @@ def override_rope(model, scaling: dict) -> str:
     return f"{scaling['rope_type']}-x{scaling.get('factor', 1):g}"
 
 
+@renamed("0.3.0", chunk="tokens_per_pass")
 def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None, bos: bool = False,
-        repeat_text: bool = False, chunk: int = 2048, device: str = "cpu", quiet: bool = False,
+        repeat_text: bool = False, tokens_per_pass: int = 2048, device: str = "cpu", quiet: bool = False,
         train_len: int | None = None, rope_scaling: dict | None = None, resume: bool = True,
         checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
     from ..progress import progress
@@ -327,7 +329,8 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     import hashlib
     import json
     from ..store import derived_code_hash, package_version
-    key = hashlib.sha256(json.dumps({"model": label, "ids": list(map(int, ids)), "chunk": chunk, "L": L,
+    key = hashlib.sha256(json.dumps({"model": label, "ids": list(map(int, ids)), "tokens_per_pass": tokens_per_pass,
+                                     "L": L,
                                      "device": device, "version": package_version(),
                                      "code": derived_code_hash(__name__)},
                                     sort_keys=True).encode()).hexdigest()
@@ -337,14 +340,15 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     import shutil
     from .forward import key_folder
     with progress(total=len(ids), desc=f"capture {label}", quiet=quiet, unit="tok") as bar:
-        cap = capture_streams(m, ids, L=L, chunk=chunk, progress=bar.update, checkpoint=ckpt,
+        cap = capture_streams(m, ids, L=L, tokens_per_pass=tokens_per_pass, progress=bar.update, checkpoint=ckpt,
                               checkpoint_key=key, checkpoint_every=checkpoint_every)
     print(f"{ckpt}: {cap['kept']} saved part(s) kept, {cap['computed']} computed", file=sys.stderr)
     heads = sum(st.kv_heads for st in cap["streams"])
     with progress(total=heads, desc=f"analyse {label}", quiet=quiet, unit="head") as bar:
         res = analyze_streams(cap, L=L, progress=bar.update)
     res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc,
-                   "quantised": quantised, "chunk": chunk, "device": device, "rope_scaling": rope_scaling,
+                   "quantised": quantised, "tokens_per_pass": tokens_per_pass, "device": device,
+                   "rope_scaling": rope_scaling,
                    "schedules": {s["layer_type"]: {"rope_type": s["rope_type"], "rope_theta": s["rope_theta"],
                                                    "window": s["window"], "rotary_dim": s["rotary_dim"],
                                                    "attention_factor": float(s["attention_factor"]),
