@@ -193,9 +193,9 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(small_co
         if step == 2:
             raise Killed
     with pytest.raises(Killed):
-        train(cfg, d, tmp_path / "cut", checkpoint_every=0, progress=kill)
+        train(cfg, d, tmp_path / "cut", checkpoint_every=0, on_log=kill)
     steps_run = []
-    resumed = train(cfg, d, tmp_path / "cut", checkpoint_every=0, progress=lambda s, _: steps_run.append(s))
+    resumed = train(cfg, d, tmp_path / "cut", checkpoint_every=0, on_log=lambda s, _: steps_run.append(s))
     assert steps_run == [4]                                   # only the missing steps
     for a, b in zip(_leaves(ref), _leaves(resumed), strict=False):
         np.testing.assert_array_equal(a, b)
@@ -203,7 +203,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(small_co
     # the same schedules paired by seed start equal; other parameters never reuse the checkpoint (reported)
     with pytest.warns(UserWarning, match="train.ckpt.*other parameters, other code"):
         other = train(_tiny(lr=1e-3), d, tmp_path / "cut", checkpoint_every=0,
-                      progress=lambda s, _: steps_run.append(s))
+                      on_log=lambda s, _: steps_run.append(s))
     assert steps_run[-2:] == [2, 4] and other["key"] != ref["key"]
 
 

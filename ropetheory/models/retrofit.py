@@ -196,13 +196,13 @@ def _optimizer(model, cfg: FinetuneConfig, fused: bool):
 
 def finetune(model, tokens: np.ndarray, cfg: FinetuneConfig, *, checkpoint: pathlib.Path | None = None,
              key: str = "", checkpoint_every: float = 120.0,
-             progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+             on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` in place on ``tokens`` (``FinetuneConfig``); step ``t`` reads sequences
     ``t*batch .. (t+1)*batch - 1`` of the stream cut into ``seq_len`` tokens, each its own next-token
     loss. With ``checkpoint`` the model, optimiser and log are saved (``ropetheory.store``) at most
     every ``checkpoint_every`` seconds and at the end; a rerun with the same ``key`` resumes from the
-    last one and ends with the same weights as an uninterrupted run. Returns the log: per step the
-    loss, learning rate and seconds."""
+    last one and ends with the same weights as an uninterrupted run. ``on_step(step, steps, loss)`` is a
+    logging hook called after each step. Returns the log: per step the loss, learning rate and seconds."""
     import torch
     from ..store import CheckpointClock, load_checkpoint, save_checkpoint, unit_saved
     need = cfg.tokens
@@ -235,8 +235,8 @@ def finetune(model, tokens: np.ndarray, cfg: FinetuneConfig, *, checkpoint: path
         opt.zero_grad(set_to_none=True)
         log.append({"step": step + 1, "loss": float(loss.detach()), "lr": cfg.lr_at(step),
                     "seconds": time.perf_counter() - t0})
-        if progress is not None:
-            progress(step + 1, cfg.steps, log[-1]["loss"])
+        if on_step is not None:
+            on_step(step + 1, cfg.steps, log[-1]["loss"])
         if checkpoint is not None and (clock.due() or step + 1 == cfg.steps):
             began = time.perf_counter()
             save_checkpoint(checkpoint, key, _state_arrays(model, opt), step=step + 1, log=log)

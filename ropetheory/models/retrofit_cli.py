@@ -33,10 +33,10 @@ def _key(*parts: Any) -> str:
                                      default=str).encode()).hexdigest()
 
 
-def _progress(label: str):
-    if not sys.stderr.isatty():
-        return None
-    return lambda *a: print(f"\r{label}: {' '.join(str(x) for x in a)}   ", end="", file=sys.stderr, flush=True)
+def _bar(label: str, total: int | None = None):
+    """A progress bar on a terminal (``ropetheory.progress``); its ``update(k)`` is the package's convention."""
+    from ..progress import progress
+    return progress(total=total, desc=label, unit="step")
 
 
 def _parser():
@@ -97,8 +97,9 @@ def _cmd_train(args, model, label: str, corpus: dict, L: int, folder: pathlib.Pa
     retrofit(model, sched)
     folder.mkdir(parents=True, exist_ok=True)
     key = _key(label, args.variant, sched.to_dict(), dataclasses.asdict(fc), corpus["manifest"]["train_sha256"])
-    res = finetune(model, corpus["train"], fc, checkpoint=folder / "checkpoint.npz", key=key,
-                   checkpoint_every=args.checkpoint_every, progress=_progress(f"train {args.variant}"))
+    with _bar(f"train {args.variant}", fc.steps) as bar:
+        res = finetune(model, corpus["train"], fc, checkpoint=folder / "checkpoint.npz", key=key,
+                       checkpoint_every=args.checkpoint_every, on_step=lambda step, steps, loss: bar.update(1))
     save_model(model, str(folder / "model.safetensors"))
     write_json(folder / "train.json", {"variant": args.variant, "schedule": sched.to_dict(),
                                        "config": dataclasses.asdict(fc), "tokens": res["tokens"],
@@ -124,9 +125,10 @@ def _cmd_evaluate(args, model, tok, label: str, corpus: dict, L: int, folder: pa
     sched = variant_schedule(args.variant, model.config.to_dict())
     retrofit(model, sched)
     model.eval()
-    res = evaluate(model, tok, corpus["heldout"], corpus["manifest"]["heldout_bounds"], L=L,
-                   temperature=sched.temperature == "length", windows=args.windows,
-                   passkey_trials=args.passkey_trials, progress=_progress(f"evaluate {args.variant}"))
+    with _bar(f"evaluate {args.variant}") as bar:
+        res = evaluate(model, tok, corpus["heldout"], corpus["manifest"]["heldout_bounds"], L=L,
+                       temperature=sched.temperature == "length", windows=args.windows,
+                       passkey_trials=args.passkey_trials, progress=bar.update)
     res.update({"variant": args.variant, "schedule": sched.to_dict(), "model": label,
                 "corpus": {k: corpus["manifest"][k] for k in ("train_sha256", "heldout_sha256")}})
     write_json(folder / f"eval-{args.variant}.json", res)
@@ -159,10 +161,11 @@ def _cmd_corpus(args) -> int:
     docs, versions = installed_documents()
     # a file that spells a special token ("<|endoftext|>" in transformers' own sources) is text: tokenised as
     # text, so the separator appears only between documents
-    corpus = build_corpus(docs, lambda texts: tok(texts, add_special_tokens=False,
-                                                  split_special_tokens=True)["input_ids"], eot,
-                          train_tokens=args.train_tokens, heldout_tokens=args.heldout_tokens,
-                          progress=_progress("corpus"))
+    with _bar("corpus tokens", args.train_tokens) as bar:
+        corpus = build_corpus(docs, lambda texts: tok(texts, add_special_tokens=False,
+                                                      split_special_tokens=True)["input_ids"], eot,
+                              train_tokens=args.train_tokens, heldout_tokens=args.heldout_tokens,
+                              progress=bar.update)
     d = save_corpus(args.corpus, corpus, versions=versions, tokenizer=args.model,
                     python=".".join(map(str, sys.version_info[:3])))
     m = corpus["manifest"]

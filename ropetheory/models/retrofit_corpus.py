@@ -155,7 +155,7 @@ def _ids(encode: Callable[[list[str]], list[list[int]]], texts: list[str]) -> li
 def build_corpus(docs: Sequence[Document], encode: Callable[[list[str]], list[list[int]]], eot: int, *,
                  train_tokens: int, heldout_tokens: int, seed: int = 0, bytes_per_token: float = 3.4,
                  heldout_size_range: tuple[int, int] = (HELDOUT_MIN_BYTES, HELDOUT_MAX_BYTES), batch: int = 256,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Token arrays ``train`` and ``heldout`` (uint16) and their manifest (module docstring).
 
     ``encode(texts) -> ids`` tokenises without special tokens; ``eot`` ends each document;
@@ -184,7 +184,7 @@ def build_corpus(docs: Sequence[Document], encode: Callable[[list[str]], list[li
     filled, used = 0, 0
     per_source: dict[str, int] = {}
     for i in range(0, len(order), batch):
-        group = order[i:i + batch]
+        group, before = order[i:i + batch], filled
         for d, ids in zip(group, _ids(encode, [d.text for d in group]), strict=True):
             piece = np.asarray([*ids, eot], dtype=np.uint16)[: train_tokens - filled]
             train[filled:filled + piece.size] = piece
@@ -194,7 +194,7 @@ def build_corpus(docs: Sequence[Document], encode: Callable[[list[str]], list[li
             if filled == train_tokens:
                 break
         if progress is not None:
-            progress(filled, train_tokens)
+            progress(filled - before)
         if filled == train_tokens:
             break
     if filled < train_tokens:

@@ -72,7 +72,7 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
         if not quiet:
             print(f"  step {step}/{cfg.steps}: loss {np.mean(losses):.3f} (min {np.min(losses):.3f}, "
                   f"max {np.max(losses):.3f}), {time.time() - t0:.0f} s", flush=True)
-    run = loop.train(cfg, data, out, resume=resume, checkpoint_every=checkpoint_every, progress=prog)
+    run = loop.train(cfg, data, out, resume=resume, checkpoint_every=checkpoint_every, on_log=prog)
     names = [f"{s}_seed{k}" for s, k in run["names"]]
     write_csv(
         out / "train_log.csv", [{"step": r["step"], **dict(zip(names, r["loss"], strict=False))} for r in run["log"]]

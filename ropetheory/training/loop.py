@@ -185,13 +185,14 @@ def _restore(template: Any, saved: dict[str, np.ndarray], meta: dict[str, Any]):
 
 
 def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: bool = True,
-          checkpoint_every: float = 60.0, progress=None) -> dict[str, Any]:
+          checkpoint_every: float = 60.0, on_log=None) -> dict[str, Any]:
     """Train every ``(schedule, seed)`` of ``cfg`` on ``data`` (``.corpus.load_corpus``).
 
     Returns ``{"models": stacked LM, "names", "log": [{"step", "loss": [per model]}], "seconds", "key"}``;
     the checkpoint ``folder/train.ckpt`` (``ropetheory.store.save_checkpoint``: the models' and optimiser
     states' leaves as arrays, the tree rebuilt from the constructors on load) holds the same (a rerun of a
-    finished run loads it and runs no step).
+    finished run loads it and runs no step). ``on_log(step, losses)`` is called with each log row (a logging
+    hook, not the package's ``progress(k)`` bar convention: it gets the losses, not a count).
     """
     import equinox as eqx
     import jax
@@ -237,7 +238,7 @@ def train(cfg: TrainConfig, data: dict, folder: str | pathlib.Path, *, resume: b
                             step=step, log=log, seconds=seconds)
             clock.written(t1)
         unit_saved()
-        if progress:
-            progress(step, losses.mean(axis=0))
+        if on_log:
+            on_log(step, losses.mean(axis=0))
     return {"models": models, "names": model_names(cfg), "log": log, "seconds": seconds, "key": key}
 
