@@ -24,9 +24,10 @@ from ..theory.criteria import low_frequency_drift
 from .claims import SINK_SHARE
 from ..core.checks import check_integer
 from ..core.errors import BadValue
+from ..schedules import names
 
 #: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
-METHODS = {"linear": "PI (linear)", "dynamic": "dynamic NTK", "yarn": "YaRN"}
+METHODS = {m: names.DISPLAY[m] for m in ("linear", "dynamic", "yarn")}
 
 
 def scaling(method: str, s: int) -> dict[str, Any]:
