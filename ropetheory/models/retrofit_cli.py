@@ -41,34 +41,40 @@ def _bar(label: str, total: int | None = None):
 
 def _parser():
     import argparse
-    from ..flags import HelpFormatter
+    from ..flags import HelpFormatter, plain_help
     p = argparse.ArgumentParser(prog="ropetheory retrofit", formatter_class=HelpFormatter,
-                                description=(__doc__ or "").split("\n\n")[0])
-    sub = p.add_subparsers(dest="action", required=True)
-    c = sub.add_parser("corpus", help="build the non-repeating corpus from the installed packages' text")
-    c.add_argument("--train-tokens", type=int, default=25_000_000)
-    c.add_argument("--heldout-tokens", type=int, default=600_000)
-    t = sub.add_parser("train", help="retrofit one variant and fine-tune it")
-    t.add_argument("--variant", required=True, choices=VARIANTS)
-    t.add_argument("--steps", type=int, required=True)
-    t.add_argument("--batch", type=int, default=4)
-    t.add_argument("--seq-len", type=int, default=None, help="default: the model's L")
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--warmup", type=int, default=50)
+                                description=plain_help(__doc__))
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                           help="corpus, train, evaluate or report (each has -h)")
+    c = sub.add_parser("corpus", formatter_class=HelpFormatter,
+                       help="build the non-repeating corpus from the installed packages' text")
+    c.add_argument("--train-tokens", type=int, default=25_000_000, help="tokens in the training stream")
+    c.add_argument("--heldout-tokens", type=int, default=600_000,
+                   help="at least this many held-out tokens (whole distributions)")
+    t = sub.add_parser("train", formatter_class=HelpFormatter, help="retrofit one variant and fine-tune it")
+    t.add_argument("--variant", required=True, choices=VARIANTS, help="the frequencies to fine-tune with")
+    t.add_argument("--steps", type=int, required=True, help="optimiser steps (the same for every variant)")
+    t.add_argument("--batch", type=int, default=4, help="sequences per step")
+    t.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the model's L)")
+    t.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (cosine to a tenth of it)")
+    t.add_argument("--warmup", type=int, default=50, help="steps of linear warm-up")
     t.add_argument("--checkpoint-every", type=float, default=120.0,
                    help="seconds between checkpoints (0: after every step)")
-    e = sub.add_parser("evaluate", help="evaluate one variant (fine-tuned, or 'original') past L")
-    e.add_argument("--variant", required=True, choices=EVALUATIONS)
+    e = sub.add_parser("evaluate", formatter_class=HelpFormatter,
+                       help="evaluate one variant (fine-tuned, or 'original') past L")
+    e.add_argument("--variant", required=True, choices=EVALUATIONS,
+                   help="a fine-tuned variant, +yarn or +temp for the inference-only changes, or original")
     e.add_argument("--windows", type=int, default=None, help="held-out windows of 8L (default: all)")
-    e.add_argument("--passkey-trials", type=int, default=2)
+    e.add_argument("--passkey-trials", type=int, default=2, help="passkey prompts per length and depth")
     e.add_argument("--train-len", type=int, default=None, help="L (default: the model's)")
-    r = sub.add_parser("report", help="the verdict table and figure from the evaluation files")
+    r = sub.add_parser("report", formatter_class=HelpFormatter,
+                       help="the verdict table and figure from the evaluation files")
     r.add_argument("--label", default="smollm2-135m", help="the model's folder under --out")
     for s in (c, t, e, r):
-        s.add_argument("--model", default="smollm2-135m")
-        s.add_argument("--corpus", default="results/retrofit/corpus")
-        s.add_argument("--out", default="results/retrofit")
-        s.add_argument("--device", default="cpu")
+        s.add_argument("--model", default="smollm2-135m", help="a packaged model, .gguf or checkpoint folder")
+        s.add_argument("--corpus", default="results/retrofit/corpus", help="the corpus folder")
+        s.add_argument("--out", default="results/retrofit", help="where results go (one folder per model)")
+        s.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     return p
 
 
