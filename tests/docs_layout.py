@@ -23,7 +23,8 @@ import tempfile
 
 #: the pages a reader opens: home, quickstart, every guide, theory, findings, conventions, API
 PAGES = ("index.html", "quickstart.html", "guide/theorem.html", "guide/figure7.html", "guide/report.html",
-         "guide/real-model.html", "guide/training.html", "guide/sweep.html", "guide/audit.html", "theory.html",
+         "guide/real-model.html", "guide/training.html", "guide/sweep.html", "guide/audit.html",
+         "guide/retrofit.html", "theory.html",
          "findings.html", "conventions.html", "api.html")
 #: a laptop and a desktop browser window (CSS pixels)
 WIDTHS = (1280, 1920)

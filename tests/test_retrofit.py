@@ -180,11 +180,21 @@ def tiny_setup(tmp_path_factory):
     return root
 
 
-def _cli(root: pathlib.Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    pre = [str(TESTS / "fault_runner.py"), fault] if fault else ["-m", "ropetheory.cli"]
-    return subprocess.run([sys.executable, *pre, "retrofit", *args, "--model", str(root / "model"),
-                           "--corpus", str(root / "corpus"), "--out", str(root / "out")],
+def _argv(root: pathlib.Path, *args: str) -> list[str]:
+    return ["retrofit", *args, "--model", str(root / "model"), "--corpus", str(root / "corpus"),
+            "--out", str(root / "out")]
+
+
+def _killed(root: pathlib.Path, fault: str, *args: str) -> subprocess.CompletedProcess:
+    """The command in a fresh process that kills itself (``fault_runner``): a real SIGKILL."""
+    return subprocess.run([sys.executable, str(TESTS / "fault_runner.py"), fault, *_argv(root, *args)],
                           capture_output=True, text=True, timeout=600)
+
+
+def _run(root: pathlib.Path, *args: str) -> int:
+    """The command in this process (its imports are paid once per test session)."""
+    from ropetheory import cli
+    return cli.main(_argv(root, *args))
 
 
 def test_a_killed_finetune_resumes_to_the_same_weights_as_an_uninterrupted_one(tiny_setup, tmp_path):
@@ -192,12 +202,11 @@ def test_a_killed_finetune_resumes_to_the_same_weights_as_an_uninterrupted_one(t
     root = tiny_setup
     train = ["train", "--variant", "rope_id", "--steps", "6", "--batch", "2", "--seq-len", str(L),
              "--warmup", "2", "--checkpoint-every", "0"]
-    killed = _cli(root, *train, fault="SIGKILL:3")
+    killed = _killed(root, "SIGKILL:3", *train)
     assert killed.returncode == -9, killed.stderr
     folder = root / "out" / "model" / "rope_id"
     assert (folder / "checkpoint.npz").exists() and not (folder / "model.safetensors").exists()
-    done = _cli(root, *train)
-    assert done.returncode == 0, done.stderr
+    assert _run(root, *train) == 0
     resumed = load_file(folder / "model.safetensors")
     log = json.loads((folder / "train.json").read_text())
     assert [r["step"] for r in log["log"]] == list(range(1, 7))
@@ -209,8 +218,7 @@ def test_a_killed_finetune_resumes_to_the_same_weights_as_an_uninterrupted_one(t
     for k, v in m.state_dict().items():
         if k in resumed:
             assert np.array_equal(resumed[k], v.numpy()), k
-    ev = _cli(root, "evaluate", "--variant", "rope_id+temp", "--passkey-trials", "0")
-    assert ev.returncode == 0, ev.stderr
+    assert _run(root, "evaluate", "--variant", "rope_id+temp", "--passkey-trials", "0") == 0
     res = json.loads((root / "out" / "model" / "eval-rope_id+temp.json").read_text())
     ranges = res["windows"][0]["ranges"]
     assert [(r["start"], r["end"]) for r in ranges][:4] == [(L // 2, L), (L, 2 * L), (2 * L, 4 * L), (4 * L, 8 * L)]
