@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ropetheory.core.errors import BadValue
 from ropetheory.models.rope_precision import precision_cost, rotary_precision
+from ropetheory.testing import exact_cos_sin
 
 #: a float32 value carries one rounding of 2^-24 relative; cos and sin are at most the attention factor (1)
 FLOAT32_ROUNDING = 2.0 ** -24
@@ -40,8 +41,8 @@ def test_the_exact_tables_are_float64_cos_and_sin_rounded_once():
     m = tiny_llama()
     cos, sin = _tables(m, "exact")
     theta = 10000.0 ** (-np.arange(0, 16, 2) / 16)
-    ang = np.arange(N)[:, None] * theta[None, :]
-    ref = np.cos(np.concatenate([ang, ang], axis=1))
+    c, _ = exact_cos_sin(theta, np.arange(N))
+    ref = np.concatenate([c, c], axis=1)
     assert np.max(np.abs(cos[0].double().numpy() - ref)) <= FLOAT32_ROUNDING
     own, _ = _tables(m, "transformers")
     # transformers' float32 angle p * inv_freq errs by up to ~p theta 2^-24: far above one rounding at the end

@@ -4,8 +4,8 @@
 embedding of a loaded transformers model returns:
 
 * ``exact``: angles ``p theta_j`` from the integer position ``p`` and the schedule's float64 frequencies
-  (``rt.from_config``), cos and sin in float64, times the attention factor, then rounded once to the
-  layer's dtype. The only error is that one rounding.
+  (``rt.from_config``), reduced exactly (``ropetheory.testing.exact_cos_sin``), cos and sin in float64,
+  times the attention factor, then rounded once to the layer's dtype. The only error is that one rounding.
 * ``transformers``: the model's own (``inv_freq`` in float32, the product ``p * inv_freq`` in float32:
   an angle error up to about ``p theta_j 2^-24``, 4e-3 rad at ``p = 65536`` for ``theta_j = 1``).
 * ``bf16-cache``: the exact values rounded to bfloat16 (a cos/sin cache kept in bf16, as some servers
@@ -31,15 +31,27 @@ __all__ = ["MODES", "rotary_precision", "precision_cost"]
 MODES = ("exact", "transformers", "bf16-cache")
 
 
-def _exact_tables(position_ids, theta64, scaling: float, dtype, cache_dtype=None):
+def _model_theta(model) -> np.ndarray:
+    """The frequencies of the model's rotating planes, float64, from its config (``rt.from_config``)."""
+    from ..schedules.hf import frequencies_from_config
+    sched = frequencies_from_config(model.config.to_dict())
+    return np.array(sched.theta)[: (sched.rotary_dim or 2 * sched.planes) // 2]
+
+
+def _exact_tables(position_ids, theta: np.ndarray, scaling: float, dtype, cache_dtype=None):
+    """transformers' ``(cos, sin)`` layout ``(B, n, 2 * planes)`` from the exactly reduced angles
+    (``ropetheory.testing.exact_cos_sin``), times ``scaling``, rounded once to ``cache_dtype`` (if any) and
+    then to ``dtype``."""
     import torch
-    pos = position_ids.to(torch.float64)
-    ang = pos[..., None] * torch.as_tensor(theta64, dtype=torch.float64, device=pos.device)
-    emb = torch.cat((ang, ang), dim=-1)
-    cos, sin = torch.cos(emb) * scaling, torch.sin(emb) * scaling
-    if cache_dtype is not None:
-        cos, sin = cos.to(cache_dtype), sin.to(cache_dtype)
-    return cos.to(dtype), sin.to(dtype)
+    from ..testing import exact_cos_sin
+    pos = position_ids.detach().cpu().numpy().astype(np.int64)
+    c, s = exact_cos_sin(theta, pos.ravel())
+    out = []
+    for table in (c, s):
+        t = torch.as_tensor(np.concatenate((table, table), axis=-1).reshape(*pos.shape, -1) * scaling,
+                            device=position_ids.device)
+        out.append((t if cache_dtype is None else t.to(cache_dtype)).to(dtype))
+    return out[0], out[1]
 
 
 @contextlib.contextmanager
@@ -47,16 +59,13 @@ def rotary_precision(model, mode: str) -> Iterator[None]:
     """Inside the block, every rotary embedding of ``model`` returns ``mode``'s cos and sin (module
     docstring); the model is unchanged afterwards."""
     import torch
-    from ..schedules.hf import frequencies_from_config
     from .retrofit import rotary_modules
     if mode not in MODES:
         raise BadValue(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "transformers":
         yield
         return
-    sched = frequencies_from_config(model.config.to_dict())
-    r = sched.rotary_dim or 2 * sched.planes
-    theta = np.array(sched.theta)[: r // 2]
+    theta = _model_theta(model)
     cache = torch.bfloat16 if mode == "bf16-cache" else None
     handles = []
     for m in rotary_modules(model):
@@ -81,10 +90,7 @@ def _table_error(model, n: int, mode: str, edges: list[tuple[int, int]]) -> list
     x = torch.zeros(1, device=dev, dtype=next(model.parameters()).dtype)
     with torch.no_grad(), rotary_precision(model, mode):
         cos, sin = m(x, pos)
-    from ..schedules.hf import frequencies_from_config
-    sched = frequencies_from_config(model.config.to_dict())
-    r = sched.rotary_dim or 2 * sched.planes
-    ref_c, ref_s = _exact_tables(pos, np.array(sched.theta)[: r // 2], float(m.attention_scaling), torch.float64)
+    ref_c, ref_s = _exact_tables(pos, _model_theta(model), float(m.attention_scaling), torch.float64)
     err = torch.maximum((cos.double() - ref_c).abs().amax(-1), (sin.double() - ref_s).abs().amax(-1))[0]
     return [float(err[a:b].max()) for a, b in edges]
 
