@@ -15,8 +15,8 @@ import pathlib
 import time
 
 from ropetheory.models.registry import load_model
-from ropetheory.models.retrofit import model_facts
-from ropetheory.models.retrofit_corpus import load_corpus
+from ropetheory.models.forward import training_length
+from ropetheory.models.retrofit_corpus import heldout_windows, load_corpus
 from ropetheory.models.retrofit_eval import passkey
 from ropetheory.models.rope_precision import MODES, precision_cost, rotary_precision
 from ropetheory.store import write_csv, write_json
@@ -33,11 +33,11 @@ def main() -> None:
     p.add_argument("--train-len", type=int, default=None, help="L (default: the model's; smaller for a smoke run)")
     a = p.parse_args()
     model, tok, label = load_model(a.model, device=a.device)
-    L = a.train_len or model_facts(model.config.to_dict())[2]
+    L = a.train_len or training_length(model.config.to_dict())
     corpus = load_corpus(a.corpus, ("heldout",))
     held, bounds = corpus["heldout"], corpus["manifest"]["heldout_bounds"]
     span = 8 * L
-    starts = [s + k * span for s, e in zip(bounds[:-1], bounds[1:], strict=True) for k in range((e - s) // span)]
+    starts = heldout_windows(bounds, span)
     out = pathlib.Path(a.out) / label
     rows, t0 = [], time.time()
     for w, s in enumerate(starts[: a.windows]):

@@ -36,7 +36,7 @@ from ..core.errors import BadValue, BadType
 from ..core.schedule import Schedule
 
 __all__ = ["VARIANTS", "EVALUATIONS", "variant_schedule", "retrofit", "rotary_modules", "FinetuneConfig",
-           "finetune", "model_facts", "YARN_FACTOR", "INV_FREQ_REL"]
+           "finetune", "YARN_FACTOR", "INV_FREQ_REL"]
 
 #: the fine-tuned variants; each gets the same fine-tune
 VARIANTS = ("rope", "rope_id", "half_rope")
@@ -51,26 +51,17 @@ YARN_FACTOR = 8.0
 INV_FREQ_REL = 2.0 ** -19
 
 
-def model_facts(config: dict) -> tuple[int, float, int]:
-    """``(head_dim, rope_theta, L)`` of a Llama-family config."""
-    from ..schedules.model_config import read_model_config
-    facts = read_model_config(config)
-    sched = facts.frequencies(facts.rope_key(facts.layer_types[0]))
-    if not facts.train_len:
-        raise BadValue("the model's config gives no training length (max_position_embeddings)")
-    return sched.head_dim, float(sched.params.get("rope_theta", 10000.0)), int(facts.train_len)
-
-
 def variant_schedule(variant: str, config: dict) -> Schedule:
     """The schedule a variant's rotary embeddings use (module docstring); ``+yarn`` and ``+temperature``
     name inference-only changes."""
     from .. import schedules as S
     from ..schedules.hf import frequencies_from_config
+    from .forward import training_length
     base, _, extra = variant.partition("+")
     if variant not in EVALUATIONS:
         raise BadValue(f"variant must be one of {EVALUATIONS}, got {variant!r}")
-    d, rope_theta, L = model_facts(config)
     own = frequencies_from_config(config)
+    d, rope_theta, L = own.head_dim, float(own.params["rope_theta"]), training_length(config)
     if base in ("original", "rope") and not extra:
         return own
     if extra == "yarn":

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import BadValue
-from .retrofit import EVALUATIONS, VARIANTS, FinetuneConfig, finetune, retrofit, variant_schedule, model_facts
+from .forward import training_length
+from .retrofit import EVALUATIONS, VARIANTS, FinetuneConfig, finetune, retrofit, variant_schedule
 
 __all__ = ["main", "document_separator", "END_OF_TEXT"]
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .retrofit_corpus import load_corpus
     corpus = load_corpus(args.corpus, ("train",) if args.action == "train" else ("heldout",))
     model, tok, label = _load(args.model, args.device)
-    L = int(getattr(args, "train_len", None) or model_facts(model.config.to_dict())[2])
+    L = int(getattr(args, "train_len", None) or training_length(model.config.to_dict()))
     if args.action == "train":
         return _cmd_train(args, model, label, corpus, L, out / label / args.variant)
     return _cmd_evaluate(args, model, tok, label, corpus, L, out / label)

@@ -32,7 +32,7 @@ from ..core.checks import check_integer
 from ..core.errors import BadValue
 
 __all__ = ["Document", "installed_documents", "split_documents", "check_disjoint", "build_corpus",
-           "load_corpus", "SUFFIXES", "EXCLUDED_DISTRIBUTIONS"]
+           "load_corpus", "heldout_windows", "SUFFIXES", "EXCLUDED_DISTRIBUTIONS"]
 
 #: the file kinds read as text: source, stubs and documentation
 SUFFIXES = (".py", ".pyi", ".md", ".rst", ".txt")
@@ -222,6 +222,12 @@ def save_corpus(folder: str | pathlib.Path, corpus: dict[str, Any], **meta: Any)
     with atomic_open(d / "manifest.json", "w") as fh:
         json.dump({**corpus["manifest"], **meta}, fh, indent=1)
     return d
+
+
+def heldout_windows(bounds: Sequence[int], span: int) -> list[int]:
+    """Starts of the non-overlapping windows of ``span`` tokens, each inside one held-out document
+    (``bounds``: the manifest's ``heldout_bounds``), in document order."""
+    return [a + k * span for a, b in zip(bounds[:-1], bounds[1:], strict=True) for k in range((b - a) // span)]
 
 
 def load_corpus(folder: str | pathlib.Path, arrays: Sequence[str] = ("train", "heldout")) -> dict[str, Any]:

@@ -159,9 +159,10 @@ def evaluate(model, tokenizer, heldout: np.ndarray, bounds: Sequence[int], *, L:
              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Perplexity ranges and sink terms on every held-out window of ``8L`` tokens (non-overlapping, inside
     one held-out document each) and the passkey table (module docstring)."""
+    from .retrofit_corpus import heldout_windows
     from .study import nll_ranges
     span = 8 * L
-    starts = [(a + k * span) for a, b in zip(bounds[:-1], bounds[1:], strict=True) for k in range((b - a) // span)]
+    starts = heldout_windows(bounds, span)
     if windows is not None:
         starts = starts[:windows]
     if not starts:
