@@ -28,11 +28,11 @@ L = 128
 VOCAB = 300
 
 
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, base: float = 10000.0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=L,
-                      rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+                      rope_parameters={"rope_type": "default", "rope_theta": base})
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -257,11 +257,12 @@ def test_documents_are_separated_by_end_of_text_even_where_it_is_also_the_unknow
     assert C.document_separator(NoEndOfText()) == 7
 
 
-def test_the_control_with_yarn_is_transformers_own_yarn():
+@pytest.mark.parametrize("base", [1e4, 1e5])      # 1e5: SmolLM2's; YaRN must be built on the model's own base
+def test_the_control_with_yarn_is_transformers_own_yarn(base):
     from transformers import LlamaConfig, LlamaForCausalLM
-    m = tiny_llama()
+    m = tiny_llama(base=base)
     cfg = m.config.to_dict()
-    yarn = {"rope_type": "yarn", "factor": R.YARN_FACTOR, "original_max_position_embeddings": L, "rope_theta": 1e4}
+    yarn = {"rope_type": "yarn", "factor": R.YARN_FACTOR, "original_max_position_embeddings": L, "rope_theta": base}
     hf = LlamaForCausalLM(LlamaConfig(**{**cfg, "rope_parameters": yarn})).eval()
     hf.load_state_dict(m.state_dict())
     R.retrofit(m, R.variant_schedule("rope+yarn", cfg))

@@ -55,13 +55,13 @@ def variant_schedule(variant: str, config: dict) -> Schedule:
     """The schedule a variant's rotary embeddings use (module docstring); ``+yarn`` and ``+temperature``
     name inference-only changes."""
     from .. import schedules as S
-    from ..schedules.hf import frequencies_from_config
+    from ..schedules.hf import frequencies_from_config, load_rope_config
     from .forward import training_length
     base, _, extra = variant.partition("+")
     if variant not in EVALUATIONS:
         raise BadValue(f"variant must be one of {EVALUATIONS}, got {variant!r}")
     own = frequencies_from_config(config)
-    d, rope_theta, L = own.head_dim, float(own.params["rope_theta"]), training_length(config)
+    d, rope_theta, L = own.head_dim, load_rope_config(config).rope_theta, training_length(config)
     if base in ("original", "rope") and not extra:
         return own
     if extra == "yarn":
