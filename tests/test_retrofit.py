@@ -224,6 +224,34 @@ def test_a_killed_finetune_resumes_to_the_same_weights_as_an_uninterrupted_one(t
     assert [(r["start"], r["end"]) for r in ranges][:4] == [(L // 2, L), (L, 2 * L), (2 * L, 4 * L), (4 * L, 8 * L)]
     assert all(np.isfinite(r["ppl"]) and r["ppl"] > 1 for r in ranges)
     assert {r["n"] for r in res["heads"]} == {L, 2 * L, 4 * L, 8 * L}
+    # the fine-tuned keys' geometry over the first held-out window of 8L, with the frequencies retrofitted
+    assert _run(root, "geometry", "--variant", "rope_id", "--tokens-per-pass", str(2 * L)) == 0
+    geo = json.loads((root / "out" / "model" / "geometry-rope_id.json").read_text())
+    assert len(geo["heads"]) == 2 * 2 and geo["n"] == 8 * L and geo["variant"] == "rope_id"
+    assert all(h["rotation_within_bound"] for h in geo["heads"])
+    assert {L, 2 * L, 4 * L, 8 * L} <= set(geo["grid"])
+    from ropetheory.models.retrofit_report import geometry_rows, geometry_table
+    row, = geometry_rows(root / "out" / "model")
+    i = geo["grid"].index(8 * L)
+    assert row["fsv_ratio_8L"] == np.median([h["rho_measured"][i] for h in geo["heads"]])
+    assert row["C2_heads"] == sum(h["C2"] for h in geo["heads"]) and row["rotation_within_bound"]
+    assert "RoPE-ID" in geometry_table(root / "out" / "model")
+
+
+def test_a_retrofitted_capture_passes_its_rotation_check_only_against_the_frequencies_it_was_given():
+    from ropetheory.models.forward import capture_streams
+    m = tiny_llama()
+    sched = R.variant_schedule("rope_id", m.config.to_dict())
+    R.retrofit(m, sched)
+    ids = list(np.random.default_rng(0).integers(1, VOCAB, 2 * L))
+    told = capture_streams(m, ids, L=L, tokens_per_pass=L,
+                           schedules=R.retrofitted_schedules(m.config.to_dict(), sched, len(ids)))
+    assert all(st.rotation.within_bound for st in told["streams"])
+    assert all(np.array_equal(sc["theta"], sched.theta) for sc in told["schedules"])
+    config_only = capture_streams(m, ids, L=L, tokens_per_pass=L)
+    assert not any(st.rotation.within_bound for st in config_only["streams"])
+    with pytest.raises(BadValue, match="schedules has 1 entries, the model 2 layers"):
+        capture_streams(m, ids, L=L, schedules=told["schedules"][:1])
 
 
 def test_the_passkey_prompt_has_the_asked_length_and_the_key_at_its_depth():

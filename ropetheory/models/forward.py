@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -158,8 +159,13 @@ class _ChunkRecorder:
 @renamed("0.3.0", chunk="tokens_per_pass")
 def capture_streams(model, input_ids: list[int], *, L: int, tokens_per_pass: int = 2048, progress=None,
                     checkpoint: pathlib.Path | None = None, checkpoint_key: str = "",
-                    checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
+                    checkpoint_every: float = CHECKPOINT_EVERY_S,
+                    schedules: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``model`` over ``input_ids`` in chunks; returns the layer streams, schedules and per-token NLL.
+
+    ``schedules`` (one per layer, as ``layer_schedules`` gives them) replaces what the config says the
+    layers rotate by: a model whose rotary frequencies were changed after loading
+    (``.retrofit.retrofitted_schedules``) is checked against, and analysed with, the frequencies it uses.
 
     With ``checkpoint`` (a file), the streaming statistics and the NLL so far are saved after a tokens_per_pass
     at most every ``checkpoint_every`` seconds (``ropetheory.store.CheckpointClock``); a rerun with the
@@ -172,6 +178,10 @@ def capture_streams(model, input_ids: list[int], *, L: int, tokens_per_pass: int
     cfg = model.config.to_dict()
     n = len(input_ids)
     scheds = layer_schedules(cfg, n)
+    if schedules is not None:
+        if len(schedules) != len(scheds):
+            raise BadValue(f"schedules has {len(schedules)} entries, the model {len(scheds)} layers")
+        scheds = list(schedules)
     ids = torch.tensor([input_ids], device=next(model.parameters()).device)
     grid = analysis_grid(n, L)
     streams: list[LayerStream | None] = [None] * len(scheds)

@@ -36,7 +36,7 @@ from ..core.errors import BadValue, BadType
 from ..core.schedule import Schedule
 
 __all__ = ["VARIANTS", "EVALUATIONS", "variant_schedule", "retrofit", "rotary_modules", "FinetuneConfig",
-           "finetune", "YARN_FACTOR", "INV_FREQ_REL"]
+           "finetune", "YARN_FACTOR", "INV_FREQ_REL", "retrofitted_schedules"]
 
 #: the fine-tuned variants; each gets the same fine-tune
 VARIANTS = ("rope", "rope_id", "half_rope")
@@ -113,6 +113,17 @@ def retrofit(model, schedule: Schedule) -> dict[str, Any]:
         m.attention_scaling = float(schedule.attention_factor)
         m.rope_type = "default"                 # no dynamic update may rebuild inv_freq from the config
     return {"modules": len(before), "before": before}
+
+
+def retrofitted_schedules(config: dict, schedule: Schedule, n: int) -> list[dict[str, Any]]:
+    """Per layer, what a model given ``schedule`` by ``retrofit`` rotates by, in the form
+    ``.forward.layer_schedules`` gives (``theta`` in float64, NoPE planes 0; rotary width, attention
+    factor); the layer type and window stay the config's. For ``.forward.capture_streams(schedules=...)``."""
+    from .forward import layer_schedules
+    theta = np.asarray(schedule.theta, dtype=np.float64)
+    return [{**sc, "theta": theta, "rotary_dim": 2 * schedule.planes,
+             "attention_factor": float(schedule.attention_factor), "rope_type": "retrofit",
+             "rope_theta": None} for sc in layer_schedules(config, n)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 ``corpus`` writes the non-repeating corpus (``.retrofit_corpus``); ``train --variant V --steps S`` retrofits
 and fine-tunes (``.retrofit``), checkpointing so that a rerun resumes; ``evaluate --variant E`` measures one
-evaluation (``.retrofit_eval``); ``report`` writes the verdict table, summary and figure
+evaluation (``.retrofit_eval``); ``geometry --variant V`` captures the fine-tuned keys and queries over one
+held-out window of 8L and analyses them as ``ropetheory analyze`` does (FSV ratio, floor, C1, C2, the sink's
+decomposition: ``.study.analyze_streams``); ``report`` writes the verdict table, summary and figure
 (``.retrofit_report``). Results go to ``--out/<model>/``.
 """
 from __future__ import annotations
@@ -68,10 +70,17 @@ def _parser():
     e.add_argument("--windows", type=int, default=None, help="held-out windows of 8L (default: all)")
     e.add_argument("--passkey-trials", type=int, default=2, help="passkey prompts per length and depth")
     e.add_argument("--train-len", type=int, default=None, help="L (default: the model's)")
+    g = sub.add_parser("geometry", formatter_class=HelpFormatter,
+                       help="the paper's key/query geometry of one variant (fine-tuned, or 'original') to 8L")
+    g.add_argument("--variant", required=True, choices=(*VARIANTS, "original"),
+                   help="a fine-tuned variant, or original")
+    g.add_argument("--window", type=int, default=0, help="which held-out window of 8L (0: the first)")
+    g.add_argument("--tokens-per-pass", type=int, default=4096, help="tokens per forward pass")
+    g.add_argument("--train-len", type=int, default=None, help="L (default: the model's)")
     r = sub.add_parser("report", formatter_class=HelpFormatter,
                        help="the verdict table and figure from the evaluation files")
     r.add_argument("--label", default="smollm2-135m", help="the model's folder under --out")
-    for s in (c, t, e, r):
+    for s in (c, t, e, g, r):
         s.add_argument("--model", default="smollm2-135m", help="a packaged model, .gguf or checkpoint folder")
         s.add_argument("--corpus", default="results/retrofit/corpus", help="the corpus folder")
         s.add_argument("--out", default="results/retrofit", help="where results go (one folder per model)")
@@ -92,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     L = int(getattr(args, "train_len", None) or training_length(model.config.to_dict()))
     if args.action == "train":
         return _cmd_train(args, model, label, corpus, L, out / label / args.variant)
+    if args.action == "geometry":
+        return _cmd_geometry(args, model, label, corpus, L, out / label)
     return _cmd_evaluate(args, model, tok, label, corpus, L, out / label)
 
 
@@ -118,10 +129,10 @@ def _cmd_train(args, model, label: str, corpus: dict, L: int, folder: pathlib.Pa
     return 0
 
 
-def _cmd_evaluate(args, model, tok, label: str, corpus: dict, L: int, folder: pathlib.Path) -> int:
-    from ..store import write_json
-    from .retrofit_eval import evaluate
-    base = args.variant.partition("+")[0]
+def _fine_tuned(model, variant: str, folder: pathlib.Path):
+    """``model`` with ``variant``'s fine-tuned weights (none for ``original``) and frequencies, in eval
+    mode; returns the schedule."""
+    base = variant.partition("+")[0]
     if base != "original":
         from safetensors.torch import load_model as load_weights
         weights = folder / base / "model.safetensors"
@@ -129,9 +140,42 @@ def _cmd_evaluate(args, model, tok, label: str, corpus: dict, L: int, folder: pa
             raise BadValue(f"no fine-tuned {base!r} in {str(folder)!r}: run 'ropetheory retrofit train "
                            f"--variant {base}' first")
         load_weights(model, str(weights))
-    sched = variant_schedule(args.variant, model.config.to_dict())
+    sched = variant_schedule(variant, model.config.to_dict())
     retrofit(model, sched)
     model.eval()
+    return sched
+
+
+def _cmd_geometry(args, model, label: str, corpus: dict, L: int, folder: pathlib.Path) -> int:
+    from ..store import write_json
+    from .forward import capture_streams
+    from .retrofit import retrofitted_schedules
+    from .retrofit_corpus import heldout_windows
+    from .study import analyze_streams
+    sched = _fine_tuned(model, args.variant, folder)
+    starts = heldout_windows(corpus["manifest"]["heldout_bounds"], 8 * L)
+    if not 0 <= args.window < len(starts):
+        raise BadValue(f"--window must be in [0, {len(starts)}) (held-out windows of 8L = {8 * L} tokens), "
+                       f"got {args.window}")
+    a = starts[args.window]
+    ids = corpus["heldout"][a:a + 8 * L].astype(int).tolist()
+    with _bar(f"capture {args.variant}", len(ids)) as bar:
+        cap = capture_streams(model, ids, L=L, tokens_per_pass=args.tokens_per_pass, progress=bar.update,
+                              schedules=retrofitted_schedules(model.config.to_dict(), sched, len(ids)))
+    with _bar(f"analyse {args.variant}") as bar:
+        res = analyze_streams(cap, L=L, progress=bar.update)
+    res.update({"variant": args.variant, "schedule": sched.to_dict(), "model": label, "window": args.window,
+                "start": int(a), "corpus": {k: corpus["manifest"][k] for k in ("train_sha256", "heldout_sha256")}})
+    write_json(folder / f"geometry-{args.variant}.json", res)
+    print(f"{args.variant}: captured {len(ids)} tokens in {cap['seconds']:.0f} s, analysed in "
+          f"{res['analysis_seconds']:.0f} s")
+    return 0
+
+
+def _cmd_evaluate(args, model, tok, label: str, corpus: dict, L: int, folder: pathlib.Path) -> int:
+    from ..store import write_json
+    from .retrofit_eval import evaluate
+    sched = _fine_tuned(model, args.variant, folder)
     with _bar(f"evaluate {args.variant}") as bar:
         res = evaluate(model, tok, corpus["heldout"], corpus["manifest"]["heldout_bounds"], L=L,
                        temperature=sched.temperature == "length", windows=args.windows,
@@ -183,8 +227,13 @@ def _cmd_corpus(args) -> int:
 
 def _cmd_report(folder: pathlib.Path) -> int:
     from ..store import write_csv, write_json
-    from .retrofit_report import draw, finetune_cost, load_results, markdown_table, summarise, verdict_rows
+    from .retrofit_report import (draw, finetune_cost, geometry_rows, geometry_table, load_results, markdown_table,
+                                  summarise, verdict_rows)
     rows = verdict_rows(folder)
+    geometry = geometry_rows(folder)
+    if geometry:
+        write_csv(folder / "geometry.csv", geometry)
+        (folder / "geometry.md").write_text(geometry_table(folder) + "\n")
     write_csv(folder / "table.csv", rows)
     evals, trains = load_results(folder)
     write_json(folder / "summary.json", {

@@ -10,6 +10,11 @@ The verdict, per evaluation past ``L``:
 * *keeps perplexity flat*: every range past ``L`` has perplexity at most ``FLAT_PPL_FACTOR`` times its
   perplexity on ``[1024, L)``;
 * *keeps the sink*: the sink heads at ``8L`` are at least ``SINK_KEPT_FRACTION`` of those at ``L``.
+
+The geometry table (``geometry-<variant>.json``, written by ``ropetheory retrofit geometry``): per variant,
+over its heads, the median and quartiles of the FSV ratio ``rho(n) = sigma_1(post) / sigma_1(pre)`` at
+``n = L, 2L, 4L, 8L``, the median predicted floor (Theorem 1's rank-1 limit), the heads meeting C1 and C2,
+and the median sink share (no temperature) at the same lengths.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import numpy as np
 from ..core.errors import BadValue
 
 __all__ = ["load_results", "summarise", "verdict_rows", "markdown_table", "finetune_cost", "draw", "FLAT_PPL_FACTOR",
-           "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION"]
+           "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION", "load_geometry", "geometry_rows", "geometry_table",
+           "GEOMETRY_LENGTHS"]
 
 #: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
 SINK_HEAD_SHARE = 0.5
@@ -52,6 +58,59 @@ def load_results(folder: pathlib.Path) -> tuple[dict[str, dict], dict[str, dict]
     order = {name: i for i, name in enumerate(LABEL)}
     evals = dict(sorted(evals.items(), key=lambda kv: order.get(kv[0], len(order))))
     return evals, trains
+
+
+#: the lengths, in units of L, at which the geometry table reports each head
+GEOMETRY_LENGTHS = (1, 2, 4, 8)
+
+
+def load_geometry(folder: str | pathlib.Path) -> dict[str, dict]:
+    """The geometry analyses (``geometry-<variant>.json``, or ``.json.gz`` as committed) in ``folder``."""
+    folder = pathlib.Path(folder)
+    found = sorted(folder.glob("geometry-*.json")) + sorted(folder.glob("geometry-*.json.gz"))
+    out = {p.name[len("geometry-"):].split(".json")[0]: _read(p) for p in found}
+    order = {name: i for i, name in enumerate(LABEL)}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def _at(heads: list[dict], key: str, i: int) -> np.ndarray:
+    """Every head's ``key`` at grid index ``i``, the heads where it was measured (not None)."""
+    return np.array([h[key][i] for h in heads if h[key][i] is not None], dtype=np.float64)
+
+
+def geometry_rows(folder: str | pathlib.Path) -> list[dict[str, Any]]:
+    """One flat row per geometry analysis (module docstring)."""
+    rows = []
+    for name, g in load_geometry(folder).items():
+        L, grid, heads = int(g["train_len"]), [int(m) for m in g["grid"]], g["heads"]
+        row: dict[str, Any] = {"variant": name, "heads": len(heads), "window": g.get("window")}
+        for k in GEOMETRY_LENGTHS:
+            if k * L not in grid:
+                continue
+            i = grid.index(k * L)
+            q1, med, q3 = np.percentile(_at(heads, "rho_measured", i), [25, 50, 75])
+            row.update({f"fsv_ratio_{k}L": float(med), f"fsv_ratio_{k}L_q1": float(q1),
+                        f"fsv_ratio_{k}L_q3": float(q3),
+                        f"median_share_{k}L": float(np.median(_at(heads, "sink_rope", i)))})
+        row["median_floor"] = float(np.median([h["predicted_floor"] for h in heads]))
+        row["C1_heads"] = int(sum(bool(h["C1"]) for h in heads))
+        row["C2_heads"] = int(sum(bool(h["C2"]) for h in heads))
+        row["rotation_within_bound"] = all(bool(h["rotation_within_bound"]) for h in heads)
+        rows.append(row)
+    return rows
+
+
+def geometry_table(folder: str | pathlib.Path) -> str:
+    """The guide's geometry table (``geometry_rows`` as markdown)."""
+    lines = ["| variant | FSV ratio at L | 2L | 4L | 8L | predicted floor | heads C1 / C2 | median share L → 8L |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in geometry_rows(folder):
+        rho = [f"{r[f'fsv_ratio_{k}L']:.3f} [{r[f'fsv_ratio_{k}L_q1']:.3f}, {r[f'fsv_ratio_{k}L_q3']:.3f}]"
+               for k in GEOMETRY_LENGTHS]
+        lines.append(f"| {LABEL.get(r['variant'], r['variant'])} | {' | '.join(rho)} | {r['median_floor']:.3f} | "
+                     f"{r['C1_heads']} / {r['C2_heads']} of {r['heads']} | "
+                     f"{_fmt(r['median_share_1L'])} → {_fmt(r['median_share_8L'])} |")
+    return "\n".join(lines)
 
 
 def summarise(ev: dict[str, Any]) -> dict[str, Any]:
