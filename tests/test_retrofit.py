@@ -324,6 +324,22 @@ def test_the_committed_retrofit_table_is_what_the_committed_evaluations_give():
     assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
 
 
+def test_the_committed_geometry_table_is_what_the_committed_analyses_give():
+    import csv
+    from ropetheory.models.retrofit_report import geometry_rows, geometry_table
+    rows = geometry_rows(COMMITTED)
+    with open(COMMITTED / "geometry.csv") as fh:
+        saved = list(csv.DictReader(fh))
+    assert [r["variant"] for r in rows] == [r["variant"] for r in saved] == ["rope", "rope_id", "half_rope"]
+    for got, want in zip(rows, saved, strict=True):
+        for k, v in got.items():
+            assert (float(want[k]) == pytest.approx(v, rel=1e-12)) if isinstance(v, float) else str(v) == want[k]
+        assert got["rotation_within_bound"] and got["heads"] == 90
+    table = geometry_table(COMMITTED)
+    assert (COMMITTED / "geometry.md").read_text().strip() == table
+    assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
+
+
 def test_the_readme_retrofit_row_quotes_the_committed_numbers():
     from ropetheory.models.retrofit_report import summarise, load_results
     evals, _ = load_results(COMMITTED)
@@ -336,6 +352,11 @@ def test_the_readme_retrofit_row_quotes_the_committed_numbers():
             assert f"{v:.2g}" in row or f"{v:.1f}" in row or f"{v:.0f}" in row, (s["evaluation"], i, v)
     share = {r["n"] // temp["L"]: r["median_share"] for r in temp["sink"]}
     assert f"{share[1]:.3g}" in row and f"{share[8]:.3g}" in row
+    yarn = summarise(evals["rope+yarn"])
+    yarn_ppl = "; ".join(f"{r['mean']:.1f}" for r in yarn["ppl"][:4])
+    assert f"flat to 8L ({yarn_ppl})" in row
+    heads = {r["n"] // yarn["L"]: r["sink_heads"] for r in yarn["sink"]}
+    assert f"({heads[1]:.2g} → {heads[8]:.2g})" in row
     # every corpus fingerprint in the results is the committed manifest's
     manifest = json.loads((COMMITTED / "corpus-manifest.json").read_text())
     assert all(ev["corpus"]["heldout_sha256"] == manifest["heldout_sha256"] for ev in evals.values())

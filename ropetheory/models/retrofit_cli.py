@@ -227,13 +227,14 @@ def _cmd_corpus(args) -> int:
 
 def _cmd_report(folder: pathlib.Path) -> int:
     from ..store import write_csv, write_json
-    from .retrofit_report import (draw, finetune_cost, geometry_rows, geometry_table, load_results, markdown_table,
-                                  summarise, verdict_rows)
+    from .retrofit_report import (draw, draw_geometry, finetune_cost, geometry_rows, geometry_table, load_results,
+                                  markdown_table, summarise, verdict_rows)
     rows = verdict_rows(folder)
     geometry = geometry_rows(folder)
     if geometry:
         write_csv(folder / "geometry.csv", geometry)
         (folder / "geometry.md").write_text(geometry_table(folder) + "\n")
+        draw_geometry(folder, folder / "geometry")
     write_csv(folder / "table.csv", rows)
     evals, trains = load_results(folder)
     write_json(folder / "summary.json", {

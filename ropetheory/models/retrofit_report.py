@@ -28,7 +28,7 @@ from ..core.errors import BadValue
 
 __all__ = ["load_results", "summarise", "verdict_rows", "markdown_table", "finetune_cost", "draw", "FLAT_PPL_FACTOR",
            "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION", "load_geometry", "geometry_rows", "geometry_table",
-           "GEOMETRY_LENGTHS"]
+           "GEOMETRY_LENGTHS", "draw_geometry"]
 
 #: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
 SINK_HEAD_SHARE = 0.5
@@ -284,3 +284,37 @@ def finetune_cost(folder: str | pathlib.Path, steps: int = 100) -> dict[str, lis
             d = loss - base
             out[name] = [float(np.expm1(d[a:a + steps].mean())) for a in range(0, d.size, steps)]
     return out
+
+
+def draw_geometry(folder: str | pathlib.Path, out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Two panels per geometry analysis, against length on the analysis grid: the FSV ratio (median over
+    heads, band: quartiles) with its median predicted floor as a dotted line, and the median sink share."""
+    import matplotlib.pyplot as plt
+    from .. import figstyle
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.6))
+    L = 1
+    for name, g in load_geometry(folder).items():
+        L, heads = int(g["train_len"]), g["heads"]
+        idx = [i for i, m in enumerate(g["grid"]) if m >= L // 8]
+        n = np.array([g["grid"][i] for i in idx], dtype=np.float64) / L
+        rho = np.array([np.percentile(_at(heads, "rho_measured", i), [25, 50, 75]) for i in idx])
+        share = [np.median(_at(heads, "sink_rope", i)) for i in idx]
+        col = figstyle.color(STYLE.get(name, (name, "-"))[0])
+        ax[0].plot(n, rho[:, 1], color=col, label=LABEL.get(name, name))
+        ax[0].fill_between(n, rho[:, 0], rho[:, 2], color=col, alpha=0.15)
+        ax[0].axhline(float(np.median([h["predicted_floor"] for h in heads])), color=col, ls=":", lw=1,
+                      label=f"{LABEL.get(name, name)}: predicted floor")
+        ax[1].plot(n, share, color=col, label=LABEL.get(name, name))
+    for a in ax:
+        a.set_xscale("log", base=2)
+        a.axvline(1.0, color="k", lw=0.8, ls="--", label="L")
+        a.set_xlabel(f"length n / L (L = {L} tokens)")
+        a.legend(fontsize=7)
+    ax[0].set_ylabel("FSV ratio of the keys, sigma1(post) / sigma1(pre)")
+    ax[0].set_title("FSV ratio (median over heads, band: quartiles)")
+    ax[1].set_yscale("log")
+    ax[1].set_ylabel("sink share (median over heads, no temperature)")
+    ax[1].set_title("the sink's share")
+    fig.tight_layout()
+    o = pathlib.Path(out)
+    return figstyle.save_figures(fig, [o.with_suffix(".png"), o.with_suffix(".svg")])
