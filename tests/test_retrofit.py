@@ -340,6 +340,21 @@ def test_the_committed_geometry_table_is_what_the_committed_analyses_give():
     assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
 
 
+def test_the_decomposition_parts_add_up_to_the_change_and_the_committed_table_is_what_the_evaluations_give():
+    from ropetheory.models.retrofit_report import DECOMPOSITION_TERMS, decomposition_rows, decomposition_table
+    rows = decomposition_rows(COMMITTED)
+    assert len(rows) == 6
+    for r in rows:
+        # the identity holds per head (theory.sink), so the means' parts add up to the mean change
+        assert sum(r[f"from_{t}"] for t in DECOMPOSITION_TERMS) == pytest.approx(r["change"], abs=1e-9)
+    # dilution depends on the query positions alone: the same for every evaluation, about -log 8
+    assert len({round(r["from_dilution"], 9) for r in rows}) == 1
+    assert rows[0]["from_dilution"] == pytest.approx(-np.log(8), rel=1e-2)
+    table = decomposition_table(COMMITTED)
+    assert (COMMITTED / "decomposition.md").read_text().strip() == table
+    assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
+
+
 def test_the_readme_retrofit_row_quotes_the_committed_numbers():
     from ropetheory.models.retrofit_report import summarise, load_results
     evals, _ = load_results(COMMITTED)

@@ -227,9 +227,11 @@ def _cmd_corpus(args) -> int:
 
 def _cmd_report(folder: pathlib.Path) -> int:
     from ..store import write_csv, write_json
-    from .retrofit_report import (draw, draw_geometry, finetune_cost, geometry_rows, geometry_table, load_results,
-                                  markdown_table, summarise, verdict_rows)
+    from .retrofit_report import (decomposition_rows, decomposition_table, draw, draw_geometry, finetune_cost,
+                                  geometry_rows, geometry_table, load_results, markdown_table, summarise, verdict_rows)
     rows = verdict_rows(folder)
+    write_csv(folder / "decomposition.csv", decomposition_rows(folder))
+    (folder / "decomposition.md").write_text(decomposition_table(folder) + "\n")
     geometry = geometry_rows(folder)
     if geometry:
         write_csv(folder / "geometry.csv", geometry)

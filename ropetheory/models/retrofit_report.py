@@ -15,6 +15,11 @@ The geometry table (``geometry-<variant>.json``, written by ``ropetheory retrofi
 over its heads, the median and quartiles of the FSV ratio ``rho(n) = sigma_1(post) / sigma_1(pre)`` at
 ``n = L, 2L, 4L, 8L``, the median predicted floor (Theorem 1's rank-1 limit), the heads meeting C1 and C2,
 and the median sink share (no temperature) at the same lengths.
+
+The decomposition table: per evaluation, the change of the sink's log-odds from ``L`` to ``8L``,
+``log(a_0 / (1 - a_0)) = (s_0 - mu) - log(n - 1) - kappa`` (``ropetheory.theory.sink``), split into the
+sink's own logit ``s_0``, the other keys' mean logit ``mu``, the dilution ``log(n - 1)`` and the spread
+``kappa``: means over every head and window, so the four parts add up to the change exactly.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from ..core.errors import BadValue
 
 __all__ = ["load_results", "summarise", "verdict_rows", "markdown_table", "finetune_cost", "draw", "FLAT_PPL_FACTOR",
            "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION", "load_geometry", "geometry_rows", "geometry_table",
-           "GEOMETRY_LENGTHS", "draw_geometry"]
+           "GEOMETRY_LENGTHS", "draw_geometry", "decomposition_rows", "decomposition_table"]
 
 #: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
 SINK_HEAD_SHARE = 0.5
@@ -98,6 +103,43 @@ def geometry_rows(folder: str | pathlib.Path) -> list[dict[str, Any]]:
         row["rotation_within_bound"] = all(bool(h["rotation_within_bound"]) for h in heads)
         rows.append(row)
     return rows
+
+
+#: the decomposition's terms as the evaluation files name them, and the sign each enters the log-odds with
+DECOMPOSITION_TERMS = {"sink_logit": 1.0, "others_mean": -1.0, "dilution": -1.0, "spread": -1.0}
+
+
+def decomposition_rows(folder: str | pathlib.Path, far: int = 8) -> list[dict[str, Any]]:
+    """Per evaluation, the mean over heads and windows of the change of the sink's log-odds from ``L`` to
+    ``far * L`` and of each term's contribution (module docstring); the contributions sum to the change."""
+    evals, _ = load_results(pathlib.Path(folder))
+    rows = []
+    for name, ev in evals.items():
+        L = int(ev["L"])
+        at: dict[tuple[int, int, int], dict[int, dict]] = {}
+        for h in ev["heads"]:
+            at.setdefault((h["window"], h["layer"], h["kv_head"]), {})[h["n"] // L] = h
+        pairs = [(v[1], v[far]) for v in at.values() if 1 in v and far in v]
+        if not pairs:
+            continue
+        row: dict[str, Any] = {"evaluation": name, "heads": len(pairs),
+                               "log_odds_at_L": float(np.mean([a["log_odds"] for a, _ in pairs])),
+                               "change": float(np.mean([b["log_odds"] - a["log_odds"] for a, b in pairs]))}
+        for term, sign in DECOMPOSITION_TERMS.items():
+            row[f"from_{term}"] = sign * float(np.mean([b[term] - a[term] for a, b in pairs]))
+        rows.append(row)
+    return rows
+
+
+def decomposition_table(folder: str | pathlib.Path, far: int = 8) -> str:
+    """The guide's decomposition table (``decomposition_rows`` as markdown, in nats)."""
+    lines = [f"| evaluation | log-odds at L | change L → {far}L | from the sink's logit s_0 | from the others' "
+             f"mean mu | from dilution | from the spread kappa |", "|---|---|---|---|---|---|---|"]
+    for r in decomposition_rows(folder, far):
+        parts = " | ".join(f"{r[f'from_{t}']:+.2f}" for t in DECOMPOSITION_TERMS)
+        lines.append(f"| {LABEL.get(r['evaluation'], r['evaluation'])} | {r['log_odds_at_L']:.2f} | "
+                     f"{r['change']:+.2f} | {parts} |")
+    return "\n".join(lines)
 
 
 def geometry_table(folder: str | pathlib.Path) -> str:
