@@ -339,9 +339,11 @@ def _command(argv: list[str], stores: list) -> int:
         return 0
     if argv and argv[0] == "models":
         from .models.registry import list_models
-        for r in list_models():
-            print(f"{r['name']:14s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
-            print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
+        rows = list_models()
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:{w}s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
+            print(f"{'':{w}s} {r['location'] or 'install: ' + r['install']}")
         return 0
     from .flags import HelpFormatter, plain_help
     p = argparse.ArgumentParser(prog="ropetheory", description=plain_help(__doc__), formatter_class=HelpFormatter,
