@@ -313,6 +313,17 @@ def _main(argv=None) -> int:
         return _command([a for a in argv if a != "--no-cache"], stores)
 
 
+def _print_models() -> int:
+    """``ropetheory models``: each packaged model, installed or not, and where it is or how to install it."""
+    from .models.registry import list_models
+    rows = list_models()
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:{w}s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
+        print(f"{'':{w}s} {r['location'] or 'install: ' + r['install']}")
+    return 0
+
+
 def _command(argv: list[str], stores: list) -> int:
     if argv[:1] in (["--version"], ["-V"]):
         from . import __version__
@@ -338,11 +349,7 @@ def _command(argv: list[str], stores: list) -> int:
               "that installs each.")
         return 0
     if argv and argv[0] == "models":
-        from .models.registry import list_models
-        for r in list_models():
-            print(f"{r['name']:14s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
-            print(f"{'':14s} {r['location'] or 'install: ' + r['install']}")
-        return 0
+        return _print_models()
     from .flags import HelpFormatter, plain_help
     p = argparse.ArgumentParser(prog="ropetheory", description=plain_help(__doc__), formatter_class=HelpFormatter,
                                 epilog="each command has -h; results go to --out (default results/), "

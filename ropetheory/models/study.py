@@ -316,13 +316,13 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
         checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
     from ..progress import progress
     from .corpus import text_tokens
-    from .registry import PACKAGED, load_model
+    from .registry import PACKAGED, load_model, model_quantised
     if train_len is not None:
         check_integer("train_len", train_len, lo=2)           # 0 is a bad length, not "not given"
     m, tok, label = load_model(model, device=device)
     L = int(train_len if train_len is not None else
             training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
-    quantised = label in PACKAGED
+    quantised = model_quantised(model)                      # from the file's own types, not its name
     if rope_scaling:
         label = f"{label}+{override_rope(m, rope_scaling)}"
     ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
