@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ropetheory.core.errors import BadType, BadValue
-from ropetheory.models.failure_modes import MODES, measure_failure_modes, modes_of, paper_vector, score_eps
+from ropetheory.models.failure_modes import (MODES, measure_failure_modes, modes_from_scores, modes_of, paper_vector,
+                                             score_eps, score_table, table_scores)
 from ropetheory.models.rotation import FLOAT32_UNIT_ROUNDOFF, rotation_bound
 from ropetheory.theory import positions
 
@@ -20,6 +21,9 @@ from test_collapse_predictors import smollm2_capture
 #: Monte Carlo check of an expectation: the sample mean within this many standard errors (false alarm < 1e-6)
 MC_SIGMAS = 5.0
 BF16_UNIT_ROUNDOFF = 2.0 ** -8
+#: one score from the shared table against theory.positions.scores: float64 sums of P = 6 unit-size terms in
+#: another order, a few ulps
+SCORE_ATOL = 1e-12
 
 
 def test_the_precisions_eps_is_the_papers_bf16_eps_on_its_gaussian_model():
@@ -31,6 +35,25 @@ def test_the_precisions_eps_is_the_papers_bf16_eps_on_its_gaussian_model():
                                               np.arange(M)), BF16_UNIT_ROUNDOFF) ** 2 for _ in range(1500)])
     want = positions.bf16_eps(2 * P) ** 2
     assert abs(sq.mean() - want) < MC_SIGMAS * sq.std(ddof=1) / math.sqrt(sq.size)
+
+
+@pytest.mark.parametrize("M", [2, 7, 64, 65])
+def test_the_counts_from_one_score_table_equal_the_theory_modules_functions(M):
+    rng = np.random.default_rng(M)
+    P = 6
+    theta = 100.0 ** (-np.arange(P) / P)
+    table = score_table(theta, M)
+    for _ in range(5):
+        q, k1, k2 = (rng.standard_normal(2 * P) for _ in range(3))
+        S = table_scores(table, q, k1)
+        assert np.max(np.abs(S - positions.scores(theta, q, k1, np.arange(M)))) <= SCORE_ATOL
+        eps = score_eps(S, BF16_UNIT_ROUNDOFF)
+        got = modes_from_scores(S, S - table_scores(table, q, k2), eps)
+        assert got == {
+            "position_inversion": positions.position_inversion(theta, q, k1, M)["exact"],
+            "position_aliasing": float(positions.position_aliasing(theta, q, k1, M, eps)["aliased"]),
+            "token_inversion": positions.token_inversion(theta, q, k1, k2, M)["exact"],
+            "token_aliasing": positions.token_aliasing(theta, q, k1, k2, M, eps)["share"]}
 
 
 def test_a_position_free_pair_never_inverts_and_always_aliases_in_position():

@@ -32,30 +32,40 @@ float32 assumed, and said, where no check ran). For the second paper's model (un
 scale-free, so their norm does not matter).
 
 Per head and ``M`` the means over the triples; per layer type and ``M`` the median over heads.
+
+**Cost.** ``positions``' functions compute the ``M x P`` angles for every call; here one exactly reduced
+``cos, sin`` table per layer schedule and ``M`` (``core.angles.rope_angles``, ``ANGLE_BLOCK`` positions at a
+time) serves every triple of every head, ``S = cos @ Re(c) - sin @ Im(c)`` with ``c_j = conj(q_j) k_j``, and
+the four quantities are counted from ``S`` as ``positions`` counts them (``modes_from_scores``, tested equal
+to ``positions``' functions).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
+from ..core.angles import rope_angles, turn_chunks
 from ..core.checks import check_integer, check_seed
 from ..core.errors import BadType, BadValue
-from ..theory import positions
 from .rotation import FLOAT32_UNIT_ROUNDOFF, hf_to_interleaved
 
-__all__ = ["measure_failure_modes", "modes_of", "score_eps", "paper_vector", "PAIRS", "GAUSSIAN_DRAWS",
-           "FM_MULTIPLES", "MODES"]
+__all__ = ["measure_failure_modes", "modes_of", "modes_from_scores", "score_table", "table_scores", "score_eps",
+           "paper_vector", "PAIRS", "GAUSSIAN_DRAWS", "FM_MULTIPLES", "MODES", "ANGLE_BLOCK"]
 
-#: real (q, k1, k2) triples per head: each is an exact enumeration over M distances (5 score passes)
-PAIRS = 4
+#: real (q, k1, k2) triples per head: each is an exact enumeration over M distances (two products with
+#: the layer's table and three sorts of M scores)
+PAIRS = 8
 #: Gaussian triples per head for the model's prediction
-GAUSSIAN_DRAWS = 4
+GAUSSIAN_DRAWS = 8
 #: the distance ranges [0, kL) measured
 FM_MULTIPLES = (1, 8)
 #: the four quantities, as the result names them
 MODES = ("position_inversion", "position_aliasing", "token_inversion", "token_aliasing")
+#: positions per block of the angle table: the exact reduction holds a few (block, P) float64 arrays
+ANGLE_BLOCK = 16384
 
 
 def paper_vector(x: np.ndarray, rotary_dim: int) -> np.ndarray:
@@ -72,23 +82,54 @@ def score_eps(S: np.ndarray, unit_roundoff: float) -> float:
     return math.sqrt(2.0) * float(unit_roundoff) * float(np.sqrt(np.mean(np.square(S))))
 
 
+Triple = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def score_table(theta: np.ndarray, M: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cos(m theta_j), sin(m theta_j)``, ``(M, P)`` float64, for ``m = 0..M-1``, from exactly reduced angles."""
+    th = np.asarray(theta, dtype=np.float64)
+    ch = jnp.asarray(turn_chunks(th))
+    ang = np.concatenate([np.asarray(rope_angles(jnp.arange(a, min(M, a + ANGLE_BLOCK)), ch))
+                          for a in range(0, M, ANGLE_BLOCK)])
+    return np.cos(ang), np.sin(ang)
+
+
+def table_scores(table: tuple[np.ndarray, np.ndarray], q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``S(m) = <q, R_m k> = sum_j Re(conj(zq_j) zk_j e^{i m theta_j})`` (interleaved ``q, k``) for every ``m``
+    of ``table``: ``positions.scores`` with the angles computed once."""
+    c = (q[0::2] - 1j * q[1::2]) * (k[0::2] + 1j * k[1::2])
+    return table[0] @ c.real - table[1] @ c.imag
+
+
+def modes_from_scores(S: np.ndarray, D: np.ndarray, eps: float) -> dict[str, float]:
+    """The four quantities (``MODES``) from ``S = S_1(m)`` and ``D = S_1(m) - S_2(m)`` over ``m = 0..M-1``,
+    counted as ``theory.positions`` counts them: ``p_inv = #{S(m1) < S(m2)} / h^2`` over the halves
+    (``h = M // 2``); aliasing 1.0 if two sorted scores lie closer than ``eps``, else 0.0; token inversion the
+    share of ``m`` with ``D(m) < 0`` after orienting ``D(0) > 0``; token aliasing the share with ``|D| < eps``."""
+    h = S.size // 2
+    second = np.sort(S[h:2 * h])
+    less = int(np.sum(h - np.searchsorted(second, S[:h], side="right")))
+    D = -D if D[0] < 0 else D
+    return {"position_inversion": less / (h * h),
+            "position_aliasing": float(np.min(np.diff(np.sort(S))) < eps),
+            "token_inversion": float(np.mean(D < 0)), "token_aliasing": float(np.mean(np.abs(D) < eps))}
+
+
+def _modes(table: tuple[np.ndarray, np.ndarray], triple: Triple, unit_roundoff: float) -> dict[str, float]:
+    q, k1, k2 = triple
+    S = table_scores(table, q, k1)
+    return modes_from_scores(S, S - table_scores(table, q, k2), score_eps(S, unit_roundoff))
+
+
 def modes_of(theta: np.ndarray, q: np.ndarray, k1: np.ndarray, k2: np.ndarray, M: int,
              unit_roundoff: float) -> dict[str, float]:
-    """The four quantities (``MODES``) of one triple (interleaved vectors), each by ``theory.positions``;
-    aliasing as 1.0 / 0.0 for a pair that does / does not alias."""
-    S = positions.scores(theta, q, k1, np.arange(M))
-    eps = score_eps(S, unit_roundoff)
-    return {"position_inversion": float(positions.position_inversion(theta, q, k1, M)["exact"]),
-            "position_aliasing": float(positions.position_aliasing(theta, q, k1, M, eps)["aliased"]),
-            "token_inversion": float(positions.token_inversion(theta, q, k1, k2, M)["exact"]),
-            "token_aliasing": float(positions.token_aliasing(theta, q, k1, k2, M, eps)["share"])}
+    """The four quantities of one triple (interleaved vectors) over ``m = 0..M-1``, ``eps`` by ``score_eps``."""
+    M = check_integer("M", M, lo=2)
+    return _modes(score_table(theta, M), (q, k1, k2), unit_roundoff)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows])) for m in MODES}
-
-
-Triple = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _real_triples(st, h: int, rng: np.random.Generator, pairs: int) -> list[Triple]:
@@ -115,10 +156,12 @@ def measure_failure_modes(cap: dict, *, L: int, multiples: tuple[int, ...] = FM_
     pairs, gaussian_draws = check_integer("pairs", pairs, lo=1), check_integer("gaussian_draws", gaussian_draws, lo=1)
     seed = check_seed("seed", seed)
     ks = [check_integer("multiples", k, lo=1) for k in multiples]
-    rows = []
+    rows, skipped = [], []
+    tables: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray]] = {}
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=True)):
         if st.n_done < 3:
-            raise BadValue(f"layer {li}: {st.n_done} positions captured; two keys past the sink need n >= 3")
+            skipped.append({"layer": li, "why": f"{st.n_done} positions: two keys past the sink need n >= 3"})
+            continue
         theta = np.asarray(sc["theta"], dtype=np.float64)
         r = int(sc["rotary_dim"])
         if 2 * theta.size != st.head_dim:
@@ -131,10 +174,13 @@ def measure_failure_modes(cap: dict, *, L: int, multiples: tuple[int, ...] = FM_
             gauss: list[Triple] = [(rng.standard_normal(st.head_dim), rng.standard_normal(st.head_dim),
                                     rng.standard_normal(st.head_dim)) for _ in range(gaussian_draws)]
             for k in ks:
-                M = min(k * L, sc["window"]) if sc["window"] else k * L
-                rows.append({"layer": li, "kv_head": h, "layer_type": sc["layer_type"], "k": k, "M": int(M),
-                             "measured": _mean([modes_of(theta, q, k1, k2, M, u) for q, k1, k2 in real]),
-                             "gaussian": _mean([modes_of(theta, q, k1, k2, M, u) for q, k1, k2 in gauss])})
+                M = int(min(k * L, sc["window"]) if sc["window"] else k * L)
+                key = (theta.tobytes(), M)
+                if key not in tables:
+                    tables[key] = score_table(theta, M)
+                rows.append({"layer": li, "kv_head": h, "layer_type": sc["layer_type"], "k": k, "M": M,
+                             "measured": _mean([_modes(tables[key], t, u) for t in real]),
+                             "gaussian": _mean([_modes(tables[key], t, u) for t in gauss])})
     summary = []
     for lt in sorted({r["layer_type"] for r in rows}):
         for k in ks:
@@ -148,4 +194,5 @@ def measure_failure_modes(cap: dict, *, L: int, multiples: tuple[int, ...] = FM_
             "unit_roundoff": [FLOAT32_UNIT_ROUNDOFF if x is None else x for x in units],
             "precision_note": ("unit roundoff from the capture's rotation check" if None not in units else
                                "some layers ran no rotation check: float32 assumed there"),
-            "eps_rule": "sqrt(2) * unit_roundoff * rms_m S_1(m)", "summary": summary, "heads": rows}
+            "eps_rule": "sqrt(2) * unit_roundoff * rms_m S_1(m)", "summary": summary, "heads": rows,
+            "skipped": skipped}
