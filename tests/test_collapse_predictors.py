@@ -200,3 +200,36 @@ def test_the_saved_analysis_gives_the_same_predictors_and_a_figure(real, tmp_pat
     (tmp_path / "analysis.json").write_text(json.dumps(saved))
     (path,) = plot_collapse_predictors(tmp_path)
     assert path.name == FIGURE_NAME and path.stat().st_size > 10_000
+
+
+def test_the_table_has_one_row_per_candidate_with_its_numbers():
+    from ropetheory.models.predictors import predictor_rows
+    cp = collapse_predictors(planted("silhouette"), resamples=50)
+    rows = predictor_rows(cp)
+    assert [r["candidate"] for r in rows] == NAMES
+    for r in rows:
+        c = cp["candidates"][r["candidate"]]
+        assert (r["spearman"], r["r2"], [r["ci_low"], r["ci_high"]]) == (c["spearman"], c["r2"], c["spearman_ci"])
+
+
+def test_analyze_on_a_key_dump_writes_the_predictor_and_failure_mode_tables_and_figure(tmp_path):
+    """``ropetheory analyze DUMP`` on a short run of a tiny random Llama (L = 32, n = 130)."""
+    import csv
+
+    import torch
+
+    from ropetheory.models.analyze import main as analyze_main
+    from ropetheory.models.capture import capture, save_dump
+    from test_sink_heads import tiny_llama
+    torch.manual_seed(2)
+    p = save_dump(capture(tiny_llama(), torch.randint(0, 97, (1, 130))), tmp_path / "keys.npz")
+    assert analyze_main([str(p), "--out", str(tmp_path / "a")]) == 0
+    js = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    with open(tmp_path / "a" / "collapse_predictors.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["candidate"] for r in rows] == NAMES
+    assert float(rows[0]["spearman"]) == pytest.approx(js["collapse_predictors"]["candidates"]["fsv_ratio"]["spearman"])
+    with open(tmp_path / "a" / "failure_modes.csv") as fh:
+        fm = list(csv.DictReader(fh))
+    assert len(fm) == 4 * len(js["failure_modes"]["summary"]) == 4 * 2
+    assert (tmp_path / "a" / "collapse_predictors.png").stat().st_size > 10_000

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ropetheory.core.errors import BadType, BadValue
-from ropetheory.models.failure_modes import (MODES, measure_failure_modes, modes_from_scores, modes_of, paper_vector,
-                                             score_eps, score_table, table_scores)
+from ropetheory.models.failure_modes import (MODES, failure_rows, measure_failure_modes, modes_from_scores, modes_of,
+                                             paper_vector, score_eps, score_table, table_scores)
 from ropetheory.models.rotation import FLOAT32_UNIT_ROUNDOFF, rotation_bound
 from ropetheory.theory import positions
 
@@ -123,6 +123,10 @@ def test_a_real_run_gives_finite_seeded_modes_beside_the_gaussian_prediction(cap
         for src in ("measured", "gaussian"):
             med = np.median([r[src]["token_inversion"] for r in a["heads"] if r["k"] == s["k"]])
             assert s[f"{src}_median"]["token_inversion"] == med
+    table = failure_rows(a)
+    assert len(table) == 4 * len(a["summary"])
+    assert [(r["k"], r["mode"], r["measured_median"]) for r in table[:4]] == [
+        (1, m, s1["measured_median"][m]) for m in MODES]
     c = measure_failure_modes(cap, L=REAL_L, pairs=2, gaussian_draws=2, seed=2)
     assert c["heads"] != a["heads"]                                      # another seed, other pairs
 

@@ -29,9 +29,12 @@ from ..core.errors import BadValue
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
 
 def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
-    """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv`` and the figures, in ``out``."""
+    """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv``, ``collapse_predictors.csv``,
+    ``failure_modes.csv`` and the figures, in ``out``."""
     from .figures import plot_all
+    from .failure_modes import failure_rows
     from .predictor_figures import plot_collapse_predictors
+    from .predictors import predictor_rows
     from .sinks import decomposition_rows
     from ..store import write_csv, write_json
     out.mkdir(parents=True, exist_ok=True)
@@ -41,6 +44,8 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
     )
     write_csv(out / "claims.csv", res["claims"])
     write_csv(out / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
+    write_csv(out / "collapse_predictors.csv", predictor_rows(res["collapse_predictors"]))
+    write_csv(out / "failure_modes.csv", failure_rows(res["failure_modes"]))
     return plot_all(out) + plot_collapse_predictors(out)
 
 

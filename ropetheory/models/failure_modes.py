@@ -52,8 +52,8 @@ from ..core.checks import check_integer, check_seed
 from ..core.errors import BadType, BadValue
 from .rotation import FLOAT32_UNIT_ROUNDOFF, hf_to_interleaved
 
-__all__ = ["measure_failure_modes", "modes_of", "modes_from_scores", "score_table", "table_scores", "score_eps",
-           "paper_vector", "PAIRS", "GAUSSIAN_DRAWS", "FM_MULTIPLES", "MODES", "ANGLE_BLOCK"]
+__all__ = ["measure_failure_modes", "failure_rows", "modes_of", "modes_from_scores", "score_table", "table_scores",
+           "score_eps", "paper_vector", "PAIRS", "GAUSSIAN_DRAWS", "FM_MULTIPLES", "MODES", "ANGLE_BLOCK"]
 
 #: real (q, k1, k2) triples per head: each is an exact enumeration over M distances (two products with
 #: the layer's table and three sorts of M scores)
@@ -196,3 +196,11 @@ def measure_failure_modes(cap: dict, *, L: int, multiples: tuple[int, ...] = FM_
                                "some layers ran no rotation check: float32 assumed there"),
             "eps_rule": "sqrt(2) * unit_roundoff * rms_m S_1(m)", "summary": summary, "heads": rows,
             "skipped": skipped}
+
+
+def failure_rows(fm: dict) -> list[dict[str, Any]]:
+    """``measure_failure_modes``' summary as a table, one row per layer type, multiple and mode, measured
+    median over heads beside the Gaussian model's (for ``failure_modes.csv``)."""
+    return [{"layer_type": s["layer_type"], "k": s["k"], "M": " ".join(str(m) for m in s["M"]), "heads": s["heads"],
+             "mode": m, "measured_median": s["measured_median"][m], "gaussian_median": s["gaussian_median"][m]}
+            for s in fm["summary"] for m in MODES]

@@ -50,7 +50,7 @@ from ..core.checks import check_finite_array, check_integer, check_lengths, chec
 from ..core.errors import BadType, BadValue
 from .sinks import MULTIPLES
 
-__all__ = ["collapse_predictors", "phase_drift", "plane_energy", "CANDIDATES", "BOOTSTRAP_RESAMPLES",
+__all__ = ["collapse_predictors", "predictor_rows", "phase_drift", "plane_energy", "CANDIDATES", "BOOTSTRAP_RESAMPLES",
            "BOOTSTRAP_LEVEL"]
 
 #: the candidates, in the order of the result: (name, definition, unit of its change)
@@ -223,3 +223,13 @@ def collapse_predictors(res: dict, *, seed: int = 0, resamples: int = BOOTSTRAP_
                 entry.update(available=False, missing="measured at L and a kL on no head where the target is")
         out["candidates"][name] = entry
     return out
+
+
+def predictor_rows(cp: dict) -> list[dict[str, Any]]:
+    """``collapse_predictors``' table, one row per candidate (for ``collapse_predictors.csv``)."""
+    return [{"candidate": name, "unit": c["unit"], "available": c["available"], "points": c.get("points", 0),
+             "spearman": c.get("spearman"), "ci_low": (c.get("spearman_ci") or [None, None])[0],
+             "ci_high": (c.get("spearman_ci") or [None, None])[1], "r2": c.get("r2"), "slope": c.get("slope"),
+             "intercept": c.get("intercept"), "heads": cp["head_set"]["heads"], "from_n": cp["from_n"],
+             "to_n": " ".join(str(n) for n in cp["to_n"]), "missing": c["missing"] or ""}
+            for name, c in cp["candidates"].items()]

@@ -15,7 +15,8 @@ the length where the constant-weight curve is within 1% of it (``far`` grid: 90 
 1..1e9, a step of x1.26, which is the resolution of that length), C1/C2, and the rank-1-plus-noise
 limit ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``snr = lambda_1 / (tr - lambda_1)``
 measured on the head (``ropetheory.theory.beyond.noisy_rank1_limit``). Numbers are written first
-(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv``: the sink's
+(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``, ``collapse_predictors.csv``,
+``failure_modes.csv``, ``sink_decomposition.csv``: the sink's
 log-odds decomposition per head and length, ``.sinks``); the figures are drawn from them. The result also
 holds ``collapse_predictors`` (``.predictors``: which head statistic tracks the change of the sink's log-odds
 from L to kL; each head row keeps its ``phase_drift`` for it) and ``failure_modes`` (``.failure_modes``: the
@@ -43,8 +44,8 @@ from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
                       capture_streams, layer_schedules, training_length)
 from .claims import claims
 from .sinks import decomposition_rows, decomposition_summary
-from .predictors import collapse_predictors, phase_drift, plane_energy
-from .failure_modes import measure_failure_modes
+from .predictors import collapse_predictors, phase_drift, plane_energy, predictor_rows
+from .failure_modes import failure_rows, measure_failure_modes
 from ..core.errors import BadValue
 
 __all__ = [
@@ -371,6 +372,8 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     write_csv(d / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
     write_csv(d / "claims.csv", res["claims"])
     write_csv(d / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
+    write_csv(d / "collapse_predictors.csv", predictor_rows(res["collapse_predictors"]))
+    write_csv(d / "failure_modes.csv", failure_rows(res["failure_modes"]))
     if ckpt.exists():
         ckpt.unlink()                                        # the results are written: nothing to resume
     shutil.rmtree(key_folder(ckpt), ignore_errors=True)
