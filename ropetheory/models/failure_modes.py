@@ -16,8 +16,9 @@ positions ``>= 1`` (the sink key 0 left out), drawn with a seeded generator. The
 at position ``i`` and a key at ``j = i - m`` is ``(R_i q) . (R_j k) = <q, R_{-m} k> = <F q, R_m F k>``, ``F``
 the reflection of every plane (its second channel negated, ``F R_a F = R_{-a}``): so the vectors handed to
 ``theory.positions`` are ``F`` of the interleaved ones (``paper_vector``), and ``S(m)`` is the logit the
-model forms at distance ``m`` (tested against captured post-RoPE logits), with the layer's ``theta`` (NoPE
-planes ``theta_j = 0``, a constant term). The rotation is the exact one (only the content vectors are the
+model forms at distance ``m`` (tested against captured post-RoPE logits) up to its logit scale and the
+square of its attention factor, on which no quantity here depends; with the layer's ``theta`` (NoPE planes
+``theta_j = 0``, a constant term). The rotation is the exact one (only the content vectors are the
 model's: one vector at many positions is never in a capture). ``M = min(k L, W)`` for each multiple ``k``
 (``W`` a sliding window: no distance reaches past it).
 
