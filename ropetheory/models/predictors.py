@@ -32,7 +32,11 @@ NoPE planes (``theta_j = 0``) none. ``drift(L) = 0``, so the candidate is ``drif
 
 Per candidate over the points ``(head, k)`` where it and the target are finite: Spearman's rank
 correlation with a 95% interval from a bootstrap over heads (a head's lengths resampled together; seeded),
-and ``R^2`` (with slope and intercept) of the least-squares line ``y = a + b x``. Heads: those without a
+and ``R^2`` (with slope and intercept) of the least-squares line ``y = a + b x``. Pooled over lengths, the
+target holds the dilution ``-Delta log(n - 1)``, the same for every head at one ``k`` and growing with
+``k``: any candidate that grows with ``k`` (the phase drift does by construction) correlates through it
+alone. So each candidate also gets Spearman's correlation within each ``k``, across heads
+(``spearman_within_k``), which no per-length term can produce. Heads: those without a
 sliding window (Gemma 3: its global layers; SmolLM2: every head), which see key 0 at every length. A
 candidate absent from the analysis is reported missing, with the reason, never filled in.
 
@@ -217,8 +221,10 @@ def collapse_predictors(res: dict, *, seed: int = 0, resamples: int = BOOTSTRAP_
             x = np.array([pts[j][name] for j in ok], dtype=np.float64)
             y = np.array([pts[j]["d_log_odds"] for j in ok], dtype=np.float64)
             head = np.array([owner[j] for j in ok], dtype=np.int64)
+            kk = np.array([pts[j]["k"] for j in ok], dtype=np.int64)
             entry.update(points=len(ok), spearman=_none(_spearman(x, y)),
-                         spearman_ci=_bootstrap(x, y, head, rng, resamples), **_fit(x, y))
+                         spearman_ci=_bootstrap(x, y, head, rng, resamples), **_fit(x, y),
+                         spearman_within_k={str(k): _none(_spearman(x[kk == k], y[kk == k])) for k in out["multiples"]})
             if not ok:
                 entry.update(available=False, missing="measured at L and a kL on no head where the target is")
         out["candidates"][name] = entry
@@ -230,6 +236,9 @@ def predictor_rows(cp: dict) -> list[dict[str, Any]]:
     return [{"candidate": name, "unit": c["unit"], "available": c["available"], "points": c.get("points", 0),
              "spearman": c.get("spearman"), "ci_low": (c.get("spearman_ci") or [None, None])[0],
              "ci_high": (c.get("spearman_ci") or [None, None])[1], "r2": c.get("r2"), "slope": c.get("slope"),
-             "intercept": c.get("intercept"), "heads": cp["head_set"]["heads"], "from_n": cp["from_n"],
+             "intercept": c.get("intercept"),
+             "spearman_within_k": " ".join(f"{k}L:{'n/a' if r is None else format(r, '+.3f')}"
+                                           for k, r in (c.get("spearman_within_k") or {}).items()),
+             "heads": cp["head_set"]["heads"], "from_n": cp["from_n"],
              "to_n": " ".join(str(n) for n in cp["to_n"]), "missing": c["missing"] or ""}
             for name, c in cp["candidates"].items()]
