@@ -39,7 +39,9 @@ def _panel(ax, name: str, cand: dict[str, Any], points: list[dict[str, Any]], ks
         ax.plot(xs, cand["intercept"] + cand["slope"] * xs, "k--", lw=0.8, label=f"line, R^2 = {cand['r2']:.2f}")
     rho, ci = cand.get("spearman"), cand.get("spearman_ci")
     txt = "n/a" if rho is None else f"{rho:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
-    ax.set_title(f"{name}: Spearman {txt}", fontsize=8)
+    within = ", ".join(f"{k}L {'n/a' if r is None else format(r, '+.2f')}"
+                       for k, r in (cand.get("spearman_within_k") or {}).items())
+    ax.set_title(f"{name}: Spearman {txt}\nwithin one k: {within}", fontsize=8)
     ax.axhline(0, color="gray", lw=0.5)
     ax.legend(fontsize=6)
 
