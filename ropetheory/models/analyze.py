@@ -29,8 +29,12 @@ from ..core.errors import BadValue
 __all__ = ["analyze_dump", "hf_to_interleaved", "main"]
 
 def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
-    """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv`` and the figures, in ``out``."""
+    """``analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv``, ``collapse_predictors.csv``,
+    ``failure_modes.csv`` and the figures, in ``out``."""
     from .figures import plot_all
+    from .failure_modes import failure_rows
+    from .predictor_figures import plot_collapse_predictors
+    from .predictors import predictor_rows
     from .sinks import decomposition_rows
     from ..store import write_csv, write_json
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +44,9 @@ def write_analysis(res: dict, out: pathlib.Path) -> list[pathlib.Path]:
     )
     write_csv(out / "claims.csv", res["claims"])
     write_csv(out / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
-    return plot_all(out)
+    write_csv(out / "collapse_predictors.csv", predictor_rows(res["collapse_predictors"]))
+    write_csv(out / "failure_modes.csv", failure_rows(res["failure_modes"]))
+    return plot_all(out) + plot_collapse_predictors(out)
 
 
 def _parser():
@@ -111,6 +117,7 @@ def _rope_scaling(args) -> dict | None:
 def _analyze_model(args, out: pathlib.Path) -> int:
     """``--model``: ``.study.run``, then the figures from its saved numbers and the claims on stdout."""
     from . import figures, study
+    from .predictor_figures import plot_collapse_predictors
     scaling = _rope_scaling(args)
     res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
                     repeat_text=args.repeat_text, tokens_per_pass=args.tokens_per_pass,
@@ -118,7 +125,7 @@ def _analyze_model(args, out: pathlib.Path) -> int:
                     quiet=args.quiet, train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
                     **({} if args.checkpoint_every is None else {"checkpoint_every": args.checkpoint_every}))
     d = out / res["meta"]["model"]
-    paths = figures.plot_all(d)
+    paths = figures.plot_all(d) + plot_collapse_predictors(d)
     print(f"{res['meta']['model']}{' (4-bit quantised)' if res['meta']['quantised'] else ''}: "
           f"n = {res['n']} tokens, L = {res['train_len']}, first token {res['meta']['text']['first_token']!r}")
     for c in res["claims"]:

@@ -15,8 +15,12 @@ the length where the constant-weight curve is within 1% of it (``far`` grid: 90 
 1..1e9, a step of x1.26, which is the resolution of that length), C1/C2, and the rank-1-plus-noise
 limit ``rho_inf^2 = (lambda + 1/(d snr)) / (1 + 1/(d snr))`` with ``snr = lambda_1 / (tr - lambda_1)``
 measured on the head (``ropetheory.theory.beyond.noisy_rank1_limit``). Numbers are written first
-(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``, ``sink_decomposition.csv``: the sink's
-log-odds decomposition per head and length, ``.sinks``); the figures are drawn from them.
+(``<out>/<label>/analysis.json``, ``heads.csv``, ``claims.csv``, ``collapse_predictors.csv``,
+``failure_modes.csv``, ``sink_decomposition.csv``: the sink's
+log-odds decomposition per head and length, ``.sinks``); the figures are drawn from them. The result also
+holds ``collapse_predictors`` (``.predictors``: which head statistic tracks the change of the sink's log-odds
+from L to kL; each head row keeps its ``phase_drift`` for it) and ``failure_modes`` (``.failure_modes``: the
+second paper's four failure modes on the heads' own vectors beside its Gaussian model).
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ from .forward import (CHECKPOINT_EVERY_S, analysis_grid, attention_scale,
                       capture_streams, layer_schedules, training_length)
 from .claims import claims
 from .sinks import decomposition_rows, decomposition_summary
+from .predictors import collapse_predictors, phase_drift, plane_energy, predictor_rows
+from .failure_modes import failure_rows, measure_failure_modes
 from ..core.errors import BadValue
 
 __all__ = [
@@ -165,11 +171,13 @@ def _theory(st, h: int, sc: dict, top: tuple, grid: np.ndarray, far: np.ndarray,
     reach = criteria.reach_length(far, far_rho, lim.rho)
     snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
     noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho
+    drift = phase_drift(sc["theta"], plane_energy(np.diagonal(st.gram_pre[h]), sc["rotary_dim"]), L_eff, grid,
+                        sc["window"])
     return {"pc1_var": float(lam[h] / tr[h]), "snr": _none(snr),
             "rho_predicted": rank1_prediction(st.projections(h, V[h]) ** 2, V[h], sc, grid),
             "rho_noisy_limit": float(noisy), "predicted_floor": float(lim.rho), "allrot_floor": allrot,
             "floor_reached_at": reach, "C1": bool(criteria.meets_c1(lim.rho, allrot)),
-            "C2": bool(reach is not None and reach <= L_eff)}
+            "C2": bool(reach is not None and reach <= L_eff), "phase_drift": _none(drift)}
 
 
 def _measured(st, h: int, sc: dict, logits: np.ndarray, norm_ratio: np.ndarray) -> dict[str, Any]:
@@ -209,7 +217,9 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
     far = spectra.log_grid(*FAR_GRID)
     heads = []
     n = int(cap["streams"][0].n_total)
-    sil_grid = [int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)]
+    # the silhouette at about 8 lengths, and at L and each kL on the grid (.predictors compares those)
+    sil_grid = sorted(set([int(m) for m in grid if m >= 64][:: max(1, len(grid) // 8)])
+                      | {int(m) for m in grid if m in (L, 2 * L, 4 * L, 8 * L, 16 * L)})
     tops = [st.top_direction() for st in cap["streams"]]
     far_rho = _far_curves(cap, tops, far)
     for li, (st, sc) in enumerate(zip(cap["streams"], cap["schedules"], strict=False)):
@@ -226,6 +236,8 @@ def analyze_streams(cap: dict, *, L: int, pca_layer: int | None = None, progress
            "nll_bins": _nll_bins(cap["nll"], L), "nll_ranges": nll_ranges(cap["nll"], L),
            "capture_seconds": cap["seconds"]}
     res["sink_decomposition"] = decomposition_summary(heads, res["grid"], L)
+    res["collapse_predictors"] = collapse_predictors(res)
+    res["failure_modes"] = measure_failure_modes(cap, L=L)
     res["pca"] = _pca_snapshot(cap, L, pca_layer)
     res["analysis_seconds"] = time.time() - t0
     return res
@@ -360,6 +372,8 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     write_csv(d / "heads.csv", [{k: v for k, v in h.items() if not isinstance(v, (list, dict))} for h in res["heads"]])
     write_csv(d / "claims.csv", res["claims"])
     write_csv(d / "sink_decomposition.csv", decomposition_rows(res["heads"], res["grid"]))
+    write_csv(d / "collapse_predictors.csv", predictor_rows(res["collapse_predictors"]))
+    write_csv(d / "failure_modes.csv", failure_rows(res["failure_modes"]))
     if ckpt.exists():
         ckpt.unlink()                                        # the results are written: nothing to resume
     shutil.rmtree(key_folder(ckpt), ignore_errors=True)
