@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--methods", default="householder,eigvalsh,tridiagonal,lanczos,subspace")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default="results")
+    ap.add_argument("--out", default="docs/benchmarks")
+    ap.add_argument("--note", default="", help="what else ran on the machine (kept in the JSON)")
     args = ap.parse_args(argv)
     if not jax.config.jax_enable_x64:
         ap.error("set JAX_ENABLE_X64=1 (the benchmark is float64)")
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     d = args.d
     peak = next((v for k, v in DEVICE_PEAKS.items() if k in getattr(dev, "device_kind", "")), None)
     res = {"device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}", "machine": platform.node(),
-           "cpu_count": os.cpu_count(), "jax": jax.__version__, "batch": args.batch, "d": d,
+           "cpu_count": os.cpu_count(), "jax": jax.__version__, "note": args.note, "batch": args.batch, "d": d,
            "default_method": sp.default_method(), "flops_per_matrix": 4 / 3 * d ** 3,
            "householder_bytes_per_matrix": householder_bytes(d), "methods": {}}
     if peak:
