@@ -100,6 +100,9 @@ def main(argv=None) -> int:
         t = best_time(fn, G, 1 if m == "tridiagonal" and gpu else args.repeat)
         r = {"per_s": args.batch / t, "seconds": t, "first_call_s": compile_s,
              "certified_share": float(np.mean(np.asarray(cert(G, jnp.asarray(val)))))}
+        if peak:
+            r["share_of_compute_bound"] = r["per_s"] / res["compute_bound_per_s"]
+            r["share_of_memory_bound"] = r["per_s"] / res["memory_bound_per_s"]
         if m != "eigvalsh":
             ref = res["methods"]["eigvalsh"]
             r["ratio_to_eigvalsh"] = r["per_s"] / ref["per_s"]
