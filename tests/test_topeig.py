@@ -8,8 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
+from strategies import examples
 
-from ropetheory.spectra import topeig
+import ropetheory as rt
+from ropetheory.spectra import topeig, tridiag
 
 EIG_RTOL = 2e-13
 
@@ -24,7 +27,7 @@ def _psd_batch(d, seed, kind):
         return v @ v.transpose(0, 2, 1)
     if kind == "double_top":                    # a rotating plane: the top eigenvalue has multiplicity 2
         ev = np.sort(rng.uniform(0, 1, (6, d)), axis=1)
-        ev[:, -2] = ev[:, -1]
+        ev[:, -min(2, d)] = ev[:, -1]
         Q = np.linalg.qr(rng.standard_normal((6, d, d)))[0]
         return (Q * ev[:, None, :]) @ Q.transpose(0, 2, 1)
     if kind == "graded":                        # eigenvalues over 12 decades
@@ -36,7 +39,7 @@ def _psd_batch(d, seed, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("method", ["tridiagonal", "lanczos", "subspace", "eigvalsh"])
+@pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh"])
 @pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero"])
 @pytest.mark.parametrize("d", [2, 3, 80])
 def test_top_eigenvalue_equals_the_largest_of_eigvalsh(method, kind, d):
@@ -55,7 +58,7 @@ def test_top_eigenvalue_keeps_the_batch_shape():
     np.testing.assert_allclose(out, np.linalg.eigvalsh(G)[..., -1], rtol=EIG_RTOL)
 
 
-@pytest.mark.parametrize("method", ["tridiagonal", "eigvalsh"])
+@pytest.mark.parametrize("method", ["tridiagonal", "householder", "eigvalsh"])
 def test_one_matrix_at_a_time_gives_the_batched_numbers_and_shape(method):
     """The per-matrix path (several CPU devices: no batched LAPACK call that could starve XLA's pool)."""
     G = jnp.asarray(_psd_batch(16, 3, "wishart").reshape(2, 3, 16, 16))
@@ -102,3 +105,142 @@ def test_subspace_certificate_fails_where_one_squaring_missed_the_top():
     missed = ref - theta > 10 * topeig.CERT_RTOL * ref
     assert missed.any() and not ok[missed].any()
     assert np.all(np.abs(theta[ok] - ref[ok]) <= 2 * topeig.CERT_RTOL * ref[ok])
+
+
+# --- the batched Householder method (``.tridiag``): enclosure, certificate, scale, shapes ---------------------
+
+def _symmetric_batch(d, seed, kind):
+    """Six ``d x d`` symmetric matrices of ``kind``: the PSD kinds of ``_psd_batch`` and a few more."""
+    rng = np.random.default_rng(seed)
+    if kind == "diagonal":                      # already tridiagonal: every reflector is the identity
+        return np.stack([np.diag(rng.uniform(-1, 1, d)) for _ in range(6)])
+    if kind == "identity_multiple":             # one eigenvalue of multiplicity d
+        return rng.uniform(0.5, 2, (6, 1, 1)) * np.eye(d)
+    if kind == "indefinite":
+        A = rng.standard_normal((6, d, d))
+        return A + A.transpose(0, 2, 1)
+    if kind == "rank_deficient":                # rank d // 2 (rank 0 at d = 1)
+        A = rng.standard_normal((6, d, d // 2))
+        return A @ A.transpose(0, 2, 1)
+    G = _psd_batch(d, seed, kind)
+    return 0.5 * (G + G.transpose(0, 2, 1))
+
+
+_householder_top = jax.jit(tridiag.householder_top)
+KINDS = ["wishart", "rank1", "rank_deficient", "double_top", "graded", "zero", "diagonal", "identity_multiple",
+         "indefinite"]
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 64, 128])
+def test_householder_enclosure_holds_numpys_top_eigenvalue_and_the_value_is_as_accurate(d):
+    for kind in KINDS:
+        G = _symmetric_batch(d, d + 1, kind)
+        ev = np.linalg.eigvalsh(G)
+        ref, norm = ev[:, -1], np.max(np.abs(ev), axis=1)
+        enc = [np.asarray(x) for x in _householder_top(jnp.asarray(G))]
+        value, lo, hi, ok = enc
+        assert ok.all(), kind
+        assert np.all((lo <= ref) & (ref <= hi)), kind
+        assert np.all(np.abs(value - ref) <= EIG_RTOL * norm), kind
+        assert np.all((lo <= value) & (value <= hi)), kind
+
+
+def test_householder_tridiagonal_is_similar_to_the_input():
+    """Same spectrum (every eigenvalue, not only the top) and the same trace, to ~ d eps ||G||."""
+    for kind in ("wishart", "indefinite", "graded"):
+        G = _symmetric_batch(40, 5, kind)
+        a, b = (np.asarray(x) for x in jax.jit(tridiag.householder_tridiagonal)(jnp.asarray(G)))
+        T = np.stack([np.diag(a[i]) + np.diag(b[i], 1) + np.diag(b[i], -1) for i in range(len(G))])
+        ev = np.linalg.eigvalsh(G)
+        scale = np.max(np.abs(ev), axis=1, keepdims=True)
+        assert np.all(np.abs(np.linalg.eigvalsh(T) - ev) <= EIG_RTOL * scale), kind
+
+
+def test_householder_reads_only_the_lower_triangle():
+    G = _symmetric_batch(24, 2, "wishart")
+    junk = np.triu(np.random.default_rng(0).standard_normal(G.shape), 1)
+    clean = np.asarray(_householder_top(jnp.asarray(G)).value)
+    np.testing.assert_array_equal(_householder_top(jnp.asarray(np.tril(G) + junk)).value, clean)
+
+
+@pytest.mark.parametrize("panel", [1, 5, 16, 40])
+def test_householder_value_does_not_depend_on_the_panel_width(panel):
+    """The blocking only regroups the same reflections: every panel width gives numpy's top eigenvalue."""
+    G = _symmetric_batch(33, 4, "wishart")
+    ref = np.linalg.eigvalsh(G)[:, -1]
+    got = np.asarray(jax.jit(lambda G: tridiag.householder_top(G, panel).value)(jnp.asarray(G)))
+    assert np.all(np.abs(got - ref) <= EIG_RTOL * ref)
+
+
+def test_householder_top_passes_the_cholesky_certificate_and_a_lower_value_fails_it():
+    """``certified_below(G, value)`` proves lambda_max < value (1 + CERT_RTOL); the same check must refuse
+    a value a thousand certificate slacks too low."""
+    G = jnp.asarray(np.concatenate([_symmetric_batch(64, 8, k) for k in ("wishart", "rank1", "graded")]))
+    value = _householder_top(G).value
+    assert np.asarray(topeig.certified_below(G, value)).all()
+    assert not np.asarray(topeig.certified_below(G, value * (1 - 1000 * topeig.CERT_RTOL))).any()
+
+
+@pytest.mark.parametrize("k", [-1000, -600, -1, 1, 600, 1000])
+def test_householder_method_scales_exactly_with_powers_of_two(k):
+    """``top_eigenvalue(2^k G) = 2^k top_eigenvalue(G)`` bit for bit, concrete and traced: ``G`` is rescaled
+    by its largest entry's binary exponent before the reduction, which is then scale-free."""
+    G = _symmetric_batch(64, 6, "wishart")
+    base = np.asarray(topeig.top_eigenvalue(jnp.asarray(G), "householder"))
+    np.testing.assert_array_equal(topeig.top_eigenvalue(np.ldexp(G, k), "householder"), np.ldexp(base, k))
+    if abs(k) < 1000:                          # traced: XLA flushes subnormals, so normal entries only
+        traced = jax.jit(lambda G: topeig.top_eigenvalue(G, "householder"))(jnp.asarray(np.ldexp(G, k)))
+        np.testing.assert_array_equal(traced, np.ldexp(base, k))
+
+
+def test_householder_method_keeps_the_batch_shape_one_at_a_time_too():
+    G = _symmetric_batch(16, 1, "wishart").reshape(2, 3, 16, 16)
+    ref = np.linalg.eigvalsh(G)[..., -1]
+    for one in (False, True):
+        out = jax.jit(lambda G, one=one: topeig.top_eigenvalue(G, "householder", one_at_a_time=one))(jnp.asarray(G))
+        assert out.shape == (2, 3)
+        np.testing.assert_allclose(out, ref, rtol=EIG_RTOL)
+
+
+def test_sturm_bracket_encloses_the_top_and_unrolling_changes_no_bit():
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((5, 30)), rng.standard_normal((5, 29))
+    T = np.stack([np.diag(a[i]) + np.diag(b[i], 1) + np.diag(b[i], -1) for i in range(5)])
+    ref = np.linalg.eigvalsh(T)[:, -1]
+    lo, hi = (np.asarray(x) for x in tridiag.sturm_bracket(jnp.asarray(a), jnp.asarray(b)))
+    r = np.asarray(tridiag.enclosure_radius(jnp.zeros((5, 2, 2)), jnp.asarray(b)))   # the counts' own error
+    assert np.all((lo - r <= ref) & (ref <= hi + r)) and np.all(hi - lo <= 4 * np.spacing(np.abs(ref)))
+    lo2, hi2 = (np.asarray(x) for x in tridiag.sturm_bracket(jnp.asarray(a), jnp.asarray(b), unroll=True))
+    np.testing.assert_array_equal(lo2, lo)
+    np.testing.assert_array_equal(hi2, hi)
+
+
+@examples(25, deadline=None)
+@given(d=st.sampled_from([1, 4, 9]), rank=st.integers(0, 9), seed=st.integers(0, 2 ** 31 - 1),
+       shift=st.floats(-2, 2), exp=st.integers(-30, 30))
+def test_householder_enclosure_holds_for_random_symmetric_matrices(d, rank, seed, shift, exp):
+    """Low-rank plus a shift (indefinite, repeated eigenvalues, any scale): numpy's top eigenvalue lies in
+    ``[lo, hi]`` and the value is within EIG_RTOL of it relative to ``||G||_2``."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((4, d, min(rank, d)))
+    G = np.ldexp(A @ A.transpose(0, 2, 1) + shift * np.eye(d), exp)
+    ev = np.linalg.eigvalsh(G)
+    value, lo, hi, ok = (np.asarray(x) for x in _householder_top(jnp.asarray(G)))
+    assert ok.all() and np.all((lo <= ev[:, -1]) & (ev[:, -1] <= hi))
+    assert np.all(np.abs(value - ev[:, -1]) <= EIG_RTOL * np.max(np.abs(ev), axis=1))
+
+
+def test_figure7_path_compiles_once_for_every_grid_of_one_bucket():
+    """Item 2 of issue #39: the lengths are data (the mean phases), so ``rank1_curves_batch`` with the
+    householder method reuses one compiled program for different grids of the same bucket size."""
+    from ropetheory import spectra as sp
+    th = rt.schedule("rope", head_dim=16, base=1e4).theta
+    V = np.random.default_rng(0).standard_normal((3, 16))
+    g1, g2 = sp.log_grid(1e6, 20), sp.log_grid(1e9, 20) + 7
+    first = sp.rank1_curves_batch(th, V, g1, method="householder").rho
+    before = sp.gram.rho2_for_clouds._cache_size()
+    second = sp.rank1_curves_batch(th, V, g2, method="householder").rho
+    assert sp.gram.rho2_for_clouds._cache_size() == before
+    for g, got in ((g1, first), (g2, second)):
+        ref = sp.rank1_curves_batch(th, V, g, method="eigvalsh").rho
+        assert np.all(np.abs(got - ref) <= EIG_RTOL * ref)

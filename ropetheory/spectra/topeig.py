@@ -20,6 +20,12 @@ Measured (``benchmarks/bench_eig.py``, d = 128, RoPE Grams): on 2 CPU cores 6.6x
 cuSOLVER's ``sytrd`` runs one matrix at a time (0.03x its batched ``eigh``), so GPUs keep ``eigvalsh``
 (``default_method``). Lanczos and one block subspace step (certified, below) are there for
 accelerators where a batched ``eigh`` is missing; on the H100 they ran at 0.48x and 0.78x ``eigvalsh``.
+``"householder"`` is the same two steps with the reduction written in plain JAX, batched
+(``.tridiag``), with an a priori enclosure of the value (``.tridiag.householder_top``). On an H100
+(4096 x 128 x 128, batched ``eigvalsh`` 89k/s) its reduction alone ran 168k/s and the Sturm bracket
+2.0M/s; both, with every loop unrolled, 180k/s (a minute to compile). Memory bound: each column reads the
+trailing matrix (``benchmarks/bench_topeig_gpu.py``); the default stays ``eigvalsh`` until that
+benchmark has run there.
 """
 from __future__ import annotations
 
@@ -30,9 +36,8 @@ import numpy as np
 from ..core.checks import check_finite_array
 from ..core.devices import compute_platform
 from ..core.errors import BadValue
+from .tridiag import SECTION_STEPS, SECTIONS, TRACE_RTOL, householder_top, sturm_bracket  # noqa: F401
 
-#: shifts per multisection step + 1 and the number of steps: the bracket shrinks by 16^16 = 2^64
-SECTIONS, SECTION_STEPS = 16, 16
 #: Lanczos steps (capped at d): 48 certified every length of the 200-point RoPE curves tried at d = 128
 #: (32 left up to 117 of 200 uncertified)
 LANCZOS_STEPS = 64
@@ -43,47 +48,20 @@ LANCZOS_SEED = 20261124
 #: certificate slack: lambda_max is certified below theta (1 + CERT_RTOL); Cholesky's backward error at
 #: d = 128 is ~1e-14 relative, so a true gap of 1e-13 is still resolved
 CERT_RTOL = 1e-13
+#: ``(unroll, unroll_sturm)`` of ``householder_top`` by platform. GPUs: the Sturm count's pivot loop unrolled
+#: (fused kernels instead of one launch per pivot: the bracket ran 2.0M/s unrolled against 0.22M/s as loops,
+#: H100, 4096 x 128 x 128); the panels' column loops stay loops (unrolled: 1.15x faster, 3x the compile
+#: time); CPU: loops
+HOUSEHOLDER_UNROLL = {"cpu": (1, False), "gpu": (1, True)}
 #: a Lanczos residual below this fraction of the trace is an invariant subspace (restart)
 BREAKDOWN_RTOL = 1e-14
-#: |tr T - tr G| / sum |diag G| above this means the reduction is broken (Householder: ~ d eps; d <= 2^15)
-TRACE_RTOL = 1e-9
 
 
 def sturm_top(a, b):
     """Largest eigenvalue of symmetric tridiagonal matrices (diagonals ``a (B, d)``, off-diagonals
-    ``b (B, d-1)``) by multisection on Sturm counts.
-
-    ``count(x)`` = number of negative pivots of ``T - x I = L D L^T`` (``q_i = a_i - x - b_{i-1}^2 / q_{i-1}``,
-    a pivot smaller than ``pivmin`` replaced by ``-pivmin`` as in LAPACK's ``dstebz``) = number of
-    eigenvalues below ``x``. The bracket ``[lo, hi]`` keeps ``count(lo) < d = count(hi)``.
-    """
-    B, d = a.shape
-    z = jnp.zeros((B, 1), a.dtype)
-    ab = jnp.abs(b)
-    radius = jnp.concatenate([ab, z], 1) + jnp.concatenate([z, ab], 1)
-    lo, hi = jnp.min(a - radius, 1), jnp.max(a + radius, 1)             # Gershgorin
-    hi = hi + 4 * jnp.finfo(a.dtype).eps * jnp.maximum(jnp.abs(hi), jnp.abs(lo))
-    b2 = jnp.concatenate([z, b * b], 1)                                 # b_{i-1}^2, 0 for the first pivot
-    pivmin = jnp.finfo(a.dtype).tiny * jnp.maximum(1.0, jnp.max(b2, 1))[:, None]
-    frac = jnp.arange(1, SECTIONS, dtype=a.dtype) / SECTIONS
-
-    def count_below(x):                                                 # x (B, SECTIONS - 1)
-        def pivot(carry, ab_i):
-            q, cnt = carry
-            ai, bi = ab_i
-            q = ai[:, None] - x - bi[:, None] / q
-            q = jnp.where(jnp.abs(q) < pivmin, -pivmin, q)
-            return (q, cnt + (q < 0)), None
-        (_, cnt), _ = jax.lax.scan(pivot, (jnp.ones_like(x), jnp.zeros(x.shape, jnp.int32)), (a.T, b2.T))
-        return cnt
-
-    def section(_, st):
-        lo, hi = st
-        x = lo[:, None] + (hi - lo)[:, None] * frac[None]
-        above = count_below(x) >= d                                     # every eigenvalue below x
-        return (jnp.max(jnp.where(above, lo[:, None], x), 1), jnp.min(jnp.where(above, x, hi[:, None]), 1))
-
-    lo, hi = jax.lax.fori_loop(0, SECTION_STEPS, section, (lo, hi))
+    ``b (B, d-1)``): the midpoint of ``.tridiag.sturm_bracket`` (multisection on Sturm counts, a bracket
+    of ``2^-64`` of the Gershgorin interval)."""
+    lo, hi = sturm_bracket(a, b)
     return 0.5 * (lo + hi)
 
 
@@ -136,10 +114,19 @@ def lanczos_top(G, steps: int):
     Q0 = jnp.zeros((B, k, d), G.dtype).at[:, 0].set(R[0])
     _, al, be = jax.lax.fori_loop(0, k, step, (Q0, jnp.zeros((B, k), G.dtype), jnp.zeros((B, k), G.dtype)))
     theta = sturm_top(al, be[:, :k - 1])
+    return theta, certified_below(G, theta)
+
+
+def certified_below(G, theta):
+    """Per matrix of ``G (B, d, d)`` (lower triangle read): True where the Cholesky factorisation of
+    ``theta (1 + CERT_RTOL) I - G`` exists (is finite), i.e. that matrix is positive definite and
+    ``lambda_max(G) < theta (1 + CERT_RTOL)`` (up to Cholesky's backward error ``O(d eps ||G||)``); False
+    where it breaks down or ``theta`` is not finite. A proof for ``theta > 0`` (PSD Grams); a zero matrix
+    (``theta = 0``) is never certified."""
+    d = G.shape[-1]
     mu = theta * (1.0 + CERT_RTOL)
     C = jnp.linalg.cholesky(mu[:, None, None] * jnp.eye(d, dtype=G.dtype) - G, symmetrize_input=False)
-    ok = jnp.all(jnp.isfinite(C), axis=(1, 2)) & jnp.isfinite(theta)
-    return theta, ok
+    return jnp.all(jnp.isfinite(C), axis=(1, 2)) & jnp.isfinite(theta)
 
 
 def _orthonormal_columns(X, rtol):
@@ -174,10 +161,7 @@ def subspace_top(G, block: int = 16, squarings: int = 7):
     Q = _orthonormal_columns(S @ R, 1e-7)
     T = jnp.einsum("bdi,bde,bej->bij", Q, G, Q)
     theta = jnp.linalg.eigvalsh(T)[:, -1]
-    mu = theta * (1.0 + CERT_RTOL)
-    C = jnp.linalg.cholesky(mu[:, None, None] * jnp.eye(d, dtype=G.dtype) - G, symmetrize_input=False)
-    ok = jnp.all(jnp.isfinite(C), axis=(1, 2)) & jnp.isfinite(theta)
-    return theta, ok
+    return theta, certified_below(G, theta)
 
 
 def _checked_or_eigvalsh(theta, ok, G):
@@ -195,7 +179,7 @@ def default_method() -> str:
     return "tridiagonal" if compute_platform() == "cpu" else "eigvalsh"
 
 
-METHODS = ("tridiagonal", "lanczos", "subspace", "eigvalsh")
+METHODS = ("tridiagonal", "householder", "lanczos", "subspace", "eigvalsh")
 
 
 def check_method(method) -> str:
@@ -209,6 +193,8 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     """``lambda_max`` of symmetric matrices ``G (..., d, d)`` (traceable; use inside ``jit``).
 
     ``method``: ``"tridiagonal"`` (Householder + Sturm bisection for the top eigenvalue only),
+    ``"householder"`` (the same two steps, the reduction batched in plain JAX instead of LAPACK's
+    ``sytrd``: ``.tridiag.householder_top``, for accelerators; same trace check and fallback),
     ``"lanczos"`` (PSD matrices only: ``LANCZOS_STEPS`` Lanczos steps, certified by a Cholesky
     factorisation, ``eigvalsh`` for the matrices whose certificate fails), ``"subspace"`` (PSD only:
     ``subspace_top``, the same certificate and fallback), ``"eigvalsh"`` (the whole
@@ -285,6 +271,10 @@ def _top_eigenvalue_scaled(G, method, one_at_a_time):
     Gb = G.reshape((-1, d, d))
     if method == "tridiagonal":
         top = _tridiagonal_top(Gb)
+    elif method == "householder":
+        unroll, unroll_sturm = HOUSEHOLDER_UNROLL["cpu" if compute_platform() == "cpu" else "gpu"]
+        enc = householder_top(Gb, unroll=unroll, unroll_sturm=unroll_sturm)
+        top = _checked_or_eigvalsh(enc.value, enc.ok, Gb)
     elif method == "lanczos":
         top = _checked_or_eigvalsh(*lanczos_top(Gb, LANCZOS_STEPS), Gb)
     else:
