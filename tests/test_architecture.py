@@ -162,11 +162,8 @@ def test_importing_the_package_sets_no_matplotlib_backend():
 #: it no longer fits on a screen (STYLE.md, after equinox / optax)
 MAX_FUNCTION_LINES = 60
 #: functions still over the limit, each with the most lines it may keep (it may only shrink) and why it
-#: stays for now. Outside ``models``, ``training`` and ``store``, each is split in its own folder's change
-#: of issue #35; an entry that no longer applies fails ``test_the_long_function_allowlist_holds_no_stale_entry``
-LONG_FUNCTIONS = {
-    "ropetheory.theory.base_search.search_feasible_bases": (101, "the certified search; split with theory (#35)"),
-}
+#: stays for now; an entry that no longer applies fails ``test_the_long_function_allowlist_holds_no_stale_entry``
+LONG_FUNCTIONS: dict[str, tuple[int, str]] = {}
 
 
 def _function_lengths() -> dict[str, int]:
