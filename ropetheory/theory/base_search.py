@@ -409,7 +409,7 @@ def _result(state: _SearchState, L: int, d: int, b_min: float, b_max: float, min
     uw = [[math.exp(a), math.exp(b)] for a, b in _merge(state.und)]
     not_infeasible = sorted(state.feas + state.und)
     return bb.BaseSearchResult(
-        L=L, d=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
+        train_len=L, head_dim=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
         smallest=fw[0][0] if fw else None,
         smallest_lower=math.exp(not_infeasible[0][0]) if not_infeasible else None,
         evaluations=state.evaluations, leaves=len(state.feas) + len(state.infeas) + len(state.und), seconds=seconds)
