@@ -7,7 +7,7 @@ import json
 import os
 import pathlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from .core.errors import BadValue
@@ -77,9 +77,8 @@ def _cmd_schedule(args) -> int:
 def _schedule_list() -> str:
     """Every schedule the package knows, with its parameters and their defaults."""
     import inspect
-    from .schedules import SCHEDULES, ALIASES
+    from .schedules import ALIASES, DEFAULT_HEAD_DIM, SCHEDULES
     from .schedules.hf import ROPE_TYPES
-    from .schedules import DEFAULT_HEAD_DIM
     lines = ["paper schedules (SPEC: name:key=value,...; head_dim defaults to "
              f"{DEFAULT_HEAD_DIM} on the command line):"]
     for name, fn in SCHEDULES.items():
@@ -136,24 +135,18 @@ and the package version (--format json, or --sidecar FILE beside the CSV)."""
 
 #: study commands (own parsers, each has -h): module and one-line description
 STUDIES = {
-    "verify": (
-        "studies.verify",
-        "check Lemma 1, Lemma 2, Theorem 1, the bounds and counter-examples (results/verify.*)",
-    ),
+    "verify": ("studies.verify",
+               "check Lemma 1, Lemma 2, Theorem 1, the bounds and counter-examples (results/verify.*)"),
     "report": ("studies.report", "what a config's, model's or schedule's RoPE does past L, and why (HTML + JSON)"),
     "fig7": ("studies.figure7", "Figure 7: FSV decay of random clouds, criteria C1/C2, Table-5 ablations"),
     "sinks": ("studies.sinks", "sink-token simulation: the sink's attention share against length"),
-    "extension": (
-        "studies.extension",
-        "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria",
-    ),
+    "extension": ("studies.extension",
+                  "context-extension methods (PI, dynamic, YaRN, Llama 3, LongRoPE) vs the criteria"),
     "sweep": ("studies.sweep", "schedules x head dims x clouds x lengths x weights, sharded over devices"),
     "beyond": ("studies.beyond", "beyond rank 1, and the second paper's position/token inversions"),
     "basebound": ("studies.base_bound", "Men et al.'s smallest RoPE base, by a certified search"),
-    "train": (
-        "studies.train",
-        "train small models with each schedule; does the geometry predict length generalization?",
-    ),
+    "train": ("studies.train",
+              "train small models with each schedule; does the geometry predict length generalization?"),
     "audit": ("studies.audit", "test a RoPE implementation (transformers, torchtune, ...) against the exact operator"),
     "analyze": ("models.analyze", "a real model (packaged, .gguf, checkpoint) or a key dump: the paper's Figs. 2-6"),
     "retrofit": ("models.retrofit_cli", "give a pretrained model RoPE-ID or another schedule, fine-tune, test past L"),
@@ -241,7 +234,6 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         return rc
     except BrokenPipeError:
-        import os
         devnull = os.open(os.devnull, os.O_WRONLY)         # the reader is gone: no further writes, no traceback
         os.dup2(devnull, sys.stdout.fileno())
         return 0
@@ -313,50 +305,33 @@ def _main(argv=None) -> int:
         return _command([a for a in argv if a != "--no-cache"], stores)
 
 
-def _print_models() -> int:
-    """``ropetheory models``: each packaged model, installed or not, and where it is or how to install it."""
-    from .models.registry import list_models
-    rows = list_models()
-    w = max(len(r["name"]) for r in rows)
-    for r in rows:
-        print(f"{r['name']:{w}s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}")
-        print(f"{'':{w}s} {r['location'] or 'install: ' + r['install']}")
+def _run_reported(cmd: str, run: Callable[[], int], stores: list, argv: list[str]) -> int:
+    """``run()``'s exit code, then one line per store it opened; a missing extra, bad input, a bug and Ctrl-C
+    each end it with their own line and exit code (2, 2, 1, 130)."""
+    try:
+        rc = run()
+        _report_stores(cmd, stores)
+        return rc
+    except ImportError as e:
+        return _missing_extra(cmd, e)
+    except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
+        return _user_error(cmd, e, argv)
+    except KeyboardInterrupt:
+        _report_stores(cmd, stores)
+        print(INTERRUPTED.format(cmd=cmd), file=sys.stderr)
+        return 130
+
+
+def _cmd_models(argv: list[str]) -> int:
+    """``ropetheory models``: each packaged real model, installed or not, and where or how to install it."""
+    from .models.registry import MODELS_HELP, models_listing
+    print(MODELS_HELP if "-h" in argv or "--help" in argv else models_listing())
     return 0
 
 
-def _command(argv: list[str], stores: list) -> int:
-    if argv[:1] in (["--version"], ["-V"]):
-        from . import __version__
-        print(f"ropetheory {__version__}")
-        return 0
-    if argv and argv[0] in STUDIES:
-        import importlib
-        mod = importlib.import_module(f"ropetheory.{STUDIES[argv[0]][0]}")
-        try:
-            rc = mod.main(argv[1:])
-            _report_stores(argv[0], stores)
-            return rc
-        except ImportError as e:
-            return _missing_extra(argv[0], e)
-        except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
-            return _user_error(argv[0], e, argv)
-        except KeyboardInterrupt:
-            _report_stores(argv[0], stores)
-            print(INTERRUPTED.format(cmd=argv[0]), file=sys.stderr)
-            return 130
-    if argv[:1] == ["models"] and ("-h" in argv or "--help" in argv):
-        print("usage: ropetheory models\n\nList the packaged real models: installed or not, where, and the command "
-              "that installs each.")
-        return 0
-    if argv and argv[0] == "models":
-        return _print_models()
-    from .flags import HelpFormatter, plain_help
-    p = argparse.ArgumentParser(prog="ropetheory", description=plain_help(__doc__), formatter_class=HelpFormatter,
-                                epilog="each command has -h; results go to --out (default results/), "
-                                       "finished parts are kept and a rerun resumes. Compiled programs are "
-                                       f"kept in {compilation_cache_dir()} (--no-cache or {NO_CACHE_ENV}=1: "
-                                       "not)")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+def _own_parsers(sub) -> dict[str, argparse.ArgumentParser]:
+    """The parsers of the commands ``_command`` parses itself (``schedule``, ``curve``), added to ``sub``."""
+    from .flags import HelpFormatter
     s = sub.add_parser(
         "schedule", formatter_class=HelpFormatter, description=SCHEDULE_HELP,
         help="print a schedule's or a config's frequencies (table or JSON)")
@@ -364,8 +339,7 @@ def _command(argv: list[str], stores: list) -> int:
                    help="the schedule: name[:key=value,...] (rope_id:train_len=4096), a JSON spec, or a JSON "
                         "file or checkpoint folder (default: rope); --list names them all")
     s.add_argument("--list", action="store_true", help="list every schedule with its parameters and defaults")
-    s.add_argument("--head-dim", type=int, default=None,
-                   help="head width d")
+    s.add_argument("--head-dim", type=int, default=None, help="head width d")
     s.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="a schedule parameter (JSON value), repeatable; must agree with the spec")
     s.add_argument("--spec", help="the same as SPEC (give one of the two)")
@@ -378,8 +352,7 @@ def _command(argv: list[str], stores: list) -> int:
     c = sub.add_parser(
         "curve", formatter_class=HelpFormatter, description=CURVE_HELP,
         help="FSV-ratio curve of a random rank-1 cloud (CSV on stdout)")
-    c.add_argument("--spec", default="rope:head_dim=128",
-                   help="the schedule, in the syntax of 'schedule'")
+    c.add_argument("--spec", default="rope:head_dim=128", help="the schedule, in the syntax of 'schedule'")
     c.add_argument("--n-max", type=float, default=1e12, help="largest length n")
     c.add_argument("--num", type=int, default=200, help="number of log-spaced lengths")
     c.add_argument("--seed", type=int, default=0, help="seed of the random cloud vector v")
@@ -389,31 +362,52 @@ def _command(argv: list[str], stores: list) -> int:
     c.add_argument("--sidecar", default=None, metavar="FILE",
                    help="also write the spec, seed, limit and package version to this JSON file")
     c.set_defaults(fn=_cmd_curve)
+    return {"schedule": s, "curve": c}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser listing every command, and ``_own_parsers``."""
+    from .flags import HelpFormatter, plain_help
+    p = argparse.ArgumentParser(prog="ropetheory", description=plain_help(__doc__), formatter_class=HelpFormatter,
+                                epilog="each command has -h; results go to --out (default results/), "
+                                       "finished parts are kept and a rerun resumes. Compiled programs are "
+                                       f"kept in {compilation_cache_dir()} (--no-cache or {NO_CACHE_ENV}=1: "
+                                       "not)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    commands = _own_parsers(sub)
     for name, (_, desc) in STUDIES.items():           # listed here, parsed by the study's own parser
         sub.add_parser(name, help=desc, add_help=False)
     sub.add_parser("models", help="the packaged real models: installed or not, and how to install them")
-    from .flags import parse_known_or_refuse
+    return p, sub, commands
+
+
+def _refuse_unknown_command(p: argparse.ArgumentParser, choices: list[str], argv: list[str]) -> None:
+    """Exit through ``p.error`` when the first word of ``argv`` is none of the ``choices``, naming the closest."""
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first is not None and first not in sub.choices:
+    if first is not None and first not in choices:
         import difflib
-        close = difflib.get_close_matches(first, list(sub.choices), n=1)
+        close = difflib.get_close_matches(first, choices, n=1)
         p.error(f"unknown command {first!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                + f"; commands: {', '.join(sub.choices)}")
-    commands = {"schedule": s, "curve": c}
-    command = commands.get(next((a for a in argv if not a.startswith("-")), ""))
-    args = parse_known_or_refuse(p, argv, command)
-    try:
-        rc = args.fn(args)
-        _report_stores(args.cmd, stores)
-        return rc
-    except ImportError as e:
-        return _missing_extra(args.cmd, e)
-    except Exception as e:                     # bad input: one line, exit 2; a bug: traceback, exit 1
-        return _user_error(args.cmd, e, argv)
-    except KeyboardInterrupt:
-        _report_stores(args.cmd, stores)
-        print(INTERRUPTED.format(cmd=args.cmd), file=sys.stderr)
-        return 130
+                + f"; commands: {', '.join(choices)}")
+
+
+def _command(argv: list[str], stores: list) -> int:
+    """Dispatch ``argv``: ``--version``, a study (its own parser), ``models``, or ``schedule`` / ``curve``."""
+    if argv[:1] in (["--version"], ["-V"]):
+        from . import __version__
+        print(f"ropetheory {__version__}")
+        return 0
+    if argv and argv[0] in STUDIES:
+        import importlib
+        mod = importlib.import_module(f"ropetheory.{STUDIES[argv[0]][0]}")
+        return _run_reported(argv[0], lambda: mod.main(argv[1:]), stores, argv)
+    if argv and argv[0] == "models":
+        return _cmd_models(argv)
+    from .flags import parse_known_or_refuse
+    p, sub, commands = _parser()
+    _refuse_unknown_command(p, list(sub.choices), argv)
+    args = parse_known_or_refuse(p, argv, commands.get(next((a for a in argv if not a.startswith("-")), "")))
+    return _run_reported(args.cmd, lambda: args.fn(args), stores, argv)
 
 
 if __name__ == "__main__":

@@ -162,18 +162,8 @@ def test_importing_the_package_sets_no_matplotlib_backend():
 #: it no longer fits on a screen (STYLE.md, after equinox / optax)
 MAX_FUNCTION_LINES = 60
 #: functions still over the limit, each with the most lines it may keep (it may only shrink) and why it
-#: stays for now. Outside ``models``, ``training`` and ``store``, each is split in its own folder's change
-#: of issue #35; an entry that no longer applies fails ``test_the_long_function_allowlist_holds_no_stale_entry``
-LONG_FUNCTIONS = {
-    "ropetheory.cli._command": (94, "the command tree's dispatch; split with cli.py (issue #35)"),
-    "ropetheory.schedules.hf.load_rope_config": (85, "one rope_type per branch; split with schedules (issue #35)"),
-    "ropetheory.spectra.stream.rank1_stream_curve": (63, "the streaming kernel's entry; split with spectra (#35)"),
-    "ropetheory.studies.extension.run": (62, "a study's driver; split with studies (issue #35)"),
-    "ropetheory.studies.report_html.render_html": (96, "one HTML page's sections; split with studies (issue #35)"),
-    "ropetheory.studies.train.compute": (62, "the training study's stages; split with studies (issue #35)"),
-    "ropetheory.studies.verify.run_verify": (75, "verify's stages; split with studies (issue #35)"),
-    "ropetheory.theory.base_search.search_feasible_bases": (101, "the certified search; split with theory (#35)"),
-}
+#: stays for now; an entry that no longer applies fails ``test_the_long_function_allowlist_holds_no_stale_entry``
+LONG_FUNCTIONS: dict[str, tuple[int, str]] = {}
 
 
 def _function_lengths() -> dict[str, int]:

@@ -1,6 +1,7 @@
 """Men et al.'s base bound: the certified search cannot miss a window, and its enclosures are rigorous."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -156,7 +157,7 @@ def test_search_progress_gets_the_share_decided_since_the_last_call_summing_to_o
     shares: list[float] = []
     res = bs.search_feasible_bases(train_len=150, head_dim=16, b_min=10.0, b_max=1e4, initial=16,
                                    progress=shares.append)
-    assert res.L == 150 and res.d == 16
+    assert res.train_len == 150 and res.head_dim == 16
     assert len(shares) > 1 and min(shares) >= 0
     assert math.isclose(math.fsum(shares), 1.0, rel_tol=PROGRESS_SUM_RTOL)
 
@@ -165,6 +166,21 @@ def test_search_reads_its_old_argument_names_as_the_new_ones_with_a_warning():
     with pytest.warns(DeprecationWarning, match="L= is now train_len="), \
             pytest.raises(ValueError, match="train_len must be"):
         bs.search_feasible_bases(L=0)
+
+
+def test_search_result_reads_its_old_field_names_L_and_d_as_train_len_and_head_dim_with_a_warning():
+    res = bb.BaseSearchResult(train_len=150, head_dim=16, b_min=10.0, b_max=1e4, min_width=1e-9, feasible=[],
+                              undecided=[], smallest=None, smallest_lower=None, evaluations=0, leaves=0, seconds=0.0)
+    with pytest.warns(DeprecationWarning, match=r"BaseSearchResult\.L is now BaseSearchResult\.train_len"):
+        assert res.L == 150
+    with pytest.warns(DeprecationWarning, match=r"BaseSearchResult\.d is now BaseSearchResult\.head_dim"):
+        assert res.d == 16
+    kw = {("L" if k == "train_len" else k): v for k, v in dataclasses.asdict(res).items()}
+    with pytest.warns(DeprecationWarning, match="BaseSearchResult: L= is now train_len="):
+        assert bb.BaseSearchResult(**kw) == res
+    with pytest.raises(AttributeError):
+        res.L = 3                                                    # read-only
+    assert res.as_row()["L"] == 150 and res.as_row()["d"] == 16    # the committed rows keep their keys
 
 
 def test_basebound_command_writes_table_and_recomputes_only_on_change(tmp_path, monkeypatch):

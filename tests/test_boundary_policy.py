@@ -63,8 +63,8 @@ def test_a_string_boolean_in_a_rope_config_is_refused_not_read_as_true():
 
 
 def test_affine_weights_refuse_booleans():
-    with pytest.raises(TypeError, match="AffineWeights.a"):
-        spectra.AffineWeights(a=True)
+    with pytest.raises(TypeError, match="AffineWeights.intercept"):
+        spectra.AffineWeights(intercept=True)
 
 
 @pytest.mark.parametrize("cfg, match", [

@@ -108,7 +108,7 @@ CALLS: dict[str, Call] = {
                                        "offset": 2},
                        {"theta": "array", "X": "array", "positions": "array", "offset": "int"}),
     "turn_chunks": Call(rt.turn_chunks, {"theta": THETA.theta}, {"theta": "array"}),
-    "AffineWeights": Call(rt.AffineWeights, {"a": 1.0, "b": 0.5}, {"a": "num0", "b": "num0"}),
+    "AffineWeights": Call(rt.AffineWeights, {"intercept": 1.0, "slope": 0.5}, {"intercept": "num0", "slope": "num0"}),
     "TrigWeights": Call(rt.TrigWeights, {"a0": 1.0, "terms": ((0.5, 1.0),)}, {"a0": "num+", "terms": "array"}),
     "log_grid": Call(rt.log_grid, {"n_max": 1000, "num": 5, "n_min": 2},
                      {"n_max": "num+", "num": "int+", "n_min": "num+"}),

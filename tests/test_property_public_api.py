@@ -175,7 +175,7 @@ def test_turn_chunks_and_apply_rope_refuse_or_keep_norms(theta, X):
 def test_weights_refuse_or_are_non_negative(a, b, a0, amp, shift):
     w = _outcome(lambda: rt.AffineWeights(a, b), ["AffineWeights"])
     if w is not None:
-        assert w.a >= 0 and w.b >= 0 and (w.a > 0 or w.b > 0)
+        assert w.intercept >= 0 and w.slope >= 0 and (w.intercept > 0 or w.slope > 0)
     t = _outcome(lambda: rt.TrigWeights(a0, ((amp, shift),)), ["TrigWeights", "a0", "terms", "amplitude", "shift"])
     if t is not None:
         assert t.a0 >= sum(abs(c) for c, _ in t.terms) - 1e-12

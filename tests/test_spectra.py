@@ -132,7 +132,7 @@ def test_curve_memory_does_not_depend_on_n():
     (lambda th: sp.rank1_stream_curve(th, np.ones(8), [3], weights=[1.0, -1.0, 1.0]), r"w\[1\] = -1.0"),
     (lambda th: sp.rank1_stream_curve(th, np.ones(8), [3], weights=[1.0, np.nan, 1.0]), r"w\[1\] = nan"),
     (lambda th: sp.rank1_stream_curve(th, np.ones(8), [5], weights=[1.0, 1.0]), "at least 5 entries"),
-    (lambda th: sp.AffineWeights(-1.0, 0.0), "AffineWeights.a must be a finite number >= 0, got -1.0"),
+    (lambda th: sp.AffineWeights(-1.0, 0.0), "AffineWeights.intercept must be a finite number >= 0, got -1.0"),
     (lambda th: sp.matrix_metrics(np.zeros((3, 4))), "zero matrix"),
 ])
 def test_engine_bad_input_names_the_value(call, match):
@@ -273,3 +273,16 @@ def test_rope_matrix_curve_denominator_is_compensated_like_its_numerator():
     assert _sequential_sum(X[:, 0] ** 2) != math.fsum(X[:, 0] ** 2)       # a plain sum loses the ones
     c = sp.rope_matrix_curve(np.zeros(1), X, [1001], positions_per_step=1)
     np.testing.assert_array_equal(c.frob_ratio, [1.0])
+
+
+def test_affine_weights_read_their_old_field_names_a_and_b_as_intercept_and_slope_with_a_warning():
+    w = sp.AffineWeights(intercept=2.0, slope=0.25)
+    with pytest.warns(DeprecationWarning, match=r"AffineWeights\.a is now AffineWeights\.intercept"):
+        assert w.a == 2.0
+    with pytest.warns(DeprecationWarning, match=r"AffineWeights\.b is now AffineWeights\.slope"):
+        assert w.b == 0.25
+    with pytest.warns(DeprecationWarning, match="AffineWeights: a= is now intercept="):
+        assert sp.AffineWeights(a=2.0, slope=0.25) == w
+    with pytest.raises(TypeError, match="give intercept= only"):
+        sp.AffineWeights(a=2.0, intercept=2.0)
+    assert w.total(10) == 10 * 2.0 + 0.25 * 10 * 9 / 2                  # W_n = n a + b n (n-1)/2

@@ -227,3 +227,11 @@ def test_check_counterexample_returns_a_frozen_result_with_the_csv_columns():
                                   "observed_rho2_1e12", "paper_formula", "exact_limit", "paper_verdict",
                                   "exact_verdict"]
     assert cx["exact_verdict"] == "holds" and cx.paper_verdict == "does not hold"
+
+
+def test_limit_reads_its_old_field_name_e_as_plane_energies_with_a_warning():
+    v = np.arange(1.0, 9.0)
+    lim = tm.predicted_limit(rt.schedule("rope", head_dim=8, base=100.0), v)
+    np.testing.assert_array_equal(lim.plane_energies, tm.plane_energies(v / np.linalg.norm(v)))
+    with pytest.warns(DeprecationWarning, match=r"Limit\.e is now Limit\.plane_energies"):
+        assert lim.e is lim.plane_energies

@@ -23,7 +23,8 @@ import numpy as np
 from ..store import atomic_open
 from ..core.errors import BadValue, BadType
 
-__all__ = ["PACKAGED", "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer",
+__all__ = ["PACKAGED", "MODELS_HELP", "models_listing",
+           "resolve", "list_models", "load_model", "model_cache_dir", "gguf_has_rope", "load_tokenizer",
            "gguf_reader", "one_gguf_parse", "gguf_quantised", "model_quantised"]
 
 PACKAGED: dict[str, dict[str, Any]] = {
@@ -86,6 +87,20 @@ def _parts(entry: dict) -> list[pathlib.Path] | None:
             return None
         out.append(d / f)
     return out
+
+
+#: ``ropetheory models -h``
+MODELS_HELP = ("usage: ropetheory models\n\nList the packaged real models: installed or not, where, and the command "
+               "that installs each.")
+
+
+def models_listing() -> str:
+    """``ropetheory models``' text: per packaged model its name, installed or not and its title, then where it
+    is or the command that installs it (the name column as wide as the longest name)."""
+    rows = list_models()
+    w = max(len(r["name"]) for r in rows)
+    return "\n".join(f"{r['name']:{w}s} {'installed' if r['installed'] else 'not installed':13s} {r['title']}\n"
+                     f"{'':{w}s} {r['location'] or 'install: ' + r['install']}" for r in rows)
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -167,7 +167,7 @@ def _theory(st, h: int, sc: dict, top: tuple, grid: np.ndarray, far: np.ndarray,
     V, lam, tr = top
     v_il = hf_to_interleaved(V[h], sc["rotary_dim"])
     lim = theorems.predicted_limit(sc["theta"], v_il)
-    allrot = math.sqrt(float(lim.e.max()) / 2)
+    allrot = math.sqrt(float(lim.plane_energies.max()) / 2)
     reach = criteria.reach_length(far, far_rho, lim.rho)
     snr = lam[h] / (tr[h] - lam[h]) if tr[h] > lam[h] else math.inf
     noisy = math.sqrt(noisy_rank1_limit(sc["theta"], v_il, float(snr))) if math.isfinite(snr) else lim.rho

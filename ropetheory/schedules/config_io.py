@@ -1,7 +1,8 @@
 """Reading a model config as a plain dict, from whatever a user holds: a mapping, a ``config.json``
-path, a ``save_pretrained`` checkpoint folder or a transformers ``PretrainedConfig``; and the typed
-error for a config whose rope parameters are given per layer type; the note that names a likely
-misspelt key where a default is taken (``missing_note``). Imports ``ropetheory.core`` only.
+path, a ``save_pretrained`` checkpoint folder or a transformers ``PretrainedConfig``; the typed
+error for a config whose rope parameters are given per layer type; the head width it states
+(``head_dim_of``); the note that names a likely misspelt key where a default is taken
+(``missing_note``, ``assumed_type_and_factor``). Imports ``ropetheory.core`` only.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.checks import read_json_file
+from ..core.checks import MAX_HEAD_DIM, check_integer, read_json_file
 from ..core.errors import BadValue, BadType
 
-__all__ = ["LayerTypeRequired", "read_config", "missing_note", "near_keys", "READ_KEYS", "MISSPELLING_CUTOFF"]
+__all__ = ["LayerTypeRequired", "read_config", "missing_note", "near_keys", "READ_KEYS", "MISSPELLING_CUTOFF",
+           "head_dim_of", "assumed_type_and_factor"]
 
 
 class LayerTypeRequired(BadValue):
@@ -70,3 +72,35 @@ def missing_note(key: str, raw: Mapping[str, Any], params: Mapping[str, Any]) ->
     else:
         near, why = near_keys(key, raw, params), f"the config has no {key!r}"
     return why + (f"; {', '.join(map(repr, near))} is not read: did you mean {key!r}?" if near else "")
+
+
+def head_dim_of(raw: Mapping[str, Any]) -> int:
+    """The config's even head width: ``head_dim``, else ``hidden_size // num_attention_heads``."""
+    head_dim = raw.get("head_dim")
+    if head_dim is None:
+        hs, nh = raw.get("hidden_size"), raw.get("num_attention_heads")
+        if hs is None or nh is None:
+            raise BadValue("config needs 'head_dim' or both 'hidden_size' and 'num_attention_heads'")
+        if not all(isinstance(x, int) and x > 0 for x in (hs, nh)):
+            raise BadValue(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
+        head_dim = hs // nh
+    head_dim = check_integer("config key 'head_dim'", head_dim, lo=2, hi=MAX_HEAD_DIM)
+    if head_dim % 2:
+        raise BadValue(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
+    return head_dim
+
+
+def assumed_type_and_factor(raw: Mapping[str, Any], params: Mapping[str, Any], rope_type: str,
+                            prf: Any) -> dict[str, Any]:
+    """The defaults taken for ``rope_type`` (a rope dict, or a near-miss of one, naming no type) and
+    ``partial_rotary_factor`` (missing, with a near-miss key), each ``{"value": ..., "note": ...}``."""
+    assumed: dict[str, Any] = {}
+    if "rope_type" not in params and "type" not in params:
+        scaling_like = near_keys("rope_scaling", raw) + near_keys("rope_parameters", raw)
+        if set(params) - {"rope_theta", "partial_rotary_factor"} or scaling_like:   # no rope dict: plain RoPE
+            assumed["rope_type"] = {"value": rope_type, "note": missing_note("rope_type", raw, params)}
+    if "partial_rotary_factor" not in params and "partial_rotary_factor" not in raw \
+            and near_keys("partial_rotary_factor", raw, params):
+        assumed["partial_rotary_factor"] = {"value": prf,
+                                            "note": missing_note("partial_rotary_factor", raw, params)}
+    return assumed

@@ -32,10 +32,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ..core.checks import MAX_HEAD_DIM, MAX_THETA, check_bool, check_integer, check_number
+from ..core.checks import MAX_THETA, check_bool, check_integer, check_number
 from ..core.schedule import Schedule
-from .hf_facts import contradictions
-from .config_io import LayerTypeRequired, missing_note, near_keys, read_config
+from .hf_facts import PARTIAL_ROTARY_MODEL_TYPES, contradictions
+from .config_io import LayerTypeRequired, assumed_type_and_factor, head_dim_of, missing_note, read_config
 from .paper import rope_frequencies
 from ..core.errors import BadValue
 
@@ -242,17 +242,6 @@ ROPE_TYPES: dict[str, Callable[[RopeConfig, int | None], tuple[np.ndarray, float
     "proportional": _proportional,
 }
 NEEDS_ORIGINAL = ("llama3", "yarn", "longrope")
-#: model types whose default rotary reads ``partial_rotary_factor`` (the modeling files of transformers 5.25
-#: that read it); every other model with a ``model_type`` (Llama, Mistral, Qwen2, Gemma ...) computes its
-#: default frequencies over the whole head and ignores the key
-PARTIAL_ROTARY_MODEL_TYPES = frozenset({
-    "bamba", "deepseek_v4", "diffusion_gemma", "dots3_note", "efficientloftr", "glm", "glm4", "glm4_moe",
-    "glm4_moe_lite", "glm4v", "glm4v_moe", "glm_image", "glm_ocr", "glmasr", "gpt_neox", "gpt_neox_japanese",
-    "laguna", "mellum", "mimo_v2_flash", "minimax_m2", "minimax_m3_vl", "moonshine", "moonshine_streaming",
-    "musicflamingo", "nemotron", "nemotron3_5_transcribe", "nemotron3_diarization", "neomme", "persimmon", "phi",
-    "phi3", "phi4_multimodal", "qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen4_exp", "recurrent_gemma",
-    "solar_open", "stablelm", "step3p7", "zaya",
-})
 
 #: transformers' base when a config names none
 DEFAULT_ROPE_THETA = 10000.0
@@ -292,22 +281,7 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
     (``{"full_attention": {...}, ...}``) need ``layer_type``.
     """
     raw = read_config(config)
-    rp, scaling = raw.get("rope_parameters"), raw.get("rope_scaling")
-    if scaling and rp and scaling != rp:       # transformers: rope_parameters = rope_scaling or rope_parameters
-        warnings.warn("config: 'rope_scaling' and 'rope_parameters' differ; 'rope_scaling' is used, as "
-                      "transformers does (remove one of them)", stacklevel=3)
-    rp = scaling or rp
-    rp = {} if rp is None else rp
-    if not isinstance(rp, Mapping):
-        raise BadValue(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
-    nested = [k for k, v in rp.items() if isinstance(v, Mapping)]
-    if nested:
-        if layer_type is None:
-            raise LayerTypeRequired(f"rope parameters are given per layer type {sorted(nested)}: pass layer_type",
-                                    tuple(nested))
-        if layer_type not in rp:
-            raise BadValue(f"unknown layer_type {layer_type!r}; the config has {sorted(nested)}")
-        rp = rp[layer_type]
+    rp = _rope_dict(raw, layer_type)
     params = dict(rp)
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in ROPE_TYPES:
@@ -319,51 +293,73 @@ def load_rope_config(config: Mapping[str, Any] | str | os.PathLike, layer_type: 
         assumed["rope_theta"] = {"value": theta, "note": missing_note("rope_theta", raw, params)}
     prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
     prf = 1.0 if prf is None else prf
-    model_type = raw.get("model_type")
-    if rope_type == "default" and prf != 1 and isinstance(model_type, str) \
-            and model_type not in PARTIAL_ROTARY_MODEL_TYPES:
-        warnings.warn(f"config: model_type {model_type!r} rotates every channel (its default rotary ignores "
-                      f"partial_rotary_factor = {prf!r}, as transformers' own code does); the factor is ignored",
-                      stacklevel=3)
+    if _rotates_every_channel(raw, rope_type, prf):
         prf = 1.0
         params.pop("partial_rotary_factor", None)
-    head_dim = raw.get("head_dim")
-    if head_dim is None:
-        hs, nh = raw.get("hidden_size"), raw.get("num_attention_heads")
-        if hs is None or nh is None:
-            raise BadValue("config needs 'head_dim' or both 'hidden_size' and 'num_attention_heads'")
-        if not all(isinstance(x, int) and x > 0 for x in (hs, nh)):
-            raise BadValue(f"hidden_size and num_attention_heads must be positive integers, got {hs!r}, {nh!r}")
-        head_dim = hs // nh
-    head_dim = check_integer("config key 'head_dim'", head_dim, lo=2, hi=MAX_HEAD_DIM)
-    if head_dim % 2:
-        raise BadValue(f"config key 'head_dim' must be a positive even integer, got {head_dim!r}")
+    head_dim = head_dim_of(raw)
     M = raw.get("max_position_embeddings")
     if M is not None:
         M = check_integer("config key 'max_position_embeddings'", M, lo=2)
-    if rope_type in NEEDS_ORIGINAL:
-        if raw.get("original_max_position_embeddings") is not None:
-            params["original_max_position_embeddings"] = raw["original_max_position_embeddings"]
-        elif params.get("original_max_position_embeddings") is None and M is not None:
-            params["original_max_position_embeddings"] = M
-    if "rope_type" not in params and "type" not in params:
-        scaling_like = near_keys("rope_scaling", raw) + near_keys("rope_parameters", raw)
-        if set(params) - {"rope_theta", "partial_rotary_factor"} or scaling_like:   # no rope dict: plain RoPE
-            assumed["rope_type"] = {"value": rope_type, "note": missing_note("rope_type", raw, params)}
-    if "partial_rotary_factor" not in params and "partial_rotary_factor" not in raw \
-            and near_keys("partial_rotary_factor", raw, params):
-        assumed["partial_rotary_factor"] = {"value": prf,
-                                            "note": missing_note("partial_rotary_factor", raw, params)}
+    if rope_type in NEEDS_ORIGINAL and (orig := _original_length(raw, params, M)) is not None:
+        params["original_max_position_embeddings"] = orig
+    assumed.update(assumed_type_and_factor(raw, params, rope_type, prf))
     for msg in contradictions(raw, dict(rp), rope_type, M):
         warnings.warn(f"config: {msg}", stacklevel=3)
     cfg = RopeConfig(rope_type, head_dim, 0.0, 1.0, M, params, assumed)
-    cfg = dataclasses.replace(cfg, rope_theta=cfg.number("rope_theta", theta),
-                              partial_rotary_factor=cfg.number("partial_rotary_factor", prf))
+    return _checked(dataclasses.replace(cfg, rope_theta=cfg.number("rope_theta", theta),
+                                        partial_rotary_factor=cfg.number("partial_rotary_factor", prf)), theta, prf)
+
+
+def _rope_dict(raw: Mapping[str, Any], layer_type: str | None) -> Mapping[str, Any]:
+    """The config's rope dict: ``rope_scaling`` where given, else ``rope_parameters`` (transformers' order; a
+    difference between them is warned about), else ``{}``; of a per-layer-type dict, ``layer_type``'s entry."""
+    rp, scaling = raw.get("rope_parameters"), raw.get("rope_scaling")
+    if scaling and rp and scaling != rp:       # transformers: rope_parameters = rope_scaling or rope_parameters
+        warnings.warn("config: 'rope_scaling' and 'rope_parameters' differ; 'rope_scaling' is used, as "
+                      "transformers does (remove one of them)", stacklevel=4)     # load_rope_config's caller's caller
+    rp = scaling or rp
+    rp = {} if rp is None else rp
+    if not isinstance(rp, Mapping):
+        raise BadValue(f"rope_parameters/rope_scaling must be a dict, got {rp!r}")
+    nested = [k for k, v in rp.items() if isinstance(v, Mapping)]
+    if not nested:
+        return rp
+    if layer_type is None:
+        raise LayerTypeRequired(f"rope parameters are given per layer type {sorted(nested)}: pass layer_type",
+                                tuple(nested))
+    if layer_type not in rp:
+        raise BadValue(f"unknown layer_type {layer_type!r}; the config has {sorted(nested)}")
+    return rp[layer_type]
+
+
+def _rotates_every_channel(raw: Mapping[str, Any], rope_type: str, prf: Any) -> bool:
+    """Whether a ``default`` rope type's ``partial_rotary_factor = prf != 1`` is ignored because the config's
+    ``model_type`` is not in ``PARTIAL_ROTARY_MODEL_TYPES`` (its rotary covers the whole head); warned about."""
+    model_type = raw.get("model_type")
+    if rope_type != "default" or prf == 1 or not isinstance(model_type, str) \
+            or model_type in PARTIAL_ROTARY_MODEL_TYPES:
+        return False
+    warnings.warn(f"config: model_type {model_type!r} rotates every channel (its default rotary ignores "
+                  f"partial_rotary_factor = {prf!r}, as transformers' own code does); the factor is ignored",
+                  stacklevel=4)                                                 # load_rope_config's caller's caller
+    return True
+
+
+def _original_length(raw: Mapping[str, Any], params: Mapping[str, Any], M: int | None) -> Any:
+    """``original_max_position_embeddings`` of a llama3/yarn/longrope config: the top-level value (Phi-3),
+    else the rope dict's, else ``max_position_embeddings = M``; ``None`` where all three are missing."""
+    key = "original_max_position_embeddings"
+    return next((v for v in (raw.get(key), params.get(key), M) if v is not None), None)
+
+
+def _checked(cfg: RopeConfig, theta: Any, prf: Any) -> RopeConfig:
+    """``cfg`` once its ``partial_rotary_factor <= 1``, ``rope_theta > 1`` (decreasing frequencies) and at least
+    one rotary plane are checked (``theta``, ``prf``: the values as the config wrote them)."""
     if cfg.partial_rotary_factor > 1:
         raise BadValue(f"rope config key 'partial_rotary_factor' must be <= 1, got {prf!r}")
     if cfg.rope_theta <= 1:
         raise BadValue(f"rope config key 'rope_theta' must be > 1 (the frequencies must decrease), got {theta!r}")
-    if cfg.dim < 2 and rope_type != "proportional":
+    if cfg.dim < 2 and cfg.rope_type != "proportional":
         raise BadValue(f"int(head_dim * partial_rotary_factor) = {cfg.dim}: no rotary plane left")
     return cfg
 

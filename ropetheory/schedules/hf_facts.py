@@ -1,7 +1,8 @@
 """A schedule as a Hugging Face model applies it: its ``rope_type``, base, rotary channels, attention factor
 and every parameter that shaped its frequencies (``hf_view``, ``shaping_parameters``), read from a
 ``Schedule`` that ``.hf.frequencies_from_config`` made; and what transformers warns about in a rope dict
-(``contradictions``). Imports ``ropetheory.core`` and ``.names`` only.
+(``contradictions``); the model types whose default rotary reads ``partial_rotary_factor``.
+Imports ``ropetheory.core`` and ``.names`` only.
 """
 from __future__ import annotations
 
@@ -11,8 +12,20 @@ from typing import Any
 from ..core.schedule import Schedule
 from . import names
 
-__all__ = ["rope_type_of", "hf_view", "shaping_parameters", "LIST_KEYS", "contradictions", "ROPE_TYPE_KEYS"]
+__all__ = ["rope_type_of", "hf_view", "shaping_parameters", "LIST_KEYS", "contradictions", "ROPE_TYPE_KEYS",
+           "PARTIAL_ROTARY_MODEL_TYPES"]
 
+#: model types whose default rotary reads ``partial_rotary_factor`` (the modeling files of transformers 5.25
+#: that read it); every other model with a ``model_type`` (Llama, Mistral, Qwen2, Gemma ...) computes its
+#: default frequencies over the whole head and ignores the key
+PARTIAL_ROTARY_MODEL_TYPES = frozenset({
+    "bamba", "deepseek_v4", "diffusion_gemma", "dots3_note", "efficientloftr", "glm", "glm4", "glm4_moe",
+    "glm4_moe_lite", "glm4v", "glm4v_moe", "glm_image", "glm_ocr", "glmasr", "gpt_neox", "gpt_neox_japanese",
+    "laguna", "mellum", "mimo_v2_flash", "minimax_m2", "minimax_m3_vl", "moonshine", "moonshine_streaming",
+    "musicflamingo", "nemotron", "nemotron3_5_transcribe", "nemotron3_diarization", "neomme", "persimmon", "phi",
+    "phi3", "phi4_multimodal", "qwen3_5", "qwen3_5_moe", "qwen3_next", "qwen4_exp", "recurrent_gemma",
+    "solar_open", "stablelm", "step3p7", "zaya",
+})
 
 def rope_type_of(sched: Schedule) -> str:
     """The Hugging Face ``rope_type`` of a schedule: its own name for a Hugging Face type, else ``default``."""

@@ -255,31 +255,15 @@ def rank1_stream_curve(
     rows_fn: Callable[..., Any]
     rows_args: tuple[Any, ...]
     if weights is None:
-        W = L.astype(np.float64)                                   # exact: n < 2^53
+        W = Ws = L.astype(np.float64)                              # exact: n < 2^53
         rows_fn, rows_args = _rank1_rows_constant, (v_il,)
     elif callable(weights):
-        W = stream_weight_sums(weights, L, positions_per_step=chunk)
+        W = Ws = stream_weight_sums(weights, L, positions_per_step=chunk)
         rows_fn, rows_args = _rank1_rows_callable(weights), (v_il,)
     else:
-        w = real_array("weights", weights)
-        if w.ndim != 1 or w.shape[0] < nmax:
-            raise BadValue(f"weights array must be 1-D with at least {nmax} entries, got shape {w.shape}")
-        bad = ~np.isfinite(w[:nmax]) | (w[:nmax] < 0)
-        if bad.any():
-            k = int(np.argmax(bad))
-            raise BadValue(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
-        w, k = scale_to_unit_max(w[:nmax])           # exact; rho, srank and the Frobenius ratio do not change
-        Ws = neumaier_cumsum(w)[L - 1]
-        with np.errstate(over="ignore"):
-            W = np.ldexp(Ws, k)                         # the weights' own sums (reported as W)
-        rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(np.sqrt(w)))
-    if weights is None or callable(weights):
-        Ws = W
-    if not np.all(np.isfinite(Ws)):
-        raise BadValue(f"weights: their sum up to length {int(L[np.argmax(~np.isfinite(Ws))])} exceeds the "
-                         f"float64 maximum; rescale the weight function (every ratio here is scale-invariant)")
-    if np.any(Ws <= 0):
-        raise BadValue(f"weights sum to zero up to length {int(L[np.argmax(Ws <= 0)])}")
+        sqrt_w, Ws, W = _scaled_weight_array(weights, L)
+        rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(sqrt_w))
+    _check_weight_sums(Ws, L)
     out = stream_gram_curve(th, rows_fn, rows_args, L, positions_per_step=chunk)
     lam, tr = out["lam"], out["trace"]
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
@@ -287,6 +271,35 @@ def rank1_stream_curve(
                          "function (every ratio here is scale-invariant)")
     return Curve(n=L, rho=np.sqrt(lam / Ws), rho2=lam / Ws, srank=tr / lam, frob_ratio=np.sqrt(tr / Ws),
                  weight_sum=W)
+
+
+def _scaled_weight_array(weights: Any, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights given as an array ``w`` (finite, ``>= 0``, at least ``max(L)`` entries), scaled by ``2^-k`` to a
+    unit maximum (exact; rho, srank and the Frobenius ratio do not change): ``sqrt(w 2^-k)``, the scaled sums
+    ``2^-k W_n`` at the lengths ``L`` (Neumaier) and the weights' own sums ``W_n = sum_{i<n} w_i``."""
+    nmax = int(L.max())
+    w = real_array("weights", weights)
+    if w.ndim != 1 or w.shape[0] < nmax:
+        raise BadValue(f"weights array must be 1-D with at least {nmax} entries, got shape {w.shape}")
+    bad = ~np.isfinite(w[:nmax]) | (w[:nmax] < 0)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise BadValue(f"weights must be finite and >= 0; w[{k}] = {float(w[k])!r}")
+    w, k = scale_to_unit_max(w[:nmax])
+    Ws = neumaier_cumsum(w)[L - 1]
+    with np.errstate(over="ignore"):
+        W = np.ldexp(Ws, k)
+    return np.sqrt(w), Ws, W
+
+
+def _check_weight_sums(Ws: np.ndarray, L: np.ndarray) -> None:
+    """Refuse weight sums ``W_n`` (at the lengths ``L``) that overflow float64 or are zero: ``rho_n^2 =
+    lambda_max / W_n`` needs ``0 < W_n < inf``."""
+    if not np.all(np.isfinite(Ws)):
+        raise BadValue(f"weights: their sum up to length {int(L[np.argmax(~np.isfinite(Ws))])} exceeds the "
+                       f"float64 maximum; rescale the weight function (every ratio here is scale-invariant)")
+    if np.any(Ws <= 0):
+        raise BadValue(f"weights sum to zero up to length {int(L[np.argmax(Ws <= 0)])}")
 
 
 def _matrix_rows(pos, X):

@@ -1,7 +1,7 @@
 """Position weights ``w_i`` of a cloud and their weighted mean phases ``sum_i w_i e^{2 pi i t i} / W_n``.
 
-Affine weights ``w_i = a + b i`` have a closed form (with ``alpha = pi t``, ``c = (n-1)/2``,
-``K(alpha) = sin(n alpha)/sin(alpha)``):
+Affine weights ``w_i = a + b i`` (intercept ``a``, slope ``b``) have a closed form (with ``alpha = pi t``,
+``c = (n-1)/2``, ``K(alpha) = sin(n alpha)/sin(alpha)``):
 
     sum_i w_i e^{2 alpha i i} = e^{2 i alpha c} [ (a + b c) K + i b T ],   T = -(1/2) dK/dalpha,
 
@@ -23,35 +23,38 @@ import numpy as np
 from ..core.angles import reduced_turns, pair_frequencies
 from ..core.checks import check_number
 from ..core.errors import BadValue, BadType
+from ..core.renamed import renamed_fields
 
 
 #: Below this |x| the sinc functions use their Taylor series (16 terms' worth, error < 1e-18).
 _SINC_SERIES_BELOW = 0.5
 
 
+@renamed_fields("0.3.0", a="intercept", b="slope")
 @dataclasses.dataclass(frozen=True)
 class AffineWeights:
-    """Weights ``w_i = a + b i`` (``a, b >= 0``): constant (``b = 0``) or a monotone ramp.
+    """Weights ``w_i = a + b i`` with intercept ``a`` and slope ``b`` (``a, b >= 0``): constant (``b = 0``)
+    or a monotone ramp.
 
     ``W_n = n a + b n (n-1)/2``, ``w_{n-1} = a + b (n-1)``, ``TV_n = b (n-1)``.
     """
-    a: float = 1.0
-    b: float = 0.0
+    intercept: float = 1.0
+    slope: float = 0.0
 
     def __post_init__(self):
-        for name in ("a", "b"):
+        for name in ("intercept", "slope"):
             object.__setattr__(self, name, check_number(f"AffineWeights.{name}", getattr(self, name), lo=0.0))
-        if self.a == 0 and self.b == 0:
-            raise BadValue("AffineWeights(a=0, b=0) gives all-zero weights")
+        if self.intercept == 0 and self.slope == 0:
+            raise BadValue("AffineWeights(intercept=0, slope=0) gives all-zero weights")
 
     def total(self, n):
-        return n * self.a + self.b * n * (n - 1) / 2
+        return n * self.intercept + self.slope * n * (n - 1) / 2
 
     def last(self, n):
-        return self.a + self.b * (n - 1)
+        return self.intercept + self.slope * (n - 1)
 
     def total_variation(self, n):
-        return self.b * (n - 1)
+        return self.slope * (n - 1)
 
 
 CONSTANT = AffineWeights(1.0, 0.0)
@@ -158,12 +161,12 @@ def check_weights(weights, lengths=None):
     if weights is None:
         return CONSTANT
     if isinstance(weights, AffineWeights):
-        if lengths is not None and weights.a == 0 and np.any(np.asarray(lengths) == 1):
-            raise BadValue("AffineWeights(a=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
+        if lengths is not None and weights.intercept == 0 and np.any(np.asarray(lengths) == 1):
+            raise BadValue("AffineWeights(intercept=0, ...) has W_1 = 0: the FSV ratio at n = 1 is undefined")
         return weights
     if isinstance(weights, TrigWeights):
         return weights
-    raise BadType("closed forms take weights=None (constant), AffineWeights(a, b) or TrigWeights; "
+    raise BadType("closed forms take weights=None (constant), AffineWeights(intercept, slope) or TrigWeights; "
                     "for arbitrary weights use rank1_stream_curve")
 
 
@@ -173,7 +176,7 @@ def weighted_mean_phases(theta: Any, weights, lengths: np.ndarray):
     if isinstance(weights, AffineWeights):
         pf = pair_frequencies(theta)
         return _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L,
-                            float(weights.a), float(weights.b), constant=weights.b == 0)
+                            float(weights.intercept), float(weights.slope), constant=weights.slope == 0)
     # trigonometric weights: superpose shifted constant-weight sums (each S/n), then divide by W_n/n
     D = S = 0.0
     for coef, shift in weights.components():

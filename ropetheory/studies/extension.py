@@ -97,66 +97,92 @@ def float32_angle_error(theta: np.ndarray, positions=(10 ** 5, 10 ** 6)) -> list
     return out
 
 
+def _series() -> list[tuple[str, int, np.ndarray, float]]:
+    """Every ``(method, s, theta, attention factor)`` the study evaluates: the base model (``s = 1``), each
+    method at each factor ``s``, and RoPE-ID trained at ``L`` (``s = 1``)."""
+    base = schedule(names.label_schedule(UNEXTENDED[0]), head_dim=D, base=ROPE_THETA).theta
+    rope_id = schedule(names.label_schedule(UNEXTENDED[1]), head_dim=D, train_len=TRAIN_LEN).theta
+    return [(UNEXTENDED[0], 1, base, 1.0), *((m, s, *extended_theta(m, s)) for m in METHODS for s in FACTORS),
+            (UNEXTENDED[1], 1, rope_id, 1.0)]
+
+
+def _eval_len(method: str, s: int) -> int:
+    """The length ``sL`` a series is judged at: ``s L`` for a method, ``max(FACTORS) L`` for the others."""
+    return (s if method in METHODS else max(FACTORS)) * TRAIN_LEN
+
+
+#: the drift columns of a series the statement does not apply to (RoPE-ID: no base schedule it extends)
+NO_DRIFT = {"low_freq_planes": None, "max_drift_ratio": None, "worst_plane": None, "holds": None}
+
+
+def _drift(method: str, base: np.ndarray, th: np.ndarray, s: int) -> dict[str, Any]:
+    """``low_frequency_drift`` of a method at ``s``; of the base model against itself at ``s = 1``; else none."""
+    if method in METHODS:
+        return low_frequency_drift(base, th, s)
+    return low_frequency_drift(base, th, 1) if method == UNEXTENDED[0] else dict(NO_DRIFT)
+
+
+def _row(method: str, s: int, th: np.ndarray, att: float, rho: np.ndarray, grid: np.ndarray, V: np.ndarray,
+         base: np.ndarray, base_rho_L: float | None) -> dict[str, Any]:
+    """One row of ``extension.csv``: the median floor and FSV ratio at ``L`` and ``sL`` over the clouds ``V``
+    (``rho``: clouds x ``grid``), C1 and C2 at ``sL``, ``rho_sL >= (1 - IN_DIST_RTOL) rho_L(base)`` (the base
+    model's own ``rho_L`` where ``base_rho_L`` is ``None``) and the low-frequency drift."""
+    sL = _eval_len(method, s)
+    fl, allrot = criteria.floors(th, V)
+    at = {int(n): i for i, n in enumerate(grid)}
+    med = np.median(rho, axis=0)
+    base_rho_L = float(med[at[TRAIN_LEN]]) if base_rho_L is None else base_rho_L
+    crit = criteria.criteria(rho[:, at[sL]], fl, allrot)          # C1, and C2 judged at sL
+    drift = _drift(method, base, th, s)
+    return {"method": method, "s": s, "eval_len": sL, "attention_factor": att,
+            "floor": float(np.median(fl)), "rho_L": float(med[at[TRAIN_LEN]]), "rho_sL": float(med[at[sL]]),
+            "rel_dist_sL": crit["rel_dist_L_median"], "C1": crit["C1"], "C2_at_sL": crit["C2"],
+            "in_distribution_at_sL": bool(med[at[sL]] >= base_rho_L * (1 - IN_DIST_RTOL)),
+            "low_freq_planes": drift["low_freq_planes"], "max_low_freq_drift_ratio": drift["max_drift_ratio"],
+            "worst_plane": drift["worst_plane"], "drift_statement_holds": drift["holds"]}
+
+
+def _curve_rows(method: str, s: int, rho: np.ndarray, grid: np.ndarray) -> list[dict[str, Any]]:
+    """Rows of ``extension_curves.csv``: per length, the median and the 5% and 95% quantiles over the clouds."""
+    med = np.median(rho, axis=0)
+    return [{"method": method, "s": s, "n": int(n), "median": float(med[i]),
+             "q05": float(np.quantile(rho[:, i], 0.05)), "q95": float(np.quantile(rho[:, i], 0.95))}
+            for i, n in enumerate(grid)]
+
+
+#: what ``extension.json`` says about the series that need it
+NOTES = {
+    "dynamic": "frequencies at seq_len = s L (transformers recomputes them for the running length)",
+    "longrope": "illustrative factors (short = 1, long = linear ramp 1 -> s); real models ship searched ones",
+    "rope_id": "trained at L; evaluated at 16 L with no extension",
+}
+
+
 def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = False,
         resume: bool = True) -> dict[str, Any]:
+    """Every series' FSV-ratio curves to ``16 sL`` over ``n_clouds`` Gaussian clouds on ``num`` log-spaced
+    lengths (kept in parts), its row and float32's angle error, written to ``extension.csv``,
+    ``extension_curves.csv`` and ``extension.json``; returns the JSON."""
     from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = PartStore(out_dir / "extension_parts", code=derived_code_hash(__name__),
-                      resume=resume)
+    parts = PartStore(out_dir / "extension_parts", code=derived_code_hash(__name__), resume=resume)
     V = figure7.clouds(D, n_clouds)
-    base = schedule(names.label_schedule(UNEXTENDED[0]), head_dim=D, base=ROPE_THETA).theta
-    configs = [(UNEXTENDED[0], 1, base, 1.0)]
-    for m in METHODS:
-        for s in FACTORS:
-            th, att = extended_theta(m, s)
-            configs.append((m, s, th, att))
-    rope_id = schedule(names.label_schedule(UNEXTENDED[1]), head_dim=D, train_len=TRAIN_LEN).theta
-    configs.append((UNEXTENDED[1], 1, rope_id, 1.0))
-    rows, curves = [], []
+    todo = _series()
+    base = todo[0][2]
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
     t0 = time.time()
-    for m, s, th, att in progress(configs, desc="extension", quiet=quiet):
-        s_eval = s if m in METHODS else max(FACTORS)
-        sL = s_eval * TRAIN_LEN
+    for m, s, th, att in progress(todo, desc="extension", quiet=quiet):
+        sL = _eval_len(m, s)
         grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
         rho = figure7.cached_curves(th, V, grid, f"{m}_s{s}_v{n_clouds}_g{num}", parts)
-        fl, allrot = criteria.floors(th, V)
-        at = {int(n): i for i, n in enumerate(grid)}
-        med = np.median(rho, axis=0)
-        if m == UNEXTENDED[0]:
-            base_rho_L = float(med[at[TRAIN_LEN]])
-        crit = criteria.criteria(rho[:, at[sL]], fl, allrot)          # C1, and C2 judged at sL
-        drift = low_frequency_drift(base, th, s) if m in METHODS else \
-            low_frequency_drift(base, th, 1) if m == UNEXTENDED[0] else {"low_freq_planes": None,
-                                                                      "max_drift_ratio": None, "worst_plane": None,
-                                                                      "holds": None}
-        rows.append({"method": m, "s": s, "eval_len": sL, "attention_factor": att,
-                     "floor": float(np.median(fl)), "rho_L": float(med[at[TRAIN_LEN]]), "rho_sL": float(med[at[sL]]),
-                     "rel_dist_sL": crit["rel_dist_L_median"], "C1": crit["C1"], "C2_at_sL": crit["C2"],
-                     "in_distribution_at_sL": bool(med[at[sL]] >= base_rho_L * (1 - IN_DIST_RTOL)),
-                     "low_freq_planes": drift["low_freq_planes"], "max_low_freq_drift_ratio": drift["max_drift_ratio"],
-                     "worst_plane": drift["worst_plane"], "drift_statement_holds": drift["holds"]})
-        for i, n in enumerate(grid):
-            curves.append({"method": m, "s": s, "n": int(n), "median": float(med[i]),
-                           "q05": float(np.quantile(rho[:, i], 0.05)), "q95": float(np.quantile(rho[:, i], 0.95))})
-    f32 = float32_angle_error(base)
+        rows.append(_row(m, s, th, att, rho, grid, V, base, rows[0]["rho_L"] if rows else None))
+        curves += _curve_rows(m, s, rho, grid)
     write_csv(out_dir / "extension.csv", rows)
     write_csv(out_dir / "extension_curves.csv", curves)
-    meta = {
-        "d": D,
-        "rope_theta": ROPE_THETA,
-        "train_len": TRAIN_LEN,
-        "factors": list(FACTORS),
-        "n_clouds": n_clouds,
-        "rows": rows,
-        "float32_positions": f32,
-        "base_rho_L": base_rho_L,
-        "seconds": time.time() - t0,
-        "notes": {
-            "dynamic": "frequencies at seq_len = s L (transformers recomputes them for the running length)",
-            "longrope": "illustrative factors (short = 1, long = linear ramp 1 -> s); real models ship searched ones",
-            "rope_id": "trained at L; evaluated at 16 L with no extension",
-        },
-    }
+    meta = {"d": D, "rope_theta": ROPE_THETA, "train_len": TRAIN_LEN, "factors": list(FACTORS), "n_clouds": n_clouds,
+            "rows": rows, "float32_positions": float32_angle_error(base), "base_rho_L": rows[0]["rho_L"],
+            "seconds": time.time() - t0, "notes": dict(NOTES)}
     write_json(out_dir / "extension.json", meta)
     return meta
 

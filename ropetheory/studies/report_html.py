@@ -125,102 +125,111 @@ def _parameters_html(sec: dict) -> str:
             f"<table>{rows}</table></section>")
 
 
-def render_html(rep: dict, pngs: list[bytes]) -> str:
-    L = rep["train_len"]
-    parts = [f"<h1>ropetheory report: {html.escape(rep['label'])}</h1>",
-             f"<p>source <code>{html.escape(rep['source'])}</code>; training length L = {L} "
-             f"(from {html.escape(rep['train_len_from'])}); {rep['n_clouds']} random unit rank-1 clouds per schedule; "
-             f"computed in {rep['seconds']:.1f} s.</p>"]
-    for sec, png in zip(rep["schedules"], pngs, strict=False):
-        fq, f, ms = sec["frequencies"], sec["fsv"], sec["men"]
-        inv = [dict(v) for k, v in sec["inversions"].items() if k.startswith("M=")]
-        parts += [
-            f"<h2>{html.escape(sec['name'])}: {html.escape(sec['rope_type'])}, d = {sec['head_dim']}, "
-            f"layers {html.escape(str(sec['layers']))}</h2>",
-            _parameters_html(sec),
-            '<section id="verdict"><h3>Verdict</h3><ul>'
-            + "".join(f"<li>{html.escape(v)}</li>" for v in sec["verdict"])
-            + "</ul></section>",
-            f'<img alt="figures for {html.escape(sec["name"])}" src="data:image/png;base64,'
-            f'{base64.b64encode(png).decode()}">',
-            '<section id="frequencies"><h3>Frequencies against the horizon</h3>'
+def _heading_html(sec: dict) -> str:
+    """A schedule's heading: its name, rope type, head width and the layers that use it."""
+    return (f"<h2>{html.escape(sec['name'])}: {html.escape(sec['rope_type'])}, d = {sec['head_dim']}, "
+            f"layers {html.escape(str(sec['layers']))}</h2>")
+
+
+def _verdict_html(sec: dict) -> str:
+    """The verdict's lines as a list."""
+    return ('<section id="verdict"><h3>Verdict</h3><ul>'
+            + "".join(f"<li>{html.escape(v)}</li>" for v in sec["verdict"]) + "</ul></section>")
+
+
+def _figure_html(sec: dict, png: bytes) -> str:
+    """The schedule's figure, embedded as a base64 PNG."""
+    return (f'<img alt="figures for {html.escape(sec["name"])}" src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode()}">')
+
+
+def _frequencies_html(sec: dict) -> str:
+    """The horizon H, the attention factor and how many planes complete 0, 1, 2+ cycles within H."""
+    fq = sec["frequencies"]
+    return ('<section id="frequencies"><h3>Frequencies against the horizon</h3>'
             f"<p>horizon H = {sec['horizon']} ({sec['horizon_is']}); attention factor {sec['attention_factor']:.4g}; "
             f"{fq['planes']} planes: {fq['nope_planes']} NoPE, {fq['cycles_lt1']} complete less than one cycle "
             f"within H, {fq['cycles_1']} one, {fq['cycles_2plus']} two or more; longest wavelength "
-            f"{_fmt(fq['longest_wavelength'])} tokens.</p></section>",
-            '<section id="fsv"><h3>FSV ratio, floor, C1 and C2 (Lemma 1, Theorem 1, Section 4)</h3>'
-            + _table(
-                [
-                    {
-                        "floor (median)": f["floor"],
-                        "all-rotating floor": f["allrot_floor"],
-                        "rho at H": f["rho_H"],
-                        "above floor at H": f["rel_dist_H"],
-                        "reach (median, tokens)": f["reach_median"],
-                        "grid step (x)": f["reach_resolution"],
-                        "C1": f["C1"],
-                        "C2": f["C2"],
-                        "C1 share": f["C1_share"],
-                        "C2 share": f["C2_share"],
-                    }
-                ],
-                [
-                    "floor (median)",
-                    "all-rotating floor",
-                    "rho at H",
-                    "above floor at H",
-                    "reach (median, tokens)",
-                    "grid step (x)",
-                    "C1",
-                    "C2",
-                    "C1 share",
-                    "C2 share",
-                ],
-            )
+            f"{_fmt(fq['longest_wavelength'])} tokens.</p></section>")
+
+
+#: the FSV table's columns: header -> key of the report's ``fsv`` section
+FSV_COLUMNS = {"floor (median)": "floor", "all-rotating floor": "allrot_floor", "rho at H": "rho_H",
+               "above floor at H": "rel_dist_H", "reach (median, tokens)": "reach_median",
+               "grid step (x)": "reach_resolution", "C1": "C1", "C2": "C2", "C1 share": "C1_share",
+               "C2 share": "C2_share"}
+
+
+def _fsv_html(sec: dict) -> str:
+    """The floor, the FSV ratio at H, the reach and criteria C1 (floor margin) and C2 (distance at H)."""
+    f = sec["fsv"]
+    return ('<section id="fsv"><h3>FSV ratio, floor, C1 and C2 (Lemma 1, Theorem 1, Section 4)</h3>'
+            + _table([{c: f[k] for c, k in FSV_COLUMNS.items()}], list(FSV_COLUMNS))
             + f"<p>C1: floor above the all-rotating floor by {100 * f['C1_MARGIN']:.0f}%; C2: within "
-            f"{100 * f['C2_RTOL']:.0f}% of the floor at H.</p></section>",
-            '<section id="drift"><h3>Drift past L (Section 5)</h3>'
-            + _table(
-                sec["drift"],
-                [
-                    "s",
-                    "eval_len",
-                    "low_freq_planes",
-                    "drift_ratio_own",
-                    "within_training",
-                    "drift_ratio_unscaled",
-                    "rho_L",
-                    "rho_sL",
-                ],
-            )
-            + "</section>",
-            '<section id="inversions"><h3>Position and token inversions (second paper)</h3>'
+            f"{100 * f['C2_RTOL']:.0f}% of the floor at H.</p></section>")
+
+
+def _drift_html(sec: dict) -> str:
+    """Per extension factor s, the low-frequency drift at sL over the drift at L, and rho at L and sL."""
+    cols = ["s", "eval_len", "low_freq_planes", "drift_ratio_own", "within_training", "drift_ratio_unscaled",
+            "rho_L", "rho_sL"]
+    return '<section id="drift"><h3>Drift past L (Section 5)</h3>' + _table(sec["drift"], cols) + "</section>"
+
+
+def _inversions_html(sec: dict) -> str:
+    """P(position inversion) and P(token inversion) at each distance M, with standard errors."""
+    inv = [dict(v) for k, v in sec["inversions"].items() if k.startswith("M=")]
+    return ('<section id="inversions"><h3>Position and token inversions (second paper)</h3>'
             + _table(inv, ["M", "p_position_inversion", "se_position", "p_token_inversion", "se_token"])
             + f"<p>exact over every distance; mean over {sec['inversions']['pairs']} random (q, k) pairs.</p>"
-            + "</section>",
-            '<section id="men"><h3>Men et al.: B(m) ≥ 0 up to H</h3>'
-            + _table([ms], ["m_max", "min_B", "argmin_m", "holds", "negative_m", "smallest_feasible_base"])
-            + "</section>",
-        ]
-        if "measured" in sec:
-            me = sec["measured"]
-            parts.append(
-                '<section id="measured"><h3>The real model, measured (keys before/after RoPE)</h3>'
-                f"<p>{me['heads']} key heads, {me['tokens']} tokens"
-                f"{' (4-bit quantised weights)' if me['quantised'] else ''}; median rank-1 floor "
-                f"{_fmt(me['predicted_floor'])}, rank-1-plus-noise limit {_fmt(me['noisy_limit'])}; heads meeting "
-                f"C1 {me['C1_heads']}, C2 {me['C2_heads']}.</p>"
-                + _table(
-                    me["rows"],
-                    ["n", "rho_measured", "rho_rank1_prediction", "max_abs_error", "heads_with_sink", "sink_share"],
-                )
-                + "</section>"
-            )
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}" \
-            ".assumed{background:#fff3cd;border-left:4px solid #e0a800;padding:4px 8px}"
+            + "</section>")
+
+
+def _men_html(sec: dict) -> str:
+    """Men et al.'s ``B(m) >= 0`` up to H, and the smallest feasible base."""
+    return ('<section id="men"><h3>Men et al.: B(m) ≥ 0 up to H</h3>'
+            + _table([sec["men"]], ["m_max", "min_B", "argmin_m", "holds", "negative_m", "smallest_feasible_base"])
+            + "</section>")
+
+
+def _measured_html(sec: dict) -> str:
+    """A real model's measured FSV ratios against the rank-1 prediction (empty for a schedule alone)."""
+    if "measured" not in sec:
+        return ""
+    me = sec["measured"]
+    return ('<section id="measured"><h3>The real model, measured (keys before/after RoPE)</h3>'
+            f"<p>{me['heads']} key heads, {me['tokens']} tokens"
+            f"{' (4-bit quantised weights)' if me['quantised'] else ''}; median rank-1 floor "
+            f"{_fmt(me['predicted_floor'])}, rank-1-plus-noise limit {_fmt(me['noisy_limit'])}; heads meeting "
+            f"C1 {me['C1_heads']}, C2 {me['C2_heads']}.</p>"
+            + _table(me["rows"], ["n", "rho_measured", "rho_rank1_prediction", "max_abs_error", "heads_with_sink",
+                                  "sink_share"])
+            + "</section>")
+
+
+#: a schedule's sections after its figure, in page order
+SECTIONS = (_frequencies_html, _fsv_html, _drift_html, _inversions_html, _men_html, _measured_html)
+#: the page's style sheet
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
+         ".assumed{background:#fff3cd;border-left:4px solid #e0a800;padding:4px 8px}")
+
+
+def _schedule_html(sec: dict, png: bytes) -> str:
+    """One schedule's part of the page: heading, parameters, verdict, figure, then each of ``SECTIONS``."""
+    return "".join([_heading_html(sec), _parameters_html(sec), _verdict_html(sec), _figure_html(sec, png),
+                    *(section(sec) for section in SECTIONS)])
+
+
+def render_html(rep: dict, pngs: list[bytes]) -> str:
+    """The self-contained report page: the source, L and the clouds, then each schedule with its figure."""
+    intro = (f"<h1>ropetheory report: {html.escape(rep['label'])}</h1>"
+             f"<p>source <code>{html.escape(rep['source'])}</code>; training length L = {rep['train_len']} "
+             f"(from {html.escape(rep['train_len_from'])}); {rep['n_clouds']} random unit rank-1 clouds per "
+             f"schedule; computed in {rep['seconds']:.1f} s.</p>")
+    body = intro + "".join(_schedule_html(sec, png) for sec, png in zip(rep["schedules"], pngs, strict=False))
     return f"<!doctype html><html><head><meta charset='utf-8'><title>ropetheory report</title>" \
-           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+           f"<style>{STYLE}</style></head><body>{body}</body></html>"
 
 
 def write(rep: dict, out: pathlib.Path) -> pathlib.Path:

@@ -55,17 +55,11 @@ def _stack_index(models, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], models)
 
 
-def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool = True, quiet: bool = False,
-            checkpoint_every: float = 60.0) -> dict[str, Any]:
-    """Run stages 1-4 (each resumed from what is saved) and return the rows."""
-    from ..store import Journal, derived_code_hash, write_csv, write_json
-    from ..training import corpus, evaluate, loop, tasks
-    from ..training.model import param_count
-    cfg = _config(p)
-    multiples = tuple(int(m) for m in str(p["multiples"]).split(","))
-    out.mkdir(parents=True, exist_ok=True)
-    data = corpus.build_corpus(data_dir, max_bytes=p["max_bytes"], vocab_size=p["vocab"], templates=tasks.TEMPLATES,
-                               quiet=quiet)
+def _train(cfg, data: dict, out: pathlib.Path, *, resume: bool, quiet: bool, checkpoint_every: float) -> dict:
+    """Stage 2: every schedule x seed trained at once (resumed from ``train.ckpt``), the loss log written to
+    ``train_log.csv``; returns ``ropetheory.training.loop.train``'s run."""
+    from ..store import write_csv
+    from ..training import loop
     t0 = time.time()
 
     def prog(step, losses):
@@ -77,12 +71,15 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
     write_csv(
         out / "train_log.csv", [{"step": r["step"], **dict(zip(names, r["loss"], strict=False))} for r in run["log"]]
     )
-    code = derived_code_hash(__name__)
+    return run
+
+
+def _evaluate(p: dict, cfg, data: dict, run: dict, multiples: tuple[int, ...], evals, quiet: bool) -> None:
+    """Stage 3: perplexity and retrieval of each variant and seed at ``multiples`` x L, one row each added to
+    the journal ``evals`` (keyed by the run, the variant, the seed and the evaluation parameters)."""
+    from ..training import evaluate
     ev_params = json.dumps({"multiples": multiples, "ppl_rows": p["ppl_rows"], "task_rows": p["task_rows"]})
-    evals = Journal(out / "evals.jsonl", code=code, resume=resume)
-    geos = Journal(out / "geometry.jsonl", code=code, resume=resume)
     index = {nk: i for i, nk in enumerate(run["names"])}
-    n_geo = max(multiples) * cfg.train_len
     for variant, sched, change in evaluate.variants(cfg):
         for seed in cfg.seeds:
             key = f"{run['key']}|{variant}|{seed}|{ev_params}"
@@ -96,6 +93,14 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
             if not quiet:
                 print(f"  evaluated {variant} seed {seed}: ppl {np.round(r['ppl'], 1).tolist()} "
                       f"({time.time() - t1:.1f} s)", flush=True)
+
+
+def _geometry(cfg, data: dict, run: dict, n_geo: int, geos, out: pathlib.Path) -> None:
+    """Stage 4: the real-model analysis of each trained model's keys and queries to length ``n_geo``, saved to
+    ``analysis/<schedule>_seed<k>.json`` and summarised in the journal ``geos``."""
+    from ..store import write_json
+    from ..training import evaluate
+    index = {nk: i for i, nk in enumerate(run["names"])}
     for sched in cfg.schedules:
         for seed in cfg.seeds:
             key = f"{run['key']}|geometry|{sched}|{seed}|{n_geo}"
@@ -107,6 +112,25 @@ def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool 
                 out / "analysis" / f"{sched}_seed{seed}.json", {k: res[k] for k in ("grid", "n", "train_len", "heads")}
             )
             geos.add(key, {"schedule": sched, "seed": seed, **evaluate.summarise_geometry(res, cfg.train_len)})
+
+
+def compute(p: dict, out: pathlib.Path, *, data_dir: pathlib.Path, resume: bool = True, quiet: bool = False,
+            checkpoint_every: float = 60.0) -> dict[str, Any]:
+    """Run stages 1-4 (each resumed from what is saved) and return the rows."""
+    from ..store import Journal, derived_code_hash
+    from ..training import corpus, tasks
+    from ..training.model import param_count
+    cfg = _config(p)
+    multiples = tuple(int(m) for m in str(p["multiples"]).split(","))
+    out.mkdir(parents=True, exist_ok=True)
+    data = corpus.build_corpus(data_dir, max_bytes=p["max_bytes"], vocab_size=p["vocab"], templates=tasks.TEMPLATES,
+                               quiet=quiet)
+    run = _train(cfg, data, out, resume=resume, quiet=quiet, checkpoint_every=checkpoint_every)
+    code = derived_code_hash(__name__)
+    evals = Journal(out / "evals.jsonl", code=code, resume=resume)
+    geos = Journal(out / "geometry.jsonl", code=code, resume=resume)
+    _evaluate(p, cfg, data, run, multiples, evals, quiet)
+    _geometry(cfg, data, run, max(multiples) * cfg.train_len, geos, out)
     return {
         "evals": list(evals.rows.values()),
         "geometry": list(geos.rows.values()),

@@ -100,16 +100,12 @@ def _fmt(x: Any, spec: str = ".3e") -> str:
     return format(x, spec)
 
 
-def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, quiet: bool = False,
-               head_dims: tuple[int, ...] = HEAD_DIMS) -> int:
-    """Compute every row, print the tables, write verify.json / verify.csv; return the exit code.
-    ``head_dims``: the head widths of the claim rows (the counter-examples are at d = 128)."""
+def _claim_rows(journal: Journal, head_dims: tuple[int, ...], quiet: bool) -> list[dict]:
+    """Lemma 1, Theorem 1 and Lemma 2 checked on every schedule x head width x cloud vector x weights case
+    (``theorems.check_rank1_claims``), each row kept in ``journal`` as it finishes; the rows in case order."""
     from ..progress import progress
-    out_dir = pathlib.Path(out_dir)
-    journal = Journal(out_dir / "verify.jsonl", resume=resume, code=code_hash())
     cases = [(s, d, vk, wk) for s in SCHEDULE_CASES for d in head_dims for vk in V_KINDS for wk in WEIGHT_KINDS]
     keys = []
-    t_start = time.time()
     bar = progress(cases, desc="claims", quiet=quiet)
     for s, d, vk, wk in bar:
         key = f"{s}|d={d}|{vk}|{wk}"
@@ -120,8 +116,12 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
         row = {"schedule": s, "d": d, "v": vk, "weights": wk}
         row.update(theorems.check_rank1_claims(_theta(s, d), make_v(vk, d), weights=WEIGHT_KINDS[wk]).to_dict())
         journal.add(key, row)
-    rows = journal.ordered(keys)
+    return journal.ordered(keys)
 
+
+def _counterexample_rows(journal: Journal, quiet: bool) -> list[dict]:
+    """Each counter-example's exact degenerate limit (``theorems.check_counterexample``), kept in ``journal``."""
+    from ..progress import progress
     cx_keys = []
     for key, desc, th, v, w in progress(counterexample_cases(), desc="counter-examples", quiet=quiet):
         k = "cx|" + key
@@ -131,38 +131,48 @@ def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, qui
         row = {"case": key, "description": desc}
         row.update(theorems.check_counterexample(th, v, weights=w).to_dict())
         journal.add(k, row)
-    cx_rows = journal.ordered(cx_keys)
+    return journal.ordered(cx_keys)
 
-    # bounds (item 5): shrink factor in [sqrt 2, sqrt d], growth in [2, d], extremes reached
-    bounds = []
-    for d in head_dims:
-        full = [r for r in rows if r["d"] == d and r["paper_hypotheses"]]
-        sf = [r["shrink_factor"] for r in full]
-        gr = [r["srank_limit"] for r in full]
-        one = [r for r in full if r["v"] == "one_plane"]
-        uni = [r for r in full if r["v"] == "uniform_energy"]
-        ok = (all(math.sqrt(2) * (1 - EXTREME_RTOL) <= x <= math.sqrt(d) * (1 + EXTREME_RTOL) for x in sf)
-              and all(2 * (1 - EXTREME_RTOL) <= x <= d * (1 + EXTREME_RTOL) for x in gr)
-              and all(abs(r["shrink_factor"] / math.sqrt(2) - 1) < EXTREME_RTOL for r in one)
-              and all(abs(r["shrink_factor"] / math.sqrt(d) - 1) < EXTREME_RTOL for r in uni)
-              and all(abs(r["srank_1e12"] / 2 - 1) < 1e-9 for r in one)
-              and all(abs(r["srank_1e12"] / d - 1) < 1e-6 for r in uni))
-        bounds.append({"d": d, "shrink_min": min(sf), "shrink_max": max(sf), "sqrt2": math.sqrt(2),
-                       "sqrtd": math.sqrt(d), "growth_min": min(gr), "growth_max": max(gr),
-                       "verdict": Verdict.of(bool(ok))})
 
-    failures = []
-    for r in rows:
-        for c in ("lemma1_verdict", "theorem1_verdict", "lemma2_verdict"):
-            if r[c] != "holds":
-                failures.append(f"{r['schedule']} d={r['d']} {r['v']} {r['weights']}: {c}")
-    for r in cx_rows:
-        if r["exact_verdict"] != "holds":
-            failures.append(f"counter-example {r['case']}: exact degenerate limit")
-    for b in bounds:
-        if b["verdict"] != "holds":
-            failures.append(f"bounds d={b['d']}")
+def _bounds_row(rows: list[dict], d: int) -> dict:
+    """The bounds (item 5) at head width ``d`` over the claim rows meeting the paper's hypotheses: the shrink
+    factor in ``[sqrt 2, sqrt d]`` and the stable-rank limit in ``[2, d]`` (each within ``EXTREME_RTOL``), the
+    extremes reached by a one-plane ``v`` (``sqrt 2``, srank 2) and a uniform-energy ``v`` (``sqrt d``, srank d)."""
+    full = [r for r in rows if r["d"] == d and r["paper_hypotheses"]]
+    sf = [r["shrink_factor"] for r in full]
+    gr = [r["srank_limit"] for r in full]
+    one = [r for r in full if r["v"] == "one_plane"]
+    uni = [r for r in full if r["v"] == "uniform_energy"]
+    ok = (all(math.sqrt(2) * (1 - EXTREME_RTOL) <= x <= math.sqrt(d) * (1 + EXTREME_RTOL) for x in sf)
+          and all(2 * (1 - EXTREME_RTOL) <= x <= d * (1 + EXTREME_RTOL) for x in gr)
+          and all(abs(r["shrink_factor"] / math.sqrt(2) - 1) < EXTREME_RTOL for r in one)
+          and all(abs(r["shrink_factor"] / math.sqrt(d) - 1) < EXTREME_RTOL for r in uni)
+          and all(abs(r["srank_1e12"] / 2 - 1) < 1e-9 for r in one)
+          and all(abs(r["srank_1e12"] / d - 1) < 1e-6 for r in uni))
+    return {"d": d, "shrink_min": min(sf), "shrink_max": max(sf), "sqrt2": math.sqrt(2),
+            "sqrtd": math.sqrt(d), "growth_min": min(gr), "growth_max": max(gr), "verdict": Verdict.of(bool(ok))}
 
+
+def _failures(rows: list[dict], cx_rows: list[dict], bounds: list[dict]) -> list[str]:
+    """One line per verdict that is not ``holds``: a claim, a counter-example's exact limit, a bound."""
+    failures = [f"{r['schedule']} d={r['d']} {r['v']} {r['weights']}: {c}" for r in rows
+                for c in ("lemma1_verdict", "theorem1_verdict", "lemma2_verdict") if r[c] != "holds"]
+    failures += [f"counter-example {r['case']}: exact degenerate limit" for r in cx_rows
+                 if r["exact_verdict"] != "holds"]
+    return failures + [f"bounds d={b['d']}" for b in bounds if b["verdict"] != "holds"]
+
+
+def run_verify(out_dir: str | pathlib.Path = "results", resume: bool = True, quiet: bool = False,
+               head_dims: tuple[int, ...] = HEAD_DIMS) -> int:
+    """Compute every row, print the tables, write verify.json / verify.csv; return the exit code.
+    ``head_dims``: the head widths of the claim rows (the counter-examples are at d = 128)."""
+    out_dir = pathlib.Path(out_dir)
+    journal = Journal(out_dir / "verify.jsonl", resume=resume, code=code_hash())
+    t_start = time.time()
+    rows = _claim_rows(journal, head_dims, quiet)
+    cx_rows = _counterexample_rows(journal, quiet)
+    bounds = [_bounds_row(rows, d) for d in head_dims]
+    failures = _failures(rows, cx_rows, bounds)
     meta = {"lengths": list(theorems.CHECK_LENGTHS), "tolerances": {
         "CONVERGED_ATOL": theorems.CONVERGED_ATOL, "FLOAT_SLACK": theorems.FLOAT_SLACK,
         "RATE_MAX": theorems.RATE_MAX, "FROB_ATOL": theorems.FROB_ATOL,

@@ -54,6 +54,7 @@ from ..schedules import rope as rope_schedule
 from ..core.devices import compute_platform
 from ..core.checks import check_head_dim, pad_to_bucket
 from ..core.errors import BadValue
+from ..core.renamed import renamed_fields
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
@@ -213,9 +214,11 @@ def B_values(b: float, d: int, m: Any) -> np.ndarray:
     return np.cos(_reduced_angle(m, th_h, th_l, np.rint)).sum(-1)
 
 
+@renamed_fields("0.3.0", L="train_len", d="head_dim")
 @dataclasses.dataclass(frozen=True)
 class BaseSearchResult:
-    """Outcome of ``search_feasible_bases`` for one ``(L, d)``; intervals are ``[b_lo, b_hi]``.
+    """Outcome of ``search_feasible_bases`` for one training length ``L = train_len`` and head width
+    ``d = head_dim``; intervals are ``[b_lo, b_hi]``.
 
     ``feasible``: merged proven-feasible windows; ``undecided``: merged intervals narrower than
     ``min_width`` that were neither proven; everything else in ``[b_min, b_max]`` is proven
@@ -223,8 +226,8 @@ class BaseSearchResult:
     the left end of the first interval not proven infeasible, so ``inf F_L`` (within the domain)
     lies in ``[smallest_lower, smallest]``.
     """
-    L: int
-    d: int
+    train_len: int
+    head_dim: int
     b_min: float
     b_max: float
     min_width: float
@@ -248,11 +251,13 @@ class BaseSearchResult:
         return out
 
     def as_row(self) -> dict[str, Any]:
-        return {"L": self.L, "d": self.d, "b_min": self.b_min, "b_max": self.b_max, "min_width_ln_b": self.min_width,
+        """The result as ``base_bound.json`` holds it (``L`` and ``d``: the keys of the committed rows)."""
+        return {"L": self.train_len, "d": self.head_dim, "b_min": self.b_min, "b_max": self.b_max,
+                "min_width_ln_b": self.min_width,
                 "smallest": self.smallest, "smallest_lower": self.smallest_lower,
                 "windows": len(self.feasible), "feasible": self.feasible,
                 "undecided_count": len(self.undecided),
                 "undecided_ln_measure": sum(math.log(b / a) for a, b in self.undecided),
                 "undecided": self.undecided, "measure_per_decade": self.feasible_measure_per_decade(),
                 "evaluations": self.evaluations, "leaves": self.leaves, "seconds": self.seconds,
-                "men_table2": MEN_TABLE2.get(self.L) if self.d == 128 else None}
+                "men_table2": MEN_TABLE2.get(self.train_len) if self.head_dim == 128 else None}

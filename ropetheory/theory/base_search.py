@@ -300,79 +300,116 @@ def search_feasible_bases(train_len: int, head_dim: int = 128, *, b_min: float =
     chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
     t0 = time.perf_counter()
     lo_t, hi_t = math.log(b_min), math.log(b_max)
-    edges = np.linspace(lo_t, hi_t, initial + 1)
-    edges[0], edges[-1] = lo_t, hi_t
-    # pending work, processed last-in first-out (depth first keeps memory bounded)
-    stack = [_Block(edges[:-1].copy(), edges[1:].copy(), np.full(initial, L, np.int64), None,
-                    np.zeros(initial, np.int64), None)]
-    feas, infeas, und = [], [], []
-    evaluations, total = 0, hi_t - lo_t
     key = repr((L, d, b_min, b_max, min_width, initial, derived_code_hash(__name__)))
-    elapsed_before = 0.0
-    if checkpoint is not None:
-        state = _load_state(checkpoint, key, L)
-        if state is not None:
-            stack, (feas, infeas, und), evaluations, elapsed_before = state
-    decided = sum(b - a for a, b in feas + infeas + und)
+    saved = None if checkpoint is None else _load_state(checkpoint, key, L)
+    state = _SearchState(*saved) if saved is not None else _SearchState([_initial_block(lo_t, hi_t, initial, L)])
+    decided, total = sum(b - a for a, b in state.feas + state.infeas + state.und), hi_t - lo_t
     reported = 0.0
     clock = CheckpointClock(checkpoint_seconds)
-    while stack:
+    while state.stack:
         if checkpoint is not None and clock.due():
             now = time.perf_counter()
-            _save_state(checkpoint, key, stack, (feas, infeas, und), evaluations,
-                        elapsed_before + now - t0)
+            _save_state(checkpoint, key, state.stack, (state.feas, state.infeas, state.und), state.evaluations,
+                        state.elapsed_before + now - t0)
             clock.written(now)
-        blk = stack.pop()
-        if blk.pairs > budget and blk.t_lo.size > 1:          # too large for one round: split it
-            a, b = blk.halves()
-            stack += [b, a]
+        width = _search_round(state, L, d, chunk=chunk, budget=budget, min_width=min_width)
+        if width is None:
             continue
-        alive, hi_min, remaining, pairs, n = _evaluate_block(blk, L, d, chunk)
-        evaluations += n
-        dead = ~alive
-        inf2 = alive & (hi_min < 0)
-        narrow = blk.t_hi - blk.t_lo < min_width
-        ok = alive & ~inf2
-        is_feas, is_und, split = ok & (remaining == 0), ok & (remaining > 0) & narrow, ok & (remaining > 0) & ~narrow
-        for mask, out in ((is_feas, feas), (is_und, und), (dead | inf2, infeas)):
-            out.extend(zip(blk.t_lo[mask].tolist(), blk.t_hi[mask].tolist(), strict=False))
-        decided += float((blk.t_hi - blk.t_lo)[~split].sum())
-        if split.any():
-            S = int(split.sum())
-            acounts = remaining[split]
-            n_act = int(acounts.sum())
-            newidx = np.full(bucket(blk.t_lo.size, power_of_two=True), -1, np.int32)
-            newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
-            m, seg, hi, neg = pairs
-            act, wit, wcounts = _children(
-                m,
-                seg,
-                hi,
-                neg,
-                jnp.asarray(newidx),
-                jnp.asarray(_pad_intervals(acounts, 0)),
-                size_act=_bucket(n_act),
-                size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
-                k=bb.WITNESS_CANDIDATES,
-            )
-            wcounts = np.asarray(wcounts)[:S].astype(np.int64)
-            n_w = int(wcounts.sum())
-            a_, b_ = blk.t_lo[split], blk.t_hi[split]
-            mid = 0.5 * (a_ + b_)
-            stack.append(_Block(np.concatenate([a_, mid]), np.concatenate([mid, b_]), np.tile(acounts, 2),
-                                _twice(act, n_act, size=_bucket(2 * n_act)), np.tile(wcounts, 2),
-                                _twice(wit, n_w, size=_bucket(2 * n_w))))
+        decided += width
         if progress:
             progress(decided / total - reported)
             reported = decided / total
     if checkpoint is not None and pathlib.Path(checkpoint).exists():
         pathlib.Path(checkpoint).unlink()
-    fw = [[math.exp(a), math.exp(b)] for a, b in _merge(feas)]
-    uw = [[math.exp(a), math.exp(b)] for a, b in _merge(und)]
-    not_infeasible = sorted(feas + und)
+    return _result(state, L, d, b_min, b_max, min_width, state.elapsed_before + time.perf_counter() - t0)
+
+
+@dataclasses.dataclass
+class _SearchState:
+    """The search's progress: the pending blocks, processed last-in first-out (depth first keeps memory
+    bounded); the decided intervals ``(t_lo, t_hi)`` of ``t = ln b``, each feasible, infeasible or undecided
+    (narrower than ``min_width``); the pairs ``(interval, m)`` evaluated; the seconds spent before a resume."""
+    stack: list[_Block]
+    lists: list[list[tuple[float, float]]] = dataclasses.field(default_factory=lambda: [[], [], []])
+    evaluations: int = 0
+    elapsed_before: float = 0.0
+
+    @property
+    def feas(self) -> list[tuple[float, float]]:
+        return self.lists[0]
+
+    @property
+    def infeas(self) -> list[tuple[float, float]]:
+        return self.lists[1]
+
+    @property
+    def und(self) -> list[tuple[float, float]]:
+        return self.lists[2]
+
+
+def _initial_block(lo_t: float, hi_t: float, initial: int, L: int) -> _Block:
+    """``initial`` equal pieces of ``[lo_t, hi_t]`` (ends exact), every ``1 <= m <= L`` active on each."""
+    edges = np.linspace(lo_t, hi_t, initial + 1)
+    edges[0], edges[-1] = lo_t, hi_t
+    return _Block(edges[:-1].copy(), edges[1:].copy(), np.full(initial, L, np.int64), None,
+                  np.zeros(initial, np.int64), None)
+
+
+def _search_round(state: _SearchState, L: int, d: int, *, chunk: int, budget: int, min_width: float) -> float | None:
+    """One round on the top block of ``state.stack``: a block over ``budget`` pairs is split in two halves
+    (``None``); else an interval is infeasible where a witness's or an active ``m``'s ``hi < 0``, feasible where
+    no ``lo < 0`` remains, undecided where narrower than ``min_width``, and otherwise split in two
+    (``_split_block``). Returns the width of ``t`` decided in this round."""
+    blk = state.stack.pop()
+    if blk.pairs > budget and blk.t_lo.size > 1:          # too large for one round: split it
+        a, b = blk.halves()
+        state.stack += [b, a]
+        return None
+    alive, hi_min, remaining, pairs, n = _evaluate_block(blk, L, d, chunk)
+    state.evaluations += n
+    dead = ~alive
+    inf2 = alive & (hi_min < 0)
+    narrow = blk.t_hi - blk.t_lo < min_width
+    ok = alive & ~inf2
+    is_feas, is_und, split = ok & (remaining == 0), ok & (remaining > 0) & narrow, ok & (remaining > 0) & ~narrow
+    for mask, out in ((is_feas, state.feas), (is_und, state.und), (dead | inf2, state.infeas)):
+        out.extend(zip(blk.t_lo[mask].tolist(), blk.t_hi[mask].tolist(), strict=False))
+    if split.any():
+        state.stack.append(_split_block(blk, split, remaining, pairs))
+    return float((blk.t_hi - blk.t_lo)[~split].sum())
+
+
+def _split_block(blk: _Block, split: np.ndarray, remaining: np.ndarray, pairs: tuple) -> _Block:
+    """The halves ``[a, (a+b)/2]`` then ``[(a+b)/2, b]`` of ``blk``'s intervals marked ``split``, each keeping
+    its parent's ``remaining`` active ``m`` (those with ``lo < 0``; ``pairs``: the round's survivors) and its
+    ``bb.WITNESS_CANDIDATES`` witness candidates."""
+    S = int(split.sum())
+    acounts = remaining[split]
+    n_act = int(acounts.sum())
+    newidx = np.full(bucket(blk.t_lo.size, power_of_two=True), -1, np.int32)
+    newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
+    m, seg, hi, neg = pairs
+    act, wit, wcounts = _children(m, seg, hi, neg, jnp.asarray(newidx), jnp.asarray(_pad_intervals(acounts, 0)),
+                                  size_act=_bucket(n_act), size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
+                                  k=bb.WITNESS_CANDIDATES)
+    wcounts = np.asarray(wcounts)[:S].astype(np.int64)
+    n_w = int(wcounts.sum())
+    a_, b_ = blk.t_lo[split], blk.t_hi[split]
+    mid = 0.5 * (a_ + b_)
+    return _Block(np.concatenate([a_, mid]), np.concatenate([mid, b_]), np.tile(acounts, 2),
+                  _twice(act, n_act, size=_bucket(2 * n_act)), np.tile(wcounts, 2),
+                  _twice(wit, n_w, size=_bucket(2 * n_w)))
+
+
+def _result(state: _SearchState, L: int, d: int, b_min: float, b_max: float, min_width: float,
+            seconds: float) -> bb.BaseSearchResult:
+    """The finished search as bases ``b = e^t``: the merged feasible and undecided intervals, the smallest
+    certified feasible base and the smallest base not proven infeasible."""
+    fw = [[math.exp(a), math.exp(b)] for a, b in _merge(state.feas)]
+    uw = [[math.exp(a), math.exp(b)] for a, b in _merge(state.und)]
+    not_infeasible = sorted(state.feas + state.und)
     return bb.BaseSearchResult(
-        L=L, d=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
+        train_len=L, head_dim=d, b_min=b_min, b_max=b_max, min_width=min_width, feasible=fw, undecided=uw,
         smallest=fw[0][0] if fw else None,
         smallest_lower=math.exp(not_infeasible[0][0]) if not_infeasible else None,
-        evaluations=evaluations, leaves=len(feas) + len(infeas) + len(und),
-        seconds=elapsed_before + time.perf_counter() - t0)
+        evaluations=state.evaluations, leaves=len(state.feas) + len(state.infeas) + len(state.und), seconds=seconds)

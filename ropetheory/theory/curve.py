@@ -86,8 +86,8 @@ def _bound_pieces(theta: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _abel_ratio(n: np.ndarray, weights: spectra.AffineWeights) -> np.ndarray:
     """Upper bounds of ``c_n = (w_{n-1} + TV_n) / W_n = (a + 2 b (n-1)) / (n a + b n (n-1) / 2)``."""
     nf = n.astype(np.float64)
-    k = math.frexp(max(float(weights.a), float(weights.b)))[1]   # c is scale-free: 2^-k a, 2^-k b (exact)
-    a, b = math.ldexp(float(weights.a), -k), math.ldexp(float(weights.b), -k)  # cannot overflow below
+    k = math.frexp(max(float(weights.intercept), float(weights.slope)))[1]   # c is scale-free: 2^-k a, 2^-k b
+    a, b = math.ldexp(float(weights.intercept), -k), math.ldexp(float(weights.slope), -k)  # exact; no overflow below
     c = (a + 2 * b * (nf - 1)) / (nf * a + b * nf * (nf - 1) / 2)
     return c * (1 + 16 * _U)                                  # n rounded to float, then <= 8 roundings
 

@@ -43,6 +43,7 @@ from ..core.angles import pair_frequencies
 from ..core.schedule import Schedule, as_schedule, schedule_layout
 from ..core.verdicts import Verdict
 from ..core.errors import BadValue, BadType
+from ..core.renamed import renamed_fields
 from .results import Counterexample, Rank1Claims
 
 __all__ = [
@@ -142,6 +143,7 @@ def lemma1_hypotheses(theta: Any) -> dict[str, Any]:
     }
 
 
+@renamed_fields("0.3.0", e="plane_energies")
 @dataclasses.dataclass(frozen=True)
 class Limit:
     """Predicted limits for a rank-1 cloud under a schedule."""
@@ -150,7 +152,7 @@ class Limit:
     srank: float               # 1 / lam  (Theorem 1 and its extension)
     paper: float | None        # Lemma 1's max_j e_j / 2, when every plane rotates
     partial_formula: float     # max(e_0, max_{theta_j>0} e_j / 2)  (extension)
-    e: np.ndarray              # plane energies
+    plane_energies: np.ndarray  # e_j = ||v_j||^2 of v / ||v|| (they sum to 1)
     e0: float                  # NoPE energy
     degenerate: bool           # the schedule has resonances beyond the generic ones
 
@@ -265,7 +267,7 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
     from flint import arb
     if w_last is None:
         w = weights or AffineWeights()
-        a, b = arb(float(w.a)), arb(float(w.b))
+        a, b = arb(float(w.intercept)), arb(float(w.slope))
         N = arb(int(n))
         W = N * a + b * N * (N - 1) / 2
         return (a + b * (N - 1) + b * (N - 1)) / W
@@ -380,9 +382,8 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
         paper_hypotheses=hyp["holds"],
         nope_planes=len(hyp["nope_planes"]),
         claim="Lemma 1" if hyp["holds"] else "partial-schedule limit (extension)",
-        max_e=float(lim.e.max()), e0=lim.e0,
-        lam=lim.lam, rho_limit=lim.rho, paper_formula=lim.paper,
-        partial_formula=lim.partial_formula,
+        max_e=float(lim.plane_energies.max()), e0=lim.e0,
+        lam=lim.lam, rho_limit=lim.rho, paper_formula=lim.paper, partial_formula=lim.partial_formula,
         rho_1e4=rho[10 ** 4], rho_1e6=rho[10 ** 6], rho_1e12=rho[10 ** 12],
         err_1e4=err[10 ** 4], err_1e6=err[10 ** 6], err_1e12=err[10 ** 12],
         eps_1e4=eps[10 ** 4], eps_1e6=eps[10 ** 6], eps_1e12=eps[10 ** 12],
@@ -390,8 +391,7 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
         rate=None if np.isnan(rate) else rate,
         shrink_factor=1 / lim.rho, srank_limit=1 / lim.lam,
         srank_1e12=srank_last, srank_relerr_1e12=srank_rel,
-        frob_max_dev=frob_dev,
-        bound_contains_error=inside,
+        frob_max_dev=frob_dev, bound_contains_error=inside,
         lemma1_verdict=Verdict.of(bool(lemma1_ok)),
         theorem1_verdict=Verdict.of(bool(thm1_ok and lemma1_ok)),
         lemma2_verdict=Verdict.of(bool(frob_dev <= FROB_ATOL)),
