@@ -375,3 +375,12 @@ def test_the_readme_retrofit_row_quotes_the_committed_numbers():
     # every corpus fingerprint in the results is the committed manifest's
     manifest = json.loads((COMMITTED / "corpus-manifest.json").read_text())
     assert all(ev["corpus"]["heldout_sha256"] == manifest["heldout_sha256"] for ev in evals.values())
+
+
+def test_the_committed_predictor_table_is_what_the_committed_geometry_gives():
+    from ropetheory.models.retrofit_report import predictor_table
+    rows, table = predictor_table(COMMITTED)
+    assert (COMMITTED / "predictors.md").read_text().strip() == table
+    assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
+    fsv = next(r for r in rows if r["variant"] == "rope" and r["candidate"] == "fsv_ratio")
+    assert fsv["ci_low"] < 0 < fsv["ci_high"]           # the guide's statement: the FSV ratio explains nothing

@@ -33,7 +33,7 @@ from ..core.errors import BadValue
 
 __all__ = ["load_results", "summarise", "verdict_rows", "markdown_table", "finetune_cost", "draw", "FLAT_PPL_FACTOR",
            "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION", "load_geometry", "geometry_rows", "geometry_table",
-           "GEOMETRY_LENGTHS", "draw_geometry", "decomposition_rows", "decomposition_table"]
+           "GEOMETRY_LENGTHS", "draw_geometry", "decomposition_rows", "decomposition_table", "predictor_table"]
 
 #: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
 SINK_HEAD_SHARE = 0.5
@@ -140,6 +140,21 @@ def decomposition_table(folder: str | pathlib.Path, far: int = 8) -> str:
         lines.append(f"| {LABEL.get(r['evaluation'], r['evaluation'])} | {r['log_odds_at_L']:.2f} | "
                      f"{r['change']:+.2f} | {parts} |")
     return "\n".join(lines)
+
+
+def predictor_table(folder: str | pathlib.Path) -> tuple[list[dict[str, Any]], str]:
+    """Per geometry analysis, how well each candidate explains the change of the sink's log-odds from L to
+    kL across heads (``.predictors.collapse_predictors``, seeded): the rows, and the guide's markdown."""
+    from .predictors import collapse_predictors, predictor_rows
+    rows = [{"variant": v, **r} for v, g in load_geometry(folder).items()
+            for r in predictor_rows(collapse_predictors(g))]
+    lines = ["| variant | candidate | Spearman (95% bootstrap) | R² | Spearman within 2L / 4L / 8L |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        if r["available"]:
+            lines.append(f"| {LABEL.get(r['variant'], r['variant'])} | {r['candidate']} | {r['spearman']:+.2f} "
+                         f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['r2']:.2f} | {r['spearman_within_k']} |")
+    return rows, "\n".join(lines)
 
 
 def geometry_table(folder: str | pathlib.Path) -> str:
