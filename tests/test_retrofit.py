@@ -384,3 +384,10 @@ def test_the_committed_predictor_table_is_what_the_committed_geometry_gives():
     assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
     fsv = next(r for r in rows if r["variant"] == "rope" and r["candidate"] == "fsv_ratio")
     assert fsv["ci_low"] < 0 < fsv["ci_high"]           # the guide's statement: the FSV ratio explains nothing
+
+
+@pytest.mark.parametrize("action", [["train", "--variant", "rope", "--steps", "1"], ["evaluate", "--variant", "rope"],
+                                    ["geometry", "--variant", "rope"]])
+def test_every_action_that_needs_L_takes_train_len_as_its_error_message_says(action):
+    from ropetheory.models.retrofit_cli import _parser
+    assert _parser().parse_args([*action, "--train-len", "64"]).train_len == 64

@@ -69,17 +69,17 @@ def _parser():
                    help="a fine-tuned variant, +yarn or +temp for the inference-only changes, or original")
     e.add_argument("--windows", type=int, default=None, help="held-out windows of 8L (default: all)")
     e.add_argument("--passkey-trials", type=int, default=2, help="passkey prompts per length and depth")
-    e.add_argument("--train-len", type=int, default=None, help="L (default: the model's)")
     g = sub.add_parser("geometry", formatter_class=HelpFormatter,
                        help="the paper's key/query geometry of one variant (fine-tuned, or 'original') to 8L")
     g.add_argument("--variant", required=True, choices=(*VARIANTS, "original"),
                    help="a fine-tuned variant, or original")
     g.add_argument("--window", type=int, default=0, help="which held-out window of 8L (0: the first)")
     g.add_argument("--tokens-per-pass", type=int, default=4096, help="tokens per forward pass")
-    g.add_argument("--train-len", type=int, default=None, help="L (default: the model's)")
     r = sub.add_parser("report", formatter_class=HelpFormatter,
                        help="the verdict table and figure from the evaluation files")
     r.add_argument("--label", default="smollm2-135m", help="the model's folder under --out")
+    for s in (t, e, g):
+        s.add_argument("--train-len", type=int, default=None, help="L (default: the model's config)")
     for s in (c, t, e, g, r):
         s.add_argument("--model", default="smollm2-135m", help="a packaged model, .gguf or checkpoint folder")
         s.add_argument("--corpus", default="results/retrofit/corpus", help="the corpus folder")

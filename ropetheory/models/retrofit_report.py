@@ -23,6 +23,7 @@ sink's own logit ``s_0``, the other keys' mean logit ``mu``, the dilution ``log(
 """
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from typing import Any
@@ -49,20 +50,32 @@ def _read(p: pathlib.Path) -> dict[str, Any]:
     return json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text())
 
 
+def _signature(paths: list[pathlib.Path]) -> tuple:
+    """What identifies the files' contents for ``_read_all``'s cache: path, size and modification time."""
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_all(signature: tuple) -> tuple[dict[str, Any], ...]:
+    """The files ``signature`` names, read once per version (a report reads each several times)."""
+    return tuple(_read(pathlib.Path(p)) for p, _, _ in signature)
+
+
+def _ordered(found: dict[str, dict]) -> dict[str, dict]:
+    order = {name: i for i, name in enumerate(LABEL)}
+    return dict(sorted(found.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
 def load_results(folder: pathlib.Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """The evaluations (``eval-<name>.json``, or ``.json.gz`` as committed) and fine-tune logs in ``folder``."""
-    evals = {}
-    for p in sorted(folder.glob("eval-*.json")) + sorted(folder.glob("eval-*.json.gz")):
-        evals[p.name[5:].split(".json")[0]] = _read(p)
-    trains = {}
-    for p in sorted(folder.glob("*/train.json")) + sorted(folder.glob("train-*.json")):
-        t = json.loads(p.read_text())
-        trains[t["variant"]] = t
+    folder = pathlib.Path(folder)
+    paths = sorted(folder.glob("eval-*.json")) + sorted(folder.glob("eval-*.json.gz"))
+    evals = {p.name[5:].split(".json")[0]: ev for p, ev in zip(paths, _read_all(_signature(paths)), strict=True)}
+    tpaths = sorted(folder.glob("*/train.json")) + sorted(folder.glob("train-*.json"))
+    trains = {t["variant"]: t for t in _read_all(_signature(tpaths))}
     if not evals:
         raise BadValue(f"{str(folder)!r} holds no eval-*.json (run 'ropetheory retrofit evaluate' first)")
-    order = {name: i for i, name in enumerate(LABEL)}
-    evals = dict(sorted(evals.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return evals, trains
+    return _ordered(evals), trains
 
 
 #: the lengths, in units of L, at which the geometry table reports each head
@@ -73,9 +86,8 @@ def load_geometry(folder: str | pathlib.Path) -> dict[str, dict]:
     """The geometry analyses (``geometry-<variant>.json``, or ``.json.gz`` as committed) in ``folder``."""
     folder = pathlib.Path(folder)
     found = sorted(folder.glob("geometry-*.json")) + sorted(folder.glob("geometry-*.json.gz"))
-    out = {p.name[len("geometry-"):].split(".json")[0]: _read(p) for p in found}
-    order = {name: i for i, name in enumerate(LABEL)}
-    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return _ordered({p.name[len("geometry-"):].split(".json")[0]: g
+                     for p, g in zip(found, _read_all(_signature(found)), strict=True)})
 
 
 def _at(heads: list[dict], key: str, i: int) -> np.ndarray:
