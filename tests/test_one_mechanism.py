@@ -28,6 +28,17 @@ def test_limit_reads_its_old_field_name_e0_as_nope_energy_with_a_warning():
         assert lim.e0 == lim.nope_energy
 
 
+def test_sink_head_reads_and_builds_from_its_old_field_name_d_with_a_warning():
+    from ropetheory.studies.sinks import SinkHead
+    with pytest.warns(DeprecationWarning, match=r"SinkHead: d= is now head_dim="):
+        head = SinkHead(d=64)
+    assert head.head_dim == 64 and head.direction().shape == (64,)
+    with pytest.warns(DeprecationWarning, match=r"SinkHead\.d is now SinkHead\.head_dim"):
+        assert head.d == 64
+    with pytest.raises(TypeError, match="give head_dim= only"):
+        SinkHead(d=64, head_dim=64)
+
+
 @pytest.mark.parametrize("intercept, slope, n", [(1.0, 0.0, 1), (0.5, 0.25, 1000), (0.0, 3.0, 10 ** 12),
                                                  (2.0, 1e-9, 7)])
 def test_the_abel_ratio_ball_holds_the_exact_ratio_of_affine_weights(intercept, slope, n):
