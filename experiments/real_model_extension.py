@@ -60,13 +60,15 @@ def main(argv=None) -> int:
     L = args.train_len
     base = run_one(args.model, out, max(scales) * L, None, args)
     base_theta = next(iter(base["meta"]["schedules"].values()))["theta"]
-    rows = []
+    rows, runs = [], [base]
     for s in scales:
         rows.append({"rope": "none", **ext.extension_row(base, s)})
         for m in methods:
             res = run_one(args.model, out, s * L, ext.scaling(m, s), args)
             if res is not None:
-                    rows.append({"rope": ext.METHODS[m], **ext.extension_row(res, s, base_theta)})
+                runs.append(res)
+                rows.append({"rope": ext.METHODS[m], **ext.extension_row(res, s, base_theta)})
+    ext.one_text(runs)                      # a saved run over another machine's text is refused, not mixed in
     write_csv(out / f"extension-s{'-'.join(map(str, scales))}.csv", rows)
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))

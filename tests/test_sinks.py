@@ -49,7 +49,7 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
     n = 300
     for key in ("rope", "rope_id_temp"):
         got = sinks.simulate_length(head, key, n, positions_per_step=64)
-        sched = sinks._schedule(key, head.d)
+        sched = sinks._schedule(key, head.head_dim)
         theta = sched.theta
         import jax
         root = jax.random.PRNGKey(head.seed)
@@ -66,7 +66,7 @@ def test_streaming_equals_dense_softmax_on_a_short_length():
         temp = sinks.length_temperature(qpos + 1, sinks.TRAIN_LEN) if sched.temperature == "length" else np.ones(4)
         shares = []
         for a, p in enumerate(qpos):
-            lg = Qr[a] @ Kr[: p + 1].T / np.sqrt(head.d) * temp[a]
+            lg = Qr[a] @ Kr[: p + 1].T / np.sqrt(head.head_dim) * temp[a]
             w = np.exp(lg - lg.max())
             shares.append(w[0] / w.sum())
         assert abs(got["sink_share"] - np.mean(shares)) < 1e-12

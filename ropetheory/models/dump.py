@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .rotation import FLOAT32_UNIT_ROUNDOFF, check_rotation, chunk_is_checked
+from .rotation import check_rotation, chunk_is_checked, unit_roundoff_of
 
 __all__ = ["analyze_dump", "DUMP_CHUNK"]
 
@@ -20,8 +20,9 @@ DUMP_CHUNK = 4096
 
 def analyze_dump(dump: dict) -> dict[str, Any]:
     """Stream a key dump through ``ropetheory.models.stream.LayerStream`` and analyse it; the rotation is
-    checked on the dump's own arrays (``.rotation``: first and last chunk), in the type the capture
-    recorded (float32 if the dump does not say)."""
+    checked on the dump's own arrays (``.rotation``: first and last chunk) with the unit roundoff the capture
+    recorded, or, where the dump records none, that of its post-RoPE arrays' type (the type the rotated
+    vectors were stored in: a float64 dump is held to float64's bound, not float32's)."""
     from . import study
     from .stream import LayerStream
     meta = dump["meta"]
@@ -33,7 +34,8 @@ def analyze_dump(dump: dict) -> dict[str, Any]:
     sched = {"layer_type": "full_attention", "theta": np.asarray(meta["theta"], dtype=np.float64),
              "rotary_dim": int(meta["rotary_dim"]), "attention_factor": float(meta.get("attention_factor", 1.0)),
              "window": None, "rope_type": meta.get("rope_type"), "rope_theta": meta.get("rope_theta")}
-    unit = (meta.get("rotation_check") or {}).get("unit_roundoff", FLOAT32_UNIT_ROUNDOFF)
+    unit = (meta.get("rotation_check") or {}).get("unit_roundoff") or max(unit_roundoff_of(Ko.dtype),
+                                                                          unit_roundoff_of(Qo.dtype))
     streams = []
     for li in range(layers):
         st = LayerStream(n_total=n, grid=grid, kv_heads=kv_heads, q_heads=Qp.shape[1], head_dim=d,

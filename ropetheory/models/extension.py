@@ -26,6 +26,8 @@ from ..core.checks import check_integer
 from ..core.errors import BadValue
 from ..schedules import names
 
+#: a head's rotation flag in analyses written before ``rotation_within_bound`` (``_rotation_ok``)
+LEGACY_ROTATION_FLAG = "rotation_within_float32_bound"
 #: the rope types run at inference and their spec for factor ``s`` (merged over the model's own)
 METHODS = {m: names.DISPLAY[m] for m in ("linear", "dynamic", "yarn")}
 
@@ -76,6 +78,20 @@ def attention_factor(res: dict) -> float:
     return frequencies_from_config(cfg, seq_len=int(res["n"])).attention_factor
 
 
+def one_text(results: list[dict]) -> str:
+    """The sha256 of the text that every analysis in ``results`` read (``meta["text"]["sha256"]``, written by
+    ``.corpus.text_tokens``). Analyses of different texts (another machine's licence files, another
+    ``--text``), or one that does not record its text, are refused with each text named: one table's rows
+    must compare runs over the same input."""
+    seen = {str((r.get("meta", {}).get("text") or {}).get("sha256")): r.get("meta", {}).get("model", "?")
+            for r in results}
+    if len(seen) != 1 or "None" in seen:
+        named = "; ".join(f"{model}: text sha256 {sha}" for sha, model in seen.items())
+        raise BadValue(f"the analyses of one extension table must read one text; they read {len(seen)} ({named}): "
+                       "rerun the others here or pass the same --text")
+    return next(iter(seen))
+
+
 def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> dict[str, Any]:
     """One table row from an ``analysis.json`` (see the module docstring); ``base_theta`` is the
     unscaled schedule (for the drift ratio; omitted for the unscaled run)."""
@@ -107,11 +123,17 @@ def extension_row(res: dict, s: int, base_theta: np.ndarray | None = None) -> di
             "share_sL": _median(h["sink_rope"][iS] for h in heads),
             "ppl_within_L": ppl_in, "ppl_L_to_sL": ppl_past,
             "max_low_freq_drift": drift, "attention_factor": af,
-            "rotation_ok": _rotation_ok(heads)}
+            "rotation_ok": _rotation_ok(heads, res["meta"])}
 
 
-def _rotation_ok(heads: list[dict]) -> bool | None:
-    """Every head's rotation within its bound; None if some head was not checked. Analyses written before
-    ``rotation_within_bound`` carry ``rotation_within_float32_bound`` (the chunked capture's check)."""
-    flags = [h.get("rotation_within_bound", h.get("rotation_within_float32_bound")) for h in heads]
+def _rotation_ok(heads: list[dict], meta: dict | None = None) -> bool | None:
+    """Every head's rotation within its bound; None if some head was not checked.
+
+    Analyses written before ``rotation_within_bound`` existed carry ``rotation_within_float32_bound``. The
+    chunked capture (``models.study.run``: its ``meta`` records ``chunk`` or ``tokens_per_pass``) computed it,
+    on the first and last chunk, against the bound of that time; a key dump's analysis wrote True without
+    checking anything, so there the old flag counts as not checked (None), never as True.
+    """
+    chunked = meta is not None and ("chunk" in meta or "tokens_per_pass" in meta)
+    flags = [h.get("rotation_within_bound", h.get(LEGACY_ROTATION_FLAG) if chunked else None) for h in heads]
     return None if any(f is None for f in flags) else all(flags)

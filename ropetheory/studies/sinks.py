@@ -41,14 +41,16 @@ from ..store import Journal, derived_code_hash, write_csv, write_json
 from .. import figstyle
 from .common import device_scope, parse_study_args, save_figures, study_parser
 from ..core.errors import BadValue
+from ..core.renamed import renamed_fields
 from ..core.checks import read_json_file
 
 TRAIN_LEN = 4096
 
 
+@renamed_fields("0.3.0", d="head_dim")
 @dataclasses.dataclass(frozen=True)
 class SinkHead:
-    d: int = 128
+    head_dim: int = 128          # d: the head's width, P = d / 2 planes
     logit_scale: float = 16.0    # beta = A^2 / sqrt(d): an ordinary no-RoPE logit is ~ -beta
     noise: float = 0.25          # sigma: a token's deviation from its cluster centre, relative norm
     sink_norm: float = 0.05      # s = ||k_0|| / A
@@ -58,20 +60,20 @@ class SinkHead:
 
     @property
     def amplitude(self) -> float:
-        return math.sqrt(self.logit_scale * math.sqrt(self.d))
+        return math.sqrt(self.logit_scale * math.sqrt(self.head_dim))
 
     def direction(self) -> np.ndarray:
-        P = self.d // 2
+        P = self.head_dim // 2
         rng = np.random.default_rng(self.seed)
         e = np.exp(self.slow_bias * (np.arange(P) - P + 1))
         e /= e.sum()
         phase = rng.uniform(0, 2 * np.pi, P)
-        c = np.empty(self.d)
+        c = np.empty(self.head_dim)
         c[0::2], c[1::2] = np.sqrt(e) * np.cos(phase), np.sqrt(e) * np.sin(phase)
         return c
 
     def sink_key(self) -> np.ndarray:
-        u = np.random.default_rng(self.seed + 1).standard_normal(self.d)
+        u = np.random.default_rng(self.seed + 1).standard_normal(self.head_dim)
         return self.amplitude * self.sink_norm * u / np.linalg.norm(u)
 
 
@@ -144,7 +146,7 @@ def _scan_keys(q_rot, q_pos, temp, n, chunks, centre, amp, sigma, kkey, sink_log
 def simulate_length(head: SinkHead, key: str, n: int, positions_per_step: int = 4096) -> dict[str, float]:
     """Sink share and logit statistics at one length for one schedule; keys are scored
     ``positions_per_step`` at a time."""
-    sched = _schedule(key, head.d)
+    sched = _schedule(key, head.head_dim)
     ch = jnp.asarray(turn_chunks(sched.theta))
     c = jnp.asarray(head.direction())
     amp, sigma = head.amplitude, head.noise
@@ -157,7 +159,7 @@ def simulate_length(head: SinkHead, key: str, n: int, positions_per_step: int = 
     temp = jnp.asarray(length_temperature(np.asarray(q_pos) + 1, TRAIN_LEN) if sched.temperature == "length"
                        else np.ones(Q))
     k0 = jnp.asarray(head.sink_key())                    # position 0: R_0 = I
-    sink_logit = (q_rot @ k0) / math.sqrt(head.d) * temp
+    sink_logit = (q_rot @ k0) / math.sqrt(head.head_dim) * temp
     step = min(positions_per_step, bucket(n, minimum=2, power_of_two=True))
     share, mx, npos, nval, lsum = _scan_keys(q_rot, q_pos, temp, jnp.int64(n), ch, c, amp, sigma, kkey,
                                              sink_logit, chunk=step)

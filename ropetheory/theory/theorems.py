@@ -143,7 +143,7 @@ def lemma1_hypotheses(theta: Any) -> dict[str, Any]:
     }
 
 
-@renamed_fields("0.3.0", e="plane_energies")
+@renamed_fields("0.3.0", e="plane_energies", e0="nope_energy")
 @dataclasses.dataclass(frozen=True)
 class Limit:
     """Predicted limits for a rank-1 cloud under a schedule."""
@@ -153,7 +153,7 @@ class Limit:
     paper: float | None        # Lemma 1's max_j e_j / 2, when every plane rotates
     partial_formula: float     # max(e_0, max_{theta_j>0} e_j / 2)  (extension)
     plane_energies: np.ndarray  # e_j = ||v_j||^2 of v / ||v|| (they sum to 1)
-    e0: float                  # NoPE energy
+    nope_energy: float         # e_0 = sum of e_j over the NoPE planes (theta_j = 0 mod 2 pi)
     degenerate: bool           # the schedule has resonances beyond the generic ones
 
 
@@ -171,12 +171,12 @@ def _predicted_limit(theta: Schedule, vv: np.ndarray, layout: str, weights: Any)
     lam = float(np.linalg.eigvalsh(0.5 * (Gbar + Gbar.T))[-1])
     hyp = lemma1_hypotheses(theta)
     nope = spectra.nope_planes(theta)
-    e0 = float(e[nope].sum())
+    nope_energy = float(e[nope].sum())
     rot = e[~nope]
-    partial_formula = max(e0, float(rot.max()) / 2 if rot.size else 0.0)
+    partial_formula = max(nope_energy, float(rot.max()) / 2 if rot.size else 0.0)
     paper = float(e.max()) / 2 if not nope.any() else None
     degenerate = bool(hyp["doubled_resonant"] or hyp["resonant_pairs"])
-    return Limit(lam, math.sqrt(lam), 1.0 / lam, paper, partial_formula, e, e0, degenerate)
+    return Limit(lam, math.sqrt(lam), 1.0 / lam, paper, partial_formula, e, nope_energy, degenerate)
 
 
 # --- certified bound (Arb balls) ---
@@ -260,17 +260,16 @@ def abel_ratio_arb(n: int, weights: AffineWeights | None = None,
                    w_last: float | None = None, tv: float | None = None, total: float | None = None):
     """``c_n = (w_{n-1} + TV_n) / W_n`` as an Arb ball.
 
-    Affine weights: exact from ``a, b, n``. Otherwise from float64 sums: the
-    recursive-summation bound ``|err| <= (n-1) u sum|x|`` (Higham, Thm 4.1,
-    ``u = 2^-53``) widens each into a ball, so the ratio stays rigorous.
+    Affine weights: exact from ``a, b, n``, by the weights' own formulas (``AffineWeights.last``,
+    ``.total_variation``, ``.total``) evaluated on an Arb ``n`` (each float parameter enters exactly).
+    Otherwise from float64 sums: the recursive-summation bound ``|err| <= (n-1) u sum|x|`` (Higham,
+    Thm 4.1, ``u = 2^-53``) widens each into a ball, so the ratio stays rigorous.
     """
     from flint import arb
     if w_last is None:
         w = weights or AffineWeights()
-        a, b = arb(float(w.intercept)), arb(float(w.slope))
         N = arb(int(n))
-        W = N * a + b * N * (N - 1) / 2
-        return (a + b * (N - 1) + b * (N - 1)) / W
+        return (w.last(N) + w.total_variation(N)) / w.total(N)
     if tv is None or total is None:
         raise BadValue("abel_ratio_arb needs tv and total with w_last")
     u = 2.0 ** -53
@@ -382,7 +381,7 @@ def check_rank1_claims(theta: Any, v: Any, *, weights: AffineWeights | None = No
         paper_hypotheses=hyp["holds"],
         nope_planes=len(hyp["nope_planes"]),
         claim="Lemma 1" if hyp["holds"] else "partial-schedule limit (extension)",
-        max_e=float(lim.plane_energies.max()), e0=lim.e0,
+        max_e=float(lim.plane_energies.max()), e0=lim.nope_energy,
         lam=lim.lam, rho_limit=lim.rho, paper_formula=lim.paper, partial_formula=lim.partial_formula,
         rho_1e4=rho[10 ** 4], rho_1e6=rho[10 ** 6], rho_1e12=rho[10 ** 12],
         err_1e4=err[10 ** 4], err_1e6=err[10 ** 6], err_1e12=err[10 ** 12],

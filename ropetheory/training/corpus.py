@@ -20,6 +20,8 @@ is recorded. The recipe (files, their sha256, Python version, tokenizer, vocabul
 the tokens in ``data.json`` with ``tokens_sha256``, the fingerprint of the exact token ids (training,
 held-out and vocabulary: ``ropetheory.store.token_ids_sha256``), which keys every result trained on them:
 another machine's standard library or licence texts give other ids, so other keys, never a stored result.
+Data found in the folder that another machine built (its recorded texts are not this machine's:
+``host_difference``) is used as it is, with a warning saying how the texts differ.
 """
 from __future__ import annotations
 
@@ -28,13 +30,14 @@ import json
 import pathlib
 import sys
 import sysconfig
+import warnings
 from typing import Any
 
 import numpy as np
 from ..core.checks import check_integer
 from ..core.errors import BadValue
 
-__all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "DATA_VERSION"]
+__all__ = ["BOS", "UNK", "build_corpus", "load_corpus", "corpus_files", "host_difference", "DATA_VERSION"]
 
 BOS, UNK = 0, 1
 #: bump when the recipe changes: stored data with another version is rebuilt (2: ``tokens_sha256``)
@@ -93,6 +96,20 @@ def _texts(max_bytes: int) -> tuple[list[str], list[str], list[dict[str, str]]]:
     return train_txt, held_txt, files
 
 
+def host_difference(recipe: dict[str, Any], max_bytes: int) -> str | None:
+    """None when this machine's corpus texts (``_texts(max_bytes)``: names and sha256) are the ones ``recipe``
+    records; otherwise how many of the recipe's texts this machine lacks or has with other contents."""
+    try:
+        here = {(f["name"], f["sha256"]) for f in _texts(max_bytes)[2]}
+    except BadValue:
+        here = set()
+    there = {(f["name"], f["sha256"]) for f in recipe.get("files", [])}
+    if here == there:
+        return None
+    return (f"{len(there - here)} of its {len(there)} texts are not this machine's and this machine has "
+            f"{len(here - there)} it lacks; Python {recipe.get('python')} there, {sys.version.split()[0]} here")
+
+
 def _compact_table(tokenizer, raw_train: np.ndarray, templates: dict[str, str], vocab_size: int):
     """``(table, keep, template ids, digit ids)``: ``table`` maps a tokenizer id (``-1``: a document break)
     to its compact id: BOS, UNK, the digits and template ids, then the most frequent training ids."""
@@ -128,6 +145,11 @@ def build_corpus(folder: str | pathlib.Path, *, max_bytes: int = 24_000_000, voc
     if (folder / "data.json").exists() and (folder / "data.npz").exists():
         have = json.loads((folder / "data.json").read_text())
         if have.get("params") == params:
+            differ = host_difference(have, params["max_bytes"])
+            if differ:
+                warnings.warn(f"{folder}: data built from another machine's corpus ({differ}); results trained on it "
+                              f"are that corpus's, keyed by its tokens_sha256 {have.get('tokens_sha256')}, never "
+                              "mixed with this machine's (delete the folder to build this machine's)", stacklevel=2)
             return load_corpus(folder)
         if not quiet:
             print(f"{folder}: data built with other parameters; rebuilding", file=sys.stderr)
