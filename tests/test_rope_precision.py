@@ -11,8 +11,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ropetheory.core.errors import BadValue
-from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, _model_theta, exact_tables,
-                                              precision_cost, rotary_precision)
+from ropetheory.core.checks import MAX_ABS_POSITION
+from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, _model_theta, exact_cos_sin_compiled,
+                                              exact_tables, forget_exact_tables, precision_cost,
+                                              rotary_precision)
 from ropetheory.testing import exact_cos_sin
 
 #: a float32 value carries one rounding of 2^-24 relative; cos and sin are at most the attention factor (1)
@@ -135,6 +137,8 @@ def test_the_exact_table_is_built_once_per_model_and_reused_across_calls_and_blo
     with torch.no_grad(), rotary_precision(m, "bf16-cache"):
         rot(x, torch.arange(10)[None])                             # another mode: its own table
     assert len(exact_tables(m)) == 3 and table.builds == 2
+    forget_exact_tables(m)
+    assert exact_tables(m) == []
 
 
 def test_the_exact_table_refuses_negative_positions():
@@ -179,3 +183,12 @@ def test_the_cached_exact_rotary_leaves_the_logits_unchanged_bit_for_bit(mode, d
     assert torch.equal(out["cached"][0], out["per call"][0])
     assert torch.equal(out["cached"][1], out["per call"][1])
     assert exact_tables(m)[0].builds == 1                            # the whole call built it; chunks reused it
+
+
+@pytest.mark.parametrize("base, head_dim", [(1e5, 64), (5e5, 128)])
+def test_the_compiled_reduction_gives_exact_cos_sin_bit_for_bit(base, head_dim):
+    theta = base ** (-np.arange(0, head_dim, 2) / head_dim)
+    rng = np.random.default_rng(0)
+    pos = np.concatenate([np.arange(32768), rng.integers(-MAX_ABS_POSITION, MAX_ABS_POSITION, 4096)])
+    for got, want in zip(exact_cos_sin_compiled(theta, pos), exact_cos_sin(theta, pos), strict=True):
+        assert got.dtype == np.float64 and np.array_equal(got, want)
