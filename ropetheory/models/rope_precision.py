@@ -4,8 +4,9 @@
 embedding of a loaded transformers model returns:
 
 * ``exact``: angles ``p theta_j`` from the integer position ``p`` and the schedule's float64 frequencies
-  (``rt.from_config``), reduced exactly (``ropetheory.testing.exact_cos_sin``), cos and sin in float64,
-  times the attention factor, then rounded once to the layer's dtype. The only error is that one rounding.
+  (``rt.from_config``), reduced exactly (``ropetheory.testing.exact_cos_sin``, here compiled:
+  ``exact_cos_sin_compiled``), cos and sin in float64, times the attention factor, then rounded once to
+  the layer's dtype. The only error is that one rounding.
   Each position's angles are reduced once per rotary embedding and dtype (``ExactTable``, kept while the
   model lives); a forward then only indexes the table at its positions.
 * ``transformers``: the model's own (``inv_freq`` in float32, the product ``p * inv_freq`` in float32:
@@ -134,11 +135,12 @@ class ExactTable:
 _TABLES: weakref.WeakKeyDictionary[Any, dict[tuple, ExactTable]] = weakref.WeakKeyDictionary()
 
 
-def exact_table(module, theta: np.ndarray, dtype, cache_dtype=None) -> ExactTable:
+def exact_table(module, theta: np.ndarray, dtype, cache_dtype=None, device=None) -> ExactTable:
     """The (possibly empty) exact table of rotary embedding ``module`` for the frequencies ``theta`` in
-    ``dtype`` (after ``cache_dtype``), created on first use and the same object afterwards."""
+    ``dtype`` (after ``cache_dtype``) on ``device`` (default: the module's), created on first use and the
+    same object afterwards."""
     scaling = float(module.attention_scaling)
-    device = module.inv_freq.device
+    device = module.inv_freq.device if device is None else device
     key = (theta.tobytes(), scaling, dtype, cache_dtype, str(device))
     tables = _TABLES.setdefault(module, {})
     if key not in tables:
@@ -178,7 +180,7 @@ def rotary_precision(model, mode: str) -> Iterator[None]:
     patched = []
     for m in rotary_modules(model):
         def forward(x, position_ids, *args, m=m, **kwargs):
-            return exact_table(m, theta, x.dtype, cache).lookup(position_ids)
+            return exact_table(m, theta, x.dtype, cache, x.device).lookup(position_ids)
         patched.append((m, m.__dict__.get("forward")))
         m.forward = forward
     try:
