@@ -3,13 +3,18 @@ once; a float32 model under it stays within float32 rounding of a float64 refere
 own float32 angles drift where their error bound grows; the cost table compares each mode with exact."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ropetheory.core.errors import BadValue
-from ropetheory.models.rope_precision import precision_cost, rotary_precision
+from ropetheory.core.checks import MAX_ABS_POSITION
+from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, _model_theta, exact_cos_sin_compiled,
+                                              exact_tables, forget_exact_tables, precision_cost,
+                                              rotary_precision)
 from ropetheory.testing import exact_cos_sin
 
 #: a float32 value carries one rounding of 2^-24 relative; cos and sin are at most the attention factor (1)
@@ -90,6 +95,7 @@ def test_the_rotary_patch_is_removed_after_the_block():
     with rotary_precision(m, "bf16-cache"):
         pass
     assert not m.model.rotary_emb._forward_hooks
+    assert "forward" not in m.model.rotary_emb.__dict__           # the class's own forward again
     assert torch.equal(before, _tables(m, "transformers")[0])
     with pytest.raises(BadValue, match="mode"), rotary_precision(m, "float16"):
         pass
@@ -107,3 +113,82 @@ def test_the_cost_table_compares_each_mode_with_exact():
     assert all(np.isfinite(r["ppl"]) for r in rows)
     with pytest.raises(BadValue, match="first mode"):
         precision_cost(m, ids, L=128, modes=("transformers",))
+
+
+def test_the_exact_table_is_built_once_per_model_and_reused_across_calls_and_blocks():
+    m = tiny_llama()
+    rot = m.model.rotary_emb
+    x = torch.zeros(1)
+    assert exact_tables(m) == []
+    with torch.no_grad(), rotary_precision(m, "exact"):
+        rot(x, torch.arange(100)[None])
+        (table,) = exact_tables(m)
+        cos = table.cos
+        rot(x, torch.arange(50, 150)[None])
+    with torch.no_grad(), rotary_precision(m, "exact"):
+        rot(x, torch.arange(TABLE_BLOCK)[None])
+    assert exact_tables(m) == [table] and table.builds == 1 and table.cos is cos
+    assert len(table) == TABLE_BLOCK
+    with torch.no_grad(), rotary_precision(m, "exact"):
+        rot(x, torch.tensor([[TABLE_BLOCK]]))                      # one position past the table
+    assert table.builds == 2 and len(table) == 2 * TABLE_BLOCK
+    with torch.no_grad(), rotary_precision(m, "exact"):
+        rot(x.to(torch.bfloat16), torch.arange(10)[None])          # another dtype: its own table
+    with torch.no_grad(), rotary_precision(m, "bf16-cache"):
+        rot(x, torch.arange(10)[None])                             # another mode: its own table
+    assert len(exact_tables(m)) == 3 and table.builds == 2
+    forget_exact_tables(m)
+    assert exact_tables(m) == []
+
+
+def test_the_exact_table_refuses_negative_positions():
+    m = tiny_llama()
+    with torch.no_grad(), rotary_precision(m, "exact"), pytest.raises(BadValue, match="position_ids"):
+        m.model.rotary_emb(torch.zeros(1), torch.tensor([[-1, 0]]))
+
+
+@contextlib.contextmanager
+def per_call_tables(model, cache_dtype):
+    """The exact rotary computed afresh for each call's positions (no table): the reference the cached
+    tables must reproduce bit for bit."""
+    theta = _model_theta(model)
+    rot = model.model.rotary_emb
+
+    def hook(module, args, kwargs, output):
+        pos = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
+        return _exact_tables(pos, theta, float(module.attention_scaling), output[0].dtype, cache_dtype)
+    h = rot.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["exact", "bf16-cache"])
+def test_the_cached_exact_rotary_leaves_the_logits_unchanged_bit_for_bit(mode, dtype):
+    from transformers import DynamicCache
+
+    from ropetheory.models.forward import cached_forward
+    m = sharp(tiny_llama(dtype))
+    ids = torch.randint(0, 97, (1, 1536))
+    cache_dtype = torch.bfloat16 if mode == "bf16-cache" else None
+    out = {}
+    for name, ctx in (("per call", per_call_tables(m, cache_dtype)), ("cached", rotary_precision(m, mode))):
+        with torch.no_grad(), ctx:
+            whole = m(input_ids=ids).logits
+            kv = DynamicCache(config=m.config)
+            chunks = [cached_forward(m, ids, s, s + 512, kv).logits for s in range(0, 1536, 512)]
+        out[name] = (whole, torch.cat(chunks, dim=1))
+    assert torch.equal(out["cached"][0], out["per call"][0])
+    assert torch.equal(out["cached"][1], out["per call"][1])
+    assert exact_tables(m)[0].builds == 1                            # the whole call built it; chunks reused it
+
+
+@pytest.mark.parametrize("base, head_dim", [(1e5, 64), (5e5, 128)])
+def test_the_compiled_reduction_gives_exact_cos_sin_bit_for_bit(base, head_dim):
+    theta = base ** (-np.arange(0, head_dim, 2) / head_dim)
+    rng = np.random.default_rng(0)
+    pos = np.concatenate([np.arange(32768), rng.integers(-MAX_ABS_POSITION, MAX_ABS_POSITION, 4096)])
+    for got, want in zip(exact_cos_sin_compiled(theta, pos), exact_cos_sin(theta, pos), strict=True):
+        assert got.dtype == np.float64 and np.array_equal(got, want)
