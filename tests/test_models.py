@@ -102,17 +102,23 @@ def test_planted_rank1_head_matches_the_prediction_when_streamed():
     assert h["cos_kq_pre"][-1] == pytest.approx(-1.0, abs=1e-6)
 
 
+#: the packaged SmolLM2 end to end: SMOLLM2_TOKENS = 4 L tokens (the claims read n = L and n = 4L, past it)
+#: in 3 passes through the KV cache, the last one shorter
+SMOLLM2_TOKENS, SMOLLM2_PASS, SMOLLM2_L = 128, 50, 32
+
+
 @pytest.fixture(scope="module")
 def smollm2_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("an")
-    res = study.run("smollm2-135m", out=out, n_tokens=256, tokens_per_pass=100, train_len=64, quiet=True)
+    res = study.run("smollm2-135m", out=out, n_tokens=SMOLLM2_TOKENS, tokens_per_pass=SMOLLM2_PASS,
+                    train_len=SMOLLM2_L, quiet=True)
     return out / "smollm2-135m", res
 
 
 def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_result):
     from ropetheory.models.figures import plot_all
     d, res = smollm2_result
-    assert res["n"] == 256 and len(res["heads"]) == 30 * 3
+    assert res["n"] == SMOLLM2_TOKENS and len(res["heads"]) == 30 * 3
     text = (d / "analysis.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     js = json.loads(text)
@@ -126,12 +132,12 @@ def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_res
 
 
 def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
-    """The chunked, cached capture gives the same keys as one plain forward pass (layer 0, n = 256)."""
+    """The chunked, cached capture gives the same keys as one plain forward pass (layer 0, n = SMOLLM2_TOKENS)."""
     import torch
     from ropetheory.models.capture import capture
     _, res = smollm2_result
     m, tok, _ = registry.load_model("smollm2-135m")
-    ids, _ = corpus.text_tokens(tok, 256)
+    ids, _ = corpus.text_tokens(tok, SMOLLM2_TOKENS)
     dump = capture(m, torch.tensor([ids]), check=False)
     for h in range(3):
         K0, K1 = dump["keys_pre"][0, h].astype(np.float64), dump["keys_post"][0, h].astype(np.float64)
@@ -139,10 +145,16 @@ def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
         assert res["heads"][h]["rho_measured"][-1] == pytest.approx(want, rel=1e-4)   # float32 model, cache vs not
 
 
+#: Gemma 3 tokens captured: past the grid's first length (16) by a few, so the analysis grid holds 5
+#: lengths (each a (d = 256)-wide eigenvalue per layer), in 3 passes of GEMMA3_PASS tokens through the KV cache
+GEMMA3_TOKENS, GEMMA3_PASS = 20, 8
+
+
 def test_gemma3_layers_get_their_own_schedules_and_windows():
     m, tok, label = registry.load_model("gemma3-270m")
-    ids, _ = corpus.text_tokens(tok, 40)
-    cap = study.capture_streams(m, ids, L=32768, tokens_per_pass=16)
+    ids, _ = corpus.text_tokens(tok, GEMMA3_TOKENS)
+    cap = study.capture_streams(m, ids, L=32768, tokens_per_pass=GEMMA3_PASS)
+    assert len(cap["grid"]) == 5 and cap["computed"] == 3
     types = [s["layer_type"] for s in cap["schedules"]]
     assert types.count("full_attention") == 3 and [i for i, t in enumerate(types) if t == "full_attention"] == [
         5,
