@@ -102,23 +102,17 @@ def test_planted_rank1_head_matches_the_prediction_when_streamed():
     assert h["cos_kq_pre"][-1] == pytest.approx(-1.0, abs=1e-6)
 
 
-#: the packaged SmolLM2 end to end: SMOLLM2_TOKENS = 4 L tokens (the claims read n = L and n = 4L, past it)
-#: in 3 passes through the KV cache, the last one shorter
-SMOLLM2_TOKENS, SMOLLM2_PASS, SMOLLM2_L = 128, 50, 32
-
-
 @pytest.fixture(scope="module")
 def smollm2_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("an")
-    res = study.run("smollm2-135m", out=out, n_tokens=SMOLLM2_TOKENS, tokens_per_pass=SMOLLM2_PASS,
-                    train_len=SMOLLM2_L, quiet=True)
+    res = study.run("smollm2-135m", out=out, n_tokens=256, tokens_per_pass=100, train_len=64, quiet=True)
     return out / "smollm2-135m", res
 
 
 def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_result):
     from ropetheory.models.figures import plot_all
     d, res = smollm2_result
-    assert res["n"] == SMOLLM2_TOKENS and len(res["heads"]) == 30 * 3
+    assert res["n"] == 256 and len(res["heads"]) == 30 * 3
     text = (d / "analysis.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     js = json.loads(text)
@@ -132,12 +126,12 @@ def test_smollm2_end_to_end_writes_finite_numbers_figures_and_claims(smollm2_res
 
 
 def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
-    """The chunked, cached capture gives the same keys as one plain forward pass (layer 0, n = SMOLLM2_TOKENS)."""
+    """The chunked, cached capture gives the same keys as one plain forward pass (layer 0, n = 256)."""
     import torch
     from ropetheory.models.capture import capture
     _, res = smollm2_result
     m, tok, _ = registry.load_model("smollm2-135m")
-    ids, _ = corpus.text_tokens(tok, SMOLLM2_TOKENS)
+    ids, _ = corpus.text_tokens(tok, 256)
     dump = capture(m, torch.tensor([ids]), check=False)
     for h in range(3):
         K0, K1 = dump["keys_pre"][0, h].astype(np.float64), dump["keys_post"][0, h].astype(np.float64)
