@@ -7,7 +7,9 @@ reproduces). The SIGKILL is a real kill of a fresh process (``python tests/fault
 resumes what the interrupted run left; the reference run, the SIGINT (delivered to this test process,
 where ``cli.main`` turns it into exit code 130) and the final resume run ``cli.main`` here, in the test
 process, whose imports and compiled programs they share. Sizes are small so the whole matrix runs in CI;
-the mechanism does not depend on size.
+the mechanism does not depend on size. The runs here write no figure files (``_no_figure_files``: rendering
+the PNGs and PDFs is most of a small ``analyze`` run, and only CSVs are compared), except the final resumed
+run of a command whose figures no other test renders.
 """
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ COMMANDS = {
     "analyze": ["--model", "{tiny_llama}", "--max-tokens", "192", "--tokens-per-pass", "32", "--train-len", "64",
                 "--checkpoint-every", "0"],
 }
+#: commands whose figures other tests render from their saved numbers (here they are drawn, not written)
+FIGURES_RENDERED_ELSEWHERE = {"analyze": "test_models, test_sink_heads", "fig7": "test_figure7",
+                              "extension": "test_extension", "sinks": "test_sinks", "basebound": "test_figures_redraw"}
 #: the checkpoint folder the analyze fault test reads: 2 layers, width 64, 4 query / 2 key-value heads
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=4096, rope_theta=10000.0, tie_word_embeddings=True)
@@ -80,9 +85,27 @@ def _run_killed(cmd, out, fault, model=None):
     return r.returncode, r.stderr
 
 
-def _run_here(cmd, out, fault=None, model=None):
+@contextlib.contextmanager
+def _no_figure_files():
+    """``Figure.savefig`` to a path writes nothing inside the block (to a file object it writes as
+    usual): the figures are drawn and laid out, their PNG and PDF files are not rendered."""
+    from matplotlib.figure import Figure
+    real = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        if not isinstance(fname, (str, os.PathLike)):
+            return real(self, fname, *args, **kwargs)
+    Figure.savefig = savefig
+    try:
+        yield
+    finally:
+        Figure.savefig = real
+
+
+def _run_here(cmd, out, fault=None, model=None, figure_files=True):
     """``cmd`` through ``cli.main`` in this process: (exit code, stderr). ``fault`` (``SIGINT:k``) sends
-    SIGINT to this process after the k-th saved unit, with Python's own handler (KeyboardInterrupt)."""
+    SIGINT to this process after the k-th saved unit, with Python's own handler (KeyboardInterrupt).
+    ``figure_files=False``: the figures are drawn but their files not written (``_no_figure_files``)."""
     from fault_runner import signal_after
     from ropetheory import cli, store
     err = io.StringIO()
@@ -90,7 +113,8 @@ def _run_here(cmd, out, fault=None, model=None):
     store.SAVE_HOOK = signal_after(fault) if fault else None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                (contextlib.nullcontext() if figure_files else _no_figure_files()):
             rc = cli.main(_argv(cmd, out, model))
     except KeyboardInterrupt:
         pytest.fail(f"ropetheory {cmd}: the interrupt escaped cli.main\n{err.getvalue()[-3000:]}")
@@ -119,7 +143,7 @@ def _csvs(folder):
 def test_killed_twice_then_resumed_gives_identical_files_and_computes_only_what_was_missing(cmd, tmp_path, request):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     model = request.getfixturevalue("tiny_llama") if cmd == "analyze" else None
-    r, err = _run_here(cmd, ref, model=model)
+    r, err = _run_here(cmd, ref, model=model, figure_files=False)
     assert r == 0, err[-3000:]
     counts = _counts(err)
     total = sum(c for _, c in counts)
@@ -132,7 +156,7 @@ def test_killed_twice_then_resumed_gives_identical_files_and_computes_only_what_
     assert "interrupted" in err1 and "Traceback" not in err1
     r2, err2 = _run_killed(cmd, cut, f"SIGKILL:{k2}", model=model)
     assert r2 == -9, err2[-3000:]
-    r3, err3 = _run_here(cmd, cut, model=model)
+    r3, err3 = _run_here(cmd, cut, model=model, figure_files=cmd not in FIGURES_RENDERED_ELSEWHERE)
     assert r3 == 0, err3[-3000:]
     kept, computed = (sum(x) for x in zip(*_counts(err3), strict=False))
     assert (kept, computed) == (k1 + k2, total - k1 - k2), (k1, k2, total, _counts(err3))

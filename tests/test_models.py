@@ -139,10 +139,16 @@ def test_smollm2_streamed_rho_equals_a_direct_capture(smollm2_result):
         assert res["heads"][h]["rho_measured"][-1] == pytest.approx(want, rel=1e-4)   # float32 model, cache vs not
 
 
+#: Gemma 3 tokens captured: past the grid's first length (16) by a few, so the analysis grid holds 5
+#: lengths (each a (d = 256)-wide eigenvalue per layer), in 3 passes of GEMMA3_PASS tokens through the KV cache
+GEMMA3_TOKENS, GEMMA3_PASS = 20, 8
+
+
 def test_gemma3_layers_get_their_own_schedules_and_windows():
     m, tok, label = registry.load_model("gemma3-270m")
-    ids, _ = corpus.text_tokens(tok, 40)
-    cap = study.capture_streams(m, ids, L=32768, tokens_per_pass=16)
+    ids, _ = corpus.text_tokens(tok, GEMMA3_TOKENS)
+    cap = study.capture_streams(m, ids, L=32768, tokens_per_pass=GEMMA3_PASS)
+    assert len(cap["grid"]) == 5 and cap["computed"] == 3
     types = [s["layer_type"] for s in cap["schedules"]]
     assert types.count("full_attention") == 3 and [i for i, t in enumerate(types) if t == "full_attention"] == [
         5,

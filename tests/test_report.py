@@ -15,6 +15,14 @@ from ropetheory.schedules import schedule
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.json"))
 CLOUDS = 4                     # small: the sections' code paths, not their statistics, are under test
+#: clouds per schedule in the page-per-config test: the fewest ``report.build`` takes (quantiles, shares
+#: and medians over clouds are still computed); the FSV section's top eigenvalues scale with it
+CONFIG_CLOUDS = 2
+#: training lengths given to the configs whose own L (32768) makes the page slow to compute: a full-attention
+#: horizon is L, and the inversion counts run over M = L and 4L (Gemma 3: d = 256). The schedules are the
+#: configs' own (Gemma's sliding horizon stays 512; Qwen2's YaRN keeps its own factor and original length);
+#: reading L from a config is test_train_len_defaults_to_the_original_length_then_max_positions's claim
+CONFIG_TRAIN_LEN = {"gemma-3-270m": 4096, "qwen2-7b-instruct-yarn": 4096}
 
 
 def _strict(text: str):
@@ -30,10 +38,10 @@ def test_fixture_configs_are_the_seven_families():
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda p: p.stem)
 def test_report_on_each_fixture_config_writes_a_finite_page_with_every_section(cfg, tmp_path):
-    rep = report.build(str(cfg), n_clouds=CLOUDS)
+    rep = report.build(str(cfg), n_clouds=CONFIG_CLOUDS, train_len=CONFIG_TRAIN_LEN.get(cfg.stem))
     page = report.write(rep, tmp_path)
     data = _strict((tmp_path / "report.json").read_text())
-    assert data["train_len"] == rep["train_len"] > 0
+    assert data["train_len"] == rep["train_len"] > 0 and data["n_clouds"] == CONFIG_CLOUDS
     text = page.read_text()
     for sec in report.SECTIONS:
         assert f'id="{sec}"' in text
