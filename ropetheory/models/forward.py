@@ -179,10 +179,12 @@ class _ChunkRecorder:
 
 def _one_blas_thread():
     """numpy's BLAS on one thread while the statistics run: their products are small (``(G * S, d)`` by
-    ``(d, KEY_BLOCK)`` at most, ``d x d`` Grams), and OpenBLAS's threads on them cost more CPU time than they
-    save (measured 40x on a 96 x 64 by 64 x 1024 product on a loaded 2-core machine, docs/benchmarks/
-    bench_capture_cpu.json). Each BLAS thread computes its own rows of a product, so the numbers are the
-    same. The model's own forward runs in torch's thread pool, which this leaves alone."""
+    ``(d, KEY_BLOCK)`` at most, ``d x d`` Grams), and on them OpenBLAS's threads cost far more CPU time than
+    they save (a 96 x 64 by 64 x 1024 product: 16 ms of CPU time on two threads, 0.35 ms on one, on a loaded
+    2-core machine; the whole capture 3.5x less, docs/benchmarks/bench_capture_1024_cpu.json). The threaded
+    kernel may sum a product's ``d`` terms in another order, which moves a few sink terms by ulps (2e-15
+    relative there); on one thread they no longer depend on the machine's core count. The model's forward
+    runs in torch's own thread pool, which this leaves alone."""
     from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=1, user_api="blas")
 
