@@ -279,7 +279,8 @@ class LayerStream:
         # sink share: the last S queries of a length-n input (positions n-S' .. n-1)
         Sq = min(self.sink_queries, n)
         for t, q, key in (("post", q_post, "sink_rope"), ("pre", q_pre, "sink_norope")):
-            Q = np.concatenate([self.recent_queries[t], q[:, : n - s].astype(np.float64)], axis=1)
+            # the last Sq queries up to n: the chunk's own (only those converted) after the earlier recent ones
+            Q = np.concatenate([self.recent_queries[t], q[:, max(0, n - s - Sq): n - s].astype(np.float64)], axis=1)
             Q = Q[:, -Sq:]                                              # (Hq, Sq, d)
             qpos = np.arange(n - Sq, n)
             if self.window is not None and qpos.min() >= self.window:
