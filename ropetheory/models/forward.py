@@ -25,8 +25,8 @@ from .stream import LayerStream
 from ..core.errors import BadValue
 from ..core.renamed import renamed
 
-__all__ = ["capture_streams", "chunk_nll", "layer_schedules", "training_length", "attention_scale", "analysis_grid",
-           "CHECKPOINT_EVERY_S", "key_folder"]
+__all__ = ["capture_streams", "chunk_nll", "chunked_passes", "pass_edges", "cached_forward", "layer_schedules",
+           "training_length", "attention_scale", "analysis_grid", "CHECKPOINT_EVERY_S", "key_folder"]
 
 
 def layer_schedules(cfg: dict, n: int) -> list[dict[str, Any]]:
@@ -81,6 +81,25 @@ def cached_forward(model, ids, start: int, end: int, cache):
     return out
 
 
+def pass_edges(n: int, tokens_per_pass: int) -> list[int]:
+    """``[0, p, 2p, ..., n]``: the edges of ``n`` tokens run ``p = tokens_per_pass`` at a time (the last pass
+    shorter when ``p`` does not divide ``n``)."""
+    return [*range(0, n, tokens_per_pass), n]
+
+
+def chunked_passes(model, ids, edges: Sequence[int], cache=None):
+    """The one chunked cached-forward loop: ``model`` over tokens ``[e_k, e_{k+1})`` of ``ids`` for consecutive
+    ``edges`` (increasing, from 0), each pass attending to the keys of the earlier ones through one KV cache
+    (``cache``, default a new ``DynamicCache``; ``cached_forward`` checks its length after each pass).
+    Yields ``(start, end, out)`` as each pass ends; the caller's context (``torch.no_grad``, an
+    ``attention_hook``, autocast) is the one each pass runs in, since a generator runs inside its consumer."""
+    from transformers import DynamicCache
+    if cache is None:
+        cache = DynamicCache(config=model.config)
+    for s, e in zip(edges[:-1], edges[1:], strict=True):
+        yield s, e, cached_forward(model, ids, s, e, cache)
+
+
 def chunk_nll(logits, ids, start: int, nll: np.ndarray) -> None:
     """``nll[i] = -log p(token i+1 | tokens <= i)`` for the chunk's positions ``i = start, ...`` that have a
     next token, from its logits ``(1, c, vocab)`` (log-softmax in float32, as the model's own loss)."""
@@ -123,14 +142,15 @@ def _restore_capture(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> tup
 class _ChunkRecorder:
     """The attention hook's handler in a chunked capture: each layer call's chunk of q and k, pre- and
     post-RoPE, into that layer's ``LayerStream`` (made at its first call), the rotation checked on the
-    first and last chunk (``.rotation.chunk_is_checked``); nothing is recorded while ``replay`` is set
-    (a finished chunk run again to rebuild the KV cache)."""
+    first and last chunk (``.rotation.chunk_is_checked``); nothing is recorded for a chunk starting before
+    ``replay_until`` (a finished chunk run again to rebuild the KV cache). A chunk's first position is the
+    layer call's own (``AttentionCall.q_pos``)."""
 
     def __init__(self, cfg: dict, n: int, grid: np.ndarray, schedules: list, streams: list,
-                 key_dir: pathlib.Path | None):
+                 key_dir: pathlib.Path | None, replay_until: int = 0):
         self.cfg, self.n, self.grid, self.schedules, self.streams = cfg, n, grid, schedules, streams
         self.key_dir, self.stride = key_dir, max(1, n // 4096)
-        self.start, self.replay = 0, False
+        self.replay_until = replay_until
 
     def _stream(self, li: int, q_heads: int, kv_heads: int, head_dim: int) -> LayerStream:
         if self.streams[li] is None:
@@ -141,19 +161,32 @@ class _ChunkRecorder:
         return self.streams[li]
 
     def __call__(self, call) -> None:
-        if self.replay:
+        start = int(call.q_pos[0])
+        if start < self.replay_until:
             return
         c = call.query.shape[1]
         q_pre, k_pre, q_post, k_post = (t.detach().float().cpu().numpy() for t in
                                         (call.query_pre(), call.key_pre(chunk_only=True), call.query,
                                          call.key[:, -c:]))
         st = self._stream(call.layer, q_pre.shape[0], k_pre.shape[0], q_pre.shape[-1])
-        if chunk_is_checked(self.start, self.start + c, self.n):
+        if chunk_is_checked(start, start + c, self.n):
             sc = self.schedules[call.layer]
             st.rotation = check_rotation(((q_pre, q_post), (k_pre, k_post)), sc["theta"], sc["rotary_dim"],
-                                         np.arange(self.start, self.start + c), sc["attention_factor"],
+                                         np.arange(start, start + c), sc["attention_factor"],
                                          unit_roundoff_of(call.query.dtype)).merged(st.rotation)
         st.add(q_pre, k_pre, q_post, k_post)
+
+
+def _one_blas_thread():
+    """numpy's BLAS on one thread while the statistics run: their products are small (``(G * S, d)`` by
+    ``(d, KEY_BLOCK)`` at most, ``d x d`` Grams), and on them OpenBLAS's threads cost far more CPU time than
+    they save (a 96 x 64 by 64 x 1024 product: 16 ms of CPU time on two threads, 0.35 ms on one, on a loaded
+    2-core machine; the whole capture 3.5x less, docs/benchmarks/bench_capture_1024_cpu.json). The threaded
+    kernel may sum a product's ``d`` terms in another order, which moves a few sink terms by ulps (2e-15
+    relative there); on one thread they no longer depend on the machine's core count. The model's forward
+    runs in torch's own thread pool, which this leaves alone."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 @renamed("0.3.0", chunk="tokens_per_pass")
@@ -174,7 +207,6 @@ def capture_streams(model, input_ids: list[int], *, L: int, tokens_per_pass: int
     the result is identical to an uninterrupted run. ``result["kept"], ["computed"]``: chunks.
     """
     import torch
-    from transformers import DynamicCache
     cfg = model.config.to_dict()
     n = len(input_ids)
     scheds = layer_schedules(cfg, n)
@@ -186,21 +218,18 @@ def capture_streams(model, input_ids: list[int], *, L: int, tokens_per_pass: int
     grid = analysis_grid(n, L)
     streams: list[LayerStream | None] = [None] * len(scheds)
     nll = np.zeros(n - 1)
-    starts = list(range(0, n, tokens_per_pass))
+    edges = pass_edges(n, tokens_per_pass)
     done = 0
     saved = load_checkpoint(checkpoint, checkpoint_key, _restore_capture)
     if saved is not None:
         done, streams, nll = saved
-    recorder = _ChunkRecorder(cfg, n, grid, scheds, streams, None if checkpoint is None else key_folder(checkpoint))
-    cache = DynamicCache(config=model.config)
+    recorder = _ChunkRecorder(cfg, n, grid, scheds, streams, None if checkpoint is None else key_folder(checkpoint),
+                              replay_until=edges[done])     # the finished passes: rebuild the cache only
     t0 = time.time()
     clock = CheckpointClock(checkpoint_every)
-    with attention_hook(model, recorder), torch.no_grad():
-        for c, s in enumerate(starts):
-            e = min(n, s + tokens_per_pass)
-            recorder.start, recorder.replay = s, c < done          # a finished tokens_per_pass: rebuild the cache only
-            out = cached_forward(model, ids, s, e, cache)
-            if not recorder.replay:
+    with _one_blas_thread(), attention_hook(model, recorder), torch.no_grad():
+        for c, (s, e, out) in enumerate(chunked_passes(model, ids, edges)):
+            if c >= done:
                 chunk_nll(out.logits, ids, s, nll)
             del out
             if progress:
@@ -213,4 +242,4 @@ def capture_streams(model, input_ids: list[int], *, L: int, tokens_per_pass: int
     if any(st is None for st in streams):
         raise BadValue(f"{type(model).__name__}: not every layer's attention was called")
     return {"streams": streams, "schedules": scheds, "grid": grid, "nll": nll, "seconds": time.time() - t0,
-            "config": cfg, "kept": done, "computed": len(starts) - done}
+            "config": cfg, "kept": done, "computed": len(edges) - 1 - done}

@@ -184,18 +184,14 @@ def _chunked_nll(model, input_ids: list[int], tokens_per_pass: int, handler) -> 
     """Per-token loss of ``model`` over ``input_ids`` run ``tokens_per_pass`` tokens at a time with a KV cache, every
     attention layer computed by ``handler`` (``.hook.attention_hook`` with the eager mask)."""
     import torch
-    from transformers import DynamicCache
-    from .forward import cached_forward, chunk_nll
+    from .forward import chunk_nll, chunked_passes, pass_edges
     from .hook import attention_hook
     dev = next(model.parameters()).device
     ids = torch.tensor([input_ids], device=dev)
     n = len(input_ids)
     nll = np.zeros(n - 1)
-    cache = DynamicCache(config=model.config)
     with attention_hook(model, handler, eager_mask=True), torch.no_grad():
-        for s in range(0, n, tokens_per_pass):
-            e = min(n, s + tokens_per_pass)
-            out = cached_forward(model, ids, s, e, cache)
+        for s, _, out in chunked_passes(model, ids, pass_edges(n, tokens_per_pass)):
             chunk_nll(out.logits, ids, s, nll)
     return nll
 

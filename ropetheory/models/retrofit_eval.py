@@ -9,6 +9,8 @@ Per held-out window of ``8L`` tokens: perplexity on ``[1024, L)``, ``[L, 2L)``, 
 """
 from __future__ import annotations
 
+import collections
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,8 +62,7 @@ def window_pass(model, ids: np.ndarray, *, L: int, temperature: bool, tokens_per
     """One pass over a window: per-token loss, and the sink's share and log-odds terms per layer and kv
     head at the lengths ``probe_at`` (float64 logits as used, temperature included)."""
     import torch
-    from transformers import DynamicCache
-    from .forward import cached_forward, chunk_nll
+    from .forward import chunk_nll, chunked_passes
     from .hook import attention_hook, eager
     from .interventions import SinkProbe
     from .stream import SINK_QUERIES
@@ -83,12 +84,10 @@ def window_pass(model, ids: np.ndarray, *, L: int, temperature: bool, tokens_per
             return _scaled_attention(call, _row_scale(call.q_pos, L))
         return None
 
-    cache = DynamicCache(config=model.config)
     edges = _boundaries(n, L, tokens_per_pass, probe_at, SINK_QUERIES)
     with attention_hook(model, handler), torch.no_grad(), \
             torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        for s, e in zip(edges[:-1], edges[1:], strict=True):
-            out = cached_forward(model, x, s, e, cache)
+        for s, _, out in chunked_passes(model, x, edges):
             chunk_nll(out.logits, x, s, nll)
     return {"nll": nll, "heads": probe.rows("eval")}
 
@@ -121,8 +120,7 @@ def passkey(model, tokenizer, *, L: int, temperature: bool, trials: int, seed: i
     """Per (length, depth, trial): whether every answer token is the argmax given the prompt and the
     answer's earlier tokens (teacher forcing), and the answer's mean log-probability."""
     import torch
-    from transformers import DynamicCache
-    from .forward import cached_forward
+    from .forward import chunked_passes, pass_edges
     from .hook import attention_hook
     rng = np.random.default_rng(seed)
     dev = next(model.parameters()).device
@@ -138,12 +136,10 @@ def passkey(model, tokenizer, *, L: int, temperature: bool, trials: int, seed: i
                 key = int(rng.integers(10000, 100000))
                 prompt, answer = passkey_prompt(tokenizer, n, depth, key)
                 ids = torch.as_tensor([prompt + answer], device=dev)
-                cache = DynamicCache(config=model.config)
-                total = ids.shape[1]
                 with attention_hook(model, handler), torch.no_grad(), \
                         torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    for s in range(0, total, tokens_per_pass):
-                        out = cached_forward(model, ids, s, min(total, s + tokens_per_pass), cache)
+                    passes = chunked_passes(model, ids, pass_edges(ids.shape[1], tokens_per_pass))
+                    out = collections.deque(passes, maxlen=1)[0][2]       # the last pass: it holds the answer
                 logits = out.logits[0, -(len(answer) + 1):-1].float()
                 tgt = ids[0, -len(answer):]
                 logp = torch.log_softmax(logits, -1).gather(1, tgt[:, None])[:, 0]

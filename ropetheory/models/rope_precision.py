@@ -212,8 +212,7 @@ def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 409
                    modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
     """Per mode and position range: the table error, KL from ``exact``, top-1 agreement and perplexity."""
     import torch
-    from transformers import DynamicCache
-    from .forward import cached_forward
+    from .forward import chunked_passes, pass_edges
     if modes[0] != "exact":
         raise BadValue("the first mode must be 'exact': the others are compared with it")
     n = int(ids.size)
@@ -225,11 +224,10 @@ def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 409
     rows = []
     for mode in modes:
         nll, kl, agree = np.zeros(n - 1), np.zeros(n - 1), np.zeros(n - 1, dtype=bool)
-        cache = DynamicCache(config=model.config)
         with rotary_precision(model, mode), torch.no_grad():
-            for k, s in enumerate(range(0, n, tokens_per_pass)):
-                e = min(n, s + tokens_per_pass)
-                logp = torch.log_softmax(cached_forward(model, x, s, e, cache).logits[0].float(), -1)
+            for k, (s, e, out) in enumerate(chunked_passes(model, x, pass_edges(n, tokens_per_pass))):
+                logp = torch.log_softmax(out.logits[0].float(), -1)
+                del out                                         # one pass's logits held at a time
                 m = min(e, n - 1) - s
                 tgt = x[0, s + 1:s + 1 + m]
                 nll[s:s + m] = -logp[:m].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()

@@ -83,8 +83,9 @@ class KeyStore:
         """Rows as float64 (only the rows indexed are read)."""
         return np.asarray(self._m[idx], dtype=np.float64)
 
-    def blocks(self, h: int, n: int, block: int = KEY_BLOCK):
-        """``(a, b, K[h, a:b])`` for consecutive blocks covering rows ``[0, n)``, float64."""
+    def blocks(self, h: int | slice, n: int, block: int = KEY_BLOCK):
+        """``(a, b, K[h, a:b])`` for consecutive blocks covering rows ``[0, n)``, float64 (``h`` a slice:
+        those heads' rows, ``(heads, b - a, d)``)."""
         for a in range(0, n, block):
             b = min(n, a + block)
             yield a, b, self[h, a:b]
@@ -99,32 +100,33 @@ def mean_pair_cosine(S: np.ndarray, n: int) -> float:
     return float((S @ S - n) / (n * (n - 1))) if n > 1 else 0.0
 
 
-def _sink_terms(Q: np.ndarray, K: KeyStore, h: int, n: int, qpos: np.ndarray, scale: float,
+def _sink_terms(Q: np.ndarray, K: KeyStore, n: int, qpos: np.ndarray, scale: float,
                 window: int | None) -> tuple[np.ndarray, ...]:
-    """Per query row of ``Q (G*S, d)`` (query ``r`` at ``qpos[r % S]``) over the keys ``[0, n)`` it sees
-    (causal, within ``window``): the sink's logit ``s_0`` (``-inf`` if key 0 is hidden) and, over the
-    other visible keys, their log-sum-exp, sum and count. An online log-sum-exp over ``KeyStore``
-    blocks, ``O(S * block)`` memory, float64."""
+    """Per key head ``h`` and query row of ``Q (H, G*S, d)`` (row ``r`` at ``qpos[r % S]``), over the keys
+    ``[0, n)`` of head ``h`` it sees (causal, within ``window``): the sink's logit ``s_0`` (``-inf`` if key 0
+    is hidden) and, over the other visible keys, their log-sum-exp, sum and count, each ``(H, G*S)``. An
+    online log-sum-exp over ``KeyStore`` blocks of every head at once, ``O(H * G * S * block)`` memory,
+    float64; each head's numbers are those of its own rows alone (the heads are a batch axis)."""
     S = qpos.size
-    m = np.full(Q.shape[0], -np.inf)
-    tot, total, count = np.zeros(Q.shape[0]), np.zeros(Q.shape[0]), np.zeros(Q.shape[0])
-    l0 = np.full(Q.shape[0], -np.inf)
-    pos = np.tile(qpos, Q.shape[0] // S)
-    for a, b, Kb in K.blocks(h, n):
-        lg = (Q @ Kb.T) * scale
+    m = np.full(Q.shape[:-1], -np.inf)
+    tot, total, count = np.zeros(Q.shape[:-1]), np.zeros(Q.shape[:-1]), np.zeros(Q.shape[:-1])
+    l0 = np.full(Q.shape[:-1], -np.inf)
+    pos = np.tile(qpos, Q.shape[-2] // S)
+    for a, b, Kb in K.blocks(slice(None), n):
+        lg = (Q @ Kb.transpose(0, 2, 1)) * scale                   # (H, G*S, b - a)
         jj = np.arange(a, b)[None, :]
-        vis = jj <= pos[:, None]
+        vis = jj <= pos[:, None]                                    # (G*S, b - a): the same for every head
         if window is not None:
             vis &= jj > pos[:, None] - window
         if a == 0:
-            l0 = np.where(vis[:, 0], lg[:, 0], -np.inf)
+            l0 = np.where(vis[:, 0], lg[..., 0], -np.inf)
             vis[:, 0] = False                                   # the others: every key but the sink
         lg = np.where(vis, lg, -np.inf)
-        total += np.where(vis, lg, 0.0).sum(axis=1)
+        total += np.where(vis, lg, 0.0).sum(axis=-1)
         count += vis.sum(axis=1)
-        new = np.maximum(m, lg.max(axis=1))
+        new = np.maximum(m, lg.max(axis=-1))
         ref = np.where(np.isfinite(new), new, 0.0)
-        tot = tot * np.where(np.isfinite(m), np.exp(m - ref), 0.0) + np.exp(lg - ref[:, None]).sum(axis=1)
+        tot = tot * np.where(np.isfinite(m), np.exp(m - ref), 0.0) + np.exp(lg - ref[..., None]).sum(axis=-1)
         m = new
     lse = np.where(tot > 0, np.where(np.isfinite(m), m, 0.0) + np.log(np.where(tot > 0, tot, 1.0)), -np.inf)
     return l0, lse, total, count
@@ -277,21 +279,22 @@ class LayerStream:
         # sink share: the last S queries of a length-n input (positions n-S' .. n-1)
         Sq = min(self.sink_queries, n)
         for t, q, key in (("post", q_post, "sink_rope"), ("pre", q_pre, "sink_norope")):
-            Q = np.concatenate([self.recent_queries[t], q[:, : n - s].astype(np.float64)], axis=1)
+            # the last Sq queries up to n: the chunk's own (only those converted) after the earlier recent ones
+            Q = np.concatenate([self.recent_queries[t], q[:, max(0, n - s - Sq): n - s].astype(np.float64)], axis=1)
             Q = Q[:, -Sq:]                                              # (Hq, Sq, d)
             qpos = np.arange(n - Sq, n)
             if self.window is not None and qpos.min() >= self.window:
                 sn[key][:, g] = np.nan                            # key 0 outside every window: no sink
                 continue
+            Qh = Q.reshape(self.kv_heads, self.group_size * Sq, self.head_dim)    # each key head's group
+            l0, lse, total, count = _sink_terms(Qh, self.keys[t], n, qpos, self.scale, self.window)
+            ok = np.tile(np.ones(Sq, bool) if self.window is None else qpos < self.window, self.group_size)
             for h in range(self.kv_heads):
-                Qh = Q[h * self.group_size:(h + 1) * self.group_size].reshape(self.group_size * Sq, self.head_dim)
-                l0, lse, total, count = _sink_terms(Qh, self.keys[t], h, n, qpos, self.scale, self.window)
-                ok = np.tile(np.ones(Sq, bool) if self.window is None else qpos < self.window, self.group_size)
-                sn[key][h, g] = float(_sink_share(l0, lse)[ok].mean())     # queries that can see key 0
-                two = ok & (count >= 1)                                     # and at least one other key
+                sn[key][h, g] = float(_sink_share(l0[h], lse[h])[ok].mean())     # queries that can see key 0
+                two = ok & (count[h] >= 1)                                      # and at least one other key
                 if two.any():
-                    terms = mean_terms(sink_log_odds_from_parts(l0[two], total[two] / count[two], lse[two],
-                                                                count[two]))
+                    terms = mean_terms(sink_log_odds_from_parts(l0[h, two], total[h, two] / count[h, two],
+                                                                lse[h, two], count[h, two]))
                     for f in SINK_TERMS:
                         sn[f"{key}_{f}"][h, g] = float(getattr(terms, f))
 
