@@ -133,8 +133,16 @@ def test_holding_the_sink_log_odds_keeps_each_heads_value_at_L_and_measure_repor
 def test_bad_interventions_are_named():
     with pytest.raises(ValueError, match="intervention must be one of"):
         Intervention("clamp-everything", L, [])
-    with pytest.raises(ValueError, match="L must be"):
+    with pytest.raises(ValueError, match=r"train_len \(L\) must be"):
         Intervention("clamp-sink", 1, [])
+
+
+def test_the_old_short_name_L_still_reads_train_len_with_a_deprecation_warning():
+    iv = Intervention("clamp-sink", 64, [])
+    with pytest.warns(DeprecationWarning, match="train_len"):
+        assert iv.L == 64 == iv.train_len
+    with pytest.warns(DeprecationWarning, match="train_len"):
+        assert Intervention("clamp-sink", L=32, schedules=[]).train_len == 32
 
 
 def test_analyze_runs_an_intervention_on_a_packaged_model_and_writes_both_runs(tmp_path):

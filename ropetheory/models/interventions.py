@@ -33,7 +33,7 @@ from ..theory.sink import sink_log_odds_from_parts
 from .stream import SINK_QUERIES, SINK_TERMS
 from ..core.checks import check_integer
 from ..core.errors import BadValue
-from ..core.renamed import renamed
+from ..core.renamed import renamed, renamed_fields
 
 __all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "CONTROL_SEED"]
 
@@ -53,16 +53,18 @@ def _rotate(x, angles):
     return torch.cat((a * c - b * s, b * c + a * s, x[..., 2 * h:]), dim=-1)
 
 
+@renamed_fields("0.3.0", L="train_len")
 class Intervention:
-    """One named intervention for a model's layer schedules (``.forward.layer_schedules``) and ``L``."""
+    """One named intervention for a model's layer schedules (``.forward.layer_schedules``) and its training
+    length ``train_len`` (L)."""
 
-    def __init__(self, name: str, L: int, schedules: list[dict]):
+    def __init__(self, name: str, train_len: int, schedules: list[dict]):
         if name not in INTERVENTIONS:
             raise BadValue(f"intervention must be one of {INTERVENTIONS}, got {name!r}")
-        if not isinstance(L, int) or L < 2:
-            raise BadValue(f"L must be an integer >= 2, got {L!r}")
-        self.name, self.L, self.schedules = name, L, schedules
-        self.control_key = int(np.random.default_rng(CONTROL_SEED).integers(1, L))
+        if not isinstance(train_len, int) or train_len < 2:
+            raise BadValue(f"train_len (L) must be an integer >= 2, got {train_len!r}")
+        self.name, self.train_len, self.schedules = name, train_len, schedules
+        self.control_key = int(np.random.default_rng(CONTROL_SEED).integers(1, train_len))
         self.targets: dict[tuple[int, int], list[float]] = {}      # (layer, query head) -> log-odds at L
         self._call: Any = None
 
@@ -91,21 +93,21 @@ class Intervention:
         """Change the targeted logits of kv head ``h``'s group, ``S (G, c, Lk)``, in place."""
         import torch
         vis = call.visible()
-        far = (call.q_pos[:, None] - call.k_pos[None, :] > self.L - 1) & vis
+        far = (call.q_pos[:, None] - call.k_pos[None, :] > self.train_len - 1) & vis
         sink = (call.k_pos == 0)
         if self.name in ("clamp-sink", "clamp-control"):
             col = sink if self.name == "clamp-sink" else call.k_pos == self.control_key
             cols = torch.nonzero(col).flatten()
             if cols.numel():
-                new = self._logits(call, h, cols, self.L - 1)
+                new = self._logits(call, h, cols, self.train_len - 1)
                 S[:, :, cols] = torch.where(far[:, cols], new, S[:, :, cols])
         elif self.name in ("clamp-all", "clamp-slow"):
             if far.any():
                 cols = torch.nonzero(far.any(dim=0)).flatten()
                 sc = self.schedules[call.layer]
                 slow = None if self.name == "clamp-all" else \
-                    np.asarray(sc["theta"])[: sc["rotary_dim"] // 2] * (self.L - 1) < 2 * math.pi
-                new = self._logits(call, h, cols, self.L - 1, slow)
+                    np.asarray(sc["theta"])[: sc["rotary_dim"] // 2] * (self.train_len - 1) < 2 * math.pi
+                new = self._logits(call, h, cols, self.train_len - 1, slow)
                 S[:, :, cols] = torch.where(far[:, cols], new, S[:, :, cols])
         elif sink.any():
             self._edit_sink(call, h, S, vis, int(torch.nonzero(sink)[0, 0]))
@@ -117,7 +119,7 @@ class Intervention:
         others[:, c0] = False
         rows = vis[:, c0] & others.any(dim=1)
         if self.name == "sink-at-4L":
-            new = self._logits(call, h, torch.tensor([c0], device=S.device), 4 * self.L)[..., 0]
+            new = self._logits(call, h, torch.tensor([c0], device=S.device), 4 * self.train_len)[..., 0]
             S[:, :, c0] = torch.where(rows, new, S[:, :, c0])
             return
         masked = S.masked_fill(~others, -torch.inf)
@@ -129,12 +131,12 @@ class Intervention:
         G = call.groups
         for g in range(G):
             key = (call.layer, h * G + g)
-            ref = rows & (call.q_pos >= self.L - SINK_QUERIES) & (call.q_pos < self.L)
+            ref = rows & (call.q_pos >= self.train_len - SINK_QUERIES) & (call.q_pos < self.train_len)
             self.targets.setdefault(key, []).extend(log_odds[g, ref].tolist())
-            late = rows & (call.q_pos >= self.L)
+            late = rows & (call.q_pos >= self.train_len)
             if late.any():
                 if not self.targets[key]:
-                    raise BadValue(f"no query before L = {self.L} to hold the sink's log-odds at")
+                    raise BadValue(f"no query before L = {self.train_len} to hold the sink's log-odds at")
                 tau = float(np.mean(self.targets[key]))
                 S[g, :, c0] = torch.where(late, S[g, :, c0] + (tau - log_odds[g]), S[g, :, c0])
 
