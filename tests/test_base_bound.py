@@ -204,3 +204,13 @@ def test_basebound_command_writes_table_and_recomputes_only_on_change(tmp_path, 
     out = subprocess.run([sys.executable, "-m", "ropetheory.cli", "basebound", "--lengths", "abc"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "--lengths" in out.stderr
+
+
+@pytest.mark.parametrize("planes", [1, 32, 64, 65, 1000, 5000, 8192])
+def test_a_kernel_calls_working_set_does_not_grow_with_the_head_width(planes):
+    """explore found search_feasible_bases(train_len=993, head_dim=10000) allocating 42 GB in one call: the
+    pairs per call now shrink as the planes grow, so pairs x planes stays at most what it is at d = 128."""
+    from ropetheory.theory import base_bound as bb
+    c = bb.pair_chunk(planes)
+    assert c & (c - 1) == 0 and c >= bb.MIN_CHUNK
+    assert c * planes <= max(bb.PAIR_CHUNK_CPU * bb.CHUNK_PLANES, bb.MIN_CHUNK * planes)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from strategies import examples
 
 import ropetheory as rt
@@ -127,6 +127,9 @@ def _symmetric_batch(d, seed, kind):
 
 
 _householder_top = jax.jit(tridiag.householder_top)
+#: compiled programs on a CPU flush subnormals to zero (``tridiag.TINY_ENTRY``): a matrix of subnormal entries
+#: has top eigenvalue 0 there, an absolute error below the smallest normal number
+UNDERFLOW_ABS = 2.0 ** -1022
 KINDS = ["wishart", "rank1", "rank_deficient", "double_top", "graded", "zero", "diagonal", "identity_multiple",
          "indefinite"]
 
@@ -218,6 +221,9 @@ def test_sturm_bracket_encloses_the_top_and_unrolling_changes_no_bit():
 @examples(25, deadline=None)
 @given(d=st.sampled_from([1, 4, 9]), rank=st.integers(0, 9), seed=st.integers(0, 2 ** 31 - 1),
        shift=st.floats(-2, 2), exp=st.integers(-30, 30))
+@example(d=1, rank=0, seed=0, shift=-2.2250738585072014e-308, exp=0)      # explore: the smallest normal
+@example(d=1, rank=0, seed=0, shift=2.2250738585e-313, exp=0)             # explore: a subnormal matrix
+@example(d=4, rank=2, seed=1, shift=0.5, exp=-1060)                        # subnormal entries throughout
 def test_householder_enclosure_holds_for_random_symmetric_matrices(d, rank, seed, shift, exp):
     """Low-rank plus a shift (indefinite, repeated eigenvalues, any scale): numpy's top eigenvalue lies in
     ``[lo, hi]`` and the value is within EIG_RTOL of it relative to ``||G||_2``."""
@@ -226,8 +232,13 @@ def test_householder_enclosure_holds_for_random_symmetric_matrices(d, rank, seed
     G = np.ldexp(A @ A.transpose(0, 2, 1) + shift * np.eye(d), exp)
     ev = np.linalg.eigvalsh(G)
     value, lo, hi, ok = (np.asarray(x) for x in _householder_top(jnp.asarray(G)))
-    assert ok.all() and np.all((lo <= ev[:, -1]) & (ev[:, -1] <= hi))
-    assert np.all(np.abs(value - ev[:, -1]) <= EIG_RTOL * np.max(np.abs(ev), axis=1))
+    normal = np.max(np.abs(G), axis=(1, 2)) >= tridiag.TINY_ENTRY
+    # matrices in the underflow range are handed back (to eigvalsh, as topeig does) or read as zero
+    assert np.all(ok[normal])
+    assert np.all((lo[normal] <= ev[normal, -1]) & (ev[normal, -1] <= hi[normal]))
+    assert np.all(np.abs(value[normal] - ev[normal, -1]) <= EIG_RTOL * np.max(np.abs(ev[normal]), axis=1))
+    top = np.asarray(jax.jit(lambda M: topeig.top_eigenvalue(M, "householder"))(jnp.asarray(G)))
+    assert np.all(np.abs(top - ev[:, -1]) <= np.maximum(EIG_RTOL * np.max(np.abs(ev), axis=1), UNDERFLOW_ABS))
 
 
 def test_figure7_path_compiles_once_for_every_grid_of_one_bucket():

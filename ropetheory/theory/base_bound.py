@@ -58,6 +58,7 @@ from ..core.renamed import renamed_fields
 
 __all__ = ["B_values", "enclose_B", "pair_bounds", "interval_inputs",
            "BaseSearchResult", "MEN_TABLE2", "MAX_L", "MAX_LN_B", "PAIR_CHUNK_CPU", "PAIR_CHUNK_ACCEL", "MIN_CHUNK",
+           "CHUNK_PLANES", "pair_chunk",
            "WITNESS_CANDIDATES",
            "REL_THETA_ERR", "TERM_ABS_ERR", "DEFAULT_MIN_WIDTH"]
 
@@ -79,6 +80,9 @@ DEFAULT_MIN_WIDTH = 1e-9
 #: two from ``MIN_CHUNK``, so the kernel compiles for a few sizes only
 PAIR_CHUNK_CPU = 1 << 16
 PAIR_CHUNK_ACCEL = 1 << 21
+#: the planes the chunks above were sized for (d = 128): a call's working set is pairs x planes, so a wider
+#: head gets proportionally fewer pairs per call (``pair_chunk``) and memory stays what it is at d = 128
+CHUNK_PLANES = 64
 MIN_CHUNK = 1 << 9
 #: at most this many m of low upper enclosure in a parent are tried first on its children (cheap witnesses)
 WITNESS_CANDIDATES = 32
@@ -186,12 +190,21 @@ def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndar
     return lo.reshape(m.shape), hi.reshape(m.shape)
 
 
+def pair_chunk(planes: int) -> int:
+    """Pairs per kernel call for heads of ``planes`` rotating planes on this device: ``PAIR_CHUNK_CPU`` or
+    ``PAIR_CHUNK_ACCEL`` scaled by ``CHUNK_PLANES / planes`` (down to a power of two, at least ``MIN_CHUNK``)."""
+    base = PAIR_CHUNK_CPU if compute_platform() == "cpu" else PAIR_CHUNK_ACCEL
+    if planes <= CHUNK_PLANES:
+        return base
+    return max(MIN_CHUNK, 1 << ((base * CHUNK_PLANES // planes).bit_length() - 1))
+
+
 def _evaluate(m: np.ndarray, idx: np.ndarray, ar: dict) -> tuple[np.ndarray, np.ndarray]:
     """Run the kernel over pairs in fixed-size chunks (the last one padded)."""
     n = m.size
     lo, hi = np.empty(n), np.empty(n)
     dev = {k: jnp.asarray(v) for k, v in ar.items()}
-    chunk = PAIR_CHUNK_CPU if compute_platform() == "cpu" else PAIR_CHUNK_ACCEL
+    chunk = pair_chunk(int(np.shape(ar["th_c"])[-1]))
     idx = idx.astype(np.int32, copy=False)
     m = m.astype(np.int32, copy=False)                       # exact: m < MAX_L; half the transfer of float64
     for s in range(0, n, chunk):

@@ -297,7 +297,7 @@ def search_feasible_bases(train_len: int, head_dim: int = 128, *, b_min: float =
     checkpoint_seconds = check_number("checkpoint_seconds", checkpoint_seconds, lo=0.0)
     if progress is not None:
         check_callable("progress", progress)
-    chunk = bb.PAIR_CHUNK_ACCEL if accel else bb.PAIR_CHUNK_CPU
+    chunk = bb.pair_chunk(d // 2)
     t0 = time.perf_counter()
     lo_t, hi_t = math.log(b_min), math.log(b_max)
     key = repr((L, d, b_min, b_max, min_width, initial, derived_code_hash(__name__)))
