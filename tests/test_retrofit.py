@@ -235,7 +235,7 @@ def test_a_killed_finetune_resumes_to_the_same_weights_as_an_uninterrupted_one(t
     i = geo["grid"].index(8 * L)
     assert row["fsv_ratio_8L"] == np.median([h["rho_measured"][i] for h in geo["heads"]])
     assert row["C2_heads"] == sum(h["C2"] for h in geo["heads"]) and row["rotation_within_bound"]
-    assert "RoPE-ID" in geometry_table(root / "out" / "model")
+    assert "RoPE-ID" in geometry_table([row])
 
 
 def test_a_retrofitted_capture_passes_its_rotation_check_only_against_the_frequencies_it_was_given():
@@ -335,7 +335,7 @@ def test_the_committed_geometry_table_is_what_the_committed_analyses_give():
         for k, v in got.items():
             assert (float(want[k]) == pytest.approx(v, rel=1e-12)) if isinstance(v, float) else str(v) == want[k]
         assert got["rotation_within_bound"] and got["heads"] == 90
-    table = geometry_table(COMMITTED)
+    table = geometry_table(rows)
     assert (COMMITTED / "geometry.md").read_text().strip() == table
     assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
 
@@ -350,7 +350,7 @@ def test_the_decomposition_parts_add_up_to_the_change_and_the_committed_table_is
     # dilution depends on the query positions alone: the same for every evaluation, about -log 8
     assert len({round(r["from_dilution"], 9) for r in rows}) == 1
     assert rows[0]["from_dilution"] == pytest.approx(-np.log(8), rel=1e-2)
-    table = decomposition_table(COMMITTED)
+    table = decomposition_table(rows)
     assert (COMMITTED / "decomposition.md").read_text().strip() == table
     assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
 
@@ -378,8 +378,9 @@ def test_the_readme_retrofit_row_quotes_the_committed_numbers():
 
 
 def test_the_committed_predictor_table_is_what_the_committed_geometry_gives():
-    from ropetheory.models.retrofit_report import predictor_table
-    rows, table = predictor_table(COMMITTED)
+    from ropetheory.models.retrofit_report import collapse_rows, predictor_table
+    rows = collapse_rows(COMMITTED)
+    table = predictor_table(rows)
     assert (COMMITTED / "predictors.md").read_text().strip() == table
     assert table in (TESTS.parent / "docs" / "guide" / "retrofit.md").read_text()
     fsv = next(r for r in rows if r["variant"] == "rope" and r["candidate"] == "fsv_ratio")

@@ -227,20 +227,21 @@ def _cmd_corpus(args) -> int:
 
 def _cmd_report(folder: pathlib.Path) -> int:
     from ..store import write_csv, write_json
-    from .retrofit_report import (decomposition_rows, decomposition_table, draw, draw_geometry, finetune_cost,
-                                  geometry_rows, geometry_table, load_results, markdown_table, predictor_table,
-                                  summarise, verdict_rows)
+    from .retrofit_report import (collapse_rows, decomposition_rows, decomposition_table, draw, draw_geometry,
+                                  finetune_cost, geometry_rows, geometry_table, load_results, markdown_table,
+                                  predictor_table, summarise, verdict_rows)
     rows = verdict_rows(folder)
-    write_csv(folder / "decomposition.csv", decomposition_rows(folder))
-    (folder / "decomposition.md").write_text(decomposition_table(folder) + "\n")
+    decomposition = decomposition_rows(folder)
+    write_csv(folder / "decomposition.csv", decomposition)
+    (folder / "decomposition.md").write_text(decomposition_table(decomposition) + "\n")
     geometry = geometry_rows(folder)
     if geometry:
         write_csv(folder / "geometry.csv", geometry)
-        (folder / "geometry.md").write_text(geometry_table(folder) + "\n")
+        (folder / "geometry.md").write_text(geometry_table(geometry) + "\n")
         draw_geometry(folder, folder / "geometry")
-        prows, ptable = predictor_table(folder)
-        write_csv(folder / "predictors.csv", prows)
-        (folder / "predictors.md").write_text(ptable + "\n")
+        collapse = collapse_rows(folder)
+        write_csv(folder / "predictors.csv", collapse)
+        (folder / "predictors.md").write_text(predictor_table(collapse) + "\n")
     write_csv(folder / "table.csv", rows)
     evals, trains = load_results(folder)
     write_json(folder / "summary.json", {

@@ -34,7 +34,8 @@ from ..core.errors import BadValue
 
 __all__ = ["load_results", "summarise", "verdict_rows", "markdown_table", "finetune_cost", "draw", "FLAT_PPL_FACTOR",
            "SINK_HEAD_SHARE", "SINK_KEPT_FRACTION", "load_geometry", "geometry_rows", "geometry_table",
-           "GEOMETRY_LENGTHS", "draw_geometry", "decomposition_rows", "decomposition_table", "predictor_table"]
+           "GEOMETRY_LENGTHS", "draw_geometry", "decomposition_rows", "decomposition_table", "collapse_rows",
+           "predictor_table"]
 
 #: a head whose sink share is above this is a sink head (the same threshold as the committed SmolLM2 analysis)
 SINK_HEAD_SHARE = 0.5
@@ -143,37 +144,41 @@ def decomposition_rows(folder: str | pathlib.Path, far: int = 8) -> list[dict[st
     return rows
 
 
-def decomposition_table(folder: str | pathlib.Path, far: int = 8) -> str:
-    """The guide's decomposition table (``decomposition_rows`` as markdown, in nats)."""
+def decomposition_table(rows: list[dict[str, Any]], far: int = 8) -> str:
+    """The guide's decomposition table: ``decomposition_rows(folder, far)`` as markdown, in nats."""
     lines = [f"| evaluation | log-odds at L | change L → {far}L | from the sink's logit s_0 | from the others' "
              f"mean mu | from dilution | from the spread kappa |", "|---|---|---|---|---|---|---|"]
-    for r in decomposition_rows(folder, far):
+    for r in rows:
         parts = " | ".join(f"{r[f'from_{t}']:+.2f}" for t in DECOMPOSITION_TERMS)
         lines.append(f"| {LABEL.get(r['evaluation'], r['evaluation'])} | {r['log_odds_at_L']:.2f} | "
                      f"{r['change']:+.2f} | {parts} |")
     return "\n".join(lines)
 
 
-def predictor_table(folder: str | pathlib.Path) -> tuple[list[dict[str, Any]], str]:
-    """Per geometry analysis, how well each candidate explains the change of the sink's log-odds from L to
-    kL across heads (``.predictors.collapse_predictors``, seeded): the rows, and the guide's markdown."""
+def collapse_rows(folder: str | pathlib.Path) -> list[dict[str, Any]]:
+    """Per geometry analysis and candidate, how well the candidate explains the change of the sink's log-odds
+    from L to kL across heads (``.predictors.collapse_predictors``, seeded)."""
     from .predictors import collapse_predictors, predictor_rows
-    rows = [{"variant": v, **r} for v, g in load_geometry(folder).items()
+    return [{"variant": v, **r} for v, g in load_geometry(folder).items()
             for r in predictor_rows(collapse_predictors(g))]
+
+
+def predictor_table(rows: list[dict[str, Any]]) -> str:
+    """The guide's predictor table: the available candidates of ``collapse_rows(folder)`` as markdown."""
     lines = ["| variant | candidate | Spearman (95% bootstrap) | R² | Spearman within 2L / 4L / 8L |",
              "|---|---|---|---|---|"]
     for r in rows:
         if r["available"]:
             lines.append(f"| {LABEL.get(r['variant'], r['variant'])} | {r['candidate']} | {r['spearman']:+.2f} "
                          f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['r2']:.2f} | {r['spearman_within_k']} |")
-    return rows, "\n".join(lines)
+    return "\n".join(lines)
 
 
-def geometry_table(folder: str | pathlib.Path) -> str:
-    """The guide's geometry table (``geometry_rows`` as markdown)."""
+def geometry_table(rows: list[dict[str, Any]]) -> str:
+    """The guide's geometry table: ``geometry_rows(folder)`` as markdown."""
     lines = ["| variant | FSV ratio at L | 2L | 4L | 8L | predicted floor | heads C1 / C2 | median share L → 8L |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in geometry_rows(folder):
+    for r in rows:
         rho = [f"{r[f'fsv_ratio_{k}L']:.3f} [{r[f'fsv_ratio_{k}L_q1']:.3f}, {r[f'fsv_ratio_{k}L_q3']:.3f}]"
                for k in GEOMETRY_LENGTHS]
         lines.append(f"| {LABEL.get(r['variant'], r['variant'])} | {' | '.join(rho)} | {r['median_floor']:.3f} | "
