@@ -56,11 +56,11 @@ class Enclosure(NamedTuple):
 
 #: |tr T - tr G| / sum |diag G| above this means the reduction is broken (a correct one: ~ d eps)
 TRACE_RTOL = 1e-9
-#: a nonzero matrix whose largest entry is below this is not reduced (``ok`` False: callers fall back to
-#: eigvalsh): XLA on a CPU flushes subnormal numbers to zero inside compiled programs, so entries within ~2^54
-#: of the underflow threshold 2^-1022 lose bits before the exact power-of-two scaling can rescue them. A
-#: matrix of subnormal entries only reads as the zero matrix there, and its top eigenvalue comes back 0
-#: (an absolute error below 2^-1022)
+#: a nonzero matrix whose largest entry is below this is outside ``householder_top``'s domain (``ok`` False):
+#: XLA on a CPU flushes subnormal numbers to zero inside compiled programs, so the reduction of entries within
+#: ~2^54 of the underflow threshold 2^-1022 loses them (a matrix of subnormal entries only reads as the zero
+#: matrix there). ``topeig.top_eigenvalue`` never gets here with such a matrix: it scales every input exactly
+#: by a power of two on the host first
 TINY_ENTRY = 2.0 ** -960
 
 
@@ -195,22 +195,14 @@ def householder_top(G, panel: int = PANEL, unroll=1, unroll_sturm: bool = False)
     ``householder_tridiagonal`` then ``sturm_bracket``; ``[lo, hi]`` widened by ``enclosure_radius``.
     ``unroll``, ``unroll_sturm``: of the panels' column loops and of the Sturm counts' pivot loop.
 
-    Each matrix is first scaled exactly by a power of two ``2^-e`` (in two steps, so that neither factor
-    overflows) to a largest entry in ``[1/2, 1)``, and the results scaled back: tiny or huge matrices are
-    reduced like any other (``lambda_max`` is homogeneous of degree one). A matrix whose largest entry is
-    below ``TINY_ENTRY``, and not zero, is not ``ok``."""
-    big = jnp.max(jnp.abs(G), axis=(1, 2))
-    _, e = jnp.frexp(big)
-    e1 = e // 2
-    Gs = G * jnp.ldexp(1.0, -e1)[:, None, None] * jnp.ldexp(1.0, -(e - e1))[:, None, None]
-    a, b = householder_tridiagonal(Gs, panel, unroll)
+    ``topeig.top_eigenvalue`` hands it matrices already scaled exactly to a largest entry in ``[1/2, 1)``;
+    called directly, a nonzero matrix whose largest entry is below ``TINY_ENTRY`` is not ``ok``."""
+    a, b = householder_tridiagonal(G, panel, unroll)
     lo, hi = sturm_bracket(a, b, unroll=unroll_sturm)
-    r = enclosure_radius(Gs, b)
-    gd = jnp.diagonal(Gs, axis1=1, axis2=2)
+    r = enclosure_radius(G, b)
+    gd = jnp.diagonal(G, axis1=1, axis2=2)
     value = 0.5 * (lo + hi)
+    big = jnp.max(jnp.abs(G), axis=(1, 2))
     ok = jnp.isfinite(value) & (jnp.abs(jnp.sum(a, 1) - jnp.sum(gd, 1)) <= TRACE_RTOL * jnp.sum(jnp.abs(gd), 1))
     ok &= (big >= TINY_ENTRY) | (big == 0)
-
-    def back(x):
-        return jnp.ldexp(jnp.ldexp(x, e1), e - e1)
-    return Enclosure(back(value), back(lo - r), back(hi + r), ok)
+    return Enclosure(value, lo - r, hi + r, ok)
