@@ -220,6 +220,7 @@ def test_sturm_bracket_encloses_the_top_and_unrolling_changes_no_bit():
        shift=st.floats(-2, 2), exp=st.integers(-30, 30))
 @example(d=1, rank=0, seed=0, shift=-2.2250738585072014e-308, exp=0)      # explore: the smallest normal
 @example(d=1, rank=0, seed=0, shift=2.2250738585e-313, exp=0)             # explore: a subnormal matrix
+@example(d=4, rank=0, seed=0, shift=3.47775768587457e-240, exp=0)       # explore: squares of entries subnormal
 @example(d=4, rank=2, seed=1, shift=0.5, exp=-1060)                        # subnormal entries throughout
 def test_householder_enclosure_holds_for_random_symmetric_matrices(d, rank, seed, shift, exp):
     """Low-rank plus a shift (indefinite, repeated eigenvalues, any scale): numpy's top eigenvalue lies in

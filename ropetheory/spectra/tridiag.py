@@ -57,11 +57,11 @@ class Enclosure(NamedTuple):
 #: |tr T - tr G| / sum |diag G| above this means the reduction is broken (a correct one: ~ d eps)
 TRACE_RTOL = 1e-9
 #: a nonzero matrix whose largest entry is below this is outside ``householder_top``'s domain (``ok`` False):
-#: XLA on a CPU flushes subnormal numbers to zero inside compiled programs, so the reduction of entries within
-#: ~2^54 of the underflow threshold 2^-1022 loses them (a matrix of subnormal entries only reads as the zero
-#: matrix there). ``topeig.top_eigenvalue`` never gets here with such a matrix: it scales every input exactly
-#: by a power of two on the host first
-TINY_ENTRY = 2.0 ** -960
+#: the reduction's Householder norms and the enclosure radius's ``||G||_F`` square the entries, and squares
+#: below 2^-1022 are subnormal (XLA on a CPU flushes them to zero inside compiled programs), so the value or
+#: its enclosure would be lost. ``topeig.top_eigenvalue`` never gets here with such a matrix: it scales every
+#: input exactly by a power of two, to a largest entry in [1/2, 1), first
+TINY_ENTRY = 2.0 ** -480
 
 
 def _reflector(col, j, idx):
