@@ -145,19 +145,32 @@ def test_the_old_short_name_L_still_reads_train_len_with_a_deprecation_warning()
         assert Intervention("clamp-sink", L=32, schedules=[]).train_len == 32
 
 
-def test_analyze_runs_an_intervention_on_a_packaged_model_and_writes_both_runs(tmp_path):
+def test_analyze_runs_interventions_on_a_packaged_model_and_writes_both_runs_and_a_verdict(tmp_path, capsys):
     import csv
     import json
     from ropetheory.models.analyze import main as analyze_main
     with pytest.raises(ValueError, match="--intervention needs --model"):
         analyze_main(["--intervention", "clamp-sink", "--out", str(tmp_path)])
-    assert analyze_main(["--model", "smollm2-135m", "--intervention", "clamp-control", "--max-tokens", "96",
-                         "--train-len", "24", "--tokens-per-pass", "40", "--out", str(tmp_path), "--quiet"]) == 0
-    d = tmp_path / "smollm2-135m" / "intervention-clamp-control"
+    with pytest.raises(ValueError, match="got 'clamp-nothing'"):
+        analyze_main(["--model", "smollm2-135m", "--intervention", "clamp-sink,clamp-nothing", "--out", str(tmp_path)])
+    argv = ["--model", "smollm2-135m", "--intervention", "clamp-control,sink-to-mean", "--max-tokens", "96",
+            "--train-len", "24", "--tokens-per-pass", "40", "--text-distribution", "gguf", "--out", str(tmp_path),
+            "--quiet"]
+    assert analyze_main(argv) == 0
+    base = tmp_path / "smollm2-135m"
+    d = base / "intervention-clamp-control"
     res = json.loads((d / "intervention.json").read_text())
     assert res["train_len"] == 24 and 1 <= res["control_key"] < 24
+    assert res["meta"]["text"]["source"].startswith("distribution gguf")
     with open(d / "ppl.csv") as fh:
         ppl = list(csv.DictReader(fh))
     assert {r["run"] for r in ppl} == {"unchanged", "intervened"}
     within = [r for r in ppl if int(r["end"]) <= 24]
     assert within[0]["ppl"] == within[1]["ppl"]                       # the control acts past L only
+    verdict = json.loads((base / "verdict.json").read_text())
+    assert verdict["verdict"] in ("incomplete", "no failure") and "hold-sink-odds" in verdict["missing"]
+    assert "verdict:" in capsys.readouterr().out
+    journal, = base.glob("interventions-*.jsonl")
+    assert len(journal.read_text().splitlines()) == 3                 # one unchanged run, one per intervention
+    assert analyze_main(argv) == 0                                    # resumed: nothing recomputed
+    assert len(journal.read_text().splitlines()) == 3

@@ -16,6 +16,7 @@ sink-to-mean, sink-at-4L, clamp-control) on the same tokens, and writes perplexi
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -58,6 +59,9 @@ def _parser():
                                     "folder; loaded offline and analysed by streaming (ropetheory.models.study)")
     ap.add_argument("--text", help="a text file to run through the model (default: the licence texts in "
                                    "/usr/share/common-licenses)")
+    ap.add_argument("--text-distribution", default=None, metavar="NAME",
+                    help="read the text of an installed Python distribution instead (e.g. gguf: its source and "
+                         "docs in path order, never repeating; ropetheory.models.corpus.distribution_text)")
     ap.add_argument("--max-tokens", type=int, default=2048, help="tokens of text to analyse")
     ap.add_argument("--repeat-text", action="store_true", help="repeat the text if it is shorter than --max-tokens")
     ap.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token")
@@ -69,10 +73,11 @@ def _parser():
                          'e.g. \'{"rope_type": "linear", "factor": 2}\' (PI), dynamic, yarn')
     ap.add_argument("--checkpoint-every", type=float, default=None,
                     help="seconds between capture checkpoints")
-    ap.add_argument("--intervention", choices=INTERVENTIONS, default=None,
-                    help="with --model: run the model unchanged and with this change of its attention past L "
-                         "(ropetheory.models.interventions) on the same tokens; perplexity and the sink's "
-                         "log-odds terms of both to <out>/<model>/intervention-<name>/")
+    ap.add_argument("--intervention", default=None, metavar="NAME[,NAME...]|all",
+                    help=f"with --model: run the model unchanged once and with each of these changes of its "
+                         f"attention past L ({', '.join(INTERVENTIONS)}; ropetheory.models.interventions) on "
+                         f"the same tokens; perplexity and the sink's log-odds terms to "
+                         f"<out>/<model>/intervention-<name>/, the verdict to <out>/<model>/verdict.md")
     return ap
 
 
@@ -120,6 +125,7 @@ def _analyze_model(args, out: pathlib.Path) -> int:
     from .predictor_figures import plot_collapse_predictors
     scaling = _rope_scaling(args)
     res = study.run(args.model, out=out, n_tokens=args.max_tokens, text=args.text, bos=args.bos,
+                    text_distribution=args.text_distribution,
                     repeat_text=args.repeat_text, tokens_per_pass=args.tokens_per_pass,
                     device=_torch_device(args.device),
                     quiet=args.quiet, train_len=args.train_len, rope_scaling=scaling, resume=not args.fresh,
@@ -156,15 +162,24 @@ def _intervene(args, out: pathlib.Path) -> int:
     if args.max_tokens < 2 or args.tokens_per_pass < 1:
         raise BadValue(f"--max-tokens must be >= 2 and --tokens-per-pass >= 1, got {args.max_tokens}, "
                        f"{args.tokens_per_pass}")
-    device = _torch_device(args.device)
-    res = interventions.run(args.model, out=out, name=args.intervention, n_tokens=args.max_tokens, text=args.text,
+    names = args.intervention if args.intervention == "all" else args.intervention.split(",")
+    bad = [x for x in ([] if names == "all" else names) if x not in INTERVENTIONS]
+    if bad:
+        raise BadValue(f"--intervention must name some of {', '.join(INTERVENTIONS)} (comma-separated) or all, "
+                       f"got {', '.join(bad)!r}")
+    res = interventions.run(args.model, out=out, name=names, n_tokens=args.max_tokens, text=args.text,
                             bos=args.bos, repeat_text=args.repeat_text, tokens_per_pass=args.tokens_per_pass,
-                            device=device,
-                            train_len=args.train_len)
-    print(f"{res['meta']['model']} {args.intervention}: n = {res['n']}, L = {res['train_len']}")
-    for a, b in zip(res["runs"]["unchanged"]["nll_ranges"], res["runs"]["intervened"]["nll_ranges"], strict=True):
-        print(f"  ppl [{a['start']}, {a['end']}): unchanged {a['ppl']:.3f}, intervened {b['ppl']:.3f}")
-    print(f"wrote {out / res['meta']['model'] / ('intervention-' + args.intervention)}")
+                            device=_torch_device(args.device), train_len=args.train_len,
+                            text_distribution=args.text_distribution, resume=not args.fresh)
+    first = next(iter(res.values()))
+    label = first["meta"]["model"]
+    print(f"{label}: n = {first['n']}, L = {first['train_len']}")
+    for name, r in res.items():
+        for a, b in zip(r["runs"]["unchanged"]["nll_ranges"], r["runs"]["intervened"]["nll_ranges"], strict=True):
+            print(f"  {name:>15s} ppl [{a['start']}, {a['end']}): unchanged {a['ppl']:.3f}, intervened {b['ppl']:.3f}")
+    v = json.loads((out / label / "verdict.json").read_text())
+    print(f"verdict: {v['verdict']}: {v['why']}")
+    print(f"wrote {out / label}/intervention-*/, interventions.csv, verdict.md and interventions.png")
     return 0
 
 

@@ -6,7 +6,12 @@ English legal prose, the same on every Debian or Ubuntu machine), joined in name
 blank line between texts, symbolic links skipped. The sha256 of the text and of the exact token ids
 (``ropetheory.store.token_ids_sha256``: another machine's licence files or another tokenizer give
 another) are recorded with every result (``meta["text"]``). A
-user can give any text file instead. If the text is shorter than the tokens asked for, the run
+user can give any text file instead, or name an installed Python distribution
+(``distribution_text``): its text files as the retrofit corpus reads them, in path order, one blank
+line between files. Such a text is code and its documentation, does not repeat (a package's files
+are distinct), and is the same on any machine with the same version installed, whatever the
+tokenizer: the one text every model and intervention past ``L`` can be measured on.
+If the text is shorter than the tokens asked for, the run
 stops with an error naming both counts, unless ``repeat=True``, which appends the text to itself
 (the position where it first repeats is recorded: repeated text invites copying, which changes
 attention).
@@ -21,7 +26,7 @@ from ..core.checks import check_integer
 from ..core.errors import BadValue
 from ..store import token_ids_sha256
 
-__all__ = ["LICENSE_DIR", "default_text", "text_tokens"]
+__all__ = ["LICENSE_DIR", "default_text", "distribution_text", "text_tokens"]
 
 LICENSE_DIR = pathlib.Path("/usr/share/common-licenses")
 
@@ -37,11 +42,32 @@ def default_text() -> tuple[str, str]:
     return text, f"{LICENSE_DIR}: {', '.join(p.name for p in files)}"
 
 
+def distribution_text(name: str) -> tuple[str, str]:
+    """``(text, description)`` of the installed distribution ``name`` (module docstring)."""
+    import importlib.metadata as md
+    from .retrofit_corpus import distribution_documents
+    if not isinstance(name, str) or not name:
+        raise BadValue(f"text distribution must be a distribution name, got {name!r}")
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        raise BadValue(f"text distribution {name!r} is not installed (pip install {name})") from None
+    docs = distribution_documents(dist)
+    if not docs:
+        raise BadValue(f"text distribution {name!r} has no text files to read")
+    return "\n\n".join(d.text for d in docs), f"distribution {name} {dist.version}: {len(docs)} files"
+
+
 def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None = None, bos: bool = False,
-                repeat: bool = False) -> tuple[list[int], dict[str, Any]]:
-    """The first ``n_tokens`` token ids of the text (``bos``: prepend the tokenizer's BOS id) and a description."""
+                repeat: bool = False, distribution: str | None = None) -> tuple[list[int], dict[str, Any]]:
+    """The first ``n_tokens`` token ids of the text (``bos``: prepend the tokenizer's BOS id) and a description:
+    ``text_file``, the installed ``distribution``'s text, or the licence texts (neither given)."""
     n_tokens = check_integer("n_tokens", n_tokens, lo=2)
-    if text_file is None:
+    if text_file is not None and distribution is not None:
+        raise BadValue("give a text file or a text distribution, not both")
+    if distribution is not None:
+        text, source = distribution_text(distribution)
+    elif text_file is None:
         text, source = default_text()
     else:
         p = pathlib.Path(text_file)

@@ -156,25 +156,34 @@ class SinkProbe:
             return
         c0 = int(at0[0])
         lo, hi = int(call.q_pos[0]), int(call.q_pos[-1]) + 1
-        for gi, n in enumerate(self.grid):
-            rows = (call.q_pos >= n - SINK_QUERIES) & (call.q_pos < n)
-            if n - SINK_QUERIES >= hi or n <= lo or not rows.any():
+        hit = [(gi, n) for gi, n in enumerate(self.grid) if n - SINK_QUERIES < hi and n > lo]
+        if not hit:
+            return
+        # every row any grid length reads, its terms computed once; each length then sums its own rows
+        want = torch.zeros_like(call.q_pos, dtype=torch.bool)
+        for _, n in hit:
+            want |= (call.q_pos >= n - SINK_QUERIES) & (call.q_pos < n)
+        idx = torch.nonzero(want).flatten()
+        if not idx.numel():
+            return
+        sub = S[:, idx]
+        others = torch.isfinite(sub)
+        others[..., c0] = False
+        count = others.sum(-1)
+        s0 = sub[..., c0]
+        ok = torch.isfinite(s0) & (count >= 1)
+        mu = sub.masked_fill(~others, 0.0).sum(-1) / count.clamp(min=1)
+        lse = torch.logsumexp(sub.masked_fill(~others, -torch.inf), dim=-1)
+        pos = call.q_pos[idx]
+        for gi, n in hit:
+            sel = ok & ((pos >= n - SINK_QUERIES) & (pos < n))[None, :]
+            if not sel.any():
                 continue
-            sub = S[:, rows]
-            others = torch.isfinite(sub)
-            others[..., c0] = False
-            count = others.sum(-1)
-            s0 = sub[..., c0]
-            ok = torch.isfinite(s0) & (count >= 1)
-            if not ok.any():
-                continue
-            mu = sub.masked_fill(~others, 0.0).sum(-1) / count.clamp(min=1)
-            lse = torch.logsumexp(sub.masked_fill(~others, -torch.inf), dim=-1)
-            t = sink_log_odds_from_parts(*(x[ok].cpu().numpy() for x in (s0, mu, lse, count.double())))
+            t = sink_log_odds_from_parts(*(x[sel].cpu().numpy() for x in (s0, mu, lse, count.double())))
             acc = self.sums.setdefault((call.layer, h, gi), {f: 0.0 for f in (*SINK_TERMS, "share", "rows")})
             for f in (*SINK_TERMS, "share"):
                 acc[f] += float(np.sum(getattr(t, f)))
-            acc["rows"] += int(ok.sum())
+            acc["rows"] += int(sel.sum())
 
     def rows(self, run: str) -> list[dict[str, Any]]:
         return [{"run": run, "layer": li, "kv_head": h, "n": self.grid[gi],
@@ -205,61 +214,126 @@ def _medians(rows: list[dict], grid: list[int]) -> dict[str, list[float | None]]
     return out
 
 
-@renamed("0.3.0", chunk="tokens_per_pass")
-def measure(model, input_ids: list[int], *, name: str, L: int, tokens_per_pass: int = 1024) -> dict[str, Any]:
-    """The unchanged model and the intervention ``name`` on the same tokens (module docstring)."""
-    from .forward import analysis_grid, layer_schedules
+def _one_run(model, input_ids: list[int], L: int, tokens_per_pass: int, grid: list[int],
+             iv: Intervention | None, run: str) -> dict[str, Any]:
+    """One pass over the tokens, unchanged (``iv`` None) or intervened: loss ranges, the sink's terms per head."""
     from .hook import eager
     from .study import nll_ranges
-    n = len(input_ids)
-    tokens_per_pass = check_integer("tokens_per_pass", tokens_per_pass, lo=1)
-    if n < 2:
-        raise BadValue(f"input_ids must hold >= 2 tokens, got {n}")
-    iv = Intervention(name, L, layer_schedules(model.config.to_dict(), n))
-    grid = analysis_grid(n, L)
+    probe = SinkProbe(np.asarray(grid))
+    edit = None if iv is None else iv.edit
+    nll = _chunked_nll(model, input_ids, tokens_per_pass,
+                       lambda call: eager(call, edit=edit, observe=probe))
+    rows = probe.rows(run)
+    return {"nll_ranges": nll_ranges(nll, L), "median": _medians(rows, grid), "heads": rows}
+
+
+def _combine(name: str, L: int, n: int, tokens_per_pass: int, grid: list[int], unchanged: dict, intervened: dict,
+             control_key: int | None) -> dict[str, Any]:
+    """One intervention's result: both runs on the same tokens and the perplexity ratios past each range."""
     out: dict[str, Any] = {"intervention": name, "train_len": L, "n": n, "tokens_per_pass": tokens_per_pass,
-                           "queries": SINK_QUERIES,
-                           "grid": grid.tolist(), "runs": {}, "heads": []}
+                           "queries": SINK_QUERIES, "grid": grid, "runs": {}, "heads": []}
     if name == "clamp-control":
-        out["control_key"] = iv.control_key
-    for run, edit in (("unchanged", None), ("intervened", iv.edit)):
-        probe = SinkProbe(grid)
-        nll = _chunked_nll(model, input_ids, tokens_per_pass,
-                           lambda call, edit=edit, probe=probe: eager(call, edit=edit, observe=probe))
-        rows = probe.rows(run)
-        out["heads"].extend(rows)
-        out["runs"][run] = {"nll_ranges": nll_ranges(nll, L), "median": _medians(rows, out["grid"])}
+        out["control_key"] = control_key
+    for run, r in (("unchanged", unchanged), ("intervened", intervened)):
+        out["heads"].extend({**h, "run": run} for h in r["heads"])
+        out["runs"][run] = {"nll_ranges": r["nll_ranges"], "median": r["median"]}
     out["ppl_ratio"] = [{"start": a["start"], "end": a["end"], "ratio": b["ppl"] / a["ppl"]}
-                        for a, b in zip(out["runs"]["unchanged"]["nll_ranges"],
-                                        out["runs"]["intervened"]["nll_ranges"], strict=True)]
+                        for a, b in zip(unchanged["nll_ranges"], intervened["nll_ranges"], strict=True)]
     return out
 
 
 @renamed("0.3.0", chunk="tokens_per_pass")
-def run(model: str, *, out, name: str, n_tokens: int, text: str | None = None, bos: bool = False,
+def measure(model, input_ids: list[int], *, name: str, L: int, tokens_per_pass: int = 1024) -> dict[str, Any]:
+    """The unchanged model and the intervention ``name`` on the same tokens (module docstring)."""
+    return measure_many(model, input_ids, names=[name], L=L, tokens_per_pass=tokens_per_pass)[name]
+
+
+def _check_names(names) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names)
+    bad = [x for x in names if x not in INTERVENTIONS]
+    if bad or not names:
+        raise BadValue(f"intervention must be one of {INTERVENTIONS} (or 'all'), got {bad or names!r}")
+    return list(dict.fromkeys(names))
+
+
+def measure_many(model, input_ids: list[int], *, names, L: int, tokens_per_pass: int = 1024,
+                 store: Any = None, on_result: Any = None) -> dict[str, dict[str, Any]]:
+    """Each intervention in ``names`` against ONE unchanged run of the same tokens (module docstring).
+
+    ``store``: a ``ropetheory.store.Journal`` whose rows (keyed by run name) are reused and to which every
+    run is added as it finishes, so a killed measurement resumes; ``on_result(name, result)`` is called
+    for each intervention as soon as both of its runs exist."""
+    from .forward import analysis_grid, layer_schedules
+    names = _check_names(names)
+    n = len(input_ids)
+    tokens_per_pass = check_integer("tokens_per_pass", tokens_per_pass, lo=1)
+    if n < 2:
+        raise BadValue(f"input_ids must hold >= 2 tokens, got {n}")
+    schedules = layer_schedules(model.config.to_dict(), n)
+    grid = [int(m) for m in analysis_grid(n, L)]
+
+    def run(key: str, iv: Intervention | None) -> dict[str, Any]:
+        if store is not None and key in store:
+            return store.rows[key]
+        r = _one_run(model, input_ids, L, tokens_per_pass, grid, iv, "intervened" if iv else "unchanged")
+        if store is not None:
+            store.add(key, r)
+            r = store.rows[key]
+        return r
+
+    unchanged = run("unchanged", None)
+    out = {}
+    for name in names:
+        iv = Intervention(name, L, schedules)
+        out[name] = _combine(name, L, n, tokens_per_pass, grid, unchanged, run(name, iv), iv.control_key)
+        if on_result is not None:
+            on_result(name, out[name])
+    return out
+
+
+@renamed("0.3.0", chunk="tokens_per_pass")
+def run(model: str, *, out, name, n_tokens: int, text: str | None = None, bos: bool = False,
         repeat_text: bool = False, tokens_per_pass: int = 1024, device: str = "cpu",
-        train_len: int | None = None) -> dict[str, Any]:
-    """``ropetheory analyze --model M --intervention NAME``: load offline, ``measure``, and write
-    ``<out>/<label>/intervention-<NAME>/intervention.json``, ``heads.csv`` (the sink's terms per run,
-    layer, kv head and length) and ``ppl.csv`` (perplexity ranges of both runs)."""
+        train_len: int | None = None, text_distribution: str | None = None,
+        resume: bool = True) -> dict[str, Any]:
+    """``ropetheory analyze --model M --intervention NAME[,NAME...|all]``: load offline, ``measure_many``, and
+    write per intervention ``<out>/<label>/intervention-<NAME>/intervention.json``, ``heads.csv`` (the sink's
+    terms per run, layer, kv head and length) and ``ppl.csv`` (perplexity ranges of both runs), then the
+    summary and verdict of every intervention measured so far on the same tokens
+    (``.intervention_report.write_summary``). Runs are journalled in ``<out>/<label>/interventions.jsonl``
+    under a key of the model, the token ids, L, the pass size and the device, and the code's hash: a rerun
+    with the same inputs reuses them, any other recomputes. Returns ``{name: result}`` with ``meta``."""
+    import hashlib
+    import json
     import pathlib
-    from ..core.checks import check_integer
-    from ..store import write_csv, write_json
+    from ..store import Journal, derived_code_hash, package_version, write_csv, write_json
     from .corpus import text_tokens
     from .forward import training_length
+    from .intervention_report import write_summary
     from .registry import PACKAGED, load_model
-    if name not in INTERVENTIONS:
-        raise BadValue(f"--intervention must be one of {INTERVENTIONS}, got {name!r}")
+    names = _check_names(INTERVENTIONS if name == "all" else name)
     if train_len is not None:
         check_integer("train_len", train_len, lo=2)
     m, tok, label = load_model(model, device=device)
     L = int(train_len if train_len is not None else
             training_length(m.config.to_dict(), PACKAGED.get(label, {}).get("train_len")))
-    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
-    res = measure(m, [int(i) for i in ids], name=name, L=L, tokens_per_pass=tokens_per_pass)
-    res["meta"] = {"model": label, "architecture": type(m).__name__, "text": text_desc, "device": device}
-    d = pathlib.Path(out) / label / f"intervention-{name}"
-    write_json(d / "intervention.json", res)
-    write_csv(d / "heads.csv", res["heads"])
-    write_csv(d / "ppl.csv", [{"run": r, **x} for r in res["runs"] for x in res["runs"][r]["nll_ranges"]])
+    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text,
+                                 distribution=text_distribution)
+    ids = [int(i) for i in ids]
+    meta = {"model": label, "architecture": type(m).__name__, "text": text_desc, "device": device}
+    base = pathlib.Path(out) / label
+    key = hashlib.sha256(json.dumps({"model": label, "ids": text_desc["ids_sha256"], "L": L,
+                                     "tokens_per_pass": tokens_per_pass, "device": device,
+                                     "version": package_version()}, sort_keys=True).encode()).hexdigest()[:16]
+    journal = Journal(base / f"interventions-{key}.jsonl", resume=resume, code=derived_code_hash(__name__))
+
+    def write(nm: str, res: dict[str, Any]) -> None:
+        res["meta"] = meta
+        d = base / f"intervention-{nm}"
+        write_json(d / "intervention.json", res)
+        write_csv(d / "heads.csv", res["heads"])
+        write_csv(d / "ppl.csv", [{"run": r, **x} for r in res["runs"] for x in res["runs"][r]["nll_ranges"]])
+
+    res = measure_many(m, ids, names=names, L=L, tokens_per_pass=tokens_per_pass, store=journal, on_result=write)
+    write_summary(base, ids_sha256=text_desc["ids_sha256"])
     return res

@@ -31,8 +31,8 @@ import numpy as np
 from ..core.checks import check_integer
 from ..core.errors import BadValue
 
-__all__ = ["Document", "installed_documents", "split_documents", "check_disjoint", "build_corpus",
-           "load_corpus", "heldout_windows", "SUFFIXES", "EXCLUDED_DISTRIBUTIONS"]
+__all__ = ["Document", "distribution_documents", "installed_documents", "split_documents", "check_disjoint",
+           "build_corpus", "load_corpus", "heldout_windows", "SUFFIXES", "EXCLUDED_DISTRIBUTIONS"]
 
 #: the file kinds read as text: source, stubs and documentation
 SUFFIXES = (".py", ".pyi", ".md", ".rst", ".txt")
@@ -70,6 +70,27 @@ def _normalise(text: str) -> str:
     return "\n".join(line.rstrip() for line in lines).strip("\n")
 
 
+def distribution_documents(dist: md.Distribution) -> list[Document]:
+    """The text files of one installed distribution that the corpus reads (module docstring), in path order."""
+    name = dist.metadata["Name"]
+    docs = []
+    for f in dist.files or []:
+        if f.suffix not in SUFFIXES or ".dist-info" in str(f):
+            continue
+        p = pathlib.Path(str(dist.locate_file(f)))
+        try:
+            size = p.stat().st_size
+            if not MIN_DOC_BYTES <= size <= MAX_DOC_BYTES:
+                continue
+            text = p.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "\x00" in text:
+            continue
+        docs.append(Document(name, str(f), _normalise(text)))
+    return sorted(docs, key=lambda d: d.path)
+
+
 def installed_documents(excluded: Sequence[str] = EXCLUDED_DISTRIBUTIONS) -> tuple[list[Document], dict[str, str]]:
     """Every text file of every installed distribution (module docstring), sorted by (source, path), and
     ``{distribution: version}``."""
@@ -79,20 +100,7 @@ def installed_documents(excluded: Sequence[str] = EXCLUDED_DISTRIBUTIONS) -> tup
         if not name or name.lower() in excluded or name in versions:
             continue
         versions[name] = dist.version
-        for f in dist.files or []:
-            if f.suffix not in SUFFIXES or ".dist-info" in str(f):
-                continue
-            p = pathlib.Path(str(dist.locate_file(f)))
-            try:
-                size = p.stat().st_size
-                if not MIN_DOC_BYTES <= size <= MAX_DOC_BYTES:
-                    continue
-                text = p.read_bytes().decode("utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
-            if "\x00" in text:
-                continue
-            docs.append(Document(name, str(f), _normalise(text)))
+        docs += distribution_documents(dist)
     docs.sort(key=lambda d: (d.source, d.path))
     return docs, dict(sorted(versions.items()))
 

@@ -325,7 +325,7 @@ def override_rope(model, scaling: dict) -> str:
 def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None, bos: bool = False,
         repeat_text: bool = False, tokens_per_pass: int = 2048, device: str = "cpu", quiet: bool = False,
         train_len: int | None = None, rope_scaling: dict | None = None, resume: bool = True,
-        checkpoint_every: float = CHECKPOINT_EVERY_S) -> dict[str, Any]:
+        checkpoint_every: float = CHECKPOINT_EVERY_S, text_distribution: str | None = None) -> dict[str, Any]:
     from ..progress import progress
     from .corpus import text_tokens
     from .registry import PACKAGED, load_model, model_quantised
@@ -337,7 +337,8 @@ def run(model: str, *, out: pathlib.Path, n_tokens: int, text: str | None = None
     quantised = model_quantised(model)                      # from the file's own types, not its name
     if rope_scaling:
         label = f"{label}+{override_rope(m, rope_scaling)}"
-    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text)
+    ids, text_desc = text_tokens(tok, n_tokens, text_file=text, bos=bos, repeat=repeat_text,
+                                 distribution=text_distribution)
     import hashlib
     import json
     from ..store import derived_code_hash, package_version

@@ -1,0 +1,196 @@
+"""The causal test of issue #36.3 read off the interventions of one model (``.interventions``): a table, a
+figure and a verdict on whether the sink's breakdown past ``L`` causes the model's failure there.
+
+For a loss range ``r`` past ``L`` the unchanged model's *excess* is ``e_r = nll_r - nll_in``, the mean
+next-token loss in ``r`` minus the one within ``L`` (nats). An intervention *rescues* when it removes at
+least ``RESCUE_FRACTION`` of the excess in every range past ``L``: ``(nll_r - nll'_r) / e_r >=
+RESCUE_FRACTION``. It *costs within L* when it raises the loss within ``L`` by ``COST_NATS`` or more.
+
+The thesis (the sink's breakdown is the failure) holds when restoring the sink's log-odds
+(``hold-sink-odds``, b) rescues, breaking the sink within ``L`` (``sink-to-mean`` or ``sink-at-4L``, d)
+costs, and the control (``clamp-control``, e) does neither. When putting every pair in distribution
+(``clamp-all`` or ``clamp-slow``, c) rescues and (b) does not, the sink is a casualty, not the cause.
+Anything else is undecided, with the reason. A model whose excess is below ``COST_NATS`` everywhere past
+``L`` has no failure to explain on that text.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import BadValue
+
+__all__ = ["RESCUE_FRACTION", "COST_NATS", "load_results", "verdict", "summary_rows", "write_summary"]
+
+#: a rescue removes at least half of the excess loss past L: more than any partial fix leaves, so "rescues"
+#: means most of the failure is gone, not that the loss moved
+RESCUE_FRACTION = 0.5
+#: 0.05 nats = 5% perplexity: a change within L a user notices, and above the few 1e-3 nats by which runs of
+#: the same tokens differ with the attention computed in float64 (the control's measured change)
+COST_NATS = 0.05
+#: the interventions of each role in the verdict (module docstring)
+RESTORE, BREAK, CONTROL, ALL_PAIRS = "hold-sink-odds", ("sink-to-mean", "sink-at-4L"), "clamp-control", \
+    ("clamp-all", "clamp-slow")
+#: a fixed colour per intervention, the same in every model's figure
+COLORS = {"unchanged": "black", "clamp-sink": "tab:blue", "hold-sink-odds": "tab:green", "clamp-all": "tab:purple",
+          "clamp-slow": "tab:pink", "sink-to-mean": "tab:red", "sink-at-4L": "tab:orange",
+          "clamp-control": "tab:gray"}
+
+
+def load_results(base: str | pathlib.Path, ids_sha256: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{intervention: result}`` from ``<base>/intervention-*/intervention.json`` measured on the token ids
+    ``ids_sha256`` (default: those of the newest file); results on other tokens are left out."""
+    files = sorted(pathlib.Path(base).glob("intervention-*/intervention.json"), key=lambda p: p.stat().st_mtime)
+    res = {}
+    for f in files:
+        r = json.loads(f.read_text())
+        res[r["intervention"]] = r
+    if not res:
+        raise BadValue(f"no intervention results under {str(base)!r}")
+    sha = ids_sha256 or list(res.values())[-1]["meta"]["text"]["ids_sha256"]
+    return {k: v for k, v in sorted(res.items()) if v["meta"]["text"]["ids_sha256"] == sha}
+
+
+def _ranges(r: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    return r["runs"][run]["nll_ranges"]
+
+
+def _effects(r: dict[str, Any]) -> dict[str, Any]:
+    """Within-L cost (nats) and, per range past L, the fraction of the unchanged excess removed."""
+    L = r["train_len"]
+    u, v = _ranges(r, "unchanged"), _ranges(r, "intervened")
+    within = [(a, b) for a, b in zip(u, v, strict=True) if a["end"] <= L]
+    past = [(a, b) for a, b in zip(u, v, strict=True) if a["start"] >= L]
+    if not within or not past:
+        raise BadValue(f"{r['intervention']}: need loss ranges within and past L = {L}, got "
+                       f"{[(a['start'], a['end']) for a in u]}")
+    base = within[0][0]["mean_nll"]
+    excess = [a["mean_nll"] - base for a, _ in past]
+    frac = [(a["mean_nll"] - b["mean_nll"]) / e if e >= COST_NATS else None for (a, b), e in zip(past, excess,
+                                                                                                strict=True)]
+    return {"cost_within_L": within[0][1]["mean_nll"] - base, "excess": excess, "rescued_fraction": frac,
+            "fails_past_L": any(e >= COST_NATS for e in excess)}
+
+
+def _rescues(e: dict[str, Any]) -> bool:
+    fr = [f for f in e["rescued_fraction"] if f is not None]
+    return bool(fr) and min(fr) >= RESCUE_FRACTION
+
+
+def _costs(e: dict[str, Any]) -> bool:
+    return e["cost_within_L"] >= COST_NATS
+
+
+def verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The module docstring's verdict, with each test's outcome and the interventions it lacks."""
+    eff = {k: _effects(r) for k, r in results.items()}
+    missing = [k for k in (RESTORE, *BREAK, CONTROL, *ALL_PAIRS) if k not in eff]
+    tests = {k: {"rescues": _rescues(e), "costs_within_L": _costs(e), **e} for k, e in eff.items()}
+    out: dict[str, Any] = {"tests": tests, "missing": missing, "rescue_fraction": RESCUE_FRACTION,
+                           "cost_nats": COST_NATS}
+    if eff and not any(e["fails_past_L"] for e in eff.values()):
+        out.update(verdict="no failure", why=f"the unchanged model's loss past L exceeds its loss within L by less "
+                                             f"than {COST_NATS} nats: nothing to rescue on this text")
+        return out
+    if missing:
+        out.update(verdict="incomplete", why=f"not measured: {', '.join(missing)}")
+        return out
+    b = tests[RESTORE]["rescues"]
+    d = [k for k in BREAK if tests[k]["costs_within_L"]]
+    e_clean = not (tests[CONTROL]["rescues"] or tests[CONTROL]["costs_within_L"])
+    c = [k for k in ALL_PAIRS if tests[k]["rescues"]]
+    if b and d and e_clean:
+        out.update(verdict="cause", why=f"restoring the sink's log-odds rescues past L, breaking the sink costs "
+                                        f"within L ({', '.join(d)}), the control does neither")
+    elif c and not b:
+        out.update(verdict="casualty", why=f"every pair in distribution ({', '.join(c)}) rescues past L, restoring "
+                                           f"the sink's log-odds does not: the sink breaks with the failure, it "
+                                           f"does not cause it")
+    else:
+        out.update(verdict="undecided", why=f"restore rescues: {b}; breaking costs within L: {d or 'none'}; "
+                                            f"control clean: {e_clean}; all pairs rescue: {c or 'none'}")
+    return out
+
+
+def _share(r: dict[str, Any], run: str, n: int) -> float | None:
+    grid, med = r["grid"], r["runs"][run]["median"]["share"]
+    return med[grid.index(n)] if n in grid else None
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per intervention: perplexity per range (unchanged, intervened), the verdict's numbers, and
+    the median sink share at ``L, 2L, 4L`` of both runs."""
+    rows = []
+    for k, r in results.items():
+        e, L = _effects(r), r["train_len"]
+        row: dict[str, Any] = {"intervention": k, "n": r["n"], "train_len": L,
+                               "cost_within_L_nats": e["cost_within_L"]}
+        for a, b in zip(_ranges(r, "unchanged"), _ranges(r, "intervened"), strict=True):
+            tag = f"{a['start']}_{a['end']}"
+            row[f"ppl_{tag}_unchanged"], row[f"ppl_{tag}_intervened"] = a["ppl"], b["ppl"]
+        past = [a for a in _ranges(r, "unchanged") if a["start"] >= L]
+        for a, f in zip(past, e["rescued_fraction"], strict=True):
+            row[f"rescued_{a['start']}_{a['end']}"] = f
+        for m in (1, 2, 4):
+            for run in ("unchanged", "intervened"):
+                row[f"share_{m}L_{run}"] = _share(r, run, m * L)
+        rows.append(row)
+    return rows
+
+
+def _plot(results: dict[str, dict[str, Any]], path: pathlib.Path, title: str) -> list[pathlib.Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .. import figstyle
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    first = next(iter(results.values()))
+    L = first["train_len"]
+    runs = [("unchanged", _ranges(first, "unchanged"))] + [(k, _ranges(r, "intervened")) for k, r in results.items()]
+    for name, rr in runs:
+        x = [np.sqrt(max(a["start"], 1) * a["end"]) for a in rr]
+        ax.plot(x, [a["ppl"] for a in rr], "o-" if name != "unchanged" else "s-", color=COLORS.get(name, "tab:olive"),
+                lw=2.2 if name == "unchanged" else 1.3, label=name)
+    ax.axvline(L, color="0.4", ls="--", lw=1)
+    ax.text(L, ax.get_ylim()[1], " L", va="top", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("position range (tokens; point at the range's geometric middle)")
+    ax.set_ylabel("perplexity (per token)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return figstyle.save_figures(fig, [path.with_suffix(".png"), path.with_suffix(".svg")])
+
+
+def write_summary(base: str | pathlib.Path, ids_sha256: str | None = None) -> dict[str, Any]:
+    """``<base>/interventions.csv``, ``verdict.json``, ``verdict.md`` and ``interventions.png/svg`` from the
+    results on one set of tokens (``load_results``). Returns the verdict."""
+    from ..store import write_csv, write_json
+    base = pathlib.Path(base)
+    results = load_results(base, ids_sha256)
+    first = next(iter(results.values()))
+    v = verdict(results)
+    v["meta"] = {**first["meta"], "n": first["n"], "train_len": first["train_len"],
+                 "interventions": list(results)}
+    write_csv(base / "interventions.csv", summary_rows(results))
+    write_json(base / "verdict.json", v)
+    text = first["meta"]["text"]
+    lines = [f"# {first['meta']['model']}: does the sink's breakdown cause the failure past L?", "",
+             f"n = {first['n']} tokens, L = {first['train_len']}, text: {text['source']} (sha256 "
+             f"{text['sha256'][:16]}, token ids {text['ids_sha256'][:16]})", "",
+             f"**Verdict: {v['verdict']}**: {v['why']}.", "",
+             "| intervention | within-L cost (nats) | excess removed past L | rescues | costs within L |",
+             "|---|---|---|---|---|"]
+    for k, t in v["tests"].items():
+        fr = ", ".join("-" if f is None else f"{f:.2f}" for f in t["rescued_fraction"])
+        lines.append(f"| {k} | {t['cost_within_L']:+.3f} | {fr} | {t['rescues']} | {t['costs_within_L']} |")
+    lines += ["", f"Rescue: at least {RESCUE_FRACTION} of the excess loss past L removed in every range; cost: "
+                  f"within-L loss up by at least {COST_NATS} nats (ropetheory.models.intervention_report)."]
+    (base / "verdict.md").write_text("\n".join(lines) + "\n")
+    _plot(results, base / "interventions", f"{first['meta']['model']}: perplexity per range, unchanged and "
+                                           f"each intervention (L = {first['train_len']})")
+    return v

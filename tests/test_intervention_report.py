@@ -1,0 +1,126 @@
+"""The causal test's bookkeeping: several interventions share one unchanged run and a journal that a rerun
+resumes from, the verdict follows the rule its module states (cause, casualty, undecided, no failure,
+incomplete) at its named thresholds, and the text of an installed distribution is one fixed, stated text."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ropetheory.models import intervention_report as rep
+from ropetheory.models.interventions import measure, measure_many
+from ropetheory.store import Journal
+
+from test_interventions import L, N, tiny_llama  # noqa: F401  (the module's tiny model and sizes)
+
+
+@pytest.fixture(scope="module")
+def small():
+    import torch
+    torch.manual_seed(5)
+    return tiny_llama(), torch.randint(0, 97, (N,)).tolist()
+
+
+def test_several_interventions_share_one_unchanged_run_and_equal_single_measurements(small, tmp_path, monkeypatch):
+    from ropetheory.models import interventions
+    model, ids = small
+    calls = []
+    real = interventions._one_run
+    monkeypatch.setattr(interventions, "_one_run", lambda *a: calls.append(a[-1]) or real(*a))
+    store = Journal(tmp_path / "j.jsonl", code="c")
+    many = measure_many(model, ids, names=["clamp-sink", "sink-to-mean"], L=L, tokens_per_pass=40, store=store)
+    assert calls == ["unchanged", "intervened", "intervened"]
+    for name in many:
+        one = measure(model, ids, name=name, L=L, tokens_per_pass=40)
+        assert many[name]["runs"] == one["runs"] and many[name]["ppl_ratio"] == one["ppl_ratio"]
+    calls.clear()
+    again = measure_many(model, ids, names=["sink-to-mean", "clamp-sink"], L=L, tokens_per_pass=40,
+                         store=Journal(tmp_path / "j.jsonl", code="c"))
+    assert calls == [] and again == many                      # resumed: nothing recomputed
+    with pytest.warns(UserWarning, match="computed by other code"):
+        measure_many(model, ids, names=["clamp-sink"], L=L, tokens_per_pass=40,
+                     store=Journal(tmp_path / "j.jsonl", code="other"))
+    assert calls == ["unchanged", "intervened"]
+
+
+def _result(name: str, within: float, past: list[float], within_u: float = 2.0,
+            past_u: tuple[float, ...] = (4.0, 5.0)) -> dict:
+    """A result whose unchanged run has mean losses ``within_u`` then ``past_u`` and intervened ``within``, ``past``."""
+    Lt = 100
+    edges = [(50, Lt), (Lt, 2 * Lt), (2 * Lt, 4 * Lt)][: 1 + len(past_u)]
+    import math
+
+    def rng(vals):
+        return [{"start": a, "end": b, "count": b - a, "mean_nll": v, "ppl": math.exp(v)}
+                for (a, b), v in zip(edges, vals, strict=True)]
+    med = {"share": [0.3, 0.01, 0.001]}
+    return {"intervention": name, "train_len": Lt, "n": 4 * Lt, "grid": [Lt, 2 * Lt, 4 * Lt],
+            "runs": {"unchanged": {"nll_ranges": rng([within_u, *past_u]), "median": med},
+                     "intervened": {"nll_ranges": rng([within, *past]), "median": med}},
+            "meta": {"model": "m", "text": {"source": "s", "sha256": "0" * 64, "ids_sha256": "1" * 64}}}
+
+
+def _all(**over) -> dict:
+    same = {"clamp-sink": (2.0, [4.0, 5.0]), "hold-sink-odds": (2.0, [4.0, 5.0]), "clamp-all": (2.0, [2.2, 2.3]),
+            "clamp-slow": (2.0, [2.3, 2.4]), "sink-to-mean": (2.0, [4.0, 5.0]), "sink-at-4L": (2.5, [5.0, 6.0]),
+            "clamp-control": (2.0, [4.0, 5.0])}
+    same.update(over)
+    return {k: _result(k, w, p) for k, (w, p) in same.items()}
+
+
+def test_rescue_by_every_pair_but_not_by_the_sink_makes_the_sink_a_casualty():
+    v = rep.verdict(_all())
+    assert v["verdict"] == "casualty" and v["tests"]["clamp-all"]["rescues"]
+    assert v["tests"]["clamp-all"]["rescued_fraction"] == pytest.approx([0.9, 0.9])
+
+
+def test_restoring_the_sink_rescuing_and_breaking_it_costing_with_a_clean_control_is_cause():
+    v = rep.verdict(_all(**{"hold-sink-odds": (2.0, [2.0 + 2.0 * 0.5, 2.0 + 3.0 * 0.5])}))
+    assert v["verdict"] == "cause"                                   # exactly half the excess removed: rescue
+    just_short = rep.verdict(_all(**{"hold-sink-odds": (2.0, [3.01, 3.5])}))
+    assert just_short["verdict"] == "casualty"                        # 0.495 of the first range's excess
+
+
+@pytest.mark.parametrize("over, why", [
+    ({"clamp-control": (2.0 + 2 * rep.COST_NATS, [4.0, 5.0])}, "control clean: False"),
+    ({"sink-at-4L": (2.0 + rep.COST_NATS / 2, [4.0, 5.0])}, "breaking costs within L: none"),
+])
+def test_a_control_that_costs_or_breaking_that_does_not_leaves_the_test_undecided(over, why):
+    v = rep.verdict(_all(**{"hold-sink-odds": (2.0, [2.5, 2.5])}, **over))
+    assert v["verdict"] == "undecided" and why in v["why"]
+
+
+def test_no_excess_past_L_is_no_failure_and_missing_interventions_are_named():
+    flat = {k: _result(k, 2.0, [2.0, 2.0], past_u=(2.0 + rep.COST_NATS / 2, 2.0)) for k in ("clamp-sink",)}
+    assert rep.verdict(flat)["verdict"] == "no failure"
+    part = {k: v for k, v in _all().items() if k != "clamp-control"}
+    v = rep.verdict(part)
+    assert v["verdict"] == "incomplete" and v["missing"] == ["clamp-control"]
+
+
+def test_the_summary_writes_table_verdict_and_figure_from_results_on_the_same_tokens(tmp_path):
+    from ropetheory.store import write_json
+    res = _all()
+    other = copy.deepcopy(res["clamp-sink"])
+    other["meta"]["text"]["ids_sha256"] = "2" * 64
+    for k, r in res.items():
+        write_json(tmp_path / f"intervention-{k}" / "intervention.json", r)
+    v = rep.write_summary(tmp_path, ids_sha256="1" * 64)
+    write_json(tmp_path / "intervention-zz" / "intervention.json", {**other, "intervention": "zz"})
+    assert set(rep.load_results(tmp_path, ids_sha256="1" * 64)) == set(res)       # other tokens left out
+    assert v["verdict"] == "casualty"
+    md = (tmp_path / "verdict.md").read_text()
+    assert "**Verdict: casualty**" in md and all(f"| {k} |" in md for k in res)
+    rows = (tmp_path / "interventions.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(res) and "rescued_100_200" in rows[0]
+    assert (tmp_path / "interventions.png").stat().st_size > 0 and (tmp_path / "interventions.svg").exists()
+
+
+def test_a_distribution_text_is_fixed_and_stated_and_bad_names_are_refused():
+    from ropetheory.models.corpus import distribution_text, text_tokens
+    a, desc = distribution_text("gguf")
+    assert a == distribution_text("gguf")[0] and desc.startswith("distribution gguf ")
+    with pytest.raises(ValueError, match="'no-such-dist' is not installed"):
+        distribution_text("no-such-dist")
+    with pytest.raises(ValueError, match="not both"):
+        text_tokens(lambda t, **k: {"input_ids": [1, 2]}, 2, text_file="x", distribution="gguf")
