@@ -12,8 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ropetheory.core.errors import BadValue
 from ropetheory.core.checks import MAX_ABS_POSITION
-from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, _model_theta, exact_cos_sin_compiled,
-                                              exact_tables, forget_exact_tables, precision_cost,
+from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, exact_cos_sin_compiled, exact_tables,
+                                              forget_exact_tables, precision_cost, rotary_frequencies,
                                               rotary_precision)
 from ropetheory.testing import exact_cos_sin
 
@@ -141,6 +141,22 @@ def test_the_exact_table_is_built_once_per_model_and_reused_across_calls_and_blo
     assert exact_tables(m) == []
 
 
+def test_the_exact_rotary_refuses_frequencies_it_cannot_keep_or_that_are_not_the_config():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=N,
+                      rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0})
+    with pytest.raises(BadValue, match="dynamic"), rotary_precision(LlamaForCausalLM(cfg), "exact"):
+        pass
+    m = tiny_llama()
+    with torch.no_grad():
+        m.model.rotary_emb.attention_scaling = 2.0                    # what a retrofit to YaRN would change
+    with pytest.raises(BadValue, match="attention_scaling"), rotary_precision(m, "bf16-cache"):
+        pass
+    with pytest.raises(BadValue, match="rotary embedding"), rotary_precision(torch.nn.Linear(2, 2), "exact"):
+        pass
+
+
 def test_the_exact_table_refuses_negative_positions():
     m = tiny_llama()
     with torch.no_grad(), rotary_precision(m, "exact"), pytest.raises(BadValue, match="position_ids"):
@@ -151,12 +167,12 @@ def test_the_exact_table_refuses_negative_positions():
 def per_call_tables(model, cache_dtype):
     """The exact rotary computed afresh for each call's positions (no table): the reference the cached
     tables must reproduce bit for bit."""
-    theta = _model_theta(model)
     rot = model.model.rotary_emb
+    theta, scaling = rotary_frequencies(model, rot)
 
     def hook(module, args, kwargs, output):
         pos = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
-        return _exact_tables(pos, theta, float(module.attention_scaling), output[0].dtype, cache_dtype)
+        return _exact_tables(pos, theta, scaling, output[0].dtype, cache_dtype)
     h = rot.register_forward_hook(hook, with_kwargs=True)
     try:
         yield
