@@ -115,6 +115,30 @@ def test_the_cost_table_compares_each_mode_with_exact():
         precision_cost(m, ids, L=128, modes=("transformers",))
 
 
+def test_the_modes_run_in_lockstep_give_the_numbers_of_each_mode_run_alone():
+    from ropetheory.models.forward import chunked_passes, pass_edges
+    m = sharp(tiny_llama())
+    ids = np.random.default_rng(1).integers(0, 97, 1024)
+    rows = precision_cost(m, ids, L=128, tokens_per_pass=256)
+    x = torch.as_tensor(ids)[None]
+    alone = {}
+    for mode in ("exact", "transformers", "bf16-cache"):
+        with torch.no_grad(), rotary_precision(m, mode):
+            logits = torch.cat([out.logits[0] for _, _, out in chunked_passes(m, x, pass_edges(1024, 256))])
+        alone[mode] = torch.log_softmax(logits.float(), -1)[:-1]
+    tgt = x[0, 1:, None]
+    for r in rows:
+        a, b = r["start"], r["end"]
+        logp = alone[r["mode"]][a:b]
+        nll = -logp.gather(1, tgt[a:b])[:, 0].double().numpy()
+        assert r["ppl"] == float(np.exp(nll.mean()))
+        ref = alone["exact"][a:b].double()
+        kl = (ref.exp() * (ref - logp.double())).sum(-1).numpy()
+        assert r["mean_kl"] == float(kl.mean())
+        assert r["top1_agreement"] == float((alone["exact"][a:b].argmax(-1) == logp.argmax(-1)).double().mean())
+    assert any(r["mean_kl"] > KL_ROUNDING for r in rows if r["mode"] == "bf16-cache")
+
+
 def test_the_exact_table_is_built_once_per_model_and_reused_across_calls_and_blocks():
     m = tiny_llama()
     rot = m.model.rotary_emb

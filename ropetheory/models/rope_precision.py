@@ -19,7 +19,7 @@ embedding of a loaded transformers model returns:
 * ``bf16-cache``: the exact values rounded to bfloat16 (a cos/sin cache kept in bf16, as some servers
   keep it), then used in the layer's dtype.
 
-``precision_cost(model, ids, L)`` runs the same tokens under each mode (chunked, with a KV cache) and
+``precision_cost(model, ids, L)`` runs the same tokens under each mode (chunked, a KV cache per mode) and
 reports per position range ``[0, L)``, ``[L, 2L)``, ``[2L, 4L)``, ``[4L, 8L)``: the largest cos/sin error
 against float64, the mean KL divergence of the next-token distribution from ``exact``'s, the share of
 positions whose top-1 token agrees with ``exact``'s, and perplexity.
@@ -309,9 +309,29 @@ def _table_error(model, n: int, mode: str, edges: list[tuple[int, int]]) -> list
     return [float(err[a:b].max()) for a, b in edges]
 
 
+#: rows of log-probabilities compared in float64 at a time: a ``(rows, vocab)`` float64 block is 0.5 GiB at
+#: Gemma 3's 262144-token vocabulary
+KL_ROWS = 256
+
+
+def _kl(ref, logp) -> np.ndarray:
+    """Per row, ``KL(ref || logp) = sum_v exp(ref_v) (ref_v - logp_v)`` of two ``(rows, vocab)`` float32
+    log-probability tensors, in float64, ``KL_ROWS`` rows at a time."""
+    out = [np.zeros(0)]
+    for i in range(0, ref.shape[0], KL_ROWS):
+        r64 = ref[i:i + KL_ROWS].double()
+        out.append((r64.exp() * (r64 - logp[i:i + KL_ROWS].double())).sum(-1).cpu().numpy())
+    return np.concatenate(out)
+
+
 def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 4096,
                    modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
-    """Per mode and position range: the table error, KL from ``exact``, top-1 agreement and perplexity."""
+    """Per mode and position range: the table error, KL from ``exact``, top-1 agreement and perplexity.
+
+    The modes run in lockstep, pass by pass, each with its own KV cache (one ``chunked_passes`` generator
+    per mode, advanced inside that mode's ``rotary_precision`` block), so only one pass of ``exact``'s
+    log-probabilities is held: memory grows with ``tokens_per_pass`` times the vocabulary, not with the
+    window (a window of 8 x 32768 tokens of Gemma 3's 262144-token vocabulary would be 275 GB of float32)."""
     import torch
     from .forward import chunked_passes, pass_edges
     if modes[0] != "exact":
@@ -321,30 +341,36 @@ def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 409
     edges = [(a, min(b, n - 1)) for a, b in edges]
     dev = next(model.parameters()).device
     x = torch.as_tensor(ids.astype(np.int64), device=dev)[None]
-    ref_logp: list[Any] = []
-    rows = []
-    for mode in modes:
-        nll, kl, agree = np.zeros(n - 1), np.zeros(n - 1), np.zeros(n - 1, dtype=bool)
-        with rotary_precision(model, mode), torch.no_grad():
-            for k, (s, e, out) in enumerate(chunked_passes(model, x, pass_edges(n, tokens_per_pass))):
+    cuts = pass_edges(n, tokens_per_pass)
+    passes = {mode: chunked_passes(model, x, cuts) for mode in modes}
+    nll = {mode: np.zeros(n - 1) for mode in modes}
+    kl = {mode: np.zeros(n - 1) for mode in modes}
+    agree = {mode: np.zeros(n - 1, dtype=bool) for mode in modes}
+    with torch.no_grad():
+        for _ in cuts[1:]:
+            ref = None
+            for mode in modes:
+                with rotary_precision(model, mode):
+                    s, e, out = next(passes[mode])
                 logp = torch.log_softmax(out.logits[0].float(), -1)
                 del out                                         # one pass's logits held at a time
                 m = min(e, n - 1) - s
                 tgt = x[0, s + 1:s + 1 + m]
-                nll[s:s + m] = -logp[:m].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
-                if mode == "exact":
-                    ref_logp.append(logp)
-                    agree[s:s + m] = True
+                nll[mode][s:s + m] = -logp[:m].gather(1, tgt[:, None])[:, 0].double().cpu().numpy()
+                if ref is None:
+                    ref = logp
+                    agree[mode][s:s + m] = True
                 else:
-                    ref = ref_logp[k]
-                    # in float64; the log-probabilities themselves carry float32 rounding, so |KL| below
-                    # about 1e-7 (a few units of 2^-24) is rounding, and may be slightly negative
-                    r64 = ref[:m].double()
-                    kl[s:s + m] = (r64.exp() * (r64 - logp[:m].double())).sum(-1).cpu().numpy()
-                    agree[s:s + m] = (ref.argmax(-1) == logp.argmax(-1))[:m].cpu().numpy()
+                    # the log-probabilities themselves carry float32 rounding, so |KL| below about 1e-7 (a
+                    # few units of 2^-24) is rounding, and may be slightly negative
+                    kl[mode][s:s + m] = _kl(ref[:m], logp[:m])
+                    agree[mode][s:s + m] = (ref.argmax(-1) == logp.argmax(-1))[:m].cpu().numpy()
+    rows = []
+    for mode in modes:
         err = _table_error(model, n, mode, edges)
         for (a, b), te in zip(edges, err, strict=True):
-            rows.append({"mode": mode, "start": a, "end": b, "table_error": te, "mean_kl": float(kl[a:b].mean()),
-                         "max_kl": float(kl[a:b].max()), "top1_agreement": float(agree[a:b].mean()),
-                         "ppl": float(np.exp(nll[a:b].mean()))})
+            rows.append({"mode": mode, "start": a, "end": b, "table_error": te,
+                         "mean_kl": float(kl[mode][a:b].mean()), "max_kl": float(kl[mode][a:b].max()),
+                         "top1_agreement": float(agree[mode][a:b].mean()),
+                         "ppl": float(np.exp(nll[mode][a:b].mean()))})
     return rows
