@@ -90,6 +90,7 @@ def rotary_frequencies(model, module, layer_type: str | None = None) -> tuple[np
     float32 computation's error bound), or its dtype's eps where that is larger, from ``theta_j`` or an
     ``attention_scaling`` farther than ``ATTENTION_FACTOR_REL`` from the factor (a retrofitted module, or a
     config that is not the module's)."""
+    import torch
     from ..schedules.hf import load_rope_config
     from ..schedules.model_config import read_model_config
     from .retrofit import INV_FREQ_REL
@@ -105,7 +106,6 @@ def rotary_frequencies(model, module, layer_type: str | None = None) -> tuple[np
                        f"rotary keeps fixed ones (supported: every other rope type)")
     sched = facts.frequencies(key)
     theta = np.array(sched.theta)[: (sched.rotary_dim or 2 * sched.planes) // 2]
-    import torch
     inv_freq = _held(module, layer_type, "inv_freq")
     # a model cast to a narrower dtype (``model.to(torch.bfloat16)``) casts the buffer too: one more rounding
     # of half its eps, relative
