@@ -12,8 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ropetheory.core.errors import BadValue
 from ropetheory.core.checks import MAX_ABS_POSITION
-from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, _model_theta, exact_cos_sin_compiled,
-                                              exact_tables, forget_exact_tables, precision_cost,
+from ropetheory.models.rope_precision import (TABLE_BLOCK, _exact_tables, exact_cos_sin_compiled, exact_tables,
+                                              forget_exact_tables, precision_cost, rotary_frequencies,
                                               rotary_precision)
 from ropetheory.testing import exact_cos_sin
 
@@ -115,6 +115,30 @@ def test_the_cost_table_compares_each_mode_with_exact():
         precision_cost(m, ids, L=128, modes=("transformers",))
 
 
+def test_the_modes_run_in_lockstep_give_the_numbers_of_each_mode_run_alone():
+    from ropetheory.models.forward import chunked_passes, pass_edges
+    m = sharp(tiny_llama())
+    ids = np.random.default_rng(1).integers(0, 97, 1024)
+    rows = precision_cost(m, ids, L=128, tokens_per_pass=256)
+    x = torch.as_tensor(ids)[None]
+    alone = {}
+    for mode in ("exact", "transformers", "bf16-cache"):
+        with torch.no_grad(), rotary_precision(m, mode):
+            logits = torch.cat([out.logits[0] for _, _, out in chunked_passes(m, x, pass_edges(1024, 256))])
+        alone[mode] = torch.log_softmax(logits.float(), -1)[:-1]
+    tgt = x[0, 1:, None]
+    for r in rows:
+        a, b = r["start"], r["end"]
+        logp = alone[r["mode"]][a:b]
+        nll = -logp.gather(1, tgt[a:b])[:, 0].double().numpy()
+        assert r["ppl"] == float(np.exp(nll.mean()))
+        ref = alone["exact"][a:b].double()
+        kl = (ref.exp() * (ref - logp.double())).sum(-1).numpy()
+        assert r["mean_kl"] == float(kl.mean())
+        assert r["top1_agreement"] == float((alone["exact"][a:b].argmax(-1) == logp.argmax(-1)).double().mean())
+    assert any(r["mean_kl"] > KL_ROUNDING for r in rows if r["mode"] == "bf16-cache")
+
+
 def test_the_exact_table_is_built_once_per_model_and_reused_across_calls_and_blocks():
     m = tiny_llama()
     rot = m.model.rotary_emb
@@ -141,6 +165,22 @@ def test_the_exact_table_is_built_once_per_model_and_reused_across_calls_and_blo
     assert exact_tables(m) == []
 
 
+def test_the_exact_rotary_refuses_frequencies_it_cannot_keep_or_that_are_not_the_config():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=N,
+                      rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0})
+    with pytest.raises(BadValue, match="dynamic"), rotary_precision(LlamaForCausalLM(cfg), "exact"):
+        pass
+    m = tiny_llama()
+    with torch.no_grad():
+        m.model.rotary_emb.attention_scaling = 2.0                    # what a retrofit to YaRN would change
+    with pytest.raises(BadValue, match="attention_scaling"), rotary_precision(m, "bf16-cache"):
+        pass
+    with pytest.raises(BadValue, match="rotary embedding"), rotary_precision(torch.nn.Linear(2, 2), "exact"):
+        pass
+
+
 def test_the_exact_table_refuses_negative_positions():
     m = tiny_llama()
     with torch.no_grad(), rotary_precision(m, "exact"), pytest.raises(BadValue, match="position_ids"):
@@ -151,12 +191,12 @@ def test_the_exact_table_refuses_negative_positions():
 def per_call_tables(model, cache_dtype):
     """The exact rotary computed afresh for each call's positions (no table): the reference the cached
     tables must reproduce bit for bit."""
-    theta = _model_theta(model)
     rot = model.model.rotary_emb
+    theta, scaling = rotary_frequencies(model, rot)
 
     def hook(module, args, kwargs, output):
         pos = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
-        return _exact_tables(pos, theta, float(module.attention_scaling), output[0].dtype, cache_dtype)
+        return _exact_tables(pos, theta, scaling, output[0].dtype, cache_dtype)
     h = rot.register_forward_hook(hook, with_kwargs=True)
     try:
         yield
