@@ -124,3 +124,35 @@ def test_a_distribution_text_is_fixed_and_stated_and_bad_names_are_refused():
         distribution_text("no-such-dist")
     with pytest.raises(ValueError, match="not both"):
         text_tokens(lambda t, **k: {"input_ids": [1, 2]}, 2, text_file="x", distribution="gguf")
+
+
+def _longest_repeat_brute(ids: list[int]) -> int:
+    n = len(ids)
+    return max([k for k in range(1, n) for i in range(n - k + 1) for j in range(i + 1, n - k + 1)
+                if ids[i:i + k] == ids[j:j + k]] or [0])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_longest_repeated_run_equals_a_brute_force_search(seed):
+    import numpy as np
+    from ropetheory.models.corpus import longest_repeat
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 1 + seed % 4, size=int(rng.integers(0, 24))).tolist()
+    if seed % 3 == 0 and ids:                                        # plant a long copy
+        ids = ids + ids[: len(ids) // 2 + 1]
+    assert longest_repeat(ids) == _longest_repeat_brute(ids)
+
+
+def test_a_repeated_text_states_where_it_repeats_and_how_long_the_copy_is():
+    from ropetheory.models.corpus import text_tokens
+
+    def tok(text, **_):
+        return {"input_ids": [ord(c) for c in text]}
+    tok.convert_ids_to_tokens = chr                                   # type: ignore[attr-defined]
+    import pathlib
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        f = pathlib.Path(d) / "t.txt"
+        f.write_text("abcdefgh")
+        ids, desc = text_tokens(tok, 20, text_file=f, repeat=True)
+    assert desc["repeats_from_position"] == 8 and desc["longest_repeat_tokens"] == 12

@@ -14,7 +14,8 @@ tokenizer: the one text every model and intervention past ``L`` can be measured 
 If the text is shorter than the tokens asked for, the run
 stops with an error naming both counts, unless ``repeat=True``, which appends the text to itself
 (the position where it first repeats is recorded: repeated text invites copying, which changes
-attention).
+attention). Every description also states the longest run of tokens that occurs twice
+(``longest_repeat``): code repeats short passages even where no file does.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ import hashlib
 import os
 import pathlib
 from typing import Any
+
+import numpy as np
 from ..core.checks import check_integer
 from ..core.errors import BadValue
 from ..store import token_ids_sha256
 
-__all__ = ["LICENSE_DIR", "default_text", "distribution_text", "text_tokens"]
+__all__ = ["LICENSE_DIR", "default_text", "distribution_text", "longest_repeat", "text_tokens"]
 
 LICENSE_DIR = pathlib.Path("/usr/share/common-licenses")
 
@@ -56,6 +59,35 @@ def distribution_text(name: str) -> tuple[str, str]:
     if not docs:
         raise BadValue(f"text distribution {name!r} has no text files to read")
     return "\n\n".join(d.text for d in docs), f"distribution {name} {dist.version}: {len(docs)} files"
+
+
+#: the base of the rolling hash ``longest_repeat`` compares windows by (odd, so a unit mod 2^64)
+_HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
+
+
+def longest_repeat(ids) -> int:
+    """The length of the longest run of tokens that occurs twice in ``ids`` (overlaps allowed; 0 if no
+    token repeats): what a model could copy. Binary search over the length; at each length the windows'
+    rolling hashes (mod 2^64) find candidate pairs, which are then compared token by token."""
+    a = np.asarray(ids, dtype=np.uint64)
+    n = a.size
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(n):                                    # h(prefix i+1) = h(prefix i) * B + a_i (mod 2^64)
+            prefix[i + 1] = prefix[i] * _HASH_BASE + a[i]
+
+    def repeats(k: int) -> bool:
+        with np.errstate(over="ignore"):
+            h = prefix[k:] - prefix[:-k] * (_HASH_BASE ** np.uint64(k))
+        order = np.argsort(h, kind="stable")
+        same = np.flatnonzero(h[order][1:] == h[order][:-1])
+        return any(np.array_equal(a[order[j]:order[j] + k], a[order[j + 1]:order[j + 1] + k]) for j in same)
+
+    lo, hi = 0, max(n - 1, 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if repeats(mid) else (lo, mid - 1)
+    return lo
 
 
 def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None = None, bos: bool = False,
@@ -94,5 +126,5 @@ def text_tokens(tokenizer, n_tokens: int, *, text_file: str | os.PathLike | None
     desc = {"source": source, "sha256": hashlib.sha256(text.encode()).hexdigest(), "ids_sha256": token_ids_sha256(out),
             "text_tokens": len(ids),
             "n_tokens": n_tokens, "bos": bos, "first_token": tokenizer.convert_ids_to_tokens(out[0]),
-            "repeats_from_position": repeats_at}
+            "repeats_from_position": repeats_at, "longest_repeat_tokens": longest_repeat(out)}
     return out, desc
