@@ -156,3 +156,46 @@ def test_a_repeated_text_states_where_it_repeats_and_how_long_the_copy_is():
         f.write_text("abcdefgh")
         ids, desc = text_tokens(tok, 20, text_file=f, repeat=True)
     assert desc["repeats_from_position"] == 8 and desc["longest_repeat_tokens"] == 12
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs" / "models" / "interventions"
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_the_committed_verdict_is_what_the_committed_runs_give_and_the_docs_quote_it(model, tmp_path):
+    import shutil
+    shutil.copytree(COMMITTED / model, tmp_path / model)
+    v = rep.write_summary(tmp_path / model)
+    for f in ("verdict.json", "verdict.md", "interventions.csv"):
+        assert (tmp_path / model / f).read_text() == (COMMITTED / model / f).read_text()
+    assert v["verdict"] == "casualty"
+    res = rep.load_results(COMMITTED / model)
+    assert res[rep.RESTORE]["meta"]["text"]["source"].startswith("distribution gguf")
+    readme = (ROOT / "README.md").read_text()
+    findings = (ROOT / "docs" / "findings.md").read_text().replace("**", "")
+    held = v["tests"][rep.RESTORE]["rescued_fraction"]
+    assert f"{max(f for f in held if f is not None):.0%}" in readme
+    for name, r in res.items():
+        ppl = " · ".join(f"{x['ppl']:.{2 if x['ppl'] < 100 else 1}f}" for x in r["runs"]["intervened"]["nll_ranges"])
+        assert ppl in findings, (name, ppl)
+
+
+def test_the_heldout_analyses_give_the_decomposition_and_predictors_the_findings_quote():
+    import json
+    from ropetheory.models.predictors import collapse_predictors
+    from ropetheory.models.sinks import decomposition_summary
+    findings = (ROOT / "docs" / "findings.md").read_text().replace("**", "")
+    for model, first in (("smollm2-135m", "SmolLM2, 90"), ("gemma3-270m", "Gemma 3, 3 global")):
+        res = json.loads((ROOT / "docs" / "models" / "heldout" / model / "analysis.json").read_text())
+        assert res["meta"]["text"]["source"].startswith("distribution gguf")
+        s = decomposition_summary(res["heads"], res["grid"], res["train_len"])
+        for c in (c for c in s["changes"] if c["kind"] == "rope"):
+            m = c["median"]
+            row = (f"| {first} | L → {c['k']}L | {m['d_log_odds']:+.2f} | {m['d_sink_logit']:+.2f} | "
+                   f"{m['d_others_mean']:+.2f} | {m['d_dilution']:+.2f} | {m['d_spread']:+.2f} |").replace("+-", "-")
+            assert row.replace("-", "−").replace("−−", "−") in findings.replace("| −", "| −"), row
+    cp = collapse_predictors(json.loads((ROOT / "docs/models/heldout/smollm2-135m/analysis.json").read_text()))
+    sil = cp["candidates"]["silhouette"]
+    assert f"silhouette after RoPE {sil['spearman']:+.2f} [{sil['spearman_ci'][0]:.2f}, {sil['spearman_ci'][1]:.2f}]" \
+        in findings

@@ -183,11 +183,17 @@ def write_summary(base: str | pathlib.Path, ids_sha256: str | None = None) -> di
              f"n = {first['n']} tokens, L = {first['train_len']}, text: {text['source']} (sha256 "
              f"{text['sha256'][:16]}, token ids {text['ids_sha256'][:16]})", "",
              f"**Verdict: {v['verdict']}**: {v['why']}.", "",
-             "| intervention | within-L cost (nats) | excess removed past L | rescues | costs within L |",
-             "|---|---|---|---|---|"]
+             "| intervention | within-L cost (nats) | excess removed past L | rescues | costs within L | "
+             "median sink share at L, 2L, 4L |",
+             "|---|---|---|---|---|---|"]
+
+    def shares(r: dict[str, Any], run: str) -> str:
+        return ", ".join("-" if (x := _share(r, run, m * r["train_len"])) is None else f"{x:.2g}" for m in (1, 2, 4))
+    lines.append(f"| (unchanged) | | | | | {shares(first, 'unchanged')} |")
     for k, t in v["tests"].items():
         fr = ", ".join("-" if f is None else f"{f:.2f}" for f in t["rescued_fraction"])
-        lines.append(f"| {k} | {t['cost_within_L']:+.3f} | {fr} | {t['rescues']} | {t['costs_within_L']} |")
+        lines.append(f"| {k} | {t['cost_within_L']:+.3f} | {fr} | {t['rescues']} | {t['costs_within_L']} | "
+                     f"{shares(results[k], 'intervened')} |")
     lines += ["", f"Rescue: at least {RESCUE_FRACTION} of the excess loss past L removed in every range; cost: "
                   f"within-L loss up by at least {COST_NATS} nats (ropetheory.models.intervention_report)."]
     (base / "verdict.md").write_text("\n".join(lines) + "\n")
