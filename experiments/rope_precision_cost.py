@@ -11,7 +11,8 @@ Any model ``load_model`` takes (``smollm2-135m``, ``gemma3-270m``, ``qwen2.5-cod
 for Gemma 3's or Qwen2.5's vocabularies): for another model each held-out file's text is recovered with the
 corpus's tokenizer (checked to encode back to the same ids) and encoded with the model's, files joined by
 its document separator as ``ropetheory retrofit corpus`` joins them (``heldout_for``). A window is ``8L``
-tokens inside one held-out distribution; where none is that long, ``--train-len`` gives a smaller ``L``.
+tokens (``--window-multiple``) inside one held-out distribution; where none is that long, a smaller
+multiple (Gemma 3: 4L) or ``--train-len`` (a smaller ``L``, for smoke runs).
 
     python experiments/rope_precision_cost.py --model smollm2-135m --windows 2 --device cuda
     python experiments/rope_precision_cost.py --model gemma3-270m --train-len 128 --windows 1 --passkey-trials 0
@@ -70,16 +71,20 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/rope_precision")
     p.add_argument("--train-len", type=int, default=None, help="L (default: the model's; smaller for a smoke run)")
+    p.add_argument("--window-multiple", type=int, default=8, help="a window is this many times L (default 8)")
     a = p.parse_args()
     model, tok, label = load_model(a.model, device=a.device)
     L = a.train_len or training_length(model.config.to_dict())
     corpus = load_corpus(a.corpus, ("heldout",))
     held, bounds = heldout_for(corpus, tok, label)
-    span = 8 * L
+    if a.window_multiple < 1:
+        raise BadValue(f"--window-multiple must be >= 1, got {a.window_multiple}")
+    span = a.window_multiple * L
     starts = heldout_windows(bounds, span)
     if not starts:
-        raise BadValue(f"no held-out distribution holds a window of 8L = {span} tokens of {label!r} (the longest "
-                       f"holds {max(np.diff(bounds))}): pass a smaller --train-len")
+        raise BadValue(f"no held-out distribution holds a window of {a.window_multiple}L = {span} tokens of "
+                       f"{label!r} (the longest holds {max(np.diff(bounds))}): pass a smaller --train-len or "
+                       f"--window-multiple")
     out = pathlib.Path(a.out) / label
     rows, t0 = [], time.time()
     for w, s in enumerate(starts[: a.windows]):
@@ -94,7 +99,7 @@ def main() -> None:
                 keys.append({"mode": mode, **r})
         write_csv(out / "passkey.csv", keys)
         print(f"passkey {mode}: {time.time() - t0:.0f} s", flush=True)
-    write_json(out / "meta.json", {"model": label, "L": L, "windows": min(a.windows, len(starts)),
+    write_json(out / "meta.json", {"model": label, "L": L, "windows": min(a.windows, len(starts)), "span": span,
                                    "corpus_heldout_sha256": corpus["manifest"]["heldout_sha256"],
                                    "corpus_tokenizer": corpus["manifest"].get("tokenizer"),
                                    "heldout_tokens": int(held.size),
