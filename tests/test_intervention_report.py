@@ -199,3 +199,12 @@ def test_the_heldout_analyses_give_the_decomposition_and_predictors_the_findings
     sil = cp["candidates"]["silhouette"]
     assert f"silhouette after RoPE {sil['spearman']:+.2f} [{sil['spearman_ci'][0]:.2f}, {sil['spearman_ci'][1]:.2f}]" \
         in findings
+
+
+@pytest.mark.parametrize("bad, err", [([1.5, 2], ValueError), ("abc", TypeError), ([[1, 2]], ValueError),
+                                      ([1, None], TypeError)])
+def test_the_longest_repeat_refuses_what_is_not_a_list_of_token_ids(bad, err):
+    from ropetheory.models.corpus import longest_repeat
+    with pytest.raises(err, match="ids"):
+        longest_repeat(bad)
+    assert longest_repeat([-3, 5, -3, 5]) == 2                       # negative ids hash by their bits

@@ -69,7 +69,8 @@ def longest_repeat(ids) -> int:
     """The length of the longest run of tokens that occurs twice in ``ids`` (overlaps allowed; 0 if no
     token repeats): what a model could copy. Binary search over the length; at each length the windows'
     rolling hashes (mod 2^64) find candidate pairs, which are then compared token by token."""
-    a = np.asarray(ids, dtype=np.uint64)
+    from ..core.checks import check_positions
+    a = check_positions(ids, name="ids").view(np.uint64)        # any int64 id, hashed by its bits
     n = a.size
     prefix = np.zeros(n + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
