@@ -208,3 +208,20 @@ def test_the_longest_repeat_refuses_what_is_not_a_list_of_token_ids(bad, err):
     with pytest.raises(err, match="ids"):
         longest_repeat(bad)
     assert longest_repeat([-3, 5, -3, 5]) == 2                       # negative ids hash by their bits
+
+
+def test_results_with_another_L_on_the_same_tokens_are_not_mixed_into_the_verdict(tmp_path):
+    import os
+    from ropetheory.store import write_json
+    old = _result("clamp-all", 2.0, [2.2, 2.3])
+    old["train_len"] = 50
+    write_json(tmp_path / "intervention-clamp-all" / "intervention.json", old)
+    os.utime(tmp_path / "intervention-clamp-all" / "intervention.json", (1, 1))
+    write_json(tmp_path / "intervention-clamp-sink" / "intervention.json", _result("clamp-sink", 2.0, [4.0, 5.0]))
+    assert list(rep.load_results(tmp_path)) == ["clamp-sink"]
+    with pytest.raises(ValueError, match="no intervention results"):
+        rep.load_results(tmp_path / "nothing")
+    from ropetheory.models.interventions import _check_names, INTERVENTIONS
+    assert _check_names("all") == list(INTERVENTIONS) and _check_names(["clamp-all", "clamp-all"]) == ["clamp-all"]
+    with pytest.raises(ValueError, match="a name, 'all' or a list"):
+        _check_names(3)

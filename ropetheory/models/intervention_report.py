@@ -42,16 +42,18 @@ COLORS = {"unchanged": "black", "clamp-sink": "tab:blue", "hold-sink-odds": "tab
 
 def load_results(base: str | pathlib.Path, ids_sha256: str | None = None) -> dict[str, dict[str, Any]]:
     """``{intervention: result}`` from ``<base>/intervention-*/intervention.json`` measured on the token ids
-    ``ids_sha256`` (default: those of the newest file); results on other tokens are left out."""
+    ``ids_sha256`` (default: those of the newest file) with the newest file's ``L``; results on other
+    tokens or with another ``L`` are left out."""
     files = sorted(pathlib.Path(base).glob("intervention-*/intervention.json"), key=lambda p: p.stat().st_mtime)
-    res = {}
-    for f in files:
-        r = json.loads(f.read_text())
-        res[r["intervention"]] = r
-    if not res:
+    ordered = [json.loads(f.read_text()) for f in files]                  # oldest first
+    if not ordered:
         raise BadValue(f"no intervention results under {str(base)!r}")
-    sha = ids_sha256 or list(res.values())[-1]["meta"]["text"]["ids_sha256"]
-    return {k: v for k, v in sorted(res.items()) if v["meta"]["text"]["ids_sha256"] == sha}
+    sha = ids_sha256 or ordered[-1]["meta"]["text"]["ids_sha256"]
+    same = [r for r in ordered if r["meta"]["text"]["ids_sha256"] == sha]
+    if not same:
+        raise BadValue(f"no intervention results under {str(base)!r} on token ids {sha[:16]}...")
+    L = same[-1]["train_len"]
+    return {r["intervention"]: r for r in sorted(same, key=lambda r: r["intervention"]) if r["train_len"] == L}
 
 
 def _ranges(r: dict[str, Any], run: str) -> list[dict[str, Any]]:

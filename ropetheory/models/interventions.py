@@ -249,7 +249,12 @@ def measure(model, input_ids: list[int], *, name: str, L: int, tokens_per_pass: 
 
 
 def _check_names(names) -> list[str]:
-    names = [names] if isinstance(names, str) else list(names)
+    """The interventions named (a name, ``"all"`` or a sequence of names), each once, or a ValueError."""
+    if isinstance(names, str):
+        names = list(INTERVENTIONS) if names == "all" else [names]
+    elif not isinstance(names, (list, tuple)):
+        raise BadValue(f"intervention must be a name, 'all' or a list of names, got {type(names).__name__}")
+    names = list(names)
     bad = [x for x in names if x not in INTERVENTIONS]
     if bad or not names:
         raise BadValue(f"intervention must be one of {INTERVENTIONS} (or 'all'), got {bad or names!r}")
@@ -311,7 +316,7 @@ def run(model: str, *, out, name, n_tokens: int, text: str | None = None, bos: b
     from .forward import training_length
     from .intervention_report import write_summary
     from .registry import PACKAGED, load_model
-    names = _check_names(INTERVENTIONS if name == "all" else name)
+    names = _check_names(name)
     if train_len is not None:
         check_integer("train_len", train_len, lo=2)
     m, tok, label = load_model(model, device=device)
