@@ -115,3 +115,15 @@ def test_the_reports_inversions_are_the_theory_functions_values():
         assert sec[f"M={M}"]["p_position_inversion"] == float(np.mean(p))
         assert sec[f"M={M}"]["p_token_inversion"] == float(np.mean(t))
         assert sec[f"M={M}"]["se_position"] == float(np.std(p) / np.sqrt(report.PAIRS))
+
+
+def test_the_drift_read_from_the_fsv_curves_is_the_drift_computed_on_its_own(monkeypatch):
+    sc = report.load_source("llama-3.1-8b")["schedules"][0]
+    L, V = 8192, report._unit_clouds(128, 4)
+    grid, rho = report.fsv_curves(sc["theta"], L, V, [s * L for s in report.FACTORS])
+    calls = []
+    real = report.spectra.rank1_curves_batch
+    monkeypatch.setattr(report.spectra, "rank1_curves_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    read = report.drift_section(sc, L, V, (grid, rho))
+    assert calls == []                                        # llama3's schedule does not depend on the length
+    assert read == report.drift_section(sc, L, V) and len(calls) == len(report.FACTORS)

@@ -82,10 +82,15 @@ def frequencies_section(theta: np.ndarray, H: int) -> dict[str, Any]:
                      for j, (t, w, c) in enumerate(zip(theta, wl, cycles, strict=False))]}
 
 
-def fsv_section(theta: np.ndarray, H: int, V: np.ndarray, extra: list[int]) -> dict[str, Any]:
+def fsv_curves(theta: np.ndarray, H: int, V: np.ndarray, extra: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The FSV section's grid (``NUM`` log-spaced lengths up to ``FAR_FACTOR * H``, ``H 2^k``, ``extra``) and
+    ``rho`` of every cloud (row of ``V``) on it, ``(clouds, lengths)``."""
     grid = np.unique(np.concatenate([spectra.log_grid(FAR_FACTOR * H, NUM), [H * 2 ** k for k in range(5)],
                                      extra])).astype(np.int64)
-    rho = spectra.rank1_curves_batch(theta, V, grid).rho
+    return grid, spectra.rank1_curves_batch(theta, V, grid).rho
+
+
+def fsv_section(theta: np.ndarray, H: int, V: np.ndarray, grid: np.ndarray, rho: np.ndarray) -> dict[str, Any]:
     fl, allrot = criteria.floors(theta, V)
     iH = int(np.flatnonzero(grid == H)[0])
     crit = criteria.criteria(rho[:, iH], fl, allrot)
@@ -115,7 +120,13 @@ def _unscaled(sc: dict) -> np.ndarray:
     return frequencies_from_config(cfg).theta
 
 
-def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
+def drift_section(sc: dict, L: int, V: np.ndarray, known: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Per factor ``s``: the low-frequency drift at ``sL`` and ``rho`` of the clouds ``V`` at ``L`` and ``sL``
+    under the schedule at sequence length ``sL``. ``known``: ``fsv_curves``'s ``(grid, rho)`` for the same
+    clouds under ``sc["theta"]``; where the schedule at ``sL`` is that ``theta`` (most rope types do not
+    depend on the sequence length) and the grid holds ``L`` and ``sL``, ``rho`` is read there (the same
+    numbers: ``rank1_curves_batch`` computes every length on its own)."""
     base = _unscaled(sc)
     rows = []
     for s in FACTORS:
@@ -124,7 +135,12 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
         else:
             th = sc["theta"]
         own = criteria.low_frequency_drift(base, th, s, L)
-        rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L])).rho
+        grid, known_rho = known if known is not None else (np.zeros(0, np.int64), None)
+        at = [np.flatnonzero(grid == n) for n in (L, s * L)]
+        if known_rho is not None and all(i.size for i in at) and np.array_equal(th, sc["theta"]):
+            rho = known_rho[:, [int(at[0][0]), int(at[1][0])]]
+        else:
+            rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L])).rho
         rows.append({"s": s, "eval_len": s * L, "low_freq_planes": own["low_freq_planes"],
                      "drift_ratio_own": own["max_drift_ratio"], "within_training": own["holds"],
                      "drift_ratio_unscaled": float(s) if own["max_drift_ratio"] is not None else None,
@@ -248,13 +264,14 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
         theta = sc["theta"]
         H = int(min(L, sc["window"])) if sc["window"] else L
         V = _unit_clouds(2 * theta.size, n_clouds)
+        grid, rho = fsv_curves(theta, H, V, [s * L for s in FACTORS])
         sec = {"name": sc["name"], "layers": sc["layers"], "rope_type": sc["rope_type"],
                "parameters": sc["parameters"], "assumed": sc["assumed"],
                "attention_factor": sc["attention_factor"], "head_dim": 2 * theta.size, "window": sc["window"],
                "horizon": H, "horizon_is": "sliding window" if sc["window"] else "training length",
                "frequencies": frequencies_section(theta, H),
-               "fsv": fsv_section(theta, H, V, [s * L for s in FACTORS]),
-               "drift": drift_section(sc, L, V), "inversions": inversion_section(theta, H),
+               "fsv": fsv_section(theta, H, V, grid, rho),
+               "drift": drift_section(sc, L, V, (grid, rho)), "inversions": inversion_section(theta, H),
                "men": men_section(theta, H, sc)}
         if res is not None:
             sec["measured"] = measured_section(res, sc["layer_type"])
