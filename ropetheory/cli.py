@@ -95,18 +95,20 @@ def _schedule_list() -> str:
 def _cmd_curve(args) -> int:
     from . import __version__
     from .core.checks import check_seed
+    from .flags import one_blas_thread
     from .schedules import schedule_from_spec
     from .spectra.gram import log_grid, rank1_curve
     spec = spec_with_defaults(args.spec)
     theta = schedule_from_spec(spec)
     v = np.random.default_rng(check_seed("seed", args.seed)).standard_normal(theta.head_dim)
     g = log_grid(args.n_max, args.num)
-    c = rank1_curve(theta, v, g)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
             "n_max": args.n_max, "num": args.num}
-    if args.format == "json" or args.sidecar:      # the limit is written only there: the CSV skips its programs
-        from .theory.theorems import predicted_limit
-        meta["limit"] = {"rho": (lim := predicted_limit(theta, v)).rho, "srank": lim.srank}
+    with one_blas_thread():                        # same bits, without OpenBLAS's threads spinning under XLA's
+        c = rank1_curve(theta, v, g)
+        if args.format == "json" or args.sidecar:  # the limit is written only there: the CSV skips its programs
+            from .theory.theorems import predicted_limit
+            meta["limit"] = {"rho": (lim := predicted_limit(theta, v)).rho, "srank": lim.srank}
     meta["ropetheory_version"] = __version__
     rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
             for n, r, s in zip(c["n"], c["rho"], c["srank"], strict=True)]
@@ -307,13 +309,10 @@ def _main(argv=None) -> int:
 
 
 def _run_reported(cmd: str, run: Callable[[], int], stores: list, argv: list[str]) -> int:
-    """``run()``'s exit code (OpenBLAS on one thread meanwhile, ``flags.one_blas_thread``: ``schedule`` runs no
-    LAPACK, ``report`` limits it where it computes), then one line per store it opened; a missing extra, bad
-    input, a bug and Ctrl-C each end it with their own line and exit code (2, 2, 1, 130)."""
-    from .flags import one_blas_thread
+    """``run()``'s exit code, then one line per store it opened; a missing extra, bad input, a bug and Ctrl-C
+    each end it with their own line and exit code (2, 2, 1, 130)."""
     try:
-        with one_blas_thread(cmd not in ("schedule", "report")):
-            rc = run()
+        rc = run()
         _report_stores(cmd, stores)
         return rc
     except ImportError as e:

@@ -130,9 +130,11 @@ def one_blas_thread(enabled: bool = True) -> Iterator[None]:
     OpenBLAS, and XLA already spreads a batch of matrices over its own thread pool: OpenBLAS's threads on top
     of those oversubscribe the cores and spin. On the 2-core machine of
     ``docs/benchmarks/commands_cpu.json`` the 65 tridiagonalisations (128 x 128) of one ``report`` cloud took
-    2.2 s with them and 0.06 s without; ``curve``'s and ``report``'s outputs were the same bits either way.
-    scipy.linalg is imported first (jaxlib would import it at the first LAPACK kernel) so that the limit
-    reaches its OpenBLAS: threadpoolctl limits only the libraries already loaded."""
+    2.2 s with them and 0.06 s without; ``curve``'s and ``report``'s outputs were the same bits either way, and
+    those two commands compute inside it. Others keep OpenBLAS's threads until their outputs are compared the
+    same way (a threaded BLAS may sum a product in another order). scipy.linalg is imported first (jaxlib
+    would import it at the first LAPACK kernel) so that the limit reaches its OpenBLAS: threadpoolctl limits
+    only the libraries already loaded."""
     if not enabled:
         yield
         return

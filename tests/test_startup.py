@@ -60,17 +60,19 @@ def _openblas_threads() -> list[int]:
     return [i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"]
 
 
-def test_a_command_runs_with_one_openblas_thread_and_leaves_the_count_as_it_was(capsys, monkeypatch):
+@pytest.mark.parametrize("argv", [["curve", "--num", "5"], ["report", "rope:head_dim=16", "--clouds", "2"]])
+def test_curve_and_report_compute_with_one_openblas_thread_and_leave_the_count_as_it_was(argv, capsys, monkeypatch,
+                                                                                        tmp_path):
     import scipy.linalg  # noqa: F401  (its OpenBLAS loaded before, as after any command)
+    from ropetheory.spectra import gram
     before = _openblas_threads()
     seen = []
-
-    def probe(args):
-        seen.append(_openblas_threads())
-        return 0
-    monkeypatch.setattr(cli, "_cmd_curve", probe)
-    assert cli.main(["curve"]) == 0
-    assert len(seen[0]) >= 2 and set(seen[0]) == {1}          # numpy's and scipy's OpenBLAS
+    for name in ("rank1_curve", "rank1_curves_batch"):
+        real = getattr(gram, name)
+        monkeypatch.setattr(gram, name, lambda *a, _f=real, **k: seen.append(_openblas_threads()) or _f(*a, **k))
+    monkeypatch.setattr(report.spectra, "rank1_curves_batch", gram.rank1_curves_batch)
+    assert cli.main(argv + (["--out", str(tmp_path), "--quiet"] if argv[0] == "report" else [])) == 0
+    assert seen and all(len(s) >= 2 and set(s) == {1} for s in seen)     # numpy's and scipy's OpenBLAS
     assert _openblas_threads() == before
 
 
