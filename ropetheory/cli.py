@@ -95,18 +95,21 @@ def _schedule_list() -> str:
 def _cmd_curve(args) -> int:
     from . import __version__
     from .core.checks import check_seed
+    from .flags import one_blas_thread
     from .schedules import schedule_from_spec
     from .spectra.gram import log_grid, rank1_curve
-    from .theory.theorems import predicted_limit
     spec = spec_with_defaults(args.spec)
     theta = schedule_from_spec(spec)
     v = np.random.default_rng(check_seed("seed", args.seed)).standard_normal(theta.head_dim)
     g = log_grid(args.n_max, args.num)
-    c = rank1_curve(theta, v, g)
-    lim = predicted_limit(theta, v)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
-            "n_max": args.n_max, "num": args.num, "limit": {"rho": lim.rho, "srank": lim.srank},
-            "ropetheory_version": __version__}
+            "n_max": args.n_max, "num": args.num}
+    with one_blas_thread():                        # same bits, without OpenBLAS's threads spinning under XLA's
+        c = rank1_curve(theta, v, g)
+        if args.format == "json" or args.sidecar:  # the limit is written only there: the CSV skips its programs
+            from .theory.theorems import predicted_limit
+            meta["limit"] = {"rho": (lim := predicted_limit(theta, v)).rho, "srank": lim.srank}
+    meta["ropetheory_version"] = __version__
     rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
             for n, r, s in zip(c["n"], c["rho"], c["srank"], strict=True)]
     if args.format == "json":

@@ -14,8 +14,8 @@ from typing import Any
 from collections.abc import Iterable, Iterator
 from .core.errors import BadValue
 
-__all__ = ["study_parser", "parse_study_args", "device_scope", "SHARED_FLAGS", "HelpFormatter", "plain_help",
-           "int_list", "parse_known_or_refuse"]
+__all__ = ["study_parser", "parse_study_args", "device_scope", "one_blas_thread", "SHARED_FLAGS", "HelpFormatter",
+           "plain_help", "int_list", "parse_known_or_refuse"]
 
 #: the flags a study may share; each means the same in every command
 SHARED_FLAGS = ("fresh", "quiet", "plot-only", "device")
@@ -119,4 +119,26 @@ def device_scope(device: str = "auto") -> Iterator[None]:
     except RuntimeError as e:
         raise BadValue(f"--device {device}: no such JAX device here ({e})") from None
     with jax.default_device(chosen):
+        yield
+
+
+@contextlib.contextmanager
+def one_blas_thread(enabled: bool = True) -> Iterator[None]:
+    """OpenBLAS on one thread inside the block (a command), as it was after; ``enabled=False`` changes nothing.
+
+    On CPU every top eigenvalue goes through JAX's LAPACK kernels (``sytrd``, ``syevd``), which call scipy's
+    OpenBLAS, and XLA already spreads a batch of matrices over its own thread pool: OpenBLAS's threads on top
+    of those oversubscribe the cores and spin. On the 2-core machine of
+    ``docs/benchmarks/commands_cpu.json`` the 65 tridiagonalisations (128 x 128) of one ``report`` cloud took
+    2.2 s with them and 0.06 s without; ``curve``'s and ``report``'s outputs were the same bits either way, and
+    those two commands compute inside it. Others keep OpenBLAS's threads until their outputs are compared the
+    same way (a threaded BLAS may sum a product in another order). scipy.linalg is imported first (jaxlib
+    would import it at the first LAPACK kernel) so that the limit reaches its OpenBLAS: threadpoolctl limits
+    only the libraries already loaded."""
+    if not enabled:
+        yield
+        return
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
         yield

@@ -17,7 +17,7 @@ import numpy as np
 from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
-                           from_theta, pad_to_bucket)
+                           from_theta, pad_edge)
 from ..core.devices import compute_platform
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
@@ -50,6 +50,22 @@ def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     for i in range(num - 2, -1, -1):             # ... and ending at n_max
         g[i] = min(g[i], g[i + 1] - 1)
     return g
+
+
+def length_bucket(n: int) -> int:
+    """The size the lengths axis of the rank-1 kernels is padded to (the last length repeated; padded results
+    are computed and dropped): ``n`` rounded up to a multiple of a sixteenth of the power of two above it
+    (``n`` itself up to 16), so at most 1/8 of the eigenproblems are padding and a kernel compiles for
+    at most 8 sizes per octave. Each length costs a ``d x d`` eigenproblem, which is why these are finer
+    than ``core.checks.bucket``'s powers of two below 1024 (the report's 65 lengths ran as 128)."""
+    n = max(int(n), 1)
+    step = 1 << max((n - 1).bit_length() - 4, 0)
+    return -(-n // step) * step
+
+
+def pad_lengths(lengths: np.ndarray) -> np.ndarray:
+    """``lengths`` padded to ``length_bucket`` of its size by repeating its last length."""
+    return pad_edge(lengths, length_bucket(lengths.size))
 
 
 def assemble_gram(v_il, Dm, Sm):
@@ -144,7 +160,7 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
     # three jitted stages, each over every length at once: fused into one program, XLA:CPU runs the
     # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
-    D, S = weighted_mean_phases(theta, weights, pad_to_bucket(L))
+    D, S = weighted_mean_phases(theta, weights, pad_lengths(L))
     out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
     return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
@@ -183,7 +199,7 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     if progress is not None:
         check_callable("progress", progress)
     Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
-    Dm, Sm = weighted_mean_phases(theta, CONSTANT, pad_to_bucket(L))     # padded: see rank1_curve
+    Dm, Sm = weighted_mean_phases(theta, CONSTANT, pad_lengths(L))       # padded: see rank1_curve
     if method is not None:
         check_method(method)
     batched = compute_platform() != "cpu"

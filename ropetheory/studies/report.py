@@ -43,10 +43,10 @@ from .. import spectra
 from .. import data
 from ..core.checks import check_integer, read_json_file
 from ..theory import criteria
-from ..theory.positions import position_inversion, scores, token_inversion
+from ..theory.positions import scores, scores_batch
 from ..schedules.hf import frequencies_from_config
 from ..store import check_finite_output, derived_code_hash
-from .common import device_scope, parse_study_args, study_parser
+from .common import device_scope, one_blas_thread, parse_study_args, study_parser
 from .report_html import assumed_lines, parameters_text, write
 from .report_sources import find_analysis, load_source, measured_section
 
@@ -82,10 +82,15 @@ def frequencies_section(theta: np.ndarray, H: int) -> dict[str, Any]:
                      for j, (t, w, c) in enumerate(zip(theta, wl, cycles, strict=False))]}
 
 
-def fsv_section(theta: np.ndarray, H: int, V: np.ndarray, extra: list[int]) -> dict[str, Any]:
+def fsv_curves(theta: np.ndarray, H: int, V: np.ndarray, extra: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The FSV section's grid (``NUM`` log-spaced lengths up to ``FAR_FACTOR * H``, ``H 2^k``, ``extra``) and
+    ``rho`` of every cloud (row of ``V``) on it, ``(clouds, lengths)``."""
     grid = np.unique(np.concatenate([spectra.log_grid(FAR_FACTOR * H, NUM), [H * 2 ** k for k in range(5)],
                                      extra])).astype(np.int64)
-    rho = spectra.rank1_curves_batch(theta, V, grid).rho
+    return grid, spectra.rank1_curves_batch(theta, V, grid).rho
+
+
+def fsv_section(theta: np.ndarray, H: int, V: np.ndarray, grid: np.ndarray, rho: np.ndarray) -> dict[str, Any]:
     fl, allrot = criteria.floors(theta, V)
     iH = int(np.flatnonzero(grid == H)[0])
     crit = criteria.criteria(rho[:, iH], fl, allrot)
@@ -115,7 +120,13 @@ def _unscaled(sc: dict) -> np.ndarray:
     return frequencies_from_config(cfg).theta
 
 
-def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
+def drift_section(sc: dict, L: int, V: np.ndarray, known: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Per factor ``s``: the low-frequency drift at ``sL`` and ``rho`` of the clouds ``V`` at ``L`` and ``sL``
+    under the schedule at sequence length ``sL``. ``known``: ``fsv_curves``'s ``(grid, rho)`` for the same
+    clouds under ``sc["theta"]``; where the schedule at ``sL`` is that ``theta`` (most rope types do not
+    depend on the sequence length) and the grid holds ``L`` and ``sL``, ``rho`` is read there (the same
+    numbers: ``rank1_curves_batch`` computes every length on its own)."""
     base = _unscaled(sc)
     rows = []
     for s in FACTORS:
@@ -124,7 +135,12 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
         else:
             th = sc["theta"]
         own = criteria.low_frequency_drift(base, th, s, L)
-        rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L])).rho
+        grid, known_rho = known if known is not None else (np.zeros(0, np.int64), None)
+        at = [np.flatnonzero(grid == n) for n in (L, s * L)]
+        if known_rho is not None and all(i.size for i in at) and np.array_equal(th, sc["theta"]):
+            rho = known_rho[:, [int(at[0][0]), int(at[1][0])]]
+        else:
+            rho = spectra.rank1_curves_batch(th, V, np.array([L, s * L])).rho
         rows.append({"s": s, "eval_len": s * L, "low_freq_planes": own["low_freq_planes"],
                      "drift_ratio_own": own["max_drift_ratio"], "within_training": own["holds"],
                      "drift_ratio_unscaled": float(s) if own["max_drift_ratio"] is not None else None,
@@ -132,13 +148,32 @@ def drift_section(sc: dict, L: int, V: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
+def _position_inversion(S: np.ndarray) -> float:
+    """``theory.positions.position_inversion``'s exact value from the scores ``S`` at ``m = 0 .. M-1``: the share
+    of pairs ``m1 < M/2 <= m2`` with ``S(m1) < S(m2)``, counted by sorting."""
+    h = S.size // 2
+    later = np.sort(S[h:2 * h])
+    return int(np.sum(later.size - np.searchsorted(later, S[:h], side="right"))) / (h * h)
+
+
+def _token_inversion(D: np.ndarray) -> float:
+    """``theory.positions.token_inversion``'s exact value from ``D = S_1 - S_2`` at ``m = 0 .. M-1``: the share
+    of ``m`` with ``D(m) < 0`` once the keys are ordered so that ``D(0) > 0``."""
+    return float(np.mean((-D if D[0] < 0 else D) < 0))
+
+
 def inversion_section(theta: np.ndarray, H: int) -> dict[str, Any]:
+    """Position and token inversion at ``M = H`` and ``4H`` over ``PAIRS`` random ``(q, k1, k2)``: the values
+    of ``theory.positions.position_inversion`` and ``token_inversion``, from one ``scores_batch`` per ``M``
+    (the angles ``m theta_j`` reduced once for every pair instead of once per call)."""
     d = 2 * theta.size
     Q = np.random.default_rng(1).standard_normal((PAIRS, 3, d))
     out: dict[str, Any] = {"pairs": PAIRS}
+    q, k = np.concatenate([Q[:, 0], Q[:, 0]]), np.concatenate([Q[:, 1], Q[:, 1] - Q[:, 2]])
     for M in (H, 4 * H):
-        p = [position_inversion(theta, q, k1, M)["exact"] for q, k1, _ in Q]
-        t = [token_inversion(theta, q, k1, k2, M)["exact"] for q, k1, k2 in Q]
+        S = scores_batch(theta, q, k, np.arange(M))         # rows: S of (q, k1), then D of (q, k1 - k2)
+        p = [_position_inversion(row) for row in S[:PAIRS]]
+        t = [_token_inversion(row) for row in S[PAIRS:]]
         out[f"M={M}"] = {"M": M, "p_position_inversion": float(np.mean(p)),
                          "se_position": float(np.std(p) / math.sqrt(PAIRS)),
                          "p_token_inversion": float(np.mean(t)), "se_token": float(np.std(t) / math.sqrt(PAIRS))}
@@ -229,13 +264,14 @@ def build(source: str, *, train_len: int | None = None, seq_len: int | None = No
         theta = sc["theta"]
         H = int(min(L, sc["window"])) if sc["window"] else L
         V = _unit_clouds(2 * theta.size, n_clouds)
+        grid, rho = fsv_curves(theta, H, V, [s * L for s in FACTORS])
         sec = {"name": sc["name"], "layers": sc["layers"], "rope_type": sc["rope_type"],
                "parameters": sc["parameters"], "assumed": sc["assumed"],
                "attention_factor": sc["attention_factor"], "head_dim": 2 * theta.size, "window": sc["window"],
                "horizon": H, "horizon_is": "sliding window" if sc["window"] else "training length",
                "frequencies": frequencies_section(theta, H),
-               "fsv": fsv_section(theta, H, V, [s * L for s in FACTORS]),
-               "drift": drift_section(sc, L, V), "inversions": inversion_section(theta, H),
+               "fsv": fsv_section(theta, H, V, grid, rho),
+               "drift": drift_section(sc, L, V, (grid, rho)), "inversions": inversion_section(theta, H),
                "men": men_section(theta, H, sc)}
         if res is not None:
             sec["measured"] = measured_section(res, sc["layer_type"])
@@ -297,7 +333,7 @@ def main(argv=None) -> int:
             rep = saved
         else:
             from ..progress import progress
-            with progress(desc="report", unit="schedule", quiet=args.quiet) as bar:
+            with progress(desc="report", unit="schedule", quiet=args.quiet) as bar, one_blas_thread():
                 rep = build(args.source, train_len=args.train_len, seq_len=args.seq_len, n_clouds=args.clouds,
                             analysis=args.analysis, progress=bar.update)
             rep["key"] = key

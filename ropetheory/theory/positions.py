@@ -35,7 +35,7 @@ from ..core.angles import reduced_turns, turn_chunks
 from ..core.checks import check_finite_array, check_integer, check_positions, from_theta
 from ..core.errors import BadValue
 
-__all__ = ["scores", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
+__all__ = ["scores", "scores_batch", "position_inversion", "position_aliasing", "token_inversion", "token_aliasing",
            "wilson", "bf16_eps"]
 
 #: z for the agreement check of Monte Carlo vs exact enumeration (99.9% two-sided)
@@ -67,6 +67,24 @@ def scores(theta: Any, q: np.ndarray, k: np.ndarray, m: Any) -> np.ndarray:
     q, k = (_vector(name, x, th.size) for name, x in (("q", q), ("k", k)))
     return np.asarray(_scores(jnp.asarray(dist), jnp.asarray(turn_chunks(th)), jnp.asarray(_complex(q)),
                               jnp.asarray(_complex(k))))
+
+
+#: ``_scores`` for rows of ``zq``, ``zk``: the angles of ``m`` do not depend on the row and are reduced once
+_scores_rows = jax.jit(jax.vmap(_scores, in_axes=(None, None, 0, 0)))
+
+
+def scores_batch(theta: Any, q: np.ndarray, k: np.ndarray, m: Any) -> np.ndarray:
+    """``scores`` of each row pair of ``q`` and ``k`` (``(B, d)`` each) at the distances ``m (N,)``: ``(B, N)``,
+    row ``b`` the values ``scores(theta, q[b], k[b], m)`` gives; ``m theta_j`` is reduced and its cosine and
+    sine are taken once for all rows. The same bits at the report's sizes (every packaged config, d >= 96 and
+    thousands of distances); for tiny ones (d = 16, 300 distances) XLA may round the sum's last bit apart."""
+    th = from_theta(theta)
+    dist = check_positions(np.asarray(m).ravel())
+    Q, K = (check_finite_array(name, x) for name, x in (("q", q), ("k", k)))
+    if Q.ndim != 2 or Q.shape[1] != 2 * th.size or K.shape != Q.shape:
+        raise BadValue(f"q and k must be (B, {2 * th.size}) arrays of one shape, got {Q.shape} and {K.shape}")
+    zq, zk = (jnp.asarray(X[:, 0::2] + 1j * X[:, 1::2]) for X in (Q, K))
+    return np.asarray(_scores_rows(jnp.asarray(dist), jnp.asarray(turn_chunks(th)), zq, zk))
 
 
 def _vector(name: str, x: Any, P: int) -> np.ndarray:
