@@ -122,23 +122,8 @@ def device_scope(device: str = "auto") -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def one_blas_thread(enabled: bool = True) -> Iterator[None]:
-    """OpenBLAS on one thread inside the block (a command), as it was after; ``enabled=False`` changes nothing.
-
-    On CPU every top eigenvalue goes through JAX's LAPACK kernels (``sytrd``, ``syevd``), which call scipy's
-    OpenBLAS, and XLA already spreads a batch of matrices over its own thread pool: OpenBLAS's threads on top
-    of those oversubscribe the cores and spin. On the 2-core machine of
-    ``docs/benchmarks/commands_cpu.json`` the 65 tridiagonalisations (128 x 128) of one ``report`` cloud took
-    2.2 s with them and 0.06 s without; ``curve``'s and ``report``'s outputs were the same bits either way, and
-    those two commands compute inside it. Others keep OpenBLAS's threads until their outputs are compared the
-    same way (a threaded BLAS may sum a product in another order). scipy.linalg is imported first (jaxlib
-    would import it at the first LAPACK kernel) so that the limit reaches its OpenBLAS: threadpoolctl limits
-    only the libraries already loaded."""
-    if not enabled:
-        yield
-        return
-    import scipy.linalg  # noqa: F401
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+def one_blas_thread(enabled: bool = True) -> contextlib.AbstractContextManager[None]:
+    """``ropetheory.core.devices.one_blas_thread`` (OpenBLAS on one thread for the block), imported when a
+    command computes, not when its flags are parsed (that module imports JAX)."""
+    from .core.devices import one_blas_thread as limit
+    return limit(enabled)

@@ -1,16 +1,46 @@
 """Where a computation runs: the one place a kernel's backend-dependent choices (chunk sizes, eigenvalue
 methods, batching) read the platform from.
 
-A command's ``--device`` is a ``jax.default_device`` scope (``ropetheory.flags.device_scope``); nothing
-here reads or sets a process-wide choice.
+A command's ``--device`` is a ``jax.default_device`` scope (``ropetheory.flags.device_scope``); the one
+process-wide setting touched here, OpenBLAS's thread count (``one_blas_thread``), is set for a block and
+restored after it.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 
-__all__ = ["compute_platform"]
+__all__ = ["compute_platform", "one_blas_thread"]
+
+#: threadpoolctl's view of the BLAS libraries loaded, found once (finding them scans every loaded library)
+_CONTROLLER: list[Any] = []
+
+
+@contextlib.contextmanager
+def one_blas_thread(enabled: bool = True) -> Iterator[None]:
+    """OpenBLAS (numpy's and scipy's) on one thread inside the block, as it was after; ``enabled=False``
+    changes nothing.
+
+    On CPU every top eigenvalue goes through JAX's LAPACK kernels (``sytrd``, ``syevd``), which call scipy's
+    OpenBLAS while XLA already spreads a batch of matrices over its own thread pool: OpenBLAS's threads on
+    top of those oversubscribe the cores and spin (65 tridiagonalisations of 128 x 128 took 2.2 s with them
+    and 0.06 s without on 2 cores; a 200-point curve 3.1 s and 0.28 s). On a mesh of several CPU devices
+    they also deadlock in ``sytrd``. Small numpy products (the capture's statistics) cost more CPU time
+    threaded than not. A threaded BLAS may sum a product in another order; on one thread the numbers no
+    longer depend on the core count. scipy.linalg is imported first (jaxlib imports it at the first LAPACK
+    kernel) so that the limit reaches its OpenBLAS: threadpoolctl sees only libraries already loaded."""
+    if not enabled:
+        yield
+        return
+    if not _CONTROLLER:
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER.append(ThreadpoolController())
+    with _CONTROLLER[0].limit(limits=1, user_api="blas"):
+        yield
 
 
 def compute_platform(*where: Any) -> str:

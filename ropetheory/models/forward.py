@@ -184,9 +184,9 @@ def _one_blas_thread():
     2-core machine; the whole capture 3.5x less, docs/benchmarks/bench_capture_1024_cpu.json). The threaded
     kernel may sum a product's ``d`` terms in another order, which moves a few sink terms by ulps (2e-15
     relative there); on one thread they no longer depend on the machine's core count. The model's forward
-    runs in torch's own thread pool, which this leaves alone."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
+    runs in torch's own thread pool, which this leaves alone (``ropetheory.core.devices.one_blas_thread``)."""
+    from ..core.devices import one_blas_thread
+    return one_blas_thread()
 
 
 @renamed("0.3.0", chunk="tokens_per_pass")

@@ -18,7 +18,7 @@ from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
                            from_theta, pad_edge)
-from ..core.devices import compute_platform
+from ..core.devices import compute_platform, one_blas_thread
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
 from .weights import AffineWeights, CONSTANT, TrigWeights, check_weights, weighted_mean_phases
@@ -161,8 +161,9 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
     # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
     D, S = weighted_mean_phases(theta, weights, pad_lengths(L))
-    out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
-    return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
+    with one_blas_thread(compute_platform() == "cpu"):       # LAPACK under XLA's threads: core.devices
+        out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
+        return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
 
 def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
@@ -209,8 +210,9 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
         chunk = check_length(clouds_per_call, "clouds_per_call")
     out = []
     for k in range(0, Vi.shape[0], chunk):
-        out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
-                                              method=method)))
+        with one_blas_thread(not batched):                   # LAPACK under XLA's threads: core.devices
+            out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
+                                                  method=method)))
         if progress is not None:
             progress(min(chunk, Vi.shape[0] - k))
     rho2 = np.clip(np.concatenate(out)[:, :L.size], 0, None)

@@ -16,7 +16,6 @@ batched over clouds, ``lengths <= 10^8`` or so.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -106,10 +105,8 @@ def _single_threaded_blas(mesh):
     """On a mesh of several CPU devices, XLA's device threads call LAPACK at once, and OpenBLAS's own
     threads then deadlock (with sytrd and, more rarely, syevd; never with OPENBLAS_NUM_THREADS=1): OpenBLAS
     runs single-threaded while they do (the devices are the parallelism)."""
-    if compute_platform(mesh) != "cpu" or mesh.devices.size < 2:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
+    from ..core.devices import one_blas_thread
+    return one_blas_thread(compute_platform(mesh) == "cpu" and mesh.devices.size >= 2)
 
 
 def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None, clouds_per_call: int | None = None):

@@ -146,27 +146,8 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
     cols = {k: np.full(L.size, x) for k, x in
             (("rho", math.sqrt(lam)), ("rho2", lam), ("srank", 1 / lam), ("frob_ratio", 1.0))}
     todo = np.flatnonzero(~cert)
-    for piece in _pieces(todo.size):     # the all-computed curve's call, on the other lengths
-        idx = todo[piece]
-        cur = spectra.rank1_curve(theta, v, L[idx], weights=weights, layout=layout, offset=offset, method=method)
+    if todo.size:                        # the all-computed curve's call, on the other lengths (padded by 1/8 at most)
+        cur = spectra.rank1_curve(theta, v, L[todo], weights=weights, layout=layout, offset=offset, method=method)
         for k, col in cols.items():
-            col[idx] = cur[k]
+            col[todo] = cur[k]
     return spectra.Curve(n=L, certified=cert, eps=eps, **cols)
-
-
-#: the smallest batch of lengths given its own call (below it the rest is one call, padded to its bucket)
-_MIN_PIECE = 16
-
-
-def _pieces(m: int) -> list[slice]:
-    """``m`` lengths as batches of power-of-two sizes (then one smaller remainder): ``rank1_curve`` pads
-    a batch to the next power of two (``core.checks.bucket``), so 135 lengths in one call would cost 256
-    eigenproblems and cost 128 + 8 as two calls."""
-    out, start = [], 0
-    while m - start >= _MIN_PIECE:
-        size = 1 << ((m - start).bit_length() - 1)
-        out.append(slice(start, start + size))
-        start += size
-    if start < m:
-        out.append(slice(start, m))
-    return out
