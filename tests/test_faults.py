@@ -7,9 +7,9 @@ reproduces). The SIGKILL is a real kill of a fresh process (``python tests/fault
 resumes what the interrupted run left; the reference run, the SIGINT (delivered to this test process,
 where ``cli.main`` turns it into exit code 130) and the final resume run ``cli.main`` here, in the test
 process, whose imports and compiled programs they share. Sizes are small so the whole matrix runs in CI;
-the mechanism does not depend on size. The runs here write no figure files (``_no_figure_files``: rendering
-the PNGs and PDFs is most of a small ``analyze`` run, and only CSVs are compared), except the final resumed
-run of a command whose figures no other test renders.
+the mechanism does not depend on size. The runs here write no figure files (``_no_figure_files``: laying
+out and rendering the PNGs and PDFs is most of a small ``analyze`` run, and only CSVs are compared), except
+the final resumed run of a command whose figures no other test renders.
 """
 from __future__ import annotations
 
@@ -88,18 +88,22 @@ def _run_killed(cmd, out, fault, model=None):
 @contextlib.contextmanager
 def _no_figure_files():
     """``Figure.savefig`` to a path writes nothing inside the block (to a file object it writes as
-    usual): the figures are drawn and laid out, their PNG and PDF files are not rendered."""
+    usual) and ``Figure.tight_layout`` does nothing (it places the axes of the files that are not
+    written): the figures are drawn, their PNG and PDF files are neither laid out nor rendered."""
     from matplotlib.figure import Figure
-    real = Figure.savefig
+    real, real_layout = Figure.savefig, Figure.tight_layout
 
     def savefig(self, fname, *args, **kwargs):
         if not isinstance(fname, (str, os.PathLike)):
             return real(self, fname, *args, **kwargs)
-    Figure.savefig = savefig
+
+    def tight_layout(self, *args, **kwargs):
+        return None
+    Figure.savefig, Figure.tight_layout = savefig, tight_layout
     try:
         yield
     finally:
-        Figure.savefig = real
+        Figure.savefig, Figure.tight_layout = real, real_layout
 
 
 def _run_here(cmd, out, fault=None, model=None, figure_files=True):
