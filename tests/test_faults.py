@@ -7,9 +7,9 @@ reproduces). The SIGKILL is a real kill of a fresh process (``python tests/fault
 resumes what the interrupted run left; the reference run, the SIGINT (delivered to this test process,
 where ``cli.main`` turns it into exit code 130) and the final resume run ``cli.main`` here, in the test
 process, whose imports and compiled programs they share. Sizes are small so the whole matrix runs in CI;
-the mechanism does not depend on size. The runs here write no figure files (``_no_figure_files``: rendering
-the PNGs and PDFs is most of a small ``analyze`` run, and only CSVs are compared), except the final resumed
-run of a command whose figures no other test renders.
+the mechanism does not depend on size. The runs here write no figure files (``figure_files.no_figure_files``:
+laying out and rendering the PNGs and PDFs is most of a small ``analyze`` run, and only CSVs are compared), except
+the final resumed run of a command whose figures no other test renders.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from figure_files import no_figure_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: command -> small arguments (each saves several rows or parts)
@@ -85,27 +87,10 @@ def _run_killed(cmd, out, fault, model=None):
     return r.returncode, r.stderr
 
 
-@contextlib.contextmanager
-def _no_figure_files():
-    """``Figure.savefig`` to a path writes nothing inside the block (to a file object it writes as
-    usual): the figures are drawn and laid out, their PNG and PDF files are not rendered."""
-    from matplotlib.figure import Figure
-    real = Figure.savefig
-
-    def savefig(self, fname, *args, **kwargs):
-        if not isinstance(fname, (str, os.PathLike)):
-            return real(self, fname, *args, **kwargs)
-    Figure.savefig = savefig
-    try:
-        yield
-    finally:
-        Figure.savefig = real
-
-
 def _run_here(cmd, out, fault=None, model=None, figure_files=True):
     """``cmd`` through ``cli.main`` in this process: (exit code, stderr). ``fault`` (``SIGINT:k``) sends
     SIGINT to this process after the k-th saved unit, with Python's own handler (KeyboardInterrupt).
-    ``figure_files=False``: the figures are drawn but their files not written (``_no_figure_files``)."""
+    ``figure_files=False``: the figures are drawn but their files not written (``no_figure_files``)."""
     from fault_runner import signal_after
     from ropetheory import cli, store
     err = io.StringIO()
@@ -114,7 +99,7 @@ def _run_here(cmd, out, fault=None, model=None, figure_files=True):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
-                (contextlib.nullcontext() if figure_files else _no_figure_files()):
+                (contextlib.nullcontext() if figure_files else no_figure_files()):
             rc = cli.main(_argv(cmd, out, model))
     except KeyboardInterrupt:
         pytest.fail(f"ropetheory {cmd}: the interrupt escaped cli.main\n{err.getvalue()[-3000:]}")

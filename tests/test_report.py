@@ -14,10 +14,10 @@ from ropetheory.cli import main
 from ropetheory.schedules import schedule
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.json"))
-CLOUDS = 4                     # small: the sections' code paths, not their statistics, are under test
-#: clouds per schedule in the page-per-config test: the fewest ``report.build`` takes (quantiles, shares
-#: and medians over clouds are still computed); the FSV section's top eigenvalues scale with it
-CONFIG_CLOUDS = 2
+#: clouds per schedule: the fewest ``report.build`` takes (quantiles, shares and medians over clouds are
+#: still computed; the sections' code paths, not their statistics, are under test); the FSV section's top
+#: eigenvalues scale with it, and every report here (and in test_newcomer) runs the same compiled programs
+CLOUDS = CONFIG_CLOUDS = 2
 #: training lengths given to the configs whose own L (32768) makes the page slow to compute: a full-attention
 #: horizon is L, and the inversion counts run over M = L and 4L (Gemma 3: d = 256). The schedules are the
 #: configs' own (Gemma's sliding horizon stays 512; Qwen2's YaRN keeps its own factor and original length);

@@ -20,16 +20,29 @@ MP_RTOL = 1e-10
 # weights from a callable vs from an array: the same rows, W summed in another order (compensated in
 # the stream, pairwise in numpy): agreement to a few ulp; 1e-12 leaves margin
 STREAM_RTOL = 1e-12
+#: lengths per drawn curve in the property tests: a fixed count, so one compiled stream serves each head width
+CURVE_LENGTHS = 4
+#: the largest length a property test draws for its brute-force SVD
+MAX_DRAWN_LENGTH = 300
+#: rows of the drawn clouds of the Lemma 2 test (their prefixes are the curves' lengths)
+CLOUD_ROWS = 40
 
 
-def brute_force_metrics(theta, v, n, w=None, layout="interleaved"):
-    """Build Rope(X) (n x d) and take numpy's SVD: the naive way, for small n only."""
-    w = np.ones(n) if w is None else np.asarray(w[:n], dtype=float)
-    X = np.sqrt(w)[:, None] * v[None, :]
-    Y = np.asarray(apply_rope(theta, X, layout=layout))
-    s = np.linalg.svd(Y, compute_uv=False)
-    s0 = np.linalg.svd(X, compute_uv=False)[0]
-    return {"rho": s[0] / s0, "srank": (s ** 2).sum() / s[0] ** 2, "frob_ratio": np.linalg.norm(Y) / np.linalg.norm(X)}
+def brute_force_metrics(theta, v, lengths, layout="interleaved", rows=MAX_DRAWN_LENGTH):
+    """Build Rope(X) (``rows`` x d, constant rows ``v``) and take numpy's SVD of its first n rows for each n in
+    ``lengths``: the naive way, for small n only. Rope rotates each row by its own position, so the first n
+    rows of Rope(X) are Rope(X[:n]); one ``rows``-row rotation serves every length (one compiled program per
+    head width and layout)."""
+    X = np.tile(v, (rows, 1))
+    Y_all = np.asarray(apply_rope(theta, X, layout=layout))
+    out = []
+    for n in lengths:
+        Y = Y_all[:n]
+        s = np.linalg.svd(Y, compute_uv=False)
+        s0 = np.linalg.svd(X[:n], compute_uv=False)[0]
+        out.append({"rho": s[0] / s0, "srank": (s ** 2).sum() / s[0] ** 2,
+                    "frob_ratio": np.linalg.norm(Y) / np.linalg.norm(X[:n])})
+    return out
 
 
 @examples(25)
@@ -38,12 +51,14 @@ def test_closed_form_equals_streaming_equals_brute_force_svd(data):
     name, d, theta = data.draw(schedules())
     v = data.draw(unit_vectors(d))
     layout = data.draw(layouts)
-    lengths = sorted(set(data.draw(st.lists(st.integers(1, 300), min_size=1, max_size=4))))
+    # always CURVE_LENGTHS of them, repeats allowed (a repeat streams no position): the streamed program is
+    # compiled per head width and step, not per count of lengths
+    lengths = sorted(data.draw(st.lists(st.integers(1, MAX_DRAWN_LENGTH), min_size=CURVE_LENGTHS,
+                                        max_size=CURVE_LENGTHS)))
     closed = sp.rank1_curve(theta, v, lengths, layout=layout)
     stream = sp.rank1_stream_curve(theta, v, lengths, layout=layout,
                                    positions_per_step=data.draw(st.sampled_from([1, 7, 64])))
-    for idx, n in enumerate(lengths):
-        bf = brute_force_metrics(theta, v, n, layout=layout)
+    for idx, (n, bf) in enumerate(zip(lengths, brute_force_metrics(theta, v, lengths, layout=layout), strict=True)):
         for key in ("rho", "srank", "frob_ratio"):
             assert abs(closed[key][idx] - bf[key]) < SMALL_N_ATOL * max(1.0, bf[key]), (key, n)
             assert abs(stream[key][idx] - bf[key]) < SMALL_N_ATOL * max(1.0, bf[key]), (key, n)
@@ -56,7 +71,7 @@ def test_affine_weights_closed_form_equals_streaming(data):
     v = data.draw(unit_vectors(d))
     a = data.draw(st.sampled_from([0.0, 0.5, 1.0]))
     b = data.draw(st.sampled_from([0.01, 1.0, 3.0]))
-    lengths = [1, 2, 17, 250] if a > 0 else [2, 17, 250]    # a = 0: W_1 = 0, rho_1 undefined
+    lengths = [1, 2, 17, 250] if a > 0 else [2, 3, 17, 250]    # a = 0: W_1 = 0, rho_1 undefined
     closed = sp.rank1_curve(theta, v, lengths, weights=sp.AffineWeights(a, b))
     w = a + b * np.arange(250.0)
     stream = sp.rank1_stream_curve(theta, v, lengths, weights=w, positions_per_step=16)
@@ -68,14 +83,16 @@ def test_affine_weights_closed_form_equals_streaming(data):
 @given(st.data())
 def test_lemma2_frobenius_norm_is_invariant_for_general_clouds(data):
     name, d, theta = data.draw(schedules())
-    n = data.draw(st.integers(1, 40))
-    X = data.draw(clouds(d, n))
-    Y = np.asarray(apply_rope(theta, X, offset=data.draw(st.integers(0, 10 ** 13))))
-    assert abs(np.linalg.norm(Y) / np.linalg.norm(X) - 1) < 1e-14
-    curve = sp.rope_matrix_curve(theta, X, [n])
-    assert abs(curve["frob_ratio"][0] - 1) < 1e-13
-    ref = sp.matrix_metrics(Y)
-    assert abs(curve["srank"][0] - ref["srank"]) < 1e-10 * ref["srank"]
+    n = data.draw(st.integers(1, CLOUD_ROWS))
+    X = data.draw(clouds(d, CLOUD_ROWS))     # the prefix of n rows and all rows: programs compiled per
+    Y_all = np.asarray(apply_rope(theta, X, offset=data.draw(st.integers(0, 10 ** 13))))   # head width only
+    curve = sp.rope_matrix_curve(theta, X, [n, CLOUD_ROWS])
+    for i, rows in enumerate((n, CLOUD_ROWS)):
+        Y = Y_all[:rows]                      # Rope rotates each row by its own position
+        assert abs(np.linalg.norm(Y) / np.linalg.norm(X[:rows]) - 1) < 1e-14
+        assert abs(curve["frob_ratio"][i] - 1) < 1e-13
+        ref = sp.matrix_metrics(Y)
+        assert abs(curve["srank"][i] - ref["srank"]) < 1e-10 * ref["srank"]
 
 
 MP_CASES = [

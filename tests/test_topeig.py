@@ -39,9 +39,14 @@ def _psd_batch(d, seed, kind):
     raise AssertionError(kind)
 
 
+#: head widths of the method comparison: 2 (eigvalsh for every method), 3 (odd) and 64, a common head width
+#: whose compiled householder program (6 matrices) the power-of-two scaling test below runs as well
+METHOD_HEAD_DIMS = [2, 3, 64]
+
+
 @pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh"])
 @pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero"])
-@pytest.mark.parametrize("d", [2, 3, 80])
+@pytest.mark.parametrize("d", METHOD_HEAD_DIMS)
 def test_top_eigenvalue_equals_the_largest_of_eigvalsh(method, kind, d):
     G = _psd_batch(d, d, kind)
     G = 0.5 * (G + G.transpose(0, 2, 1))
@@ -157,16 +162,21 @@ def test_householder_tridiagonal_is_similar_to_the_input():
 
 
 def test_householder_reads_only_the_lower_triangle():
-    G = _symmetric_batch(24, 2, "wishart")
+    G = _symmetric_batch(64, 2, "wishart")         # six 64 x 64: the enclosure test's compiled program
     junk = np.triu(np.random.default_rng(0).standard_normal(G.shape), 1)
     clean = np.asarray(_householder_top(jnp.asarray(G)).value)
     np.testing.assert_array_equal(_householder_top(jnp.asarray(np.tril(G) + junk)).value, clean)
 
 
+#: the panel test's width: 18 columns to reduce, so panels of 5 (5, 5, 5, 3) and of 16 (16, 2) each end on a
+#: partial panel and one of 40 is wider than the matrix; compiling costs about one program per panel
+PANEL_TEST_DIM = 19
+
+
 @pytest.mark.parametrize("panel", [1, 5, 16, 40])
 def test_householder_value_does_not_depend_on_the_panel_width(panel):
     """The blocking only regroups the same reflections: every panel width gives numpy's top eigenvalue."""
-    G = _symmetric_batch(33, 4, "wishart")
+    G = _symmetric_batch(PANEL_TEST_DIM, 4, "wishart")
     ref = np.linalg.eigvalsh(G)[:, -1]
     got = np.asarray(jax.jit(lambda G: tridiag.householder_top(G, panel).value)(jnp.asarray(G)))
     assert np.all(np.abs(got - ref) <= EIG_RTOL * ref)
@@ -175,10 +185,11 @@ def test_householder_value_does_not_depend_on_the_panel_width(panel):
 def test_householder_top_passes_the_cholesky_certificate_and_a_lower_value_fails_it():
     """``certified_below(G, value)`` proves lambda_max < value (1 + CERT_RTOL); the same check must refuse
     a value a thousand certificate slacks too low."""
-    G = jnp.asarray(np.concatenate([_symmetric_batch(64, 8, k) for k in ("wishart", "rank1", "graded")]))
-    value = _householder_top(G).value
-    assert np.asarray(topeig.certified_below(G, value)).all()
-    assert not np.asarray(topeig.certified_below(G, value * (1 - 1000 * topeig.CERT_RTOL))).any()
+    for kind in ("wishart", "rank1", "graded"):     # six 64 x 64 matrices a call, as in the enclosure test
+        G = jnp.asarray(_symmetric_batch(64, 8, kind))
+        value = _householder_top(G).value
+        assert np.asarray(topeig.certified_below(G, value)).all(), kind
+        assert not np.asarray(topeig.certified_below(G, value * (1 - 1000 * topeig.CERT_RTOL))).any(), kind
 
 
 @pytest.mark.parametrize("k", [-1000, -600, -1, 1, 600, 1000])

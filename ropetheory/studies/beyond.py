@@ -25,12 +25,15 @@ from .common import device_scope, parse_study_args, save_figure, study_parser
 from ..core.checks import read_json_file
 
 SCALES = {
-    # seconds: smoke and fault tests
-    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, positions_per_step=256),
+    # seconds: smoke and fault tests; 4 grid lengths per curve, the fewest a convergence rate is fitted to
+    "tiny": dict(n_max=2e3, pairs=2, M_max=10 ** 3, mc=10 ** 4, positions_per_step=256, grid_points=4),
     "cpu": dict(n_max=1e6, pairs=8, M_max=10 ** 5, mc=10 ** 6),
     "gpu": dict(n_max=1e7, pairs=64, M_max=10 ** 6, mc=10 ** 6),
 }
 D = 128
+#: lengths per cloud curve (log-spaced from ``GRID_N_MIN`` to ``n_max``) where a scale does not say
+GRID_POINTS = 16
+GRID_N_MIN = 1000
 SNRS = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 SCHEDULES: dict[str, dict[str, Any]] = {
     "rope": dict(base=1e4),
@@ -56,11 +59,12 @@ def _theta(key, base=None):
     return schedule_from_spec(spec)
 
 
-def cloud_rows(n_max: float, journal: Journal, bar, positions_per_step: int = 4096) -> list[str]:
+def cloud_rows(n_max: float, journal: Journal, bar, positions_per_step: int = 4096,
+               grid_points: int = GRID_POINTS) -> list[str]:
     keys = []
     v = np.random.default_rng(0).standard_normal(D)
     v /= np.linalg.norm(v)
-    grid = spectra.log_grid(n_max, 16, 1000)
+    grid = spectra.log_grid(n_max, grid_points, GRID_N_MIN)
     atol = CONFIRM_ATOL_AT_1E6 * math.sqrt(1e6 / n_max)
     for sk in ("rope", "half_rope", "rope_id"):
         th = _theta(sk)
@@ -150,7 +154,8 @@ def run(out_dir: pathlib.Path, scale: str = "cpu", quiet: bool = False, resume: 
     journal = Journal(out_dir / f"beyond_{scale}.jsonl", resume=resume, code=code_hash())
     t0 = time.time()
     bar = progress(total=3 * 10 + 4 * 5 + 2 * len(BASES), desc="beyond", quiet=quiet)
-    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("positions_per_step", 4096)))
+    ck = cloud_rows(sc["n_max"], journal, bar, int(sc.get("positions_per_step", 4096)),
+                    int(sc.get("grid_points", GRID_POINTS)))
     pk = position_rows(sc, journal, bar)
     bar.close()
     clouds = journal.ordered(ck)
