@@ -246,6 +246,8 @@ def main(argv=None) -> int:
 NO_CACHE_ENV = "ROPETHEORY_NO_CACHE"
 #: programs that compile faster than this are not worth a cache entry (JAX's own default is 1 s)
 CACHE_MIN_COMPILE_SECONDS = 0.05
+#: a bound turns on JAX's file lock: unlocked, a second command read a half-written program and segfaulted
+CACHE_MAX_BYTES = 4 << 30
 
 
 def compilation_cache_dir() -> pathlib.Path:
@@ -265,7 +267,8 @@ def compilation_cache(enabled: bool = True) -> Iterator[None]:
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
     settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
-                "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS}
+                "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS,
+                "jax_compilation_cache_max_size": CACHE_MAX_BYTES}
     before = {name: getattr(jax.config, name) for name in settings}
     if not enabled or before["jax_compilation_cache_dir"]:
         yield

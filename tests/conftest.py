@@ -11,6 +11,9 @@ JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / f"ropetheory-tests-jax-cache-{
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+#: a size bound turns on JAX's file lock around every read and write of the folder: test runs that share it
+#: (the commands a test starts, other checkouts' runs) never read a half-written entry (one segfaulted)
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

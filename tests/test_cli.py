@@ -120,9 +120,12 @@ def test_the_compilation_cache_is_on_for_the_command_only_and_never_touches_the_
         assert jax.config.jax_compilation_cache_dir == chosen             # the caller's folder wins
     try:
         jax.config.update("jax_compilation_cache_dir", None)
+        size_before = jax.config.jax_compilation_cache_max_size
         with cli.compilation_cache():
             assert jax.config.jax_compilation_cache_dir == str(cli.compilation_cache_dir())
             assert str(tmp_path) in jax.config.jax_compilation_cache_dir
+            assert jax.config.jax_compilation_cache_max_size == cli.CACHE_MAX_BYTES > 0   # JAX locks the folder
+        assert jax.config.jax_compilation_cache_max_size == size_before
         assert jax.config.jax_compilation_cache_dir is None
         with cli.compilation_cache(enabled=False):
             assert jax.config.jax_compilation_cache_dir is None
