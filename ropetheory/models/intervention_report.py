@@ -144,8 +144,6 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _plot(results: dict[str, dict[str, Any]], path: pathlib.Path, title: str) -> list[pathlib.Path]:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .. import figstyle
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
