@@ -221,7 +221,7 @@ def test_results_with_another_L_on_the_same_tokens_are_not_mixed_into_the_verdic
     assert list(rep.load_results(tmp_path)) == ["clamp-sink"]
     with pytest.raises(ValueError, match="no intervention results"):
         rep.load_results(tmp_path / "nothing")
-    from ropetheory.models.interventions import _check_names, INTERVENTIONS
-    assert _check_names("all") == list(INTERVENTIONS) and _check_names(["clamp-all", "clamp-all"]) == ["clamp-all"]
+    from ropetheory.models.interventions import check_names, INTERVENTIONS
+    assert check_names("all") == list(INTERVENTIONS) and check_names(["clamp-all", "clamp-all"]) == ["clamp-all"]
     with pytest.raises(ValueError, match="a name, 'all' or a list"):
-        _check_names(3)
+        check_names(3)

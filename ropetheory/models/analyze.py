@@ -61,7 +61,7 @@ def _parser():
                                    "/usr/share/common-licenses)")
     ap.add_argument("--text-distribution", default=None, metavar="NAME",
                     help="read the text of an installed Python distribution instead (e.g. gguf: its source and "
-                         "docs in path order, never repeating; ropetheory.models.corpus.distribution_text)")
+                         "docs in path order, never repeated whole; ropetheory.models.corpus.distribution_text)")
     ap.add_argument("--max-tokens", type=int, default=2048, help="tokens of text to analyse")
     ap.add_argument("--repeat-text", action="store_true", help="repeat the text if it is shorter than --max-tokens")
     ap.add_argument("--bos", action="store_true", help="prepend the tokenizer's BOS token")
@@ -162,11 +162,8 @@ def _intervene(args, out: pathlib.Path) -> int:
     if args.max_tokens < 2 or args.tokens_per_pass < 1:
         raise BadValue(f"--max-tokens must be >= 2 and --tokens-per-pass >= 1, got {args.max_tokens}, "
                        f"{args.tokens_per_pass}")
-    names = args.intervention if args.intervention == "all" else args.intervention.split(",")
-    bad = [x for x in ([] if names == "all" else names) if x not in INTERVENTIONS]
-    if bad:
-        raise BadValue(f"--intervention must name some of {', '.join(INTERVENTIONS)} (comma-separated) or all, "
-                       f"got {', '.join(bad)!r}")
+    names = interventions.check_names(args.intervention if args.intervention == "all"
+                                      else args.intervention.split(","), "--intervention")
     res = interventions.run(args.model, out=out, name=names, n_tokens=args.max_tokens, text=args.text,
                             bos=args.bos, repeat_text=args.repeat_text, tokens_per_pass=args.tokens_per_pass,
                             device=_torch_device(args.device), train_len=args.train_len,

@@ -8,9 +8,9 @@ blank line between texts, symbolic links skipped. The sha256 of the text and of 
 another) are recorded with every result (``meta["text"]``). A
 user can give any text file instead, or name an installed Python distribution
 (``distribution_text``): its text files as the retrofit corpus reads them, in path order, one blank
-line between files. Such a text is code and its documentation, does not repeat (a package's files
-are distinct), and is the same on any machine with the same version installed, whatever the
-tokenizer: the one text every model and intervention past ``L`` can be measured on.
+line between files. Such a text is code and its documentation, is never repeated whole (a package's
+files are distinct; short passages recur, see below), and is the same on any machine with the same
+version installed, whatever the tokenizer: the one text every model and intervention past ``L`` can be measured on.
 If the text is shorter than the tokens asked for, the run
 stops with an error naming both counts, unless ``repeat=True``, which appends the text to itself
 (the position where it first repeats is recorded: repeated text invites copying, which changes

@@ -35,7 +35,7 @@ from ..core.checks import check_integer
 from ..core.errors import BadValue
 from ..core.renamed import renamed, renamed_fields
 
-__all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "CONTROL_SEED"]
+__all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "measure_many", "check_names", "CONTROL_SEED"]
 
 INTERVENTIONS = ("clamp-sink", "hold-sink-odds", "clamp-all", "clamp-slow", "sink-to-mean", "sink-at-4L",
                  "clamp-control")
@@ -235,7 +235,7 @@ def _combine(name: str, L: int, n: int, tokens_per_pass: int, grid: list[int], u
     if name == "clamp-control":
         out["control_key"] = control_key
     for run, r in (("unchanged", unchanged), ("intervened", intervened)):
-        out["heads"].extend({**h, "run": run} for h in r["heads"])
+        out["heads"].extend(r["heads"])                          # each row names its run (``SinkProbe.rows``)
         out["runs"][run] = {"nll_ranges": r["nll_ranges"], "median": r["median"]}
     out["ppl_ratio"] = [{"start": a["start"], "end": a["end"], "ratio": b["ppl"] / a["ppl"]}
                         for a, b in zip(unchanged["nll_ranges"], intervened["nll_ranges"], strict=True)]
@@ -248,16 +248,18 @@ def measure(model, input_ids: list[int], *, name: str, L: int, tokens_per_pass: 
     return measure_many(model, input_ids, names=[name], L=L, tokens_per_pass=tokens_per_pass)[name]
 
 
-def _check_names(names) -> list[str]:
-    """The interventions named (a name, ``"all"`` or a sequence of names), each once, or a ValueError."""
+def check_names(names, what: str = "intervention") -> list[str]:
+    """The interventions named (a name, ``"all"`` or a sequence of names), each once, or a ValueError naming
+    the argument ``what`` as the caller's user wrote it."""
     if isinstance(names, str):
         names = list(INTERVENTIONS) if names == "all" else [names]
     elif not isinstance(names, (list, tuple)):
-        raise BadValue(f"intervention must be a name, 'all' or a list of names, got {type(names).__name__}")
+        raise BadValue(f"{what} must be a name, 'all' or a list of names, got {type(names).__name__}")
     names = list(names)
     bad = [x for x in names if x not in INTERVENTIONS]
     if bad or not names:
-        raise BadValue(f"intervention must be one of {INTERVENTIONS} (or 'all'), got {bad or names!r}")
+        raise BadValue(f"{what} must name some of {', '.join(INTERVENTIONS)} or all, got "
+                       f"{', '.join(map(repr, bad)) or repr(names)}")
     return list(dict.fromkeys(names))
 
 
@@ -269,7 +271,7 @@ def measure_many(model, input_ids: list[int], *, names, L: int, tokens_per_pass:
     run is added as it finishes, so a killed measurement resumes; ``on_result(name, result)`` is called
     for each intervention as soon as both of its runs exist."""
     from .forward import analysis_grid, layer_schedules
-    names = _check_names(names)
+    names = check_names(names)
     n = len(input_ids)
     tokens_per_pass = check_integer("tokens_per_pass", tokens_per_pass, lo=1)
     if n < 2:
@@ -305,8 +307,9 @@ def run(model: str, *, out, name, n_tokens: int, text: str | None = None, bos: b
     write per intervention ``<out>/<label>/intervention-<NAME>/intervention.json``, ``heads.csv`` (the sink's
     terms per run, layer, kv head and length) and ``ppl.csv`` (perplexity ranges of both runs), then the
     summary and verdict of every intervention measured so far on the same tokens
-    (``.intervention_report.write_summary``). Runs are journalled in ``<out>/<label>/interventions.jsonl``
-    under a key of the model, the token ids, L, the pass size and the device, and the code's hash: a rerun
+    (``.intervention_report.write_summary``). Runs are journalled in ``<out>/<label>/interventions-<key>.jsonl``,
+    ``key`` a hash of the model, the token ids, L, the pass size, the device and the version, each row with the
+    code's hash: a rerun
     with the same inputs reuses them, any other recomputes. Returns ``{name: result}`` with ``meta``."""
     import hashlib
     import json
@@ -316,7 +319,7 @@ def run(model: str, *, out, name, n_tokens: int, text: str | None = None, bos: b
     from .forward import training_length
     from .intervention_report import write_summary
     from .registry import PACKAGED, load_model
-    names = _check_names(name)
+    names = check_names(name)
     if train_len is not None:
         check_integer("train_len", train_len, lo=2)
     m, tok, label = load_model(model, device=device)
