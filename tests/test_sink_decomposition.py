@@ -54,3 +54,17 @@ def test_a_planted_cloud_separates_dilution_from_a_real_breakdown():
 def test_bad_logits_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         sink_log_odds(bad)
+
+
+@pytest.mark.parametrize("gap", [800.0, -800.0, 1e5, -1e5])
+def test_a_sink_thousands_of_nats_from_the_others_has_a_share_of_0_or_1_without_overflow(gap):
+    """A real head's logits can differ by hundreds of nats (Qwen2.5's did): the share is ``sigmoid(log_odds)``
+    computed without ``exp`` of a large positive number, so no overflow warning and no inf."""
+    import warnings
+    s = np.array([[gap, 0.0, 0.5, -0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = sink_log_odds(s)
+    assert np.all(np.isfinite(d.share)) and np.all(np.isfinite(d.log_odds))
+    assert d.share[0] == (1.0 if gap > 0 else pytest.approx(0.0, abs=1e-300))
+    assert d.log_odds[0] == pytest.approx(gap - np.log(np.exp(0) + np.exp(0.5) + np.exp(-0.5)), rel=1e-12)

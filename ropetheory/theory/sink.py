@@ -64,7 +64,7 @@ def _decompose(s0: np.ndarray, mu: np.ndarray, lse: np.ndarray, m: np.ndarray) -
     dilution = np.log(m)
     spread = np.maximum(lse - dilution - mu, 0.0)          # >= 0 exactly; rounding can give -1e-16
     log_odds = s0 - lse
-    share = 1.0 / (1.0 + np.exp(-log_odds))
+    share = np.exp(-np.logaddexp(0.0, -log_odds))         # 1 / (1 + e^-x) without overflow for x << 0
     return SinkLogOdds(log_odds=log_odds, gap=s0 - mu, dilution=dilution, spread=spread, share=share,
                        sink_logit=s0, others_mean=mu)
 
