@@ -232,3 +232,22 @@ def test_the_compiled_reduction_gives_exact_cos_sin_bit_for_bit(base, head_dim):
     pos = np.concatenate([np.arange(32768), rng.integers(-MAX_ABS_POSITION, MAX_ABS_POSITION, 4096)])
     for got, want in zip(exact_cos_sin_compiled(theta, pos), exact_cos_sin(theta, pos), strict=True):
         assert got.dtype == np.float64 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("model, ranges", [("gemma3-270m", 3), ("qwen2.5-coder-1.5b", 2)])
+def test_the_readme_quotes_the_committed_precision_cost_per_mode_and_range(model, ranges):
+    """The README's "changes x% of top-1 predictions" for float32 angles and a bfloat16 cache are the
+    committed ``cost.csv``'s token-weighted means over windows, to two significant digits."""
+    import csv
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    rows = list(csv.DictReader((root / "docs" / "audit" / "precision" / model / "cost.csv").open()))
+    readme = " ".join((root / "README.md").read_text().split())
+    for mode in ("transformers", "bf16-cache"):
+        starts = sorted({int(r["start"]) for r in rows if r["mode"] == mode})
+        assert len(starts) == ranges
+        for a in starts:
+            sel = [r for r in rows if r["mode"] == mode and int(r["start"]) == a]
+            n = np.array([int(r["end"]) - a for r in sel], dtype=float)
+            changed = np.array([1.0 - float(r["top1_agreement"]) for r in sel]) @ n / n.sum()
+            assert f"{float(f'{100 * changed:.2g}')}%" in readme, (model, mode, a, 100 * changed)
