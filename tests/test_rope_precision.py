@@ -115,6 +115,71 @@ def test_the_cost_table_compares_each_mode_with_exact():
         precision_cost(m, ids, L=128, modes=("transformers",))
 
 
+#: float64 logits of the same float32 vectors summed in another order: a few ulps of |q| |k| scaling
+LOGIT_REORDER_REL = 1e-12
+#: the post-RoPE q and k are rounded to float32 in each mode: a logit carries a few 2^-24 of |q| |k| scaling
+#: beside the tables' own error (64 such roundings is generous for head_dim 16)
+LOGIT_F32_SLACK = 64 * FLOAT32_ROUNDING
+
+
+def _sampled_logits(m, ids, mode, edges, cuts):
+    """Each mode run alone: ``{(pass, layer, range): S}`` of the pass's last query in each range it overlaps,
+    with the largest |q| and |k| seen, computed here independently of ``precision_cost``."""
+    from ropetheory.models.forward import chunked_passes
+    from ropetheory.models.hook import attention_hook
+    rows, norms, cur = {}, [0.0, 0.0], {}
+
+    def grab(call):
+        s, e = cur["pass"]
+        for r, (a, b) in enumerate(edges):
+            if s < b and e > a:
+                j = min(e, b) - 1 - s
+                q = call.query[:, j].double()                               # (Hq, d)
+                k = call.key[:, call.visible()[j]].double()                 # (Hkv, n, d)
+                kk = k.repeat_interleave(call.groups, dim=0)
+                rows[(s, call.layer, r)] = torch.einsum("hd,hnd->hn", q, kk) * call.scaling
+                norms[0] = max(norms[0], float(q.norm(dim=-1).max()))
+                norms[1] = max(norms[1], float(k.norm(dim=-1).max()))
+
+    x = torch.as_tensor(ids)[None]
+    with torch.no_grad(), attention_hook(m, grab), rotary_precision(m, mode):
+        gen = chunked_passes(m, x, cuts)
+        for s, e in zip(cuts[:-1], cuts[1:], strict=True):
+            cur["pass"] = (s, e)
+            next(gen)
+    return rows, norms
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_attention_logit_error_is_what_each_mode_alone_gives_and_one_layer_keeps_the_table_bound(layers):
+    """``logit_error``: zero for ``exact``; for the others the largest |S - S_exact| over the sampled rows,
+    as recomputed from each mode run alone; with one layer (nothing upstream differs) within the bound the
+    tables' error gives, ``|q| |k| scaling (4 eps + 4 eps^2)``, eps the two tables' combined error."""
+    from ropetheory.models.forward import pass_edges
+    m = sharp(tiny_llama())
+    m.model.layers = m.model.layers[:layers]
+    m.config.num_hidden_layers = layers
+    ids = np.random.default_rng(2).integers(0, 97, 512)
+    rows = precision_cost(m, ids, L=64, tokens_per_pass=96)
+    edges = sorted({(r["start"], r["end"]) for r in rows})
+    cuts = pass_edges(ids.size, 96)
+    ref, norms = _sampled_logits(m, ids, "exact", edges, cuts)
+    te = {(r["mode"], r["start"]): r["table_error"] for r in rows}
+    for r in rows:
+        if r["mode"] == "exact":
+            assert r["logit_error"] == 0.0
+            continue
+        got, _ = _sampled_logits(m, ids, r["mode"], edges, cuts)
+        i = edges.index((r["start"], r["end"]))
+        want = max(float((got[key] - ref[key]).abs().max()) for key in ref if key[2] == i)
+        scale = norms[0] * norms[1] * m.model.layers[0].self_attn.scaling
+        assert r["logit_error"] == pytest.approx(want, rel=LOGIT_REORDER_REL, abs=LOGIT_REORDER_REL * scale)
+        assert r["logit_error"] > 0
+        if layers == 1:
+            eps = te[(r["mode"], r["start"])] + te[("exact", r["start"])]
+            assert r["logit_error"] <= scale * (4 * eps + 4 * eps ** 2 + LOGIT_F32_SLACK), r
+
+
 def test_the_modes_run_in_lockstep_give_the_numbers_of_each_mode_run_alone():
     from ropetheory.models.forward import chunked_passes, pass_edges
     m = sharp(tiny_llama())

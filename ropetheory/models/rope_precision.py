@@ -21,8 +21,15 @@ embedding of a loaded transformers model returns:
 
 ``precision_cost(model, ids, L)`` runs the same tokens under each mode (chunked, a KV cache per mode) and
 reports per position range ``[0, L)``, ``[L, 2L)``, ``[2L, 4L)``, ``[4L, 8L)``: the largest cos/sin error
-against float64, the mean KL divergence of the next-token distribution from ``exact``'s, the share of
-positions whose top-1 token agrees with ``exact``'s, and perplexity.
+against float64, the attention-logit error, the mean KL divergence of the next-token distribution from
+``exact``'s, the share of positions whose top-1 token agrees with ``exact``'s, and perplexity.
+The attention-logit error is what the model's attention sees: through ``.hook.attention_hook`` (which
+only observes here: the model's own attention function runs on the same tensors), for each pass and
+each range it overlaps, the pass's last query in that range (position ``p``) has its logits
+``S_hj = scaling * q_h . k_j`` over the keys it attends to computed in float64 from the layer's post-RoPE
+``q, k`` in every mode; ``logit_error`` is the largest ``|S - S_exact|`` over those rows, layers, heads and
+keys. It holds the rotation's own error and what earlier layers' differences carry in, as the model
+experiences both.
 """
 from __future__ import annotations
 
@@ -324,9 +331,41 @@ def _kl(ref, logp) -> np.ndarray:
     return np.concatenate(out)
 
 
+class _LogitError:
+    """The attention-logit error of the module docstring: an ``attention_hook`` handler that keeps
+    ``exact``'s sampled logit rows for the current pass and compares every other mode's with them."""
+
+    def __init__(self, edges: list[tuple[int, int]], modes: tuple[str, ...]):
+        self.edges, self.mode, self.start, self.end = edges, modes[0], 0, 0
+        self.ref: dict[tuple[int, int], Any] = {}
+        self.err = {m: [0.0] * len(edges) for m in modes}
+
+    def begin(self, mode: str, start: int, end: int) -> None:
+        self.mode, self.start, self.end = mode, start, end
+
+    def __call__(self, call) -> None:
+        q, k = call.query, call.key
+        for r, (a, b) in enumerate(self.edges):
+            p = min(self.end, b) - 1
+            if not (a <= p and self.start <= p):
+                continue
+            j = p - self.start
+            vis = call.visible()[j]
+            qj = q[:, j].double().reshape(k.shape[0], call.groups, -1)
+            S = (qj @ k[:, vis].double().transpose(1, 2)) * call.scaling
+            key = (call.layer, r)
+            if self.mode == "exact":
+                self.ref[key] = S
+            else:
+                e = float((S - self.ref[key]).abs().max())
+                self.err[self.mode][r] = max(self.err[self.mode][r], e)
+        return None
+
+
 def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 4096,
                    modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
-    """Per mode and position range: the table error, KL from ``exact``, top-1 agreement and perplexity.
+    """Per mode and position range: the table error, the attention-logit error, KL from ``exact``, top-1
+    agreement and perplexity (module docstring).
 
     The modes run in lockstep, pass by pass, each with its own KV cache (one ``chunked_passes`` generator
     per mode, advanced inside that mode's ``rotary_precision`` block), so only one pass of ``exact``'s
@@ -334,6 +373,7 @@ def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 409
     window (a window of 8 x 32768 tokens of Gemma 3's 262144-token vocabulary would be 275 GB of float32)."""
     import torch
     from .forward import chunked_passes, pass_edges
+    from .hook import attention_hook
     if modes[0] != "exact":
         raise BadValue("the first mode must be 'exact': the others are compared with it")
     n = int(ids.size)
@@ -346,10 +386,12 @@ def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 409
     nll = {mode: np.zeros(n - 1) for mode in modes}
     kl = {mode: np.zeros(n - 1) for mode in modes}
     agree = {mode: np.zeros(n - 1, dtype=bool) for mode in modes}
-    with torch.no_grad():
-        for _ in cuts[1:]:
+    obs = _LogitError(edges, modes)
+    with torch.no_grad(), attention_hook(model, obs):
+        for s0, e0 in zip(cuts[:-1], cuts[1:], strict=True):
             ref = None
             for mode in modes:
+                obs.begin(mode, s0, e0)
                 with rotary_precision(model, mode):
                     s, e, out = next(passes[mode])
                 logp = torch.log_softmax(out.logits[0].float(), -1)
@@ -368,8 +410,9 @@ def precision_cost(model, ids: np.ndarray, *, L: int, tokens_per_pass: int = 409
     rows = []
     for mode in modes:
         err = _table_error(model, n, mode, edges)
-        for (a, b), te in zip(edges, err, strict=True):
+        for r, ((a, b), te) in enumerate(zip(edges, err, strict=True)):
             rows.append({"mode": mode, "start": a, "end": b, "table_error": te,
+                         "logit_error": obs.err[mode][r],
                          "mean_kl": float(kl[mode][a:b].mean()), "max_kl": float(kl[mode][a:b].max()),
                          "top1_agreement": float(agree[mode][a:b].mean()),
                          "ppl": float(np.exp(nll[mode][a:b].mean()))})
