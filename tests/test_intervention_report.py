@@ -116,6 +116,48 @@ def test_the_summary_writes_table_verdict_and_figure_from_results_on_the_same_to
     assert (tmp_path / "interventions.png").stat().st_size > 0 and (tmp_path / "interventions.svg").exists()
 
 
+def test_the_length_excess_is_the_unchanged_loss_over_the_windows_and_leaves_the_verdict_alone():
+    """Unchanged past L (4.0, 5.0) over the window's (3.0, 3.5): 1.0 and 1.5 nats; clamp-all (2.2, 2.3)
+    removes 1.8 of each, hold-sink-odds (3.5, 4.25) half of each; everything the rule reads is as without it."""
+    base = _all(**{"hold-sink-odds": (2.0, [3.5, 4.25])})
+    v = rep.verdict({**base, "window": _result("window", 2.0, [3.0, 3.5])})
+    without = rep.verdict(base)
+    assert "length_excess" not in without
+    assert all("length_excess_removed" not in t for t in without["tests"].values())
+    x = v["length_excess"]
+    assert x["reference"] == "window" and x["ranges"] == [[100, 200], [200, 400]] and x["fails_vs_reference"]
+    assert x["nats"] == pytest.approx([1.0, 1.5])
+    assert v["tests"]["clamp-all"]["length_excess_removed"] == pytest.approx([1.8, 1.8])
+    assert v["tests"]["hold-sink-odds"]["length_excess_removed"] == pytest.approx([0.5, 0.5])
+    assert v["tests"]["window"]["length_excess_removed"] == pytest.approx([1.0, 1.0])
+    assert {k: v[k] for k in without if k != "tests"} == {k: w for k, w in without.items() if k != "tests"}
+    assert {k: {f: t[f] for f in without["tests"][k]} for k, t in v["tests"].items() if k != "window"} \
+        == without["tests"]
+    near = [4.0 - rep.COST_NATS / 2, 5.0 - rep.COST_NATS / 2]           # the window half a cost below
+    flat = rep.verdict({**base, "window": _result("window", 2.0, near)})
+    assert not flat["length_excess"]["fails_vs_reference"]
+    assert flat["tests"]["clamp-all"]["length_excess_removed"] == [None, None]     # no fraction of no excess
+
+
+def test_the_summary_states_the_length_excess_and_its_removed_fractions_where_the_window_ran(tmp_path):
+    from ropetheory.store import write_json
+    res = {**_all(), "window": _result("window", 2.0, [4.0 - rep.COST_NATS / 2, 3.5])}
+    for k, r in res.items():
+        write_json(tmp_path / f"intervention-{k}" / "intervention.json", r)
+    v = rep.write_summary(tmp_path)
+    assert v["verdict"] == rep.verdict(_all())["verdict"] == "casualty"
+    md = (tmp_path / "verdict.md").read_text()
+    assert "Length excess over the windowed reference (unchanged minus window on the same tokens, nats): " \
+           "[100, 200) +0.025, [200, 400) +1.500: the unchanged model fails relative to the reference" in md
+    assert "| clamp-all | +0.000 | 0.90, 0.90 | -, 1.80 | True |" in md and "| window |" in md
+    rows = (tmp_path / "interventions.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(res)
+    assert "length_excess_200_400_nats" in rows[0] and "length_excess_removed_100_200" in rows[0]
+    short = _result("window", 2.0, [3.0], past_u=(4.0,))              # one range past L, the others two
+    with pytest.raises(ValueError, match=r"clamp-sink: loss ranges past L .* not those of the window reference"):
+        rep.verdict({**_all(), "window": short})
+
+
 def test_a_distribution_text_is_fixed_and_stated_and_bad_names_are_refused():
     from ropetheory.models.corpus import distribution_text, text_tokens
     a, desc = distribution_text("gguf")

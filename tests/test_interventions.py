@@ -46,7 +46,8 @@ def _targets(name: str, iv: Intervention, call):
     sink = (call.k_pos == 0)[None, :]
     return {"clamp-sink": (d > L - 1) & sink, "clamp-control": (d > L - 1) & (call.k_pos == iv.control_key)[None, :],
             "clamp-all": d > L - 1, "clamp-slow": d > L - 1, "sink-to-mean": sink & (call.q_pos >= 1)[:, None],
-            "sink-at-4L": sink & (call.q_pos >= 1)[:, None], "hold-sink-odds": sink & (call.q_pos >= L)[:, None]}[name]
+            "sink-at-4L": sink & (call.q_pos >= 1)[:, None], "hold-sink-odds": sink & (call.q_pos >= L)[:, None],
+            "window": ((d > L - 1) & sink) | ((d >= L - 1) & ~sink)}[name]
 
 
 def _run(model, ids, handler):
@@ -72,6 +73,8 @@ def test_each_intervention_changes_only_the_logits_it_targets(model, ids, name):
     assert seen["changed"] >= 0.95 * seen["targets"] > 0                  # and the targets did change
     if name == "clamp-control":
         assert seen["columns"] == {iv.control_key} and iv.control_key != 0
+    elif name == "window":
+        assert 0 in seen["columns"] and len(seen["columns"]) > 1      # the sink clamped, far keys hidden
     elif name != "clamp-all" and name != "clamp-slow":
         assert seen["columns"] == {0}
 
@@ -89,7 +92,7 @@ def test_the_model_within_L_is_unchanged_bit_for_bit_where_the_intervention_acts
 
 
 @pytest.mark.parametrize("name, delta", [("clamp-sink", L - 1), ("sink-at-4L", 4 * L), ("clamp-all", L - 1),
-                                         ("clamp-slow", L - 1)])
+                                         ("clamp-slow", L - 1), ("window", L - 1)])
 def test_a_clamped_logit_is_the_logit_at_the_stated_distance(model, ids, name, delta):
     """Against numpy's exact rotation: plane j turned by delta_j theta_j (``clamp-slow``: delta only on the
     planes that do not complete a turn within L, the true distance on the others)."""
@@ -106,7 +109,7 @@ def test_a_clamped_logit_is_the_logit_at_the_stated_distance(model, ids, name, d
             return
         q, k = call.query_pre().numpy(), call.key_pre().numpy()
         for i, j in ((N - 1, 0), (L + 3, 0), (N - 1, 5)):
-            if name in ("clamp-sink", "sink-at-4L") and j != 0:
+            if name in ("clamp-sink", "sink-at-4L", "window") and j != 0:
                 continue
             turn = theta * np.where(slow, delta, i - j)                  # each plane's angle, as position 1
             qr = rotate_like_hf(q[0, i][None], turn, sc["rotary_dim"], np.array([1]))[0]
@@ -115,6 +118,28 @@ def test_a_clamped_logit_is_the_logit_at_the_stated_distance(model, ids, name, d
     assert checked
     for got, want in checked:
         assert got == pytest.approx(want, abs=RELATIVE_LOGIT_ATOL)
+
+
+def test_the_window_shows_each_query_key_0_and_the_last_L_minus_1_keys_with_clamp_sinks_logits(model, ids):
+    """Past L a query sees exactly L keys, key 0 (its logit at distance L - 1: ``clamp-sink``'s, bit for bit)
+    and the keys at distances 0 .. L - 2 (their own logits); within L every key up to itself."""
+    schedules = layer_schedules(model.config.to_dict(), N)
+    win, sink = Intervention("window", L, schedules), Intervention("clamp-sink", L, schedules)
+    rows = {"past": 0}
+
+    def edit(call, h, S):
+        ref = S.clone()
+        sink.edit(call, h, ref)
+        win.edit(call, h, S)
+        seen = torch.isfinite(S.masked_fill(~call.visible(), -torch.inf))
+        for r, i in enumerate(call.q_pos.tolist()):
+            keys = set(call.k_pos[seen[0, r]].tolist())
+            want = {0} | set(range(i - (L - 2), i + 1)) if i >= L else set(range(i + 1))
+            assert keys == want and seen[:, r].sum(-1).tolist() == [min(i + 1, L)] * call.groups
+            rows["past"] += i >= L
+        assert torch.equal(S[seen], ref[seen])
+    _run(model, ids, lambda call: eager(call, edit=edit))
+    assert rows["past"] > 0
 
 
 def test_holding_the_sink_log_odds_keeps_each_heads_value_at_L_and_measure_reports_both_runs(model, ids):

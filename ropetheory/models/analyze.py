@@ -11,7 +11,7 @@ sink's share at each length, the predicted floor, its reach length and C1/C2 wit
 
 ``--model NAME --intervention NAME`` runs the model unchanged and with one change of its attention
 past ``L`` (``ropetheory.models.interventions``: clamp-sink, hold-sink-odds, clamp-all, clamp-slow,
-sink-to-mean, sink-at-4L, clamp-control) on the same tokens, and writes perplexity on ``[1k, L)``,
+sink-to-mean, sink-at-4L, clamp-control, window) on the same tokens, and writes perplexity on ``[1k, L)``,
 ``[L, 2L)``, ``[2L, 4L)`` and the sink's share and log-odds terms of both.
 """
 from __future__ import annotations

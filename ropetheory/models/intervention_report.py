@@ -12,6 +12,14 @@ costs, and the control (``clamp-control``, e) does neither. When putting every p
 (``clamp-all`` or ``clamp-slow``, c) rescues and (b) does not, the sink is a casualty, not the cause.
 Anything else is undecided, with the reason. A model whose excess is below ``COST_NATS`` everywhere past
 ``L`` has no failure to explain on that text.
+
+The excess compares different tokens (those past ``L`` with those within it), so harder or easier text
+later on moves it. Where the ``window`` intervention (key 0 and the last ``L - 1`` keys, every logit in
+distribution) ran on the same tokens, the report adds per range ``r`` past ``L`` the *length excess*
+``x_r = nll_r - nll^window_r``, what the long context costs over an in-distribution one on the same tokens,
+and for each intervention the fraction of it removed, ``(nll_r - nll'_r) / x_r`` (``None`` where
+``x_r < COST_NATS``); the unchanged model *fails relative to the reference* when ``x_r >= COST_NATS`` in
+some range. These are reported beside the verdict; the verdict stays the rule above.
 """
 from __future__ import annotations
 
@@ -23,7 +31,8 @@ import numpy as np
 
 from ..core.errors import BadValue
 
-__all__ = ["RESCUE_FRACTION", "COST_NATS", "load_results", "verdict", "summary_rows", "write_summary"]
+__all__ = ["RESCUE_FRACTION", "COST_NATS", "load_results", "verdict", "length_excess", "summary_rows",
+           "write_summary"]
 
 #: a rescue removes at least half of the excess loss past L: more than any partial fix leaves, so "rescues"
 #: means most of the failure is gone, not that the loss moved
@@ -34,10 +43,12 @@ COST_NATS = 0.05
 #: the interventions of each role in the verdict (module docstring)
 RESTORE, BREAK, CONTROL, ALL_PAIRS = "hold-sink-odds", ("sink-to-mean", "sink-at-4L"), "clamp-control", \
     ("clamp-all", "clamp-slow")
+#: the in-distribution reference of the length excess (module docstring)
+REFERENCE = "window"
 #: a fixed colour per intervention, the same in every model's figure
 COLORS = {"unchanged": "black", "clamp-sink": "tab:blue", "hold-sink-odds": "tab:green", "clamp-all": "tab:purple",
           "clamp-slow": "tab:pink", "sink-to-mean": "tab:red", "sink-at-4L": "tab:orange",
-          "clamp-control": "tab:gray"}
+          "clamp-control": "tab:gray", "window": "tab:brown"}
 
 
 def load_results(base: str | pathlib.Path, ids_sha256: str | None = None) -> dict[str, dict[str, Any]]:
@@ -77,6 +88,31 @@ def _effects(r: dict[str, Any]) -> dict[str, Any]:
             "fails_past_L": any(e >= COST_NATS for e in excess)}
 
 
+def _past(r: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    return [a for a in _ranges(r, run) if a["start"] >= r["train_len"]]
+
+
+def length_excess(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The length excess of the unchanged model over the ``window`` reference per range past L (module
+    docstring), and per intervention the fraction of it removed; ``None`` without a ``window`` result."""
+    ref = results.get(REFERENCE)
+    if ref is None:
+        return None
+    past = _past(ref, "unchanged")
+    spans = [[a["start"], a["end"]] for a in past]
+    nats = [a["mean_nll"] - b["mean_nll"] for a, b in zip(past, _past(ref, "intervened"), strict=True)]
+    removed = {}
+    for k, r in results.items():
+        u, v = _past(r, "unchanged"), _past(r, "intervened")
+        if [[a["start"], a["end"]] for a in u] != spans:
+            raise BadValue(f"{k}: loss ranges past L {[[a['start'], a['end']] for a in u]} are not those of the "
+                           f"{REFERENCE} reference, {spans}")
+        removed[k] = [(a["mean_nll"] - b["mean_nll"]) / x if x >= COST_NATS else None
+                      for a, b, x in zip(u, v, nats, strict=True)]
+    return {"reference": REFERENCE, "ranges": spans, "nats": nats,
+            "fails_vs_reference": any(x >= COST_NATS for x in nats), "removed": removed}
+
+
 def _rescues(e: dict[str, Any]) -> bool:
     fr = [f for f in e["rescued_fraction"] if f is not None]
     return bool(fr) and min(fr) >= RESCUE_FRACTION
@@ -93,6 +129,10 @@ def verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     tests = {k: {"rescues": _rescues(e), "costs_within_L": _costs(e), **e} for k, e in eff.items()}
     out: dict[str, Any] = {"tests": tests, "missing": missing, "rescue_fraction": RESCUE_FRACTION,
                            "cost_nats": COST_NATS}
+    if (x := length_excess(results)) is not None:                 # beside the verdict, not part of its rule
+        for k, f in x.pop("removed").items():
+            tests[k]["length_excess_removed"] = f
+        out["length_excess"] = x
     if eff and not any(e["fails_past_L"] for e in eff.values()):
         out.update(verdict="no failure", why=f"the unchanged model's loss past L exceeds its loss within L by less "
                                              f"than {COST_NATS} nats: nothing to rescue on this text")
@@ -126,6 +166,7 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per intervention: perplexity per range (unchanged, intervened), the verdict's numbers, and
     the median sink share at ``L, 2L, 4L`` of both runs."""
     rows = []
+    x = length_excess(results)
     for k, r in results.items():
         e, L = _effects(r), r["train_len"]
         row: dict[str, Any] = {"intervention": k, "n": r["n"], "train_len": L,
@@ -136,6 +177,9 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         past = [a for a in _ranges(r, "unchanged") if a["start"] >= L]
         for a, f in zip(past, e["rescued_fraction"], strict=True):
             row[f"rescued_{a['start']}_{a['end']}"] = f
+        if x is not None:
+            for (s, t), nats, f in zip(x["ranges"], x["nats"], x["removed"][k], strict=True):
+                row[f"length_excess_{s}_{t}_nats"], row[f"length_excess_removed_{s}_{t}"] = nats, f
         for m in (1, 2, 4):
             for run in ("unchanged", "intervened"):
                 row[f"share_{m}L_{run}"] = _share(r, run, m * L)
@@ -182,20 +226,34 @@ def write_summary(base: str | pathlib.Path, ids_sha256: str | None = None) -> di
     lines = [f"# {first['meta']['model']}: does the sink's breakdown cause the failure past L?", "",
              f"n = {first['n']} tokens, L = {first['train_len']}, text: {text['source']} (sha256 "
              f"{text['sha256'][:16]}, token ids {text['ids_sha256'][:16]})", "",
-             f"**Verdict: {v['verdict']}**: {v['why']}.", "",
-             "| intervention | within-L cost (nats) | excess removed past L | rescues | costs within L | "
-             "median sink share at L, 2L, 4L |",
-             "|---|---|---|---|---|---|"]
+             f"**Verdict: {v['verdict']}**: {v['why']}.", ""]
+    x = v.get("length_excess")
+    if x is not None:
+        lines += [f"Length excess over the windowed reference (unchanged minus {x['reference']} on the same tokens, "
+                  f"nats): " + ", ".join(f"[{s}, {t}) {n:+.3f}" for (s, t), n in zip(x["ranges"], x["nats"],
+                                                                                   strict=True))
+                  + (f": the unchanged model fails relative to the reference (>= {COST_NATS} nats in some range)."
+                     if x["fails_vs_reference"] else f": the unchanged model does not fail relative to the "
+                                                      f"reference (< {COST_NATS} nats in every range)."), ""]
+    extra = ("", "") if x is None else (" length excess removed past L |", "---|")
+    lines += ["| intervention | within-L cost (nats) | excess removed past L |" + extra[0] + " rescues | "
+              "costs within L | median sink share at L, 2L, 4L |", "|---|---|---|" + extra[1] + "---|---|---|"]
 
     def shares(r: dict[str, Any], run: str) -> str:
         return ", ".join("-" if (x := _share(r, run, m * r["train_len"])) is None else f"{x:.2g}" for m in (1, 2, 4))
-    lines.append(f"| (unchanged) | | | | | {shares(first, 'unchanged')} |")
+    def fractions(fs: list[float | None]) -> str:
+        return ", ".join("-" if f is None else f"{f:.2f}" for f in fs)
+    lines.append(f"| (unchanged) | | |{'' if x is None else ' |'} | | {shares(first, 'unchanged')} |")
     for k, t in v["tests"].items():
-        fr = ", ".join("-" if f is None else f"{f:.2f}" for f in t["rescued_fraction"])
-        lines.append(f"| {k} | {t['cost_within_L']:+.3f} | {fr} | {t['rescues']} | {t['costs_within_L']} | "
-                     f"{shares(results[k], 'intervened')} |")
+        le = "" if x is None else f" {fractions(t['length_excess_removed'])} |"
+        lines.append(f"| {k} | {t['cost_within_L']:+.3f} | {fractions(t['rescued_fraction'])} |{le} {t['rescues']} | "
+                     f"{t['costs_within_L']} | {shares(results[k], 'intervened')} |")
     lines += ["", f"Rescue: at least {RESCUE_FRACTION} of the excess loss past L removed in every range; cost: "
                   f"within-L loss up by at least {COST_NATS} nats (ropetheory.models.intervention_report)."]
+    if x is not None:
+        lines.append(f"Length excess removed: the fraction of the unchanged model's loss above the {x['reference']} "
+                     f"reference's, on the same tokens, that the intervention removes (- where that excess is "
+                     f"below {COST_NATS} nats); it is reported beside the verdict, not part of its rule.")
     (base / "verdict.md").write_text("\n".join(lines) + "\n")
     _plot(results, base / "interventions", f"{first['meta']['model']}: perplexity per range, unchanged and "
                                            f"each intervention (L = {first['train_len']})")

@@ -16,6 +16,12 @@ channels RoPE passes through. ``Delta = i - j`` is query minus key position.
   ``sink-at-4L``: key 0's logit at distance ``4L`` for every query ``i >= 1``.
 * ``clamp-control`` (e): ``clamp-sink`` applied to one random key ``p`` in ``[1, L)`` instead of key 0
   (``CONTROL_SEED``).
+* ``window`` (the in-distribution reference, StreamingLLM's sink + window): key 0 as in ``clamp-sink``
+  (distance ``min(i, L - 1)``) and the keys ``j >= 1`` with ``i - j <= L - 2``; the keys ``1 <= j <= i - (L - 1)``
+  are hidden (logit ``-inf``). A query ``i >= L - 1`` sees exactly ``L`` keys at distances ``0 .. L - 2`` and
+  key 0 at ``L - 1``: the context of the last trained position ``L - 1``, so every logit and the number of
+  keys are in distribution; within ``L`` nothing changes. Its loss past ``L`` is those tokens' loss with an
+  in-distribution context (``.intervention_report``'s length excess).
 
 ``measure`` runs the model twice over the same tokens in chunks with a KV cache, unchanged (``.hook.eager``
 without edits) and intervened, and reports per-token loss, perplexity on ``[min(1024, L/2), L)``,
@@ -38,7 +44,7 @@ from ..core.renamed import renamed, renamed_fields
 __all__ = ["INTERVENTIONS", "Intervention", "SinkProbe", "measure", "measure_many", "check_names", "CONTROL_SEED"]
 
 INTERVENTIONS = ("clamp-sink", "hold-sink-odds", "clamp-all", "clamp-slow", "sink-to-mean", "sink-at-4L",
-                 "clamp-control")
+                 "clamp-control", "window")
 #: the seed choosing the control key of ``clamp-control`` (fixed so a rerun touches the same key)
 CONTROL_SEED = 0
 
@@ -93,14 +99,17 @@ class Intervention:
         """Change the targeted logits of kv head ``h``'s group, ``S (G, c, Lk)``, in place."""
         import torch
         vis = call.visible()
-        far = (call.q_pos[:, None] - call.k_pos[None, :] > self.train_len - 1) & vis
+        delta = call.q_pos[:, None] - call.k_pos[None, :]                  # (c, Lk), as the mask itself
+        far = (delta > self.train_len - 1) & vis
         sink = (call.k_pos == 0)
-        if self.name in ("clamp-sink", "clamp-control"):
-            col = sink if self.name == "clamp-sink" else call.k_pos == self.control_key
+        if self.name in ("clamp-sink", "clamp-control", "window"):
+            col = call.k_pos == self.control_key if self.name == "clamp-control" else sink
             cols = torch.nonzero(col).flatten()
             if cols.numel():
                 new = self._logits(call, h, cols, self.train_len - 1)
                 S[:, :, cols] = torch.where(far[:, cols], new, S[:, :, cols])
+            if self.name == "window":                    # keys 1.. at distance L - 1 or more: hidden
+                S.masked_fill_((delta >= self.train_len - 1) & ~sink[None, :], -torch.inf)
         elif self.name in ("clamp-all", "clamp-slow"):
             if far.any():
                 cols = torch.nonzero(far.any(dim=0)).flatten()
