@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from .core.errors import BadValue
 
+from .core.devices import compilation_cache_dir, drop_untimed_cache_entries
 from .store import recorded_stores
 
 
@@ -250,61 +251,23 @@ CACHE_MIN_COMPILE_SECONDS = 0.05
 CACHE_MAX_BYTES = 4 << 30
 
 
-#: how long a command waits for JAX's lock on the cache folder before leaving the folder unrepaired (JAX's own
-#: wait for the same lock is 10 s)
-CACHE_LOCK_SECONDS = 10.0
-
-
-def drop_untimed_cache_entries(folder: str | os.PathLike[str]) -> int:
-    """Remove the entries of JAX's compilation cache ``folder`` that its size-bounded cache cannot account
-    for: a program file ``KEY-cache`` with no access-time file ``KEY-atime`` (written by a run without the
-    size bound, where JAX writes the program only, or cut off between the two writes, so possibly a partial
-    program). Before each write, the bounded cache reads the access time of every entry in the folder to find
-    the least recently used: one such entry fails every later write ("Error writing persistent compilation
-    cache entry ... -atime"). The folder is changed under JAX's own lock on it (``.lockfile``), so no bounded
-    run is between its two writes; if the lock is not free within :data:`CACHE_LOCK_SECONDS`, nothing is
-    removed (the next run repairs). Returns how many entries were removed; a missing folder has none."""
-    import filelock
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        return 0
-    try:
-        with filelock.FileLock(folder / ".lockfile", timeout=CACHE_LOCK_SECONDS):
-            names = set(os.listdir(folder))
-            untimed = [n for n in names if n.endswith("-cache") and n.removesuffix("-cache") + "-atime" not in names]
-            for name in untimed:
-                (folder / name).unlink(missing_ok=True)
-    except filelock.Timeout:
-        return 0
-    return len(untimed)
-
-
-def compilation_cache_dir() -> pathlib.Path:
-    """The user's cache folder for compiled programs, one per jax/jaxlib version (``$XDG_CACHE_HOME`` or
-    ``~/.cache``, then ``ropetheory/jax-<jax>-<jaxlib>``)."""
-    import importlib.metadata as md
-    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    return root / "ropetheory" / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
-
-
 @contextlib.contextmanager
 def compilation_cache(enabled: bool = True) -> Iterator[None]:
     """JAX's persistent compilation cache on inside the block (a program compiled once is read back by the
     next run; it never changes a result), unless not ``enabled`` or the caller already chose a folder
     (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). Entries of the folder that
-    would fail every write are removed first (:func:`drop_untimed_cache_entries`). JAX's settings are
-    restored when the block ends."""
+    would fail every write are removed first (``drop_untimed_cache_entries``). JAX's settings are restored
+    when the block ends."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
-    folder = compilation_cache_dir()
-    settings = {"jax_compilation_cache_dir": str(folder),
+    settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
                 "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS,
                 "jax_compilation_cache_max_size": CACHE_MAX_BYTES}
     before = {name: getattr(jax.config, name) for name in settings}
     if not enabled or before["jax_compilation_cache_dir"]:
         yield
         return
-    drop_untimed_cache_entries(folder)
+    drop_untimed_cache_entries(compilation_cache_dir())
     for name, value in settings.items():
         jax.config.update(name, value)
     try:

@@ -139,6 +139,7 @@ def test_a_program_file_without_its_access_time_is_removed_so_the_bounded_cache_
     unbounded run (no ``-atime`` file) fails every later write until ``drop_untimed_cache_entries`` removes it;
     complete entries and their times are kept, and ``compilation_cache`` repairs the user's folder."""
     from jax._src.lru_cache import LRUCache  # the class JAX's persistent cache uses when a size bound is set
+    from ropetheory.core.devices import drop_untimed_cache_entries
 
     folder = tmp_path / "cache"
     bounded = LRUCache(str(folder), max_size=1 << 20)
@@ -147,12 +148,12 @@ def test_a_program_file_without_its_access_time_is_removed_so_the_bounded_cache_
     (folder / "orphan-atime").write_bytes(b"\0" * 8)                      # a time whose program was evicted
     with pytest.raises(FileNotFoundError, match="untimed-atime"):
         bounded.put("new", b"program")
-    assert cli.drop_untimed_cache_entries(folder) == 1
+    assert drop_untimed_cache_entries(folder) == 1
     assert sorted(p.name for p in folder.iterdir() if p.name != ".lockfile") == [
         "kept-atime", "kept-cache", "orphan-atime"]
     bounded.put("new", b"program")
     assert bounded.get("new") == b"program" and bounded.get("kept") == b"program"
-    assert cli.drop_untimed_cache_entries(tmp_path / "absent") == 0 and not (tmp_path / "absent").exists()
+    assert drop_untimed_cache_entries(tmp_path / "absent") == 0 and not (tmp_path / "absent").exists()
 
     import jax
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
