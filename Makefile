@@ -22,8 +22,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check ropetheory tests benchmarks experiments proofs examples
 	$(BIN)/mypy
 
+# the tests run on every logical core (pytest-xdist), at most TEST_WORKERS_MAX workers (each holds its own
+# models and compiled programs: the serial run peaks at 6.5 GB); each test file runs whole on one worker, so a
+# module fixture (an analysed model, a built wheel) is built once. TEST_WORKERS=0: one process, no workers.
+TEST_WORKERS ?= logical
+TEST_WORKERS_MAX ?= 4
+
 test: lint
-	$(BIN)/python -m pytest -q --durations=5 tests
+	$(BIN)/python -m pytest -q --durations=5 -n $(TEST_WORKERS) --maxprocesses=$(TEST_WORKERS_MAX) --dist loadfile tests
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

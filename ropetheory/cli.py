@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from .core.errors import BadValue
 
+from .core.devices import compilation_cache_dir, drop_untimed_cache_entries
 from .store import recorded_stores
 
 
@@ -250,20 +251,13 @@ CACHE_MIN_COMPILE_SECONDS = 0.05
 CACHE_MAX_BYTES = 4 << 30
 
 
-def compilation_cache_dir() -> pathlib.Path:
-    """The user's cache folder for compiled programs, one per jax/jaxlib version (``$XDG_CACHE_HOME`` or
-    ``~/.cache``, then ``ropetheory/jax-<jax>-<jaxlib>``)."""
-    import importlib.metadata as md
-    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    return root / "ropetheory" / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
-
-
 @contextlib.contextmanager
 def compilation_cache(enabled: bool = True) -> Iterator[None]:
     """JAX's persistent compilation cache on inside the block (a program compiled once is read back by the
     next run; it never changes a result), unless not ``enabled`` or the caller already chose a folder
-    (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). JAX's settings are
-    restored when the block ends."""
+    (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). Entries of the folder that
+    would fail every write are removed first (``drop_untimed_cache_entries``). JAX's settings are restored
+    when the block ends."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
     settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
@@ -273,6 +267,7 @@ def compilation_cache(enabled: bool = True) -> Iterator[None]:
     if not enabled or before["jax_compilation_cache_dir"]:
         yield
         return
+    drop_untimed_cache_entries(compilation_cache_dir())
     for name, value in settings.items():
         jax.config.update(name, value)
     try:

@@ -134,6 +134,40 @@ def test_the_compilation_cache_is_on_for_the_command_only_and_never_touches_the_
     assert dict(os.environ) == env_before
 
 
+def test_a_program_file_without_its_access_time_is_removed_so_the_bounded_cache_writes_again(tmp_path, monkeypatch):
+    """JAX's size-bounded cache reads every entry's access time before a write: a program written by an
+    unbounded run (no ``-atime`` file) fails every later write until ``drop_untimed_cache_entries`` removes it;
+    complete entries and their times are kept, and ``compilation_cache`` repairs the user's folder."""
+    from jax._src.lru_cache import LRUCache  # the class JAX's persistent cache uses when a size bound is set
+    from ropetheory.core.devices import drop_untimed_cache_entries
+
+    folder = tmp_path / "cache"
+    bounded = LRUCache(str(folder), max_size=1 << 20)
+    bounded.put("kept", b"program")
+    LRUCache(str(folder), max_size=-1).put("untimed", b"program")           # an unbounded run: no -atime
+    (folder / "orphan-atime").write_bytes(b"\0" * 8)                      # a time whose program was evicted
+    with pytest.raises(FileNotFoundError, match="untimed-atime"):
+        bounded.put("new", b"program")
+    assert drop_untimed_cache_entries(folder) == 1
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".lockfile") == [
+        "kept-atime", "kept-cache", "orphan-atime"]
+    bounded.put("new", b"program")
+    assert bounded.get("new") == b"program" and bounded.get("kept") == b"program"
+    assert drop_untimed_cache_entries(tmp_path / "absent") == 0 and not (tmp_path / "absent").exists()
+
+    import jax
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    user = cli.compilation_cache_dir()
+    LRUCache(str(user), max_size=-1).put("untimed", b"program")
+    chosen = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        with cli.compilation_cache():
+            assert not (user / "untimed-cache").exists()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+
+
 def test_device_cpu_makes_the_cpu_choices_for_the_command_only(tmp_path, monkeypatch):
     """``--device cpu`` is a scope: inside it every backend-dependent choice (eigenvalue method, batching,
     chunk sizes) is the CPU's even where the process default is an accelerator; after the command, JAX's

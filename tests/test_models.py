@@ -199,6 +199,23 @@ def test_a_gguf_without_rope_is_refused(tmp_path):
         registry.load_model(p)
 
 
+def test_a_cache_folder_published_by_another_process_is_kept_and_an_unfinished_one_replaced(tmp_path):
+    """Two processes converting the same model both publish: the second keeps the first's finished folder
+    (a reader may be loading it), and a folder without ``COMPLETE`` is replaced by the finished one."""
+    def fill(text):
+        return lambda tmp: (tmp / "weights").write_text(text)
+    done = tmp_path / "converted" / "m-0123"
+    assert registry._publish(done, fill("first"), "first") is None
+    assert registry._publish(done, fill("second"), "second") is None
+    assert (done / "weights").read_text() == "first" and (done / "COMPLETE").read_text() == "first\n"
+    partial = tmp_path / "converted" / "m-4567"
+    partial.mkdir()
+    (partial / "weights").write_text("cut off")
+    assert registry._publish(partial, fill("whole"), "whole") is None
+    assert (partial / "weights").read_text() == "whole" and (partial / "COMPLETE").exists()
+    assert sorted(p.name for p in done.parent.iterdir()) == ["m-0123", "m-4567"]      # no temporary left
+
+
 def test_a_text_shorter_than_asked_for_is_named(tmp_path):
     tok = registry.load_tokenizer("smollm2-135m")          # the GGUF's vocabulary, parsed once and kept
     f = tmp_path / "t.txt"

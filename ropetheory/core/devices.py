@@ -3,17 +3,25 @@ methods, batching) read the platform from.
 
 A command's ``--device`` is a ``jax.default_device`` scope (``ropetheory.flags.device_scope``); the one
 process-wide setting touched here, OpenBLAS's thread count (``one_blas_thread``), is set for a block and
-restored after it.
+restored after it. The folder of JAX's persistent compilation cache the commands use, and its repair
+(``compilation_cache_dir``, ``drop_untimed_cache_entries``), are here too: ``ropetheory.cli.compilation_cache``
+turns the cache on for a command.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 
-__all__ = ["compute_platform", "one_blas_thread"]
+__all__ = ["compute_platform", "one_blas_thread", "compilation_cache_dir", "drop_untimed_cache_entries"]
+
+#: how long a repair waits for JAX's lock on a compilation cache folder before leaving the folder as it is
+#: (JAX's own wait for the same lock is 10 s)
+CACHE_LOCK_SECONDS = 10.0
 
 #: threadpoolctl's view of the BLAS libraries loaded, found once (finding them scans every loaded library)
 _CONTROLLER: list[Any] = []
@@ -63,3 +71,35 @@ def compute_platform(*where: Any) -> str:
     if scoped is not None:
         return scoped if isinstance(scoped, str) else scoped.platform
     return jax.default_backend()
+
+
+def compilation_cache_dir() -> pathlib.Path:
+    """The user's cache folder for compiled programs, one per jax/jaxlib version (``$XDG_CACHE_HOME`` or
+    ``~/.cache``, then ``ropetheory/jax-<jax>-<jaxlib>``)."""
+    import importlib.metadata as md
+    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    return root / "ropetheory" / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
+
+
+def drop_untimed_cache_entries(folder: str | os.PathLike[str]) -> int:
+    """Remove the entries of JAX's compilation cache ``folder`` that its size-bounded cache cannot account
+    for: a program file ``KEY-cache`` with no access-time file ``KEY-atime`` (written by a run without the
+    size bound, where JAX writes the program only, or cut off between the two writes, so possibly a partial
+    program). Before each write, the bounded cache reads the access time of every entry in the folder to find
+    the least recently used: one such entry fails every later write ("Error writing persistent compilation
+    cache entry ... -atime"). The folder is changed under JAX's own lock on it (``.lockfile``), so no bounded
+    run is between its two writes; if the lock is not free within ``CACHE_LOCK_SECONDS``, nothing is
+    removed (the next run repairs). Returns how many entries were removed; a missing folder has none."""
+    import filelock
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return 0
+    try:
+        with filelock.FileLock(folder / ".lockfile", timeout=CACHE_LOCK_SECONDS):
+            names = set(os.listdir(folder))
+            untimed = [n for n in names if n.endswith("-cache") and n.removesuffix("-cache") + "-atime" not in names]
+            for name in untimed:
+                (folder / name).unlink(missing_ok=True)
+    except filelock.Timeout:
+        return 0
+    return len(untimed)

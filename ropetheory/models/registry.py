@@ -326,16 +326,24 @@ def load_model(model: str | os.PathLike, *, device: str = "cpu", dtype: str = "f
 
 def _publish(folder: pathlib.Path, fill, note: str) -> Exception | None:
     """Write a cache ``folder`` atomically: ``fill(tmp)`` writes a temporary sibling, a ``COMPLETE`` file
-    (holding ``note``) marks it finished, and a rename replaces ``folder``. Returns the error that stopped
-    it (the temporary folder removed), or None."""
+    (holding ``note``) marks it finished, and a rename makes it ``folder``. A finished ``folder`` another
+    process published meanwhile is kept (its name is a key of its content, and a reader may be loading it);
+    only an unfinished one is replaced. Returns the error that stopped it (the temporary folder removed),
+    or None."""
     import shutil
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     try:
         tmp.mkdir(parents=True, exist_ok=True)
         fill(tmp)
         (tmp / "COMPLETE").write_text(note + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)                   # refused where folder exists and is not empty
+        except OSError:
+            if (folder / "COMPLETE").exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return None
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
         return None
     except (OSError, ValueError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
