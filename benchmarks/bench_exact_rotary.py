@@ -14,7 +14,9 @@ SmolLM2-135M (head_dim 64, base 1e5), both measured in the same run.
     model's shapes", as a full forward takes minutes on 2 shared cores). The rotary runs once per forward
     whatever the depth, so a shallow model shows the largest share it can take.
 
-Memory is the resident set read from ``/proc/self/status``: its peak ``VmHWM`` is reset to the current
+``--device cuda`` runs both on the GPU: a call's time ends with ``torch.cuda.synchronize()``, and its memory
+is torch's CUDA allocator's (peak allocated above what was allocated before, reset before each call);
+on the CPU, memory is the resident set read from ``/proc/self/status``: its peak ``VmHWM`` is reset to the current
 ``VmRSS`` (``/proc/self/clear_refs``, value 5) and glibc's free heap is returned (``malloc_trim``) before
 each call, so the peak minus the resident size before is the call's own. Not ``tracemalloc``: it sees
 Python's and numpy's allocations but neither torch's CPU allocator nor JAX's (which reduces the angles);
@@ -24,7 +26,7 @@ not torch's allocator statistics: torch keeps peak counters for CUDA only; not `
 The machine is recorded (CPU model, cores, torch threads, load average at start and end). Writes
 ``docs/benchmarks/bench_exact_rotary_<machine>.json``.
 
-    python benchmarks/bench_exact_rotary.py [--repeat 5] [--layers 1] [--chunk 2048] [--label after]
+    python benchmarks/bench_exact_rotary.py [--repeat 5] [--layers 1] [--chunk 2048] [--label after] [--device cuda]
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_topeig_gpu import machine_tag  # noqa: E402
+from bench_topeig_gpu import kind_tag, machine_tag  # noqa: E402
 from ropetheory.models.forward import cached_forward  # noqa: E402
 from ropetheory.models.registry import load_model  # noqa: E402
 from ropetheory.models.rope_precision import exact_tables, forget_exact_tables, rotary_precision  # noqa: E402
@@ -63,9 +65,21 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def measured(fn):
-    """``(seconds, peak extra MiB, retained MiB)`` of ``fn()``: resident memory above what was resident
-    before, at its peak during the call and after the call's result is dropped."""
+def measured(fn, device: str = "cpu"):
+    """``(seconds, peak extra MiB, retained MiB)`` of ``fn()``: memory above what was in use before, at its
+    peak during the call and after the call's result is dropped (CPU: the resident set; CUDA: torch's
+    allocator, the time taken after the device finished)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated()
+        del out
+        return seconds, (peak - before) / MIB, (torch.cuda.memory_allocated() - before) / MIB
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
@@ -89,7 +103,7 @@ def summary(samples: list[tuple[float, float, float]]) -> dict:
             "retained_mib": statistics.median(x[2] for x in samples)}
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -98,25 +112,27 @@ def machine() -> dict:
         pass
     return {"node": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__}
+            "transformers": __import__("transformers").__version__,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
 
 
-def rotary_part(dtype: str, repeat: int) -> list[dict]:
+def rotary_part(dtype: str, repeat: int, device: str = "cpu") -> list[dict]:
     """(a) for one model dtype: each n, transformers' own, exact first call, exact steady state."""
-    model, _, _ = load_model("smollm2-135m", dtype=dtype)
+    model, _, _ = load_model("smollm2-135m", dtype=dtype, device=device)
     rot = model.model.rotary_emb
-    x = torch.zeros(1, dtype=getattr(torch, dtype))
+    x = torch.zeros(1, dtype=getattr(torch, dtype), device=device)
     rows = []
     for n in POSITIONS:
-        call = functools.partial(rot, x, torch.arange(n)[None])
+        call = functools.partial(rot, x, torch.arange(n, device=device)[None])
+        timed = functools.partial(measured, device=device)
         samples: dict[str, list] = {"transformers": [], "exact (first call)": [], "exact (steady)": []}
         with torch.no_grad():
             for _ in range(repeat):
-                samples["transformers"].append(measured(call))
+                samples["transformers"].append(timed(call))
                 forget_exact_tables(model)
                 with rotary_precision(model, "exact"):
-                    samples["exact (first call)"].append(measured(call))
-                    samples["exact (steady)"].append(measured(call))
+                    samples["exact (first call)"].append(timed(call))
+                    samples["exact (steady)"].append(timed(call))
         table_mib = sum(t.cos.nbytes + t.sin.nbytes for t in exact_tables(model)) / MIB
         forget_exact_tables(model)
         base = statistics.median(s[0] for s in samples["transformers"])
@@ -132,14 +148,15 @@ def rotary_part(dtype: str, repeat: int) -> list[dict]:
     return rows
 
 
-def model_part(layers: int, chunk: int, tokens: int, repeat: int) -> dict:
+def model_part(layers: int, chunk: int, tokens: int, repeat: int, device: str = "cpu") -> dict:
     """(b): the first ``layers`` decoder layers of SmolLM2 (float32) over ``tokens`` tokens in chunks."""
     from transformers import DynamicCache
-    model, _, _ = load_model("smollm2-135m", dtype="float32")
+    model, _, _ = load_model("smollm2-135m", dtype="float32", device=device)
+    timed = functools.partial(measured, device=device)
     total = len(model.model.layers)
     model.model.layers = model.model.layers[:layers]
     model.config.num_hidden_layers = layers
-    ids = torch.as_tensor(np.random.default_rng(0).integers(0, model.config.vocab_size, tokens))[None]
+    ids = torch.as_tensor(np.random.default_rng(0).integers(0, model.config.vocab_size, tokens), device=device)[None]
 
     def forward():
         cache = DynamicCache(config=model.config)
@@ -150,11 +167,11 @@ def model_part(layers: int, chunk: int, tokens: int, repeat: int) -> dict:
     samples: dict[str, list] = {"transformers": [], "exact": []}
     with torch.no_grad():
         with rotary_precision(model, "exact"):
-            first = measured(forward)                       # builds the table
+            first = timed(forward)                          # builds the table
         for _ in range(repeat):
-            samples["transformers"].append(measured(forward))
+            samples["transformers"].append(timed(forward))
             with rotary_precision(model, "exact"):
-                samples["exact"].append(measured(forward))
+                samples["exact"].append(timed(forward))
     res = {"part": "model", "layers": layers, "of_layers": total, "tokens": tokens, "chunk": chunk,
            "exact_first_seconds": first[0], **{k: summary(v) for k, v in samples.items()}}
     res["ratio_exact_to_transformers"] = res["exact"]["seconds_median"] / res["transformers"]["seconds_median"]
@@ -176,18 +193,24 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="", help="appended to the file name (e.g. 'before' for another commit)")
     ap.add_argument("--note", default="", help="what else ran on the machine (kept in the JSON)")
     ap.add_argument("--out", default="docs/benchmarks")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs both rotaries")
     args = ap.parse_args(argv)
-    res: dict = {"machine": machine(), "note": args.note, "repeat": args.repeat,
-                 "memory": "resident set: VmHWM after resetting it to VmRSS, minus VmRSS before (malloc_trim first)",
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device")
+    res: dict = {"machine": machine(args.device), "device": args.device, "note": args.note, "repeat": args.repeat,
+                 "memory": ("torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus "
+                            "memory_allocated before" if args.device == "cuda" else
+                            "resident set: VmHWM after resetting it to VmRSS, minus VmRSS before (malloc_trim first)"),
                  "load_average_start": os.getloadavg()}
-    res["rotary"] = [row for dtype in DTYPES for row in rotary_part(dtype, args.repeat)]
+    res["rotary"] = [row for dtype in DTYPES for row in rotary_part(dtype, args.repeat, args.device)]
     if not args.skip_model:
-        res["model"] = model_part(args.layers, args.chunk, args.tokens, args.repeat)
+        res["model"] = model_part(args.layers, args.chunk, args.tokens, args.repeat, args.device)
     res["load_average_end"] = os.getloadavg()
     print(f"load average {res['load_average_start']} -> {res['load_average_end']}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = machine_tag(jax.devices("cpu")[0]) + (f"_{args.label}" if args.label else "")
+    tag = (kind_tag(torch.cuda.get_device_name()) if args.device == "cuda" else machine_tag(jax.devices("cpu")[0])) \
+        + (f"_{args.label}" if args.label else "")
     (out / f"bench_exact_rotary_{tag}.json").write_text(json.dumps(res, indent=1))
     return 0
 

@@ -39,7 +39,12 @@ def machine_tag(dev) -> str:
     """``cpu``, or the accelerator's model (``h100``, ``h200``), else its ``device_kind`` in lower case."""
     if dev.platform == "cpu":
         return "cpu"
-    kind = getattr(dev, "device_kind", dev.platform)
+    return kind_tag(getattr(dev, "device_kind", dev.platform))
+
+
+def kind_tag(kind: str) -> str:
+    """An accelerator's name (JAX's ``device_kind``, torch's ``get_device_name``) as a file-name tag:
+    ``h100``, ``h200``, else the name in lower case with ``_`` for anything not alphanumeric."""
     for k in DEVICE_PEAKS:
         if k in kind:
             return k.lower()
