@@ -1,7 +1,7 @@
-"""Benchmark: the chunked capture of the packaged SmolLM2-135M on CPU (``capture_streams``: every layer's
-q and k through the hook into its ``LayerStream``, the rotation check on the first and last pass) against
-the bare model over the same passes (``chunked_passes``, no hook) in the same run, in CPU time
-(``time.process_time``: the machine may be shared) and wall time.
+"""Benchmark: the chunked capture of a model on CPU (``--model``, default the packaged SmolLM2-135M;
+``capture_streams``: every layer's q and k through the hook into its ``LayerStream``, the rotation check
+on the first and last pass) against the bare model over the same passes (``chunked_passes``, no hook) in
+the same run, in CPU time (``time.process_time``: the machine may be shared) and wall time.
 
 Three runs: the bare forward; the capture as it runs (numpy's BLAS on one thread while the statistics run,
 ``forward._one_blas_thread``); the same capture with numpy's BLAS on its default threads (how it ran
@@ -11,7 +11,8 @@ relative difference are written (``BLAS_ORDER_REL`` bounds it). Token ids are ra
 (seeded): the costs depend on the lengths, not on the text. The rotation check's kernel is compiled
 before the timings. Writes ``docs/benchmarks/bench_capture_<tokens>_<machine>.json``.
 
-    python benchmarks/bench_capture.py [--tokens 1024] [--tokens-per-pass 2048] [--torch-threads 1]
+    python benchmarks/bench_capture.py [--model smollm2-135m] [--tokens 1024] [--tokens-per-pass 2048]
+                                       [--torch-threads 1]
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def statistics_of(cap) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m", help="a packaged model or a .gguf file")
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--tokens-per-pass", type=int, default=2048)
     ap.add_argument("--torch-threads", type=int, default=1, help="torch's intra-op threads (0: its default)")
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    model, _, label = load_model("smollm2-135m")
+    model, _, label = load_model(args.model)
     cfg = model.config
     n, p = args.tokens, min(args.tokens_per_pass, args.tokens)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, n).tolist()
@@ -110,7 +112,9 @@ def main(argv=None) -> int:
           f"{len(a)} arrays differ, by {rel:.1e} relative at most (bound {BLAS_ORDER_REL:g})")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"bench_capture_{n}_{args.machine}.json").write_text(json.dumps(res, indent=1))
+    stem = f"bench_capture_{n}_{args.machine}" if label == "smollm2-135m" else \
+        f"bench_capture_{label}_{n}_{args.machine}"
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
     return 0
 
 
