@@ -88,6 +88,9 @@ def test_planted_narrow_window_missed_by_a_grid_is_found():
 
 #: a small search that takes several rounds (so it can be stopped part-way)
 SEARCH_KW = dict(b_min=1e4, b_max=1e5, initial=16)
+#: the checkpoint tests' (train_len, head_dim): the command test's largest length and width, so the programs its
+#: search compiles serve these too (29 rounds, 4 feasible intervals: enough rounds to stop and resume)
+SEARCH_AT = (512, 32)
 
 
 def _stopped_search(ck, monkeypatch, rounds: int = 4) -> dict[str, int]:
@@ -102,7 +105,7 @@ def _stopped_search(ck, monkeypatch, rounds: int = 4) -> dict[str, int]:
         return orig(*a)
     monkeypatch.setattr(bs, "_evaluate_block", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
+        bs.search_feasible_bases(*SEARCH_AT, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
 
     def counting(*a):
         out = orig(*a)
@@ -113,11 +116,11 @@ def _stopped_search(ck, monkeypatch, rounds: int = 4) -> dict[str, int]:
 
 
 def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
-    ref = bs.search_feasible_bases(2048, 64, **SEARCH_KW)
+    ref = bs.search_feasible_bases(*SEARCH_AT, **SEARCH_KW)
     ck = tmp_path / "ck.npz"
     calls = _stopped_search(ck, monkeypatch)
     assert ck.exists()
-    res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
+    res = bs.search_feasible_bases(*SEARCH_AT, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
     assert res.feasible == ref.feasible and res.undecided == ref.undecided
     assert res.evaluations == ref.evaluations
     assert calls["pairs"] < ref.evaluations              # the resumed run did not start again
@@ -125,7 +128,7 @@ def test_checkpointed_search_resumes_to_the_same_result(tmp_path, monkeypatch):
     # a damaged checkpoint is reported and ignored
     ck.write_bytes(b"not an npz")
     with pytest.warns(UserWarning, match="damaged"):
-        res2 = bs.search_feasible_bases(2048, 64, checkpoint=ck, **SEARCH_KW)
+        res2 = bs.search_feasible_bases(*SEARCH_AT, checkpoint=ck, **SEARCH_KW)
     assert res2.feasible == ref.feasible
 
 
@@ -135,7 +138,7 @@ def test_a_search_checkpoint_from_other_code_is_not_resumed(tmp_path, monkeypatc
     calls = _stopped_search(ck, monkeypatch)
     monkeypatch.setattr(bs, "derived_code_hash", lambda name: "edited-search-code")
     with pytest.warns(UserWarning, match="ck.npz.*other code"):
-        res = bs.search_feasible_bases(2048, 64, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
+        res = bs.search_feasible_bases(*SEARCH_AT, checkpoint=ck, checkpoint_seconds=0.0, **SEARCH_KW)
     assert calls["pairs"] == res.evaluations                 # every pair evaluated again: nothing reused
 
 
