@@ -71,12 +71,17 @@ def _ranges(r: dict[str, Any], run: str) -> list[dict[str, Any]]:
     return r["runs"][run]["nll_ranges"]
 
 
+def _past(r: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    """``run``'s loss ranges past ``L``."""
+    return [a for a in _ranges(r, run) if a["start"] >= r["train_len"]]
+
+
 def _effects(r: dict[str, Any]) -> dict[str, Any]:
     """Within-L cost (nats) and, per range past L, the fraction of the unchanged excess removed."""
     L = r["train_len"]
     u, v = _ranges(r, "unchanged"), _ranges(r, "intervened")
     within = [(a, b) for a, b in zip(u, v, strict=True) if a["end"] <= L]
-    past = [(a, b) for a, b in zip(u, v, strict=True) if a["start"] >= L]
+    past = list(zip(_past(r, "unchanged"), _past(r, "intervened"), strict=True))
     if not within or not past:
         raise BadValue(f"{r['intervention']}: need loss ranges within and past L = {L}, got "
                        f"{[(a['start'], a['end']) for a in u]}")
@@ -86,10 +91,6 @@ def _effects(r: dict[str, Any]) -> dict[str, Any]:
                                                                                                 strict=True)]
     return {"cost_within_L": within[0][1]["mean_nll"] - base, "excess": excess, "rescued_fraction": frac,
             "fails_past_L": any(e >= COST_NATS for e in excess)}
-
-
-def _past(r: dict[str, Any], run: str) -> list[dict[str, Any]]:
-    return [a for a in _ranges(r, run) if a["start"] >= r["train_len"]]
 
 
 def length_excess(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -174,8 +175,7 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for a, b in zip(_ranges(r, "unchanged"), _ranges(r, "intervened"), strict=True):
             tag = f"{a['start']}_{a['end']}"
             row[f"ppl_{tag}_unchanged"], row[f"ppl_{tag}_intervened"] = a["ppl"], b["ppl"]
-        past = [a for a in _ranges(r, "unchanged") if a["start"] >= L]
-        for a, f in zip(past, e["rescued_fraction"], strict=True):
+        for a, f in zip(_past(r, "unchanged"), e["rescued_fraction"], strict=True):
             row[f"rescued_{a['start']}_{a['end']}"] = f
         if x is not None:
             for (s, t), nats, f in zip(x["ranges"], x["nats"], x["removed"][k], strict=True):
