@@ -346,10 +346,9 @@ class _LogitError:
     def __call__(self, call) -> None:
         q, k = call.query, call.key
         for r, (a, b) in enumerate(self.edges):
-            p = min(self.end, b) - 1
-            if not (a <= p and self.start <= p):
+            if not (self.start < b and self.end > a):             # the pass does not overlap the range
                 continue
-            j = p - self.start
+            j = min(self.end, b) - 1 - self.start                 # its last query in the range
             vis = call.visible()[j]
             qj = q[:, j].double().reshape(k.shape[0], call.groups, -1)
             S = (qj @ k[:, vis].double().transpose(1, 2)) * call.scaling
