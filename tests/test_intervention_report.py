@@ -139,6 +139,25 @@ def test_the_length_excess_is_the_unchanged_loss_over_the_windows_and_leaves_the
     assert flat["tests"]["clamp-all"]["length_excess_removed"] == [None, None]     # no fraction of no excess
 
 
+def test_the_reference_verdict_is_the_same_rule_on_the_length_excess_which_harder_later_text_does_not_move():
+    """Unchanged past L (4.0, 5.0) over within L 2.0 (excess 2.0, 3.0) but over the window (3.0, 3.5) only
+    1.0, 1.5: hold-sink-odds (3.4, 4.2) removes 0.3, 0.27 of the excess (no rescue: casualty) and 0.6, 0.53
+    of the length excess (a rescue; with sink-at-4L's cost and a clean control: cause)."""
+    res = {**_all(**{"hold-sink-odds": (2.0, [3.4, 4.2])}), "window": _result("window", 2.0, [3.0, 3.5])}
+    v = rep.verdict(res)
+    assert v["verdict"] == "casualty" and not v["tests"]["hold-sink-odds"]["rescues"]
+    x = v["length_excess"]
+    assert v["tests"]["hold-sink-odds"]["length_excess_removed"] == pytest.approx([0.6, 0.8 / 1.5])
+    assert x["verdict"] == "cause" and "breaking the sink costs within L (sink-at-4L)" in x["why"]
+    near = {**res, "window": _result("window", 2.0, [4.0 - rep.COST_NATS / 2, 5.0 - rep.COST_NATS / 2])}
+    flat = rep.verdict(near)
+    assert flat["verdict"] == "casualty" and flat["length_excess"]["verdict"] == "no failure"
+    assert "the window reference's loss on the same tokens by less than" in flat["length_excess"]["why"]
+    part = rep.verdict({k: r for k, r in res.items() if k != "clamp-control"})
+    assert part["verdict"] == part["length_excess"]["verdict"] == "incomplete"
+    assert "reference verdict" not in str(rep.verdict(_all())).lower() and "length_excess" not in rep.verdict(_all())
+
+
 def test_the_summary_states_the_length_excess_and_its_removed_fractions_where_the_window_ran(tmp_path):
     from ropetheory.store import write_json
     res = {**_all(), "window": _result("window", 2.0, [4.0 - rep.COST_NATS / 2, 3.5])}
@@ -150,6 +169,7 @@ def test_the_summary_states_the_length_excess_and_its_removed_fractions_where_th
     assert "Length excess over the windowed reference (unchanged minus window on the same tokens, nats): " \
            "[100, 200) +0.025, [200, 400) +1.500: the unchanged model fails relative to the reference" in md
     assert "| clamp-all | +0.000 | 0.90, 0.90 | -, 1.80 | True |" in md and "| window |" in md
+    assert f"**Reference verdict (the same rule on the length excess): {v['length_excess']['verdict']}**" in md
     rows = (tmp_path / "interventions.csv").read_text().splitlines()
     assert len(rows) == 1 + len(res)
     assert "length_excess_200_400_nats" in rows[0] and "length_excess_removed_100_200" in rows[0]
@@ -204,16 +224,18 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "docs" / "models" / "interventions"
 
 
-@pytest.mark.parametrize("model, expected", [("smollm2-135m", "casualty"), ("gemma3-270m", "casualty"),
-                                             ("qwen2.5-coder-1.5b", "no failure"),
-                                             ("qwen2.5-coder-1.5b-4L", "incomplete")])
-def test_the_committed_verdict_is_what_the_committed_runs_give_and_the_docs_quote_it(model, expected, tmp_path):
+@pytest.mark.parametrize("model, expected, reference", [("smollm2-135m", "casualty", "casualty"),
+                                                        ("gemma3-270m", "casualty", "cause"),
+                                                        ("qwen2.5-coder-1.5b", "no failure", None),
+                                                        ("qwen2.5-coder-1.5b-4L", "incomplete", "no failure")])
+def test_the_committed_verdict_is_what_the_committed_runs_give_and_the_docs_quote_it(model, expected, reference,
+                                                                                      tmp_path):
     import shutil
     shutil.copytree(COMMITTED / model, tmp_path / model)
     v = rep.write_summary(tmp_path / model)
     for f in ("verdict.json", "verdict.md", "interventions.csv"):
         assert (tmp_path / model / f).read_text() == (COMMITTED / model / f).read_text()
-    assert v["verdict"] == expected
+    assert v["verdict"] == expected and v.get("length_excess", {}).get("verdict") == reference
     res = rep.load_results(COMMITTED / model)
     assert next(iter(res.values()))["meta"]["text"]["source"].startswith("distribution gguf")
     readme = (ROOT / "README.md").read_text()
@@ -222,6 +244,7 @@ def test_the_committed_verdict_is_what_the_committed_runs_give_and_the_docs_quot
         held = v["tests"][rep.RESTORE]["rescued_fraction"]
         assert f"{max(f for f in held if f is not None):.0%}" in readme
     assert f'verdict "{expected}"' in findings or expected == "casualty"
+    assert reference is None or f'reference verdict "{reference}"' in findings
     for name, r in res.items():
         ppl = " · ".join(f"{x['ppl']:.{2 if x['ppl'] < 100 else 1}f}" for x in r["runs"]["intervened"]["nll_ranges"])
         assert ppl in findings, (name, ppl)

@@ -19,7 +19,10 @@ distribution) ran on the same tokens, the report adds per range ``r`` past ``L``
 ``x_r = nll_r - nll^window_r``, what the long context costs over an in-distribution one on the same tokens,
 and for each intervention the fraction of it removed, ``(nll_r - nll'_r) / x_r`` (``None`` where
 ``x_r < COST_NATS``); the unchanged model *fails relative to the reference* when ``x_r >= COST_NATS`` in
-some range. These are reported beside the verdict; the verdict stays the rule above.
+some range. Beside the verdict the report gives the *reference verdict*: the same rule with the length
+excess in place of the excess (an intervention rescues when it removes at least ``RESCUE_FRACTION`` of
+``x_r`` in every range where ``x_r >= COST_NATS``; no failure when ``x_r < COST_NATS`` everywhere), which
+text that is harder or easier past ``L`` does not move. The verdict itself stays the rule above.
 """
 from __future__ import annotations
 
@@ -134,28 +137,37 @@ def verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for k, f in x.pop("removed").items():
             tests[k]["length_excess_removed"] = f
         out["length_excess"] = x
-    if eff and not any(e["fails_past_L"] for e in eff.values()):
-        out.update(verdict="no failure", why=f"the unchanged model's loss past L exceeds its loss within L by less "
-                                             f"than {COST_NATS} nats: nothing to rescue on this text")
-        return out
-    if missing:
-        out.update(verdict="incomplete", why=f"not measured: {', '.join(missing)}")
-        return out
-    b = tests[RESTORE]["rescues"]
-    d = [k for k in BREAK if tests[k]["costs_within_L"]]
-    e_clean = not (tests[CONTROL]["rescues"] or tests[CONTROL]["costs_within_L"])
-    c = [k for k in ALL_PAIRS if tests[k]["rescues"]]
-    if b and d and e_clean:
-        out.update(verdict="cause", why=f"restoring the sink's log-odds rescues past L, breaking the sink costs "
-                                        f"within L ({', '.join(d)}), the control does neither")
-    elif c and not b:
-        out.update(verdict="casualty", why=f"every pair in distribution ({', '.join(c)}) rescues past L, restoring "
-                                           f"the sink's log-odds does not: the sink breaks with the failure, it "
-                                           f"does not cause it")
-    else:
-        out.update(verdict="undecided", why=f"restore rescues: {b}; breaking costs within L: {d or 'none'}; "
-                                            f"control clean: {e_clean}; all pairs rescue: {c or 'none'}")
+    fails = not eff or any(e["fails_past_L"] for e in eff.values())        # nothing measured: incomplete
+    out.update(_decide(tests, missing, {k: t["rescues"] for k, t in tests.items()}, fails, "its loss within L"))
+    if x is not None:
+        rescues = {k: _rescues({"rescued_fraction": t["length_excess_removed"]}) for k, t in tests.items()}
+        x.update(_decide(tests, missing, rescues, x["fails_vs_reference"],
+                         f"the {REFERENCE} reference's loss on the same tokens"))
     return out
+
+
+def _decide(tests: dict[str, dict[str, Any]], missing: list[str], rescues: dict[str, bool], fails: bool,
+            baseline: str) -> dict[str, str]:
+    """The module docstring's rule: ``{"verdict", "why"}`` from which interventions rescue (``rescues``),
+    the costs within L in ``tests``, and whether the unchanged model fails past L over ``baseline``."""
+    if not fails:
+        return {"verdict": "no failure", "why": f"the unchanged model's loss past L exceeds {baseline} by less "
+                                                f"than {COST_NATS} nats: nothing to rescue on this text"}
+    if missing:
+        return {"verdict": "incomplete", "why": f"not measured: {', '.join(missing)}"}
+    b = rescues[RESTORE]
+    d = [k for k in BREAK if tests[k]["costs_within_L"]]
+    e_clean = not (rescues[CONTROL] or tests[CONTROL]["costs_within_L"])
+    c = [k for k in ALL_PAIRS if rescues[k]]
+    if b and d and e_clean:
+        return {"verdict": "cause", "why": f"restoring the sink's log-odds rescues past L, breaking the sink costs "
+                                           f"within L ({', '.join(d)}), the control does neither"}
+    if c and not b:
+        return {"verdict": "casualty", "why": f"every pair in distribution ({', '.join(c)}) rescues past L, "
+                                              f"restoring the sink's log-odds does not: the sink breaks with the "
+                                              f"failure, it does not cause it"}
+    return {"verdict": "undecided", "why": f"restore rescues: {b}; breaking costs within L: {d or 'none'}; "
+                                           f"control clean: {e_clean}; all pairs rescue: {c or 'none'}"}
 
 
 def _share(r: dict[str, Any], run: str, n: int) -> float | None:
@@ -234,7 +246,8 @@ def write_summary(base: str | pathlib.Path, ids_sha256: str | None = None) -> di
                                                                                    strict=True))
                   + (f": the unchanged model fails relative to the reference (>= {COST_NATS} nats in some range)."
                      if x["fails_vs_reference"] else f": the unchanged model does not fail relative to the "
-                                                      f"reference (< {COST_NATS} nats in every range)."), ""]
+                                                      f"reference (< {COST_NATS} nats in every range)."), "",
+                  f"**Reference verdict (the same rule on the length excess): {x['verdict']}**: {x['why']}.", ""]
     extra = ("", "") if x is None else (" length excess removed past L |", "---|")
     lines += ["| intervention | within-L cost (nats) | excess removed past L |" + extra[0] + " rescues | "
               "costs within L | median sink share at L, 2L, 4L |", "|---|---|---|" + extra[1] + "---|---|---|"]
