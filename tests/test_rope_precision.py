@@ -302,7 +302,8 @@ def test_the_compiled_reduction_gives_exact_cos_sin_bit_for_bit(base, head_dim):
 @pytest.mark.parametrize("model, ranges", [("gemma3-270m", 3), ("qwen2.5-coder-1.5b", 2)])
 def test_the_readme_quotes_the_committed_precision_cost_per_mode_and_range(model, ranges):
     """The README's "changes x% of top-1 predictions" for float32 angles and a bfloat16 cache are the
-    committed ``cost.csv``'s token-weighted means over windows, to two significant digits."""
+    committed ``cost.csv``'s token-weighted means over windows, and its attention-logit errors the worst
+    window's per range, to two significant digits."""
     import csv
     import pathlib
     root = pathlib.Path(__file__).resolve().parents[1]
@@ -316,3 +317,7 @@ def test_the_readme_quotes_the_committed_precision_cost_per_mode_and_range(model
             n = np.array([int(r["end"]) - a for r in sel], dtype=float)
             changed = np.array([1.0 - float(r["top1_agreement"]) for r in sel]) @ n / n.sum()
             assert f"{float(f'{100 * changed:.2g}')}%" in readme, (model, mode, a, 100 * changed)
+        err = [max(float(r["logit_error"]) for r in rows if r["mode"] == mode and int(r["start"]) == a)
+               for a in starts]                                     # the logit error, worst window per range
+        worst = ", ".join(f"{e:.2g}" for e in err)
+        assert worst in readme, (model, mode, worst)
