@@ -4,7 +4,9 @@ Runs a packaged model over held-out windows of 8L tokens (the retrofit corpus, `
 corpus``) under each ``ropetheory.models.rope_precision`` mode: ``exact`` (float64 angles, rounded once),
 ``transformers`` (float32 angles), ``bf16-cache`` (exact values kept in bfloat16). It writes per window,
 mode and position range the cos/sin error, the KL divergence of the next-token distribution from exact's,
-top-1 agreement and perplexity (``cost.csv``), and passkey accuracy per mode and length (``passkey.csv``).
+top-1 agreement and perplexity (``cost.csv``), and passkey accuracy per mode and length (``passkey.csv``,
+lengths ``PASSKEY_LENGTHS`` times L up to the window's span: no passkey longer than the text measured).
+``meta.json`` is written once the cost is, and again once the passkey table is (``passkey_modes``).
 
 Any model ``load_model`` takes (``smollm2-135m``, ``gemma3-270m``, ``qwen2.5-coder-1.5b``, a folder or a
 ``.gguf``). The corpus is tokenized for one model (its manifest's ``tokenizer``; ``uint16`` ids, too few
@@ -31,7 +33,7 @@ from ropetheory.models.registry import load_model, load_tokenizer
 from ropetheory.models.forward import training_length
 from ropetheory.models.retrofit_cli import document_separator
 from ropetheory.models.retrofit_corpus import heldout_windows, load_corpus
-from ropetheory.models.retrofit_eval import passkey
+from ropetheory.models.retrofit_eval import PASSKEY_LENGTHS, passkey
 from ropetheory.models.rope_precision import MODES, precision_cost, rotary_precision
 from ropetheory.store import write_csv, write_json
 
@@ -92,18 +94,22 @@ def main() -> None:
             rows.append({"window": w, **r})
         write_csv(out / "cost.csv", rows)
         print(f"window {w}: {time.time() - t0:.0f} s", flush=True)
+    lengths = tuple(m for m in PASSKEY_LENGTHS if m <= a.window_multiple)
+    meta = {"model": label, "L": L, "windows": min(a.windows, len(starts)), "span": span,
+            "corpus_heldout_sha256": corpus["manifest"]["heldout_sha256"],
+            "corpus_tokenizer": corpus["manifest"].get("tokenizer"), "heldout_tokens": int(held.size),
+            "device": a.device, "seconds": time.time() - t0, "passkey_lengths_L": list(lengths),
+            "passkey_modes": []}
+    write_json(out / "meta.json", meta)                   # the cost is complete even if the passkey is cut off
     keys = []
     for mode in MODES if a.passkey_trials else ():
         with rotary_precision(model, mode):
-            for r in passkey(model, tok, L=L, temperature=False, trials=a.passkey_trials):
+            for r in passkey(model, tok, L=L, temperature=False, trials=a.passkey_trials, lengths=lengths):
                 keys.append({"mode": mode, **r})
         write_csv(out / "passkey.csv", keys)
+        meta["passkey_modes"].append(mode)
+        write_json(out / "meta.json", {**meta, "seconds": time.time() - t0})
         print(f"passkey {mode}: {time.time() - t0:.0f} s", flush=True)
-    write_json(out / "meta.json", {"model": label, "L": L, "windows": min(a.windows, len(starts)), "span": span,
-                                   "corpus_heldout_sha256": corpus["manifest"]["heldout_sha256"],
-                                   "corpus_tokenizer": corpus["manifest"].get("tokenizer"),
-                                   "heldout_tokens": int(held.size),
-                                   "device": a.device, "seconds": time.time() - t0})
 
 
 if __name__ == "__main__":
