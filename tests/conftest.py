@@ -11,9 +11,6 @@ JAX_CACHE = pathlib.Path(tempfile.gettempdir()) / f"ropetheory-tests-jax-cache-{
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-#: a size bound turns on JAX's file lock around every read and write of the folder: test runs that share it
-#: (the commands a test starts, other checkouts' runs) never read a half-written entry (one segfaulted)
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
@@ -28,8 +25,17 @@ settings.register_profile("dev", **_COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 settings.load_profile(PROFILE)
 
+import jax  # noqa: E402
+
 import ropetheory  # noqa: E402,F401  (enables jax_enable_x64 before any test builds arrays)
+from ropetheory.cli import CACHE_MAX_BYTES  # noqa: E402
 from ropetheory.core.devices import drop_untimed_cache_entries  # noqa: E402
+
+#: a size bound turns on JAX's file lock around every read and write of the folder: test runs that share it
+#: (the commands a test starts, other checkouts' runs) never read a half-written entry (one segfaulted). The
+#: commands' bound, for them (the environment) and for this process (importing compiled nothing yet)
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(CACHE_MAX_BYTES))
+jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 #: entries an unbounded run left (a checkout older than the bound shares the folder) fail every bounded write
 drop_untimed_cache_entries(os.environ["JAX_COMPILATION_CACHE_DIR"])

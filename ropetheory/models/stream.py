@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 
 from ..spectra.stream import neumaier_add, neumaier_total
-from ..theory.sink import mean_terms, sink_log_odds_from_parts
+from ..theory.sink import mean_terms, share_from_log_odds, sink_log_odds_from_parts
 from ..core.errors import BadValue
 from .rotation import RotationCheck
 
@@ -134,8 +134,7 @@ def _sink_terms(Q: np.ndarray, K: KeyStore, n: int, qpos: np.ndarray, scale: flo
 
 def _sink_share(l0: np.ndarray, lse: np.ndarray) -> np.ndarray:
     """``a_0 = 1 / (1 + e^{LSE_{j>=1} - s_0})``: 1 with no other key, 0 with the sink hidden."""
-    with np.errstate(over="ignore"):
-        return np.where(np.isfinite(l0), 1.0 / (1.0 + np.exp(np.minimum(lse - l0, 700.0))), 0.0)
+    return np.where(np.isfinite(l0), share_from_log_odds(np.where(np.isfinite(l0), l0, 0.0) - lse), 0.0)
 
 
 #: a ``LayerStream``'s array attributes, single (``name``) or one per kind (``name.pre``, ``name.post``), and

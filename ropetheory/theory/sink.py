@@ -29,7 +29,8 @@ import numpy as np
 from ..core.checks import check_finite_array
 from ..core.errors import BadValue
 
-__all__ = ["SinkLogOdds", "sink_log_odds", "sink_log_odds_from_parts", "attribute_change", "mean_terms"]
+__all__ = ["SinkLogOdds", "sink_log_odds", "sink_log_odds_from_parts", "share_from_log_odds", "attribute_change",
+           "mean_terms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +61,17 @@ def sink_log_odds_from_parts(sink_logit: Any, others_mean: Any, others_lse: Any,
     return _decompose(*np.broadcast_arrays(s0, mu, lse, m))
 
 
+def share_from_log_odds(log_odds: Any) -> np.ndarray:
+    """``a_0 = 1 / (1 + e^{-x})`` of log-odds ``x`` as ``exp(-logaddexp(0, -x))``: no overflow for ``x << 0``
+    (a sink hundreds of nats below the others), 1 at ``x = +inf`` (no other key), 0 at ``x = -inf``."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(log_odds, dtype=np.float64)))
+
+
 def _decompose(s0: np.ndarray, mu: np.ndarray, lse: np.ndarray, m: np.ndarray) -> SinkLogOdds:
     dilution = np.log(m)
     spread = np.maximum(lse - dilution - mu, 0.0)          # >= 0 exactly; rounding can give -1e-16
     log_odds = s0 - lse
-    share = np.exp(-np.logaddexp(0.0, -log_odds))         # 1 / (1 + e^-x) without overflow for x << 0
+    share = share_from_log_odds(log_odds)
     return SinkLogOdds(log_odds=log_odds, gap=s0 - mu, dilution=dilution, spread=spread, share=share,
                        sink_logit=s0, others_mean=mu)
 
