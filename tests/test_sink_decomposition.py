@@ -68,3 +68,16 @@ def test_a_sink_thousands_of_nats_from_the_others_has_a_share_of_0_or_1_without_
     assert np.all(np.isfinite(d.share)) and np.all(np.isfinite(d.log_odds))
     assert d.share[0] == (1.0 if gap > 0 else pytest.approx(0.0, abs=1e-300))
     assert d.log_odds[0] == pytest.approx(gap - np.log(np.exp(0) + np.exp(0.5) + np.exp(-0.5)), rel=1e-12)
+
+
+@pytest.mark.parametrize("gap", [800.0, -800.0, 3.0, -3.0])
+def test_the_streamed_share_is_the_decompositions_share_including_no_other_key_and_a_hidden_sink(gap):
+    """``models.stream`` (the analysis of real heads) and ``theory.sink`` give one share for one log-odds,
+    without overflow; 1 where the sink is the only visible key, 0 where the sink is hidden."""
+    import warnings
+    from ropetheory.models.stream import _sink_share
+    l0, lse = np.array([gap, 1.0, -np.inf]), np.array([0.0, -np.inf, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _sink_share(l0, lse)
+    assert got[0] == sink_log_odds(np.array([[gap, 0.0]])).share[0] and got[1] == 1.0 and got[2] == 0.0
