@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.checks import check_finite_array
-from ..core.devices import compute_platform
+from ..core.devices import compute_platform, one_blas_thread
 from ..core.errors import BadValue
 from .tridiag import SECTION_STEPS, SECTIONS, TRACE_RTOL, householder_top, sturm_bracket  # noqa: F401
 
@@ -217,9 +217,11 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
         check_symmetric(A)
         method = default_method() if method is None else check_method(method)
         k = _scale_exponent_host(A)                      # exact on the host, subnormal maxima included
-        lam = _top_eigenvalue_scaled(jnp.asarray(np.ldexp(A, -k[..., None, None])), method, one_at_a_time)
+        with one_blas_thread(compute_platform() == "cpu"):    # LAPACK under XLA's threads: core.devices
+            lam = np.asarray(_top_eigenvalue_scaled_jit(jnp.asarray(np.ldexp(A, -k[..., None, None])), method,
+                                                        one_at_a_time))
         with np.errstate(over="ignore"):
-            out = np.ldexp(np.asarray(lam), k)
+            out = np.ldexp(lam, k)
         if not np.all(np.isfinite(out)):              # finite entries, but lambda_max > the float64 maximum
             raise BadValue(f"G: its top eigenvalue, 2^{int(np.max(k))} x {float(np.max(lam)):.6g}, exceeds the "
                            f"float64 maximum; rescale G, e.g. by a power of two")
@@ -280,3 +282,8 @@ def _top_eigenvalue_scaled(G, method, one_at_a_time):
     else:
         top = _checked_or_eigvalsh(*subspace_top(Gb), Gb)
     return top.reshape(batch)
+
+
+#: ``_top_eigenvalue_scaled`` compiled, for concrete input: one program per shape and method instead of
+#: dispatching each of its operations alone (the tridiagonal path on 144 Grams: 0.49 s eager, 0.05 s jitted)
+_top_eigenvalue_scaled_jit = jax.jit(_top_eigenvalue_scaled, static_argnames=("method", "one_at_a_time"))
