@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from .errors import BadInput, BadType, BadValue  # noqa: F401  (re-exported: the boundary's errors)
@@ -335,7 +334,7 @@ def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
     if np.any(norms == 0):
         raise BadValue(f"V row {int(np.argmax(norms == 0))} is the zero vector")
     check_layout(layout)
-    return np.asarray(to_interleaved(jnp.asarray(A / norms[:, None]), layout))
+    return np.asarray(to_interleaved(np.asarray(A / norms[:, None]), layout))
 
 
 def check_length(n: Any, name: str = "n") -> int:

@@ -3,7 +3,7 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -12,23 +12,28 @@ from .errors import BadValue
 
 
 LAYOUTS = ("interleaved", "half")
+#: a numpy array or a JAX array: the layout permutations keep the kind they are given
+ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
 
 
-def to_interleaved(X: jax.Array, layout: str) -> jax.Array:
-    """Permute channels so plane ``j`` sits at ``(2j, 2j+1)``; ``half`` has it at ``(j, j+P)``."""
+def to_interleaved(X: ArrayT, layout: str) -> ArrayT:
+    """Permute channels so plane ``j`` sits at ``(2j, 2j+1)``; ``half`` has it at ``(j, j+P)``. A numpy
+    array stays one (permuted on the host: no device program for a permutation)."""
     if check_layout(layout) == "interleaved":
         return X
     P = X.shape[-1] // 2
-    return jnp.stack([X[..., :P], X[..., P:]], axis=-1).reshape(X.shape)
+    xp = np if isinstance(X, np.ndarray) else jnp
+    return xp.stack([X[..., :P], X[..., P:]], axis=-1).reshape(X.shape)
 
 
-def from_interleaved(X: jax.Array, layout: str) -> jax.Array:
-    """Inverse of ``to_interleaved``."""
+def from_interleaved(X: ArrayT, layout: str) -> ArrayT:
+    """Inverse of ``to_interleaved`` (a numpy array stays one)."""
     if check_layout(layout) == "interleaved":
         return X
     P = X.shape[-1] // 2
     Y = X.reshape(X.shape[:-1] + (P, 2))
-    return jnp.concatenate([Y[..., 0], Y[..., 1]], axis=-1)
+    xp = np if isinstance(X, np.ndarray) else jnp
+    return xp.concatenate([Y[..., 0], Y[..., 1]], axis=-1)
 
 
 def rotate_interleaved(X: jax.Array, angles: jax.Array) -> jax.Array:

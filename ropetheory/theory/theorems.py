@@ -37,7 +37,7 @@ import numpy as np
 from .. import spectra
 from ..core.layouts import to_interleaved
 from ..spectra.weights import AffineWeights
-from ..spectra.gram import assemble_gram
+from ..spectra.gram import assemble_gram, assemble_gram_jit
 from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
 from ..core.schedule import Schedule, as_schedule, schedule_layout
@@ -62,7 +62,7 @@ def plane_energies(v: Any, *, layout: str = "interleaved") -> np.ndarray:
 
 
 def _plane_energies(vv: np.ndarray, layout: str) -> np.ndarray:
-    vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
+    vi = np.asarray(to_interleaved(np.asarray(vv), layout))
     return vi[0::2] ** 2 + vi[1::2] ** 2
 
 
@@ -102,9 +102,9 @@ def limit_gram(theta: Any, v: Any, *, layout: str | None = None, weights: Any = 
 
 
 def _limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> np.ndarray:
-    vi = to_interleaved(jnp.asarray(vv), layout)
+    vi = to_interleaved(np.asarray(vv), layout)
     D, S = limit_mean_phases(theta, weights)
-    return np.asarray(assemble_gram(vi, jnp.asarray(D, dtype=jnp.complex128), jnp.asarray(S, dtype=jnp.complex128)))
+    return np.asarray(assemble_gram_jit(vi, np.asarray(D, dtype=np.complex128), np.asarray(S, dtype=np.complex128)))
 
 
 @jax.jit
@@ -226,7 +226,7 @@ def certified_bound(theta: Any, v: Any, *, layout: str | None = None) -> Certifi
 def _certified_bound(theta: Schedule, vv: np.ndarray, layout: str) -> CertifiedBound:
     from flint import arb
     th = theta.theta
-    vi = np.asarray(to_interleaved(jnp.asarray(vv), layout))
+    vi = np.asarray(to_interleaved(np.asarray(vv), layout))
     pf = pair_frequencies(theta)
     P = th.size
     # e_j e_k / 2 in exact arb from the float64 components of the *normalised* v
