@@ -281,3 +281,17 @@ def test_concrete_input_runs_one_compiled_program_per_shape_and_method():
         assert jitted._cache_size() == size and np.array_equal(again, 2.0 * first)
         traced = np.asarray(jax.jit(lambda g, m=method: rt.top_eigenvalue(g, m))(G))
         assert np.all(np.abs(traced - first) <= EIG_RTOL * first)
+
+
+@pytest.mark.parametrize("scale", [-1021, -1000, -1, 0, 1, 600, 1023])
+def test_the_traced_scaling_by_a_power_of_two_is_exact_where_ldexp_is(scale):
+    """``_times_power_of_two`` (two products by normal powers of two) gives ``ldexp``'s bits at every
+    exponent the traced scaling meets: matrices whose largest entry is any normal number (subnormal input
+    is the concrete path's, scaled on the host)."""
+    rng = np.random.default_rng(scale & 0xFFFF)
+    G = np.ldexp(rng.uniform(0.5, 1.0, (3, 8, 8)), scale)
+    k = topeig._scale_exponent_host(G)
+    got = np.asarray(jax.jit(topeig._times_power_of_two)(jnp.asarray(G), jnp.asarray(-k)))
+    want = np.ldexp(G, -k[:, None, None])
+    normal = np.abs(want) >= np.finfo(np.float64).tiny
+    assert normal.all() and np.array_equal(got[normal], want[normal])

@@ -227,7 +227,17 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
                            f"float64 maximum; rescale G, e.g. by a power of two")
         return jnp.asarray(out)
     k = _scale_exponent(G)
-    return jnp.ldexp(_top_eigenvalue_scaled(jnp.ldexp(G, -k[..., None, None]), method, one_at_a_time), k)
+    return jnp.ldexp(_top_eigenvalue_scaled(_times_power_of_two(G, -k), method, one_at_a_time), k)
+
+
+def _times_power_of_two(G, e):
+    """``G * 2^e`` per matrix (``e`` an integer per matrix) as two products by normal powers of two, each
+    exact where its result is normal, as ``jnp.ldexp(G, e)`` is (whose bit manipulation over every entry
+    cost 12 ms against 2.3 ms for the products on 144 Grams of d = 128, 2 cores); results below the normal
+    range are flushed by XLA:CPU either way and are below ``2^-1022`` of the largest entry."""
+    h = e // 2
+    one = jnp.ones((), G.dtype)
+    return G * jnp.ldexp(one, h)[..., None, None] * jnp.ldexp(one, e - h)[..., None, None]
 
 
 #: a matrix is taken as symmetric when ``|G - G^T| <= SYMMETRY_RTOL * max |G|`` entrywise: a Gram built
