@@ -303,3 +303,19 @@ def test_affine_weights_read_their_old_field_names_a_and_b_as_intercept_and_slop
     with pytest.raises(TypeError, match="give intercept= only"):
         sp.AffineWeights(a=2.0, intercept=2.0)
     assert w.total(10) == 10 * 2.0 + 0.25 * 10 * 9 / 2                  # W_n = n a + b n (n-1)/2
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.5])
+def test_the_sum_phases_computed_on_one_triangle_are_the_bits_of_the_whole_matrix(slope):
+    """``S_jk`` is symmetric bit for bit (``t_sum`` is), so the phases compute it on the upper triangle and
+    mirror it: the same bits as ``mean_phase`` over every pair, for constant and affine weights."""
+    import jax
+    from ropetheory.core.angles import pair_frequencies
+    from ropetheory.spectra.weights import mean_phase
+    th = rt.schedule("yarn", head_dim=32, rope_theta=5e5, factor=4, original_max_position_embeddings=8192)
+    L = np.array([1, 2, 7, 1000, 65537, 10 ** 12])
+    w = sp.AffineWeights(1.0, slope)
+    _, S = sp.weighted_mean_phases(th, w, L)
+    pf = pair_frequencies(th)
+    whole = jax.jit(jax.vmap(lambda n: mean_phase(pf.t_sum, pf.half_sum, n, 1.0, slope, slope == 0)))(L)
+    assert np.array_equal(np.asarray(S), np.asarray(whole))

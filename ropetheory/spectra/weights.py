@@ -152,9 +152,17 @@ def mean_phase(t, half_chunks, n, a, b, constant: bool = False):
 
 @functools.partial(jax.jit, static_argnames=("constant",))
 def _mean_phases(t_diff, half_diff, t_sum, half_sum, lengths, a, b, constant=False):
-    """``D_jk, S_jk`` at every length: ``(len, P, P)`` complex, vectorised over ``n``."""
-    return jax.vmap(lambda n: (mean_phase(t_diff, half_diff, n, a, b, constant),
-                               mean_phase(t_sum, half_sum, n, a, b, constant)))(lengths)
+    """``D_jk, S_jk`` at every length: ``(len, P, P)`` complex, vectorised over ``n``. ``S`` is symmetric
+    (``t_sum`` is, bit for bit): computed on the upper triangle and mirrored, the same bits for half its
+    work. ``D`` is Hermitian only to rounding, so it is computed whole."""
+    P = t_sum.shape[0]
+    iu = np.triu_indices(P)
+
+    def one(n):
+        tri = mean_phase(t_sum[iu], half_sum[iu], n, a, b, constant)
+        S = jnp.zeros((P, P), tri.dtype).at[iu].set(tri).at[iu[::-1]].set(tri)
+        return mean_phase(t_diff, half_diff, n, a, b, constant), S
+    return jax.vmap(one)(lengths)
 
 
 def check_weights(weights, lengths=None):
