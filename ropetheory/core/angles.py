@@ -129,8 +129,10 @@ def reduced_turns(positions: jax.Array, chunks: jax.Array) -> jax.Array:
     return acc - (acc >= 0.5)
 
 
+@jax.jit
 def rope_angles(positions: jax.Array, chunks: jax.Array) -> jax.Array:
-    """Angles ``i theta_j mod 2 pi`` in ``[-pi, pi)``; positions ``(n,)``, chunks ``(P, K)`` -> ``(n, P)``."""
+    """Angles ``i theta_j mod 2 pi`` in ``[-pi, pi)``; positions ``(n,)``, chunks ``(P, K)`` -> ``(n, P)``.
+    Compiled: a caller outside ``jit`` runs one program per shape, not each of its ~40 operations alone."""
     return (2.0 * jnp.pi) * reduced_turns(positions[:, None], chunks[None, :, :])
 
 
