@@ -334,7 +334,7 @@ def check_clouds(V: Any, P: int, layout: str = "interleaved") -> np.ndarray:
     if np.any(norms == 0):
         raise BadValue(f"V row {int(np.argmax(norms == 0))} is the zero vector")
     check_layout(layout)
-    return np.asarray(to_interleaved(np.asarray(A / norms[:, None]), layout))
+    return to_interleaved(np.asarray(A / norms[:, None]), layout)
 
 
 def check_length(n: Any, name: str = "n") -> int:

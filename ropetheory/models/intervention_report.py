@@ -117,8 +117,9 @@ def length_excess(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
             "fails_vs_reference": any(x >= COST_NATS for x in nats), "removed": removed}
 
 
-def _rescues(e: dict[str, Any]) -> bool:
-    fr = [f for f in e["rescued_fraction"] if f is not None]
+def _rescues(fractions: list[float | None]) -> bool:
+    """At least ``RESCUE_FRACTION`` removed in every range with an excess to remove (fraction not None)."""
+    fr = [f for f in fractions if f is not None]
     return bool(fr) and min(fr) >= RESCUE_FRACTION
 
 
@@ -130,7 +131,7 @@ def verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The module docstring's verdict, with each test's outcome and the interventions it lacks."""
     eff = {k: _effects(r) for k, r in results.items()}
     missing = [k for k in (RESTORE, *BREAK, CONTROL, *ALL_PAIRS) if k not in eff]
-    tests = {k: {"rescues": _rescues(e), "costs_within_L": _costs(e), **e} for k, e in eff.items()}
+    tests = {k: {"rescues": _rescues(e["rescued_fraction"]), "costs_within_L": _costs(e), **e} for k, e in eff.items()}
     out: dict[str, Any] = {"tests": tests, "missing": missing, "rescue_fraction": RESCUE_FRACTION,
                            "cost_nats": COST_NATS}
     if (x := length_excess(results)) is not None:                 # beside the verdict, not part of its rule
@@ -140,7 +141,7 @@ def verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     fails = not eff or any(e["fails_past_L"] for e in eff.values())        # nothing measured: incomplete
     out.update(_decide(tests, missing, {k: t["rescues"] for k, t in tests.items()}, fails, "its loss within L"))
     if x is not None:
-        rescues = {k: _rescues({"rescued_fraction": t["length_excess_removed"]}) for k, t in tests.items()}
+        rescues = {k: _rescues(t["length_excess_removed"]) for k, t in tests.items()}
         x.update(_decide(tests, missing, rescues, x["fails_vs_reference"],
                          f"the {REFERENCE} reference's loss on the same tokens"))
     return out

@@ -118,7 +118,7 @@ def prepare_rank1(theta, v, layout, offset, n_max=1):
     P = th.size
     vv = check_cloud_vector(v, P)
     check_layout(layout)
-    v_il = np.asarray(to_interleaved(np.asarray(vv), layout))
+    v_il = to_interleaved(np.asarray(vv), layout)
     return th, rotate_to_offset(theta, v_il, offset, n_max)
 
 
@@ -160,7 +160,7 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
     again: a ``Schedule``, the unit ``v`` of ``check_cloud_vector``, the int64 lengths of
     ``check_lengths``, the weights of ``check_weights``, a checked ``layout`` and ``method``."""
     L = lengths
-    v_il = rotate_to_offset(theta, np.asarray(to_interleaved(np.asarray(v), layout)), offset, int(L.max()))
+    v_il = rotate_to_offset(theta, to_interleaved(np.asarray(v), layout), offset, int(L.max()))
     # three jitted stages, each over every length at once: fused into one program, XLA:CPU runs the
     # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent

@@ -251,7 +251,7 @@ def rank1_stream_curve(
     L = _one_pass_lengths(lengths)
     chunk = check_length(positions_per_step, "positions_per_step")
     nmax = int(L.max())
-    v_il = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(np.asarray(vv), layout)), offset, nmax))
+    v_il = jnp.asarray(rotate_to_offset(theta, to_interleaved(np.asarray(vv), layout), offset, nmax))
     rows_fn: Callable[..., Any]
     rows_args: tuple[Any, ...]
     if weights is None:
@@ -349,7 +349,7 @@ def rope_matrix_curve(theta: Any, X: Any, lengths: Any, *, layout: str | None = 
     if zero.any():
         raise BadValue(f"X: its first {int(L[np.argmax(zero)])} rows are zero (or below 2^-1074 of its largest "
                          f"entry), so the FSV ratio of that prefix is undefined")
-    Xi = jnp.asarray(rotate_to_offset(theta, np.asarray(to_interleaved(np.asarray(A), layout)), offset, int(L.max())))
+    Xi = jnp.asarray(rotate_to_offset(theta, to_interleaved(np.asarray(A), layout), offset, int(L.max())))
     out = stream_gram_curve(th, _matrix_rows, (Xi,), L, positions_per_step=min(positions_per_step, int(L.max())),
                             keep_gram=False)
     # the un-rotated prefix Grams (denominators) need no angles: sums of X^T X over the same steps of

@@ -62,7 +62,7 @@ def plane_energies(v: Any, *, layout: str = "interleaved") -> np.ndarray:
 
 
 def _plane_energies(vv: np.ndarray, layout: str) -> np.ndarray:
-    vi = np.asarray(to_interleaved(np.asarray(vv), layout))
+    vi = to_interleaved(np.asarray(vv), layout)
     return vi[0::2] ** 2 + vi[1::2] ** 2
 
 
@@ -226,7 +226,7 @@ def certified_bound(theta: Any, v: Any, *, layout: str | None = None) -> Certifi
 def _certified_bound(theta: Schedule, vv: np.ndarray, layout: str) -> CertifiedBound:
     from flint import arb
     th = theta.theta
-    vi = np.asarray(to_interleaved(np.asarray(vv), layout))
+    vi = to_interleaved(np.asarray(vv), layout)
     pf = pair_frequencies(theta)
     P = th.size
     # e_j e_k / 2 in exact arb from the float64 components of the *normalised* v
