@@ -81,12 +81,10 @@ def fixed_turns(theta: np.ndarray) -> list[int]:
 def chunks_from_fixed(F: list[int]) -> np.ndarray:
     """Cut B-bit fixed-point turns into ``N_CHUNKS`` exact float64 chunks of 26 bits, shape ``(len(F), 6)``."""
     mask = (1 << CHUNK_BITS) - 1
-    out = np.empty((len(F), N_CHUNKS), dtype=np.float64)
-    for r, x in enumerate(F):
-        for k in range(N_CHUNKS):
-            piece = (x >> (TURN_BITS - CHUNK_BITS * (k + 1))) & mask
-            out[r, k] = np.ldexp(float(piece), -CHUNK_BITS * (k + 1))
-    return out
+    shifts = [TURN_BITS - CHUNK_BITS * (k + 1) for k in range(N_CHUNKS)]
+    # each piece is an integer below 2^26: exact in int64 and in float64, so one ldexp scales them all
+    pieces = np.array([[(x >> s) & mask for s in shifts] for x in F], dtype=np.int64).reshape(len(F), N_CHUNKS)
+    return np.ldexp(pieces.astype(np.float64), -CHUNK_BITS * np.arange(1, N_CHUNKS + 1))
 
 
 @functools.lru_cache(maxsize=256)

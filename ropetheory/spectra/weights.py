@@ -126,7 +126,8 @@ def mean_phase(t, half_chunks, n, a, b, constant: bool = False):
     """``sum_{i<n} (a + b i) e^{2 pi i t i} / W_n`` for turns ``t`` (exact, see module doc).
 
     ``t``: float array (reduced, correctly rounded); ``half_chunks``: chunks of ``t/2``
-    with one more trailing axis; ``n``: int64 scalar. Returns complex128 like ``t``.
+    with one more trailing axis; ``n``: int64, broadcasting against ``t`` (a scalar, or lengths along leading
+    axes). Returns complex128 of the broadcast shape.
     ``constant`` (static; only with ``b = 0``) skips the ramp term ``T``, which is then multiplied by 0:
     the same numbers, a third less work.
     """
@@ -157,12 +158,12 @@ def _mean_phases(t_diff, half_diff, t_sum, half_sum, lengths, a, b, constant=Fal
     work. ``D`` is Hermitian only to rounding, so it is computed whole."""
     P = t_sum.shape[0]
     iu = np.triu_indices(P)
-
-    def one(n):
-        tri = mean_phase(t_sum[iu], half_sum[iu], n, a, b, constant)
-        S = jnp.zeros((P, P), tri.dtype).at[iu].set(tri).at[iu[::-1]].set(tri)
-        return mean_phase(t_diff, half_diff, n, a, b, constant), S
-    return jax.vmap(one)(lengths)
+    # every operation of mean_phase is elementwise: the lengths broadcast along a leading axis (no vmap,
+    # whose batching rules cost about as much tracing as the operations themselves)
+    n = lengths.astype(jnp.int64)
+    tri = mean_phase(t_sum[iu], half_sum[iu], n[:, None], a, b, constant)
+    S = jnp.zeros((n.size, P, P), tri.dtype).at[:, iu[0], iu[1]].set(tri).at[:, iu[1], iu[0]].set(tri)
+    return mean_phase(t_diff, half_diff, n[:, None, None], a, b, constant), S
 
 
 def check_weights(weights, lengths=None):
