@@ -17,6 +17,8 @@ leave arrays a user creates (and jitted functions traced) outside the scope in f
 which is exactly the silent precision loss the package exists to avoid. Nothing else is global:
 plots pick no matplotlib backend and Arb/mpmath precision is set in scoped contexts.
 """
+from typing import TYPE_CHECKING, Any
+
 import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
@@ -29,12 +31,35 @@ from .rope import apply_rope  # noqa: E402
 from .core.angles import turn_chunks  # noqa: E402
 from .spectra import (AffineWeights, TrigWeights, log_grid, rank1_curve, rank1_curves_batch,  # noqa: E402
                       rank1_gram, rank1_stream_curve, rope_matrix_curve, top_eigenvalue)
-from .theory.theorems import (predicted_limit, certified_eps, certified_bound, check_rank1_claims,  # noqa: E402
-                              limit_lambdas, convergence_rate)
-from .theory.curve import certified_curve  # noqa: E402
-from .theory.criteria import criteria  # noqa: E402
-from .theory.base_search import search_feasible_bases  # noqa: E402
 from . import data  # noqa: E402
+
+if TYPE_CHECKING:
+    from .theory.theorems import (predicted_limit, certified_eps, certified_bound, check_rank1_claims,
+                                  limit_lambdas, convergence_rate)
+    from .theory.curve import certified_curve
+    from .theory.criteria import criteria
+    from .theory.base_search import search_feasible_bases
+
+#: the theory's public names, imported at their first use (PEP 562): the theory pulls in mpmath and the
+#: base search, which a command that only computes a curve or prints a schedule never needs (70 ms of a
+#: start-up of about 1.6 s)
+_LAZY = {**dict.fromkeys(("predicted_limit", "certified_eps", "certified_bound", "check_rank1_claims",
+                          "limit_lambdas", "convergence_rate"), ".theory.theorems"),
+         "certified_curve": ".theory.curve", "criteria": ".theory.criteria",
+         "search_feasible_bases": ".theory.base_search"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value                  # found once: later lookups do not reach __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.3.0"
 __all__ = [

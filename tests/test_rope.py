@@ -87,6 +87,15 @@ def test_angles_are_exact_at_1e12_and_1e15_against_mpmath(name, params):
     assert gap.max() > 1e-3
 
 
+def test_the_written_out_inverse_two_pi_is_floor_2_to_the_guard_bits_over_two_pi():
+    import mpmath
+    from ropetheory.core import angles
+    with mpmath.workprec(angles._GUARD_BITS + 64):     # 64 bits beyond the integer's: its floor is decided
+        exact = mpmath.ldexp(1, angles._GUARD_BITS) / (2 * mpmath.pi)
+        assert int(mpmath.floor(exact)) == angles.INV_TWO_PI_FIXED
+        assert 0 < exact - angles.INV_TWO_PI_FIXED < 1
+
+
 def test_batched_heads_match_one_by_one():
     theta = rt.schedule("rope", head_dim=8).theta
     X = np.random.default_rng(0).standard_normal((2, 3, 5, 8))

@@ -18,8 +18,9 @@ from ropetheory.spectra.gram import length_bucket
 from ropetheory.studies import report
 from ropetheory.theory import positions
 
-#: packages no start-up path needs: plotting, model frameworks, symbolic and ball arithmetic, scipy's LAPACK
-HEAVY = ("matplotlib", "torch", "transformers", "sympy", "flint", "scipy")
+#: packages no start-up path needs: plotting, model frameworks, symbolic, ball and multiprecision arithmetic,
+#: scipy's LAPACK
+HEAVY = ("matplotlib", "torch", "transformers", "sympy", "flint", "mpmath", "scipy")
 
 
 def _imported_after(code: str) -> list[str]:
@@ -37,6 +38,21 @@ def test_help_and_schedule_import_no_plotting_model_or_lapack_package():
     code = "import contextlib, io\nfrom ropetheory.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
     assert _imported_after(code + "    main(['schedule'])") == []
     assert _imported_after(code + "    try:\n        main(['--help'])\n    except SystemExit:\n        pass") == []
+
+
+def test_a_curve_in_csv_imports_no_theory_and_every_lazy_theory_name_is_the_theory_modules_own():
+    code = ("import contextlib, io\nfrom ropetheory.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['curve', '--num', '3', '--n-max', '100'])")
+    held = "print(sorted(m for m in sys.modules if m.startswith(('ropetheory.theory', 'mpmath'))))"
+    probe = code + "\nimport sys\n" + held
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    import importlib
+    for name, module in rt._LAZY.items():
+        assert name in rt.__all__ and name in dir(rt)
+        assert getattr(rt, name) is getattr(importlib.import_module(module, "ropetheory"), name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        rt.no_such_name  # noqa: B018
 
 
 def test_curve_computes_the_limit_only_where_it_writes_it(capsys, monkeypatch, tmp_path):

@@ -51,12 +51,9 @@ TURN_BITS = CHUNK_BITS * N_CHUNKS          # B = 156 fractional bits of a turn
 _GUARD_BITS = 300                          # bits of 1/(2 pi) kept in the fixed-point constant
 
 
-@functools.lru_cache(maxsize=1)
-def _inv_two_pi_fixed() -> int:
-    """``floor(2^_GUARD_BITS / (2 pi))`` as an exact Python integer."""
-    import mpmath
-    with mpmath.workprec(_GUARD_BITS + 64):
-        return int(mpmath.floor(mpmath.ldexp(1, _GUARD_BITS) / (2 * mpmath.pi)))
+#: ``floor(2^_GUARD_BITS / (2 pi))``, the exact integer (298 bits): written out rather than computed with
+#: mpmath at the first angle, whose import cost every command 20-30 ms; the tests recompute it at 364 bits
+INV_TWO_PI_FIXED = 0x28be60db9391054a7f09d5f47d4d377036d8a5664f10e4107f9458eaf7aef1586dc91b8e909
 
 
 def fixed_turns(theta: np.ndarray) -> list[int]:
@@ -66,7 +63,7 @@ def fixed_turns(theta: np.ndarray) -> list[int]:
     error is the truncation of ``1/(2 pi)`` to ``_GUARD_BITS`` bits, below
     ``theta_j 2^-300`` turns.
     """
-    inv = _inv_two_pi_fixed()
+    inv = INV_TWO_PI_FIXED
     out = []
     mod = 1 << TURN_BITS
     for t in np.asarray(theta, dtype=np.float64).tolist():
