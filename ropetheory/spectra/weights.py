@@ -181,7 +181,7 @@ def check_weights(weights, lengths=None):
 
 def weighted_mean_phases(theta: Any, weights, lengths: np.ndarray):
     """``(D, S)``: ``sum_{i<n} w_i e^{i i (theta_j -+ theta_k)} / W_n``, each ``(len, P, P)`` complex."""
-    L = jnp.asarray(lengths)
+    L = np.asarray(lengths, dtype=np.int64)          # numpy: jnp.asarray would compile a copy program
     if isinstance(weights, AffineWeights):
         pf = pair_frequencies(theta)
         return _mean_phases(pf.t_diff, pf.half_diff, pf.t_sum, pf.half_sum, L,
