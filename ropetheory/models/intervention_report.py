@@ -176,13 +176,15 @@ def _share(r: dict[str, Any], run: str, n: int) -> float | None:
     return med[grid.index(n)] if n in grid else None
 
 
-def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_rows(results: dict[str, dict[str, Any]], v: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per intervention: perplexity per range (unchanged, intervened), the verdict's numbers, and
-    the median sink share at ``L, 2L, 4L`` of both runs."""
+    the median sink share at ``L, 2L, 4L`` of both runs. ``v``: ``verdict(results)``, computed here if not
+    given (``write_summary`` passes the one it writes)."""
+    v = verdict(results) if v is None else v
     rows = []
-    x = length_excess(results)
+    x = v.get("length_excess")
     for k, r in results.items():
-        e, L = _effects(r), r["train_len"]
+        e, L = v["tests"][k], r["train_len"]
         row: dict[str, Any] = {"intervention": k, "n": r["n"], "train_len": L,
                                "cost_within_L_nats": e["cost_within_L"]}
         for a, b in zip(_ranges(r, "unchanged"), _ranges(r, "intervened"), strict=True):
@@ -191,7 +193,7 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for a, f in zip(_past(r, "unchanged"), e["rescued_fraction"], strict=True):
             row[f"rescued_{a['start']}_{a['end']}"] = f
         if x is not None:
-            for (s, t), nats, f in zip(x["ranges"], x["nats"], x["removed"][k], strict=True):
+            for (s, t), nats, f in zip(x["ranges"], x["nats"], e["length_excess_removed"], strict=True):
                 row[f"length_excess_{s}_{t}_nats"], row[f"length_excess_removed_{s}_{t}"] = nats, f
         for m in (1, 2, 4):
             for run in ("unchanged", "intervened"):
@@ -233,7 +235,7 @@ def write_summary(base: str | pathlib.Path, ids_sha256: str | None = None) -> di
     v = verdict(results)
     v["meta"] = {**first["meta"], "n": first["n"], "train_len": first["train_len"],
                  "interventions": list(results)}
-    write_csv(base / "interventions.csv", summary_rows(results))
+    write_csv(base / "interventions.csv", summary_rows(results, v))
     write_json(base / "verdict.json", v)
     text = first["meta"]["text"]
     lines = [f"# {first['meta']['model']}: does the sink's breakdown cause the failure past L?", "",
