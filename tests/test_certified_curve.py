@@ -6,12 +6,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
 from ropetheory import spectra as sp
 from ropetheory.studies.verify import counterexample_cases, make_v
 from ropetheory.theory import theorems as tm
-from ropetheory.theory.curve import CURVE_CERTIFIED_RTOL, float_certified_eps
+from ropetheory.theory.curve import CURVE_CERTIFIED_RTOL, float_certified_eps, gap_certified_eps
+
+from strategies import examples, schedules, unit_vectors
 
 #: the float64 bound may exceed the Arb one (it lower-bounds each sine; for the small sines that dominate
 #: the sum the two agree to ~1e-5 relative) but never undercut it by more than the Arb ball's rounding up
@@ -61,6 +64,60 @@ def test_certified_points_are_the_limit_within_the_tolerance_and_the_others_are_
     assert np.all(np.abs(cur["frob_ratio"] - ref["frob_ratio"])[cert] <= tm.FROB_ATOL)
     # a tail of the grid is certified (eps_n decreases with n) and, for these clouds, at least the last point
     assert cert[-1] and np.all(cert[np.argmax(cert):])
+
+
+def _gap_holds(theta, v, weights, lengths):
+    """The gap-aware bound at ``lengths`` and the computed ``|rho_n^2 - lambda|`` it must cover."""
+    ref = sp.rank1_curve(theta, v, lengths, weights=weights)
+    lam = tm.predicted_limit(theta, v, weights=weights).lam
+    gap = gap_certified_eps(theta, v, lengths, weights=weights)
+    assert gap.shape == lengths.shape and not np.isnan(gap).any()
+    return gap, np.abs(ref["rho2"] - lam)
+
+
+AFFINE_CASES = [c for c in CASES if not isinstance(c[3], sp.TrigWeights)]
+
+
+@pytest.mark.parametrize("key, theta, v, weights, offset", AFFINE_CASES, ids=[c[0] for c in AFFINE_CASES])
+def test_the_gap_aware_bound_covers_the_computed_error_at_every_length(key, theta, v, weights, offset):
+    v_at = sp.prepare_rank1(theta, v, "interleaved", offset, int(GRID.max()))[1]
+    gap, err = _gap_holds(theta, v_at, weights, GRID)
+    assert np.all(err <= gap + tm.FLOAT_SLACK), key
+    assert np.all(gap[1:] <= gap[:-1]), key                     # c_n decreases: so does the bound
+
+
+def test_the_gap_aware_bound_is_a_few_times_the_true_error_where_the_frobenius_bound_is_1e3_times():
+    th = rt.schedule("rope", head_dim=128, base=10000.0)
+    v = make_v("gaussian", 128)
+    grid = sp.log_grid(1e12, 200)
+    gap, err = _gap_holds(th, v, None, grid)
+    fro = float_certified_eps(th, v, grid)
+    tail = grid >= 10 ** 7
+    # the true error oscillates under its 1/n envelope (|sin(n omega / 2)|): the typical ratio is compared
+    assert np.isfinite(gap[tail]).all() and np.median(gap[tail] / err[tail]) <= 4
+    assert np.all(fro[tail] >= 500 * gap[tail])
+    lam = tm.predicted_limit(th, v).lam
+    cur = rt.certified_curve(th, v, grid)
+    assert cur["certified"].sum() >= 95                        # 65 with the Frobenius bound alone
+    np.testing.assert_allclose(cur["eps"], np.minimum(fro, gap), rtol=1e-12)
+    assert np.all(cur["eps"][cur["certified"]] + tm.FLOAT_SLACK <= CURVE_CERTIFIED_RTOL * lam)
+
+
+def test_one_resonance_class_makes_the_gap_bound_the_top_blocks_own_error():
+    theta = np.zeros(4)                                        # every plane NoPE: one class, nothing moves
+    v = make_v("gaussian", 8)
+    gap, err = _gap_holds(theta, v, None, GRID)
+    assert np.all(gap == 0.0) and np.all(err <= tm.FLOAT_SLACK)
+
+
+@examples(25)
+@given(schedules(), st.data(), st.sampled_from([None, sp.AffineWeights(1.0, 0.5), sp.AffineWeights(0.0, 1.0)]))
+@example(("random", 8, np.array([0.3, 0.3, 0.0, 3.0])), None, None).via("equal, NoPE and fast planes")
+def test_the_gap_aware_bound_covers_the_computed_error_for_any_schedule_and_cloud(sched, data, weights):
+    _, d, theta = sched
+    v = make_v("gaussian", d) if data is None else data.draw(unit_vectors(d))
+    gap, err = _gap_holds(theta, v, weights, GRID[1:])
+    assert np.all(err <= gap + tm.FLOAT_SLACK)
 
 
 #: one case of each kind for the (slower) Arb comparison: a ramp, NoPE planes, a degenerate schedule
