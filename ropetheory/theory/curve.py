@@ -52,6 +52,7 @@ import numpy as np
 
 from .. import spectra
 from ..core.checks import check_number
+from ..core.devices import one_blas_thread
 from ..core.schedule import as_schedule, schedule_layout
 from . import theorems
 
@@ -168,45 +169,63 @@ def gap_certified_eps(theta: Any, v: Any, lengths: Any, *, weights: spectra.Affi
     return _gap_eps(th, v_il, L, w)
 
 
+def _class_tops(Gbar: np.ndarray, label: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``lambda_max(Gbar_QQ)`` of each class ``Q`` (its planes' channels), one batched eigvalsh per class size."""
+    out = np.empty(classes.size)
+    members = [np.flatnonzero(np.repeat(label == q, 2)) for q in classes]
+    for size in {m.size for m in members}:
+        pick = [i for i, m in enumerate(members) if m.size == size]
+        blocks = np.stack([Gbar[np.ix_(members[i], members[i])] for i in pick])
+        out[pick] = np.linalg.eigvalsh(blocks)[:, -1]
+    return out
+
+
 def _gap_eps(theta: np.ndarray, v_il: np.ndarray, L: np.ndarray, weights: spectra.AffineWeights) -> np.ndarray:
     pf = spectra.pair_frequencies(theta)
     e = theorems.plane_energies(v_il)
     P = e.size
     A = np.outer(e, e) / 2
+    label = _classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
+    classes = np.unique(label)                              # sorted: the order of the class blocks below
+    lam_q = _class_tops(theorems.limit_gram(theta, v_il, layout="interleaved"), label, classes)
+    if classes.size == 1:                         # no R: rho_n^2 - lambda is bounded by ||E_TT|| = ||E||
+        return _eps(theta, e, L, weights)
+    top = int(np.argmax(lam_q))
+    # planes in class order (each class contiguous), so class-block sums are two reduceat calls
+    order = np.argsort(label, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(label[order]) != 0])
+    A = A[np.ix_(order, order)]
     inv = []                                                  # 1/s upper bounds per pair; 0 where resonant
     for t, res in ((pf.t_diff, pf.res_diff), (pf.t_sum, pf.res_sum)):
-        s = _sin_pi_lower(t)
-        inv.append(np.where(res | (A == 0), 0.0, np.where(s > 0, 1 / np.where(s > 0, s, 1.0), np.inf) * (1 + 2 * _U)))
-    label = _classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
-    Gbar = theorems.limit_gram(theta, v_il, layout="interleaved")
-    classes = np.unique(label)
-    lam_q = np.array([np.linalg.eigvalsh(Gbar[np.ix_(ch := np.flatnonzero(np.repeat(label == q, 2)), ch)])[-1]
-                      for q in classes])
-    top = int(np.argmax(lam_q))
-    T = label == classes[top]
-    same = label[:, None] == label[None, :]
-    out = np.full(L.size, np.inf)
+        s = _sin_pi_lower(t[np.ix_(order, order)])
+        with np.errstate(divide="ignore"):
+            inv.append(np.where(res[np.ix_(order, order)] | (A == 0), 0.0, (1 / s) * (1 + 2 * _U)))
+    margin = 1 + (P * P + 16) * _U                            # M-term sums of non-negative floats
+    A8 = A * (1 + 8 * _U)                                    # the products and the sum of two squares above
+    singletons = starts.size == P                            # no resonant coupling: class sums are the entries
+    others = 1.0 - np.eye(classes.size)                      # masks, not differences: no cancellation
+    others[:, top] = 0.0
+    out = np.empty(L.size)
     step = max(1, _GAP_ELEMENTS // (P * P))
     for a in range(0, L.size, step):
         c = _abel_ratio(L[a:a + step], weights)[:, None, None]
-        with np.errstate(invalid="ignore"):                  # inf * 0 only where the pair is resonant
-            kd, ks = (np.where(i > 0, np.minimum(1.0, c * i), 0.0) for i in inv)
-        F = A * (kd * kd + ks * ks) * (1 + 8 * _U)         # ||E_jk||_F^2 upper bounds, (len, P, P)
-        margin = 1 + (P * P + 16) * _U                       # M-term sums of non-negative floats
-        e_tt = np.sqrt(F[:, T][:, :, T].sum((1, 2)) * margin) * (1 + 2 * _U)
-        c2 = F[:, ~T][:, :, T].sum((1, 2)) * margin
-        blocks = np.sqrt(F) * (1 + 2 * _U)
-        radius = np.full(c.shape[0], -np.inf)                 # block Gershgorin over the classes of R
-        for q, lq in zip(classes, lam_q, strict=True):
-            if q == classes[top]:
-                continue
-            Q = label == q
-            own = np.sqrt(F[:, Q][:, :, Q].sum((1, 2)) * margin) * (1 + 2 * _U)
-            off = blocks[:, Q][:, :, ~T & ~same[np.flatnonzero(Q)[0]]].sum((1, 2)) * margin
-            radius = np.maximum(radius, (lq + theorems.FLOAT_SLACK + own + off) * (1 + 4 * _U))
-        if classes.size == 1:                                 # no R: rho_n^2 is lambda_max(A)
-            out[a:a + step] = e_tt
-            continue
+        F = np.zeros((c.shape[0], P, P))                     # ||E_jk||_F^2 upper bounds, (len, P, P)
+        for i in inv:                                        # min(1, c/s)^2: 0 where resonant, 1 where s = 0
+            k = np.multiply(c, i)
+            np.minimum(k, 1.0, out=k)
+            F += k * k
+        F *= A8
+        B = np.sqrt(F)
+        B *= 1 + 2 * _U
+        if not singletons:
+            F, B = (np.add.reduceat(np.add.reduceat(X, starts, axis=1), starts, axis=2) for X in (F, B))
+        Fc, Bc = F * margin, B * margin
+        own = np.sqrt(np.diagonal(Fc, axis1=1, axis2=2)) * (1 + 2 * _U)             # ||E_QQ|| bounds
+        e_tt = own[:, top]
+        c2 = np.delete(Fc[:, :, top], top, axis=1).sum(1) * margin                  # ||C||_F^2 = ||E_RT||_F^2
+        off = (Bc * others).sum(2) * margin                                          # sum over Q' in R, Q' != Q
+        radius = (lam_q + theorems.FLOAT_SLACK + own + off) * (1 + 4 * _U)        # block Gershgorin per class
+        radius = np.max(np.delete(radius, top, axis=1), axis=1)
         lam = lam_q[top] - theorems.FLOAT_SLACK
         g = lam - e_tt - radius
         g = g - 8 * _U * (lam + e_tt + np.abs(radius))        # the three subtractions' rounding, outward
@@ -237,9 +256,12 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
     eps = np.full(L.size, np.nan)
     lam = math.nan
     if isinstance(w, spectra.AffineWeights):
-        # R_offset v has the plane energies of v: the bound holds at any offset; the limit is v's at it
-        eps = np.minimum(_eps(th, theorems.plane_energies(v_il), L, w), _gap_eps(th, v_il, L, w))
-        lam = float(theorems.limit_lambdas(th, v_il[None, :])[0][0])
+        # R_offset v has the plane energies of v: the bound holds at any offset; the limit is v's at it.
+        # OpenBLAS on one thread: its threads, woken by the small eigvalsh calls, would spin on into the
+        # curve's XLA threads (the computed points took 135 ms instead of 72, 2 cores)
+        with one_blas_thread():
+            eps = np.minimum(_eps(th, theorems.plane_energies(v_il), L, w), _gap_eps(th, v_il, L, w))
+            lam = float(theorems.limit_lambdas(th, v_il[None, :])[0][0])
     cert = eps + theorems.FLOAT_SLACK <= rtol * lam            # NaN compares False
     cols = {k: np.full(L.size, x) for k, x in
             (("rho", math.sqrt(lam)), ("rho2", lam), ("srank", 1 / lam), ("frob_ratio", 1.0))}
