@@ -98,7 +98,7 @@ def test_the_gap_aware_bound_is_a_few_times_the_true_error_where_the_frobenius_b
     assert np.all(fro[tail] >= 500 * gap[tail])
     lam = tm.predicted_limit(th, v).lam
     cur = rt.certified_curve(th, v, grid)
-    assert cur["certified"].sum() >= 95                        # 65 with the Frobenius bound alone
+    assert cur["certified"].sum() >= 105                       # 65 with the Frobenius bound alone
     np.testing.assert_allclose(cur["eps"], np.minimum(fro, gap), rtol=1e-12)
     assert np.all(cur["eps"][cur["certified"]] + tm.FLOAT_SLACK <= CURVE_CERTIFIED_RTOL * lam)
 
