@@ -252,7 +252,8 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
                     rtol: float = CURVE_CERTIFIED_RTOL) -> spectra.Curve:
     """``spectra.rank1_curve`` with the Grams past the certified point replaced by Theorem 1's limit.
 
-    At each length where ``eps_n + FLOAT_SLACK <= rtol * lambda`` (``float_certified_eps``) the point is
+    At each length where ``eps_n + FLOAT_SLACK <= rtol * lambda`` (``eps_n`` the smaller of
+    ``float_certified_eps`` and ``gap_certified_eps``, both rigorous bounds on ``|rho_n^2 - lambda|``) the point is
     the limit: ``rho2 = lambda``, ``rho = sqrt(lambda)``, ``srank = 1 / lambda`` (``tr G_n / W_n = 1``,
     Lemma 2), ``frob_ratio = 1``; elsewhere it is computed exactly as ``rank1_curve`` does. Returns
     ``rank1_curve``'s ``Curve`` with ``certified`` (bool, which points were certified rather than
