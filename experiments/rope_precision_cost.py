@@ -18,6 +18,8 @@ multiple (Gemma 3: 4L) or ``--train-len`` (a smaller ``L``, for smoke runs).
 
     python experiments/rope_precision_cost.py --model smollm2-135m --windows 2 --device cuda
     python experiments/rope_precision_cost.py --model gemma3-270m --train-len 128 --windows 1 --passkey-trials 0
+
+``--windows 0`` runs the passkey alone (no corpus is read; its lengths still stop at ``--window-multiple``).
 """
 from __future__ import annotations
 
@@ -77,13 +79,17 @@ def main() -> None:
     a = p.parse_args()
     model, tok, label = load_model(a.model, device=a.device)
     L = a.train_len or training_length(model.config.to_dict())
-    corpus = load_corpus(a.corpus, ("heldout",))
-    held, bounds = heldout_for(corpus, tok, label)
     if a.window_multiple < 1:
         raise BadValue(f"--window-multiple must be >= 1, got {a.window_multiple}")
     span = a.window_multiple * L
-    starts = heldout_windows(bounds, span)
-    if not starts:
+    if a.windows == 0:                                   # the passkey alone: no text is read
+        corpus: dict[str, Any] = {"manifest": {"heldout_sha256": None}}
+        held, starts = np.zeros(0, np.int64), []
+    else:
+        corpus = load_corpus(a.corpus, ("heldout",))
+        held, bounds = heldout_for(corpus, tok, label)
+        starts = heldout_windows(bounds, span)
+    if a.windows and not starts:
         raise BadValue(f"no held-out distribution holds a window of {a.window_multiple}L = {span} tokens of "
                        f"{label!r} (the longest holds {max(np.diff(bounds))}): pass a smaller --train-len or "
                        f"--window-multiple")
