@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from .core.errors import BadValue
 
-from .core.devices import compilation_cache_dir, drop_untimed_cache_entries
+from .core.devices import compilation_cache, compilation_cache_dir
 from .store import recorded_stores
 
 
@@ -245,39 +245,6 @@ def main(argv=None) -> int:
 
 #: set to 1 (or pass --no-cache) to run a command without the persistent compilation cache
 NO_CACHE_ENV = "ROPETHEORY_NO_CACHE"
-#: programs that compile faster than this are not worth a cache entry (JAX's own default is 1 s)
-CACHE_MIN_COMPILE_SECONDS = 0.05
-#: a bound turns on JAX's file lock: unlocked, a second command read a half-written program and segfaulted
-CACHE_MAX_BYTES = 4 << 30
-
-
-@contextlib.contextmanager
-def compilation_cache(enabled: bool = True) -> Iterator[None]:
-    """JAX's persistent compilation cache on inside the block (a program compiled once is read back by the
-    next run; it never changes a result), unless not ``enabled`` or the caller already chose a folder
-    (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). Entries of the folder that
-    would fail every write are removed first (``drop_untimed_cache_entries``). JAX's settings are restored
-    when the block ends."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache as cc
-    settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
-                "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS,
-                "jax_compilation_cache_max_size": CACHE_MAX_BYTES}
-    before = {name: getattr(jax.config, name) for name in settings}
-    if not enabled or before["jax_compilation_cache_dir"]:
-        yield
-        return
-    drop_untimed_cache_entries(compilation_cache_dir())
-    for name, value in settings.items():
-        jax.config.update(name, value)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            jax.config.update(name, value)
-        cc.reset_cache()                          # the next compilation reads the restored settings
-
-
 @contextlib.contextmanager
 def one_line_warnings(cmd: str) -> Iterator[None]:
     """Inside the block, a warning the package raises (a contradictory config, a default taken) prints as one

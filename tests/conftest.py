@@ -28,7 +28,7 @@ settings.load_profile(PROFILE)
 import jax  # noqa: E402
 
 import ropetheory  # noqa: E402,F401  (enables jax_enable_x64 before any test builds arrays)
-from ropetheory.cli import CACHE_MAX_BYTES  # noqa: E402
+from ropetheory.core.devices import CACHE_MAX_BYTES  # noqa: E402
 from ropetheory.core.devices import drop_untimed_cache_entries  # noqa: E402
 
 #: a size bound turns on JAX's file lock around every read and write of the folder: test runs that share it

@@ -13,6 +13,7 @@ import pytest
 
 import ropetheory as rt
 from ropetheory import cli
+from ropetheory.core import devices
 
 
 def _run(argv, capsys):
@@ -108,8 +109,9 @@ def test_every_commands_help_is_the_whole_description_with_every_option_document
 
 
 def test_the_compilation_cache_is_on_for_the_command_only_and_never_touches_the_environment(tmp_path, monkeypatch):
-    """``ropetheory.cli.compilation_cache`` sets JAX's cache folder for the block and restores JAX's settings
-    after; a folder the caller chose (conftest's, through JAX_COMPILATION_CACHE_DIR) is left as it is."""
+    """``core.devices.compilation_cache`` (each command runs in it) sets JAX's cache folder for the block and
+    restores JAX's settings after; a folder the caller chose (conftest's, through JAX_COMPILATION_CACHE_DIR) is
+    left as it is."""
     import os
 
     import jax
@@ -124,7 +126,7 @@ def test_the_compilation_cache_is_on_for_the_command_only_and_never_touches_the_
         with cli.compilation_cache():
             assert jax.config.jax_compilation_cache_dir == str(cli.compilation_cache_dir())
             assert str(tmp_path) in jax.config.jax_compilation_cache_dir
-            assert jax.config.jax_compilation_cache_max_size == cli.CACHE_MAX_BYTES > 0   # JAX locks the folder
+            assert jax.config.jax_compilation_cache_max_size == devices.CACHE_MAX_BYTES > 0   # JAX locks the folder
         assert jax.config.jax_compilation_cache_max_size == size_before
         assert jax.config.jax_compilation_cache_dir is None
         with cli.compilation_cache(enabled=False):

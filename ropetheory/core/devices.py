@@ -4,8 +4,8 @@ methods, batching) read the platform from.
 A command's ``--device`` is a ``jax.default_device`` scope (``ropetheory.flags.device_scope``); the one
 process-wide setting touched here, OpenBLAS's thread count (``one_blas_thread``), is set for a block and
 restored after it. The folder of JAX's persistent compilation cache the commands use, and its repair
-(``compilation_cache_dir``, ``drop_untimed_cache_entries``), are here too: ``ropetheory.cli.compilation_cache``
-turns the cache on for a command.
+(``compilation_cache_dir``, ``drop_untimed_cache_entries``), are here too: ``compilation_cache``
+turns the cache on for a block (each command runs in one).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import jax
 
-__all__ = ["compute_platform", "one_blas_thread", "compilation_cache_dir", "drop_untimed_cache_entries"]
+__all__ = ["compute_platform", "one_blas_thread", "compilation_cache", "compilation_cache_dir",
+           "drop_untimed_cache_entries"]
 
 #: how long a repair waits for JAX's lock on a compilation cache folder before leaving the folder as it is
 #: (JAX's own wait for the same lock is 10 s)
@@ -103,3 +104,36 @@ def drop_untimed_cache_entries(folder: str | os.PathLike[str]) -> int:
     except filelock.Timeout:
         return 0
     return len(untimed)
+
+
+#: programs that compile faster than this are not worth a cache entry (JAX's own default is 1 s)
+CACHE_MIN_COMPILE_SECONDS = 0.05
+#: a bound turns on JAX's file lock: unlocked, a second command read a half-written program and segfaulted
+CACHE_MAX_BYTES = 4 << 30
+
+
+@contextlib.contextmanager
+def compilation_cache(enabled: bool = True) -> Iterator[None]:
+    """JAX's persistent compilation cache on inside the block (a program compiled once is read back by the
+    next run; it never changes a result), unless not ``enabled`` or the caller already chose a folder
+    (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). Entries of the folder that
+    would fail every write are removed first (``drop_untimed_cache_entries``). JAX's settings are restored
+    when the block ends."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+    settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
+                "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS,
+                "jax_compilation_cache_max_size": CACHE_MAX_BYTES}
+    before = {name: getattr(jax.config, name) for name in settings}
+    if not enabled or before["jax_compilation_cache_dir"]:
+        yield
+        return
+    drop_untimed_cache_entries(compilation_cache_dir())
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        cc.reset_cache()                          # the next compilation reads the restored settings
