@@ -69,6 +69,36 @@ def test_curve_writes_a_plain_csv_and_its_spec_seed_and_version_beside_it(capsys
     assert [r["n"] for r in js["rows"]] == [int(r["n"]) for r in rows] and js["spec"]["head_dim"] == 128
 
 
+def test_curve_certified_answers_the_tail_from_the_limit_says_which_rows_and_keeps_the_others(capsys):
+    from ropetheory.theory.curve import CURVE_CERTIFIED_RTOL
+    plain = list(csv.DictReader(io.StringIO(_run(["curve", "--num", "12"], capsys)[1])))
+    rc, out, _ = _run(["curve", "--num", "12", "--certified"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rc == 0 and list(rows[0]) == ["n", "rho", "srank", "certified"] and len(rows) == 12
+    cert = [r["certified"] == "1" for r in rows]
+    assert any(cert) and not all(cert) and cert == sorted(cert)          # a tail of the grid, not all of it
+    lim = rt.predicted_limit(rt.schedule("rope", head_dim=128), np.random.default_rng(0).standard_normal(128))
+    for p, r, c in zip(plain, rows, cert, strict=True):
+        assert (float(r["rho"]) == float(f"{lim.rho:.12g}")) if c else (r["rho"], r["srank"]) == (p["rho"], p["srank"])
+        assert abs(float(r["rho"]) ** 2 - float(p["rho"]) ** 2) <= CURVE_CERTIFIED_RTOL * lim.lam + 1e-12
+    js = json.loads(_run(["curve", "--num", "12", "--certified", "--format", "json"], capsys)[1])
+    assert js["certified_rtol"] == CURVE_CERTIFIED_RTOL and [r["certified"] for r in js["rows"]] == cert
+    assert all(r["eps"] + 1e-13 <= CURVE_CERTIFIED_RTOL * lim.lam for r in js["rows"] if r["certified"])
+    tight = json.loads(_run(["curve", "--num", "12", "--certified", "1e-9", "--format", "json"], capsys)[1])
+    assert tight["certified_rtol"] == 1e-9 and sum(r["certified"] for r in tight["rows"]) < sum(cert)
+    help_text = cli._parser()[2]["curve"].format_help()
+    import re
+    stated = re.search(r"relative; default (\S+),", " ".join(help_text.split()))
+    assert stated and float(stated.group(1)) == CURVE_CERTIFIED_RTOL          # the help states the constant
+    for bad in ("abc", "0", "1", "nan", "-1e-3"):
+        try:
+            rc = cli.main(["curve", "--certified", bad])
+        except SystemExit as e:                       # argparse's own usage error ("-1e-3" reads as a flag)
+            rc = e.code
+        err = capsys.readouterr().err
+        assert rc == 2 and "--certified" in err and "Traceback" not in err, (bad, err)
+
+
 def test_a_closed_pipe_ends_quietly_and_version_and_python_m_work():
     p = subprocess.run(f"{sys.executable} -m ropetheory schedule --head-dim 16384 | head -1", shell=True,
                        capture_output=True, text=True, check=False)
