@@ -103,6 +103,34 @@ def test_the_gap_aware_bound_is_a_few_times_the_true_error_where_the_frobenius_b
     assert np.all(cur["eps"][cur["certified"]] + tm.FLOAT_SLACK <= CURVE_CERTIFIED_RTOL * lam)
 
 
+def test_one_weighting_serves_every_class_in_the_gershgorin_step():
+    """Two near-equal planes act as one while n * 1e-9 << 1 and together hold more than the top plane: no
+    single energy weighting separates both of their rows from lambda, so the bound must stay open (a minimum
+    over weightings taken per class, before the maximum over classes, certified 5.8e-6 against a 1e-2 error)."""
+    theta = np.array([2.5, 1.0, 1.0 + 1e-9])
+    v = np.zeros(6)
+    v[0::2] = np.sqrt([0.49, 0.45, 0.06])
+    lengths = np.array([10 ** 5, 10 ** 6, 10 ** 7])
+    gap, err = _gap_holds(theta, v, None, lengths)
+    assert np.all(err > 9e-3) and np.all(err <= gap + tm.FLOAT_SLACK)
+
+
+@examples(30)
+@given(st.floats(0.1, 3.0), st.sampled_from([1e-11, 1e-9, 1e-7, 1e-5, 1e-3]), st.floats(0.1, 3.0),
+       st.lists(st.floats(0.01, 1.0), min_size=3, max_size=3), st.integers(0, 2 ** 31 - 1))
+@example(1.0, 1e-9, 2.5, [0.45, 0.06, 0.49], 0).via("the reproducer above, in another order")
+def test_the_gap_aware_bound_covers_near_resonant_pairs_of_any_energy(t0, delta, t2, energies, seed):
+    """Near-resonant pairs (the gap bound's hardest case: they act as one plane until n delta ~ 1) with
+    energies drawn near each other and in random phases."""
+    theta = np.array([t0, t0 + delta, t2])
+    e = np.asarray(energies) / np.sum(energies)
+    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, 3)
+    v = np.zeros(6)
+    v[0::2], v[1::2] = np.sqrt(e) * np.cos(phase), np.sqrt(e) * np.sin(phase)
+    gap, err = _gap_holds(theta, v, None, sp.log_grid(1e12, 24))
+    assert np.all(err <= gap + tm.FLOAT_SLACK)
+
+
 def test_one_resonance_class_makes_the_gap_bound_the_top_blocks_own_error():
     theta = np.zeros(4)                                        # every plane NoPE: one class, nothing moves
     v = make_v("gaussian", 8)
