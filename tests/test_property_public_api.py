@@ -319,16 +319,17 @@ def test_criteria_refuse_or_give_booleans(rho, floor, allrot):
 
 @examples(10)
 @given(train_len=st.one_of(anything.filter(lambda x: not isinstance(x, int) or x <= 4096), st.integers(1, 64)),
-       head_dim=st.one_of(anything.filter(lambda x: not isinstance(x, (int, float)) or x <= 512),
+       head_dim=st.one_of(anything.filter(lambda x: not isinstance(x, (int, float)) or x <= 64),
                           st.sampled_from([4, 8])),
        b_max=st.one_of(anything, st.sampled_from([1e3, 1e4])))
 def test_search_feasible_bases_refuses_or_returns_ordered_windows(train_len, head_dim, b_max):
     out = _outcome(lambda: rt.search_feasible_bases(train_len=train_len, head_dim=head_dim, b_min=2.0, b_max=b_max,
                                                     min_width=1e-3, budget=2000),
                    ["train_len", "head_dim", "b_max", "b_min", "budget"])
-    # (a valid train_len of 10^5 and more, or a head_dim of thousands, is a long search by nature, not a hang:
-    # the strategy stays below 4096 and 512; explore's head_dim = 10000 ran out of memory, now bounded by
-    # base_bound.pair_chunk, tested in test_base_bound)
+    # (a valid train_len of 10^5 and more, or a large head_dim, is a long search by nature, not a hang: at
+    # train_len 4096 the search took 4.8 s at head_dim 64, 10.7 s at 128, 26 s at 256 and 55 s at 512, which
+    # explore drew and which overran CALL_SECONDS; the strategy stays below 4096 and 64. Explore's head_dim =
+    # 10000 ran out of memory, now bounded by base_bound.pair_chunk, tested in test_base_bound)
     if out is not None:
         for a, b in out.feasible:
             assert a <= b
