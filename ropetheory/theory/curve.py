@@ -83,17 +83,23 @@ def _sin_pi_lower(t: np.ndarray) -> np.ndarray:
     return lower * (1 - 16 * _U)                              # a few roundings, each relative <= u / 0.9
 
 
+def _inv_sin_bounds(pf, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper bounds of ``1/s`` for the difference and the sum frequency of every plane pair, ``(P, P)`` each:
+    ``inf`` where the lower bound of ``s`` is 0, and 0 (no term; a true ``1/s`` is at least 1) where the pair
+    is resonant or carries no amplitude (``A = 0``)."""
+    out = []
+    for t, res in ((pf.t_diff, pf.res_diff), (pf.t_sum, pf.res_sum)):
+        with np.errstate(divide="ignore"):
+            out.append(np.where(res | (A == 0), 0.0, (1 / _sin_pi_lower(t)) * (1 + 2 * _U)))
+    return out[0], out[1]
+
+
 def _bound_pieces(theta: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(inv_s, prefix, suffix)``: ``1/s_m`` upper bounds ascending, ``sum_{m<k} A_m/s_m^2``, ``sum_{m>=k} A_m``."""
-    pf = spectra.pair_frequencies(theta)
     A = np.outer(e, e) / 2
-    inv, amp = [], []
-    for t, res in ((pf.t_diff, pf.res_diff), (pf.t_sum, pf.res_sum)):
-        keep = ~res & (A > 0)
-        s = _sin_pi_lower(t[keep])
-        inv.append(np.where(s > 0, 1 / np.where(s > 0, s, 1.0), np.inf) * (1 + 2 * _U))
-        amp.append(A[keep])
-    inv_s, amps = np.concatenate(inv), np.concatenate(amp)
+    inv = _inv_sin_bounds(spectra.pair_frequencies(theta), A)
+    inv_s = np.concatenate([i[i > 0] for i in inv])
+    amps = np.concatenate([A[i > 0] for i in inv])
     order = np.argsort(inv_s, kind="stable")
     inv_s, amps = inv_s[order], amps[order]
     with np.errstate(invalid="ignore"):                       # inf * 0 never occurs: A > 0 kept only
@@ -119,12 +125,18 @@ def float_certified_eps(theta: Any, v: Any, lengths: Any, *, weights: spectra.Af
     The same bound as ``theorems.certified_eps`` (which it never undercuts), ``O(P^2 log P)`` numpy work
     once and ``O(log P)`` per length instead of ``O(P^2)`` Arb sines. Affine weights only.
     """
-    th = spectra.prepare_rank1(theta, v, layout, 0)[0]
+    th, _, L, w = _affine_arguments("float_certified_eps", theta, v, lengths, weights, layout)
+    return _eps(th, theorems.plane_energies(v, layout=layout), L, w)
+
+
+def _affine_arguments(fn: str, theta: Any, v: Any, lengths: Any, weights: Any, layout: str):
+    """``(theta, interleaved unit v, int64 lengths, weights)`` checked for a bound taking affine weights only."""
+    th, v_il = spectra.prepare_rank1(theta, v, layout, 0)
     L = spectra.check_lengths(lengths)
     w = spectra.check_weights(weights, L)
     if not isinstance(w, spectra.AffineWeights):
-        raise TypeError(f"float_certified_eps takes AffineWeights (or None), got {type(w).__name__}")
-    return _eps(th, theorems.plane_energies(v, layout=layout), L, w)
+        raise TypeError(f"{fn} takes AffineWeights (or None), got {type(w).__name__}")
+    return th, v_il, L, w
 
 
 def _eps(theta: np.ndarray, e: np.ndarray, L: np.ndarray, weights: spectra.AffineWeights) -> np.ndarray:
@@ -170,12 +182,7 @@ def gap_certified_eps(theta: Any, v: Any, lengths: Any, *, weights: spectra.Affi
     """Rigorous upper bounds of ``|rho_n^2 - lambda|`` at each length from the gap-aware bound (module
     doc), ``inf`` where the top class is not yet separated (``g <= 0``). Affine weights only; ``v`` as the
     cloud stands (at offset 0: ``R_offset v`` for another offset)."""
-    th, v_il = spectra.prepare_rank1(theta, v, layout, 0)
-    L = spectra.check_lengths(lengths)
-    w = spectra.check_weights(weights, L)
-    if not isinstance(w, spectra.AffineWeights):
-        raise TypeError(f"gap_certified_eps takes AffineWeights (or None), got {type(w).__name__}")
-    return _gap_eps(th, v_il, L, w)
+    return _gap_eps(*_affine_arguments("gap_certified_eps", theta, v, lengths, weights, layout))
 
 
 def _class_tops(Gbar: np.ndarray, label: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -203,14 +210,10 @@ def _gap_eps(theta: np.ndarray, v_il: np.ndarray, L: np.ndarray, weights: spectr
     # planes in class order (each class contiguous), so class-block sums are two reduceat calls
     order = np.argsort(label, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(label[order]) != 0])
+    inv = [i[np.ix_(order, order)] for i in _inv_sin_bounds(pf, A)]
     A = A[np.ix_(order, order)]
-    inv = []                                                  # 1/s upper bounds per pair; 0 where resonant
-    for t, res in ((pf.t_diff, pf.res_diff), (pf.t_sum, pf.res_sum)):
-        s = _sin_pi_lower(t[np.ix_(order, order)])
-        with np.errstate(divide="ignore"):
-            inv.append(np.where(res[np.ix_(order, order)] | (A == 0), 0.0, (1 / s) * (1 + 2 * _U)))
     margin = 1 + (P * P + 16) * _U                            # M-term sums of non-negative floats
-    A8 = A * (1 + 8 * _U)                                    # the products and the sum of two squares above
+    A8 = A * (1 + 8 * _U)                                    # the products and the sum of two squares below
     singletons = starts.size == P                            # no resonant coupling: class sums are the entries
     others = 1.0 - np.eye(classes.size)                      # masks, not differences: no cancellation
     others[:, top] = 0.0
