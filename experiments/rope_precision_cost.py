@@ -82,11 +82,11 @@ def main() -> None:
     if a.window_multiple < 1:
         raise BadValue(f"--window-multiple must be >= 1, got {a.window_multiple}")
     span = a.window_multiple * L
-    if a.windows == 0:                                   # the passkey alone: no text is read
-        corpus: dict[str, Any] = {"manifest": {"heldout_sha256": None}}
-        held, starts = np.zeros(0, np.int64), []
-    else:
+    manifest: dict[str, Any] = {}                        # --windows 0, the passkey alone: no text is read
+    held, starts = np.zeros(0, np.int64), []
+    if a.windows:
         corpus = load_corpus(a.corpus, ("heldout",))
+        manifest = corpus["manifest"]
         held, bounds = heldout_for(corpus, tok, label)
         starts = heldout_windows(bounds, span)
     if a.windows and not starts:
@@ -102,8 +102,8 @@ def main() -> None:
         print(f"window {w}: {time.time() - t0:.0f} s", flush=True)
     lengths = tuple(m for m in PASSKEY_LENGTHS if m <= a.window_multiple)
     meta = {"model": label, "L": L, "windows": min(a.windows, len(starts)), "span": span,
-            "corpus_heldout_sha256": corpus["manifest"]["heldout_sha256"],
-            "corpus_tokenizer": corpus["manifest"].get("tokenizer"), "heldout_tokens": int(held.size),
+            "corpus_heldout_sha256": manifest.get("heldout_sha256"),
+            "corpus_tokenizer": manifest.get("tokenizer"), "heldout_tokens": int(held.size),
             "device": a.device, "seconds": time.time() - t0, "passkey_lengths_L": list(lengths),
             "passkey_modes": []}
     write_json(out / "meta.json", meta)                   # the cost is complete even if the passkey is cut off

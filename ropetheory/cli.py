@@ -93,13 +93,6 @@ def _schedule_list() -> str:
     return "\n".join(lines)
 
 
-def _number(flag: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise BadValue(f"{flag} must be a number, got {text!r}") from None
-
-
 def _cmd_curve(args) -> int:
     from . import __version__
     from .core.checks import check_seed
@@ -112,28 +105,28 @@ def _cmd_curve(args) -> int:
     g = log_grid(args.n_max, args.num)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
             "n_max": args.n_max, "num": args.num}
-    if args.certified is not None:
+    certified = args.certified is not False              # absent: False; the flag alone: None; else RTOL
+    if certified:
         from .core.checks import check_number
         from .theory.curve import CURVE_CERTIFIED_RTOL, certified_curve
-        meta["certified_rtol"] = (CURVE_CERTIFIED_RTOL if args.certified == "" else
-                                  check_number("--certified", _number("--certified", args.certified), lo=0.0,
-                                               hi=1.0, lo_open=True, hi_open=True))
+        meta["certified_rtol"] = (CURVE_CERTIFIED_RTOL if args.certified is None else
+                                  check_number("--certified", args.certified, lo=0.0, hi=1.0, lo_open=True,
+                                               hi_open=True))
     with one_blas_thread():                        # same bits, without OpenBLAS's threads spinning under XLA's
-        c = rank1_curve(theta, v, g) if args.certified is None else certified_curve(theta, v, g,
-                                                                                    rtol=meta["certified_rtol"])
+        c = certified_curve(theta, v, g, rtol=meta["certified_rtol"]) if certified else rank1_curve(theta, v, g)
         if args.format == "json" or args.sidecar:  # the limit is written only there: the CSV skips its programs
             from .theory.theorems import predicted_limit
             meta["limit"] = {"rho": (lim := predicted_limit(theta, v)).rho, "srank": lim.srank}
     meta["ropetheory_version"] = __version__
     rows = [{"n": int(n), "rho": float(r), "srank": float(s)}
-            | ({} if args.certified is None else {"certified": bool(c["certified"][i]), "eps": float(c["eps"][i])})
+            | ({"certified": bool(c["certified"][i]), "eps": float(c["eps"][i])} if certified else {})
             for i, (n, r, s) in enumerate(zip(c["n"], c["rho"], c["srank"], strict=True))]
     if args.format == "json":
         print(json.dumps({**meta, "rows": rows}, allow_nan=False))
     else:
-        print("n,rho,srank" + ("" if args.certified is None else ",certified"))
+        print("n,rho,srank" + (",certified" if certified else ""))
         for row in rows:
-            cert = "" if args.certified is None else f",{int(row['certified'])}"
+            cert = f",{int(row['certified'])}" if certified else ""
             print(f"{row['n']},{row['rho']:.12g},{row['srank']:.12g}{cert}")
     if args.sidecar:
         from .store import write_json
@@ -343,7 +336,7 @@ def _own_parsers(sub) -> dict[str, argparse.ArgumentParser]:
     c.add_argument("--format", choices=("csv", "json"), default="csv",
                    help="csv: a plain n,rho,srank table; json: the rows with the spec, seed, limit and version "
                         "(default: csv)")
-    c.add_argument("--certified", nargs="?", const="", default=None, metavar="RTOL",
+    c.add_argument("--certified", nargs="?", type=float, const=None, default=False, metavar="RTOL",
                    help="answer each length where a certified bound pins rho_n^2 within RTOL (relative; default "
                         "1e-3, theory.curve.CURVE_CERTIFIED_RTOL) of Theorem 1's limit from the limit, computing "
                         "only the others; adds a column certified (1: from the limit; JSON: also eps, the bound)")
