@@ -119,16 +119,16 @@ def compilation_cache(enabled: bool = True) -> Iterator[None]:
     (``jax_compilation_cache_dir``, also read from ``JAX_COMPILATION_CACHE_DIR``). Entries of the folder that
     would fail every write are removed first (``drop_untimed_cache_entries``). JAX's settings are restored
     when the block ends."""
-    import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
-    settings = {"jax_compilation_cache_dir": str(compilation_cache_dir()),
+    folder = compilation_cache_dir()
+    settings = {"jax_compilation_cache_dir": str(folder),
                 "jax_persistent_cache_min_compile_time_secs": CACHE_MIN_COMPILE_SECONDS,
                 "jax_compilation_cache_max_size": CACHE_MAX_BYTES}
     before = {name: getattr(jax.config, name) for name in settings}
     if not enabled or before["jax_compilation_cache_dir"]:
         yield
         return
-    drop_untimed_cache_entries(compilation_cache_dir())
+    drop_untimed_cache_entries(folder)
     for name, value in settings.items():
         jax.config.update(name, value)
     try:
