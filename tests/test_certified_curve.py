@@ -103,6 +103,20 @@ def test_the_gap_aware_bound_is_a_few_times_the_true_error_where_the_frobenius_b
     assert np.all(cur["eps"][cur["certified"]] + tm.FLOAT_SLACK <= CURVE_CERTIFIED_RTOL * lam)
 
 
+def test_the_gap_aware_bound_at_a_length_does_not_depend_on_the_other_lengths_asked(monkeypatch):
+    """The lengths are worked in blocks (``_GAP_ELEMENTS``): 200 lengths at d = 128 span 13 blocks, and each
+    length's bound is the one it gets alone, bit for bit."""
+    from ropetheory.theory import curve
+    th = rt.schedule("rope", head_dim=128, base=10000.0)
+    v = make_v("gaussian", 128)
+    grid = sp.log_grid(1e12, 200)
+    many = gap_certified_eps(th, v, grid)
+    assert grid.size > curve._GAP_ELEMENTS // 64 ** 2
+    monkeypatch.setattr(curve, "_GAP_ELEMENTS", 1)
+    one_each = gap_certified_eps(th, v, grid)
+    np.testing.assert_array_equal(many, one_each)
+
+
 def test_one_weighting_serves_every_class_in_the_gershgorin_step():
     """Two near-equal planes act as one while n * 1e-9 << 1 and together hold more than the top plane: no
     single energy weighting separates both of their rows from lambda, so the bound must stay open (a minimum
