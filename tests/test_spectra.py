@@ -252,6 +252,50 @@ def test_streaming_with_anchored_phases_equals_exact_phases():
     np.testing.assert_allclose(a["lam"], e["lam"], rtol=1e-12)
 
 
+#: the phase-sum stream against the rotated-rows stream, relative to the trace: both carry the anchored
+#: phases' error (ANCHORED_PHASE_ABS_ERR, ~1e-14 per element) and float64 sums of C products per step
+PHASE_SUM_GRAM_RTOL = 1e-13
+
+
+@pytest.mark.parametrize("offset", [0, 10 ** 12 + 7])
+def test_the_rank1_stream_from_weighted_phase_sums_equals_the_rotated_rows_stream(offset):
+    """``rank1_stream_curve``'s Gram, assembled from the weighted phase sums of one product per step, is the
+    Gram of the rotated rows ``sqrt(w_i) R_i v`` (the general kernel, exact phases), at any offset."""
+    from ropetheory.spectra import phase_stream, stream
+    from ropetheory.core.angles import turn_chunks
+    sched = rt.schedule("rope", head_dim=32, base=1e4)
+    rng = np.random.default_rng(11)
+    v = rng.standard_normal(32)
+    v_il = jnp.asarray(sp.prepare_rank1(sched, v, "interleaved", offset, 3000 + offset)[1])     # unit, rotated
+    w = rng.uniform(0.0, 2.0, 3000)
+    L = [1, 7, 300, 2999, 3000]
+    lam, tr = phase_stream.rank1_phase_stream_kernel(jnp.asarray(turn_chunks(sched)), jnp.asarray(L), v_il,
+                                                     (jnp.asarray(w),), stream._array_weights, 256)
+    rows = jnp.sqrt(jnp.asarray(w))[:, None] * v_il[None, :]
+    ref = stream.stream_gram_curve(sched, stream._matrix_rows, (rows,), L, positions_per_step=256, phases="exact")
+    np.testing.assert_allclose(np.asarray(tr), ref["trace"], rtol=PHASE_SUM_GRAM_RTOL)
+    np.testing.assert_allclose(np.asarray(lam), ref["lam"], rtol=PHASE_SUM_GRAM_RTOL)
+    np.testing.assert_allclose(np.asarray(tr), np.cumsum(w)[np.asarray(L) - 1], rtol=PHASE_SUM_GRAM_RTOL)
+
+
+def test_one_step_of_weighted_phase_sums_is_the_direct_sum_of_weighted_phases():
+    """``D_jk = sum_k w_k e^{i (p0+k)(theta_j - theta_k)}``, ``S_jk`` with ``+``, from one table product and
+    the anchors, against the direct float64 sums of exactly reduced phases."""
+    from ropetheory.spectra import phase_stream
+    from ropetheory.core.angles import phase_table, rope_angles, turn_chunks
+    sched = rt.schedule("rope", head_dim=8, base=100.0)
+    chunks = jnp.asarray(turn_chunks(sched))
+    C, p0 = 64, 123456789
+    w = np.random.default_rng(2).uniform(0, 1, C)
+    c, s = phase_table(chunks, C)
+    got = np.asarray(phase_stream.weighted_phase_sums_step(jnp.concatenate([c, s], 1), jnp.asarray(w),
+                                                           rope_angles(jnp.asarray([p0]), chunks)[0]))
+    e = np.exp(1j * np.asarray(rope_angles(p0 + jnp.arange(C, dtype=jnp.int64), chunks)))    # (C, P)
+    D = np.einsum("c,cj,ck->jk", w, e, e.conj())
+    S = np.einsum("c,cj,ck->jk", w, e, e)
+    np.testing.assert_allclose(got, np.stack([D.real, D.imag, S.real, S.imag]), rtol=0, atol=1e-13 * w.sum())
+
+
 def _sequential_sum(xs) -> float:
     """The plain running sum, one float64 addition per term (what an uncompensated loop computes)."""
     s = 0.0

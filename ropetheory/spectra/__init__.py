@@ -56,8 +56,8 @@ from .gram import (MAX_GRID_POINTS, assemble_gram, log_grid, metrics_from_gram, 
                    rho2_for_clouds_traced, rotate_to_offset)
 from .results import Curve, MatrixMetrics  # noqa: F401
 from .topeig import METHODS, default_method, lanczos_top, subspace_top, top_eigenvalue  # noqa: F401
-from .stream import (DEFAULT_POSITIONS_PER_STEP, chunked_prefix_scan, matrix_metrics,  # noqa: F401
-                     neumaier_add, neumaier_cumsum, neumaier_total,
+from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_cumsum, neumaier_total  # noqa: F401
+from .stream import (DEFAULT_POSITIONS_PER_STEP, matrix_metrics,  # noqa: F401
                      rank1_stream_curve, rope_matrix_curve, stream_gram_curve, stream_weight_sums)
 
 __all__ = [

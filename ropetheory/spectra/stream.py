@@ -26,8 +26,10 @@ from ..core.checks import (
 )
 from ..core.layouts import check_layout, rotate_interleaved_cs, to_interleaved
 from ..core.schedule import as_schedule, check_schedule_first, schedule_layout
+from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_cumsum, neumaier_total
 from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
+from .phase_stream import rank1_phase_stream_kernel
 from .topeig import check_method, top_eigenvalue
 from ..core.errors import BadValue
 from ..core.renamed import renamed
@@ -40,61 +42,6 @@ DEFAULT_POSITIONS_PER_STEP = 4096
 # ---------------------------------------------------------------------------
 # streaming (arbitrary rows / weights)
 # ---------------------------------------------------------------------------
-def neumaier_add(acc, x):
-    """Neumaier's compensated summation, elementwise: ``acc = (sum, compensation)`` plus ``x``.
-
-    The total is ``sum + compensation`` (``neumaier_total``); its error does not grow with the
-    number of terms (Higham, Accuracy and Stability, 4.3), where a plain running sum's grows
-    linearly. Every streaming Gram of the package accumulates through this function.
-    """
-    s, c = acc
-    t = s + x
-    xp = np if isinstance(t, np.ndarray) else jnp            # numpy arrays stay numpy (the model stream)
-    return t, c + xp.where(xp.abs(s) >= xp.abs(x), (s - t) + x, (x - t) + s)
-
-
-def neumaier_total(acc):
-    """The compensated total of an accumulator of ``neumaier_add``."""
-    return acc[0] + acc[1]
-
-
-def neumaier_cumsum(x: np.ndarray) -> np.ndarray:
-    """Compensated prefix sums ``S_k = sum_{i<=k} x_i`` of a 1-D float64 array, as ``neumaier_add`` run
-    term by term would give them, vectorised: Neumaier's running sum is the plain running sum (its update
-    never reads the compensation) and its compensation the plain running sum of each step's rounding
-    error, which ``neumaier_add`` computes for every step at once from the previous partial sums."""
-    s = np.cumsum(x)
-    prev = np.concatenate([[0.0], s[:-1]])
-    _, err = neumaier_add((prev, np.zeros_like(s)), x)
-    return neumaier_total((s, np.cumsum(err)))
-
-
-def chunked_prefix_scan(ends, positions_per_step: int, init, step, snapshot):
-    """The one streaming loop: for each ``end`` in ``ends`` (non-decreasing), advance ``state`` over
-    positions ``[previous end, end)`` in chunks, then emit ``snapshot(state)``.
-
-    ``step(state, pos, mask) -> state`` sees int64 positions ``(positions_per_step,)`` and a boolean mask of those
-    below ``end``. A ``lax.scan`` over the ends holds a ``lax.while_loop`` over chunks: no host round
-    trip, memory ``O(state + positions_per_step)``. Returns the stacked snapshots.
-    """
-    chunk = check_length(positions_per_step, "positions_per_step")
-    ar = jnp.arange(chunk, dtype=jnp.int64)
-
-    def seg(carry, end):
-        state, start = carry
-
-        def body(st):
-            state, p0 = st
-            pos = p0 + ar
-            return step(state, pos, pos < end), p0 + chunk
-
-        state, _ = jax.lax.while_loop(lambda st: st[1] < end, body, (state, start))
-        return (state, end), snapshot(state)
-
-    _, out = jax.lax.scan(seg, (init, jnp.int64(0)), ends)
-    return out
-
-
 #: how the kernel gets cos/sin of i theta_j: "anchored" (exact anchor per chunk, stepped by a complex
 #: product) or "exact" (every angle reduced exactly; the reference, ~3x the work per element)
 PHASES = ("anchored", "exact")
@@ -184,21 +131,24 @@ def stream_weight_sums(w_fn: Callable, lengths: Any, *,
     return W
 
 
-def _rank1_rows_array(pos, v, sqrt_w):
-    idx = jnp.clip(pos, 0, sqrt_w.shape[0] - 1)
-    return sqrt_w[idx][:, None] * v[None, :]
-
-
 def _rank1_rows_constant(pos, v):
     return jnp.broadcast_to(v[None, :], (pos.shape[0], v.shape[0]))
 
 
+def _unit_weights(pos):
+    return jnp.ones(pos.shape, jnp.float64)
+
+
+def _array_weights(pos, w):
+    return w[jnp.clip(pos, 0, w.shape[0] - 1)]
+
+
 @functools.lru_cache(maxsize=32)
-def _rank1_rows_callable(w_fn: Callable) -> Callable:
-    """Rows ``sqrt(w(i)) v`` with the weights evaluated chunk by chunk (one rows function per ``w_fn``)."""
-    def rows(pos, v):
-        return jnp.sqrt(jnp.maximum(_weights_at(w_fn, pos), 0.0))[:, None] * v[None, :]
-    return rows
+def _callable_weights(w_fn: Callable) -> Callable:
+    """``max(w(i), 0)`` evaluated chunk by chunk (one weights function per ``w_fn``: the kernel's static key)."""
+    def weights(pos):
+        return jnp.maximum(_weights_at(w_fn, pos), 0.0)
+    return weights
 
 
 def _weights_at(w_fn: Callable, pos):
@@ -252,20 +202,21 @@ def rank1_stream_curve(
     chunk = check_length(positions_per_step, "positions_per_step")
     nmax = int(L.max())
     v_il = jnp.asarray(rotate_to_offset(theta, to_interleaved(np.asarray(vv), layout), offset, nmax))
-    rows_fn: Callable[..., Any]
-    rows_args: tuple[Any, ...]
+    w_fn: Callable[..., Any]
+    w_args: tuple[Any, ...] = ()
     if weights is None:
         W = Ws = L.astype(np.float64)                              # exact: n < 2^53
-        rows_fn, rows_args = _rank1_rows_constant, (v_il,)
+        w_fn = _unit_weights
     elif callable(weights):
         W = Ws = stream_weight_sums(weights, L, positions_per_step=chunk)
-        rows_fn, rows_args = _rank1_rows_callable(weights), (v_il,)
+        w_fn = _callable_weights(weights)
     else:
-        sqrt_w, Ws, W = _scaled_weight_array(weights, L)
-        rows_fn, rows_args = _rank1_rows_array, (v_il, jnp.asarray(sqrt_w))
+        w, Ws, W = _scaled_weight_array(weights, L)
+        w_fn, w_args = _array_weights, (jnp.asarray(w),)
     _check_weight_sums(Ws, L)
-    out = stream_gram_curve(th, rows_fn, rows_args, L, positions_per_step=chunk)
-    lam, tr = out["lam"], out["trace"]
+    # the Gram from the weighted phase sums (``.phase_stream``): one product on a fixed table per step
+    lam, tr = (np.asarray(x) for x in rank1_phase_stream_kernel(
+        jnp.asarray(turn_chunks(theta)), jnp.asarray(L), v_il, w_args, w_fn, chunk))
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
         raise BadValue("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
                          "function (every ratio here is scale-invariant)")
@@ -275,7 +226,7 @@ def rank1_stream_curve(
 
 def _scaled_weight_array(weights: Any, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights given as an array ``w`` (finite, ``>= 0``, at least ``max(L)`` entries), scaled by ``2^-k`` to a
-    unit maximum (exact; rho, srank and the Frobenius ratio do not change): ``sqrt(w 2^-k)``, the scaled sums
+    unit maximum (exact; rho, srank and the Frobenius ratio do not change): ``w 2^-k``, the scaled sums
     ``2^-k W_n`` at the lengths ``L`` (Neumaier) and the weights' own sums ``W_n = sum_{i<n} w_i``."""
     nmax = int(L.max())
     w = real_array("weights", weights)
@@ -289,7 +240,7 @@ def _scaled_weight_array(weights: Any, L: np.ndarray) -> tuple[np.ndarray, np.nd
     Ws = neumaier_cumsum(w)[L - 1]
     with np.errstate(over="ignore"):
         W = np.ldexp(Ws, k)
-    return np.sqrt(w), Ws, W
+    return w, Ws, W
 
 
 def _check_weight_sums(Ws: np.ndarray, L: np.ndarray) -> None:
