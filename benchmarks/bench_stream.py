@@ -7,6 +7,8 @@ the float64 peak spent on the Gram update ``2 n d^2`` flops.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import json
 import pathlib
 import sys
@@ -48,7 +50,9 @@ def main(argv=None) -> int:
     th = rt.schedule("rope", head_dim=args.d, base=1e4).theta
     v = np.random.default_rng(0).standard_normal(args.d)
     lengths = [n // 100, n // 10, n]
-    res = {"device": str(jax.devices()[0]), "n": n, "d": args.d, "positions_per_step": args.positions_per_step,
+    res = {"device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+           "cpu_count": os.cpu_count(), "machine": platform.machine(), "n": n, "d": args.d,
+           "positions_per_step": args.positions_per_step,
            "seconds": {}}
     lams = {}
     vv = jnp.asarray(v / np.linalg.norm(v))
