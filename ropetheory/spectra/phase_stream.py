@@ -45,8 +45,10 @@ def weighted_phase_sums_step(U, w, anchor_angles):
 
 @functools.partial(jax.jit, static_argnames=("w_fn", "chunk", "method"))
 def rank1_phase_stream_kernel(chunks, ends, v_il, w_args, w_fn: Callable, chunk: int, method=None):
-    """``(lambda_max(G_n), tr G_n)`` at each end for the rank-1 cloud ``sqrt(w_i) v`` (``v_il`` interleaved),
-    ``w_fn(positions, *w_args) -> (C,)`` the weights (JAX-traceable, hashable); memory ``O(d^2 + C d)``."""
+    """``(lambda_max(G_n), tr G_n)`` at each end for the rank-1 clouds ``sqrt(w_i) v`` (``v_il`` interleaved,
+    ``(d,)`` or ``(clouds, d)``: every cloud shares the weights, so one stream of phase sums serves them all;
+    each is ``(len,)`` or ``(len, clouds)``), ``w_fn(positions, *w_args) -> (C,)`` the weights (JAX-traceable,
+    hashable); memory ``O(d^2 + C d)`` plus one Gram per cloud at a snapshot."""
     P = chunks.shape[0]
     cos_t, sin_t = phase_table(chunks, chunk)
     U = jnp.concatenate([cos_t, sin_t], axis=1)
@@ -57,8 +59,9 @@ def rank1_phase_stream_kernel(chunks, ends, v_il, w_args, w_fn: Callable, chunk:
 
     def snapshot(state):
         Dr, Di, Sr, Si = neumaier_total(state)
-        G = assemble_gram(v_il, Dr + 1j * Di, Sr + 1j * Si)
-        return top_eigenvalue(G, method), jnp.trace(G)
+        D, S = Dr + 1j * Di, Sr + 1j * Si
+        G = jnp.vectorize(lambda v: assemble_gram(v, D, S), signature="(d)->(d,d)")(v_il)
+        return top_eigenvalue(G, method), jnp.trace(G, axis1=-2, axis2=-1)
 
     zero = jnp.zeros((4, P, P))
     return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)

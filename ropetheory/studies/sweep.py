@@ -31,9 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import spectra
+from ..core.angles import turn_chunks
 from ..core.checks import check_number, from_theta, pad_edge
 from ..core.devices import compute_platform
 from ..schedules import merge_spec, schedule_from_spec
+from ..spectra.phase_stream import rank1_phase_stream_kernel
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import device_scope, int_list, parse_study_args, study_parser
 from ..core.errors import BadValue
@@ -141,12 +143,6 @@ def sharded_rank1_curves(theta, V: np.ndarray, lengths, weights=None, mesh=None,
 # ---------------------------------------------------------------------------
 # streaming Gram, batched over clouds (general weights): the one kernel of spectra.stream
 # ---------------------------------------------------------------------------
-def _power_rows(pos, V_il, alpha):
-    """Rows ``sqrt(w_i) v`` for every cloud ``v`` (rows of ``V_il``), ``w_i = (i+1)^alpha``: ``(nc, C, d)``."""
-    sw = jnp.sqrt((pos + 1).astype(jnp.float64) ** alpha)
-    return sw[None, :, None] * V_il[:, None, :]
-
-
 @functools.lru_cache(maxsize=32)
 def _power_weights(alpha: float):
     def w(pos):
@@ -154,18 +150,20 @@ def _power_weights(alpha: float):
     return w
 
 
-def default_positions_per_step(n_clouds: int, d: int) -> int:
-    """Positions per step: about 256 MiB of float64 rows (n_clouds x positions x d) on an accelerator, 4 MiB on CPU."""
+def default_positions_per_step(d: int) -> int:
+    """Positions per step: about 256 MiB of float64 on an accelerator, 4 MiB on CPU, for the step's phase table
+    and its weighted copy (``2 x positions x d``; the same for any number of clouds)."""
     budget = (256 << 20) if compute_platform() != "cpu" else (4 << 20)
-    c = budget // (8 * max(1, n_clouds) * d * 3)
+    c = budget // (8 * d * 2)
     return int(2 ** max(6, min(22, int(math.log2(max(c, 64))))))
 
 
 def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positions_per_step: int | None = None):
     """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``.
 
-    One pass of ``ropetheory.spectra.stream_gram_curve`` with every cloud's Gram in the batch, and one
-    of ``ropetheory.spectra.stream_weight_sums`` for ``W_n``."""
+    One pass of weighted phase sums (``ropetheory.spectra.phase_stream``: every cloud shares the weights, so
+    one product per step serves the whole batch; each cloud's Gram is assembled at the lengths), and one of
+    ``ropetheory.spectra.stream_weight_sums`` for ``W_n``."""
     n_max = int(np.max(np.asarray(lengths)))
     alpha = check_number("alpha", alpha)
     if abs(alpha) * math.log2(n_max + 1) + math.log2(n_max + 1) > MAX_WEIGHT_EXPONENT:
@@ -175,10 +173,11 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positio
     th = from_theta(theta)
     L = spectra.check_lengths(lengths)
     Vn = spectra.check_clouds(V, th.size)
-    step = default_positions_per_step(V.shape[0], V.shape[1]) if positions_per_step is None else positions_per_step
-    out = spectra.stream_gram_curve(th, _power_rows, (jnp.asarray(Vn), float(alpha)), L, positions_per_step=step)
+    step = default_positions_per_step(V.shape[1]) if positions_per_step is None else positions_per_step
+    lam, _ = rank1_phase_stream_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), jnp.asarray(Vn), (),
+                                       _power_weights(float(alpha)), step)
     W = spectra.stream_weight_sums(_power_weights(float(alpha)), L, positions_per_step=step)
-    return np.sqrt(out["lam"] / W[:, None]).T
+    return np.sqrt(np.asarray(lam) / W[:, None]).T
 
 
 # ---------------------------------------------------------------------------
