@@ -1,19 +1,25 @@
 """Benchmarks for sweeps: (a) streaming general-weight Gram at n = 1e6..1e9 (FLOP/s vs float64 peak);
-(b) a Figure-7 sweep of many clouds to n = 1e6 on 1 device vs all visible devices; ratios in one run.
+(b) a Figure-7 sweep of many clouds to n = 1e6 on 1 device vs all visible devices; (c) a batch of clouds
+under shared general weights: one stream of weighted phase sums (``sweep.stream_gram_batch``) against every
+cloud's rows rotated and multiplied (the previous kernel, ``stream_gram_curve``); ratios in one run.
 
     python benchmarks/bench_sweep.py --part a [--n-max 1e9]
     python benchmarks/bench_sweep.py --part b [--clouds 4096]
+    python benchmarks/bench_sweep.py --part c [--n-max 2e5] [--out docs/benchmarks/bench_sweep_batch_cpu.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import platform
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ropetheory as rt  # noqa: E402
@@ -74,18 +80,60 @@ def part_b(n_clouds: int) -> dict:
     return res
 
 
+def _power_rows(pos, V_il, alpha):
+    """The previous kernel's rows ``sqrt((i+1)^alpha) v`` for every cloud: ``(clouds, C, d)``."""
+    sw = jnp.sqrt((pos + 1).astype(jnp.float64) ** alpha)
+    return sw[None, :, None] * V_il[:, None, :]
+
+
+def _rotated_rows_batch(th, V, L, step):
+    lam = spectra.stream_gram_curve(th, _power_rows, (jnp.asarray(V), -0.5), L, positions_per_step=step)["lam"]
+    W = spectra.stream_weight_sums(sweep._power_weights(-0.5), L, positions_per_step=step)
+    return np.sqrt(lam / W[:, None]).T
+
+
+def _phase_sums_batch(th, V, L, step):
+    return sweep.stream_gram_batch(th, V, L, alpha=-0.5)                 # its own default step
+
+
+def part_c(n_max: float) -> list[dict]:
+    rows = []
+    for n_clouds, d in ((64, 64), (128, 128)):
+        th = rt.schedule("rope", head_dim=d).theta
+        V = spectra.check_clouds(np.random.default_rng(0).standard_normal((n_clouds, d)), th.size)
+        L = spectra.log_grid(n_max, 20)
+        step = 2 ** max(6, int(np.log2(max(64, (4 << 20) // (8 * n_clouds * d * 3)))))   # its own CPU default
+
+        times, rho = {}, {}
+        for name, fn in (("rotated_rows", _rotated_rows_batch), ("phase_sums", _phase_sums_batch)):
+            fn(th, V, L, step)                                            # compile
+            t0 = time.perf_counter()
+            rho[name] = fn(th, V, L, step)
+            times[name] = time.perf_counter() - t0
+        r = {"clouds": n_clouds, "d": d, "n_max": int(L[-1]), "lengths": int(L.size), "seconds": times,
+             "speedup": times["rotated_rows"] / times["phase_sums"],
+             "max_rel_diff_rho": float(np.max(np.abs(rho["phase_sums"] - rho["rotated_rows"]) / rho["rotated_rows"]))}
+        rows.append(r)
+        print(f"{n_clouds} clouds, d = {d}, to n = {r['n_max']:.0e}: rotated rows {times['rotated_rows']:.2f} s, "
+              f"phase sums {times['phase_sums']:.2f} s ({r['speedup']:.1f}x), rho {r['max_rel_diff_rho']:.1e} apart",
+              flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["a", "b"], required=True)
+    ap.add_argument("--part", choices=["a", "b", "c"], required=True)
     ap.add_argument("--n-max", type=float, default=1e9)
     ap.add_argument("--clouds", type=int, default=4096)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     print(f"devices: {jax.devices()}", flush=True)
-    out = part_a(args.n_max) if args.part == "a" else part_b(args.clouds)
+    parts = {"a": lambda: part_a(args.n_max), "b": lambda: part_b(args.clouds), "c": lambda: part_c(args.n_max)}
+    out = parts[args.part]()
     if args.out:
-        pathlib.Path(args.out).write_text(json.dumps({"devices": [str(x) for x in jax.devices()], "result": out},
-                                                     indent=1, default=str))
+        pathlib.Path(args.out).write_text(json.dumps({"devices": [str(x) for x in jax.devices()],
+                                                      "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                                                      "argv": sys.argv[1:], "result": out}, indent=1, default=str))
 
 
 if __name__ == "__main__":
