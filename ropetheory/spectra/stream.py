@@ -2,7 +2,8 @@
 
 Positions are processed in chunks of ``C`` inside one jitted ``lax`` loop with Neumaier-compensated
 accumulation; memory ``O(d^2 + C d)`` whatever ``n`` is. Whole curves on a grid of lengths come from
-one pass (snapshots at the grid points). Rows are rotated with exactly reduced angles.
+one pass (snapshots at the grid points). Rows are rotated with exactly reduced angles. Rank-1 clouds
+(``rank1_stream_curve``) take the weighted phase sums of ``.phase_stream`` instead: no rows to rotate.
 """
 from __future__ import annotations
 
@@ -191,7 +192,8 @@ def rank1_stream_curve(
     ``positions_per_step`` at a time inside the stream). Weights must be finite and ``>= 0``. Memory
     ``O(d^2 + positions_per_step d)``
     whatever the lengths (plus the array when one is given). Returns ``n, rho, rho2, srank,
-    frob_ratio, W``.
+    frob_ratio, W``. The Gram comes from the weighted phase sums ``sum_i w_i e^{i i (theta_j -+ theta_k)}``
+    (``.phase_stream``): one product ``U^T diag(w) U`` on a fixed table per step, no rotated rows.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
