@@ -151,10 +151,36 @@ def anchored_phases(p0: jax.Array, table, chunks: jax.Array):
     product with the table, ``e^{i (p0 + k) theta} = e^{i p0 theta} e^{i k theta}``: no reduction or
     sine per element, error at most ``ANCHORED_PHASE_ABS_ERR`` at any ``p0``.
     """
-    a = rope_angles(jnp.reshape(p0, (1,)), chunks)[0]
+    return phases_from_anchor(anchor_angles(p0, chunks), table)
+
+
+def anchor_angles(p0: jax.Array, chunks: jax.Array) -> jax.Array:
+    """The anchor ``p0 theta_j mod 2 pi`` (exactly reduced), ``(P,)``, for an int64 scalar ``p0``."""
+    return rope_angles(jnp.reshape(p0, (1,)), chunks)[0]
+
+
+def phases_from_anchor(a: jax.Array, table):
+    """``(cos, sin)`` of ``(p0 + k) theta_j`` from the anchor angles ``a = p0 theta`` and the ``table``."""
     ca, sa = jnp.cos(a), jnp.sin(a)
     ck, sk = table
     return ca * ck - sa * sk, sa * ck + ca * sk
+
+
+def first_anchor(chunks: jax.Array):
+    """The anchor carry of a stream before its first step (``next_anchor``): position 0 and its angles."""
+    return jnp.int64(0), anchor_angles(jnp.int64(0), chunks)
+
+
+def next_anchor(carry, p0: jax.Array, chunk: int, chunks: jax.Array):
+    """This step's anchor angles ``p0 theta`` and the carry for the next step, ``(p0 + chunk, its angles)``.
+
+    A stream reduces each step's anchor in the step before and carries it: computed in the step that uses
+    it, XLA fuses the exact reduction into every consumer of the anchor and runs it once per element (on CPU
+    that doubled a step's time). A step that does not start where the carried anchor is (the first of a
+    segment of ``.accumulate.chunked_prefix_scan``) reduces its own."""
+    at, ang = carry
+    ang = jax.lax.cond(at == p0, lambda: ang, lambda: anchor_angles(p0, chunks))
+    return ang, (p0 + chunk, anchor_angles(p0 + chunk, chunks))
 
 
 #: Frequencies within this many turns of an integer are exactly resonant (see module doc).

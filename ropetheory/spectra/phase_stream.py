@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from ..core.angles import phase_table, rope_angles
+from ..core.angles import first_anchor, next_anchor, phase_table
 from .gram import assemble_gram
 from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_total
 from .topeig import top_eigenvalue
@@ -54,14 +54,16 @@ def rank1_phase_stream_kernel(chunks, ends, v_il, w_args, w_fn: Callable, chunk:
     U = jnp.concatenate([cos_t, sin_t], axis=1)
 
     def step(state, pos, mask):
+        acc, carry = state
+        ang, carry = next_anchor(carry, pos[0], chunk, chunks)      # reduced in the step before (core.angles)
         w = jnp.where(mask, w_fn(pos, *w_args), 0.0)          # past the end: 0 even where w_fn is not finite
-        return neumaier_add(state, weighted_phase_sums_step(U, w, rope_angles(pos[:1], chunks)[0]))
+        return neumaier_add(acc, weighted_phase_sums_step(U, w, ang)), carry
 
     def snapshot(state):
-        Dr, Di, Sr, Si = neumaier_total(state)
+        Dr, Di, Sr, Si = neumaier_total(state[0])
         D, S = Dr + 1j * Di, Sr + 1j * Si
         G = jnp.vectorize(lambda v: assemble_gram(v, D, S), signature="(d)->(d,d)")(v_il)
         return top_eigenvalue(G, method), jnp.trace(G, axis1=-2, axis2=-1)
 
     zero = jnp.zeros((4, P, P))
-    return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)
+    return chunked_prefix_scan(ends, chunk, ((zero, zero), first_anchor(chunks)), step, snapshot)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.angles import anchored_phases, phase_table, rope_angles, turn_chunks
+from ..core.angles import first_anchor, next_anchor, phase_table, phases_from_anchor, rope_angles, turn_chunks
 from ..core.checks import (
     check_cloud_vector,
     scale_to_unit_max,
@@ -53,30 +53,33 @@ def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=Fals
                          phases="anchored"):
     """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace; batched over the
     leading axes of the rows (clouds). Phases: one exactly reduced anchor per chunk, stepped inside it by
-    one complex product with a table (``ropetheory.core.angles.anchored_phases``)."""
+    one complex product with a table (``ropetheory.core.angles.anchored_phases``; the anchor carried from
+    the step before, ``next_anchor``)."""
     d = 2 * chunks.shape[0]
     table = phase_table(chunks, chunk)
     batch = jax.eval_shape(lambda: rows_fn(jnp.zeros(chunk, jnp.int64), *rows_args)).shape[:-2]
 
     def step(state, pos, mask):
+        acc, carry = state
         rows = jnp.where(mask[:, None], rows_fn(pos, *rows_args), 0.0)      # (..., chunk, d), interleaved;
         #                                         past the end: 0 even where rows_fn is not finite there
         if phases == "exact":
             ang = rope_angles(pos, chunks)
             c, s = jnp.cos(ang), jnp.sin(ang)
-        else:
-            c, s = anchored_phases(pos[0], table, chunks)
+        else:                                    # the anchor reduced in the step before (core.angles.next_anchor)
+            a, carry = next_anchor(carry, pos[0], chunk, chunks)
+            c, s = phases_from_anchor(a, table)
         Y = rotate_interleaved_cs(rows, c, s)
-        return neumaier_add(state, jnp.einsum("...cd,...ce->...de", Y, Y, preferred_element_type=jnp.float64))
+        return neumaier_add(acc, jnp.einsum("...cd,...ce->...de", Y, Y, preferred_element_type=jnp.float64)), carry
 
     def snapshot(state):
-        Gs = neumaier_total(state)
+        Gs = neumaier_total(state[0])
         Gs = 0.5 * (Gs + jnp.swapaxes(Gs, -1, -2))
         out = (top_eigenvalue(Gs, method), jnp.trace(Gs, axis1=-2, axis2=-1))
         return out + (Gs,) if keep_gram else out
 
     zero = jnp.zeros(batch + (d, d))
-    return chunked_prefix_scan(ends, chunk, (zero, zero), step, snapshot)
+    return chunked_prefix_scan(ends, chunk, ((zero, zero), first_anchor(chunks)), step, snapshot)
 
 
 def _one_pass_lengths(lengths: Any) -> np.ndarray:
