@@ -13,6 +13,8 @@ from ropetheory.cli import main
 from ropetheory.core.checks import MAX_HEAD_DIM, from_theta
 from ropetheory.schedules import high_frequency, rope, rope_id
 
+from test_spectra import constant_rows
+
 THETA = rt.schedule("rope", head_dim=8).theta
 V = np.arange(1.0, 9.0)
 #: clouds per schedule where a test runs ``report`` for its error path: the fewest the command takes
@@ -260,7 +262,7 @@ G8 = np.eye(8)
     (lambda b: rt.convergence_rate([1, 2, 3, 4], b), [1.0, np.nan, 1.0, 1.0], ValueError, "err"),
     (lambda b: rt.convergence_rate([1, 2, 3, 4], b), [1.0, 2.0], ValueError, "err"),
     (lambda b: rt.convergence_rate(b, [1.0, 2.0]), [0, 1], ValueError, r"n\[0\]"),
-    (lambda b: spectra.stream_gram_curve(THETA, spectra.stream._rank1_rows_constant, (V,), [8], phases=b),
+    (lambda b: spectra.stream_gram_curve(THETA, constant_rows, (V,), [8], phases=b),
      "fast", ValueError, "phases"),
 ])
 def test_every_public_entry_refuses_bad_values_naming_the_argument(fn, bad, exc, name):

@@ -232,10 +232,15 @@ def test_anchored_phases_stay_within_their_stated_error_at_any_position(p0):
     th = rt.schedule("rope", head_dim=128, base=1e4).theta
     chunks = jnp.asarray(angles.turn_chunks(th))
     table = angles.phase_table(chunks, 4096)
-    c, s = angles.anchored_phases(jnp.int64(p0), table, chunks)
+    c, s = angles.phases_from_anchor(angles.anchor_angles(jnp.int64(p0), chunks), table)
     exact = angles.rope_angles(jnp.int64(p0) + jnp.arange(4096, dtype=jnp.int64), chunks)
     err = max(float(jnp.max(jnp.abs(c - jnp.cos(exact)))), float(jnp.max(jnp.abs(s - jnp.sin(exact)))))
     assert err <= angles.ANCHORED_PHASE_ABS_ERR
+
+
+def constant_rows(pos, v):
+    """Rows ``v`` at every position, for ``stream_gram_curve`` (a module-level function: a static key)."""
+    return jnp.broadcast_to(v[None, :], (pos.shape[0], v.shape[0]))
 
 
 def test_streaming_with_anchored_phases_equals_exact_phases():
@@ -244,8 +249,8 @@ def test_streaming_with_anchored_phases_equals_exact_phases():
     L = [1, 100, 5000, 20000]
     from ropetheory.spectra import stream
     vv = jnp.asarray(v / np.linalg.norm(v))
-    a = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, positions_per_step=1024, keep_gram=True)
-    e = stream.stream_gram_curve(th, stream._rank1_rows_constant, (vv,), L, positions_per_step=1024, keep_gram=True,
+    a = stream.stream_gram_curve(th, constant_rows, (vv,), L, positions_per_step=1024, keep_gram=True)
+    e = stream.stream_gram_curve(th, constant_rows, (vv,), L, positions_per_step=1024, keep_gram=True,
                                  phases="exact")
     scale = np.asarray(L, float)[:, None, None]
     assert np.max(np.abs(a["gram"] - e["gram"]) / scale) <= 4 * 2.5e-14

@@ -131,7 +131,7 @@ def rope_angles(positions: jax.Array, chunks: jax.Array) -> jax.Array:
     return (2.0 * jnp.pi) * reduced_turns(positions[:, None], chunks[None, :, :])
 
 
-#: |error| of a cos/sin from ``anchored_phases``: anchor and table entries are cos/sin of reduced
+#: |error| of a cos/sin from ``phases_from_anchor``: anchor and table entries are cos/sin of reduced
 #: angles (each <= 2e-14 rad off, module doc, + 1 ulp of libm), so each product term is off by at most
 #: 2 * (2e-14 + 1.2e-16); two products and a sum add 3 roundings: <= 4.1e-14, twice the exact path's
 #: own bound and independent of the position (every chunk starts from its own exactly reduced anchor)
@@ -144,23 +144,19 @@ def phase_table(chunks: jax.Array, chunk: int):
     return jnp.cos(ang), jnp.sin(ang)
 
 
-def anchored_phases(p0: jax.Array, table, chunks: jax.Array):
-    """``(cos, sin)`` of ``(p0 + k) theta_j`` for the ``k`` of ``table`` (``phase_table``).
-
-    The anchor ``p0 theta_j`` is reduced exactly; inside the chunk the phase steps by one complex
-    product with the table, ``e^{i (p0 + k) theta} = e^{i p0 theta} e^{i k theta}``: no reduction or
-    sine per element, error at most ``ANCHORED_PHASE_ABS_ERR`` at any ``p0``.
-    """
-    return phases_from_anchor(anchor_angles(p0, chunks), table)
-
-
 def anchor_angles(p0: jax.Array, chunks: jax.Array) -> jax.Array:
     """The anchor ``p0 theta_j mod 2 pi`` (exactly reduced), ``(P,)``, for an int64 scalar ``p0``."""
     return rope_angles(jnp.reshape(p0, (1,)), chunks)[0]
 
 
 def phases_from_anchor(a: jax.Array, table):
-    """``(cos, sin)`` of ``(p0 + k) theta_j`` from the anchor angles ``a = p0 theta`` and the ``table``."""
+    """``(cos, sin)`` of ``(p0 + k) theta_j`` for the ``k`` of ``table`` (``phase_table``), from the anchor
+    angles ``a = p0 theta_j`` (``anchor_angles``, reduced exactly).
+
+    Inside the chunk the phase steps by one complex product with the table, ``e^{i (p0 + k) theta} =
+    e^{i p0 theta} e^{i k theta}``: no reduction or sine per element, error at most ``ANCHORED_PHASE_ABS_ERR``
+    at any ``p0``.
+    """
     ca, sa = jnp.cos(a), jnp.sin(a)
     ck, sk = table
     return ca * ck - sa * sk, sa * ck + ca * sk

@@ -53,7 +53,7 @@ def _stream_curve_kernel(chunks, ends, rows_args, rows_fn, chunk, keep_gram=Fals
                          phases="anchored"):
     """``G_n`` (Neumaier-compensated) at each end, with its top eigenvalue and trace; batched over the
     leading axes of the rows (clouds). Phases: one exactly reduced anchor per chunk, stepped inside it by
-    one complex product with a table (``ropetheory.core.angles.anchored_phases``; the anchor carried from
+    one complex product with a table (``ropetheory.core.angles.phases_from_anchor``; the anchor carried from
     the step before, ``next_anchor``)."""
     d = 2 * chunks.shape[0]
     table = phase_table(chunks, chunk)
@@ -133,10 +133,6 @@ def stream_weight_sums(w_fn: Callable, lengths: Any, *,
         raise BadValue(f"weights(positions) must be finite and >= 0; a value below position "
                          f"{int(L[np.argmax(bad)])} is not")
     return W
-
-
-def _rank1_rows_constant(pos, v):
-    return jnp.broadcast_to(v[None, :], (pos.shape[0], v.shape[0]))
 
 
 def _unit_weights(pos):
