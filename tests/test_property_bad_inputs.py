@@ -108,6 +108,7 @@ def test_length_temperature_refuses_or_is_at_least_one(n, L, p):
 
 @SETTINGS
 @given(n_max=numbers, num=numbers)
+@example(n_max=9007199254740993, num=2).via("explore: an integer n_max above 2^53 rounded through a float")
 def test_log_grid_refuses_or_is_strictly_increasing_and_ends_at_n_max(n_max, num):
     out = _outcome(lambda: spectra.log_grid(n_max, num), ["n_max", "num", "n_min"])
     if out is not None:

@@ -8,6 +8,7 @@ Every error is a ``ValueError`` or ``TypeError`` that names the argument and the
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,15 @@ def check_number(name: str, x: Any, *, lo: float | None = None, hi: float | None
             or (hi is not None and (f >= hi if hi_open else f > hi)):
         raise BadValue(what)
     return f
+
+
+def check_rounded(name: str, x: Any, *, lo: float | None = None) -> int:
+    """``x`` (any number ``check_number`` takes, in its range) rounded to the nearest integer, ties to even:
+    exactly for integers and fractions of any size (never through a float, which is exact only to 2^53),
+    a float as it is."""
+    f = check_number(name, x, lo=lo)
+    v = _scalar(x)
+    return int(round(v if isinstance(v, (int, np.integer, Fraction)) else f))
 
 
 def check_positive(name: str, x: Any) -> float:

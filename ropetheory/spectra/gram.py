@@ -16,8 +16,8 @@ import numpy as np
 
 from .derived import gram_block
 from .topeig import check_method, top_eigenvalue
-from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths, check_number,
-                           from_theta, pad_edge)
+from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths,
+                           check_rounded, from_theta, pad_edge)
 from ..core.devices import compute_platform, one_blas_thread
 from ..core.layouts import check_layout, to_interleaved
 from ..rope import apply_rope
@@ -35,9 +35,8 @@ MAX_GRID_POINTS = 10 ** 6
 
 def log_grid(n_max: float = 1e12, num: int = 200, n_min: int = 1) -> np.ndarray:
     """``num`` distinct integer lengths, log-spaced from ``n_min`` to ``n_max`` (both included)."""
-    n_max = check_number("n_max", n_max, lo=1.0)
+    n_max = check_length(check_rounded("n_max", n_max, lo=1.0), "n_max")
     num = check_integer("num", num, lo=2, hi=MAX_GRID_POINTS)
-    n_max = check_length(int(round(n_max)), "n_max")
     n_min = check_length(n_min, "n_min")
     if n_min > n_max:
         raise BadValue(f"n_min must be <= n_max, got n_min={n_min} > n_max={n_max}")
