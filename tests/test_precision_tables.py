@@ -1,7 +1,7 @@
 """The README's answer to "does the RoPE error matter?" holds in the tables it was read from
 (``docs/audit/precision/<model>/``, written on a GPU by ``experiments/rope_precision_cost.py``): float32
 angles change few top-1 predictions, a bfloat16 cos/sin cache changes more, perplexity does not move, and
-passkey accuracy is the same in every mode wherever a passkey table was measured."""
+passkey accuracy is the same in every mode, at the accuracy per length the README states."""
 from __future__ import annotations
 
 import collections
@@ -21,6 +21,10 @@ MODES = ("exact", "transformers", "bf16-cache")
 F32_MAX_CHANGED = 8e-4
 #: the README's "a bfloat16 cache changes 6 to 44 times more (Gemma 3)", to the rounding of those two numbers
 GEMMA_BF16_OVER_F32 = (5.5, 44.5)
+#: the README's passkey accuracy per model and length (a multiple of the model's L), the same in every mode
+README_PASSKEY = {"smollm2-135m": {0.5: 1.0, 1: 1.0, 2: 0.0, 4: 0.0, 8: 0.0},
+                  "gemma3-270m": {0.5: 1.0, 1: 1.0, 2: 0.5, 4: 0.1},
+                  "qwen2.5-coder-1.5b": {0.5: 1.0, 1: 1.0, 2: 1.0}}
 #: the README's "never decides perplexity (< 0.03% on Gemma 3)": float32 angles' relative perplexity change
 GEMMA_F32_PPL_RTOL = 3e-4
 
@@ -69,14 +73,31 @@ def test_float32_angles_move_gemma3_perplexity_by_under_0_03_percent():
             assert abs(p / ppl[w, "exact", s] - 1) < GEMMA_F32_PPL_RTOL, (w, s)
 
 
-@pytest.mark.parametrize("model", PASSKEY_MODELS)
-def test_passkey_accuracy_is_the_same_in_every_rope_mode(model):
+def _passkey(model: str) -> dict[tuple[str, int], list[bool]]:
     correct = collections.defaultdict(list)
     for r in _rows(model, "passkey.csv"):
         assert r["correct"] in ("True", "False")
         correct[r["mode"], int(r["length"])].append(r["correct"] == "True")
+    return correct
+
+
+def test_every_model_has_a_passkey_table():
+    assert set(PASSKEY_MODELS) == set(MODELS) == set(README_PASSKEY)
+
+
+@pytest.mark.parametrize("model", PASSKEY_MODELS)
+def test_passkey_accuracy_is_the_same_in_every_rope_mode(model):
+    correct = _passkey(model)
     lengths = sorted({n for _, n in correct})
     assert {mode for mode, _ in correct} == set(MODES) and lengths
     for n in lengths:
         counts = {mode: (sum(correct[mode, n]), len(correct[mode, n])) for mode in MODES}
         assert len(set(counts.values())) == 1, (n, counts)
+
+
+@pytest.mark.parametrize("model", PASSKEY_MODELS)
+def test_passkey_accuracy_per_length_is_the_readmes(model):
+    L = json.loads((TABLES / model / "meta.json").read_text())["L"]
+    correct = _passkey(model)
+    got = {n / L: sum(correct["exact", n]) / len(correct["exact", n]) for mode, n in correct if mode == "exact"}
+    assert got == README_PASSKEY[model]
