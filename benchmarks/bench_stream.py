@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=float, default=1e9 if gpu else 1e7)
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--positions-per-step", type=int, default=65536 if gpu else 4096,
-                    help="positions per step of the streaming loop")
+                    help="positions per step of the streaming loop (the blocked phase sums: the platform's "
+                         "phase_stream.MAX_DEFAULT_STEP)")
     ap.add_argument("--peak-tflops", type=float, default=67.0 if gpu else 0.0,
                     help="float64 peak of the device (H100 SXM tensor cores: 67)")
     ap.add_argument("--out", default="results/bench_stream.json")
@@ -61,13 +62,19 @@ def main(argv=None) -> int:
     def rows_stream(phases, ls):
         return sp.stream_gram_curve(th, ramp_rows, (vv,), ls, positions_per_step=chunk, phases=phases)["lam"]
 
-    def phase_sums(ls):
-        # the kernel of rt.rank1_stream_curve: weighted phase sums, one product on a fixed table per step
+    def phase_sums(ls, step=chunk, block=1):
+        # the kernel of rt.rank1_stream_curve: weighted phase sums, one product on a fixed table per step or
+        # (block > 1) one product per block of steps
         return sp.phase_stream.rank1_phase_stream_kernel(
-            jnp.asarray(turn_chunks(th)), jnp.asarray(ls), vv, (), sp.stream._callable_weights(ramp), chunk)[0]
+            jnp.asarray(turn_chunks(th)), jnp.asarray(ls), vv, (), sp.stream._callable_weights(ramp), step,
+            block=block)[0]
 
+    ps = sp.phase_stream
+    big = ps.MAX_DEFAULT_STEP[ps._platform()]
+    res["phase_blocks_step"], res["phase_blocks_block"] = big, ps.phase_block(big, args.d)
     variants = {"anchored": lambda ls: rows_stream("anchored", ls), "exact": lambda ls: rows_stream("exact", ls),
-                "phase_sums": phase_sums}
+                "phase_sums": phase_sums,
+                "phase_blocks": lambda ls: phase_sums(ls, big, res["phase_blocks_block"])}
     flops = 2.0 * n * args.d ** 2
     for name, go in variants.items():
         go([chunk * 2])                                      # compile
@@ -81,6 +88,11 @@ def main(argv=None) -> int:
             res[f"{name}_peak_fraction"] = res[f"{name}_tflops"] / args.peak_tflops
             line += f", {100 * res[f'{name}_peak_fraction']:.0f}% of {args.peak_tflops:g}"
         print(line + ")", flush=True)
+    res["phase_blocks_over_phase_sums"] = res["seconds"]["phase_sums"] / res["seconds"]["phase_blocks"]
+    res["max_rel_diff_lam_phase_blocks"] = float(np.max(np.abs(lams["phase_blocks"] - lams["exact"]) / lams["exact"]))
+    print(f"phase sums in blocks of {res['phase_blocks_block']} steps ({big} positions) are "
+          f"{res['phase_blocks_over_phase_sums']:.2f}x one product per step; top eigenvalues agree with exact "
+          f"phases to {res['max_rel_diff_lam_phase_blocks']:.1e}")
     res["phase_sums_over_anchored"] = res["seconds"]["anchored"] / res["seconds"]["phase_sums"]
     res["max_rel_diff_lam_phase_sums"] = float(np.max(np.abs(lams["phase_sums"] - lams["exact"]) / lams["exact"]))
     print(f"phase sums are {res['phase_sums_over_anchored']:.2f}x faster than anchored rows; top eigenvalues "

@@ -207,20 +207,19 @@ def test_device_cpu_makes_the_cpu_choices_for_the_command_only(tmp_path, monkeyp
     import jax
     from ropetheory.core.devices import compute_platform
     from ropetheory.flags import device_scope
-    from ropetheory.spectra import gram, topeig
-    from ropetheory.studies import sweep
+    from ropetheory.spectra import gram, phase_stream, topeig
     from ropetheory.theory import base_bound as bb, base_search as bs
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")         # as if the process default were a GPU
     before = jax.config.jax_default_device
     assert compute_platform() == "gpu" and topeig.default_method() == "eigvalsh"
-    accelerator_chunk = sweep.default_positions_per_step(32)
+    accelerator_chunk = phase_stream.default_phase_step([10 ** 9])
     batched: list[bool] = []
     rho2 = gram.rho2_for_clouds
     monkeypatch.setattr(gram, "rho2_for_clouds", lambda *a, **k: batched.append(k["batched_eig"]) or rho2(*a, **k))
     theta, V = rt.schedule("rope", head_dim=8), np.random.default_rng(0).normal(size=(3, 8))
     with device_scope("cpu"):
         assert compute_platform() == "cpu" and topeig.default_method() == "tridiagonal"
-        assert sweep.default_positions_per_step(32) < accelerator_chunk
+        assert phase_stream.default_phase_step([10 ** 9]) < accelerator_chunk
         curve = gram.rank1_curves_batch(theta, V, [1, 100, 10 ** 6]).rho
     assert batched == [False] and curve.shape == (3, 3)
     assert jax.config.jax_default_device is before and compute_platform() == "gpu"

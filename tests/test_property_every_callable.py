@@ -47,11 +47,13 @@ def _rotation_qk(q, k, pos):
 
 
 #: kinds of argument, each with the classes of bad value tried on it:
-#: ``int+`` a positive integer, ``int0`` a non-negative integer, ``int`` any integer, ``num+`` a positive
+#: ``int+`` a positive integer, ``int+?`` one or None (a default chosen for the call), ``int0`` a non-negative
+#: integer, ``int`` any integer, ``num+`` a positive
 #: finite number, ``num0`` a non-negative finite one, ``num`` any finite number, ``array`` an array of
 #: numbers (a list is fine), ``str`` a name, ``fn`` a callable, ``spec`` a schedule (name, dict, vector)
 BAD = {
     "int+": ["str", "list", "none", "object", "bool", "nan", "inf", "negative", "zero"],
+    "int+?": ["str", "list", "object", "bool", "nan", "inf", "negative", "zero"],
     "int0": ["str", "list", "none", "object", "bool", "nan", "inf", "negative"],
     "int": ["str", "list", "none", "object", "bool", "nan", "inf"],
     "num+": ["str", "list", "none", "object", "bool", "nan", "inf", "negative", "zero"],
@@ -123,7 +125,7 @@ CALLS: dict[str, Call] = {
     "rank1_stream_curve": Call(rt.rank1_stream_curve, {"theta": THETA.theta, "v": V1, "lengths": [4, 16],
                                                        "offset": 1, "positions_per_step": 8},
                                {"theta": "array", "v": "array", "lengths": "array", "offset": "int",
-                                "positions_per_step": "int+"}),
+                                "positions_per_step": "int+?"}),
     "rope_matrix_curve": Call(rt.rope_matrix_curve, {"theta": THETA.theta, "X": np.ones((16, 8)),
                                                      "lengths": [4, 16], "offset": 1, "positions_per_step": 8},
                               {"theta": "array", "X": "array", "lengths": "array", "offset": "int",

@@ -301,6 +301,56 @@ def test_one_step_of_weighted_phase_sums_is_the_direct_sum_of_weighted_phases():
     np.testing.assert_allclose(got, np.stack([D.real, D.imag, S.real, S.imag]), rtol=0, atol=1e-13 * w.sum())
 
 
+def test_a_block_of_steps_as_one_product_is_the_direct_sum_of_weighted_phases():
+    """``weighted_phase_sums_block``: S steps of C positions from one ``(S, C) x (C, 4T)`` product, the steps'
+    phases ``e^{i s C theta}`` and the block's anchor, against the direct float64 sums of exact phases."""
+    from ropetheory.spectra import phase_stream
+    from ropetheory.core.angles import phase_table, rope_angles, turn_chunks
+    sched = rt.schedule("rope", head_dim=8, base=100.0)
+    chunks = jnp.asarray(turn_chunks(sched))
+    S, C, p0 = 5, 16, 10 ** 12 + 3
+    w = np.random.default_rng(3).uniform(0, 1, (S, C))
+    c, s = phase_table(chunks, C)
+    steps = np.exp(1j * np.asarray(rope_angles(jnp.arange(S, dtype=jnp.int64) * C, chunks)))
+    got = np.asarray(phase_stream.weighted_phase_sums_block(
+        phase_stream.pair_products(jnp.concatenate([c, s], 1)), jnp.asarray(w), jnp.asarray(steps),
+        rope_angles(jnp.asarray([p0]), chunks)[0]))
+    e = np.exp(1j * np.asarray(rope_angles(p0 + jnp.arange(S * C, dtype=jnp.int64), chunks)))    # (S C, P)
+    D = np.einsum("c,cj,ck->jk", w.ravel(), e, e.conj())
+    Sm = np.einsum("c,cj,ck->jk", w.ravel(), e, e)
+    np.testing.assert_allclose(got, np.stack([D.real, D.imag, Sm.real, Sm.imag]), rtol=0, atol=1e-13 * w.sum())
+
+
+@pytest.mark.parametrize("offset", [0, 10 ** 12 + 7])
+@pytest.mark.parametrize("chunk, block", [(256, 4), (1024, 16)])
+def test_the_blocked_phase_stream_equals_one_product_per_step(offset, chunk, block):
+    """Blocks of steps (``block > 1``) give the stream of one product per step, at any offset, with lengths
+    that end inside a block."""
+    from ropetheory.spectra import phase_stream, stream
+    from ropetheory.core.angles import turn_chunks
+    sched = rt.schedule("rope", head_dim=16, base=1e4)
+    rng = np.random.default_rng(5)
+    v_il = jnp.asarray(sp.prepare_rank1(sched, rng.standard_normal(16), "interleaved", offset, 5000 + offset)[1])
+    w = (jnp.asarray(rng.uniform(0.0, 2.0, 5000)),)
+    ch, L = jnp.asarray(turn_chunks(sched)), jnp.asarray([1, 7, 300, 1023, 1024, 4999, 5000])
+    ref = phase_stream.rank1_phase_stream_kernel(ch, L, v_il, w, stream._array_weights, 64)
+    got = phase_stream.rank1_phase_stream_kernel(ch, L, v_il, w, stream._array_weights, chunk, block=block)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=PHASE_SUM_GRAM_RTOL)
+
+
+@examples(50)
+@given(chunk=st.integers(1, 1 << 24), d=st.sampled_from([2, 8, 64, 128, 256, 512]),
+       lengths=st.lists(st.integers(1, 10 ** 12), min_size=1, max_size=300))
+def test_the_phase_stream_step_and_block_are_valid_for_any_request(chunk, d, lengths):
+    """``phase_block`` divides the step it is given; ``default_phase_step`` is a power of two within its bounds."""
+    from ropetheory.spectra import phase_stream as ps
+    b = ps.phase_block(chunk, d)
+    assert b >= 1 and chunk % b == 0 and (b == 1 or b >= ps.MIN_BLOCK["cpu"])
+    step = ps.default_phase_step(lengths)
+    assert step & (step - 1) == 0 and ps.MIN_DEFAULT_STEP <= step <= ps.MAX_DEFAULT_STEP["cpu"]
+
+
 def _sequential_sum(xs) -> float:
     """The plain running sum, one float64 addition per term (what an uncompensated loop computes)."""
     s = 0.0

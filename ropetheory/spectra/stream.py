@@ -30,7 +30,7 @@ from ..core.schedule import as_schedule, check_schedule_first, schedule_layout
 from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_cumsum, neumaier_total
 from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
-from .phase_stream import rank1_phase_stream_kernel
+from .phase_stream import default_phase_step, phase_block, rank1_phase_stream_kernel
 from .topeig import check_method, top_eigenvalue
 from ..core.errors import BadValue
 from ..core.renamed import renamed
@@ -182,17 +182,19 @@ def rank1_stream_curve(
     *,
     layout: str | None = None,
     offset: int = 0,
-    positions_per_step: int = DEFAULT_POSITIONS_PER_STEP,
+    positions_per_step: int | None = None,
 ) -> Curve:
     """FSV ratio and stable rank of ``Rope(u v^T)`` for arbitrary weights ``w_i = u_i^2``, streamed.
 
     ``weights``: ``None`` (constant), a 1-D array ``w`` of length ``>= max(lengths)``,
     or a callable ``w(positions) -> weights`` (JAX-traceable, int64 positions in, evaluated
-    ``positions_per_step`` at a time inside the stream). Weights must be finite and ``>= 0``. Memory
-    ``O(d^2 + positions_per_step d)``
-    whatever the lengths (plus the array when one is given). Returns ``n, rho, rho2, srank,
-    frob_ratio, W``. The Gram comes from the weighted phase sums ``sum_i w_i e^{i i (theta_j -+ theta_k)}``
-    (``.phase_stream``): one product ``U^T diag(w) U`` on a fixed table per step, no rotated rows.
+    ``positions_per_step`` at a time inside the stream). Weights must be finite and ``>= 0``.
+    ``positions_per_step``: by default ``phase_stream.default_phase_step(lengths)`` (the results do not
+    depend on it beyond rounding). Memory ``O(positions_per_step + d^2)`` times a platform constant
+    (``phase_stream.PHASE_TABLE_ROWS``) whatever the lengths (plus the array when one is given). Returns
+    ``n, rho, rho2, srank, frob_ratio, W``. The Gram comes from the weighted phase sums
+    ``sum_i w_i e^{i i (theta_j -+ theta_k)}`` (``.phase_stream``): one product on a fixed table per step or per
+    block of steps, no rotated rows.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
@@ -200,7 +202,8 @@ def rank1_stream_curve(
     vv = check_cloud_vector(v, th.size)
     check_layout(layout)
     L = _one_pass_lengths(lengths)
-    chunk = check_length(positions_per_step, "positions_per_step")
+    chunk = check_length(default_phase_step(L) if positions_per_step is None else positions_per_step,
+                         "positions_per_step")
     nmax = int(L.max())
     v_il = jnp.asarray(rotate_to_offset(theta, to_interleaved(np.asarray(vv), layout), offset, nmax))
     w_fn: Callable[..., Any]
@@ -215,9 +218,10 @@ def rank1_stream_curve(
         w, Ws, W = _scaled_weight_array(weights, L)
         w_fn, w_args = _array_weights, (jnp.asarray(w),)
     _check_weight_sums(Ws, L)
-    # the Gram from the weighted phase sums (``.phase_stream``): one product on a fixed table per step
+    # the Gram from the weighted phase sums (``.phase_stream``): one product on a fixed table per step or block
     lam, tr = (np.asarray(x) for x in rank1_phase_stream_kernel(
-        jnp.asarray(turn_chunks(theta)), jnp.asarray(L), v_il, w_args, w_fn, chunk))
+        jnp.asarray(turn_chunks(theta)), jnp.asarray(L), v_il, w_args, w_fn, chunk,
+        block=phase_block(chunk, v_il.shape[-1])))
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
         raise BadValue("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
                          "function (every ratio here is scale-invariant)")

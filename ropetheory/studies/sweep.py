@@ -35,7 +35,7 @@ from ..core.angles import turn_chunks
 from ..core.checks import check_number, from_theta, pad_edge
 from ..core.devices import compute_platform
 from ..schedules import merge_spec, schedule_from_spec
-from ..spectra.phase_stream import rank1_phase_stream_kernel
+from ..spectra.phase_stream import default_phase_step, phase_block, rank1_phase_stream_kernel
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import device_scope, int_list, parse_study_args, study_parser
 from ..core.errors import BadValue
@@ -150,14 +150,6 @@ def _power_weights(alpha: float):
     return w
 
 
-def default_positions_per_step(d: int) -> int:
-    """Positions per step: about 256 MiB of float64 on an accelerator, 4 MiB on CPU, for the step's phase table
-    and its weighted copy (``2 x positions x d``; the same for any number of clouds)."""
-    budget = (256 << 20) if compute_platform() != "cpu" else (4 << 20)
-    c = budget // (8 * d * 2)
-    return int(2 ** max(6, min(22, int(math.log2(max(c, 64))))))
-
-
 def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positions_per_step: int | None = None):
     """FSV ratios ``rho_n`` for clouds ``V`` under weights ``(i+1)^alpha`` by streaming: ``(n_clouds, len)``.
 
@@ -173,9 +165,9 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positio
     th = from_theta(theta)
     L = spectra.check_lengths(lengths)
     Vn = spectra.check_clouds(V, th.size)
-    step = default_positions_per_step(V.shape[1]) if positions_per_step is None else positions_per_step
+    step = default_phase_step(L) if positions_per_step is None else positions_per_step
     lam, _ = rank1_phase_stream_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), jnp.asarray(Vn), (),
-                                       _power_weights(float(alpha)), step)
+                                       _power_weights(float(alpha)), step, block=phase_block(step, Vn.shape[1]))
     W = spectra.stream_weight_sums(_power_weights(float(alpha)), L, positions_per_step=step)
     return np.sqrt(np.asarray(lam) / W[:, None]).T
 
