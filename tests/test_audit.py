@@ -189,12 +189,12 @@ def test_importing_the_testing_module_needs_no_torch_or_transformers():
 NOT_INSTALLED_BY_MAKE_TEST = {"keras-hub": "pip install keras-hub", "litgpt": "pip install litgpt"}
 
 
-@pytest.mark.parametrize("name", ["mlx", "keras-hub", "litgpt"])
+@pytest.mark.parametrize("name", ["mlx", "keras-hub", "litgpt", "gemma-jax"])
 def test_each_optional_stack_adapter_matches_at_short_positions_or_names_its_install(name):
-    """MLX (installed by make test: the audit extra), keras-hub and litgpt: each adapter runs when its package
-    is installed and is within 2x its float32 floor at positions 0-7; its diagnosis to position 4096 is
-    correct or the float32 angle (the only error a float32 phase leaves). Where a package is absent, the
-    adapter refuses naming the command that installs it."""
+    """MLX and Google DeepMind's JAX Gemma library (installed by make test), keras-hub and litgpt: each adapter
+    runs when its package is installed and is within 2x its float32 floor at positions 0-7; its diagnosis to
+    position 4096 is correct or the float32 angle (the only error a float32 phase leaves). Where a package is
+    absent, the adapter refuses naming the command that installs it."""
     try:
         ad = adapters.build(name, head_dim=16, base=1e4, max_position=4096)
     except adapters.MissingDependency as e:

@@ -2,8 +2,8 @@
 context and past it.
 
 TARGET is a built-in adapter (``ropetheory.testing.adapters``: transformers, torchtune,
-torchtune-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub and litgpt where
-installed, and the controls reference and float32-positions). For each dtype the audit runs the
+torchtune-llama3, rotary-embedding-torch, x-transformers, liger on CUDA, mlx, keras-hub, litgpt and gemma-jax
+where installed, and the controls reference and float32-positions). For each dtype the audit runs the
 implementation on random vectors at positions from 0 to ``factor`` times the context (log-spaced, with
 every power of two and its neighbours) and compares each entry with the exactly rotated one; the floor
 is the error no implementation that stores cos and sin in that dtype can avoid (docs/guide/audit.md). It

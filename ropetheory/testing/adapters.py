@@ -15,7 +15,8 @@ Writing one for your own code is a few lines (docs/guide/audit.md)::
 Built in: ``transformers`` (the rotary class of any model config, every rope type), ``torchtune`` and
 ``torchtune-llama3`` (``RotaryPositionalEmbeddings``, ``Llama3ScaledRoPE``), ``rotary-embedding-torch``
 (lucidrains), ``x-transformers``, ``liger`` (liger-kernel's Triton RoPE, CUDA only), ``mlx``
-(``mx.fast.rope``), ``keras-hub`` (``RotaryEmbedding``, JAX backend), ``litgpt``, and two pure-numpy
+(``mx.fast.rope``), ``keras-hub`` (``RotaryEmbedding``, JAX backend), ``litgpt``, ``gemma-jax`` (Google
+DeepMind's JAX ``apply_rope``), and two pure-numpy
 ones: ``reference`` (exactly reduced angles, float64 tables rounded once) and ``float32-positions`` (the
 classic bug: ``float32(position) * float32(inv_freq)``), kept as known-good and known-bad controls.
 """
@@ -140,17 +141,23 @@ def transformers_rope(d: int, base: float, max_position: int, device: str = "cpu
     )
 
 
-def _torchtune_module(rel: str) -> Any:
-    """A torchtune source file loaded on its own: ``import torchtune`` needs torchao, the RoPE files only torch."""
-    spec = importlib.util.find_spec("torchtune")
+def _source_module(package: str, rel: str, install: str) -> Any:
+    """The source file ``rel`` of an installed ``package`` loaded on its own, without the package's
+    ``__init__`` (``import torchtune`` needs torchao, ``import gemma`` kauldron and grain; their RoPE files
+    need only torch or JAX)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency("the torchtune adapters need torchtune (pip install --no-deps torchtune==0.6.1)")
+        raise MissingDependency(f"the {package} adapters need {package} ({install})")
     path = pathlib.Path(next(iter(spec.submodule_search_locations))) / rel
-    mspec = importlib.util.spec_from_file_location(f"_ropetheory_torchtune_{path.stem}", path)
+    mspec = importlib.util.spec_from_file_location(f"_ropetheory_{package}_{path.stem}", path)
     assert mspec is not None and mspec.loader is not None
     mod = importlib.util.module_from_spec(mspec)
     mspec.loader.exec_module(mod)
     return mod
+
+
+def _torchtune_module(rel: str) -> Any:
+    return _source_module("torchtune", rel, "pip install --no-deps torchtune==0.6.1")
 
 
 def _torchtune(name: str, source: str, cls: str, description: str, d: int, base: float, max_position: int,
@@ -270,6 +277,22 @@ def litgpt(d: int, base: float, max_position: int, device: str = "cpu", config: 
                    "litgpt build_rope_cache (float32 cache) + apply_rope")
 
 
+def gemma_jax(d: int, base: float, max_position: int, device: str = "cpu", config: Any = None) -> Adapter:
+    """Google DeepMind's JAX Gemma library (``gemma``): ``gm.math._positional_embeddings.apply_rope`` on
+    ``(1, n, 1, d)`` inputs with int32 positions, as its transformer passes them (timescales
+    ``base^(2j/d)`` in float32, positions divided by them in float32)."""
+    _need("jax", "jax")
+    import jax.numpy as jnp
+    mod = _source_module("gemma", "gm/math/_positional_embeddings.py", "pip install --no-deps gemma==3.3.0")
+
+    def fn(x, pos):
+        y = mod.apply_rope(x[None, :, None, :], jnp.asarray(pos, jnp.int32)[None], base_frequency=base)
+        return y[0, :, 0, :]
+    timescale = np.float32(base) ** ((2.0 / d) * np.arange(d // 2, dtype=np.float32))   # its own float32 line
+    return Adapter("gemma-jax", fn, "half", "jax", 1.0 / timescale.astype(np.float64),
+                   "Google DeepMind gemma (JAX) apply_rope (float32 timescales, float32 phase)")
+
+
 ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "reference": reference,
     "float32-positions": float32_positions,
@@ -282,6 +305,7 @@ ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "mlx": mlx,
     "keras-hub": keras_hub,
     "litgpt": litgpt,
+    "gemma-jax": gemma_jax,
 }
 
 
