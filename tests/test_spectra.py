@@ -343,10 +343,15 @@ def test_the_blocked_phase_stream_equals_one_product_per_step(offset, chunk, blo
 @given(chunk=st.integers(1, 1 << 24), d=st.sampled_from([2, 8, 64, 128, 256, 512]),
        lengths=st.lists(st.integers(1, 10 ** 12), min_size=1, max_size=300))
 def test_the_phase_stream_step_and_block_are_valid_for_any_request(chunk, d, lengths):
-    """``phase_block`` divides the step it is given; ``default_phase_step`` is a power of two within its bounds."""
+    """``phase_block`` divides the step it is given and keeps the pair table and the block's product within
+    ``PHASE_BLOCK_BYTES``; ``default_phase_step`` is a power of two within its bounds."""
     from ropetheory.spectra import phase_stream as ps
     b = ps.phase_block(chunk, d)
-    assert b >= 1 and chunk % b == 0 and (b == 1 or b >= ps.MIN_BLOCK["cpu"])
+    assert b >= 1 and chunk % b == 0
+    if b > 1:                    # a block of at least MIN_BLOCK steps whose table and product fit the budget
+        row_bytes = 8 * d * (d // 2 + 1)
+        assert b >= ps.MIN_BLOCK["cpu"] and b * row_bytes <= ps.PHASE_BLOCK_BYTES["cpu"]
+        assert (chunk // b) * row_bytes <= ps.PHASE_BLOCK_BYTES["cpu"]
     step = ps.default_phase_step(lengths)
     assert step & (step - 1) == 0 and ps.MIN_DEFAULT_STEP <= step <= ps.MAX_DEFAULT_STEP["cpu"]
 

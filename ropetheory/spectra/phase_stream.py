@@ -47,10 +47,12 @@ from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_total
 from .topeig import top_eigenvalue
 
 
-#: positions of the table of a blocked step (``block > 1``) at d <= 128, by platform: CPU 512, GPU 4096 (the
-#: pair products ``V`` then hold 34 MiB and 272 MiB at d = 128; past 128 the rows shrink as 1/d^2, so ``V``
-#: never holds more)
+#: positions of the table of a blocked step (``block > 1``) at d <= 128, by platform: CPU 512, GPU 4096
 PHASE_TABLE_ROWS = {"cpu": 512, "gpu": 4096}
+#: bytes the pair products ``V`` and the block's product ``R`` may each hold: ``V``'s size at d = 128 (34 MB on
+#: CPU, 272 MB on a GPU); past d = 128 the table gets fewer rows and a block fewer steps, and where a block
+#: would fall under ``MIN_BLOCK`` steps the stream keeps one product per step (large enough there)
+PHASE_BLOCK_BYTES = {p: rows * 8 * 2 * 64 * 65 for p, rows in PHASE_TABLE_ROWS.items()}
 #: the fewest steps a block must hold to pay for reading ``V`` each step: to n = 4e6 at d = 128 on 2 CPU cores,
 #: one product per step of 4096 positions took 4.0 s; blocks of 512-position steps 4.5 s (8 a block), 3.0 s
 #: (32), 2.3 s (128); on an H100 a (1024, 4096) x (4096, 8256) product ran at 53 TFLOP/s, against 16-24 for
@@ -68,11 +70,18 @@ def _platform() -> str:
 
 def phase_block(chunk: int, d: int) -> int:
     """The steps per block for a step of ``chunk`` positions at head dim ``d`` on the platform in scope:
-    ``chunk / rows`` (``rows``: ``PHASE_TABLE_ROWS``, divided by ``(d / 128)^2`` rounded to a power of two past
-    d = 128) where that divides and is at least ``MIN_BLOCK``, else 1 (one product per step)."""
-    shrink = 2 * max((d - 1).bit_length() - 7, 0)
-    rows, least = max(PHASE_TABLE_ROWS[_platform()] >> shrink, 1), MIN_BLOCK[_platform()]
-    return chunk // rows if chunk % rows == 0 and chunk // rows >= least else 1
+    ``chunk / rows``, with ``rows`` the power of two at most ``PHASE_TABLE_ROWS`` whose pair products fit
+    ``PHASE_BLOCK_BYTES``, where that divides, is at least ``MIN_BLOCK`` and the block's product fits too;
+    else 1 (one product per step)."""
+    plat = _platform()
+    P = d // 2
+    row_bytes = 8 * 2 * P * (P + 1)                   # one position's (or one step's) 4 T float64 sums
+    budget = PHASE_BLOCK_BYTES[plat]
+    fit = max(budget // row_bytes, 1)
+    rows = min(PHASE_TABLE_ROWS[plat], 1 << (fit.bit_length() - 1))
+    block = chunk // rows
+    ok = chunk % rows == 0 and block >= MIN_BLOCK[plat] and block * row_bytes <= budget
+    return block if ok else 1
 
 
 def default_phase_step(lengths) -> int:
