@@ -53,10 +53,10 @@ PHASE_TABLE_ROWS = {"cpu": 512, "gpu": 4096}
 #: CPU, 272 MB on a GPU); past d = 128 the table gets fewer rows and a block fewer steps, and where a block
 #: would fall under ``MIN_BLOCK`` steps the stream keeps one product per step (large enough there)
 PHASE_BLOCK_BYTES = {p: rows * 8 * 2 * 64 * 65 for p, rows in PHASE_TABLE_ROWS.items()}
-#: the fewest steps a block must hold to pay for reading ``V`` each step: to n = 4e6 at d = 128 on 2 CPU cores,
-#: one product per step of 4096 positions took 4.0 s; blocks of 512-position steps 4.5 s (8 a block), 3.0 s
-#: (32), 2.3 s (128); on an H100 a (1024, 4096) x (4096, 8256) product ran at 53 TFLOP/s, against 16-24 for
-#: the unblocked step's products (``docs/benchmarks/bench_stream_h100_s17.json``)
+#: the fewest steps a block must hold to pay well for reading ``V`` each step: to n = 4e6 at d = 128 on 2 CPU
+#: cores (compiled before timing), one product per step of 4096 positions took 3.0 s; blocks of 512-position
+#: steps 2.8 s (8 a block), 1.7 s (32), 1.1 s (128); on an H100 a (1024, 4096) x (4096, 8256) product ran at
+#: 53 TFLOP/s, against 16-24 for the unblocked step's products (``docs/benchmarks/bench_stream_h100_steps.json``)
 MIN_BLOCK = {"cpu": 64, "gpu": 256}
 #: the largest default step: ``MIN_BLOCK`` x 2 blocks of ``PHASE_TABLE_ROWS`` (CPU 65536, GPU 2^21 positions)
 MAX_DEFAULT_STEP = {p: 2 * MIN_BLOCK[p] * PHASE_TABLE_ROWS[p] for p in PHASE_TABLE_ROWS}
