@@ -288,8 +288,8 @@ def gemma_jax(d: int, base: float, max_position: int, device: str = "cpu", confi
     def fn(x, pos):
         y = mod.apply_rope(x[None, :, None, :], jnp.asarray(pos, jnp.int32)[None], base_frequency=base)
         return y[0, :, 0, :]
-    timescale = np.float32(base) ** ((2.0 / d) * np.arange(d // 2, dtype=np.float32))   # its own float32 line
-    return Adapter("gemma-jax", fn, "half", "jax", 1.0 / timescale.astype(np.float64),
+    timescale = base ** ((2.0 / d) * jnp.arange(0, d // 2, dtype=jnp.float32))     # its own float32 line
+    return Adapter("gemma-jax", fn, "half", "jax", 1.0 / np.asarray(timescale, dtype=np.float64),
                    "Google DeepMind gemma (JAX) apply_rope (float32 timescales, float32 phase)")
 
 
