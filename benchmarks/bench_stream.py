@@ -23,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import ropetheory as rt  # noqa: E402
 from ropetheory import spectra as sp  # noqa: E402
 from ropetheory.core.angles import turn_chunks  # noqa: E402
+from ropetheory.core.devices import platform_class  # noqa: E402
 
 
 def ramp(pos):
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             block=block)[0]
 
     ps = sp.phase_stream
-    big = ps.MAX_DEFAULT_STEP[ps._platform()]
+    big = ps.MAX_DEFAULT_STEP[platform_class()]
     res["phase_blocks_step"], res["phase_blocks_block"] = big, ps.phase_block(big, args.d)
     variants = {"anchored": lambda ls: rows_stream("anchored", ls), "exact": lambda ls: rows_stream("exact", ls),
                 "phase_sums": phase_sums,

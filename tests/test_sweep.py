@@ -95,6 +95,13 @@ def test_streaming_batch_kernel_matches_closed_form_and_single_cloud_stream():
         np.testing.assert_allclose(got[c], ref, rtol=1e-12)
 
 
+@pytest.mark.parametrize("step, error", [("abc", TypeError), (0, ValueError), (2.5, ValueError)])
+def test_the_streaming_batch_refuses_a_bad_positions_per_step_naming_it(step, error):
+    th = rt.schedule("rope", head_dim=8).theta
+    with pytest.raises(error, match="positions_per_step"):
+        sweep.stream_gram_batch(th, np.ones((2, 8)), [10, 100], positions_per_step=step)
+
+
 @pytest.mark.parametrize("args, match", [
     (["--schedules", "[{name: rope}]"], "not valid JSON"),
     (["--schedules", '{"name": "rope"}'], "must be a JSON list"),

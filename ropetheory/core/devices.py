@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-__all__ = ["compute_platform", "one_blas_thread", "compilation_cache", "compilation_cache_dir",
+__all__ = ["compute_platform", "platform_class", "one_blas_thread", "compilation_cache", "compilation_cache_dir",
            "drop_untimed_cache_entries"]
 
 #: how long a repair waits for JAX's lock on a compilation cache folder before leaving the folder as it is
@@ -72,6 +72,12 @@ def compute_platform(*where: Any) -> str:
     if scoped is not None:
         return scoped if isinstance(scoped, str) else scoped.platform
     return jax.default_backend()
+
+
+def platform_class(*where: Any) -> str:
+    """``"cpu"`` where ``compute_platform(*where)`` is the CPU, else ``"gpu"`` (any accelerator): the key of
+    the per-platform tuning tables (``topeig.HOUSEHOLDER_UNROLL``, ``phase_stream.PHASE_TABLE_ROWS``)."""
+    return "cpu" if compute_platform(*where) == "cpu" else "gpu"
 
 
 def compilation_cache_dir() -> pathlib.Path:

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.angles import first_anchor, next_anchor, phase_table, rope_angles
-from ..core.devices import compute_platform
+from ..core.checks import check_length
+from ..core.devices import platform_class
 from ..core.errors import BadValue
 from .gram import assemble_gram
 from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_total
@@ -64,16 +65,12 @@ MAX_DEFAULT_STEP = {p: 2 * MIN_BLOCK[p] * PHASE_TABLE_ROWS[p] for p in PHASE_TAB
 MIN_DEFAULT_STEP = 4096
 
 
-def _platform() -> str:
-    return "cpu" if compute_platform() == "cpu" else "gpu"
-
-
 def phase_block(chunk: int, d: int) -> int:
     """The steps per block for a step of ``chunk`` positions at head dim ``d`` on the platform in scope:
     ``chunk / rows``, with ``rows`` the power of two at most ``PHASE_TABLE_ROWS`` whose pair products fit
     ``PHASE_BLOCK_BYTES``, where that divides, is at least ``MIN_BLOCK`` and the block's product fits too;
     else 1 (one product per step)."""
-    plat = _platform()
+    plat = platform_class()
     P = d // 2
     row_bytes = 8 * 2 * P * (P + 1)                   # one position's (or one step's) 4 T float64 sums
     budget = PHASE_BLOCK_BYTES[plat]
@@ -90,7 +87,16 @@ def default_phase_step(lengths) -> int:
     stays below the work), between ``MIN_DEFAULT_STEP`` and the platform's ``MAX_DEFAULT_STEP``."""
     L = np.asarray(lengths)
     per = max(int(L.max()) // max(L.size, 1), 1)
-    return int(min(max(1 << (per.bit_length() - 1), MIN_DEFAULT_STEP), MAX_DEFAULT_STEP[_platform()]))
+    return int(min(max(1 << (per.bit_length() - 1), MIN_DEFAULT_STEP), MAX_DEFAULT_STEP[platform_class()]))
+
+
+def phase_step(lengths, positions_per_step, d: int) -> tuple[int, int]:
+    """``(positions per step, steps per block)`` of a phase-sum stream to ``lengths`` at head dim ``d``:
+    ``positions_per_step`` (checked, named) or ``default_phase_step(lengths)`` where it is None, and
+    ``phase_block`` of it."""
+    chunk = check_length(default_phase_step(lengths) if positions_per_step is None else positions_per_step,
+                         "positions_per_step")
+    return chunk, phase_block(chunk, d)
 
 
 def weighted_phase_sums_step(U, w, anchor_angles):

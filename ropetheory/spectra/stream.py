@@ -30,7 +30,7 @@ from ..core.schedule import as_schedule, check_schedule_first, schedule_layout
 from .accumulate import chunked_prefix_scan, neumaier_add, neumaier_cumsum, neumaier_total
 from .results import Curve, MatrixMetrics
 from .gram import rotate_to_offset
-from .phase_stream import default_phase_step, phase_block, rank1_phase_stream_kernel
+from .phase_stream import phase_step, rank1_phase_stream_kernel
 from .topeig import check_method, top_eigenvalue
 from ..core.errors import BadValue
 from ..core.renamed import renamed
@@ -202,8 +202,7 @@ def rank1_stream_curve(
     vv = check_cloud_vector(v, th.size)
     check_layout(layout)
     L = _one_pass_lengths(lengths)
-    chunk = check_length(default_phase_step(L) if positions_per_step is None else positions_per_step,
-                         "positions_per_step")
+    chunk, block = phase_step(L, positions_per_step, 2 * th.size)
     nmax = int(L.max())
     v_il = jnp.asarray(rotate_to_offset(theta, to_interleaved(np.asarray(vv), layout), offset, nmax))
     w_fn: Callable[..., Any]
@@ -220,8 +219,7 @@ def rank1_stream_curve(
     _check_weight_sums(Ws, L)
     # the Gram from the weighted phase sums (``.phase_stream``): one product on a fixed table per step or block
     lam, tr = (np.asarray(x) for x in rank1_phase_stream_kernel(
-        jnp.asarray(turn_chunks(theta)), jnp.asarray(L), v_il, w_args, w_fn, chunk,
-        block=phase_block(chunk, v_il.shape[-1])))
+        jnp.asarray(turn_chunks(theta)), jnp.asarray(L), v_il, w_args, w_fn, chunk, block=block))
     if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(tr))):
         raise BadValue("weights: the weighted Gram matrix exceeds the float64 range; rescale the weight "
                          "function (every ratio here is scale-invariant)")

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.checks import check_finite_array
-from ..core.devices import compute_platform, one_blas_thread
+from ..core.devices import compute_platform, one_blas_thread, platform_class
 from ..core.errors import BadValue
 from .tridiag import SECTION_STEPS, SECTIONS, TRACE_RTOL, householder_top, sturm_bracket  # noqa: F401
 
@@ -284,7 +284,7 @@ def _top_eigenvalue_scaled(G, method, one_at_a_time):
     if method == "tridiagonal":
         top = _tridiagonal_top(Gb)
     elif method == "householder":
-        unroll, unroll_sturm = HOUSEHOLDER_UNROLL["cpu" if compute_platform() == "cpu" else "gpu"]
+        unroll, unroll_sturm = HOUSEHOLDER_UNROLL[platform_class()]
         enc = householder_top(Gb, unroll=unroll, unroll_sturm=unroll_sturm)
         top = _checked_or_eigvalsh(enc.value, enc.ok, Gb)
     elif method == "lanczos":

@@ -35,7 +35,7 @@ from ..core.angles import turn_chunks
 from ..core.checks import check_number, from_theta, pad_edge
 from ..core.devices import compute_platform
 from ..schedules import merge_spec, schedule_from_spec
-from ..spectra.phase_stream import default_phase_step, phase_block, rank1_phase_stream_kernel
+from ..spectra.phase_stream import phase_step, rank1_phase_stream_kernel
 from ..store import PartStore, derived_code_hash, write_csv, write_json
 from .common import device_scope, int_list, parse_study_args, study_parser
 from ..core.errors import BadValue
@@ -165,9 +165,9 @@ def stream_gram_batch(theta, V: np.ndarray, lengths, alpha: float = 0.0, positio
     th = from_theta(theta)
     L = spectra.check_lengths(lengths)
     Vn = spectra.check_clouds(V, th.size)
-    step = default_phase_step(L) if positions_per_step is None else positions_per_step
+    step, block = phase_step(L, positions_per_step, Vn.shape[1])
     lam, _ = rank1_phase_stream_kernel(jnp.asarray(turn_chunks(th)), jnp.asarray(L), jnp.asarray(Vn), (),
-                                       _power_weights(float(alpha)), step, block=phase_block(step, Vn.shape[1]))
+                                       _power_weights(float(alpha)), step, block=block)
     W = spectra.stream_weight_sums(_power_weights(float(alpha)), L, positions_per_step=step)
     return np.sqrt(np.asarray(lam) / W[:, None]).T
 
