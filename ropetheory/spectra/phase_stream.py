@@ -57,7 +57,9 @@ PHASE_BLOCK_BYTES = {p: rows * 8 * 2 * 64 * 65 for p, rows in PHASE_TABLE_ROWS.i
 #: the fewest steps a block must hold to pay well for reading ``V`` each step: to n = 4e6 at d = 128 on 2 CPU
 #: cores (compiled before timing), one product per step of 4096 positions took 3.0 s; blocks of 512-position
 #: steps 2.8 s (8 a block), 1.7 s (32), 1.1 s (128); on an H100 a (1024, 4096) x (4096, 8256) product ran at
-#: 53 TFLOP/s, against 16-24 for the unblocked step's products (``docs/benchmarks/bench_stream_h100_steps.json``)
+#: 53 TFLOP/s, against 16-24 for the unblocked step's products (``docs/benchmarks/bench_stream_h100_steps.json``);
+#: the whole stream to n = 1e9 in blocks of 256-1024 steps of 2^20-2^22 positions: 0.31-0.35 s on an H100, 47-55
+#: TFLOP/s of work done (``bench_stream_blocks_h100_s18.json``)
 MIN_BLOCK = {"cpu": 64, "gpu": 256}
 #: the largest default step: ``MIN_BLOCK`` x 2 blocks of ``PHASE_TABLE_ROWS`` (CPU 65536, GPU 2^21 positions)
 MAX_DEFAULT_STEP = {p: 2 * MIN_BLOCK[p] * PHASE_TABLE_ROWS[p] for p in PHASE_TABLE_ROWS}
