@@ -32,10 +32,10 @@ def workload(n_clouds: int):
     jobs = []
     for d in (128, 80):
         V = f7.clouds(d, n_clouds)
-        specs = [spec for _, spec in f7.SCHEDULES.values()]
-        specs += [dict(name="rope_id", train_len=L, **kw) for _, kw, _ in f7.TABLE5]
-        for spec in specs:
-            jobs.append((schedule_from_spec({**spec, "head_dim": d}).theta, V, grid))
+        thetas = [f7.theta_of(key, d) for key in f7.SCHEDULES]
+        thetas += [schedule_from_spec(dict(name="rope_id", train_len=L, head_dim=d, **kw)).theta
+                   for _, kw, _ in f7.TABLE5]
+        jobs += [(th, V, grid) for th in thetas]
     return jobs
 
 

@@ -211,7 +211,7 @@ def test_device_cpu_makes_the_cpu_choices_for_the_command_only(tmp_path, monkeyp
     from ropetheory.theory import base_bound as bb, base_search as bs
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")         # as if the process default were a GPU
     before = jax.config.jax_default_device
-    assert compute_platform() == "gpu" and topeig.default_method() == "eigvalsh"
+    assert compute_platform() == "gpu" and topeig.default_method() == "subspace"
     accelerator_chunk = phase_stream.default_phase_step([10 ** 9])
     batched: list[bool] = []
     rho2 = gram.rho2_for_clouds

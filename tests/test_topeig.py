@@ -45,11 +45,14 @@ METHOD_HEAD_DIMS = [2, 3, 64]
 
 
 @pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh"])
-@pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero"])
+@pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero", "indefinite",
+                                  "negative_definite"])
 @pytest.mark.parametrize("d", METHOD_HEAD_DIMS)
 def test_top_eigenvalue_equals_the_largest_of_eigvalsh(method, kind, d):
-    G = _psd_batch(d, d, kind)
-    G = 0.5 * (G + G.transpose(0, 2, 1))
+    """Every method, the PSD-only Lanczos and subspace steps included (the GPU default), returns eigvalsh's
+    top eigenvalue of any symmetric matrix: where their certificate cannot hold (no positive eigenvalue, or
+    a dominant negative one met first by the squarings) eigvalsh answers."""
+    G = _symmetric_batch(d, d, kind)
     ref = np.linalg.eigvalsh(G)[:, -1]
     got = np.asarray(jax.jit(lambda G: topeig.top_eigenvalue(G, method))(jnp.asarray(G)))
     assert got.shape == ref.shape
@@ -124,6 +127,9 @@ def _symmetric_batch(d, seed, kind):
     if kind == "indefinite":
         A = rng.standard_normal((6, d, d))
         return A + A.transpose(0, 2, 1)
+    if kind == "negative_definite":             # no positive eigenvalue: no Cholesky certificate can hold
+        A = rng.standard_normal((6, d, d))
+        return -(A @ A.transpose(0, 2, 1)) - np.eye(d)
     if kind == "rank_deficient":                # rank d // 2 (rank 0 at d = 1)
         A = rng.standard_normal((6, d, d // 2))
         return A @ A.transpose(0, 2, 1)

@@ -16,16 +16,17 @@ A posteriori check that is still cheap and catches a broken reduction: the trace
 trace of ``G`` (orthogonal similarity) to ``TRACE_RTOL``; where it does not, or where the value is not
 finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken only if some check fails).
 
-Measured (``benchmarks/bench_eig.py``, d = 128, RoPE Grams): on 2 CPU cores 6.6x ``eigvalsh`` (batch 2048); on an H100
-cuSOLVER's ``sytrd`` runs one matrix at a time (0.03x its batched ``eigh``), so GPUs keep ``eigvalsh``
-(``default_method``). Lanczos and one block subspace step (certified, below) are there for
-accelerators where a batched ``eigh`` is missing; on the H100 they ran at 0.48x and 0.78x ``eigvalsh``.
-``"householder"`` is the same two steps with the reduction written in plain JAX, batched
-(``.tridiag``), with an a priori enclosure of the value (``.tridiag.householder_top``). On an H100
-(4096 x 128 x 128, batched ``eigvalsh`` 89k/s) its reduction alone ran 168k/s and the Sturm bracket
-2.0M/s; both, with every loop unrolled, 180k/s (a minute to compile). Memory bound: each column reads the
-trailing matrix (``benchmarks/bench_topeig_gpu.py``); the default stays ``eigvalsh`` until that
-benchmark has run there.
+Measured (``benchmarks/bench_eig.py``, ``benchmarks/bench_topeig_gpu.py``, d = 128, RoPE Grams): on 2 CPU
+cores 6.6x ``eigvalsh`` (batch 2048), the CPU default; on an H100 cuSOLVER's ``sytrd`` runs one matrix at a
+time (0.03x its batched ``eigh``), so GPUs take one block subspace step on tensor cores (``subspace_top``,
+certified, ``eigvalsh`` where the certificate fails): 293k/s on an H100, 360k/s on an H200 (3.96x batched
+``eigvalsh`` in the same run), and ``ropetheory fig7 --clouds 4096`` 17.4 s against 29.5 s with ``eigvalsh``
+(H100, same run, its CSV 4.7e-15 apart). Lanczos (certified the same way) ran 0.98x ``eigvalsh`` there.
+``"householder"`` is the same two steps as ``"tridiagonal"`` with the reduction written in plain JAX,
+batched (``.tridiag``), with an a priori enclosure of the value (``.tridiag.householder_top``): 157k/s on the
+H200; memory bound, each column reads the trailing matrix. What bounds the GPU rate (the certificate alone
+1.8M/s, the squarings' batched products at 26% of the peak, a Pallas Lanczos kernel that streams the matrix
+each step): docs/findings.md.
 """
 from __future__ import annotations
 
@@ -121,12 +122,16 @@ def certified_below(G, theta):
     """Per matrix of ``G (B, d, d)`` (lower triangle read): True where the Cholesky factorisation of
     ``theta (1 + CERT_RTOL) I - G`` exists (is finite), i.e. that matrix is positive definite and
     ``lambda_max(G) < theta (1 + CERT_RTOL)`` (up to Cholesky's backward error ``O(d eps ||G||)``); False
-    where it breaks down or ``theta`` is not finite. A proof for ``theta > 0`` (PSD Grams); a zero matrix
-    (``theta = 0``) is never certified."""
+    where it breaks down or ``theta`` is not finite, and wherever ``theta <= 0``. The factorisation bounds
+    ``lambda_max`` from above only; the callers' ``theta`` bounds it from below as a Ritz value of an
+    orthonormal basis, which a basis with dropped (zero) columns is not: there ``theta`` can be the 0 of a
+    zero column, above every eigenvalue of a negative definite matrix, and the factorisation would pass.
+    For ``theta > 0`` a zero column's 0 lies below the Ritz values of the rest, so the lower bound holds.
+    A zero matrix is never certified; a matrix with no positive eigenvalue takes the caller's fallback."""
     d = G.shape[-1]
     mu = theta * (1.0 + CERT_RTOL)
     C = jnp.linalg.cholesky(mu[:, None, None] * jnp.eye(d, dtype=G.dtype) - G, symmetrize_input=False)
-    return jnp.all(jnp.isfinite(C), axis=(1, 2)) & jnp.isfinite(theta)
+    return jnp.all(jnp.isfinite(C), axis=(1, 2)) & jnp.isfinite(theta) & (theta > 0)
 
 
 def _orthonormal_columns(X, rtol):
@@ -172,11 +177,12 @@ def _checked_or_eigvalsh(theta, ok, G):
 
 
 def default_method() -> str:
-    """The fastest measured method for the platform in scope (``benchmarks/bench_eig.py``, d = 128):
-    ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``); ``"eigvalsh"`` on GPUs, whose batched
-    ``eigh`` ran 89k matrices/s on an H100 against 43k/s for Lanczos and 2.4k/s for ``sytrd``, which
-    cuSOLVER runs one matrix at a time."""
-    return "tridiagonal" if compute_platform() == "cpu" else "eigvalsh"
+    """The fastest measured method for the platform in scope (d = 128): ``"tridiagonal"`` on CPU (2 cores:
+    6.6x batched ``eigvalsh``, ``benchmarks/bench_eig.py``); ``"subspace"`` on GPUs (certified, ``eigvalsh``
+    where its certificate fails): 3.96x batched ``eigvalsh`` on an H200 (``bench_topeig_gpu.py``), Figure 7
+    at 4096 clouds 1.69x faster on an H100 (``docs/benchmarks/fig7_gpu_h100_s18.json``); cuSOLVER runs
+    ``sytrd`` one matrix at a time (2.4k/s)."""
+    return "tridiagonal" if compute_platform() == "cpu" else "subspace"
 
 
 METHODS = ("tridiagonal", "householder", "lanczos", "subspace", "eigvalsh")
@@ -195,9 +201,10 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     ``method``: ``"tridiagonal"`` (Householder + Sturm bisection for the top eigenvalue only),
     ``"householder"`` (the same two steps, the reduction batched in plain JAX instead of LAPACK's
     ``sytrd``: ``.tridiag.householder_top``, for accelerators; same trace check and fallback),
-    ``"lanczos"`` (PSD matrices only: ``LANCZOS_STEPS`` Lanczos steps, certified by a Cholesky
-    factorisation, ``eigvalsh`` for the matrices whose certificate fails), ``"subspace"`` (PSD only:
-    ``subspace_top``, the same certificate and fallback), ``"eigvalsh"`` (the whole
+    ``"lanczos"`` (``LANCZOS_STEPS`` Lanczos steps, certified by a Cholesky factorisation, ``eigvalsh`` for
+    the matrices whose certificate fails: fast for PSD matrices, exact for any symmetric one, as a matrix with
+    no positive eigenvalue is never certified), ``"subspace"`` (``subspace_top``, the same certificate and
+    fallback), ``"eigvalsh"`` (the whole
     spectrum; the reference the benchmarks and tests compare against) or ``None``
     (``default_method``).
     Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
