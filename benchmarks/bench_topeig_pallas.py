@@ -1,4 +1,4 @@
-"""Pallas (Triton backend) kernels for the certified top eigenvalue of 128 x 128 float64 Grams, against
+"""Pallas kernels for the certified top eigenvalue of 128 x 128 float64 Grams, against
 ``eigvalsh``, ``subspace_top`` and cuSOLVER's Cholesky certificate on the same batch in the same run.
 
 A prototype measured for issue #39 item 1, not a method of the package. One program per matrix, the matrix
@@ -6,9 +6,11 @@ held by the program: Lanczos without reorthogonalisation (three vectors of state
 ``topeig.certified_below``, not the recurrence, vouches for the value), Sturm multisection on its
 tridiagonal (in the kernel, or in JAX), and an LDL^T certificate in the kernel (``mu I - G`` is positive
 definite iff every pivot is positive). On CPU the kernels run in Pallas's interpreter: a correctness check at
-a small batch; the timings mean something on a GPU only.
+a small batch; the timings mean something on a GPU only. Measured with the Triton backend
+(``docs/benchmarks/bench_topeig_pallas_h200_s18.json``); ``--backend mosaic`` (Mosaic GPU) not yet run on a GPU.
 
-    JAX_ENABLE_X64=1 python benchmarks/bench_topeig_pallas.py [--batch 4096] [--out results/bench_topeig_pallas.json]
+    JAX_ENABLE_X64=1 python benchmarks/bench_topeig_pallas.py [--batch 4096] [--backend triton|mosaic]
+        [--out results/bench_topeig_pallas.json]
 """
 from __future__ import annotations
 
@@ -37,9 +39,17 @@ EPS, TINY = float(np.finfo(np.float64).eps), float(np.finfo(np.float64).tiny)
 INTERPRET = jax.default_backend() == "cpu"
 
 
+#: the Pallas GPU backend the kernels are compiled for (``--backend``): ``"triton"`` (measured: the matrix is
+#: streamed from memory each step) or ``"mosaic"`` (Mosaic GPU, which stages each block in shared memory)
+BACKEND = {"name": "triton"}
+
+
 def _params(warps):
     if INTERPRET:
         return None
+    if BACKEND["name"] == "mosaic":
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        return plgpu.CompilerParams()
     from jax.experimental.pallas import triton as plt
     return plt.CompilerParams(num_warps=warps)
 
@@ -197,19 +207,24 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16 if INTERPRET else 4096)
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--warps", default="8,16")
+    ap.add_argument("--backend", choices=("triton", "mosaic"), default="triton",
+                    help="Pallas GPU backend (mosaic: Mosaic GPU; --warps is then ignored, one warpgroup a program)")
     ap.add_argument("--out", default="results/bench_topeig_pallas.json")
     args = ap.parse_args(argv)
     B, d = args.batch, args.d
+    BACKEND["name"] = args.backend
     G = grams(B, d)
     G = G / jnp.max(jnp.abs(G), axis=(1, 2))[:, None, None]           # as top_eigenvalue scales them
     ref = np.linalg.eigvalsh(np.asarray(G))[:, -1]
     v0 = jnp.asarray(np.random.default_rng(1).standard_normal((1, d)))
     v0 = v0 / jnp.linalg.norm(v0)
-    res = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "batch": B, "d": d, "steps": STEPS,
+    res = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "backend": args.backend, "batch": B, "d": d,
+           "steps": STEPS,
            "rows": {}}
     stj = jax.jit(sturm_jax)
     cert = jax.jit(lambda G: certified_below(G, jnp.asarray(ref)))
-    timed = dict(_variants(B, d, STEPS, [int(w) for w in args.warps.split(",")], jnp.asarray(ref * (1 + CERT_RTOL))))
+    warps = [0] if args.backend == "mosaic" else [int(w) for w in args.warps.split(",")]
+    timed = dict(_variants(B, d, STEPS, warps, jnp.asarray(ref * (1 + CERT_RTOL))))
     timed["cuSOLVER Cholesky certificate alone"] = (lambda G, v0: cert(G), "ok")
     for name, (f, kind) in timed.items():
         try:
