@@ -36,7 +36,8 @@ accumulation; memory ``O(d^2 + C d)``. Whole curves on a grid of lengths come
 from one pass (snapshots at the grid points).
 
 Top eigenvalue only (``.topeig``): a rho_n needs lambda_max of a d x d Gram, not its spectrum;
-Householder tridiagonalisation + Sturm-count multisection on CPU, batched eigh on GPUs (measured fastest there).
+Householder tridiagonalisation + Sturm-count multisection on CPU, a certified block subspace step on GPUs
+(measured fastest there; ``eigvalsh`` wherever its Cholesky certificate fails).
 
 Results (``.results``): every curve is a ``Curve`` (``n``, ``rho``, ``rho2``, ``srank``, ``frob_ratio``;
 a batch has a leading axis), a matrix's norms a ``MatrixMetrics``.

@@ -207,7 +207,7 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     if method is not None:
         check_method(method)
     batched = compute_platform() != "cpu"
-    if clouds_per_call is None:          # on an accelerator, batch many clouds (batched eigh); on CPU, few
+    if clouds_per_call is None:          # on an accelerator, batch many clouds (batched products); on CPU, few
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     else:
         chunk = check_length(clouds_per_call, "clouds_per_call")
