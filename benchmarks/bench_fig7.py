@@ -1,8 +1,10 @@
 """Benchmark: Figure 7's computation (every schedule and Table-5 ablation, d = 128 and 80, 256 clouds,
 the default grid) with the top eigenvalue only against the whole spectrum (the previous method), same run.
 
-Times ``ropetheory.spectra.rank1_curves_batch`` over the exact workload of ``ropetheory fig7``
-(clouds, schedules, grid), compile excluded (one warm-up per shape). ``--clouds`` scales it.
+Times ``ropetheory.spectra.rank1_curves_batch`` over the clouds, schedules and grid of ``ropetheory fig7``,
+compile excluded (one warm-up per shape). ``--clouds`` scales it. Heavier than the command itself: the 11
+ablations run here on the whole 63-point grid, where ``fig7`` needs them at L, 4L and 16L only (32 x clouds x
+63 Grams here; ``fig7 --clouds 4096`` computes 2 x 4096 x (5 x 63 + 11 x 3) = 2.85M).
 
     python benchmarks/bench_fig7.py [--clouds 256] [--methods default,eigvalsh] [--out results/bench_fig7.json]
 """
