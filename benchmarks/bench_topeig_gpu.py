@@ -63,10 +63,11 @@ def householder_bytes(d: int, panel: int = tridiag.PANEL) -> int:
 
 
 def best_time(fn, G, repeat: int) -> float:
+    """The shortest of ``repeat`` timed calls ``fn(G)``, each until every array of its result is ready."""
     best = np.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn(G).block_until_ready()
+        jax.block_until_ready(fn(G))
         best = min(best, time.perf_counter() - t0)
     return best
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 
 import numpy as np
 
@@ -28,6 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
 from bench_eig import grams  # noqa: E402
+from bench_topeig_gpu import best_time  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
 from ropetheory.spectra.tridiag import sturm_bracket  # noqa: E402
 
@@ -229,12 +229,8 @@ def main(argv=None) -> int:
     for name, (f, kind) in timed.items():
         try:
             out = jax.block_until_ready(f(G, v0))
-            ts = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                out = jax.block_until_ready(f(G, v0))
-                ts.append(time.perf_counter() - t0)
-            row = {"seconds": min(ts), "per_s": B / min(ts)}
+            t = best_time(lambda G, f=f: f(G, v0), G, 3)
+            row = {"seconds": t, "per_s": B / t}
             th = {"theta": out, "certified": out[0] if kind == "certified" else None,
                   "tridiagonal": stj(*out) if kind == "tridiagonal" else None}.get(kind)
             if th is not None:
