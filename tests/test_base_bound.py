@@ -217,3 +217,17 @@ def test_a_kernel_calls_working_set_does_not_grow_with_the_head_width(planes):
     c = bb.pair_chunk(planes)
     assert c & (c - 1) == 0 and c >= bb.MIN_CHUNK
     assert c * planes <= max(bb.PAIR_CHUNK_CPU * bb.CHUNK_PLANES, bb.MIN_CHUNK * planes)
+
+
+#: compiled programs of the search's two kernels allowed for one wide search: one per power-of-two pair
+#: count it meets (512 to 2048) and per kind of active set; padding the interval axis to
+#: ``bb.MIN_INTERVALS`` took this search from 18 programs (one per count of intervals a block held) to 6
+MAX_SEARCH_PROGRAMS = 8
+
+
+def test_a_wide_base_search_compiles_few_programs_whatever_its_blocks_hold():
+    bs._round.clear_cache()
+    bs._children.clear_cache()
+    out = bs.search_feasible_bases(train_len=300, head_dim=16, b_min=2.0, b_max=3e16, min_width=1e-3, budget=2000)
+    assert out.feasible
+    assert bs._round._cache_size() + bs._children._cache_size() <= MAX_SEARCH_PROGRAMS

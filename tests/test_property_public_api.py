@@ -322,6 +322,9 @@ def test_criteria_refuse_or_give_booleans(rho, floor, allrot):
        head_dim=st.one_of(anything.filter(lambda x: not isinstance(x, (int, float)) or x <= 64),
                           st.sampled_from([4, 8])),
        b_max=st.one_of(anything, st.sampled_from([1e3, 1e4])))
+# explore: a search to b = 3e16 compiled 69 programs (one per count of intervals a block held) and its first
+# call overran CALL_SECONDS (20 s); the interval axis is now padded to base_bound.MIN_INTERVALS (6.7 s)
+@example(train_len=1483, head_dim=28, b_max=3.266976891677383e+16).via("explore: 69 compiled programs")
 def test_search_feasible_bases_refuses_or_returns_ordered_windows(train_len, head_dim, b_max):
     out = _outcome(lambda: rt.search_feasible_bases(train_len=train_len, head_dim=head_dim, b_min=2.0, b_max=b_max,
                                                     min_width=1e-3, budget=2000),

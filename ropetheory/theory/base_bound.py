@@ -84,6 +84,11 @@ PAIR_CHUNK_ACCEL = 1 << 21
 #: head gets proportionally fewer pairs per call (``pair_chunk``) and memory stays what it is at d = 128
 CHUNK_PLANES = 64
 MIN_CHUNK = 1 << 9
+#: the interval axis of every kernel is padded to a power of two of at least this many intervals: a search's
+#: blocks hold 1 to 16 intervals, and each count was one more compiled program of every kernel (a base
+#: search to b = 3e16 compiled 69 programs in 15.5 s, 2 cores); the padded intervals cost a few rows of
+#: per-plane inputs and empty segments
+MIN_INTERVALS = 16
 #: at most this many m of low upper enclosure in a parent are tried first on its children (cheap witnesses)
 WITNESS_CANDIDATES = 32
 _U = 2.0 ** -53
@@ -168,8 +173,8 @@ def interval_inputs(t_lo: np.ndarray, t_hi: np.ndarray, d: int) -> dict[str, np.
     ah = a[None, :] * h[:, None]
     lin = th_c * REL_THETA_ERR * (1 + ah) + th_c * (1 + REL_THETA_ERR) * ah * ah * np.exp(ah) / 2
     out = dict(th_h=th_h, th_l=th_l, th_c=th_c, delta=delta, ga=th_c * a[None, :], lin=lin * (1 + 8 * _U), h=h)
-    # the interval axis padded to a power of two (last interval repeated): few compilations
-    return {k: pad_to_bucket(v, power_of_two=True) for k, v in out.items()}
+    # the interval axis padded to a power of two, at least MIN_INTERVALS (last interval repeated)
+    return {k: pad_to_bucket(v, minimum=MIN_INTERVALS, power_of_two=True) for k, v in out.items()}
 
 
 def enclose_B(m: Any, t_lo: Any, t_hi: Any, d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -159,8 +159,8 @@ def _twice(x, n, *, size):
 
 
 def _pad_intervals(x: np.ndarray, fill: Any) -> np.ndarray:
-    """A per-interval array padded with ``fill`` to the next power of two (as ``interval_inputs`` pads)."""
-    return pad_to_bucket(x, fill=fill, power_of_two=True)
+    """A per-interval array padded with ``fill`` as ``interval_inputs`` pads the intervals."""
+    return pad_to_bucket(x, fill=fill, minimum=bb.MIN_INTERVALS, power_of_two=True)
 
 
 def _evaluate_block(blk: _Block, L: int, d: int, chunk: int):
@@ -386,11 +386,11 @@ def _split_block(blk: _Block, split: np.ndarray, remaining: np.ndarray, pairs: t
     S = int(split.sum())
     acounts = remaining[split]
     n_act = int(acounts.sum())
-    newidx = np.full(bucket(blk.t_lo.size, power_of_two=True), -1, np.int32)
+    newidx = np.full(bucket(blk.t_lo.size, minimum=bb.MIN_INTERVALS, power_of_two=True), -1, np.int32)
     newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
     m, seg, hi, neg = pairs
     act, wit, wcounts = _children(m, seg, hi, neg, jnp.asarray(newidx), jnp.asarray(_pad_intervals(acounts, 0)),
-                                  size_act=_bucket(n_act), size_w=_bucket(min(n_act, S * bb.WITNESS_CANDIDATES)),
+                                  size_act=m.shape[0], size_w=m.shape[0],
                                   k=bb.WITNESS_CANDIDATES)
     wcounts = np.asarray(wcounts)[:S].astype(np.int64)
     n_w = int(wcounts.sum())
