@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import glob
-import json
 import os
 import pathlib
 import sys
@@ -27,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench_eig import grams  # noqa: E402
-from bench_topeig_gpu import best_time  # noqa: E402
+from bench_topeig_gpu import best_time, report  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
 
 KERNEL = pathlib.Path(__file__).with_name("topeig_kernel.cu")
@@ -149,6 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="64,48", help="Lanczos steps of each kernel built (comma-separated)")
     ap.add_argument("--out", default="results/bench_topeig_cuda.json")
     args = ap.parse_args(argv)
+    if jax.default_backend() != "gpu":
+        print(f"bench_topeig_cuda needs an NVIDIA GPU; JAX's backend here is {jax.default_backend()}", file=sys.stderr)
+        return 2
     B = args.batch
     G = grams(B, D)
     G = G / jnp.max(jnp.abs(G), axis=(1, 2))[:, None, None]           # as top_eigenvalue scales them
@@ -194,11 +196,9 @@ def main(argv=None) -> int:
                     "seconds": t + tc, "per_s": B / (t + tc),
                     "certified_share": float(np.mean(np.asarray(cert_jax(G, thj))))}
     base = rows["eigvalsh"]["per_s"]
-    for name, row in rows.items():
+    for row in rows.values():
         row["vs_eigvalsh"] = row["per_s"] / base
-        print(f"{name}: {row}", flush=True)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(res, indent=1))
+    report(res, args.out)
     return 0
 
 

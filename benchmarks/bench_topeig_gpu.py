@@ -62,6 +62,14 @@ def householder_bytes(d: int, panel: int = tridiag.PANEL) -> int:
     return 8 * total
 
 
+def report(res: dict, out: str) -> None:
+    """Print each row of ``res["rows"]`` and write ``res`` as JSON to ``out`` (its folder made)."""
+    for name, row in res["rows"].items():
+        print(f"{name}: {row}", flush=True)
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(res, indent=1))
+
+
 def best_time(fn, G, repeat: int) -> float:
     """The shortest of ``repeat`` timed calls ``fn(G)``, each until every array of its result is ready."""
     best = np.inf

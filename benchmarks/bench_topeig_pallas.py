@@ -17,7 +17,6 @@ holds the matrix on chip is ``bench_topeig_cuda.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -29,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
 from bench_eig import grams  # noqa: E402
-from bench_topeig_gpu import best_time  # noqa: E402
+from bench_topeig_gpu import best_time, report  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
 from ropetheory.spectra.tridiag import sturm_bracket  # noqa: E402
 
@@ -242,9 +241,7 @@ def main(argv=None) -> int:
         except Exception as e:                           # a lowering the Triton backend refuses is a result too
             row = {"failed": repr(e)[:300]}
         res["rows"][name] = row
-        print(f"{name}: {row}", flush=True)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(res, indent=1))
+    report(res, args.out)
     return 0
 
 
