@@ -9,10 +9,13 @@
 //   2. The top eigenvalue theta of that K x K tridiagonal by multisection on Sturm counts (NS shifts a
 //      round, ROUNDS rounds: the bracket shrinks by NS^ROUNDS = 2^56), each count by the determinant
 //      recurrence d_i = (alpha_i - x) d_{i-1} - beta_{i-1}^2 d_{i-2}, rescaled by an exact power of two
-//      every RESCALE steps (no division on the chain; |alpha|, beta^2 <= d of a matrix scaled to entries
-//      below 1, so RESCALE steps change the scale by at most (3 d)^RESCALE, far inside float64's range).
-//   3. Certificate (when cert == 1; cert == 2 stops after step 1, for timing): an LDL^T factorisation of mu I - G, mu = theta (1 + cert_rtol), in the
-//      registers; ok = every pivot is positive (mu I - G positive definite, so lambda_max < mu).
+//      every RESCALE steps (no division on the chain). For a matrix scaled to entries below 1, |alpha| and
+//      beta are at most lambda_max <= D and |x| at most 3 D (the Gershgorin interval), so a step grows the
+//      pair (d_i, d_{i-1}) by at most 4 D + D^2 and RESCALE steps by at most (4 D + D^2)^RESCALE ~ 4e29,
+//      far inside float64's range.
+//   3. Certificate (cert == 1; cert == 2 stops after step 1, for timing): an LDL^T factorisation of
+//      mu I - G, mu = theta (1 + cert_rtol), in the registers, two columns a barrier; ok = every pivot is
+//      positive (mu I - G positive definite, so lambda_max < mu).
 #define D 128
 #ifndef K
 #define K 64
