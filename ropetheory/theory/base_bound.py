@@ -84,8 +84,8 @@ PAIR_CHUNK_ACCEL = 1 << 21
 #: head gets proportionally fewer pairs per call (``pair_chunk``) and memory stays what it is at d = 128
 CHUNK_PLANES = 64
 MIN_CHUNK = 1 << 9
-#: the interval axis of every kernel is padded to a power of two of at least this many intervals: a search's
-#: blocks hold 1 to 16 intervals, and each count was one more compiled program of every kernel (a base
+#: the interval axis of every kernel is padded to a power of two of at least this many intervals: the
+#: blocks of a search mostly hold 1 to 16, and each count was one more compiled program of every kernel (a base
 #: search to b = 3e16 compiled 69 programs in 15.5 s, 2 cores); the padded intervals cost a few rows of
 #: per-plane inputs and empty segments
 MIN_INTERVALS = 16
