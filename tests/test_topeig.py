@@ -115,7 +115,6 @@ def test_subspace_certificate_fails_where_one_squaring_missed_the_top():
     assert np.all(np.abs(theta[ok] - ref[ok]) <= 2 * topeig.CERT_RTOL * ref[ok])
 
 
-
 def test_certificate_refuses_a_nonpositive_value_even_where_the_factorisation_exists():
     """The Cholesky factorisation of ``theta I - G`` bounds lambda_max from above only: for a negative definite
     G it exists at theta = 0 (the value a dropped column of the subspace step gives), yet 0 is not G's top
@@ -127,6 +126,7 @@ def test_certificate_refuses_a_nonpositive_value_even_where_the_factorisation_ex
     P = _psd_batch(16, 4, "wishart")
     top = np.linalg.eigvalsh(P)[:, -1]
     assert np.asarray(topeig.certified_below(jnp.asarray(P), jnp.asarray(top * (1 + 1e-14)))).all()
+
 
 # --- the batched Householder method (``.tridiag``): enclosure, certificate, scale, shapes ---------------------
 

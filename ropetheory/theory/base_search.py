@@ -126,28 +126,29 @@ def _round(m, counts, keep_rows, ar, *, size, out_size, L, chunk):
     return m, seg, hi, neg, hi_min, remaining
 
 
-@functools.partial(jax.jit, static_argnames=("size_act", "size_w", "k"))
-def _children(m, seg, hi, neg, newidx, acounts, *, size_act, size_w, k):
+@functools.partial(jax.jit, static_argnames=("k",))
+def _children(m, seg, hi, neg, newidx, acounts, *, k):
     """Active sets of the split intervals (``newidx[i] >= 0``) and up to ``k`` witnesses each.
 
     Witnesses are the active ``m`` within 1/64 of the way from the interval's lowest upper
     enclosure to its mean (the lowest always qualifies), the first ``k`` of them in order.
     """
     sel = neg & (newidx[seg] >= 0)
-    idx = jnp.nonzero(sel, size=size_act, fill_value=0)[0]
+    size = m.shape[0]                    # the active sets and witnesses are at most the round's survivors
+    idx = jnp.nonzero(sel, size=size, fill_value=0)[0]
     act, h, aseg = m[idx], hi[idx], newidx[seg[idx]]
     S = acounts.shape[0]
-    valid = jnp.arange(size_act) < sel.sum()
+    valid = jnp.arange(size) < sel.sum()
     aseg = jnp.where(valid, aseg, S - 1)
     lowest = jax.ops.segment_min(jnp.where(valid, h, jnp.inf), aseg, num_segments=S)
     mean = jax.ops.segment_sum(jnp.where(valid, h, 0.0), aseg, num_segments=S) / jnp.maximum(acounts, 1)
     cand = valid & (h <= (lowest + (mean - lowest) / 64)[aseg])
     run = jnp.cumsum(cand)
     starts = jnp.concatenate([jnp.zeros(1, acounts.dtype), jnp.cumsum(acounts)[:-1]])
-    before = (run - cand)[jnp.minimum(starts, size_act - 1)]
+    before = (run - cand)[jnp.minimum(starts, size - 1)]
     pick = cand & (run - before[aseg] <= k)
     wcounts = jax.ops.segment_sum(pick.astype(jnp.int32), aseg, num_segments=S)
-    wit = act[jnp.nonzero(pick, size=size_w, fill_value=0)[0]]
+    wit = act[jnp.nonzero(pick, size=size, fill_value=0)[0]]
     return act, wit, wcounts
 
 
@@ -390,7 +391,6 @@ def _split_block(blk: _Block, split: np.ndarray, remaining: np.ndarray, pairs: t
     newidx[np.flatnonzero(split)] = np.arange(S, dtype=np.int32)
     m, seg, hi, neg = pairs
     act, wit, wcounts = _children(m, seg, hi, neg, jnp.asarray(newidx), jnp.asarray(_pad_intervals(acounts, 0)),
-                                  size_act=m.shape[0], size_w=m.shape[0],
                                   k=bb.WITNESS_CANDIDATES)
     wcounts = np.asarray(wcounts)[:S].astype(np.int64)
     n_w = int(wcounts.sum())
