@@ -25,8 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench_eig import grams  # noqa: E402
-from bench_topeig_gpu import best_time, report  # noqa: E402
+from bench_topeig_gpu import best_time, report, scaled_grams  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
 
 KERNEL = pathlib.Path(__file__).with_name("topeig_kernel.cu")
@@ -101,23 +100,28 @@ class Kernel:
             cu.cuFuncGetAttribute(ctypes.byref(v), code, self.fn)
             self.attrs[name] = v.value
         cu.cuMemAlloc_v2.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t]
+        cu.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
+        self.buffers: dict[int, tuple[ctypes.c_uint64, ctypes.c_uint64]] = {}
 
-    def _alloc(self, nbytes: int) -> ctypes.c_uint64:
-        p = ctypes.c_uint64()
-        _check("cuda", self.cu.cuMemAlloc_v2(ctypes.byref(p), nbytes), "alloc")
-        return p
+    def _outputs(self, B: int) -> tuple[ctypes.c_uint64, ctypes.c_uint64]:
+        """Device buffers for ``B`` values and verdicts, allocated once per batch size (freed at exit)."""
+        if B not in self.buffers:
+            out = []
+            for nbytes in (8 * B, 4 * B):
+                p = ctypes.c_uint64()
+                _check("cuda", self.cu.cuMemAlloc_v2(ctypes.byref(p), nbytes), "alloc")
+                out.append(p)
+            self.buffers[B] = (out[0], out[1])
+        return self.buffers[B]
 
     def __call__(self, G: jax.Array, v0: jax.Array, cert: int) -> tuple[np.ndarray, np.ndarray]:
         """``(theta, ok)`` for every matrix of ``G (B, 128, 128)`` (a JAX array on the GPU)."""
         B = G.shape[0]
-        th, ok = self._alloc(8 * B), self._alloc(4 * B)
+        th, ok = self._outputs(B)
         self.launch(G, v0, th, ok, cert)
         out_t, out_o = np.empty(B), np.empty(B, np.int32)
-        self.cu.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
         _check("cuda", self.cu.cuMemcpyDtoH_v2(out_t.ctypes.data, th, 8 * B), "copy")
         _check("cuda", self.cu.cuMemcpyDtoH_v2(out_o.ctypes.data, ok, 4 * B), "copy")
-        self.cu.cuMemFree_v2(th)
-        self.cu.cuMemFree_v2(ok)
         return out_t, out_o.astype(bool)
 
     def launch(self, G, v0, th, ok, cert: int) -> None:
@@ -130,8 +134,8 @@ class Kernel:
         _check("cuda", self.cu.cuCtxSynchronize(), "synchronize")
 
     def time(self, G, v0, cert: int, repeat: int) -> float:
-        B = G.shape[0]
-        th, ok = self._alloc(8 * B), self._alloc(4 * B)
+        """The shortest of ``repeat`` launches (after one untimed), each until the device is idle."""
+        th, ok = self._outputs(G.shape[0])
         self.launch(G, v0, th, ok, cert)
         best = np.inf
         for _ in range(repeat):
@@ -152,11 +156,7 @@ def main(argv=None) -> int:
         print(f"bench_topeig_cuda needs an NVIDIA GPU; JAX's backend here is {jax.default_backend()}", file=sys.stderr)
         return 2
     B = args.batch
-    G = grams(B, D)
-    G = G / jnp.max(jnp.abs(G), axis=(1, 2))[:, None, None]           # as top_eigenvalue scales them
-    ref = np.linalg.eigvalsh(np.asarray(G))[:, -1]
-    v0 = jnp.asarray(np.random.default_rng(1).standard_normal(D))
-    v0 = v0 / jnp.linalg.norm(v0)
+    G, ref, v0 = scaled_grams(B, D)
     dev = jax.devices()[0]
     cc = getattr(dev, "compute_capability", "9.0")
     res = {"device": dev.device_kind, "jax": jax.__version__, "batch": B, "d": D, "threads": NT, "kernels": {},

@@ -27,8 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.experimental import pallas as pl  # noqa: E402
 
-from bench_eig import grams  # noqa: E402
-from bench_topeig_gpu import best_time, report  # noqa: E402
+from bench_topeig_gpu import best_time, report, scaled_grams  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
 from ropetheory.spectra.tridiag import sturm_bracket  # noqa: E402
 
@@ -214,11 +213,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     B, d = args.batch, args.d
     BACKEND["name"] = args.backend
-    G = grams(B, d)
-    G = G / jnp.max(jnp.abs(G), axis=(1, 2))[:, None, None]           # as top_eigenvalue scales them
-    ref = np.linalg.eigvalsh(np.asarray(G))[:, -1]
-    v0 = jnp.asarray(np.random.default_rng(1).standard_normal((1, d)))
-    v0 = v0 / jnp.linalg.norm(v0)
+    G, ref, v0 = scaled_grams(B, d)
+    v0 = v0[None, :]                                                   # the kernels' (1, d) block
     res = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "backend": args.backend, "batch": B, "d": d,
            "steps": STEPS,
            "rows": {}}
