@@ -22,9 +22,10 @@ import ropetheory as rt  # noqa: E402
 from ropetheory import spectra as sp  # noqa: E402
 
 
-def grams(batch: int, d: int) -> jax.Array:
-    """RoPE (base 1e4) Grams of random rank-1 clouds at log-spaced lengths up to 1e12: ``(batch, d, d)``."""
-    th = rt.schedule("rope", head_dim=d, base=1e4).theta
+def grams(batch: int, d: int, theta=None) -> jax.Array:
+    """Grams of random rank-1 clouds at log-spaced lengths up to 1e12 under the angles ``theta`` (``(d/2,)``;
+    default RoPE, base 1e4): ``(batch, d, d)``."""
+    th = rt.schedule("rope", head_dim=d, base=1e4).theta if theta is None else theta
     L = sp.log_grid(1e12, 200)
     D, S = sp.weighted_mean_phases(th, sp.CONSTANT, L)
     V = np.random.default_rng(0).standard_normal((-(-batch // len(L)), d))

@@ -5,7 +5,13 @@ A prototype measured for issue #39 item 1, not a method of the package: it asks 
 the matrix on chip (in registers, one thread block a matrix) reaches the 1e6/s the Pallas kernels could not
 (they stream the matrix from memory each Lanczos step). Compiled at run time with NVRTC and launched through
 the CUDA driver API (``ctypes``), on the buffers JAX allocated; needs an NVIDIA GPU, ``libnvrtc`` and
-``libcuda``. The kernel's value is checked against ``eigvalsh`` and its certificate against cuSOLVER's.
+``libcuda``. The kernel's value is checked against ``eigvalsh``, its certificate against cuSOLVER's, and its
+certificate of values 1e-9 below ``lambda_max`` must fail.
+
+Rows: on RoPE (base 1e4) Grams, each kernel build (Lanczos steps, certificate columns a barrier) alone, after
+the multisection and with the certificate; then on every workload (those Grams, Figure 7's five schedules'
+Grams, and matrices whose top two eigenvalues are 1e-6 to 1e-2 apart), the two-pass pipeline: every matrix
+with the first build, the ones it cannot certify again with the second (more steps), end to end.
 
     JAX_ENABLE_X64=1 python benchmarks/bench_topeig_cuda.py [--batch 4096] [--out results/bench_topeig_cuda.json]
 """
@@ -27,10 +33,14 @@ import jax.numpy as jnp  # noqa: E402
 
 from bench_topeig_gpu import best_time, report, scaled_grams  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
+from ropetheory.studies import figure7  # noqa: E402
 
 KERNEL = pathlib.Path(__file__).with_name("topeig_kernel.cu")
 #: the kernel's compile-time constants (``topeig_kernel.cu``): matrix size, threads a block
 D, NT = 128, 512
+#: relative distance below eigvalsh's top eigenvalue of the values the certificate must reject (mu I - G is then
+#: indefinite: mu = value (1 + CERT_RTOL) < lambda_max, since BELOW is far above CERT_RTOL and eigvalsh's error)
+BELOW = 1e-9
 
 
 def _load(names: list[str], patterns: list[str]) -> ctypes.CDLL:
@@ -53,9 +63,9 @@ def _check(lib: str, rc: int, what: str) -> None:
         raise RuntimeError(f"{lib} {what} returned {rc}")
 
 
-def compile_cubin(src: str, arch: str, steps: int) -> tuple[bytes, str]:
-    """The kernel compiled by NVRTC for ``arch`` (e.g. ``sm_90``) with ``steps`` Lanczos steps:
-    ``(cubin, compiler log)``."""
+def compile_cubin(src: str, arch: str, defines: dict[str, int]) -> tuple[bytes, str]:
+    """The kernel compiled by NVRTC for ``arch`` (e.g. ``sm_90``) with the macros ``defines`` (``K``: Lanczos
+    steps, ``P``: certificate columns a barrier): ``(cubin, compiler log)``."""
     pats = [p + "/libnvrtc.so*" for p in
             ["/usr/local/cuda*/lib64", "/usr/local/lib/python3*/*-packages/nvidia/cuda_nvrtc/lib",
              "/usr/lib/python3*/*-packages/nvidia/cuda_nvrtc/lib", "/usr/lib/x86_64-linux-gnu"]]
@@ -64,7 +74,8 @@ def compile_cubin(src: str, arch: str, steps: int) -> tuple[bytes, str]:
     prog = ctypes.c_void_p()
     _check("nvrtc", nv.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"topeig.cu", 0, None, None), "create")
     for extra in ([b"--ptxas-options=-v"], []):
-        opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", f"-DK={steps}".encode()] + extra
+        opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17"]
+        opts += [f"-D{k}={v}".encode() for k, v in defines.items()] + extra
         rc = nv.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
         size = ctypes.c_size_t()
         nv.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
@@ -83,9 +94,9 @@ def compile_cubin(src: str, arch: str, steps: int) -> tuple[bytes, str]:
 class Kernel:
     """The compiled ``topeig`` kernel in JAX's (the primary) CUDA context of device 0."""
 
-    def __init__(self, arch: str, steps: int):
+    def __init__(self, arch: str, defines: dict[str, int], source: pathlib.Path = KERNEL):
         self.cu = cu = _load(["libcuda.so.1", "libcuda.so"], [])
-        self.cubin, self.log = compile_cubin(KERNEL.read_text(), arch, steps)
+        self.cubin, self.log = compile_cubin(source.read_text(), arch, defines)
         _check("cuda", cu.cuInit(0), "init")
         dev, ctx = ctypes.c_int(), ctypes.c_void_p()
         _check("cuda", cu.cuDeviceGet(ctypes.byref(dev), 0), "device")
@@ -101,7 +112,8 @@ class Kernel:
             self.attrs[name] = v.value
         cu.cuMemAlloc_v2.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t]
         cu.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
-        self.buffers: dict[int, tuple[ctypes.c_uint64, ctypes.c_uint64]] = {}
+        cu.cuMemcpyHtoD_v2.argtypes = [ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t]
+        self.buffers: dict = {}
 
     def _outputs(self, B: int) -> tuple[ctypes.c_uint64, ctypes.c_uint64]:
         """Device buffers for ``B`` values and verdicts, allocated once per batch size (freed at exit)."""
@@ -119,19 +131,49 @@ class Kernel:
         B = G.shape[0]
         th, ok = self._outputs(B)
         self.launch(G, v0, th, ok, cert)
+        out_t, out_o = self.read(th, ok, B)
+        return out_t, out_o.astype(bool)
+
+    def read(self, th, ok, B: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``B`` values and verdicts in the device buffers ``th``, ``ok``."""
         out_t, out_o = np.empty(B), np.empty(B, np.int32)
         _check("cuda", self.cu.cuMemcpyDtoH_v2(out_t.ctypes.data, th, 8 * B), "copy")
         _check("cuda", self.cu.cuMemcpyDtoH_v2(out_o.ctypes.data, ok, 4 * B), "copy")
-        return out_t, out_o.astype(bool)
+        return out_t, out_o
 
-    def launch(self, G, v0, th, ok, cert: int) -> None:
+    def indices(self, idx: np.ndarray) -> ctypes.c_uint64:
+        """``idx`` (int32) copied to a device buffer (one a length, reused)."""
+        n = idx.size
+        if ("idx", n) not in self.buffers:
+            p = ctypes.c_uint64()
+            _check("cuda", self.cu.cuMemAlloc_v2(ctypes.byref(p), 4 * n), "alloc")
+            self.buffers[("idx", n)] = (p, p)
+        p = self.buffers[("idx", n)][0]
+        idx = np.ascontiguousarray(idx, np.int32)
+        _check("cuda", self.cu.cuMemcpyHtoD_v2(p, idx.ctypes.data, 4 * n), "copy")
+        return p
+
+    def launch(self, G, v0, th, ok, cert: int, idx: ctypes.c_uint64 | None = None, n: int = 0) -> None:
+        """One launch over every matrix of ``G``, or over the ``n`` matrices whose indices are at ``idx``."""
         jax.block_until_ready((G, v0))
         args = [ctypes.c_uint64(G.unsafe_buffer_pointer()), ctypes.c_uint64(v0.unsafe_buffer_pointer()),
                 ctypes.c_uint64(th.value), ctypes.c_uint64(ok.value), ctypes.c_double(CERT_RTOL),
-                ctypes.c_int(int(cert))]
+                ctypes.c_int(int(cert)), ctypes.c_uint64(idx.value if idx is not None else 0)]
         params = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args])
-        _check("cuda", self.cu.cuLaunchKernel(self.fn, G.shape[0], 1, 1, NT, 1, 1, 0, None, params, None), "launch")
+        grid = n if idx is not None else G.shape[0]
+        _check("cuda", self.cu.cuLaunchKernel(self.fn, grid, 1, 1, NT, 1, 1, 0, None, params, None), "launch")
         _check("cuda", self.cu.cuCtxSynchronize(), "synchronize")
+
+    def certify(self, G: jax.Array, v0: jax.Array, theta: np.ndarray) -> np.ndarray:
+        """The in-kernel certificate's verdict on given values ``theta (B,)`` (``cert == 3``)."""
+        B = G.shape[0]
+        th, ok = self._outputs(B)
+        theta = np.ascontiguousarray(theta, np.float64)
+        _check("cuda", self.cu.cuMemcpyHtoD_v2(th, theta.ctypes.data, 8 * B), "copy")
+        self.launch(G, v0, th, ok, 3)
+        out_o = np.empty(B, np.int32)
+        _check("cuda", self.cu.cuMemcpyDtoH_v2(out_o.ctypes.data, ok, 4 * B), "copy")
+        return out_o.astype(bool)
 
     def time(self, G, v0, cert: int, repeat: int) -> float:
         """The shortest of ``repeat`` launches (after one untimed), each until the device is idle."""
@@ -145,11 +187,80 @@ class Kernel:
         return best
 
 
+def clustered(batch: int, d: int) -> tuple[jax.Array, np.ndarray]:
+    """``(G, ref)``: ``Q diag(lam) Q^T``, Q Haar-random, lam_1 = 1, lam_2 = 1 - gap (gap log-uniform in
+    [1e-6, 1e-2]), the rest uniform in [0, 0.9]; scaled like ``scaled_grams``; ref by numpy's eigvalsh. The
+    top Ritz value converges slowly, so these exercise the pipeline's second pass."""
+    rng = np.random.default_rng(2)
+    lam = np.concatenate([np.ones((batch, 1)), 1 - 10 ** rng.uniform(-6, -2, (batch, 1)),
+                          rng.uniform(0, 0.9, (batch, d - 2))], axis=1)
+    Q, _ = jnp.linalg.qr(jnp.asarray(rng.standard_normal((batch, d, d))))
+    G = jnp.einsum("bij,bj,bkj->bik", Q, jnp.asarray(lam), Q)
+    G = 0.5 * (G + jnp.swapaxes(G, 1, 2))
+    G = G / jnp.max(jnp.abs(G), axis=(1, 2))[:, None, None]
+    return G, np.linalg.eigvalsh(np.asarray(G))[:, -1]
+
+
+def two_pass(first: Kernel, second: Kernel, G: jax.Array, v0: jax.Array) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(theta, ok, redone)``: every matrix through ``first``; those it does not certify through ``second``,
+    which reads them in place and writes over their results in ``first``'s buffers."""
+    B = G.shape[0]
+    th_d, ok_d = first._outputs(B)
+    first.launch(G, v0, th_d, ok_d, 1)
+    _, ok = first.read(th_d, ok_d, B)
+    bad = np.flatnonzero(ok == 0).astype(np.int32)
+    if bad.size:
+        second.launch(G, v0, th_d, ok_d, 1, second.indices(bad), bad.size)
+    th, ok = first.read(th_d, ok_d, B)
+    return th, ok.astype(bool), int(bad.size)
+
+
+def kernel_rows(rows: dict, res: dict, k: Kernel, tag: str, G, ref, v0, repeat: int, given_values: bool) -> None:
+    """``k`` alone (Lanczos), after the multisection and with its certificate, on ``G``."""
+    B = G.shape[0]
+    cert_jax = jax.jit(certified_below)
+    res["kernels"][tag] = {**k.attrs, "nvrtc_log": k.log[-1500:]}
+    t = k.time(G, v0, 2, repeat)
+    rows[f"{tag}: lanczos alone (timing)"] = {"seconds": t, "per_s": B / t}
+    for cert in (0, 1):
+        th, ok = k(G, v0, cert)
+        t = k.time(G, v0, cert, repeat)
+        row = {"seconds": t, "per_s": B / t, "max_rel_to_eigvalsh": float(np.max(np.abs(th - ref) / ref))}
+        if cert:
+            row["certified_share"] = float(np.mean(ok))
+            row["agrees_with_cusolver"] = bool(np.array_equal(ok, np.asarray(cert_jax(G, jnp.asarray(th)))))
+            if given_values:
+                row["certificates_of_values_below_lambda_max"] = int(np.sum(k.certify(G, v0, ref * (1 - BELOW))))
+            rows[f"{tag}: lanczos + sturm + in-kernel LDL certificate"] = row
+        else:
+            rows[f"{tag}: lanczos + sturm"] = row
+
+
+def pipeline_row(first: Kernel, second: Kernel, G, ref, v0, repeat: int) -> dict:
+    """The two-pass pipeline on ``G`` end to end (launches, copies, the second pass's gather), beside
+    eigvalsh on the same batch."""
+    B = G.shape[0]
+    eig = jax.jit(lambda G: jnp.linalg.eigvalsh(G)[:, -1])
+    jax.block_until_ready(eig(G))
+    t_eig = best_time(eig, G, repeat)
+    th, ok, redone = two_pass(first, second, G, v0)
+    t = best_time(lambda G: two_pass(first, second, G, v0)[0], G, repeat)
+    good = ok & np.isfinite(th)
+    return {"seconds": t, "per_s": B / t, "eigvalsh_per_s": B / t_eig, "vs_eigvalsh": t_eig / t,
+            "first_pass_certified_share": 1 - redone / B, "certified_share": float(np.mean(ok)),
+            "max_rel_to_eigvalsh_certified": float(np.max(np.abs(th[good] - ref[good]) / ref[good], initial=0.0)),
+            "certified_not_above_eigvalsh_plus_rtol": bool(np.all(ref[good] <= th[good] * (1 + CERT_RTOL)))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--steps", default="64,48", help="Lanczos steps of each kernel built (comma-separated)")
+    ap.add_argument("--panels", default="4", help="certificate columns a barrier of each kernel built")
+    ap.add_argument("--pipeline", default="48,128", help="the two-pass pipeline's first and second steps")
+    ap.add_argument("--baseline-kernel", default="", help="another version of the kernel, built with 64 steps "
+                    "and measured in the same run (e.g. an earlier commit's)")
     ap.add_argument("--out", default="results/bench_topeig_cuda.json")
     args = ap.parse_args(argv)
     if jax.default_backend() != "gpu":
@@ -158,9 +269,9 @@ def main(argv=None) -> int:
     B = args.batch
     G, ref, v0 = scaled_grams(B, D)
     dev = jax.devices()[0]
-    cc = getattr(dev, "compute_capability", "9.0")
-    res = {"device": dev.device_kind, "jax": jax.__version__, "batch": B, "d": D, "threads": NT, "kernels": {},
-           "rows": {}}
+    arch = "sm_" + str(getattr(dev, "compute_capability", "9.0")).replace(".", "")
+    res: dict = {"device": dev.device_kind, "jax": jax.__version__, "batch": B, "d": D, "threads": NT,
+                 "cert_rtol": CERT_RTOL, "kernels": {}, "rows": {}, "pipeline": {}}
     rows = res["rows"]
     cert_jax = jax.jit(certified_below)
     eig = jax.jit(lambda G: jnp.linalg.eigvalsh(G)[:, -1])
@@ -173,31 +284,30 @@ def main(argv=None) -> int:
     jax.block_until_ready(cert_jax(G, th_ref))
     t = best_time(lambda G: cert_jax(G, th_ref), G, args.repeat)
     rows["cuSOLVER Cholesky certificate alone"] = {"seconds": t, "per_s": B / t}
-    for steps in [int(x) for x in args.steps.split(",")]:
-        k = Kernel("sm_" + str(cc).replace(".", ""), steps)
-        res["kernels"][steps] = {**k.attrs, "nvrtc_log": k.log[-1500:]}
-        print(steps, k.attrs, k.log[-400:], flush=True)
-        tag = f"cuda kernel, {steps} steps"
-        t = k.time(G, v0, 2, args.repeat)
-        rows[f"{tag}: lanczos alone (timing)"] = {"seconds": t, "per_s": B / t}
-        for cert in (0, 1):
-            th, ok = k(G, v0, cert)
-            t = k.time(G, v0, cert, args.repeat)
-            row = {"seconds": t, "per_s": B / t, "max_rel_to_eigvalsh": float(np.max(np.abs(th - ref) / ref))}
-            if cert:
-                row["certified_share"] = float(np.mean(ok))
-                row["agrees_with_cusolver"] = bool(np.array_equal(ok, np.asarray(cert_jax(G, jnp.asarray(th)))))
-                rows[f"{tag}: lanczos + sturm + in-kernel LDL certificate"] = row
-            else:
-                rows[f"{tag}: lanczos + sturm"] = row
-                thj = jnp.asarray(th)
-                tc = best_time(lambda G, thj=thj: cert_jax(G, thj), G, args.repeat)
-                rows[f"{tag}: lanczos + sturm, then cuSOLVER certificate"] = {
-                    "seconds": t + tc, "per_s": B / (t + tc),
-                    "certified_share": float(np.mean(np.asarray(cert_jax(G, thj))))}
+    if args.baseline_kernel:
+        src = pathlib.Path(args.baseline_kernel)
+        kernel_rows(rows, res, Kernel(arch, {"K": 64}, src), f"baseline kernel {src.name}, 64 steps",
+                    G, ref, v0, args.repeat, False)
+    for k in (int(x) for x in args.steps.split(",")):
+        for p in (int(x) for x in args.panels.split(",")):
+            kernel_rows(rows, res, Kernel(arch, {"K": k, "P": p}), f"cuda kernel, {k} steps, {p} columns a barrier",
+                        G, ref, v0, args.repeat, True)
     base = rows["eigvalsh"]["per_s"]
     for row in rows.values():
         row["vs_eigvalsh"] = row["per_s"] / base
+    k1, k2 = (int(x) for x in args.pipeline.split(","))
+    first, second = Kernel(arch, {"K": k1}), Kernel(arch, {"K": k2})
+    res["pipeline"]["steps"] = [k1, k2]
+    res["pipeline"]["rope_1e4"] = pipeline_row(first, second, G, ref, v0, args.repeat)
+    del G
+    workloads = {f"figure7 {key}": lambda key=key: scaled_grams(B, D, figure7.theta_of(key, D))[:2]
+                 for key in figure7.SCHEDULES}
+    workloads["clustered top pair"] = lambda: clustered(B, D)
+    for name, make in workloads.items():
+        G, ref = make()
+        res["pipeline"][name] = pipeline_row(first, second, G, ref, v0, args.repeat)
+        print(name, res["pipeline"][name], flush=True)
+        del G
     report(res, args.out)
     return 0
 

@@ -62,11 +62,12 @@ def householder_bytes(d: int, panel: int = tridiag.PANEL) -> int:
     return 8 * total
 
 
-def scaled_grams(batch: int, d: int) -> tuple[jax.Array, np.ndarray, jax.Array]:
-    """``(G, ref, v0)``: ``batch`` RoPE Grams (``bench_eig.grams``), each divided by its largest ``|entry|``
-    (so no product over- or underflows, as ``top_eigenvalue``'s power-of-two scaling ensures), their top
-    eigenvalues by ``numpy.linalg.eigvalsh``, and a fixed unit start vector ``(d,)`` for the kernels' Lanczos."""
-    G = grams(batch, d)
+def scaled_grams(batch: int, d: int, theta=None) -> tuple[jax.Array, np.ndarray, jax.Array]:
+    """``(G, ref, v0)``: ``batch`` Grams (``bench_eig.grams``; RoPE unless ``theta``), each divided by its
+    largest ``|entry|`` (so no product over- or underflows, as ``top_eigenvalue``'s power-of-two scaling
+    ensures), their top eigenvalues by ``numpy.linalg.eigvalsh``, and a fixed unit start vector ``(d,)`` for
+    the kernels' Lanczos."""
+    G = grams(batch, d, theta)
     G = G / jnp.max(jnp.abs(G), axis=(1, 2))[:, None, None]
     v0 = jnp.asarray(np.random.default_rng(1).standard_normal(d))
     return G, np.linalg.eigvalsh(np.asarray(G))[:, -1], v0 / jnp.linalg.norm(v0)

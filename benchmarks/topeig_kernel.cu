@@ -1,24 +1,42 @@
 // Certified top eigenvalue of a batch of symmetric float64 128 x 128 matrices, one thread block per matrix,
 // the matrix held in registers for the whole computation (issue #39 item 1; benchmarks/bench_topeig_cuda.py).
 //
-// Thread t = h * D + r holds rows h*R .. h*R+R-1 of column r (R = D*D/NT doubles in registers). Because the
-// matrix is symmetric, column r is row r, so (G q)_r = sum_h sum_i a[i] q[h*R + i]: each thread's partial
-// over its rows, summed over the H row groups in a fixed order.
+// Thread t holds rows h*R .. h*R+R-1 of column r (R = D*D/NT doubles in registers), h = t / D. Because the
+// matrix is symmetric, column r is row r, so (G x)_r = sum_h sum_i a[i] x[h*R + i]: each thread's partial
+// over its rows, summed over the H row groups in a fixed order. A warp holds one 32 x 32 block, (h, cb):
+// its threads share h, so their reads of a shared vector's rows h*R + i are broadcasts, and warp 4 h + s
+// holds column block cb = (s - h) mod 4, so that the blocks on and below the diagonal, the certificate's
+// work, spread over the four warp schedulers (warp w runs on scheduler w mod 4 = (h + cb) mod 4).
 //   1. K Lanczos steps from the fixed unit vector v0, one local reorthogonalisation against q a step (the
-//      certificate, not the recurrence, vouches for the value): diagonals alpha, off-diagonals beta.
-//   2. The top eigenvalue theta of that K x K tridiagonal by multisection on Sturm counts (NS shifts a
-//      round, ROUNDS rounds: the bracket shrinks by NS^ROUNDS = 2^56), each count by the determinant
-//      recurrence d_i = (alpha_i - x) d_{i-1} - beta_{i-1}^2 d_{i-2}, rescaled by an exact power of two
-//      every RESCALE steps (no division on the chain). For a matrix scaled to entries below 1, |alpha| and
-//      beta are at most lambda_max <= D and |x| at most 3 D (the Gershgorin interval), so a step grows the
-//      pair (d_i, d_{i-1}) by at most 4 D + D^2 and RESCALE steps by at most (4 D + D^2)^RESCALE ~ 4e29,
-//      far inside float64's range.
-//   3. Certificate (cert == 1; cert == 2 stops after step 1, for timing): an LDL^T factorisation of
-//      mu I - G, mu = theta (1 + cert_rtol), in the registers, two columns a barrier; ok = every pivot is
-//      positive (mu I - G positive definite, so lambda_max < mu).
+//      certificate, not the recurrence, vouches for the value): diagonals alpha, off-diagonals beta. Two
+//      barriers a step: the matrix-vector product is linear, so the partial of G q_k over a thread's rows is
+//      (partial of G w_{k-1} - c partial of G q_{k-1}) / beta_{k-1}, with w_{k-1} the one vector shared.
+//   2. The top eigenvalue theta of that K x K tridiagonal by multisection on Sturm counts (NS shifts a round,
+//      one a thread, one warp a scheduler; ROUNDS rounds shrink the bracket by NS^ROUNDS = 2^56),
+//      each count by the determinant recurrence d_i = (alpha_i - x) d_{i-1} - beta_{i-1}^2 d_{i-2}, rescaled
+//      by an exact power of two every RESCALE steps (no division on the chain). For a matrix scaled to
+//      entries below 1, |alpha| and beta are at most lambda_max <= D and |x| at most 3 D (the Gershgorin
+//      interval), so a step grows the pair (d_i, d_{i-1}) by at most 4 D + D^2 and RESCALE steps by at most
+//      (4 D + D^2)^RESCALE ~ 4e29, far inside float64's range.
+//   3. Certificate (cert == 1; cert == 2 stops after step 1, for timing; cert == 3 certifies theta_out's
+//      values as given, skipping steps 1 and 2, to show a value below lambda_max fails): a block LDL^T
+//      factorisation of A = mu I - G, mu = theta (1 + cert_rtol), in the registers, P columns a barrier;
+//      ok = every pivot is positive (mu I - G positive definite, so lambda_max < mu). For the panel of
+//      columns j .. j+P-1 every thread factors the P x P diagonal block A11 = L D L^T itself (the same
+//      operations on the same values, so the same verdict everywhere), solves A11 w = A[j..j+P-1][r] for its
+//      column r, and updates its entries A[i][r] -= sum_m A[i][j+m] w_m: the Schur complement
+//      A22 - A21 A11^-1 A12, whose pivots are the remaining ones. Only entries on or below the diagonal's
+//      32 x 32 blocks are updated (a panel reads a column only at rows below it), and only warps holding
+//      trailing rows and columns.
+// A batch is certified in two passes (bench_topeig_cuda.two_pass): every matrix with K = 48 steps, then the few
+// that pass does not certify with K = 128 (the whole Krylov space of a 128 x 128 matrix), launched over their
+// indices (idx) so that they are read and written in place.
 #define D 128
 #ifndef K
-#define K 64
+#define K 48
+#endif
+#ifndef P
+#define P 4
 #endif
 #define NT 512
 #define H (NT / D)
@@ -27,6 +45,9 @@
 #define ROUNDS 8
 #define RESCALE 7
 #define NW (NT / 32)
+#if H != 4 || D != 128
+#error "the sums over row groups and warps below are written for H = 4, D = 128"
+#endif
 
 __device__ __forceinline__ double warp_sum(double v) {
 #pragma unroll
@@ -38,38 +59,26 @@ __device__ __forceinline__ double warp_max(double v) {
     for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
-__device__ __forceinline__ double warp_min(double v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmin(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
 
-// Block-wide reductions; every thread returns the result. The first barrier keeps red[] from being
-// overwritten while a previous reduction is still reading it.
-__device__ double block_max(double v, double* red) {
-    v = warp_max(v);
+// Block-wide component-wise maximum of v; every thread returns it. One barrier: red[parity] is written by
+// this call only, and callers alternate parity, so a call's writes cannot overtake the previous call's reads.
+__device__ double2 block_max2(double2 v, double2 (*red)[NW], int parity) {
+    v.x = warp_max(v.x);
+    v.y = warp_max(v.y);
+    if ((threadIdx.x & 31) == 0) red[parity][threadIdx.x >> 5] = v;
     __syncthreads();
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-    __syncthreads();
-    double s = red[0];
+    double2 s = red[parity][0];
 #pragma unroll
-    for (int i = 1; i < NW; i++) s = fmax(s, red[i]);
-    return s;
-}
-__device__ double block_min(double v, double* red) {
-    v = warp_min(v);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-    __syncthreads();
-    double s = red[0];
-#pragma unroll
-    for (int i = 1; i < NW; i++) s = fmin(s, red[i]);
+    for (int i = 1; i < NW; i++) {
+        s.x = fmax(s.x, red[parity][i].x);
+        s.y = fmax(s.y, red[parity][i].y);
+    }
     return s;
 }
 
 // Number of eigenvalues of the tridiagonal (al, b2 = beta^2) below x: negative LDL^T pivots, i.e. sign
-// changes of the leading principal minors d_i of T - x I. A zero minor counts as a negative pivot
-// (LAPACK's pivmin rule, as ropetheory.spectra.tridiag.sturm_bracket).
+// changes of the leading principal minors d_i of T - x I. A zero minor counts as a negative pivot (LAPACK's
+// pivmin rule, as ropetheory.spectra.tridiag.sturm_bracket).
 __device__ int sturm_count(const double* al, const double* b2, double x) {
     double dm = 1.0, d = al[0] - x;
     int cnt = d <= 0.0;
@@ -92,133 +101,185 @@ __device__ int sturm_count(const double* al, const double* b2, double x) {
     return cnt;
 }
 
-extern "C" __global__ void __launch_bounds__(NT, 1)
-topeig(const double* __restrict__ G, const double* __restrict__ v0, double* __restrict__ theta_out,
-       int* __restrict__ ok_out, double cert_rtol, int cert) {
-    __shared__ __align__(16) double q[D];
-    __shared__ double part[H][D];
-    __shared__ double al[K], b2[K];
-    __shared__ __align__(16) double colbuf[2][2][D];
-    __shared__ double red[NW], redA[NW];
-    __shared__ double2 redB[D / 32];
-    const int t = threadIdx.x, r = t % D, h = t / D;
-    const double* Gb = G + (unsigned long long)blockIdx.x * D * D;
-    double a[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
+// The Lanczos recurrence's state between steps: q_k[r], q_{k-1}[r] and w_k[r] of the thread's column r (the
+// same values in the H threads of a column), the thread's partial of G q_k, c = w.q and 1/beta of the last
+// step, and beta of the one before. wbuf (shared) holds w.
+struct Lanczos {
+    double qr, qpr, wr, sp, c, ib, bprev;
+};
 
-    // 1. Lanczos: element r of the vectors lives in thread r of row group 0; q[] is the shared copy of q.
-    // Three barriers a step: alpha = sum over every thread of (its partial of (G q)_r) q_r needs no gathered
-    // G q, so it is reduced with the partials' barrier; c = w.q and ||w||^2 with the second;
-    // ||w - c q||^2 = ||w||^2 - c^2 (q a unit vector), so beta^2 needs no third reduction.
-    double qi = 0.0, qp = 0.0, bprev = 0.0;
-    if (h == 0) { qi = v0[r]; q[r] = qi; }
-    __syncthreads();
+// K steps: diagonals al[k], squared off-diagonals b2[k]. Step k first makes its partial of G q_k
+// from G w_{k-1} (q_0 = v0: w_{-1} = v0, c = 0, 1/beta = 1). Barrier 1 publishes the partials and alpha's
+// warp sums (alpha = sum over every thread of its partial times q_k[r]); barrier 2 publishes w_k, c = w.q
+// and ||w||^2, and ||w - c q||^2 = ||w||^2 - c^2 (q a unit vector) gives beta^2 with no third reduction.
+__device__ __forceinline__ void lanczos_steps(const double* a, Lanczos& z, double* wbuf,
+                                              double (*part)[D], double* redA, double2* redB, double* al,
+                                              double* b2, int t, int h, int r) {
     for (int k = 0; k < K; k++) {
-        const double2* q2 = reinterpret_cast<const double2*>(q + h * R);
+        const double2* w2 = reinterpret_cast<const double2*>(wbuf + h * R);
         double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
 #pragma unroll
         for (int i = 0; i < R / 2; i += 2) {
-            double2 x = q2[i], y = q2[i + 1];
+            double2 x = w2[i], y = w2[i + 1];
             s0 = fma(a[2 * i], x.x, s0);
             s1 = fma(a[2 * i + 1], x.y, s1);
             s2 = fma(a[2 * i + 2], y.x, s2);
             s3 = fma(a[2 * i + 3], y.y, s3);
         }
-        double sp = (s0 + s1) + (s2 + s3);
-        part[h][r] = sp;
-        double pa = warp_sum(sp * q[r]);
+        z.sp = ((s0 + s1) + (s2 + s3) - z.c * z.sp) * z.ib;
+        double qn = (z.wr - z.c * z.qr) * z.ib;
+        z.qpr = z.qr;
+        z.qr = qn;
+        part[h][r] = z.sp;
+        double pa = warp_sum(z.sp * z.qr);
         if ((t & 31) == 0) redA[t >> 5] = pa;
         __syncthreads();                               // 1: partials and alpha's warp sums written
-        double alpha = 0.0;
-#pragma unroll
-        for (int i = 0; i < NW; i++) alpha += redA[i];
-        double w = 0.0;
+        const double2* ra = reinterpret_cast<const double2*>(redA);   // 16 warp sums, added in pairs
+        double alpha = (((ra[0].x + ra[0].y) + (ra[1].x + ra[1].y)) + ((ra[2].x + ra[2].y) + (ra[3].x + ra[3].y)))
+                     + (((ra[4].x + ra[4].y) + (ra[5].x + ra[5].y)) + ((ra[6].x + ra[6].y) + (ra[7].x + ra[7].y)));
+        z.wr = (part[0][r] + part[1][r]) + (part[2][r] + part[3][r]) - alpha * z.qr - z.bprev * z.qpr;
         if (h == 0) {
-#pragma unroll
-            for (int g = 0; g < H; g++) w += part[g][r];
-            w = w - alpha * qi - bprev * qp;
-            double u = warp_sum(w * qi), v = warp_sum(w * w);
+            wbuf[r] = z.wr;                            // every read of wbuf this step came before barrier 1
+            double u = warp_sum(z.wr * z.qr), v = warp_sum(z.wr * z.wr);
             if ((t & 31) == 0) redB[t >> 5] = make_double2(u, v);
         }
-        __syncthreads();                               // 2: c and ||w||^2's warp sums written
-        double c = 0.0, ww = 0.0;
-#pragma unroll
-        for (int i = 0; i < D / 32; i++) { c += redB[i].x; ww += redB[i].y; }
-        double bb = fmax(ww - c * c, 0.0);
-        double ib = bb > 0.0 ? rsqrt(bb) : 0.0;
+        __syncthreads();                               // 2: w, c's and ||w||^2's warp sums written
+        z.c = (redB[0].x + redB[1].x) + (redB[2].x + redB[3].x);
+        double ww = (redB[0].y + redB[1].y) + (redB[2].y + redB[3].y);
+        double bb = fmax(ww - z.c * z.c, 0.0);
+        z.ib = bb > 0.0 ? rsqrt(bb) : 0.0;
         if (t == 0) { al[k] = alpha; b2[k] = bb; }
-        qp = qi;
-        qi = (w - c * qi) * ib;
-        bprev = bb * ib;
-        if (h == 0) q[r] = qi;                         // every read of q this step came before barrier 1
-        __syncthreads();                               // 3: q written
+        z.bprev = bb * z.ib;
     }
+    __syncthreads();                                   // al, b2 written
+}
 
-    // 2. multisection for the top eigenvalue of the tridiagonal, from its Gershgorin interval
+// The top eigenvalue of the K x K tridiagonal (al, b2) by multisection from its Gershgorin interval; with
+// gershgorin_only, that interval's top (for timing the Lanczos steps alone).
+__device__ double top_of_tridiagonal(const double* al, const double* b2, double2 (*red2)[NW], int t,
+                                     bool gershgorin_only) {
     double gl = __longlong_as_double(0x7ff0000000000000LL), gh = -gl;
     if (t < K) {
         double bl = t < K - 1 ? sqrt(b2[t]) : 0.0, bp = t > 0 ? sqrt(b2[t - 1]) : 0.0;
         gl = al[t] - bl - bp;
         gh = al[t] + bl + bp;
     }
-    double lo = block_min(gl, red), hi = block_max(gh, red);
-    if (cert == 2) {                                   // timing only: Lanczos alone (value: Gershgorin's top)
-        if (t == 0) { theta_out[blockIdx.x] = hi; ok_out[blockIdx.x] = 0; }
-        return;
-    }
+    double2 m = block_max2(make_double2(-gl, gh), red2, 0);
+    double lo = -m.x, hi = m.y;
+    if (gershgorin_only) return hi;
     hi += 4.0 * 2.220446049250313e-16 * fmax(fabs(hi), fabs(lo));
     for (int s = 0; s < ROUNDS; s++) {
-        double x = lo + (hi - lo) * ((double)((t % NS) + 1) / NS);
-        bool above = t < NS ? sturm_count(al, b2, x) >= K : false;     // every eigenvalue below x
-        double nlo = block_max(t < NS && !above ? x : lo, red);
-        double nhi = block_min(t < NS && above ? x : hi, red);
-        lo = nlo;
-        hi = nhi;
+        double x = lo + (hi - lo) * ((double)(t + 1) / NS), clo = lo, chi = hi;
+        if (t < NS) {                                  // a shift below lambda_max raises lo, any other lowers hi
+            if (sturm_count(al, b2, x) >= K) chi = x;
+            else clo = x;
+        }
+        m = block_max2(make_double2(clo, -chi), red2, (s + 1) & 1);
+        lo = m.x;
+        hi = -m.y;
     }
-    double th = 0.5 * (lo + hi);
+    return 0.5 * (lo + hi);
+}
 
-    // 3. certificate: LDL^T of mu I - G, right-looking, on the registers; colbuf broadcasts column j
-    int ok = th > 0.0;
-    if (cert && ok) {
-        double mu = th * (1.0 + cert_rtol);
+// Whether mu I - G is positive definite: block LDL^T of A = mu I - G on the registers a (overwritten),
+// cbuf[pb] broadcasting the panel's P columns (step 3 above).
+__device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], int h, int r) {
 #pragma unroll
-        for (int i = 0; i < R; i++) a[i] = (h * R + i == r ? mu : 0.0) - a[i];
-        // two columns a barrier: owners of columns j and j + 1 publish them (both updated through column
-        // j - 1); every thread then eliminates both from its entries (a rank-2 update). p1 is the pivot of
-        // column j + 1 after column j's elimination: A[j+1][j+1] - m^2 / p0, m = A[j+1][j]. Rows <= j + 1
-        // are updated too (no per-entry test): they are eliminated, and what they then hold is read only
-        // to update themselves (a published column's rows <= j + 1 meet only rows <= j + 1), never a pivot.
-        for (int j = 0; j < D; j += 2) {
-            double* c0 = colbuf[(j >> 1) & 1][0];
-            double* c1 = colbuf[(j >> 1) & 1][1];          // pair j + 4 rewrites them after pair j + 2's barrier
-            if (r == j || r == j + 1) {
-                double* cw = r == j ? c0 : c1;
+    for (int i = 0; i < R; i++) a[i] = (h * R + i == r ? mu : 0.0) - a[i];
+    if (r < P) {
 #pragma unroll
-                for (int i = 0; i < R; i++) cw[h * R + i] = a[i];
+        for (int i = 0; i < R; i++) cbuf[0][r][h * R + i] = a[i];
+    }
+    for (int j = 0, pb = 0; j < D; j += P, pb ^= 1) {
+        __syncthreads();                               // panel j's columns (updated through column j - 1) written
+        const double (*cb)[D] = cbuf[pb];
+        double L[P][P], dg[P];                         // A11 = L diag(dg) L^T, L unit lower triangular
+        bool good = true;
+#pragma unroll
+        for (int q = 0; q < P; q++) {
+            double v[P];
+#pragma unroll
+            for (int k = 0; k < q; k++) v[k] = L[q][k] * dg[k];
+            double s = cb[q][j + q];
+#pragma unroll
+            for (int k = 0; k < q; k++) s = fma(-L[q][k], v[k], s);
+            dg[q] = s;
+            good = good && s > 0.0;
+            double is = 1.0 / s;
+#pragma unroll
+            for (int l = q + 1; l < P; l++) {
+                double e = cb[q][j + l];
+#pragma unroll
+                for (int k = 0; k < q; k++) e = fma(-L[l][k], v[k], e);
+                L[l][q] = e * is;
             }
-            __syncthreads();
-            double p0 = c0[j], m = c0[j + 1];
-            double ip0 = 1.0 / p0, mp = m * ip0;
-            double p1 = c1[j + 1] - m * mp;
-            if (!(p0 > 0.0) || !(p1 > 0.0)) { ok = 0; break; }   // the same values in every thread: uniform
-            if (h * R + R - 1 > j + 1 && (r | 31) > j + 1) {     // warp-uniform: entries still to update
-                double ip1 = 1.0 / p1;
-                double u0 = r > j + 1 ? c0[r] * ip0 : 0.0;
-                double u1 = r > j + 1 ? (c1[r] - c0[r] * mp) * ip1 : 0.0;
-                const double2* x2 = reinterpret_cast<const double2*>(c0 + h * R);
-                const double2* y2 = reinterpret_cast<const double2*>(c1 + h * R);
+        }
+        if (!good) return false;                       // the same values in every thread: uniform
+        const int jn = j + P;
+        if (h >= (r >> 5) && h * R + R - 1 >= jn && (r | 31) >= jn) {    // warp-uniform
+            double w[P];                               // A11 w = A12[:, r] (0 for columns already eliminated)
+#pragma unroll
+            for (int q = 0; q < P; q++) {
+                double s = r >= jn ? cb[q][r] : 0.0;
+#pragma unroll
+                for (int k = 0; k < q; k++) s = fma(-L[q][k], w[k], s);
+                w[q] = s;
+            }
+#pragma unroll
+            for (int q = P - 1; q >= 0; q--) {
+                double s = w[q] / dg[q];               // P independent divisions, off the chain
+#pragma unroll
+                for (int l = q + 1; l < P; l++) s = fma(-L[l][q], w[l], s);
+                w[q] = s;
+            }
+#pragma unroll
+            for (int q = 0; q < P; q++) {
+                const double2* x2 = reinterpret_cast<const double2*>(cb[q] + h * R);
 #pragma unroll
                 for (int i = 0; i < R / 2; i++) {
-                    double2 x = x2[i], y = y2[i];
-                    a[2 * i] = fma(-fma(-x.x, mp, y.x), u1, fma(-x.x, u0, a[2 * i]));
-                    a[2 * i + 1] = fma(-fma(-x.y, mp, y.y), u1, fma(-x.y, u0, a[2 * i + 1]));
+                    double2 x = x2[i];
+                    a[2 * i] = fma(-x.x, w[q], a[2 * i]);
+                    a[2 * i + 1] = fma(-x.y, w[q], a[2 * i + 1]);
                 }
             }
         }
+        if (r >= jn && r < jn + P) {                   // the next panel's owners publish (read after its barrier)
+#pragma unroll
+            for (int i = 0; i < R; i++) cbuf[pb ^ 1][r - jn][h * R + i] = a[i];
+        }
     }
+    return true;
+}
+
+// Block b works on matrix m = idx[b] (m = b when idx is null: a pass over a subset, e.g. the matrices a
+// shorter run did not certify, needs no gathered copy) and writes theta_out[m], ok_out[m].
+extern "C" __global__ void __launch_bounds__(NT, 1)
+topeig(const double* __restrict__ G, const double* __restrict__ v0, double* __restrict__ theta_out,
+       int* __restrict__ ok_out, double cert_rtol, int cert, const int* __restrict__ idx) {
+    __shared__ __align__(16) double wbuf[D];
+    __shared__ double part[H][D];
+    __shared__ double al[K], b2[K];
+    __shared__ __align__(16) double cbuf[2][P][D];
+    __shared__ __align__(16) double redA[NW];
+    __shared__ double2 redB[D / 32];
+    __shared__ double2 red2[2][NW];
+    const int t = threadIdx.x, h = t / D, r = ((((t >> 5) & 3) - h) & 3) * 32 + (t & 31);
+    const int mat = idx ? idx[blockIdx.x] : blockIdx.x;
+    const double* Gb = G + (unsigned long long)mat * D * D;
+    double a[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
+    Lanczos z = {0.0, 0.0, v0[r], 0.0, 0.0, 1.0, 0.0};
+    if (h == 0) wbuf[r] = z.wr;
+    __syncthreads();
+    double th = theta_out[mat];
+    if (cert != 3) {
+        lanczos_steps(a, z, wbuf, part, redA, redB, al, b2, t, h, r);
+        th = top_of_tridiagonal(al, b2, red2, t, cert == 2);
+    }
+    int ok = (cert == 1 || cert == 3) && th > 0.0 && positive_definite(a, th * (1.0 + cert_rtol), cbuf, h, r);
     if (t == 0) {
-        theta_out[blockIdx.x] = th;
-        ok_out[blockIdx.x] = ok;
+        theta_out[mat] = th;
+        ok_out[mat] = ok;
     }
 }
