@@ -1,17 +1,18 @@
-"""A CUDA kernel for the certified top eigenvalue of 128 x 128 float64 Grams (``benchmarks/topeig_kernel.cu``),
+"""The CUDA kernel of the certified top eigenvalue of 128 x 128 float64 Grams (``ropetheory/spectra/cuda``),
 against ``eigvalsh``, ``subspace_top`` and cuSOLVER's Cholesky certificate on the same batch in the same run.
 
-A prototype measured for issue #39 item 1, not a method of the package: it asks whether a kernel that holds
-the matrix on chip (in registers, one thread block a matrix) reaches the 1e6/s the Pallas kernels could not
-(they stream the matrix from memory each Lanczos step). Compiled at run time with NVRTC and launched through
-the CUDA driver API (``ctypes``), on the buffers JAX allocated; needs an NVIDIA GPU, ``libnvrtc`` and
+The package runs this kernel as the method "cuda" (``ropetheory.spectra.cuda_topeig``: nvcc-built, behind an
+XLA FFI call, inside jit). This benchmark compiles the same source with NVRTC at run time, once per build
+variant (Lanczos steps, certificate columns a barrier), and launches it through the CUDA driver API
+(``ctypes``) on the buffers JAX allocated, to time its phases; it needs an NVIDIA GPU, ``libnvrtc`` and
 ``libcuda``. The kernel's value is checked against ``eigvalsh``, its certificate against cuSOLVER's, and its
 certificate of values 1e-9 below ``lambda_max`` must fail.
 
 Rows: on RoPE (base 1e4) Grams, each kernel build (Lanczos steps, certificate columns a barrier) alone, after
 the multisection and with the certificate; then on every workload (those Grams, Figure 7's five schedules'
 Grams, and matrices whose top two eigenvalues are 1e-6 to 1e-2 apart), the two-pass pipeline: every matrix
-with the first build, the ones it cannot certify again with the second (more steps), end to end.
+with the first build, the ones it cannot certify again with the second (more steps), end to end, beside the
+package's ``top_eigenvalue`` with "cuda" and with "subspace".
 
     JAX_ENABLE_X64=1 python benchmarks/bench_topeig_cuda.py [--batch 4096] [--out results/bench_topeig_cuda.json]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import glob
+import importlib.resources
 import os
 import pathlib
 import sys
@@ -32,11 +34,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench_topeig_gpu import best_time, report, scaled_grams  # noqa: E402
-from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top  # noqa: E402
+from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top, top_eigenvalue  # noqa: E402
 from ropetheory.studies import figure7  # noqa: E402
 
-KERNEL = pathlib.Path(__file__).with_name("topeig_kernel.cu")
-#: the kernel's compile-time constants (``topeig_kernel.cu``): matrix size, threads a block
+#: the kernel's source as the package ships it (the method "cuda"); NVRTC compiles it alone with -DK=steps
+KERNEL = importlib.resources.files("ropetheory.spectra") / "cuda" / "topeig_kernel.cuh"
+#: the kernel's compile-time constants (``topeig_kernel.cuh``): matrix size, threads a block
 D, NT = 128, 512
 #: relative distance below eigvalsh's top eigenvalue of the values the certificate must reject (mu I - G is then
 #: indefinite: mu = value (1 + CERT_RTOL) < lambda_max, since BELOW is far above CERT_RTOL and eigvalsh's error)
@@ -94,7 +97,7 @@ def compile_cubin(src: str, arch: str, defines: dict[str, int]) -> tuple[bytes, 
 class Kernel:
     """The compiled ``topeig`` kernel in JAX's (the primary) CUDA context of device 0."""
 
-    def __init__(self, arch: str, defines: dict[str, int], source: pathlib.Path = KERNEL):
+    def __init__(self, arch: str, defines: dict[str, int], source=KERNEL):
         self.cu = cu = _load(["libcuda.so.1", "libcuda.so"], [])
         self.cubin, self.log = compile_cubin(source.read_text(), arch, defines)
         _check("cuda", cu.cuInit(0), "init")
@@ -237,8 +240,10 @@ def kernel_rows(rows: dict, res: dict, k: Kernel, tag: str, G, ref, v0, repeat: 
 
 
 def pipeline_row(first: Kernel, second: Kernel, G, ref, v0, repeat: int) -> dict:
-    """The two-pass pipeline on ``G`` end to end (launches, copies, the second pass's gather), beside
-    eigvalsh on the same batch."""
+    """The two-pass pipeline on ``G`` end to end (launches, copies, the second pass over an index list),
+    beside eigvalsh and the package's ``top_eigenvalue`` with the methods "cuda" (the same kernel behind an
+    XLA FFI call, inside jit: scaling, both passes and the eigvalsh fallback) and "subspace", on the same
+    batch in the same run."""
     B = G.shape[0]
     eig = jax.jit(lambda G: jnp.linalg.eigvalsh(G)[:, -1])
     jax.block_until_ready(eig(G))
@@ -246,7 +251,15 @@ def pipeline_row(first: Kernel, second: Kernel, G, ref, v0, repeat: int) -> dict
     th, ok, redone = two_pass(first, second, G, v0)
     t = best_time(lambda G: two_pass(first, second, G, v0)[0], G, repeat)
     good = ok & np.isfinite(th)
-    return {"seconds": t, "per_s": B / t, "eigvalsh_per_s": B / t_eig, "vs_eigvalsh": t_eig / t,
+    package = {}
+    for m in ("cuda", "subspace"):
+        fn = jax.jit(lambda G, m=m: top_eigenvalue(G, m))
+        val = np.asarray(fn(G))
+        tm = best_time(fn, G, repeat)
+        package[m] = {"per_s": B / tm, "vs_eigvalsh": t_eig / tm,
+                      "max_rel_to_eigvalsh": float(np.max(np.abs(val - ref) / np.abs(ref)))}
+    return {"package_top_eigenvalue": package,
+            "seconds": t, "per_s": B / t, "eigvalsh_per_s": B / t_eig, "vs_eigvalsh": t_eig / t,
             "first_pass_certified_share": 1 - redone / B, "certified_share": float(np.mean(ok)),
             "max_rel_to_eigvalsh_certified": float(np.max(np.abs(th[good] - ref[good]) / ref[good], initial=0.0)),
             "certified_not_above_eigvalsh_plus_rtol": bool(np.all(ref[good] <= th[good] * (1 + CERT_RTOL)))}

@@ -29,7 +29,8 @@ def test_the_wheel_carries_the_package_data_the_license_and_py_typed(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for need in ("ropetheory/py.typed", "ropetheory/data/base_bound.csv", "ropetheory/data/configs/llama-2-7b.json",
                  "ropetheory/data/analyses/smollm2-135m/analysis.json", "ropetheory/__main__.py",
-                 "ropetheory/schedules/model_config.py"):
+                 "ropetheory/schedules/model_config.py", "ropetheory/spectra/cuda/topeig_ffi.cu",
+                 "ropetheory/spectra/cuda/topeig_kernel.cuh"):
         assert need in names, need
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert wheel.name.startswith(f"ropetheory-{rt.__version__}-")

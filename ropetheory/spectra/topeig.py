@@ -37,6 +37,7 @@ import numpy as np
 from ..core.checks import check_finite_array
 from ..core.devices import compute_platform, one_blas_thread, platform_class
 from ..core.errors import BadValue
+from . import cuda_topeig
 from .tridiag import SECTION_STEPS, SECTIONS, TRACE_RTOL, householder_top, sturm_bracket  # noqa: F401
 
 #: Lanczos steps (capped at d): 48 certified every length of the 200-point RoPE curves tried at d = 128
@@ -176,22 +177,30 @@ def _checked_or_eigvalsh(theta, ok, G):
                         lambda: jnp.where(ok, theta, jnp.linalg.eigvalsh(G, symmetrize_input=False)[:, -1]))
 
 
-def default_method() -> str:
-    """The fastest measured method for the platform in scope (d = 128): ``"tridiagonal"`` on CPU (2 cores:
-    6.6x batched ``eigvalsh``, ``benchmarks/bench_eig.py``); ``"subspace"`` on GPUs (certified, ``eigvalsh``
-    where its certificate fails): 3.96x batched ``eigvalsh`` on an H200 (``bench_topeig_gpu.py``), Figure 7
-    at 4096 clouds 1.69x faster on an H100 (``docs/benchmarks/fig7_gpu_h100_s18.json``); cuSOLVER runs
-    ``sytrd`` one matrix at a time (2.4k/s)."""
-    return "tridiagonal" if compute_platform() == "cpu" else "subspace"
+def default_method(d: int | None = None) -> str:
+    """The fastest measured method for the platform in scope and matrices of size ``d`` (``None``: 128):
+    ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``, ``benchmarks/bench_eig.py``); on an NVIDIA
+    GPU, ``"cuda"`` for ``d = 128`` where it can run (``cuda_topeig.unavailable_reason``: nvcc builds it at
+    first use; 1.07M certified top eigenvalues/s end to end on an H100, 12x batched ``eigvalsh``,
+    ``docs/benchmarks/bench_topeig_cuda_h100_s20.json``), else ``"subspace"`` (certified, ``eigvalsh``
+    where its certificate fails: 3.96x batched ``eigvalsh`` on an H200, ``bench_topeig_gpu.py``); cuSOLVER
+    runs ``sytrd`` one matrix at a time (2.4k/s)."""
+    if compute_platform() == "cpu":
+        return "tridiagonal"
+    if d in (None, cuda_topeig.D) and cuda_topeig.unavailable_reason() is None:
+        return "cuda"
+    return "subspace"
 
 
-METHODS = ("tridiagonal", "householder", "lanczos", "subspace", "eigvalsh")
+METHODS = ("tridiagonal", "householder", "lanczos", "subspace", "eigvalsh", "cuda")
 
 
 def check_method(method) -> str:
     """``method`` if it names a top-eigenvalue method, else a ValueError naming it."""
     if not isinstance(method, str) or method not in METHODS:
         raise BadValue(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
+    if method == "cuda" and (reason := cuda_topeig.unavailable_reason()) is not None:
+        raise BadValue(f"method 'cuda' cannot run here: {reason}")
     return method
 
 
@@ -204,9 +213,9 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     ``"lanczos"`` (``LANCZOS_STEPS`` Lanczos steps, certified by a Cholesky factorisation, ``eigvalsh`` for
     the matrices whose certificate fails: fast for PSD matrices, exact for any symmetric one, as a matrix with
     no positive eigenvalue is never certified), ``"subspace"`` (``subspace_top``, the same certificate and
-    fallback), ``"eigvalsh"`` (the whole
-    spectrum; the reference the benchmarks and tests compare against) or ``None``
-    (``default_method``).
+    fallback), ``"cuda"`` (``cuda_topeig``: a CUDA kernel, 128 x 128 matrices on an NVIDIA GPU only, the
+    same certificate and fallback), ``"eigvalsh"`` (the whole spectrum; the reference the benchmarks and
+    tests compare against) or ``None`` (``default_method``).
     Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
     symmetrising a copy first cost a third of the time, measured).
 
@@ -280,7 +289,9 @@ def _scale_exponent(G):
 def _top_eigenvalue_scaled(G, method, one_at_a_time):
     """``top_eigenvalue`` of matrices already scaled to a largest entry in ``[1/2, 1)``."""
     d = G.shape[-1]
-    method = default_method() if method is None else check_method(method)
+    method = default_method(d) if method is None else check_method(method)
+    if method == "cuda" and d != cuda_topeig.D:
+        raise BadValue(f"method 'cuda' takes {cuda_topeig.D} x {cuda_topeig.D} matrices only, got d = {d}")
     if one_at_a_time and G.ndim > 2:
         flat = G.reshape((-1, d, d))
         return jax.lax.map(lambda g: _top_eigenvalue_scaled(g, method, False), flat).reshape(G.shape[:-2])
@@ -296,6 +307,8 @@ def _top_eigenvalue_scaled(G, method, one_at_a_time):
         top = _checked_or_eigvalsh(enc.value, enc.ok, Gb)
     elif method == "lanczos":
         top = _checked_or_eigvalsh(*lanczos_top(Gb, LANCZOS_STEPS), Gb)
+    elif method == "cuda":
+        top = _checked_or_eigvalsh(*cuda_topeig.top_and_certificate(Gb), Gb)
     else:
         top = _checked_or_eigvalsh(*subspace_top(Gb), Gb)
     return top.reshape(batch)

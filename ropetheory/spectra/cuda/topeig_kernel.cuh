@@ -1,5 +1,5 @@
 // Certified top eigenvalue of a batch of symmetric float64 128 x 128 matrices, one thread block per matrix,
-// the matrix held in registers for the whole computation (issue #39 item 1; benchmarks/bench_topeig_cuda.py).
+// the matrix held in registers for the whole computation (ropetheory.spectra.cuda_topeig, the method "cuda").
 //
 // Thread t holds rows h*R .. h*R+R-1 of column r (R = D*D/NT doubles in registers), h = t / D. Because the
 // matrix is symmetric, column r is row r, so (G x)_r = sum_h sum_i a[i] x[h*R + i]: each thread's partial
@@ -7,11 +7,12 @@
 // its threads share h, so their reads of a shared vector's rows h*R + i are broadcasts, and warp 4 h + s
 // holds column block cb = (s - h) mod 4, so that the blocks on and below the diagonal, the certificate's
 // work, spread over the four warp schedulers (warp w runs on scheduler w mod 4 = (h + cb) mod 4).
-//   1. K Lanczos steps from the fixed unit vector v0, one local reorthogonalisation against q a step (the
-//      certificate, not the recurrence, vouches for the value): diagonals alpha, off-diagonals beta. Two
-//      barriers a step: the matrix-vector product is linear, so the partial of G q_k over a thread's rows is
-//      (partial of G w_{k-1} - c partial of G q_{k-1}) / beta_{k-1}, with w_{k-1} the one vector shared.
-//   2. The top eigenvalue theta of that K x K tridiagonal by multisection on Sturm counts (NS shifts a round,
+//   1. STEPS Lanczos steps from the fixed unit vector v0, one local reorthogonalisation against q a step
+//      (the upper bound is the certificate's; the lower, theta <= lambda_max, is a Ritz value's, to
+//      rounding): diagonals alpha, off-diagonals beta. Two barriers a step: the matrix-vector product is
+//      linear, so the partial of G q_k over a thread's rows is (partial of G w_{k-1} - c partial of
+//      G q_{k-1}) / beta_{k-1}, with w_{k-1} the one vector shared.
+//   2. The top eigenvalue theta of that STEPS x STEPS tridiagonal by multisection on Sturm counts (NS shifts a round,
 //      one a thread, one warp a scheduler; ROUNDS rounds shrink the bracket by NS^ROUNDS = 2^56),
 //      each count by the determinant recurrence d_i = (alpha_i - x) d_{i-1} - beta_{i-1}^2 d_{i-2}, rescaled
 //      by an exact power of two every RESCALE steps (no division on the chain). For a matrix scaled to
@@ -28,13 +29,13 @@
 //      A22 - A21 A11^-1 A12, whose pivots are the remaining ones. Only entries on or below the diagonal's
 //      32 x 32 blocks are updated (a panel reads a column only at rows below it), and only warps holding
 //      trailing rows and columns.
-// A batch is certified in two passes (bench_topeig_cuda.two_pass): every matrix with K = 48 steps, then the few
-// that pass does not certify with K = 128 (the whole Krylov space of a 128 x 128 matrix), launched over their
-// indices (idx) so that they are read and written in place.
+// A batch is certified in two passes: every matrix with STEPS = 48, then the few that pass does not certify
+// with STEPS = 128 (the whole Krylov space of a 128 x 128 matrix): topeig_ffi.cu (the package's method "cuda")
+// launches the second over the whole batch with redo = 1 (a certified matrix's block returns at once);
+// benchmarks/bench_topeig_cuda.py, through NVRTC with -DK=..., over an index list (idx).
+// Included by topeig_ffi.cu (nvcc) and compiled alone by NVRTC (which defines K and gets the kernel topeig).
+#pragma once
 #define D 128
-#ifndef K
-#define K 48
-#endif
 #ifndef P
 #define P 4
 #endif
@@ -79,13 +80,13 @@ __device__ double2 block_max2(double2 v, double2 (*red)[NW], int parity) {
 // Number of eigenvalues of the tridiagonal (al, b2 = beta^2) below x: negative LDL^T pivots, i.e. sign
 // changes of the leading principal minors d_i of T - x I. A zero minor counts as a negative pivot (LAPACK's
 // pivmin rule, as ropetheory.spectra.tridiag.sturm_bracket).
-__device__ int sturm_count(const double* al, const double* b2, double x) {
+template <int STEPS> __device__ int sturm_count(const double* al, const double* b2, double x) {
     double dm = 1.0, d = al[0] - x;
     int cnt = d <= 0.0;
     if (d == 0.0) d = -1e-300;
-    for (int i0 = 1; i0 < K; i0 += RESCALE) {
+    for (int i0 = 1; i0 < STEPS; i0 += RESCALE) {
 #pragma unroll
-        for (int i = i0; i < i0 + RESCALE && i < K; i++) {
+        for (int i = i0; i < i0 + RESCALE && i < STEPS; i++) {
             double dn = fma(al[i] - x, d, -b2[i - 1] * dm);
             if (dn == 0.0) dn = -1e-300 * d;
             cnt += (dn < 0.0) != (d < 0.0);
@@ -108,14 +109,21 @@ struct Lanczos {
     double qr, qpr, wr, sp, c, ib, bprev;
 };
 
-// K steps: diagonals al[k], squared off-diagonals b2[k]. Step k first makes its partial of G q_k
-// from G w_{k-1} (q_0 = v0: w_{-1} = v0, c = 0, 1/beta = 1). Barrier 1 publishes the partials and alpha's
-// warp sums (alpha = sum over every thread of its partial times q_k[r]); barrier 2 publishes w_k, c = w.q
-// and ||w||^2, and ||w - c q||^2 = ||w||^2 - c^2 (q a unit vector) gives beta^2 with no third reduction.
+// STEPS steps: w = G q_k - alpha_k q_k - beta_{k-1} q_{k-1}, then w's component c = w.q along q_k removed
+// (local reorthogonalisation: without it the top Ritz value of 64 steps overshot lambda_max by up to 1.4e-13
+// of it, measured on an H100), beta_k = ||w - c q_k||, q_{k+1} = (w - c q_k) / beta_k: diagonals al[k],
+// squared off-diagonals b2[k]. Step k first makes its partial of G q_k from G w_{k-1} by linearity
+// ((partial of G w_{k-1} - c partial of G q_{k-1}) / beta_{k-1}; q_0 = v0: w_{-1} = v0, c = 0, 1/beta = 1).
+// Barrier 1 publishes the partials and alpha's warp sums (alpha = sum over every thread of its partial times
+// q_k[r]); barrier 2 publishes w and the warp sums of c and ||w||^2. beta^2 = ||w||^2 - c^2 (q a unit vector)
+// then, unless that difference cancels (c^2 > ||w||^2 / 2: w of rounding size, mostly along q, as at a
+// breakdown; on G = 0.75 I the difference gave a top Ritz value of 0.86): then a third barrier reduces
+// ||w - c q||^2 itself, so beta^2 is always correct to a few ulps and every q a unit vector.
+template <int STEPS>
 __device__ __forceinline__ void lanczos_steps(const double* a, Lanczos& z, double* wbuf,
-                                              double (*part)[D], double* redA, double2* redB, double* al,
-                                              double* b2, int t, int h, int r) {
-    for (int k = 0; k < K; k++) {
+                                              double (*part)[D], double* redA, double2* redB, double* redC,
+                                              double* al, double* b2, int t, int h, int r) {
+    for (int k = 0; k < STEPS; k++) {
         const double2* w2 = reinterpret_cast<const double2*>(wbuf + h * R);
         double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
 #pragma unroll
@@ -146,7 +154,15 @@ __device__ __forceinline__ void lanczos_steps(const double* a, Lanczos& z, doubl
         __syncthreads();                               // 2: w, c's and ||w||^2's warp sums written
         z.c = (redB[0].x + redB[1].x) + (redB[2].x + redB[3].x);
         double ww = (redB[0].y + redB[1].y) + (redB[2].y + redB[3].y);
-        double bb = fmax(ww - z.c * z.c, 0.0);
+        double bb = ww - z.c * z.c;
+        if (!(bb >= 0.5 * ww)) {                       // the same values in every thread: uniform
+            if (h == 0) {
+                double u = z.wr - z.c * z.qr, v = warp_sum(u * u);
+                if ((t & 31) == 0) redC[t >> 5] = v;
+            }
+            __syncthreads();                           // 3 (rare): ||w - c q||^2's warp sums written
+            bb = (redC[0] + redC[1]) + (redC[2] + redC[3]);
+        }
         z.ib = bb > 0.0 ? rsqrt(bb) : 0.0;
         if (t == 0) { al[k] = alpha; b2[k] = bb; }
         z.bprev = bb * z.ib;
@@ -154,13 +170,14 @@ __device__ __forceinline__ void lanczos_steps(const double* a, Lanczos& z, doubl
     __syncthreads();                                   // al, b2 written
 }
 
-// The top eigenvalue of the K x K tridiagonal (al, b2) by multisection from its Gershgorin interval; with
+// The top eigenvalue of the STEPS x STEPS tridiagonal (al, b2) by multisection from its Gershgorin interval; with
 // gershgorin_only, that interval's top (for timing the Lanczos steps alone).
+template <int STEPS>
 __device__ double top_of_tridiagonal(const double* al, const double* b2, double2 (*red2)[NW], int t,
                                      bool gershgorin_only) {
     double gl = __longlong_as_double(0x7ff0000000000000LL), gh = -gl;
-    if (t < K) {
-        double bl = t < K - 1 ? sqrt(b2[t]) : 0.0, bp = t > 0 ? sqrt(b2[t - 1]) : 0.0;
+    if (t < STEPS) {
+        double bl = t < STEPS - 1 ? sqrt(b2[t]) : 0.0, bp = t > 0 ? sqrt(b2[t - 1]) : 0.0;
         gl = al[t] - bl - bp;
         gh = al[t] + bl + bp;
     }
@@ -171,7 +188,7 @@ __device__ double top_of_tridiagonal(const double* al, const double* b2, double2
     for (int s = 0; s < ROUNDS; s++) {
         double x = lo + (hi - lo) * ((double)(t + 1) / NS), clo = lo, chi = hi;
         if (t < NS) {                                  // a shift below lambda_max raises lo, any other lowers hi
-            if (sturm_count(al, b2, x) >= K) chi = x;
+            if (sturm_count<STEPS>(al, b2, x) >= STEPS) chi = x;
             else clo = x;
         }
         m = block_max2(make_double2(clo, -chi), red2, (s + 1) & 1);
@@ -252,19 +269,23 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
 }
 
 // Block b works on matrix m = idx[b] (m = b when idx is null: a pass over a subset, e.g. the matrices a
-// shorter run did not certify, needs no gathered copy) and writes theta_out[m], ok_out[m].
-extern "C" __global__ void __launch_bounds__(NT, 1)
-topeig(const double* __restrict__ G, const double* __restrict__ v0, double* __restrict__ theta_out,
-       int* __restrict__ ok_out, double cert_rtol, int cert, const int* __restrict__ idx) {
+// shorter run did not certify, needs no gathered copy) and writes theta_out[m], ok_out[m]; with redo, a
+// block whose matrix is already certified (ok_out[m] > 0) returns at once.
+template <int STEPS>
+__device__ __forceinline__ void topeig_body(const double* __restrict__ G, const double* __restrict__ v0,
+                                            double* __restrict__ theta_out, int* __restrict__ ok_out,
+                                            double cert_rtol, int cert, const int* __restrict__ idx, int redo) {
     __shared__ __align__(16) double wbuf[D];
     __shared__ double part[H][D];
-    __shared__ double al[K], b2[K];
+    __shared__ double al[STEPS], b2[STEPS];
     __shared__ __align__(16) double cbuf[2][P][D];
     __shared__ __align__(16) double redA[NW];
     __shared__ double2 redB[D / 32];
+    __shared__ double redC[D / 32];
     __shared__ double2 red2[2][NW];
     const int t = threadIdx.x, h = t / D, r = ((((t >> 5) & 3) - h) & 3) * 32 + (t & 31);
     const int mat = idx ? idx[blockIdx.x] : blockIdx.x;
+    if (redo && ok_out[mat] > 0) return;               // the same value in every thread: uniform
     const double* Gb = G + (unsigned long long)mat * D * D;
     double a[R];
 #pragma unroll
@@ -274,8 +295,8 @@ topeig(const double* __restrict__ G, const double* __restrict__ v0, double* __re
     __syncthreads();
     double th = theta_out[mat];
     if (cert != 3) {
-        lanczos_steps(a, z, wbuf, part, redA, redB, al, b2, t, h, r);
-        th = top_of_tridiagonal(al, b2, red2, t, cert == 2);
+        lanczos_steps<STEPS>(a, z, wbuf, part, redA, redB, redC, al, b2, t, h, r);
+        th = top_of_tridiagonal<STEPS>(al, b2, red2, t, cert == 2);
     }
     int ok = (cert == 1 || cert == 3) && th > 0.0 && positive_definite(a, th * (1.0 + cert_rtol), cbuf, h, r);
     if (t == 0) {
@@ -283,3 +304,11 @@ topeig(const double* __restrict__ G, const double* __restrict__ v0, double* __re
         ok_out[mat] = ok;
     }
 }
+
+#ifdef K
+extern "C" __global__ void __launch_bounds__(NT, 1)
+topeig(const double* __restrict__ G, const double* __restrict__ v0, double* __restrict__ theta_out,
+       int* __restrict__ ok_out, double cert_rtol, int cert, const int* __restrict__ idx) {
+    topeig_body<K>(G, v0, theta_out, ok_out, cert_rtol, cert, idx, 0);
+}
+#endif

@@ -1,0 +1,173 @@
+"""The top-eigenvalue method ``"cuda"``: a CUDA kernel behind an XLA FFI call, for batches of 128 x 128
+symmetric float64 matrices on an NVIDIA GPU (sources: ``cuda/topeig_kernel.cuh``, ``cuda/topeig_ffi.cu``).
+
+For each matrix ``G`` (scaled by ``topeig`` to a largest entry in ``[1/2, 1)``) one thread block holds ``G``
+in registers and
+
+1. runs ``FIRST_STEPS`` Lanczos steps from the fixed unit vector ``start_vector()``: a tridiagonal ``T``;
+2. takes ``theta = lambda_max(T)`` by multisection on Sturm counts (the Gershgorin bracket shrunk 2^56), a
+   Ritz value, so ``theta <= lambda_max(G)`` up to rounding;
+3. certifies ``lambda_max(G) < theta (1 + CERT_RTOL)``: the LDL^T factorisation of
+   ``theta (1 + CERT_RTOL) I - G`` has positive pivots (the test ``topeig.certified_below`` makes with
+   cuSOLVER's Cholesky; the two agreed on every matrix of ``benchmarks/bench_topeig_cuda.py``).
+
+A second launch redoes the matrices left uncertified with ``SECOND_STEPS`` (the whole Krylov space), and
+``topeig`` answers any still uncertified with ``eigvalsh``, as for ``lanczos`` and ``subspace``.
+
+The library is compiled by ``nvcc`` at first use, for the device's architecture and against the installed
+jaxlib's FFI headers, into the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then
+``ropetheory/cuda-<key>``); the key hashes the sources, the flags, jax's version, nvcc's version and the
+architecture, so a library built from other code or for another device is never loaded.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata as md
+import importlib.resources
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["D", "TARGET", "build", "library_path", "start_vector", "top_and_certificate", "unavailable_reason"]
+
+#: the only matrix size the kernel takes (one block of 512 threads, 32 entries a thread)
+D = 128
+#: Lanczos steps of the two launches, as ``cuda/topeig_ffi.cu`` defines them (stated here for the docs)
+FIRST_STEPS, SECOND_STEPS = 48, 128
+#: the FFI target's name and the handler's symbol in the library
+TARGET, SYMBOL = "ropetheory_topeig", "RopetheoryTopEig"
+#: the library's sources (package data) and nvcc's flags besides the architecture and include path;
+#: 940 and 2473 are warnings nvcc raises inside XLA's FFI headers
+SOURCES = ("topeig_ffi.cu", "topeig_kernel.cuh")
+NVCC_FLAGS = ("-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-O3", "-diag-suppress", "940,2473")
+#: seconds nvcc may take (one build takes ~7 s on 2 cores)
+BUILD_TIMEOUT_S = 600
+
+
+def start_vector() -> np.ndarray:
+    """The Lanczos start vector: a fixed Gaussian draw (seed 1), normalised; a fixed vector keeps results
+    reproducible, and a random one is orthogonal to no eigenvector of a given G but with probability 0."""
+    v = np.random.default_rng(1).standard_normal(D)
+    return v / np.linalg.norm(v)
+
+
+def sources() -> dict[str, bytes]:
+    """The library's source files, read from the installed package."""
+    root = importlib.resources.files("ropetheory.spectra") / "cuda"
+    return {name: (root / name).read_bytes() for name in SOURCES}
+
+
+def nvcc() -> str | None:
+    """The ``nvcc`` to build with: on ``PATH``, else under ``$CUDA_HOME`` or ``/usr/local/cuda``."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and (pathlib.Path(root) / "bin" / "nvcc").is_file():
+            return str(pathlib.Path(root) / "bin" / "nvcc")
+    return None
+
+
+@functools.cache
+def _nvcc_version(path: str) -> str:
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+def library_path(arch: str, compiler: str) -> pathlib.Path:
+    """Where the library built by ``compiler`` (an nvcc) for ``arch`` (e.g. ``sm_90``) from the current
+    sources lives."""
+    h = hashlib.sha256()
+    for name, data in sorted(sources().items()):
+        h.update(name.encode() + b"\0" + data + b"\0")
+    for part in (*NVCC_FLAGS, arch, md.version("jax"), md.version("jaxlib"), _nvcc_version(compiler)):
+        h.update(part.encode() + b"\0")
+    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    return root / "ropetheory" / f"cuda-{h.hexdigest()[:20]}" / "libropetheory_topeig.so"
+
+
+def build(arch: str, compiler: str | None = None) -> pathlib.Path:
+    """The library for ``arch``, compiled now unless already in the cache; a ``RuntimeError`` carrying
+    nvcc's output when it cannot be built."""
+    compiler = compiler or nvcc()
+    if compiler is None:
+        raise RuntimeError("nvcc was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)")
+    if not re.fullmatch(r"sm_\d+[a-z]?", arch):
+        raise RuntimeError(f"not a CUDA architecture: {arch!r}")
+    out = library_path(arch, compiler)
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        for name, data in sources().items():
+            (pathlib.Path(tmp) / name).write_bytes(data)
+        part = pathlib.Path(tmp) / out.name
+        cmd = [compiler, *NVCC_FLAGS, f"-arch={arch}", "-I", jax.ffi.include_dir(), "-o", str(part),
+               str(pathlib.Path(tmp) / SOURCES[0])]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        if res.returncode != 0:
+            raise RuntimeError(f"nvcc failed ({res.returncode}): {(res.stderr or res.stdout)[-2000:]}")
+        os.replace(part, out)                      # whole or absent: a killed build leaves no library
+    return out
+
+
+def _cuda_device() -> jax.Device | None:
+    """The device in scope (``jax.default_device``, else the default backend's first) if it is an NVIDIA
+    GPU, else ``None``."""
+    scoped = jax.config.jax_default_device  # type: ignore[attr-defined]  # (options are untyped attributes)
+    dev = scoped if isinstance(scoped, jax.Device) else jax.devices(scoped)[0]
+    version = getattr(getattr(dev, "client", None), "platform_version", "") or ""
+    return dev if dev.platform == "gpu" and "cuda" in version.lower() else None
+
+
+@functools.cache
+def _register(arch: str) -> str | None:
+    """Build and register the FFI target for ``arch`` once a process: ``None``, or why it failed (said
+    once, as a warning)."""
+    try:
+        lib = ctypes.CDLL(str(build(arch)))
+        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(getattr(lib, SYMBOL)), platform="CUDA")
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, AttributeError) as e:
+        warnings.warn(f"ropetheory: the top-eigenvalue method 'cuda' is unavailable ({e}); 'subspace' is the "
+                      f"GPU default instead", RuntimeWarning, stacklevel=3)
+        return str(e)
+    _LIBS.append(lib)
+    return None
+
+
+_LIBS: list[ctypes.CDLL] = []          # loaded libraries stay loaded while XLA may call into them
+
+
+def unavailable_reason() -> str | None:
+    """``None`` where the method can run (an NVIDIA GPU in scope and the library built and registered),
+    else why not."""
+    dev = _cuda_device()
+    if dev is None:
+        return "it needs an NVIDIA GPU, and JAX's device here is not one"
+    if nvcc() is None:
+        return "nvcc, which builds it at first use, was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)"
+    cc = str(getattr(dev, "compute_capability", "")).replace(".", "")
+    if not cc.isdigit():
+        return f"the device's compute capability is unknown ({getattr(dev, 'compute_capability', None)!r})"
+    return _register(f"sm_{cc}")
+
+
+def top_and_certificate(G):
+    """``(theta, ok)`` for matrices ``G (B, 128, 128)`` (traceable; the target registered, as
+    ``unavailable_reason() is None`` ensures): ``ok`` where ``lambda_max(G) < theta (1 + CERT_RTOL)`` was
+    shown."""
+    from .topeig import CERT_RTOL
+    B = G.shape[0]
+    call = jax.ffi.ffi_call(TARGET, (jax.ShapeDtypeStruct((B,), jnp.float64), jax.ShapeDtypeStruct((B,), jnp.int32)))
+    theta, ok = call(G.astype(jnp.float64), jnp.asarray(start_vector()), rtol=np.float64(CERT_RTOL))
+    return theta, ok > 0

@@ -1,0 +1,75 @@
+"""The top-eigenvalue method ``"cuda"`` (``ropetheory.spectra.cuda_topeig``): where it refuses, that its
+library compiles from the installed sources (with the nvcc of the machine: CI has one, no GPU), and, on an
+NVIDIA GPU, that it equals eigvalsh's top eigenvalue for every kind of symmetric matrix."""
+from __future__ import annotations
+
+import ctypes
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_topeig import EIG_RTOL, _symmetric_batch
+
+import ropetheory as rt
+from ropetheory.core.errors import BadValue
+from ropetheory.spectra import cuda_topeig, topeig
+
+ON_NVIDIA_GPU = cuda_topeig._cuda_device() is not None
+
+
+@pytest.mark.skipif(ON_NVIDIA_GPU, reason="checks the refusal where no NVIDIA GPU is in scope")
+def test_the_cuda_method_refuses_naming_itself_where_no_nvidia_gpu_is_in_scope(monkeypatch):
+    G = np.eye(cuda_topeig.D)
+    with pytest.raises(BadValue, match=r"method 'cuda' cannot run here: it needs an NVIDIA GPU"):
+        rt.top_eigenvalue(G, "cuda")
+    with pytest.raises(BadValue, match=r"method 'cuda' cannot run here"):
+        rt.rank1_curves_batch(rt.schedule("rope", head_dim=8), np.ones((1, 8)), [1, 10], method="cuda")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")      # a GPU backend that is not an NVIDIA device
+    assert topeig.default_method() == "subspace" and topeig.default_method(cuda_topeig.D) == "subspace"
+
+
+def test_the_cuda_method_takes_128_by_128_matrices_only(monkeypatch):
+    monkeypatch.setattr(cuda_topeig, "unavailable_reason", lambda: None)
+    with pytest.raises(BadValue, match=r"method 'cuda' takes 128 x 128 matrices only, got d = 64"):
+        rt.top_eigenvalue(np.eye(64), "cuda")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert topeig.default_method(64) == "subspace" and topeig.default_method(128) == "cuda"
+
+
+def test_the_steps_the_docs_state_are_the_kernels():
+    src = cuda_topeig.sources()["topeig_ffi.cu"].decode()
+    steps = {m[0]: int(m[1]) for m in re.findall(r"#define (FIRST_STEPS|SECOND_STEPS) (\d+)", src)}
+    assert steps == {"FIRST_STEPS": cuda_topeig.FIRST_STEPS, "SECOND_STEPS": cuda_topeig.SECOND_STEPS}
+
+
+@pytest.mark.skipif(cuda_topeig.nvcc() is None, reason="needs nvcc (CI's machine has one)")
+def test_the_library_compiles_from_the_installed_sources_once_and_anew_for_other_sources(tmp_path, monkeypatch):
+    """Built into the cache folder by the machine's nvcc for sm_90 (no GPU needed), it exports the FFI
+    handler; a second call reuses it; other sources get another library."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    lib = cuda_topeig.build("sm_90")
+    assert lib.is_relative_to(tmp_path) and lib.stat().st_size > 0
+    assert hasattr(ctypes.CDLL(str(lib)), cuda_topeig.SYMBOL)
+    stamp = lib.stat().st_mtime_ns
+    assert cuda_topeig.build("sm_90") == lib and lib.stat().st_mtime_ns == stamp
+    real = cuda_topeig.sources()
+    edited = {**real, "topeig_kernel.cuh": real["topeig_kernel.cuh"] + b"\n"}
+    monkeypatch.setattr(cuda_topeig, "sources", lambda: edited)
+    assert cuda_topeig.library_path("sm_90", cuda_topeig.nvcc()) != lib
+    with pytest.raises(RuntimeError, match="not a CUDA architecture"):
+        cuda_topeig.build("90; rm -rf /")
+
+
+@pytest.mark.skipif(not ON_NVIDIA_GPU, reason="needs an NVIDIA GPU (run on the device machine)")
+@pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero", "indefinite",
+                                  "negative_definite", "rank_deficient", "identity_multiple"])
+def test_the_cuda_method_equals_the_largest_of_eigvalsh(kind):
+    """Certified in the kernel or answered by eigvalsh where no certificate can hold (no positive
+    eigenvalue), every kind's top eigenvalue is eigvalsh's, as for the other methods."""
+    G = _symmetric_batch(cuda_topeig.D, 7, kind)
+    ref = np.linalg.eigvalsh(G)[:, -1]
+    got = np.asarray(jax.jit(lambda G: topeig.top_eigenvalue(G, "cuda"))(jnp.asarray(G)))
+    assert np.all(np.abs(got - ref) <= EIG_RTOL * np.maximum(np.abs(ref), 1e-300) + 1e-300)
+    assert topeig.default_method(cuda_topeig.D) == "cuda"
