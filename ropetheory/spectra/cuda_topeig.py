@@ -125,7 +125,10 @@ def _cuda_device() -> jax.Device | None:
     """The device in scope (``jax.default_device``, else the default backend's first) if it is an NVIDIA
     GPU, else ``None``."""
     scoped = jax.config.jax_default_device  # type: ignore[attr-defined]  # (options are untyped attributes)
-    dev = scoped if isinstance(scoped, jax.Device) else jax.devices(scoped)[0]
+    try:
+        dev = scoped if isinstance(scoped, jax.Device) else jax.devices(scoped)[0]
+    except RuntimeError:                                # a platform named in scope that this process lacks
+        return None
     version = getattr(getattr(dev, "client", None), "platform_version", "") or ""
     return dev if dev.platform == "gpu" and "cuda" in version.lower() else None
 

@@ -18,10 +18,13 @@ finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken 
 
 Measured (``benchmarks/bench_eig.py``, ``benchmarks/bench_topeig_gpu.py``, d = 128, RoPE Grams): on 2 CPU
 cores 6.6x ``eigvalsh`` (batch 2048), the CPU default; on an H100 cuSOLVER's ``sytrd`` runs one matrix at a
-time (0.03x its batched ``eigh``), so GPUs take one block subspace step on tensor cores (``subspace_top``,
-certified, ``eigvalsh`` where the certificate fails): 293k/s on an H100, 360k/s on an H200 (3.96x batched
-``eigvalsh`` in the same run), and ``ropetheory fig7 --clouds 4096`` 17.4 s against 29.5 s with ``eigvalsh``
-(H100, same run, its CSV 4.7e-15 apart). Lanczos (certified the same way) ran 0.98x ``eigvalsh`` there.
+time (0.03x its batched ``eigh``), so GPUs take, for d = 128 where nvcc can build it, the method ``"cuda"``
+(``cuda_topeig``: a CUDA kernel holding each matrix in registers, Lanczos, Sturm multisection and an LDL^T
+certificate, behind an XLA FFI call): 0.80-0.90M/s inside jit on an H100, 2.8-3.1x the next method, and
+``ropetheory fig7 --clouds 4096`` 13.2 s against 18.2 s (same lease, its CSV 1e-15 apart); otherwise one
+block subspace step on tensor cores (``subspace_top``, certified, ``eigvalsh`` where the certificate fails):
+293k/s on an H100, 360k/s on an H200 (3.96x batched ``eigvalsh`` in the same run). Lanczos in plain JAX
+(certified the same way) ran 0.98x ``eigvalsh`` there.
 ``"householder"`` is the same two steps as ``"tridiagonal"`` with the reduction written in plain JAX,
 batched (``.tridiag``), with an a priori enclosure of the value (``.tridiag.householder_top``): 157k/s on the
 H200; memory bound, each column reads the trailing matrix. What bounds the GPU rate (the certificate alone
