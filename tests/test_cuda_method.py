@@ -65,11 +65,15 @@ def test_the_library_compiles_from_the_installed_sources_once_and_anew_for_other
 @pytest.mark.skipif(not ON_NVIDIA_GPU, reason="needs an NVIDIA GPU (run on the device machine)")
 @pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero", "indefinite",
                                   "negative_definite", "rank_deficient", "identity_multiple"])
-def test_the_cuda_method_equals_the_largest_of_eigvalsh(kind):
+@pytest.mark.parametrize("scale", [1.0, 2.0 ** 600, 2.0 ** -600])
+def test_the_cuda_method_equals_the_largest_of_eigvalsh(kind, scale):
     """Certified in the kernel or answered by eigvalsh where no certificate can hold (no positive
-    eigenvalue), every kind's top eigenvalue is eigvalsh's, as for the other methods."""
-    G = _symmetric_batch(cuda_topeig.D, 7, kind)
+    eigenvalue), every kind's top eigenvalue is eigvalsh's, as for the other methods, at any scale (the
+    kernel scales each matrix by a power of two itself inside jit; the host does it for concrete input)."""
+    G = _symmetric_batch(cuda_topeig.D, 7, kind) * scale
     ref = np.linalg.eigvalsh(G)[:, -1]
+    tol = EIG_RTOL * np.maximum(np.abs(ref), 1e-300 * scale) + 1e-300 * scale
     got = np.asarray(jax.jit(lambda G: topeig.top_eigenvalue(G, "cuda"))(jnp.asarray(G)))
-    assert np.all(np.abs(got - ref) <= EIG_RTOL * np.maximum(np.abs(ref), 1e-300) + 1e-300)
+    assert np.all(np.abs(got - ref) <= tol)
+    assert np.all(np.abs(np.asarray(rt.top_eigenvalue(G, "cuda")) - ref) <= tol)
     assert topeig.default_method(cuda_topeig.D) == "cuda"

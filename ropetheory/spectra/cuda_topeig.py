@@ -1,8 +1,8 @@
 """The top-eigenvalue method ``"cuda"``: a CUDA kernel behind an XLA FFI call, for batches of 128 x 128
 symmetric float64 matrices on an NVIDIA GPU (sources: ``cuda/topeig_kernel.cuh``, ``cuda/topeig_ffi.cu``).
 
-For each matrix ``G`` (scaled by ``topeig`` to a largest entry in ``[1/2, 1)``) one thread block holds ``G``
-in registers and
+For each matrix ``G`` one thread block holds ``G`` in registers, scaled by a power of two to a largest entry
+in ``[1/2, 1)`` (exact where normal; the value is scaled back), and
 
 1. runs ``FIRST_STEPS`` Lanczos steps from the fixed unit vector ``start_vector()``: a tridiagonal ``T``;
 2. takes ``theta = lambda_max(T)`` by multisection on Sturm counts (the Gershgorin bracket shrunk 2^56), a

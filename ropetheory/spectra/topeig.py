@@ -245,6 +245,8 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
             raise BadValue(f"G: its top eigenvalue, 2^{int(np.max(k))} x {float(np.max(lam)):.6g}, exceeds the "
                            f"float64 maximum; rescale G, e.g. by a power of two")
         return jnp.asarray(out)
+    if (default_method(G.shape[-1]) if method is None else check_method(method)) == "cuda" and not one_at_a_time:
+        return _top_eigenvalue_scaled(G, "cuda", False)    # the kernel scales each matrix itself: no pass over G
     k = _scale_exponent(G)
     return jnp.ldexp(_top_eigenvalue_scaled(_times_power_of_two(G, -k), method, one_at_a_time), k)
 
@@ -290,7 +292,8 @@ def _scale_exponent(G):
 
 
 def _top_eigenvalue_scaled(G, method, one_at_a_time):
-    """``top_eigenvalue`` of matrices already scaled to a largest entry in ``[1/2, 1)``."""
+    """``top_eigenvalue`` of matrices already scaled to a largest entry in ``[1/2, 1)`` (or of any, for
+    ``"cuda"``, whose kernel scales each matrix by the same power of two itself)."""
     d = G.shape[-1]
     method = default_method(d) if method is None else check_method(method)
     if method == "cuda" and d != cuda_topeig.D:

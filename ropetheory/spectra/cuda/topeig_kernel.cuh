@@ -7,6 +7,8 @@
 // its threads share h, so their reads of a shared vector's rows h*R + i are broadcasts, and warp 4 h + s
 // holds column block cb = (s - h) mod 4, so that the blocks on and below the diagonal, the certificate's
 // work, spread over the four warp schedulers (warp w runs on scheduler w mod 4 = (h + cb) mod 4).
+//   0. The matrix is scaled by 2^-e, e the binary exponent of its largest |entry| (exact where normal), and
+//      theta scaled back by 2^e at the end: the caller need not scale it.
 //   1. STEPS Lanczos steps from the fixed unit vector v0, one local reorthogonalisation against q a step
 //      (the upper bound is the certificate's; the lower, theta <= lambda_max, is a Ritz value's, to
 //      rounding): diagonals alpha, off-diagonals beta. Two barriers a step: the matrix-vector product is
@@ -287,20 +289,32 @@ __device__ __forceinline__ void topeig_body(const double* __restrict__ G, const 
     const int mat = idx ? idx[blockIdx.x] : blockIdx.x;
     if (redo && ok_out[mat] > 0) return;               // the same value in every thread: uniform
     const double* Gb = G + (unsigned long long)mat * D * D;
-    double a[R];
+    double a[R], amax = 0.0;
 #pragma unroll
-    for (int i = 0; i < R; i++) a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
+    for (int i = 0; i < R; i++) {
+        a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
+        amax = fmax(amax, fabs(a[i]));
+    }
+    // scale by 2^-e, e the binary exponent of max |G|, so the largest entry is in [1/2, 1) (the bounds of
+    // step 2 assume entries below 1): exact where the results are normal, as topeig._times_power_of_two
+    int e = 0;
+    double m = block_max2(make_double2(amax, 0.0), red2, 1).x;
+    if (m > 0.0 && m <= 1.7976931348623157e308) frexp(m, &e);
+    if (e != 0) {
+#pragma unroll
+        for (int i = 0; i < R; i++) a[i] = ldexp(a[i], -e);
+    }
     Lanczos z = {0.0, 0.0, v0[r], 0.0, 0.0, 1.0, 0.0};
     if (h == 0) wbuf[r] = z.wr;
     __syncthreads();
-    double th = theta_out[mat];
+    double th = ldexp(theta_out[mat], -e);
     if (cert != 3) {
         lanczos_steps<STEPS>(a, z, wbuf, part, redA, redB, redC, al, b2, t, h, r);
         th = top_of_tridiagonal<STEPS>(al, b2, red2, t, cert == 2);
     }
     int ok = (cert == 1 || cert == 3) && th > 0.0 && positive_definite(a, th * (1.0 + cert_rtol), cbuf, h, r);
     if (t == 0) {
-        theta_out[mat] = th;
+        theta_out[mat] = ldexp(th, e);
         ok_out[mat] = ok;
     }
 }
