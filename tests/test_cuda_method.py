@@ -45,15 +45,18 @@ def test_the_steps_the_docs_state_are_the_kernels():
 
 
 @pytest.mark.skipif(cuda_topeig.nvcc() is None, reason="needs nvcc (CI's machine has one)")
-def test_the_library_compiles_from_the_installed_sources_once_and_anew_for_other_sources(tmp_path, monkeypatch):
-    """Built into the cache folder by the machine's nvcc for sm_90 (no GPU needed), it exports the FFI
-    handler; a second call reuses it; other sources get another library."""
+def test_the_library_compiles_from_the_installed_sources_once_and_anew_for_other_sources(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Built into the cache folder by the machine's nvcc for sm_90 (no GPU needed), saying so, it exports
+    the FFI handler; a second call reuses it, silently; other sources get another library."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     lib = cuda_topeig.build("sm_90")
+    assert "compiling the top-eigenvalue method 'cuda' for sm_90" in capsys.readouterr().err
     assert lib.is_relative_to(tmp_path) and lib.stat().st_size > 0
     assert hasattr(ctypes.CDLL(str(lib)), cuda_topeig.SYMBOL)
     stamp = lib.stat().st_mtime_ns
     assert cuda_topeig.build("sm_90") == lib and lib.stat().st_mtime_ns == stamp
+    assert capsys.readouterr().err == ""
     real = cuda_topeig.sources()
     edited = {**real, "topeig_kernel.cuh": real["topeig_kernel.cuh"] + b"\n"}
     monkeypatch.setattr(cuda_topeig, "sources", lambda: edited)

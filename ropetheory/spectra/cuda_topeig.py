@@ -31,6 +31,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -108,6 +109,8 @@ def build(arch: str, compiler: str | None = None) -> pathlib.Path:
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.write(f"ropetheory: compiling the top-eigenvalue method 'cuda' for {arch} with {compiler} (once, "
+                     f"~10 s; kept in {out.parent})\n")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         for name, data in sources().items():
             (pathlib.Path(tmp) / name).write_bytes(data)
