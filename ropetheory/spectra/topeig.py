@@ -20,7 +20,7 @@ Measured (``benchmarks/bench_eig.py``, ``benchmarks/bench_topeig_gpu.py``, d = 1
 cores 6.6x ``eigvalsh`` (batch 2048), the CPU default; on an H100 cuSOLVER's ``sytrd`` runs one matrix at a
 time (0.03x its batched ``eigh``), so GPUs take, for d = 128 where nvcc can build it, the method ``"cuda"``
 (``cuda_topeig``: a CUDA kernel holding each matrix in registers, Lanczos, Sturm multisection and an LDL^T
-certificate, behind an XLA FFI call): 0.80-0.90M/s inside jit on an H100, 2.8-3.1x the next method, and
+certificate, behind an XLA FFI call): 0.94-1.02M/s inside jit on an H100, 3.2-3.5x the next method, and
 ``ropetheory fig7 --clouds 4096`` 13.2 s against 18.2 s (same lease, its CSV 1e-15 apart); otherwise one
 block subspace step on tensor cores (``subspace_top``, certified, ``eigvalsh`` where the certificate fails):
 293k/s on an H100, 360k/s on an H200 (3.96x batched ``eigvalsh`` in the same run). Lanczos in plain JAX
@@ -184,7 +184,7 @@ def default_method(d: int | None = None) -> str:
     """The fastest measured method for the platform in scope and matrices of size ``d`` (``None``: 128):
     ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``, ``benchmarks/bench_eig.py``); on an NVIDIA
     GPU, ``"cuda"`` for ``d = 128`` where it can run (``cuda_topeig.unavailable_reason``: nvcc builds it at
-    first use; 1.07M certified top eigenvalues/s end to end on an H100, 12x batched ``eigvalsh``,
+    first use; 0.94-1.02M certified top eigenvalues/s inside jit on an H100, 8-12x batched ``eigvalsh``,
     ``docs/benchmarks/bench_topeig_cuda_h100_s20.json``), else ``"subspace"`` (certified, ``eigvalsh``
     where its certificate fails: 3.96x batched ``eigvalsh`` on an H200, ``bench_topeig_gpu.py``); cuSOLVER
     runs ``sytrd`` one matrix at a time (2.4k/s)."""
