@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,21 @@ def test_the_cuda_method_takes_128_by_128_matrices_only(monkeypatch):
         rt.top_eigenvalue(np.eye(64), "cuda")
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert topeig.default_method(64) == "subspace" and topeig.default_method(128) == "cuda"
+
+
+def test_on_an_nvidia_gpu_without_nvcc_the_default_is_subspace_and_says_why_once(monkeypatch):
+    monkeypatch.setattr(cuda_topeig, "_cuda_device", lambda: object())       # as if an NVIDIA GPU were in scope
+    monkeypatch.setattr(cuda_topeig, "nvcc", lambda: None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    cuda_topeig._said.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"method 'cuda' is unavailable \(nvcc, which builds it"):
+            assert topeig.default_method(cuda_topeig.D) == "subspace"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert topeig.default_method(cuda_topeig.D) == "subspace"          # said once, not at every call
+    finally:
+        cuda_topeig._said.cache_clear()
 
 
 def test_the_steps_the_docs_state_are_the_kernels():

@@ -144,11 +144,17 @@ def _register(arch: str) -> str | None:
         lib = ctypes.CDLL(str(build(arch)))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(getattr(lib, SYMBOL)), platform="CUDA")
     except (RuntimeError, OSError, subprocess.TimeoutExpired, AttributeError) as e:
-        warnings.warn(f"ropetheory: the top-eigenvalue method 'cuda' is unavailable ({e}); 'subspace' is the "
-                      f"GPU default instead", RuntimeWarning, stacklevel=3)
-        return str(e)
+        return _said(str(e))
     _LIBS.append(lib)
     return None
+
+
+@functools.cache
+def _said(reason: str) -> str:
+    """``reason``, said once a process as a warning: on an NVIDIA GPU the faster default is not taken."""
+    warnings.warn(f"ropetheory: the top-eigenvalue method 'cuda' is unavailable ({reason}); 'subspace' is the "
+                  f"GPU default instead", RuntimeWarning, stacklevel=4)
+    return reason
 
 
 _LIBS: list[ctypes.CDLL] = []          # loaded libraries stay loaded while XLA may call into them
@@ -161,10 +167,10 @@ def unavailable_reason() -> str | None:
     if dev is None:
         return "it needs an NVIDIA GPU, and JAX's device here is not one"
     if nvcc() is None:
-        return "nvcc, which builds it at first use, was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)"
+        return _said("nvcc, which builds it at first use, was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)")
     cc = str(getattr(dev, "compute_capability", "")).replace(".", "")
     if not cc.isdigit():
-        return f"the device's compute capability is unknown ({getattr(dev, 'compute_capability', None)!r})"
+        return _said(f"the device's compute capability is unknown ({getattr(dev, 'compute_capability', None)!r})")
     return _register(f"sm_{cc}")
 
 
