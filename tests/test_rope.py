@@ -156,3 +156,19 @@ def test_padding_to_a_bucket_keeps_every_row_and_length_bit_for_bit():
     for sub in ([1], [10, 100], grid[:3]):
         got = rt.rank1_curve(theta, v, sub)
         np.testing.assert_array_equal(got["rho"], full["rho"][[grid.index(x) for x in sub]])
+
+
+def test_turn_chunks_are_the_bit_fields_of_the_fixed_point_turn():
+    """``chunks_from_fixed`` cuts each B-bit turn into its 26-bit fields, most significant first, each
+    scaled by its place: the same as shifting and masking the integer, at the edges of the range too."""
+    import random
+
+    from ropetheory.core import angles as A
+    rng = random.Random(0)
+    F = [0, 1, (1 << A.TURN_BITS) - 1, 1 << (A.TURN_BITS - 1), (1 << A.CHUNK_BITS) - 1]
+    F += [rng.getrandbits(A.TURN_BITS) for _ in range(500)]
+    mask = (1 << A.CHUNK_BITS) - 1
+    ref = [[((x >> (A.TURN_BITS - A.CHUNK_BITS * (k + 1))) & mask) * 2.0 ** (-A.CHUNK_BITS * (k + 1))
+            for k in range(A.N_CHUNKS)] for x in F]
+    assert np.array_equal(A.chunks_from_fixed(F), np.array(ref))
+    assert A.chunks_from_fixed([]).shape == (0, A.N_CHUNKS)

@@ -314,3 +314,7 @@ def test_the_traced_scaling_by_a_power_of_two_is_exact_where_ldexp_is(scale):
     want = np.ldexp(G, -k[:, None, None])
     normal = np.abs(want) >= np.finfo(np.float64).tiny
     assert normal.all() and np.array_equal(got[normal], want[normal])
+    assert np.array_equal(np.asarray(jax.jit(topeig._scale_exponent)(jnp.asarray(G))), k)     # bits = frexp's
+    back = np.asarray(jax.jit(lambda x, e: topeig._times_power_of_two(x, e, 0))(jnp.asarray(want[:, 0, 0]),
+                                                                                 jnp.asarray(k)))
+    assert np.array_equal(back, G[:, 0, 0])                                       # and the value scaled back

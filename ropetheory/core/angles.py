@@ -76,11 +76,15 @@ def fixed_turns(theta: np.ndarray) -> list[int]:
 
 
 def chunks_from_fixed(F: list[int]) -> np.ndarray:
-    """Cut B-bit fixed-point turns into ``N_CHUNKS`` exact float64 chunks of 26 bits, shape ``(len(F), 6)``."""
-    mask = (1 << CHUNK_BITS) - 1
-    shifts = [TURN_BITS - CHUNK_BITS * (k + 1) for k in range(N_CHUNKS)]
-    # each piece is an integer below 2^26: exact in int64 and in float64, so one ldexp scales them all
-    pieces = np.array([[(x >> s) & mask for s in shifts] for x in F], dtype=np.int64).reshape(len(F), N_CHUNKS)
+    """Cut B-bit fixed-point turns (integers in ``[0, 2^B)``) into ``N_CHUNKS`` exact float64 chunks of 26
+    bits, shape ``(len(F), 6)``: chunk k is bits ``B - 26 (k + 1) .. B - 26 k - 1`` times ``2^(-26 (k + 1))``."""
+    nbytes = (TURN_BITS + 7) // 8
+    raw = np.frombuffer(b"".join(x.to_bytes(nbytes, "big") for x in F), dtype=np.uint8).reshape(len(F), nbytes)
+    bits = np.unpackbits(raw, axis=1)[:, 8 * nbytes - TURN_BITS:]            # most significant first
+    # each piece is an integer below 2^26 summed from its bits: exact in int64 and in float64, so one ldexp
+    # scales them all (the bits at once: one Python step per turn, not one per chunk)
+    weights = np.left_shift(1, np.arange(CHUNK_BITS - 1, -1, -1, dtype=np.int64))
+    pieces = bits.reshape(len(F), N_CHUNKS, CHUNK_BITS).astype(np.int64) @ weights
     return np.ldexp(pieces.astype(np.float64), -CHUNK_BITS * np.arange(1, N_CHUNKS + 1))
 
 

@@ -248,17 +248,27 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     if (default_method(G.shape[-1]) if method is None else check_method(method)) == "cuda" and not one_at_a_time:
         return _top_eigenvalue_scaled(G, "cuda", False)    # the kernel scales each matrix itself: no pass over G
     k = _scale_exponent(G)
-    return jnp.ldexp(_top_eigenvalue_scaled(_times_power_of_two(G, -k), method, one_at_a_time), k)
+    return _times_power_of_two(_top_eigenvalue_scaled(_times_power_of_two(G, -k), method, one_at_a_time), k, 0)
 
 
-def _times_power_of_two(G, e):
-    """``G * 2^e`` per matrix (``e`` an integer per matrix) as two products by normal powers of two, each
-    exact where its result is normal, as ``jnp.ldexp(G, e)`` is (whose bit manipulation over every entry
-    cost 12 ms against 2.3 ms for the products on 144 Grams of d = 128, 2 cores); results below the normal
-    range are flushed by XLA:CPU either way and are below ``2^-1022`` of the largest entry."""
+def _times_power_of_two(G, e, matrix_ndim: int = 2):
+    """``G * 2^e`` per matrix (``e`` an integer per matrix; ``matrix_ndim = 0`` for one value per ``e``) as
+    two products by normal powers of two, each exact where its result is normal, as ``jnp.ldexp(G, e)`` is
+    (whose bit manipulation over every entry cost 12 ms against 2.3 ms for the products on 144 Grams of
+    d = 128, 2 cores); results below the normal range are flushed by XLA:CPU either way and are below
+    ``2^-1022`` of the largest entry. ``|e| <= 2 * 1021``, so both halves are normal exponents."""
     h = e // 2
-    one = jnp.ones((), G.dtype)
-    return G * jnp.ldexp(one, h)[..., None, None] * jnp.ldexp(one, e - h)[..., None, None]
+    at = (...,) + (None,) * matrix_ndim
+    return G * _power_of_two(h, G.dtype)[at] * _power_of_two(e - h, G.dtype)[at]
+
+
+def _power_of_two(e, dtype):
+    """``2^e`` in ``dtype`` (float32 or float64) from its exponent bits, for integers ``e`` in the normal
+    exponent range (traced as two integer operations and a bit cast, where ``jnp.ldexp`` traces a program
+    of its own)."""
+    fi = jnp.finfo(dtype)
+    itype = jnp.int64 if fi.bits == 64 else jnp.int32
+    return jax.lax.bitcast_convert_type((jnp.asarray(e).astype(itype) + (fi.maxexp - 1)) << fi.nmant, dtype)
 
 
 #: a matrix is taken as symmetric when ``|G - G^T| <= SYMMETRY_RTOL * max |G|`` entrywise: a Gram built
@@ -286,9 +296,14 @@ def _scale_exponent_host(A: np.ndarray) -> np.ndarray:
 
 
 def _scale_exponent(G):
-    """``_scale_exponent_host`` for traced matrices (normal maxima; XLA on CPU flushes subnormals)."""
+    """``_scale_exponent_host`` for traced matrices, read from the exponent bits of ``max |G|`` (normal
+    maxima, as ``frexp``; a subnormal one, which XLA on CPU flushes anyway, gives the smallest normal
+    exponent: a smaller scaling, still exact)."""
     m = jnp.max(jnp.abs(G), axis=(-1, -2))
-    return jnp.where(m > 0, jnp.frexp(m)[1], 0)
+    fi = jnp.finfo(G.dtype)
+    itype = jnp.int64 if fi.bits == 64 else jnp.int32
+    biased = (jax.lax.bitcast_convert_type(m, itype) >> fi.nmant) & ((1 << fi.nexp) - 1)
+    return jnp.where(m > 0, jnp.maximum(biased, 1) - (fi.maxexp - 2), 0)
 
 
 def _top_eigenvalue_scaled(G, method, one_at_a_time):
