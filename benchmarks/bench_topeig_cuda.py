@@ -33,7 +33,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench_topeig_gpu import best_time, report, scaled_grams  # noqa: E402
+from bench_topeig_gpu import DEVICE_PEAKS, best_time, report, scaled_grams  # noqa: E402
 from ropetheory.spectra.topeig import CERT_RTOL, certified_below, subspace_top, top_eigenvalue  # noqa: E402
 from ropetheory.studies import figure7  # noqa: E402
 
@@ -204,6 +204,21 @@ def clustered(batch: int, d: int) -> tuple[jax.Array, np.ndarray]:
     return G, np.linalg.eigvalsh(np.asarray(G))[:, -1]
 
 
+def compute_bounds(kind: str, steps: int) -> dict:
+    """Rates no float64 kernel could beat on the device ``kind`` (its data sheet's non-tensor fp64 peak, the
+    kernel's operations cannot use the tensor cores), for ``D x D`` matrices: one Householder
+    tridiagonalisation (4/3 D^3 flops, the issue's yardstick) and this kernel's own arithmetic (``steps``
+    Lanczos steps at 2 D^2 + 10 D flops, ``ROUNDS`` rounds of 128 Sturm counts at 4 flops a step, and the
+    LDL^T certificate's D^3 / 3)."""
+    peak = next((v[0] for k, v in DEVICE_PEAKS.items() if k in kind), None)
+    kernel_flops = steps * (2 * D ** 2 + 10 * D) + 8 * 128 * steps * 4 + D ** 3 / 3
+    out = {"fp64_peak_tflops": peak, "tridiagonalisation_flops": 4 / 3 * D ** 3, "kernel_flops": kernel_flops}
+    if peak:
+        out["tridiagonalisation_bound_per_s"] = peak * 1e12 / out["tridiagonalisation_flops"]
+        out["kernel_arithmetic_bound_per_s"] = peak * 1e12 / kernel_flops
+    return out
+
+
 def two_pass(first: Kernel, second: Kernel, G: jax.Array, v0: jax.Array) -> tuple[np.ndarray, np.ndarray, int]:
     """``(theta, ok, redone)``: every matrix through ``first``; those it does not certify through ``second``,
     which reads them in place and writes over their results in ``first``'s buffers."""
@@ -284,7 +299,8 @@ def main(argv=None) -> int:
     dev = jax.devices()[0]
     arch = "sm_" + str(getattr(dev, "compute_capability", "9.0")).replace(".", "")
     res: dict = {"device": dev.device_kind, "jax": jax.__version__, "batch": B, "d": D, "threads": NT,
-                 "cert_rtol": CERT_RTOL, "kernels": {}, "rows": {}, "pipeline": {}}
+                 "cert_rtol": CERT_RTOL, "bounds": compute_bounds(dev.device_kind, 48), "kernels": {}, "rows": {},
+                 "pipeline": {}}
     rows = res["rows"]
     cert_jax = jax.jit(certified_below)
     eig = jax.jit(lambda G: jnp.linalg.eigvalsh(G)[:, -1])
