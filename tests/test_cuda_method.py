@@ -54,6 +54,32 @@ def test_on_an_nvidia_gpu_without_nvcc_the_default_is_subspace_and_says_why_once
         cuda_topeig._said.cache_clear()
 
 
+def test_a_build_that_fails_leaves_subspace_as_the_default_and_says_nvccs_words_once(monkeypatch):
+    def failing(arch, compiler=None):
+        raise RuntimeError("nvcc failed (1): topeig_ffi.cu(3): error: no such header")
+    monkeypatch.setattr(cuda_topeig, "_cuda_device", lambda: type("Dev", (), {"compute_capability": "9.0"})())
+    monkeypatch.setattr(cuda_topeig, "nvcc", lambda: "/usr/bin/nvcc")
+    monkeypatch.setattr(cuda_topeig, "build", failing)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    cuda_topeig._register.cache_clear()
+    cuda_topeig._said.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"unavailable \(nvcc failed \(1\): topeig_ffi.cu\(3\): error"):
+            assert topeig.default_method(cuda_topeig.D) == "subspace"
+        with pytest.raises(BadValue, match=r"method 'cuda' cannot run here: nvcc failed"):
+            rt.top_eigenvalue(np.eye(cuda_topeig.D), "cuda")
+    finally:
+        cuda_topeig._register.cache_clear()
+        cuda_topeig._said.cache_clear()
+
+
+@pytest.mark.skipif(ON_NVIDIA_GPU, reason="names a platform this process lacks")
+def test_a_platform_named_in_scope_that_this_process_lacks_is_no_nvidia_gpu():
+    with jax.default_device("gpu"):                       # no GPU backend here: jax.devices("gpu") raises
+        assert cuda_topeig._cuda_device() is None
+        assert "needs an NVIDIA GPU" in cuda_topeig.unavailable_reason()
+
+
 def test_the_steps_the_docs_state_are_the_kernels():
     src = cuda_topeig.sources()["topeig_ffi.cu"].decode()
     steps = {m[0]: int(m[1]) for m in re.findall(r"#define (FIRST_STEPS|SECOND_STEPS) (\d+)", src)}
