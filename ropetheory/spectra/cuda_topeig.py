@@ -68,6 +68,10 @@ def sources() -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in SOURCES}
 
 
+#: where ``nvcc()`` looks, in order (for the messages that say it was not found)
+NVCC_PLACES = "PATH, $CUDA_HOME/bin, /usr/local/cuda/bin"
+
+
 def nvcc() -> str | None:
     """The ``nvcc`` to build with: on ``PATH``, else under ``$CUDA_HOME`` or ``/usr/local/cuda``."""
     found = shutil.which("nvcc")
@@ -102,7 +106,7 @@ def build(arch: str, compiler: str | None = None) -> pathlib.Path:
     nvcc's output when it cannot be built."""
     compiler = compiler or nvcc()
     if compiler is None:
-        raise RuntimeError("nvcc was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)")
+        raise RuntimeError(f"nvcc was not found ({NVCC_PLACES})")
     if not re.fullmatch(r"sm_\d+[a-z]?", arch):
         raise RuntimeError(f"not a CUDA architecture: {arch!r}")
     out = library_path(arch, compiler)
@@ -167,7 +171,7 @@ def unavailable_reason() -> str | None:
     if dev is None:
         return "it needs an NVIDIA GPU, and JAX's device here is not one"
     if nvcc() is None:
-        return _said("nvcc, which builds it at first use, was not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)")
+        return _said(f"nvcc, which builds it at first use, was not found ({NVCC_PLACES})")
     cc = str(getattr(dev, "compute_capability", "")).replace(".", "")
     if not cc.isdigit():
         return _said(f"the device's compute capability is unknown ({getattr(dev, 'compute_capability', None)!r})")

@@ -245,8 +245,9 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
             raise BadValue(f"G: its top eigenvalue, 2^{int(np.max(k))} x {float(np.max(lam)):.6g}, exceeds the "
                            f"float64 maximum; rescale G, e.g. by a power of two")
         return jnp.asarray(out)
-    if (default_method(G.shape[-1]) if method is None else check_method(method)) == "cuda" and not one_at_a_time:
-        return _top_eigenvalue_scaled(G, "cuda", False)    # the kernel scales each matrix itself: no pass over G
+    method = default_method(G.shape[-1]) if method is None else check_method(method)
+    if method == "cuda" and not one_at_a_time:
+        return _top_eigenvalue_scaled(G, method, False)    # the kernel scales each matrix itself: no pass over G
     k = _scale_exponent(G)
     return _times_power_of_two(_top_eigenvalue_scaled(_times_power_of_two(G, -k), method, one_at_a_time), k, 0)
 
