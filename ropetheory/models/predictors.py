@@ -40,7 +40,7 @@ alone. So each candidate also gets Spearman's correlation within each ``k``, acr
 sliding window (Gemma 3: its global layers; SmolLM2: every head), which see key 0 at every length. A
 candidate absent from the analysis is reported missing, with the reason, never filled in.
 
-Imports numpy and scipy.stats only.
+Imports numpy only (the ranks: ``core.ranks``).
 """
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ..core.checks import check_finite_array, check_integer, check_lengths, check_seed
+from ..core.ranks import average_ranks
 from ..core.errors import BadType, BadValue
 from .sinks import MULTIPLES
 
@@ -138,7 +138,7 @@ def _series(h: dict, name: str, grid: list[int]) -> tuple[list[float] | None, st
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
-    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = average_ranks(x), average_ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1])
 
 

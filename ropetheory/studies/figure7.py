@@ -35,6 +35,7 @@ from .. import figstyle
 from .common import device_scope, int_list, parse_study_args, save_figures, study_parser
 from ..core.errors import BadValue
 from ..core.checks import read_json_file
+from ..core.ranks import spearman
 
 TRAIN_LEN = 4096
 C1_MARGIN, C2_RTOL = _criteria.C1_MARGIN, _criteria.C2_RTOL     # Section 4: one definition, theory.criteria
@@ -160,7 +161,6 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
 
 def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
     """Table 5 configurations: floor, rho_L, attainment, drift L -> 4L, and rank correlations with RULER."""
-    from scipy.stats import spearmanr
     L = TRAIN_LEN
     grid = np.array([L, 4 * L, 16 * L], dtype=np.int64)      # the ablation metrics need only these
     at = {int(n): i for i, n in enumerate(grid)}
@@ -183,8 +183,8 @@ def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
         x = [r[metric] for r in rows]
         for col in ("ruler_8k", "ruler_16k"):
             y = [r[col] for r in rows]
-            res = spearmanr(x, y)
-            corr[f"{metric}~{col}"] = {"spearman": float(res.statistic), "p_value": float(res.pvalue)}
+            r_s, p_value = spearman(x, y)
+            corr[f"{metric}~{col}"] = {"spearman": r_s, "p_value": p_value}
     return {
         "head_dim": d,
         "rows": rows,

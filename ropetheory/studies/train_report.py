@@ -28,6 +28,7 @@ from .. import figstyle
 from ..schedules import names
 from .common import save_figure
 from ..core.checks import read_json_file
+from ..core.ranks import spearman
 
 __all__ = ["save", "report", "correlations"]
 
@@ -70,7 +71,6 @@ def per_model(res: dict) -> list[dict[str, Any]]:
 
 def correlations(rows: list[dict]) -> list[dict[str, Any]]:
     """Spearman's rho and its two-sided p-value between each measure and each outcome, across models."""
-    from scipy.stats import spearmanr
     out = []
     for m in MEASURES:
         for kind in ("acc", "ppl"):
@@ -85,8 +85,7 @@ def correlations(rows: list[dict]) -> list[dict[str, Any]]:
                     "p_value": None,
                 }
                 if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
-                    r = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
-                    rec["spearman"], rec["p_value"] = float(r.statistic), float(r.pvalue)
+                    rec["spearman"], rec["p_value"] = spearman([a for a, _ in pairs], [b for _, b in pairs])
                 if f"{kind}_{k}L" in rows[0] if rows else False:
                     out.append(rec)
     return out
