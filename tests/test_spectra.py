@@ -423,3 +423,18 @@ def test_the_sum_phases_computed_on_one_triangle_are_the_bits_of_the_whole_matri
     pf = pair_frequencies(th)
     whole = jax.jit(jax.vmap(lambda n: mean_phase(pf.t_sum, pf.half_sum, n, 1.0, slope, slope == 0)))(L)
     assert np.array_equal(np.asarray(S), np.asarray(whole))
+
+
+def test_the_batch_on_an_accelerator_computes_each_chunk_while_the_next_is_sent_with_the_same_numbers(monkeypatch):
+    """On an accelerator a chunk of clouds is read back only after the next is dispatched; the curves, their
+    order and the progress reported (every cloud once, in chunk order) are those of one chunk at a time."""
+    from ropetheory.spectra import gram
+    theta = rt.schedule("rope", head_dim=16, base=100.0).theta
+    V = np.random.default_rng(9).standard_normal((7, 16))
+    n = [3, 50, 4096]
+    one_by_one = sp.rank1_curves_batch(theta, V, n, clouds_per_call=7).rho
+    monkeypatch.setattr(gram, "compute_platform", lambda: "gpu")
+    seen: list[int] = []
+    piped = sp.rank1_curves_batch(theta, V, n, clouds_per_call=3, progress=seen.append).rho
+    assert seen == [3, 3, 1]
+    np.testing.assert_allclose(piped, one_by_one, rtol=1e-13, atol=0)

@@ -211,12 +211,22 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
         chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
     else:
         chunk = check_length(clouds_per_call, "clouds_per_call")
-    out = []
+    out: list[np.ndarray] = []
+    pending: list[Any] = []             # on an accelerator, the chunk computing while the next is dispatched
+
+    def collect() -> None:
+        rho2 = pending.pop()
+        out.append(np.asarray(rho2))
+        if progress is not None:
+            progress(rho2.shape[0])
+
     for k in range(0, Vi.shape[0], chunk):
         with one_blas_thread(not batched):                   # LAPACK under XLA's threads: core.devices
-            out.append(np.asarray(rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
-                                                  method=method)))
-        if progress is not None:
-            progress(min(chunk, Vi.shape[0] - k))
+            pending.insert(0, rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
+                                              method=method))
+            if not batched or len(pending) > 1:              # CPU: each chunk done inside its BLAS scope
+                collect()
+    while pending:
+        collect()
     rho2 = np.clip(np.concatenate(out)[:, :L.size], 0, None)
     return Curve(n=L, rho=np.sqrt(rho2), rho2=rho2)
