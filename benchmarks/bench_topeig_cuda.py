@@ -283,6 +283,23 @@ def pipeline_row(first: Kernel, second: Kernel, G, ref, v0, repeat: int) -> dict
             "certified_not_above_eigvalsh_plus_rtol": bool(np.all(ref[good] <= th[good] * (1 + CERT_RTOL)))}
 
 
+def head_dim_row(B: int, d: int, repeat: int) -> dict:
+    """Figure 7's RoPE (base 1e4) Grams of head width ``d``: the package's ``top_eigenvalue`` with "cuda" (the
+    matrices embedded in 128 x 128 ones, ``cuda_topeig.embedded``) and with "subspace", against eigvalsh, on
+    the same batch in the same run (what ``cuda_topeig.DEFAULT_FROM_D`` is chosen from)."""
+    G, ref, _ = scaled_grams(B, d, figure7.theta_of("rope_1e4", d))
+    eig = jax.jit(lambda G: jnp.linalg.eigvalsh(G)[:, -1])
+    jax.block_until_ready(eig(G))
+    row: dict = {"eigvalsh_per_s": B / best_time(eig, G, repeat)}
+    for m in ("cuda", "subspace"):
+        fn = jax.jit(lambda G, m=m: top_eigenvalue(G, m))
+        val = np.asarray(fn(G))
+        row[m] = {"per_s": B / best_time(fn, G, repeat),
+                  "max_rel_to_eigvalsh": float(np.max(np.abs(val - ref) / np.abs(ref)))}
+    row["cuda_vs_subspace"] = row["cuda"]["per_s"] / row["subspace"]["per_s"]
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4096)
@@ -292,18 +309,27 @@ def main(argv=None) -> int:
     ap.add_argument("--pipeline", default="48,128", help="the two-pass pipeline's first and second steps")
     ap.add_argument("--baseline-kernel", default="", help="another version of the kernel, built with 64 steps "
                     "and measured in the same run (e.g. an earlier commit's)")
+    ap.add_argument("--head-dims", default="", help="other head widths d (comma-separated): the package's 'cuda' "
+                    "(embedded in 128 x 128) against 'subspace' on Figure 7's RoPE Grams of each")
+    ap.add_argument("--only-head-dims", action="store_true", help="measure the --head-dims rows alone")
     ap.add_argument("--out", default="results/bench_topeig_cuda.json")
     args = ap.parse_args(argv)
     if jax.default_backend() != "gpu":
         print(f"bench_topeig_cuda needs an NVIDIA GPU; JAX's backend here is {jax.default_backend()}", file=sys.stderr)
         return 2
     B = args.batch
-    G, ref, v0 = scaled_grams(B, D)
     dev = jax.devices()[0]
-    arch = "sm_" + str(getattr(dev, "compute_capability", "9.0")).replace(".", "")
     res: dict = {"device": dev.device_kind, "jax": jax.__version__, "batch": B, "d": D, "threads": NT,
                  "cert_rtol": CERT_RTOL, "bounds": compute_bounds(dev.device_kind, 48), "kernels": {}, "rows": {},
-                 "pipeline": {}}
+                 "pipeline": {}, "head_dims": {}}
+    for d in (int(x) for x in args.head_dims.split(",") if x):
+        res["head_dims"][str(d)] = head_dim_row(B, d, args.repeat)
+        print(f"d = {d}:", res["head_dims"][str(d)], flush=True)
+    if args.only_head_dims:
+        report(res, args.out)
+        return 0
+    G, ref, v0 = scaled_grams(B, D)
+    arch = "sm_" + str(getattr(dev, "compute_capability", "9.0")).replace(".", "")
     rows = res["rows"]
     eig = jax.jit(lambda G: jnp.linalg.eigvalsh(G)[:, -1])
     sub = jax.jit(subspace_top)

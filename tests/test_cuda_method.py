@@ -31,12 +31,31 @@ def test_the_cuda_method_refuses_naming_itself_where_no_nvidia_gpu_is_in_scope(m
     assert topeig.default_method() == "subspace" and topeig.default_method(cuda_topeig.D) == "subspace"
 
 
-def test_the_cuda_method_takes_128_by_128_matrices_only(monkeypatch):
+def test_the_cuda_method_takes_matrices_up_to_128_and_is_the_default_from_its_measured_size(monkeypatch):
     monkeypatch.setattr(cuda_topeig, "unavailable_reason", lambda: None)
-    with pytest.raises(BadValue, match=r"method 'cuda' takes 128 x 128 matrices only, got d = 64"):
-        rt.top_eigenvalue(np.eye(64), "cuda")
+    with pytest.raises(BadValue, match=r"method 'cuda' takes d x d matrices with d <= 128 only, got d = 130"):
+        rt.top_eigenvalue(np.eye(130), "cuda")
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert topeig.default_method(64) == "subspace" and topeig.default_method(128) == "cuda"
+    lo = cuda_topeig.DEFAULT_FROM_D
+    assert [topeig.default_method(d) for d in (lo - 1, lo, cuda_topeig.D, cuda_topeig.D + 1, None)] == \
+        ["subspace", "cuda", "cuda", "subspace", "cuda"]
+
+
+@pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "zero", "indefinite", "negative_definite",
+                                  "identity_multiple", "diagonal"])
+@pytest.mark.parametrize("d", [1, 3, 80, 127])
+def test_a_smaller_matrix_embedded_for_the_kernel_keeps_its_top_eigenvalue_and_its_scale(kind, d):
+    """``[[G, 0], [0, s I]]`` with ``s = min_i G_ii`` (checked here with eigvalsh, on the CPU): the same top
+    eigenvalue for every kind (negative definite and indefinite included), the same largest entry (the
+    kernel's scaling), symmetric, and the kernel's size."""
+    G = _symmetric_batch(d, d + 5, kind)
+    E = np.asarray(cuda_topeig.embedded(jnp.asarray(G)))
+    assert E.shape == (G.shape[0], cuda_topeig.D, cuda_topeig.D) and np.array_equal(E, E.transpose(0, 2, 1))
+    assert np.array_equal(E[:, :d, :d], G)
+    assert np.array_equal(np.max(np.abs(E), axis=(1, 2)), np.max(np.abs(G), axis=(1, 2)))
+    ref = np.linalg.eigvalsh(G)[:, -1]
+    got = np.linalg.eigvalsh(E)[:, -1]
+    assert np.all(np.abs(got - ref) <= EIG_RTOL * np.maximum(np.abs(ref), np.max(np.abs(G), axis=(1, 2))))
 
 
 def test_on_an_nvidia_gpu_without_nvcc_the_default_is_subspace_and_says_why_once(monkeypatch):
@@ -111,11 +130,13 @@ def test_the_library_compiles_from_the_installed_sources_once_and_anew_for_other
 @pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero", "indefinite",
                                   "negative_definite", "rank_deficient", "identity_multiple"])
 @pytest.mark.parametrize("scale", [1.0, 2.0 ** 600, 2.0 ** -600])
-def test_the_cuda_method_equals_the_largest_of_eigvalsh(kind, scale):
+@pytest.mark.parametrize("d", [cuda_topeig.D, 80])
+def test_the_cuda_method_equals_the_largest_of_eigvalsh(kind, scale, d):
     """Certified in the kernel or answered by eigvalsh where no certificate can hold (no positive
     eigenvalue), every kind's top eigenvalue is eigvalsh's, as for the other methods, at any scale (the
-    kernel scales each matrix by a power of two itself inside jit; the host does it for concrete input)."""
-    G = _symmetric_batch(cuda_topeig.D, 7, kind) * scale
+    kernel scales each matrix by a power of two itself inside jit; the host does it for concrete input),
+    for the kernel's size and a smaller one (embedded)."""
+    G = _symmetric_batch(d, 7, kind) * scale
     ref = np.linalg.eigvalsh(G)[:, -1]
     tol = EIG_RTOL * np.maximum(np.abs(ref), 1e-300 * scale) + 1e-300 * scale
     got = np.asarray(jax.jit(lambda G: topeig.top_eigenvalue(G, "cuda"))(jnp.asarray(G)))

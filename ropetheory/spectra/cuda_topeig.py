@@ -1,5 +1,7 @@
-"""The top-eigenvalue method ``"cuda"``: a CUDA kernel behind an XLA FFI call, for batches of 128 x 128
-symmetric float64 matrices on an NVIDIA GPU (sources: ``cuda/topeig_kernel.cuh``, ``cuda/topeig_ffi.cu``).
+"""The top-eigenvalue method ``"cuda"``: a CUDA kernel behind an XLA FFI call, for batches of ``d x d``
+symmetric float64 matrices, ``d <= 128``, on an NVIDIA GPU (sources: ``cuda/topeig_kernel.cuh``,
+``cuda/topeig_ffi.cu``). The kernel takes 128 x 128 matrices; a smaller ``G`` is embedded first
+(``embedded``: the same top eigenvalue, exactly).
 
 For each matrix ``G`` one thread block holds ``G`` in registers, scaled by a power of two to a largest entry
 in ``[1/2, 1)`` (exact where normal; the value is scaled back), and
@@ -39,10 +41,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["D", "TARGET", "build", "library_path", "start_vector", "top_and_certificate", "unavailable_reason"]
+__all__ = ["D", "TARGET", "build", "embedded", "library_path", "start_vector", "top_and_certificate",
+           "unavailable_reason"]
 
-#: the only matrix size the kernel takes (one block of 512 threads, 32 entries a thread)
+#: the matrix size the kernel takes (one block of 512 threads, 32 entries a thread); smaller ones are embedded
 D = 128
+#: the smallest ``d`` for which ``topeig.default_method`` takes "cuda". Embedded, a ``d x d`` matrix costs the
+#: kernel what a 128 x 128 one does, while "subspace" gets cheaper with ``d``; until
+#: ``benchmarks/bench_topeig_cuda.py --head-dims`` has measured where "cuda" still wins, only 128
+DEFAULT_FROM_D = 128
 #: Lanczos steps of the two launches, as ``cuda/topeig_ffi.cu`` defines them (stated here for the docs)
 FIRST_STEPS, SECOND_STEPS = 48, 128
 #: the FFI target's name and the handler's symbol in the library
@@ -178,11 +185,33 @@ def unavailable_reason() -> str | None:
     return _register(f"sm_{cc}")
 
 
+def embedded(G):
+    """Matrices ``G (B, d, d)``, ``d <= D``, as ``D x D`` matrices ``[[G, 0], [0, s I]]`` with ``s = min_i G_ii``
+    (traceable), whose top eigenvalue is ``G``'s exactly:
+
+    - ``s <= max_i G_ii = max_i e_i^T G e_i <= lambda_max(G)``, so the block ``s I`` adds no larger eigenvalue;
+    - ``s`` is an entry of ``G`` (no rounding), and ``|s| <= max |G|``, so the kernel's power-of-two scaling
+      is ``G``'s own;
+    - ``s >= lambda_min(G)``: the added eigenvalue lies inside ``G``'s spectrum, and as it is one multiple
+      eigenvalue Lanczos sees one direction of it, so the convergence to ``lambda_max`` is ``G``'s;
+    - ``mu I - [[G, 0], [0, s I]]`` is positive definite exactly when ``mu I - G`` is and ``mu > s``, which
+      ``mu > lambda_max(G)`` implies: the certificate certifies what it certifies for ``G``.
+    """
+    d = G.shape[-1]
+    if d == D:
+        return G
+    s = jnp.min(jnp.diagonal(G, axis1=-2, axis2=-1), axis=-1)
+    tail = s[:, None, None] * jnp.eye(D - d, dtype=G.dtype)
+    return jnp.concatenate([jnp.pad(G, ((0, 0), (0, 0), (0, D - d))), jnp.pad(tail, ((0, 0), (0, 0), (d, 0)))],
+                           axis=1)
+
+
 def top_and_certificate(G):
-    """``(theta, ok)`` for matrices ``G (B, 128, 128)`` (traceable; the target registered, as
+    """``(theta, ok)`` for matrices ``G (B, d, d)``, ``d <= D`` (traceable; the target registered, as
     ``unavailable_reason() is None`` ensures): ``ok`` where ``lambda_max(G) < theta (1 + CERT_RTOL)`` was
     shown."""
     from .topeig import CERT_RTOL
+    G = embedded(G)
     B = G.shape[0]
     call = jax.ffi.ffi_call(TARGET, (jax.ShapeDtypeStruct((B,), jnp.float64), jax.ShapeDtypeStruct((B,), jnp.int32)))
     theta, ok = call(G.astype(jnp.float64), jnp.asarray(start_vector()), rtol=np.float64(CERT_RTOL))

@@ -183,14 +183,15 @@ def _checked_or_eigvalsh(theta, ok, G):
 def default_method(d: int | None = None) -> str:
     """The fastest measured method for the platform in scope and matrices of size ``d`` (``None``: 128):
     ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``, ``benchmarks/bench_eig.py``); on an NVIDIA
-    GPU, ``"cuda"`` for ``d = 128`` where it can run (``cuda_topeig.unavailable_reason``: nvcc builds it at
-    first use; 0.94-1.02M certified top eigenvalues/s inside jit on an H100, 8-12x batched ``eigvalsh``,
+    GPU, ``"cuda"`` for ``cuda_topeig.DEFAULT_FROM_D <= d <= 128`` where it can run
+    (``cuda_topeig.unavailable_reason``: nvcc builds it at first use; 0.94-1.02M certified top eigenvalues/s
+    inside jit on an H100, 8-12x batched ``eigvalsh``,
     ``docs/benchmarks/bench_topeig_cuda_h100_s20.json``), else ``"subspace"`` (certified, ``eigvalsh``
     where its certificate fails: 3.96x batched ``eigvalsh`` on an H200, ``bench_topeig_gpu.py``); cuSOLVER
     runs ``sytrd`` one matrix at a time (2.4k/s)."""
     if compute_platform() == "cpu":
         return "tridiagonal"
-    if d in (None, cuda_topeig.D) and cuda_topeig.unavailable_reason() is None:
+    if (d is None or cuda_topeig.DEFAULT_FROM_D <= d <= cuda_topeig.D) and cuda_topeig.unavailable_reason() is None:
         return "cuda"
     return "subspace"
 
@@ -216,9 +217,10 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
     ``"lanczos"`` (``LANCZOS_STEPS`` Lanczos steps, certified by a Cholesky factorisation, ``eigvalsh`` for
     the matrices whose certificate fails: fast for PSD matrices, exact for any symmetric one, as a matrix with
     no positive eigenvalue is never certified), ``"subspace"`` (``subspace_top``, the same certificate and
-    fallback), ``"cuda"`` (``cuda_topeig``: a CUDA kernel, 128 x 128 matrices on an NVIDIA GPU only, the
-    same certificate and fallback), ``"eigvalsh"`` (the whole spectrum; the reference the benchmarks and
-    tests compare against) or ``None`` (``default_method``).
+    fallback), ``"cuda"`` (``cuda_topeig``: a CUDA kernel, matrices up to 128 x 128 on an NVIDIA GPU only,
+    smaller ones embedded in 128 x 128 with the same top eigenvalue; the same certificate and fallback),
+    ``"eigvalsh"`` (the whole spectrum; the reference the benchmarks and tests compare against) or ``None``
+    (``default_method``).
     Only the lower triangle is read (the matrix is taken to be symmetric, as every Gram here is built;
     symmetrising a copy first cost a third of the time, measured).
 
@@ -312,8 +314,8 @@ def _top_eigenvalue_scaled(G, method, one_at_a_time):
     ``"cuda"``, whose kernel scales each matrix by the same power of two itself)."""
     d = G.shape[-1]
     method = default_method(d) if method is None else check_method(method)
-    if method == "cuda" and d != cuda_topeig.D:
-        raise BadValue(f"method 'cuda' takes {cuda_topeig.D} x {cuda_topeig.D} matrices only, got d = {d}")
+    if method == "cuda" and d > cuda_topeig.D:
+        raise BadValue(f"method 'cuda' takes d x d matrices with d <= {cuda_topeig.D} only, got d = {d}")
     if one_at_a_time and G.ndim > 2:
         flat = G.reshape((-1, d, d))
         return jax.lax.map(lambda g: _top_eigenvalue_scaled(g, method, False), flat).reshape(G.shape[:-2])
