@@ -47,9 +47,10 @@ __all__ = ["D", "TARGET", "build", "embedded", "library_path", "start_vector", "
 #: the matrix size the kernel takes (one block of 512 threads, 32 entries a thread); smaller ones are embedded
 D = 128
 #: the smallest ``d`` for which ``topeig.default_method`` takes "cuda". Embedded, a ``d x d`` matrix costs the
-#: kernel what a 128 x 128 one does, while "subspace" gets cheaper with ``d``; until
-#: ``benchmarks/bench_topeig_cuda.py --head-dims`` has measured where "cuda" still wins, only 128
-DEFAULT_FROM_D = 128
+#: kernel what a 128 x 128 one does, while "subspace" gets cheaper with ``d``: on one H200, Figure 7's RoPE Grams,
+#: "cuda" ran 0.79x "subspace" at d = 64, 1.33x at d = 80 and 2.78x at d = 128
+#: (``docs/benchmarks/bench_topeig_cuda_head_dims_h200_s21.json``)
+DEFAULT_FROM_D = 80
 #: Lanczos steps of the two launches, as ``cuda/topeig_ffi.cu`` defines them (stated here for the docs)
 FIRST_STEPS, SECOND_STEPS = 48, 128
 #: the FFI target's name and the handler's symbol in the library

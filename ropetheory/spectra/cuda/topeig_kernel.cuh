@@ -295,14 +295,19 @@ __device__ __forceinline__ void topeig_body(const double* __restrict__ G, const 
         a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
         amax = fmax(amax, fabs(a[i]));
     }
-    // scale by 2^-e, e the binary exponent of max |G|, so the largest entry is in [1/2, 1) (the bounds of
-    // step 2 assume entries below 1): exact where the results are normal, as topeig._times_power_of_two
-    int e = 0;
-    double m = block_max2(make_double2(amax, 0.0), red2, 1).x;
-    if (m > 0.0 && m <= 1.7976931348623157e308) frexp(m, &e);
+    // scale by 2^-e, e the binary exponent of max |G| read from its bits, so the largest entry is in [1/2, 1)
+    // (the bounds of step 2 assume entries below 1; a subnormal maximum gets e = -1021, a smaller scaling),
+    // as two products by normal powers of two: exact where the results are normal, as
+    // topeig._times_power_of_two (1.6% faster than ldexp on every entry: 957k/s against 942k/s, 64 steps, one H200)
+    const double m = block_max2(make_double2(amax, 0.0), red2, 1).x;
+    const int biased = (int)((__double_as_longlong(m) >> 52) & 0x7ff);
+    const int e = (m > 0.0 && biased < 0x7ff) ? max(biased, 1) - 1022 : 0;
     if (e != 0) {
+        const int h = (-e) >> 1;                       // -e = h + (-e - h), both halves in [-512, 511]
+        const double p1 = __longlong_as_double((long long)(h + 1023) << 52);
+        const double p2 = __longlong_as_double((long long)(-e - h + 1023) << 52);
 #pragma unroll
-        for (int i = 0; i < R; i++) a[i] = ldexp(a[i], -e);
+        for (int i = 0; i < R; i++) a[i] = a[i] * p1 * p2;
     }
     Lanczos z = {0.0, 0.0, v0[r], 0.0, 0.0, 1.0, 0.0};
     if (h == 0) wbuf[r] = z.wr;
