@@ -18,9 +18,10 @@ finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken 
 
 Measured (``benchmarks/bench_eig.py``, ``benchmarks/bench_topeig_gpu.py``, d = 128, RoPE Grams): on 2 CPU
 cores 6.6x ``eigvalsh`` (batch 2048), the CPU default; on an H100 cuSOLVER's ``sytrd`` runs one matrix at a
-time (0.03x its batched ``eigh``), so GPUs take, for d = 128 where nvcc can build it, the method ``"cuda"``
-(``cuda_topeig``: a CUDA kernel holding each matrix in registers, Lanczos, Sturm multisection and an LDL^T
-certificate, behind an XLA FFI call): 0.94-1.02M/s inside jit on an H100, 3.2-3.5x the next method, and
+time (0.03x its batched ``eigh``), so GPUs take, for 80 <= d <= 128 where nvcc can build it, the method
+``"cuda"`` (``cuda_topeig``: a CUDA kernel holding each matrix in registers, Lanczos, Sturm multisection and an
+LDL^T certificate, behind an XLA FFI call; smaller matrices embedded in 128 x 128): 0.94-1.02M/s inside jit
+on an H100, 0.92-0.99M/s on an H200, 2.5-3.5x the next method, and
 ``ropetheory fig7 --clouds 4096`` 13.2 s against 18.2 s (same lease, its CSV 1e-15 apart); otherwise one
 block subspace step on tensor cores (``subspace_top``, certified, ``eigvalsh`` where the certificate fails):
 293k/s on an H100, 360k/s on an H200 (3.96x batched ``eigvalsh`` in the same run). Lanczos in plain JAX
