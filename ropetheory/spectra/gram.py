@@ -212,7 +212,10 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     else:
         chunk = check_length(clouds_per_call, "clouds_per_call")
     out: list[np.ndarray] = []
-    pending: list[Any] = []             # on an accelerator, the chunk computing while the next is dispatched
+    # on an accelerator a chunk is read back only after the next is dispatched, so the host's conversion and
+    # progress overlap the device's work where dispatch is asynchronous (on XLA:GPU the eigvalsh fallback's
+    # conditional reads its predicate back, so each call waits for its own result: no gain measured there)
+    pending: list[Any] = []
 
     def collect() -> None:
         rho2 = pending.pop()
