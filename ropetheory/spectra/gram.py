@@ -213,8 +213,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
         chunk = check_length(clouds_per_call, "clouds_per_call")
     out: list[np.ndarray] = []
     # on an accelerator a chunk is read back only after the next is dispatched, so the host's conversion and
-    # progress overlap the device's work where dispatch is asynchronous (on XLA:GPU the eigvalsh fallback's
-    # conditional reads its predicate back, so each call waits for its own result: no gain measured there)
+    # progress overlap the device's work where dispatch is asynchronous (on one H200 the dispatch itself waited
+    # for the device, as the profile showed, and no gain was measured)
     pending: list[Any] = []
 
     def collect() -> None:
