@@ -41,6 +41,18 @@ def test_the_cuda_method_takes_matrices_up_to_128_and_is_the_default_from_its_me
         ["subspace", "cuda", "cuda", "subspace", "cuda"]
 
 
+def test_a_concrete_matrix_gets_the_default_for_its_own_size_not_for_128(monkeypatch):
+    """On a GPU where 'cuda' runs, a concrete matrix the kernel cannot take (d > 128), or one below
+    ``DEFAULT_FROM_D``, is answered by the default for its size (``subspace``), as inside jit, never refused
+    for a method the caller did not choose (here on the CPU, the GPU's choices stood in)."""
+    monkeypatch.setattr(cuda_topeig, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    for d in (cuda_topeig.D + 2, cuda_topeig.DEFAULT_FROM_D - 1):
+        G = _symmetric_batch(d, 3, "wishart")
+        ref = np.linalg.eigvalsh(G)[:, -1]
+        np.testing.assert_allclose(np.asarray(rt.top_eigenvalue(G)), ref, rtol=EIG_RTOL, atol=0)
+
+
 @pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "zero", "indefinite", "negative_definite",
                                   "identity_multiple", "diagonal"])
 @pytest.mark.parametrize("d", [1, 3, 80, 127])

@@ -237,7 +237,7 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
         if A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
             raise BadValue(f"G must hold square matrices (..., d, d) with d >= 1, got shape {A.shape}")
         check_symmetric(A)
-        method = default_method() if method is None else check_method(method)
+        method = default_method(A.shape[-1]) if method is None else check_method(method)
         k = _scale_exponent_host(A)                      # exact on the host, subnormal maxima included
         with one_blas_thread(compute_platform() == "cpu"):    # LAPACK under XLA's threads: core.devices
             lam = np.asarray(_top_eigenvalue_scaled_jit(jnp.asarray(np.ldexp(A, -k[..., None, None])), method,
