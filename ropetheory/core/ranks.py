@@ -23,18 +23,26 @@ def average_ranks(x) -> np.ndarray:
     return ranks
 
 
+def rank_correlation(x, y) -> float:
+    """Spearman's ``rho_s`` of paired values ``x, y`` (1-D, the same length): the Pearson correlation of their
+    average ranks; ``nan`` where fewer than three pairs or either side holds a single value."""
+    rx, ry = average_ranks(x), average_ranks(y)
+    if rx.size != ry.size:
+        raise ValueError(f"x and y must pair up, got {rx.size} and {ry.size} values")
+    if rx.size < 3 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def spearman(x, y) -> tuple[float, float]:
     """``(rho_s, p)`` of paired values ``x, y`` (1-D, the same length): ``rho_s`` the Pearson correlation of
     their average ranks, ``p`` the two-sided p-value ``2 P(T > |t|)``, ``t = rho_s sqrt((n-2) / ((1+rho_s)
     (1-rho_s)))``, ``T`` Student's t with ``n - 2`` degrees of freedom. ``(nan, nan)`` where fewer than three
     pairs or either side holds a single value (no ranking to correlate)."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    if rx.size != ry.size:
-        raise ValueError(f"x and y must pair up, got {rx.size} and {ry.size} values")
-    if rx.size < 3 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
+    rho = rank_correlation(x, y)
+    if math.isnan(rho):
         return math.nan, math.nan
     from scipy.special import stdtr        # 46 ms once scipy.linalg is loaded, as jaxlib's LAPACK loads it
-    rho = float(np.corrcoef(rx, ry)[0, 1])
-    dof = rx.size - 2
+    dof = np.size(x) - 2
     t = rho * math.sqrt(max(dof / ((rho + 1.0) * (1.0 - rho)), 0.0)) if abs(rho) < 1 else math.inf
     return rho, float(2 * stdtr(dof, -abs(t)))

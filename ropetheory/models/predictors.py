@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from ..core.checks import check_finite_array, check_integer, check_lengths, check_seed
-from ..core.ranks import average_ranks
+from ..core.ranks import rank_correlation
 from ..core.errors import BadType, BadValue
 from .sinks import MULTIPLES
 
@@ -138,8 +138,7 @@ def _series(h: dict, name: str, grid: list[int]) -> tuple[list[float] | None, st
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
-    rx, ry = average_ranks(x), average_ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return rank_correlation(x, y)
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
