@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 from hypothesis import example, given, strategies as st
 
-from ropetheory.core.ranks import average_ranks, spearman
+from ropetheory.core.ranks import average_ranks, rank_correlation, spearman
 
 #: both compute the same ranks and correlation in float64; the p-value goes through the same stdtr
 SAME_RTOL = 1e-13
@@ -28,6 +28,7 @@ def test_spearman_equals_scipys_with_ties_and_at_the_extremes(x, data):
                                                                   min_size=len(x), max_size=len(x)))
     np.testing.assert_array_equal(average_ranks(x), scipy.stats.rankdata(x))
     rho, p = spearman(x, y)
+    assert rank_correlation(x, y) == rho or (math.isnan(rho) and math.isnan(rank_correlation(x, y)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", scipy.stats.ConstantInputWarning)   # scipy's way of saying nan
         ref = scipy.stats.spearmanr(x, y) if len(x) >= 3 else None
