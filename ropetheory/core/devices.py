@@ -18,7 +18,7 @@ from typing import Any
 import jax
 
 __all__ = ["compute_platform", "platform_class", "one_blas_thread", "compilation_cache", "compilation_cache_dir",
-           "drop_untimed_cache_entries"]
+           "drop_untimed_cache_entries", "user_cache_dir"]
 
 #: how long a repair waits for JAX's lock on a compilation cache folder before leaving the folder as it is
 #: (JAX's own wait for the same lock is 10 s)
@@ -80,12 +80,16 @@ def platform_class(*where: Any) -> str:
     return "cpu" if compute_platform(*where) == "cpu" else "gpu"
 
 
+def user_cache_dir() -> pathlib.Path:
+    """The package's folder in the user's cache: ``$XDG_CACHE_HOME`` (else ``~/.cache``), then ``ropetheory``."""
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "ropetheory"
+
+
 def compilation_cache_dir() -> pathlib.Path:
-    """The user's cache folder for compiled programs, one per jax/jaxlib version (``$XDG_CACHE_HOME`` or
-    ``~/.cache``, then ``ropetheory/jax-<jax>-<jaxlib>``)."""
+    """The user's cache folder for compiled programs, one per jax/jaxlib version (``user_cache_dir()``, then
+    ``jax-<jax>-<jaxlib>``)."""
     import importlib.metadata as md
-    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    return root / "ropetheory" / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
+    return user_cache_dir() / f"jax-{md.version('jax')}-{md.version('jaxlib')}"
 
 
 def drop_untimed_cache_entries(folder: str | os.PathLike[str]) -> int:

@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.devices import user_cache_dir
+
 __all__ = ["D", "TARGET", "build", "embedded", "library_path", "start_vector", "top_and_certificate",
            "unavailable_reason"]
 
@@ -105,8 +107,7 @@ def library_path(arch: str, compiler: str) -> pathlib.Path:
         h.update(name.encode() + b"\0" + data + b"\0")
     for part in (*NVCC_FLAGS, arch, md.version("jax"), md.version("jaxlib"), _nvcc_version(compiler)):
         h.update(part.encode() + b"\0")
-    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    return root / "ropetheory" / f"cuda-{h.hexdigest()[:20]}" / "libropetheory_topeig.so"
+    return user_cache_dir() / f"cuda-{h.hexdigest()[:20]}" / "libropetheory_topeig.so"
 
 
 def build(arch: str, compiler: str | None = None) -> pathlib.Path:
