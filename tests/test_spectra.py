@@ -438,3 +438,33 @@ def test_the_batch_on_an_accelerator_computes_each_chunk_while_the_next_is_sent_
     piped = sp.rank1_curves_batch(theta, V, n, clouds_per_call=3, progress=seen.append).rho
     assert seen == [3, 3, 1]
     assert np.array_equal(piped, one_by_one)
+
+
+def test_the_batch_answers_every_value_its_program_did_not_vouch_for_with_eigvalsh_of_that_gram(monkeypatch):
+    """Values the top-eigenvalue program flags (``ok`` False) are replaced on the host by the top of numpy's
+    eigvalsh of that cloud's Gram at that length, on the CPU and on an accelerator alike; the others stay."""
+    from ropetheory.spectra import gram
+    theta = rt.schedule("rope", head_dim=16, base=100.0).theta
+    V = np.random.default_rng(4).standard_normal((5, 16))
+    n = [1, 3, 50, 4096]
+    ref = np.stack([[np.linalg.eigvalsh(sp.rank1_gram(theta, v, m))[-1] for m in n] for v in V])
+    exact = sp.rank1_curves_batch(theta, V, n, clouds_per_call=2).rho2
+    flagged = np.zeros((5, 4), bool)
+    flagged[[0, 2, 2, 4], [1, 0, 3, 3]] = True
+    run = gram._rho2_or_flag
+
+    seen = [0]
+
+    def unvouched(V_il, Dm, Sm, batched_eig, method):          # NaN where flagged, as a failed check may give
+        rho2, ok = run(V_il, Dm, Sm, batched_eig=batched_eig, method=method)
+        k, seen[0] = seen[0], seen[0] + V_il.shape[0]
+        bad = np.zeros(ok.shape, bool)
+        bad[:, :len(n)] = flagged[k:k + V_il.shape[0]]
+        return jnp.where(bad, jnp.nan, rho2), ok & ~bad
+    monkeypatch.setattr(gram, "_rho2_or_flag", unvouched)
+    for platform in ("cpu", "gpu"):
+        seen[0] = 0
+        monkeypatch.setattr(gram, "compute_platform", lambda p=platform: p)
+        got = sp.rank1_curves_batch(theta, V, n, clouds_per_call=2).rho2
+        assert np.array_equal(got[~flagged], exact[~flagged])
+        np.testing.assert_allclose(got[flagged], ref[flagged], rtol=1e-13)

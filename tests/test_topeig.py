@@ -59,6 +59,25 @@ def test_top_eigenvalue_equals_the_largest_of_eigvalsh(method, kind, d):
     assert np.all(np.abs(got - ref) <= EIG_RTOL * np.maximum(np.abs(ref), 1e-300) + 1e-300)
 
 
+@pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh"])
+@pytest.mark.parametrize("kind", ["wishart", "double_top", "zero", "negative_definite"])
+def test_the_branchless_top_is_top_eigenvalues_value_where_it_vouches_and_flags_the_rest(method, kind):
+    """``top_eigenvalue_or_flag`` (no ``lax.cond`` in its program): where ``ok``, ``top_eigenvalue``'s value bit
+    for bit, within ``EIG_RTOL`` of eigvalsh; the certified methods flag every matrix with no positive
+    eigenvalue, which ``top_eigenvalue`` answers with eigvalsh."""
+    G = jnp.asarray(_symmetric_batch(16, 16, kind))
+    lam, ok = (np.asarray(x) for x in jax.jit(lambda G: topeig.top_eigenvalue_or_flag(G, method))(G))
+    full = np.asarray(jax.jit(lambda G: topeig.top_eigenvalue(G, method))(G))
+    ref = np.linalg.eigvalsh(np.asarray(G))[:, -1]
+    assert lam.shape == ok.shape == ref.shape and ok.dtype == bool
+    assert np.array_equal(lam[ok], full[ok])
+    assert np.all(np.abs(lam[ok] - ref[ok]) <= EIG_RTOL * np.abs(ref[ok]) + 1e-300)
+    if method in ("lanczos", "subspace") and kind in ("zero", "negative_definite"):
+        assert not ok.any()
+    if method == "eigvalsh" or kind == "wishart":
+        assert ok.all()
+
+
 def test_top_eigenvalue_keeps_the_batch_shape():
     G = _psd_batch(16, 1, "wishart").reshape(2, 3, 16, 16)
     out = topeig.top_eigenvalue(jnp.asarray(G))

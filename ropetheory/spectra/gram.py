@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .derived import gram_block
-from .topeig import check_method, top_eigenvalue
+from .topeig import check_method, top_eigenvalue, top_eigenvalue_or_flag
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths,
                            check_rounded, from_theta, pad_edge)
 from ..core.devices import compute_platform, one_blas_thread
@@ -169,20 +169,55 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
         return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
 
+def _cloud_grams(v_il, Dm, Sm):
+    """``G_n / W_n`` of one cloud ``v_il`` at every length whose mean phases are ``Dm, Sm``: ``(len, d, d)``."""
+    return jax.vmap(lambda D, S: assemble_gram(v_il, D, S))(Dm, Sm)
+
+
 def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
     ``method``, ``one_at_a_time``: how the top eigenvalue is found (``.topeig.top_eigenvalue``)."""
-    def grams(v):
-        return jax.vmap(lambda D, S: assemble_gram(v, D, S))(Dm, Sm)
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
-        return top_eigenvalue(jax.vmap(grams)(V_il), method, one_at_a_time=one_at_a_time)
-    return jax.lax.map(lambda v: top_eigenvalue(grams(v), method, one_at_a_time=one_at_a_time), V_il)
+        return top_eigenvalue(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm), method,
+                              one_at_a_time=one_at_a_time)
+    return jax.lax.map(lambda v: top_eigenvalue(_cloud_grams(v, Dm, Sm), method, one_at_a_time=one_at_a_time), V_il)
 
 
 #: ``rho2_for_clouds_traced``, jitted (the traced function is for callers that trace it themselves,
 #: e.g. inside ``shard_map``)
 rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time"))(
     rho2_for_clouds_traced)
+
+
+@functools.partial(jax.jit, static_argnames=("batched_eig", "method"))
+def _rho2_or_flag(V_il, Dm, Sm, batched_eig, method):
+    """``(rho2, ok)``, each ``(nv, len)``: ``rho2_for_clouds`` without its in-program fallback
+    (``.topeig.top_eigenvalue_or_flag``); ``rho2`` is unvouched for where ``ok`` is False."""
+    if batched_eig:
+        return top_eigenvalue_or_flag(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm), method)
+    return jax.lax.map(lambda v: top_eigenvalue_or_flag(_cloud_grams(v, Dm, Sm), method), V_il)
+
+
+def resolve_on_host(rho2: np.ndarray, ok: np.ndarray, V_il: np.ndarray, Dm: Any, Sm: Any) -> np.ndarray:
+    """``rho2 (nv, len)`` with each entry where ``ok`` is False replaced by the top of numpy's ``eigvalsh`` of
+    that cloud's Gram at that length (rebuilt from ``V_il (nv, d)`` and the mean phases ``Dm, Sm``); a copy
+    where some entry is replaced, ``rho2`` itself where none is."""
+    if ok.all():
+        return rho2
+    rho2 = rho2.copy()
+    for c in np.flatnonzero(~ok.all(axis=1)):
+        cols = np.flatnonzero(~ok[c])
+        padded = pad_edge(cols, length_bucket(cols.size))           # one compilation per bucket, as the lengths
+        G = np.asarray(_assemble_batch(V_il[c], Dm[padded], Sm[padded]))[:cols.size]
+        rho2[c, cols] = np.linalg.eigvalsh(G)[:, -1]
+    return rho2
+
+
+#: bytes of Gram matrices one call of ``rank1_curves_batch`` may hold on an accelerator (clouds x lengths x d^2
+#: float64): 8192 Grams of d = 128, 8 ms of the CUDA method's time
+ACCELERATOR_CALL_BYTES = 1 << 30
+#: clouds per call on the CPU, where the clouds run one after another inside the call anyway
+CPU_CLOUDS_PER_CALL = 16
 
 
 @renamed("0.3.0", chunk="clouds_per_call")
@@ -207,26 +242,27 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     if method is not None:
         check_method(method)
     batched = compute_platform() != "cpu"
-    if clouds_per_call is None:          # on an accelerator, batch many clouds (batched products); on CPU, few
-        chunk = max(1, min(256, (1 << 30) // (8 * len(L) * Vi.shape[1] ** 2))) if batched else 16
+    if clouds_per_call is None:          # on an accelerator, as many clouds as the memory budget holds; on CPU, few
+        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * Dm.shape[0] * Vi.shape[1] ** 2))
+        chunk = 1 << (fit.bit_length() - 1) if batched else CPU_CLOUDS_PER_CALL     # a power of two: even calls
     else:
         chunk = check_length(clouds_per_call, "clouds_per_call")
     out: list[np.ndarray] = []
-    # on an accelerator a chunk is read back only after the next is dispatched, so the host's conversion and
-    # progress overlap the device's work where dispatch is asynchronous (on one H200 the dispatch itself waited
-    # for the device, as the profile showed, and no gain was measured)
-    pending: list[Any] = []
+    # on an accelerator a chunk is read back only after the next is dispatched, so the device is never idle while
+    # the host converts and reports; the program has no branch (``top_eigenvalue_or_flag``) that would make its
+    # dispatch wait for the device, and the rare unvouched values are answered here, on the host
+    pending: list[tuple[int, Any]] = []
 
     def collect() -> None:
-        rho2 = pending.pop()
-        out.append(np.asarray(rho2))
+        k, (rho2, ok) = pending.pop()
+        out.append(resolve_on_host(np.asarray(rho2), np.asarray(ok), Vi[k:k + chunk], Dm, Sm))
         if progress is not None:
-            progress(rho2.shape[0])
+            progress(out[-1].shape[0])
 
     for k in range(0, Vi.shape[0], chunk):
         with one_blas_thread(not batched):                   # LAPACK under XLA's threads: core.devices
-            pending.insert(0, rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
-                                              method=method))
+            pending.insert(0, (k, _rho2_or_flag(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
+                                                method=method)))
             if not batched or len(pending) > 1:              # CPU: each chunk done inside its BLAS scope
                 collect()
     while pending:

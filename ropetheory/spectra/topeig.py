@@ -72,12 +72,13 @@ def sturm_top(a, b):
 
 
 def _tridiagonal_top(G):
-    """``lambda_max`` of each symmetric ``(d, d)`` matrix in the batch ``G (B, d, d)``, ``d >= 2``."""
+    """``(lambda_max, ok)`` of each symmetric ``(d, d)`` matrix in the batch ``G (B, d, d)``, ``d >= 2``:
+    ``ok`` where the value is finite and the reduction kept the trace."""
     gd = jnp.diagonal(G, axis1=1, axis2=2)
     _, diag, off, _ = jax.lax.linalg.tridiagonal(G, lower=True)        # reads the lower triangle only
     top = sturm_top(diag, off)
     ok = jnp.isfinite(top) & (jnp.abs(jnp.sum(diag, 1) - jnp.sum(gd, 1)) <= TRACE_RTOL * jnp.sum(jnp.abs(gd), 1))
-    return _checked_or_eigvalsh(top, ok, G)
+    return top, ok
 
 
 def lanczos_top(G, steps: int):
@@ -314,29 +315,61 @@ def _top_eigenvalue_scaled(G, method, one_at_a_time):
     """``top_eigenvalue`` of matrices already scaled to a largest entry in ``[1/2, 1)`` (or of any, for
     ``"cuda"``, whose kernel scales each matrix by the same power of two itself)."""
     d = G.shape[-1]
-    method = default_method(d) if method is None else check_method(method)
-    if method == "cuda" and d > cuda_topeig.D:
-        raise BadValue(f"method 'cuda' takes d x d matrices with d <= {cuda_topeig.D} only, got d = {d}")
+    method = _resolved(method, d)
     if one_at_a_time and G.ndim > 2:
         flat = G.reshape((-1, d, d))
         return jax.lax.map(lambda g: _top_eigenvalue_scaled(g, method, False), flat).reshape(G.shape[:-2])
     if method == "eigvalsh" or d <= 2:
         return jnp.linalg.eigvalsh(G, symmetrize_input=False)[..., -1]
-    batch = G.shape[:-2]
     Gb = G.reshape((-1, d, d))
+    return _checked_or_eigvalsh(*_top_and_ok(Gb, method), Gb).reshape(G.shape[:-2])
+
+
+def _resolved(method, d: int) -> str:
+    """``method``, or the default for ``d x d`` matrices; refuses ``"cuda"`` past its size."""
+    method = default_method(d) if method is None else check_method(method)
+    if method == "cuda" and d > cuda_topeig.D:
+        raise BadValue(f"method 'cuda' takes d x d matrices with d <= {cuda_topeig.D} only, got d = {d}")
+    return method
+
+
+def _top_and_ok(Gb, method: str):
+    """``(value, ok)`` of a resolved method other than ``"eigvalsh"`` on ``Gb (B, d, d)``, ``d >= 3``: the
+    value is ``lambda_max`` where ``ok`` (the method's check held), unvouched for elsewhere."""
     if method == "tridiagonal":
-        top = _tridiagonal_top(Gb)
-    elif method == "householder":
+        return _tridiagonal_top(Gb)
+    if method == "householder":
         unroll, unroll_sturm = HOUSEHOLDER_UNROLL[platform_class()]
         enc = householder_top(Gb, unroll=unroll, unroll_sturm=unroll_sturm)
-        top = _checked_or_eigvalsh(enc.value, enc.ok, Gb)
-    elif method == "lanczos":
-        top = _checked_or_eigvalsh(*lanczos_top(Gb, LANCZOS_STEPS), Gb)
-    elif method == "cuda":
-        top = _checked_or_eigvalsh(*cuda_topeig.top_and_certificate(Gb), Gb)
+        return enc.value, enc.ok
+    if method == "lanczos":
+        return lanczos_top(Gb, LANCZOS_STEPS)
+    if method == "cuda":
+        return cuda_topeig.top_and_certificate(Gb)
+    return subspace_top(Gb)
+
+
+def top_eigenvalue_or_flag(G, method: str | None = None):
+    """``(lam, ok)`` for symmetric matrices ``G (..., d, d)`` (traced; inside ``jit``), with no branch in
+    the program: ``lam`` is ``lambda_max`` where ``ok``, as ``top_eigenvalue`` would return it, and is
+    unvouched for where ``ok`` is False; the caller answers those matrices itself (``eigvalsh``).
+
+    ``top_eigenvalue`` answers them inside the program with a ``lax.cond``, which XLA:GPU runs by copying
+    its predicate to the host and waiting for the device (``ConditionalThunk``): the caller's next call
+    cannot be queued before this one has finished. A batched caller that reads its results back anyway
+    (``spectra.gram.rank1_curves_batch``) resolves the rare failed matrices on the host instead."""
+    d = G.shape[-1]
+    method = _resolved(method, d)
+    if method == "eigvalsh" or d <= 2:
+        return jnp.linalg.eigvalsh(G, symmetrize_input=False)[..., -1], jnp.ones(G.shape[:-2], bool)
+    Gb = G.reshape((-1, d, d))
+    if method == "cuda":                            # the kernel scales each matrix itself
+        lam, ok = _top_and_ok(Gb, method)
     else:
-        top = _checked_or_eigvalsh(*subspace_top(Gb), Gb)
-    return top.reshape(batch)
+        k = _scale_exponent(Gb)
+        lam, ok = _top_and_ok(_times_power_of_two(Gb, -k), method)
+        lam = _times_power_of_two(lam, k, 0)
+    return lam.reshape(G.shape[:-2]), ok.reshape(G.shape[:-2])
 
 
 #: ``_top_eigenvalue_scaled`` compiled, for concrete input: one program per shape and method instead of

@@ -38,7 +38,9 @@ from .. import spectra
 from ..core.layouts import to_interleaved
 from ..spectra.weights import AffineWeights
 from ..spectra.gram import assemble_gram, assemble_gram_jit
-from ..core.checks import check_cloud_vector, check_finite_array
+from ..spectra.topeig import top_eigenvalue
+from ..core.checks import check_cloud_vector, check_finite_array, pad_edge
+from ..core.devices import compute_platform, one_blas_thread
 from ..core.angles import pair_frequencies
 from ..core.schedule import Schedule, as_schedule, schedule_layout
 from ..core.verdicts import Verdict
@@ -107,20 +109,30 @@ def _limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> n
     return np.asarray(assemble_gram_jit(vi, np.asarray(D, dtype=np.complex128), np.asarray(S, dtype=np.complex128)))
 
 
+#: clouds per call of ``limit_lambdas`` (their limit Grams, 256 x d^2 float64: 32 MiB at d = 128)
+LIMIT_CLOUDS_PER_CALL = 256
+
+
 @jax.jit
 def _limit_lambdas(V_il, D, S):
-    return jax.vmap(lambda v: jnp.linalg.eigvalsh(assemble_gram(v, D, S))[-1])(V_il)
+    return top_eigenvalue(jax.vmap(assemble_gram, (0, None, None))(V_il, D, S))
 
 
 def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``)."""
+    """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``); ``lambda`` by
+    ``spectra.top_eigenvalue`` (its default method: the top eigenvalue only, to ``eigvalsh``'s accuracy),
+    ``LIMIT_CLOUDS_PER_CALL`` clouds at a time (the last call padded with its last cloud: one program)."""
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
     th = theta.theta
     Vi = spectra.check_clouds(V, th.size, layout)
-    D, S = limit_mean_phases(theta)
-    lam = np.asarray(_limit_lambdas(jnp.asarray(Vi), jnp.asarray(D, dtype=jnp.complex128),
-                                    jnp.asarray(S, dtype=jnp.complex128)))
+    D, S = (jnp.asarray(x, dtype=jnp.complex128) for x in limit_mean_phases(theta))
+    step = min(Vi.shape[0], LIMIT_CLOUDS_PER_CALL)
+    lam = np.empty(Vi.shape[0])
+    with one_blas_thread(compute_platform() == "cpu"):       # LAPACK under XLA's threads: core.devices
+        for k in range(0, Vi.shape[0], step):
+            part = Vi[k:k + step]
+            lam[k:k + step] = np.asarray(_limit_lambdas(jnp.asarray(pad_edge(part, step)), D, S))[:part.shape[0]]
     e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
     return lam, e.max(axis=1)
 
