@@ -238,3 +238,33 @@ def test_limit_reads_its_old_field_name_e_as_plane_energies_with_a_warning():
     np.testing.assert_array_equal(lim.plane_energies, tm.plane_energies(v / np.linalg.norm(v)))
     with pytest.warns(DeprecationWarning, match=r"Limit\.e is now Limit\.plane_energies"):
         assert lim.e is lim.plane_energies
+
+
+#: schedules whose limit Gram has classes of every kind: generic 2 x 2 blocks, NoPE and pi planes that do not
+#: turn (rigid), planes at pi/2 coupled at the sum only, equal frequencies coupled at the difference only
+LIMIT_CLASS_SCHEDULES = {
+    "generic": np.geomspace(1.0, 1e-4, 16),
+    "nope_and_pi": np.r_[np.zeros(3), np.full(3, np.pi), np.geomspace(1.0, 1e-4, 10)],
+    "half_pi_and_equal": np.r_[np.full(4, np.pi / 2), np.full(4, 0.3), np.geomspace(1.0, 1e-4, 8)],
+    "rope_id": rt.schedule("rope_id", head_dim=32, train_len=4096, fraction=0.25).theta,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIMIT_CLASS_SCHEDULES))
+def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit_gram(name):
+    """``limit_lambdas`` works class by class (``Gbar`` is block diagonal over the resonance classes, and a
+    class resonant at every difference and sum is ``v_q v_q^T``): it is eigvalsh's top of the whole ``Gbar``
+    of each cloud, to the accuracy of eigvalsh, whatever the classes and however many clouds (blocks of
+    ``LIMIT_CLOUDS_PER_BLOCK``)."""
+    theta = LIMIT_CLASS_SCHEDULES[name]
+    V = np.random.default_rng(5).standard_normal((tm.LIMIT_CLOUDS_PER_BLOCK + 3, 2 * theta.size))
+    V[1, :6] = 0.0                                              # a cloud with no energy in the first planes
+    lam, emax = tm.limit_lambdas(theta, V)
+    ref = np.array([np.linalg.eigvalsh(tm.limit_gram(theta, v))[-1] for v in V])
+    assert np.all(np.abs(lam - ref) <= LIMIT_EIG_RTOL * ref)
+    e = np.array([tm.plane_energies(v / np.linalg.norm(v)) for v in V])
+    np.testing.assert_allclose(emax, e.max(axis=1), rtol=1e-14)
+
+
+#: eigvalsh of the whole ``d x d`` limit Gram against eigvalsh of its blocks: each within ~d eps of the truth
+LIMIT_EIG_RTOL = 1e-13

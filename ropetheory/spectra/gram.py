@@ -67,15 +67,17 @@ def pad_lengths(lengths: np.ndarray) -> np.ndarray:
     return pad_edge(lengths, length_bucket(lengths.size))
 
 
-def assemble_gram(v_il, Dm, Sm):
-    """``G / W`` (d x d) from interleaved unit ``v`` and mean phases ``Dm, Sm`` (P x P complex)."""
-    P = v_il.shape[0] // 2
-    x0, x1 = v_il[0::2][:, None], v_il[1::2][:, None]
-    y0, y1 = v_il[0::2][None, :], v_il[1::2][None, :]
+def assemble_gram(v_il, Dm, Sm, xp: Any = jnp):
+    """``G / W`` ``(..., d, d)`` from interleaved unit ``v (..., d)`` and mean phases ``Dm, Sm (..., P, P)``
+    (complex, or real where the imaginary parts are 0), broadcast over the leading axes; ``xp`` the array module
+    (``jax.numpy`` inside programs, ``numpy`` on the host)."""
+    P = v_il.shape[-1] // 2
+    x0, x1 = v_il[..., 0::2, None], v_il[..., 1::2, None]
+    y0, y1 = v_il[..., None, 0::2], v_il[..., None, 1::2]
     g = gram_block(x0, x1, y0, y1, Dm.real, Dm.imag, Sm.real, Sm.imag)
-    G = jnp.stack([jnp.stack([g[0], g[1]], -1), jnp.stack([g[2], g[3]], -1)], -2)  # (P,P,2,2)
-    G = G.transpose(0, 2, 1, 3).reshape(2 * P, 2 * P)
-    return 0.5 * (G + G.T)
+    G = xp.stack([xp.stack([g[0], g[1]], -1), xp.stack([g[2], g[3]], -1)], -2)  # (..., P, P, 2, 2)
+    G = xp.swapaxes(G, -3, -2).reshape(G.shape[:-4] + (2 * P, 2 * P))
+    return 0.5 * (G + xp.swapaxes(G, -1, -2))
 
 
 #: ``assemble_gram`` compiled, for a caller outside ``jit``: one program per head width, not one per operation

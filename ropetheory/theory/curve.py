@@ -163,22 +163,6 @@ GERSHGORIN_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 _GAP_ELEMENTS = 1 << 16
 
 
-def _classes(coupled: np.ndarray) -> np.ndarray:
-    """Connected components of the symmetric boolean ``(P, P)`` coupling: a label per plane."""
-    P = coupled.shape[0]
-    label = np.full(P, -1)
-    for start in range(P):
-        if label[start] >= 0:
-            continue
-        label[start], stack = start, [start]
-        while stack:
-            j = stack.pop()
-            for k in np.flatnonzero(coupled[j] & (label < 0)):
-                label[k] = start
-                stack.append(int(k))
-    return label
-
-
 def gap_certified_eps(theta: Any, v: Any, lengths: Any, *, weights: spectra.AffineWeights | None = None,
                       layout: str = "interleaved") -> np.ndarray:
     """Rigorous upper bounds of ``|rho_n^2 - lambda|`` at each length from the gap-aware bound (module
@@ -203,7 +187,7 @@ def _gap_eps(theta: np.ndarray, v_il: np.ndarray, L: np.ndarray, weights: spectr
     e = theorems.plane_energies(v_il)
     P = e.size
     A = np.outer(e, e) / 2
-    label = _classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
+    label = theorems.coupling_classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
     classes = np.unique(label)                              # sorted: the order of the class blocks below
     lam_q = _class_tops(theorems.limit_gram(theta, v_il, layout="interleaved"), label, classes)
     if classes.size == 1:                         # no R: rho_n^2 - lambda is bounded by ||E_TT|| = ||E||

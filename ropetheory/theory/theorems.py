@@ -30,17 +30,13 @@ import functools
 import math
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .. import spectra
 from ..core.layouts import to_interleaved
 from ..spectra.weights import AffineWeights
 from ..spectra.gram import assemble_gram, assemble_gram_jit
-from ..spectra.topeig import top_eigenvalue
-from ..core.checks import check_cloud_vector, check_finite_array, pad_edge
-from ..core.devices import compute_platform, one_blas_thread
+from ..core.checks import check_cloud_vector, check_finite_array
 from ..core.angles import pair_frequencies
 from ..core.schedule import Schedule, as_schedule, schedule_layout
 from ..core.verdicts import Verdict
@@ -49,8 +45,9 @@ from ..core.renamed import renamed_fields
 from .results import Counterexample, Rank1Claims
 
 __all__ = [
-    "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit", "Limit", "CertifiedBound",
-    "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses", "Rank1Claims", "Counterexample",
+    "plane_energies", "coupling_classes", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit",
+    "Limit", "CertifiedBound", "certified_bound", "certified_eps", "convergence_rate", "lemma1_hypotheses",
+    "Rank1Claims", "Counterexample",
 ]
 
 #: Arb working precision (bits) for the certified bound: far above float64 so that
@@ -109,30 +106,56 @@ def _limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> n
     return np.asarray(assemble_gram_jit(vi, np.asarray(D, dtype=np.complex128), np.asarray(S, dtype=np.complex128)))
 
 
-#: clouds per call of ``limit_lambdas`` (their limit Grams, 256 x d^2 float64: 32 MiB at d = 128)
-LIMIT_CLOUDS_PER_CALL = 256
+#: clouds per block of ``limit_lambdas`` (their class Grams, at most 256 x d^2 float64: 32 MiB at d = 128)
+LIMIT_CLOUDS_PER_BLOCK = 256
 
 
-@jax.jit
-def _limit_lambdas(V_il, D, S):
-    return top_eigenvalue(jax.vmap(assemble_gram, (0, None, None))(V_il, D, S))
+def coupling_classes(coupled: np.ndarray) -> np.ndarray:
+    """Connected components of the symmetric boolean ``(P, P)`` coupling: a label per plane (the smallest
+    plane of its class)."""
+    P = coupled.shape[0]
+    label = np.full(P, -1)
+    for start in range(P):
+        if label[start] >= 0:
+            continue
+        label[start], stack = start, [start]
+        while stack:
+            j = stack.pop()
+            for k in np.flatnonzero(coupled[j] & (label < 0)):
+                label[k] = start
+                stack.append(int(k))
+    return label
 
 
 def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``); ``lambda`` by
-    ``spectra.top_eigenvalue`` (its default method: the top eigenvalue only, to ``eigvalsh``'s accuracy),
-    ``LIMIT_CLOUDS_PER_CALL`` clouds at a time (the last call padded with its last cloud: one program)."""
+    """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``).
+
+    Block ``(j, k)`` of ``Gbar`` is linear in ``(Dbar_jk, Sbar_jk)``, so it is exactly zero unless planes ``j``
+    and ``k`` are joined by a chain of resonances: ``Gbar`` is block diagonal over those classes and
+    ``lambda`` is the largest of the classes' top eigenvalues (numpy's ``eigvalsh``, one batched call per
+    class size and block of ``LIMIT_CLOUDS_PER_BLOCK`` clouds; 2 x 2 blocks for a generic schedule)."""
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
-    th = theta.theta
-    Vi = spectra.check_clouds(V, th.size, layout)
-    D, S = (jnp.asarray(x, dtype=jnp.complex128) for x in limit_mean_phases(theta))
-    step = min(Vi.shape[0], LIMIT_CLOUDS_PER_CALL)
-    lam = np.empty(Vi.shape[0])
-    with one_blas_thread(compute_platform() == "cpu"):       # LAPACK under XLA's threads: core.devices
-        for k in range(0, Vi.shape[0], step):
-            part = Vi[k:k + step]
-            lam[k:k + step] = np.asarray(_limit_lambdas(jnp.asarray(pad_edge(part, step)), D, S))[:part.shape[0]]
+    P = theta.planes
+    Vi = spectra.check_clouds(V, P, layout)
+    D, S = limit_mean_phases(theta)
+    label = coupling_classes((D != 0) | (S != 0) | np.eye(P, dtype=bool))
+    members = [np.flatnonzero(label == q) for q in np.unique(label)]
+    lam = np.full(Vi.shape[0], -np.inf)
+    for m in sorted({x.size for x in members}):
+        planes = np.stack([x for x in members if x.size == m])                       # (classes, m)
+        channels = np.stack([2 * planes, 2 * planes + 1], -1).reshape(planes.shape[0], 2 * m)
+        Dq, Sq = (X[planes[:, :, None], planes[:, None, :]] for X in (D, S))
+        rigid = np.all(Dq == 1, axis=(1, 2)) & np.all(Sq == 1, axis=(1, 2))
+        for k in range(0, Vi.shape[0], LIMIT_CLOUDS_PER_BLOCK):
+            vq = Vi[k:k + LIMIT_CLOUDS_PER_BLOCK][:, channels]                      # (clouds, classes, 2m)
+            # a class resonant at every difference and sum (NoPE planes, planes at pi) does not turn at all:
+            # D = S = 1 in the block formula gives G_q = v_q v_q^T, whose top eigenvalue is ||v_q||^2
+            top = np.sum(vq[:, rigid] ** 2, axis=-1)
+            if not rigid.all():
+                top = np.concatenate([top, np.linalg.eigvalsh(assemble_gram(vq[:, ~rigid], Dq[~rigid], Sq[~rigid],
+                                                                            xp=np))[..., -1]], axis=1)
+            np.maximum(lam[k:k + vq.shape[0]], top.max(axis=1), out=lam[k:k + vq.shape[0]])
     e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
     return lam, e.max(axis=1)
 
