@@ -122,8 +122,8 @@ def device_scope(device: str = "auto") -> Iterator[None]:
         yield
 
 
-def one_blas_thread(enabled: bool = True) -> contextlib.AbstractContextManager[None]:
+def one_blas_thread(enabled: bool = True, *, lapack: bool = True) -> contextlib.AbstractContextManager[None]:
     """``ropetheory.core.devices.one_blas_thread`` (OpenBLAS on one thread for the block), imported when a
     command computes, not when its flags are parsed (that module imports JAX)."""
     from .core.devices import one_blas_thread as limit
-    return limit(enabled)
+    return limit(enabled, lapack=lapack)

@@ -40,6 +40,15 @@ def test_help_and_schedule_import_no_plotting_model_or_lapack_package():
     assert _imported_after(code + "    try:\n        main(['--help'])\n    except SystemExit:\n        pass") == []
 
 
+@pytest.mark.parametrize("flags", [[], ["--certified"], ["--format", "json"]])
+def test_a_curve_builds_no_lapack_program_so_imports_no_scipy(flags):
+    """The ``curve`` command's top eigenvalues go to numpy on the host (``cli.CURVE_METHOD``): no LAPACK program,
+    so neither jaxlib's LAPACK initialisation nor one_blas_thread imports scipy.linalg (0.12-0.2 s)."""
+    code = ("import contextlib, io\nfrom ropetheory.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    main(['curve', '--num', '7', '--n-max', '1e9', *{flags!r}])")
+    assert cli.CURVE_METHOD == "numpy" and "scipy" not in _imported_after(code)
+
+
 def test_a_curve_in_csv_imports_no_theory_and_every_lazy_theory_name_is_the_theory_modules_own():
     code = ("import contextlib, io\nfrom ropetheory.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
             "    main(['curve', '--num', '3', '--n-max', '100'])")

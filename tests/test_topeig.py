@@ -44,7 +44,7 @@ def _psd_batch(d, seed, kind):
 METHOD_HEAD_DIMS = [2, 3, 64]
 
 
-@pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh"])
+@pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh", "numpy"])
 @pytest.mark.parametrize("kind", ["wishart", "rank1", "double_top", "graded", "zero", "indefinite",
                                   "negative_definite"])
 @pytest.mark.parametrize("d", METHOD_HEAD_DIMS)
@@ -59,7 +59,7 @@ def test_top_eigenvalue_equals_the_largest_of_eigvalsh(method, kind, d):
     assert np.all(np.abs(got - ref) <= EIG_RTOL * np.maximum(np.abs(ref), 1e-300) + 1e-300)
 
 
-@pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh"])
+@pytest.mark.parametrize("method", ["tridiagonal", "householder", "lanczos", "subspace", "eigvalsh", "numpy"])
 @pytest.mark.parametrize("kind", ["wishart", "double_top", "zero", "negative_definite"])
 def test_the_branchless_top_is_top_eigenvalues_value_where_it_vouches_and_flags_the_rest(method, kind):
     """``top_eigenvalue_or_flag`` (no ``lax.cond`` in its program): where ``ok``, ``top_eigenvalue``'s value bit
@@ -74,7 +74,7 @@ def test_the_branchless_top_is_top_eigenvalues_value_where_it_vouches_and_flags_
     assert np.all(np.abs(lam[ok] - ref[ok]) <= EIG_RTOL * np.abs(ref[ok]) + 1e-300)
     if method in ("lanczos", "subspace") and kind in ("zero", "negative_definite"):
         assert not ok.any()
-    if method == "eigvalsh" or kind == "wishart":
+    if method in ("eigvalsh", "numpy") or kind == "wishart":
         assert ok.all()
 
 
@@ -337,3 +337,16 @@ def test_the_traced_scaling_by_a_power_of_two_is_exact_where_ldexp_is(scale):
     back = np.asarray(jax.jit(lambda x, e: topeig._times_power_of_two(x, e, 0))(jnp.asarray(want[:, 0, 0]),
                                                                                  jnp.asarray(k)))
     assert np.array_equal(back, G[:, 0, 0])                                       # and the value scaled back
+
+
+def test_the_numpy_method_is_numpys_eigvalsh_under_jit_vmap_and_on_concrete_input():
+    """``"numpy"`` runs numpy's eigvalsh on the host (a callback): the same numbers traced, vmapped over a
+    leading axis and on concrete input, with the batch shape kept."""
+    G = _symmetric_batch(12, 21, "indefinite").reshape(2, 3, 12, 12)
+    ref = np.linalg.eigvalsh(G)[..., -1]
+    traced = jax.jit(lambda G: topeig.top_eigenvalue(G, "numpy"))(jnp.asarray(G))
+    mapped = jax.vmap(lambda g: topeig.top_eigenvalue(g, "numpy"))(jnp.asarray(G))
+    concrete = topeig.top_eigenvalue(G, "numpy")
+    for got in (traced, mapped, concrete):
+        assert got.shape == (2, 3)
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=EIG_RTOL)

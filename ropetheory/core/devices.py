@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,12 +25,13 @@ __all__ = ["compute_platform", "platform_class", "one_blas_thread", "compilation
 #: (JAX's own wait for the same lock is 10 s)
 CACHE_LOCK_SECONDS = 10.0
 
-#: threadpoolctl's view of the BLAS libraries loaded, found once (finding them scans every loaded library)
-_CONTROLLER: list[Any] = []
+#: threadpoolctl's view of the BLAS libraries loaded, by whether scipy.linalg (and its OpenBLAS) was among them:
+#: found once each (finding them scans every loaded library)
+_CONTROLLERS: dict[bool, Any] = {}
 
 
 @contextlib.contextmanager
-def one_blas_thread(enabled: bool = True) -> Iterator[None]:
+def one_blas_thread(enabled: bool = True, *, lapack: bool = True) -> Iterator[None]:
     """OpenBLAS (numpy's and scipy's) on one thread inside the block, as it was after; ``enabled=False``
     changes nothing.
 
@@ -39,16 +41,22 @@ def one_blas_thread(enabled: bool = True) -> Iterator[None]:
     and 0.06 s without on 2 cores; a 200-point curve 3.1 s and 0.28 s). On a mesh of several CPU devices
     they also deadlock in ``sytrd``. Small numpy products (the capture's statistics) cost more CPU time
     threaded than not. A threaded BLAS may sum a product in another order; on one thread the numbers no
-    longer depend on the core count. scipy.linalg is imported first (jaxlib imports it at the first LAPACK
-    kernel) so that the limit reaches its OpenBLAS: threadpoolctl sees only libraries already loaded."""
+    longer depend on the core count.
+
+    ``lapack``: the block may run JAX's LAPACK kernels; scipy.linalg is then imported first (jaxlib imports
+    it at the first LAPACK kernel) so that the limit reaches its OpenBLAS: threadpoolctl sees only libraries
+    already loaded. A block of numpy alone (``lapack=False``) limits the libraries loaded and imports nothing
+    (scipy.linalg took 0.12-0.2 s, 2 cores)."""
     if not enabled:
         yield
         return
-    if not _CONTROLLER:
+    if lapack:
         import scipy.linalg  # noqa: F401
+    key = "scipy.linalg" in sys.modules
+    if key not in _CONTROLLERS:
         from threadpoolctl import ThreadpoolController
-        _CONTROLLER.append(ThreadpoolController())
-    with _CONTROLLER[0].limit(limits=1, user_api="blas"):
+        _CONTROLLERS[key] = ThreadpoolController()
+    with _CONTROLLERS[key].limit(limits=1, user_api="blas"):
         yield
 
 

@@ -166,7 +166,7 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
     # phases and the assembly about 10x slower (d = 128, 200 lengths)
     # the lengths padded to a bucket (last length repeated): one compilation per bucket, lengths independent
     D, S = weighted_mean_phases(theta, weights, pad_lengths(L))
-    with one_blas_thread(compute_platform() == "cpu"):       # LAPACK under XLA's threads: core.devices
+    with one_blas_thread(compute_platform() == "cpu", lapack=method != "numpy"):   # LAPACK under XLA's threads
         out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
         return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
@@ -262,7 +262,7 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
             progress(out[-1].shape[0])
 
     for k in range(0, Vi.shape[0], chunk):
-        with one_blas_thread(not batched):                   # LAPACK under XLA's threads: core.devices
+        with one_blas_thread(not batched, lapack=method != "numpy"):   # LAPACK under XLA's threads: core.devices
             pending.insert(0, (k, _rho2_or_flag(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
                                                 method=method)))
             if not batched or len(pending) > 1:              # CPU: each chunk done inside its BLAS scope

@@ -260,8 +260,8 @@ def certified_curve(theta: Any, v: Any, lengths: Any, *,
     if isinstance(w, spectra.AffineWeights):
         # R_offset v has the plane energies of v: the bound holds at any offset; the limit is v's at it.
         # OpenBLAS on one thread: its threads, woken by the small eigvalsh calls, would spin on into the
-        # curve's XLA threads (the computed points took 135 ms instead of 72, 2 cores)
-        with one_blas_thread():
+        # curve's XLA threads (the computed points took 135 ms instead of 72, 2 cores); numpy alone runs here
+        with one_blas_thread(lapack=False):
             eps = np.minimum(_eps(th, theorems.plane_energies(v_il), L, w), _gap_eps(th, v_il, L, w))
             lam = float(theorems.limit_lambdas(th, v_il[None, :])[0][0])
     cert = eps + theorems.FLOAT_SLACK <= rtol * lam            # NaN compares False
