@@ -230,7 +230,10 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
 
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
     block assembly and one top eigenvalue per length; ``clouds_per_call`` clouds go to the jitted kernel at
-    a time (default: from a memory budget). ``progress(k)`` is called with the ``k`` clouds just done.
+    a time (default: ``CPU_CLOUDS_PER_CALL`` on CPU; on an accelerator the largest power of two whose Grams fit
+    ``ACCELERATOR_CALL_BYTES``). The program returns each value with its method's check
+    (``.topeig.top_eigenvalue_or_flag``); the few values no check vouched for are recomputed here with numpy's
+    ``eigvalsh`` (``resolve_on_host``). ``progress(k)`` is called with the ``k`` clouds just done.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
