@@ -12,6 +12,7 @@ from hypothesis import given, strategies as st
 import ropetheory as rt
 from ropetheory import spectra as sp
 from ropetheory.theory import theorems as tm
+from ropetheory.theory.limits import LIMIT_CLOUDS_PER_BLOCK
 from ropetheory.rope import apply_rope
 
 from strategies import examples, clouds, head_dims, layouts, schedules, unit_vectors
@@ -257,7 +258,7 @@ def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit
     of each cloud, to the accuracy of eigvalsh, whatever the classes and however many clouds (blocks of
     ``LIMIT_CLOUDS_PER_BLOCK``)."""
     theta = LIMIT_CLASS_SCHEDULES[name]
-    V = np.random.default_rng(5).standard_normal((tm.LIMIT_CLOUDS_PER_BLOCK + 3, 2 * theta.size))
+    V = np.random.default_rng(5).standard_normal((LIMIT_CLOUDS_PER_BLOCK + 3, 2 * theta.size))
     V[1, :6] = 0.0                                              # a cloud with no energy in the first planes
     lam, emax = tm.limit_lambdas(theta, V)
     ref = np.array([np.linalg.eigvalsh(tm.limit_gram(theta, v))[-1] for v in V])

@@ -57,6 +57,7 @@ from ..core.checks import check_number
 from ..core.devices import one_blas_thread
 from ..core.schedule import as_schedule, schedule_layout
 from . import theorems
+from .limits import coupling_classes
 
 __all__ = ["CURVE_CERTIFIED_RTOL", "certified_curve", "float_certified_eps", "gap_certified_eps"]
 
@@ -187,7 +188,7 @@ def _gap_eps(theta: np.ndarray, v_il: np.ndarray, L: np.ndarray, weights: spectr
     e = theorems.plane_energies(v_il)
     P = e.size
     A = np.outer(e, e) / 2
-    label = theorems.coupling_classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
+    label = coupling_classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
     classes = np.unique(label)                              # sorted: the order of the class blocks below
     lam_q = _class_tops(theorems.limit_gram(theta, v_il, layout="interleaved"), label, classes)
     if classes.size == 1:                         # no R: rho_n^2 - lambda is bounded by ||E_TT|| = ||E||

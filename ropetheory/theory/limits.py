@@ -1,0 +1,117 @@
+"""The limits of Theorem 1 (``Gbar = lim G_n / W_n`` and its top eigenvalue ``lambda``), one cloud or many.
+
+The time average of ``R_i G R_i^T`` keeps exactly the Gram-block terms whose frequency is 0 mod 2 pi, so
+``Gbar`` is the block formula (``ropetheory.spectra.derived``) at the limits of the mean phases
+(``limit_mean_phases``); ``ropetheory.theory.theorems`` states and checks the claims built on them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import spectra
+from ..core.angles import pair_frequencies
+from ..core.checks import check_cloud_vector
+from ..core.errors import BadType
+from ..core.layouts import to_interleaved
+from ..core.schedule import Schedule, as_schedule, schedule_layout
+from ..spectra.gram import assemble_gram, assemble_gram_jit
+from ..spectra.weights import AffineWeights
+
+__all__ = ["limit_mean_phases", "limit_gram", "coupling_classes", "limit_lambdas", "LIMIT_CLOUDS_PER_BLOCK"]
+
+
+def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Limits ``(Dbar, Sbar)`` of the weighted mean phases, ``(P, P)`` each.
+
+    Monotone-type weights (``None``, ``AffineWeights``): the indicator of
+    resonance, ``[omega == 0 mod 2 pi]``. ``TrigWeights``
+    ``w_i = sum_c coef_c e^{i phi_c i}``: ``sum_c coef_c [omega + phi_c == 0] / sum_c coef_c [phi_c == 0]``,
+    the exact limit when ``TV_n = o(W_n)`` fails in this way.
+    """
+    theta = as_schedule(theta)
+    if weights is not None and not isinstance(weights, (AffineWeights, spectra.TrigWeights)):
+        raise BadType(f"weights must be None, AffineWeights or TrigWeights, got {weights!r}")
+    comps = weights.components() if isinstance(weights, spectra.TrigWeights) else [(1.0, 0.0)]
+    D: Any = 0.0
+    S: Any = 0.0
+    W = 0.0
+    for coef, shift in comps:
+        pf = pair_frequencies(theta, shift)
+        D = D + coef * pf.res_diff
+        S = S + coef * pf.res_sum
+        W += coef * float(spectra.nope_planes([abs(shift)])[0])
+    return np.asarray(D, dtype=float) / W, np.asarray(S, dtype=float) / W
+
+
+def limit_gram(theta: Any, v: Any, *, layout: str | None = None, weights: Any = None) -> np.ndarray:
+    """``Gbar = lim G_n / W_n`` for any schedule (degenerate included), interleaved order, ``(d, d)``.
+
+    Keeps the terms whose frequency ``theta_j -+ theta_k`` is 0 mod 2 pi (resonant
+    within ``ropetheory.spectra.RESONANCE_TOL_TURNS``); see ``limit_mean_phases``
+    for oscillating weights.
+    """
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    return _limit_gram(theta, check_cloud_vector(v, theta.planes), layout, weights)
+
+
+def _limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> np.ndarray:
+    vi = to_interleaved(np.asarray(vv), layout)
+    D, S = limit_mean_phases(theta, weights)
+    return np.asarray(assemble_gram_jit(vi, np.asarray(D, dtype=np.complex128), np.asarray(S, dtype=np.complex128)))
+
+
+#: clouds per block of ``limit_lambdas`` (their class Grams, at most 256 x d^2 float64: 32 MiB at d = 128)
+LIMIT_CLOUDS_PER_BLOCK = 256
+
+
+def coupling_classes(coupled: np.ndarray) -> np.ndarray:
+    """Connected components of the symmetric boolean ``(P, P)`` coupling: a label per plane (the smallest
+    plane of its class)."""
+    P = coupled.shape[0]
+    label = np.full(P, -1)
+    for start in range(P):
+        if label[start] >= 0:
+            continue
+        label[start], stack = start, [start]
+        while stack:
+            j = stack.pop()
+            for k in np.flatnonzero(coupled[j] & (label < 0)):
+                label[k] = start
+                stack.append(int(k))
+    return label
+
+
+def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Batched ``predicted_limit``: ``(lambda, max_j e_j)`` for every cloud (row of ``V``).
+
+    Block ``(j, k)`` of ``Gbar`` is linear in ``(Dbar_jk, Sbar_jk)``, so it is exactly zero unless planes ``j``
+    and ``k`` are joined by a chain of resonances: ``Gbar`` is block diagonal over those classes and
+    ``lambda`` is the largest of the classes' top eigenvalues (numpy's ``eigvalsh``, one batched call per
+    class size and block of ``LIMIT_CLOUDS_PER_BLOCK`` clouds; 2 x 2 blocks for a generic schedule)."""
+    layout = schedule_layout(theta, layout)
+    theta = as_schedule(theta)
+    P = theta.planes
+    Vi = spectra.check_clouds(V, P, layout)
+    D, S = limit_mean_phases(theta)
+    label = coupling_classes((D != 0) | (S != 0) | np.eye(P, dtype=bool))
+    members = [np.flatnonzero(label == q) for q in np.unique(label)]
+    lam = np.full(Vi.shape[0], -np.inf)
+    for m in sorted({x.size for x in members}):
+        planes = np.stack([x for x in members if x.size == m])                       # (classes, m)
+        channels = np.stack([2 * planes, 2 * planes + 1], -1).reshape(planes.shape[0], 2 * m)
+        Dq, Sq = (X[planes[:, :, None], planes[:, None, :]] for X in (D, S))
+        rigid = np.all(Dq == 1, axis=(1, 2)) & np.all(Sq == 1, axis=(1, 2))
+        for k in range(0, Vi.shape[0], LIMIT_CLOUDS_PER_BLOCK):
+            vq = Vi[k:k + LIMIT_CLOUDS_PER_BLOCK][:, channels]                      # (clouds, classes, 2m)
+            # a class resonant at every difference and sum (NoPE planes, planes at pi) does not turn at all:
+            # D = S = 1 in the block formula gives G_q = v_q v_q^T, whose top eigenvalue is ||v_q||^2
+            top = np.sum(vq[:, rigid] ** 2, axis=-1)
+            if not rigid.all():
+                top = np.concatenate([top, np.linalg.eigvalsh(assemble_gram(vq[:, ~rigid], Dq[~rigid], Sq[~rigid],
+                                                                            xp=np))[..., -1]], axis=1)
+            np.maximum(lam[k:k + vq.shape[0]], top.max(axis=1), out=lam[k:k + vq.shape[0]])
+    e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
+    return lam, e.max(axis=1)
