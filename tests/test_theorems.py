@@ -241,6 +241,8 @@ def test_limit_reads_its_old_field_name_e_as_plane_energies_with_a_warning():
         assert lim.e is lim.plane_energies
 
 
+#: eigvalsh of the whole ``d x d`` limit Gram against eigvalsh of its blocks: each within ~d eps of the truth
+LIMIT_EIG_RTOL = 1e-13
 #: schedules whose limit Gram has classes of every kind: generic 2 x 2 blocks, NoPE and pi planes that do not
 #: turn (rigid), planes at pi/2 coupled at the sum only, equal frequencies coupled at the difference only
 LIMIT_CLASS_SCHEDULES = {
@@ -266,6 +268,3 @@ def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit
     e = np.array([tm.plane_energies(v / np.linalg.norm(v)) for v in V])
     np.testing.assert_allclose(emax, e.max(axis=1), rtol=1e-14)
 
-
-#: eigvalsh of the whole ``d x d`` limit Gram against eigvalsh of its blocks: each within ~d eps of the truth
-LIMIT_EIG_RTOL = 1e-13

@@ -298,9 +298,9 @@ def test_figure7_path_compiles_once_for_every_grid_of_one_bucket():
     V = np.random.default_rng(0).standard_normal((3, 16))
     g1, g2 = sp.log_grid(1e6, 20), sp.log_grid(1e9, 20) + 7
     first = sp.rank1_curves_batch(th, V, g1, method="householder").rho
-    before = sp.gram.rho2_for_clouds._cache_size()
+    before = sp.gram._rho2_or_flag._cache_size()
     second = sp.rank1_curves_batch(th, V, g2, method="householder").rho
-    assert sp.gram.rho2_for_clouds._cache_size() == before
+    assert before >= 1 and sp.gram._rho2_or_flag._cache_size() == before
     for g, got in ((g1, first), (g2, second)):
         ref = sp.rank1_curves_batch(th, V, g, method="eigvalsh").rho
         assert np.all(np.abs(got - ref) <= EIG_RTOL * ref)
@@ -350,3 +350,16 @@ def test_the_numpy_method_is_numpys_eigvalsh_under_jit_vmap_and_on_concrete_inpu
     for got in (traced, mapped, concrete):
         assert got.shape == (2, 3)
         np.testing.assert_allclose(np.asarray(got), ref, rtol=EIG_RTOL)
+
+
+@pytest.mark.parametrize("method", ["numpy", "eigvalsh"])
+def test_a_matrix_that_is_not_finite_gets_nan_from_the_whole_spectrum_methods_and_is_flagged(method):
+    """A NaN entry (no validated input has one) gives NaN for that matrix alone, flagged not ok, where numpy's
+    LAPACK would raise; the other matrices keep their values."""
+    G = _psd_batch(8, 2, "wishart")[:2].copy()
+    G[1, 3, 2] = np.nan
+    lam, ok = (np.asarray(x) for x in jax.jit(lambda G: topeig.top_eigenvalue_or_flag(G, method))(jnp.asarray(G)))
+    ref = np.linalg.eigvalsh(G[0])[-1]
+    assert ok.tolist() == [True, False] and np.isnan(lam[1]) and abs(lam[0] - ref) <= EIG_RTOL * ref
+    host = topeig.host_top(G)
+    assert np.isnan(host[1]) and abs(host[0] - ref) <= EIG_RTOL * ref

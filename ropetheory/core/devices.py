@@ -46,7 +46,7 @@ def one_blas_thread(enabled: bool = True, *, lapack: bool = True) -> Iterator[No
     ``lapack``: the block may run JAX's LAPACK kernels; scipy.linalg is then imported first (jaxlib imports
     it at the first LAPACK kernel) so that the limit reaches its OpenBLAS: threadpoolctl sees only libraries
     already loaded. A block of numpy alone (``lapack=False``) limits the libraries loaded and imports nothing
-    (scipy.linalg took 0.12-0.2 s, 2 cores)."""
+    (scipy.linalg took 0.12-0.2 s, 2 cores); a JAX LAPACK kernel run inside such a block would run threaded."""
     if not enabled:
         yield
         return

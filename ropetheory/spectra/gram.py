@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .derived import gram_block
-from .topeig import check_method, top_eigenvalue, top_eigenvalue_or_flag
+from .topeig import check_method, default_method, host_top, top_eigenvalue, top_eigenvalue_or_flag
+from . import cuda_topeig
 from ..core.checks import (check_cloud_vector, check_clouds, check_integer, check_length, check_lengths,
                            check_rounded, from_theta, pad_edge)
 from ..core.devices import compute_platform, one_blas_thread
@@ -81,7 +82,7 @@ def assemble_gram(v_il, Dm, Sm, xp: Any = jnp):
 
 
 #: ``assemble_gram`` compiled, for a caller outside ``jit``: one program per head width, not one per operation
-assemble_gram_jit = jax.jit(assemble_gram)
+assemble_gram_jit = jax.jit(assemble_gram, static_argnames="xp")
 
 
 def metrics_from_gram(G, W=1.0, method=None):
@@ -210,8 +211,7 @@ def resolve_on_host(rho2: np.ndarray, ok: np.ndarray, V_il: np.ndarray, Dm: Any,
     for c in np.flatnonzero(~ok.all(axis=1)):
         cols = np.flatnonzero(~ok[c])
         padded = pad_edge(cols, length_bucket(cols.size))           # one compilation per bucket, as the lengths
-        G = np.asarray(_assemble_batch(V_il[c], Dm[padded], Sm[padded]))[:cols.size]
-        rho2[c, cols] = np.linalg.eigvalsh(G)[:, -1]
+        rho2[c, cols] = host_top(np.asarray(_assemble_batch(V_il[c], Dm[padded], Sm[padded]))[:cols.size])
     return rho2
 
 
@@ -248,7 +248,10 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
         check_method(method)
     batched = compute_platform() != "cpu"
     if clouds_per_call is None:          # on an accelerator, as many clouds as the memory budget holds; on CPU, few
-        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * Dm.shape[0] * Vi.shape[1] ** 2))
+        d = Vi.shape[1]
+        # the CUDA method embeds a smaller Gram in D x D (a padded copy and its tail: twice D^2 a Gram)
+        embedded = (method or default_method(d)) == "cuda" and d < cuda_topeig.D
+        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * Dm.shape[0] * (2 * cuda_topeig.D ** 2 if embedded else d ** 2)))
         chunk = 1 << (fit.bit_length() - 1) if batched else CPU_CLOUDS_PER_CALL     # a power of two: even calls
     else:
         chunk = check_length(clouds_per_call, "clouds_per_call")

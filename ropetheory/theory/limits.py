@@ -19,7 +19,8 @@ from ..core.schedule import Schedule, as_schedule, schedule_layout
 from ..spectra.gram import assemble_gram, assemble_gram_jit
 from ..spectra.weights import AffineWeights
 
-__all__ = ["limit_mean_phases", "limit_gram", "coupling_classes", "limit_lambdas", "LIMIT_CLOUDS_PER_BLOCK"]
+__all__ = ["limit_mean_phases", "limit_gram", "checked_limit_gram", "coupling_classes", "limit_lambdas",
+           "LIMIT_CLOUDS_PER_BLOCK"]
 
 
 def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +55,11 @@ def limit_gram(theta: Any, v: Any, *, layout: str | None = None, weights: Any = 
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
-    return _limit_gram(theta, check_cloud_vector(v, theta.planes), layout, weights)
+    return checked_limit_gram(theta, check_cloud_vector(v, theta.planes), layout, weights)
 
 
-def _limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> np.ndarray:
+def checked_limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> np.ndarray:
+    """``limit_gram`` for arguments already checked (a ``Schedule``, the vector of ``check_cloud_vector``)."""
     vi = to_interleaved(np.asarray(vv), layout)
     D, S = limit_mean_phases(theta, weights)
     return np.asarray(assemble_gram_jit(vi, np.asarray(D, dtype=np.complex128), np.asarray(S, dtype=np.complex128)))

@@ -42,7 +42,7 @@ from ..core.verdicts import Verdict
 from ..core.errors import BadValue, BadType
 from ..core.renamed import renamed_fields
 from .results import Counterexample, Rank1Claims
-from .limits import limit_gram, limit_lambdas, limit_mean_phases  # noqa: F401  (public here too)
+from .limits import checked_limit_gram, limit_gram, limit_lambdas, limit_mean_phases  # noqa: F401  (public here too)
 
 __all__ = [
     "plane_energies", "limit_gram", "limit_mean_phases", "limit_lambdas", "predicted_limit",
@@ -107,7 +107,7 @@ def predicted_limit(theta: Any, v: Any, *, layout: str | None = None, weights: A
 def _predicted_limit(theta: Schedule, vv: np.ndarray, layout: str, weights: Any) -> Limit:
     # e_j of v / ||v|| (||v|| = 1 within an ulp): the last bits verify's report holds for every e column
     e = _plane_energies(vv / np.linalg.norm(vv), layout)
-    Gbar = limit_gram(theta, vv, layout=layout, weights=weights)
+    Gbar = checked_limit_gram(theta, vv, layout, weights)
     lam = float(np.linalg.eigvalsh(0.5 * (Gbar + Gbar.T))[-1])
     hyp = lemma1_hypotheses(theta)
     nope = spectra.nope_planes(theta)
