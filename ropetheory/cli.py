@@ -103,12 +103,15 @@ def _cmd_curve(args) -> int:
     from .flags import one_blas_thread
     from .schedules import schedule_from_spec
     from .spectra.gram import log_grid, rank1_curve
+    from .spectra.topeig import default_method, unavailable_reason
+    # numpy needs JAX's CPU backend for its callback; where JAX_PLATFORMS leaves it out, the default method
+    method = CURVE_METHOD if unavailable_reason(CURVE_METHOD) is None else None
     spec = spec_with_defaults(args.spec)
     theta = schedule_from_spec(spec)
     v = np.random.default_rng(check_seed("seed", args.seed)).standard_normal(theta.head_dim)
     g = log_grid(args.n_max, args.num)
     meta = {"spec": spec, "seed": args.seed, "cloud": "v ~ N(0, I_d) from numpy default_rng(seed), X = 1 v^T",
-            "n_max": args.n_max, "num": args.num, "top_eigenvalue_method": CURVE_METHOD}
+            "n_max": args.n_max, "num": args.num, "top_eigenvalue_method": method or default_method(theta.head_dim)}
     certified = args.certified is not False              # absent: False; the flag alone: None; else RTOL
     if certified:
         from .core.checks import check_number
@@ -116,11 +119,11 @@ def _cmd_curve(args) -> int:
         meta["certified_rtol"] = (CURVE_CERTIFIED_RTOL if args.certified is None else
                                   check_number("--certified", args.certified, lo=0.0, hi=1.0, lo_open=True,
                                                hi_open=True))
-    with one_blas_thread(lapack=CURVE_METHOD != "numpy"):   # same bits, without OpenBLAS's threads spinning
+    with one_blas_thread(lapack=method != "numpy"):   # same bits, without OpenBLAS's threads spinning
         # one curve per process: numpy's eigvalsh on the host, with no LAPACK program to build (spectra.topeig's
         # numpy_top: 0.3 s less than building the default method's, which a single curve never earns back)
-        c = (certified_curve(theta, v, g, rtol=meta["certified_rtol"], method=CURVE_METHOD) if certified
-             else rank1_curve(theta, v, g, method=CURVE_METHOD))
+        c = (certified_curve(theta, v, g, rtol=meta["certified_rtol"], method=method) if certified
+             else rank1_curve(theta, v, g, method=method))
         if args.format == "json" or args.sidecar:  # the limit is written only there: the CSV skips its programs
             from .theory.theorems import predicted_limit
             meta["limit"] = {"rho": (lim := predicted_limit(theta, v)).rho, "srank": lim.srank}
@@ -247,8 +250,18 @@ def _report_stores(cmd: str, stores: list) -> None:
         print(f"ropetheory {cmd}: {st.describe()}", file=sys.stderr)
 
 
+#: JAX preallocates 75% of a GPU's memory at its first allocation; a command allocates on demand instead (the
+#: program's own default, set only where the user set none): ``fig7 --clouds 4096`` computed in 6.6-6.8 s
+#: against 7.6-8.1 s with the preallocation, wall 11.1-11.9 s against 12.1-13.4 s (one H100, session 22)
+PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"
+
+
 def main(argv=None) -> int:
-    """Run one command; a closed output pipe (``ropetheory schedule | head``) ends it quietly."""
+    """Run one command; a closed output pipe (``ropetheory schedule | head``) ends it quietly. Run as the
+    program (``argv`` None), it allocates GPU memory on demand unless ``XLA_PYTHON_CLIENT_PREALLOCATE`` is
+    set (``PREALLOCATE_ENV``); a call from Python leaves the process's settings alone."""
+    if argv is None:
+        os.environ.setdefault(PREALLOCATE_ENV, "false")
     try:
         rc = _main(argv)
         sys.stdout.flush()

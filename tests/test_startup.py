@@ -154,3 +154,35 @@ def test_the_drift_read_from_the_fsv_curves_is_the_drift_computed_on_its_own(mon
     read = report.drift_section(sc, L, V, (grid, rho))
     assert calls == []                                        # llama3's schedule does not depend on the length
     assert read == report.drift_section(sc, L, V) and len(calls) == len(report.FACTORS)
+
+
+def test_the_program_allocates_gpu_memory_on_demand_unless_the_user_said_otherwise():
+    """Run as the program, a command sets ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (JAX's preallocation of 75% of
+    a GPU cost ``fig7`` ~1 s on an H100); a value the user set stays, and a call from Python sets nothing."""
+    probe = ("import contextlib, io, os, sys\nfrom ropetheory import cli\nsys.argv = ['ropetheory', 'schedule']\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n    {call}\nprint(os.environ.get(cli.PREALLOCATE_ENV))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != cli.PREALLOCATE_ENV}
+    for call, preset, want in (("cli.main()", None, "false"), ("cli.main()", "true", "true"),
+                               ("cli.main(['schedule'])", None, "None")):
+        run_env = env | ({cli.PREALLOCATE_ENV: preset} if preset else {})
+        out = subprocess.run([sys.executable, "-c", probe.format(call=call)], capture_output=True, text=True,
+                             check=True, env=run_env)
+        assert out.stdout.strip().splitlines()[-1] == want, (call, preset)
+
+
+def test_without_a_cpu_backend_the_numpy_method_is_refused_by_name_and_curve_takes_the_default(monkeypatch, capsys):
+    """The numpy method's callback needs JAX's CPU backend: where JAX_PLATFORMS leaves it out, naming the
+    method is a ValueError that says so, and ``curve`` computes with the default method and records which."""
+    import jax
+    from ropetheory.spectra import topeig
+    real = jax.devices
+
+    def devices(backend=None):
+        if backend == "cpu":
+            raise RuntimeError("Unknown backend cpu")
+        return real(backend)
+    monkeypatch.setattr(jax, "devices", devices)
+    with pytest.raises(ValueError, match="method 'numpy' cannot run here: .*CPU backend"):
+        topeig.check_method("numpy")
+    assert cli.main(["curve", "--num", "4", "--n-max", "100", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top_eigenvalue_method"] == topeig.default_method(128)

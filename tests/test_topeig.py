@@ -357,7 +357,7 @@ def test_a_matrix_that_is_not_finite_gets_nan_from_the_whole_spectrum_methods_an
     """A NaN entry (no validated input has one) gives NaN for that matrix alone, flagged not ok, where numpy's
     LAPACK would raise; the other matrices keep their values."""
     G = _psd_batch(8, 2, "wishart")[:2].copy()
-    G[1, 3, 2] = np.nan
+    G[1, 3, 2] = G[1, 2, 3] = np.nan                 # both triangles: cuSOLVER reads the other one
     lam, ok = (np.asarray(x) for x in jax.jit(lambda G: topeig.top_eigenvalue_or_flag(G, method))(jnp.asarray(G)))
     ref = np.linalg.eigvalsh(G[0])[-1]
     assert ok.tolist() == [True, False] and np.isnan(lam[1]) and abs(lam[0] - ref) <= EIG_RTOL * ref

@@ -201,12 +201,25 @@ def default_method(d: int | None = None) -> str:
 METHODS = ("tridiagonal", "householder", "lanczos", "subspace", "eigvalsh", "numpy", "cuda")
 
 
+def unavailable_reason(method: str) -> str | None:
+    """Why ``method`` cannot run in this process, or None: ``"cuda"`` needs an NVIDIA GPU and nvcc
+    (``cuda_topeig.unavailable_reason``), ``"numpy"`` JAX's CPU backend for its host callback."""
+    if method == "cuda":
+        return cuda_topeig.unavailable_reason()
+    if method == "numpy":
+        try:
+            jax.devices("cpu")
+        except RuntimeError:
+            return "its host callback needs JAX's CPU backend, which JAX_PLATFORMS leaves out"
+    return None
+
+
 def check_method(method) -> str:
-    """``method`` if it names a top-eigenvalue method, else a ValueError naming it."""
+    """``method`` if it names a top-eigenvalue method that can run here, else a ValueError naming it."""
     if not isinstance(method, str) or method not in METHODS:
         raise BadValue(f"method must be one of {', '.join(map(repr, METHODS))} or None, got {method!r}")
-    if method == "cuda" and (reason := cuda_topeig.unavailable_reason()) is not None:
-        raise BadValue(f"method 'cuda' cannot run here: {reason}")
+    if (reason := unavailable_reason(method)) is not None:
+        raise BadValue(f"method {method!r} cannot run here: {reason}")
     return method
 
 
