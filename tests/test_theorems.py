@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 import ropetheory as rt
 from ropetheory import spectra as sp
 from ropetheory.theory import theorems as tm
-from ropetheory.theory.limits import LIMIT_CLOUDS_PER_BLOCK
+from ropetheory.theory import limits
 from ropetheory.rope import apply_rope
 
 from strategies import examples, clouds, head_dims, layouts, schedules, unit_vectors
@@ -254,13 +254,14 @@ LIMIT_CLASS_SCHEDULES = {
 
 
 @pytest.mark.parametrize("name", sorted(LIMIT_CLASS_SCHEDULES))
-def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit_gram(name):
+def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit_gram(name, monkeypatch):
     """``limit_lambdas`` works class by class (``Gbar`` is block diagonal over the resonance classes, and a
     class resonant at every difference and sum is ``v_q v_q^T``): it is eigvalsh's top of the whole ``Gbar``
     of each cloud, to the accuracy of eigvalsh, whatever the classes and however many clouds (blocks of
-    ``LIMIT_CLOUDS_PER_BLOCK``)."""
+    of ``limit_clouds_per_block``, here shrunk so that every class size takes several)."""
     theta = LIMIT_CLASS_SCHEDULES[name]
-    V = np.random.default_rng(5).standard_normal((LIMIT_CLOUDS_PER_BLOCK + 3, 2 * theta.size))
+    monkeypatch.setattr(limits, "LIMIT_BLOCK_BYTES", 8 * 16 * 4 * 7)     # 7 clouds of 16 2 x 2 blocks a call
+    V = np.random.default_rng(5).standard_normal((40, 2 * theta.size))
     V[1, :6] = 0.0                                              # a cloud with no energy in the first planes
     lam, emax = tm.limit_lambdas(theta, V)
     ref = np.array([np.linalg.eigvalsh(tm.limit_gram(theta, v))[-1] for v in V])

@@ -20,7 +20,7 @@ from ..spectra.gram import assemble_gram, assemble_gram_jit
 from ..spectra.weights import AffineWeights
 
 __all__ = ["limit_mean_phases", "limit_gram", "checked_limit_gram", "coupling_classes", "limit_lambdas",
-           "LIMIT_CLOUDS_PER_BLOCK"]
+           "LIMIT_BLOCK_BYTES", "limit_clouds_per_block"]
 
 
 def limit_mean_phases(theta: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +65,15 @@ def checked_limit_gram(theta: Schedule, vv: np.ndarray, layout: str, weights: An
     return np.asarray(assemble_gram_jit(vi, np.asarray(D, dtype=np.complex128), np.asarray(S, dtype=np.complex128)))
 
 
-#: clouds per block of ``limit_lambdas`` (their class Grams, at most 256 x d^2 float64: 32 MiB at d = 128)
-LIMIT_CLOUDS_PER_BLOCK = 256
+#: bytes of class Grams ``limit_lambdas`` holds at a time: 4096 clouds' 2 x 2 blocks at d = 128 in one call (the
+#: 256-cloud blocks before cost 16 calls of numpy's eigvalsh a schedule: 1.3 s of Figure 7 on a 16-core host)
+LIMIT_BLOCK_BYTES = 32 << 20
+
+
+def limit_clouds_per_block(classes: int, m: int) -> int:
+    """Clouds per call of ``limit_lambdas`` for ``classes`` classes of ``m`` planes: their ``2m x 2m`` class
+    Grams within ``LIMIT_BLOCK_BYTES``, at least one cloud."""
+    return max(1, LIMIT_BLOCK_BYTES // (8 * classes * (2 * m) ** 2))
 
 
 def coupling_classes(coupled: np.ndarray) -> np.ndarray:
@@ -92,7 +99,7 @@ def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.
     Block ``(j, k)`` of ``Gbar`` is linear in ``(Dbar_jk, Sbar_jk)``, so it is exactly zero unless planes ``j``
     and ``k`` are joined by a chain of resonances: ``Gbar`` is block diagonal over those classes and
     ``lambda`` is the largest of the classes' top eigenvalues (numpy's ``eigvalsh``, one batched call per
-    class size and block of ``LIMIT_CLOUDS_PER_BLOCK`` clouds; 2 x 2 blocks for a generic schedule)."""
+    class size and block of ``limit_clouds_per_block`` clouds; 2 x 2 blocks for a generic schedule)."""
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
     P = theta.planes
@@ -106,8 +113,9 @@ def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.
         channels = np.stack([2 * planes, 2 * planes + 1], -1).reshape(planes.shape[0], 2 * m)
         Dq, Sq = (X[planes[:, :, None], planes[:, None, :]] for X in (D, S))
         rigid = np.all(Dq == 1, axis=(1, 2)) & np.all(Sq == 1, axis=(1, 2))
-        for k in range(0, Vi.shape[0], LIMIT_CLOUDS_PER_BLOCK):
-            vq = Vi[k:k + LIMIT_CLOUDS_PER_BLOCK][:, channels]                      # (clouds, classes, 2m)
+        step = limit_clouds_per_block(planes.shape[0], m)
+        for k in range(0, Vi.shape[0], step):
+            vq = Vi[k:k + step][:, channels]                                         # (clouds, classes, 2m)
             # a class resonant at every difference and sum (NoPE planes, planes at pi) does not turn at all:
             # D = S = 1 in the block formula gives G_q = v_q v_q^T, whose top eigenvalue is ||v_q||^2
             top = np.sum(vq[:, rigid] ** 2, axis=-1)
