@@ -18,7 +18,7 @@ finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken 
 
 Measured (``benchmarks/bench_eig.py``, ``benchmarks/bench_topeig_gpu.py``, d = 128, RoPE Grams): on 2 CPU
 cores 6.6x ``eigvalsh`` (batch 2048), the CPU default; on an H100 cuSOLVER's ``sytrd`` runs one matrix at a
-time (0.03x its batched ``eigh``), so GPUs take, for 80 <= d <= 128 where nvcc can build it, the method
+time (0.03x its batched ``eigh``), so GPUs take, for 72 <= d <= 128 where nvcc can build it, the method
 ``"cuda"`` (``cuda_topeig``: a CUDA kernel holding each matrix in registers, Lanczos, Sturm multisection and an
 LDL^T certificate, behind an XLA FFI call; smaller matrices embedded in 128 x 128): 0.94-1.02M/s inside jit
 on an H100, 0.92-0.99M/s on an H200, 2.5-3.5x the next method, and
