@@ -214,8 +214,8 @@ def test_device_cpu_makes_the_cpu_choices_for_the_command_only(tmp_path, monkeyp
     assert compute_platform() == "gpu" and topeig.default_method() == "subspace"
     accelerator_chunk = phase_stream.default_phase_step([10 ** 9])
     batched: list[bool] = []
-    rho2 = gram._rho2_or_flag
-    monkeypatch.setattr(gram, "_rho2_or_flag", lambda *a, **k: batched.append(k["batched_eig"]) or rho2(*a, **k))
+    rho2 = gram.rho2_for_clouds
+    monkeypatch.setattr(gram, "rho2_for_clouds", lambda *a, **k: batched.append(k["batched_eig"]) or rho2(*a, **k))
     theta, V = rt.schedule("rope", head_dim=8), np.random.default_rng(0).normal(size=(3, 8))
     with device_scope("cpu"):
         assert compute_platform() == "cpu" and topeig.default_method() == "tridiagonal"

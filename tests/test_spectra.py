@@ -451,17 +451,18 @@ def test_the_batch_answers_every_value_its_program_did_not_vouch_for_with_eigval
     exact = sp.rank1_curves_batch(theta, V, n, clouds_per_call=2).rho2
     flagged = np.zeros((5, 4), bool)
     flagged[[0, 2, 2, 4], [1, 0, 3, 3]] = True
-    run = gram._rho2_or_flag
+    run = gram.rho2_for_clouds
 
     seen = [0]
 
-    def unvouched(V_il, Dm, Sm, batched_eig, method):          # NaN where flagged, as a failed check may give
-        rho2, ok = run(V_il, Dm, Sm, batched_eig=batched_eig, method=method)
+    def unvouched(V_il, Dm, Sm, batched_eig, method, **flags):  # NaN where flagged, as a failed check may give
+        assert flags == {"flagged": True}
+        rho2, ok = run(V_il, Dm, Sm, batched_eig=batched_eig, method=method, flagged=True)
         k, seen[0] = seen[0], seen[0] + V_il.shape[0]
         bad = np.zeros(ok.shape, bool)
         bad[:, :len(n)] = flagged[k:k + V_il.shape[0]]
         return jnp.where(bad, jnp.nan, rho2), ok & ~bad
-    monkeypatch.setattr(gram, "_rho2_or_flag", unvouched)
+    monkeypatch.setattr(gram, "rho2_for_clouds", unvouched)
     for platform in ("cpu", "gpu"):
         seen[0] = 0
         monkeypatch.setattr(gram, "compute_platform", lambda p=platform: p)

@@ -298,9 +298,9 @@ def test_figure7_path_compiles_once_for_every_grid_of_one_bucket():
     V = np.random.default_rng(0).standard_normal((3, 16))
     g1, g2 = sp.log_grid(1e6, 20), sp.log_grid(1e9, 20) + 7
     first = sp.rank1_curves_batch(th, V, g1, method="householder").rho
-    before = sp.gram._rho2_or_flag._cache_size()
+    before = sp.gram.rho2_for_clouds._cache_size()
     second = sp.rank1_curves_batch(th, V, g2, method="householder").rho
-    assert before >= 1 and sp.gram._rho2_or_flag._cache_size() == before
+    assert before >= 1 and sp.gram.rho2_for_clouds._cache_size() == before
     for g, got in ((g1, first), (g2, second)):
         ref = sp.rank1_curves_batch(th, V, g, method="eigvalsh").rho
         assert np.all(np.abs(got - ref) <= EIG_RTOL * ref)

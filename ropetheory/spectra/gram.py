@@ -177,28 +177,24 @@ def _cloud_grams(v_il, Dm, Sm):
     return jax.vmap(lambda D, S: assemble_gram(v_il, D, S))(Dm, Sm)
 
 
-def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False):
+def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False, flagged=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
-    ``method``, ``one_at_a_time``: how the top eigenvalue is found (``.topeig.top_eigenvalue``)."""
+    ``method``, ``one_at_a_time``: how the top eigenvalue is found (``.topeig.top_eigenvalue``). ``flagged``:
+    ``(rho2, ok)`` with no branch in the program (``.topeig.top_eigenvalue_or_flag``; ``rho2`` unvouched for
+    where ``ok`` is False, for the caller to answer: ``resolve_on_host``)."""
+    def top(G):
+        if flagged:
+            return top_eigenvalue_or_flag(G, method)
+        return top_eigenvalue(G, method, one_at_a_time=one_at_a_time)
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
-        return top_eigenvalue(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm), method,
-                              one_at_a_time=one_at_a_time)
-    return jax.lax.map(lambda v: top_eigenvalue(_cloud_grams(v, Dm, Sm), method, one_at_a_time=one_at_a_time), V_il)
+        return top(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm))
+    return jax.lax.map(lambda v: top(_cloud_grams(v, Dm, Sm)), V_il)
 
 
 #: ``rho2_for_clouds_traced``, jitted (the traced function is for callers that trace it themselves,
 #: e.g. inside ``shard_map``)
-rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time"))(
+rho2_for_clouds = functools.partial(jax.jit, static_argnames=("batched_eig", "method", "one_at_a_time", "flagged"))(
     rho2_for_clouds_traced)
-
-
-@functools.partial(jax.jit, static_argnames=("batched_eig", "method"))
-def _rho2_or_flag(V_il, Dm, Sm, batched_eig, method):
-    """``(rho2, ok)``, each ``(nv, len)``: ``rho2_for_clouds`` without its in-program fallback
-    (``.topeig.top_eigenvalue_or_flag``); ``rho2`` is unvouched for where ``ok`` is False."""
-    if batched_eig:
-        return top_eigenvalue_or_flag(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm), method)
-    return jax.lax.map(lambda v: top_eigenvalue_or_flag(_cloud_grams(v, Dm, Sm), method), V_il)
 
 
 def resolve_on_host(rho2: np.ndarray, ok: np.ndarray, V_il: np.ndarray, Dm: Any, Sm: Any) -> np.ndarray:
@@ -269,8 +265,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
 
     for k in range(0, Vi.shape[0], chunk):
         with one_blas_thread(not batched, lapack=method != "numpy"):   # LAPACK under XLA's threads: core.devices
-            pending.insert(0, (k, _rho2_or_flag(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
-                                                method=method)))
+            pending.insert(0, (k, rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
+                                                  method=method, flagged=True)))
             if not batched or len(pending) > 1:              # CPU: each chunk done inside its BLAS scope
                 collect()
     while pending:
