@@ -93,9 +93,13 @@ def metrics_from_gram(G, W=1.0, method=None):
     return {"rho": jnp.sqrt(lam / W), "rho2": lam / W, "srank": tr / lam, "frob_ratio": jnp.sqrt(tr / W)}
 
 
-@jax.jit
-def _assemble_batch(v_il, Dm, Sm):
+def _cloud_grams(v_il, Dm, Sm):
+    """``G_n / W_n`` of one cloud ``v_il`` at every length whose mean phases are ``Dm, Sm``: ``(len, d, d)``."""
     return jax.vmap(lambda D, S: assemble_gram(v_il, D, S))(Dm, Sm)
+
+
+#: ``_cloud_grams`` compiled, for callers outside ``jit``
+_assemble_batch = jax.jit(_cloud_grams)
 
 
 _metrics_batch = jax.jit(metrics_from_gram, static_argnames=("method",))   # every length in one call
@@ -170,11 +174,6 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
     with one_blas_thread(compute_platform() == "cpu", lapack=method != "numpy"):   # LAPACK under XLA's threads
         out = _metrics_batch(_assemble_batch(v_il, D, S), method=method)
         return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
-
-
-def _cloud_grams(v_il, Dm, Sm):
-    """``G_n / W_n`` of one cloud ``v_il`` at every length whose mean phases are ``Dm, Sm``: ``(len, d, d)``."""
-    return jax.vmap(lambda D, S: assemble_gram(v_il, D, S))(Dm, Sm)
 
 
 def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False, flagged=False):
