@@ -312,8 +312,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="64,48", help="Lanczos steps of each kernel built (comma-separated)")
     ap.add_argument("--panels", default="4", help="certificate columns a barrier of each kernel built")
     ap.add_argument("--pipeline", default="48,128", help="the two-pass pipeline's first and second steps")
-    ap.add_argument("--baseline-kernel", default="", help="another version of the kernel, built with 64 steps "
-                    "and measured in the same run (e.g. an earlier commit's)")
+    ap.add_argument("--baseline-kernel", default="", help="another version of the kernel, built with "
+                    "--baseline-steps and measured in the same run (e.g. an earlier commit's)")
+    ap.add_argument("--baseline-steps", type=int, default=64, help="Lanczos steps of the --baseline-kernel build")
+    ap.add_argument("--kernels-only", action="store_true", help="measure the kernel builds alone (no pipeline)")
     ap.add_argument("--head-dims", default="", help="other head widths d (comma-separated): the package's 'cuda' "
                     "(embedded in 128 x 128) against 'subspace' on Figure 7's RoPE Grams of each")
     ap.add_argument("--only-head-dims", action="store_true", help="measure the --head-dims rows alone")
@@ -347,7 +349,8 @@ def main(argv=None) -> int:
     rows["cuSOLVER Cholesky certificate alone"] = {"seconds": t, "per_s": B / t}
     if args.baseline_kernel:
         src = pathlib.Path(args.baseline_kernel)
-        kernel_rows(rows, res, Kernel(arch, {"K": 64}, src), f"baseline kernel {src.name}, 64 steps",
+        kernel_rows(rows, res, Kernel(arch, {"K": args.baseline_steps}, src),
+                    f"baseline kernel {src.name}, {args.baseline_steps} steps",
                     G, ref, v0, args.repeat, False)
     for k in (int(x) for x in args.steps.split(",")):
         for p in (int(x) for x in args.panels.split(",")):
@@ -356,6 +359,9 @@ def main(argv=None) -> int:
     base = rows["eigvalsh"]["per_s"]
     for row in rows.values():
         row["vs_eigvalsh"] = row["per_s"] / base
+    if args.kernels_only:
+        report(res, args.out)
+        return 0
     k1, k2 = (int(x) for x in args.pipeline.split(","))
     first, second = Kernel(arch, {"K": k1}), Kernel(arch, {"K": k2})
     res["pipeline"]["steps"] = [k1, k2]

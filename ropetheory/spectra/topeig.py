@@ -264,10 +264,21 @@ def top_eigenvalue(G, method: str | None = None, *, one_at_a_time: bool = False)
                            f"float64 maximum; rescale G, e.g. by a power of two")
         return jnp.asarray(out)
     method = default_method(G.shape[-1]) if method is None else check_method(method)
-    if method == "cuda" and not one_at_a_time:
-        return _top_eigenvalue_scaled(G, method, False)    # the kernel scales each matrix itself: no pass over G
+    return _in_unit_scale(lambda A: _top_eigenvalue_scaled(A, method, one_at_a_time), G,
+                          method == "cuda" and not one_at_a_time)
+
+
+def _in_unit_scale(solve, G, scales_itself: bool):
+    """``solve(G 2^-k)`` with ``k`` each matrix's ``_scale_exponent`` (its largest entry in ``[1/2, 1)``), its
+    value (the first output of a tuple) multiplied back by ``2^k``: exact where normal, so no overflow or
+    underflow inside ``solve``. ``scales_itself`` (the kernel of ``"cuda"``): ``solve(G)``, no pass over ``G``."""
+    if scales_itself:
+        return solve(G)
     k = _scale_exponent(G)
-    return _times_power_of_two(_top_eigenvalue_scaled(_times_power_of_two(G, -k), method, one_at_a_time), k, 0)
+    out = solve(_times_power_of_two(G, -k))
+    if isinstance(out, tuple):
+        return (_times_power_of_two(out[0], k, 0), *out[1:])
+    return _times_power_of_two(out, k, 0)
 
 
 def _times_power_of_two(G, e, matrix_ndim: int = 2):
@@ -398,13 +409,7 @@ def top_eigenvalue_or_flag(G, method: str | None = None):
     if method in ("eigvalsh", "numpy") or d <= 2:                  # no check to fail: the value itself
         lam = top_eigenvalue(G, method)
         return lam, jnp.isfinite(lam)
-    Gb = G.reshape((-1, d, d))
-    if method == "cuda":                            # the kernel scales each matrix itself
-        lam, ok = _top_and_ok(Gb, method)
-    else:
-        k = _scale_exponent(Gb)
-        lam, ok = _top_and_ok(_times_power_of_two(Gb, -k), method)
-        lam = _times_power_of_two(lam, k, 0)
+    lam, ok = _in_unit_scale(lambda A: _top_and_ok(A, method), G.reshape((-1, d, d)), method == "cuda")
     return lam.reshape(G.shape[:-2]), ok.reshape(G.shape[:-2])
 
 
