@@ -136,9 +136,9 @@ def _series(h: dict, name: str, grid: list[int]) -> tuple[list[float] | None, st
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    if x.size < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return rank_correlation(x, y)
+    """Spearman's correlation of at least ``MIN_POINTS`` pairs, else ``nan`` (``rank_correlation`` says ``nan``
+    where either side holds a single value)."""
+    return rank_correlation(x, y) if x.size >= MIN_POINTS else math.nan
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
