@@ -269,3 +269,27 @@ def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit
     e = np.array([tm.plane_energies(v / np.linalg.norm(v)) for v in V])
     np.testing.assert_allclose(emax, e.max(axis=1), rtol=1e-14)
 
+
+
+@pytest.mark.parametrize("name", sorted(LIMIT_CLASS_SCHEDULES))
+def test_each_class_top_is_the_top_of_that_class_block_of_the_limit_gram_for_any_partition(name, monkeypatch):
+    """``class_tops`` (Figure 7's floors and the certified curve's gap bound): for the resonance classes and for a
+    finer partition (every plane alone, the gap bound's classes when planes carry no energy), each class's top
+    eigenvalue is eigvalsh's of that class's rows and columns of each cloud's whole ``Gbar``; ``reduce`` is the
+    largest of them, whatever the block of clouds a call holds."""
+    theta = LIMIT_CLASS_SCHEDULES[name]
+    monkeypatch.setattr(limits, "LIMIT_BLOCK_BYTES", 8 * 16 * 4 * 3)     # 3 clouds of 16 2 x 2 blocks a call
+    V = np.random.default_rng(6).standard_normal((9, 2 * theta.size))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)               # unit clouds, interleaved, as the callers pass them
+    D, S = limits.limit_mean_phases(theta)
+    resonant = limits.coupling_classes((D != 0) | (S != 0) | np.eye(theta.size, dtype=bool))
+    for label in (resonant, np.arange(theta.size)):
+        got = limits.class_tops(D, S, V, label)
+        assert got.shape == (V.shape[0], np.unique(label).size)
+        for c, v in enumerate(V):
+            G = tm.limit_gram(theta, v, layout="interleaved")
+            for i, q in enumerate(np.unique(label)):
+                ch = np.flatnonzero(np.repeat(label == q, 2))
+                ref = np.linalg.eigvalsh(G[np.ix_(ch, ch)])[-1]
+                assert abs(got[c, i] - ref) <= LIMIT_EIG_RTOL * abs(G).max()
+        assert np.array_equal(limits.class_tops(D, S, V, label, reduce=True), got.max(axis=1))

@@ -57,7 +57,7 @@ from ..core.checks import check_number
 from ..core.devices import one_blas_thread
 from ..core.schedule import as_schedule, schedule_layout
 from . import theorems
-from .limits import coupling_classes
+from .limits import class_tops, coupling_classes, limit_mean_phases
 
 __all__ = ["CURVE_CERTIFIED_RTOL", "certified_curve", "float_certified_eps", "gap_certified_eps"]
 
@@ -172,17 +172,6 @@ def gap_certified_eps(theta: Any, v: Any, lengths: Any, *, weights: spectra.Affi
     return _gap_eps(*_affine_arguments("gap_certified_eps", theta, v, lengths, weights, layout))
 
 
-def _class_tops(Gbar: np.ndarray, label: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """``lambda_max(Gbar_QQ)`` of each class ``Q`` (its planes' channels), one batched eigvalsh per class size."""
-    out = np.empty(classes.size)
-    members = [np.flatnonzero(np.repeat(label == q, 2)) for q in classes]
-    for size in {m.size for m in members}:
-        pick = [i for i, m in enumerate(members) if m.size == size]
-        blocks = np.stack([Gbar[np.ix_(members[i], members[i])] for i in pick])
-        out[pick] = np.linalg.eigvalsh(blocks)[:, -1]
-    return out
-
-
 def _gap_eps(theta: np.ndarray, v_il: np.ndarray, L: np.ndarray, weights: spectra.AffineWeights) -> np.ndarray:
     pf = spectra.pair_frequencies(theta)
     e = theorems.plane_energies(v_il)
@@ -190,7 +179,8 @@ def _gap_eps(theta: np.ndarray, v_il: np.ndarray, L: np.ndarray, weights: spectr
     A = np.outer(e, e) / 2
     label = coupling_classes(((pf.res_diff | pf.res_sum) & (A > 0)) | np.eye(P, dtype=bool))
     classes = np.unique(label)                              # sorted: the order of the class blocks below
-    lam_q = _class_tops(theorems.limit_gram(theta, v_il, layout="interleaved"), label, classes)
+    D, S = limit_mean_phases(theta)
+    lam_q = class_tops(D, S, v_il[None], label)[0]
     if classes.size == 1:                         # no R: rho_n^2 - lambda is bounded by ||E_TT|| = ||E||
         return _eps(theta, e, L, weights)
     top = int(np.argmax(lam_q))

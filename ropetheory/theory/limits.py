@@ -19,7 +19,7 @@ from ..core.schedule import Schedule, as_schedule, schedule_layout
 from ..spectra.gram import assemble_gram, assemble_gram_jit
 from ..spectra.weights import AffineWeights
 
-__all__ = ["limit_mean_phases", "limit_gram", "checked_limit_gram", "coupling_classes", "limit_lambdas",
+__all__ = ["limit_mean_phases", "limit_gram", "checked_limit_gram", "coupling_classes", "limit_lambdas", "class_tops",
            "LIMIT_BLOCK_BYTES", "limit_clouds_per_block"]
 
 
@@ -98,30 +98,47 @@ def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.
 
     Block ``(j, k)`` of ``Gbar`` is linear in ``(Dbar_jk, Sbar_jk)``, so it is exactly zero unless planes ``j``
     and ``k`` are joined by a chain of resonances: ``Gbar`` is block diagonal over those classes and
-    ``lambda`` is the largest of the classes' top eigenvalues (numpy's ``eigvalsh``, one batched call per
-    class size and block of ``limit_clouds_per_block`` clouds; 2 x 2 blocks for a generic schedule)."""
+    ``lambda`` is the largest of the classes' top eigenvalues (``class_tops``; 2 x 2 blocks for a generic
+    schedule)."""
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
     P = theta.planes
     Vi = spectra.check_clouds(V, P, layout)
     D, S = limit_mean_phases(theta)
-    label = coupling_classes((D != 0) | (S != 0) | np.eye(P, dtype=bool))
-    members = [np.flatnonzero(label == q) for q in np.unique(label)]
-    lam = np.full(Vi.shape[0], -np.inf)
+    lam = class_tops(D, S, Vi, coupling_classes((D != 0) | (S != 0) | np.eye(P, dtype=bool)), reduce=True)
+    e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
+    return lam, e.max(axis=1)
+
+
+def class_tops(D: np.ndarray, S: np.ndarray, Vi: np.ndarray, label: np.ndarray, *, reduce: bool = False
+               ) -> np.ndarray:
+    """``lambda_max(Gbar_QQ)`` for every cloud (row of the interleaved ``Vi``) and every class ``Q`` of planes
+    (``label``, classes in ``np.unique(label)`` order): ``(clouds, classes)``, or with ``reduce`` the largest,
+    ``(clouds,)``, which is ``lambda_max(Gbar)`` when no resonance joins two classes (``Gbar`` block diagonal).
+
+    ``Gbar_QQ`` is the block formula at the limits ``(D, S)`` of the mean phases on the class's planes. A class
+    resonant at every difference and sum (NoPE planes, planes at pi) does not turn at all: D = S = 1 gives
+    ``v_Q v_Q^T``, whose top eigenvalue is ``||v_Q||^2``; numpy's ``eigvalsh`` the others, one batched call per
+    class size and block of ``limit_clouds_per_block`` clouds."""
+    classes = np.unique(label)
+    members = [np.flatnonzero(label == q) for q in classes]
+    out = np.full(Vi.shape[0] if reduce else (Vi.shape[0], classes.size), -np.inf)
     for m in sorted({x.size for x in members}):
-        planes = np.stack([x for x in members if x.size == m])                       # (classes, m)
+        pick = np.array([i for i, x in enumerate(members) if x.size == m])
+        planes = np.stack([members[i] for i in pick])                                 # (classes, m)
         channels = np.stack([2 * planes, 2 * planes + 1], -1).reshape(planes.shape[0], 2 * m)
         Dq, Sq = (X[planes[:, :, None], planes[:, None, :]] for X in (D, S))
         rigid = np.all(Dq == 1, axis=(1, 2)) & np.all(Sq == 1, axis=(1, 2))
         step = limit_clouds_per_block(planes.shape[0], m)
         for k in range(0, Vi.shape[0], step):
             vq = Vi[k:k + step][:, channels]                                         # (clouds, classes, 2m)
-            # a class resonant at every difference and sum (NoPE planes, planes at pi) does not turn at all:
-            # D = S = 1 in the block formula gives G_q = v_q v_q^T, whose top eigenvalue is ||v_q||^2
-            top = np.sum(vq[:, rigid] ** 2, axis=-1)
+            top = np.empty(vq.shape[:2])
+            top[:, rigid] = np.sum(vq[:, rigid] ** 2, axis=-1)
             if not rigid.all():
-                top = np.concatenate([top, np.linalg.eigvalsh(assemble_gram(vq[:, ~rigid], Dq[~rigid], Sq[~rigid],
-                                                                            xp=np))[..., -1]], axis=1)
-            np.maximum(lam[k:k + vq.shape[0]], top.max(axis=1), out=lam[k:k + vq.shape[0]])
-    e = Vi[:, 0::2] ** 2 + Vi[:, 1::2] ** 2
-    return lam, e.max(axis=1)
+                G = assemble_gram(vq[:, ~rigid], Dq[~rigid], Sq[~rigid], xp=np)
+                top[:, ~rigid] = np.linalg.eigvalsh(G)[..., -1]
+            if reduce:
+                np.maximum(out[k:k + step], top.max(axis=1), out=out[k:k + step])
+            else:
+                out[k:k + step, pick] = top
+    return out
