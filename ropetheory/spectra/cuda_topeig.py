@@ -49,11 +49,10 @@ __all__ = ["D", "TARGET", "build", "embedded", "library_path", "start_vector", "
 #: the matrix size the kernel takes (one block of 512 threads, 32 entries a thread); smaller ones are embedded
 D = 128
 #: the smallest ``d`` for which ``topeig.default_method`` takes "cuda". Embedded, a ``d x d`` matrix costs the
-#: kernel what a 128 x 128 one does, while "subspace" gets cheaper with ``d``: on one H200, Figure 7's RoPE Grams,
-#: "cuda" ran 0.79x "subspace" at d = 64, 1.33x at d = 80 and 2.78x at d = 128
-#: (``docs/benchmarks/bench_topeig_cuda_head_dims_h200_s21.json``); on one H100 0.95x at d = 64, 1.38x at 72,
-#: 1.50x at 80, 1.96x at 96, 3.37x at 128 (``bench_topeig_cuda_head_dims_h100_s22.json``); 65-71 not measured
-DEFAULT_FROM_D = 72
+#: kernel what a 128 x 128 one does, while "subspace" gets cheaper with ``d``. On one H100, Figure 7's RoPE Grams,
+#: session 23's kernel: "cuda" ran 0.76x "subspace" at d = 48, 0.99x at 56, 1.15x at 64, 1.68x at 72, 1.89x at 80,
+#: 2.46x at 96, 4.44x at 128 (``docs/benchmarks/bench_topeig_cuda_h100_s23.json``; 57-63 not measured)
+DEFAULT_FROM_D = 64
 #: Lanczos steps of the two launches, as ``cuda/topeig_ffi.cu`` defines them (stated here for the docs)
 FIRST_STEPS, SECOND_STEPS = 48, 128
 #: the FFI target's name and the handler's symbol in the library

@@ -15,7 +15,8 @@
 //      linear, so the partial of G q_k over a thread's rows is (partial of G w_{k-1} - c partial of
 //      G q_{k-1}) / beta_{k-1}, with w_{k-1} the one vector shared.
 //   2. The top eigenvalue theta of that STEPS x STEPS tridiagonal by multisection on Sturm counts (NS shifts a round,
-//      one a thread, one warp a scheduler; ROUNDS rounds shrink the bracket by NS^ROUNDS = 2^56),
+//      one a thread of the first NS / 32 warps, one warp a scheduler, whose maxima alone each round reduces;
+//      ROUNDS rounds shrink the bracket by NS^ROUNDS = 2^56),
 //      each count by the determinant recurrence d_i = (alpha_i - x) d_{i-1} - beta_{i-1}^2 d_{i-2}, rescaled
 //      by an exact power of two every RESCALE steps (no division on the chain). For a matrix scaled to
 //      entries below 1, |alpha| and beta are at most lambda_max <= D and |x| at most 3 D (the Gershgorin
@@ -26,8 +27,10 @@
 //      factorisation of A = mu I - G, mu = theta (1 + cert_rtol), in the registers, P columns a barrier;
 //      ok = every pivot is positive (mu I - G positive definite, so lambda_max < mu). For the panel of
 //      columns j .. j+P-1 every thread factors the P x P diagonal block A11 = L D L^T itself (the same
-//      operations on the same values, so the same verdict everywhere), solves A11 w = A[j..j+P-1][r] for its
-//      column r, and updates its entries A[i][r] -= sum_m A[i][j+m] w_m: the Schur complement
+//      operations on the same values, so the same verdict everywhere; P reciprocals of pivots, the panel's only
+//      divisions: dividing by the pivots in the solve instead took the kernel from 1.35M/s to 1.10M/s on one
+//      H100), solves A11 w = A[j..j+P-1][r] for its column r, and updates its entries
+//      A[i][r] -= sum_m A[i][j+m] w_m: the Schur complement
 //      A22 - A21 A11^-1 A12, whose pivots are the remaining ones. Only entries on or below the diagonal's
 //      32 x 32 blocks are updated (a panel reads a column only at rows below it), and only warps holding
 //      trailing rows and columns.
@@ -63,16 +66,17 @@ __device__ __forceinline__ double warp_max(double v) {
     return v;
 }
 
-// Block-wide component-wise maximum of v; every thread returns it. One barrier: red[parity] is written by
-// this call only, and callers alternate parity, so a call's writes cannot overtake the previous call's reads.
-__device__ double2 block_max2(double2 v, double2 (*red)[NW], int parity) {
+// Component-wise maximum of v over the threads of the first nw warps (the others' v is not read); every thread
+// returns it. One barrier: red[parity] is written by this call only, and callers alternate parity, so a call's
+// writes cannot overtake the previous call's reads.
+__device__ double2 block_max2(double2 v, double2 (*red)[NW], int parity, int nw = NW) {
     v.x = warp_max(v.x);
     v.y = warp_max(v.y);
     if ((threadIdx.x & 31) == 0) red[parity][threadIdx.x >> 5] = v;
     __syncthreads();
     double2 s = red[parity][0];
 #pragma unroll
-    for (int i = 1; i < NW; i++) {
+    for (int i = 1; i < nw; i++) {
         s.x = fmax(s.x, red[parity][i].x);
         s.y = fmax(s.y, red[parity][i].y);
     }
@@ -183,7 +187,7 @@ __device__ double top_of_tridiagonal(const double* al, const double* b2, double2
         gl = al[t] - bl - bp;
         gh = al[t] + bl + bp;
     }
-    double2 m = block_max2(make_double2(-gl, gh), red2, 0);
+    double2 m = block_max2(make_double2(-gl, gh), red2, 0, NS / 32);     // rows t < STEPS <= NS
     double lo = -m.x, hi = m.y;
     if (gershgorin_only) return hi;
     hi += 4.0 * 2.220446049250313e-16 * fmax(fabs(hi), fabs(lo));
@@ -193,7 +197,7 @@ __device__ double top_of_tridiagonal(const double* al, const double* b2, double2
             if (sturm_count<STEPS>(al, b2, x) >= STEPS) chi = x;
             else clo = x;
         }
-        m = block_max2(make_double2(clo, -chi), red2, (s + 1) & 1);
+        m = block_max2(make_double2(clo, -chi), red2, (s + 1) & 1, NS / 32);
         lo = m.x;
         hi = -m.y;
     }
@@ -212,7 +216,7 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
     for (int j = 0, pb = 0; j < D; j += P, pb ^= 1) {
         __syncthreads();                               // panel j's columns (updated through column j - 1) written
         const double (*cb)[D] = cbuf[pb];
-        double L[P][P], dg[P];                         // A11 = L diag(dg) L^T, L unit lower triangular
+        double L[P][P], dg[P], idg[P];                 // A11 = L diag(dg) L^T, L unit lower triangular
         bool good = true;
 #pragma unroll
         for (int q = 0; q < P; q++) {
@@ -224,7 +228,8 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
             for (int k = 0; k < q; k++) s = fma(-L[q][k], v[k], s);
             dg[q] = s;
             good = good && s > 0.0;
-            double is = 1.0 / s;
+            const double is = 1.0 / s;                 // the pivot's reciprocal: the only divisions of a panel
+            idg[q] = is;
 #pragma unroll
             for (int l = q + 1; l < P; l++) {
                 double e = cb[q][j + l];
@@ -234,6 +239,8 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
             }
         }
         if (!good) return false;                       // the same values in every thread: uniform
+        // the warps holding trailing entries update them; the next panel's owners, all among them (the rows of
+        // their column block and those below, the only rows a panel reads), publish its columns right after
         const int jn = j + P;
         if (h >= (r >> 5) && h * R + R - 1 >= jn && (r | 31) >= jn) {    // warp-uniform
             double w[P];                               // A11 w = A12[:, r] (0 for columns already eliminated)
@@ -246,7 +253,7 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
             }
 #pragma unroll
             for (int q = P - 1; q >= 0; q--) {
-                double s = w[q] / dg[q];               // P independent divisions, off the chain
+                double s = w[q] * idg[q];
 #pragma unroll
                 for (int l = q + 1; l < P; l++) s = fma(-L[l][q], w[l], s);
                 w[q] = s;
@@ -261,10 +268,10 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
                     a[2 * i + 1] = fma(-x.y, w[q], a[2 * i + 1]);
                 }
             }
-        }
-        if (r >= jn && r < jn + P) {                   // the next panel's owners publish (read after its barrier)
+            if (r >= jn && r < jn + P) {               // read after the next barrier
 #pragma unroll
-            for (int i = 0; i < R; i++) cbuf[pb ^ 1][r - jn][h * R + i] = a[i];
+                for (int i = 0; i < R; i++) cbuf[pb ^ 1][r - jn][h * R + i] = a[i];
+            }
         }
     }
     return true;
