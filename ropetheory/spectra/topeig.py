@@ -18,11 +18,12 @@ finite, that matrix takes ``eigvalsh`` instead (one branch on the device, taken 
 
 Measured (``benchmarks/bench_eig.py``, ``benchmarks/bench_topeig_gpu.py``, d = 128, RoPE Grams): on 2 CPU
 cores 6.6x ``eigvalsh`` (batch 2048), the CPU default; on an H100 cuSOLVER's ``sytrd`` runs one matrix at a
-time (0.03x its batched ``eigh``), so GPUs take, for 72 <= d <= 128 where nvcc can build it, the method
+time (0.03x its batched ``eigh``), so GPUs take, for 64 <= d <= 128 where nvcc can build it, the method
 ``"cuda"`` (``cuda_topeig``: a CUDA kernel holding each matrix in registers, Lanczos, Sturm multisection and an
-LDL^T certificate, behind an XLA FFI call; smaller matrices embedded in 128 x 128): 0.94-1.02M/s inside jit
-on an H100, 0.92-0.99M/s on an H200, 2.5-3.5x the next method, and
-``ropetheory fig7 --clouds 4096`` 13.2 s against 18.2 s (same lease, its CSV 1e-15 apart); otherwise one
+LDL^T certificate, behind an XLA FFI call; smaller matrices embedded in 128 x 128): 1.14-1.28M/s inside jit
+on two H100 hosts (session 23; session 21's kernel 0.92-0.99M/s on an H200), 4.1-4.5x the next method, and
+``ropetheory fig7 --clouds 4096`` 13.2 s against 18.2 s with ``subspace`` (session 20, same lease, its CSV 1e-15
+apart); otherwise one
 block subspace step on tensor cores (``subspace_top``, certified, ``eigvalsh`` where the certificate fails):
 293k/s on an H100, 360k/s on an H200 (3.96x batched ``eigvalsh`` in the same run). Lanczos in plain JAX
 (certified the same way) ran 0.98x ``eigvalsh`` there.
@@ -186,9 +187,9 @@ def default_method(d: int | None = None) -> str:
     """The fastest measured method for the platform in scope and matrices of size ``d`` (``None``: 128):
     ``"tridiagonal"`` on CPU (2 cores: 6.6x batched ``eigvalsh``, ``benchmarks/bench_eig.py``); on an NVIDIA
     GPU, ``"cuda"`` for ``cuda_topeig.DEFAULT_FROM_D <= d <= 128`` where it can run
-    (``cuda_topeig.unavailable_reason``: nvcc builds it at first use; 0.94-1.02M certified top eigenvalues/s
-    inside jit on an H100, 8-12x batched ``eigvalsh``,
-    ``docs/benchmarks/bench_topeig_cuda_h100_s20.json``), else ``"subspace"`` (certified, ``eigvalsh``
+    (``cuda_topeig.unavailable_reason``: nvcc builds it at first use; 1.14-1.28M certified top eigenvalues/s
+    inside jit on an H100, 10-16x batched ``eigvalsh``,
+    ``docs/benchmarks/bench_topeig_cuda_h100_s23.json``), else ``"subspace"`` (certified, ``eigvalsh``
     where its certificate fails: 3.96x batched ``eigvalsh`` on an H200, ``bench_topeig_gpu.py``); cuSOLVER
     runs ``sytrd`` one matrix at a time (2.4k/s)."""
     if compute_platform() == "cpu":
