@@ -181,6 +181,7 @@ __device__ __forceinline__ void lanczos_steps(const double* a, Lanczos& z, doubl
 template <int STEPS>
 __device__ double top_of_tridiagonal(const double* al, const double* b2, double2 (*red2)[NW], int t,
                                      bool gershgorin_only) {
+    static_assert(STEPS <= NS, "the bracket and the counts are reduced over the first NS / 32 warps only");
     double gl = __longlong_as_double(0x7ff0000000000000LL), gh = -gl;
     if (t < STEPS) {
         double bl = t < STEPS - 1 ? sqrt(b2[t]) : 0.0, bp = t > 0 ? sqrt(b2[t - 1]) : 0.0;
