@@ -10,7 +10,10 @@ Imports nothing of the package.
 from __future__ import annotations
 
 from importlib import resources
-from importlib.abc import Traversable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:                      # annotations only: importlib.abc.Traversable is gone in Python 3.14
+    from importlib.resources.abc import Traversable
 
 __all__ = ["base_table", "analysis", "fixture_config", "fixture_configs"]
 

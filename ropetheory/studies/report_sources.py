@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from importlib.abc import Traversable
 
 from . import figure7
 from .. import data
@@ -18,6 +17,9 @@ from ..schedules.model_config import read_model_config
 from ..core.checks import check_integer
 from ..schedules import is_model_config, parse_spec, schedule_from_spec, with_default_head_dim
 from ..core.errors import BadValue
+
+if TYPE_CHECKING:                      # annotations only: importlib.abc.Traversable is gone in Python 3.14
+    from importlib.resources.abc import Traversable
 
 
 def load_source(source: str, *, train_len: int | None = None, seq_len: int | None = None) -> dict[str, Any]:
