@@ -4,7 +4,6 @@ import json
 import pytest
 
 from ropetheory.studies import figure7
-from ropetheory import spectra
 
 SMALL = dict(n_clouds=12, n_max=1e6, num=24, head_dims=(128,), quiet=True)
 
@@ -46,20 +45,24 @@ def test_ablation_table_has_ruler_scores_and_correlations(small_run):
 def test_interrupted_then_resumed_run_gives_the_same_files(small_run, tmp_path, monkeypatch):
     ref_dir, _ = small_run
     calls = {"n": 0}
-    real = spectra.rank1_curves_batch
+    real = figure7.start_rank1_curves
 
     def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt("simulated interruption")
-        return real(*a, **k)
+        finish = real(*a, **k)
 
-    monkeypatch.setattr(spectra, "rank1_curves_batch", flaky)
+        def interrupted_fourth():
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt("simulated interruption")
+            return finish()
+        return interrupted_fourth
+
+    monkeypatch.setattr(figure7, "start_rank1_curves", flaky)
     with pytest.raises(KeyboardInterrupt):
         figure7.compute(tmp_path, **SMALL)
     saved = sorted(p.name for p in (tmp_path / "fig7_parts").glob("*.npz"))
     assert len(saved) == 3                                   # what finished was kept
-    monkeypatch.setattr(spectra, "rank1_curves_batch", real)
+    monkeypatch.setattr(figure7, "start_rank1_curves", real)
     figure7.compute(tmp_path, **SMALL)
     for name in ("fig7.csv", "fig7_criteria.csv", "fig7_ablations.csv"):
         assert (tmp_path / name).read_text() == (ref_dir / name).read_text(), name
@@ -70,7 +73,7 @@ def test_plot_is_made_from_the_saved_numbers_alone(small_run, tmp_path, monkeypa
     for name in ("fig7.csv", "fig7.json", "fig7_ablations.json"):
         (tmp_path / name).write_bytes((out / name).read_bytes())
     monkeypatch.setattr(
-        spectra, "rank1_curves_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed"))
+        figure7, "start_rank1_curves", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed"))
     )
     paths = figure7.plot(tmp_path)
     figure7.print_tables(tmp_path)
@@ -88,3 +91,33 @@ def test_rope_id_curve_is_flat_after_L_and_rope_keeps_falling(small_run):
     L = figure7.TRAIN_LEN
     assert abs(med("rope_id", 16 * L) / med("rope_id", L) - 1) < 2e-3
     assert med("rope_1e4", 16 * L) < 0.6 * med("rope_1e4", L)
+
+
+def test_every_curve_is_started_before_any_is_read_so_an_accelerator_never_waits_on_the_host(tmp_path,
+                                                                                              monkeypatch):
+    events = []
+    real = figure7.start_rank1_curves
+
+    def recorded(*a, **k):
+        events.append("start")
+        finish = real(*a, **k)
+        return lambda: events.append("read") or finish()
+
+    monkeypatch.setattr(figure7, "start_rank1_curves", recorded)
+    figure7.compute(tmp_path, **{**SMALL, "n_clouds": 2, "num": 8})
+    n = len(figure7.SCHEDULES) + len(figure7.TABLE5)
+    assert events == ["start"] * n + ["read"] * n
+
+
+def test_a_started_curve_on_cpu_computes_nothing_until_it_is_read(monkeypatch):
+    import numpy as np
+    from ropetheory.spectra import gram
+    calls = []
+    real = gram.weighted_mean_phases
+    monkeypatch.setattr(gram, "weighted_mean_phases", lambda *a, **k: calls.append(1) or real(*a, **k))
+    th = figure7.theta_of("rope_id", 16)
+    finish = gram.start_rank1_curves(th, figure7.clouds(16, 3), [1, 10, 100])
+    assert calls == []
+    curve = finish()
+    assert calls == [1] and curve.rho.shape == (3, 3)
+    np.testing.assert_array_equal(curve.rho, gram.rank1_curves_batch(th, figure7.clouds(16, 3), [1, 10, 100]).rho)

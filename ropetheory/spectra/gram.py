@@ -8,6 +8,7 @@ Frobenius ratio ``sqrt(tr G_n / W_n)`` (1 by Lemma 2).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -230,45 +231,65 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     (``.topeig.top_eigenvalue_or_flag``); the few values no check vouched for are recomputed here with numpy's
     ``eigvalsh`` (``resolve_on_host``). ``progress(k)`` is called with the ``k`` clouds just done.
     """
+    return start_rank1_curves(theta, V, lengths, layout=layout, offset=offset, clouds_per_call=clouds_per_call,
+                              progress=progress, method=method)()
+
+
+def start_rank1_curves(theta: Any, V: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
+                       clouds_per_call: int | None = None, progress=None, method: str | None = None
+                       ) -> Callable[[], Curve]:
+    """``rank1_curves_batch`` in two halves: the arguments are checked now and the returned function, called
+    without arguments, gives the ``Curve``.
+
+    On an accelerator every chunk of clouds is dispatched now and the function reads them back, so a caller
+    that starts several batches before finishing any keeps the device busy while the host reads, saves and
+    computes between them. On CPU nothing is computed until the function is called.
+    """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
-    th = theta.theta
-    Vi = check_clouds(V, th.size, layout)
-    L = check_lengths(lengths)
+    Vi, L = check_clouds(V, theta.theta.size, layout), check_lengths(lengths)
     if progress is not None:
         check_callable("progress", progress)
-    Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
-    Dm, Sm = weighted_mean_phases(theta, CONSTANT, pad_lengths(L))       # padded: see rank1_curve
     if method is not None:
         check_method(method)
+    Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
     batched = compute_platform() != "cpu"
+    padded = pad_lengths(L)                                              # padded: see rank1_curve
     if clouds_per_call is None:          # on an accelerator, as many clouds as the memory budget holds; on CPU, few
         d = Vi.shape[1]
         # the CUDA method embeds a smaller Gram in D x D (a padded copy and its tail: twice D^2 a Gram)
         embedded = (method or default_method(d)) == "cuda" and d < cuda_topeig.D
-        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * Dm.shape[0] * (2 * cuda_topeig.D ** 2 if embedded else d ** 2)))
+        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * padded.size * (2 * cuda_topeig.D ** 2 if embedded else d ** 2)))
         chunk = 1 << (fit.bit_length() - 1) if batched else CPU_CLOUDS_PER_CALL     # a power of two: even calls
     else:
         chunk = check_length(clouds_per_call, "clouds_per_call")
-    out: list[np.ndarray] = []
-    # on an accelerator a chunk is read back only after the next is dispatched, so the device is never idle while
-    # the host converts and reports; the program has no branch (``top_eigenvalue_or_flag``) that would make its
-    # dispatch wait for the device, and the rare unvouched values are answered here, on the host
-    pending: list[tuple[int, Any]] = []
 
-    def collect() -> None:
-        k, (rho2, ok) = pending.pop()
-        out.append(resolve_on_host(np.asarray(rho2), np.asarray(ok), Vi[k:k + chunk], Dm, Sm))
+    def dispatch(Dm: Any, Sm: Any, k: int) -> tuple[np.ndarray, Any, Any, Any]:
+        # no branch in the program (``top_eigenvalue_or_flag``) makes its dispatch wait for the device; the rare
+        # values no check vouched for are answered on the host, by ``read``
+        v = Vi[k:k + chunk]
+        return v, Dm, Sm, rho2_for_clouds(jnp.asarray(v), Dm, Sm, batched_eig=batched, method=method, flagged=True)
+
+    def read(v: np.ndarray, Dm: Any, Sm: Any, flagged: Any) -> np.ndarray:
+        out = resolve_on_host(np.asarray(flagged[0]), np.asarray(flagged[1]), v, Dm, Sm)
         if progress is not None:
-            progress(out[-1].shape[0])
+            progress(v.shape[0])
+        return out
 
-    for k in range(0, Vi.shape[0], chunk):
-        with one_blas_thread(not batched, lapack=method != "numpy"):   # LAPACK under XLA's threads: core.devices
-            pending.insert(0, (k, rho2_for_clouds(jnp.asarray(Vi[k:k + chunk]), Dm, Sm, batched_eig=batched,
-                                                  method=method, flagged=True)))
-            if not batched or len(pending) > 1:              # CPU: each chunk done inside its BLAS scope
-                collect()
-    while pending:
-        collect()
-    rho2 = np.clip(np.concatenate(out)[:, :L.size], 0, None)
-    return Curve(n=L, rho=np.sqrt(rho2), rho2=rho2)
+    def curve(parts: list[np.ndarray]) -> Curve:
+        rho2 = np.clip(np.concatenate(parts)[:, :L.size], 0, None)
+        return Curve(n=L, rho=np.sqrt(rho2), rho2=rho2)
+
+    if batched:                                          # every program dispatched now, read back when asked
+        Dm, Sm = weighted_mean_phases(theta, CONSTANT, padded)
+        queued = [dispatch(Dm, Sm, k) for k in range(0, Vi.shape[0], chunk)]
+        return lambda: curve([read(*q) for q in queued])
+
+    def on_host() -> Curve:
+        Dm, Sm = weighted_mean_phases(theta, CONSTANT, padded)        # on CPU, only when asked
+        parts = []
+        for k in range(0, Vi.shape[0], chunk):
+            with one_blas_thread(True, lapack=method != "numpy"):   # LAPACK under XLA's threads: core.devices
+                parts.append(read(*dispatch(Dm, Sm, k)))
+        return curve(parts)
+    return on_host

@@ -175,7 +175,7 @@ def run(out_dir: pathlib.Path, n_clouds: int = 32, num: int = 50, quiet: bool = 
     for m, s, th, att in progress(todo, desc="extension", quiet=quiet):
         sL = _eval_len(m, s)
         grid = np.unique(np.concatenate([spectra.log_grid(16 * sL, num), [TRAIN_LEN, sL]]))
-        rho = figure7.cached_curves(th, V, grid, f"{m}_s{s}_v{n_clouds}_g{num}", parts)
+        rho = figure7.cached_curves(th, V, grid, f"{m}_s{s}_v{n_clouds}_g{num}", parts)()
         rows.append(_row(m, s, th, att, rho, grid, V, base, rows[0]["rho_L"] if rows else None))
         curves += _curve_rows(m, s, rho, grid)
     write_csv(out_dir / "extension.csv", rows)

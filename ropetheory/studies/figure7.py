@@ -23,11 +23,13 @@ import math
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .. import spectra
+from ..spectra.gram import start_rank1_curves
 from ..theory import criteria as _criteria
 from ..schedules import names, schedule, schedule_from_spec
 from ..store import PartStore, derived_code_hash, write_csv, write_json
@@ -94,24 +96,34 @@ def code_hash() -> str:
     return derived_code_hash(__name__)
 
 
-def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> np.ndarray:
-    """``rho`` of every cloud at every grid length, from the store when saved with these inputs
-    (the key hashes ``theta``, the clouds and the grid), else computed and saved."""
+def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> Callable[[], np.ndarray]:
+    """A function giving ``rho`` of every cloud at every grid length: from the store when saved with these
+    inputs (the key hashes ``theta``, the clouds and the grid), else computed and saved when it is called.
+
+    The computation is started now (``spectra.gram.start_rank1_curves``: on an accelerator the work is queued
+    on the device, on CPU nothing is done yet), so a caller can start every curve before reading any."""
     key = hashlib.sha256(np.ascontiguousarray(theta).tobytes() + np.ascontiguousarray(V).tobytes()
                          + np.ascontiguousarray(grid).tobytes()).hexdigest()
     saved = store.get(tag, key, {"rho": (V.shape[0], len(grid))})
     if saved is not None:
         if progress is not None:
             progress(V.shape[0])
-        return saved["rho"]
-    rho = spectra.rank1_curves_batch(theta, V, grid, progress=progress).rho
-    store.put(tag, key, rho=rho, grid=grid)
-    return rho
+        return lambda: saved["rho"]
+    finish = start_rank1_curves(theta, V, grid, progress=progress)
+
+    def computed() -> np.ndarray:
+        rho = finish().rho
+        store.put(tag, key, rho=rho, grid=grid)
+        return rho
+    return computed
 
 
 def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num: int = 60,
             head_dims=(128, 80), quiet: bool = False, resume: bool = True) -> dict[str, Any]:
-    """Compute and save everything (resumable); returns the metadata dict."""
+    """Compute and save everything (resumable); returns the metadata dict.
+
+    Every curve is started before any is read back, in the order they are read: on an accelerator the
+    device works through the queue while the host reads, saves and computes the floors."""
     from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = PartStore(out_dir / "fig7_parts", code=code_hash(), resume=resume)
@@ -122,13 +134,19 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     rows, table = [], []
     total = len(head_dims) * (len(SCHEDULES) * n_clouds + len(TABLE5) * n_clouds)
     bar = progress(total=total, desc="fig7 clouds", quiet=quiet, unit="cloud")
+    V = {d: clouds(d, n_clouds) for d in head_dims}
+    started = {}
     for d in head_dims:
-        V = clouds(d, n_clouds)
+        for key in SCHEDULES:
+            tag = f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}"
+            started[d, key] = cached_curves(theta_of(key, d), V[d], grid, tag, parts, bar.update)
+        if d == head_dims[0]:
+            ablations_started = _start_ablations(d, V[d], parts, n_clouds, bar)
+    for d in head_dims:
         for key, (label, _) in SCHEDULES.items():
             th = theta_of(key, d)
-            tag = f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}"
-            rho = cached_curves(th, V, grid, tag, parts, bar.update)
-            fl, allrot = floors(th, V)
+            rho = started[d, key]()
+            fl, allrot = floors(th, V[d])
             q = np.quantile(rho, QUANTILES, axis=0)
             for i, n in enumerate(grid):
                 rows.append({"schedule": key, "label": label, "d": d, "n": int(n), "q05": q[0, i], "median": q[1, i],
@@ -144,7 +162,7 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
                           "expected_C1": exp[0], "expected_C2": exp[1],
                           "agrees_with_paper": (crit["C1"], crit["C2"]) == exp})
         if d == head_dims[0]:
-            ablations = _ablations(d, V, grid, parts, n_clouds, n_max, num, bar)
+            ablations = _ablations(d, V[d], ablations_started)
     bar.close()
     write_csv(out_dir / "fig7.csv", rows)
     meta = {"train_len": L, "n_clouds": n_clouds, "n_max": n_max, "grid_points": int(len(grid)),
@@ -159,17 +177,29 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     return meta
 
 
-def _ablations(d, V, grid, parts, n_clouds, n_max, num, bar) -> dict[str, Any]:
+#: the lengths the ablation metrics need: L, 4L and 16L
+ABLATION_GRID = np.array([TRAIN_LEN, 4 * TRAIN_LEN, 16 * TRAIN_LEN], dtype=np.int64)
+
+
+def _start_ablations(d, V, parts, n_clouds, bar) -> list[tuple[np.ndarray, Callable[[], np.ndarray]]]:
+    """Each Table 5 configuration's theta and its started curve at ``ABLATION_GRID`` (``cached_curves``)."""
+    out = []
+    for _, kw, _ in TABLE5:
+        assert isinstance(kw, dict)
+        th = schedule("rope_id", head_dim=d, train_len=TRAIN_LEN, **kw).theta
+        tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{TRAIN_LEN}"
+        out.append((th, cached_curves(th, V, ABLATION_GRID, tag, parts, bar.update)))
+    return out
+
+
+def _ablations(d, V, started) -> dict[str, Any]:
     """Table 5 configurations: floor, rho_L, attainment, drift L -> 4L, and rank correlations with RULER."""
     L = TRAIN_LEN
-    grid = np.array([L, 4 * L, 16 * L], dtype=np.int64)      # the ablation metrics need only these
-    at = {int(n): i for i, n in enumerate(grid)}
+    at = {int(n): i for i, n in enumerate(ABLATION_GRID)}
     rows = []
-    for label, kw, scores in TABLE5:
+    for (label, kw, scores), (th, curve) in zip(TABLE5, started, strict=True):
         assert isinstance(kw, dict)
-        th = schedule("rope_id", head_dim=d, train_len=L, **kw).theta
-        tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{L}"
-        rho = cached_curves(th, V, grid, tag, parts, bar.update)
+        rho = curve()
         fl, allrot = floors(th, V)
         crit = criteria(rho[:, at[L]], fl, allrot)
         drift = (rho[:, at[L]] - rho[:, at[4 * L]]) / rho[:, at[L]]
