@@ -95,20 +95,47 @@ def test_rope_id_curve_is_flat_after_L_and_rope_keeps_falling(small_run):
     assert med("rope_1e4", 16 * L) < 0.6 * med("rope_1e4", L)
 
 
-def test_every_curve_is_started_before_any_is_read_so_an_accelerator_never_waits_on_the_host(tmp_path,
-                                                                                              monkeypatch):
+def test_each_curve_is_started_before_the_one_before_it_is_read_in_the_order_of_the_saved_parts(tmp_path,
+                                                                                                 monkeypatch):
     events = []
+    real = figure7.cached_curves
+
+    def recorded(th, V, grid, tag, *a, **k):
+        events.append(("start", tag))
+        finish = real(th, V, grid, tag, *a, **k)
+        return lambda: events.append(("read", tag)) or finish()
+
+    monkeypatch.setattr(figure7, "cached_curves", recorded)
+    figure7.compute(tmp_path, **{**SMALL, "n_clouds": 2, "num": 8, "head_dims": (16, 8)})
+    tags = [t for e, t in events if e == "start"]
+    pairs = [e for i in range(1, len(tags)) for e in (("start", tags[i]), ("read", tags[i - 1]))]
+    assert events == [("start", tags[0])] + pairs + [("read", tags[-1])]
+    n = len(figure7.SCHEDULES)
+    assert all("_d16_" in t and not t.startswith("abl_") for t in tags[:n])      # d = 16, then its Table 5 rows,
+    assert all(t.startswith("abl_") for t in tags[n:n + len(figure7.TABLE5)])     # then d = 8
+    assert all("_d8_" in t for t in tags[n + len(figure7.TABLE5):]) and len(tags) == 2 * n + len(figure7.TABLE5)
+
+
+def test_an_interruption_while_a_curve_is_started_keeps_every_curve_read_before_it(small_run, tmp_path,
+                                                                                    monkeypatch):
+    ref_dir, _ = small_run
+    calls = {"n": 0}
     real = figure7.start_rank1_curves
 
-    def recorded(*a, **k):
-        events.append("start")
-        finish = real(*a, **k)
-        return lambda: events.append("read") or finish()
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*a, **k)
 
-    monkeypatch.setattr(figure7, "start_rank1_curves", recorded)
-    figure7.compute(tmp_path, **{**SMALL, "n_clouds": 2, "num": 8})
-    n = len(figure7.SCHEDULES) + len(figure7.TABLE5)
-    assert events == ["start"] * n + ["read"] * n
+    monkeypatch.setattr(figure7, "start_rank1_curves", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        figure7.compute(tmp_path, **SMALL)
+    assert len(list((tmp_path / "fig7_parts").glob("*.npz"))) == 2      # the third was started, not yet read
+    monkeypatch.setattr(figure7, "start_rank1_curves", real)
+    figure7.compute(tmp_path, **SMALL)
+    for name in ("fig7.csv", "fig7_criteria.csv", "fig7_ablations.csv"):
+        assert (tmp_path / name).read_text() == (ref_dir / name).read_text(), name
 
 
 def test_a_started_curve_on_cpu_computes_nothing_until_it_is_read(monkeypatch):

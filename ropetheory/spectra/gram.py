@@ -235,34 +235,41 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
                               progress=progress, method=method)()
 
 
+def _clouds_per_call(clouds_per_call: int | None, d: int, n_lengths: int, method: str | None, batched: bool) -> int:
+    """``clouds_per_call`` checked, or the default: on an accelerator the largest power of two of clouds whose
+    ``n_lengths`` Grams fit ``ACCELERATOR_CALL_BYTES`` (even calls), on CPU ``CPU_CLOUDS_PER_CALL``."""
+    if clouds_per_call is not None:
+        return check_length(clouds_per_call, "clouds_per_call")
+    if not batched:
+        return CPU_CLOUDS_PER_CALL
+    # the CUDA method embeds a smaller Gram in D x D (a padded copy and its tail: twice D^2 a Gram)
+    embedded = (method or default_method(d)) == "cuda" and d < cuda_topeig.D
+    fit = max(1, ACCELERATOR_CALL_BYTES // (8 * n_lengths * (2 * cuda_topeig.D ** 2 if embedded else d ** 2)))
+    return 1 << (fit.bit_length() - 1)
+
+
 def start_rank1_curves(theta: Any, V: Any, lengths: Any, *, layout: str | None = None, offset: int = 0,
                        clouds_per_call: int | None = None, progress=None, method: str | None = None
                        ) -> Callable[[], Curve]:
     """``rank1_curves_batch`` in two halves: the arguments are checked now and the returned function, called
     without arguments, gives the ``Curve``.
 
-    On an accelerator every chunk of clouds is dispatched now and the function reads them back, so a caller
-    that starts several batches before finishing any keeps the device busy while the host reads, saves and
-    computes between them. On CPU nothing is computed until the function is called.
+    On an accelerator every chunk of clouds is dispatched now (as far as the device's queue takes them) and the
+    function reads them back, so a caller that starts the next batch before finishing this one keeps the device
+    busy while the host reads, saves and computes. On CPU nothing is computed until the function is called, in
+    the device scope of the start.
     """
     layout = schedule_layout(theta, layout)
     theta = as_schedule(theta)
     Vi, L = check_clouds(V, theta.theta.size, layout), check_lengths(lengths)
     if progress is not None:
         check_callable("progress", progress)
+    Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
     if method is not None:
         check_method(method)
-    Vi = rotate_to_offset(theta, Vi, offset, int(L.max()))
     batched = compute_platform() != "cpu"
     padded = pad_lengths(L)                                              # padded: see rank1_curve
-    if clouds_per_call is None:          # on an accelerator, as many clouds as the memory budget holds; on CPU, few
-        d = Vi.shape[1]
-        # the CUDA method embeds a smaller Gram in D x D (a padded copy and its tail: twice D^2 a Gram)
-        embedded = (method or default_method(d)) == "cuda" and d < cuda_topeig.D
-        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * padded.size * (2 * cuda_topeig.D ** 2 if embedded else d ** 2)))
-        chunk = 1 << (fit.bit_length() - 1) if batched else CPU_CLOUDS_PER_CALL     # a power of two: even calls
-    else:
-        chunk = check_length(clouds_per_call, "clouds_per_call")
+    chunk = _clouds_per_call(clouds_per_call, Vi.shape[1], padded.size, method, batched)
 
     def dispatch(Dm: Any, Sm: Any, k: int) -> tuple[np.ndarray, Any, Any, Any]:
         # no branch in the program (``top_eigenvalue_or_flag``) makes its dispatch wait for the device; the rare
@@ -285,11 +292,14 @@ def start_rank1_curves(theta: Any, V: Any, lengths: Any, *, layout: str | None =
         queued = [dispatch(Dm, Sm, k) for k in range(0, Vi.shape[0], chunk)]
         return lambda: curve([read(*q) for q in queued])
 
+    scope = jax.config.jax_default_device  # type: ignore[attr-defined]  # the device in scope at the start
+
     def on_host() -> Curve:
-        Dm, Sm = weighted_mean_phases(theta, CONSTANT, padded)        # on CPU, only when asked
-        parts = []
-        for k in range(0, Vi.shape[0], chunk):
-            with one_blas_thread(True, lapack=method != "numpy"):   # LAPACK under XLA's threads: core.devices
-                parts.append(read(*dispatch(Dm, Sm, k)))
+        with jax.default_device(scope):
+            Dm, Sm = weighted_mean_phases(theta, CONSTANT, padded)    # on CPU, only when asked
+            parts = []
+            for k in range(0, Vi.shape[0], chunk):
+                with one_blas_thread(True, lapack=method != "numpy"):   # LAPACK under XLA's threads: core.devices
+                    parts.append(read(*dispatch(Dm, Sm, k)))
         return curve(parts)
     return on_host

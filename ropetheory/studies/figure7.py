@@ -18,12 +18,13 @@ schedule, d and n), ``fig7.json`` (metadata + criteria table), ``fig7_ablations.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import math
 import pathlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,7 @@ def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> 
     inputs (the key hashes ``theta``, the clouds and the grid), else computed and saved when it is called.
 
     The computation is started now (``spectra.gram.start_rank1_curves``: on an accelerator the work is queued
-    on the device, on CPU nothing is done yet), so a caller can start every curve before reading any."""
+    on the device, on CPU nothing is done yet), so a caller can start the next curve before reading this one."""
     key = hashlib.sha256(np.ascontiguousarray(theta).tobytes() + np.ascontiguousarray(V).tobytes()
                          + np.ascontiguousarray(grid).tobytes()).hexdigest()
     saved = store.get(tag, key, {"rho": (V.shape[0], len(grid))})
@@ -118,12 +119,24 @@ def cached_curves(theta, V, grid, tag: str, store: PartStore, progress=None) -> 
     return computed
 
 
+def one_ahead(starts: Sequence[Callable[[], Callable[[], Any]]]) -> Iterator[Any]:
+    """Each started computation's result, in order, the next one started before this one is read: ``starts[k]()``
+    starts the k-th and returns the function that reads it. On an accelerator the device works on the next
+    while the host reads, saves and computes; at most the two in flight are lost to an interruption."""
+    ahead = None
+    for start in starts:
+        started = start()
+        if ahead is not None:
+            yield ahead()
+        ahead = started
+    if ahead is not None:
+        yield ahead()
+
+
 def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num: int = 60,
             head_dims=(128, 80), quiet: bool = False, resume: bool = True) -> dict[str, Any]:
-    """Compute and save everything (resumable); returns the metadata dict.
-
-    Every curve is started before any is read back, in the order they are read: on an accelerator the
-    device works through the queue while the host reads, saves and computes the floors."""
+    """Compute and save everything (resumable); returns the metadata dict. Each curve is started before the
+    one before it is read (``one_ahead``)."""
     from ..progress import progress
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = PartStore(out_dir / "fig7_parts", code=code_hash(), resume=resume)
@@ -131,83 +144,89 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     grid = np.unique(np.concatenate([spectra.log_grid(n_max, num), [L, 4 * L, 16 * L]]))
     grid = grid[grid <= max(n_max, 16 * L)]
     t0 = time.time()
-    rows, table = [], []
+    rows: list[dict[str, Any]] = []
+    table: list[dict[str, Any]] = []
+    ablated: list[dict[str, Any]] = []
     total = len(head_dims) * (len(SCHEDULES) * n_clouds + len(TABLE5) * n_clouds)
     bar = progress(total=total, desc="fig7 clouds", quiet=quiet, unit="cloud")
     V = {d: clouds(d, n_clouds) for d in head_dims}
-    started = {}
+    jobs: list[tuple[int, str | None, np.ndarray, np.ndarray, str]] = []    # key None: a Table 5 row; reading order
     for d in head_dims:
-        for key in SCHEDULES:
-            tag = f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}"
-            started[d, key] = cached_curves(theta_of(key, d), V[d], grid, tag, parts, bar.update)
+        jobs += [(d, key, theta_of(key, d), grid, f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}") for key in SCHEDULES]
         if d == head_dims[0]:
-            ablations_started = _start_ablations(d, V[d], parts, n_clouds, bar)
-    for d in head_dims:
-        for key, (label, _) in SCHEDULES.items():
-            th = theta_of(key, d)
-            rho = started[d, key]()
-            fl, allrot = floors(th, V[d])
-            q = np.quantile(rho, QUANTILES, axis=0)
-            for i, n in enumerate(grid):
-                rows.append({"schedule": key, "label": label, "d": d, "n": int(n), "q05": q[0, i], "median": q[1, i],
-                             "q95": q[2, i], "single_v": rho[0, i],
-                             "floor_median": float(np.median(fl)), "single_v_floor": fl[0]})
-            at = {int(n): i for i, n in enumerate(grid)}
-            crit = criteria(rho[:, at[L]], fl, allrot)
-            exp = EXPECTED[key]
-            table.append({"schedule": key, "label": label, "d": d,
-                          "rho_L": float(np.median(rho[:, at[L]])), "rho_4L": float(np.median(rho[:, at[4 * L]])),
-                          "rho_16L": float(np.median(rho[:, at[16 * L]])), **crit,
-                          "first_cycle": first_cycle(th),
-                          "expected_C1": exp[0], "expected_C2": exp[1],
-                          "agrees_with_paper": (crit["C1"], crit["C2"]) == exp})
-        if d == head_dims[0]:
-            ablations = _ablations(d, V[d], ablations_started)
+            jobs += [(d, None, th, ABLATION_GRID, tag) for th, tag in _ablation_jobs(d, n_clouds)]
+    starts = [functools.partial(cached_curves, th, V[d], g, tag, parts, bar.update) for d, _, th, g, tag in jobs]
+    for (d, key, th, _, _), rho in zip(jobs, one_ahead(starts), strict=True):
+        if key is None:
+            ablated.append(_ablation_row(TABLE5[len(ablated)], th, rho, V[d]))
+            continue
+        label = SCHEDULES[key][0]
+        fl, allrot = floors(th, V[d])
+        q = np.quantile(rho, QUANTILES, axis=0)
+        for i, n in enumerate(grid):
+            rows.append({"schedule": key, "label": label, "d": d, "n": int(n), "q05": q[0, i], "median": q[1, i],
+                         "q95": q[2, i], "single_v": rho[0, i],
+                         "floor_median": float(np.median(fl)), "single_v_floor": fl[0]})
+        at = {int(n): i for i, n in enumerate(grid)}
+        crit = criteria(rho[:, at[L]], fl, allrot)
+        exp = EXPECTED[key]
+        table.append({"schedule": key, "label": label, "d": d,
+                      "rho_L": float(np.median(rho[:, at[L]])), "rho_4L": float(np.median(rho[:, at[4 * L]])),
+                      "rho_16L": float(np.median(rho[:, at[16 * L]])), **crit,
+                      "first_cycle": first_cycle(th),
+                      "expected_C1": exp[0], "expected_C2": exp[1],
+                      "agrees_with_paper": (crit["C1"], crit["C2"]) == exp})
     bar.close()
-    write_csv(out_dir / "fig7.csv", rows)
+    ablations = _ablations(head_dims[0], ablated)
+    _write(out_dir, rows, table, ablations)
     meta = {"train_len": L, "n_clouds": n_clouds, "n_max": n_max, "grid_points": int(len(grid)),
             "head_dims": list(head_dims), "quantiles": list(QUANTILES), "C1_MARGIN": C1_MARGIN, "C2_RTOL": C2_RTOL,
             "schedules": {k: {"label": v[0], "spec": names.spec_of(k, **v[1])} for k, v in SCHEDULES.items()},
             "criteria": table, "seconds": time.time() - t0,
             "vertical_lines": {f"{k}_d{d}": first_cycle(theta_of(k, d)) for k in SCHEDULES for d in head_dims}}
     write_json(out_dir / "fig7.json", meta)
+    return meta
+
+
+def _write(out_dir: pathlib.Path, rows, table, ablations) -> None:
+    write_csv(out_dir / "fig7.csv", rows)
     write_csv(out_dir / "fig7_criteria.csv", table)
     write_csv(out_dir / "fig7_ablations.csv", ablations["rows"])
     write_json(out_dir / "fig7_ablations.json", ablations)
-    return meta
 
 
 #: the lengths the ablation metrics need: L, 4L and 16L
 ABLATION_GRID = np.array([TRAIN_LEN, 4 * TRAIN_LEN, 16 * TRAIN_LEN], dtype=np.int64)
 
 
-def _start_ablations(d, V, parts, n_clouds, bar) -> list[tuple[np.ndarray, Callable[[], np.ndarray]]]:
-    """Each Table 5 configuration's theta and its started curve at ``ABLATION_GRID`` (``cached_curves``)."""
+def _ablation_jobs(d: int, n_clouds: int) -> list[tuple[np.ndarray, str]]:
+    """Each Table 5 configuration's theta and the tag of its saved curve at ``ABLATION_GRID``."""
     out = []
     for _, kw, _ in TABLE5:
         assert isinstance(kw, dict)
         th = schedule("rope_id", head_dim=d, train_len=TRAIN_LEN, **kw).theta
-        tag = "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items())) + f"_d{d}_v{n_clouds}_L{TRAIN_LEN}"
-        out.append((th, cached_curves(th, V, ABLATION_GRID, tag, parts, bar.update)))
+        out.append((th, "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items()))
+                    + f"_d{d}_v{n_clouds}_L{TRAIN_LEN}"))
     return out
 
 
-def _ablations(d, V, started) -> dict[str, Any]:
-    """Table 5 configurations: floor, rho_L, attainment, drift L -> 4L, and rank correlations with RULER."""
+def _ablation_row(config: tuple, th: np.ndarray, rho: np.ndarray, V: np.ndarray) -> dict[str, Any]:
+    """One Table 5 configuration (``TABLE5``'s entry): floor, rho_L, attainment, drift L -> 4L, its RULER scores."""
+    label, kw, scores = config
     L = TRAIN_LEN
     at = {int(n): i for i, n in enumerate(ABLATION_GRID)}
-    rows = []
-    for (label, kw, scores), (th, curve) in zip(TABLE5, started, strict=True):
-        assert isinstance(kw, dict)
-        rho = curve()
-        fl, allrot = floors(th, V)
-        crit = criteria(rho[:, at[L]], fl, allrot)
-        drift = (rho[:, at[L]] - rho[:, at[4 * L]]) / rho[:, at[L]]
-        rows.append({"config": label, **{k: v for k, v in kw.items()}, "floor": float(np.median(fl)),
-                     "rho_L": float(np.median(rho[:, at[L]])), "attain_rel_dist_L": crit["rel_dist_L_median"],
-                     "attained_within_L": crit["C2"],
-                     "drift_L_to_4L": float(np.median(drift)),
-                     "ruler_4k": scores[0], "ruler_8k": scores[1], "ruler_16k": scores[2]})
+    fl, allrot = floors(th, V)
+    crit = criteria(rho[:, at[L]], fl, allrot)
+    drift = (rho[:, at[L]] - rho[:, at[4 * L]]) / rho[:, at[L]]
+    return {"config": label, **{k: v for k, v in kw.items()}, "floor": float(np.median(fl)),
+            "rho_L": float(np.median(rho[:, at[L]])), "attain_rel_dist_L": crit["rel_dist_L_median"],
+            "attained_within_L": crit["C2"],
+            "drift_L_to_4L": float(np.median(drift)),
+            "ruler_4k": scores[0], "ruler_8k": scores[1], "ruler_16k": scores[2]}
+
+
+def _ablations(d: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Table 5 rows and the rank correlations of each metric with RULER."""
     corr = {}
     for metric in ("floor", "rho_L", "attain_rel_dist_L", "drift_L_to_4L"):
         x = [r[metric] for r in rows]
