@@ -150,15 +150,15 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     total = len(head_dims) * (len(SCHEDULES) * n_clouds + len(TABLE5) * n_clouds)
     bar = progress(total=total, desc="fig7 clouds", quiet=quiet, unit="cloud")
     V = {d: clouds(d, n_clouds) for d in head_dims}
-    jobs: list[tuple[int, str | None, np.ndarray, np.ndarray, str]] = []    # key None: a Table 5 row; reading order
+    jobs: list[tuple[int, str | tuple, np.ndarray, np.ndarray, str]] = []   # a schedule key or a TABLE5 entry
     for d in head_dims:
         jobs += [(d, key, theta_of(key, d), grid, f"{key}_d{d}_v{n_clouds}_n{int(n_max)}_g{num}") for key in SCHEDULES]
         if d == head_dims[0]:
-            jobs += [(d, None, th, ABLATION_GRID, tag) for th, tag in _ablation_jobs(d, n_clouds)]
+            jobs += [(d, config, th, ABLATION_GRID, tag) for config, th, tag in _ablation_jobs(d, n_clouds)]
     starts = [functools.partial(cached_curves, th, V[d], g, tag, parts, bar.update) for d, _, th, g, tag in jobs]
     for (d, key, th, _, _), rho in zip(jobs, one_ahead(starts), strict=True):
-        if key is None:
-            ablated.append(_ablation_row(TABLE5[len(ablated)], th, rho, V[d]))
+        if isinstance(key, tuple):
+            ablated.append(_ablation_row(key, th, rho, V[d]))
             continue
         label = SCHEDULES[key][0]
         fl, allrot = floors(th, V[d])
@@ -199,13 +199,15 @@ def _write(out_dir: pathlib.Path, rows, table, ablations) -> None:
 ABLATION_GRID = np.array([TRAIN_LEN, 4 * TRAIN_LEN, 16 * TRAIN_LEN], dtype=np.int64)
 
 
-def _ablation_jobs(d: int, n_clouds: int) -> list[tuple[np.ndarray, str]]:
-    """Each Table 5 configuration's theta and the tag of its saved curve at ``ABLATION_GRID``."""
+def _ablation_jobs(d: int, n_clouds: int) -> list[tuple[tuple, np.ndarray, str]]:
+    """Each Table 5 configuration (its ``TABLE5`` entry), its theta and the tag of its saved curve at
+    ``ABLATION_GRID``."""
     out = []
-    for _, kw, _ in TABLE5:
+    for config in TABLE5:
+        kw = config[1]
         assert isinstance(kw, dict)
         th = schedule("rope_id", head_dim=d, train_len=TRAIN_LEN, **kw).theta
-        out.append((th, "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items()))
+        out.append((config, th, "abl_" + "_".join(f"{k}{v:.4g}" for k, v in sorted(kw.items()))
                     + f"_d{d}_v{n_clouds}_L{TRAIN_LEN}"))
     return out
 
