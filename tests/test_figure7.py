@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from ropetheory.flags import device_scope
 from ropetheory.studies import figure7
 
 SMALL = dict(n_clouds=12, n_max=1e6, num=24, head_dims=(128,), quiet=True)
@@ -145,11 +146,14 @@ def test_a_started_curve_on_cpu_computes_nothing_until_it_is_read(monkeypatch):
     real = gram.weighted_mean_phases
     monkeypatch.setattr(gram, "weighted_mean_phases", lambda *a, **k: calls.append(1) or real(*a, **k))
     th = figure7.theta_of("rope_id", 16)
-    finish = gram.start_rank1_curves(th, figure7.clouds(16, 3), [1, 10, 100])
+    with device_scope("cpu"):                          # on a GPU machine too: this is the CPU branch
+        finish = gram.start_rank1_curves(th, figure7.clouds(16, 3), [1, 10, 100])
     assert calls == []
     curve = finish()
     assert calls == [1] and curve.rho.shape == (3, 3)
-    np.testing.assert_array_equal(curve.rho, gram.rank1_curves_batch(th, figure7.clouds(16, 3), [1, 10, 100]).rho)
+    with device_scope("cpu"):
+        on_host = gram.rank1_curves_batch(th, figure7.clouds(16, 3), [1, 10, 100])
+    np.testing.assert_array_equal(curve.rho, on_host.rho)
 
 
 def test_on_an_accelerator_every_chunk_is_dispatched_when_the_curve_is_started(monkeypatch):
