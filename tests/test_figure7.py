@@ -162,7 +162,8 @@ def test_on_an_accelerator_every_chunk_is_dispatched_when_the_curve_is_started(m
     import numpy as np
     from ropetheory.spectra import gram
     th, V, n = figure7.theta_of("rope_id", 16), figure7.clouds(16, 5), [1, 10, 100, 4096]
-    on_host = gram.rank1_curves_batch(th, V, n, clouds_per_call=2, method="eigvalsh")
+    with device_scope("cpu"):                          # the host's branch, on a GPU machine too
+        on_host = gram.rank1_curves_batch(th, V, n, clouds_per_call=2, method="eigvalsh")
     dispatched = []
     real = gram.rho2_for_clouds
 
