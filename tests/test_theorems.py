@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import ropetheory as rt
 from ropetheory import spectra as sp
@@ -269,6 +269,43 @@ def test_the_limit_of_many_clouds_is_the_top_eigenvalue_of_each_ones_whole_limit
     e = np.array([tm.plane_energies(v / np.linalg.norm(v)) for v in V])
     np.testing.assert_allclose(emax, e.max(axis=1), rtol=1e-14)
 
+
+
+#: the closed-form top eigenvalue of a 2 x 2 block against the exact one: four roundings (the half-sum, the
+#: half-difference, hypot's correctly rounded-within-1-ulp result, the final add), each at most an ulp of the
+#: largest entry
+TOP2_RTOL = 4 * np.finfo(float).eps
+#: below the normal range rounding is absolute: four roundings of at most the smallest subnormal each
+TOP2_ATOL = 4 * np.finfo(float).smallest_subnormal
+#: the digits mpmath carries for the exact reference
+TOP2_DPS = 50
+
+
+def _exact_top_2x2(p: float, q: float, r: float) -> float:
+    import mpmath
+    with mpmath.workdps(TOP2_DPS):
+        p_, q_, r_ = mpmath.mpf(p), mpmath.mpf(q), mpmath.mpf(r)
+        return float((p_ + r_) / 2 + mpmath.sqrt(((p_ - r_) / 2) ** 2 + q_ ** 2))
+
+
+_entries = st.floats(-1.0, 1.0, allow_nan=False, allow_subnormal=False)
+
+
+@given(p=_entries, q=_entries, r=_entries, scale=st.integers(-900, 900))
+@example(p=0.5, q=0.0, r=0.5, scale=0)
+@example(p=1.0, q=1e-300, r=1.0, scale=0)
+@example(p=-1.0, q=1.0, r=1.0, scale=0)
+@example(p=0.0, q=0.0, r=0.0, scale=0)
+@example(p=1.0, q=1.0, r=1.0, scale=900)
+@example(p=1.0, q=1.0, r=-1.0, scale=-900)
+@examples(200)
+def test_the_closed_form_top_of_a_2x2_block_is_within_ulps_of_the_exact_top(p, q, r, scale):
+    """``top_of_2x2`` (each one-plane class of Figure 7's floors and of the certified curve's gap bound):
+    ``(p + r)/2 + hypot((p - r)/2, q)`` is within ``TOP2_RTOL`` of the largest entry of the exact top eigenvalue,
+    for any symmetric 2 x 2 (indefinite too) at any binary scale (no overflow or underflow in the square)."""
+    p, q, r = (math.ldexp(x, scale) for x in (p, q, r))
+    got = float(limits.top_of_2x2(np.array([[p, q], [q, r]])))
+    assert abs(got - _exact_top_2x2(p, q, r)) <= TOP2_RTOL * max(abs(p), abs(q), abs(r)) + TOP2_ATOL
 
 
 @pytest.mark.parametrize("name", sorted(LIMIT_CLASS_SCHEDULES))

@@ -110,6 +110,19 @@ def limit_lambdas(theta: Any, V: Any, *, layout: str | None = None) -> tuple[np.
     return lam, e.max(axis=1)
 
 
+def top_of_2x2(G: np.ndarray) -> np.ndarray:
+    """The top eigenvalue of each symmetric ``2 x 2`` matrix ``[[p, q], [q, r]]`` of ``G (..., 2, 2)``, in closed
+    form: ``(p + r) / 2 + hypot((p - r) / 2, q)``.
+
+    Every operation is one rounding of exact inputs (``hypot`` avoids overflow and underflow in the square), so the
+    error is a few ulps of ``max(|p|, |q|, |r|)``, within ``eigvalsh``'s ``O(eps ||G||)``; numpy's batched
+    ``eigvalsh`` on 2 x 2 blocks spends most of its time in LAPACK's per-matrix calls (half of the floors of Figure
+    7 at 4096 clouds). The off-diagonal is the mean of the two (the matrix is symmetric to rounding)."""
+    p, r = G[..., 0, 0], G[..., 1, 1]
+    q = 0.5 * (G[..., 0, 1] + G[..., 1, 0])
+    return 0.5 * (p + r) + np.hypot(0.5 * (p - r), q)
+
+
 def class_tops(D: np.ndarray, S: np.ndarray, Vi: np.ndarray, label: np.ndarray, *, reduce: bool = False
                ) -> np.ndarray:
     """``lambda_max(Gbar_QQ)`` for every cloud (row of the interleaved ``Vi``) and every class ``Q`` of planes
@@ -118,8 +131,9 @@ def class_tops(D: np.ndarray, S: np.ndarray, Vi: np.ndarray, label: np.ndarray, 
 
     ``Gbar_QQ`` is the block formula at the limits ``(D, S)`` of the mean phases on the class's planes. A class
     resonant at every difference and sum (NoPE planes, planes at pi) does not turn at all: D = S = 1 gives
-    ``v_Q v_Q^T``, whose top eigenvalue is ``||v_Q||^2``; numpy's ``eigvalsh`` the others, one batched call per
-    class size and block of ``limit_clouds_per_block`` clouds."""
+    ``v_Q v_Q^T``, whose top eigenvalue is ``||v_Q||^2``; a class of one plane (2 x 2, every class of a generic
+    schedule) ``top_of_2x2``; numpy's ``eigvalsh`` the others, one batched call per class size and block of
+    ``limit_clouds_per_block`` clouds."""
     classes = np.unique(label)
     members = [np.flatnonzero(label == q) for q in classes]
     out = np.full(Vi.shape[0] if reduce else (Vi.shape[0], classes.size), -np.inf)
@@ -136,7 +150,7 @@ def class_tops(D: np.ndarray, S: np.ndarray, Vi: np.ndarray, label: np.ndarray, 
             top[:, rigid] = np.sum(vq[:, rigid] ** 2, axis=-1)
             if not rigid.all():
                 G = assemble_gram(vq[:, ~rigid], Dq[~rigid], Sq[~rigid], xp=np)
-                top[:, ~rigid] = np.linalg.eigvalsh(G)[..., -1]
+                top[:, ~rigid] = top_of_2x2(G) if m == 1 else np.linalg.eigvalsh(G)[..., -1]
             if reduce:
                 np.maximum(out[k:k + step], top.max(axis=1), out=out[k:k + step])
             else:
