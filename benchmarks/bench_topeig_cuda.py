@@ -305,6 +305,36 @@ def head_dim_row(B: int, d: int, repeat: int) -> dict:
             "cuda_vs_subspace": package["cuda"]["per_s"] / package["subspace"]["per_s"]}
 
 
+def rank1_row(clouds: int, d: int, key: str, repeat: int) -> dict:
+    """Figure 7's ``clouds`` clouds of schedule ``key`` at its grid of lengths, head width ``d``: the certified top
+    eigenvalues with the Grams built in memory by XLA (``assemble_gram``, then the kernel reads them) against the
+    kernel building each Gram in its registers (``cuda_topeig.rank1_top_and_certificate``), end to end inside
+    jit, on the same clouds in the same run, each checked against eigvalsh of the assembled Grams."""
+    from ropetheory import spectra
+    from ropetheory.spectra import cuda_topeig, gram
+    from ropetheory.spectra.topeig import top_eigenvalue_or_flag
+    from ropetheory.spectra.weights import CONSTANT, weighted_mean_phases
+    theta = figure7.theta_of(key, d)
+    V = jnp.asarray(figure7.clouds(d, clouds))
+    L = figure7.TRAIN_LEN
+    grid = np.unique(np.concatenate([spectra.log_grid(1e6, 60), [L, 4 * L, 16 * L]]))        # as figure7.compute
+    assert cuda_topeig.unavailable_reason() is None, cuda_topeig.unavailable_reason()
+    Dm, Sm = weighted_mean_phases(theta, CONSTANT, gram.pad_lengths(grid.astype(np.int64)))
+    in_memory = jax.jit(lambda V: top_eigenvalue_or_flag(jax.vmap(gram._cloud_grams, (0, None, None))(V, Dm, Sm),
+                                                         "cuda"))
+    in_kernel = jax.jit(lambda V: cuda_topeig.rank1_top_and_certificate(V, Dm, Sm))
+    G = np.asarray(jax.vmap(gram._cloud_grams, (0, None, None))(V[:64], Dm, Sm))
+    ref = np.linalg.eigvalsh(G)[..., -1]
+    row: dict = {"matrices": int(V.shape[0] * Dm.shape[0])}
+    for name, fn in (("grams_in_memory", in_memory), ("grams_in_kernel", in_kernel)):
+        lam, ok = (np.asarray(x) for x in fn(V))
+        t = best_time(fn, V, repeat)
+        row[name] = {"seconds": t, "per_s": row["matrices"] / t, "certified_share": float(ok.mean()),
+                     "max_rel_to_eigvalsh_first_64_clouds": float(np.max(np.abs(lam[:64] - ref) / ref))}
+    row["in_kernel_speedup"] = row["grams_in_memory"]["seconds"] / row["grams_in_kernel"]["seconds"]
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4096)
@@ -319,6 +349,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head-dims", default="", help="other head widths d (comma-separated): the package's 'cuda' "
                     "(embedded in 128 x 128) against 'subspace' on Figure 7's RoPE Grams of each")
     ap.add_argument("--only-head-dims", action="store_true", help="measure the --head-dims rows alone")
+    ap.add_argument("--rank1", default="", help="clouds (e.g. 4096): Figure 7's curves with the Grams built in "
+                    "memory against built in the kernel, each schedule at d = 128 and 80, alone")
     ap.add_argument("--out", default="results/bench_topeig_cuda.json")
     args = ap.parse_args(argv)
     if jax.default_backend() != "gpu":
@@ -329,6 +361,14 @@ def main(argv=None) -> int:
     res: dict = {"device": dev.device_kind, "jax": jax.__version__, "batch": B, "d": D, "threads": NT,
                  "cert_rtol": CERT_RTOL, "bounds": compute_bounds(dev.device_kind, 48), "kernels": {}, "rows": {},
                  "pipeline": {}, "head_dims": {}}
+    if args.rank1:
+        res["rank1"] = {}
+        for d in (D, 80):
+            for key in figure7.SCHEDULES:
+                res["rank1"][f"{key} d={d}"] = rank1_row(int(args.rank1), d, key, args.repeat)
+                print(f"rank1 {key} d={d}:", res["rank1"][f"{key} d={d}"], flush=True)
+        report(res, args.out)
+        return 0
     for d in (int(x) for x in args.head_dims.split(",") if x):
         res["head_dims"][str(d)] = head_dim_row(B, d, args.repeat)
         print(f"d = {d}:", res["head_dims"][str(d)], flush=True)

@@ -14,8 +14,12 @@ import pytest
 from test_topeig import EIG_RTOL, _symmetric_batch
 
 import ropetheory as rt
+from ropetheory.core.checks import check_clouds
 from ropetheory.core.errors import BadValue
+from ropetheory.schedules.paper import rope_frequencies
 from ropetheory.spectra import cuda_topeig, topeig
+from ropetheory.spectra.weights import CONSTANT, weighted_mean_phases
+from ropetheory.studies import figure7
 
 ON_NVIDIA_GPU = cuda_topeig._cuda_device() is not None
 
@@ -126,7 +130,7 @@ def test_the_library_compiles_from_the_installed_sources_once_and_anew_for_other
     lib = cuda_topeig.build("sm_90")
     assert "compiling the top-eigenvalue method 'cuda' for sm_90" in capsys.readouterr().err
     assert lib.is_relative_to(tmp_path) and lib.stat().st_size > 0
-    assert hasattr(ctypes.CDLL(str(lib)), cuda_topeig.SYMBOL)
+    assert all(hasattr(ctypes.CDLL(str(lib)), sym) for sym in (cuda_topeig.SYMBOL, cuda_topeig.SYMBOL_RANK1))
     stamp = lib.stat().st_mtime_ns
     assert cuda_topeig.build("sm_90") == lib and lib.stat().st_mtime_ns == stamp
     assert capsys.readouterr().err == ""
@@ -155,3 +159,47 @@ def test_the_cuda_method_equals_the_largest_of_eigvalsh(kind, scale, d):
     assert np.all(np.abs(got - ref) <= tol)
     assert np.all(np.abs(np.asarray(rt.top_eigenvalue(G, "cuda")) - ref) <= tol)
     assert topeig.default_method(cuda_topeig.D) == "cuda"
+
+
+def test_the_kernel_builds_the_grams_itself_exactly_where_the_batched_method_is_cuda():
+    """``rank1_curves_batch`` hands clouds and mean phases to the kernel (no Gram in memory) only for the method
+    "cuda" (given, or the default) at 2 < d <= 128, and then holds up to ``KERNEL_CALL_MATRICES`` matrices a
+    call instead of ``ACCELERATOR_CALL_BYTES`` of Grams."""
+    from ropetheory.spectra import gram
+    assert gram.builds_grams_in_kernel("cuda", 128) and gram.builds_grams_in_kernel("cuda", 4)
+    assert not gram.builds_grams_in_kernel("cuda", 2) and not gram.builds_grams_in_kernel("cuda", 130)
+    assert not gram.builds_grams_in_kernel("subspace", 128)
+    assert gram.builds_grams_in_kernel(None, 128) == (topeig.default_method(128) == "cuda")
+    assert gram._clouds_per_call(None, 128, 64, "cuda", True) == gram.KERNEL_CALL_MATRICES // 64
+    fit = gram.KERNEL_CALL_MATRICES // 100
+    assert gram._clouds_per_call(None, 80, 100, "cuda", True) == 1 << (fit.bit_length() - 1)
+    assert gram._clouds_per_call(7, 128, 64, "cuda", True) == 7
+    assert gram._clouds_per_call(None, 128, 64, "subspace", True) == gram.ACCELERATOR_CALL_BYTES // (8 * 64 * 128 ** 2)
+
+
+#: schedules whose limit Grams have every kind of block: generic, NoPE planes (D = S = 1), planes at pi
+KERNEL_GRAM_SCHEDULES = {"rope": lambda d: figure7.theta_of("rope_1e4", d),
+                         "rope_id": lambda d: figure7.theta_of("rope_id", d),
+                         "nope_and_pi": lambda d: np.concatenate([np.zeros(2), np.full(1, np.pi),
+                                                                  rope_frequencies(d - 6, 1e4)])}
+
+
+@pytest.mark.skipif(not ON_NVIDIA_GPU, reason="needs an NVIDIA GPU (run on the device machine)")
+@pytest.mark.parametrize("name", sorted(KERNEL_GRAM_SCHEDULES))
+@pytest.mark.parametrize("d", [cuda_topeig.D, 80, 64, 8])
+def test_grams_built_in_the_kernel_give_the_top_eigenvalues_of_the_grams_built_in_memory(name, d):
+    """The kernel's own Grams (``rank1_top_and_certificate``, through ``rank1_curves_batch`` with "cuda") give
+    eigvalsh's top eigenvalue of ``assemble_gram``'s Grams at every length, certified in the kernel, for every
+    kind of block and for d below the kernel's size (the tail ``s I`` built in the kernel)."""
+    from ropetheory.spectra import gram
+    theta = KERNEL_GRAM_SCHEDULES[name](d)
+    V = np.random.default_rng(3).standard_normal((37, d))
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    lengths = np.unique(np.concatenate([[1, 2, 3, 7], rt.log_grid(1e9, 20)])).astype(np.int64)
+    got = rt.rank1_curves_batch(theta, V, lengths, layout="interleaved", method="cuda")["rho2"]
+    Dm, Sm = weighted_mean_phases(theta, CONSTANT, lengths)
+    ref = np.array([np.linalg.eigvalsh(np.asarray(gram._assemble_batch(v, Dm, Sm)))[:, -1] for v in V])
+    assert np.all(np.abs(got - ref) <= EIG_RTOL * ref), np.abs(got - ref).max()
+    Vc = check_clouds(V, d // 2, "interleaved")            # the clouds as rank1_curves_batch holds them
+    theta_k, ok = jax.jit(cuda_topeig.rank1_top_and_certificate)(jnp.asarray(Vc), Dm, Sm)
+    assert np.asarray(ok).all() and np.array_equal(np.asarray(theta_k), got)

@@ -46,8 +46,8 @@ import numpy as np
 
 from ..core.devices import user_cache_dir
 
-__all__ = ["D", "TARGET", "build", "embedded", "library_path", "start_vector", "top_and_certificate",
-           "unavailable_reason"]
+__all__ = ["D", "TARGET", "TARGET_RANK1", "build", "embedded", "library_path", "rank1_top_and_certificate",
+           "start_vector", "top_and_certificate", "unavailable_reason"]
 
 #: the matrix size the kernel takes (one block of 512 threads, 32 entries a thread); smaller ones are embedded
 D = 128
@@ -60,9 +60,11 @@ DEFAULT_FROM_D = 64
 FIRST_STEPS, SECOND_STEPS = 48, 128
 #: the FFI target's name and the handler's symbol in the library
 TARGET, SYMBOL = "ropetheory_topeig", "RopetheoryTopEig"
+#: the same for the handler that builds each rank-1 cloud's Gram in the kernel (``rank1_top_and_certificate``)
+TARGET_RANK1, SYMBOL_RANK1 = "ropetheory_topeig_rank1", "RopetheoryTopEigRank1"
 #: the library's sources (package data) and nvcc's flags besides the architecture and include path;
 #: 940 and 2473 are warnings nvcc raises inside XLA's FFI headers
-SOURCES = ("topeig_ffi.cu", "topeig_kernel.cuh")
+SOURCES = ("topeig_ffi.cu", "topeig_kernel.cuh", "topeig_rank1.cuh", "gram_block.cuh")
 NVCC_FLAGS = ("-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-O3", "-diag-suppress", "940,2473")
 #: seconds nvcc may take (one build takes ~7 s on 2 cores)
 BUILD_TIMEOUT_S = 600
@@ -158,7 +160,8 @@ def _register(arch: str) -> str | None:
     once, as a warning)."""
     try:
         lib = ctypes.CDLL(str(build(arch)))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(getattr(lib, SYMBOL)), platform="CUDA")
+        for target, symbol in ((TARGET, SYMBOL), (TARGET_RANK1, SYMBOL_RANK1)):
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="CUDA")
     except (RuntimeError, OSError, subprocess.TimeoutExpired, AttributeError) as e:
         return _said(str(e))
     _LIBS.append(lib)
@@ -220,4 +223,24 @@ def top_and_certificate(G):
     B = G.shape[0]
     call = jax.ffi.ffi_call(TARGET, (jax.ShapeDtypeStruct((B,), jnp.float64), jax.ShapeDtypeStruct((B,), jnp.int32)))
     theta, ok = call(G.astype(jnp.float64), jnp.asarray(start_vector()), rtol=np.float64(CERT_RTOL))
+    return theta, ok > 0
+
+
+def rank1_top_and_certificate(V_il, Dm, Sm):
+    """``(theta, ok)``, each ``(C, N)``, for the Grams ``G_n / W_n`` of the unit rank-1 clouds ``V_il (C, d)``
+    (interleaved, ``d <= D``) at the ``N`` lengths whose mean phases are ``Dm, Sm (N, d/2, d/2)`` (complex, or
+    real where the imaginary parts are 0), as ``top_and_certificate`` of the Grams ``assemble_gram`` builds
+    (traceable; the target registered, as ``unavailable_reason() is None`` ensures).
+
+    The kernel builds each Gram in its registers from the cloud and the mean phases (``cuda/topeig_rank1.cuh``,
+    the block formula of ``cuda/gram_block.cuh``, generated with ``derived.py`` by ``proofs/gram_blocks.py``),
+    so no Gram is written to or read from the device's memory. Its entries are the formula's, each evaluated
+    once for the pair in the upper triangle, where ``assemble_gram`` averages the two triangles: the matrices
+    agree to rounding, and each value is certified for the matrix the kernel holds."""
+    from .topeig import CERT_RTOL
+    C, N = V_il.shape[0], Dm.shape[0]
+    DS = jnp.stack([jnp.real(Dm), jnp.imag(Dm), jnp.real(Sm), jnp.imag(Sm)], axis=-1).astype(jnp.float64)
+    call = jax.ffi.ffi_call(TARGET_RANK1, (jax.ShapeDtypeStruct((C, N), jnp.float64),
+                                           jax.ShapeDtypeStruct((C, N), jnp.int32)))
+    theta, ok = call(jnp.asarray(V_il, jnp.float64), DS, jnp.asarray(start_vector()), rtol=np.float64(CERT_RTOL))
     return theta, ok > 0

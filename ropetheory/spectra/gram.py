@@ -177,6 +177,13 @@ def checked_rank1_curve(theta: Schedule, v: np.ndarray, lengths: np.ndarray, *, 
         return Curve(n=L, **{k: np.asarray(x)[:L.size] for k, x in out.items()})
 
 
+def builds_grams_in_kernel(method: str | None, d: int) -> bool:
+    """Whether the batched, flagged ``rho2_for_clouds`` hands the clouds and mean phases to the CUDA kernel,
+    which builds each Gram in its registers (``cuda_topeig.rank1_top_and_certificate``), instead of building
+    the Grams in memory: where the method (given, or the default for ``d``) is ``"cuda"``, ``2 < d <= 128``."""
+    return 2 < d <= cuda_topeig.D and (method or default_method(d)) == "cuda"
+
+
 def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_a_time=False, flagged=False):
     """``rho_n^2`` for each cloud ``V (nv, d)`` and length: ``(nv, len)``; tr(G/W) = 1 for unit v.
     ``method``, ``one_at_a_time``: how the top eigenvalue is found (``.topeig.top_eigenvalue``). ``flagged``:
@@ -187,6 +194,8 @@ def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_
             return top_eigenvalue_or_flag(G, method)
         return top_eigenvalue(G, method, one_at_a_time=one_at_a_time)
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
+        if flagged and builds_grams_in_kernel(method, V_il.shape[-1]):
+            return cuda_topeig.rank1_top_and_certificate(V_il, Dm, Sm)
         return top(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm))
     return jax.lax.map(lambda v: top(_cloud_grams(v, Dm, Sm)), V_il)
 
@@ -211,11 +220,15 @@ def resolve_on_host(rho2: np.ndarray, ok: np.ndarray, V_il: np.ndarray, Dm: Any,
     return rho2
 
 
-#: bytes of Gram matrices one call of ``rank1_curves_batch`` may hold on an accelerator (clouds x lengths x d^2
-#: float64): 8192 Grams of d = 128, 8 ms of the CUDA method's time
+#: bytes of Gram matrices one call of ``rank1_curves_batch`` may hold on an accelerator where the Grams are built
+#: in memory (clouds x lengths x d^2 float64): 8192 Grams of d = 128
 ACCELERATOR_CALL_BYTES = 1 << 30
 #: clouds per call on the CPU, where the clouds run one after another inside the call anyway
 CPU_CLOUDS_PER_CALL = 16
+#: matrices one call may hold where the kernel builds the Grams itself (``builds_grams_in_kernel``: 12 bytes of
+#: output a matrix, no Gram in memory): Figure 7's 4096 clouds x 64 lengths, ~0.2 s of the kernel on one H100, in
+#: one call, where 1 GiB of Grams took 8192 (the host waited 2.7 ms a call to queue each, session 25)
+KERNEL_CALL_MATRICES = 1 << 18
 
 
 @renamed("0.3.0", chunk="clouds_per_call")
@@ -227,7 +240,8 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
     The mean phases do not depend on ``v``: they are computed once; each cloud then costs one
     block assembly and one top eigenvalue per length; ``clouds_per_call`` clouds go to the jitted kernel at
     a time (default: ``CPU_CLOUDS_PER_CALL`` on CPU; on an accelerator the largest power of two whose Grams fit
-    ``ACCELERATOR_CALL_BYTES``). The program returns each value with its method's check
+    ``ACCELERATOR_CALL_BYTES``, or, where the CUDA kernel builds the Grams itself (``builds_grams_in_kernel``),
+    whose matrices number at most ``KERNEL_CALL_MATRICES``). The program returns each value with its method's check
     (``.topeig.top_eigenvalue_or_flag``); the few values no check vouched for are recomputed here with numpy's
     ``eigvalsh`` (``resolve_on_host``). ``progress(k)`` is called with the ``k`` clouds just done.
     """
@@ -237,14 +251,16 @@ def rank1_curves_batch(theta: Any, V: Any, lengths: Any, *, layout: str | None =
 
 def _clouds_per_call(clouds_per_call: int | None, d: int, n_lengths: int, method: str | None, batched: bool) -> int:
     """``clouds_per_call`` checked, or the default: on an accelerator the largest power of two of clouds whose
-    ``n_lengths`` Grams fit ``ACCELERATOR_CALL_BYTES`` (even calls), on CPU ``CPU_CLOUDS_PER_CALL``."""
+    ``n_lengths`` Grams fit ``ACCELERATOR_CALL_BYTES``, or number at most ``KERNEL_CALL_MATRICES`` where the kernel
+    builds them (even calls); on CPU ``CPU_CLOUDS_PER_CALL``."""
     if clouds_per_call is not None:
         return check_length(clouds_per_call, "clouds_per_call")
     if not batched:
         return CPU_CLOUDS_PER_CALL
-    # the CUDA method embeds a smaller Gram in D x D (a padded copy and its tail: twice D^2 a Gram)
-    embedded = (method or default_method(d)) == "cuda" and d < cuda_topeig.D
-    fit = max(1, ACCELERATOR_CALL_BYTES // (8 * n_lengths * (2 * cuda_topeig.D ** 2 if embedded else d ** 2)))
+    if builds_grams_in_kernel(method, d):
+        fit = max(1, KERNEL_CALL_MATRICES // n_lengths)
+    else:
+        fit = max(1, ACCELERATOR_CALL_BYTES // (8 * n_lengths * d ** 2))
     return 1 << (fit.bit_length() - 1)
 
 

@@ -5,6 +5,8 @@
 //      once (redo), so only the few left pay for the longer run.
 // Outputs theta (B,) and ok (B,): ok[m] = 1 where mu I - G_m, mu = theta_m (1 + rtol), was shown positive
 // definite in the kernel, else 0 (the caller answers those with eigvalsh). Built by nvcc at first use.
+// A second handler takes rank-1 clouds V (C, d) and mean phases DS (N, d/2, d/2, 4) instead of Grams and does the
+// same for the C x N Grams, each built in the registers (topeig_rank1.cuh): theta and ok of shape (C, N).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -13,6 +15,7 @@
 #include "xla/ffi/api/ffi.h"
 // after XLA's headers: the kernel's one-letter macros (D, H, R, P) would rewrite their code
 #include "topeig_kernel.cuh"
+#include "topeig_rank1.cuh"
 
 namespace ffi = xla::ffi;
 
@@ -47,6 +50,51 @@ static ffi::Error TopEig(cudaStream_t stream, ffi::Buffer<ffi::F64> G, ffi::Buff
     if (e != cudaSuccess) return ffi::Error::Internal(std::string("ropetheory_topeig: ") + cudaGetErrorString(e));
     return ffi::Error::Success();
 }
+
+__global__ void __launch_bounds__(NT, 1)
+topeig_rank1_first(const double* V, const double* DS, int d, int nlen, const double* v0, double* theta, int* ok,
+                   double rtol) {
+    topeig_rank1_body<FIRST_STEPS>(V, DS, d, nlen, v0, theta, ok, rtol, 0);
+}
+
+__global__ void __launch_bounds__(NT, 1)
+topeig_rank1_second(const double* V, const double* DS, int d, int nlen, const double* v0, double* theta, int* ok,
+                    double rtol) {
+    topeig_rank1_body<SECOND_STEPS>(V, DS, d, nlen, v0, theta, ok, rtol, 1);
+}
+
+static ffi::Error TopEigRank1(cudaStream_t stream, ffi::Buffer<ffi::F64> V, ffi::Buffer<ffi::F64> DS,
+                              ffi::Buffer<ffi::F64> v0, ffi::ResultBuffer<ffi::F64> theta,
+                              ffi::ResultBuffer<ffi::S32> ok, double rtol) {
+    auto vd = V.dimensions(), sd = DS.dimensions();
+    if (vd.size() != 2 || sd.size() != 4 || vd[1] < 2 || vd[1] > D || vd[1] % 2 != 0 || sd[1] != vd[1] / 2 ||
+        sd[2] != vd[1] / 2 || sd[3] != 4 || v0.element_count() != D)
+        return ffi::Error::InvalidArgument("ropetheory_topeig_rank1 takes V of shape (C, d), d even and <= 128, DS "
+                                           "of shape (N, d/2, d/2, 4) and v0 of shape (128,)");
+    const int64_t B = vd[0] * sd[0];
+    if (B == 0) return ffi::Error::Success();
+    if (B > INT32_MAX) return ffi::Error::InvalidArgument("ropetheory_topeig_rank1: more than 2^31 - 1 matrices");
+    const dim3 grid(static_cast<unsigned>(B));
+    const int d = static_cast<int>(vd[1]), nlen = static_cast<int>(sd[0]);
+    int32_t* okp = ok->typed_data();
+    topeig_rank1_first<<<grid, NT, 0, stream>>>(V.typed_data(), DS.typed_data(), d, nlen, v0.typed_data(),
+                                                theta->typed_data(), okp, rtol);
+    topeig_rank1_second<<<grid, NT, 0, stream>>>(V.typed_data(), DS.typed_data(), d, nlen, v0.typed_data(),
+                                                 theta->typed_data(), okp, rtol);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return ffi::Error::Internal(std::string("ropetheory_topeig_rank1: ") + cudaGetErrorString(e));
+    return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RopetheoryTopEigRank1, TopEigRank1,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<double>("rtol"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RopetheoryTopEig, TopEig,
                               ffi::Ffi::Bind()

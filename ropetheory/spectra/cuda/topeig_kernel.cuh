@@ -278,13 +278,12 @@ __device__ bool positive_definite(double* a, double mu, double (*cbuf)[P][D], in
     return true;
 }
 
-// Block b works on matrix m = idx[b] (m = b when idx is null: a pass over a subset, e.g. the matrices a
-// shorter run did not certify, needs no gathered copy) and writes theta_out[m], ok_out[m]; with redo, a
-// block whose matrix is already certified (ok_out[m] > 0) returns at once.
+// Steps 0-3 on the matrix in registers: a[i] = G[h R + i][r] of the block's matrix mat, amax = max |a[i]| over
+// the thread's entries; writes theta_out[mat], ok_out[mat] (cert as in step 3; cert == 3 reads theta_out[mat]).
 template <int STEPS>
-__device__ __forceinline__ void topeig_body(const double* __restrict__ G, const double* __restrict__ v0,
-                                            double* __restrict__ theta_out, int* __restrict__ ok_out,
-                                            double cert_rtol, int cert, const int* __restrict__ idx, int redo) {
+__device__ __forceinline__ void topeig_solve(double* a, double amax, const double* __restrict__ v0,
+                                             double* __restrict__ theta_out, int* __restrict__ ok_out,
+                                             double cert_rtol, int cert, int mat) {
     __shared__ __align__(16) double wbuf[D];
     __shared__ double part[H][D];
     __shared__ double al[STEPS], b2[STEPS];
@@ -294,15 +293,6 @@ __device__ __forceinline__ void topeig_body(const double* __restrict__ G, const 
     __shared__ double redC[D / 32];
     __shared__ double2 red2[2][NW];
     const int t = threadIdx.x, h = t / D, r = ((((t >> 5) & 3) - h) & 3) * 32 + (t & 31);
-    const int mat = idx ? idx[blockIdx.x] : blockIdx.x;
-    if (redo && ok_out[mat] > 0) return;               // the same value in every thread: uniform
-    const double* Gb = G + (unsigned long long)mat * D * D;
-    double a[R], amax = 0.0;
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
-        amax = fmax(amax, fabs(a[i]));
-    }
     // scale by 2^-e, e the binary exponent of max |G| read from its bits, so the largest entry is in [1/2, 1)
     // (the bounds of step 2 assume entries below 1; a subnormal maximum gets e = -1021, a smaller scaling),
     // as two products by normal powers of two: exact where the results are normal, as
@@ -330,6 +320,26 @@ __device__ __forceinline__ void topeig_body(const double* __restrict__ G, const 
         theta_out[mat] = ldexp(th, e);
         ok_out[mat] = ok;
     }
+}
+
+// Block b works on matrix m = idx[b] (m = b when idx is null: a pass over a subset, e.g. the matrices a
+// shorter run did not certify, needs no gathered copy) and writes theta_out[m], ok_out[m]; with redo, a
+// block whose matrix is already certified (ok_out[m] > 0) returns at once.
+template <int STEPS>
+__device__ __forceinline__ void topeig_body(const double* __restrict__ G, const double* __restrict__ v0,
+                                            double* __restrict__ theta_out, int* __restrict__ ok_out,
+                                            double cert_rtol, int cert, const int* __restrict__ idx, int redo) {
+    const int t = threadIdx.x, h = t / D, r = ((((t >> 5) & 3) - h) & 3) * 32 + (t & 31);
+    const int mat = idx ? idx[blockIdx.x] : blockIdx.x;
+    if (redo && ok_out[mat] > 0) return;               // the same value in every thread: uniform
+    const double* Gb = G + (unsigned long long)mat * D * D;
+    double a[R], amax = 0.0;
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        a[i] = Gb[(unsigned long long)(h * R + i) * D + r];
+        amax = fmax(amax, fabs(a[i]));
+    }
+    topeig_solve<STEPS>(a, amax, v0, theta_out, ok_out, cert_rtol, cert, mat);
 }
 
 #ifdef K
