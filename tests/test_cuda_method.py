@@ -177,6 +177,17 @@ def test_the_kernel_builds_the_grams_itself_exactly_where_the_batched_method_is_
     assert gram._clouds_per_call(None, 128, 64, "subspace", True) == gram.ACCELERATOR_CALL_BYTES // (8 * 64 * 128 ** 2)
 
 
+@pytest.mark.skipif(ON_NVIDIA_GPU, reason="checks the refusal where no NVIDIA GPU is in scope")
+def test_the_batched_program_asked_for_cuda_by_name_refuses_naming_it_where_it_cannot_run():
+    """``rho2_for_clouds`` called directly with ``method="cuda"`` (the path that builds the Grams in the kernel)
+    refuses with a ValueError naming the method, not an error from inside XLA about an unregistered target."""
+    from ropetheory.spectra import gram
+    V = np.eye(1, 8)
+    Dm, Sm = weighted_mean_phases(figure7.theta_of("rope_1e4", 8), CONSTANT, np.array([1, 5], dtype=np.int64))
+    with pytest.raises(BadValue, match="method 'cuda' cannot run here"):
+        gram.rho2_for_clouds(jnp.asarray(V), Dm, Sm, batched_eig=True, method="cuda", flagged=True)
+
+
 #: schedules whose limit Grams have every kind of block: generic, NoPE planes (D = S = 1), planes at pi
 KERNEL_GRAM_SCHEDULES = {"rope": lambda d: figure7.theta_of("rope_1e4", d),
                          "rope_id": lambda d: figure7.theta_of("rope_id", d),

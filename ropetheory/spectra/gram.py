@@ -195,6 +195,8 @@ def rho2_for_clouds_traced(V_il, Dm, Sm, batched_eig=False, method=None, one_at_
         return top_eigenvalue(G, method, one_at_a_time=one_at_a_time)
     if batched_eig:            # accelerators: one batched top eigenvalue over clouds x lengths
         if flagged and builds_grams_in_kernel(method, V_il.shape[-1]):
+            if method is not None:                 # a method asked for by name: refused here if it cannot run,
+                check_method(method)               # and its FFI targets registered where it can
             return cuda_topeig.rank1_top_and_certificate(V_il, Dm, Sm)
         return top(jax.vmap(_cloud_grams, (0, None, None))(V_il, Dm, Sm))
     return jax.lax.map(lambda v: top(_cloud_grams(v, Dm, Sm)), V_il)

@@ -4,8 +4,10 @@
 // Block b = c * nlen + l takes cloud c (V[c], interleaved, d <= 128 channels) at length l (the mean phases
 // DS[l][j][k] = (Re D_jk, Im D_jk, Re S_jk, Im S_jk) of planes j, k < d / 2). Thread (h, r) of topeig_body holds
 // column r: entry (row, r), row = h R + i, is gram_entry of block (row / 2, r / 2), always evaluated for the pair
-// in the upper triangle (p = min(row, r), q = max(row, r)), so the matrix in the registers is symmetric bit for
-// bit, as the Lanczos product (column r read as row r) and the certificate assume. Past d (d < 128) the matrix
+// in the upper triangle (p = min(row, r), q = max(row, r)): the two triangles hold the same expression of the
+// same values, so they agree up to how the compiler contracts its multiply-adds in each unrolled iteration (to
+// rounding, as assemble_gram's average of G and G^T does), which the Lanczos product (column r read as row r)
+// and the certificate, both backward stable, absorb like any rounding of the Gram. Past d (d < 128) the matrix
 // is [[G, 0], [0, s I]], s = min_i G_ii, as cuda_topeig.embedded builds it on the host: the same top eigenvalue
 // and the same certificate.
 #pragma once
