@@ -30,7 +30,7 @@ from ropetheory.studies import figure7 as f7  # noqa: E402
 def workload(n_clouds: int):
     """``(theta, V, grid)`` for every curve batch ``ropetheory fig7`` computes."""
     L = f7.TRAIN_LEN
-    grid = np.unique(np.concatenate([sp.log_grid(1e6, 60), [L, 4 * L, 16 * L]]))
+    grid = f7.length_grid()
     jobs = []
     for d in (128, 80):
         V = f7.clouds(d, n_clouds)

@@ -310,14 +310,12 @@ def rank1_row(clouds: int, d: int, key: str, repeat: int) -> dict:
     eigenvalues with the Grams built in memory by XLA (``assemble_gram``, then the kernel reads them) against the
     kernel building each Gram in its registers (``cuda_topeig.rank1_top_and_certificate``), end to end inside
     jit, on the same clouds in the same run, each checked against eigvalsh of the assembled Grams."""
-    from ropetheory import spectra
     from ropetheory.spectra import cuda_topeig, gram
     from ropetheory.spectra.topeig import top_eigenvalue_or_flag
     from ropetheory.spectra.weights import CONSTANT, weighted_mean_phases
     theta = figure7.theta_of(key, d)
     V = jnp.asarray(figure7.clouds(d, clouds))
-    L = figure7.TRAIN_LEN
-    grid = np.unique(np.concatenate([spectra.log_grid(1e6, 60), [L, 4 * L, 16 * L]]))        # as figure7.compute
+    grid = figure7.length_grid()
     assert cuda_topeig.unavailable_reason() is None, cuda_topeig.unavailable_reason()
     Dm, Sm = weighted_mean_phases(theta, CONSTANT, gram.pad_lengths(grid.astype(np.int64)))
     in_memory = jax.jit(lambda V: top_eigenvalue_or_flag(jax.vmap(gram._cloud_grams, (0, None, None))(V, Dm, Sm),

@@ -133,6 +133,13 @@ def one_ahead(starts: Sequence[Callable[[], Callable[[], Any]]]) -> Iterator[Any
         yield ahead()
 
 
+def length_grid(n_max: float = 1e6, num: int = 60) -> np.ndarray:
+    """The lengths of Figure 7's curves: ``num`` log-spaced points to ``n_max`` and ``L, 4 L, 16 L``."""
+    L = TRAIN_LEN
+    grid = np.unique(np.concatenate([spectra.log_grid(n_max, num), [L, 4 * L, 16 * L]]))
+    return grid[grid <= max(n_max, 16 * L)]
+
+
 def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num: int = 60,
             head_dims=(128, 80), quiet: bool = False, resume: bool = True) -> dict[str, Any]:
     """Compute and save everything (resumable); returns the metadata dict. Each curve is started before the
@@ -141,8 +148,7 @@ def compute(out_dir: pathlib.Path, n_clouds: int = 256, n_max: float = 1e6, num:
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = PartStore(out_dir / "fig7_parts", code=code_hash(), resume=resume)
     L = TRAIN_LEN
-    grid = np.unique(np.concatenate([spectra.log_grid(n_max, num), [L, 4 * L, 16 * L]]))
-    grid = grid[grid <= max(n_max, 16 * L)]
+    grid = length_grid(n_max, num)
     t0 = time.time()
     rows: list[dict[str, Any]] = []
     table: list[dict[str, Any]] = []
